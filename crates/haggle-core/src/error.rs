@@ -1,0 +1,147 @@
+//! Refusals of the market rules. Each carries a stable machine-readable code (the spec's list) and a
+//! human message; a refusal always means "no state change".
+
+use serde::{Deserialize, Serialize};
+
+/// The machine-readable error codes of the spec (Errors). Adapters add none of their own meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    InvalidRequest,
+    InvalidPrice,
+    InsufficientFunds,
+    MandateExceeded,
+    ListingUnavailable,
+    OfferNotLive,
+    OfferExpired,
+    NotYourOffer,
+    TooManyOffers,
+    InvalidTransition,
+    IdempotencyConflict,
+    IdempotencyInFlight,
+    RateLimited,
+    AgentFrozen,
+    ThreadClosed,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidPrice,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::MandateExceeded,
+        ErrorCode::ListingUnavailable,
+        ErrorCode::OfferNotLive,
+        ErrorCode::OfferExpired,
+        ErrorCode::NotYourOffer,
+        ErrorCode::TooManyOffers,
+        ErrorCode::InvalidTransition,
+        ErrorCode::IdempotencyConflict,
+        ErrorCode::IdempotencyInFlight,
+        ErrorCode::RateLimited,
+        ErrorCode::AgentFrozen,
+        ErrorCode::ThreadClosed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidPrice => "invalid_price",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::MandateExceeded => "mandate_exceeded",
+            ErrorCode::ListingUnavailable => "listing_unavailable",
+            ErrorCode::OfferNotLive => "offer_not_live",
+            ErrorCode::OfferExpired => "offer_expired",
+            ErrorCode::NotYourOffer => "not_your_offer",
+            ErrorCode::TooManyOffers => "too_many_offers",
+            ErrorCode::InvalidTransition => "invalid_transition",
+            ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::IdempotencyInFlight => "idempotency_in_flight",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::AgentFrozen => "agent_frozen",
+            ErrorCode::ThreadClosed => "thread_closed",
+        }
+    }
+
+    /// The HTTP status the spec's error body travels with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden | ErrorCode::AgentFrozen => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::IdempotencyInFlight
+            | ErrorCode::ListingUnavailable
+            | ErrorCode::OfferNotLive
+            | ErrorCode::OfferExpired
+            | ErrorCode::InvalidTransition
+            | ErrorCode::ThreadClosed => 409,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::InvalidRequest
+            | ErrorCode::InvalidPrice
+            | ErrorCode::InsufficientFunds
+            | ErrorCode::MandateExceeded
+            | ErrorCode::NotYourOffer
+            | ErrorCode::TooManyOffers
+            | ErrorCode::IdempotencyConflict => 422,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: a code and a message a person (or a model) can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DomainError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl DomainError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        DomainError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Shorthand constructors, one per code, so rules read like the spec.
+macro_rules! ctor {
+    ($($name:ident => $code:ident),* $(,)?) => {
+        impl DomainError {
+            $(pub fn $name(message: impl Into<String>) -> Self { Self::new(ErrorCode::$code, message) })*
+        }
+    };
+}
+ctor! {
+    forbidden => Forbidden,
+    not_found => NotFound,
+    invalid_request => InvalidRequest,
+    invalid_price => InvalidPrice,
+    insufficient_funds => InsufficientFunds,
+    mandate_exceeded => MandateExceeded,
+    listing_unavailable => ListingUnavailable,
+    offer_not_live => OfferNotLive,
+    offer_expired => OfferExpired,
+    not_your_offer => NotYourOffer,
+    too_many_offers => TooManyOffers,
+    invalid_transition => InvalidTransition,
+    agent_frozen => AgentFrozen,
+    thread_closed => ThreadClosed,
+}
+
+pub type Result<T, E = DomainError> = std::result::Result<T, E>;

@@ -1,0 +1,17 @@
+//! Haggle's domain core: the market rules of `shared/spec/market.md` as plain data and pure functions.
+//! No IO, no async, no clock reads: every command takes the market state it needs (a [`Scene`]) and
+//! the current time, and returns a [`Plan`] of changes and events that an adapter persists atomically.
+
+pub mod error;
+pub mod event;
+pub mod ledger;
+pub mod model;
+pub mod negotiation;
+pub mod plan;
+
+pub use error::{DomainError, ErrorCode};
+pub use event::{Event, EventDraft, GENESIS_HASH, Visibility};
+pub use ledger::{Account, Transfer, TransferKind};
+pub use model::*;
+pub use negotiation::Scene;
+pub use plan::{Change, Plan};

@@ -1,0 +1,383 @@
+//! The market's objects as plain data: markets and their rules, participants and mandates, listings,
+//! threads, messages, offers and deals. State enums carry the spec's state names verbatim.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Money in the market currency's minor units (cents). Never a float.
+pub type Money = i64;
+/// Milliseconds since the Unix epoch, read from the market's clock (real or simulated).
+pub type Timestamp = i64;
+
+pub type MarketId = i64;
+/// Ids of objects inside a market are allocated from one per-market counter, so a replayed
+/// simulation allocates the same ids.
+pub type ParticipantId = i64;
+pub type ListingId = i64;
+pub type ThreadId = i64;
+pub type MessageId = i64;
+pub type OfferId = i64;
+pub type DealId = i64;
+
+/// Upper bound on any single price or budget: keeps every sum of amounts far from `i64` overflow.
+pub const MAX_AMOUNT: Money = 1_000_000_000_000;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+            pub fn as_str(self) -> &'static str { match self { $($name::$variant => $s),* } }
+            pub fn parse(s: &str) -> Option<Self> { match s { $($s => Some($name::$variant),)* _ => None } }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+string_enum!(
+    /// Real time, or a simulated clock that only a harness (operator) advances.
+    ClockMode { Real => "real", Simulated => "simulated" }
+);
+string_enum!(
+    /// `sell`: the owner sells. `buy`: a wanted ad, the owner buys.
+    Side { Sell => "sell", Buy => "buy" }
+);
+string_enum!(ListingStatus { Active => "active", Sold => "sold", Withdrawn => "withdrawn", Expired => "expired" });
+string_enum!(ThreadStatus { Open => "open", Agreed => "agreed", Broken => "broken", TimedOut => "timed_out", Void => "void" });
+string_enum!(OfferState {
+    Live => "live", Accepted => "accepted", Rejected => "rejected", Withdrawn => "withdrawn",
+    Countered => "countered", Superseded => "superseded", Expired => "expired", Void => "void",
+});
+string_enum!(
+    /// The deal lifecycle of the spec; states past `agreed` are driven by the deal-lifecycle rules.
+    DealStatus {
+        AwaitingApproval => "awaiting_approval", Agreed => "agreed", HandedOver => "handed_over",
+        Completed => "completed", Cancelled => "cancelled", Declined => "declined", Disputed => "disputed",
+        Refunded => "refunded", PartiallyRefunded => "partially_refunded",
+    }
+);
+
+impl DealStatus {
+    /// States in which the deal's escrow hold is still open (spec, Ledger invariants).
+    pub fn hold_is_open(self) -> bool {
+        matches!(
+            self,
+            DealStatus::AwaitingApproval
+                | DealStatus::Agreed
+                | DealStatus::HandedOver
+                | DealStatus::Disputed
+        )
+    }
+}
+
+/// The per-market rules of the spec. Durations are in milliseconds of the market clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarketRules {
+    /// Lifetime of an offer unless the offer names a shorter one.
+    pub offer_ttl_ms: i64,
+    /// Cap on offers (both sides together) in one thread; `None` = no cap.
+    pub max_offers_per_thread: Option<u32>,
+    /// Time limit of a thread from its opening; `None` = no limit.
+    pub thread_time_limit_ms: Option<i64>,
+    /// Private (default): a thread is visible to its two parties only.
+    pub public_negotiations: bool,
+    /// Observers may read private threads (a research market usually allows it).
+    pub observers_see_private: bool,
+    pub confirmation_window_ms: i64,
+    pub seller_may_cancel: bool,
+    pub approval_window_ms: i64,
+    /// Research option: after offering, a party may only wait, message or withdraw.
+    pub strict_alternation: bool,
+    /// Research option: a seller may accept only this long after the listing's first offer.
+    pub collection_window_ms: Option<i64>,
+}
+
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+impl Default for MarketRules {
+    fn default() -> Self {
+        MarketRules {
+            offer_ttl_ms: DAY_MS,
+            max_offers_per_thread: Some(20),
+            thread_time_limit_ms: None,
+            public_negotiations: false,
+            observers_see_private: true,
+            confirmation_window_ms: 3 * DAY_MS,
+            seller_may_cancel: true,
+            approval_window_ms: DAY_MS,
+            strict_alternation: false,
+            collection_window_ms: None,
+        }
+    }
+}
+
+impl MarketRules {
+    pub fn validate(&self) -> crate::error::Result<()> {
+        use crate::error::DomainError as E;
+        let positive = [
+            ("offer_ttl_ms", Some(self.offer_ttl_ms)),
+            ("confirmation_window_ms", Some(self.confirmation_window_ms)),
+            ("approval_window_ms", Some(self.approval_window_ms)),
+            ("thread_time_limit_ms", self.thread_time_limit_ms),
+        ];
+        for (name, v) in positive {
+            if let Some(v) = v
+                && v <= 0
+            {
+                return Err(E::invalid_request(format!("rules.{name} must be positive")));
+            }
+        }
+        if self.collection_window_ms.is_some_and(|v| v < 0) {
+            return Err(E::invalid_request(
+                "rules.collection_window_ms must not be negative",
+            ));
+        }
+        if self.max_offers_per_thread == Some(0) {
+            return Err(E::invalid_request(
+                "rules.max_offers_per_thread must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Market {
+    pub id: MarketId,
+    pub name: String,
+    /// ISO 4217 code; amounts are in its minor units.
+    pub currency: String,
+    pub clock_mode: ClockMode,
+    /// The simulated clock's reading (only meaningful in simulated mode).
+    pub sim_now: Timestamp,
+    pub rules: MarketRules,
+    pub created_at: Timestamp,
+}
+
+/// What an agent may do with its principal's money. Enforced on every action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mandate {
+    /// Cap on everything the agent spends (open and finished deals plus live offers).
+    pub spend_cap: Option<Money>,
+    pub per_deal_cap: Option<Money>,
+    /// If set, the agent may buy only in these categories.
+    pub categories: Option<Vec<String>>,
+    pub expires_at: Option<Timestamp>,
+    /// Deals above this price wait for the principal's approval.
+    pub approval_above: Option<Money>,
+    /// A frozen agent can read but not act.
+    pub frozen: bool,
+}
+
+impl Mandate {
+    pub fn validate(&self) -> crate::error::Result<()> {
+        for (name, v) in [
+            ("spend_cap", self.spend_cap),
+            ("per_deal_cap", self.per_deal_cap),
+            ("approval_above", self.approval_above),
+        ] {
+            if let Some(v) = v
+                && !(0..=MAX_AMOUNT).contains(&v)
+            {
+                return Err(crate::error::DomainError::invalid_request(format!(
+                    "mandate.{name} must be between 0 and {MAX_AMOUNT}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    pub id: ParticipantId,
+    pub market_id: MarketId,
+    pub name: String,
+    pub mandate: Mandate,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    pub id: ListingId,
+    pub market_id: MarketId,
+    pub owner: ParticipantId,
+    pub side: Side,
+    pub title: String,
+    pub description: String,
+    pub category: String,
+    pub condition: String,
+    /// Asking price (sell) or budget (buy).
+    pub price: Money,
+    pub attributes: BTreeMap<String, String>,
+    pub status: ListingStatus,
+    pub created_at: Timestamp,
+    pub first_offer_at: Option<Timestamp>,
+}
+
+impl Listing {
+    /// The buyer in a thread between this listing's owner and `counterparty`.
+    pub fn buyer_with(&self, counterparty: ParticipantId) -> ParticipantId {
+        match self.side {
+            Side::Sell => counterparty,
+            Side::Buy => self.owner,
+        }
+    }
+    pub fn seller_with(&self, counterparty: ParticipantId) -> ParticipantId {
+        match self.side {
+            Side::Sell => self.owner,
+            Side::Buy => counterparty,
+        }
+    }
+    pub fn snapshot(&self) -> ListingSnapshot {
+        ListingSnapshot {
+            side: self.side,
+            title: self.title.clone(),
+            description: self.description.clone(),
+            category: self.category.clone(),
+            condition: self.condition.clone(),
+            price: self.price,
+            attributes: self.attributes.clone(),
+        }
+    }
+}
+
+/// What was bought, frozen at acceptance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingSnapshot {
+    pub side: Side,
+    pub title: String,
+    pub description: String,
+    pub category: String,
+    pub condition: String,
+    pub price: Money,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thread {
+    pub id: ThreadId,
+    pub market_id: MarketId,
+    pub listing_id: ListingId,
+    /// The listing's owner.
+    pub owner: ParticipantId,
+    pub counterparty: ParticipantId,
+    pub status: ThreadStatus,
+    /// Offers made in this thread by both sides.
+    pub offers_made: u32,
+    pub last_offer_by: Option<ParticipantId>,
+    pub created_at: Timestamp,
+    pub deadline: Option<Timestamp>,
+}
+
+impl Thread {
+    pub fn is_party(&self, p: ParticipantId) -> bool {
+        self.owner == p || self.counterparty == p
+    }
+    pub fn other_party(&self, p: ParticipantId) -> ParticipantId {
+        if p == self.owner {
+            self.counterparty
+        } else {
+            self.owner
+        }
+    }
+    /// The elapsed fraction `t` in [0, 1] of the spec (rule 6), in parts per million so it stays
+    /// an integer: the larger of offers used / cap and elapsed / time limit.
+    pub fn elapsed_ppm(&self, rules: &MarketRules, now: Timestamp) -> u32 {
+        let by_offers = rules
+            .max_offers_per_thread
+            .map(|cap| (self.offers_made as u64 * 1_000_000 / cap as u64).min(1_000_000))
+            .unwrap_or(0);
+        let by_time = match (rules.thread_time_limit_ms, self.deadline) {
+            (Some(limit), Some(_)) => {
+                let elapsed = (now - self.created_at).clamp(0, limit) as u64;
+                elapsed * 1_000_000 / limit as u64
+            }
+            _ => 0,
+        };
+        by_offers.max(by_time) as u32
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub market_id: MarketId,
+    pub thread_id: ThreadId,
+    pub author: ParticipantId,
+    pub body: String,
+    pub created_at: Timestamp,
+}
+
+string_enum!(
+    /// Why an offer became `void`.
+    VoidReason { ListingSold => "listing_sold", ListingWithdrawn => "listing_withdrawn", WalkedAway => "walked_away", ThreadTimedOut => "thread_timed_out" }
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub id: OfferId,
+    pub market_id: MarketId,
+    pub thread_id: ThreadId,
+    pub listing_id: ListingId,
+    pub proposer: ParticipantId,
+    pub buyer: ParticipantId,
+    pub seller: ParticipantId,
+    pub price: Money,
+    pub state: OfferState,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl Offer {
+    /// A buyer-side live offer commits the buyer's funds (funded commitments, rule 3).
+    pub fn commits_funds(&self, now: Timestamp) -> bool {
+        self.state == OfferState::Live && self.proposer == self.buyer && self.expires_at > now
+    }
+    pub fn recipient(&self) -> ParticipantId {
+        if self.proposer == self.buyer {
+            self.seller
+        } else {
+            self.buyer
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deal {
+    pub id: DealId,
+    pub market_id: MarketId,
+    pub listing_id: ListingId,
+    pub thread_id: ThreadId,
+    pub offer_id: OfferId,
+    pub buyer: ParticipantId,
+    pub seller: ParticipantId,
+    pub price: Money,
+    pub status: DealStatus,
+    pub snapshot: ListingSnapshot,
+    pub created_at: Timestamp,
+    /// When the principal's approval times out (awaiting_approval only).
+    pub approval_deadline: Option<Timestamp>,
+}
+
+/// A buyer's money as the rules need it, read inside the same transaction as the action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Funds {
+    /// The ledger balance of the buyer's `available` account (escrow holds already moved out).
+    pub cash: Money,
+    /// Sum of the buyer's live, unexpired buyer-side offers.
+    pub committed: Money,
+    /// Sum of the buyer's escrow holds of open deals.
+    pub held: Money,
+    /// What counts against the mandate's spend cap: open and finished deals (not cancelled,
+    /// declined or refunded).
+    pub spent: Money,
+}

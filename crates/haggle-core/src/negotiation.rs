@@ -1,0 +1,904 @@
+//! The commands of the market: register and fund participants, set mandates, post and withdraw
+//! listings, open threads, message, offer, accept, reject, withdraw, walk away, and the clock sweep.
+//! Each reads a [`Scene`] (the state the store loaded inside the command's transaction), checks the
+//! rules of the spec, and appends changes and events to a [`Plan`]. A refusal leaves the plan unused.
+
+use crate::error::{DomainError as E, Result};
+use crate::event::Visibility;
+use crate::ledger::{Account, TransferKind};
+use crate::model::*;
+use crate::plan::{Change, Plan};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+pub const MAX_TITLE: usize = 200;
+pub const MAX_TEXT: usize = 4000;
+pub const MAX_NAME: usize = 100;
+pub const MAX_ATTRIBUTES: usize = 32;
+
+/// The slice of market state one command needs, loaded by the store in the same transaction.
+/// Commands update it as they go, so several can compose in one plan (open a thread with an offer).
+#[derive(Debug, Clone)]
+pub struct Scene {
+    pub market: Market,
+    pub now: Timestamp,
+    /// The acting participant (an agent or principal acting for it); `None` for operators.
+    pub actor: Option<Participant>,
+    pub listing: Option<Listing>,
+    pub thread: Option<Thread>,
+    /// The thread's live offer (state `live`, possibly past its expiry).
+    pub live_offer: Option<Offer>,
+    /// The offer a command names (accept, reject, withdraw).
+    pub offer: Option<Offer>,
+    /// Every `live` offer on the listing, and every open thread on it (acceptance and withdrawal
+    /// void them).
+    pub listing_live_offers: Vec<Offer>,
+    pub listing_open_threads: Vec<Thread>,
+    /// The buyer of the thread (or of the thread the actor would open) and its money.
+    pub buyer: Option<(Participant, Funds)>,
+}
+
+impl Scene {
+    pub fn new(market: Market, now: Timestamp) -> Scene {
+        Scene {
+            market,
+            now,
+            actor: None,
+            listing: None,
+            thread: None,
+            live_offer: None,
+            offer: None,
+            listing_live_offers: Vec::new(),
+            listing_open_threads: Vec::new(),
+            buyer: None,
+        }
+    }
+
+    fn actor(&self) -> Result<&Participant> {
+        self.actor
+            .as_ref()
+            .ok_or_else(|| E::forbidden("this action needs a participant's credential"))
+    }
+
+    /// The actor, refused if its agent is frozen.
+    fn trader(&self) -> Result<&Participant> {
+        let a = self.actor()?;
+        if a.mandate.frozen {
+            return Err(E::agent_frozen(format!(
+                "the agent of participant {} is frozen: it can read but not act",
+                a.id
+            )));
+        }
+        Ok(a)
+    }
+
+    fn listing(&self) -> Result<&Listing> {
+        self.listing
+            .as_ref()
+            .ok_or_else(|| E::not_found("listing not found"))
+    }
+
+    fn thread(&self) -> Result<&Thread> {
+        self.thread
+            .as_ref()
+            .ok_or_else(|| E::not_found("thread not found"))
+    }
+
+    fn thread_visibility(&self, t: &Thread) -> Visibility {
+        if self.market.rules.public_negotiations {
+            Visibility::Public
+        } else {
+            Visibility::Parties(vec![t.owner, t.counterparty])
+        }
+    }
+
+    /// Refuses acting in a thread that is closed or past its deadline.
+    fn open_thread_for(&self, actor: ParticipantId) -> Result<&Thread> {
+        let t = self.thread()?;
+        if !t.is_party(actor) {
+            return Err(E::forbidden(format!(
+                "participant {actor} is not a party to thread {}",
+                t.id
+            )));
+        }
+        if t.status != ThreadStatus::Open {
+            return Err(E::thread_closed(format!("thread {} is {}", t.id, t.status)));
+        }
+        if t.deadline.is_some_and(|d| d <= self.now) {
+            return Err(E::thread_closed(format!(
+                "thread {} passed its deadline",
+                t.id
+            )));
+        }
+        Ok(t)
+    }
+
+    fn active_listing(&self) -> Result<&Listing> {
+        let l = self.listing()?;
+        if l.status != ListingStatus::Active {
+            return Err(E::listing_unavailable(format!(
+                "listing {} is {}",
+                l.id, l.status
+            )));
+        }
+        Ok(l)
+    }
+}
+
+fn check_text(field: &str, s: &str, max: usize, required: bool) -> Result<()> {
+    if required && s.trim().is_empty() {
+        return Err(E::invalid_request(format!("{field} must not be empty")));
+    }
+    if s.chars().count() > max {
+        return Err(E::invalid_request(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_price(field: &str, price: Money) -> Result<()> {
+    if !(1..=MAX_AMOUNT).contains(&price) {
+        return Err(E::invalid_price(format!(
+            "{field} must be between 1 and {MAX_AMOUNT} minor units, got {price}"
+        )));
+    }
+    Ok(())
+}
+
+/// Funded commitments and mandate (rule 3): may `buyer` commit `price` more, given `released`
+/// (a commitment of its own this action ends, e.g. the live offer it supersedes or the offer
+/// being accepted)?
+pub fn check_commitment(
+    buyer: &Participant,
+    funds: &Funds,
+    listing: &Listing,
+    price: Money,
+    released: Money,
+    now: Timestamp,
+) -> Result<()> {
+    let m = &buyer.mandate;
+    let committed = funds.committed - released;
+    if m.expires_at.is_some_and(|x| x <= now) {
+        return Err(E::mandate_exceeded(format!(
+            "participant {}'s mandate has expired",
+            buyer.id
+        )));
+    }
+    if let Some(cap) = m.per_deal_cap
+        && price > cap
+    {
+        return Err(E::mandate_exceeded(format!(
+            "{price} is above the mandate's per-deal cap of {cap}"
+        )));
+    }
+    if let Some(cats) = &m.categories
+        && !cats.iter().any(|c| c == &listing.category)
+    {
+        return Err(E::mandate_exceeded(format!(
+            "the mandate does not allow buying in category '{}'",
+            listing.category
+        )));
+    }
+    if let Some(cap) = m.spend_cap
+        && funds.spent + committed + price > cap
+    {
+        return Err(E::mandate_exceeded(format!(
+            "{price} would bring spending to {} against the mandate's cap of {cap}",
+            funds.spent + committed + price
+        )));
+    }
+    if committed + price > funds.cash {
+        return Err(E::insufficient_funds(format!(
+            "{price} is more than the {} available after {} committed to live offers",
+            funds.cash - committed,
+            committed
+        )));
+    }
+    Ok(())
+}
+
+/// A new participant with its mandate and optional starting budget (operator).
+pub fn register_participant(
+    s: &Scene,
+    plan: &mut Plan,
+    name: &str,
+    mandate: Mandate,
+    budget: Money,
+) -> Result<Participant> {
+    check_text("name", name, MAX_NAME, true)?;
+    mandate.validate()?;
+    if !(0..=MAX_AMOUNT).contains(&budget) {
+        return Err(E::invalid_request(format!(
+            "budget must be between 0 and {MAX_AMOUNT}"
+        )));
+    }
+    let p = Participant {
+        id: plan.alloc_id(),
+        market_id: s.market.id,
+        name: name.trim().to_string(),
+        mandate,
+        created_at: s.now,
+    };
+    plan.change(Change::InsertParticipant(p.clone()));
+    plan.event(
+        "participant_joined",
+        None,
+        Visibility::Public,
+        json!({"participant_id": p.id, "name": p.name}),
+    );
+    if budget > 0 {
+        fund_participant(plan, p.id, budget);
+    }
+    Ok(p)
+}
+
+/// Moves budget from `funding` to the participant (operator).
+pub fn fund_participant(plan: &mut Plan, participant: ParticipantId, amount: Money) {
+    let id = plan.next_id;
+    plan.transfer(
+        Account::Funding,
+        Account::Available(participant),
+        amount,
+        TransferKind::Fund,
+        None,
+        format!("fund:{id}"),
+    );
+}
+
+pub fn fund(s: &Scene, plan: &mut Plan, participant: &Participant, amount: Money) -> Result<()> {
+    if !(1..=MAX_AMOUNT).contains(&amount) {
+        return Err(E::invalid_request(format!(
+            "amount must be between 1 and {MAX_AMOUNT}"
+        )));
+    }
+    debug_assert_eq!(participant.market_id, s.market.id);
+    fund_participant(plan, participant.id, amount);
+    Ok(())
+}
+
+/// Replaces a participant's mandate (its principal or an operator).
+pub fn set_mandate(
+    s: &Scene,
+    plan: &mut Plan,
+    participant: &Participant,
+    mandate: Mandate,
+) -> Result<()> {
+    mandate.validate()?;
+    let _ = s;
+    plan.change(Change::SetMandate {
+        participant: participant.id,
+        mandate: mandate.clone(),
+    });
+    plan.event(
+        "mandate_changed",
+        None,
+        Visibility::Parties(vec![participant.id]),
+        json!({"participant_id": participant.id, "mandate": mandate}),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewListing {
+    pub side: Side,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub category: String,
+    #[serde(default)]
+    pub condition: String,
+    pub price: Money,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Result<Listing> {
+    let owner = s.trader()?.id;
+    check_text("title", &input.title, MAX_TITLE, true)?;
+    check_text("description", &input.description, MAX_TEXT, false)?;
+    check_text("category", &input.category, MAX_NAME, true)?;
+    check_text("condition", &input.condition, MAX_NAME, false)?;
+    check_price("price", input.price)?;
+    if input.attributes.len() > MAX_ATTRIBUTES {
+        return Err(E::invalid_request(format!(
+            "at most {MAX_ATTRIBUTES} attributes"
+        )));
+    }
+    for (k, v) in &input.attributes {
+        check_text("attribute name", k, MAX_NAME, true)?;
+        check_text("attribute value", v, MAX_TITLE, false)?;
+    }
+    let l = Listing {
+        id: plan.alloc_id(),
+        market_id: s.market.id,
+        owner,
+        side: input.side,
+        title: input.title.trim().to_string(),
+        description: input.description,
+        category: input.category.trim().to_lowercase(),
+        condition: input.condition,
+        price: input.price,
+        attributes: input.attributes,
+        status: ListingStatus::Active,
+        created_at: s.now,
+        first_offer_at: None,
+    };
+    plan.change(Change::InsertListing(l.clone()));
+    plan.event(
+        "listing_posted",
+        Some(owner),
+        Visibility::Public,
+        json!({"listing": l}),
+    );
+    s.listing = Some(l.clone());
+    Ok(l)
+}
+
+/// Voids every live offer and open thread on the scene's listing except `keep` (one winner).
+fn void_others(s: &Scene, plan: &mut Plan, keep: Option<ThreadId>, reason: VoidReason) {
+    for o in s
+        .listing_live_offers
+        .iter()
+        .filter(|o| Some(o.thread_id) != keep)
+    {
+        plan.change(Change::SetOfferState {
+            offer: o.id,
+            state: OfferState::Void,
+            reason: Some(reason),
+        });
+        plan.event(
+            "offer_voided",
+            None,
+            Visibility::Parties(vec![o.buyer, o.seller]),
+            json!({"offer_id": o.id, "thread_id": o.thread_id, "reason": reason}),
+        );
+    }
+    for t in s.listing_open_threads.iter().filter(|t| Some(t.id) != keep) {
+        plan.change(Change::UpdateThread {
+            thread: t.id,
+            status: ThreadStatus::Void,
+            offers_made: t.offers_made,
+            last_offer_by: t.last_offer_by,
+        });
+        plan.event(
+            "thread_closed",
+            None,
+            s.thread_visibility(t),
+            json!({"thread_id": t.id, "status": ThreadStatus::Void, "reason": reason}),
+        );
+    }
+}
+
+pub fn withdraw_listing(s: &mut Scene, plan: &mut Plan) -> Result<()> {
+    let actor = s.trader()?.id;
+    let l = s.listing()?;
+    if l.owner != actor {
+        return Err(E::forbidden(format!(
+            "listing {} belongs to participant {}",
+            l.id, l.owner
+        )));
+    }
+    if l.status != ListingStatus::Active {
+        return Err(E::invalid_transition(format!(
+            "listing {} is {}, only active listings can be withdrawn",
+            l.id, l.status
+        )));
+    }
+    let id = l.id;
+    void_others(s, plan, None, VoidReason::ListingWithdrawn);
+    plan.change(Change::SetListingStatus {
+        listing: id,
+        status: ListingStatus::Withdrawn,
+    });
+    plan.event(
+        "listing_withdrawn",
+        Some(actor),
+        Visibility::Public,
+        json!({"listing_id": id}),
+    );
+    if let Some(l) = s.listing.as_mut() {
+        l.status = ListingStatus::Withdrawn;
+    }
+    Ok(())
+}
+
+/// Opens (or returns the existing) thread between the actor and the listing's owner.
+pub fn open_thread(s: &mut Scene, plan: &mut Plan) -> Result<Thread> {
+    let actor = s.trader()?.id;
+    if let Some(t) = &s.thread {
+        s.open_thread_for(actor)?;
+        return Ok(t.clone());
+    }
+    let l = s.active_listing()?;
+    if l.owner == actor {
+        return Err(E::invalid_request(
+            "you cannot open a thread on your own listing; the counterparty opens it",
+        ));
+    }
+    let t = Thread {
+        id: plan.alloc_id(),
+        market_id: s.market.id,
+        listing_id: l.id,
+        owner: l.owner,
+        counterparty: actor,
+        status: ThreadStatus::Open,
+        offers_made: 0,
+        last_offer_by: None,
+        created_at: s.now,
+        deadline: s.market.rules.thread_time_limit_ms.map(|d| s.now + d),
+    };
+    plan.change(Change::InsertThread(t.clone()));
+    plan.event(
+        "thread_opened",
+        Some(actor),
+        s.thread_visibility(&t),
+        json!({"thread": t}),
+    );
+    s.thread = Some(t.clone());
+    Ok(t)
+}
+
+pub fn post_message(s: &mut Scene, plan: &mut Plan, body: &str) -> Result<Message> {
+    let actor = s.trader()?.id;
+    check_text("body", body, MAX_TEXT, true)?;
+    let t = s.open_thread_for(actor)?;
+    let m = Message {
+        id: plan.alloc_id(),
+        market_id: s.market.id,
+        thread_id: t.id,
+        author: actor,
+        body: body.to_string(),
+        created_at: s.now,
+    };
+    plan.change(Change::InsertMessage(m.clone()));
+    plan.event(
+        "message_posted",
+        Some(actor),
+        s.thread_visibility(t),
+        json!({"message": m, "listing_id": t.listing_id}),
+    );
+    Ok(m)
+}
+
+/// Makes an offer in the scene's thread; a live offer it replaces becomes `superseded` (own) or
+/// `countered` (the other side's), or `expired` if it had already run out.
+pub fn make_offer(
+    s: &mut Scene,
+    plan: &mut Plan,
+    price: Money,
+    expires_in_ms: Option<i64>,
+) -> Result<Offer> {
+    let actor = s.trader()?.id;
+    check_price("price", price)?;
+    let rules = &s.market.rules;
+    let ttl = match expires_in_ms {
+        None => rules.offer_ttl_ms,
+        Some(v) if v > 0 && v <= rules.offer_ttl_ms => v,
+        Some(v) => {
+            return Err(E::invalid_request(format!(
+                "expires_in_ms must be between 1 and {}, got {v}",
+                rules.offer_ttl_ms
+            )));
+        }
+    };
+    let l = s.active_listing()?;
+    let t = s.open_thread_for(actor)?;
+    if let Some(cap) = rules.max_offers_per_thread
+        && t.offers_made >= cap
+    {
+        return Err(E::too_many_offers(format!(
+            "thread {} has used all {cap} offers",
+            t.id
+        )));
+    }
+    let live = s
+        .live_offer
+        .as_ref()
+        .filter(|o| o.state == OfferState::Live);
+    if rules.strict_alternation && t.last_offer_by == Some(actor) {
+        return Err(E::invalid_transition(
+            "strict alternation: wait for the other side to act before offering again",
+        ));
+    }
+    let buyer = l.buyer_with(t.counterparty);
+    let seller = l.seller_with(t.counterparty);
+    if actor == buyer {
+        let (bp, funds) = s
+            .buyer
+            .as_ref()
+            .filter(|(b, _)| b.id == buyer)
+            .ok_or_else(|| E::not_found("buyer not loaded"))?;
+        let released = live
+            .filter(|o| o.commits_funds(s.now))
+            .map_or(0, |o| o.price);
+        check_commitment(bp, funds, l, price, released, s.now)?;
+    }
+    let vis = s.thread_visibility(t);
+    if let Some(o) = live {
+        let state = if o.expires_at <= s.now {
+            OfferState::Expired
+        } else if o.proposer == actor {
+            OfferState::Superseded
+        } else {
+            OfferState::Countered
+        };
+        plan.change(Change::SetOfferState {
+            offer: o.id,
+            state,
+            reason: None,
+        });
+        plan.event(
+            &format!("offer_{state}"),
+            Some(actor),
+            vis.clone(),
+            json!({"offer_id": o.id, "thread_id": t.id}),
+        );
+    }
+    let offer = Offer {
+        id: plan.alloc_id(),
+        market_id: s.market.id,
+        thread_id: t.id,
+        listing_id: l.id,
+        proposer: actor,
+        buyer,
+        seller,
+        price,
+        state: OfferState::Live,
+        created_at: s.now,
+        expires_at: s.now + ttl,
+    };
+    let offers_made = t.offers_made + 1;
+    plan.change(Change::InsertOffer(offer.clone()));
+    plan.change(Change::UpdateThread {
+        thread: t.id,
+        status: ThreadStatus::Open,
+        offers_made,
+        last_offer_by: Some(actor),
+    });
+    if l.first_offer_at.is_none() {
+        plan.change(Change::SetListingFirstOffer {
+            listing: l.id,
+            at: s.now,
+        });
+    }
+    plan.event(
+        "offer_made",
+        Some(actor),
+        vis,
+        json!({"offer": offer, "offers_made": offers_made}),
+    );
+    // Keep the scene current for a command composed after this one.
+    if let Some(funds) = s
+        .buyer
+        .as_mut()
+        .filter(|_| actor == buyer)
+        .map(|b| &mut b.1)
+    {
+        funds.committed += price
+            - live
+                .filter(|o| o.commits_funds(s.now))
+                .map_or(0, |o| o.price);
+    }
+    if let Some(t) = s.thread.as_mut() {
+        t.offers_made = offers_made;
+        t.last_offer_by = Some(actor);
+    }
+    if let Some(l) = s.listing.as_mut() {
+        l.first_offer_at.get_or_insert(s.now);
+    }
+    s.live_offer = Some(offer.clone());
+    Ok(offer)
+}
+
+/// Looks up the named offer and checks the actor is the party who may answer it.
+fn answerable_offer(s: &Scene, actor: ParticipantId) -> Result<&Offer> {
+    let o = s
+        .offer
+        .as_ref()
+        .ok_or_else(|| E::not_found("offer not found"))?;
+    if o.buyer != actor && o.seller != actor {
+        return Err(E::forbidden(format!(
+            "participant {actor} is not a party to offer {}",
+            o.id
+        )));
+    }
+    if o.state != OfferState::Live {
+        return Err(E::offer_not_live(format!("offer {} is {}", o.id, o.state)));
+    }
+    if o.proposer == actor {
+        return Err(E::not_your_offer(format!(
+            "offer {} is your own; only the other side can accept or reject it",
+            o.id
+        )));
+    }
+    Ok(o)
+}
+
+/// Accepts a live offer: creates the deal, takes the escrow hold, voids every other live offer and
+/// open thread on the listing, and marks the listing sold — all in this one plan.
+pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
+    let actor = s.trader()?.id;
+    let l = s.listing()?;
+    if let Some(o) = &s.offer
+        && o.buyer != actor
+        && o.seller != actor
+    {
+        return Err(E::forbidden(format!(
+            "participant {actor} is not a party to offer {}",
+            o.id
+        )));
+    }
+    if l.status != ListingStatus::Active {
+        return Err(E::listing_unavailable(format!(
+            "listing {} is {}",
+            l.id, l.status
+        )));
+    }
+    let o = answerable_offer(s, actor)?;
+    if o.expires_at <= s.now {
+        return Err(E::offer_expired(format!("offer {} expired", o.id)));
+    }
+    let t = s.open_thread_for(actor)?;
+    if actor == o.seller
+        && let (Some(window), Some(first)) = (s.market.rules.collection_window_ms, l.first_offer_at)
+        && s.now < first + window
+    {
+        return Err(E::invalid_transition(format!(
+            "the collection window is open until {}: offers cannot be accepted yet",
+            first + window
+        )));
+    }
+    let (buyer, funds) = s
+        .buyer
+        .as_ref()
+        .filter(|(b, _)| b.id == o.buyer)
+        .ok_or_else(|| E::not_found("buyer not loaded"))?;
+    let released = if o.commits_funds(s.now) { o.price } else { 0 };
+    check_commitment(buyer, funds, l, o.price, released, s.now)?;
+    let awaiting = buyer.mandate.approval_above.is_some_and(|x| o.price > x);
+    let deal = Deal {
+        id: plan.alloc_id(),
+        market_id: s.market.id,
+        listing_id: l.id,
+        thread_id: t.id,
+        offer_id: o.id,
+        buyer: o.buyer,
+        seller: o.seller,
+        price: o.price,
+        status: if awaiting {
+            DealStatus::AwaitingApproval
+        } else {
+            DealStatus::Agreed
+        },
+        snapshot: l.snapshot(),
+        created_at: s.now,
+        approval_deadline: awaiting.then_some(s.now + s.market.rules.approval_window_ms),
+    };
+    let vis = s.thread_visibility(t);
+    plan.change(Change::SetOfferState {
+        offer: o.id,
+        state: OfferState::Accepted,
+        reason: None,
+    });
+    plan.event(
+        "offer_accepted",
+        Some(actor),
+        vis,
+        json!({"offer_id": o.id, "thread_id": t.id}),
+    );
+    plan.change(Change::UpdateThread {
+        thread: t.id,
+        status: ThreadStatus::Agreed,
+        offers_made: t.offers_made,
+        last_offer_by: t.last_offer_by,
+    });
+    void_others(s, plan, Some(t.id), VoidReason::ListingSold);
+    plan.change(Change::SetListingStatus {
+        listing: l.id,
+        status: ListingStatus::Sold,
+    });
+    plan.change(Change::InsertDeal(deal.clone()));
+    plan.event(
+        "deal_created",
+        Some(actor),
+        Visibility::Parties(vec![deal.buyer, deal.seller]),
+        json!({"deal": deal}),
+    );
+    plan.event(
+        "listing_sold",
+        Some(actor),
+        Visibility::Public,
+        json!({"listing_id": l.id, "deal_id": deal.id, "price": deal.price, "title": l.title}),
+    );
+    plan.transfer(
+        Account::Available(deal.buyer),
+        Account::Escrow,
+        deal.price,
+        TransferKind::Hold,
+        Some(deal.id),
+        format!("hold:deal:{}", deal.id),
+    );
+    if let Some(l) = s.listing.as_mut() {
+        l.status = ListingStatus::Sold;
+    }
+    Ok(deal)
+}
+
+/// Ends a thread whose offers are used up without a deal (rule 7).
+fn time_out_if_capped(
+    s: &Scene,
+    plan: &mut Plan,
+    t: &Thread,
+    last_offer_by: Option<ParticipantId>,
+) {
+    let capped = s
+        .market
+        .rules
+        .max_offers_per_thread
+        .is_some_and(|cap| t.offers_made >= cap);
+    let status = if capped {
+        ThreadStatus::TimedOut
+    } else {
+        ThreadStatus::Open
+    };
+    plan.change(Change::UpdateThread {
+        thread: t.id,
+        status,
+        offers_made: t.offers_made,
+        last_offer_by,
+    });
+    if capped {
+        plan.event(
+            "thread_closed",
+            None,
+            s.thread_visibility(t),
+            json!({"thread_id": t.id, "status": status, "reason": "offer_cap_reached"}),
+        );
+    }
+}
+
+pub fn reject_offer(s: &mut Scene, plan: &mut Plan) -> Result<()> {
+    let actor = s.trader()?.id;
+    let o = answerable_offer(s, actor)?;
+    let t = s.open_thread_for(actor)?;
+    plan.change(Change::SetOfferState {
+        offer: o.id,
+        state: OfferState::Rejected,
+        reason: None,
+    });
+    plan.event(
+        "offer_rejected",
+        Some(actor),
+        s.thread_visibility(t),
+        json!({"offer_id": o.id, "thread_id": t.id}),
+    );
+    // Rejecting is the other side acting, so strict alternation lets the proposer offer again.
+    time_out_if_capped(s, plan, t, None);
+    Ok(())
+}
+
+pub fn withdraw_offer(s: &mut Scene, plan: &mut Plan) -> Result<()> {
+    let actor = s.trader()?.id;
+    let o = s
+        .offer
+        .as_ref()
+        .ok_or_else(|| E::not_found("offer not found"))?;
+    if o.buyer != actor && o.seller != actor {
+        return Err(E::forbidden(format!(
+            "participant {actor} is not a party to offer {}",
+            o.id
+        )));
+    }
+    if o.state != OfferState::Live {
+        return Err(E::offer_not_live(format!("offer {} is {}", o.id, o.state)));
+    }
+    if o.proposer != actor {
+        return Err(E::not_your_offer(format!(
+            "offer {} was made by the other side; reject it instead",
+            o.id
+        )));
+    }
+    let t = s.open_thread_for(actor)?;
+    plan.change(Change::SetOfferState {
+        offer: o.id,
+        state: OfferState::Withdrawn,
+        reason: None,
+    });
+    plan.event(
+        "offer_withdrawn",
+        Some(actor),
+        s.thread_visibility(t),
+        json!({"offer_id": o.id, "thread_id": t.id}),
+    );
+    time_out_if_capped(s, plan, t, t.last_offer_by);
+    Ok(())
+}
+
+pub fn walk_away(s: &mut Scene, plan: &mut Plan) -> Result<()> {
+    let actor = s.trader()?.id;
+    let t = s.open_thread_for(actor)?;
+    if let Some(o) = s
+        .live_offer
+        .as_ref()
+        .filter(|o| o.state == OfferState::Live)
+    {
+        plan.change(Change::SetOfferState {
+            offer: o.id,
+            state: OfferState::Void,
+            reason: Some(VoidReason::WalkedAway),
+        });
+        plan.event(
+            "offer_voided",
+            Some(actor),
+            s.thread_visibility(t),
+            json!({"offer_id": o.id, "thread_id": t.id, "reason": VoidReason::WalkedAway}),
+        );
+    }
+    plan.change(Change::UpdateThread {
+        thread: t.id,
+        status: ThreadStatus::Broken,
+        offers_made: t.offers_made,
+        last_offer_by: t.last_offer_by,
+    });
+    plan.event(
+        "thread_closed",
+        Some(actor),
+        s.thread_visibility(t),
+        json!({"thread_id": t.id, "status": ThreadStatus::Broken, "reason": "walked_away"}),
+    );
+    Ok(())
+}
+
+/// What the clock sweep found due: live offers past expiry (with their threads) and open threads
+/// past their deadline (with their live offer).
+#[derive(Debug, Clone, Default)]
+pub struct Due {
+    pub offers: Vec<(Offer, Thread)>,
+    pub threads: Vec<(Thread, Option<Offer>)>,
+}
+
+/// Applies the market clock: expires offers, times out threads. Idempotent: running it twice at
+/// the same time changes nothing the second time.
+pub fn sweep(s: &Scene, plan: &mut Plan, due: &Due) {
+    let mut closed = std::collections::BTreeSet::new();
+    for (t, live) in &due.threads {
+        if t.status != ThreadStatus::Open || !t.deadline.is_some_and(|d| d <= s.now) {
+            continue;
+        }
+        if let Some(o) = live.as_ref().filter(|o| o.state == OfferState::Live) {
+            plan.change(Change::SetOfferState {
+                offer: o.id,
+                state: OfferState::Void,
+                reason: Some(VoidReason::ThreadTimedOut),
+            });
+        }
+        plan.change(Change::UpdateThread {
+            thread: t.id,
+            status: ThreadStatus::TimedOut,
+            offers_made: t.offers_made,
+            last_offer_by: t.last_offer_by,
+        });
+        plan.event("thread_closed", None, s.thread_visibility(t), json!({"thread_id": t.id, "status": ThreadStatus::TimedOut, "reason": "deadline_passed"}));
+        closed.insert(t.id);
+    }
+    for (o, t) in &due.offers {
+        if o.state != OfferState::Live || o.expires_at > s.now || closed.contains(&t.id) {
+            continue;
+        }
+        plan.change(Change::SetOfferState {
+            offer: o.id,
+            state: OfferState::Expired,
+            reason: None,
+        });
+        plan.event(
+            "offer_expired",
+            None,
+            s.thread_visibility(t),
+            json!({"offer_id": o.id, "thread_id": t.id}),
+        );
+        if t.status == ThreadStatus::Open {
+            time_out_if_capped(s, plan, t, t.last_offer_by);
+        }
+    }
+}
