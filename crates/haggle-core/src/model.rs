@@ -381,3 +381,13 @@ pub struct Funds {
     /// declined or refunded).
     pub spent: Money,
 }
+
+impl Market {
+    /// The market's clock: the simulated reading, or the real time the adapter read.
+    pub fn now(&self, real_now: Timestamp) -> Timestamp {
+        match self.clock_mode {
+            ClockMode::Real => real_now,
+            ClockMode::Simulated => self.sim_now,
+        }
+    }
+}

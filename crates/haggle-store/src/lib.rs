@@ -1,1 +1,363 @@
-//! placeholder
+//! All of Haggle's SQL. One [`Store`] interface over two real backends, SQLite (embedded default,
+//! WAL) and PostgreSQL (shared by several server replicas), written once: `backend.rs` is compiled
+//! for each database with its own dialect constants, so both run the same queries and pass the same
+//! conformance tests.
+
+pub mod command;
+mod dialect;
+mod row;
+
+pub use command::{Command, NewOffer, Outcome};
+use haggle_core::{ClockMode, DomainError, Event, Market, MarketRules, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// A backend failure. Refusals by the market rules are not errors here: they travel as
+/// `Result<Outcome, DomainError>` inside a successful call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("invariant breached, transaction rolled back: {0}")]
+    Invariant(String),
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://...")]
+    BadUrl(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stored HTTP-level response for an idempotency key (status and JSON body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// An idempotency key to record in the same transaction as the effect.
+pub struct Idempotency<'a> {
+    /// Whose key it is (the token's hash): keys of different callers never collide.
+    pub scope: &'a str,
+    pub key: &'a str,
+    /// Hash of the request (method, path, body): the same key with another request is a conflict.
+    pub request_hash: &'a str,
+    /// Renders the result into the response to store and replay.
+    pub render: &'a (dyn Fn(&Result<Outcome, DomainError>) -> StoredResponse + Send + Sync),
+}
+
+/// What running a command gave.
+#[derive(Debug)]
+pub enum Ran {
+    /// The command ran now: its result, and the events it appended (empty when refused).
+    Fresh {
+        result: Result<Outcome, DomainError>,
+        events: Vec<Event>,
+    },
+    /// The key was seen before with the same request: its first response.
+    Replayed(StoredResponse),
+    /// The key was seen before with a different request.
+    Conflict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Operator,
+    Agent,
+    Principal,
+    Observer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Agent => "agent",
+            Role::Principal => "principal",
+            Role::Observer => "observer",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Operator, Role::Agent, Role::Principal, Role::Observer]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A credential as stored: only the SHA-256 of the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub hash: String,
+    pub role: Role,
+    pub market_id: Option<i64>,
+    pub participant_id: Option<i64>,
+    pub label: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMarket {
+    pub name: String,
+    pub currency: String,
+    pub clock_mode: ClockMode,
+    /// Start of a simulated clock.
+    pub sim_start: Timestamp,
+    pub rules: MarketRules,
+}
+
+/// Who reads the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    /// Operators (and observers of markets that allow it): every event.
+    All,
+    /// Public events and those naming this participant.
+    Participant(i64),
+    /// Public events only.
+    Public,
+}
+
+/// Filters and order of a listing search.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingQuery {
+    /// Words that must all appear in the title, description or category (case-insensitive).
+    pub q: Option<String>,
+    pub category: Option<String>,
+    pub side: Option<haggle_core::Side>,
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    /// Defaults to `active`.
+    pub status: Option<haggle_core::ListingStatus>,
+    pub owner: Option<i64>,
+    pub sort: ListingSort,
+    pub limit: u32,
+    /// Opaque cursor from the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListingSort {
+    #[default]
+    Newest,
+    Cheapest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// A participant's money as the spec shows it: available, held (escrow plus live offers), total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub available: i64,
+    pub held_in_escrow: i64,
+    pub committed_to_offers: i64,
+    pub held: i64,
+    pub total: i64,
+}
+
+/// The result of verifying one market's ledger and event chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    pub market_id: i64,
+    pub transfers: usize,
+    pub events: usize,
+    pub breaches: Vec<String>,
+}
+
+impl Verification {
+    pub fn ok(&self) -> bool {
+        self.breaches.is_empty()
+    }
+}
+
+/// A thread with what its reader may see of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadDetail {
+    pub thread: haggle_core::Thread,
+    pub messages: Vec<haggle_core::Message>,
+    pub offers: Vec<haggle_core::Offer>,
+}
+
+pub mod sqlite {
+    //! The SQLite backend: one writer at a time (a process-wide lock plus `BEGIN IMMEDIATE`).
+    use super::*;
+    pub type Db = sqlx::Sqlite;
+    use crate::dialect::sqlite as dialect;
+    include!("backend.rs");
+}
+
+pub mod postgres {
+    //! The PostgreSQL backend: writes to a market serialise on its row lock (`FOR UPDATE`), so
+    //! several server processes can share one database.
+    use super::*;
+    pub type Db = sqlx::Postgres;
+    use crate::dialect::postgres as dialect;
+    include!("backend.rs");
+}
+
+/// The store: one interface, either backend.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(sqlite::Backend),
+    Postgres(postgres::Backend),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($b) => $e,
+            Store::Postgres($b) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`: `sqlite://PATH`,
+    /// `sqlite::memory:` or `postgres://...`.
+    pub async fn open(url: &str) -> StoreResult<Store> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(sqlite::Backend::open(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(postgres::Backend::open(url).await?))
+        } else {
+            Err(StoreError::BadUrl(url.to_string()))
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn create_market(&self, m: NewMarket, now: Timestamp) -> StoreResult<Market> {
+        dispatch!(self, b => b.create_market(m, now).await)
+    }
+    pub async fn market(&self, id: i64) -> StoreResult<Option<Market>> {
+        dispatch!(self, b => b.market(id).await)
+    }
+    pub async fn markets(&self) -> StoreResult<Vec<Market>> {
+        dispatch!(self, b => b.markets().await)
+    }
+    /// Runs one command in one transaction, with its idempotency key if given.
+    pub async fn run(
+        &self,
+        market: i64,
+        real_now: Timestamp,
+        cmd: Command,
+        idem: Option<Idempotency<'_>>,
+    ) -> StoreResult<Ran> {
+        dispatch!(self, b => b.run(market, real_now, cmd, idem).await)
+    }
+    pub async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
+        dispatch!(self, b => b.insert_token(t).await)
+    }
+    pub async fn token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        dispatch!(self, b => b.token(hash).await)
+    }
+    pub async fn stored_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<Option<(String, StoredResponse)>> {
+        dispatch!(self, b => b.stored_response(scope, key).await)
+    }
+    pub async fn store_response(
+        &self,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+        resp: &StoredResponse,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        dispatch!(self, b => b.store_response(scope, key, request_hash, resp, now).await)
+    }
+    pub async fn participant(
+        &self,
+        market: i64,
+        id: i64,
+    ) -> StoreResult<Option<haggle_core::Participant>> {
+        dispatch!(self, b => b.participant(market, id).await)
+    }
+    pub async fn participants(
+        &self,
+        market: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<haggle_core::Participant>> {
+        dispatch!(self, b => b.participants(market, after, limit).await)
+    }
+    pub async fn listing(&self, market: i64, id: i64) -> StoreResult<Option<haggle_core::Listing>> {
+        dispatch!(self, b => b.listing(market, id).await)
+    }
+    pub async fn search_listings(
+        &self,
+        market: i64,
+        q: &ListingQuery,
+    ) -> StoreResult<Page<haggle_core::Listing>> {
+        dispatch!(self, b => b.search_listings(market, q).await)
+    }
+    pub async fn thread(&self, market: i64, id: i64) -> StoreResult<Option<ThreadDetail>> {
+        dispatch!(self, b => b.thread(market, id).await)
+    }
+    /// Threads a participant is party to (or every thread on a listing when `listing` is set).
+    pub async fn threads(
+        &self,
+        market: i64,
+        party: Option<i64>,
+        listing: Option<i64>,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<haggle_core::Thread>> {
+        dispatch!(self, b => b.threads(market, party, listing, after, limit).await)
+    }
+    pub async fn offer(&self, market: i64, id: i64) -> StoreResult<Option<haggle_core::Offer>> {
+        dispatch!(self, b => b.offer(market, id).await)
+    }
+    pub async fn deal(&self, market: i64, id: i64) -> StoreResult<Option<haggle_core::Deal>> {
+        dispatch!(self, b => b.deal(market, id).await)
+    }
+    pub async fn deals(
+        &self,
+        market: i64,
+        party: Option<i64>,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<haggle_core::Deal>> {
+        dispatch!(self, b => b.deals(market, party, after, limit).await)
+    }
+    pub async fn balance(
+        &self,
+        market: i64,
+        participant: i64,
+        real_now: Timestamp,
+    ) -> StoreResult<Balance> {
+        dispatch!(self, b => b.balance(market, participant, real_now).await)
+    }
+    pub async fn events(
+        &self,
+        market: i64,
+        viewer: Viewer,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        dispatch!(self, b => b.events(market, viewer, after, limit).await)
+    }
+    pub async fn verify(&self, market: i64) -> StoreResult<Verification> {
+        dispatch!(self, b => b.verify(market).await)
+    }
+    /// Markets with a real clock, for the periodic sweep.
+    pub async fn real_clock_markets(&self) -> StoreResult<Vec<i64>> {
+        Ok(self
+            .markets()
+            .await?
+            .into_iter()
+            .filter(|m| m.clock_mode == ClockMode::Real)
+            .map(|m| m.id)
+            .collect())
+    }
+}

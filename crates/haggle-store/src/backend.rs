@@ -1,0 +1,852 @@
+// The store, written once for both databases. This file is `include!`d by `lib.rs` into the
+// `sqlite` and `postgres` modules, where `Db` names the database and `dialect` its differences.
+
+use crate::row::{json, like_pattern, parsed, search_text, to_json};
+use haggle_core::event::{verify_chain, EventDraft};
+use haggle_core::ledger::{self, Account, Transfer, TransferKind};
+use haggle_core::model::{
+    Deal, DealStatus, Listing, ListingStatus, Message, Offer, OfferState, Participant, Side,
+    Thread, ThreadStatus, Funds,
+};
+use haggle_core::negotiation::{self as rules, Scene};
+use haggle_core::{Change, Plan, Visibility, GENESIS_HASH};
+use sqlx::Row;
+use std::sync::Arc;
+
+type Conn = <Db as sqlx::Database>::Connection;
+type DbRow = <Db as sqlx::Database>::Row;
+
+/// One backend's connection pool (and, for SQLite, its in-process writer queue).
+#[derive(Clone)]
+pub struct Backend {
+    pool: sqlx::Pool<Db>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The write-locked head of a market: the counters every command allocates from.
+struct Head {
+    market: Market,
+    next_id: i64,
+    last_seq: i64,
+    last_hash: String,
+}
+
+const MARKET_COLS: &str = "id, name, currency, clock_mode, sim_now, rules, created_at, next_id, last_seq, last_hash";
+const PARTICIPANT_COLS: &str = "market_id, id, name, mandate, created_at";
+const LISTING_COLS: &str = "market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at";
+const THREAD_COLS: &str = "market_id, id, listing_id, owner, counterparty, status, offers_made, last_offer_by, created_at, deadline";
+const MESSAGE_COLS: &str = "market_id, id, thread_id, author, body, created_at";
+const OFFER_COLS: &str = "market_id, id, thread_id, listing_id, proposer, buyer, seller, price, state, created_at, expires_at";
+const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline";
+const EVENT_COLS: &str = "market_id, seq, at, kind, actor, scope, party_a, party_b, payload, prev_hash, hash";
+const OPEN_DEAL_STATES: &str = "('awaiting_approval', 'agreed', 'handed_over', 'disputed')";
+const UNSPENT_DEAL_STATES: &str = "('cancelled', 'declined', 'refunded')";
+
+fn sql(s: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(s)
+}
+
+fn market_row(r: &DbRow) -> StoreResult<Head> {
+    let market = Market {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        currency: r.try_get("currency")?,
+        clock_mode: parsed("clock_mode", &r.try_get::<String, _>("clock_mode")?, ClockMode::parse)?,
+        sim_now: r.try_get("sim_now")?,
+        rules: json("rules", &r.try_get::<String, _>("rules")?)?,
+        created_at: r.try_get("created_at")?,
+    };
+    Ok(Head { market, next_id: r.try_get("next_id")?, last_seq: r.try_get("last_seq")?, last_hash: r.try_get("last_hash")? })
+}
+
+fn participant_row(r: &DbRow) -> StoreResult<Participant> {
+    Ok(Participant {
+        market_id: r.try_get("market_id")?,
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        mandate: json("mandate", &r.try_get::<String, _>("mandate")?)?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn listing_row(r: &DbRow) -> StoreResult<Listing> {
+    Ok(Listing {
+        market_id: r.try_get("market_id")?,
+        id: r.try_get("id")?,
+        owner: r.try_get("owner")?,
+        side: parsed("side", &r.try_get::<String, _>("side")?, Side::parse)?,
+        title: r.try_get("title")?,
+        description: r.try_get("description")?,
+        category: r.try_get("category")?,
+        condition: r.try_get("item_condition")?,
+        price: r.try_get("price")?,
+        attributes: json("attributes", &r.try_get::<String, _>("attributes")?)?,
+        status: parsed("status", &r.try_get::<String, _>("status")?, ListingStatus::parse)?,
+        created_at: r.try_get("created_at")?,
+        first_offer_at: r.try_get("first_offer_at")?,
+    })
+}
+
+fn thread_row(r: &DbRow) -> StoreResult<Thread> {
+    Ok(Thread {
+        market_id: r.try_get("market_id")?,
+        id: r.try_get("id")?,
+        listing_id: r.try_get("listing_id")?,
+        owner: r.try_get("owner")?,
+        counterparty: r.try_get("counterparty")?,
+        status: parsed("status", &r.try_get::<String, _>("status")?, ThreadStatus::parse)?,
+        offers_made: u32::try_from(r.try_get::<i64, _>("offers_made")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        last_offer_by: r.try_get("last_offer_by")?,
+        created_at: r.try_get("created_at")?,
+        deadline: r.try_get("deadline")?,
+    })
+}
+
+fn message_row(r: &DbRow) -> StoreResult<Message> {
+    Ok(Message {
+        market_id: r.try_get("market_id")?,
+        id: r.try_get("id")?,
+        thread_id: r.try_get("thread_id")?,
+        author: r.try_get("author")?,
+        body: r.try_get("body")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn offer_row(r: &DbRow) -> StoreResult<Offer> {
+    Ok(Offer {
+        market_id: r.try_get("market_id")?,
+        id: r.try_get("id")?,
+        thread_id: r.try_get("thread_id")?,
+        listing_id: r.try_get("listing_id")?,
+        proposer: r.try_get("proposer")?,
+        buyer: r.try_get("buyer")?,
+        seller: r.try_get("seller")?,
+        price: r.try_get("price")?,
+        state: parsed("state", &r.try_get::<String, _>("state")?, OfferState::parse)?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+fn deal_row(r: &DbRow) -> StoreResult<Deal> {
+    Ok(Deal {
+        market_id: r.try_get("market_id")?,
+        id: r.try_get("id")?,
+        listing_id: r.try_get("listing_id")?,
+        thread_id: r.try_get("thread_id")?,
+        offer_id: r.try_get("offer_id")?,
+        buyer: r.try_get("buyer")?,
+        seller: r.try_get("seller")?,
+        price: r.try_get("price")?,
+        status: parsed("status", &r.try_get::<String, _>("status")?, DealStatus::parse)?,
+        snapshot: json("snapshot", &r.try_get::<String, _>("snapshot")?)?,
+        created_at: r.try_get("created_at")?,
+        approval_deadline: r.try_get("approval_deadline")?,
+    })
+}
+
+fn event_row(r: &DbRow) -> StoreResult<Event> {
+    let scope: String = r.try_get("scope")?;
+    let parties: Vec<i64> = [r.try_get::<Option<i64>, _>("party_a")?, r.try_get::<Option<i64>, _>("party_b")?].into_iter().flatten().collect();
+    let visibility = match scope.as_str() {
+        "public" => Visibility::Public,
+        "parties" => Visibility::Parties(parties),
+        "operators" => Visibility::Operators,
+        other => return Err(StoreError::Corrupt(format!("column scope: unknown value '{other}'"))),
+    };
+    Ok(Event {
+        market_id: r.try_get("market_id")?,
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        actor: r.try_get("actor")?,
+        visibility,
+        payload: json("payload", &r.try_get::<String, _>("payload")?)?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn transfer_row(r: &DbRow) -> StoreResult<Transfer> {
+    Ok(Transfer {
+        market_id: r.try_get("market_id")?,
+        id: r.try_get("id")?,
+        debit: parsed("debit", &r.try_get::<String, _>("debit")?, Account::parse)?,
+        credit: parsed("credit", &r.try_get::<String, _>("credit")?, Account::parse)?,
+        amount: r.try_get("amount")?,
+        kind: parsed("kind", &r.try_get::<String, _>("kind")?, TransferKind::parse)?,
+        deal_id: r.try_get("deal_id")?,
+        at: r.try_get("at")?,
+        idempotency_id: r.try_get("idempotency_id")?,
+    })
+}
+
+async fn sum(c: &mut Conn, query: String, market: i64, p: i64, now: Option<i64>) -> StoreResult<i64> {
+    let mut q = sqlx::query_scalar::<Db, i64>(sql(query)).bind(market).bind(p);
+    if let Some(now) = now {
+        q = q.bind(now);
+    }
+    Ok(q.fetch_one(&mut *c).await?)
+}
+
+/// A buyer's money as the rules read it (see `haggle_core::Funds`).
+async fn funds(c: &mut Conn, market: i64, p: i64, now: i64) -> StoreResult<Funds> {
+    let cash = sqlx::query_scalar::<Db, i64>("SELECT balance FROM accounts WHERE market_id = $1 AND account = $2")
+        .bind(market)
+        .bind(Account::Available(p).key())
+        .fetch_optional(&mut *c)
+        .await?
+        .unwrap_or(0);
+    let committed = sum(c, "SELECT CAST(COALESCE(SUM(price), 0) AS BIGINT) FROM offers WHERE market_id = $1 AND buyer = $2 AND proposer = $2 AND state = 'live' AND expires_at > $3".into(), market, p, Some(now)).await?;
+    let held = sum(c, format!("SELECT CAST(COALESCE(SUM(price), 0) AS BIGINT) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {OPEN_DEAL_STATES}"), market, p, None).await?;
+    let spent = sum(c, format!("SELECT CAST(COALESCE(SUM(price), 0) AS BIGINT) FROM deals WHERE market_id = $1 AND buyer = $2 AND status NOT IN {UNSPENT_DEAL_STATES}"), market, p, None).await?;
+    Ok(Funds { cash, committed, held, spent })
+}
+
+async fn get_participant(c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Participant>> {
+    let r = sqlx::query(sql(format!("SELECT {PARTICIPANT_COLS} FROM participants WHERE market_id = $1 AND id = $2")))
+        .bind(market).bind(id).fetch_optional(&mut *c).await?;
+    r.as_ref().map(participant_row).transpose()
+}
+
+async fn get_listing(c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Listing>> {
+    let r = sqlx::query(sql(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = $1 AND id = $2")))
+        .bind(market).bind(id).fetch_optional(&mut *c).await?;
+    r.as_ref().map(listing_row).transpose()
+}
+
+async fn get_thread(c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Thread>> {
+    let r = sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND id = $2")))
+        .bind(market).bind(id).fetch_optional(&mut *c).await?;
+    r.as_ref().map(thread_row).transpose()
+}
+
+async fn thread_of(c: &mut Conn, market: i64, listing: i64, counterparty: i64) -> StoreResult<Option<Thread>> {
+    let r = sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND listing_id = $2 AND counterparty = $3")))
+        .bind(market).bind(listing).bind(counterparty).fetch_optional(&mut *c).await?;
+    r.as_ref().map(thread_row).transpose()
+}
+
+async fn get_offer(c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Offer>> {
+    let r = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND id = $2")))
+        .bind(market).bind(id).fetch_optional(&mut *c).await?;
+    r.as_ref().map(offer_row).transpose()
+}
+
+async fn live_offer_in(c: &mut Conn, market: i64, thread: i64) -> StoreResult<Option<Offer>> {
+    let rows = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND thread_id = $2 AND state = 'live' ORDER BY id")))
+        .bind(market).bind(thread).fetch_all(&mut *c).await?;
+    if rows.len() > 1 {
+        return Err(StoreError::Invariant(format!("thread {thread} has {} live offers", rows.len())));
+    }
+    rows.first().map(offer_row).transpose()
+}
+
+async fn listing_live_offers(c: &mut Conn, market: i64, listing: i64) -> StoreResult<Vec<Offer>> {
+    let rows = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND listing_id = $2 AND state = 'live' ORDER BY id")))
+        .bind(market).bind(listing).fetch_all(&mut *c).await?;
+    rows.iter().map(offer_row).collect()
+}
+
+async fn listing_open_threads(c: &mut Conn, market: i64, listing: i64) -> StoreResult<Vec<Thread>> {
+    let rows = sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND listing_id = $2 AND status = 'open' ORDER BY id")))
+        .bind(market).bind(listing).fetch_all(&mut *c).await?;
+    rows.iter().map(thread_row).collect()
+}
+
+/// Loads the buyer of a thread on `listing` with `counterparty` into the scene.
+async fn load_buyer(c: &mut Conn, s: &mut Scene, counterparty: i64) -> StoreResult<()> {
+    let Some(l) = &s.listing else { return Ok(()) };
+    let buyer = l.buyer_with(counterparty);
+    if let Some(p) = get_participant(c, s.market.id, buyer).await? {
+        let f = funds(c, s.market.id, buyer, s.now).await?;
+        s.buyer = Some((p, f));
+    }
+    Ok(())
+}
+
+/// Turns a missing row into the refusal `not_found` (inside a successful store call).
+macro_rules! need {
+    ($opt:expr, $($msg:tt)*) => {
+        match $opt {
+            Some(v) => v,
+            None => return Ok(Err(DomainError::not_found(format!($($msg)*)))),
+        }
+    };
+}
+
+/// Loads the scene of `cmd` and asks the core. `Ok(Err(_))` is a refusal; `Err(_)` a backend failure.
+async fn execute(c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut Plan) -> StoreResult<Result<Outcome, DomainError>> {
+    let m = head.market.id;
+    let mut s = Scene::new(head.market.clone(), now);
+    if let Some(a) = cmd.actor() {
+        s.actor = Some(need!(get_participant(c, m, a).await?, "participant {a} not found in market {m}"));
+    }
+    let out = match cmd {
+        Command::RegisterParticipant { name, mandate, budget } => rules::register_participant(&s, plan, &name, mandate, budget).map(Outcome::Participant),
+        Command::Fund { participant, amount } => {
+            let p = need!(get_participant(c, m, participant).await?, "participant {participant} not found");
+            rules::fund(&s, plan, &p, amount).map(|_| Outcome::Done)
+        }
+        Command::SetMandate { participant, mandate } => {
+            let p = need!(get_participant(c, m, participant).await?, "participant {participant} not found");
+            rules::set_mandate(&s, plan, &p, mandate).map(|_| Outcome::Done)
+        }
+        Command::CreateListing { listing, .. } => rules::create_listing(&mut s, plan, listing).map(Outcome::Listing),
+        Command::WithdrawListing { listing, .. } => {
+            s.listing = Some(need!(get_listing(c, m, listing).await?, "listing {listing} not found"));
+            s.listing_live_offers = listing_live_offers(c, m, listing).await?;
+            s.listing_open_threads = listing_open_threads(c, m, listing).await?;
+            rules::withdraw_listing(&mut s, plan).map(|_| Outcome::Done)
+        }
+        Command::OpenThread { actor, listing, message, offer } => {
+            s.listing = Some(need!(get_listing(c, m, listing).await?, "listing {listing} not found"));
+            s.thread = thread_of(c, m, listing, actor).await?;
+            if let Some(t) = &s.thread {
+                s.live_offer = live_offer_in(c, m, t.id).await?;
+            }
+            load_buyer(c, &mut s, actor).await?;
+            (|| {
+                let thread = rules::open_thread(&mut s, plan)?;
+                let message = message.map(|b| rules::post_message(&mut s, plan, &b)).transpose()?;
+                let offer = offer.map(|o| rules::make_offer(&mut s, plan, o.price, o.expires_in_ms)).transpose()?;
+                Ok(Outcome::Thread { thread, message, offer })
+            })()
+        }
+        Command::PostMessage { thread, body, .. } => {
+            s.thread = Some(need!(get_thread(c, m, thread).await?, "thread {thread} not found"));
+            rules::post_message(&mut s, plan, &body).map(Outcome::Message)
+        }
+        Command::MakeOffer { thread, offer, .. } => {
+            let t = need!(get_thread(c, m, thread).await?, "thread {thread} not found");
+            s.listing = get_listing(c, m, t.listing_id).await?;
+            s.live_offer = live_offer_in(c, m, t.id).await?;
+            let counterparty = t.counterparty;
+            s.thread = Some(t);
+            load_buyer(c, &mut s, counterparty).await?;
+            rules::make_offer(&mut s, plan, offer.price, offer.expires_in_ms).map(Outcome::Offer)
+        }
+        Command::AcceptOffer { offer, .. } => {
+            let o = need!(get_offer(c, m, offer).await?, "offer {offer} not found");
+            let t = need!(get_thread(c, m, o.thread_id).await?, "thread {} not found", o.thread_id);
+            s.listing = get_listing(c, m, o.listing_id).await?;
+            s.listing_live_offers = listing_live_offers(c, m, o.listing_id).await?;
+            s.listing_open_threads = listing_open_threads(c, m, o.listing_id).await?;
+            let counterparty = t.counterparty;
+            s.thread = Some(t);
+            s.offer = Some(o);
+            load_buyer(c, &mut s, counterparty).await?;
+            rules::accept_offer(&mut s, plan).map(Outcome::Deal)
+        }
+        Command::RejectOffer { offer, .. } | Command::WithdrawOffer { offer, .. } => {
+            let o = need!(get_offer(c, m, offer).await?, "offer {offer} not found");
+            s.thread = get_thread(c, m, o.thread_id).await?;
+            s.offer = Some(o);
+            if matches!(cmd, Command::RejectOffer { .. }) {
+                rules::reject_offer(&mut s, plan).map(|_| Outcome::Done)
+            } else {
+                rules::withdraw_offer(&mut s, plan).map(|_| Outcome::Done)
+            }
+        }
+        Command::WalkAway { thread, .. } => {
+            let t = need!(get_thread(c, m, thread).await?, "thread {thread} not found");
+            s.live_offer = live_offer_in(c, m, t.id).await?;
+            s.thread = Some(t);
+            rules::walk_away(&mut s, plan).map(|_| Outcome::Done)
+        }
+        Command::AdvanceClock { by_ms } => {
+            if head.market.clock_mode != ClockMode::Simulated {
+                return Ok(Err(DomainError::invalid_request("only a simulated clock can be advanced")));
+            }
+            if !(1..=366 * haggle_core::DAY_MS).contains(&by_ms) {
+                return Ok(Err(DomainError::invalid_request("by_ms must be between 1 ms and 366 days")));
+            }
+            s.now = now + by_ms;
+            plan.now = s.now;
+            plan.event("clock_advanced", None, Visibility::Public, serde_json::json!({"now": s.now, "by_ms": by_ms}));
+            rules::sweep(&s, plan, &due(c, m, s.now).await?);
+            Ok(Outcome::Clock { now: s.now })
+        }
+        Command::Sweep => {
+            rules::sweep(&s, plan, &due(c, m, now).await?);
+            Ok(Outcome::Clock { now })
+        }
+    };
+    Ok(out)
+}
+
+/// Offers past expiry and threads past their deadline, with what `sweep` needs beside them.
+async fn due(c: &mut Conn, m: i64, now: i64) -> StoreResult<rules::Due> {
+    let mut due = rules::Due::default();
+    let rows = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND state = 'live' AND expires_at <= $2 ORDER BY id LIMIT 10000")))
+        .bind(m).bind(now).fetch_all(&mut *c).await?;
+    for r in &rows {
+        let o = offer_row(r)?;
+        let t = get_thread(c, m, o.thread_id).await?.ok_or_else(|| StoreError::Corrupt(format!("offer {} has no thread", o.id)))?;
+        due.offers.push((o, t));
+    }
+    let rows = sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND status = 'open' AND deadline IS NOT NULL AND deadline <= $2 ORDER BY id LIMIT 10000")))
+        .bind(m).bind(now).fetch_all(&mut *c).await?;
+    for r in &rows {
+        let t = thread_row(r)?;
+        let live = live_offer_in(c, m, t.id).await?;
+        due.threads.push((t, live));
+    }
+    Ok(due)
+}
+
+/// Writes a plan's changes and seals its events onto the chain; returns the sealed events.
+async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>> {
+    let m = head.market.id;
+    for ch in plan.changes {
+        match ch {
+            Change::InsertParticipant(p) => {
+                sqlx::query("INSERT INTO participants (market_id, id, name, mandate, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(m).bind(p.id).bind(&p.name).bind(to_json(&p.mandate)).bind(p.created_at).execute(&mut *c).await?;
+            }
+            Change::SetMandate { participant, mandate } => {
+                sqlx::query("UPDATE participants SET mandate = $3 WHERE market_id = $1 AND id = $2")
+                    .bind(m).bind(participant).bind(to_json(&mandate)).execute(&mut *c).await?;
+            }
+            Change::InsertListing(l) => {
+                sqlx::query("INSERT INTO listings (market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, search_text) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
+                    .bind(m).bind(l.id).bind(l.owner).bind(l.side.as_str()).bind(&l.title).bind(&l.description).bind(&l.category)
+                    .bind(&l.condition).bind(l.price).bind(to_json(&l.attributes)).bind(l.status.as_str()).bind(l.created_at)
+                    .bind(l.first_offer_at).bind(search_text(&l.title, &l.description, &l.category)).execute(&mut *c).await?;
+            }
+            Change::SetListingStatus { listing, status } => {
+                sqlx::query("UPDATE listings SET status = $3 WHERE market_id = $1 AND id = $2")
+                    .bind(m).bind(listing).bind(status.as_str()).execute(&mut *c).await?;
+            }
+            Change::SetListingFirstOffer { listing, at } => {
+                sqlx::query("UPDATE listings SET first_offer_at = $3 WHERE market_id = $1 AND id = $2 AND first_offer_at IS NULL")
+                    .bind(m).bind(listing).bind(at).execute(&mut *c).await?;
+            }
+            Change::InsertThread(t) => {
+                sqlx::query("INSERT INTO threads (market_id, id, listing_id, owner, counterparty, status, offers_made, last_offer_by, created_at, deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                    .bind(m).bind(t.id).bind(t.listing_id).bind(t.owner).bind(t.counterparty).bind(t.status.as_str())
+                    .bind(t.offers_made as i64).bind(t.last_offer_by).bind(t.created_at).bind(t.deadline).execute(&mut *c).await?;
+            }
+            Change::UpdateThread { thread, status, offers_made, last_offer_by } => {
+                sqlx::query("UPDATE threads SET status = $3, offers_made = $4, last_offer_by = $5 WHERE market_id = $1 AND id = $2")
+                    .bind(m).bind(thread).bind(status.as_str()).bind(offers_made as i64).bind(last_offer_by).execute(&mut *c).await?;
+            }
+            Change::InsertMessage(msg) => {
+                sqlx::query("INSERT INTO messages (market_id, id, thread_id, author, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(m).bind(msg.id).bind(msg.thread_id).bind(msg.author).bind(&msg.body).bind(msg.created_at).execute(&mut *c).await?;
+            }
+            Change::InsertOffer(o) => {
+                sqlx::query("INSERT INTO offers (market_id, id, thread_id, listing_id, proposer, buyer, seller, price, state, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+                    .bind(m).bind(o.id).bind(o.thread_id).bind(o.listing_id).bind(o.proposer).bind(o.buyer).bind(o.seller)
+                    .bind(o.price).bind(o.state.as_str()).bind(o.created_at).bind(o.expires_at).execute(&mut *c).await?;
+            }
+            Change::SetOfferState { offer, state, reason } => {
+                // Only a live offer changes state: a stale plan can never resurrect a closed one.
+                let done = sqlx::query("UPDATE offers SET state = $3, void_reason = $4 WHERE market_id = $1 AND id = $2 AND state = 'live'")
+                    .bind(m).bind(offer).bind(state.as_str()).bind(reason.map(|r| r.as_str())).execute(&mut *c).await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Invariant(format!("offer {offer} was not live when set {state}")));
+                }
+            }
+            Change::InsertDeal(d) => {
+                sqlx::query("INSERT INTO deals (market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+                    .bind(m).bind(d.id).bind(d.listing_id).bind(d.thread_id).bind(d.offer_id).bind(d.buyer).bind(d.seller)
+                    .bind(d.price).bind(d.status.as_str()).bind(to_json(&d.snapshot)).bind(d.created_at).bind(d.approval_deadline)
+                    .execute(&mut *c).await?;
+            }
+            Change::SetDealStatus { deal, status } => {
+                sqlx::query("UPDATE deals SET status = $3 WHERE market_id = $1 AND id = $2")
+                    .bind(m).bind(deal).bind(status.as_str()).execute(&mut *c).await?;
+            }
+            Change::Transfer(t) => {
+                sqlx::query("INSERT INTO transfers (market_id, id, debit, credit, amount, kind, deal_id, at, idempotency_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                    .bind(m).bind(t.id).bind(t.debit.key()).bind(t.credit.key()).bind(t.amount).bind(t.kind.as_str())
+                    .bind(t.deal_id).bind(t.at).bind(&t.idempotency_id).execute(&mut *c).await?;
+                for (account, delta) in [(t.debit, -t.amount), (t.credit, t.amount)] {
+                    let balance: i64 = sqlx::query_scalar("INSERT INTO accounts (market_id, account, balance) VALUES ($1, $2, $3) ON CONFLICT (market_id, account) DO UPDATE SET balance = accounts.balance + excluded.balance RETURNING balance")
+                        .bind(m).bind(account.key()).bind(delta).fetch_one(&mut *c).await?;
+                    // Assert where data is written: the rules already refused any overdraft.
+                    if matches!(account, Account::Available(_)) && balance < 0 {
+                        return Err(StoreError::Invariant(format!("{} would be {balance}", account.key())));
+                    }
+                }
+            }
+        }
+    }
+    let mut prev = head.last_hash.clone();
+    let mut seq = head.last_seq;
+    let mut sealed = Vec::with_capacity(plan.events.len());
+    for d in plan.events {
+        seq += 1;
+        let e = Event::seal(m, seq, plan.now, &prev, d);
+        insert_event(c, &e).await?;
+        prev = e.hash.clone();
+        sealed.push(e);
+    }
+    sqlx::query("UPDATE markets SET next_id = $2, last_seq = $3, last_hash = $4, sim_now = $5 WHERE id = $1")
+        .bind(m).bind(plan.next_id).bind(seq).bind(&prev)
+        .bind(if head.market.clock_mode == ClockMode::Simulated { plan.now } else { head.market.sim_now })
+        .execute(&mut *c).await?;
+    Ok(sealed)
+}
+
+async fn insert_event(c: &mut Conn, e: &Event) -> StoreResult<()> {
+    let (scope, a, b) = match &e.visibility {
+        Visibility::Public => ("public", None, None),
+        Visibility::Operators => ("operators", None, None),
+        Visibility::Parties(ps) => {
+            if ps.is_empty() || ps.len() > 2 {
+                return Err(StoreError::Invariant(format!("event names {} parties", ps.len())));
+            }
+            ("parties", ps.first().copied(), ps.get(1).copied())
+        }
+    };
+    sqlx::query("INSERT INTO events (market_id, seq, at, kind, actor, scope, party_a, party_b, payload, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+        .bind(e.market_id).bind(e.seq).bind(e.at).bind(&e.kind).bind(e.actor).bind(scope).bind(a).bind(b)
+        .bind(to_json(&e.payload)).bind(&e.prev_hash).bind(&e.hash).execute(&mut *c).await?;
+    Ok(())
+}
+
+async fn idempotent_response(c: &mut Conn, scope: &str, key: &str) -> StoreResult<Option<(String, StoredResponse)>> {
+    let r = sqlx::query("SELECT request_hash, status, body FROM idempotency WHERE scope = $1 AND idem_key = $2")
+        .bind(scope).bind(key).fetch_optional(&mut *c).await?;
+    let Some(r) = r else { return Ok(None) };
+    let status: i64 = r.try_get("status")?;
+    Ok(Some((r.try_get("request_hash")?, StoredResponse { status: status as u16, body: r.try_get("body")? })))
+}
+
+async fn insert_idempotent(c: &mut Conn, scope: &str, key: &str, request_hash: &str, resp: &StoredResponse, now: i64) -> StoreResult<bool> {
+    let done = sqlx::query("INSERT INTO idempotency (scope, idem_key, request_hash, status, body, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope, idem_key) DO NOTHING")
+        .bind(scope).bind(key).bind(request_hash).bind(resp.status as i64).bind(&resp.body).bind(now).execute(&mut *c).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+impl Backend {
+    pub async fn open(url: &str) -> StoreResult<Backend> {
+        let pool = dialect::connect(url).await?;
+        let b = Backend { pool, writer: Arc::new(tokio::sync::Mutex::new(())) };
+        b.migrate().await?;
+        Ok(b)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let _w = self.write_guard().await;
+        let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await?;
+        if let Some(lock) = dialect::MIGRATION_LOCK {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)").execute(&mut *tx).await?;
+        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *tx).await?;
+        for (version, script) in dialect::MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*script)).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
+            tracing::info!(version, "applied migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_guard(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        if dialect::SERIALIZE_IN_PROCESS {
+            Some(self.writer.clone().lock_owned().await)
+        } else {
+            None
+        }
+    }
+
+    pub async fn create_market(&self, nm: NewMarket, now: i64) -> StoreResult<Market> {
+        for _attempt in 0..20 {
+            let _w = self.write_guard().await;
+            let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await?;
+            let id: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) + 1 AS BIGINT) FROM markets").fetch_one(&mut *tx).await?;
+            let market = Market { id, name: nm.name.clone(), currency: nm.currency.clone(), clock_mode: nm.clock_mode, sim_now: nm.sim_start, rules: nm.rules.clone(), created_at: now };
+            let at = market.now(now);
+            let e = Event::seal(id, 1, at, GENESIS_HASH, EventDraft {
+                kind: "market_created".into(),
+                actor: None,
+                visibility: Visibility::Public,
+                payload: serde_json::json!({"market": market}),
+            });
+            let inserted = sqlx::query("INSERT INTO markets (id, name, currency, clock_mode, sim_now, rules, created_at, next_id, last_seq, last_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 1, $8)")
+                .bind(id).bind(&market.name).bind(&market.currency).bind(market.clock_mode.as_str()).bind(market.sim_now)
+                .bind(to_json(&market.rules)).bind(now).bind(&e.hash).execute(&mut *tx).await;
+            match inserted {
+                Err(err) if dialect::is_unique_violation(&err) => continue,
+                other => {
+                    other?;
+                }
+            }
+            insert_event(&mut tx, &e).await?;
+            tx.commit().await?;
+            return Ok(market);
+        }
+        Err(StoreError::Invariant("could not allocate a market id after 20 attempts".into()))
+    }
+
+    pub async fn market(&self, id: i64) -> StoreResult<Option<Market>> {
+        let r = sqlx::query(sql(format!("SELECT {MARKET_COLS} FROM markets WHERE id = $1"))).bind(id).fetch_optional(&self.pool).await?;
+        Ok(r.as_ref().map(market_row).transpose()?.map(|h| h.market))
+    }
+
+    pub async fn markets(&self) -> StoreResult<Vec<Market>> {
+        let rows = sqlx::query(sql(format!("SELECT {MARKET_COLS} FROM markets ORDER BY id"))).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| market_row(r).map(|h| h.market)).collect()
+    }
+
+    pub async fn run(&self, market_id: i64, real_now: i64, cmd: Command, idem: Option<Idempotency<'_>>) -> StoreResult<Ran> {
+        let _w = self.write_guard().await;
+        let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await?;
+        let head = sqlx::query(sql(format!("SELECT {MARKET_COLS} FROM markets WHERE id = $1{}", dialect::FOR_UPDATE)))
+            .bind(market_id).fetch_optional(&mut *tx).await?;
+        // Checked under the market's lock, so a concurrent replay of the same key waits for the
+        // first to commit and then sees its response.
+        if let Some(i) = &idem
+            && let Some((hash, resp)) = idempotent_response(&mut tx, i.scope, i.key).await?
+        {
+            tx.rollback().await?;
+            return Ok(if hash == i.request_hash { Ran::Replayed(resp) } else { Ran::Conflict });
+        }
+        let (result, events) = match head.as_ref().map(market_row).transpose()? {
+            None => (Err(DomainError::not_found(format!("market {market_id} not found"))), Vec::new()),
+            Some(head) => {
+                let now = head.market.now(real_now);
+                let mut plan = Plan::new(market_id, now, head.next_id);
+                match execute(&mut tx, &head, now, cmd, &mut plan).await? {
+                    Ok(out) => (Ok(out), apply(&mut tx, &head, plan).await?),
+                    Err(e) => (Err(e), Vec::new()),
+                }
+            }
+        };
+        if let Some(i) = &idem {
+            let resp = (i.render)(&result);
+            // A 5xx is never stored (spec): the caller may retry it.
+            if resp.status < 500 {
+                insert_idempotent(&mut tx, i.scope, i.key, i.request_hash, &resp, real_now).await?;
+            }
+        }
+        if result.is_ok() || idem.is_some() {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(Ran::Fresh { result, events })
+    }
+
+    pub async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
+        let _w = self.write_guard().await;
+        sqlx::query("INSERT INTO tokens (hash, role, market_id, participant_id, label, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&t.hash).bind(t.role.as_str()).bind(t.market_id).bind(t.participant_id).bind(&t.label).bind(t.created_at)
+            .execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let r = sqlx::query("SELECT hash, role, market_id, participant_id, label, created_at FROM tokens WHERE hash = $1")
+            .bind(hash).fetch_optional(&self.pool).await?;
+        let Some(r) = r else { return Ok(None) };
+        Ok(Some(TokenRecord {
+            hash: r.try_get("hash")?,
+            role: parsed("role", &r.try_get::<String, _>("role")?, Role::parse)?,
+            market_id: r.try_get("market_id")?,
+            participant_id: r.try_get("participant_id")?,
+            label: r.try_get("label")?,
+            created_at: r.try_get("created_at")?,
+        }))
+    }
+
+    pub async fn stored_response(&self, scope: &str, key: &str) -> StoreResult<Option<(String, StoredResponse)>> {
+        let mut c = self.pool.acquire().await?;
+        idempotent_response(&mut c, scope, key).await
+    }
+
+    pub async fn store_response(&self, scope: &str, key: &str, request_hash: &str, resp: &StoredResponse, now: i64) -> StoreResult<bool> {
+        let _w = self.write_guard().await;
+        let mut c = self.pool.acquire().await?;
+        insert_idempotent(&mut c, scope, key, request_hash, resp, now).await
+    }
+
+    pub async fn participant(&self, market: i64, id: i64) -> StoreResult<Option<Participant>> {
+        get_participant(&mut *self.pool.acquire().await?, market, id).await
+    }
+
+    pub async fn participants(&self, market: i64, after: i64, limit: u32) -> StoreResult<Vec<Participant>> {
+        let rows = sqlx::query(sql(format!("SELECT {PARTICIPANT_COLS} FROM participants WHERE market_id = $1 AND id > $2 ORDER BY id LIMIT $3")))
+            .bind(market).bind(after).bind(limit as i64).fetch_all(&self.pool).await?;
+        rows.iter().map(participant_row).collect()
+    }
+
+    pub async fn listing(&self, market: i64, id: i64) -> StoreResult<Option<Listing>> {
+        get_listing(&mut *self.pool.acquire().await?, market, id).await
+    }
+
+    pub async fn search_listings(&self, market: i64, q: &ListingQuery) -> StoreResult<Page<Listing>> {
+        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = "));
+        b.push_bind(market);
+        b.push(" AND status = ").push_bind(q.status.unwrap_or(ListingStatus::Active).as_str().to_string());
+        for word in q.q.as_deref().unwrap_or("").split_whitespace().take(16) {
+            b.push(" AND search_text LIKE ").push_bind(like_pattern(word)).push(" ESCAPE '\\'");
+        }
+        if let Some(cat) = &q.category {
+            b.push(" AND category = ").push_bind(cat.trim().to_lowercase());
+        }
+        if let Some(side) = q.side {
+            b.push(" AND side = ").push_bind(side.as_str().to_string());
+        }
+        if let Some(min) = q.min_price {
+            b.push(" AND price >= ").push_bind(min);
+        }
+        if let Some(max) = q.max_price {
+            b.push(" AND price <= ").push_bind(max);
+        }
+        if let Some(owner) = q.owner {
+            b.push(" AND owner = ").push_bind(owner);
+        }
+        let bad_cursor = || StoreError::Corrupt("bad cursor".into());
+        match q.sort {
+            ListingSort::Newest => {
+                if let Some(c) = &q.cursor {
+                    let id: i64 = c.parse().map_err(|_| bad_cursor())?;
+                    b.push(" AND id < ").push_bind(id);
+                }
+                b.push(" ORDER BY id DESC");
+            }
+            ListingSort::Cheapest => {
+                if let Some(c) = &q.cursor {
+                    let (p, id) = c.split_once(':').ok_or_else(bad_cursor)?;
+                    let (p, id): (i64, i64) = (p.parse().map_err(|_| bad_cursor())?, id.parse().map_err(|_| bad_cursor())?);
+                    b.push(" AND (price > ").push_bind(p).push(" OR (price = ").push_bind(p).push(" AND id > ").push_bind(id).push("))");
+                }
+                b.push(" ORDER BY price ASC, id ASC");
+            }
+        }
+        let limit = q.limit.clamp(1, 500);
+        b.push(" LIMIT ").push_bind(limit as i64 + 1);
+        let rows = b.build().fetch_all(&self.pool).await?;
+        let mut items: Vec<Listing> = rows.iter().map(listing_row).collect::<StoreResult<_>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|l| match q.sort {
+                ListingSort::Newest => l.id.to_string(),
+                ListingSort::Cheapest => format!("{}:{}", l.price, l.id),
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    pub async fn thread(&self, market: i64, id: i64) -> StoreResult<Option<ThreadDetail>> {
+        let mut c = self.pool.acquire().await?;
+        let Some(thread) = get_thread(&mut c, market, id).await? else { return Ok(None) };
+        let messages = sqlx::query(sql(format!("SELECT {MESSAGE_COLS} FROM messages WHERE market_id = $1 AND thread_id = $2 ORDER BY id LIMIT 1000")))
+            .bind(market).bind(id).fetch_all(&mut *c).await?.iter().map(message_row).collect::<StoreResult<_>>()?;
+        let offers = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND thread_id = $2 ORDER BY id LIMIT 1000")))
+            .bind(market).bind(id).fetch_all(&mut *c).await?.iter().map(offer_row).collect::<StoreResult<_>>()?;
+        Ok(Some(ThreadDetail { thread, messages, offers }))
+    }
+
+    pub async fn threads(&self, market: i64, party: Option<i64>, listing: Option<i64>, after: i64, limit: u32) -> StoreResult<Vec<Thread>> {
+        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = "));
+        b.push_bind(market).push(" AND id > ").push_bind(after);
+        if let Some(p) = party {
+            b.push(" AND (owner = ").push_bind(p).push(" OR counterparty = ").push_bind(p).push(")");
+        }
+        if let Some(l) = listing {
+            b.push(" AND listing_id = ").push_bind(l);
+        }
+        b.push(" ORDER BY id LIMIT ").push_bind(limit.clamp(1, 500) as i64);
+        b.build().fetch_all(&self.pool).await?.iter().map(thread_row).collect()
+    }
+
+    pub async fn offer(&self, market: i64, id: i64) -> StoreResult<Option<Offer>> {
+        get_offer(&mut *self.pool.acquire().await?, market, id).await
+    }
+
+    pub async fn deal(&self, market: i64, id: i64) -> StoreResult<Option<Deal>> {
+        let r = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND id = $2"))).bind(market).bind(id).fetch_optional(&self.pool).await?;
+        r.as_ref().map(deal_row).transpose()
+    }
+
+    pub async fn deals(&self, market: i64, party: Option<i64>, after: i64, limit: u32) -> StoreResult<Vec<Deal>> {
+        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = "));
+        b.push_bind(market).push(" AND id > ").push_bind(after);
+        if let Some(p) = party {
+            b.push(" AND (buyer = ").push_bind(p).push(" OR seller = ").push_bind(p).push(")");
+        }
+        b.push(" ORDER BY id LIMIT ").push_bind(limit.clamp(1, 10_000) as i64);
+        b.build().fetch_all(&self.pool).await?.iter().map(deal_row).collect()
+    }
+
+    pub async fn balance(&self, market: i64, participant: i64, real_now: i64) -> StoreResult<Balance> {
+        let now = self.market(market).await?.map_or(real_now, |m| m.now(real_now));
+        let f = funds(&mut *self.pool.acquire().await?, market, participant, now).await?;
+        Ok(Balance {
+            available: f.cash - f.committed,
+            held_in_escrow: f.held,
+            committed_to_offers: f.committed,
+            held: f.held + f.committed,
+            total: f.cash + f.held,
+        })
+    }
+
+    pub async fn events(&self, market: i64, viewer: Viewer, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE market_id = "));
+        b.push_bind(market).push(" AND seq > ").push_bind(after);
+        match viewer {
+            Viewer::All => {}
+            Viewer::Public => {
+                b.push(" AND scope = 'public'");
+            }
+            Viewer::Participant(p) => {
+                b.push(" AND (scope = 'public' OR party_a = ").push_bind(p).push(" OR party_b = ").push_bind(p).push(")");
+            }
+        }
+        b.push(" ORDER BY seq LIMIT ").push_bind(limit.clamp(1, 10_000) as i64);
+        b.build().fetch_all(&self.pool).await?.iter().map(event_row).collect()
+    }
+
+    /// Every ledger and hash-chain invariant of one market, checked on the stored data.
+    pub async fn verify(&self, market: i64) -> StoreResult<Verification> {
+        let mut c = self.pool.acquire().await?;
+        let transfers: Vec<Transfer> = sqlx::query("SELECT market_id, id, debit, credit, amount, kind, deal_id, at, idempotency_id FROM transfers WHERE market_id = $1 ORDER BY id")
+            .bind(market).fetch_all(&mut *c).await?.iter().map(transfer_row).collect::<StoreResult<_>>()?;
+        let deals: Vec<Deal> = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 ORDER BY id")))
+            .bind(market).fetch_all(&mut *c).await?.iter().map(deal_row).collect::<StoreResult<_>>()?;
+        let mut stored = std::collections::BTreeMap::new();
+        for r in sqlx::query("SELECT account, balance FROM accounts WHERE market_id = $1").bind(market).fetch_all(&mut *c).await? {
+            stored.insert(parsed("account", &r.try_get::<String, _>("account")?, Account::parse)?, r.try_get::<i64, _>("balance")?);
+        }
+        let events: Vec<Event> = sqlx::query(sql(format!("SELECT {EVENT_COLS} FROM events WHERE market_id = $1 ORDER BY seq")))
+            .bind(market).fetch_all(&mut *c).await?.iter().map(event_row).collect::<StoreResult<_>>()?;
+        let head = sqlx::query(sql(format!("SELECT {MARKET_COLS} FROM markets WHERE id = $1"))).bind(market).fetch_optional(&mut *c).await?;
+        let mut breaches: Vec<String> = ledger::verify(&transfers, &deals, &stored).into_iter().map(|b| format!("{}: {}", b.invariant, b.detail)).collect();
+        breaches.extend(verify_chain(&events));
+        if let Some(h) = head.as_ref().map(market_row).transpose()? {
+            let (seq, hash) = events.last().map_or((0, GENESIS_HASH.to_string()), |e| (e.seq, e.hash.clone()));
+            if h.last_seq != seq || h.last_hash != hash {
+                breaches.push(format!("chain head: market says seq {} but the log ends at {seq} (events deleted?)", h.last_seq));
+                let _ = hash;
+            }
+        }
+        // Every transfer is also an event on the chain, so a deleted or edited transfer shows.
+        let booked: std::collections::BTreeMap<i64, &serde_json::Value> = events.iter().filter(|e| e.kind == "transfer_booked")
+            .filter_map(|e| Some((e.payload.get("transfer_id")?.as_i64()?, &e.payload))).collect();
+        for t in &transfers {
+            let same = booked.get(&t.id).is_some_and(|p| {
+                p["amount"].as_i64() == Some(t.amount) && p["debit"].as_str() == Some(&t.debit.key()) && p["credit"].as_str() == Some(&t.credit.key())
+                    && p["kind"].as_str() == Some(t.kind.as_str()) && p["deal_id"].as_i64() == t.deal_id
+            });
+            if !same {
+                breaches.push(format!("transfers_match_events: transfer {} differs from its transfer_booked event", t.id));
+            }
+        }
+        if booked.len() != transfers.len() {
+            breaches.push(format!("transfers_match_events: {} transfer events but {} transfers", booked.len(), transfers.len()));
+        }
+        Ok(Verification { market_id: market, transfers: transfers.len(), events: events.len(), breaches })
+    }
+}

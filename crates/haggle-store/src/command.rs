@@ -1,0 +1,115 @@
+//! The commands the store runs inside one write transaction, and what they return.
+//! These are the market's verbs; the store loads each command's scene, asks the core, and applies
+//! the plan.
+
+use haggle_core::model::*;
+use haggle_core::negotiation::NewListing;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    RegisterParticipant {
+        name: String,
+        mandate: Mandate,
+        budget: Money,
+    },
+    Fund {
+        participant: ParticipantId,
+        amount: Money,
+    },
+    SetMandate {
+        participant: ParticipantId,
+        mandate: Mandate,
+    },
+    CreateListing {
+        actor: ParticipantId,
+        listing: NewListing,
+    },
+    WithdrawListing {
+        actor: ParticipantId,
+        listing: ListingId,
+    },
+    /// Opens (or reuses) the actor's thread on a listing, optionally with a message and an offer.
+    OpenThread {
+        actor: ParticipantId,
+        listing: ListingId,
+        message: Option<String>,
+        offer: Option<NewOffer>,
+    },
+    PostMessage {
+        actor: ParticipantId,
+        thread: ThreadId,
+        body: String,
+    },
+    MakeOffer {
+        actor: ParticipantId,
+        thread: ThreadId,
+        offer: NewOffer,
+    },
+    AcceptOffer {
+        actor: ParticipantId,
+        offer: OfferId,
+    },
+    RejectOffer {
+        actor: ParticipantId,
+        offer: OfferId,
+    },
+    WithdrawOffer {
+        actor: ParticipantId,
+        offer: OfferId,
+    },
+    WalkAway {
+        actor: ParticipantId,
+        thread: ThreadId,
+    },
+    /// Moves a simulated clock forward, then sweeps.
+    AdvanceClock { by_ms: i64 },
+    /// Expires offers and times out threads that are due by the market clock.
+    Sweep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewOffer {
+    pub price: Money,
+    pub expires_in_ms: Option<i64>,
+}
+
+impl Command {
+    /// The participant acting, if the command is a participant's (not an operator's).
+    pub fn actor(&self) -> Option<ParticipantId> {
+        use Command::*;
+        match self {
+            CreateListing { actor, .. }
+            | WithdrawListing { actor, .. }
+            | OpenThread { actor, .. }
+            | PostMessage { actor, .. }
+            | MakeOffer { actor, .. }
+            | AcceptOffer { actor, .. }
+            | RejectOffer { actor, .. }
+            | WithdrawOffer { actor, .. }
+            | WalkAway { actor, .. } => Some(*actor),
+            RegisterParticipant { .. }
+            | Fund { .. }
+            | SetMandate { .. }
+            | AdvanceClock { .. }
+            | Sweep => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Participant(Participant),
+    Listing(Listing),
+    Thread {
+        thread: Thread,
+        message: Option<Message>,
+        offer: Option<Offer>,
+    },
+    Message(Message),
+    Offer(Offer),
+    Deal(Deal),
+    Clock {
+        now: Timestamp,
+    },
+    Done,
+}

@@ -1,0 +1,72 @@
+//! What differs between the two databases: connecting, how a write transaction begins, how a
+//! market's write lock is taken, migrations, and how a unique violation is recognised.
+
+pub mod sqlite {
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    use std::str::FromStr;
+
+    /// `IMMEDIATE` takes the write lock up front, so two writers never deadlock upgrading a read.
+    pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+    pub const FOR_UPDATE: &str = "";
+    /// SQLite has one writer: queueing writers in-process is cheaper than busy-waiting on the file.
+    pub const SERIALIZE_IN_PROCESS: bool = true;
+    pub const MIGRATION_LOCK: Option<&str> = None;
+    pub const MIGRATIONS: &[(i64, &str)] = &[
+        (1, include_str!("migrations/0001_schema.sql")),
+        (2, include_str!("migrations/0002_append_only_sqlite.sql")),
+    ];
+
+    pub async fn connect(url: &str) -> Result<sqlx::SqlitePool, sqlx::Error> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        // An in-memory database exists per connection: keep exactly one.
+        let max = if memory { 1 } else { 8 };
+        SqlitePoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            .connect_with(opts)
+            .await
+    }
+
+    pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+    }
+}
+
+pub mod postgres {
+    use sqlx::postgres::PgPoolOptions;
+
+    pub const BEGIN_WRITE: &str = "BEGIN";
+    /// Writers to one market queue on its row; each statement after the lock sees the latest
+    /// committed state (READ COMMITTED), across every server process sharing the database.
+    pub const FOR_UPDATE: &str = " FOR UPDATE";
+    pub const SERIALIZE_IN_PROCESS: bool = false;
+    /// Two replicas starting at once must not both migrate.
+    pub const MIGRATION_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(72454)");
+    pub const MIGRATIONS: &[(i64, &str)] = &[
+        (1, include_str!("migrations/0001_schema.sql")),
+        (2, include_str!("migrations/0002_append_only_postgres.sql")),
+    ];
+
+    pub async fn connect(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
+        PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .connect(url)
+            .await
+    }
+
+    pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+        matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+    }
+}
