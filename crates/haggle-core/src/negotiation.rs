@@ -654,7 +654,15 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         .as_ref()
         .filter(|(b, _)| b.id == o.buyer)
         .ok_or_else(|| E::not_found("buyer not loaded"))?;
-    let released = if o.commits_funds(s.now) { o.price } else { 0 };
+    // This acceptance ends the accepted offer and (voiding the listing's other threads) every other
+    // live offer the buyer has on the listing: none of them still counts against the new hold.
+    let released: Money = s
+        .listing_live_offers
+        .iter()
+        .filter(|x| x.thread_id != t.id && x.buyer == o.buyer && x.commits_funds(s.now))
+        .map(|x| x.price)
+        .sum::<Money>()
+        + if o.commits_funds(s.now) { o.price } else { 0 };
     check_commitment(buyer, funds, l, o.price, released, s.now)?;
     let awaiting = buyer.mandate.approval_above.is_some_and(|x| o.price > x);
     let deal = Deal {
@@ -863,7 +871,7 @@ pub struct Due {
 pub fn sweep(s: &Scene, plan: &mut Plan, due: &Due) {
     let mut closed = std::collections::BTreeSet::new();
     for (t, live) in &due.threads {
-        if t.status != ThreadStatus::Open || !t.deadline.is_some_and(|d| d <= s.now) {
+        if t.status != ThreadStatus::Open || t.deadline.is_none_or(|d| d > s.now) {
             continue;
         }
         if let Some(o) = live.as_ref().filter(|o| o.state == OfferState::Live) {

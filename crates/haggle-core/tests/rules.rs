@@ -1334,3 +1334,21 @@ fn every_command_appends_events_to_one_chain() {
         .count();
     assert_eq!(booked, m.transfers.len());
 }
+
+#[test]
+fn wanted_ad_owner_can_accept_ask_its_other_bids_on_the_ad_made_room_for() {
+    let mut m = Mem::new(MarketRules::default());
+    let wanter = m.register("wanter", Mandate::default(), 5_000);
+    let s1 = m.register("s1", Mandate::default(), 0);
+    let s2 = m.register("s2", Mandate::default(), 0);
+    let ad = m.list(wanter, Side::Buy, "tools", 3_000);
+    let t1 = m.open(s1, ad).unwrap();
+    m.offer(wanter, t1.id, 3_000).unwrap();
+    let ask = m.open_with_offer(s2, ad, 2_500).unwrap();
+    // The bid in the first thread is voided by this very acceptance, so it must not block it:
+    // after the deal the wanter holds 2500 and has nothing committed.
+    m.accept(wanter, ask.id).unwrap();
+    assert_eq!(m.funds(wanter).committed, 0);
+    assert_eq!(m.balance(Account::Available(wanter)), 2_500);
+    sound(&m);
+}
