@@ -1,1 +1,215 @@
-//! placeholder
+//! Haggle's shared contract: the wire types of the HTTP API (requests, responses, the error body)
+//! and the error codes. The service implements it in-process; clients (HTTP, MCP, agents) speak it.
+
+use haggle_core::model::{
+    ClockMode, Deal, Listing, Mandate, MarketRules, Message, Money, Offer, Participant, Thread,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use haggle_core::views::{
+    Balance, ListingQuery, ListingSort, Page, ThreadDetail, Verification,
+};
+pub use haggle_core::{DomainError, ErrorCode, Event};
+
+/// The spec's error body: `{ "error": { "code": "...", "message": "..." } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable, one of the spec's codes.
+    #[schema(value_type = String)]
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+impl From<&DomainError> for ErrorBody {
+    fn from(e: &DomainError) -> ErrorBody {
+        ErrorBody::new(e.code, e.message.clone())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMarket {
+    pub name: String,
+    /// ISO 4217 code (default `USD`); amounts are in its minor units.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// `real` (default) or `simulated` (advanced by the operator through `/clock/advance`).
+    #[serde(default)]
+    pub clock: Option<ClockMode>,
+    /// Start of a simulated clock, ms since the epoch (default: now).
+    #[serde(default)]
+    pub sim_start_ms: Option<i64>,
+    #[serde(default)]
+    pub rules: Option<MarketRules>,
+}
+
+fn default_currency() -> String {
+    "USD".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterParticipant {
+    pub name: String,
+    /// Starting budget in minor units, funded from the market's funding account.
+    #[serde(default)]
+    pub budget: Money,
+    #[serde(default)]
+    pub mandate: Option<Mandate>,
+}
+
+/// A new participant and the two credentials made for it (shown once, stored only as hashes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParticipantCreated {
+    pub participant: Participant,
+    pub agent_token: String,
+    pub principal_token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fund {
+    pub amount: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Freeze {
+    pub frozen: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// `observer` (read-only view of one market) or `operator` (needs an operator token).
+    pub role: String,
+    #[serde(default)]
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    pub token: String,
+    pub role: String,
+    pub market_id: Option<i64>,
+}
+
+/// Posts a listing: `side = sell`, or `buy` for a wanted ad.
+pub type NewListing = haggle_core::negotiation::NewListing;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OpenThread {
+    #[serde(default)]
+    pub message: Option<String>,
+    /// An opening offer, in minor units.
+    #[serde(default)]
+    pub price: Option<Money>,
+    #[serde(default)]
+    pub expires_in_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ThreadOpened {
+    pub thread: Thread,
+    pub message: Option<Message>,
+    pub offer: Option<Offer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostMessage {
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MakeOffer {
+    pub price: Money,
+    #[serde(default)]
+    pub expires_in_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceClock {
+    pub by_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClockReading {
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Done {
+    pub ok: bool,
+}
+
+/// A thread as its parties see it, with the deadline state of rule 6.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ThreadView {
+    #[serde(flatten)]
+    pub detail: ThreadDetail,
+    /// Offers left before the cap (absent when the market has no cap).
+    pub offers_remaining: Option<u32>,
+    pub live_offer_expires_at: Option<i64>,
+    /// The elapsed fraction `t` in [0, 1], in parts per million.
+    pub elapsed_ppm: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ListingPage {
+    pub items: Vec<Listing>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// Pass as `after` to continue.
+    pub next_after: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ThreadList {
+    pub items: Vec<Thread>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DealList {
+    pub items: Vec<Deal>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParticipantList {
+    pub items: Vec<Participant>,
+    pub next_cursor: Option<String>,
+}
+
+/// Who the caller is (`GET /v1/me`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub role: String,
+    pub market_id: Option<i64>,
+    pub participant_id: Option<i64>,
+}

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The machine-readable error codes of the spec (Errors). Adapters add none of their own meaning.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -103,6 +104,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// A refusal: a code and a message a person (or a model) can act on.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct DomainError {

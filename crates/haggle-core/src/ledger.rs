@@ -6,6 +6,7 @@ use crate::model::{Deal, DealId, DealStatus, MarketId, Money, ParticipantId, Tim
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "participant")]
 pub enum Account {
@@ -43,6 +44,7 @@ impl Account {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferKind {
@@ -81,6 +83,7 @@ impl TransferKind {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
     pub id: i64,
@@ -96,6 +99,7 @@ pub struct Transfer {
 }
 
 /// Balances computed from transfers, applied one at a time.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Balances(pub BTreeMap<Account, Money>);
 
@@ -110,6 +114,7 @@ impl Balances {
 }
 
 /// A breach of a ledger invariant found by [`verify`].
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Breach {
     pub invariant: &'static str,

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod model;
 pub mod negotiation;
 pub mod plan;
+pub mod views;
 
 pub use error::{DomainError, ErrorCode};
 pub use event::{Event, EventDraft, GENESIS_HASH, Visibility};
@@ -15,3 +16,4 @@ pub use ledger::{Account, Transfer, TransferKind};
 pub use model::*;
 pub use negotiation::Scene;
 pub use plan::{Change, Plan};
+pub use views::*;

@@ -25,6 +25,7 @@ pub const MAX_AMOUNT: Money = 1_000_000_000_000;
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),* $(,)? }) => {
         $(#[$m])*
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),* }
@@ -76,6 +77,7 @@ impl DealStatus {
 }
 
 /// The per-market rules of the spec. Durations are in milliseconds of the market clock.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MarketRules {
@@ -148,6 +150,7 @@ impl MarketRules {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Market {
     pub id: MarketId,
@@ -162,6 +165,7 @@ pub struct Market {
 }
 
 /// What an agent may do with its principal's money. Enforced on every action.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mandate {
@@ -196,6 +200,7 @@ impl Mandate {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Participant {
     pub id: ParticipantId,
@@ -205,6 +210,7 @@ pub struct Participant {
     pub created_at: Timestamp,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listing {
     pub id: ListingId,
@@ -251,6 +257,7 @@ impl Listing {
 }
 
 /// What was bought, frozen at acceptance.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListingSnapshot {
     pub side: Side,
@@ -262,6 +269,7 @@ pub struct ListingSnapshot {
     pub attributes: BTreeMap<String, String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Thread {
     pub id: ThreadId,
@@ -307,6 +315,7 @@ impl Thread {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub id: MessageId,
@@ -322,6 +331,7 @@ string_enum!(
     VoidReason { ListingSold => "listing_sold", ListingWithdrawn => "listing_withdrawn", WalkedAway => "walked_away", ThreadTimedOut => "thread_timed_out" }
 );
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
     pub id: OfferId,
@@ -351,6 +361,7 @@ impl Offer {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deal {
     pub id: DealId,
@@ -369,6 +380,7 @@ pub struct Deal {
 }
 
 /// A buyer's money as the rules need it, read inside the same transaction as the action.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Funds {
     /// The ledger balance of the buyer's `available` account (escrow holds already moved out).

@@ -1,1 +1,135 @@
-//! placeholder
+//! Haggle's HTTP JSON API: the routes of the spec over the service, bearer auth, idempotency keys,
+//! the error body, a live SSE feed, and the OpenAPI 3.1 document generated from the route code.
+
+pub mod extract;
+pub mod routes;
+pub mod sse;
+
+use axum::Router;
+use axum::routing::{get, post};
+use haggle_service::Service;
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub svc: Arc<Service>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Haggle", description = "A classified-ads marketplace where AI agents buy and sell. Money is in minor units (integers)."),
+    paths(
+        routes::me, routes::markets, routes::create_market, routes::market, routes::create_token,
+        routes::participants, routes::register_participant, routes::participant, routes::balance,
+        routes::mandate, routes::set_mandate, routes::fund, routes::freeze, routes::search,
+        routes::create_listing, routes::listing, routes::withdraw_listing, routes::open_thread,
+        routes::threads, routes::thread, routes::post_message, routes::make_offer, routes::walk_away,
+        routes::accept, routes::reject, routes::withdraw_offer, routes::deals, routes::deal,
+        routes::events, sse::stream_events, routes::advance_clock, routes::verify,
+    ),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+async fn openapi_json() -> extract::Json {
+    extract::ok(&openapi())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> extract::Failure {
+    extract::Failure(haggle_service::ApiError::new(
+        haggle_core::ErrorCode::NotFound,
+        "no such route; see /openapi.json",
+    ))
+}
+
+pub fn router(svc: Arc<Service>) -> Router {
+    use routes::*;
+    let m = "/v1/markets/{market}";
+    let p = "/v1/markets/{market}/participants/{participant}";
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/me", get(me))
+        .route("/v1/markets", get(markets).post(create_market))
+        .route(m, get(market))
+        .route(&format!("{m}/tokens"), post(create_token))
+        .route(
+            &format!("{m}/participants"),
+            get(participants).post(register_participant),
+        )
+        .route(p, get(participant))
+        .route(&format!("{p}/balance"), get(balance))
+        .route(&format!("{p}/mandate"), get(mandate).put(set_mandate))
+        .route(&format!("{p}/fund"), post(fund))
+        .route(&format!("{p}/freeze"), post(freeze))
+        .route(&format!("{m}/listings"), get(search).post(create_listing))
+        .route(&format!("{m}/listings/{{listing}}"), get(listing))
+        .route(
+            &format!("{m}/listings/{{listing}}/withdraw"),
+            post(withdraw_listing),
+        )
+        .route(
+            &format!("{m}/listings/{{listing}}/threads"),
+            post(open_thread),
+        )
+        .route(&format!("{m}/threads"), get(threads))
+        .route(&format!("{m}/threads/{{thread}}"), get(thread))
+        .route(
+            &format!("{m}/threads/{{thread}}/messages"),
+            post(post_message),
+        )
+        .route(&format!("{m}/threads/{{thread}}/offers"), post(make_offer))
+        .route(
+            &format!("{m}/threads/{{thread}}/walk-away"),
+            post(walk_away),
+        )
+        .route(&format!("{m}/offers/{{offer}}/accept"), post(accept))
+        .route(&format!("{m}/offers/{{offer}}/reject"), post(reject))
+        .route(
+            &format!("{m}/offers/{{offer}}/withdraw"),
+            post(withdraw_offer),
+        )
+        .route(&format!("{m}/deals"), get(deals))
+        .route(&format!("{m}/deals/{{deal}}"), get(deal))
+        .route(&format!("{m}/events"), get(events))
+        .route(&format!("{m}/events/stream"), get(sse::stream_events))
+        .route(&format!("{m}/clock/advance"), post(advance_clock))
+        .route(&format!("{m}/ledger/verify"), get(verify))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
+        .with_state(AppState { svc })
+}
+
+/// Serves the API on `listener` until the future `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    svc: Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(svc))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,1 +1,977 @@
-//! placeholder
+//! The market service: everything between a transport (HTTP, MCP, in-process) and the store —
+//! authentication and roles, the injected clock, idempotency (keys stored with the effect, in-flight
+//! detection), rate limits, rendering outcomes to the wire, the live feed and the clock sweeper.
+//! Every interface calls the same methods, so every rule and refusal is the same everywhere.
+
+pub mod auth;
+pub mod clock;
+mod limiter;
+
+pub use auth::{Caller, hash_token, new_secret};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use haggle_store::{Command, NewOffer, Outcome, Role, Store, StoreError, Viewer};
+
+use haggle_api::*;
+use haggle_core::model::{ClockMode, Market, MarketRules};
+use haggle_core::{DomainError, ErrorCode};
+use haggle_store::{Idempotency, NewMarket, Ran, StoredResponse, TokenRecord};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// A refusal or failure as the wire carries it: an HTTP status and the spec's error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: code.http_status(),
+            body: ErrorBody::new(code, message),
+        }
+    }
+    pub fn code(&self) -> ErrorCode {
+        self.body.error.code
+    }
+    /// A backend failure: a 500 whose message names the cause, never stored for idempotency.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "internal error");
+        ApiError {
+            status: 500,
+            body: ErrorBody::new(ErrorCode::InvalidRequest, format!("internal error: {e}")),
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> ApiError {
+        ApiError::new(e.code, e.message)
+    }
+}
+
+impl From<(ErrorCode, String)> for ApiError {
+    fn from((code, message): (ErrorCode, String)) -> ApiError {
+        ApiError::new(code, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+/// A successful reply: status and JSON body (already serialised, as stored for idempotent replay).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json<T: Serialize>(status: u16, v: &T) -> Reply {
+        Reply {
+            status,
+            body: serde_json::to_string(v).expect("wire types serialise"),
+        }
+    }
+}
+
+pub type ApiResult<T = Reply> = Result<T, ApiError>;
+
+/// An idempotency key as a transport received it, with the hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct IdemKey {
+    pub key: String,
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Requests per second per token (0 = unlimited), with a burst of twice that.
+    pub rate_per_sec: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { rate_per_sec: 2000 }
+    }
+}
+
+pub struct Service {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    feed: tokio::sync::broadcast::Sender<i64>,
+    in_flight: Mutex<HashSet<(String, String)>>,
+    limiter: limiter::Limiter,
+}
+
+/// Removes an idempotency key from the in-flight set when its request ends, however it ends.
+struct InFlight<'a>(&'a Service, (String, String));
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .lock()
+            .expect("in-flight set")
+            .remove(&self.1);
+    }
+}
+
+const MAX_PAGE: u32 = 500;
+
+fn page_limit(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(50).clamp(1, MAX_PAGE)
+}
+
+fn parse_cursor(cursor: Option<&str>) -> ApiResult<i64> {
+    match cursor {
+        None => Ok(0),
+        Some(c) => c
+            .parse()
+            .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, format!("bad cursor '{c}'"))),
+    }
+}
+
+fn next_cursor<T>(items: &[T], limit: u32, id: impl Fn(&T) -> i64) -> Option<String> {
+    (items.len() as u32 == limit)
+        .then(|| items.last().map(|x| id(x).to_string()))
+        .flatten()
+}
+
+fn render(result: &Result<Outcome, DomainError>) -> StoredResponse {
+    let reply = match result {
+        Err(e) => Reply::json(e.code.http_status(), &ErrorBody::from(e)),
+        Ok(Outcome::Participant(p)) => Reply::json(
+            201,
+            &serde_json::json!({
+                "participant": p,
+                "agent_token": "(shown once; create a new one with POST /v1/markets/{market}/tokens)",
+                "principal_token": "(shown once; create a new one with POST /v1/markets/{market}/tokens)",
+            }),
+        ),
+        Ok(Outcome::Listing(l)) => Reply::json(201, l),
+        Ok(Outcome::Thread {
+            thread,
+            message,
+            offer,
+        }) => Reply::json(
+            201,
+            &ThreadOpened {
+                thread: thread.clone(),
+                message: message.clone(),
+                offer: offer.clone(),
+            },
+        ),
+        Ok(Outcome::Message(m)) => Reply::json(201, m),
+        Ok(Outcome::Offer(o)) => Reply::json(201, o),
+        Ok(Outcome::Deal(d)) => Reply::json(201, d),
+        Ok(Outcome::Clock { now }) => Reply::json(200, &ClockReading { now: *now }),
+        Ok(Outcome::Done) => Reply::json(200, &Done { ok: true }),
+    };
+    StoredResponse {
+        status: reply.status,
+        body: reply.body,
+    }
+}
+
+impl Service {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, config: Config) -> Arc<Service> {
+        let (feed, _) = tokio::sync::broadcast::channel(1024);
+        Arc::new(Service {
+            store,
+            clock,
+            feed,
+            in_flight: Mutex::new(HashSet::new()),
+            limiter: limiter::Limiter::new(config.rate_per_sec),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Wakes live readers when a market's log grows (in this process; readers also poll, which
+    /// covers writes by other replicas).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.feed.subscribe()
+    }
+
+    pub async fn authenticate(&self, bearer: Option<&str>) -> ApiResult<Caller> {
+        let secret = bearer.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+            )
+        })?;
+        let rec = self.store.token(&hash_token(secret)).await?;
+        let rec =
+            rec.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown or revoked token"))?;
+        let caller = Caller::from_record(&rec);
+        if !self.limiter.allow(&caller.scope, self.now()) {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests for this token; slow down and retry",
+            ));
+        }
+        Ok(caller)
+    }
+
+    /// Creates a token and returns its secret (shown once).
+    pub async fn create_token(
+        &self,
+        role: Role,
+        market: Option<i64>,
+        participant: Option<i64>,
+        label: &str,
+    ) -> ApiResult<String> {
+        let secret = new_secret();
+        let rec = TokenRecord {
+            hash: hash_token(&secret),
+            role,
+            market_id: market,
+            participant_id: participant,
+            label: label.to_string(),
+            created_at: self.now(),
+        };
+        self.store.insert_token(&rec).await?;
+        Ok(secret)
+    }
+
+    fn claim(&self, caller: &Caller, idem: Option<&IdemKey>) -> ApiResult<Option<InFlight<'_>>> {
+        let Some(k) = idem else { return Ok(None) };
+        if k.key.is_empty() || k.key.len() > 200 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "Idempotency-Key must be 1 to 200 characters",
+            ));
+        }
+        let id = (caller.scope.clone(), k.key.clone());
+        if !self
+            .in_flight
+            .lock()
+            .expect("in-flight set")
+            .insert(id.clone())
+        {
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyInFlight,
+                "a request with this Idempotency-Key is still running",
+            ));
+        }
+        Ok(Some(InFlight(self, id)))
+    }
+
+    fn replay(resp: StoredResponse) -> ApiResult {
+        if resp.status >= 400 {
+            let body: ErrorBody = serde_json::from_str(&resp.body).map_err(ApiError::internal)?;
+            return Err(ApiError {
+                status: resp.status,
+                body,
+            });
+        }
+        Ok(Reply {
+            status: resp.status,
+            body: resp.body,
+        })
+    }
+
+    fn conflict() -> ApiError {
+        ApiError::new(
+            ErrorCode::IdempotencyConflict,
+            "this Idempotency-Key was used with a different request",
+        )
+    }
+
+    /// Runs one market command for `caller` (authorised by the caller of this method), with its
+    /// idempotency key stored in the same transaction as the effect.
+    async fn command(
+        &self,
+        caller: &Caller,
+        market: i64,
+        cmd: Command,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult<(Reply, Option<Outcome>)> {
+        let _guard = self.claim(caller, idem)?;
+        let render_fn = render;
+        let key = idem.map(|k| Idempotency {
+            scope: &caller.scope,
+            key: &k.key,
+            request_hash: &k.request_hash,
+            render: &render_fn,
+        });
+        match self.store.run(market, self.now(), cmd, key).await? {
+            Ran::Replayed(resp) => Self::replay(resp).map(|r| (r, None)),
+            Ran::Conflict => Err(Self::conflict()),
+            Ran::Fresh { result, events } => {
+                if let Some(last) = events.last() {
+                    let _ = self.feed.send(last.market_id);
+                }
+                let resp = render(&result);
+                match result {
+                    Err(e) => Err(e.into()),
+                    Ok(out) => Ok((
+                        Reply {
+                            status: resp.status,
+                            body: resp.body,
+                        },
+                        Some(out),
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn market_or_404(&self, market: i64) -> ApiResult<Market> {
+        self.store
+            .market(market)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("market {market} not found")))
+    }
+
+    fn require_operator(caller: &Caller, market: Option<i64>) -> ApiResult<()> {
+        let ok = match market {
+            Some(m) => caller.is_operator_of(m),
+            None => caller.role == Role::Operator && caller.market.is_none(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this needs an operator token",
+            ))
+        }
+    }
+
+    fn require_in_market(caller: &Caller, market: i64) -> ApiResult<()> {
+        if caller.in_market(market) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this token is not for market {market}"),
+            ))
+        }
+    }
+
+    fn require_reader_of(caller: &Caller, market: i64, participant: i64) -> ApiResult<()> {
+        if caller.may_read_participant(market, participant) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this token may not read participant {participant}'s private data"),
+            ))
+        }
+    }
+
+    // ---- markets ----
+
+    pub async fn create_market(
+        &self,
+        caller: &Caller,
+        req: CreateMarket,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        Self::require_operator(caller, None)?;
+        let _guard = self.claim(caller, idem)?;
+        if let Some(k) = idem
+            && let Some((hash, resp)) = self.store.stored_response(&caller.scope, &k.key).await?
+        {
+            return if hash == k.request_hash {
+                Self::replay(resp)
+            } else {
+                Err(Self::conflict())
+            };
+        }
+        let result = self.create_market_now(req).await;
+        if let Some(k) = idem {
+            let stored = match &result {
+                Ok(r) => StoredResponse {
+                    status: r.status,
+                    body: r.body.clone(),
+                },
+                Err(e) if e.status < 500 => StoredResponse {
+                    status: e.status,
+                    body: serde_json::to_string(&e.body).expect("serialises"),
+                },
+                Err(_) => return result,
+            };
+            self.store
+                .store_response(&caller.scope, &k.key, &k.request_hash, &stored, self.now())
+                .await?;
+        }
+        result
+    }
+
+    async fn create_market_now(&self, req: CreateMarket) -> ApiResult {
+        let name = req.name.trim();
+        if name.is_empty() || name.len() > 100 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "name must be 1 to 100 characters",
+            ));
+        }
+        let currency = req.currency.trim().to_uppercase();
+        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "currency must be an ISO 4217 code like USD, got '{}'",
+                    req.currency
+                ),
+            ));
+        }
+        let rules = req.rules.unwrap_or_default();
+        rules.validate()?;
+        let clock_mode = req.clock.unwrap_or(ClockMode::Real);
+        let nm = NewMarket {
+            name: name.to_string(),
+            currency,
+            clock_mode,
+            sim_start: req.sim_start_ms.unwrap_or_else(|| self.now()),
+            rules,
+        };
+        let m = self.store.create_market(nm, self.now()).await?;
+        let _ = self.feed.send(m.id);
+        Ok(Reply::json(201, &m))
+    }
+
+    pub async fn market(&self, caller: &Caller, market: i64) -> ApiResult<Market> {
+        Self::require_in_market(caller, market)?;
+        self.market_or_404(market).await
+    }
+
+    pub async fn markets(&self, caller: &Caller) -> ApiResult<Vec<Market>> {
+        Ok(self
+            .store
+            .markets()
+            .await?
+            .into_iter()
+            .filter(|m| caller.in_market(m.id))
+            .collect())
+    }
+
+    pub async fn create_market_token(
+        &self,
+        caller: &Caller,
+        market: i64,
+        req: CreateToken,
+        participant: Option<i64>,
+    ) -> ApiResult {
+        Self::require_operator(caller, Some(market))?;
+        self.market_or_404(market).await?;
+        let role = Role::parse(&req.role).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "unknown role '{}': use operator, agent, principal or observer",
+                    req.role
+                ),
+            )
+        })?;
+        let participant = match role {
+            Role::Agent | Role::Principal => {
+                let p = participant.ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        "agent and principal tokens name a participant",
+                    )
+                })?;
+                self.store.participant(market, p).await?.ok_or_else(|| {
+                    ApiError::new(ErrorCode::NotFound, format!("participant {p} not found"))
+                })?;
+                Some(p)
+            }
+            _ => None,
+        };
+        let secret = self
+            .create_token(role, Some(market), participant, &req.label)
+            .await?;
+        Ok(Reply::json(
+            201,
+            &TokenCreated {
+                token: secret,
+                role: role.as_str().into(),
+                market_id: Some(market),
+            },
+        ))
+    }
+
+    // ---- participants, money, mandates ----
+
+    pub async fn register_participant(
+        &self,
+        caller: &Caller,
+        market: i64,
+        req: RegisterParticipant,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        Self::require_operator(caller, Some(market))?;
+        let cmd = Command::RegisterParticipant {
+            name: req.name,
+            mandate: req.mandate.unwrap_or_default(),
+            budget: req.budget,
+        };
+        let (reply, out) = self.command(caller, market, cmd, idem).await?;
+        let Some(Outcome::Participant(p)) = out else {
+            return Ok(reply);
+        };
+        let agent_token = self
+            .create_token(
+                Role::Agent,
+                Some(market),
+                Some(p.id),
+                &format!("agent of {}", p.name),
+            )
+            .await?;
+        let principal_token = self
+            .create_token(
+                Role::Principal,
+                Some(market),
+                Some(p.id),
+                &format!("principal {}", p.name),
+            )
+            .await?;
+        Ok(Reply::json(
+            201,
+            &ParticipantCreated {
+                participant: p,
+                agent_token,
+                principal_token,
+            },
+        ))
+    }
+
+    pub async fn participants(
+        &self,
+        caller: &Caller,
+        market: i64,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ApiResult<ParticipantList> {
+        Self::require_in_market(caller, market)?;
+        let limit = page_limit(limit);
+        let mut items = self
+            .store
+            .participants(market, parse_cursor(cursor)?, limit)
+            .await?;
+        // Mandates are private to the participant, its principal and operators.
+        for p in items.iter_mut() {
+            if !caller.may_read_participant(market, p.id) {
+                p.mandate = Default::default();
+            }
+        }
+        let next_cursor = next_cursor(&items, limit, |p| p.id);
+        Ok(ParticipantList { items, next_cursor })
+    }
+
+    pub async fn participant(
+        &self,
+        caller: &Caller,
+        market: i64,
+        id: i64,
+    ) -> ApiResult<haggle_core::Participant> {
+        Self::require_in_market(caller, market)?;
+        let mut p = self.store.participant(market, id).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, format!("participant {id} not found"))
+        })?;
+        if !caller.may_read_participant(market, id) {
+            p.mandate = Default::default();
+        }
+        Ok(p)
+    }
+
+    pub async fn fund(
+        &self,
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+        req: Fund,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        Self::require_operator(caller, Some(market))?;
+        Ok(self
+            .command(
+                caller,
+                market,
+                Command::Fund {
+                    participant,
+                    amount: req.amount,
+                },
+                idem,
+            )
+            .await?
+            .0)
+    }
+
+    pub async fn balance(
+        &self,
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+    ) -> ApiResult<Balance> {
+        Self::require_reader_of(caller, market, participant)?;
+        self.store
+            .participant(market, participant)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("participant {participant} not found"),
+                )
+            })?;
+        Ok(self.store.balance(market, participant, self.now()).await?)
+    }
+
+    pub async fn mandate(
+        &self,
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+    ) -> ApiResult<haggle_core::Mandate> {
+        Self::require_reader_of(caller, market, participant)?;
+        Ok(self.participant(caller, market, participant).await?.mandate)
+    }
+
+    /// The principal (or an operator) replaces the agent's mandate.
+    pub async fn set_mandate(
+        &self,
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+        mandate: haggle_core::Mandate,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let principal = caller.role == Role::Principal
+            && caller.market == Some(market)
+            && caller.participant == Some(participant);
+        if !principal && !caller.is_operator_of(market) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only the participant's principal or an operator may set its mandate",
+            ));
+        }
+        Ok(self
+            .command(
+                caller,
+                market,
+                Command::SetMandate {
+                    participant,
+                    mandate,
+                },
+                idem,
+            )
+            .await?
+            .0)
+    }
+
+    /// Freezes or unfreezes the agent (principal or operator): a frozen agent can read but not act.
+    pub async fn freeze(
+        &self,
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+        frozen: bool,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let mut mandate = self.mandate(caller, market, participant).await?;
+        mandate.frozen = frozen;
+        self.set_mandate(caller, market, participant, mandate, idem)
+            .await
+    }
+
+    // ---- listings and negotiation (agents) ----
+
+    pub async fn trade(
+        &self,
+        caller: &Caller,
+        market: i64,
+        build: impl FnOnce(i64) -> Command,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let actor = caller.agent_for(market)?;
+        Ok(self.command(caller, market, build(actor), idem).await?.0)
+    }
+
+    pub async fn listing(
+        &self,
+        caller: &Caller,
+        market: i64,
+        id: i64,
+    ) -> ApiResult<haggle_core::Listing> {
+        Self::require_in_market(caller, market)?;
+        self.store
+            .listing(market, id)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("listing {id} not found")))
+    }
+
+    pub async fn search(
+        &self,
+        caller: &Caller,
+        market: i64,
+        q: &ListingQuery,
+    ) -> ApiResult<ListingPage> {
+        Self::require_in_market(caller, market)?;
+        if q.min_price.is_some_and(|p| p < 0) || q.max_price.is_some_and(|p| p < 0) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "price filters must not be negative",
+            ));
+        }
+        if let Some(c) = &q.cursor {
+            let ok = match q.sort {
+                ListingSort::Newest => c.parse::<i64>().is_ok(),
+                ListingSort::Cheapest => c
+                    .split_once(':')
+                    .is_some_and(|(a, b)| a.parse::<i64>().is_ok() && b.parse::<i64>().is_ok()),
+            };
+            if !ok {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("bad cursor '{c}'"),
+                ));
+            }
+        }
+        let page = self.store.search_listings(market, q).await?;
+        Ok(ListingPage {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    async fn can_read_thread(
+        &self,
+        caller: &Caller,
+        market: i64,
+        t: &haggle_core::Thread,
+    ) -> ApiResult<()> {
+        let allowed = match caller.role {
+            Role::Operator => caller.is_operator_of(market),
+            Role::Observer => {
+                caller.market == Some(market)
+                    && self
+                        .market_or_404(market)
+                        .await?
+                        .rules
+                        .observers_see_private
+            }
+            Role::Agent | Role::Principal => {
+                caller.market == Some(market)
+                    && (caller.participant.is_some_and(|p| t.is_party(p))
+                        || self.market_or_404(market).await?.rules.public_negotiations)
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("thread {} is private to its two parties", t.id),
+            ))
+        }
+    }
+
+    pub async fn thread(&self, caller: &Caller, market: i64, id: i64) -> ApiResult<ThreadView> {
+        Self::require_in_market(caller, market)?;
+        let m = self.market_or_404(market).await?;
+        let detail =
+            self.store.thread(market, id).await?.ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("thread {id} not found"))
+            })?;
+        self.can_read_thread(caller, market, &detail.thread).await?;
+        let now = m.now(self.now());
+        let live = detail
+            .offers
+            .iter()
+            .find(|o| o.state == haggle_core::OfferState::Live);
+        Ok(ThreadView {
+            offers_remaining: m
+                .rules
+                .max_offers_per_thread
+                .map(|cap| cap.saturating_sub(detail.thread.offers_made)),
+            live_offer_expires_at: live.map(|o| o.expires_at),
+            elapsed_ppm: detail.thread.elapsed_ppm(&m.rules, now),
+            detail,
+        })
+    }
+
+    /// The caller's own threads (agents, principals), or all/any listing's threads for readers of
+    /// everything (operators, observers where allowed).
+    pub async fn threads(
+        &self,
+        caller: &Caller,
+        market: i64,
+        listing: Option<i64>,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ApiResult<ThreadList> {
+        Self::require_in_market(caller, market)?;
+        let limit = page_limit(limit);
+        let party = match caller.role {
+            Role::Agent | Role::Principal => caller.participant,
+            Role::Observer
+                if !self
+                    .market_or_404(market)
+                    .await?
+                    .rules
+                    .observers_see_private =>
+            {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "this market does not let observers read private threads",
+                ));
+            }
+            _ => None,
+        };
+        let items = self
+            .store
+            .threads(market, party, listing, parse_cursor(cursor)?, limit)
+            .await?;
+        let next_cursor = next_cursor(&items, limit, |t| t.id);
+        Ok(ThreadList { items, next_cursor })
+    }
+
+    pub async fn deal(
+        &self,
+        caller: &Caller,
+        market: i64,
+        id: i64,
+    ) -> ApiResult<haggle_core::Deal> {
+        Self::require_in_market(caller, market)?;
+        let d =
+            self.store.deal(market, id).await?.ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("deal {id} not found"))
+            })?;
+        if !caller.may_read_participant(market, d.buyer)
+            && !caller.may_read_participant(market, d.seller)
+        {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("deal {id} is private to its parties"),
+            ));
+        }
+        Ok(d)
+    }
+
+    pub async fn deals(
+        &self,
+        caller: &Caller,
+        market: i64,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ApiResult<DealList> {
+        Self::require_in_market(caller, market)?;
+        let limit = page_limit(limit);
+        let party = match caller.role {
+            Role::Agent | Role::Principal => caller.participant,
+            _ => None,
+        };
+        let items = self
+            .store
+            .deals(market, party, parse_cursor(cursor)?, limit)
+            .await?;
+        let next_cursor = next_cursor(&items, limit, |d| d.id);
+        Ok(DealList { items, next_cursor })
+    }
+
+    /// What this caller may read of a market's log.
+    pub async fn viewer(&self, caller: &Caller, market: i64) -> ApiResult<Viewer> {
+        Self::require_in_market(caller, market)?;
+        Ok(match caller.role {
+            Role::Operator => Viewer::All,
+            Role::Observer
+                if self
+                    .market_or_404(market)
+                    .await?
+                    .rules
+                    .observers_see_private =>
+            {
+                Viewer::All
+            }
+            Role::Observer => Viewer::Public,
+            Role::Agent | Role::Principal => caller
+                .participant
+                .map_or(Viewer::Public, Viewer::Participant),
+        })
+    }
+
+    pub async fn events(
+        &self,
+        caller: &Caller,
+        market: i64,
+        after: i64,
+        limit: Option<u32>,
+    ) -> ApiResult<EventPage> {
+        let viewer = self.viewer(caller, market).await?;
+        self.market_or_404(market).await?;
+        let events = self
+            .store
+            .events(market, viewer, after, limit.unwrap_or(100).clamp(1, 1000))
+            .await?;
+        let next_after = events.last().map_or(after, |e| e.seq);
+        Ok(EventPage { events, next_after })
+    }
+
+    // ---- operations ----
+
+    pub async fn advance_clock(
+        &self,
+        caller: &Caller,
+        market: i64,
+        by_ms: i64,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        Self::require_operator(caller, Some(market))?;
+        Ok(self
+            .command(caller, market, Command::AdvanceClock { by_ms }, idem)
+            .await?
+            .0)
+    }
+
+    pub async fn verify(&self, caller: &Caller, market: i64) -> ApiResult<Verification> {
+        Self::require_operator(caller, Some(market))?;
+        self.market_or_404(market).await?;
+        Ok(self.store.verify(market).await?)
+    }
+
+    /// Expires offers and times out threads in every real-clock market, every `every`.
+    pub fn spawn_sweeper(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let svc = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Ok(markets) = svc.store.real_clock_markets().await else {
+                    continue;
+                };
+                for m in markets {
+                    match svc.store.run(m, svc.now(), Command::Sweep, None).await {
+                        Ok(Ran::Fresh { events, .. }) if !events.is_empty() => {
+                            let _ = svc.feed.send(m);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(market = m, error = %e, "sweep failed"),
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Market rules a caller may send; kept here so transports share one default.
+pub fn default_rules() -> MarketRules {
+    MarketRules::default()
+}

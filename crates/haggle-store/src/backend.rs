@@ -723,7 +723,7 @@ impl Backend {
                 b.push(" ORDER BY price ASC, id ASC");
             }
         }
-        let limit = q.limit.clamp(1, 500);
+        let limit = q.limit.unwrap_or(50).clamp(1, 500);
         b.push(" LIMIT ").push_bind(limit as i64 + 1);
         let rows = b.build().fetch_all(&self.pool).await?;
         let mut items: Vec<Listing> = rows.iter().map(listing_row).collect::<StoreResult<_>>()?;
@@ -784,13 +784,7 @@ impl Backend {
     pub async fn balance(&self, market: i64, participant: i64, real_now: i64) -> StoreResult<Balance> {
         let now = self.market(market).await?.map_or(real_now, |m| m.now(real_now));
         let f = funds(&mut *self.pool.acquire().await?, market, participant, now).await?;
-        Ok(Balance {
-            available: f.cash - f.committed,
-            held_in_escrow: f.held,
-            committed_to_offers: f.committed,
-            held: f.held + f.committed,
-            total: f.cash + f.held,
-        })
+        Ok(Balance::from(f))
     }
 
     pub async fn events(&self, market: i64, viewer: Viewer, after: i64, limit: u32) -> StoreResult<Vec<Event>> {

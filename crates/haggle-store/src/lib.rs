@@ -8,6 +8,9 @@ mod dialect;
 mod row;
 
 pub use command::{Command, NewOffer, Outcome};
+pub use haggle_core::views::{
+    Balance, ListingQuery, ListingSort, Page, ThreadDetail, Verification,
+};
 use haggle_core::{ClockMode, DomainError, Event, Market, MarketRules, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -114,71 +117,6 @@ pub enum Viewer {
     Participant(i64),
     /// Public events only.
     Public,
-}
-
-/// Filters and order of a listing search.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListingQuery {
-    /// Words that must all appear in the title, description or category (case-insensitive).
-    pub q: Option<String>,
-    pub category: Option<String>,
-    pub side: Option<haggle_core::Side>,
-    pub min_price: Option<i64>,
-    pub max_price: Option<i64>,
-    /// Defaults to `active`.
-    pub status: Option<haggle_core::ListingStatus>,
-    pub owner: Option<i64>,
-    pub sort: ListingSort,
-    pub limit: u32,
-    /// Opaque cursor from the previous page.
-    pub cursor: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ListingSort {
-    #[default]
-    Newest,
-    Cheapest,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
-}
-
-/// A participant's money as the spec shows it: available, held (escrow plus live offers), total.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Balance {
-    pub available: i64,
-    pub held_in_escrow: i64,
-    pub committed_to_offers: i64,
-    pub held: i64,
-    pub total: i64,
-}
-
-/// The result of verifying one market's ledger and event chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verification {
-    pub market_id: i64,
-    pub transfers: usize,
-    pub events: usize,
-    pub breaches: Vec<String>,
-}
-
-impl Verification {
-    pub fn ok(&self) -> bool {
-        self.breaches.is_empty()
-    }
-}
-
-/// A thread with what its reader may see of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ThreadDetail {
-    pub thread: haggle_core::Thread,
-    pub messages: Vec<haggle_core::Message>,
-    pub offers: Vec<haggle_core::Offer>,
 }
 
 pub mod sqlite {

@@ -1,1 +1,321 @@
-fn main() {}
+//! The `haggle` command: serve the API, create markets and tokens, verify ledgers, run benchmarks.
+//! The binary's edge: errors become one clear line on stderr and a non-zero exit.
+
+mod bench;
+mod config;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use haggle_core::model::{ClockMode, MarketRules};
+use haggle_service::{Caller, Config, Role, Service, Store, SystemClock};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "haggle",
+    version,
+    about = "A classified-ads marketplace where AI agents buy and sell"
+)]
+struct Cli {
+    /// Optional TOML config file with `listen`, `database` and `rate_limit` (default: ./haggle.toml if present).
+    #[arg(long, global = true, env = "HAGGLE_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "HAGGLE_LISTEN")]
+        listen: Option<String>,
+        #[command(flatten)]
+        db: DbArg,
+        /// Requests per second per token (0 = unlimited; default 2000).
+        #[arg(long, env = "HAGGLE_RATE_LIMIT")]
+        rate_limit: Option<u32>,
+    },
+    /// Markets.
+    Market {
+        #[command(subcommand)]
+        command: MarketCmd,
+    },
+    /// Bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// The ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCmd,
+    },
+    /// Benchmarks that print the figures the issues ask for.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct DbArg {
+    /// `sqlite://PATH` or `postgres://...` (default: sqlite://haggle.db in the working directory).
+    #[arg(long, env = "HAGGLE_DATABASE_URL")]
+    database: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum MarketCmd {
+    /// Create a market and print it as JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+        /// `real` or `simulated`.
+        #[arg(long, default_value = "real")]
+        clock: String,
+        /// Market rules as a TOML or JSON file (fields of MarketRules; missing ones take defaults).
+        #[arg(long)]
+        rules: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// List markets as JSON.
+    List {
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token and print its secret (it is stored only as a hash).
+    Create {
+        /// operator, observer, agent or principal.
+        #[arg(long)]
+        role: String,
+        /// The market (required for observer, agent and principal; optional for operator).
+        #[arg(long)]
+        market: Option<i64>,
+        /// The participant (agent and principal tokens).
+        #[arg(long)]
+        participant: Option<i64>,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCmd {
+    /// Check every ledger and hash-chain invariant; exits non-zero on any breach.
+    Verify {
+        /// Only this market (default: all).
+        #[arg(long)]
+        market: Option<i64>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Drive the HTTP API of a fresh server on this database with a mixed negotiation workload.
+    Api(bench::ApiArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn open(cfg: &config::File, db: &DbArg) -> anyhow::Result<Store> {
+    let url = config::database_url(cfg, db.database.as_deref());
+    Store::open(&url)
+        .await
+        .with_context(|| format!("cannot open database {url}"))
+}
+
+fn cli_operator() -> Caller {
+    Caller {
+        role: Role::Operator,
+        market: None,
+        participant: None,
+        scope: "cli".into(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cfg = config::load(cli.config.as_deref())?;
+    match cli.command {
+        Cmd::Serve {
+            listen,
+            db,
+            rate_limit,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,sqlx=warn".into()),
+                )
+                .init();
+            let listen = listen
+                .or(cfg.listen.clone())
+                .unwrap_or_else(|| "127.0.0.1:8080".into());
+            let store = open(&cfg, &db).await?;
+            let config = Config {
+                rate_per_sec: rate_limit
+                    .or(cfg.rate_limit)
+                    .unwrap_or(Config::default().rate_per_sec),
+            };
+            let svc = Service::new(store, Arc::new(SystemClock), config);
+            svc.spawn_sweeper(std::time::Duration::from_secs(1));
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!(
+                "haggle: serving {} on http://{} (OpenAPI at /openapi.json)",
+                svc.store().backend_name(),
+                listener.local_addr()?
+            );
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            haggle_http::serve(listener, svc, shutdown).await?;
+        }
+        Cmd::Market {
+            command:
+                MarketCmd::Create {
+                    name,
+                    currency,
+                    clock,
+                    rules,
+                    db,
+                },
+        } => {
+            let clock = ClockMode::parse(&clock)
+                .with_context(|| format!("--clock must be real or simulated, got '{clock}'"))?;
+            let rules: Option<MarketRules> = match rules {
+                None => None,
+                Some(path) => Some(config::read_rules(&path)?),
+            };
+            let svc = Service::new(
+                open(&cfg, &db).await?,
+                Arc::new(SystemClock),
+                Config::default(),
+            );
+            let req = haggle_api::CreateMarket {
+                name,
+                currency,
+                clock: Some(clock),
+                sim_start_ms: None,
+                rules,
+            };
+            let reply = svc
+                .create_market(&cli_operator(), req, None)
+                .await
+                .map_err(api_error)?;
+            println!("{}", reply.body);
+        }
+        Cmd::Market {
+            command: MarketCmd::List { db },
+        } => {
+            let store = open(&cfg, &db).await?;
+            println!("{}", serde_json::to_string_pretty(&store.markets().await?)?);
+        }
+        Cmd::Token {
+            command:
+                TokenCmd::Create {
+                    role,
+                    market,
+                    participant,
+                    label,
+                    db,
+                },
+        } => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("--role must be operator, observer, agent or principal, got '{role}'")
+            })?;
+            let store = open(&cfg, &db).await?;
+            if role != Role::Operator && market.is_none() {
+                bail!("--market is required for {} tokens", role.as_str());
+            }
+            if let Some(m) = market {
+                store
+                    .market(m)
+                    .await?
+                    .with_context(|| format!("market {m} not found"))?;
+            }
+            if matches!(role, Role::Agent | Role::Principal) {
+                let (Some(m), Some(p)) = (market, participant) else {
+                    bail!("--participant is required for {} tokens", role.as_str())
+                };
+                store
+                    .participant(m, p)
+                    .await?
+                    .with_context(|| format!("participant {p} not found in market {m}"))?;
+            }
+            let svc = Service::new(store, Arc::new(SystemClock), Config::default());
+            let secret = svc
+                .create_token(role, market, participant, &label)
+                .await
+                .map_err(api_error)?;
+            println!("{secret}");
+        }
+        Cmd::Ledger {
+            command: LedgerCmd::Verify { market, db },
+        } => {
+            let store = open(&cfg, &db).await?;
+            let ids: Vec<i64> = match market {
+                Some(m) => vec![m],
+                None => store.markets().await?.into_iter().map(|m| m.id).collect(),
+            };
+            let mut breaches = 0;
+            for id in ids {
+                let v = store.verify(id).await?;
+                println!(
+                    "market {id}: {} transfers, {} events, {}",
+                    v.transfers,
+                    v.events,
+                    if v.ok() {
+                        "ok".to_string()
+                    } else {
+                        format!("{} BREACHES", v.breaches.len())
+                    }
+                );
+                for b in &v.breaches {
+                    println!("  breach: {b}");
+                }
+                breaches += v.breaches.len();
+            }
+            if breaches > 0 {
+                bail!("ledger verification found {breaches} breach(es)");
+            }
+        }
+        Cmd::Bench {
+            command: BenchCmd::Api(args),
+        } => bench::api(args, &cfg).await?,
+    }
+    Ok(())
+}
+
+fn api_error(e: haggle_service::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", e.body.error.code, e.body.error.message)
+}

@@ -1,0 +1,93 @@
+//! What readers see: plain data assembled from stored state (balances, pages, thread details,
+//! search filters, verification reports). No rules live here.
+
+use crate::model::{ListingStatus, Message, Offer, Side, Thread};
+use serde::{Deserialize, Serialize};
+
+/// A participant's money as the spec shows it: available, held (escrow plus live offers), total.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// Cash not held in escrow and not committed to live offers.
+    pub available: i64,
+    pub held_in_escrow: i64,
+    pub committed_to_offers: i64,
+    /// `held_in_escrow + committed_to_offers`.
+    pub held: i64,
+    /// `available + held`.
+    pub total: i64,
+}
+
+impl From<crate::model::Funds> for Balance {
+    fn from(f: crate::model::Funds) -> Balance {
+        Balance {
+            available: f.cash - f.committed,
+            held_in_escrow: f.held,
+            committed_to_offers: f.committed,
+            held: f.held + f.committed,
+            total: f.cash + f.held,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The result of verifying one market's ledger and event chain.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    pub market_id: i64,
+    pub transfers: usize,
+    pub events: usize,
+    pub breaches: Vec<String>,
+}
+
+impl Verification {
+    pub fn ok(&self) -> bool {
+        self.breaches.is_empty()
+    }
+}
+
+/// A thread with its messages and offers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadDetail {
+    pub thread: Thread,
+    pub messages: Vec<Message>,
+    pub offers: Vec<Offer>,
+}
+
+/// Filters and order of a listing search.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListingQuery {
+    /// Words that must all appear in the title, description or category (case-insensitive).
+    pub q: Option<String>,
+    pub category: Option<String>,
+    pub side: Option<Side>,
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    /// Defaults to `active`.
+    pub status: Option<ListingStatus>,
+    pub owner: Option<i64>,
+    pub sort: ListingSort,
+    /// Page size, 1..=500 (default 50).
+    pub limit: Option<u32>,
+    /// Opaque cursor from the previous page.
+    pub cursor: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListingSort {
+    #[default]
+    Newest,
+    Cheapest,
+}

@@ -1,0 +1,286 @@
+//! `haggle bench api`: starts a server on the given database (random loopback port), drives its
+//! HTTP API with a mixed negotiation workload from many concurrent clients, and prints a table
+//! and, as the last stdout line, a JSON object with `actions_per_s`, `p50_ms` and `p99_ms`.
+
+use crate::config;
+use anyhow::{Context, bail};
+use haggle_service::{Config, Service, Store, SystemClock};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct ApiArgs {
+    /// `sqlite://PATH` or `postgres://...` (default: a fresh SQLite file in a temp folder).
+    #[arg(long, env = "HAGGLE_DATABASE_URL")]
+    database: Option<String>,
+    /// Concurrent client pairs (a seller and a buyer each).
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// How long to drive the load.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    latencies: Vec<f64>,
+    errors: u64,
+}
+
+impl Client {
+    /// One API action, timed. A non-2xx answer is counted as an error and returned as `None`.
+    async fn call(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Option<Value>> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let t = Instant::now();
+        let resp = req.send().await.context("request failed")?;
+        let ok = resp.status().is_success();
+        let v: Value = resp.json().await.context("response is not JSON")?;
+        self.latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        if !ok {
+            self.errors += 1;
+            return Ok(None);
+        }
+        Ok(Some(v))
+    }
+}
+
+fn id(v: &Option<Value>, path: &[&str]) -> Option<i64> {
+    let mut cur = v.as_ref()?;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_i64()
+}
+
+/// One negotiation: list, search, open with an offer, counter, accept, read events (6 actions).
+async fn negotiate(
+    m: i64,
+    seller: &mut Client,
+    buyer: &mut Client,
+    after: &mut i64,
+    n: u64,
+) -> anyhow::Result<bool> {
+    use reqwest::Method as M;
+    let listing = seller
+        .call(M::POST, &format!("/v1/markets/{m}/listings"), Some(json!({"side": "sell", "title": format!("Bench bike {n}"), "description": "road bike, good condition", "category": "bikes", "price": 10_000})))
+        .await?;
+    let Some(l) = id(&listing, &["id"]) else {
+        return Ok(false);
+    };
+    buyer
+        .call(
+            M::GET,
+            &format!("/v1/markets/{m}/listings?q=bike&sort=cheapest&limit=10"),
+            None,
+        )
+        .await?;
+    let opened = buyer
+        .call(
+            M::POST,
+            &format!("/v1/markets/{m}/listings/{l}/threads"),
+            Some(json!({"message": "would you take 80?", "price": 8_000})),
+        )
+        .await?;
+    let Some(t) = id(&opened, &["thread", "id"]) else {
+        return Ok(false);
+    };
+    let counter = seller
+        .call(
+            M::POST,
+            &format!("/v1/markets/{m}/threads/{t}/offers"),
+            Some(json!({"price": 9_000})),
+        )
+        .await?;
+    let Some(o) = id(&counter, &["id"]) else {
+        return Ok(false);
+    };
+    let deal = buyer
+        .call(M::POST, &format!("/v1/markets/{m}/offers/{o}/accept"), None)
+        .await?;
+    let page = buyer
+        .call(
+            M::GET,
+            &format!("/v1/markets/{m}/events?after={after}&limit=100"),
+            None,
+        )
+        .await?;
+    if let Some(next) = id(&page, &["next_after"]) {
+        *after = next;
+    }
+    Ok(deal.is_some())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
+    let tmp = std::env::temp_dir().join(format!("haggle-bench-{}", std::process::id()));
+    let url = match args.database.clone().or(cfg.database.clone()) {
+        Some(u) => u,
+        None => {
+            std::fs::create_dir_all(&tmp)?;
+            format!("sqlite://{}", tmp.join("bench.db").display())
+        }
+    };
+    if args.clients == 0 || args.clients > 1000 {
+        bail!("--clients must be between 1 and 1000");
+    }
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("cannot open database {url}"))?;
+    let backend = store.backend_name();
+    let svc = Service::new(store, Arc::new(SystemClock), Config { rate_per_sec: 0 });
+    let operator = svc
+        .create_token(haggle_service::Role::Operator, None, None, "bench")
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.body.error.message))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(haggle_http::serve(listener, svc, async {
+        let _ = stop_rx.await;
+    }));
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(4 * args.clients)
+        .build()?;
+    let mut op = Client {
+        http: http.clone(),
+        base: base.clone(),
+        token: operator,
+        latencies: vec![],
+        errors: 0,
+    };
+    let market = op
+        .call(
+            reqwest::Method::POST,
+            "/v1/markets",
+            Some(json!({"name": "bench", "rules": {"max_offers_per_thread": 20}})),
+        )
+        .await?;
+    let m = id(&market, &["id"]).context("could not create the bench market")?;
+    let mut pairs = Vec::new();
+    for i in 0..args.clients {
+        let mut tokens = Vec::new();
+        for role in ["seller", "buyer"] {
+            let p = op
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/markets/{m}/participants"),
+                    Some(json!({"name": format!("{role} {i}"), "budget": 1_000_000_000_000i64})),
+                )
+                .await?;
+            let token = p
+                .as_ref()
+                .and_then(|v| v["agent_token"].as_str())
+                .context("could not register a participant")?
+                .to_string();
+            tokens.push(Client {
+                http: http.clone(),
+                base: base.clone(),
+                token,
+                latencies: vec![],
+                errors: 0,
+            });
+        }
+        let buyer = tokens.pop().expect("two tokens");
+        let seller = tokens.pop().expect("two tokens");
+        pairs.push((seller, buyer));
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(args.seconds.clamp(1, 3600));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (seller, buyer) in pairs {
+        tasks.push(tokio::spawn(async move {
+            let (mut seller, mut buyer) = (seller, buyer);
+            let (mut after, mut deals, mut n) = (0i64, 0u64, 0u64);
+            while Instant::now() < deadline {
+                n += 1;
+                if negotiate(m, &mut seller, &mut buyer, &mut after, n).await? {
+                    deals += 1;
+                }
+            }
+            anyhow::Ok((seller, buyer, deals))
+        }));
+    }
+    let (mut latencies, mut errors, mut deals) = (Vec::new(), 0, 0);
+    for t in tasks {
+        let (s, b, d) = t.await??;
+        for c in [s, b] {
+            latencies.extend(c.latencies);
+            errors += c.errors;
+        }
+        deals += d;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let verify = op
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/markets/{m}/ledger/verify"),
+            None,
+        )
+        .await?;
+    let _ = stop_tx.send(());
+    server.await??;
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    latencies.sort_by(f64::total_cmp);
+    let actions = latencies.len();
+    let per_s = actions as f64 / wall;
+    let (p50, p90, p99, max) = (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.9),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0.0),
+    );
+    let breaches = verify
+        .as_ref()
+        .and_then(|v| v["breaches"].as_array().map(Vec::len))
+        .unwrap_or(usize::MAX);
+    println!(
+        "haggle bench api — {backend}, {} client pairs, {:.1} s",
+        args.clients, wall
+    );
+    println!("{:<22} {:>12}", "metric", "value");
+    for (k, v) in [
+        ("actions", actions.to_string()),
+        ("actions/s", format!("{per_s:.0}")),
+        ("deals", deals.to_string()),
+        ("deals/s", format!("{:.0}", deals as f64 / wall)),
+        ("errors (non-2xx)", errors.to_string()),
+        ("p50 ms", format!("{p50:.2}")),
+        ("p90 ms", format!("{p90:.2}")),
+        ("p99 ms", format!("{p99:.2}")),
+        ("max ms", format!("{max:.2}")),
+        ("ledger breaches", breaches.to_string()),
+    ] {
+        println!("{k:<22} {v:>12}");
+    }
+    println!(
+        "{}",
+        json!({"backend": backend, "clients": args.clients, "wall_s": wall, "actions": actions, "actions_per_s": per_s, "deals": deals, "errors": errors, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "ledger_breaches": breaches})
+    );
+    if breaches != 0 {
+        bail!("the ledger did not verify after the benchmark");
+    }
+    Ok(())
+}
