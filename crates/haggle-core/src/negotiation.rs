@@ -547,7 +547,12 @@ pub fn make_offer(
         price,
         state: OfferState::Live,
         created_at: s.now,
-        expires_at: s.now + ttl,
+        // A buyer's offer never outlives its mandate, so an acceptance never fails for lack of
+        // authority (rule 3): past the mandate's expiry the offer has expired instead.
+        expires_at: match s.actor.as_ref().and_then(|a| a.mandate.expires_at).filter(|_| actor == buyer) {
+            Some(until) => (s.now + ttl).min(until),
+            None => s.now + ttl,
+        },
     };
     let offers_made = t.offers_made + 1;
     plan.change(Change::InsertOffer(offer.clone()));

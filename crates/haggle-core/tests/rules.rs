@@ -791,8 +791,10 @@ fn expired_mandate_gives_mandate_exceeded() {
     m.refuses(ErrorCode::MandateExceeded, |m| {
         m.offer(buyer, bid.thread_id, 200)
     });
-    // The authority behind the still-live bid lapsed with the mandate.
-    m.refuses(ErrorCode::MandateExceeded, |m| m.accept(seller, bid.id));
+    // The bid never outlived the mandate: it expired with it, so acceptance is `offer_expired`
+    // and never a failure of authority (rule 3).
+    assert_eq!(bid.expires_at, T0 + HOUR_MS);
+    m.refuses(ErrorCode::OfferExpired, |m| m.accept(seller, bid.id));
 }
 
 #[test]
