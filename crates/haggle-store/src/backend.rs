@@ -311,6 +311,8 @@ async fn execute(c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut P
                 let thread = rules::open_thread(&mut s, plan)?;
                 let message = message.map(|b| rules::post_message(&mut s, plan, &b)).transpose()?;
                 let offer = offer.map(|o| rules::make_offer(&mut s, plan, o.price, o.expires_in_ms)).transpose()?;
+                // The thread as the opening offer left it (offers used, last proposer).
+                let thread = s.thread.clone().unwrap_or(thread);
                 Ok(Outcome::Thread { thread, message, offer })
             })()
         }
