@@ -549,7 +549,12 @@ pub fn make_offer(
         created_at: s.now,
         // A buyer's offer never outlives its mandate, so an acceptance never fails for lack of
         // authority (rule 3): past the mandate's expiry the offer has expired instead.
-        expires_at: match s.actor.as_ref().and_then(|a| a.mandate.expires_at).filter(|_| actor == buyer) {
+        expires_at: match s
+            .actor
+            .as_ref()
+            .and_then(|a| a.mandate.expires_at)
+            .filter(|_| actor == buyer)
+        {
             Some(until) => (s.now + ttl).min(until),
             None => s.now + ttl,
         },
@@ -597,8 +602,8 @@ pub fn make_offer(
     Ok(offer)
 }
 
-/// Looks up the named offer and checks the actor is the party who may answer it.
-fn answerable_offer(s: &Scene, actor: ParticipantId) -> Result<&Offer> {
+/// Looks up the named offer, refusing an outsider (`forbidden`) or a closed offer (`offer_not_live`).
+fn live_offer_of_party(s: &Scene, actor: ParticipantId) -> Result<&Offer> {
     let o = s
         .offer
         .as_ref()
@@ -612,6 +617,12 @@ fn answerable_offer(s: &Scene, actor: ParticipantId) -> Result<&Offer> {
     if o.state != OfferState::Live {
         return Err(E::offer_not_live(format!("offer {} is {}", o.id, o.state)));
     }
+    Ok(o)
+}
+
+/// The named offer, if the actor is the party who may answer (accept or reject) it.
+fn answerable_offer(s: &Scene, actor: ParticipantId) -> Result<&Offer> {
+    let o = live_offer_of_party(s, actor)?;
     if o.proposer == actor {
         return Err(E::not_your_offer(format!(
             "offer {} is your own; only the other side can accept or reject it",
@@ -640,6 +651,13 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
             "listing {} is {}",
             l.id, l.status
         )));
+    }
+    // Rule 5 holds whether or not a sweep has already marked the offer `expired` (advancing a
+    // simulated clock sweeps at once, so otherwise `offer_expired` could never be seen there).
+    if let Some(o) = &s.offer
+        && o.state == OfferState::Expired
+    {
+        return Err(E::offer_expired(format!("offer {} expired", o.id)));
     }
     let o = answerable_offer(s, actor)?;
     if o.expires_at <= s.now {
@@ -794,19 +812,7 @@ pub fn reject_offer(s: &mut Scene, plan: &mut Plan) -> Result<()> {
 
 pub fn withdraw_offer(s: &mut Scene, plan: &mut Plan) -> Result<()> {
     let actor = s.trader()?.id;
-    let o = s
-        .offer
-        .as_ref()
-        .ok_or_else(|| E::not_found("offer not found"))?;
-    if o.buyer != actor && o.seller != actor {
-        return Err(E::forbidden(format!(
-            "participant {actor} is not a party to offer {}",
-            o.id
-        )));
-    }
-    if o.state != OfferState::Live {
-        return Err(E::offer_not_live(format!("offer {} is {}", o.id, o.state)));
-    }
+    let o = live_offer_of_party(s, actor)?;
     if o.proposer != actor {
         return Err(E::not_your_offer(format!(
             "offer {} was made by the other side; reject it instead",
