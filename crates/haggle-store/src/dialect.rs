@@ -59,10 +59,18 @@ pub mod postgres {
     ];
 
     pub async fn connect(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
+        use sqlx::Connection;
+        let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+        // One plain connection first: an unreachable server or a refused login is reported at
+        // once with its cause, instead of as a pool timeout after the acquire timeout's 30 s.
+        sqlx::PgConnection::connect_with(&opts)
+            .await?
+            .close()
+            .await?;
         PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(30))
-            .connect(url)
+            .connect_with(opts)
             .await
     }
 

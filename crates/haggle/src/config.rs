@@ -25,7 +25,27 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<File> {
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid config file {}: {}",
+            path.display(),
+            toml_error(&text, &e)
+        )
+    })
+}
+
+/// A TOML error on one line: where it is and what is wrong (its own message draws the line).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_string(),
+    }
 }
 
 pub fn database_url(cfg: &File, flag: Option<&str>) -> String {
@@ -41,7 +61,13 @@ pub fn read_rules(path: &Path) -> anyhow::Result<MarketRules> {
         serde_json::from_str(&text)
             .with_context(|| format!("invalid rules in {}", path.display()))?
     } else {
-        toml::from_str(&text).with_context(|| format!("invalid rules in {}", path.display()))?
+        toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid rules in {}: {}",
+                path.display(),
+                toml_error(&text, &e)
+            )
+        })?
     };
     rules
         .validate()

@@ -141,9 +141,27 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: many errors repeat their source in
+/// their own message, and some (TOML, SQL) span several lines.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn open(cfg: &config::File, db: &DbArg) -> anyhow::Result<Store> {
@@ -284,7 +302,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let store = open(&cfg, &db).await?;
             let ids: Vec<i64> = match market {
-                Some(m) => vec![m],
+                Some(m) => {
+                    store
+                        .market(m)
+                        .await?
+                        .with_context(|| format!("market {m} not found"))?;
+                    vec![m]
+                }
                 None => store.markets().await?.into_iter().map(|m| m.id).collect(),
             };
             let mut breaches = 0;

@@ -1,0 +1,559 @@
+//! The `haggle` command as a user meets it: what each subcommand prints, that its tokens and
+//! databases work with the server, that `ledger verify` catches tampering, and that bad input
+//! gets one clear `error:` line and a non-zero exit, never a panic or a backtrace.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::process::Output;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// The command failed the way a user should see it fail: exit code 1 and exactly one line on
+/// stderr, `error: ...` containing `needle`.
+fn assert_one_line_error(o: &Output, needle: &str) -> String {
+    let err = text(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit status {}; stderr: {err}",
+        o.status
+    );
+    assert_eq!(err.lines().count(), 1, "not one line:\n{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked") && !err.to_lowercase().contains("backtrace"));
+    err.trim_end().to_string()
+}
+
+#[test]
+fn token_create_prints_only_the_secret() {
+    let dir = Scratch::new("cli-token");
+    let db = dir.sqlite("h.db");
+    let o = run(
+        &dir.0,
+        &["token", "create", "--role", "operator", "--database", &db],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    assert!(out.ends_with('\n'), "{out:?}");
+    let secret = out.trim_end();
+    assert!(secret.len() >= 32, "{secret:?}");
+    assert!(secret.chars().all(|c| c.is_ascii_graphic()), "{secret:?}");
+    // A fresh secret each time.
+    assert_ne!(operator_token(&dir.0, &db), secret);
+
+    // Market-scoped roles need a market (and agents a participant) that exists.
+    let o = run(
+        &dir.0,
+        &["token", "create", "--role", "observer", "--database", &db],
+    );
+    assert_one_line_error(&o, "--market is required");
+    let o = run(
+        &dir.0,
+        &[
+            "token",
+            "create",
+            "--role",
+            "observer",
+            "--market",
+            "7",
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&o, "market 7 not found");
+    let m = run_ok(
+        &dir.0,
+        &["market", "create", "--name", "m", "--database", &db],
+    );
+    let m = id(&serde_json::from_str(&m).unwrap()).to_string();
+    let observer = run_ok(
+        &dir.0,
+        &[
+            "token",
+            "create",
+            "--role",
+            "observer",
+            "--market",
+            &m,
+            "--database",
+            &db,
+        ],
+    );
+    assert_eq!(observer.lines().count(), 1);
+    let o = run(
+        &dir.0,
+        &[
+            "token",
+            "create",
+            "--role",
+            "agent",
+            "--market",
+            &m,
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&o, "--participant is required");
+    let o = run(
+        &dir.0,
+        &[
+            "token",
+            "create",
+            "--role",
+            "agent",
+            "--market",
+            &m,
+            "--participant",
+            "42",
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&o, "participant 42 not found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_the_cli_work_against_the_server() {
+    let dir = Scratch::new("cli-token-serve");
+    let db = dir.sqlite("h.db");
+    let op = operator_token(&dir.0, &db);
+    let m = run_ok(
+        &dir.0,
+        &["market", "create", "--name", "m", "--database", &db],
+    );
+    let m = id(&serde_json::from_str(&m).unwrap());
+    let observer = run_ok(
+        &dir.0,
+        &[
+            "token",
+            "create",
+            "--role",
+            "observer",
+            "--market",
+            &m.to_string(),
+            "--database",
+            &db,
+        ],
+    );
+    let server = Server::start(&dir.0, &["--database", &db]).await;
+    let http = Http::default();
+    let me = http
+        .expect(200, "GET", &server.url("/v1/me"), &op, Value::Null)
+        .await;
+    assert_eq!(me["role"], json!("operator"), "{me}");
+    let me = http
+        .expect(
+            200,
+            "GET",
+            &server.url("/v1/me"),
+            observer.trim(),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        me,
+        json!({"role": "observer", "market_id": m, "participant_id": null})
+    );
+    let (status, body) = http.get(&server.url("/v1/me"), "hgl_not_a_token").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unauthorized")),
+        "{body}"
+    );
+    // A participant made over HTTP can be given a further agent token from the CLI.
+    let p = register(&http, &server.base, &op, m, "alice", 100).await;
+    let agent = run_ok(
+        &dir.0,
+        &[
+            "token",
+            "create",
+            "--role",
+            "agent",
+            "--market",
+            &m.to_string(),
+            "--participant",
+            &p.id.to_string(),
+            "--database",
+            &db,
+        ],
+    );
+    let me = http
+        .expect(200, "GET", &server.url("/v1/me"), agent.trim(), Value::Null)
+        .await;
+    assert_eq!(
+        me,
+        json!({"role": "agent", "market_id": m, "participant_id": p.id})
+    );
+}
+
+#[test]
+fn market_create_prints_the_market_as_json() {
+    let dir = Scratch::new("cli-market");
+    let db = dir.sqlite("h.db");
+    let out = run_ok(
+        &dir.0,
+        &[
+            "market",
+            "create",
+            "--name",
+            "Lab A",
+            "--clock",
+            "simulated",
+            "--database",
+            &db,
+        ],
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let m: Value = serde_json::from_str(&out).expect("market create prints JSON");
+    assert_eq!(m["name"], json!("Lab A"));
+    assert_eq!(m["clock_mode"], json!("simulated"));
+    assert_eq!(m["currency"], json!("USD"));
+    assert!(m["rules"].is_object(), "{m}");
+    let second: Value = serde_json::from_str(&run_ok(
+        &dir.0,
+        &["market", "create", "--name", "Lab B", "--database", &db],
+    ))
+    .unwrap();
+    assert_eq!(second["clock_mode"], json!("real"));
+    assert_ne!(second["id"], m["id"]);
+    let list: Value =
+        serde_json::from_str(&run_ok(&dir.0, &["market", "list", "--database", &db])).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Lab A", "Lab B"]);
+
+    // Rules from a file; bad rules are refused before anything is created.
+    std::fs::write(dir.path("rules.toml"), "max_offers_per_thread = 3\n").unwrap();
+    let rules = dir.path("rules.toml").display().to_string();
+    let out = run_ok(
+        &dir.0,
+        &[
+            "market",
+            "create",
+            "--name",
+            "C",
+            "--rules",
+            &rules,
+            "--database",
+            &db,
+        ],
+    );
+    let c: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(c["rules"]["max_offers_per_thread"], json!(3), "{c}");
+    std::fs::write(dir.path("bad.toml"), "max_offers = 3\n").unwrap();
+    let bad = dir.path("bad.toml").display().to_string();
+    let o = run(
+        &dir.0,
+        &[
+            "market",
+            "create",
+            "--name",
+            "D",
+            "--rules",
+            &bad,
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&o, "line 1, column 1: unknown field `max_offers`");
+    let o = run(
+        &dir.0,
+        &[
+            "market",
+            "create",
+            "--name",
+            "D",
+            "--clock",
+            "weird",
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&o, "--clock must be real or simulated, got 'weird'");
+    let list: Value =
+        serde_json::from_str(&run_ok(&dir.0, &["market", "list", "--database", &db])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_verify_passes_then_catches_a_tampered_transfer() {
+    let dir = Scratch::new("cli-ledger");
+    let db = dir.sqlite("h.db");
+    let op = operator_token(&dir.0, &db);
+    let m = id(&serde_json::from_str(&run_ok(
+        &dir.0,
+        &["market", "create", "--name", "m", "--database", &db],
+    ))
+    .unwrap());
+    let fresh = run_ok(&dir.0, &["ledger", "verify", "--database", &db]);
+    assert_eq!(
+        fresh.trim(),
+        format!("market {m}: 0 transfers, 1 events, ok")
+    );
+
+    // Money moves: two funded participants.
+    let server = Server::start(&dir.0, &["--database", &db]).await;
+    let http = Http::default();
+    register(&http, &server.base, &op, m, "alice", 5_000).await;
+    register(&http, &server.base, &op, m, "bob", 3_000).await;
+    let other = create_market(&http, &server.base, &op, "untouched").await;
+    register(&http, &server.base, &op, other, "carol", 1_000).await;
+    let ok = run_ok(&dir.0, &["ledger", "verify", "--database", &db]);
+    assert_eq!(ok.lines().count(), 2, "{ok}");
+    assert!(ok.lines().all(|l| l.ends_with(", ok")), "{ok}");
+    assert!(ok.starts_with(&format!("market {m}: 2 transfers")), "{ok}");
+
+    // The database refuses to edit a transfer ...
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let refused = sqlx::query("UPDATE transfers SET amount = amount + 1 WHERE market_id = $1")
+        .bind(m)
+        .execute(&pool)
+        .await;
+    assert!(refused.is_err(), "transfers must be append-only");
+    // ... so someone with file access drops the guard and edits one.
+    sqlx::query("DROP TRIGGER transfers_no_update")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let edited = sqlx::query(
+        "UPDATE transfers SET amount = amount + 100 WHERE market_id = $1 AND id = (SELECT MIN(id) FROM transfers WHERE market_id = $1)",
+    )
+    .bind(m)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(edited.rows_affected(), 1);
+    pool.close().await;
+
+    for args in [
+        vec!["ledger", "verify", "--database", &db],
+        vec![
+            "ledger",
+            "verify",
+            "--market",
+            &m.to_string(),
+            "--database",
+            &db,
+        ],
+    ]
+    .iter()
+    {
+        let o = run(&dir.0, args);
+        let out = text(&o.stdout);
+        assert!(
+            out.contains(&format!("market {m}: 2 transfers, ")) && out.contains("BREACHES"),
+            "{out}"
+        );
+        assert!(out.contains("  breach: transfers_match_events"), "{out}");
+        assert_one_line_error(&o, "ledger verification found");
+    }
+    // The untouched market still verifies on its own.
+    let out = run_ok(
+        &dir.0,
+        &[
+            "ledger",
+            "verify",
+            "--market",
+            &other.to_string(),
+            "--database",
+            &db,
+        ],
+    );
+    assert!(out.trim_end().ends_with(", ok"), "{out}");
+    // The running server sees the breach too.
+    let v = http
+        .expect(
+            200,
+            "GET",
+            &server.url(&format!("/v1/markets/{m}/ledger/verify")),
+            &op,
+            Value::Null,
+        )
+        .await;
+    assert!(!v["breaches"].as_array().unwrap().is_empty(), "{v}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_line() {
+    let dir = Scratch::new("cli-errors");
+    let db = dir.sqlite("empty.db");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["ledger", "verify", "--database", "mysql://x"],
+            "unsupported database URL 'mysql://x'",
+        ),
+        (
+            vec!["token", "create", "--role", "wizard", "--database", &db],
+            "--role must be operator, observer, agent or principal, got 'wizard'",
+        ),
+        // A market that is not there is an error, not an empty success.
+        (
+            vec!["ledger", "verify", "--market", "999", "--database", &db],
+            "market 999 not found",
+        ),
+        (
+            vec![
+                "market",
+                "list",
+                "--database",
+                "sqlite:///nonexistent-dir/for/haggle.db",
+            ],
+            "unable to open database file",
+        ),
+        // Refused at once with the cause, not after a pool timeout.
+        (
+            vec![
+                "market",
+                "list",
+                "--database",
+                "postgres://nobody@127.0.0.1:1/haggle",
+            ],
+            "Connection refused",
+        ),
+        (
+            vec!["--config", "missing.toml", "market", "list"],
+            "cannot read config file missing.toml",
+        ),
+    ];
+    for (args, needle) in cases {
+        let started = Instant::now();
+        let o = run(&dir.0, &args);
+        let line = assert_one_line_error(&o, needle);
+        // The cause is said once, not echoed by every layer that wraps it.
+        assert!(line.matches(needle).count() == 1, "{line}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?} was slow"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}: {}", text(&o.stdout));
+    }
+    // Nothing was written to the empty database by the refusals.
+    let list = run_ok(&dir.0, &["market", "list", "--database", &db]);
+    assert_eq!(list.trim(), "[]");
+
+    // Usage errors are clap's: `error:` first, exit status 2, no panic.
+    let o = run(&dir.0, &["token", "create", "--database", &db]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("--role"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let o = run(&dir.0, &["ledger", "verify", "--market", "abc"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).starts_with("error: "));
+}
+
+#[test]
+fn serve_on_an_unusable_address_fails_with_one_line() {
+    let dir = Scratch::new("cli-serve");
+    let db = dir.sqlite("h.db");
+    for (listen, needle) in [
+        ("nonsense", "cannot listen on nonsense"),
+        ("127.0.0.1:99999", "cannot listen on 127.0.0.1:99999"),
+        ("192.0.2.1:8080", "cannot listen on 192.0.2.1:8080"),
+    ] {
+        let o = run(&dir.0, &["serve", "--listen", listen, "--database", &db]);
+        assert_one_line_error(&o, needle);
+    }
+    // An unusable database stops it before it listens.
+    let o = run(
+        &dir.0,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "mysql://x",
+        ],
+    );
+    assert_one_line_error(&o, "unsupported database URL");
+}
+
+#[test]
+fn serve_refuses_a_port_in_use() {
+    let dir = Scratch::new("cli-serve-busy");
+    let db = dir.sqlite("h.db");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let o = run(&dir.0, &["serve", "--listen", &addr, "--database", &db]);
+    let line = assert_one_line_error(&o, &format!("cannot listen on {addr}"));
+    assert!(line.contains("in use"), "{line}");
+    drop(busy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_is_honoured() {
+    let dir = Scratch::new("cli-config");
+    let db = dir.sqlite("from-config.db");
+    let cfg = dir.path("haggle-test.toml");
+    std::fs::write(
+        &cfg,
+        format!("database = \"{db}\"\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+
+    // `--config FILE`: the market lands in the configured database ...
+    let m: Value = serde_json::from_str(&run_ok(
+        &dir.0,
+        &["--config", &cfg, "market", "create", "--name", "via config"],
+    ))
+    .unwrap();
+    assert!(dir.path("from-config.db").exists());
+    assert!(
+        !dir.path("haggle.db").exists(),
+        "the default database was used"
+    );
+    let list = run_ok(&dir.0, &["market", "list", "--database", &db]);
+    assert!(list.contains("via config"), "{list}");
+    // ... the flag still wins over the file ...
+    let other = dir.sqlite("flag.db");
+    run_ok(
+        &dir.0,
+        &[
+            "--config",
+            &cfg,
+            "market",
+            "create",
+            "--name",
+            "via flag",
+            "--database",
+            &other,
+        ],
+    );
+    let list = run_ok(&dir.0, &["--config", &cfg, "market", "list"]);
+    assert!(!list.contains("via flag"), "{list}");
+    // ... and `serve` takes both its database and its address from the file.
+    let op = operator_token(&dir.0, &db);
+    let server = Server::start_raw(&dir.0, &["--config", &cfg, "serve"]).await;
+    let markets = Http::default()
+        .expect(200, "GET", &server.url("/v1/markets"), &op, Value::Null)
+        .await;
+    assert_eq!(markets[0]["id"], m["id"], "{markets}");
+    drop(server);
+
+    // `./haggle.toml` is read when present.
+    std::fs::write(dir.path("haggle.toml"), format!("database = \"{db}\"\n")).unwrap();
+    let list = run_ok(&dir.0, &["market", "list"]);
+    assert!(list.contains("via config"), "{list}");
+
+    // A broken config file is one clear line naming the file and the mistake.
+    std::fs::write(dir.path("haggle.toml"), "databse = \"x\"\n").unwrap();
+    let o = run(&dir.0, &["market", "list"]);
+    assert_one_line_error(
+        &o,
+        "invalid config file haggle.toml: line 1, column 1: unknown field `databse`",
+    );
+    std::fs::write(dir.path("haggle.toml"), "database = \n").unwrap();
+    let o = run(&dir.0, &["market", "list"]);
+    assert_one_line_error(&o, "invalid config file haggle.toml: line 1");
+}

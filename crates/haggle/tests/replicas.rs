@@ -1,0 +1,553 @@
+//! One winner per listing, across processes: the real `haggle serve` binary, several copies of it
+//! sharing one PostgreSQL database (and, always, one copy on SQLite), with every buyer accepting
+//! its counter-offer at the same moment through the HTTP API.
+//!
+//! The PostgreSQL test needs `HAGGLE_TEST_POSTGRES_URL` (a database it may connect to and a role
+//! that may `CREATE DATABASE`); it makes a fresh database per run and drops it afterwards. Without
+//! the variable it says so loudly and passes, except under `CI`, where it fails.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Seller's asking price, buyers' opening offers and the seller's counter, in minor units.
+const ASK: i64 = 1_000;
+const OPENING: i64 = 700;
+const COUNTER: i64 = 900;
+
+/// Fires one acceptance per `(token, offer)` at the same moment, spread round-robin over
+/// `bases`; returns `(status, body)` in input order.
+async fn accept_all(
+    http: &Http,
+    bases: &[String],
+    market: i64,
+    acceptances: Vec<(String, i64)>,
+) -> Vec<(u16, Value)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(acceptances.len()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (token, offer)) in acceptances.into_iter().enumerate() {
+        let url = format!(
+            "{}/v1/markets/{market}/offers/{offer}/accept",
+            bases[i % bases.len()]
+        );
+        let (http, barrier) = (http.clone(), barrier.clone());
+        tasks.spawn(async move {
+            barrier.wait().await;
+            (i, http.post(&url, &token, json!({})).await)
+        });
+    }
+    let mut out: Vec<Option<(u16, Value)>> = vec![None; tasks.len()];
+    while let Some(r) = tasks.join_next().await {
+        let (i, reply) = r.expect("acceptance task");
+        out[i] = Some(reply);
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+/// Runs `f(i)` for `0..n` concurrently; results in order.
+async fn all<T, F, Fut>(n: usize, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let fut = f(i);
+        tasks.spawn(async move { (i, fut.await) });
+    }
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    while let Some(r) = tasks.join_next().await {
+        let (i, v) = r.expect("task");
+        out[i] = Some(v);
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+async fn verify_ledger(http: &Http, bases: &[String], op: &str, market: i64) {
+    for base in bases {
+        let v = http
+            .expect(
+                200,
+                "GET",
+                &format!("{base}/v1/markets/{market}/ledger/verify"),
+                op,
+                Value::Null,
+            )
+            .await;
+        assert_eq!(v["breaches"], json!([]), "ledger breaches via {base}: {v}");
+        assert!(v["transfers"].as_u64().unwrap() > 0, "{v}");
+    }
+}
+
+async fn balance(http: &Http, base: &str, op: &str, market: i64, p: i64) -> Value {
+    http.expect(
+        200,
+        "GET",
+        &format!("{base}/v1/markets/{market}/participants/{p}/balance"),
+        op,
+        Value::Null,
+    )
+    .await
+}
+
+async fn deals(http: &Http, base: &str, op: &str, market: i64) -> Vec<Value> {
+    let v = http
+        .expect(
+            200,
+            "GET",
+            &format!("{base}/v1/markets/{market}/deals?limit=500"),
+            op,
+            Value::Null,
+        )
+        .await;
+    v["items"].as_array().expect("deal items").clone()
+}
+
+async fn create_listing(http: &Http, base: &str, market: i64, seller: &Party, n: usize) -> i64 {
+    id(&http
+        .expect(
+            201,
+            "POST",
+            &format!("{base}/v1/markets/{market}/listings"),
+            &seller.token,
+            json!({"side": "sell", "title": format!("Bicycle {n}"), "category": "bikes", "price": ASK}),
+        )
+        .await)
+}
+
+/// One listing, `buyers` buyers: each opens a thread with an offer, the seller counters in every
+/// thread, and every buyer accepts its counter at once. Exactly one deal; everyone else gets
+/// `listing_unavailable`.
+async fn one_listing_race(http: &Http, bases: &[String], op: &str, buyers: usize) {
+    let b0 = &bases[0];
+    let market = create_market(http, b0, op, "one listing race").await;
+    let seller = register(http, b0, op, market, "seller", 0).await;
+    let budget = 5 * ASK;
+    let buyers: Vec<Party> = all(buyers, |i| {
+        let (http, base, op) = (http.clone(), bases[i % bases.len()].clone(), op.to_string());
+        async move { register(&http, &base, &op, market, &format!("buyer {i}"), budget).await }
+    })
+    .await;
+    let listing = create_listing(http, b0, market, &seller, 0).await;
+
+    // Every buyer opens a thread with an offer (which commits its funds) ...
+    let threads: Vec<i64> = all(buyers.len(), |i| {
+        let (http, base, token) = (
+            http.clone(),
+            bases[i % bases.len()].clone(),
+            buyers[i].token.clone(),
+        );
+        async move {
+            let v = http
+                .expect(
+                    201,
+                    "POST",
+                    &format!("{base}/v1/markets/{market}/listings/{listing}/threads"),
+                    &token,
+                    json!({"message": "Is it still available?", "price": OPENING}),
+                )
+                .await;
+            assert_eq!(v["offer"]["price"], json!(OPENING), "{v}");
+            id(&v["thread"])
+        }
+    })
+    .await;
+    let committed = balance(http, b0, op, market, buyers[0].id).await;
+    assert_eq!(
+        committed["committed_to_offers"],
+        json!(OPENING),
+        "{committed}"
+    );
+    // ... and the seller counters in every one: as many live seller offers as buyers.
+    let counters: Vec<i64> = all(threads.len(), |i| {
+        let (http, base, token, thread) = (
+            http.clone(),
+            bases[(i + 1) % bases.len()].clone(),
+            seller.token.clone(),
+            threads[i],
+        );
+        async move {
+            id(&http
+                .expect(
+                    201,
+                    "POST",
+                    &format!("{base}/v1/markets/{market}/threads/{thread}/offers"),
+                    &token,
+                    json!({"price": COUNTER}),
+                )
+                .await)
+        }
+    })
+    .await;
+
+    let acceptances = buyers
+        .iter()
+        .zip(&counters)
+        .map(|(b, &o)| (b.token.clone(), o))
+        .collect();
+    let replies = accept_all(http, bases, market, acceptances).await;
+    let won: Vec<usize> = (0..replies.len())
+        .filter(|&i| replies[i].0 == 201)
+        .collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "exactly one deal, got {}: {replies:?}",
+        won.len()
+    );
+    let winner = won[0];
+    for (i, (status, body)) in replies.iter().enumerate() {
+        if i != winner {
+            assert_eq!(
+                (*status, code(body)),
+                (409, "listing_unavailable"),
+                "buyer {i}: {body}"
+            );
+        }
+    }
+    let deal = &replies[winner].1;
+    assert_eq!(deal["listing_id"], json!(listing), "{deal}");
+    assert_eq!(deal["buyer"], json!(buyers[winner].id), "{deal}");
+    assert_eq!(deal["price"], json!(COUNTER), "{deal}");
+
+    // What every server now says agrees: one deal, the listing sold, money where it belongs.
+    for base in bases {
+        let d = deals(http, base, op, market).await;
+        assert_eq!(d.len(), 1, "deals via {base}: {d:?}");
+        let l = http
+            .expect(
+                200,
+                "GET",
+                &format!("{base}/v1/markets/{market}/listings/{listing}"),
+                &seller.token,
+                Value::Null,
+            )
+            .await;
+        assert_eq!(l["status"], json!("sold"), "{l}");
+    }
+    for (i, b) in buyers.iter().enumerate() {
+        let bal = balance(http, &bases[i % bases.len()], op, market, b.id).await;
+        let spent = if i == winner { COUNTER } else { 0 };
+        assert_eq!(bal["available"], json!(budget - spent), "buyer {i}: {bal}");
+        assert_eq!(bal["held_in_escrow"], json!(spent), "buyer {i}: {bal}");
+        assert_eq!(bal["committed_to_offers"], json!(0), "buyer {i}: {bal}");
+    }
+    verify_ledger(http, bases, op, market).await;
+}
+
+/// `listings` listings and `buyers` buyers, each able to afford `affordable` of the seller's
+/// counters: every buyer asks about every listing (a message, which commits nothing), the seller
+/// counters in every thread, and all acceptances fire at once. At most one deal per listing, no
+/// buyer over budget, and the ledger still verifies.
+async fn many_listings_race(
+    http: &Http,
+    bases: &[String],
+    op: &str,
+    listings: usize,
+    buyers: usize,
+    affordable: i64,
+) {
+    let b0 = &bases[0];
+    let market = create_market(http, b0, op, "many listings race").await;
+    let seller = register(http, b0, op, market, "seller", 0).await;
+    // Enough for `affordable` counters, not one more.
+    let budget = affordable * COUNTER + COUNTER / 2;
+    let buyers: Vec<Party> = all(buyers, |i| {
+        let (http, base, op) = (http.clone(), bases[i % bases.len()].clone(), op.to_string());
+        async move { register(&http, &base, &op, market, &format!("buyer {i}"), budget).await }
+    })
+    .await;
+    let mut listing_ids = Vec::new();
+    for n in 0..listings {
+        listing_ids.push(create_listing(http, b0, market, &seller, n).await);
+    }
+    // (buyer index, listing id) for every thread.
+    let pairs: Vec<(usize, i64)> = (0..buyers.len())
+        .flat_map(|b| listing_ids.iter().map(move |&l| (b, l)))
+        .collect();
+    let threads: Vec<i64> = all(pairs.len(), |i| {
+        let (b, listing) = pairs[i];
+        let (http, base, token) = (
+            http.clone(),
+            bases[i % bases.len()].clone(),
+            buyers[b].token.clone(),
+        );
+        async move {
+            let v = http
+                .expect(
+                    201,
+                    "POST",
+                    &format!("{base}/v1/markets/{market}/listings/{listing}/threads"),
+                    &token,
+                    json!({"message": "What is your best price?"}),
+                )
+                .await;
+            id(&v["thread"])
+        }
+    })
+    .await;
+    let counters: Vec<i64> = all(threads.len(), |i| {
+        let (http, base, token, thread) = (
+            http.clone(),
+            bases[(i + 1) % bases.len()].clone(),
+            seller.token.clone(),
+            threads[i],
+        );
+        async move {
+            id(&http
+                .expect(
+                    201,
+                    "POST",
+                    &format!("{base}/v1/markets/{market}/threads/{thread}/offers"),
+                    &token,
+                    json!({"price": COUNTER}),
+                )
+                .await)
+        }
+    })
+    .await;
+
+    let acceptances = pairs
+        .iter()
+        .zip(&counters)
+        .map(|(&(b, _), &o)| (buyers[b].token.clone(), o))
+        .collect();
+    let replies = accept_all(http, bases, market, acceptances).await;
+
+    let mut sold: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut bought = vec![0i64; buyers.len()];
+    let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
+    for (&(b, listing), (status, body)) in pairs.iter().zip(&replies) {
+        match status {
+            201 => {
+                assert_eq!(body["listing_id"], json!(listing), "{body}");
+                assert_eq!(body["buyer"], json!(buyers[b].id), "{body}");
+                *sold.entry(listing).or_default() += 1;
+                bought[b] += 1;
+            }
+            409 | 422 | 402 | 403 | 400 => {
+                let c = code(body);
+                assert!(
+                    c == "listing_unavailable" || c == "insufficient_funds",
+                    "unexpected refusal {status}: {body}"
+                );
+                *refusals.entry(c.to_string()).or_default() += 1;
+            }
+            _ => panic!("unexpected answer {status}: {body}"),
+        }
+    }
+    assert!(
+        sold.values().all(|&n| n == 1),
+        "a listing sold twice: {sold:?}"
+    );
+    assert!(
+        bought.iter().all(|&n| n <= affordable),
+        "over budget: {bought:?}"
+    );
+    // A listing stays unsold only if every buyer was refused it for lack of funds, i.e. every
+    // buyer already bought all it can afford; so the number of deals is exactly this:
+    let expected = (listings as i64).min(buyers.len() as i64 * affordable);
+    assert_eq!(sold.len() as i64, expected, "deals per listing: {sold:?}");
+    if (buyers.len() as i64) * affordable < listings as i64 {
+        assert!(refusals.contains_key("insufficient_funds"), "{refusals:?}");
+    }
+
+    let recorded = deals(http, &bases[bases.len() - 1], op, market).await;
+    assert_eq!(recorded.len(), sold.len(), "{recorded:?}");
+    let listed: BTreeSet<i64> = recorded
+        .iter()
+        .map(|d| d["listing_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, sold.keys().copied().collect::<BTreeSet<_>>());
+    for (i, b) in buyers.iter().enumerate() {
+        let bal = balance(http, &bases[i % bases.len()], op, market, b.id).await;
+        let spent = bought[i] * COUNTER;
+        assert!(bal["available"].as_i64().unwrap() >= 0, "buyer {i}: {bal}");
+        assert_eq!(bal["available"], json!(budget - spent), "buyer {i}: {bal}");
+        assert_eq!(bal["held_in_escrow"], json!(spent), "buyer {i}: {bal}");
+    }
+    verify_ledger(http, bases, op, market).await;
+    eprintln!(
+        "{listings} listings x {} buyers (each affords {affordable}): {} deals, refusals {refusals:?}",
+        buyers.len(),
+        sold.len()
+    );
+}
+
+async fn races(bases: &[String], op: &str) {
+    let http = Http::default();
+    let t = Instant::now();
+    one_listing_race(&http, bases, op, 50).await;
+    eprintln!("50 buyers on one listing: {:?}", t.elapsed());
+    let t = Instant::now();
+    many_listings_race(&http, bases, op, 10, 10, 2).await;
+    many_listings_race(&http, bases, op, 10, 4, 2).await;
+    eprintln!("many listings: {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_one_server_one_winner_per_listing() {
+    let started = Instant::now();
+    let dir = Scratch::new("race-sqlite");
+    let db = dir.sqlite("market.db");
+    let op = operator_token(&dir.0, &db);
+    let server = Server::start(&dir.0, &["--database", &db]).await;
+    races(std::slice::from_ref(&server.base), &op).await;
+    eprintln!(
+        "SQLite single-process race test took {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// The PostgreSQL URL to test against; `None` (after saying so loudly) when there is none.
+fn postgres_url() -> Option<String> {
+    match std::env::var("HAGGLE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            // Straight to the process's stderr: the test harness captures `eprintln!`.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** POSTGRES REPLICA TEST NOT RUN: set HAGGLE_TEST_POSTGRES_URL ***\n"
+            );
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but HAGGLE_TEST_POSTGRES_URL is not: the PostgreSQL replica test must run in CI"
+            );
+            None
+        }
+    }
+}
+
+/// `base` with its database name replaced by `name` (any query string kept).
+fn with_database(base: &str, name: &str) -> String {
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (base, None),
+    };
+    let scheme_end = head.find("://").map_or(0, |i| i + 3);
+    let authority_end = head[scheme_end..]
+        .find('/')
+        .map_or(head.len(), |i| scheme_end + i);
+    let mut url = format!("{}/{name}", &head[..authority_end]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+/// A fresh database for this run, dropped (with anything still connected) when this is dropped.
+struct ScratchDatabase {
+    base: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create(base: &str) -> ScratchDatabase {
+        use sqlx::Connection;
+        let name = format!("haggle_replicas_{}_{}", std::process::id(), unique());
+        let mut c = sqlx::PgConnection::connect(base)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to HAGGLE_TEST_POSTGRES_URL {base}: {e}"));
+        // One statement each: several in one string run as a transaction, which these refuse.
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        }
+        c.close().await.ok();
+        ScratchDatabase {
+            url: with_database(base, &name),
+            base: base.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // Dropped inside the test's runtime: do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                    let _ = c.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[test]
+fn database_names_are_replaced_in_urls() {
+    assert_eq!(
+        with_database("postgres:///haggle_test?host=/var/run/postgresql", "x"),
+        "postgres:///x?host=/var/run/postgresql"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@db.example:5433/haggle_test", "x"),
+        "postgres://u:p@db.example:5433/x"
+    );
+    assert_eq!(
+        with_database("postgres://localhost", "x"),
+        "postgres://localhost/x"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_replicas_one_winner_per_listing() {
+    let Some(base) = postgres_url() else { return };
+    let started = Instant::now();
+    let db = ScratchDatabase::create(&base).await;
+    let dir = Scratch::new("race-postgres");
+    // Both replicas start at once on the empty database: they must not both migrate it.
+    let args = ["--database", db.url.as_str()];
+    let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));
+    let op = operator_token(&dir.0, &db.url);
+    let bases = [a.base.clone(), b.base.clone()];
+    assert_ne!(bases[0], bases[1]);
+    races(&bases, &op).await;
+    // Both processes were serving throughout.
+    for s in [&a, &b] {
+        let (status, _) = Http::default().get(&s.url("/healthz"), "").await;
+        assert_eq!(status, 200, "{}", s.log());
+    }
+    drop((a, b));
+    // The CLI sees the same, consistent ledger.
+    let out = run_ok(&dir.0, &["ledger", "verify", "--database", &db.url]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().all(|l| l.ends_with(", ok")), "{out}");
+    drop(db);
+    eprintln!(
+        "PostgreSQL two-replica race test took {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
