@@ -281,6 +281,7 @@ pub fn set_mandate(
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewListing {
     pub side: Side,
     pub title: String,

@@ -65,6 +65,18 @@ async fn not_found() -> extract::Failure {
     ))
 }
 
+/// A known path with a method it does not serve: still the spec's error body (axum's default
+/// 405 has an empty body).
+async fn method_not_allowed(method: axum::http::Method) -> extract::Failure {
+    extract::Failure(haggle_service::ApiError {
+        status: 405,
+        body: haggle_api::ErrorBody::new(
+            haggle_core::ErrorCode::InvalidRequest,
+            format!("method {method} is not allowed on this path; see /openapi.json"),
+        ),
+    })
+}
+
 pub fn router(svc: Arc<Service>) -> Router {
     use routes::*;
     let m = "/v1/markets/{market}";
@@ -119,6 +131,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route(&format!("{m}/clock/advance"), post(advance_clock))
         .route(&format!("{m}/ledger/verify"), get(verify))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(AppState { svc })
 }

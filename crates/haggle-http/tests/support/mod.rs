@@ -1,0 +1,376 @@
+//! Shared setup of the HTTP API tests: a real server on a random loopback port over a fresh SQLite
+//! file, an operator token, helpers to create markets and participants, and `call` to send one
+//! request and read back `(status, json)`.
+//!
+//! The service runs on a [`ManualClock`]: time moves only when a test calls `advance`, so expiry
+//! and rate limits are deterministic (no sleeps). No clock sweeper is spawned.
+#![allow(dead_code)]
+
+use haggle_service::{Config, ManualClock, Role, Service, Store};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Where the service's manual clock starts (ms since the epoch).
+pub const START_MS: i64 = 1_700_000_000_000;
+
+/// A status and a JSON body (a non-JSON body comes back as a JSON string).
+pub type Resp = (u16, Value);
+
+pub struct Server {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub client: reqwest::Client,
+    /// A global operator token.
+    pub operator: String,
+    pub svc: Arc<Service>,
+    pub clock: Arc<ManualClock>,
+    /// The SQLite file behind this server (removed on drop).
+    pub db: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A participant and its two credentials.
+#[derive(Debug, Clone)]
+pub struct Party {
+    pub id: i64,
+    pub agent: String,
+    pub principal: String,
+}
+
+fn temp_db() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!(
+            "haggle-http-test-{}-{n}.sqlite",
+            std::process::id()
+        ));
+        // A leftover of an earlier run with the same pid: pick the next name.
+        if !path.exists() {
+            return path;
+        }
+    }
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::with_config(Config::default()).await
+    }
+
+    pub async fn with_config(config: Config) -> Server {
+        let db = temp_db();
+        let store = Store::open(&format!("sqlite://{}", db.display()))
+            .await
+            .expect("open the SQLite store");
+        let clock = Arc::new(ManualClock::new(START_MS));
+        let svc = Service::new(store, clock.clone(), config);
+        let operator = svc
+            .create_token(Role::Operator, None, None, "test operator")
+            .await
+            .expect("operator token");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(haggle_http::serve(listener, svc.clone(), async move {
+            let _ = rx.await;
+        }));
+        Server {
+            base,
+            client: reqwest::Client::new(),
+            operator,
+            svc,
+            clock,
+            db,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Moves the service's clock (and so every real-clock market's time) forward.
+    pub fn advance(&self, ms: i64) {
+        self.clock.advance(ms);
+    }
+
+    /// Sends one request; `body` is sent as JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        idem_key: Option<&str>,
+    ) -> Resp {
+        let body = body.map(|b| b.to_string());
+        self.raw(method, path, token, body, idem_key).await
+    }
+
+    /// Sends one request with a raw body (for malformed JSON).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+        idem_key: Option<&str>,
+    ) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(k) = idem_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("response body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::GET, path, Some(token), None, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(token), Some(body), None)
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, Some(token), Some(body), None)
+            .await
+    }
+
+    /// A GET that must succeed; returns the body.
+    pub async fn get_ok(&self, path: &str, token: &str) -> Value {
+        let r = self.get(path, token).await;
+        assert_status(&r, 200, &format!("GET {path}"));
+        r.1
+    }
+
+    // ---- setup ----
+
+    /// Creates a market as the operator (`body` is the `CreateMarket` request); returns its id.
+    pub async fn create_market(&self, body: Value) -> i64 {
+        let r = self.post("/v1/markets", &self.operator, body).await;
+        assert_status(&r, 201, "create market");
+        r.1["id"].as_i64().expect("market id")
+    }
+
+    /// A real-clock market with the default rules.
+    pub async fn market(&self) -> i64 {
+        self.create_market(json!({"name": "Test market", "currency": "USD"}))
+            .await
+    }
+
+    /// Registers a participant with a starting budget; returns its id and tokens.
+    pub async fn participant(&self, market: i64, name: &str, budget: i64) -> Party {
+        let r = self
+            .post(
+                &format!("/v1/markets/{market}/participants"),
+                &self.operator,
+                json!({"name": name, "budget": budget}),
+            )
+            .await;
+        assert_status(&r, 201, &format!("register {name}"));
+        Party {
+            id: r.1["participant"]["id"].as_i64().expect("participant id"),
+            agent: r.1["agent_token"].as_str().expect("agent token").into(),
+            principal: r.1["principal_token"]
+                .as_str()
+                .expect("principal token")
+                .into(),
+        }
+    }
+
+    /// A market and participants `(name, budget)`.
+    pub async fn market_with(&self, people: &[(&str, i64)]) -> (i64, Vec<Party>) {
+        let m = self.market().await;
+        let mut parties = Vec::new();
+        for (name, budget) in people {
+            parties.push(self.participant(m, name, *budget).await);
+        }
+        (m, parties)
+    }
+
+    /// An observer token for one market.
+    pub async fn observer(&self, market: i64) -> String {
+        let r = self
+            .post(
+                &format!("/v1/markets/{market}/tokens"),
+                &self.operator,
+                json!({"role": "observer", "label": "test observer"}),
+            )
+            .await;
+        assert_status(&r, 201, "observer token");
+        r.1["token"].as_str().expect("token").into()
+    }
+
+    /// `seller` lists an item for sale; returns the listing id.
+    pub async fn sell(&self, market: i64, seller: &Party, title: &str, price: i64) -> i64 {
+        let r = self
+            .post(
+                &format!("/v1/markets/{market}/listings"),
+                &seller.agent,
+                json!({"side": "sell", "title": title, "category": "misc", "price": price}),
+            )
+            .await;
+        assert_status(&r, 201, "create listing");
+        r.1["id"].as_i64().expect("listing id")
+    }
+
+    /// `buyer` opens a thread on a listing with an offer; returns `(thread, offer)`.
+    pub async fn bid(&self, market: i64, buyer: &Party, listing: i64, price: i64) -> (i64, i64) {
+        let r = self
+            .post(
+                &format!("/v1/markets/{market}/listings/{listing}/threads"),
+                &buyer.agent,
+                json!({"price": price}),
+            )
+            .await;
+        assert_status(&r, 201, "open thread with an offer");
+        (
+            r.1["thread"]["id"].as_i64().expect("thread id"),
+            r.1["offer"]["id"].as_i64().expect("offer id"),
+        )
+    }
+
+    /// `who` makes an offer in a thread; returns the offer id.
+    pub async fn offer(&self, market: i64, who: &Party, thread: i64, price: i64) -> i64 {
+        let r = self
+            .post(
+                &format!("/v1/markets/{market}/threads/{thread}/offers"),
+                &who.agent,
+                json!({"price": price}),
+            )
+            .await;
+        assert_status(&r, 201, "make offer");
+        r.1["id"].as_i64().expect("offer id")
+    }
+
+    /// `who` accepts an offer; returns the deal.
+    pub async fn accept(&self, market: i64, who: &Party, offer: i64) -> Value {
+        let r = self
+            .post(
+                &format!("/v1/markets/{market}/offers/{offer}/accept"),
+                &who.agent,
+                json!({}),
+            )
+            .await;
+        assert_status(&r, 201, "accept offer");
+        r.1
+    }
+
+    // ---- reading state ----
+
+    /// Every event of a market the token may see, following `next_after`.
+    pub async fn events(&self, market: i64, token: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .get_ok(
+                    &format!("/v1/markets/{market}/events?after={after}&limit=1000"),
+                    token,
+                )
+                .await;
+            let events = page["events"].as_array().expect("events").clone();
+            if events.is_empty() {
+                return out;
+            }
+            after = page["next_after"].as_i64().expect("next_after");
+            out.extend(events);
+        }
+    }
+
+    pub async fn balance(&self, market: i64, participant: i64) -> Value {
+        self.get_ok(
+            &format!("/v1/markets/{market}/participants/{participant}/balance"),
+            &self.operator,
+        )
+        .await
+    }
+
+    /// What a refusal must leave unchanged: the market's whole event log (as the operator sees
+    /// it), the participants' balances, and the market's listings, threads and deals.
+    pub async fn snapshot(&self, market: i64, parties: &[&Party]) -> Value {
+        let mut balances = Vec::new();
+        for p in parties {
+            balances.push(self.balance(market, p.id).await);
+        }
+        let op = &self.operator;
+        json!({
+            "events": self.events(market, op).await,
+            "balances": balances,
+            "listings": self.get_ok(&format!("/v1/markets/{market}/listings?limit=500"), op).await,
+            "threads": self.get_ok(&format!("/v1/markets/{market}/threads?limit=500"), op).await,
+            "deals": self.get_ok(&format!("/v1/markets/{market}/deals?limit=500"), op).await,
+            "participants": self.get_ok(&format!("/v1/markets/{market}/participants?limit=500"), op).await,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.db.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Asserts a status, showing the body when it differs.
+#[track_caller]
+pub fn assert_status(r: &Resp, status: u16, what: &str) {
+    assert_eq!(r.0, status, "{what}: unexpected status, body {}", r.1);
+}
+
+/// Asserts a refusal: the status and exactly the spec's body `{"error": {"code", "message"}}`.
+#[track_caller]
+pub fn assert_refusal(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.0, status, "expected {status} {code}, body {}", r.1);
+    let top = r.1.as_object().expect("the error body is a JSON object");
+    assert_eq!(
+        top.keys().collect::<Vec<_>>(),
+        ["error"],
+        "body has only `error`: {}",
+        r.1
+    );
+    let err = top["error"].as_object().expect("`error` is an object");
+    let mut keys = err.keys().map(String::as_str).collect::<Vec<_>>();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["code", "message"],
+        "error has code and message: {}",
+        r.1
+    );
+    assert_eq!(err["code"], code, "error code: {}", r.1);
+    let message = err["message"].as_str().expect("message is a string");
+    assert!(!message.trim().is_empty(), "message is not empty");
+}
+
+/// The ids of a list of JSON objects.
+pub fn ids(items: &Value) -> Vec<i64> {
+    items
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x["id"].as_i64().expect("id"))
+        .collect()
+}
