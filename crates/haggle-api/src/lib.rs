@@ -213,3 +213,62 @@ pub struct Me {
     pub market_id: Option<i64>,
     pub participant_id: Option<i64>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HandOver {
+    /// What the buyer should know ("left at reception", a tracking number).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CancelDeal {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenDispute {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddEvidence {
+    pub body: String,
+}
+
+/// `{"ruling": {"outcome": "release" | "refund" | "split", "to_buyer": N}, "note": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveDispute {
+    pub ruling: haggle_core::lifecycle::Ruling,
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideApproval {
+    pub approve: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateDeal {
+    /// 1 to 5.
+    pub score: u8,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// A listing with its owner's reputation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ListingView {
+    #[serde(flatten)]
+    pub listing: Listing,
+    pub owner_reputation: haggle_core::lifecycle::Reputation,
+}

@@ -5,9 +5,11 @@
 pub mod error;
 pub mod event;
 pub mod ledger;
+pub mod lifecycle;
 pub mod model;
 pub mod negotiation;
 pub mod plan;
+pub mod settlement;
 pub mod views;
 
 pub use error::{DomainError, ErrorCode};

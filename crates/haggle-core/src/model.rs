@@ -98,6 +98,10 @@ pub struct MarketRules {
     pub strict_alternation: bool,
     /// Research option: a seller may accept only this long after the listing's first offer.
     pub collection_window_ms: Option<i64>,
+    /// Ratings stay hidden until both sides rated or this long after the deal finished.
+    pub rating_window_ms: i64,
+    /// A participant who may resolve disputes it is not party to (operators always may).
+    pub arbiter: Option<ParticipantId>,
 }
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -116,6 +120,8 @@ impl Default for MarketRules {
             approval_window_ms: DAY_MS,
             strict_alternation: false,
             collection_window_ms: None,
+            rating_window_ms: 7 * DAY_MS,
+            arbiter: None,
         }
     }
 }
@@ -128,6 +134,7 @@ impl MarketRules {
             ("confirmation_window_ms", Some(self.confirmation_window_ms)),
             ("approval_window_ms", Some(self.approval_window_ms)),
             ("thread_time_limit_ms", self.thread_time_limit_ms),
+            ("rating_window_ms", Some(self.rating_window_ms)),
         ];
         for (name, v) in positive {
             if let Some(v) = v
@@ -377,6 +384,77 @@ pub struct Deal {
     pub created_at: Timestamp,
     /// When the principal's approval times out (awaiting_approval only).
     pub approval_deadline: Option<Timestamp>,
+    /// The seller's note at handover ("left it at reception", a tracking number).
+    #[serde(default)]
+    pub handover_note: Option<String>,
+    #[serde(default)]
+    pub handed_over_at: Option<Timestamp>,
+    /// Until when the buyer may dispute; after it the deal completes by itself.
+    #[serde(default)]
+    pub confirm_deadline: Option<Timestamp>,
+    /// A party that asked to cancel before handover (mutual cancellation needs both).
+    #[serde(default)]
+    pub cancel_requested_by: Option<ParticipantId>,
+    /// When the deal reached a final state.
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
+    /// How a dispute was resolved (or the final split of the hold).
+    #[serde(default)]
+    pub resolution: Option<Resolution>,
+}
+
+impl Deal {
+    pub fn is_party(&self, p: ParticipantId) -> bool {
+        self.buyer == p || self.seller == p
+    }
+    /// Finished deals can be rated.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.status,
+            DealStatus::Completed | DealStatus::Refunded | DealStatus::PartiallyRefunded
+        )
+    }
+}
+
+/// The split of a deal's escrow hold when it closes: always sums exactly to the price.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub to_buyer: Money,
+    pub to_seller: Money,
+    /// Who decided: `None` for an operator, or the arbiter participant.
+    pub by: Option<ParticipantId>,
+    pub note: String,
+}
+
+/// A note on a deal: the handover note, dispute reasons and evidence, the resolution's reasons.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealNote {
+    pub id: i64,
+    pub market_id: MarketId,
+    pub deal_id: DealId,
+    /// `None` for an operator.
+    pub author: Option<ParticipantId>,
+    /// `handover`, `dispute`, `evidence`, `resolution` or `cancel`.
+    pub kind: String,
+    pub body: String,
+    pub created_at: Timestamp,
+}
+
+/// One side's rating of the other after a finished deal.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rating {
+    pub id: i64,
+    pub market_id: MarketId,
+    pub deal_id: DealId,
+    pub rater: ParticipantId,
+    pub ratee: ParticipantId,
+    /// 1 to 5.
+    pub score: u8,
+    pub comment: String,
+    pub created_at: Timestamp,
 }
 
 /// A buyer's money as the rules need it, read inside the same transaction as the action.

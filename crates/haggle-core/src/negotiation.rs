@@ -36,6 +36,9 @@ pub struct Scene {
     pub listing_open_threads: Vec<Thread>,
     /// The buyer of the thread (or of the thread the actor would open) and its money.
     pub buyer: Option<(Participant, Funds)>,
+    /// The deal a lifecycle command names, and the ratings already given on it.
+    pub deal: Option<Deal>,
+    pub ratings: Vec<Rating>,
 }
 
 impl Scene {
@@ -51,17 +54,19 @@ impl Scene {
             listing_live_offers: Vec::new(),
             listing_open_threads: Vec::new(),
             buyer: None,
+            deal: None,
+            ratings: Vec::new(),
         }
     }
 
-    fn actor(&self) -> Result<&Participant> {
+    pub(crate) fn actor(&self) -> Result<&Participant> {
         self.actor
             .as_ref()
             .ok_or_else(|| E::forbidden("this action needs a participant's credential"))
     }
 
     /// The actor, refused if its agent is frozen.
-    fn trader(&self) -> Result<&Participant> {
+    pub(crate) fn trader(&self) -> Result<&Participant> {
         let a = self.actor()?;
         if a.mandate.frozen {
             return Err(E::agent_frozen(format!(
@@ -125,7 +130,7 @@ impl Scene {
     }
 }
 
-fn check_text(field: &str, s: &str, max: usize, required: bool) -> Result<()> {
+pub(crate) fn check_text(field: &str, s: &str, max: usize, required: bool) -> Result<()> {
     if required && s.trim().is_empty() {
         return Err(E::invalid_request(format!("{field} must not be empty")));
     }
@@ -707,6 +712,12 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         snapshot: l.snapshot(),
         created_at: s.now,
         approval_deadline: awaiting.then_some(s.now + s.market.rules.approval_window_ms),
+        handover_note: None,
+        handed_over_at: None,
+        confirm_deadline: None,
+        cancel_requested_by: None,
+        finished_at: None,
+        resolution: None,
     };
     let vis = s.thread_visibility(t);
     plan.change(Change::SetOfferState {
@@ -877,6 +888,10 @@ pub fn walk_away(s: &mut Scene, plan: &mut Plan) -> Result<()> {
 pub struct Due {
     pub offers: Vec<(Offer, Thread)>,
     pub threads: Vec<(Thread, Option<Offer>)>,
+    /// Handed-over deals whose confirmation window passed without a dispute.
+    pub deals_to_complete: Vec<Deal>,
+    /// Deals awaiting approval past their approval deadline, with their listings.
+    pub approvals_expired: Vec<(Deal, Listing)>,
 }
 
 /// Applies the market clock: expires offers, times out threads. Idempotent: running it twice at
@@ -922,4 +937,5 @@ pub fn sweep(s: &Scene, plan: &mut Plan, due: &Due) {
             time_out_if_capped(s, plan, t, t.last_offer_by);
         }
     }
+    crate::lifecycle::sweep_deals(s, plan, due);
 }

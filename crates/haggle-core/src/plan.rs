@@ -40,6 +40,10 @@ pub enum Change {
         deal: DealId,
         status: DealStatus,
     },
+    /// Replaces a deal's lifecycle fields (status, handover, deadlines, resolution).
+    UpdateDeal(Deal),
+    InsertDealNote(DealNote),
+    InsertRating(Rating),
     Transfer(Transfer),
 }
 

@@ -1,6 +1,7 @@
 //! Haggle's HTTP JSON API: the routes of the spec over the service, bearer auth, idempotency keys,
 //! the error body, a live SSE feed, and the OpenAPI 3.1 document generated from the route code.
 
+pub mod deals;
 pub mod extract;
 pub mod routes;
 pub mod sse;
@@ -27,6 +28,8 @@ pub struct AppState {
         routes::threads, routes::thread, routes::post_message, routes::make_offer, routes::walk_away,
         routes::accept, routes::reject, routes::withdraw_offer, routes::deals, routes::deal,
         routes::events, sse::stream_events, routes::advance_clock, routes::verify,
+        deals::hand_over, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve,
+        deals::approval, deals::rate, deals::ratings, deals::notes, deals::reputation, deals::settlement,
     ),
     modifiers(&Security)
 )]
@@ -126,6 +129,29 @@ pub fn router(svc: Arc<Service>) -> Router {
         )
         .route(&format!("{m}/deals"), get(deals))
         .route(&format!("{m}/deals/{{deal}}"), get(deal))
+        .route(
+            &format!("{m}/deals/{{deal}}/handover"),
+            post(deals::hand_over),
+        )
+        .route(&format!("{m}/deals/{{deal}}/confirm"), post(deals::confirm))
+        .route(&format!("{m}/deals/{{deal}}/cancel"), post(deals::cancel))
+        .route(&format!("{m}/deals/{{deal}}/dispute"), post(deals::dispute))
+        .route(
+            &format!("{m}/deals/{{deal}}/evidence"),
+            post(deals::evidence),
+        )
+        .route(&format!("{m}/deals/{{deal}}/resolve"), post(deals::resolve))
+        .route(
+            &format!("{m}/deals/{{deal}}/approval"),
+            post(deals::approval),
+        )
+        .route(
+            &format!("{m}/deals/{{deal}}/ratings"),
+            get(deals::ratings).post(deals::rate),
+        )
+        .route(&format!("{m}/deals/{{deal}}/notes"), get(deals::notes))
+        .route(&format!("{p}/reputation"), get(deals::reputation))
+        .route(&format!("{m}/settlement"), get(deals::settlement))
         .route(&format!("{m}/events"), get(events))
         .route(&format!("{m}/events/stream"), get(sse::stream_events))
         .route(&format!("{m}/clock/advance"), post(advance_clock))

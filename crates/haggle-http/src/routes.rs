@@ -198,9 +198,9 @@ pub async fn create_listing(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/markets/{market}/listings/{listing}", params(("market" = i64, Path), ("listing" = i64, Path)), responses((status = 200, body = haggle_core::Listing)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/markets/{market}/listings/{listing}", params(("market" = i64, Path), ("listing" = i64, Path)), responses((status = 200, body = ListingView)), security(("bearer" = [])))]
 pub async fn listing(State(s): S, Auth(c): Auth, Path((m, l)): Path<(i64, i64)>) -> Result<Json> {
-    Ok(ok(&s.svc.listing(&c, m, l).await?))
+    Ok(ok(&s.svc.listing_view(&c, m, l).await?))
 }
 
 #[utoipa::path(post, path = "/v1/markets/{market}/listings/{listing}/withdraw", params(("market" = i64, Path), ("listing" = i64, Path)), responses((status = 200, body = Done)), security(("bearer" = [])))]

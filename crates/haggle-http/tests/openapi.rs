@@ -39,6 +39,17 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/events/stream", &["get"]),
     ("/v1/markets/{market}/clock/advance", &["post"]),
     ("/v1/markets/{market}/ledger/verify", &["get"]),
+    ("/v1/markets/{market}/deals/{deal}/handover", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/confirm", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/cancel", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/dispute", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/evidence", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/resolve", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/approval", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/ratings", &["get", "post"]),
+    ("/v1/markets/{market}/deals/{deal}/notes", &["get"]),
+    ("/v1/markets/{market}/participants/{participant}/reputation", &["get"]),
+    ("/v1/markets/{market}/settlement", &["get"]),
 ];
 
 #[tokio::test]

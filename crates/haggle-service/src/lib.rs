@@ -170,6 +170,10 @@ fn render(result: &Result<Outcome, DomainError>) -> StoredResponse {
         Ok(Outcome::Message(m)) => Reply::json(201, m),
         Ok(Outcome::Offer(o)) => Reply::json(201, o),
         Ok(Outcome::Deal(d)) => Reply::json(201, d),
+        Ok(Outcome::DealUpdated(d)) => Reply::json(200, d),
+        Ok(Outcome::Note(n)) => Reply::json(201, n),
+        Ok(Outcome::Rating(r)) => Reply::json(201, r),
+        Ok(Outcome::DealChanged(id)) => Reply::json(200, &serde_json::json!({"deal_id": id})),
         Ok(Outcome::Clock { now }) => Reply::json(200, &ClockReading { now: *now }),
         Ok(Outcome::Done) => Reply::json(200, &Done { ok: true }),
     };
@@ -920,6 +924,205 @@ impl Service {
             .await?;
         let next_after = events.last().map_or(after, |e| e.seq);
         Ok(EventPage { events, next_after })
+    }
+
+    // ---- deal lifecycle ----
+
+    /// A deal action by the caller's agent (hand over, confirm, cancel, dispute, evidence, rate).
+    pub async fn deal_action(
+        &self,
+        caller: &Caller,
+        market: i64,
+        build: impl FnOnce(i64) -> Command,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        self.trade(caller, market, build, idem).await
+    }
+
+    /// Evidence from a party's agent, or from an operator of the market.
+    pub async fn add_evidence(
+        &self,
+        caller: &Caller,
+        market: i64,
+        deal: i64,
+        body: String,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let author = if caller.is_operator_of(market) {
+            None
+        } else {
+            Some(caller.agent_for(market)?)
+        };
+        Ok(self
+            .command(
+                caller,
+                market,
+                Command::AddEvidence { author, deal, body },
+                idem,
+            )
+            .await?
+            .0)
+    }
+
+    /// An operator, or the market's arbiter (through its agent token), resolves a dispute.
+    pub async fn resolve(
+        &self,
+        caller: &Caller,
+        market: i64,
+        deal: i64,
+        req: ResolveDispute,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let arbiter = if caller.is_operator_of(market) {
+            None
+        } else {
+            Some(caller.agent_for(market)?)
+        };
+        let cmd = Command::ResolveDispute {
+            arbiter,
+            deal,
+            ruling: req.ruling,
+            note: req.note,
+        };
+        Ok(self.command(caller, market, cmd, idem).await?.0)
+    }
+
+    /// The buyer's principal approves or declines a deal awaiting approval.
+    pub async fn decide_approval(
+        &self,
+        caller: &Caller,
+        market: i64,
+        deal: i64,
+        approve: bool,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let principal = match (caller.role, caller.market, caller.participant) {
+            (Role::Principal, Some(m), Some(p)) if m == market => p,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "approvals need the buyer's principal token",
+                ));
+            }
+        };
+        Ok(self
+            .command(
+                caller,
+                market,
+                Command::DecideApproval {
+                    principal,
+                    deal,
+                    approve,
+                },
+                idem,
+            )
+            .await?
+            .0)
+    }
+
+    pub async fn deal_notes(
+        &self,
+        caller: &Caller,
+        market: i64,
+        deal: i64,
+    ) -> ApiResult<Vec<haggle_core::DealNote>> {
+        let d = match self.deal(caller, market, deal).await {
+            Ok(d) => d,
+            // The market's arbiter reads the disputes it may resolve.
+            Err(e)
+                if e.code() == ErrorCode::Forbidden && self.is_arbiter(caller, market).await? =>
+            {
+                self.store.deal(market, deal).await?.ok_or_else(|| {
+                    ApiError::new(ErrorCode::NotFound, format!("deal {deal} not found"))
+                })?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(self.store.deal_notes(market, d.id).await?)
+    }
+
+    async fn is_arbiter(&self, caller: &Caller, market: i64) -> ApiResult<bool> {
+        let arbiter = self.market_or_404(market).await?.rules.arbiter;
+        Ok(caller.role == Role::Agent
+            && caller.market == Some(market)
+            && caller.participant.is_some()
+            && caller.participant == arbiter)
+    }
+
+    /// A deal's ratings: revealed ones to anyone in the market, a party's own always.
+    pub async fn deal_ratings(
+        &self,
+        caller: &Caller,
+        market: i64,
+        deal: i64,
+    ) -> ApiResult<Vec<haggle_core::Rating>> {
+        Self::require_in_market(caller, market)?;
+        let all = self.store.deal_ratings(market, deal, self.now()).await?;
+        Ok(all
+            .into_iter()
+            .filter(|(r, revealed)| {
+                *revealed || caller.role == Role::Operator || caller.participant == Some(r.rater)
+            })
+            .map(|(r, _)| r)
+            .collect())
+    }
+
+    pub async fn reputation(
+        &self,
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+    ) -> ApiResult<haggle_core::lifecycle::Reputation> {
+        Self::require_in_market(caller, market)?;
+        self.store
+            .participant(market, participant)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("participant {participant} not found"),
+                )
+            })?;
+        Ok(self
+            .store
+            .reputation(market, participant, self.now())
+            .await?)
+    }
+
+    /// A listing with its owner's reputation, as every agent sees it.
+    pub async fn listing_view(
+        &self,
+        caller: &Caller,
+        market: i64,
+        id: i64,
+    ) -> ApiResult<ListingView> {
+        let listing = self.listing(caller, market, id).await?;
+        let owner_reputation = self
+            .store
+            .reputation(market, listing.owner, self.now())
+            .await?;
+        Ok(ListingView {
+            listing,
+            owner_reputation,
+        })
+    }
+
+    /// The settlement report: operators and observers see the whole market; a participant's agent
+    /// or principal sees its own deals and position.
+    pub async fn settlement(
+        &self,
+        caller: &Caller,
+        market: i64,
+    ) -> ApiResult<haggle_core::settlement::Settlement> {
+        Self::require_in_market(caller, market)?;
+        let mut s = self.store.settlement(market).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, format!("market {market} not found"))
+        })?;
+        if let (Role::Agent | Role::Principal, Some(p)) = (caller.role, caller.participant) {
+            s.deals.retain(|d| d.buyer == p || d.seller == p);
+            s.positions.retain(|x| x.participant_id == p);
+        }
+        Ok(s)
     }
 
     // ---- operations ----

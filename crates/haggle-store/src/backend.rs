@@ -5,9 +5,10 @@ use crate::row::{json, like_pattern, parsed, search_text, to_json};
 use haggle_core::event::{verify_chain, EventDraft};
 use haggle_core::ledger::{self, Account, Transfer, TransferKind};
 use haggle_core::model::{
-    Deal, DealStatus, Listing, ListingStatus, Message, Offer, OfferState, Participant, Side,
+    Deal, DealNote, DealStatus, Listing, ListingStatus, Message, Offer, OfferState, Participant, Rating, Side,
     Thread, ThreadStatus, Funds,
 };
+use haggle_core::lifecycle;
 use haggle_core::negotiation::{self as rules, Scene};
 use haggle_core::{Change, Plan, Visibility, GENESIS_HASH};
 use sqlx::Row;
@@ -37,7 +38,9 @@ const LISTING_COLS: &str = "market_id, id, owner, side, title, description, cate
 const THREAD_COLS: &str = "market_id, id, listing_id, owner, counterparty, status, offers_made, last_offer_by, created_at, deadline";
 const MESSAGE_COLS: &str = "market_id, id, thread_id, author, body, created_at";
 const OFFER_COLS: &str = "market_id, id, thread_id, listing_id, proposer, buyer, seller, price, state, created_at, expires_at";
-const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline";
+const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, handover_note, handed_over_at, confirm_deadline, cancel_requested_by, finished_at, resolution";
+const NOTE_COLS: &str = "market_id, id, deal_id, author, kind, body, created_at";
+const RATING_COLS: &str = "market_id, id, deal_id, rater, ratee, score, comment, created_at";
 const EVENT_COLS: &str = "market_id, seq, at, kind, actor, scope, party_a, party_b, payload, prev_hash, hash";
 const OPEN_DEAL_STATES: &str = "('awaiting_approval', 'agreed', 'handed_over', 'disputed')";
 const UNSPENT_DEAL_STATES: &str = "('cancelled', 'declined', 'refunded')";
@@ -130,6 +133,7 @@ fn offer_row(r: &DbRow) -> StoreResult<Offer> {
 }
 
 fn deal_row(r: &DbRow) -> StoreResult<Deal> {
+    let resolution: Option<String> = r.try_get("resolution")?;
     Ok(Deal {
         market_id: r.try_get("market_id")?,
         id: r.try_get("id")?,
@@ -143,6 +147,38 @@ fn deal_row(r: &DbRow) -> StoreResult<Deal> {
         snapshot: json("snapshot", &r.try_get::<String, _>("snapshot")?)?,
         created_at: r.try_get("created_at")?,
         approval_deadline: r.try_get("approval_deadline")?,
+        handover_note: r.try_get("handover_note")?,
+        handed_over_at: r.try_get("handed_over_at")?,
+        confirm_deadline: r.try_get("confirm_deadline")?,
+        cancel_requested_by: r.try_get("cancel_requested_by")?,
+        finished_at: r.try_get("finished_at")?,
+        resolution: resolution.as_deref().map(|s| json("resolution", s)).transpose()?,
+    })
+}
+
+fn note_row(r: &DbRow) -> StoreResult<DealNote> {
+    Ok(DealNote {
+        market_id: r.try_get("market_id")?,
+        id: r.try_get("id")?,
+        deal_id: r.try_get("deal_id")?,
+        author: r.try_get("author")?,
+        kind: r.try_get("kind")?,
+        body: r.try_get("body")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn rating_row(r: &DbRow) -> StoreResult<Rating> {
+    let score: i64 = r.try_get("score")?;
+    Ok(Rating {
+        market_id: r.try_get("market_id")?,
+        id: r.try_get("id")?,
+        deal_id: r.try_get("deal_id")?,
+        rater: r.try_get("rater")?,
+        ratee: r.try_get("ratee")?,
+        score: u8::try_from(score).map_err(|e| StoreError::Corrupt(format!("score {score}: {e}")))?,
+        comment: r.try_get("comment")?,
+        created_at: r.try_get("created_at")?,
     })
 }
 
@@ -228,6 +264,18 @@ async fn thread_of(c: &mut Conn, market: i64, listing: i64, counterparty: i64) -
     r.as_ref().map(thread_row).transpose()
 }
 
+async fn get_deal(c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Deal>> {
+    let r = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND id = $2")))
+        .bind(market).bind(id).fetch_optional(&mut *c).await?;
+    r.as_ref().map(deal_row).transpose()
+}
+
+async fn deal_ratings(c: &mut Conn, market: i64, deal: i64) -> StoreResult<Vec<Rating>> {
+    let rows = sqlx::query(sql(format!("SELECT {RATING_COLS} FROM ratings WHERE market_id = $1 AND deal_id = $2 ORDER BY id")))
+        .bind(market).bind(deal).fetch_all(&mut *c).await?;
+    rows.iter().map(rating_row).collect()
+}
+
 async fn get_offer(c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Offer>> {
     let r = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND id = $2")))
         .bind(market).bind(id).fetch_optional(&mut *c).await?;
@@ -264,6 +312,14 @@ async fn load_buyer(c: &mut Conn, s: &mut Scene, counterparty: i64) -> StoreResu
         s.buyer = Some((p, f));
     }
     Ok(())
+}
+
+/// Loads a deal and its listing into the scene; `None` when the deal does not exist.
+async fn load_deal(c: &mut Conn, s: &mut Scene, deal: i64) -> StoreResult<Option<()>> {
+    let Some(d) = get_deal(c, s.market.id, deal).await? else { return Ok(None) };
+    s.listing = get_listing(c, s.market.id, d.listing_id).await?;
+    s.deal = Some(d);
+    Ok(Some(()))
 }
 
 /// Turns a missing row into the refusal `not_found` (inside a successful store call).
@@ -357,6 +413,39 @@ async fn execute(c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut P
             s.thread = Some(t);
             rules::walk_away(&mut s, plan).map(|_| Outcome::Done)
         }
+        Command::HandOver { deal, note, .. } => {
+            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            lifecycle::hand_over(&mut s, plan, note.as_deref()).map(Outcome::DealUpdated)
+        }
+        Command::ConfirmReceipt { deal, .. } => {
+            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            lifecycle::confirm_receipt(&mut s, plan).map(|_| Outcome::DealChanged(deal))
+        }
+        Command::CancelDeal { deal, reason, .. } => {
+            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            lifecycle::cancel(&mut s, plan, reason.as_deref()).map(|_| Outcome::DealChanged(deal))
+        }
+        Command::Dispute { deal, reason, .. } => {
+            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            lifecycle::dispute(&mut s, plan, &reason).map(|_| Outcome::DealChanged(deal))
+        }
+        Command::AddEvidence { deal, body, .. } => {
+            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            lifecycle::add_evidence(&mut s, plan, &body).map(Outcome::Note)
+        }
+        Command::ResolveDispute { deal, ruling, note, .. } => {
+            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            lifecycle::resolve(&mut s, plan, ruling, &note).map(|_| Outcome::DealChanged(deal))
+        }
+        Command::DecideApproval { deal, approve, .. } => {
+            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            lifecycle::decide_approval(&mut s, plan, approve).map(|_| Outcome::DealChanged(deal))
+        }
+        Command::Rate { deal, score, comment, .. } => {
+            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            s.ratings = deal_ratings(c, m, deal).await?;
+            lifecycle::rate(&mut s, plan, score, &comment).map(Outcome::Rating)
+        }
         Command::AdvanceClock { by_ms } => {
             if head.market.clock_mode != ClockMode::Simulated {
                 return Ok(Err(DomainError::invalid_request("only a simulated clock can be advanced")));
@@ -394,6 +483,16 @@ async fn due(c: &mut Conn, m: i64, now: i64) -> StoreResult<rules::Due> {
         let t = thread_row(r)?;
         let live = live_offer_in(c, m, t.id).await?;
         due.threads.push((t, live));
+    }
+    let rows = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND status = 'handed_over' AND confirm_deadline <= $2 ORDER BY id LIMIT 10000")))
+        .bind(m).bind(now).fetch_all(&mut *c).await?;
+    due.deals_to_complete = rows.iter().map(deal_row).collect::<StoreResult<_>>()?;
+    let rows = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND status = 'awaiting_approval' AND approval_deadline <= $2 ORDER BY id LIMIT 10000")))
+        .bind(m).bind(now).fetch_all(&mut *c).await?;
+    for r in &rows {
+        let d = deal_row(r)?;
+        let l = get_listing(c, m, d.listing_id).await?.ok_or_else(|| StoreError::Corrupt(format!("deal {} has no listing", d.id)))?;
+        due.approvals_expired.push((d, l));
     }
     Ok(due)
 }
@@ -455,6 +554,24 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>>
                 sqlx::query("INSERT INTO deals (market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
                     .bind(m).bind(d.id).bind(d.listing_id).bind(d.thread_id).bind(d.offer_id).bind(d.buyer).bind(d.seller)
                     .bind(d.price).bind(d.status.as_str()).bind(to_json(&d.snapshot)).bind(d.created_at).bind(d.approval_deadline)
+                    .execute(&mut *c).await?;
+            }
+            Change::UpdateDeal(d) => {
+                let done = sqlx::query("UPDATE deals SET status = $3, approval_deadline = $4, handover_note = $5, handed_over_at = $6, confirm_deadline = $7, cancel_requested_by = $8, finished_at = $9, resolution = $10 WHERE market_id = $1 AND id = $2")
+                    .bind(m).bind(d.id).bind(d.status.as_str()).bind(d.approval_deadline).bind(&d.handover_note).bind(d.handed_over_at)
+                    .bind(d.confirm_deadline).bind(d.cancel_requested_by).bind(d.finished_at).bind(d.resolution.as_ref().map(to_json))
+                    .execute(&mut *c).await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Invariant(format!("deal {} to update does not exist", d.id)));
+                }
+            }
+            Change::InsertDealNote(n) => {
+                sqlx::query("INSERT INTO deal_notes (market_id, id, deal_id, author, kind, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    .bind(m).bind(n.id).bind(n.deal_id).bind(n.author).bind(&n.kind).bind(&n.body).bind(n.created_at).execute(&mut *c).await?;
+            }
+            Change::InsertRating(r) => {
+                sqlx::query("INSERT INTO ratings (market_id, id, deal_id, rater, ratee, score, comment, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                    .bind(m).bind(r.id).bind(r.deal_id).bind(r.rater).bind(r.ratee).bind(r.score as i64).bind(&r.comment).bind(r.created_at)
                     .execute(&mut *c).await?;
             }
             Change::SetDealStatus { deal, status } => {
@@ -618,7 +735,15 @@ impl Backend {
                 let now = head.market.now(real_now);
                 let mut plan = Plan::new(market_id, now, head.next_id);
                 match execute(&mut tx, &head, now, cmd, &mut plan).await? {
-                    Ok(out) => (Ok(out), apply(&mut tx, &head, plan).await?),
+                    Ok(out) => {
+                        let events = if plan.is_empty() { Vec::new() } else { apply(&mut tx, &head, plan).await? };
+                        let out = match out {
+                            // Lifecycle commands answer with the deal as they left it.
+                            Outcome::DealChanged(id) => Outcome::DealUpdated(get_deal(&mut tx, market_id, id).await?.ok_or_else(|| StoreError::Invariant(format!("deal {id} vanished")))?),
+                            out => out,
+                        };
+                        (Ok(out), events)
+                    }
                     Err(e) => (Err(e), Vec::new()),
                 }
             }
@@ -769,8 +894,56 @@ impl Backend {
     }
 
     pub async fn deal(&self, market: i64, id: i64) -> StoreResult<Option<Deal>> {
-        let r = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND id = $2"))).bind(market).bind(id).fetch_optional(&self.pool).await?;
-        r.as_ref().map(deal_row).transpose()
+        get_deal(&mut *self.pool.acquire().await?, market, id).await
+    }
+
+    pub async fn deal_notes(&self, market: i64, deal: i64) -> StoreResult<Vec<DealNote>> {
+        let rows = sqlx::query(sql(format!("SELECT {NOTE_COLS} FROM deal_notes WHERE market_id = $1 AND deal_id = $2 ORDER BY id LIMIT 1000")))
+            .bind(market).bind(deal).fetch_all(&self.pool).await?;
+        rows.iter().map(note_row).collect()
+    }
+
+    /// A deal's ratings with whether each is revealed yet (both rated, or the window closed).
+    pub async fn deal_ratings(&self, market: i64, deal: i64, real_now: i64) -> StoreResult<Vec<(Rating, bool)>> {
+        let mut c = self.pool.acquire().await?;
+        let Some(m) = self.market(market).await? else { return Ok(Vec::new()) };
+        let Some(d) = get_deal(&mut c, market, deal).await? else { return Ok(Vec::new()) };
+        let rs = deal_ratings(&mut c, market, deal).await?;
+        let revealed = lifecycle::rating_revealed(&d, rs.len(), &m.rules, m.now(real_now));
+        Ok(rs.into_iter().map(|r| (r, revealed)).collect())
+    }
+
+    /// A participant's reputation from its deals and the revealed ratings it received.
+    pub async fn reputation(&self, market: i64, participant: i64, real_now: i64) -> StoreResult<lifecycle::Reputation> {
+        let mut c = self.pool.acquire().await?;
+        let Some(m) = self.market(market).await? else { return Ok(lifecycle::Reputation::default()) };
+        let now = m.now(real_now);
+        let deals: Vec<Deal> = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND (buyer = $2 OR seller = $2) ORDER BY id")))
+            .bind(market).bind(participant).fetch_all(&mut *c).await?.iter().map(deal_row).collect::<StoreResult<_>>()?;
+        let received: Vec<Rating> = sqlx::query(sql(format!("SELECT {RATING_COLS} FROM ratings WHERE market_id = $1 AND ratee = $2 ORDER BY id")))
+            .bind(market).bind(participant).fetch_all(&mut *c).await?.iter().map(rating_row).collect::<StoreResult<_>>()?;
+        let mut revealed = Vec::new();
+        for r in received {
+            let Some(d) = deals.iter().find(|d| d.id == r.deal_id) else { continue };
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ratings WHERE market_id = $1 AND deal_id = $2").bind(market).bind(d.id).fetch_one(&mut *c).await?;
+            if lifecycle::rating_revealed(d, n as usize, &m.rules, now) {
+                revealed.push(r);
+            }
+        }
+        Ok(lifecycle::reputation(participant, &deals, &revealed))
+    }
+
+    /// Everything the settlement report needs: participants, deals and transfers of a market.
+    pub async fn settlement(&self, market: i64) -> StoreResult<Option<haggle_core::settlement::Settlement>> {
+        let Some(m) = self.market(market).await? else { return Ok(None) };
+        let mut c = self.pool.acquire().await?;
+        let participants: Vec<Participant> = sqlx::query(sql(format!("SELECT {PARTICIPANT_COLS} FROM participants WHERE market_id = $1 ORDER BY id")))
+            .bind(market).fetch_all(&mut *c).await?.iter().map(participant_row).collect::<StoreResult<_>>()?;
+        let deals: Vec<Deal> = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 ORDER BY id")))
+            .bind(market).fetch_all(&mut *c).await?.iter().map(deal_row).collect::<StoreResult<_>>()?;
+        let transfers: Vec<Transfer> = sqlx::query("SELECT market_id, id, debit, credit, amount, kind, deal_id, at, idempotency_id FROM transfers WHERE market_id = $1 ORDER BY id")
+            .bind(market).fetch_all(&mut *c).await?.iter().map(transfer_row).collect::<StoreResult<_>>()?;
+        Ok(Some(haggle_core::settlement::settle(&m, &participants, &deals, &transfers)))
     }
 
     pub async fn deals(&self, market: i64, party: Option<i64>, after: i64, limit: u32) -> StoreResult<Vec<Deal>> {

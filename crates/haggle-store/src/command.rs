@@ -2,6 +2,7 @@
 //! These are the market's verbs; the store loads each command's scene, asks the core, and applies
 //! the plan.
 
+use haggle_core::lifecycle::Ruling;
 use haggle_core::model::*;
 use haggle_core::negotiation::NewListing;
 
@@ -61,8 +62,54 @@ pub enum Command {
         actor: ParticipantId,
         thread: ThreadId,
     },
+    HandOver {
+        actor: ParticipantId,
+        deal: DealId,
+        note: Option<String>,
+    },
+    ConfirmReceipt {
+        actor: ParticipantId,
+        deal: DealId,
+    },
+    CancelDeal {
+        actor: ParticipantId,
+        deal: DealId,
+        reason: Option<String>,
+    },
+    Dispute {
+        actor: ParticipantId,
+        deal: DealId,
+        reason: String,
+    },
+    /// Evidence from a party's agent, the arbiter, or an operator (`author = None`).
+    AddEvidence {
+        author: Option<ParticipantId>,
+        deal: DealId,
+        body: String,
+    },
+    /// By an operator (`arbiter = None`) or the market's arbiter participant.
+    ResolveDispute {
+        arbiter: Option<ParticipantId>,
+        deal: DealId,
+        ruling: Ruling,
+        note: String,
+    },
+    /// The buyer's principal approves or declines a deal awaiting approval.
+    DecideApproval {
+        principal: ParticipantId,
+        deal: DealId,
+        approve: bool,
+    },
+    Rate {
+        actor: ParticipantId,
+        deal: DealId,
+        score: u8,
+        comment: String,
+    },
     /// Moves a simulated clock forward, then sweeps.
-    AdvanceClock { by_ms: i64 },
+    AdvanceClock {
+        by_ms: i64,
+    },
     /// Expires offers and times out threads that are due by the market clock.
     Sweep,
 }
@@ -86,7 +133,17 @@ impl Command {
             | AcceptOffer { actor, .. }
             | RejectOffer { actor, .. }
             | WithdrawOffer { actor, .. }
-            | WalkAway { actor, .. } => Some(*actor),
+            | WalkAway { actor, .. }
+            | HandOver { actor, .. }
+            | ConfirmReceipt { actor, .. }
+            | CancelDeal { actor, .. }
+            | Dispute { actor, .. }
+            | Rate { actor, .. }
+            | DecideApproval {
+                principal: actor, ..
+            } => Some(*actor),
+            AddEvidence { author, .. } => *author,
+            ResolveDispute { arbiter, .. } => *arbiter,
             RegisterParticipant { .. }
             | Fund { .. }
             | SetMandate { .. }
@@ -108,6 +165,12 @@ pub enum Outcome {
     Message(Message),
     Offer(Offer),
     Deal(Deal),
+    Note(DealNote),
+    Rating(Rating),
+    /// A lifecycle command changed this deal (as it is after the command).
+    DealUpdated(Deal),
+    /// Internal: a lifecycle command changed this deal; the store answers with `DealUpdated`.
+    DealChanged(DealId),
     Clock {
         now: Timestamp,
     },

@@ -16,6 +16,7 @@ pub mod sqlite {
     pub const MIGRATIONS: &[(i64, &str)] = &[
         (1, include_str!("migrations/0001_schema.sql")),
         (2, include_str!("migrations/0002_append_only_sqlite.sql")),
+        (3, include_str!("migrations/0003_lifecycle.sql")),
     ];
 
     pub async fn connect(url: &str) -> Result<sqlx::SqlitePool, sqlx::Error> {
@@ -31,11 +32,30 @@ pub mod sqlite {
             .busy_timeout(std::time::Duration::from_secs(30));
         // An in-memory database exists per connection: keep exactly one.
         let max = if memory { 1 } else { 8 };
-        SqlitePoolOptions::new()
-            .max_connections(max)
-            .min_connections(1)
-            .connect_with(opts)
-            .await
+        // Switching a new database file into WAL takes an exclusive lock that the busy timeout
+        // does not wait for, so a second process opening the same new file at that moment gets
+        // SQLITE_BUSY. Retry for a while: once the file is in WAL mode the pragma takes no lock.
+        let mut attempts = 0;
+        loop {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .connect_with(opts.clone())
+                .await;
+            match pool {
+                Err(sqlx::Error::Database(d)) if attempts < 100 && is_busy(d.code().as_deref()) => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10 + attempts)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// SQLITE_BUSY, or one of its extended codes.
+    fn is_busy(code: Option<&str>) -> bool {
+        code.and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| c & 0xff == 5)
     }
 
     pub fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -56,6 +76,7 @@ pub mod postgres {
     pub const MIGRATIONS: &[(i64, &str)] = &[
         (1, include_str!("migrations/0001_schema.sql")),
         (2, include_str!("migrations/0002_append_only_postgres.sql")),
+        (3, include_str!("migrations/0003_lifecycle.sql")),
     ];
 
     pub async fn connect(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {

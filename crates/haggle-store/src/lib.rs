@@ -49,6 +49,9 @@ pub struct Idempotency<'a> {
 }
 
 /// What running a command gave.
+// `Fresh` is the common case and a `Ran` is returned once per command, never stored in bulk:
+// boxing its result would only add an allocation per command.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Ran {
     /// The command ran now: its result, and the events it appended (empty when refused).
@@ -258,6 +261,37 @@ impl Store {
     }
     pub async fn deal(&self, market: i64, id: i64) -> StoreResult<Option<haggle_core::Deal>> {
         dispatch!(self, b => b.deal(market, id).await)
+    }
+    pub async fn deal_notes(
+        &self,
+        market: i64,
+        deal: i64,
+    ) -> StoreResult<Vec<haggle_core::DealNote>> {
+        dispatch!(self, b => b.deal_notes(market, deal).await)
+    }
+    /// A deal's ratings, each with whether it is revealed yet.
+    pub async fn deal_ratings(
+        &self,
+        market: i64,
+        deal: i64,
+        real_now: Timestamp,
+    ) -> StoreResult<Vec<(haggle_core::Rating, bool)>> {
+        dispatch!(self, b => b.deal_ratings(market, deal, real_now).await)
+    }
+    pub async fn reputation(
+        &self,
+        market: i64,
+        participant: i64,
+        real_now: Timestamp,
+    ) -> StoreResult<haggle_core::lifecycle::Reputation> {
+        dispatch!(self, b => b.reputation(market, participant, real_now).await)
+    }
+    /// The settlement report of a market (`None` if it does not exist).
+    pub async fn settlement(
+        &self,
+        market: i64,
+    ) -> StoreResult<Option<haggle_core::settlement::Settlement>> {
+        dispatch!(self, b => b.settlement(market).await)
     }
     pub async fn deals(
         &self,
