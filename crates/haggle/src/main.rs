@@ -57,6 +57,45 @@ enum Cmd {
         #[command(subcommand)]
         command: BenchCmd,
     },
+    /// The settlement report: the per-deal handover list and each participant's net position.
+    Settlement {
+        #[arg(long)]
+        market: i64,
+        /// `json` (one document on stdout) or `csv` (two files written to --out).
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Folder for `deals.csv` and `positions.csv` (with --format csv; default: the working directory).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Disputes.
+    Dispute {
+        #[command(subcommand)]
+        command: DisputeCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DisputeCmd {
+    /// Resolve a disputed deal as the operator: release to the seller, refund the buyer, or split.
+    Resolve {
+        #[arg(long)]
+        market: i64,
+        #[arg(long)]
+        deal: i64,
+        /// `release`, `refund` or `split`.
+        #[arg(long)]
+        ruling: String,
+        /// With `split`: minor units back to the buyer (the rest goes to the seller).
+        #[arg(long)]
+        to_buyer: Option<i64>,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -336,6 +375,83 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench {
             command: BenchCmd::Api(args),
         } => bench::api(args, &cfg).await?,
+        Cmd::Settlement {
+            market,
+            format,
+            out,
+            db,
+        } => {
+            let svc = Service::new(
+                open(&cfg, &db).await?,
+                Arc::new(SystemClock),
+                Config::default(),
+            );
+            let report = svc
+                .settlement(&cli_operator(), market)
+                .await
+                .map_err(api_error)?;
+            let problems = report.reconcile();
+            if !problems.is_empty() {
+                bail!(
+                    "the settlement does not reconcile with the ledger: {}",
+                    problems.join("; ")
+                );
+            }
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+                "csv" => {
+                    let dir = out.unwrap_or_else(|| ".".into());
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    for (name, body) in [
+                        ("deals.csv", report.deals_csv()),
+                        ("positions.csv", report.positions_csv()),
+                    ] {
+                        let path = dir.join(name);
+                        std::fs::write(&path, body)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                        println!("wrote {}", path.display());
+                    }
+                }
+                other => bail!("--format must be json or csv, got '{other}'"),
+            }
+        }
+        Cmd::Dispute {
+            command:
+                DisputeCmd::Resolve {
+                    market,
+                    deal,
+                    ruling,
+                    to_buyer,
+                    note,
+                    db,
+                },
+        } => {
+            use haggle_core::lifecycle::Ruling;
+            let ruling = match (ruling.as_str(), to_buyer) {
+                ("release", None) => Ruling::Release,
+                ("refund", None) => Ruling::Refund,
+                ("split", Some(to_buyer)) => Ruling::Split { to_buyer },
+                ("split", None) => {
+                    bail!("--ruling split needs --to-buyer N (minor units back to the buyer)")
+                }
+                (r @ ("release" | "refund"), Some(_)) => {
+                    bail!("--to-buyer goes only with --ruling split, not {r}")
+                }
+                (other, _) => bail!("--ruling must be release, refund or split, got '{other}'"),
+            };
+            let svc = Service::new(
+                open(&cfg, &db).await?,
+                Arc::new(SystemClock),
+                Config::default(),
+            );
+            let req = haggle_api::ResolveDispute { ruling, note };
+            let reply = svc
+                .resolve(&cli_operator(), market, deal, req, None)
+                .await
+                .map_err(api_error)?;
+            println!("{}", reply.body);
+        }
     }
     Ok(())
 }
