@@ -11,6 +11,11 @@ pub use haggle_core::views::{
     Balance, ListingQuery, ListingSort, Page, ThreadDetail, Verification,
 };
 pub use haggle_core::{DomainError, ErrorCode, Event};
+/// The domain types the contract speaks in (listings, offers, deals, events).
+pub use haggle_core;
+
+pub mod client;
+pub use client::{ClientError, MarketClient};
 
 /// The spec's error body: `{ "error": { "code": "...", "message": "..." } }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -271,4 +276,80 @@ pub struct ListingView {
     #[serde(flatten)]
     pub listing: Listing,
     pub owner_reputation: haggle_core::lifecycle::Reputation,
+}
+
+/// Registers a webhook: the market's events (from now on) are POSTed to `url`, signed with the
+/// secret returned once at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// `http://` endpoint (at most 2,000 characters). `https://` needs a build with TLS.
+    pub url: String,
+    /// Event kinds to deliver (`deal_created`, `offer_made`, ...); empty or absent = every event.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+/// A webhook as listed (its secret is shown only at creation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Webhook {
+    pub id: i64,
+    pub market_id: i64,
+    pub url: String,
+    /// Empty = every event.
+    pub event_types: Vec<String>,
+    pub active: bool,
+    pub created_at: i64,
+}
+
+/// A new webhook and its signing secret (shown once; stored to sign deliveries).
+///
+/// Each delivery is a `POST` of one event as JSON with headers `Haggle-Event-Type`,
+/// `Haggle-Delivery-Id`, `Haggle-Timestamp` (ms since the epoch) and
+/// `Haggle-Signature: v1=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookCreated {
+    pub webhook: Webhook,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookList {
+    pub items: Vec<Webhook>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Not delivered yet; due at `next_attempt_at`.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up after the last attempt, or the webhook was deactivated.
+    Failed,
+}
+
+/// One event's delivery to one webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub event_seq: i64,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    /// When a pending delivery is next attempted (absent once delivered or failed).
+    pub next_attempt_at: Option<i64>,
+    /// The HTTP status of the last attempt (absent when it got no answer).
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookDeliveryList {
+    pub items: Vec<WebhookDelivery>,
+    pub next_cursor: Option<String>,
 }

@@ -1,0 +1,99 @@
+//! The brain interface: on each turn an agent's brain reads a [`View`] (what the market shows this
+//! agent, plus its own private profile) and returns [`Action`]s. Rule brains and LLM brains both
+//! implement [`Brain`]; the runtime executes the actions through the market contract, so a brain
+//! can never do what the server would refuse.
+
+use crate::profile::Profile;
+use haggle_api::{Balance, ListingView, ThreadView};
+use haggle_api::haggle_core::{Deal, Event, Listing};
+use std::future::Future;
+use std::pin::Pin;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which side of a negotiation the agent is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Buyer,
+    Seller,
+}
+
+/// One of the agent's open negotiations, with what it is about in its own profile's terms.
+#[derive(Debug, Clone)]
+pub struct ThreadState {
+    pub thread: ThreadView,
+    pub listing: Listing,
+    pub role: Role,
+    /// The agent's item (`SellItem::item_id`) when selling, or want (`Want::want_id`) when buying.
+    pub subject: Option<String>,
+    /// Turns this agent has spent on the thread so far (for patience).
+    pub turns: u32,
+}
+
+/// A listing that matches one of the agent's unmet wants.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub want_id: String,
+    pub listing: ListingView,
+}
+
+/// What the agent sees on its turn.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The market clock (ms) and the scheduler's round.
+    pub now: i64,
+    pub round: u64,
+    pub me: i64,
+    pub balance: Balance,
+    /// The agent's own listings (all states), each with the profile item or want it stands for
+    /// (from the listing's `item_id` / `want_id` attribute).
+    pub my_listings: Vec<Listing>,
+    /// Items of the profile not listed yet.
+    pub unlisted: Vec<String>,
+    /// Wants not yet met (bought fewer than `quantity`).
+    pub unmet_wants: Vec<String>,
+    /// Open threads the agent is party to.
+    pub threads: Vec<ThreadState>,
+    /// The agent's deals (all states).
+    pub deals: Vec<Deal>,
+    /// Active listings matching unmet wants, not the agent's own, without an open thread yet.
+    pub candidates: Vec<Candidate>,
+    /// Active wanted ads (side `buy`) of others matching the agent's unsold items, without an
+    /// open thread yet: `Candidate::want_id` holds the agent's `item_id` here.
+    pub buyer_leads: Vec<Candidate>,
+    /// Events visible to the agent since its last turn.
+    pub new_events: Vec<Event>,
+}
+
+/// What a brain can ask the runtime to do. Prices are integer minor units.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Action {
+    /// List a profile item for sale at `price`.
+    ListItem { item_id: String, price: i64 },
+    /// Post a wanted ad for a want at `price` (what the agent offers to pay).
+    PostWanted { want_id: String, price: i64 },
+    WithdrawListing { listing_id: i64 },
+    /// Open a thread on a listing, optionally with a message and an opening offer.
+    OpenThread { listing_id: i64, message: Option<String>, price: Option<i64> },
+    Message { thread_id: i64, body: String },
+    Offer { thread_id: i64, price: i64 },
+    Accept { offer_id: i64 },
+    Reject { offer_id: i64 },
+    WithdrawOffer { offer_id: i64 },
+    WalkAway { thread_id: i64 },
+    HandOver { deal_id: i64, note: Option<String> },
+    ConfirmReceipt { deal_id: i64 },
+    CancelDeal { deal_id: i64 },
+    Dispute { deal_id: i64, reason: String },
+    Rate { deal_id: i64, score: u8, comment: String },
+}
+
+/// A decision-maker behind an agent.
+pub trait Brain: Send {
+    /// The brain's config name, e.g. `rule:boulware`.
+    fn name(&self) -> String;
+    /// Decides this turn's actions.
+    fn decide<'a>(&'a mut self, profile: &'a Profile, view: &'a View) -> BoxFuture<'a, Vec<Action>>;
+}

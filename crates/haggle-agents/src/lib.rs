@@ -1,0 +1,6 @@
+//! Haggle's agents: what a principal wants (the [`profile`]), how its agent decides (the
+//! [`brain`]s), and the runtime that turns decisions into market actions through the market
+//! contract (`haggle_api::MarketClient`) — never through anything the market keeps private.
+
+pub mod brain;
+pub mod profile;

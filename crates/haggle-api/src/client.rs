@@ -1,0 +1,67 @@
+//! The market contract as an agent uses it: one trait, implemented in-process by the service
+//! (for fast simulations) and over HTTP by `haggle-client`. A client is bound to one market and
+//! one credential, so it can only do what that credential may.
+
+use crate::*;
+use haggle_core::lifecycle::Reputation;
+use haggle_core::{Deal, Listing, Mandate, Message, Offer, Rating};
+use std::future::Future;
+
+/// A refusal by the market (status and the spec's error body) or a transport failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    /// HTTP status (0 when the request never got an answer).
+    pub status: u16,
+    pub body: ErrorBody,
+}
+
+impl ClientError {
+    pub fn code(&self) -> ErrorCode {
+        self.body.error.code
+    }
+    pub fn transport(message: impl Into<String>) -> ClientError {
+        ClientError { status: 0, body: ErrorBody::new(ErrorCode::InvalidRequest, message) }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.body.error.code, self.status, self.body.error.message)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// Everything an agent does in a market. Mutating calls carry an idempotency key the client
+/// makes (retries are safe).
+pub trait MarketClient: Send + Sync {
+    fn market_id(&self) -> i64;
+    /// The participant this client acts for.
+    fn participant_id(&self) -> i64;
+
+    fn search(&self, q: &ListingQuery) -> impl Future<Output = ClientResult<ListingPage>> + Send;
+    fn listing(&self, id: i64) -> impl Future<Output = ClientResult<ListingView>> + Send;
+    fn create_listing(&self, l: &NewListing) -> impl Future<Output = ClientResult<Listing>> + Send;
+    fn withdraw_listing(&self, id: i64) -> impl Future<Output = ClientResult<Done>> + Send;
+    fn open_thread(&self, listing: i64, req: &OpenThread) -> impl Future<Output = ClientResult<ThreadOpened>> + Send;
+    fn threads(&self, cursor: Option<&str>) -> impl Future<Output = ClientResult<ThreadList>> + Send;
+    fn thread(&self, id: i64) -> impl Future<Output = ClientResult<ThreadView>> + Send;
+    fn post_message(&self, thread: i64, body: &str) -> impl Future<Output = ClientResult<Message>> + Send;
+    fn make_offer(&self, thread: i64, req: &MakeOffer) -> impl Future<Output = ClientResult<Offer>> + Send;
+    fn accept(&self, offer: i64) -> impl Future<Output = ClientResult<Deal>> + Send;
+    fn reject(&self, offer: i64) -> impl Future<Output = ClientResult<Done>> + Send;
+    fn withdraw_offer(&self, offer: i64) -> impl Future<Output = ClientResult<Done>> + Send;
+    fn walk_away(&self, thread: i64) -> impl Future<Output = ClientResult<Done>> + Send;
+    fn deals(&self, cursor: Option<&str>) -> impl Future<Output = ClientResult<DealList>> + Send;
+    fn hand_over(&self, deal: i64, note: Option<&str>) -> impl Future<Output = ClientResult<Deal>> + Send;
+    fn confirm_receipt(&self, deal: i64) -> impl Future<Output = ClientResult<Deal>> + Send;
+    fn cancel_deal(&self, deal: i64, reason: Option<&str>) -> impl Future<Output = ClientResult<Deal>> + Send;
+    fn dispute(&self, deal: i64, reason: &str) -> impl Future<Output = ClientResult<Deal>> + Send;
+    fn rate(&self, deal: i64, score: u8, comment: &str) -> impl Future<Output = ClientResult<Rating>> + Send;
+    fn reputation(&self, participant: i64) -> impl Future<Output = ClientResult<Reputation>> + Send;
+    fn balance(&self) -> impl Future<Output = ClientResult<Balance>> + Send;
+    fn mandate(&self) -> impl Future<Output = ClientResult<Mandate>> + Send;
+    fn events(&self, after: i64, limit: u32) -> impl Future<Output = ClientResult<EventPage>> + Send;
+}
