@@ -1,0 +1,2719 @@
+//! Storage conformance suite: every behaviour is written once and run against both backends, as
+//! `sqlite_<name>` (a fresh temporary SQLite file per test) and `postgres_<name>` (a fresh database
+//! per test on the server that `HAGGLE_TEST_POSTGRES_URL` names, dropped at the end).
+//!
+//! Locally: `HAGGLE_TEST_POSTGRES_URL='postgres:///haggle_test?host=/var/run/postgresql'
+//! cargo test -p haggle-store`. Without the variable the PostgreSQL half does not run (and says so
+//! loudly); in CI (`CI` set) `postgres_url_is_set_in_ci` fails instead.
+
+use haggle_core::event::verify_chain;
+use haggle_core::negotiation::NewListing;
+use haggle_core::{
+    ClockMode, Deal, DomainError, ErrorCode, Event, GENESIS_HASH, HOUR_MS, Listing, ListingStatus,
+    Mandate, Market, MarketRules, Offer, OfferState, Side, Thread, ThreadStatus, Visibility,
+};
+use haggle_store::{
+    Balance, Command, Idempotency, ListingQuery, ListingSort, NewMarket, NewOffer, Outcome, Ran,
+    Role, Store, StoredResponse, TokenRecord, Viewer,
+};
+use sqlx::{AssertSqlSafe, Connection};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The (real) time every command runs at unless a test says otherwise.
+const T0: i64 = 1_700_000_000_000;
+const PG_ENV: &str = "HAGGLE_TEST_POSTGRES_URL";
+
+// ---------------------------------------------------------------------------------------------
+// Harness: one behaviour, two backends.
+// ---------------------------------------------------------------------------------------------
+
+/// Instantiates each behaviour `b` as the tests `sqlite_b` and `postgres_b`.
+macro_rules! conformance {
+    ($($behaviour:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $sqlite() {
+            run(Backend::Sqlite, $behaviour).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $postgres() {
+            run(Backend::Postgres, $behaviour).await
+        }
+    )*};
+}
+
+conformance! {
+    migrations_are_idempotent => sqlite_migrations_are_idempotent, postgres_migrations_are_idempotent;
+    markets_and_participants => sqlite_markets_and_participants, postgres_markets_and_participants;
+    listing_search_filters_orders_and_pages => sqlite_listing_search_filters_orders_and_pages, postgres_listing_search_filters_orders_and_pages;
+    thread_message_offer_and_counters => sqlite_thread_message_offer_and_counters, postgres_thread_message_offer_and_counters;
+    acceptance_makes_one_deal_and_voids_the_rest => sqlite_acceptance_makes_one_deal_and_voids_the_rest, postgres_acceptance_makes_one_deal_and_voids_the_rest;
+    withdraw_and_walk_away_release_commitments => sqlite_withdraw_and_walk_away_release_commitments, postgres_withdraw_and_walk_away_release_commitments;
+    simulated_clock_expires_offers_and_threads => sqlite_simulated_clock_expires_offers_and_threads, postgres_simulated_clock_expires_offers_and_threads;
+    refuses_insufficient_funds => sqlite_refuses_insufficient_funds, postgres_refuses_insufficient_funds;
+    refuses_mandate_exceeded => sqlite_refuses_mandate_exceeded, postgres_refuses_mandate_exceeded;
+    refuses_offer_not_live => sqlite_refuses_offer_not_live, postgres_refuses_offer_not_live;
+    refuses_not_your_offer => sqlite_refuses_not_your_offer, postgres_refuses_not_your_offer;
+    refuses_too_many_offers => sqlite_refuses_too_many_offers, postgres_refuses_too_many_offers;
+    refuses_thread_closed => sqlite_refuses_thread_closed, postgres_refuses_thread_closed;
+    refuses_listing_unavailable => sqlite_refuses_listing_unavailable, postgres_refuses_listing_unavailable;
+    refuses_offer_expired => sqlite_refuses_offer_expired, postgres_refuses_offer_expired;
+    idempotency_replays_conflicts_and_stores_refusals => sqlite_idempotency_replays_conflicts_and_stores_refusals, postgres_idempotency_replays_conflicts_and_stores_refusals;
+    events_visibility => sqlite_events_visibility, postgres_events_visibility;
+    event_hash_chain_verifies => sqlite_event_hash_chain_verifies, postgres_event_hash_chain_verifies;
+    append_only_tables_refuse_edits => sqlite_append_only_tables_refuse_edits, postgres_append_only_tables_refuse_edits;
+    tampering_is_detected => sqlite_tampering_is_detected, postgres_tampering_is_detected;
+    tokens_insert_and_find => sqlite_tokens_insert_and_find, postgres_tokens_insert_and_find;
+    fifty_buyers_accept_at_once => sqlite_fifty_buyers_accept_at_once, postgres_fifty_buyers_accept_at_once;
+    many_listings_accept_at_once_with_limited_funds => sqlite_many_listings_accept_at_once_with_limited_funds, postgres_many_listings_accept_at_once_with_limited_funds;
+}
+
+#[test]
+fn postgres_url_is_set_in_ci() {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    if ci {
+        assert!(
+            pg_url().is_some(),
+            "CI is set but {PG_ENV} is not: the PostgreSQL conformance tests would not run"
+        );
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database for one test. The behaviour opens the store on it (so it can also
+/// test opening and migrating).
+struct Db {
+    backend: Backend,
+    url: String,
+}
+
+/// What to remove when a test ends (whether it passed or not).
+enum Cleanup {
+    Files(PathBuf),
+    Database { admin_url: String, name: String },
+}
+
+fn pg_url() -> Option<String> {
+    std::env::var(PG_ENV).ok().filter(|u| !u.trim().is_empty())
+}
+
+fn unique() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static N: AtomicU64 = AtomicU64::new(0);
+    // Randomly seeded per call: unique across runs and processes without reading the clock.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % 1_000_000_000_000;
+    format!(
+        "{}_{random}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `url` with its database name replaced by `db` (keeps user, host, port and query parameters,
+/// e.g. `postgres:///haggle_test?host=/var/run/postgresql`).
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    let mut out = format!("{}/{db}", &base[..authority_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+async fn run<F, Fut>(backend: Backend, behaviour: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (db, cleanup) = match backend {
+        Backend::Sqlite => {
+            let path = std::env::temp_dir().join(format!("haggle-conformance-{}.db", unique()));
+            let url = format!("sqlite://{}", path.display());
+            (Db { backend, url }, Cleanup::Files(path))
+        }
+        Backend::Postgres => {
+            let Some(admin_url) = pg_url() else {
+                static LOUD: std::sync::Once = std::sync::Once::new();
+                LOUD.call_once(|| {
+                    // Written straight to stderr, past the test harness's output capture.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\n!!! POSTGRES CONFORMANCE NOT RUN: set {PG_ENV} \
+                         (e.g. postgres:///haggle_test?host=/var/run/postgresql) !!!\n"
+                    );
+                });
+                return;
+            };
+            let name = format!("haggle_t_{}", unique());
+            create_database(&admin_url, &name).await;
+            let url = with_database(&admin_url, &name);
+            (Db { backend, url }, Cleanup::Database { admin_url, name })
+        }
+    };
+    // The behaviour runs in its own task so that a failing assertion still reaches the cleanup.
+    let outcome = tokio::spawn(behaviour(db)).await;
+    cleanup.run().await;
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("behaviour task failed: {e}"),
+        }
+    }
+}
+
+async fn create_database(admin_url: &str, name: &str) {
+    let mut c = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {PG_ENV}={admin_url}: {e}"));
+    let mut attempt = 0;
+    loop {
+        let created = sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut c)
+            .await;
+        match created {
+            Ok(_) => break,
+            // Concurrent CREATE DATABASE can trip over the template being copied: retry.
+            Err(e) if attempt < 50 && e.to_string().contains("being accessed by other users") => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("CREATE DATABASE {name}: {e}"),
+        }
+    }
+    let _ = c.close().await;
+}
+
+impl Cleanup {
+    async fn run(self) {
+        match self {
+            Cleanup::Files(path) => {
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Cleanup::Database { admin_url, name } => {
+                let dropped = async {
+                    let mut c = sqlx::PgConnection::connect(&admin_url).await?;
+                    // FORCE ends the store's pooled connections that may still be closing.
+                    sqlx::raw_sql(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await?;
+                    c.close().await
+                }
+                .await;
+                if let Err(e) = dropped {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "could not drop test database {name}: {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Db {
+    async fn open(&self) -> Store {
+        let store = Store::open(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.url));
+        let want = match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        };
+        assert_eq!(store.backend_name(), want);
+        store
+    }
+
+    /// Runs raw SQL on a separate connection (to tamper with the database behind the store).
+    async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        let sql = AssertSqlSafe(sql.to_string());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await?;
+                let done = sqlx::raw_sql(sql).execute(&mut c).await;
+                let _ = c.close().await;
+                Ok(done?.rows_affected())
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await?;
+                let done = sqlx::raw_sql(sql).execute(&mut c).await;
+                let _ = c.close().await;
+                Ok(done?.rows_affected())
+            }
+        }
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        let q = AssertSqlSafe(sql.to_string());
+        let v = match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(q).fetch_one(&mut c).await
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(q).fetch_one(&mut c).await
+            }
+        };
+        v.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Market helpers.
+// ---------------------------------------------------------------------------------------------
+
+/// One market of a store, with shorthands for its commands.
+#[derive(Clone)]
+struct Mkt {
+    store: Store,
+    id: i64,
+}
+
+/// What a refused command must leave untouched.
+#[derive(Debug, PartialEq)]
+struct State {
+    market: Option<Market>,
+    events: usize,
+    last_hash: Option<String>,
+    balances: Vec<Balance>,
+    threads: usize,
+    deals: usize,
+    transfers: usize,
+}
+
+async fn market(store: &Store, rules: MarketRules) -> Mkt {
+    market_with(store, ClockMode::Real, rules).await
+}
+
+async fn market_with(store: &Store, clock_mode: ClockMode, rules: MarketRules) -> Mkt {
+    let m = store
+        .create_market(
+            NewMarket {
+                name: "conformance".into(),
+                currency: "EUR".into(),
+                clock_mode,
+                sim_start: T0,
+                rules,
+            },
+            T0,
+        )
+        .await
+        .expect("create market");
+    Mkt {
+        store: store.clone(),
+        id: m.id,
+    }
+}
+
+fn new_listing(side: Side, title: &str, category: &str, price: i64) -> NewListing {
+    NewListing {
+        side,
+        title: title.into(),
+        description: String::new(),
+        category: category.into(),
+        condition: "used".into(),
+        price,
+        attributes: BTreeMap::new(),
+    }
+}
+
+fn offer(price: i64) -> Option<NewOffer> {
+    Some(NewOffer {
+        price,
+        expires_in_ms: None,
+    })
+}
+
+impl Mkt {
+    async fn try_run_at(&self, now: i64, cmd: Command) -> Result<Outcome, DomainError> {
+        let ran = self
+            .store
+            .run(self.id, now, cmd.clone(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{cmd:?}: store error: {e}"));
+        match ran {
+            Ran::Fresh { result, events } => {
+                match &result {
+                    Ok(_) => assert!(!events.is_empty(), "{cmd:?} succeeded without an event"),
+                    Err(e) => assert!(events.is_empty(), "{cmd:?} refused ({e}) with events"),
+                }
+                result
+            }
+            other => panic!("{cmd:?} without a key must run fresh, got {other:?}"),
+        }
+    }
+
+    async fn try_run(&self, cmd: Command) -> Result<Outcome, DomainError> {
+        self.try_run_at(T0, cmd).await
+    }
+
+    async fn ok(&self, cmd: Command) -> Outcome {
+        let what = format!("{cmd:?}");
+        self.try_run(cmd)
+            .await
+            .unwrap_or_else(|e| panic!("{what} refused: {e}"))
+    }
+
+    async fn join(&self, name: &str, budget: i64) -> i64 {
+        self.join_with(name, budget, Mandate::default()).await
+    }
+
+    async fn join_with(&self, name: &str, budget: i64, mandate: Mandate) -> i64 {
+        match self
+            .ok(Command::RegisterParticipant {
+                name: name.into(),
+                mandate,
+                budget,
+            })
+            .await
+        {
+            Outcome::Participant(p) => p.id,
+            o => panic!("expected a participant, got {o:?}"),
+        }
+    }
+
+    async fn list(&self, owner: i64, listing: NewListing) -> Listing {
+        match self
+            .ok(Command::CreateListing {
+                actor: owner,
+                listing,
+            })
+            .await
+        {
+            Outcome::Listing(l) => l,
+            o => panic!("expected a listing, got {o:?}"),
+        }
+    }
+
+    async fn sell(&self, owner: i64, price: i64) -> Listing {
+        self.list(owner, new_listing(Side::Sell, "Road bike", "bikes", price))
+            .await
+    }
+
+    async fn open(
+        &self,
+        actor: i64,
+        listing: i64,
+        message: Option<&str>,
+        price: Option<i64>,
+    ) -> (Thread, Option<Offer>) {
+        match self
+            .ok(Command::OpenThread {
+                actor,
+                listing,
+                message: message.map(Into::into),
+                offer: price.and_then(offer),
+            })
+            .await
+        {
+            Outcome::Thread { thread, offer, .. } => (thread, offer),
+            o => panic!("expected a thread, got {o:?}"),
+        }
+    }
+
+    /// Opens the actor's thread on `listing` with an offer.
+    async fn bid(&self, actor: i64, listing: i64, price: i64) -> Offer {
+        self.open(actor, listing, None, Some(price))
+            .await
+            .1
+            .expect("offer")
+    }
+
+    async fn offer(&self, actor: i64, thread: i64, price: i64) -> Offer {
+        match self
+            .ok(Command::MakeOffer {
+                actor,
+                thread,
+                offer: NewOffer {
+                    price,
+                    expires_in_ms: None,
+                },
+            })
+            .await
+        {
+            Outcome::Offer(o) => o,
+            o => panic!("expected an offer, got {o:?}"),
+        }
+    }
+
+    async fn deal(&self, actor: i64, offer: i64) -> Deal {
+        match self.ok(Command::AcceptOffer { actor, offer }).await {
+            Outcome::Deal(d) => d,
+            o => panic!("expected a deal, got {o:?}"),
+        }
+    }
+
+    async fn balance(&self, p: i64) -> Balance {
+        self.store.balance(self.id, p, T0).await.unwrap()
+    }
+
+    async fn offer_state(&self, id: i64) -> OfferState {
+        self.store.offer(self.id, id).await.unwrap().unwrap().state
+    }
+
+    async fn thread_status(&self, id: i64) -> ThreadStatus {
+        self.store
+            .thread(self.id, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .thread
+            .status
+    }
+
+    async fn listing_status(&self, id: i64) -> ListingStatus {
+        self.store
+            .listing(self.id, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+    }
+
+    async fn events(&self, viewer: Viewer) -> Vec<Event> {
+        self.store.events(self.id, viewer, 0, 10_000).await.unwrap()
+    }
+
+    async fn verified(&self) {
+        let v = self.store.verify(self.id).await.unwrap();
+        assert_eq!(v.market_id, self.id);
+        assert!(v.ok(), "market {} breaches: {:#?}", self.id, v.breaches);
+    }
+
+    async fn state(&self, participants: &[i64]) -> State {
+        let events = self.events(Viewer::All).await;
+        let mut balances = Vec::new();
+        for p in participants {
+            balances.push(self.balance(*p).await);
+        }
+        State {
+            market: self.store.market(self.id).await.unwrap(),
+            events: events.len(),
+            last_hash: events.last().map(|e| e.hash.clone()),
+            balances,
+            threads: self
+                .store
+                .threads(self.id, None, None, 0, 500)
+                .await
+                .unwrap()
+                .len(),
+            deals: self
+                .store
+                .deals(self.id, None, 0, 10_000)
+                .await
+                .unwrap()
+                .len(),
+            transfers: self.store.verify(self.id).await.unwrap().transfers,
+        }
+    }
+
+    /// Asserts `cmd` is refused with `code` and changes nothing.
+    async fn refuses(&self, code: ErrorCode, cmd: Command, participants: &[i64]) -> DomainError {
+        self.refuses_at(T0, code, cmd, participants).await
+    }
+
+    async fn refuses_at(
+        &self,
+        now: i64,
+        code: ErrorCode,
+        cmd: Command,
+        participants: &[i64],
+    ) -> DomainError {
+        let before = self.state(participants).await;
+        let e = self
+            .try_run_at(now, cmd.clone())
+            .await
+            .expect_err("the command should be refused");
+        assert_eq!(e.code, code, "{cmd:?} refused with the wrong code: {e}");
+        assert!(!e.message.is_empty());
+        let after = self.state(participants).await;
+        assert_eq!(after, before, "refused {cmd:?} changed state");
+        e
+    }
+}
+
+/// A market with a seller, a buyer and a rival (10 000 each) and the seller's listing at 5 000.
+struct Fx {
+    m: Mkt,
+    seller: i64,
+    buyer: i64,
+    rival: i64,
+    listing: Listing,
+}
+
+impl Fx {
+    fn all(&self) -> [i64; 3] {
+        [self.seller, self.buyer, self.rival]
+    }
+}
+
+async fn fx(store: &Store, rules: MarketRules) -> Fx {
+    let m = market(store, rules).await;
+    let seller = m.join("seller", 0).await;
+    let buyer = m.join("buyer", 10_000).await;
+    let rival = m.join("rival", 10_000).await;
+    let listing = m.sell(seller, 5_000).await;
+    Fx {
+        m,
+        seller,
+        buyer,
+        rival,
+        listing,
+    }
+}
+
+fn bal(available: i64, in_escrow: i64, committed: i64) -> Balance {
+    Balance {
+        available,
+        held_in_escrow: in_escrow,
+        committed_to_offers: committed,
+        held: in_escrow + committed,
+        total: available + in_escrow + committed,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours.
+// ---------------------------------------------------------------------------------------------
+
+async fn migrations_are_idempotent(db: Db) {
+    // Two replicas opening the same fresh database at once: both migrate it without a clash.
+    let (a, b) = tokio::join!(Store::open(&db.url), Store::open(&db.url));
+    let a = a.expect("first concurrent open");
+    let b = b.expect("second concurrent open");
+    let m = market(&a, MarketRules::default()).await;
+    let alice = m.join("alice", 1_000).await;
+    let applied = db.scalar("SELECT COUNT(*) FROM schema_migrations").await;
+    assert!(applied >= 2, "the schema and the append-only triggers");
+    assert_eq!(
+        db.scalar("SELECT COUNT(DISTINCT version) FROM schema_migrations")
+            .await,
+        applied,
+        "each migration is recorded once"
+    );
+    // And again later, on a database that holds data: nothing is applied twice.
+    let c = db.open().await;
+    let d = db.open().await;
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM schema_migrations").await,
+        applied
+    );
+    for s in [&a, &b, &c, &d] {
+        assert_eq!(s.markets().await.unwrap().len(), 1);
+        let p = s.participant(m.id, alice).await.unwrap().expect("alice");
+        assert_eq!(p.name, "alice");
+        assert_eq!(s.balance(m.id, alice, T0).await.unwrap(), bal(1_000, 0, 0));
+    }
+    let via_c = Mkt {
+        store: c.clone(),
+        id: m.id,
+    };
+    let bob = via_c.join("bob", 500).await;
+    assert_eq!(
+        a.participants(m.id, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>(),
+        vec![alice, bob]
+    );
+    m.verified().await;
+}
+
+async fn markets_and_participants(db: Db) {
+    let store = db.open().await;
+    let rules = MarketRules {
+        max_offers_per_thread: Some(5),
+        public_negotiations: true,
+        ..MarketRules::default()
+    };
+    let sim = store
+        .create_market(
+            NewMarket {
+                name: "Bikes".into(),
+                currency: "EUR".into(),
+                clock_mode: ClockMode::Simulated,
+                sim_start: T0 - 5_000,
+                rules: rules.clone(),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sim.name, "Bikes");
+    assert_eq!(sim.currency, "EUR");
+    assert_eq!(sim.rules, rules);
+    assert_eq!(sim.clock_mode, ClockMode::Simulated);
+    assert_eq!(sim.sim_now, T0 - 5_000);
+    assert_eq!(sim.created_at, T0);
+    assert_eq!(store.market(sim.id).await.unwrap(), Some(sim.clone()));
+    let real = market(&store, MarketRules::default()).await;
+    assert_ne!(real.id, sim.id);
+    assert_eq!(
+        store
+            .markets()
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>(),
+        vec![sim.id, real.id]
+    );
+    assert_eq!(store.real_clock_markets().await.unwrap(), vec![real.id]);
+    assert_eq!(store.market(sim.id + real.id + 100).await.unwrap(), None);
+    // A command on a market that does not exist is refused, not an error.
+    let ghost = Mkt {
+        store: store.clone(),
+        id: sim.id + real.id + 100,
+    };
+    let e = ghost.try_run(Command::Sweep).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+
+    let m = Mkt {
+        store: store.clone(),
+        id: sim.id,
+    };
+    let mandate = Mandate {
+        spend_cap: Some(7_000),
+        per_deal_cap: Some(3_000),
+        categories: Some(vec!["bikes".into()]),
+        ..Mandate::default()
+    };
+    let alice = m.join_with("  Alice ", 5_000, mandate.clone()).await;
+    let bob = m.join("Bob", 0).await;
+    let carol = m.join("Carol", 10_000).await;
+    let p = store.participant(m.id, alice).await.unwrap().unwrap();
+    assert_eq!(p.name, "Alice", "names are trimmed");
+    assert_eq!(p.mandate, mandate);
+    assert_eq!(p.market_id, m.id);
+    assert_eq!(p.created_at, T0 - 5_000, "created on the market's clock");
+    assert_eq!(
+        store.participant(real.id, alice).await.unwrap(),
+        None,
+        "participants belong to one market"
+    );
+    let ids = |ps: Vec<haggle_core::Participant>| ps.iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.participants(m.id, 0, 10).await.unwrap()),
+        vec![alice, bob, carol]
+    );
+    assert_eq!(
+        ids(store.participants(m.id, alice, 1).await.unwrap()),
+        vec![bob]
+    );
+    assert_eq!(m.balance(alice).await, bal(5_000, 0, 0));
+    assert_eq!(m.balance(bob).await, bal(0, 0, 0));
+    assert_eq!(m.balance(carol).await, bal(10_000, 0, 0));
+
+    assert_eq!(
+        m.ok(Command::Fund {
+            participant: bob,
+            amount: 2_500
+        })
+        .await,
+        Outcome::Done
+    );
+    assert_eq!(m.balance(bob).await, bal(2_500, 0, 0));
+    let everyone = [alice, bob, carol];
+    m.refuses(
+        ErrorCode::InvalidRequest,
+        Command::Fund {
+            participant: bob,
+            amount: 0,
+        },
+        &everyone,
+    )
+    .await;
+    m.refuses(
+        ErrorCode::NotFound,
+        Command::Fund {
+            participant: 9_999,
+            amount: 10,
+        },
+        &everyone,
+    )
+    .await;
+    m.refuses(
+        ErrorCode::InvalidRequest,
+        Command::RegisterParticipant {
+            name: "dave".into(),
+            mandate: Mandate::default(),
+            budget: -1,
+        },
+        &everyone,
+    )
+    .await;
+    m.refuses(
+        ErrorCode::InvalidRequest,
+        Command::RegisterParticipant {
+            name: "  ".into(),
+            mandate: Mandate::default(),
+            budget: 0,
+        },
+        &everyone,
+    )
+    .await;
+    let lifted = Mandate {
+        spend_cap: Some(9_000),
+        ..Mandate::default()
+    };
+    m.ok(Command::SetMandate {
+        participant: alice,
+        mandate: lifted.clone(),
+    })
+    .await;
+    assert_eq!(
+        store
+            .participant(m.id, alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .mandate,
+        lifted
+    );
+    let v = store.verify(m.id).await.unwrap();
+    assert_eq!(
+        v.transfers, 3,
+        "alice's and carol's budgets and bob's funding"
+    );
+    m.verified().await;
+    real.verified().await;
+    assert_eq!(
+        store.verify(real.id).await.unwrap().events,
+        1,
+        "market_created"
+    );
+}
+
+/// Pages through a whole search, checking page sizes and cursors; returns the ids in order.
+async fn search_all(m: &Mkt, q: &ListingQuery) -> Vec<i64> {
+    let mut q = q.clone();
+    let limit = q.limit.expect("set a page size") as usize;
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let page = m.store.search_listings(m.id, &q).await.unwrap();
+        assert!(page.items.len() <= limit);
+        ids.extend(page.items.iter().map(|l| l.id));
+        match page.next_cursor {
+            Some(c) => {
+                assert_eq!(page.items.len(), limit, "only the last page is short");
+                q.cursor = Some(c);
+            }
+            None => {
+                let unique: BTreeSet<_> = ids.iter().collect();
+                assert_eq!(unique.len(), ids.len(), "pages overlap: {ids:?}");
+                return ids;
+            }
+        }
+    }
+    panic!("pagination does not end");
+}
+
+/// The expected result of a search, computed from the listings themselves.
+fn expected(all: &[Listing], sort: ListingSort, keep: impl Fn(&Listing) -> bool) -> Vec<i64> {
+    let mut v: Vec<&Listing> = all.iter().filter(|l| keep(l)).collect();
+    match sort {
+        ListingSort::Newest => v.sort_by_key(|l| std::cmp::Reverse(l.id)),
+        ListingSort::Cheapest => v.sort_by_key(|l| (l.price, l.id)),
+    }
+    v.iter().map(|l| l.id).collect()
+}
+
+fn text(l: &Listing) -> String {
+    format!("{} {} {}", l.title, l.description, l.category).to_lowercase()
+}
+
+async fn listing_search_filters_orders_and_pages(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let ann = m.join("ann", 0).await;
+    let ben = m.join("ben", 100_000).await;
+    let colours = ["RED", "Blue", "green"];
+    let things = [("Bike", " Bikes "), ("Novel", "books"), ("Phone", "PHONES")];
+    let mut all = Vec::new();
+    for i in 0..25usize {
+        let (thing, category) = things[i % 3];
+        let mut l = new_listing(
+            if i % 4 == 0 { Side::Buy } else { Side::Sell },
+            &format!("{} {thing} #{i}", colours[(i / 3) % 3]),
+            category,
+            1_000 + (i as i64 % 7) * 250,
+        );
+        l.description = match i {
+            5 => "100% cotton seat cover".into(),
+            6 => "1000 pages".into(),
+            _ => "good condition".into(),
+        };
+        all.push(m.list(if i % 2 == 0 { ann } else { ben }, l).await);
+    }
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(
+        all[0].category, "bikes",
+        "categories are trimmed and lower-cased"
+    );
+    assert_eq!(all[2].category, "phones");
+    // One withdrawn, one sold.
+    m.ok(Command::WithdrawListing {
+        actor: ben,
+        listing: all[7].id,
+    })
+    .await;
+    all[7].status = ListingStatus::Withdrawn;
+    let sold = &all[2]; // ann's sell listing
+    assert_eq!(sold.side, Side::Sell);
+    let bid = m.bid(ben, sold.id, sold.price).await;
+    m.deal(ann, bid.id).await;
+    all[2].status = ListingStatus::Sold;
+    let active = |l: &Listing| l.status == ListingStatus::Active;
+
+    let q = |f: &dyn Fn(&mut ListingQuery)| {
+        let mut q = ListingQuery {
+            limit: Some(10),
+            ..ListingQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    // Newest and cheapest over everything active, ten at a time (23 active: 10, 10, 3).
+    for sort in [ListingSort::Newest, ListingSort::Cheapest] {
+        for limit in [10, 7, 1, 23, 500] {
+            let query = q(&|q| {
+                q.sort = sort;
+                q.limit = Some(limit);
+            });
+            assert_eq!(
+                search_all(&m, &query).await,
+                expected(&all, sort, active),
+                "{sort:?} by {limit}"
+            );
+        }
+    }
+    // Words: every word, anywhere in title, description or category, any case.
+    type Keep<'a> = Box<dyn Fn(&Listing) -> bool + Send + Sync + 'a>;
+    let cases: Vec<(&str, ListingQuery, Keep)> = vec![
+        (
+            "red bike",
+            q(&|q| q.q = Some("red BIKE".into())),
+            Box::new(move |l| active(l) && text(l).contains("red") && text(l).contains("bike")),
+        ),
+        (
+            "novel",
+            q(&|q| q.q = Some("  novel  ".into())),
+            Box::new(move |l| active(l) && text(l).contains("novel")),
+        ),
+        // LIKE wildcards in the query are literal characters.
+        (
+            "100%",
+            q(&|q| q.q = Some("100%".into())),
+            Box::new(move |l| active(l) && l.description.starts_with("100%")),
+        ),
+        ("_ed", q(&|q| q.q = Some("_ed".into())), Box::new(|_| false)),
+        (
+            "category",
+            q(&|q| q.category = Some(" Books ".into())),
+            Box::new(move |l| active(l) && l.category == "books"),
+        ),
+        (
+            "side",
+            q(&|q| q.side = Some(Side::Buy)),
+            Box::new(move |l| active(l) && l.side == Side::Buy),
+        ),
+        (
+            "price range",
+            q(&|q| {
+                q.min_price = Some(1_500);
+                q.max_price = Some(2_000);
+            }),
+            Box::new(move |l| active(l) && (1_500..=2_000).contains(&l.price)),
+        ),
+        (
+            "owner",
+            q(&|q| q.owner = Some(ann)),
+            Box::new(move |l| active(l) && l.owner == ann),
+        ),
+        (
+            "withdrawn",
+            q(&|q| q.status = Some(ListingStatus::Withdrawn)),
+            Box::new(move |l| l.status == ListingStatus::Withdrawn),
+        ),
+        (
+            "sold",
+            q(&|q| q.status = Some(ListingStatus::Sold)),
+            Box::new(move |l| l.status == ListingStatus::Sold),
+        ),
+        (
+            "combined",
+            q(&|q| {
+                q.q = Some("bike".into());
+                q.side = Some(Side::Sell);
+                q.max_price = Some(2_000);
+                q.limit = Some(3);
+            }),
+            Box::new(move |l| {
+                active(l) && text(l).contains("bike") && l.side == Side::Sell && l.price <= 2_000
+            }),
+        ),
+    ];
+    for (name, query, keep) in &cases {
+        for sort in [ListingSort::Newest, ListingSort::Cheapest] {
+            let query = ListingQuery {
+                sort,
+                ..query.clone()
+            };
+            let want = expected(&all, sort, keep);
+            assert_eq!(search_all(&m, &query).await, want, "{name} {sort:?}");
+        }
+    }
+    assert_eq!(
+        search_all(&m, &q(&|q| q.q = Some("100%".into()))).await,
+        vec![all[5].id]
+    );
+    // The default page size holds everything here; a page size of 0 is clamped to 1.
+    let page = store
+        .search_listings(m.id, &ListingQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 23);
+    assert_eq!(page.next_cursor, None);
+    let page = store
+        .search_listings(
+            m.id,
+            &ListingQuery {
+                limit: Some(0),
+                ..ListingQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(page.next_cursor.is_some());
+    // Keyset cursors are stable: a listing posted between pages does not shift them.
+    for sort in [ListingSort::Newest, ListingSort::Cheapest] {
+        let first = store
+            .search_listings(
+                m.id,
+                &q(&|q| {
+                    q.sort = sort;
+                    q.owner = Some(ben);
+                }),
+            )
+            .await
+            .unwrap();
+        // Newer and cheaper than everything: before the cursor in both orders.
+        let late = m
+            .list(
+                ben,
+                new_listing(Side::Sell, "late bike", "bikes", 1 + all.len() as i64),
+            )
+            .await;
+        let rest = store
+            .search_listings(
+                m.id,
+                &q(&|q| {
+                    q.sort = sort;
+                    q.owner = Some(ben);
+                    q.cursor = first.next_cursor.clone();
+                    q.limit = Some(500);
+                }),
+            )
+            .await
+            .unwrap();
+        let mut got: Vec<i64> = first.items.iter().map(|l| l.id).collect();
+        got.extend(rest.items.iter().map(|l| l.id));
+        let want = expected(&all, sort, |l| active(l) && l.owner == ben);
+        assert_eq!(got, want, "{sort:?}: the pages neither shift nor repeat");
+        all.push(late);
+    }
+    assert!(
+        store
+            .search_listings(
+                m.id,
+                &ListingQuery {
+                    cursor: Some("not a cursor".into()),
+                    ..ListingQuery::default()
+                }
+            )
+            .await
+            .is_err(),
+        "a bad cursor is an error, not a silent first page"
+    );
+    m.verified().await;
+}
+
+async fn thread_message_offer_and_counters(db: Db) {
+    let store = db.open().await;
+    let Fx {
+        m,
+        seller,
+        buyer,
+        listing,
+        ..
+    } = fx(&store, MarketRules::default()).await;
+    assert_eq!(listing.first_offer_at, None);
+    let out = m
+        .ok(Command::OpenThread {
+            actor: buyer,
+            listing: listing.id,
+            message: Some("Is it still available?".into()),
+            offer: offer(4_000),
+        })
+        .await;
+    let Outcome::Thread {
+        thread,
+        message: Some(msg),
+        offer: Some(bid),
+    } = out
+    else {
+        panic!("expected a thread with a message and an offer, got {out:?}")
+    };
+    assert_eq!(thread.listing_id, listing.id);
+    assert_eq!((thread.owner, thread.counterparty), (seller, buyer));
+    assert_eq!(thread.status, ThreadStatus::Open);
+    assert_eq!(msg.body, "Is it still available?");
+    assert_eq!((msg.author, msg.thread_id), (buyer, thread.id));
+    assert_eq!(bid.state, OfferState::Live);
+    assert_eq!(
+        (bid.proposer, bid.buyer, bid.seller),
+        (buyer, buyer, seller)
+    );
+    assert_eq!(bid.price, 4_000);
+    assert_eq!(bid.expires_at, T0 + MarketRules::default().offer_ttl_ms);
+    assert_eq!(m.balance(buyer).await, bal(6_000, 0, 4_000));
+
+    let detail = store.thread(m.id, thread.id).await.unwrap().unwrap();
+    assert_eq!(detail.thread.offers_made, 1);
+    assert_eq!(detail.thread.last_offer_by, Some(buyer));
+    assert_eq!(detail.messages, vec![msg.clone()]);
+    assert_eq!(detail.offers, vec![bid.clone()]);
+    assert_eq!(
+        store
+            .listing(m.id, listing.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .first_offer_at,
+        Some(T0)
+    );
+
+    // The seller counters: the buyer's bid is countered, and a seller's offer commits nothing.
+    let ask = m.offer(seller, thread.id, 4_800).await;
+    assert_eq!(m.offer_state(bid.id).await, OfferState::Countered);
+    assert_eq!(
+        (ask.proposer, ask.buyer, ask.seller),
+        (seller, buyer, seller)
+    );
+    assert_eq!(m.balance(buyer).await, bal(10_000, 0, 0));
+    // The buyer counters back, then raises its own offer (superseded).
+    let counter = m.offer(buyer, thread.id, 4_500).await;
+    assert_eq!(m.offer_state(ask.id).await, OfferState::Countered);
+    let raised = m.offer(buyer, thread.id, 4_600).await;
+    assert_eq!(m.offer_state(counter.id).await, OfferState::Superseded);
+    assert_eq!(m.offer_state(raised.id).await, OfferState::Live);
+    assert_eq!(m.balance(buyer).await, bal(5_400, 0, 4_600));
+    let reply = match m
+        .ok(Command::PostMessage {
+            actor: seller,
+            thread: thread.id,
+            body: "Let me think".into(),
+        })
+        .await
+    {
+        Outcome::Message(x) => x,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(reply.author, seller);
+
+    // Opening again reuses the thread.
+    let (again, none) = m.open(buyer, listing.id, Some("ping"), None).await;
+    assert_eq!(again.id, thread.id);
+    assert!(none.is_none());
+    let detail = store.thread(m.id, thread.id).await.unwrap().unwrap();
+    assert_eq!(detail.thread.offers_made, 4);
+    assert_eq!(detail.thread.last_offer_by, Some(buyer));
+    assert_eq!(detail.messages.len(), 3);
+    assert_eq!(
+        detail.offers.iter().map(|o| o.state).collect::<Vec<_>>(),
+        vec![
+            OfferState::Countered,
+            OfferState::Countered,
+            OfferState::Superseded,
+            OfferState::Live
+        ]
+    );
+    let mine = store.threads(m.id, Some(buyer), None, 0, 10).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![thread.id]
+    );
+    let theirs = store
+        .threads(m.id, Some(seller), None, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(theirs.len(), 1);
+    let on_listing = store
+        .threads(m.id, None, Some(listing.id), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(on_listing.len(), 1);
+    assert!(
+        store
+            .threads(m.id, None, Some(listing.id), thread.id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.offer(m.id, 9_999).await.unwrap(), None);
+    assert_eq!(store.thread(m.id, 9_999).await.unwrap(), None);
+    m.verified().await;
+}
+
+async fn acceptance_makes_one_deal_and_voids_the_rest(db: Db) {
+    let store = db.open().await;
+    let Fx {
+        m,
+        seller,
+        buyer,
+        rival,
+        listing,
+    } = fx(&store, MarketRules::default()).await;
+    let third = m.join("third", 10_000).await;
+    let a = m.bid(buyer, listing.id, 4_000).await;
+    let b = m.bid(rival, listing.id, 4_200).await;
+    let c = m.bid(third, listing.id, 3_000).await;
+    let c_ask = m.offer(seller, c.thread_id, 4_500).await;
+    let transfers_before = store.verify(m.id).await.unwrap().transfers;
+
+    let deal = m.deal(seller, b.id).await;
+    assert_eq!(deal.listing_id, listing.id);
+    assert_eq!(deal.thread_id, b.thread_id);
+    assert_eq!(deal.offer_id, b.id);
+    assert_eq!(
+        (deal.buyer, deal.seller, deal.price),
+        (rival, seller, 4_200)
+    );
+    assert_eq!(deal.status, haggle_core::DealStatus::Agreed);
+    assert_eq!(deal.snapshot, listing.snapshot());
+    assert_eq!(store.deal(m.id, deal.id).await.unwrap(), Some(deal.clone()));
+    assert_eq!(
+        store.deals(m.id, Some(rival), 0, 10).await.unwrap(),
+        vec![deal.clone()]
+    );
+    assert_eq!(
+        store.deals(m.id, Some(seller), 0, 10).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .deals(m.id, Some(buyer), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(m.listing_status(listing.id).await, ListingStatus::Sold);
+    assert_eq!(m.offer_state(b.id).await, OfferState::Accepted);
+    assert_eq!(m.offer_state(a.id).await, OfferState::Void);
+    assert_eq!(m.offer_state(c.id).await, OfferState::Countered);
+    assert_eq!(m.offer_state(c_ask.id).await, OfferState::Void);
+    assert_eq!(m.thread_status(b.thread_id).await, ThreadStatus::Agreed);
+    assert_eq!(m.thread_status(a.thread_id).await, ThreadStatus::Void);
+    assert_eq!(m.thread_status(c.thread_id).await, ThreadStatus::Void);
+    // The price is held in escrow; everyone else's commitments are released.
+    assert_eq!(m.balance(rival).await, bal(5_800, 4_200, 0));
+    assert_eq!(m.balance(buyer).await, bal(10_000, 0, 0));
+    assert_eq!(m.balance(third).await, bal(10_000, 0, 0));
+    assert_eq!(m.balance(seller).await, bal(0, 0, 0));
+    let v = store.verify(m.id).await.unwrap();
+    assert_eq!(v.transfers, transfers_before + 1, "one hold");
+
+    let kinds: Vec<String> = m
+        .events(Viewer::All)
+        .await
+        .into_iter()
+        .rev()
+        .take_while(|e| e.kind != "offer_made")
+        .map(|e| e.kind)
+        .collect();
+    for kind in [
+        "offer_accepted",
+        "deal_created",
+        "listing_sold",
+        "transfer_booked",
+    ] {
+        assert_eq!(kinds.iter().filter(|k| *k == kind).count(), 1, "{kind}");
+    }
+    assert_eq!(kinds.iter().filter(|k| *k == "offer_voided").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| *k == "thread_closed").count(), 2);
+    // The voided parties are notified.
+    let voided_for_buyer = m
+        .events(Viewer::Participant(buyer))
+        .await
+        .into_iter()
+        .any(|e| e.kind == "offer_voided" && e.payload["offer_id"] == a.id);
+    assert!(voided_for_buyer);
+    m.verified().await;
+}
+
+async fn withdraw_and_walk_away_release_commitments(db: Db) {
+    let store = db.open().await;
+    let Fx {
+        m,
+        seller,
+        buyer,
+        rival,
+        listing,
+    } = fx(&store, MarketRules::default()).await;
+    let other = m.sell(seller, 3_000).await;
+    let a = m.bid(buyer, listing.id, 4_000).await;
+    let b = m.bid(rival, listing.id, 4_500).await;
+    let c = m.bid(buyer, other.id, 2_000).await;
+    assert_eq!(m.balance(buyer).await, bal(4_000, 0, 6_000));
+
+    // The buyer walks away from the second listing: its bid is voided, the thread broken.
+    m.ok(Command::WalkAway {
+        actor: buyer,
+        thread: c.thread_id,
+    })
+    .await;
+    assert_eq!(m.offer_state(c.id).await, OfferState::Void);
+    assert_eq!(m.thread_status(c.thread_id).await, ThreadStatus::Broken);
+    assert_eq!(m.balance(buyer).await, bal(6_000, 0, 4_000));
+    // The rival withdraws its bid; the thread stays open.
+    m.ok(Command::WithdrawOffer {
+        actor: rival,
+        offer: b.id,
+    })
+    .await;
+    assert_eq!(m.offer_state(b.id).await, OfferState::Withdrawn);
+    assert_eq!(m.thread_status(b.thread_id).await, ThreadStatus::Open);
+    assert_eq!(m.balance(rival).await, bal(10_000, 0, 0));
+    // The seller withdraws the listing: every thread on it becomes void.
+    m.ok(Command::WithdrawListing {
+        actor: seller,
+        listing: listing.id,
+    })
+    .await;
+    assert_eq!(m.listing_status(listing.id).await, ListingStatus::Withdrawn);
+    assert_eq!(m.offer_state(a.id).await, OfferState::Void);
+    assert_eq!(m.thread_status(a.thread_id).await, ThreadStatus::Void);
+    assert_eq!(m.thread_status(b.thread_id).await, ThreadStatus::Void);
+    assert_eq!(m.balance(buyer).await, bal(10_000, 0, 0));
+    m.refuses(
+        ErrorCode::InvalidTransition,
+        Command::WithdrawListing {
+            actor: seller,
+            listing: listing.id,
+        },
+        &[seller, buyer, rival],
+    )
+    .await;
+    m.refuses(
+        ErrorCode::Forbidden,
+        Command::WithdrawListing {
+            actor: buyer,
+            listing: other.id,
+        },
+        &[seller, buyer, rival],
+    )
+    .await;
+    m.verified().await;
+}
+
+async fn simulated_clock_expires_offers_and_threads(db: Db) {
+    let store = db.open().await;
+    let rules = MarketRules {
+        offer_ttl_ms: HOUR_MS,
+        thread_time_limit_ms: Some(3 * HOUR_MS),
+        ..MarketRules::default()
+    };
+    let m = market_with(&store, ClockMode::Simulated, rules).await;
+    let seller = m.join("seller", 0).await;
+    let buyer = m.join("buyer", 10_000).await;
+    let listing = m.sell(seller, 5_000).await;
+    // The real time passed in is ignored by a simulated market.
+    let bid = match m
+        .try_run_at(
+            T0 + 7 * HOUR_MS,
+            Command::OpenThread {
+                actor: buyer,
+                listing: listing.id,
+                message: None,
+                offer: offer(4_000),
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Outcome::Thread { offer: Some(o), .. } => o,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(bid.created_at, T0);
+    assert_eq!(bid.expires_at, T0 + HOUR_MS);
+    let thread = store
+        .thread(m.id, bid.thread_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .thread;
+    assert_eq!(thread.deadline, Some(T0 + 3 * HOUR_MS));
+
+    let now = m.ok(Command::AdvanceClock { by_ms: HOUR_MS / 2 }).await;
+    assert_eq!(
+        now,
+        Outcome::Clock {
+            now: T0 + HOUR_MS / 2
+        }
+    );
+    assert_eq!(
+        store.market(m.id).await.unwrap().unwrap().sim_now,
+        T0 + HOUR_MS / 2
+    );
+    assert_eq!(m.offer_state(bid.id).await, OfferState::Live);
+    assert_eq!(m.balance(buyer).await, bal(6_000, 0, 4_000));
+    m.ok(Command::AdvanceClock { by_ms: HOUR_MS / 2 }).await;
+    assert_eq!(m.offer_state(bid.id).await, OfferState::Expired);
+    assert_eq!(m.balance(buyer).await, bal(10_000, 0, 0));
+    assert_eq!(m.thread_status(bid.thread_id).await, ThreadStatus::Open);
+    // A sweep at the same time changes nothing.
+    let before = m.state(&[buyer]).await;
+    let ran = store.run(m.id, T0, Command::Sweep, None).await.unwrap();
+    assert!(
+        matches!(ran, Ran::Fresh { result: Ok(Outcome::Clock { now }), .. } if now == T0 + HOUR_MS)
+    );
+    assert_eq!(m.state(&[buyer]).await.balances, before.balances);
+    // Past the thread's deadline the thread times out.
+    m.ok(Command::AdvanceClock { by_ms: 2 * HOUR_MS }).await;
+    assert_eq!(m.thread_status(bid.thread_id).await, ThreadStatus::TimedOut);
+    let kinds: Vec<String> = m
+        .events(Viewer::All)
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&"offer_expired".to_string()));
+    assert!(kinds.contains(&"clock_advanced".to_string()));
+    m.refuses(
+        ErrorCode::InvalidRequest,
+        Command::AdvanceClock { by_ms: 0 },
+        &[buyer],
+    )
+    .await;
+    // Only a simulated clock can be advanced.
+    let real = market(&store, MarketRules::default()).await;
+    real.refuses(
+        ErrorCode::InvalidRequest,
+        Command::AdvanceClock { by_ms: 1 },
+        &[],
+    )
+    .await;
+    m.verified().await;
+    real.verified().await;
+}
+
+async fn refuses_insufficient_funds(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let (m, buyer) = (&f.m, f.buyer);
+    let second = m.sell(f.seller, 5_000).await;
+    m.refuses(
+        ErrorCode::InsufficientFunds,
+        Command::OpenThread {
+            actor: buyer,
+            listing: f.listing.id,
+            message: Some("all in".into()),
+            offer: offer(10_001),
+        },
+        &f.all(),
+    )
+    .await;
+    // Live offers commit funds: 6 000 here leaves 4 000 for the second listing.
+    let a = m.bid(buyer, f.listing.id, 6_000).await;
+    m.refuses(
+        ErrorCode::InsufficientFunds,
+        Command::OpenThread {
+            actor: buyer,
+            listing: second.id,
+            message: None,
+            offer: offer(4_001),
+        },
+        &f.all(),
+    )
+    .await;
+    // Raising one's own offer only needs the difference.
+    m.offer(buyer, a.thread_id, 10_000).await;
+    let (t, _) = m.open(buyer, second.id, Some("hello"), None).await;
+    m.refuses(
+        ErrorCode::InsufficientFunds,
+        Command::MakeOffer {
+            actor: buyer,
+            thread: t.id,
+            offer: NewOffer {
+                price: 1,
+                expires_in_ms: None,
+            },
+        },
+        &f.all(),
+    )
+    .await;
+    // A wanted ad's owner is the buyer: its counter-offers need funds too.
+    let poor = m.join("poor", 100).await;
+    let wanted = m
+        .list(poor, new_listing(Side::Buy, "Wanted: bike", "bikes", 5_000))
+        .await;
+    let ask = m.bid(f.seller, wanted.id, 4_000).await;
+    assert_eq!((ask.buyer, ask.seller), (poor, f.seller));
+    m.refuses(
+        ErrorCode::InsufficientFunds,
+        Command::MakeOffer {
+            actor: poor,
+            thread: ask.thread_id,
+            offer: NewOffer {
+                price: 3_000,
+                expires_in_ms: None,
+            },
+        },
+        &[f.seller, poor],
+    )
+    .await;
+    // Accepting the seller's offer checks the buyer's funds at acceptance.
+    m.refuses(
+        ErrorCode::InsufficientFunds,
+        Command::AcceptOffer {
+            actor: poor,
+            offer: ask.id,
+        },
+        &[f.seller, poor],
+    )
+    .await;
+    assert_eq!(m.balance(buyer).await, bal(0, 0, 10_000));
+    m.verified().await;
+}
+
+async fn refuses_mandate_exceeded(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let m = &f.m;
+    let capped = m
+        .join_with(
+            "capped",
+            100_000,
+            Mandate {
+                per_deal_cap: Some(3_000),
+                spend_cap: Some(5_000),
+                ..Mandate::default()
+            },
+        )
+        .await;
+    let books_only = m
+        .join_with(
+            "books only",
+            100_000,
+            Mandate {
+                categories: Some(vec!["books".into()]),
+                ..Mandate::default()
+            },
+        )
+        .await;
+    let who = [f.seller, capped, books_only];
+    m.refuses(
+        ErrorCode::MandateExceeded,
+        Command::OpenThread {
+            actor: capped,
+            listing: f.listing.id,
+            message: None,
+            offer: offer(3_001),
+        },
+        &who,
+    )
+    .await;
+    m.refuses(
+        ErrorCode::MandateExceeded,
+        Command::OpenThread {
+            actor: books_only,
+            listing: f.listing.id,
+            message: None,
+            offer: offer(100),
+        },
+        &who,
+    )
+    .await;
+    // The spend cap counts live offers: 3 000 live leaves 2 000 under the cap.
+    m.bid(capped, f.listing.id, 3_000).await;
+    let second = m.sell(f.seller, 2_500).await;
+    m.refuses(
+        ErrorCode::MandateExceeded,
+        Command::OpenThread {
+            actor: capped,
+            listing: second.id,
+            message: None,
+            offer: offer(2_001),
+        },
+        &who,
+    )
+    .await;
+    // A seller's offer the mandate does not allow cannot be accepted either.
+    let (t, _) = m.open(books_only, second.id, Some("hi"), None).await;
+    let ask = m.offer(f.seller, t.id, 2_000).await;
+    m.refuses(
+        ErrorCode::MandateExceeded,
+        Command::AcceptOffer {
+            actor: books_only,
+            offer: ask.id,
+        },
+        &who,
+    )
+    .await;
+    // A frozen agent can read but not act.
+    m.ok(Command::SetMandate {
+        participant: f.buyer,
+        mandate: Mandate {
+            frozen: true,
+            ..Mandate::default()
+        },
+    })
+    .await;
+    m.refuses(
+        ErrorCode::AgentFrozen,
+        Command::OpenThread {
+            actor: f.buyer,
+            listing: second.id,
+            message: Some("hi".into()),
+            offer: None,
+        },
+        &who,
+    )
+    .await;
+    m.verified().await;
+}
+
+async fn refuses_offer_not_live(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let m = &f.m;
+    let bid = m.bid(f.buyer, f.listing.id, 4_000).await;
+    // The buyer raises its bid a moment before the seller accepts the old one.
+    let raised = m.offer(f.buyer, bid.thread_id, 4_200).await;
+    m.refuses(
+        ErrorCode::OfferNotLive,
+        Command::AcceptOffer {
+            actor: f.seller,
+            offer: bid.id,
+        },
+        &f.all(),
+    )
+    .await;
+    m.ok(Command::RejectOffer {
+        actor: f.seller,
+        offer: raised.id,
+    })
+    .await;
+    assert_eq!(m.offer_state(raised.id).await, OfferState::Rejected);
+    for cmd in [
+        Command::AcceptOffer {
+            actor: f.seller,
+            offer: raised.id,
+        },
+        Command::RejectOffer {
+            actor: f.seller,
+            offer: raised.id,
+        },
+        Command::WithdrawOffer {
+            actor: f.buyer,
+            offer: raised.id,
+        },
+    ] {
+        m.refuses(ErrorCode::OfferNotLive, cmd, &f.all()).await;
+    }
+    m.refuses(
+        ErrorCode::NotFound,
+        Command::AcceptOffer {
+            actor: f.seller,
+            offer: 9_999,
+        },
+        &f.all(),
+    )
+    .await;
+    m.verified().await;
+}
+
+async fn refuses_not_your_offer(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let m = &f.m;
+    let bid = m.bid(f.buyer, f.listing.id, 4_000).await;
+    for cmd in [
+        Command::AcceptOffer {
+            actor: f.buyer,
+            offer: bid.id,
+        },
+        Command::RejectOffer {
+            actor: f.buyer,
+            offer: bid.id,
+        },
+        Command::WithdrawOffer {
+            actor: f.seller,
+            offer: bid.id,
+        },
+    ] {
+        m.refuses(ErrorCode::NotYourOffer, cmd, &f.all()).await;
+    }
+    // A third party is not a party at all.
+    m.refuses(
+        ErrorCode::Forbidden,
+        Command::AcceptOffer {
+            actor: f.rival,
+            offer: bid.id,
+        },
+        &f.all(),
+    )
+    .await;
+    assert_eq!(m.offer_state(bid.id).await, OfferState::Live);
+    m.verified().await;
+}
+
+async fn refuses_too_many_offers(db: Db) {
+    let store = db.open().await;
+    let f = fx(
+        &store,
+        MarketRules {
+            max_offers_per_thread: Some(2),
+            ..MarketRules::default()
+        },
+    )
+    .await;
+    let m = &f.m;
+    let bid = m.bid(f.buyer, f.listing.id, 4_000).await;
+    let ask = m.offer(f.seller, bid.thread_id, 4_800).await;
+    for (actor, price) in [(f.buyer, 4_400), (f.seller, 4_700)] {
+        m.refuses(
+            ErrorCode::TooManyOffers,
+            Command::MakeOffer {
+                actor,
+                thread: bid.thread_id,
+                offer: NewOffer {
+                    price,
+                    expires_in_ms: None,
+                },
+            },
+            &f.all(),
+        )
+        .await;
+    }
+    // The last offer can still be accepted.
+    let deal = m.deal(f.buyer, ask.id).await;
+    assert_eq!(deal.price, 4_800);
+    m.verified().await;
+}
+
+async fn refuses_thread_closed(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let m = &f.m;
+    let bid = m.bid(f.buyer, f.listing.id, 4_000).await;
+    m.ok(Command::WalkAway {
+        actor: f.seller,
+        thread: bid.thread_id,
+    })
+    .await;
+    assert_eq!(m.thread_status(bid.thread_id).await, ThreadStatus::Broken);
+    assert_eq!(m.offer_state(bid.id).await, OfferState::Void);
+    for cmd in [
+        Command::PostMessage {
+            actor: f.buyer,
+            thread: bid.thread_id,
+            body: "wait".into(),
+        },
+        Command::MakeOffer {
+            actor: f.seller,
+            thread: bid.thread_id,
+            offer: NewOffer {
+                price: 4_500,
+                expires_in_ms: None,
+            },
+        },
+        Command::OpenThread {
+            actor: f.buyer,
+            listing: f.listing.id,
+            message: Some("again?".into()),
+            offer: offer(4_500),
+        },
+        Command::WalkAway {
+            actor: f.buyer,
+            thread: bid.thread_id,
+        },
+    ] {
+        m.refuses(ErrorCode::ThreadClosed, cmd, &f.all()).await;
+    }
+    // Others can still negotiate on the listing.
+    let other = m.bid(f.rival, f.listing.id, 4_100).await;
+    m.deal(f.seller, other.id).await;
+    m.refuses(
+        ErrorCode::ThreadClosed,
+        Command::PostMessage {
+            actor: f.rival,
+            thread: other.thread_id,
+            body: "thanks".into(),
+        },
+        &f.all(),
+    )
+    .await;
+    m.verified().await;
+}
+
+async fn refuses_listing_unavailable(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let m = &f.m;
+    let late = m.join("late", 10_000).await;
+    let who = [f.seller, f.buyer, f.rival, late];
+    let rival_bid = m.bid(f.rival, f.listing.id, 3_000).await;
+    let bid = m.bid(f.buyer, f.listing.id, 4_000).await;
+    m.deal(f.seller, bid.id).await;
+    m.refuses(
+        ErrorCode::ListingUnavailable,
+        Command::AcceptOffer {
+            actor: f.seller,
+            offer: rival_bid.id,
+        },
+        &who,
+    )
+    .await;
+    m.refuses(
+        ErrorCode::ListingUnavailable,
+        Command::OpenThread {
+            actor: late,
+            listing: f.listing.id,
+            message: Some("sold already?".into()),
+            offer: None,
+        },
+        &who,
+    )
+    .await;
+    let withdrawn = m.sell(f.seller, 1_000).await;
+    m.ok(Command::WithdrawListing {
+        actor: f.seller,
+        listing: withdrawn.id,
+    })
+    .await;
+    m.refuses(
+        ErrorCode::ListingUnavailable,
+        Command::OpenThread {
+            actor: late,
+            listing: withdrawn.id,
+            message: None,
+            offer: offer(900),
+        },
+        &who,
+    )
+    .await;
+    m.verified().await;
+}
+
+async fn refuses_offer_expired(db: Db) {
+    let store = db.open().await;
+    // A simulated clock moved past the offer's expiry (the advance also sweeps).
+    let m = market_with(
+        &store,
+        ClockMode::Simulated,
+        MarketRules {
+            offer_ttl_ms: HOUR_MS,
+            ..MarketRules::default()
+        },
+    )
+    .await;
+    let seller = m.join("seller", 0).await;
+    let buyer = m.join("buyer", 10_000).await;
+    let listing = m.sell(seller, 5_000).await;
+    let (t, _) = m
+        .open(buyer, listing.id, Some("still for sale?"), None)
+        .await;
+    let ask = m.offer(seller, t.id, 4_500).await;
+    m.ok(Command::AdvanceClock { by_ms: HOUR_MS }).await;
+    assert_eq!(
+        m.offer_state(ask.id).await,
+        OfferState::Expired,
+        "the advance swept it"
+    );
+    m.refuses(
+        ErrorCode::OfferExpired,
+        Command::AcceptOffer {
+            actor: buyer,
+            offer: ask.id,
+        },
+        &[seller, buyer],
+    )
+    .await;
+    assert_eq!(m.balance(buyer).await, bal(10_000, 0, 0));
+    assert_eq!(m.listing_status(listing.id).await, ListingStatus::Active);
+
+    // A real clock past the expiry, before any sweep ran.
+    let f = fx(&store, MarketRules::default()).await;
+    let (thread, _) = f.m.open(f.buyer, f.listing.id, Some("hi"), None).await;
+    let short = match f
+        .m
+        .ok(Command::MakeOffer {
+            actor: f.buyer,
+            thread: thread.id,
+            offer: NewOffer {
+                price: 4_000,
+                expires_in_ms: Some(HOUR_MS),
+            },
+        })
+        .await
+    {
+        Outcome::Offer(o) => o,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(short.expires_at, T0 + HOUR_MS);
+    f.m.refuses_at(
+        T0 + HOUR_MS,
+        ErrorCode::OfferExpired,
+        Command::AcceptOffer {
+            actor: f.seller,
+            offer: short.id,
+        },
+        &f.all(),
+    )
+    .await;
+    // Still acceptable a moment before.
+    let deal = match f
+        .m
+        .try_run_at(
+            T0 + HOUR_MS - 1,
+            Command::AcceptOffer {
+                actor: f.seller,
+                offer: short.id,
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Outcome::Deal(d) => d,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(deal.created_at, T0 + HOUR_MS - 1);
+    m.verified().await;
+    f.m.verified().await;
+}
+
+fn render(r: &Result<Outcome, DomainError>) -> StoredResponse {
+    match r {
+        Ok(o) => StoredResponse {
+            status: 201,
+            body: format!("{o:?}"),
+        },
+        Err(e) => StoredResponse {
+            status: e.code.http_status(),
+            body: format!(r#"{{"error":{{"code":"{}"}}}}"#, e.code),
+        },
+    }
+}
+
+fn server_error(_: &Result<Outcome, DomainError>) -> StoredResponse {
+    StoredResponse {
+        status: 500,
+        body: "oops".into(),
+    }
+}
+
+async fn idempotency_replays_conflicts_and_stores_refusals(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let m = &f.m;
+    let key = |scope: &'static str, key: &'static str, hash: &'static str| Idempotency {
+        scope,
+        key,
+        request_hash: hash,
+        render: &render,
+    };
+    let open = |price| Command::OpenThread {
+        actor: f.buyer,
+        listing: f.listing.id,
+        message: Some("hi".into()),
+        offer: offer(price),
+    };
+    let first = store
+        .run(m.id, T0, open(4_000), Some(key("agent-a", "k1", "h1")))
+        .await
+        .unwrap();
+    let Ran::Fresh {
+        result: Ok(out),
+        events,
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    assert!(!events.is_empty());
+    let stored = render(&Ok(out.clone()));
+    assert_eq!(
+        store.stored_response("agent-a", "k1").await.unwrap(),
+        Some(("h1".into(), stored.clone()))
+    );
+    // The same key and request: the first response, and nothing runs again.
+    let before = m.state(&f.all()).await;
+    for _ in 0..2 {
+        let again = store
+            .run(m.id, T0, open(4_000), Some(key("agent-a", "k1", "h1")))
+            .await
+            .unwrap();
+        match again {
+            Ran::Replayed(resp) => assert_eq!(resp, stored),
+            other => panic!("expected a replay, got {other:?}"),
+        }
+    }
+    assert_eq!(m.state(&f.all()).await, before);
+    // The same key with another request: a conflict, and nothing runs.
+    let other = store
+        .run(m.id, T0, open(4_500), Some(key("agent-a", "k1", "h2")))
+        .await
+        .unwrap();
+    assert!(matches!(other, Ran::Conflict), "{other:?}");
+    assert_eq!(m.state(&f.all()).await, before);
+    // Keys are per caller: another scope's "k1" is a new request.
+    let rival = Command::OpenThread {
+        actor: f.rival,
+        listing: f.listing.id,
+        message: None,
+        offer: offer(3_000),
+    };
+    let fresh = store
+        .run(m.id, T0, rival, Some(key("agent-b", "k1", "h1")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(fresh, Ran::Fresh { result: Ok(_), .. }),
+        "{fresh:?}"
+    );
+
+    // A refusal is stored and replayed, even after the cause went away.
+    let broke = m.join("broke", 1_000).await;
+    let too_much = Command::OpenThread {
+        actor: broke,
+        listing: f.listing.id,
+        message: None,
+        offer: offer(2_000),
+    };
+    let before = m.state(&[broke]).await;
+    let refused = store
+        .run(m.id, T0, too_much.clone(), Some(key("agent-c", "k2", "h3")))
+        .await
+        .unwrap();
+    let Ran::Fresh {
+        result: Err(e),
+        events,
+    } = refused
+    else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(e.code, ErrorCode::InsufficientFunds);
+    assert!(events.is_empty());
+    assert_eq!(m.state(&[broke]).await, before, "a refusal changes nothing");
+    let refusal = render(&Err(e));
+    assert_eq!(refusal.status, 422);
+    m.ok(Command::Fund {
+        participant: broke,
+        amount: 5_000,
+    })
+    .await;
+    let before = m.state(&[broke]).await;
+    let replay = store
+        .run(m.id, T0, too_much.clone(), Some(key("agent-c", "k2", "h3")))
+        .await
+        .unwrap();
+    match replay {
+        Ran::Replayed(resp) => assert_eq!(resp, refusal),
+        other => panic!("expected the stored refusal, got {other:?}"),
+    }
+    assert_eq!(m.state(&[broke]).await, before, "the replay ran nothing");
+
+    // A 5xx is never stored: the retry runs.
+    let five = store
+        .run(
+            m.id,
+            T0,
+            too_much.clone(),
+            Some(Idempotency {
+                scope: "agent-c",
+                key: "k3",
+                request_hash: "h4",
+                render: &server_error,
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(five, Ran::Fresh { result: Ok(_), .. }), "{five:?}");
+    assert_eq!(store.stored_response("agent-c", "k3").await.unwrap(), None);
+
+    // The adapter-level store/lookup pair.
+    let resp = StoredResponse {
+        status: 200,
+        body: "{}".into(),
+    };
+    assert!(
+        store
+            .store_response("s", "k", "h", &resp, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .store_response("s", "k", "other", &resp, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.stored_response("s", "k").await.unwrap(),
+        Some(("h".into(), resp))
+    );
+    assert_eq!(store.stored_response("s", "nope").await.unwrap(), None);
+
+    // The same key sent ten times at once runs once; the others replay its response.
+    let late = m.join("late", 10_000).await;
+    let before = m.state(&[late]).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(10));
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (store, barrier, mid, listing) =
+                (store.clone(), barrier.clone(), m.id, f.listing.id);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let cmd = Command::OpenThread {
+                    actor: late,
+                    listing,
+                    message: None,
+                    offer: offer(1_000),
+                };
+                let idem = Idempotency {
+                    scope: "agent-late",
+                    key: "same",
+                    request_hash: "h",
+                    render: &render,
+                };
+                store.run(mid, T0, cmd, Some(idem)).await.unwrap()
+            })
+        })
+        .collect();
+    let (mut fresh, mut replayed) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ran::Fresh { result: Ok(_), .. } => fresh += 1,
+            Ran::Replayed(r) => {
+                assert_eq!(r.status, 201);
+                replayed += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((fresh, replayed), (1, 9));
+    let after = m.state(&[late]).await;
+    assert_eq!(
+        after.threads,
+        before.threads + 1,
+        "exactly one thread opened"
+    );
+    assert_eq!(after.balances, vec![bal(9_000, 0, 1_000)]);
+    m.verified().await;
+}
+
+async fn events_visibility(db: Db) {
+    let store = db.open().await;
+    let Fx {
+        m,
+        seller,
+        buyer,
+        rival,
+        listing,
+    } = fx(&store, MarketRules::default()).await;
+    let a = m.bid(buyer, listing.id, 4_000).await;
+    let b = m.bid(rival, listing.id, 3_500).await;
+    m.offer(seller, a.thread_id, 4_800).await;
+    m.ok(Command::SetMandate {
+        participant: rival,
+        mandate: Mandate {
+            spend_cap: Some(9_000),
+            ..Mandate::default()
+        },
+    })
+    .await;
+
+    let all = m.events(Viewer::All).await;
+    assert_eq!(all.len(), store.verify(m.id).await.unwrap().events);
+    assert_eq!(all.first().map(|e| e.kind.as_str()), Some("market_created"));
+    assert!(
+        all.iter()
+            .any(|e| matches!(e.visibility, Visibility::Parties(_)))
+    );
+    for p in [seller, buyer, rival] {
+        let seen = m.events(Viewer::Participant(p)).await;
+        let want: Vec<Event> = all
+            .iter()
+            .filter(|e| e.visibility.includes(p))
+            .cloned()
+            .collect();
+        assert_eq!(seen, want, "participant {p} sees public events and its own");
+    }
+    let seen_by_buyer = m.events(Viewer::Participant(buyer)).await;
+    let thread_of = |e: &Event| {
+        e.payload["thread"]["id"]
+            .as_i64()
+            .or(e.payload["thread_id"].as_i64())
+            .or(e.payload["offer"]["thread_id"].as_i64())
+    };
+    assert!(
+        seen_by_buyer
+            .iter()
+            .any(|e| thread_of(e) == Some(a.thread_id))
+    );
+    assert!(
+        !seen_by_buyer
+            .iter()
+            .any(|e| thread_of(e) == Some(b.thread_id)),
+        "the buyer sees nothing of the rival's private thread"
+    );
+    assert!(
+        all.iter().any(|e| thread_of(e) == Some(b.thread_id)),
+        "operators see every thread"
+    );
+    assert!(
+        !seen_by_buyer.iter().any(|e| e.kind == "mandate_changed"),
+        "another participant's mandate is private"
+    );
+    assert!(
+        seen_by_buyer
+            .iter()
+            .any(|e| e.kind == "listing_posted" && e.visibility == Visibility::Public)
+    );
+    let funded = |seen: &[Event], p: i64| {
+        seen.iter()
+            .any(|e| e.kind == "transfer_booked" && e.payload["credit"] == format!("available:{p}"))
+    };
+    assert!(funded(&seen_by_buyer, buyer));
+    assert!(!funded(&seen_by_buyer, rival));
+    let public = m.events(Viewer::Public).await;
+    assert_eq!(
+        public,
+        all.iter()
+            .filter(|e| e.visibility == Visibility::Public)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    // Reading after a sequence number, with a limit.
+    let page = store.events(m.id, Viewer::All, 3, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
+    let tail = store
+        .events(m.id, Viewer::Participant(buyer), 5, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        tail,
+        seen_by_buyer
+            .iter()
+            .filter(|e| e.seq > 5)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+
+    // In a market with public negotiations everyone sees every thread.
+    let open = fx(
+        &store,
+        MarketRules {
+            public_negotiations: true,
+            ..MarketRules::default()
+        },
+    )
+    .await;
+    let x = open.m.bid(open.rival, open.listing.id, 3_000).await;
+    let seen = open.m.events(Viewer::Participant(open.buyer)).await;
+    assert!(seen.iter().any(|e| thread_of(e) == Some(x.thread_id)));
+    m.verified().await;
+    open.m.verified().await;
+}
+
+async fn event_hash_chain_verifies(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let g = fx(&store, MarketRules::default()).await;
+    let bid = f.m.bid(f.buyer, f.listing.id, 4_500).await;
+    let ran = store
+        .run(
+            f.m.id,
+            T0,
+            Command::AcceptOffer {
+                actor: f.seller,
+                offer: bid.id,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let Ran::Fresh {
+        result: Ok(Outcome::Deal(_)),
+        events: returned,
+    } = ran
+    else {
+        panic!("{ran:?}")
+    };
+    g.m.bid(g.rival, g.listing.id, 1_000).await;
+    for m in [&f.m, &g.m] {
+        let all = m.events(Viewer::All).await;
+        assert!(all.len() > 5);
+        assert_eq!(
+            all[0].prev_hash, GENESIS_HASH,
+            "each market has its own chain"
+        );
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(e.market_id, m.id);
+            assert_eq!(e.seq, i as i64 + 1);
+            assert_eq!(e.hash, e.compute_hash());
+            if i > 0 {
+                assert_eq!(e.prev_hash, all[i - 1].hash);
+                assert!(e.at >= all[i - 1].at);
+            }
+        }
+        assert!(verify_chain(&all).is_empty());
+        let v = store.verify(m.id).await.unwrap();
+        assert_eq!(v.events, all.len());
+        m.verified().await;
+    }
+    // What `run` returned is exactly what was stored, and ends the chain.
+    let all = f.m.events(Viewer::All).await;
+    assert_eq!(returned.as_slice(), &all[all.len() - returned.len()..]);
+}
+
+/// Books a deal in a fresh market, so it has transfers of every kind the commands make.
+async fn market_with_a_deal(store: &Store) -> Fx {
+    let f = fx(store, MarketRules::default()).await;
+    let bid = f.m.bid(f.buyer, f.listing.id, 4_000).await;
+    f.m.bid(f.rival, f.listing.id, 3_000).await;
+    f.m.deal(f.seller, bid.id).await;
+    f
+}
+
+async fn append_only_tables_refuse_edits(db: Db) {
+    let store = db.open().await;
+    let f = market_with_a_deal(&store).await;
+    let m = f.m.id;
+    let before = f.m.state(&f.all()).await;
+    for sql in [
+        format!("UPDATE transfers SET amount = amount + 1 WHERE market_id = {m}"),
+        format!("DELETE FROM transfers WHERE market_id = {m}"),
+        format!("UPDATE events SET payload = '{{}}' WHERE market_id = {m} AND seq = 2"),
+        format!("UPDATE events SET kind = 'x' WHERE market_id = {m}"),
+        format!("DELETE FROM events WHERE market_id = {m} AND seq = 3"),
+        format!("DELETE FROM events WHERE market_id = {m}"),
+    ] {
+        let e = db
+            .exec(&sql)
+            .await
+            .expect_err(&format!("the database must refuse: {sql}"));
+        assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+    }
+    assert_eq!(f.m.state(&f.all()).await, before);
+    f.m.verified().await;
+}
+
+async fn tampering_is_detected(db: Db) {
+    let store = db.open().await;
+    let edited_transfer = market_with_a_deal(&store).await;
+    let deleted_transfer = market_with_a_deal(&store).await;
+    let deleted_event = market_with_a_deal(&store).await;
+    let deleted_last_event = market_with_a_deal(&store).await;
+    let edited_event = market_with_a_deal(&store).await;
+    let edited_balance = market_with_a_deal(&store).await;
+    let untouched = market_with_a_deal(&store).await;
+    let drops: &[&str] = match db.backend {
+        Backend::Sqlite => &[
+            "DROP TRIGGER transfers_no_update",
+            "DROP TRIGGER transfers_no_delete",
+            "DROP TRIGGER events_no_update",
+            "DROP TRIGGER events_no_delete",
+        ],
+        Backend::Postgres => &[
+            "DROP TRIGGER transfers_append_only ON transfers",
+            "DROP TRIGGER events_append_only ON events",
+        ],
+    };
+    for sql in drops {
+        db.exec(sql).await.unwrap();
+    }
+    let last_transfer = |m: i64| format!("(SELECT MAX(id) FROM transfers WHERE market_id = {m})");
+    let tamper = [
+        (
+            &edited_transfer,
+            format!(
+                "UPDATE transfers SET amount = amount + 1 WHERE market_id = {m} AND id = {t}",
+                m = edited_transfer.m.id,
+                t = last_transfer(edited_transfer.m.id)
+            ),
+        ),
+        (
+            &deleted_transfer,
+            format!(
+                "DELETE FROM transfers WHERE market_id = {m} AND id = {t}",
+                m = deleted_transfer.m.id,
+                t = last_transfer(deleted_transfer.m.id)
+            ),
+        ),
+        (
+            &deleted_event,
+            format!(
+                "DELETE FROM events WHERE market_id = {} AND seq = 4",
+                deleted_event.m.id
+            ),
+        ),
+        (
+            &deleted_last_event,
+            format!(
+                "DELETE FROM events WHERE market_id = {m} AND seq = (SELECT MAX(seq) FROM events WHERE market_id = {m})",
+                m = deleted_last_event.m.id
+            ),
+        ),
+        (
+            &edited_event,
+            format!(
+                "UPDATE events SET payload = '{{\"name\":\"mallory\",\"participant_id\":2}}' WHERE market_id = {} AND seq = 2",
+                edited_event.m.id
+            ),
+        ),
+        (
+            &edited_balance,
+            format!(
+                "UPDATE accounts SET balance = balance + 100 WHERE market_id = {} AND account = 'available:{}'",
+                edited_balance.m.id, edited_balance.buyer
+            ),
+        ),
+    ];
+    for (f, sql) in &tamper {
+        f.m.verified().await;
+        assert_eq!(db.exec(sql).await.unwrap(), 1, "{sql}");
+        let v = store.verify(f.m.id).await.unwrap();
+        assert!(!v.ok(), "verify missed: {sql}");
+    }
+    // What each report names.
+    let breaches = |f: &Fx| {
+        let (store, id) = (f.m.store.clone(), f.m.id);
+        async move { store.verify(id).await.unwrap().breaches.join("\n") }
+    };
+    assert!(
+        breaches(&edited_transfer)
+            .await
+            .contains("transfers_match_events")
+    );
+    assert!(
+        breaches(&deleted_transfer)
+            .await
+            .contains("transfers_match_events")
+    );
+    assert!(breaches(&deleted_event).await.contains("event"));
+    assert!(breaches(&deleted_last_event).await.contains("chain head"));
+    assert!(breaches(&edited_event).await.contains("hash mismatch"));
+    untouched.m.verified().await;
+}
+
+async fn tokens_insert_and_find(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let alice = m.join("alice", 0).await;
+    let agent = TokenRecord {
+        hash: "a".repeat(64),
+        role: Role::Agent,
+        market_id: Some(m.id),
+        participant_id: Some(alice),
+        label: "alice's agent".into(),
+        created_at: T0,
+    };
+    let operator = TokenRecord {
+        hash: "b".repeat(64),
+        role: Role::Operator,
+        market_id: None,
+        participant_id: None,
+        label: "ops".into(),
+        created_at: T0 + 1,
+    };
+    store.insert_token(&agent).await.unwrap();
+    store.insert_token(&operator).await.unwrap();
+    assert_eq!(store.token(&agent.hash).await.unwrap(), Some(agent.clone()));
+    assert_eq!(
+        store.token(&operator.hash).await.unwrap(),
+        Some(operator.clone())
+    );
+    assert_eq!(store.token(&"c".repeat(64)).await.unwrap(), None);
+    let dup = TokenRecord {
+        role: Role::Observer,
+        ..agent.clone()
+    };
+    assert!(store.insert_token(&dup).await.is_err(), "hashes are unique");
+    assert_eq!(store.token(&agent.hash).await.unwrap(), Some(agent));
+    for role in [Role::Operator, Role::Agent, Role::Principal, Role::Observer] {
+        let t = TokenRecord {
+            hash: format!("role-{}", role.as_str()),
+            role,
+            market_id: Some(m.id),
+            participant_id: None,
+            label: String::new(),
+            created_at: T0,
+        };
+        store.insert_token(&t).await.unwrap();
+        assert_eq!(
+            store.token(&t.hash).await.unwrap().map(|t| t.role),
+            Some(role)
+        );
+    }
+    m.verified().await;
+}
+
+/// Runs `cmd`s all at once (released together by a barrier); results in the same order.
+async fn all_at_once(store: &Store, market: i64, cmds: Vec<Command>) -> Vec<Ran> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(cmds.len()));
+    let tasks: Vec<_> = cmds
+        .into_iter()
+        .map(|cmd| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.run(market, T0, cmd, None).await
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap().expect("no backend error under contention"));
+    }
+    out
+}
+
+async fn fifty_buyers_accept_at_once(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let seller = m.join("seller", 0).await;
+    let listing = m.sell(seller, 10_000).await;
+    let mut counters = Vec::new();
+    for i in 0..50 {
+        let buyer = m.join(&format!("buyer {i}"), 20_000).await;
+        let bid = m.bid(buyer, listing.id, 8_000 + i).await;
+        let counter = m.offer(seller, bid.thread_id, 9_000 + i).await;
+        counters.push((buyer, bid, counter));
+    }
+    let cmds = counters
+        .iter()
+        .map(|(buyer, _, counter)| Command::AcceptOffer {
+            actor: *buyer,
+            offer: counter.id,
+        })
+        .collect();
+    let results = all_at_once(&store, m.id, cmds).await;
+    let mut deals = Vec::new();
+    for (ran, (buyer, _, counter)) in results.into_iter().zip(&counters) {
+        match ran {
+            Ran::Fresh {
+                result: Ok(Outcome::Deal(d)),
+                events,
+            } => {
+                assert!(!events.is_empty());
+                assert_eq!((d.buyer, d.offer_id), (*buyer, counter.id));
+                deals.push(d);
+            }
+            Ran::Fresh {
+                result: Err(e),
+                events,
+            } => {
+                assert_eq!(e.code, ErrorCode::ListingUnavailable, "{e}");
+                assert!(events.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(deals.len(), 1, "exactly one acceptance wins");
+    let deal = &deals[0];
+    assert_eq!(store.deals(m.id, None, 0, 100).await.unwrap(), deals);
+    assert_eq!(m.listing_status(listing.id).await, ListingStatus::Sold);
+    for (buyer, bid, counter) in &counters {
+        assert_eq!(m.offer_state(bid.id).await, OfferState::Countered);
+        if *buyer == deal.buyer {
+            assert_eq!(m.offer_state(counter.id).await, OfferState::Accepted);
+            assert_eq!(
+                m.thread_status(counter.thread_id).await,
+                ThreadStatus::Agreed
+            );
+            assert_eq!(
+                m.balance(*buyer).await,
+                bal(20_000 - deal.price, deal.price, 0)
+            );
+        } else {
+            assert_eq!(m.offer_state(counter.id).await, OfferState::Void);
+            assert_eq!(m.thread_status(counter.thread_id).await, ThreadStatus::Void);
+            assert_eq!(m.balance(*buyer).await, bal(20_000, 0, 0));
+        }
+    }
+    m.verified().await;
+}
+
+async fn many_listings_accept_at_once_with_limited_funds(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let sellers = [m.join("seller a", 0).await, m.join("seller b", 0).await];
+    let mut listings = Vec::new();
+    for k in 0..10 {
+        listings.push(m.sell(sellers[k % 2], 1_000 + 100 * k as i64).await);
+    }
+    // Budgets that cover none, one, two, or (with a spend cap) two of each buyer's five offers.
+    let kinds = [
+        (500, None),
+        (1_500, None),
+        (2_600, None),
+        (100_000, Some(2_500)),
+    ];
+    struct Buyer {
+        id: i64,
+        budget: i64,
+        cap: Option<i64>,
+    }
+    let mut buyers = Vec::new();
+    for i in 0..20 {
+        let (budget, cap) = kinds[i % kinds.len()];
+        let mandate = Mandate {
+            spend_cap: cap,
+            ..Mandate::default()
+        };
+        let id = m.join_with(&format!("buyer {i}"), budget, mandate).await;
+        buyers.push(Buyer { id, budget, cap });
+    }
+    // Each buyer asks about five listings; the seller offers each a price.
+    let mut offers: Vec<(usize, usize, Offer)> = Vec::new(); // (buyer, listing, offer)
+    for j in 0..5 {
+        for (i, b) in buyers.iter().enumerate() {
+            let k = (i + 2 * j) % listings.len();
+            let l = &listings[k];
+            let (t, _) = m.open(b.id, l.id, Some("interested"), None).await;
+            let o = m.offer(l.owner, t.id, l.price + i as i64).await;
+            offers.push((i, k, o));
+        }
+    }
+    let cmds = offers
+        .iter()
+        .map(|(i, _, o)| Command::AcceptOffer {
+            actor: buyers[*i].id,
+            offer: o.id,
+        })
+        .collect();
+    let results = all_at_once(&store, m.id, cmds).await;
+
+    let mut deals_per_listing: BTreeMap<usize, Vec<Deal>> = BTreeMap::new();
+    let mut spent = vec![0i64; buyers.len()];
+    let mut refusals: Vec<(usize, usize, i64, ErrorCode)> = Vec::new();
+    for (ran, (i, k, o)) in results.into_iter().zip(&offers) {
+        match ran {
+            Ran::Fresh {
+                result: Ok(Outcome::Deal(d)),
+                ..
+            } => {
+                assert_eq!(
+                    (d.buyer, d.offer_id, d.price),
+                    (buyers[*i].id, o.id, o.price)
+                );
+                spent[*i] += d.price;
+                deals_per_listing.entry(*k).or_default().push(d);
+            }
+            Ran::Fresh {
+                result: Err(e),
+                events,
+            } => {
+                assert!(events.is_empty());
+                assert!(
+                    matches!(
+                        e.code,
+                        ErrorCode::ListingUnavailable
+                            | ErrorCode::InsufficientFunds
+                            | ErrorCode::MandateExceeded
+                    ),
+                    "{e}"
+                );
+                refusals.push((*i, *k, o.price, e.code));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        !deals_per_listing.is_empty(),
+        "some buyer could afford something"
+    );
+    for (k, l) in listings.iter().enumerate() {
+        let deals = deals_per_listing.get(&k).map_or(&[][..], |v| v.as_slice());
+        assert!(
+            deals.len() <= 1,
+            "listing {} sold {} times",
+            l.id,
+            deals.len()
+        );
+        let want = if deals.is_empty() {
+            ListingStatus::Active
+        } else {
+            ListingStatus::Sold
+        };
+        assert_eq!(m.listing_status(l.id).await, want);
+        for (_, _, o) in offers.iter().filter(|(_, lk, _)| *lk == k) {
+            let state = m.offer_state(o.id).await;
+            match deals.first() {
+                Some(d) if d.offer_id == o.id => assert_eq!(state, OfferState::Accepted),
+                Some(_) => assert_eq!(state, OfferState::Void),
+                None => assert_eq!(state, OfferState::Live),
+            }
+        }
+    }
+    for (i, b) in buyers.iter().enumerate() {
+        assert!(spent[i] <= b.budget);
+        if let Some(cap) = b.cap {
+            assert!(spent[i] <= cap);
+        }
+        let balance = m.balance(b.id).await;
+        assert!(balance.available >= 0);
+        assert_eq!(balance, bal(b.budget - spent[i], spent[i], 0), "buyer {i}");
+        assert_eq!(
+            store.deals(m.id, Some(b.id), 0, 100).await.unwrap().len(),
+            deals_per_listing
+                .values()
+                .flatten()
+                .filter(|d| d.buyer == b.id)
+                .count()
+        );
+    }
+    // No refusal was spurious: funds or mandate really fell short (they only shrink), and a
+    // listing was unavailable only because it sold.
+    for (i, k, price, code) in refusals {
+        let b = &buyers[i];
+        match code {
+            ErrorCode::InsufficientFunds => assert!(b.budget - spent[i] < price),
+            ErrorCode::MandateExceeded => assert!(spent[i] + price > b.cap.unwrap()),
+            ErrorCode::ListingUnavailable => assert!(deals_per_listing.contains_key(&k)),
+            _ => unreachable!(),
+        }
+    }
+    m.verified().await;
+}
