@@ -4,3 +4,4 @@
 
 pub mod brain;
 pub mod profile;
+pub mod runtime;

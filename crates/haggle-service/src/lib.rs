@@ -5,11 +5,14 @@
 
 pub mod auth;
 pub mod clock;
+pub mod in_process;
 mod limiter;
+pub mod webhooks;
 
 pub use auth::{Caller, hash_token, new_secret};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use haggle_store::{Command, NewOffer, Outcome, Role, Store, StoreError, Viewer};
+pub use in_process::InProcess;
 
 use haggle_api::*;
 use haggle_core::model::{ClockMode, Market, MarketRules};

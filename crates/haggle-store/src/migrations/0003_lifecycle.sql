@@ -31,3 +31,5 @@ CREATE TABLE ratings (
     UNIQUE (market_id, deal_id, rater)
 );
 CREATE INDEX ratings_by_ratee ON ratings (market_id, ratee);
+-- Agents search wanted items by category far more often than anything else.
+CREATE INDEX listings_by_category ON listings (market_id, category, status, price);

@@ -1,0 +1,535 @@
+//! The agent runtime: each turn it reads what the market shows the agent (through
+//! `MarketClient` only), builds the brain's [`View`], runs the brain, and carries out its actions.
+//! Refusals are counted, never fatal: a brain cannot break a rule, and a bad action costs a turn.
+
+use crate::brain::{Action, Brain, Candidate, Role, ThreadState, View};
+use crate::profile::Profile;
+use haggle_api::haggle_core::{Deal, DealStatus, Listing, ListingStatus, Side, ThreadStatus};
+use haggle_api::{
+    ClientError, ListingQuery, ListingSort, MakeOffer, MarketClient, NewListing, OpenThread,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Searches for a want's candidates at most this often (in the agent's turns).
+const SEARCH_EVERY: u64 = 3;
+/// Bounds on what one turn reads and does.
+const MAX_ACTIONS_PER_TURN: usize = 32;
+const MAX_EVENT_PAGES: usize = 5;
+
+/// What an agent did over its life: for conduct metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentStats {
+    pub turns: u64,
+    pub actions: u64,
+    /// Refusals by the market, by error code.
+    pub refusals: BTreeMap<String, u64>,
+}
+
+/// One participant's agent: its profile, brain and client, and what it remembers between turns.
+pub struct Agent<C: MarketClient> {
+    pub profile: Profile,
+    pub client: C,
+    pub brain: Box<dyn Brain>,
+    pub stats: AgentStats,
+    last_seq: i64,
+    turns: u64,
+    /// Listing id → the profile item (`item_id`) or want (`want_id`) it stands for.
+    listing_subject: BTreeMap<i64, String>,
+    /// Thread id → the item or want it is about, and turns spent on it.
+    thread_subject: BTreeMap<i64, String>,
+    thread_turns: BTreeMap<i64, u32>,
+    /// Listings this agent opened a thread on (never reopen).
+    contacted: BTreeSet<i64>,
+    synced: bool,
+}
+
+fn item_listing(item: &crate::profile::SellItem, price: i64) -> NewListing {
+    let mut attributes = item.attributes.clone();
+    attributes.insert("item_id".into(), item.item_id.clone());
+    attributes.insert("item_type".into(), item.item_type.clone());
+    NewListing {
+        side: Side::Sell,
+        title: item.title.clone(),
+        description: item.description.clone(),
+        category: item.category.clone(),
+        condition: item.condition.clone(),
+        price,
+        attributes,
+    }
+}
+
+fn wanted_listing(w: &crate::profile::Want, price: i64) -> NewListing {
+    let mut attributes = BTreeMap::new();
+    attributes.insert("want_id".into(), w.want_id.clone());
+    attributes.insert("item_type".into(), w.item_type.clone());
+    NewListing {
+        side: Side::Buy,
+        title: format!("Wanted: {}", w.item_type),
+        description: w.description.clone(),
+        category: w.category.clone(),
+        condition: String::new(),
+        price,
+        attributes,
+    }
+}
+
+/// Deals that count as bought or sold (not undone).
+fn counts(d: &Deal) -> bool {
+    !matches!(
+        d.status,
+        DealStatus::Cancelled | DealStatus::Declined | DealStatus::Refunded
+    )
+}
+
+impl<C: MarketClient> Agent<C> {
+    pub fn new(profile: Profile, client: C, brain: Box<dyn Brain>) -> Agent<C> {
+        Agent {
+            profile,
+            client,
+            brain,
+            stats: AgentStats::default(),
+            last_seq: 0,
+            turns: 0,
+            listing_subject: BTreeMap::new(),
+            thread_subject: BTreeMap::new(),
+            thread_turns: BTreeMap::new(),
+            contacted: BTreeSet::new(),
+            synced: false,
+        }
+    }
+
+    fn refused(&mut self, e: &ClientError) {
+        *self
+            .stats
+            .refusals
+            .entry(e.code().as_str().to_string())
+            .or_default() += 1;
+    }
+
+    fn me(&self) -> i64 {
+        self.client.participant_id()
+    }
+
+    /// Learns what this participant already has in the market (for an agent joining late).
+    async fn sync(&mut self) -> Result<(), ClientError> {
+        for status in [
+            ListingStatus::Active,
+            ListingStatus::Sold,
+            ListingStatus::Withdrawn,
+        ] {
+            let mut cursor = None;
+            for _page in 0..20 {
+                let q = ListingQuery {
+                    owner: Some(self.me()),
+                    status: Some(status),
+                    limit: Some(500),
+                    cursor: cursor.clone(),
+                    ..Default::default()
+                };
+                let page = self.client.search(&q).await?;
+                for l in &page.items {
+                    if let Some(s) = l
+                        .attributes
+                        .get("item_id")
+                        .or_else(|| l.attributes.get("want_id"))
+                    {
+                        self.listing_subject.insert(l.id, s.clone());
+                    }
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Builds the brain's view of the market for this turn.
+    pub async fn observe(&mut self, now: i64, round: u64) -> Result<View, ClientError> {
+        if !self.synced {
+            self.sync().await?;
+        }
+        let me = self.me();
+        let mut new_events = Vec::new();
+        for _ in 0..MAX_EVENT_PAGES {
+            let page = self.client.events(self.last_seq, 1000).await?;
+            let done = page.events.len() < 1000;
+            self.last_seq = page.next_after;
+            new_events.extend(page.events);
+            if done {
+                break;
+            }
+        }
+        let balance = self.client.balance().await?;
+        let my_listings = self
+            .client
+            .search(&ListingQuery {
+                owner: Some(me),
+                limit: Some(500),
+                ..Default::default()
+            })
+            .await?
+            .items;
+        let mut deals = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..20 {
+            let page = self.client.deals(cursor.as_deref()).await?;
+            deals.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        // What is sold or bought already, by item and want.
+        let sold: BTreeSet<String> = deals
+            .iter()
+            .filter(|d| d.seller == me && counts(d))
+            .filter_map(|d| {
+                self.thread_subject
+                    .get(&d.thread_id)
+                    .cloned()
+                    .or_else(|| d.snapshot.attributes.get("item_id").cloned())
+            })
+            .collect();
+        let mut bought: BTreeMap<String, u32> = BTreeMap::new();
+        for d in deals.iter().filter(|d| d.buyer == me && counts(d)) {
+            if let Some(w) = self
+                .thread_subject
+                .get(&d.thread_id)
+                .cloned()
+                .or_else(|| d.snapshot.attributes.get("want_id").cloned())
+            {
+                *bought.entry(w).or_default() += 1;
+            }
+        }
+        let listed: BTreeSet<&String> = self.listing_subject.values().collect();
+        let unlisted: Vec<String> = self
+            .profile
+            .sell
+            .iter()
+            .filter(|i| !listed.contains(&i.item_id) && !sold.contains(&i.item_id))
+            .map(|i| i.item_id.clone())
+            .collect();
+        let unmet_wants: Vec<String> = self
+            .profile
+            .want
+            .iter()
+            .filter(|w| bought.get(&w.want_id).copied().unwrap_or(0) < w.quantity)
+            .map(|w| w.want_id.clone())
+            .collect();
+
+        let mut threads = Vec::new();
+        let mut thread_list = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..20 {
+            let page = self.client.threads(cursor.as_deref()).await?;
+            thread_list.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        for t in thread_list
+            .iter()
+            .filter(|t| t.status == ThreadStatus::Open)
+        {
+            let view = self.client.thread(t.id).await?;
+            let listing = match my_listings.iter().find(|l| l.id == t.listing_id) {
+                Some(l) => l.clone(),
+                None => self.client.listing(t.listing_id).await?.listing,
+            };
+            let role = if listing.buyer_with(t.counterparty) == me {
+                Role::Buyer
+            } else {
+                Role::Seller
+            };
+            let subject = self.thread_subject.get(&t.id).cloned().or_else(|| {
+                // A thread others opened on my listing is about that listing's item or want.
+                (listing.owner == me)
+                    .then(|| self.listing_subject.get(&listing.id).cloned())
+                    .flatten()
+            });
+            if let Some(s) = &subject {
+                self.thread_subject.entry(t.id).or_insert_with(|| s.clone());
+            }
+            let turns = *self.thread_turns.entry(t.id).or_default();
+            threads.push(ThreadState {
+                thread: view,
+                listing,
+                role,
+                subject,
+                turns,
+            });
+        }
+        for t in &thread_list {
+            self.contacted.insert(t.listing_id);
+        }
+
+        let mut candidates = Vec::new();
+        let mut buyer_leads = Vec::new();
+        if self.turns % SEARCH_EVERY == 0 {
+            for w in self
+                .profile
+                .want
+                .iter()
+                .filter(|w| unmet_wants.contains(&w.want_id))
+            {
+                let q = ListingQuery {
+                    q: (!w.keywords.is_empty()).then(|| w.keywords.join(" ")),
+                    category: Some(w.category.clone()),
+                    side: Some(Side::Sell),
+                    max_price: Some(w.max_price.saturating_mul(2)),
+                    sort: ListingSort::Cheapest,
+                    limit: Some(10),
+                    ..Default::default()
+                };
+                for l in self.client.search(&q).await?.items {
+                    let same_type = l
+                        .attributes
+                        .get("item_type")
+                        .is_none_or(|t| *t == w.item_type);
+                    if l.owner != me && same_type && !self.contacted.contains(&l.id) {
+                        let owner_reputation = self.client.reputation(l.owner).await?;
+                        candidates.push(Candidate {
+                            want_id: w.want_id.clone(),
+                            listing: haggle_api::ListingView {
+                                listing: l,
+                                owner_reputation,
+                            },
+                        });
+                    }
+                }
+            }
+            let unsold: Vec<&crate::profile::SellItem> = self
+                .profile
+                .sell
+                .iter()
+                .filter(|i| !sold.contains(&i.item_id))
+                .collect();
+            let categories: BTreeSet<&str> = unsold.iter().map(|i| i.category.as_str()).collect();
+            for cat in categories {
+                let q = ListingQuery {
+                    category: Some(cat.to_string()),
+                    side: Some(Side::Buy),
+                    limit: Some(20),
+                    ..Default::default()
+                };
+                for l in self.client.search(&q).await?.items {
+                    if l.owner == me || self.contacted.contains(&l.id) {
+                        continue;
+                    }
+                    let wanted_type = l.attributes.get("item_type");
+                    if let Some(item) = unsold.iter().find(|i| {
+                        wanted_type.is_none_or(|t| *t == i.item_type) && i.category == l.category
+                    }) {
+                        let owner_reputation = self.client.reputation(l.owner).await?;
+                        buyer_leads.push(Candidate {
+                            want_id: item.item_id.clone(),
+                            listing: haggle_api::ListingView {
+                                listing: l,
+                                owner_reputation,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        Ok(View {
+            now,
+            round,
+            me,
+            balance,
+            my_listings,
+            unlisted,
+            unmet_wants,
+            threads,
+            deals,
+            candidates,
+            buyer_leads,
+            new_events,
+        })
+    }
+
+    /// One turn: observe, decide, act. Returns the actions taken (refused ones included).
+    pub async fn turn(&mut self, now: i64, round: u64) -> Vec<Action> {
+        self.stats.turns += 1;
+        let view = match self.observe(now, round).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.refused(&e);
+                self.turns += 1;
+                return Vec::new();
+            }
+        };
+        self.housekeeping(&view).await;
+        let mut actions = self.brain.decide(&self.profile, &view).await;
+        actions.truncate(MAX_ACTIONS_PER_TURN);
+        let leads: BTreeMap<i64, String> = view
+            .candidates
+            .iter()
+            .chain(view.buyer_leads.iter())
+            .map(|c| (c.listing.listing.id, c.want_id.clone()))
+            .collect();
+        for t in &view.threads {
+            *self
+                .thread_turns
+                .entry(t.thread.detail.thread.id)
+                .or_default() += 1;
+        }
+        for a in &actions {
+            self.stats.actions += 1;
+            if let Err(e) = self.act(a, &leads).await {
+                tracing::debug!(agent = %self.profile.name, action = ?a, error = %e, "action refused");
+                self.refused(&e);
+            }
+        }
+        self.turns += 1;
+        actions
+    }
+
+    /// Keeps the market consistent with what is already sold or bought: an item sold through one
+    /// listing or thread is withdrawn elsewhere; a want that is met ends its other negotiations.
+    async fn housekeeping(&mut self, view: &View) {
+        let me = view.me;
+        let done_items: BTreeSet<String> = view
+            .deals
+            .iter()
+            .filter(|d| d.seller == me && counts(d))
+            .filter_map(|d| {
+                self.thread_subject
+                    .get(&d.thread_id)
+                    .cloned()
+                    .or_else(|| d.snapshot.attributes.get("item_id").cloned())
+            })
+            .collect();
+        let met: BTreeSet<String> = self
+            .profile
+            .want
+            .iter()
+            .filter(|w| !view.unmet_wants.contains(&w.want_id))
+            .map(|w| w.want_id.clone())
+            .collect();
+        for l in view
+            .my_listings
+            .iter()
+            .filter(|l| l.status == ListingStatus::Active)
+        {
+            let subject = self.listing_subject.get(&l.id).cloned();
+            if subject.is_some_and(|s| done_items.contains(&s) || met.contains(&s)) {
+                if let Err(e) = self.client.withdraw_listing(l.id).await {
+                    self.refused(&e);
+                }
+            }
+        }
+        for t in &view.threads {
+            let subject = t.subject.as_ref();
+            let own_listing = t.listing.owner == me;
+            if subject.is_some_and(|s| (done_items.contains(s) || met.contains(s)) && !own_listing)
+            {
+                if let Err(e) = self.client.walk_away(t.thread.detail.thread.id).await {
+                    self.refused(&e);
+                }
+            }
+        }
+    }
+
+    async fn act(&mut self, a: &Action, leads: &BTreeMap<i64, String>) -> Result<(), ClientError> {
+        let c = &self.client;
+        match a {
+            Action::ListItem { item_id, price } => {
+                let item = self
+                    .profile
+                    .sell
+                    .iter()
+                    .find(|i| &i.item_id == item_id)
+                    .ok_or_else(|| {
+                        ClientError::transport(format!("no item {item_id} in the profile"))
+                    })?;
+                let l: Listing = c.create_listing(&item_listing(item, *price)).await?;
+                self.listing_subject.insert(l.id, item_id.clone());
+            }
+            Action::PostWanted { want_id, price } => {
+                let w = self
+                    .profile
+                    .want
+                    .iter()
+                    .find(|w| &w.want_id == want_id)
+                    .ok_or_else(|| {
+                        ClientError::transport(format!("no want {want_id} in the profile"))
+                    })?;
+                let l = c.create_listing(&wanted_listing(w, *price)).await?;
+                self.listing_subject.insert(l.id, want_id.clone());
+            }
+            Action::WithdrawListing { listing_id } => {
+                c.withdraw_listing(*listing_id).await?;
+            }
+            Action::OpenThread {
+                listing_id,
+                message,
+                price,
+            } => {
+                self.contacted.insert(*listing_id);
+                let opened = c
+                    .open_thread(
+                        *listing_id,
+                        &OpenThread {
+                            message: message.clone(),
+                            price: *price,
+                            expires_in_ms: None,
+                        },
+                    )
+                    .await?;
+                if let Some(s) = leads.get(listing_id) {
+                    self.thread_subject.insert(opened.thread.id, s.clone());
+                }
+            }
+            Action::Message { thread_id, body } => {
+                c.post_message(*thread_id, body).await?;
+            }
+            Action::Offer { thread_id, price } => {
+                c.make_offer(
+                    *thread_id,
+                    &MakeOffer {
+                        price: *price,
+                        expires_in_ms: None,
+                    },
+                )
+                .await?;
+            }
+            Action::Accept { offer_id } => {
+                c.accept(*offer_id).await?;
+            }
+            Action::Reject { offer_id } => {
+                c.reject(*offer_id).await?;
+            }
+            Action::WithdrawOffer { offer_id } => {
+                c.withdraw_offer(*offer_id).await?;
+            }
+            Action::WalkAway { thread_id } => {
+                c.walk_away(*thread_id).await?;
+            }
+            Action::HandOver { deal_id, note } => {
+                c.hand_over(*deal_id, note.as_deref()).await?;
+            }
+            Action::ConfirmReceipt { deal_id } => {
+                c.confirm_receipt(*deal_id).await?;
+            }
+            Action::CancelDeal { deal_id } => {
+                c.cancel_deal(*deal_id, None).await?;
+            }
+            Action::Dispute { deal_id, reason } => {
+                c.dispute(*deal_id, reason).await?;
+            }
+            Action::Rate {
+                deal_id,
+                score,
+                comment,
+            } => {
+                c.rate(*deal_id, *score, comment).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,323 @@
+//! `haggle_api::MarketClient` over HTTP, for agents that join a market on any Haggle server.
+//! Every mutating call carries an `Idempotency-Key` (a random prefix per client and a counter),
+//! and one retry on a transport failure is therefore safe.
+
+use haggle_api::client::ClientResult;
+use haggle_api::haggle_core::lifecycle::Reputation;
+use haggle_api::haggle_core::{Deal, Listing, Mandate, Message, Offer, Rating};
+use haggle_api::*;
+use rand::{RngCore, SeedableRng};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct HttpClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    market: i64,
+    participant: i64,
+    key_prefix: String,
+    counter: AtomicU64,
+}
+
+impl HttpClient {
+    /// Connects to `base` (e.g. `http://127.0.0.1:8080`) with an agent token and learns which
+    /// market and participant the token speaks for.
+    pub async fn connect(base: &str, token: &str) -> ClientResult<HttpClient> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::transport(e.to_string()))?;
+        let mut c = HttpClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            market: 0,
+            participant: 0,
+            key_prefix: format!("{:016x}", rand::rngs::StdRng::from_os_rng().next_u64()),
+            counter: AtomicU64::new(0),
+        };
+        let me: Me = c.call(Method::GET, "/v1/me", None::<&()>).await?;
+        match (me.market_id, me.participant_id) {
+            (Some(m), Some(p)) if me.role == "agent" => {
+                c.market = m;
+                c.participant = p;
+                Ok(c)
+            }
+            _ => Err(ClientError {
+                status: 403,
+                body: ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    format!("this is a {} token; an agent token is needed", me.role),
+                ),
+            }),
+        }
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/v1/markets/{}{rest}", self.market)
+    }
+
+    async fn call<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> ClientResult<T> {
+        let mutating = method != Method::GET;
+        let key = mutating.then(|| {
+            format!(
+                "{}-{}",
+                self.key_prefix,
+                self.counter.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let mut last = None;
+        for _attempt in 0..2 {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(&self.token);
+            if let Some(k) = &key {
+                req = req.header("Idempotency-Key", k);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            } else if mutating {
+                req = req.json(&serde_json::json!({}));
+            }
+            match req.send().await {
+                Err(e) => last = Some(ClientError::transport(format!("request failed: {e}"))),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let text = resp
+                        .text()
+                        .await
+                        .map_err(|e| ClientError::transport(e.to_string()))?;
+                    if status >= 400 {
+                        let body = serde_json::from_str(&text).unwrap_or_else(|_| {
+                            ErrorBody::new(ErrorCode::InvalidRequest, text.clone())
+                        });
+                        return Err(ClientError { status, body });
+                    }
+                    return serde_json::from_str(&text).map_err(|e| {
+                        ClientError::transport(format!("unexpected reply from {path}: {e}"))
+                    });
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::transport("no attempt made")))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    async fn post<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> ClientResult<T> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+}
+
+fn query_string(q: &ListingQuery) -> String {
+    let mut parts = Vec::new();
+    let mut push = |k: &str, v: String| parts.push(format!("{k}={}", urlencode(&v)));
+    if let Some(v) = &q.q {
+        push("q", v.clone());
+    }
+    if let Some(v) = &q.category {
+        push("category", v.clone());
+    }
+    if let Some(v) = q.side {
+        push("side", v.as_str().into());
+    }
+    if let Some(v) = q.min_price {
+        push("min_price", v.to_string());
+    }
+    if let Some(v) = q.max_price {
+        push("max_price", v.to_string());
+    }
+    if let Some(v) = q.status {
+        push("status", v.as_str().into());
+    }
+    if let Some(v) = q.owner {
+        push("owner", v.to_string());
+    }
+    push(
+        "sort",
+        if q.sort == ListingSort::Cheapest {
+            "cheapest".into()
+        } else {
+            "newest".into()
+        },
+    );
+    if let Some(v) = q.limit {
+        push("limit", v.to_string());
+    }
+    if let Some(v) = &q.cursor {
+        push("cursor", v.clone());
+    }
+    parts.join("&")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl MarketClient for HttpClient {
+    fn market_id(&self) -> i64 {
+        self.market
+    }
+    fn participant_id(&self) -> i64 {
+        self.participant
+    }
+    async fn search(&self, q: &ListingQuery) -> ClientResult<ListingPage> {
+        self.get(&self.path(&format!("/listings?{}", query_string(q))))
+            .await
+    }
+    async fn listing(&self, id: i64) -> ClientResult<ListingView> {
+        self.get(&self.path(&format!("/listings/{id}"))).await
+    }
+    async fn create_listing(&self, l: &NewListing) -> ClientResult<Listing> {
+        self.post(&self.path("/listings"), l).await
+    }
+    async fn withdraw_listing(&self, id: i64) -> ClientResult<Done> {
+        self.post(
+            &self.path(&format!("/listings/{id}/withdraw")),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+    async fn open_thread(&self, listing: i64, req: &OpenThread) -> ClientResult<ThreadOpened> {
+        self.post(&self.path(&format!("/listings/{listing}/threads")), req)
+            .await
+    }
+    async fn threads(&self, cursor: Option<&str>) -> ClientResult<ThreadList> {
+        let c = cursor
+            .map(|c| format!("&cursor={}", urlencode(c)))
+            .unwrap_or_default();
+        self.get(&self.path(&format!("/threads?limit=500{c}")))
+            .await
+    }
+    async fn thread(&self, id: i64) -> ClientResult<ThreadView> {
+        self.get(&self.path(&format!("/threads/{id}"))).await
+    }
+    async fn post_message(&self, thread: i64, body: &str) -> ClientResult<Message> {
+        self.post(
+            &self.path(&format!("/threads/{thread}/messages")),
+            &PostMessage {
+                body: body.to_string(),
+            },
+        )
+        .await
+    }
+    async fn make_offer(&self, thread: i64, req: &MakeOffer) -> ClientResult<Offer> {
+        self.post(&self.path(&format!("/threads/{thread}/offers")), req)
+            .await
+    }
+    async fn accept(&self, offer: i64) -> ClientResult<Deal> {
+        self.post(
+            &self.path(&format!("/offers/{offer}/accept")),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+    async fn reject(&self, offer: i64) -> ClientResult<Done> {
+        self.post(
+            &self.path(&format!("/offers/{offer}/reject")),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+    async fn withdraw_offer(&self, offer: i64) -> ClientResult<Done> {
+        self.post(
+            &self.path(&format!("/offers/{offer}/withdraw")),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+    async fn walk_away(&self, thread: i64) -> ClientResult<Done> {
+        self.post(
+            &self.path(&format!("/threads/{thread}/walk-away")),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+    async fn deals(&self, cursor: Option<&str>) -> ClientResult<DealList> {
+        let c = cursor
+            .map(|c| format!("&cursor={}", urlencode(c)))
+            .unwrap_or_default();
+        self.get(&self.path(&format!("/deals?limit=500{c}"))).await
+    }
+    async fn hand_over(&self, deal: i64, note: Option<&str>) -> ClientResult<Deal> {
+        self.post(
+            &self.path(&format!("/deals/{deal}/handover")),
+            &HandOver {
+                note: note.map(str::to_string),
+            },
+        )
+        .await
+    }
+    async fn confirm_receipt(&self, deal: i64) -> ClientResult<Deal> {
+        self.post(
+            &self.path(&format!("/deals/{deal}/confirm")),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+    async fn cancel_deal(&self, deal: i64, reason: Option<&str>) -> ClientResult<Deal> {
+        self.post(
+            &self.path(&format!("/deals/{deal}/cancel")),
+            &CancelDeal {
+                reason: reason.map(str::to_string),
+            },
+        )
+        .await
+    }
+    async fn dispute(&self, deal: i64, reason: &str) -> ClientResult<Deal> {
+        self.post(
+            &self.path(&format!("/deals/{deal}/dispute")),
+            &OpenDispute {
+                reason: reason.to_string(),
+            },
+        )
+        .await
+    }
+    async fn rate(&self, deal: i64, score: u8, comment: &str) -> ClientResult<Rating> {
+        self.post(
+            &self.path(&format!("/deals/{deal}/ratings")),
+            &RateDeal {
+                score,
+                comment: comment.to_string(),
+            },
+        )
+        .await
+    }
+    async fn reputation(&self, participant: i64) -> ClientResult<Reputation> {
+        self.get(&self.path(&format!("/participants/{participant}/reputation")))
+            .await
+    }
+    async fn balance(&self) -> ClientResult<Balance> {
+        self.get(&self.path(&format!("/participants/{}/balance", self.participant)))
+            .await
+    }
+    async fn mandate(&self) -> ClientResult<Mandate> {
+        self.get(&self.path(&format!("/participants/{}/mandate", self.participant)))
+            .await
+    }
+    async fn events(&self, after: i64, limit: u32) -> ClientResult<EventPage> {
+        self.get(&self.path(&format!("/events?after={after}&limit={limit}")))
+            .await
+    }
+}
