@@ -4,8 +4,8 @@
 //! can never do what the server would refuse.
 
 use crate::profile::Profile;
-use haggle_api::{Balance, ListingView, ThreadView};
 use haggle_api::haggle_core::{Deal, Event, Listing};
+use haggle_api::{Balance, ListingView, ThreadView};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -71,23 +71,63 @@ pub struct View {
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Action {
     /// List a profile item for sale at `price`.
-    ListItem { item_id: String, price: i64 },
+    ListItem {
+        item_id: String,
+        price: i64,
+    },
     /// Post a wanted ad for a want at `price` (what the agent offers to pay).
-    PostWanted { want_id: String, price: i64 },
-    WithdrawListing { listing_id: i64 },
+    PostWanted {
+        want_id: String,
+        price: i64,
+    },
+    WithdrawListing {
+        listing_id: i64,
+    },
     /// Open a thread on a listing, optionally with a message and an opening offer.
-    OpenThread { listing_id: i64, message: Option<String>, price: Option<i64> },
-    Message { thread_id: i64, body: String },
-    Offer { thread_id: i64, price: i64 },
-    Accept { offer_id: i64 },
-    Reject { offer_id: i64 },
-    WithdrawOffer { offer_id: i64 },
-    WalkAway { thread_id: i64 },
-    HandOver { deal_id: i64, note: Option<String> },
-    ConfirmReceipt { deal_id: i64 },
-    CancelDeal { deal_id: i64 },
-    Dispute { deal_id: i64, reason: String },
-    Rate { deal_id: i64, score: u8, comment: String },
+    OpenThread {
+        listing_id: i64,
+        message: Option<String>,
+        price: Option<i64>,
+    },
+    Message {
+        thread_id: i64,
+        body: String,
+    },
+    Offer {
+        thread_id: i64,
+        price: i64,
+    },
+    Accept {
+        offer_id: i64,
+    },
+    Reject {
+        offer_id: i64,
+    },
+    WithdrawOffer {
+        offer_id: i64,
+    },
+    WalkAway {
+        thread_id: i64,
+    },
+    HandOver {
+        deal_id: i64,
+        note: Option<String>,
+    },
+    ConfirmReceipt {
+        deal_id: i64,
+    },
+    CancelDeal {
+        deal_id: i64,
+    },
+    Dispute {
+        deal_id: i64,
+        reason: String,
+    },
+    Rate {
+        deal_id: i64,
+        score: u8,
+        comment: String,
+    },
 }
 
 /// A decision-maker behind an agent.
@@ -95,5 +135,6 @@ pub trait Brain: Send {
     /// The brain's config name, e.g. `rule:boulware`.
     fn name(&self) -> String;
     /// Decides this turn's actions.
-    fn decide<'a>(&'a mut self, profile: &'a Profile, view: &'a View) -> BoxFuture<'a, Vec<Action>>;
+    fn decide<'a>(&'a mut self, profile: &'a Profile, view: &'a View)
+    -> BoxFuture<'a, Vec<Action>>;
 }

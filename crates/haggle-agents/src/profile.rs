@@ -102,7 +102,11 @@ fn default_patience() -> u32 {
 
 impl Default for Style {
     fn default() -> Style {
-        Style { persona: String::new(), patience: default_patience(), may_reveal_limits: false }
+        Style {
+            persona: String::new(),
+            patience: default_patience(),
+            may_reveal_limits: false,
+        }
     }
 }
 
@@ -126,13 +130,19 @@ pub struct ProfileError {
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ProfileError {
-    ProfileError { field: field.into(), message: message.into() }
+    ProfileError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 impl Profile {
     pub fn from_toml(text: &str) -> Result<Profile, ProfileError> {
         let p: Profile = toml::from_str(text).map_err(|e| {
-            let field = e.span().map(|s| format!("bytes {}..{}", s.start, s.end)).unwrap_or_else(|| "profile".into());
+            let field = e
+                .span()
+                .map(|s| format!("bytes {}..{}", s.start, s.end))
+                .unwrap_or_else(|| "profile".into());
             err(field, e.message().to_string())
         })?;
         p.validate()?;
@@ -140,7 +150,12 @@ impl Profile {
     }
 
     pub fn from_json(text: &str) -> Result<Profile, ProfileError> {
-        let p: Profile = serde_json::from_str(text).map_err(|e| err(format!("line {}, column {}", e.line(), e.column()), e.to_string()))?;
+        let p: Profile = serde_json::from_str(text).map_err(|e| {
+            err(
+                format!("line {}, column {}", e.line(), e.column()),
+                e.to_string(),
+            )
+        })?;
         p.validate()?;
         Ok(p)
     }
@@ -149,7 +164,13 @@ impl Profile {
     pub fn validate(&self) -> Result<(), ProfileError> {
         const MAX: i64 = 1_000_000_000_000;
         if self.version != PROFILE_VERSION {
-            return Err(err("version", format!("unsupported profile version {} (this Haggle reads {PROFILE_VERSION})", self.version)));
+            return Err(err(
+                "version",
+                format!(
+                    "unsupported profile version {} (this Haggle reads {PROFILE_VERSION})",
+                    self.version
+                ),
+            ));
         }
         if self.name.trim().is_empty() {
             return Err(err("name", "must not be empty"));
@@ -161,7 +182,10 @@ impl Profile {
         for (i, s) in self.sell.iter().enumerate() {
             let f = |name: &str| format!("sell[{i}].{name}");
             if s.item_id.trim().is_empty() || !ids.insert(s.item_id.clone()) {
-                return Err(err(f("item_id"), format!("must be non-empty and unique, got '{}'", s.item_id)));
+                return Err(err(
+                    f("item_id"),
+                    format!("must be non-empty and unique, got '{}'", s.item_id),
+                ));
             }
             if s.title.trim().is_empty() {
                 return Err(err(f("title"), "must not be empty"));
@@ -173,14 +197,20 @@ impl Profile {
                 return Err(err(f("floor_price"), "must be at least 1 minor unit"));
             }
             if s.asking_price < s.floor_price || s.asking_price > MAX {
-                return Err(err(f("asking_price"), format!("must be at least the floor price ({})", s.floor_price)));
+                return Err(err(
+                    f("asking_price"),
+                    format!("must be at least the floor price ({})", s.floor_price),
+                ));
             }
         }
         let mut want_ids = std::collections::BTreeSet::new();
         for (i, w) in self.want.iter().enumerate() {
             let f = |name: &str| format!("want[{i}].{name}");
             if w.want_id.trim().is_empty() || !want_ids.insert(w.want_id.clone()) {
-                return Err(err(f("want_id"), format!("must be non-empty and unique, got '{}'", w.want_id)));
+                return Err(err(
+                    f("want_id"),
+                    format!("must be non-empty and unique, got '{}'", w.want_id),
+                ));
             }
             if w.category.trim().is_empty() {
                 return Err(err(f("category"), "must not be empty"));

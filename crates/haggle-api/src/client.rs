@@ -20,13 +20,20 @@ impl ClientError {
         self.body.error.code
     }
     pub fn transport(message: impl Into<String>) -> ClientError {
-        ClientError { status: 0, body: ErrorBody::new(ErrorCode::InvalidRequest, message) }
+        ClientError {
+            status: 0,
+            body: ErrorBody::new(ErrorCode::InvalidRequest, message),
+        }
     }
 }
 
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.body.error.code, self.status, self.body.error.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.body.error.code, self.status, self.body.error.message
+        )
     }
 }
 
@@ -45,23 +52,56 @@ pub trait MarketClient: Send + Sync {
     fn listing(&self, id: i64) -> impl Future<Output = ClientResult<ListingView>> + Send;
     fn create_listing(&self, l: &NewListing) -> impl Future<Output = ClientResult<Listing>> + Send;
     fn withdraw_listing(&self, id: i64) -> impl Future<Output = ClientResult<Done>> + Send;
-    fn open_thread(&self, listing: i64, req: &OpenThread) -> impl Future<Output = ClientResult<ThreadOpened>> + Send;
-    fn threads(&self, cursor: Option<&str>) -> impl Future<Output = ClientResult<ThreadList>> + Send;
+    fn open_thread(
+        &self,
+        listing: i64,
+        req: &OpenThread,
+    ) -> impl Future<Output = ClientResult<ThreadOpened>> + Send;
+    fn threads(
+        &self,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = ClientResult<ThreadList>> + Send;
     fn thread(&self, id: i64) -> impl Future<Output = ClientResult<ThreadView>> + Send;
-    fn post_message(&self, thread: i64, body: &str) -> impl Future<Output = ClientResult<Message>> + Send;
-    fn make_offer(&self, thread: i64, req: &MakeOffer) -> impl Future<Output = ClientResult<Offer>> + Send;
+    fn post_message(
+        &self,
+        thread: i64,
+        body: &str,
+    ) -> impl Future<Output = ClientResult<Message>> + Send;
+    fn make_offer(
+        &self,
+        thread: i64,
+        req: &MakeOffer,
+    ) -> impl Future<Output = ClientResult<Offer>> + Send;
     fn accept(&self, offer: i64) -> impl Future<Output = ClientResult<Deal>> + Send;
     fn reject(&self, offer: i64) -> impl Future<Output = ClientResult<Done>> + Send;
     fn withdraw_offer(&self, offer: i64) -> impl Future<Output = ClientResult<Done>> + Send;
     fn walk_away(&self, thread: i64) -> impl Future<Output = ClientResult<Done>> + Send;
     fn deals(&self, cursor: Option<&str>) -> impl Future<Output = ClientResult<DealList>> + Send;
-    fn hand_over(&self, deal: i64, note: Option<&str>) -> impl Future<Output = ClientResult<Deal>> + Send;
+    fn hand_over(
+        &self,
+        deal: i64,
+        note: Option<&str>,
+    ) -> impl Future<Output = ClientResult<Deal>> + Send;
     fn confirm_receipt(&self, deal: i64) -> impl Future<Output = ClientResult<Deal>> + Send;
-    fn cancel_deal(&self, deal: i64, reason: Option<&str>) -> impl Future<Output = ClientResult<Deal>> + Send;
+    fn cancel_deal(
+        &self,
+        deal: i64,
+        reason: Option<&str>,
+    ) -> impl Future<Output = ClientResult<Deal>> + Send;
     fn dispute(&self, deal: i64, reason: &str) -> impl Future<Output = ClientResult<Deal>> + Send;
-    fn rate(&self, deal: i64, score: u8, comment: &str) -> impl Future<Output = ClientResult<Rating>> + Send;
-    fn reputation(&self, participant: i64) -> impl Future<Output = ClientResult<Reputation>> + Send;
+    fn rate(
+        &self,
+        deal: i64,
+        score: u8,
+        comment: &str,
+    ) -> impl Future<Output = ClientResult<Rating>> + Send;
+    fn reputation(&self, participant: i64)
+    -> impl Future<Output = ClientResult<Reputation>> + Send;
     fn balance(&self) -> impl Future<Output = ClientResult<Balance>> + Send;
     fn mandate(&self) -> impl Future<Output = ClientResult<Mandate>> + Send;
-    fn events(&self, after: i64, limit: u32) -> impl Future<Output = ClientResult<EventPage>> + Send;
+    fn events(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = ClientResult<EventPage>> + Send;
 }

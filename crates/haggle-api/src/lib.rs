@@ -7,12 +7,12 @@ use haggle_core::model::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The domain types the contract speaks in (listings, offers, deals, events).
+pub use haggle_core;
 pub use haggle_core::views::{
     Balance, ListingQuery, ListingSort, Page, ThreadDetail, Verification,
 };
 pub use haggle_core::{DomainError, ErrorCode, Event};
-/// The domain types the contract speaks in (listings, offers, deals, events).
-pub use haggle_core;
 
 pub mod client;
 pub use client::{ClientError, MarketClient};
