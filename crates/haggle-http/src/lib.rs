@@ -5,6 +5,7 @@ pub mod deals;
 pub mod extract;
 pub mod routes;
 pub mod sse;
+pub mod webhooks;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -30,6 +31,8 @@ pub struct AppState {
         routes::events, sse::stream_events, routes::advance_clock, routes::verify,
         deals::hand_over, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve,
         deals::approval, deals::rate, deals::ratings, deals::notes, deals::reputation, deals::settlement,
+        webhooks::create_webhook, webhooks::webhooks, webhooks::deactivate_webhook,
+        webhooks::webhook_deliveries,
     ),
     modifiers(&Security)
 )]
@@ -156,6 +159,18 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route(&format!("{m}/events/stream"), get(sse::stream_events))
         .route(&format!("{m}/clock/advance"), post(advance_clock))
         .route(&format!("{m}/ledger/verify"), get(verify))
+        .route(
+            &format!("{m}/webhooks"),
+            get(webhooks::webhooks).post(webhooks::create_webhook),
+        )
+        .route(
+            &format!("{m}/webhooks/{{webhook}}/deactivate"),
+            post(webhooks::deactivate_webhook),
+        )
+        .route(
+            &format!("{m}/webhooks/{{webhook}}/deliveries"),
+            get(webhooks::webhook_deliveries),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))

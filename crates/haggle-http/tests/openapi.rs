@@ -50,6 +50,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/deals/{deal}/notes", &["get"]),
     ("/v1/markets/{market}/participants/{participant}/reputation", &["get"]),
     ("/v1/markets/{market}/settlement", &["get"]),
+    ("/v1/markets/{market}/webhooks", &["get", "post"]),
+    ("/v1/markets/{market}/webhooks/{webhook}/deactivate", &["post"]),
+    ("/v1/markets/{market}/webhooks/{webhook}/deliveries", &["get"]),
 ];
 
 #[tokio::test]
@@ -105,7 +108,8 @@ async fn every_listed_route_is_served() {
             .replace("{listing}", "1")
             .replace("{thread}", "1")
             .replace("{offer}", "1")
-            .replace("{deal}", "1");
+            .replace("{deal}", "1")
+            .replace("{webhook}", "1");
         for m in *methods {
             let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
             // Without a token: a served route refuses with 401, an unknown one with 404.

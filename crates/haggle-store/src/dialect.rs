@@ -17,6 +17,7 @@ pub mod sqlite {
         (1, include_str!("migrations/0001_schema.sql")),
         (2, include_str!("migrations/0002_append_only_sqlite.sql")),
         (3, include_str!("migrations/0003_lifecycle.sql")),
+        (4, include_str!("migrations/0004_webhooks.sql")),
     ];
 
     pub async fn connect(url: &str) -> Result<sqlx::SqlitePool, sqlx::Error> {
@@ -77,6 +78,7 @@ pub mod postgres {
         (1, include_str!("migrations/0001_schema.sql")),
         (2, include_str!("migrations/0002_append_only_postgres.sql")),
         (3, include_str!("migrations/0003_lifecycle.sql")),
+        (4, include_str!("migrations/0004_webhooks.sql")),
     ];
 
     pub async fn connect(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {

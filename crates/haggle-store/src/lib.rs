@@ -6,6 +6,7 @@
 pub mod command;
 mod dialect;
 mod row;
+pub mod webhooks;
 
 pub use command::{Command, NewOffer, Outcome};
 pub use haggle_core::views::{
@@ -128,6 +129,7 @@ pub mod sqlite {
     pub type Db = sqlx::Sqlite;
     use crate::dialect::sqlite as dialect;
     include!("backend.rs");
+    include!("webhooks_backend.rs");
 }
 
 pub mod postgres {
@@ -137,6 +139,7 @@ pub mod postgres {
     pub type Db = sqlx::Postgres;
     use crate::dialect::postgres as dialect;
     include!("backend.rs");
+    include!("webhooks_backend.rs");
 }
 
 /// The store: one interface, either backend.

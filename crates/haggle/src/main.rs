@@ -244,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let svc = Service::new(store, Arc::new(SystemClock), config);
             svc.spawn_sweeper(std::time::Duration::from_secs(1));
+            svc.spawn_webhooks(std::time::Duration::from_secs(1));
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;

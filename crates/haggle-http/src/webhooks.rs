@@ -1,0 +1,76 @@
+//! Webhook routes (operators of the market): register an endpoint, list, deactivate, and read each
+//! delivery's status. Each is one service call; delivery itself is the service's worker.
+
+use crate::AppState;
+use crate::extract::{Auth, Json, Mutation, Path, Query, Result, ok};
+use crate::routes::{Empty, PageParams};
+use axum::extract::State;
+use haggle_api::*;
+use serde::Deserialize;
+
+type S = State<AppState>;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeliveryParams {
+    /// Only deliveries with this status: `pending`, `delivered` or `failed`.
+    pub status: Option<String>,
+    /// Opaque cursor from the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1..=500 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// Registers a webhook. Events from now on are POSTed to it, signed:
+/// `Haggle-Signature: v1=<hex HMAC-SHA256(secret, "{Haggle-Timestamp}.{body}")>`.
+/// The secret is in this response only.
+#[utoipa::path(post, path = "/v1/markets/{market}/webhooks", params(("market" = i64, Path)), request_body = CreateWebhook, responses((status = 201, body = WebhookCreated), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create_webhook(
+    State(s): S,
+    Auth(c): Auth,
+    Path(m): Path<i64>,
+    b: Mutation<CreateWebhook>,
+) -> Result<Json> {
+    Ok(Json(
+        s.svc.create_webhook(&c, m, b.body, b.idem.as_ref()).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/markets/{market}/webhooks", params(("market" = i64, Path), PageParams), responses((status = 200, body = WebhookList), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn webhooks(
+    State(s): S,
+    Auth(c): Auth,
+    Path(m): Path<i64>,
+    Query(p): Query<PageParams>,
+) -> Result<Json> {
+    Ok(ok(&s
+        .svc
+        .webhooks(&c, m, p.cursor.as_deref(), p.limit)
+        .await?))
+}
+
+/// Stops deliveries to a webhook; its pending deliveries become `failed`.
+#[utoipa::path(post, path = "/v1/markets/{market}/webhooks/{webhook}/deactivate", params(("market" = i64, Path), ("webhook" = i64, Path)), responses((status = 200, body = Webhook), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn deactivate_webhook(
+    State(s): S,
+    Auth(c): Auth,
+    Path((m, w)): Path<(i64, i64)>,
+    b: Mutation<Empty>,
+) -> Result<Json> {
+    Ok(Json(
+        s.svc.deactivate_webhook(&c, m, w, b.idem.as_ref()).await?,
+    ))
+}
+
+/// A webhook's deliveries with their status, attempts and last error.
+#[utoipa::path(get, path = "/v1/markets/{market}/webhooks/{webhook}/deliveries", params(("market" = i64, Path), ("webhook" = i64, Path), DeliveryParams), responses((status = 200, body = WebhookDeliveryList), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn webhook_deliveries(
+    State(s): S,
+    Auth(c): Auth,
+    Path((m, w)): Path<(i64, i64)>,
+    Query(p): Query<DeliveryParams>,
+) -> Result<Json> {
+    Ok(ok(&s
+        .svc
+        .webhook_deliveries(&c, m, w, p.status.as_deref(), p.cursor.as_deref(), p.limit)
+        .await?))
+}

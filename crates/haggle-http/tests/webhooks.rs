@@ -1,0 +1,207 @@
+//! Webhooks over HTTP: register, list (no secret), deliver to a local receiver that checks the
+//! signature, read each delivery's status (delivered, retrying with its error), deactivate.
+//! Delivery passes are run directly (`deliver_due_webhooks`) so the test is deterministic.
+
+mod support;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use haggle_service::webhooks::verify_signature;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use support::*;
+
+/// A receiver that answers `status` and records `(event kind, signature ok)` per request.
+async fn receiver(
+    status: u16,
+    secret: Arc<Mutex<String>>,
+) -> (String, Arc<Mutex<Vec<(String, bool)>>>) {
+    let got: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (seen, secret) = (seen.clone(), secret.clone());
+            async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let ok = verify_signature(
+                    &secret.lock().unwrap(),
+                    &h("haggle-timestamp"),
+                    &body,
+                    &h("haggle-signature"),
+                );
+                seen.lock().unwrap().push((h("haggle-event-type"), ok));
+                StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn webhooks_are_registered_delivered_and_inspected_over_http() {
+    let s = Server::start().await;
+    let (m, people) = s.market_with(&[("seller", 0), ("buyer", 10_000)]).await;
+    let (seller, buyer) = (&people[0], &people[1]);
+    let secret = Arc::new(Mutex::new(String::new()));
+    let (url, got) = receiver(200, secret.clone()).await;
+    let hooks = format!("/v1/markets/{m}/webhooks");
+
+    let r = s
+        .post(
+            &hooks,
+            &s.operator,
+            json!({"url": url, "event_types": ["listing_posted", "deal_created"]}),
+        )
+        .await;
+    assert_status(&r, 201, "create webhook");
+    let id = r.1["webhook"]["id"].as_i64().unwrap();
+    assert_eq!(r.1["webhook"]["url"], url.as_str());
+    assert_eq!(r.1["webhook"]["active"], true);
+    *secret.lock().unwrap() = r.1["secret"].as_str().unwrap().to_string();
+
+    // Listed without the secret.
+    let listed = s.get_ok(&hooks, &s.operator).await;
+    assert_eq!(ids(&listed["items"]), [id]);
+    assert!(listed["items"][0].get("secret").is_none(), "{listed}");
+
+    // Refusals: agents, bad bodies, unknown webhooks and statuses.
+    let r = s.post(&hooks, &seller.agent, json!({"url": url})).await;
+    assert_refusal(&r, 403, "forbidden");
+    assert_refusal(&s.get(&hooks, &seller.agent).await, 403, "forbidden");
+    for body in [
+        json!({"url": "ftp://example.com/x"}),
+        json!({"url": "https://example.com/x"}),
+        json!({"url": url, "colour": "red"}),
+        json!({"url": url, "event_types": ["Deal Created"]}),
+        json!({}),
+    ] {
+        assert_refusal(
+            &s.post(&hooks, &s.operator, body).await,
+            422,
+            "invalid_request",
+        );
+    }
+    let deliveries = format!("{hooks}/{id}/deliveries");
+    assert_refusal(
+        &s.get(&format!("{hooks}/999/deliveries"), &s.operator).await,
+        404,
+        "not_found",
+    );
+    assert_refusal(
+        &s.get(&format!("{deliveries}?status=lost"), &s.operator)
+            .await,
+        422,
+        "invalid_request",
+    );
+
+    let listing = s.sell(m, seller, "kettle", 2_000).await;
+    let (_, offer) = s.bid(m, buyer, listing, 1_900).await;
+    s.accept(m, seller, offer).await;
+    let pass = s.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!(pass.delivered, 2, "{pass:?}");
+    let mut seen = got.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("deal_created".to_string(), true),
+            ("listing_posted".to_string(), true)
+        ]
+    );
+
+    let page = s.get_ok(&deliveries, &s.operator).await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    for d in items {
+        assert_eq!(d["status"], "delivered", "{d}");
+        assert_eq!(d["attempts"], 1);
+        assert_eq!(d["last_status_code"], 200);
+        assert_eq!(d["webhook_id"], id);
+        assert_eq!(d["next_attempt_at"], Value::Null);
+    }
+    let pending = s
+        .get_ok(&format!("{deliveries}?status=pending"), &s.operator)
+        .await;
+    assert_eq!(pending["items"], json!([]));
+    // Paged by id.
+    let first = s
+        .get_ok(&format!("{deliveries}?limit=1"), &s.operator)
+        .await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = s
+        .get_ok(
+            &format!("{deliveries}?limit=1&cursor={cursor}"),
+            &s.operator,
+        )
+        .await;
+    assert_eq!(rest["items"][0]["id"], items[1]["id"]);
+
+    let r = s
+        .call(
+            Method::POST,
+            &format!("{hooks}/{id}/deactivate"),
+            Some(&s.operator),
+            None,
+            Some("deact-1"),
+        )
+        .await;
+    assert_status(&r, 200, "deactivate");
+    assert_eq!(r.1["active"], false);
+    assert_refusal(
+        &s.post(
+            &format!("{hooks}/{id}/deactivate"),
+            &seller.agent,
+            json!({}),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+}
+
+#[tokio::test]
+async fn a_failing_receiver_shows_as_retrying_with_its_error() {
+    let s = Server::start().await;
+    let m = s.market().await;
+    let secret = Arc::new(Mutex::new(String::new()));
+    let (url, got) = receiver(500, secret).await;
+    let hooks = format!("/v1/markets/{m}/webhooks");
+    let r = s
+        .post(
+            &hooks,
+            &s.operator,
+            json!({"url": url, "event_types": ["participant_joined"]}),
+        )
+        .await;
+    assert_status(&r, 201, "create webhook");
+    let id = r.1["webhook"]["id"].as_i64().unwrap();
+    s.participant(m, "someone", 0).await;
+
+    let pass = s.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!(pass.retrying, 1, "{pass:?}");
+    assert_eq!(got.lock().unwrap().len(), 1);
+    let page = s
+        .get_ok(
+            &format!("{hooks}/{id}/deliveries?status=pending"),
+            &s.operator,
+        )
+        .await;
+    let d = &page["items"][0];
+    assert_eq!(d["event_type"], "participant_joined");
+    assert_eq!(d["attempts"], 1);
+    assert_eq!(d["last_status_code"], 500);
+    assert!(d["last_error"].as_str().unwrap().contains("500"), "{d}");
+    assert_eq!(d["next_attempt_at"], START_MS + 1_000);
+    assert_eq!(d["delivered_at"], Value::Null);
+}

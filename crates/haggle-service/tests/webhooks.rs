@@ -1,0 +1,1037 @@
+//! Webhook delivery end to end: a real HTTP receiver on a loopback port (an axum app inside the
+//! test) that checks each delivery's signature and answers as scripted, and the service's delivery
+//! passes driven by a `ManualClock` (retries are due only when the test moves time).
+//!
+//! Every behaviour runs on SQLite (a fresh temporary file) as `sqlite_<name>` and on PostgreSQL as
+//! `postgres_<name>` (a fresh database per test on the server `HAGGLE_TEST_POSTGRES_URL` names,
+//! e.g. `postgres:///haggle_test?host=/var/run/postgresql`; without it the PostgreSQL half is
+//! skipped, loudly, and in CI it fails).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use haggle_api::{
+    CreateMarket, CreateWebhook, DeliveryStatus, ParticipantCreated, RegisterParticipant,
+    WebhookCreated, WebhookDelivery,
+};
+use haggle_core::negotiation::NewListing;
+use haggle_core::{ErrorCode, Event, Side};
+use haggle_service::webhooks::WebhookOptions;
+use haggle_service::{Caller, Command, Config, ManualClock, NewOffer, Role, Service, Store};
+use hmac::{KeyInit, Mac};
+use sqlx::{AssertSqlSafe, Connection};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const T0: i64 = 1_700_000_000_000;
+const PG_ENV: &str = "HAGGLE_TEST_POSTGRES_URL";
+
+// ---------------------------------------------------------------------------------------------
+// Harness: one behaviour, two backends.
+// ---------------------------------------------------------------------------------------------
+
+macro_rules! both_backends {
+    ($($behaviour:ident => $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $sqlite() {
+            run(false, $behaviour).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $postgres() {
+            run(true, $behaviour).await
+        }
+    )*};
+}
+
+both_backends! {
+    delivers_signed_events_to_a_local_receiver => sqlite_delivers_signed_events_to_a_local_receiver, postgres_delivers_signed_events_to_a_local_receiver;
+    retries_with_backoff_until_the_receiver_recovers => sqlite_retries_with_backoff_until_the_receiver_recovers, postgres_retries_with_backoff_until_the_receiver_recovers;
+    a_dead_receiver_fails_after_the_last_attempt_and_the_market_trades_on => sqlite_a_dead_receiver_fails_after_the_last_attempt_and_the_market_trades_on, postgres_a_dead_receiver_fails_after_the_last_attempt_and_the_market_trades_on;
+    a_hanging_receiver_never_blocks_commands => sqlite_a_hanging_receiver_never_blocks_commands, postgres_a_hanging_receiver_never_blocks_commands;
+    a_receiver_that_does_not_answer_times_out => sqlite_a_receiver_that_does_not_answer_times_out, postgres_a_receiver_that_does_not_answer_times_out;
+    only_chosen_event_types_are_delivered => sqlite_only_chosen_event_types_are_delivered, postgres_only_chosen_event_types_are_delivered;
+    deactivation_stops_deliveries => sqlite_deactivation_stops_deliveries, postgres_deactivation_stops_deliveries;
+    only_the_markets_operators_manage_webhooks => sqlite_only_the_markets_operators_manage_webhooks, postgres_only_the_markets_operators_manage_webhooks;
+    creation_is_idempotent_and_shows_the_secret_once => sqlite_creation_is_idempotent_and_shows_the_secret_once, postgres_creation_is_idempotent_and_shows_the_secret_once;
+    the_background_worker_delivers => sqlite_the_background_worker_delivers, postgres_the_background_worker_delivers;
+}
+
+fn unique() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+async fn run<F, Fut>(postgres: bool, behaviour: F)
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (url, cleanup) = if postgres {
+        let Some(admin) = std::env::var(PG_ENV).ok().filter(|u| !u.trim().is_empty()) else {
+            static LOUD: std::sync::Once = std::sync::Once::new();
+            LOUD.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n!!! POSTGRES WEBHOOK TESTS NOT RUN: set {PG_ENV} \
+                     (e.g. postgres:///haggle_test?host=/var/run/postgresql) !!!\n"
+                );
+            });
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but {PG_ENV} is not: the PostgreSQL webhook tests must run in CI"
+            );
+            return;
+        };
+        let name = format!("haggle_wh_{}", unique());
+        admin_sql(&admin, &format!("CREATE DATABASE \"{name}\"")).await;
+        (with_database(&admin, &name), Cleanup::Database(admin, name))
+    } else {
+        let path = std::env::temp_dir().join(format!("haggle-webhooks-{}.db", unique()));
+        (format!("sqlite://{}", path.display()), Cleanup::File(path))
+    };
+    let env = Env::new(&url).await;
+    // In its own task, so a failing assertion still reaches the cleanup.
+    let outcome = tokio::spawn(behaviour(env)).await;
+    cleanup.run().await;
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("behaviour task failed: {e}"),
+        }
+    }
+}
+
+enum Cleanup {
+    File(std::path::PathBuf),
+    Database(String, String),
+}
+
+impl Cleanup {
+    async fn run(self) {
+        match self {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Cleanup::Database(admin, name) => {
+                admin_sql(
+                    &admin,
+                    &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+                )
+                .await
+            }
+        }
+    }
+}
+
+async fn admin_sql(admin: &str, statement: &str) {
+    let mut c = sqlx::PgConnection::connect(admin)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {PG_ENV}={admin}: {e}"));
+    for attempt in 0.. {
+        match sqlx::raw_sql(AssertSqlSafe(statement.to_string()))
+            .execute(&mut c)
+            .await
+        {
+            Ok(_) => break,
+            // Concurrent CREATE DATABASE can trip over the template being copied: retry.
+            Err(e) if attempt < 50 && e.to_string().contains("being accessed by other users") => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{statement}: {e}"),
+        }
+    }
+    let _ = c.close().await;
+}
+
+/// `base` with its database name replaced by `name` (any query string kept).
+fn with_database(base: &str, name: &str) -> String {
+    let (head, query) = match base.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (base, None),
+    };
+    let scheme_end = head.find("://").map_or(0, |i| i + 3);
+    let authority_end = head[scheme_end..]
+        .find('/')
+        .map_or(head.len(), |i| scheme_end + i);
+    let mut url = format!("{}/{name}", &head[..authority_end]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+// ---------------------------------------------------------------------------------------------
+// A market with an operator, on a manual clock.
+// ---------------------------------------------------------------------------------------------
+
+struct Env {
+    svc: Arc<Service>,
+    clock: Arc<ManualClock>,
+    op: Caller,
+    market: i64,
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).expect("a JSON reply")
+}
+
+impl Env {
+    async fn new(url: &str) -> Env {
+        let store = Store::open(url)
+            .await
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+        let clock = Arc::new(ManualClock::new(T0));
+        let svc = Service::new(store, clock.clone(), Config::default());
+        let token = svc
+            .create_token(Role::Operator, None, None, "test operator")
+            .await
+            .unwrap();
+        let op = svc.authenticate(Some(&token)).await.unwrap();
+        let market = svc
+            .create_market(
+                &op,
+                CreateMarket {
+                    name: "webhooks".into(),
+                    currency: "USD".into(),
+                    clock: None,
+                    sim_start_ms: None,
+                    rules: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let market = json(&market.body)["id"].as_i64().unwrap();
+        Env {
+            svc,
+            clock,
+            op,
+            market,
+        }
+    }
+
+    /// Registers a participant and returns its agent.
+    async fn trader(&self, name: &str, budget: i64) -> Caller {
+        let r = self
+            .svc
+            .register_participant(
+                &self.op,
+                self.market,
+                RegisterParticipant {
+                    name: name.into(),
+                    budget,
+                    mandate: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let created: ParticipantCreated = serde_json::from_str(&r.body).unwrap();
+        self.svc
+            .authenticate(Some(&created.agent_token))
+            .await
+            .unwrap()
+    }
+
+    async fn sell(&self, seller: &Caller, title: &str, price: i64) -> i64 {
+        let listing = NewListing {
+            side: Side::Sell,
+            title: title.into(),
+            description: String::new(),
+            category: "misc".into(),
+            condition: String::new(),
+            price,
+            attributes: Default::default(),
+        };
+        let r = self
+            .svc
+            .trade(
+                seller,
+                self.market,
+                |actor| Command::CreateListing { actor, listing },
+                None,
+            )
+            .await
+            .unwrap();
+        json(&r.body)["id"].as_i64().unwrap()
+    }
+
+    /// Opens a thread with an offer; returns the offer's id.
+    async fn bid(&self, buyer: &Caller, listing: i64, price: i64) -> i64 {
+        let r = self
+            .svc
+            .trade(
+                buyer,
+                self.market,
+                |actor| Command::OpenThread {
+                    actor,
+                    listing,
+                    message: Some("is it still there?".into()),
+                    offer: Some(NewOffer {
+                        price,
+                        expires_in_ms: None,
+                    }),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        json(&r.body)["offer"]["id"].as_i64().unwrap()
+    }
+
+    async fn accept(&self, seller: &Caller, offer: i64) -> i64 {
+        let r = self
+            .svc
+            .trade(
+                seller,
+                self.market,
+                |actor| Command::AcceptOffer { actor, offer },
+                None,
+            )
+            .await
+            .unwrap();
+        json(&r.body)["id"].as_i64().unwrap()
+    }
+
+    async fn create_webhook(&self, url: &str, types: &[&str]) -> WebhookCreated {
+        let r = self
+            .svc
+            .create_webhook(
+                &self.op,
+                self.market,
+                CreateWebhook {
+                    url: url.into(),
+                    event_types: types.iter().map(|t| t.to_string()).collect(),
+                },
+                None,
+            )
+            .await
+            .expect("webhook created");
+        assert_eq!(r.status, 201);
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    async fn deliveries(&self, webhook: i64, status: Option<&str>) -> Vec<WebhookDelivery> {
+        self.svc
+            .webhook_deliveries(&self.op, self.market, webhook, status, None, Some(500))
+            .await
+            .expect("deliveries listed")
+            .items
+    }
+
+    /// The market's head: the sequence number of its last event.
+    async fn head(&self) -> i64 {
+        self.svc
+            .events(&self.op, self.market, 0, Some(1000))
+            .await
+            .unwrap()
+            .next_after
+    }
+
+    /// Every event of the market after `after`.
+    async fn events_after(&self, after: i64) -> Vec<Event> {
+        self.svc
+            .events(&self.op, self.market, after, Some(1000))
+            .await
+            .unwrap()
+            .events
+    }
+
+    fn advance(&self, ms: i64) {
+        self.clock.advance(ms);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The receiver: checks signatures, records deliveries, answers as scripted.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Got {
+    headers: HeaderMap,
+    body: Bytes,
+    /// The signature checked out with the secret the receiver was given.
+    verified: bool,
+    answered: u16,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("header {name}"))
+            .to_str()
+            .unwrap()
+    }
+    fn event(&self) -> Event {
+        serde_json::from_slice(&self.body).expect("the body is an event")
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    secret: Mutex<Option<String>>,
+    /// Statuses to answer, in order; 200 once empty.
+    script: Mutex<VecDeque<u16>>,
+    got: Mutex<Vec<Got>>,
+    /// When set, each request waits for a permit before it is answered.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Requests that reached the receiver (before any gate).
+    arrived: tokio::sync::Notify,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+}
+
+/// The receiver's own check, independent of the service's code: HMAC-SHA256 over
+/// "{timestamp}.{body}" with the shared secret, hex, after "v1=".
+fn signature_ok(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let (Some(ts), Some(sig)) = (
+        headers.get("haggle-timestamp"),
+        headers.get("haggle-signature"),
+    ) else {
+        return false;
+    };
+    let (Ok(ts), Ok(sig)) = (ts.to_str(), sig.to_str()) else {
+        return false;
+    };
+    let Some(Ok(sig)) = sig.strip_prefix("v1=").map(hex::decode) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+async fn receive(
+    State(s): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    s.arrived.notify_one();
+    if let Some(gate) = &s.gate {
+        let _permit = gate.acquire().await;
+    }
+    let verified = s
+        .secret
+        .lock()
+        .unwrap()
+        .as_deref()
+        .is_some_and(|secret| signature_ok(secret, &headers, &body));
+    let answered = s.script.lock().unwrap().pop_front().unwrap_or(200);
+    s.got.lock().unwrap().push(Got {
+        headers,
+        body,
+        verified,
+        answered,
+    });
+    StatusCode::from_u16(answered).unwrap()
+}
+
+impl Receiver {
+    async fn start(script: &[u16], gate: Option<Arc<tokio::sync::Semaphore>>) -> Receiver {
+        let state = Arc::new(ReceiverState {
+            script: Mutex::new(script.iter().copied().collect()),
+            gate,
+            ..ReceiverState::default()
+        });
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, state }
+    }
+
+    fn trust(&self, secret: &str) {
+        *self.state.secret.lock().unwrap() = Some(secret.to_string());
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.state.got.lock().unwrap().clone()
+    }
+}
+
+/// A URL on a loopback port nothing listens on.
+async fn dead_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+fn assert_refused<T: std::fmt::Debug>(r: Result<T, haggle_service::ApiError>, code: ErrorCode) {
+    match r {
+        Err(e) => assert_eq!(e.code(), code, "{e:?}"),
+        Ok(v) => panic!("expected {code:?}, got {v:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours
+// ---------------------------------------------------------------------------------------------
+
+async fn delivers_signed_events_to_a_local_receiver(env: Env) {
+    let rx = Receiver::start(&[], None).await;
+    let before = env.head().await;
+    let created = env.create_webhook(&rx.url, &[]).await;
+    rx.trust(&created.secret);
+    assert!(created.secret.starts_with("whsec_"), "{}", created.secret);
+    assert_eq!(created.webhook.market_id, env.market);
+    assert!(created.webhook.active);
+    assert!(created.webhook.event_types.is_empty());
+
+    let seller = env.trader("seller", 0).await;
+    let buyer = env.trader("buyer", 10_000).await;
+    let listing = env.sell(&seller, "bicycle", 5_000).await;
+    let offer = env.bid(&buyer, listing, 4_500).await;
+    env.accept(&seller, offer).await;
+    let expected = env.events_after(before).await;
+    assert!(expected.len() >= 6, "{expected:?}");
+
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!(pass.enqueued, expected.len());
+    assert_eq!(pass.attempted, expected.len());
+    assert_eq!(pass.delivered, expected.len());
+    assert_eq!((pass.retrying, pass.failed), (0, 0));
+
+    let mut got = rx.got();
+    assert_eq!(got.len(), expected.len());
+    got.sort_by_key(|g| g.event().seq);
+    let deliveries = env.deliveries(created.webhook.id, None).await;
+    for (g, e) in got.iter().zip(&expected) {
+        assert!(g.verified, "signature of {}", g.event().kind);
+        // The body is the event exactly as the log holds it.
+        assert_eq!(&g.event(), e);
+        assert_eq!(g.header("haggle-event-type"), e.kind);
+        assert_eq!(g.header("haggle-timestamp"), T0.to_string());
+        assert_eq!(
+            g.header("haggle-webhook-id"),
+            created.webhook.id.to_string()
+        );
+        assert_eq!(g.header("content-type"), "application/json");
+        let id: i64 = g.header("haggle-delivery-id").parse().unwrap();
+        let d = deliveries
+            .iter()
+            .find(|d| d.id == id)
+            .expect("a listed delivery");
+        assert_eq!(d.event_seq, e.seq);
+        assert_eq!(d.event_type, e.kind);
+    }
+    // The market's events before the webhook existed are not delivered.
+    assert!(got.iter().all(|g| g.event().seq > before));
+    for d in &deliveries {
+        assert_eq!(d.status, DeliveryStatus::Delivered);
+        assert_eq!(d.attempts, 1);
+        assert_eq!(d.last_status_code, Some(200));
+        assert_eq!(d.delivered_at, Some(T0));
+        assert_eq!((d.next_attempt_at, d.last_error.as_deref()), (None, None));
+    }
+
+    // Nothing new: nothing sent again.
+    let again = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!(again, Default::default());
+    assert_eq!(rx.got().len(), expected.len());
+    // The ledger is untouched by any of this.
+    assert!(env.svc.verify(&env.op, env.market).await.unwrap().ok());
+}
+
+async fn retries_with_backoff_until_the_receiver_recovers(env: Env) {
+    let rx = Receiver::start(&[500, 503, 200], None).await;
+    let created = env.create_webhook(&rx.url, &["listing_posted"]).await;
+    rx.trust(&created.secret);
+    let hook = created.webhook.id;
+    let seller = env.trader("seller", 0).await;
+    env.sell(&seller, "lamp", 1_200).await;
+
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!((pass.enqueued, pass.attempted, pass.retrying), (1, 1, 1));
+    let d = &env.deliveries(hook, None).await[0];
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.last_status_code, Some(500));
+    assert!(d.last_error.as_deref().unwrap().contains("500"), "{d:?}");
+    assert_eq!(d.next_attempt_at, Some(T0 + 1_000));
+
+    // Not due yet: nothing is sent.
+    env.advance(999);
+    assert_eq!(env.svc.deliver_due_webhooks().await.unwrap().attempted, 0);
+    env.advance(1);
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!((pass.attempted, pass.retrying), (1, 1));
+    let d = &env.deliveries(hook, None).await[0];
+    assert_eq!((d.attempts, d.last_status_code), (2, Some(503)));
+    // The second wait is twice the first.
+    assert_eq!(d.next_attempt_at, Some(T0 + 1_000 + 2_000));
+
+    env.advance(1_999);
+    assert_eq!(env.svc.deliver_due_webhooks().await.unwrap().attempted, 0);
+    env.advance(1);
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!((pass.attempted, pass.delivered), (1, 1));
+    let d = &env.deliveries(hook, None).await[0];
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!((d.attempts, d.last_status_code), (3, Some(200)));
+    assert_eq!(d.delivered_at, Some(T0 + 3_000));
+    assert_eq!((d.next_attempt_at, d.last_error.as_deref()), (None, None));
+
+    // Three signed attempts of one delivery, each stamped with its own time.
+    let got = rx.got();
+    assert_eq!(
+        got.iter().map(|g| g.answered).collect::<Vec<_>>(),
+        [500, 503, 200]
+    );
+    assert!(got.iter().all(|g| g.verified));
+    assert!(
+        got.iter()
+            .all(|g| g.header("haggle-delivery-id") == d.id.to_string())
+    );
+    assert_eq!(
+        got.iter()
+            .map(|g| g.header("haggle-timestamp").parse::<i64>().unwrap())
+            .collect::<Vec<_>>(),
+        [T0, T0 + 1_000, T0 + 3_000]
+    );
+    assert!(got.iter().all(|g| g.event().kind == "listing_posted"));
+}
+
+async fn a_dead_receiver_fails_after_the_last_attempt_and_the_market_trades_on(env: Env) {
+    let max = WebhookOptions::default().max_attempts as i64;
+    let hook = env.create_webhook(&dead_url().await, &[]).await.webhook.id;
+    let seller = env.trader("seller", 0).await;
+    let buyer = env.trader("buyer", 1_000_000).await;
+
+    // Trade between delivery passes: every command succeeds while deliveries keep failing.
+    let mut passes = 0;
+    let mut failed = 0;
+    for round in 0..4 {
+        let listing = env.sell(&seller, &format!("item {round}"), 1_000).await;
+        let offer = env.bid(&buyer, listing, 900).await;
+        env.accept(&seller, offer).await;
+        let pass = env.svc.deliver_due_webhooks().await.unwrap();
+        assert_eq!(pass.delivered, 0);
+        failed += pass.failed;
+        passes += 1;
+        env.advance(WebhookOptions::default().max_retry_ms);
+    }
+    loop {
+        let pending = env.deliveries(hook, Some("pending")).await;
+        if pending.is_empty() {
+            break;
+        }
+        for d in &pending {
+            assert!(d.attempts < max, "{d:?}");
+            assert_eq!(d.last_status_code, None);
+            assert!(d.next_attempt_at.is_some());
+        }
+        let pass = env.svc.deliver_due_webhooks().await.unwrap();
+        assert_eq!(pass.delivered, 0);
+        failed += pass.failed;
+        passes += 1;
+        assert!(passes < 40, "deliveries never gave up");
+        env.advance(WebhookOptions::default().max_retry_ms);
+    }
+
+    let all = env.deliveries(hook, None).await;
+    let events_since = env.events_after(1).await.len();
+    assert!(all.len() >= 4 * 6, "{}", all.len());
+    assert!(all.len() <= events_since);
+    assert_eq!(failed, all.len());
+    for d in &all {
+        assert_eq!(d.status, DeliveryStatus::Failed, "{d:?}");
+        assert_eq!(d.attempts, max);
+        assert_eq!(d.last_status_code, None);
+        assert_eq!(d.next_attempt_at, None);
+        assert_eq!(d.delivered_at, None);
+        let error = d.last_error.as_deref().unwrap();
+        assert!(
+            error.contains("onnect") || error.contains("refused"),
+            "a connection error, got {error}"
+        );
+    }
+    assert_eq!(env.deliveries(hook, Some("failed")).await.len(), all.len());
+    assert!(env.deliveries(hook, Some("delivered")).await.is_empty());
+    // Given up: later passes leave them alone.
+    env.advance(3_600_000);
+    assert_eq!(env.svc.deliver_due_webhooks().await.unwrap().attempted, 0);
+    // Four deals were made and the books balance.
+    let deals = env
+        .svc
+        .deals(&env.op, env.market, None, None)
+        .await
+        .unwrap();
+    assert_eq!(deals.items.len(), 4);
+    assert!(env.svc.verify(&env.op, env.market).await.unwrap().ok());
+}
+
+async fn a_hanging_receiver_never_blocks_commands(env: Env) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let rx = Receiver::start(&[], Some(gate.clone())).await;
+    let created = env.create_webhook(&rx.url, &["listing_posted"]).await;
+    rx.trust(&created.secret);
+    let seller = env.trader("seller", 0).await;
+    let buyer = env.trader("buyer", 100_000).await;
+    env.sell(&seller, "first", 1_000).await;
+
+    // A pass is now stuck in the receiver...
+    let svc = env.svc.clone();
+    let patient = WebhookOptions {
+        timeout: Duration::from_secs(60),
+        ..WebhookOptions::default()
+    };
+    let pass = tokio::spawn(async move { svc.deliver_due_webhooks_with(&patient).await });
+    tokio::time::timeout(Duration::from_secs(10), rx.state.arrived.notified())
+        .await
+        .expect("the delivery reached the receiver");
+    assert!(!pass.is_finished());
+
+    // ...and the market trades on, promptly: a full deal while the delivery hangs.
+    let trading = async {
+        let listing = env.sell(&seller, "second", 2_000).await;
+        let offer = env.bid(&buyer, listing, 1_800).await;
+        env.accept(&seller, offer).await;
+        // Reads of the webhook's state work meanwhile too.
+        env.deliveries(created.webhook.id, None).await
+    };
+    let listed = tokio::time::timeout(Duration::from_secs(10), trading)
+        .await
+        .expect("commands finish while a receiver hangs");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, DeliveryStatus::Pending);
+    assert!(!pass.is_finished());
+
+    // Released: the stuck delivery lands, and the next pass sends the second listing.
+    gate.add_permits(100);
+    let pass = pass.await.unwrap().unwrap();
+    assert_eq!(pass.delivered, 1);
+    let next = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!((next.enqueued, next.delivered), (1, 1));
+    let got = rx.got();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|g| g.verified));
+}
+
+async fn a_receiver_that_does_not_answer_times_out(env: Env) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let rx = Receiver::start(&[], Some(gate.clone())).await;
+    let hook = env
+        .create_webhook(&rx.url, &["participant_joined"])
+        .await
+        .webhook
+        .id;
+    env.trader("seller", 0).await;
+    let opts = WebhookOptions {
+        timeout: Duration::from_millis(300),
+        ..WebhookOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let pass = env.svc.deliver_due_webhooks_with(&opts).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!((pass.attempted, pass.retrying), (1, 1));
+    let d = &env.deliveries(hook, None).await[0];
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.last_status_code, None);
+    assert_eq!(d.last_error.as_deref(), Some("no answer within 300 ms"));
+    gate.add_permits(100);
+}
+
+async fn only_chosen_event_types_are_delivered(env: Env) {
+    let deals_rx = Receiver::start(&[], None).await;
+    let all_rx = Receiver::start(&[], None).await;
+    let deals = env
+        .create_webhook(&deals_rx.url, &["deal_created", "listing_sold"])
+        .await;
+    let all = env.create_webhook(&all_rx.url, &[]).await;
+    assert_eq!(deals.webhook.event_types, ["deal_created", "listing_sold"]);
+    deals_rx.trust(&deals.secret);
+    all_rx.trust(&all.secret);
+    assert_ne!(deals.secret, all.secret);
+
+    let seller = env.trader("seller", 0).await;
+    let buyer = env.trader("buyer", 10_000).await;
+    let listing = env.sell(&seller, "chair", 3_000).await;
+    let offer = env.bid(&buyer, listing, 2_500).await;
+    env.accept(&seller, offer).await;
+    env.svc.deliver_due_webhooks().await.unwrap();
+
+    let kinds = |rx: &Receiver| {
+        let mut k: Vec<String> = rx.got().iter().map(|g| g.event().kind).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(kinds(&deals_rx), ["deal_created", "listing_sold"]);
+    assert!(kinds(&all_rx).len() > 2);
+    assert!(kinds(&all_rx).contains(&"offer_made".to_string()));
+    assert!(deals_rx.got().iter().all(|g| g.verified));
+    // Each receiver checks with its own secret only.
+    assert!(all_rx.got().iter().all(|g| g.verified));
+    let listed: Vec<String> = env
+        .deliveries(deals.webhook.id, None)
+        .await
+        .into_iter()
+        .map(|d| d.event_type)
+        .collect();
+    assert_eq!(listed.len(), 2);
+}
+
+async fn deactivation_stops_deliveries(env: Env) {
+    let hook = env.create_webhook(&dead_url().await, &[]).await.webhook.id;
+    let seller = env.trader("seller", 0).await;
+    env.sell(&seller, "desk", 4_000).await;
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert!(pass.retrying >= 2, "{pass:?}");
+
+    let r = env
+        .svc
+        .deactivate_webhook(&env.op, env.market, hook, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(json(&r.body)["active"], false);
+    // Deactivating again is fine.
+    env.svc
+        .deactivate_webhook(&env.op, env.market, hook, None)
+        .await
+        .unwrap();
+    for d in env.deliveries(hook, None).await {
+        assert_eq!(d.status, DeliveryStatus::Failed);
+        assert_eq!(d.last_error.as_deref(), Some("webhook deactivated"));
+        assert_eq!(d.attempts, 1);
+    }
+    env.sell(&seller, "shelf", 4_000).await;
+    env.advance(3_600_000);
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!((pass.enqueued, pass.attempted), (0, 0));
+    let hooks = env
+        .svc
+        .webhooks(&env.op, env.market, None, None)
+        .await
+        .unwrap();
+    assert_eq!(hooks.items.len(), 1);
+    assert!(!hooks.items[0].active);
+}
+
+async fn only_the_markets_operators_manage_webhooks(env: Env) {
+    let agent = env.trader("agent", 0).await;
+    let new = |url: &str| CreateWebhook {
+        url: url.into(),
+        event_types: vec![],
+    };
+    let (svc, m) = (&env.svc, env.market);
+    assert_refused(
+        svc.create_webhook(&agent, m, new("http://127.0.0.1:1/x"), None)
+            .await,
+        ErrorCode::Forbidden,
+    );
+    assert_refused(
+        svc.webhooks(&agent, m, None, None).await,
+        ErrorCode::Forbidden,
+    );
+    // An operator of another market.
+    let other = svc
+        .create_token(Role::Operator, Some(m + 1000), None, "elsewhere")
+        .await
+        .unwrap();
+    let other = svc.authenticate(Some(&other)).await.unwrap();
+    assert_refused(
+        svc.create_webhook(&other, m, new("http://127.0.0.1:1/x"), None)
+            .await,
+        ErrorCode::Forbidden,
+    );
+    // A market-bound operator of this market may.
+    let local = svc
+        .create_token(Role::Operator, Some(m), None, "local")
+        .await
+        .unwrap();
+    let local = svc.authenticate(Some(&local)).await.unwrap();
+    let r = svc
+        .create_webhook(&local, m, new("http://127.0.0.1:1/x"), None)
+        .await
+        .unwrap();
+    let hook = json(&r.body)["webhook"]["id"].as_i64().unwrap();
+    assert_refused(
+        svc.webhook_deliveries(&agent, m, hook, None, None, None)
+            .await,
+        ErrorCode::Forbidden,
+    );
+    assert_refused(
+        svc.deactivate_webhook(&agent, m, hook, None).await,
+        ErrorCode::Forbidden,
+    );
+
+    for bad in [
+        "ftp://example.com/",
+        "example.com/hook",
+        "",
+        "https://example.com/hook",
+    ] {
+        assert_refused(
+            svc.create_webhook(&env.op, m, new(bad), None).await,
+            ErrorCode::InvalidRequest,
+        );
+    }
+    assert_refused(
+        svc.create_webhook(
+            &env.op,
+            m,
+            CreateWebhook {
+                url: "http://127.0.0.1:1/x".into(),
+                event_types: vec!["Not A Kind".into()],
+            },
+            None,
+        )
+        .await,
+        ErrorCode::InvalidRequest,
+    );
+    assert_refused(
+        svc.create_webhook(&env.op, m + 1000, new("http://127.0.0.1:1/x"), None)
+            .await,
+        ErrorCode::NotFound,
+    );
+    assert_refused(
+        svc.webhook_deliveries(&env.op, m, hook + 1000, None, None, None)
+            .await,
+        ErrorCode::NotFound,
+    );
+    assert_refused(
+        svc.webhook_deliveries(&env.op, m, hook, Some("lost"), None, None)
+            .await,
+        ErrorCode::InvalidRequest,
+    );
+    assert_refused(
+        svc.deactivate_webhook(&env.op, m, hook + 1000, None).await,
+        ErrorCode::NotFound,
+    );
+    // Another market's webhook is not found through this market.
+    let r = svc
+        .create_market(
+            &env.op,
+            CreateMarket {
+                name: "second".into(),
+                currency: "USD".into(),
+                clock: None,
+                sim_start_ms: None,
+                rules: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let m2 = json(&r.body)["id"].as_i64().unwrap();
+    assert_refused(
+        svc.deactivate_webhook(&env.op, m2, hook, None).await,
+        ErrorCode::NotFound,
+    );
+
+    // The listing never shows a secret.
+    let listed = svc.webhooks(&env.op, m, None, None).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let text = serde_json::to_string(&listed).unwrap();
+    assert!(!text.contains("whsec_"), "{text}");
+
+    // A bounded number of active webhooks per market.
+    for _ in 1..haggle_service::webhooks::MAX_ACTIVE_PER_MARKET {
+        svc.create_webhook(&env.op, m, new("http://127.0.0.1:1/x"), None)
+            .await
+            .unwrap();
+    }
+    assert_refused(
+        svc.create_webhook(&env.op, m, new("http://127.0.0.1:1/x"), None)
+            .await,
+        ErrorCode::InvalidRequest,
+    );
+    svc.deactivate_webhook(&env.op, m, hook, None)
+        .await
+        .unwrap();
+    svc.create_webhook(&env.op, m, new("http://127.0.0.1:1/x"), None)
+        .await
+        .unwrap();
+}
+
+async fn creation_is_idempotent_and_shows_the_secret_once(env: Env) {
+    let key = |k: &str, body: &str| haggle_service::IdemKey {
+        key: k.into(),
+        request_hash: body.into(),
+    };
+    let req = || CreateWebhook {
+        url: "http://127.0.0.1:1/x".into(),
+        event_types: vec![],
+    };
+    let first = env
+        .svc
+        .create_webhook(&env.op, env.market, req(), Some(&key("k1", "h1")))
+        .await
+        .unwrap();
+    let replay = env
+        .svc
+        .create_webhook(&env.op, env.market, req(), Some(&key("k1", "h1")))
+        .await
+        .unwrap();
+    let (first, replay): (WebhookCreated, WebhookCreated) = (
+        serde_json::from_str(&first.body).unwrap(),
+        serde_json::from_str(&replay.body).unwrap(),
+    );
+    assert_eq!(first.webhook, replay.webhook);
+    assert!(first.secret.starts_with("whsec_"));
+    assert!(!replay.secret.contains("whsec_"), "{}", replay.secret);
+    assert_refused(
+        env.svc
+            .create_webhook(&env.op, env.market, req(), Some(&key("k1", "other")))
+            .await,
+        ErrorCode::IdempotencyConflict,
+    );
+    let listed = env
+        .svc
+        .webhooks(&env.op, env.market, None, None)
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+}
+
+async fn the_background_worker_delivers(env: Env) {
+    let rx = Receiver::start(&[], None).await;
+    let created = env.create_webhook(&rx.url, &["listing_posted"]).await;
+    rx.trust(&created.secret);
+    let worker = env.svc.spawn_webhooks(Duration::from_millis(20));
+    let seller = env.trader("seller", 0).await;
+    for i in 0..3 {
+        env.sell(&seller, &format!("thing {i}"), 100 + i).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env
+        .deliveries(created.webhook.id, Some("delivered"))
+        .await
+        .len()
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker delivered {:?}",
+            rx.got().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.abort();
+    let got = rx.got();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|g| g.verified));
+}
