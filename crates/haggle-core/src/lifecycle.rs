@@ -261,8 +261,9 @@ pub fn dispute(s: &mut Scene, plan: &mut Plan, reason: &str) -> Result<()> {
 
 /// A party (or the operator, `actor = None`) adds evidence to a dispute.
 pub fn add_evidence(s: &mut Scene, plan: &mut Plan, body: &str) -> Result<DealNote> {
+    // A frozen agent can read but not act.
     let author = match &s.actor {
-        Some(a) => Some(a.id),
+        Some(_) => Some(s.trader()?.id),
         None => None,
     };
     let d = deal(s)?;
@@ -313,7 +314,10 @@ pub enum Ruling {
 
 /// An operator (`actor = None`) or the market's arbiter resolves a dispute.
 pub fn resolve(s: &mut Scene, plan: &mut Plan, ruling: Ruling, why: &str) -> Result<()> {
-    let by = s.actor.as_ref().map(|a| a.id);
+    let by = match &s.actor {
+        Some(_) => Some(s.trader()?.id),
+        None => None,
+    };
     let d = deal(s)?;
     if let Some(a) = by
         && (s.market.rules.arbiter != Some(a) || d.is_party(a))
@@ -329,7 +333,7 @@ pub fn resolve(s: &mut Scene, plan: &mut Plan, ruling: Ruling, why: &str) -> Res
     let (status, to_buyer) = match ruling {
         Ruling::Release => (DealStatus::Completed, 0),
         Ruling::Refund => (DealStatus::Refunded, d.price),
-        Ruling::Split { to_buyer } if to_buyer == 0 => (DealStatus::Completed, 0),
+        Ruling::Split { to_buyer: 0 } => (DealStatus::Completed, 0),
         Ruling::Split { to_buyer } if to_buyer == d.price => (DealStatus::Refunded, d.price),
         Ruling::Split { to_buyer } if to_buyer > 0 && to_buyer < d.price => {
             (DealStatus::PartiallyRefunded, to_buyer)
@@ -361,6 +365,13 @@ pub fn decide_approval(s: &mut Scene, plan: &mut Plan, approve: bool) -> Result<
     }
     if d.status != DealStatus::AwaitingApproval {
         return Err(wrong_state(d, "approval", "awaiting_approval"));
+    }
+    // Past the window the deal has timed out (the sweep declines it): it can no longer be approved.
+    if approve && d.approval_deadline.is_some_and(|x| x <= s.now) {
+        return Err(E::invalid_transition(format!(
+            "the approval window of deal {} has closed",
+            d.id
+        )));
     }
     if approve {
         let mut next = d.clone();
@@ -414,6 +425,15 @@ pub fn rate(s: &mut Scene, plan: &mut Plan, score: u8, comment: &str) -> Result<
         )));
     }
     check_text("comment", comment, 1000, false)?;
+    // Once the window closes the ratings given are revealed: a late rating could retaliate.
+    if d.finished_at
+        .is_some_and(|f| f + s.market.rules.rating_window_ms <= s.now)
+    {
+        return Err(E::invalid_transition(format!(
+            "the rating window of deal {} has closed",
+            d.id
+        )));
+    }
     if s.ratings.iter().any(|r| r.rater == actor) {
         return Err(E::invalid_transition(format!(
             "you already rated deal {}",
@@ -514,7 +534,12 @@ pub fn reputation(p: ParticipantId, deals: &[Deal], revealed: &[Rating]) -> Repu
     for d in deals.iter().filter(|d| d.is_party(p)) {
         match d.status {
             DealStatus::Completed => rep.completed_deals += 1,
-            DealStatus::Cancelled if d.resolution.as_ref().and_then(|r| r.by) == Some(p) => {
+            // A cancellation counts against whoever asked first, not the party who agreed.
+            DealStatus::Cancelled
+                if d.cancel_requested_by
+                    .or(d.resolution.as_ref().and_then(|r| r.by))
+                    == Some(p) =>
+            {
                 rep.cancellations += 1
             }
             _ => {}

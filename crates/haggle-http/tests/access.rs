@@ -53,6 +53,12 @@ struct Fixture {
     offer: i64,
     deal: i64,
     lamp_thread: i64,
+    /// Deals of the lifecycle (only in [`full_fixture`], else 0): handed over, disputed, finished
+    /// (completed), and awaiting Bob's principal's approval. Alice sells, Bob buys.
+    handed_over: i64,
+    disputed: i64,
+    finished: i64,
+    awaiting: i64,
 }
 
 async fn fixture(s: &Server) -> Fixture {
@@ -89,7 +95,57 @@ async fn fixture(s: &Server) -> Fixture {
         offer,
         deal,
         lamp_thread,
+        handed_over: 0,
+        disputed: 0,
+        finished: 0,
+        awaiting: 0,
     }
+}
+
+/// [`fixture`] plus a deal in each lifecycle state the table's deal routes act on.
+async fn full_fixture(s: &Server) -> Fixture {
+    let mut fx = fixture(s).await;
+    let m = fx.m;
+    let deal = |title: &'static str, price: i64| {
+        let fx = &fx;
+        async move {
+            let l = s.sell(m, &fx.alice, title, price).await;
+            let (_, o) = s.bid(m, &fx.bob, l, price).await;
+            s.accept(m, &fx.alice, o).await["id"].as_i64().unwrap()
+        }
+    };
+    let act = |token: String, deal: i64, action: &'static str, body: Value| async move {
+        let r = s
+            .post(
+                &format!("/v1/markets/{m}/deals/{deal}/{action}"),
+                &token,
+                body,
+            )
+            .await;
+        assert!((200..300).contains(&r.0), "{action}: {} {}", r.0, r.1);
+    };
+    let (alice, bob) = (fx.alice.agent.clone(), fx.bob.agent.clone());
+    let handed_over = deal("Mug", 300).await;
+    act(alice.clone(), handed_over, "handover", json!({})).await;
+    let disputed = deal("Book", 200).await;
+    act(alice.clone(), disputed, "handover", json!({})).await;
+    act(bob.clone(), disputed, "dispute", json!({"reason": "torn"})).await;
+    let finished = deal("Pen", 100).await;
+    act(alice.clone(), finished, "handover", json!({})).await;
+    act(bob.clone(), finished, "confirm", json!({})).await;
+    let mandate = format!("/v1/markets/{m}/participants/{}/mandate", fx.bob.id);
+    let r = s
+        .put(&mandate, &s.operator, json!({"approval_above": 400}))
+        .await;
+    assert_status(&r, 200, "Bob's approval threshold");
+    let awaiting = deal("Sofa", 500).await;
+    let r = s.put(&mandate, &s.operator, json!({})).await;
+    assert_status(&r, 200, "Bob's mandate back");
+    fx.handed_over = handed_over;
+    fx.disputed = disputed;
+    fx.finished = finished;
+    fx.awaiting = awaiting;
+    fx
 }
 
 impl Fixture {
@@ -116,6 +172,10 @@ impl Fixture {
             .replace("{T}", &self.thread.to_string())
             .replace("{O}", &self.offer.to_string())
             .replace("{D}", &self.deal.to_string())
+            .replace("{H}", &self.handed_over.to_string())
+            .replace("{X}", &self.disputed.to_string())
+            .replace("{F}", &self.finished.to_string())
+            .replace("{A}", &self.awaiting.to_string())
     }
 }
 
@@ -177,6 +237,18 @@ fn table() -> Vec<Row> {
         row(M::POST, "/v1/markets/{m}/offers/{O}/withdraw", None, Bob, &[AgentSelf]),
         row(M::GET,  "/v1/markets/{m}/deals", None, Bob, EVERYONE),
         row(M::GET,  "/v1/markets/{m}/deals/{D}", None, Bob, READERS_OF_SELF),
+        row(M::POST, "/v1/markets/{m}/deals/{D}/handover", Some(json!({"note": "at the desk"})), Alice, &[AgentSelf]),
+        row(M::POST, "/v1/markets/{m}/deals/{D}/cancel", Some(json!({"reason": "sold out"})), Alice, &[AgentSelf]),
+        row(M::POST, "/v1/markets/{m}/deals/{H}/confirm", None, Bob, &[AgentSelf]),
+        row(M::POST, "/v1/markets/{m}/deals/{H}/dispute", Some(json!({"reason": "broken"})), Bob, &[AgentSelf]),
+        row(M::POST, "/v1/markets/{m}/deals/{X}/evidence", Some(json!({"body": "a photo"})), Bob, &[Operator, AgentSelf]),
+        row(M::POST, "/v1/markets/{m}/deals/{X}/resolve", Some(json!({"ruling": {"outcome": "refund"}})), Bob, &[Operator]),
+        row(M::POST, "/v1/markets/{m}/deals/{A}/approval", Some(json!({"approve": true})), Bob, &[PrincipalSelf]),
+        row(M::POST, "/v1/markets/{m}/deals/{F}/ratings", Some(json!({"score": 5})), Bob, &[AgentSelf]),
+        row(M::GET,  "/v1/markets/{m}/deals/{F}/ratings", None, Bob, EVERYONE),
+        row(M::GET,  "/v1/markets/{m}/deals/{X}/notes", None, Bob, READERS_OF_SELF),
+        row(M::GET,  "/v1/markets/{m}/participants/{alice}/reputation", None, Alice, EVERYONE),
+        row(M::GET,  "/v1/markets/{m}/settlement", None, Alice, EVERYONE),
         row(M::GET,  "/v1/markets/{m}/events", None, Bob, EVERYONE),
         row(M::GET,  "/v1/markets/{m}/events/stream", None, Bob, EVERYONE),
         row(M::POST, "/v1/markets/{m}/clock/advance", Some(json!({"by_ms": 1})), Alice, &[Operator]),
@@ -211,7 +283,7 @@ async fn role_by_endpoint_table() {
     let s = Server::start().await;
     let mut failures = Vec::new();
     for r in table() {
-        let mut fx = fixture(&s).await;
+        let mut fx = full_fixture(&s).await;
         let mutating = r.method != Method::GET;
         let before = s.snapshot(fx.m, &[&fx.alice, &fx.bob, &fx.carol]).await;
         let markets_before = s.get_ok("/v1/markets", &s.operator).await;
@@ -243,7 +315,7 @@ async fn role_by_endpoint_table() {
         }
         for (i, role) in r.allowed.iter().enumerate() {
             if mutating && i > 0 {
-                fx = fixture(&s).await;
+                fx = full_fixture(&s).await;
             }
             let path = fx.path(r.path);
             let token = if *role == Operator {

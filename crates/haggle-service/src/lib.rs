@@ -1060,6 +1060,10 @@ impl Service {
         deal: i64,
     ) -> ApiResult<Vec<haggle_core::Rating>> {
         Self::require_in_market(caller, market)?;
+        self.store
+            .deal(market, deal)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("deal {deal} not found")))?;
         let all = self.store.deal_ratings(market, deal, self.now()).await?;
         Ok(all
             .into_iter()

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use haggle_core::ledger::{self, Breach, Transfer};
+use haggle_core::lifecycle::{self, Reputation, Ruling};
 use haggle_core::negotiation::{self, Due, NewListing};
+use haggle_core::settlement::{self, Settlement};
 use haggle_core::*;
 use std::collections::BTreeMap;
 
@@ -25,6 +27,9 @@ pub struct Mem {
     /// Materialised balances, as a store keeps them next to the transfers.
     pub balances: BTreeMap<Account, Money>,
     pub messages: Vec<Message>,
+    /// Deal notes (handover, cancel, dispute, evidence, resolution) in id order.
+    pub notes: Vec<DealNote>,
+    pub ratings: BTreeMap<i64, Rating>,
     pub events: Vec<Event>,
     pub next_id: i64,
 }
@@ -51,6 +56,8 @@ impl Mem {
             transfers: Vec::new(),
             balances: BTreeMap::new(),
             messages: Vec::new(),
+            notes: Vec::new(),
+            ratings: BTreeMap::new(),
             events: Vec::new(),
             next_id: 1,
         }
@@ -173,7 +180,95 @@ impl Mem {
                 .filter(|t| t.status == ThreadStatus::Open && t.deadline.is_some_and(|d| d <= now))
                 .map(|t| (t.clone(), self.live_offer_in(t.id)))
                 .collect(),
+            deals_to_complete: self
+                .deals
+                .values()
+                .filter(|d| {
+                    d.status == DealStatus::HandedOver
+                        && d.confirm_deadline.is_some_and(|x| x <= now)
+                })
+                .cloned()
+                .collect(),
+            approvals_expired: self
+                .deals
+                .values()
+                .filter(|d| {
+                    d.status == DealStatus::AwaitingApproval
+                        && d.approval_deadline.is_some_and(|x| x <= now)
+                })
+                .map(|d| (d.clone(), self.listings[&d.listing_id].clone()))
+                .collect(),
         }
+    }
+
+    /// The scene of a lifecycle command on `deal`, as the store loads it: the deal, its listing
+    /// and the ratings already given on it. An unknown deal leaves `deal` empty (`not_found`).
+    pub fn deal_scene(&self, actor: Option<ParticipantId>, deal: DealId) -> Scene {
+        let mut s = Scene::new(self.market.clone(), self.now());
+        s.actor = actor.map(|a| self.participants[&a].clone());
+        s.deal = self.deals.get(&deal).cloned();
+        if let Some(d) = &s.deal {
+            s.listing = self.listings.get(&d.listing_id).cloned();
+            s.ratings = self.ratings_on(deal);
+        }
+        s
+    }
+
+    pub fn ratings_on(&self, deal: DealId) -> Vec<Rating> {
+        self.ratings
+            .values()
+            .filter(|r| r.deal_id == deal)
+            .cloned()
+            .collect()
+    }
+
+    pub fn notes_on(&self, deal: DealId) -> Vec<&DealNote> {
+        self.notes.iter().filter(|n| n.deal_id == deal).collect()
+    }
+
+    /// The ratings on `deal` anyone may read now (both sides rated, or the window closed).
+    pub fn revealed_ratings(&self, deal: DealId) -> Vec<Rating> {
+        let d = &self.deals[&deal];
+        let on = self.ratings_on(deal);
+        if lifecycle::rating_revealed(d, on.len(), &self.market.rules, self.now()) {
+            on
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A participant's reputation, computed as the store computes it.
+    pub fn reputation(&self, p: ParticipantId) -> Reputation {
+        let deals: Vec<Deal> = self
+            .deals
+            .values()
+            .filter(|d| d.is_party(p))
+            .cloned()
+            .collect();
+        let revealed: Vec<Rating> = deals
+            .iter()
+            .flat_map(|d| self.revealed_ratings(d.id))
+            .filter(|r| r.ratee == p)
+            .collect();
+        lifecycle::reputation(p, &deals, &revealed)
+    }
+
+    /// The settlement report of the whole market.
+    pub fn settlement(&self) -> Settlement {
+        let people: Vec<Participant> = self.participants.values().cloned().collect();
+        let deals: Vec<Deal> = self.deals.values().cloned().collect();
+        settlement::settle(&self.market, &people, &deals, &self.transfers)
+    }
+
+    /// Escrow's ledger balance and the sum of the open holds it must equal.
+    pub fn escrow_and_open_holds(&self) -> (Money, Money) {
+        let open = self
+            .deals
+            .values()
+            .filter(|d| d.status.hold_is_open())
+            .map(|d| d.price)
+            .sum();
+        (self.balance(Account::Escrow), open)
     }
 
     // ----- running and applying -------------------------------------------------------------
@@ -264,8 +359,46 @@ impl Mem {
                     self.void_reasons.insert(offer, r);
                 }
             }
-            Change::InsertDeal(d) => insert(&mut self.deals, d.id, d),
+            Change::InsertDeal(d) => {
+                assert!(
+                    !self.deals.values().any(|x| x.listing_id == d.listing_id
+                        && !matches!(x.status, DealStatus::Cancelled | DealStatus::Declined)),
+                    "one non-cancelled deal per listing"
+                );
+                insert(&mut self.deals, d.id, d)
+            }
             Change::SetDealStatus { deal, status } => row(&mut self.deals, &deal).status = status,
+            Change::UpdateDeal(d) => {
+                let old = row(&mut self.deals, &d.id);
+                // Only the lifecycle fields change; what was agreed never does.
+                assert_eq!(
+                    (
+                        old.listing_id,
+                        old.buyer,
+                        old.seller,
+                        old.price,
+                        &old.snapshot
+                    ),
+                    (d.listing_id, d.buyer, d.seller, d.price, &d.snapshot),
+                    "an update changed what was agreed in deal {}",
+                    d.id
+                );
+                *old = d;
+            }
+            Change::InsertDealNote(n) => {
+                assert!(self.deals.contains_key(&n.deal_id), "note on unknown deal");
+                self.notes.push(n);
+            }
+            Change::InsertRating(r) => {
+                assert!(
+                    !self
+                        .ratings
+                        .values()
+                        .any(|x| x.deal_id == r.deal_id && x.rater == r.rater),
+                    "rating is unique per (deal, rater)"
+                );
+                insert(&mut self.ratings, r.id, r)
+            }
             Change::Transfer(t) => {
                 assert!(
                     !self
@@ -409,6 +542,93 @@ impl Mem {
         let n = plan.changes.len();
         self.apply(plan);
         n
+    }
+
+    // ----- deal lifecycle --------------------------------------------------------------------
+
+    pub fn hand_over(
+        &mut self,
+        actor: ParticipantId,
+        deal: DealId,
+        note: Option<&str>,
+    ) -> Outcome<Deal> {
+        let s = self.deal_scene(Some(actor), deal);
+        self.run(s, |s, p| lifecycle::hand_over(s, p, note))
+    }
+
+    pub fn confirm(&mut self, actor: ParticipantId, deal: DealId) -> Outcome<()> {
+        let s = self.deal_scene(Some(actor), deal);
+        self.run(s, lifecycle::confirm_receipt)
+    }
+
+    /// Returns whether the deal is now cancelled (`false`: the request was recorded).
+    pub fn cancel(
+        &mut self,
+        actor: ParticipantId,
+        deal: DealId,
+        reason: Option<&str>,
+    ) -> Outcome<bool> {
+        let s = self.deal_scene(Some(actor), deal);
+        self.run(s, |s, p| lifecycle::cancel(s, p, reason))
+    }
+
+    pub fn dispute(&mut self, actor: ParticipantId, deal: DealId, reason: &str) -> Outcome<()> {
+        let s = self.deal_scene(Some(actor), deal);
+        self.run(s, |s, p| lifecycle::dispute(s, p, reason))
+    }
+
+    /// Evidence by a participant, or by an operator (`None`).
+    pub fn evidence(
+        &mut self,
+        author: Option<ParticipantId>,
+        deal: DealId,
+        body: &str,
+    ) -> Outcome<DealNote> {
+        let s = self.deal_scene(author, deal);
+        self.run(s, |s, p| lifecycle::add_evidence(s, p, body))
+    }
+
+    /// Resolution by an operator (`None`) or a participant (the arbiter, or anyone it refuses).
+    pub fn resolve(
+        &mut self,
+        by: Option<ParticipantId>,
+        deal: DealId,
+        ruling: Ruling,
+        note: &str,
+    ) -> Outcome<()> {
+        let s = self.deal_scene(by, deal);
+        self.run(s, |s, p| lifecycle::resolve(s, p, ruling, note))
+    }
+
+    pub fn decide(&mut self, principal: ParticipantId, deal: DealId, approve: bool) -> Outcome<()> {
+        let s = self.deal_scene(Some(principal), deal);
+        self.run(s, |s, p| lifecycle::decide_approval(s, p, approve))
+    }
+
+    pub fn rate(
+        &mut self,
+        actor: ParticipantId,
+        deal: DealId,
+        score: u8,
+        comment: &str,
+    ) -> Outcome<Rating> {
+        let s = self.deal_scene(Some(actor), deal);
+        self.run(s, |s, p| lifecycle::rate(s, p, score, comment))
+    }
+
+    /// A deal on `listing` at `price`: the counterparty opens a thread with an offer, the
+    /// listing's owner accepts it.
+    pub fn deal_on(
+        &mut self,
+        counterparty: ParticipantId,
+        listing: ListingId,
+        price: Money,
+    ) -> Deal {
+        let owner = self.listings[&listing].owner;
+        let o = self
+            .open_with_offer(counterparty, listing, price)
+            .expect("bid");
+        self.accept(owner, o.id).expect("accept")
     }
 
     /// Runs `command` and asserts it is refused with `code` and left the market untouched.
