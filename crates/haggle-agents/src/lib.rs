@@ -2,6 +2,10 @@
 //! [`brain`]s), and the runtime that turns decisions into market actions through the market
 //! contract (`haggle_api::MarketClient`) — never through anything the market keeps private.
 
+pub mod adversaries;
 pub mod brain;
 pub mod profile;
+pub mod prompt;
+pub mod registry;
+pub mod rules;
 pub mod runtime;
