@@ -40,6 +40,11 @@ pub struct Agent<C: MarketClient> {
     thread_turns: BTreeMap<i64, u32>,
     /// Listings this agent opened a thread on (never reopen).
     contacted: BTreeSet<i64>,
+    /// Others' listings this agent negotiates on (their content is frozen once a thread exists).
+    listing_cache: BTreeMap<i64, Listing>,
+    /// Whether the last view left something to do without any news (items to list, wants or
+    /// items to search for), so the next turn must look even if nothing happened.
+    pending: bool,
     synced: bool,
 }
 
@@ -94,6 +99,8 @@ impl<C: MarketClient> Agent<C> {
             thread_subject: BTreeMap::new(),
             thread_turns: BTreeMap::new(),
             contacted: BTreeSet::new(),
+            listing_cache: BTreeMap::new(),
+            pending: true,
             synced: false,
         }
     }
@@ -238,7 +245,14 @@ impl<C: MarketClient> Agent<C> {
             let view = self.client.thread(t.id).await?;
             let listing = match my_listings.iter().find(|l| l.id == t.listing_id) {
                 Some(l) => l.clone(),
-                None => self.client.listing(t.listing_id).await?.listing,
+                None => match self.listing_cache.get(&t.listing_id) {
+                    Some(l) => l.clone(),
+                    None => {
+                        let l = self.client.listing(t.listing_id).await?.listing;
+                        self.listing_cache.insert(l.id, l.clone());
+                        l
+                    }
+                },
             };
             let role = if listing.buyer_with(t.counterparty) == me {
                 Role::Buyer
@@ -269,7 +283,9 @@ impl<C: MarketClient> Agent<C> {
 
         let mut candidates = Vec::new();
         let mut buyer_leads = Vec::new();
-        if self.turns % SEARCH_EVERY == 0 {
+        let mut reputations: BTreeMap<i64, haggle_api::haggle_core::lifecycle::Reputation> =
+            BTreeMap::new();
+        if self.turns.is_multiple_of(SEARCH_EVERY) {
             for w in self
                 .profile
                 .want
@@ -291,7 +307,15 @@ impl<C: MarketClient> Agent<C> {
                         .get("item_type")
                         .is_none_or(|t| *t == w.item_type);
                     if l.owner != me && same_type && !self.contacted.contains(&l.id) {
-                        let owner_reputation = self.client.reputation(l.owner).await?;
+                        let owner_reputation = match reputations.get(&l.owner) {
+                            Some(r) => r.clone(),
+                            None => {
+                                let r = self.client.reputation(l.owner).await?;
+                                reputations.insert(l.owner, r.clone());
+                                r
+                            }
+                        };
+                        self.listing_cache.insert(l.id, l.clone());
                         candidates.push(Candidate {
                             want_id: w.want_id.clone(),
                             listing: haggle_api::ListingView {
@@ -324,7 +348,15 @@ impl<C: MarketClient> Agent<C> {
                     if let Some(item) = unsold.iter().find(|i| {
                         wanted_type.is_none_or(|t| *t == i.item_type) && i.category == l.category
                     }) {
-                        let owner_reputation = self.client.reputation(l.owner).await?;
+                        let owner_reputation = match reputations.get(&l.owner) {
+                            Some(r) => r.clone(),
+                            None => {
+                                let r = self.client.reputation(l.owner).await?;
+                                reputations.insert(l.owner, r.clone());
+                                r
+                            }
+                        };
+                        self.listing_cache.insert(l.id, l.clone());
                         buyer_leads.push(Candidate {
                             want_id: item.item_id.clone(),
                             listing: haggle_api::ListingView {
@@ -352,9 +384,32 @@ impl<C: MarketClient> Agent<C> {
         })
     }
 
+    /// Whether something visible to the agent happened since its last turn (event-driven wake-up).
+    pub async fn has_news(&self) -> bool {
+        self.client
+            .events(self.last_seq, 1)
+            .await
+            .map(|p| !p.events.is_empty())
+            .unwrap_or(true)
+    }
+
+    /// Actions that were not refused, over the agent's life.
+    pub fn successful_actions(&self) -> u64 {
+        self.stats
+            .actions
+            .saturating_sub(self.stats.refusals.values().sum())
+    }
+
     /// One turn: observe, decide, act. Returns the actions taken (refused ones included).
     pub async fn turn(&mut self, now: i64, round: u64) -> Vec<Action> {
         self.stats.turns += 1;
+        // Rule brains act on news or on search results; with neither, the turn would repeat the
+        // last decision to do nothing, so it is skipped without reading the whole market.
+        let search_due = self.turns.is_multiple_of(SEARCH_EVERY) && self.pending;
+        if self.synced && !search_due && !self.has_news().await {
+            self.turns += 1;
+            return Vec::new();
+        }
         let view = match self.observe(now, round).await {
             Ok(v) => v,
             Err(e) => {
@@ -363,6 +418,9 @@ impl<C: MarketClient> Agent<C> {
                 return Vec::new();
             }
         };
+        self.pending = !view.unlisted.is_empty()
+            || !view.unmet_wants.is_empty()
+            || view.deals.iter().any(|d| !d.is_finished());
         self.housekeeping(&view).await;
         let mut actions = self.brain.decide(&self.profile, &view).await;
         actions.truncate(MAX_ACTIONS_PER_TURN);
@@ -417,20 +475,19 @@ impl<C: MarketClient> Agent<C> {
             .filter(|l| l.status == ListingStatus::Active)
         {
             let subject = self.listing_subject.get(&l.id).cloned();
-            if subject.is_some_and(|s| done_items.contains(&s) || met.contains(&s)) {
-                if let Err(e) = self.client.withdraw_listing(l.id).await {
-                    self.refused(&e);
-                }
+            if subject.is_some_and(|s| done_items.contains(&s) || met.contains(&s))
+                && let Err(e) = self.client.withdraw_listing(l.id).await
+            {
+                self.refused(&e);
             }
         }
         for t in &view.threads {
             let subject = t.subject.as_ref();
             let own_listing = t.listing.owner == me;
             if subject.is_some_and(|s| (done_items.contains(s) || met.contains(s)) && !own_listing)
+                && let Err(e) = self.client.walk_away(t.thread.detail.thread.id).await
             {
-                if let Err(e) = self.client.walk_away(t.thread.detail.thread.id).await {
-                    self.refused(&e);
-                }
+                self.refused(&e);
             }
         }
     }

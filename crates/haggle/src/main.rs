@@ -1,8 +1,12 @@
 //! The `haggle` command: serve the API, create markets and tokens, verify ledgers, run benchmarks.
 //! The binary's edge: errors become one clear line on stderr and a non-zero exit.
 
+mod agent_cmd;
 mod bench;
 mod config;
+mod demo;
+mod report;
+mod sim;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -57,6 +61,13 @@ enum Cmd {
         #[command(subcommand)]
         command: BenchCmd,
     },
+    /// Run a whole simulated office market of agents and write its report.
+    Demo(demo::DemoArgs),
+    /// Agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCmd,
+    },
     /// The settlement report: the per-deal handover list and each participant's net position.
     Settlement {
         #[arg(long)]
@@ -75,6 +86,12 @@ enum Cmd {
         #[command(subcommand)]
         command: DisputeCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// One agent joins a market on any Haggle server and trades.
+    Run(agent_cmd::AgentArgs),
 }
 
 #[derive(Subcommand)]
@@ -168,6 +185,13 @@ enum BenchCmd {
 }
 
 fn main() {
+    // Behave like a Unix tool when the reader of stdout goes away (`haggle ... | head`): exit
+    // quietly instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -376,6 +400,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench {
             command: BenchCmd::Api(args),
         } => bench::api(args, &cfg).await?,
+        Cmd::Demo(args) => demo::run(args).await?,
+        Cmd::Agent {
+            command: AgentCmd::Run(args),
+        } => agent_cmd::run(args).await?,
         Cmd::Settlement {
             market,
             format,

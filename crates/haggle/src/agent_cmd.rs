@@ -1,0 +1,80 @@
+//! `haggle agent run`: one agent, with its profile and brain, joins a market on any Haggle server
+//! over HTTP and trades until its rounds are used up (or Ctrl-C).
+
+use anyhow::Context;
+use haggle_agents::profile::Profile;
+use haggle_agents::runtime::Agent;
+use haggle_api::MarketClient;
+use haggle_client::HttpClient;
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// The profile (TOML or JSON).
+    #[arg(long)]
+    profile: std::path::PathBuf,
+    /// The brain, e.g. `rule:boulware`.
+    #[arg(long, default_value = "rule:linear")]
+    brain: String,
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The agent token of the participant this agent trades for.
+    #[arg(long, env = "HAGGLE_AGENT_TOKEN")]
+    token: String,
+    /// How many turns to take (0 = until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    turns: u64,
+    /// Real time between turns.
+    #[arg(long, default_value_t = 2000)]
+    interval_ms: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+pub fn read_profile(path: &std::path::Path) -> anyhow::Result<Profile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read profile {}", path.display()))?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
+        Profile::from_json(&text)
+    } else {
+        Profile::from_toml(&text)
+    };
+    parsed.map_err(|e| anyhow::anyhow!("invalid profile {}: {e}", path.display()))
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let profile = read_profile(&args.profile)?;
+    let brain = haggle_agents::registry::brain_from_name(&args.brain, args.seed)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = HttpClient::connect(&args.server, &args.token)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot join {}: {e}", args.server))?;
+    eprintln!(
+        "haggle: {} trades in market {} as participant {} with {}",
+        profile.name,
+        client.market_id(),
+        client.participant_id(),
+        args.brain
+    );
+    let mut agent = Agent::new(profile, client, brain);
+    let mut turn = 0u64;
+    loop {
+        let actions = agent.turn(0, turn).await;
+        for a in &actions {
+            eprintln!("turn {turn}: {}", serde_json::to_string(a)?);
+        }
+        turn += 1;
+        if args.turns != 0 && turn >= args.turns {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(args.interval_ms)) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    eprintln!(
+        "haggle: {} turns, {} actions, refusals: {:?}",
+        agent.stats.turns, agent.stats.actions, agent.stats.refusals
+    );
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `haggle demo`: a whole office classifieds market in one command. Generates (or reads) a
+//! scenario, runs it with a mix of rule brains on an embedded SQLite file, shows progress, prints
+//! a summary and writes the report, results, CSVs, the database and the tokens to browse it.
+
+use crate::sim::{self, Mode, SimConfig};
+use anyhow::Context;
+use haggle_lab::scenario::Scenario;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub const DEFAULT_BRAINS: &str =
+    "rule:boulware,rule:linear,rule:conceder,rule:tit-for-tat,rule:split-difference,rule:micro";
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// A scenario file (TOML, JSON or CSV) instead of the generated office market.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Comma-separated brains, assigned to participants in turn.
+    #[arg(long, default_value = DEFAULT_BRAINS)]
+    brains: String,
+    /// Participants of the generated market.
+    #[arg(long, default_value_t = 69)]
+    participants: usize,
+    /// Budget per participant in minor units ($100).
+    #[arg(long, default_value_t = 10_000)]
+    budget: i64,
+    /// Output folder (replaced if it holds an earlier demo).
+    #[arg(long, default_value = "haggle-demo")]
+    out: PathBuf,
+    /// Maximum rounds (one simulated hour each).
+    #[arg(long, default_value_t = 168)]
+    rounds: u64,
+    /// `rounds` (exact replay) or `events` (agents wake on news).
+    #[arg(long, default_value = "rounds")]
+    mode: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn load_scenario(
+    path: Option<&std::path::Path>,
+    seed: u64,
+    participants: usize,
+    budget: i64,
+) -> anyhow::Result<Scenario> {
+    match path {
+        Some(p) => Scenario::from_path(p).map_err(|e| anyhow::anyhow!("{e}")),
+        None => {
+            if !(2..=100_000).contains(&participants) {
+                anyhow::bail!("--participants must be between 2 and 100000");
+            }
+            Ok(haggle_lab::generator::generate(seed, participants, budget))
+        }
+    }
+}
+
+pub fn parse_mode(mode: &str) -> anyhow::Result<Mode> {
+    match mode {
+        "rounds" => Ok(Mode::Rounds),
+        "events" => Ok(Mode::Events),
+        other => anyhow::bail!("--mode must be rounds or events, got '{other}'"),
+    }
+}
+
+fn dollars(cents: i64) -> String {
+    format!("${}.{:02}", cents / 100, (cents % 100).abs())
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let scenario = load_scenario(
+        args.scenario.as_deref(),
+        args.seed,
+        args.participants,
+        args.budget,
+    )?;
+    let brains: Vec<String> = args
+        .brains
+        .split(',')
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty())
+        .collect();
+    for b in &brains {
+        haggle_agents::registry::brain_from_name(b, 0)
+            .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let db = args.out.join("haggle.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let listings: usize = scenario.profiles.iter().map(|p| p.sell.len()).sum();
+    eprintln!(
+        "haggle demo: {} participants, {} items for sale, brains {}",
+        scenario.profiles.len(),
+        listings,
+        brains.join(", ")
+    );
+    let cfg = SimConfig {
+        scenario: scenario.clone(),
+        brains,
+        seed: args.seed,
+        max_rounds: args.rounds.clamp(1, 100_000),
+        tick_ms: haggle_api::haggle_core::HOUR_MS,
+        mode: parse_mode(&args.mode)?,
+        database: format!("sqlite://{}", db.display()),
+    };
+    let quiet = args.quiet;
+    let out = sim::run(cfg, |p| {
+        if quiet {
+            return;
+        }
+        let width = 30;
+        let filled = (p.round as usize * width / p.max_rounds.max(1) as usize).min(width);
+        eprint!(
+            "\r[{}{}] round {:>4}/{}  day {:>4.1}  deals {:>4}  volume {:>10}",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            p.round,
+            p.max_rounds,
+            p.sim_ms as f64 / 86_400_000.0,
+            p.deals,
+            dollars(p.volume)
+        );
+        let _ = std::io::stderr().flush();
+    })
+    .await?;
+    if !quiet {
+        eprintln!();
+    }
+    let sim_wall = started.elapsed();
+    crate::report::finish(&args.out, &scenario, &out, sim_wall).await?;
+    let total = started.elapsed();
+    println!("wall time {:.2} s", total.as_secs_f64());
+    println!("report:  {}", args.out.join("report.html").display());
+    println!(
+        "browse the finished market:  haggle serve --database sqlite://{}",
+        db.display()
+    );
+    println!("tokens:  {}", args.out.join("tokens.json").display());
+    Ok(())
+}

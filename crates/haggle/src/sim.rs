@@ -1,0 +1,243 @@
+//! Runs a whole market of agents in-process: creates the market from a scenario on its own
+//! database, registers every participant with its budget and mandate, gives each an agent with
+//! its brain, and schedules turns on the market's simulated clock — round-based (a seeded order
+//! each round, exact replay) or event-driven (agents wake on news). Time and randomness are
+//! injected: the service runs on a fixed manual clock and the market's clock is simulated.
+
+use anyhow::{Context, bail};
+use haggle_agents::runtime::Agent;
+use haggle_api::haggle_core::{ClockMode, HOUR_MS, MarketRules};
+use haggle_api::{CreateMarket, ParticipantCreated, RegisterParticipant};
+use haggle_lab::scenario::Scenario;
+use haggle_service::{Caller, Config, InProcess, ManualClock, Role, Service, Store};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use std::sync::Arc;
+
+/// 2026-01-05 09:00 UTC: every simulated market starts here, so runs replay exactly.
+pub const SIM_START_MS: i64 = 1_767_603_600_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Rounds,
+    Events,
+}
+
+pub struct SimConfig {
+    pub scenario: Scenario,
+    /// Brain names assigned to participants in turn (participant i gets `brains[i % len]`).
+    pub brains: Vec<String>,
+    pub seed: u64,
+    pub max_rounds: u64,
+    /// Simulated time per round.
+    pub tick_ms: i64,
+    pub mode: Mode,
+    pub database: String,
+}
+
+/// Live figures for the progress display.
+pub struct Progress {
+    pub round: u64,
+    pub max_rounds: u64,
+    pub sim_ms: i64,
+    pub deals: u64,
+    pub volume: i64,
+}
+
+pub struct Member {
+    pub name: String,
+    pub participant_id: i64,
+    pub brain: String,
+    pub agent_token: String,
+    pub principal_token: String,
+}
+
+pub struct SimOutput {
+    pub svc: Arc<Service>,
+    pub market_id: i64,
+    pub operator_token: String,
+    pub observer_token: String,
+    pub members: Vec<Member>,
+    pub agents: Vec<Agent<InProcess>>,
+    pub rounds: u64,
+    pub sim_ms: i64,
+}
+
+pub fn market_rules() -> MarketRules {
+    MarketRules {
+        offer_ttl_ms: 24 * HOUR_MS,
+        max_offers_per_thread: Some(10),
+        confirmation_window_ms: 48 * HOUR_MS,
+        ..MarketRules::default()
+    }
+}
+
+fn api(e: haggle_service::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", e.body.error.code, e.body.error.message)
+}
+
+/// Sets up the market and runs it to the end.
+pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Result<SimOutput> {
+    if cfg.brains.is_empty() {
+        bail!("--brains needs at least one brain");
+    }
+    let store = Store::open(&cfg.database)
+        .await
+        .with_context(|| format!("cannot open {}", cfg.database))?;
+    let svc = Service::new(
+        store,
+        Arc::new(ManualClock::new(SIM_START_MS)),
+        Config { rate_per_sec: 0 },
+    );
+    let operator = Caller {
+        role: Role::Operator,
+        market: None,
+        participant: None,
+        scope: "sim".into(),
+    };
+    let req = CreateMarket {
+        name: cfg.scenario.name.clone(),
+        currency: cfg.scenario.currency.clone(),
+        clock: Some(ClockMode::Simulated),
+        sim_start_ms: Some(SIM_START_MS),
+        rules: Some(market_rules()),
+    };
+    let market: haggle_api::haggle_core::Market = serde_json::from_str(
+        &svc.create_market(&operator, req, None)
+            .await
+            .map_err(api)?
+            .body,
+    )?;
+    let m = market.id;
+    let operator_token = svc
+        .create_token(Role::Operator, Some(m), None, "demo operator")
+        .await
+        .map_err(api)?;
+    let observer_token = svc
+        .create_token(Role::Observer, Some(m), None, "demo observer")
+        .await
+        .map_err(api)?;
+    let mut members = Vec::new();
+    let mut agents = Vec::new();
+    for (i, profile) in cfg.scenario.profiles.iter().enumerate() {
+        let brain_name = cfg.brains[i % cfg.brains.len()].clone();
+        let mandate = haggle_api::haggle_core::Mandate {
+            approval_above: profile.autonomy.approval_above,
+            per_deal_cap: profile.autonomy.per_deal_cap,
+            ..Default::default()
+        };
+        let reg = RegisterParticipant {
+            name: profile.name.clone(),
+            budget: profile.budget,
+            mandate: Some(mandate),
+        };
+        let created: ParticipantCreated = serde_json::from_str(
+            &svc.register_participant(&operator, m, reg, None)
+                .await
+                .map_err(api)?
+                .body,
+        )?;
+        let brain = haggle_agents::registry::brain_from_name(
+            &brain_name,
+            cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let client = InProcess::from_token(svc.clone(), &created.agent_token)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        agents.push(Agent::new(profile.clone(), client, brain));
+        members.push(Member {
+            name: profile.name.clone(),
+            participant_id: created.participant.id,
+            brain: brain_name,
+            agent_token: created.agent_token,
+            principal_token: created.principal_token,
+        });
+    }
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut order: Vec<usize> = (0..agents.len()).collect();
+    let mut last_turn = vec![0u64; agents.len()];
+    let (mut idle, mut rounds) = (0, 0);
+    let mut done_before = 0u64;
+    for round in 0..cfg.max_rounds {
+        rounds = round + 1;
+        let now = svc
+            .store()
+            .market(m)
+            .await?
+            .map_or(SIM_START_MS, |mk| mk.sim_now);
+        order.shuffle(&mut rng);
+        for &i in &order {
+            let due = match cfg.mode {
+                Mode::Rounds => true,
+                Mode::Events => {
+                    round < 2 || round - last_turn[i] >= 6 || agents[i].has_news().await
+                }
+            };
+            if due {
+                agents[i].turn(now, round).await;
+                last_turn[i] = round;
+            }
+        }
+        svc.advance_clock(&operator, m, cfg.tick_ms, None)
+            .await
+            .map_err(api)?;
+        let done: u64 = agents.iter().map(|a| a.successful_actions()).sum();
+        idle = if done == done_before { idle + 1 } else { 0 };
+        done_before = done;
+        let (deals, volume) = deal_totals(&svc, &operator, m).await?;
+        progress(&Progress {
+            round: rounds,
+            max_rounds: cfg.max_rounds,
+            sim_ms: now + cfg.tick_ms - SIM_START_MS,
+            deals,
+            volume,
+        });
+        // Quiet for several rounds: nobody can or will act any more.
+        if idle >= 4 {
+            break;
+        }
+    }
+    // Let the confirmation windows pass, so handed-over deals complete, then a last turn each.
+    svc.advance_clock(&operator, m, market_rules().confirmation_window_ms, None)
+        .await
+        .map_err(api)?;
+    let now = svc
+        .store()
+        .market(m)
+        .await?
+        .map_or(SIM_START_MS, |mk| mk.sim_now);
+    for &i in &order {
+        agents[i].turn(now, rounds).await;
+    }
+    let sim_ms = now - SIM_START_MS;
+    Ok(SimOutput {
+        svc,
+        market_id: m,
+        operator_token,
+        observer_token,
+        members,
+        agents,
+        rounds,
+        sim_ms,
+    })
+}
+
+async fn deal_totals(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<(u64, i64)> {
+    let (mut n, mut volume, mut cursor) = (0u64, 0i64, None::<String>);
+    loop {
+        let page = svc
+            .deals(operator, m, cursor.as_deref(), Some(500))
+            .await
+            .map_err(api)?;
+        for d in &page.items {
+            n += 1;
+            volume += d.price;
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok((n, volume)),
+        }
+    }
+}
