@@ -42,6 +42,8 @@ pub struct Agent<C: MarketClient> {
     contacted: BTreeSet<i64>,
     /// Others' listings this agent negotiates on (their content is frozen once a thread exists).
     listing_cache: BTreeMap<i64, Listing>,
+    /// Thread views as last read; a thread is read again only when an event names it.
+    thread_cache: BTreeMap<i64, haggle_api::ThreadView>,
     /// Whether the last view left something to do without any news (items to list, wants or
     /// items to search for), so the next turn must look even if nothing happened.
     pending: bool,
@@ -78,6 +80,15 @@ fn wanted_listing(w: &crate::profile::Want, price: i64) -> NewListing {
     }
 }
 
+/// The thread an event is about, if any.
+fn thread_of_event(p: &serde_json::Value) -> Option<i64> {
+    p.get("thread_id")
+        .or_else(|| p.get("message").and_then(|m| m.get("thread_id")))
+        .or_else(|| p.get("offer").and_then(|o| o.get("thread_id")))
+        .or_else(|| p.get("thread").and_then(|t| t.get("id")))
+        .and_then(|v| v.as_i64())
+}
+
 /// Deals that count as bought or sold (not undone).
 fn counts(d: &Deal) -> bool {
     !matches!(
@@ -100,6 +111,7 @@ impl<C: MarketClient> Agent<C> {
             thread_turns: BTreeMap::new(),
             contacted: BTreeSet::new(),
             listing_cache: BTreeMap::new(),
+            thread_cache: BTreeMap::new(),
             pending: true,
             synced: false,
         }
@@ -238,11 +250,24 @@ impl<C: MarketClient> Agent<C> {
                 None => break,
             }
         }
+        // Every change to a thread appends an event its parties see, so only threads named by new
+        // events (or never read) need reading again.
+        let touched: BTreeSet<i64> = new_events
+            .iter()
+            .filter_map(|e| thread_of_event(&e.payload))
+            .collect();
         for t in thread_list
             .iter()
             .filter(|t| t.status == ThreadStatus::Open)
         {
-            let view = self.client.thread(t.id).await?;
+            let view = match self.thread_cache.get(&t.id) {
+                Some(v) if !touched.contains(&t.id) => v.clone(),
+                _ => {
+                    let v = self.client.thread(t.id).await?;
+                    self.thread_cache.insert(t.id, v.clone());
+                    v
+                }
+            };
             let listing = match my_listings.iter().find(|l| l.id == t.listing_id) {
                 Some(l) => l.clone(),
                 None => match self.listing_cache.get(&t.listing_id) {

@@ -218,26 +218,23 @@ fn transfer_row(r: &DbRow) -> StoreResult<Transfer> {
     })
 }
 
-async fn sum(c: &mut Conn, query: String, market: i64, p: i64, now: Option<i64>) -> StoreResult<i64> {
-    let mut q = sqlx::query_scalar::<Db, i64>(sql(query)).bind(market).bind(p);
-    if let Some(now) = now {
-        q = q.bind(now);
-    }
-    Ok(q.fetch_one(&mut *c).await?)
-}
 
-/// A buyer's money as the rules read it (see `haggle_core::Funds`).
+/// A buyer's money as the rules read it (see `haggle_core::Funds`), in one round trip.
 async fn funds(c: &mut Conn, market: i64, p: i64, now: i64) -> StoreResult<Funds> {
-    let cash = sqlx::query_scalar::<Db, i64>("SELECT balance FROM accounts WHERE market_id = $1 AND account = $2")
-        .bind(market)
-        .bind(Account::Available(p).key())
-        .fetch_optional(&mut *c)
-        .await?
-        .unwrap_or(0);
-    let committed = sum(c, "SELECT CAST(COALESCE(SUM(price), 0) AS BIGINT) FROM offers WHERE market_id = $1 AND buyer = $2 AND proposer = $2 AND state = 'live' AND expires_at > $3".into(), market, p, Some(now)).await?;
-    let held = sum(c, format!("SELECT CAST(COALESCE(SUM(price), 0) AS BIGINT) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {OPEN_DEAL_STATES}"), market, p, None).await?;
-    let spent = sum(c, format!("SELECT CAST(COALESCE(SUM(price), 0) AS BIGINT) FROM deals WHERE market_id = $1 AND buyer = $2 AND status NOT IN {UNSPENT_DEAL_STATES}"), market, p, None).await?;
-    Ok(Funds { cash, committed, held, spent })
+    let r = sqlx::query(sql(format!(
+        "SELECT \
+            CAST(COALESCE((SELECT balance FROM accounts WHERE market_id = $1 AND account = $4), 0) AS BIGINT) AS cash, \
+            CAST(COALESCE((SELECT SUM(price) FROM offers WHERE market_id = $1 AND buyer = $2 AND proposer = $2 AND state = 'live' AND expires_at > $3), 0) AS BIGINT) AS committed, \
+            CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {OPEN_DEAL_STATES}), 0) AS BIGINT) AS held, \
+            CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status NOT IN {UNSPENT_DEAL_STATES}), 0) AS BIGINT) AS spent"
+    )))
+    .bind(market)
+    .bind(p)
+    .bind(now)
+    .bind(Account::Available(p).key())
+    .fetch_one(&mut *c)
+    .await?;
+    Ok(Funds { cash: r.try_get("cash")?, committed: r.try_get("committed")?, held: r.try_get("held")?, spent: r.try_get("spent")? })
 }
 
 async fn get_participant(c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Participant>> {

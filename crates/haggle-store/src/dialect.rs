@@ -30,7 +30,12 @@ pub mod sqlite {
                 SqliteJournalMode::Wal
             })
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(30));
+            .busy_timeout(std::time::Duration::from_secs(30))
+            // Every commit invalidates the other connections' page caches; memory-mapped reads
+            // make re-reading a page a memory access instead of a copy through the kernel.
+            .pragma("mmap_size", "268435456")
+            .pragma("cache_size", "-16384")
+            .pragma("temp_store", "memory");
         // An in-memory database exists per connection: keep exactly one.
         let max = if memory { 1 } else { 8 };
         // Switching a new database file into WAL takes an exclusive lock that the busy timeout
