@@ -173,7 +173,7 @@ impl<C: MarketClient> Agent<C> {
         let me = self.me();
         let mut new_events = Vec::new();
         for _ in 0..MAX_EVENT_PAGES {
-            let page = self.client.events(self.last_seq, 1000).await?;
+            let page = self.client.events(self.last_seq, 1000, true).await?;
             let done = page.events.len() < 1000;
             self.last_seq = page.next_after;
             new_events.extend(page.events);
@@ -412,7 +412,7 @@ impl<C: MarketClient> Agent<C> {
     /// Whether something visible to the agent happened since its last turn (event-driven wake-up).
     pub async fn has_news(&self) -> bool {
         self.client
-            .events(self.last_seq, 1)
+            .events(self.last_seq, 1, true)
             .await
             .map(|p| !p.events.is_empty())
             .unwrap_or(true)

@@ -99,9 +99,11 @@ pub trait MarketClient: Send + Sync {
     -> impl Future<Output = ClientResult<Reputation>> + Send;
     fn balance(&self) -> impl Future<Output = ClientResult<Balance>> + Send;
     fn mandate(&self) -> impl Future<Output = ClientResult<Mandate>> + Send;
+    /// Events after `after`; with `mine`, only those naming this participant (no public feed).
     fn events(
         &self,
         after: i64,
         limit: u32,
+        mine: bool,
     ) -> impl Future<Output = ClientResult<EventPage>> + Send;
 }

@@ -316,8 +316,8 @@ impl MarketClient for HttpClient {
         self.get(&self.path(&format!("/participants/{}/mandate", self.participant)))
             .await
     }
-    async fn events(&self, after: i64, limit: u32) -> ClientResult<EventPage> {
-        self.get(&self.path(&format!("/events?after={after}&limit={limit}")))
+    async fn events(&self, after: i64, limit: u32, mine: bool) -> ClientResult<EventPage> {
+        self.get(&self.path(&format!("/events?after={after}&limit={limit}&mine={mine}")))
             .await
     }
 }

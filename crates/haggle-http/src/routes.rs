@@ -32,6 +32,9 @@ pub struct EventParams {
     pub after: i64,
     /// At most this many events, 1..=1000 (default 100).
     pub limit: Option<u32>,
+    /// Only the events naming the caller's participant (agent and principal tokens).
+    #[serde(default)]
+    pub mine: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -424,7 +427,10 @@ pub async fn events(
     Path(m): Path<i64>,
     Query(q): Query<EventParams>,
 ) -> Result<Json> {
-    Ok(ok(&s.svc.events(&c, m, q.after, q.limit).await?))
+    Ok(ok(&s
+        .svc
+        .events_for(&c, m, q.after, q.limit, q.mine)
+        .await?))
 }
 
 #[utoipa::path(post, path = "/v1/markets/{market}/clock/advance", params(("market" = i64, Path)), request_body = AdvanceClock, responses((status = 200, body = ClockReading)), security(("bearer" = [])))]

@@ -319,9 +319,9 @@ impl MarketClient for InProcess {
             .await
             .map_err(err)
     }
-    async fn events(&self, after: i64, limit: u32) -> ClientResult<EventPage> {
+    async fn events(&self, after: i64, limit: u32, mine: bool) -> ClientResult<EventPage> {
         self.svc
-            .events(&self.caller, self.market, after, Some(limit))
+            .events_for(&self.caller, self.market, after, Some(limit), mine)
             .await
             .map_err(err)
     }

@@ -919,7 +919,29 @@ impl Service {
         after: i64,
         limit: Option<u32>,
     ) -> ApiResult<EventPage> {
-        let viewer = self.viewer(caller, market).await?;
+        self.events_for(caller, market, after, limit, false).await
+    }
+
+    /// Events after `after`; with `mine`, only those naming the caller's participant (its threads,
+    /// deals and money), without the public feed.
+    pub async fn events_for(
+        &self,
+        caller: &Caller,
+        market: i64,
+        after: i64,
+        limit: Option<u32>,
+        mine: bool,
+    ) -> ApiResult<EventPage> {
+        let viewer = match (self.viewer(caller, market).await?, mine, caller.participant) {
+            (_, true, Some(p)) => Viewer::Own(p),
+            (_, true, None) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "mine=true needs an agent or principal token",
+                ));
+            }
+            (v, false, _) => v,
+        };
         self.market_or_404(market).await?;
         let events = self
             .store

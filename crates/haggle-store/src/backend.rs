@@ -970,6 +970,9 @@ impl Backend {
             Viewer::Participant(p) => {
                 b.push(" AND (scope = 'public' OR party_a = ").push_bind(p).push(" OR party_b = ").push_bind(p).push(")");
             }
+            Viewer::Own(p) => {
+                b.push(" AND (party_a = ").push_bind(p).push(" OR party_b = ").push_bind(p).push(")");
+            }
         }
         b.push(" ORDER BY seq LIMIT ").push_bind(limit.clamp(1, 10_000) as i64);
         b.build().fetch_all(&self.pool).await?.iter().map(event_row).collect()

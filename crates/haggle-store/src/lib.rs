@@ -121,6 +121,8 @@ pub enum Viewer {
     Participant(i64),
     /// Public events only.
     Public,
+    /// Only the events naming this participant (its threads, deals, money), not the public feed.
+    Own(i64),
 }
 
 pub mod sqlite {

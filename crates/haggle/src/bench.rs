@@ -284,3 +284,127 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct SimArgs {
+    /// Participants of the large run (listings are five per participant).
+    #[arg(long, default_value_t = 10_000)]
+    participants: usize,
+    /// Rounds of the large run (one simulated hour each).
+    #[arg(long, default_value_t = 24)]
+    rounds: u64,
+    /// Skip the large run (only the 69-participant demo market).
+    #[arg(long)]
+    demo_only: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+/// One simulated market, timed.
+async fn sim_run(
+    label: &str,
+    scenario: haggle_lab::scenario::Scenario,
+    rounds: u64,
+    mode: crate::sim::Mode,
+    database: String,
+    seed: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let participants = scenario.profiles.len();
+    let listings: usize = scenario.profiles.iter().map(|p| p.sell.len()).sum();
+    let brains: Vec<String> = crate::demo::DEFAULT_BRAINS
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let cfg = crate::sim::SimConfig {
+        scenario,
+        brains,
+        seed,
+        max_rounds: rounds,
+        tick_ms: haggle_api::haggle_core::HOUR_MS,
+        mode,
+        database,
+    };
+    let started = Instant::now();
+    let out = crate::sim::run(cfg, |_| {}).await?;
+    let wall = started.elapsed().as_secs_f64();
+    let turns: u64 = out.agents.iter().map(|a| a.stats.turns).sum();
+    let actions: u64 = out.agents.iter().map(|a| a.stats.actions).sum();
+    let deals = out
+        .svc
+        .store()
+        .deals(out.market_id, None, 0, 10_000)
+        .await?
+        .len();
+    let v = out.svc.store().verify(out.market_id).await?;
+    if !v.ok() {
+        bail!(
+            "{label}: the ledger did not verify: {}",
+            v.breaches.join("; ")
+        );
+    }
+    Ok(json!({
+        "run": label, "participants": participants, "listings": listings, "deals": deals, "rounds": out.rounds,
+        "agent_turns": turns, "actions": actions, "events": v.events, "wall_s": wall,
+        "turns_per_s": turns as f64 / wall, "deals_per_s": deals as f64 / wall,
+    }))
+}
+
+pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    use crate::sim::Mode;
+    let tmp = std::env::temp_dir().join(format!("haggle-bench-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let mut runs = Vec::new();
+    let demo = haggle_lab::generator::generate(args.seed, 69, 10_000);
+    runs.push(
+        sim_run(
+            "demo (69 participants, SQLite file, round-based)",
+            demo,
+            168,
+            Mode::Rounds,
+            format!("sqlite://{}", tmp.join("demo.db").display()),
+            args.seed,
+        )
+        .await?,
+    );
+    if !args.demo_only {
+        let mut big = haggle_lab::generator::generate(
+            args.seed,
+            args.participants.clamp(2, 1_000_000),
+            10_000,
+        );
+        for p in big.profiles.iter_mut() {
+            p.sell.truncate(5);
+        }
+        runs.push(
+            sim_run(
+                "large (SQLite file, event-driven)",
+                big,
+                args.rounds,
+                Mode::Events,
+                format!("sqlite://{}", tmp.join("large.db").display()),
+                args.seed,
+            )
+            .await?,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!("haggle bench sim");
+    println!(
+        "{:<50} {:>12} {:>9} {:>7} {:>8} {:>10} {:>10}",
+        "run", "participants", "listings", "deals", "wall s", "turns/s", "deals/s"
+    );
+    for r in &runs {
+        println!(
+            "{:<50} {:>12} {:>9} {:>7} {:>8.2} {:>10.0} {:>10.1}",
+            r["run"].as_str().unwrap_or(""),
+            r["participants"],
+            r["listings"],
+            r["deals"],
+            r["wall_s"].as_f64().unwrap_or(0.0),
+            r["turns_per_s"].as_f64().unwrap_or(0.0),
+            r["deals_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!("{}", json!({ "runs": runs }));
+    Ok(())
+}

@@ -182,6 +182,8 @@ enum LedgerCmd {
 enum BenchCmd {
     /// Drive the HTTP API of a fresh server on this database with a mixed negotiation workload.
     Api(bench::ApiArgs),
+    /// Simulated market throughput: the demo market and a large one, with rule brains.
+    Sim(bench::SimArgs),
 }
 
 fn main() {
@@ -400,6 +402,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench {
             command: BenchCmd::Api(args),
         } => bench::api(args, &cfg).await?,
+        Cmd::Bench {
+            command: BenchCmd::Sim(args),
+        } => bench::sim(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
         Cmd::Agent {
             command: AgentCmd::Run(args),

@@ -33,3 +33,6 @@ CREATE TABLE ratings (
 CREATE INDEX ratings_by_ratee ON ratings (market_id, ratee);
 -- Agents search wanted items by category far more often than anything else.
 CREATE INDEX listings_by_category ON listings (market_id, category, status, price);
+-- An agent polls the events that name it (its threads, deals and money).
+CREATE INDEX events_by_party_a ON events (market_id, party_a, seq);
+CREATE INDEX events_by_party_b ON events (market_id, party_b, seq);
