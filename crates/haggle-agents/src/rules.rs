@@ -386,6 +386,10 @@ pub struct Quirks {
     pub spam: bool,
 }
 
+/// How long a buyer waits for a handover before cancelling (the demo market's confirmation
+/// window; the market refuses an earlier lone cancellation, which costs only the refusal).
+const HANDOVER_PATIENCE_MS: i64 = 48 * 3_600_000;
+
 #[derive(Debug, Default)]
 struct Memory {
     turns: u64,
@@ -397,6 +401,7 @@ struct Memory {
     wanted_posted: BTreeSet<String>,
     handed_over: BTreeSet<i64>,
     confirmed: BTreeSet<i64>,
+    cancelled: BTreeSet<i64>,
     rated: BTreeSet<i64>,
     /// Thread → (role, item or want) as last seen.
     subjects: BTreeMap<i64, (Role, String)>,
@@ -694,6 +699,15 @@ impl RuleBrain {
                 && self.mem.confirmed.insert(d.id)
             {
                 acts.push(Action::ConfirmReceipt { deal_id: d.id });
+            }
+            // A seller who never hands over: once the market lets the buyer cancel alone (the
+            // confirmation window after agreement), the buyer takes its money back.
+            if d.buyer == me
+                && d.status == DealStatus::Agreed
+                && view.now >= d.created_at + HANDOVER_PATIENCE_MS
+                && self.mem.cancelled.insert(d.id)
+            {
+                acts.push(Action::CancelDeal { deal_id: d.id });
             }
             if d.is_finished() && self.mem.rated.insert(d.id) {
                 let (score, comment) = if d.status == DealStatus::Completed {

@@ -187,7 +187,10 @@ pub fn cancel(s: &mut Scene, plan: &mut Plan, reason: Option<&str>) -> Result<bo
         .listing
         .as_ref()
         .ok_or_else(|| E::not_found("listing not found"))?;
-    let alone = actor == d.seller && s.market.rules.seller_may_cancel;
+    // A seller who has not handed over within the confirmation window of the agreement cannot
+    // hold the buyer's money hostage: the buyer may then cancel alone.
+    let late = actor == d.buyer && s.now >= d.created_at + s.market.rules.confirmation_window_ms;
+    let alone = (actor == d.seller && s.market.rules.seller_may_cancel) || late;
     let mutual = d.cancel_requested_by.is_some_and(|p| p != actor);
     if let Some(r) = reason.filter(|r| !r.trim().is_empty()) {
         note(plan, d, Some(actor), "cancel", r);
@@ -199,7 +202,9 @@ pub fn cancel(s: &mut Scene, plan: &mut Plan, reason: Option<&str>) -> Result<bo
             DealStatus::Cancelled,
             d.price,
             Some(actor),
-            if alone {
+            if late {
+                "seller_did_not_hand_over"
+            } else if alone {
                 "cancelled_by_seller"
             } else {
                 "cancelled_by_both"

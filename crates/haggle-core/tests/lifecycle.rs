@@ -374,6 +374,26 @@ fn the_buyer_alone_only_asks_to_cancel() {
 }
 
 #[test]
+fn the_buyer_cancels_alone_when_the_seller_never_hands_over_within_the_window() {
+    let mut f = fx_with(rules(|r| r.seller_may_cancel = false), Mandate::default());
+    let window = f.m.market.rules.confirmation_window_ms;
+    f.m.advance(window - 1);
+    assert!(
+        !f.m.cancel(f.buyer, f.deal, None).unwrap(),
+        "too early: only a request"
+    );
+    f.m.advance(1);
+    assert!(f.m.cancel(f.buyer, f.deal, None).unwrap());
+    f.closed_as(DealStatus::Cancelled, PRICE);
+    assert_eq!(
+        f.m.deals[&f.deal].resolution.as_ref().unwrap().note,
+        "seller_did_not_hand_over"
+    );
+    assert_eq!(f.m.listings[&f.listing].status, ListingStatus::Active);
+    sound(&f.m);
+}
+
+#[test]
 fn no_cancelling_after_handover() {
     let mut f = fx_with(rules(|r| r.seller_may_cancel = false), Mandate::default());
     f.m.cancel(f.buyer, f.deal, None).unwrap();
