@@ -117,6 +117,11 @@ impl<C: MarketClient> Agent<C> {
         }
     }
 
+    /// The profile item (`item_id`) or want (`want_id`) a thread of this agent was about.
+    pub fn thread_subject(&self, thread: i64) -> Option<&str> {
+        self.thread_subject.get(&thread).map(String::as_str)
+    }
+
     fn refused(&mut self, e: &ClientError) {
         *self
             .stats

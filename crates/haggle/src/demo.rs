@@ -135,9 +135,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         eprintln!();
     }
     let sim_wall = started.elapsed();
-    crate::report::finish(&args.out, &scenario, &out, sim_wall).await?;
+    let results = crate::report::finish(&args.out, &scenario, &out, sim_wall).await?;
+    crate::report::print_summary(&results);
     let total = started.elapsed();
-    println!("wall time {:.2} s", total.as_secs_f64());
+    println!(
+        "wall time {:.2} s ({} rounds)",
+        total.as_secs_f64(),
+        out.rounds
+    );
     println!("report:  {}", args.out.join("report.html").display());
     println!(
         "browse the finished market:  haggle serve --database sqlite://{}",

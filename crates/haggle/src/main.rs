@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod demo;
 mod report;
+mod results;
 mod sim;
 
 use anyhow::{Context, bail};
