@@ -47,6 +47,7 @@ pub struct Agent<C: MarketClient> {
     /// Whether the last view left something to do without any news (items to list, wants or
     /// items to search for), so the next turn must look even if nothing happened.
     pending: bool,
+    awake: bool,
     synced: bool,
 }
 
@@ -113,6 +114,7 @@ impl<C: MarketClient> Agent<C> {
             listing_cache: BTreeMap::new(),
             thread_cache: BTreeMap::new(),
             pending: true,
+            awake: false,
             synced: false,
         }
     }
@@ -414,6 +416,12 @@ impl<C: MarketClient> Agent<C> {
         })
     }
 
+    /// Makes the next turn look at the market even without news (time-driven work: the clock
+    /// moved past a deadline).
+    pub fn wake(&mut self) {
+        self.awake = true;
+    }
+
     /// Whether something visible to the agent happened since its last turn (event-driven wake-up).
     pub async fn has_news(&self) -> bool {
         self.client
@@ -436,7 +444,8 @@ impl<C: MarketClient> Agent<C> {
         // Rule brains act on news or on search results; with neither, the turn would repeat the
         // last decision to do nothing, so it is skipped without reading the whole market.
         let search_due = self.turns.is_multiple_of(SEARCH_EVERY) && self.pending;
-        if self.synced && !search_due && !self.has_news().await {
+        let awake = std::mem::take(&mut self.awake);
+        if self.synced && !search_due && !awake && !self.has_news().await {
             self.turns += 1;
             return Vec::new();
         }

@@ -209,6 +209,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         .await?
         .map_or(SIM_START_MS, |mk| mk.sim_now);
     for &i in &order {
+        agents[i].wake();
         agents[i].turn(now, rounds).await;
     }
     let sim_ms = now - SIM_START_MS;

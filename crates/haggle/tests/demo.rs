@@ -1,0 +1,246 @@
+//! `haggle demo` as a newcomer runs it, at a small size: the report files and their content,
+//! exact replay from a seed, an efficiency figure checked against a market whose best allocation
+//! is known by construction, and adversaries that cannot break a rule.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+fn demo(dir: &Scratch, out: &str, extra: &[&str]) -> Value {
+    let out_dir = dir.path(out);
+    let out_s = out_dir.display().to_string();
+    let mut args = vec!["demo", "--quiet", "--out", out_s.as_str()];
+    args.extend_from_slice(extra);
+    let stdout = run_ok(&dir.0, &args);
+    assert!(
+        stdout.contains("report:"),
+        "the demo says where the report is: {stdout}"
+    );
+    assert!(
+        stdout.contains("haggle serve --database sqlite://"),
+        "and how to browse the market: {stdout}"
+    );
+    // The ledger and hash chain of the finished market verify with the operator's own command.
+    let db = format!("sqlite://{}", out_dir.join("haggle.db").display());
+    run_ok(&dir.0, &["ledger", "verify", "--database", &db]);
+    serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn the_demo_writes_its_report_results_csvs_database_and_tokens() {
+    let dir = Scratch::new("demo");
+    let r = demo(&dir, "out", &["--participants", "12", "--seed", "7"]);
+    let out = dir.path("out");
+    let eff = r["efficiency"]
+        .as_f64()
+        .expect("a top-level efficiency number");
+    assert!((0.0..=1.0).contains(&eff), "efficiency {eff}");
+    assert!(r["deals"].as_u64().unwrap() > 0, "agents trade");
+    assert_eq!(r["participants"], 12);
+    assert_eq!(
+        r["irrational_deals"], 0,
+        "rule brains never trade past their limits"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("Surplus by brain") && html.contains("Settlement")
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "self-contained: no external assets"
+    );
+    let deals_csv = std::fs::read_to_string(out.join("deals.csv")).unwrap();
+    assert_eq!(
+        deals_csv.lines().count() as u64,
+        1 + r["deal_list"].as_array().unwrap().len() as u64
+    );
+    assert!(deals_csv.starts_with("deal_id,item_id,"));
+    let tokens: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tokens.json")).unwrap()).unwrap();
+    assert!(tokens["operator"].as_str().unwrap().starts_with("hgl_"));
+    assert!(tokens["observer"].as_str().unwrap().starts_with("hgl_"));
+    let people = tokens["participants"].as_array().unwrap();
+    assert_eq!(people.len(), 12);
+    assert!(people.iter().all(|p| p["agent_token"].is_string()
+        && p["principal_token"].is_string()
+        && p["name"].is_string()));
+    let timing: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("timing.json")).unwrap()).unwrap();
+    assert!(timing["simulation_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        !std::fs::read_to_string(out.join("results.json"))
+            .unwrap()
+            .contains("simulation_s"),
+        "no wall clock in results"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_results() {
+    let dir = Scratch::new("replay");
+    demo(&dir, "a", &["--participants", "10", "--seed", "11"]);
+    demo(&dir, "b", &["--participants", "10", "--seed", "11"]);
+    for f in ["results.json", "deals.csv", "participants.csv"] {
+        let a = std::fs::read(dir.path("a").join(f)).unwrap();
+        let b = std::fs::read(dir.path("b").join(f)).unwrap();
+        assert!(a == b, "{f} differs between two runs of one seed");
+    }
+    demo(&dir, "c", &["--participants", "10", "--seed", "12"]);
+    assert_ne!(
+        std::fs::read(dir.path("a").join("results.json")).unwrap(),
+        std::fs::read(dir.path("c").join("results.json")).unwrap(),
+        "another seed, another market"
+    );
+}
+
+/// Two item types, two sellers, two buyers: the best allocation gives each buyer the item it
+/// wants, welfare (5000 − 1000) + (3000 − 2000) = 5000, and nothing else is feasible.
+const KNOWN: &str = r#"
+name = "known"
+seed = 1
+currency = "USD"
+
+[[profiles]]
+name = "Sella"
+budget = 0
+[[profiles.sell]]
+item_id = "lamp-1"
+item_type = "desk lamp"
+title = "Desk lamp"
+category = "furniture"
+asking_price = 1500
+floor_price = 1000
+
+[[profiles]]
+name = "Selby"
+budget = 0
+[[profiles.sell]]
+item_id = "kettle-1"
+item_type = "kettle"
+title = "Electric kettle"
+category = "kitchen"
+asking_price = 2600
+floor_price = 2000
+
+[[profiles]]
+name = "Xavi"
+budget = 10000
+[[profiles.want]]
+want_id = "w-lamp"
+item_type = "desk lamp"
+description = "a desk lamp"
+category = "furniture"
+keywords = ["lamp"]
+max_price = 5000
+
+[[profiles]]
+name = "Yara"
+budget = 10000
+[[profiles.want]]
+want_id = "w-kettle"
+item_type = "kettle"
+description = "a kettle"
+category = "kitchen"
+keywords = ["kettle"]
+max_price = 3000
+"#;
+
+#[test]
+fn efficiency_matches_a_market_whose_best_allocation_is_known() {
+    let dir = Scratch::new("known");
+    std::fs::write(dir.path("known.toml"), KNOWN).unwrap();
+    let scenario = dir.path("known.toml").display().to_string();
+    let r = demo(
+        &dir,
+        "out",
+        &["--scenario", &scenario, "--brains", "rule:linear"],
+    );
+    assert_eq!(r["max_welfare"], 5000);
+    assert_eq!(r["efficiency_exact"], true);
+    let deals = r["deal_list"].as_array().unwrap();
+    let welfare: i64 = deals
+        .iter()
+        .map(|d| d["valuation"].as_i64().unwrap() - d["floor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(r["welfare"].as_i64().unwrap(), welfare);
+    assert_eq!(
+        r["efficiency"].as_f64().unwrap(),
+        (welfare as f64 / 5000.0 * 10_000.0).round() / 10_000.0
+    );
+    assert_eq!(deals.len(), 2, "both trades happen between linear agents");
+    assert_eq!(r["efficiency"].as_f64().unwrap(), 1.0);
+}
+
+#[test]
+fn the_lowballer_gets_no_irrational_deal_from_rule_brains() {
+    let dir = Scratch::new("lowball");
+    let r = demo(
+        &dir,
+        "out",
+        &[
+            "--participants",
+            "12",
+            "--brains",
+            "adversary:lowballer,rule:boulware,rule:linear,rule:conceder",
+        ],
+    );
+    assert_eq!(r["irrational_deals"], 0);
+    for d in r["deal_list"].as_array().unwrap() {
+        assert!(
+            d["price"].as_i64() >= d["floor"].as_i64(),
+            "never below a floor: {d}"
+        );
+    }
+}
+
+#[test]
+fn a_seller_that_never_hands_over_is_caught_and_the_buyer_gets_its_money_back() {
+    let dir = Scratch::new("noship");
+    let r = demo(
+        &dir,
+        "out",
+        &[
+            "--participants",
+            "12",
+            "--brains",
+            "adversary:never-ships,rule:linear",
+        ],
+    );
+    let deals = r["deal_list"].as_array().unwrap();
+    let by_never = deals
+        .iter()
+        .filter(|d| d["seller_brain"] == "adversary:never-ships")
+        .collect::<Vec<_>>();
+    assert!(!by_never.is_empty(), "the adversary sold something");
+    for d in by_never {
+        assert_eq!(d["status"], "cancelled", "no goods, no money: {d}");
+    }
+    assert!(r["cancelled_deals"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn the_offer_spammer_hits_the_cap_and_breaks_nothing() {
+    let dir = Scratch::new("spam");
+    let r = demo(
+        &dir,
+        "out",
+        &[
+            "--participants",
+            "12",
+            "--brains",
+            "adversary:spammer,rule:linear",
+        ],
+    );
+    let refusals = r["refusals"].as_object().unwrap();
+    let capped = refusals
+        .get("too_many_offers")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        + refusals
+            .get("thread_closed")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+    assert!(capped > 0, "the market stopped the spam: {refusals:?}");
+    assert_eq!(r["irrational_deals"], 0);
+}
