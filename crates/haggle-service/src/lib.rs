@@ -1184,8 +1184,16 @@ impl Service {
         let svc = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
+                // Planner statistics follow the data: at start and then every 600 ticks.
+                if ticks.is_multiple_of(600)
+                    && let Err(e) = svc.store.analyze().await
+                {
+                    tracing::warn!(error = %e, "analyze failed");
+                }
+                ticks += 1;
                 let Ok(markets) = svc.store.real_clock_markets().await else {
                     continue;
                 };

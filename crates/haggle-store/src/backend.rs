@@ -674,6 +674,13 @@ impl Backend {
         }
     }
 
+    /// Refreshes the query planner's statistics (cheap; call as the data grows).
+    pub async fn analyze(&self) -> StoreResult<()> {
+        let _w = self.write_guard().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(dialect::ANALYZE)).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn create_market(&self, nm: NewMarket, now: i64) -> StoreResult<Market> {
         for _attempt in 0..20 {
             let _w = self.write_guard().await;

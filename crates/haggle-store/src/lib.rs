@@ -180,6 +180,10 @@ impl Store {
         }
     }
 
+    /// Refreshes the query planner's statistics; the server and simulations call it as data grows.
+    pub async fn analyze(&self) -> StoreResult<()> {
+        dispatch!(self, b => b.analyze().await)
+    }
     pub async fn create_market(&self, m: NewMarket, now: Timestamp) -> StoreResult<Market> {
         dispatch!(self, b => b.create_market(m, now).await)
     }

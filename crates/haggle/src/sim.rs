@@ -183,6 +183,10 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         svc.advance_clock(&operator, m, cfg.tick_ms, None)
             .await
             .map_err(api)?;
+        // The market grows fast at first: fresh planner statistics keep per-agent reads indexed.
+        if round == 0 || round.is_power_of_two() {
+            svc.store().analyze().await?;
+        }
         let done: u64 = agents.iter().map(|a| a.successful_actions()).sum();
         idle = if done == done_before { idle + 1 } else { 0 };
         done_before = done;
