@@ -1,2 +1,15 @@
 //! The research harness: scenarios (profiles plus the ground truth agents never see), the seeded
 //! generator of office classifieds, metrics and the efficiency benchmark, and reports.
+//!
+//! - [`scenario`]: the [`scenario::Scenario`] and its files (TOML, JSON, CSV);
+//! - [`generator`]: a realistic office market from a seed ([`generator::generate`]);
+//! - [`efficiency`]: the maximum welfare under budgets ([`efficiency::max_welfare`]);
+//! - [`metrics`]: what happened in a run ([`metrics::RunRecord`]) and its
+//!   [`metrics::Metrics`];
+//! - [`report`]: `results.json`, `deals.csv`, `participants.csv`, `report.html`, `timing.json`.
+
+pub mod efficiency;
+pub mod generator;
+pub mod metrics;
+pub mod report;
+pub mod scenario;
