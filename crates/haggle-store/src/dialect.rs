@@ -13,6 +13,9 @@ pub mod sqlite {
     /// SQLite has one writer: queueing writers in-process is cheaper than busy-waiting on the file.
     pub const SERIALIZE_IN_PROCESS: bool = true;
     pub const MIGRATION_LOCK: Option<&str> = None;
+    /// Refreshes the planner's statistics (bounded work per index), so lookups by participant
+    /// use their indexes instead of scanning a market's whole range as it grows.
+    pub const ANALYZE: &str = "PRAGMA analysis_limit = 1000; ANALYZE;";
     pub const MIGRATIONS: &[(i64, &str)] = &[
         (1, include_str!("migrations/0001_schema.sql")),
         (2, include_str!("migrations/0002_append_only_sqlite.sql")),
@@ -79,6 +82,7 @@ pub mod postgres {
     pub const SERIALIZE_IN_PROCESS: bool = false;
     /// Two replicas starting at once must not both migrate.
     pub const MIGRATION_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(72454)");
+    pub const ANALYZE: &str = "ANALYZE";
     pub const MIGRATIONS: &[(i64, &str)] = &[
         (1, include_str!("migrations/0001_schema.sql")),
         (2, include_str!("migrations/0002_append_only_postgres.sql")),
