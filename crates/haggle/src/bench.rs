@@ -397,9 +397,9 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
         println!(
             "{:<50} {:>12} {:>9} {:>7} {:>8.2} {:>10.0} {:>10.1}",
             r["run"].as_str().unwrap_or(""),
-            r["participants"],
-            r["listings"],
-            r["deals"],
+            r["participants"].as_u64().unwrap_or(0),
+            r["listings"].as_u64().unwrap_or(0),
+            r["deals"].as_u64().unwrap_or(0),
             r["wall_s"].as_f64().unwrap_or(0.0),
             r["turns_per_s"].as_f64().unwrap_or(0.0),
             r["deals_per_s"].as_f64().unwrap_or(0.0)
