@@ -26,10 +26,12 @@ pub enum ErrorCode {
     RateLimited,
     AgentFrozen,
     ThreadClosed,
+    /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
+    Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -48,6 +50,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::AgentFrozen,
         ErrorCode::ThreadClosed,
+        ErrorCode::Internal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::AgentFrozen => "agent_frozen",
             ErrorCode::ThreadClosed => "thread_closed",
+            ErrorCode::Internal => "internal",
         }
     }
 
@@ -86,6 +90,7 @@ impl ErrorCode {
             | ErrorCode::InvalidTransition
             | ErrorCode::ThreadClosed => 409,
             ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
             ErrorCode::InvalidRequest
             | ErrorCode::InvalidPrice
             | ErrorCode::InsufficientFunds

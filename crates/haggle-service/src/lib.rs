@@ -44,7 +44,7 @@ impl ApiError {
         tracing::error!(error = %e, "internal error");
         ApiError {
             status: 500,
-            body: ErrorBody::new(ErrorCode::InvalidRequest, format!("internal error: {e}")),
+            body: ErrorBody::new(ErrorCode::Internal, format!("internal error: {e}")),
         }
     }
 }
