@@ -537,8 +537,18 @@ pub fn reputation(p: ParticipantId, deals: &[Deal], revealed: &[Rating]) -> Repu
         ..Reputation::default()
     };
     for d in deals.iter().filter(|d| d.is_party(p)) {
+        // A seller who never handed over caused the cancellation the buyer had to make.
+        let seller_failed = d
+            .resolution
+            .as_ref()
+            .is_some_and(|r| r.note == "seller_did_not_hand_over");
         match d.status {
             DealStatus::Completed => rep.completed_deals += 1,
+            DealStatus::Cancelled if seller_failed => {
+                if p == d.seller {
+                    rep.cancellations += 1
+                }
+            }
             // A cancellation counts against whoever asked first, not the party who agreed.
             DealStatus::Cancelled
                 if d.cancel_requested_by

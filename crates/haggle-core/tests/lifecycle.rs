@@ -391,6 +391,16 @@ fn the_buyer_cancels_alone_when_the_seller_never_hands_over_within_the_window() 
     );
     assert_eq!(f.m.listings[&f.listing].status, ListingStatus::Active);
     sound(&f.m);
+    // The cancellation is the seller's failure, not the buyer's.
+    let deals: Vec<_> = f.m.deals.values().cloned().collect();
+    assert_eq!(
+        haggle_core::lifecycle::reputation(f.seller, &deals, &[]).cancellations,
+        1
+    );
+    assert_eq!(
+        haggle_core::lifecycle::reputation(f.buyer, &deals, &[]).cancellations,
+        0
+    );
 }
 
 #[test]

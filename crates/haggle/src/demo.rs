@@ -111,7 +111,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         mode: parse_mode(&args.mode)?,
         database: format!("sqlite://{}", db.display()),
     };
-    let quiet = args.quiet;
+    // The progress bar redraws a line: only on a terminal.
+    let quiet = args.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let out = sim::run(cfg, |p| {
         if quiet {
             return;
