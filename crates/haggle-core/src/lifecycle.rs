@@ -544,11 +544,8 @@ pub fn reputation(p: ParticipantId, deals: &[Deal], revealed: &[Rating]) -> Repu
             .is_some_and(|r| r.note == "seller_did_not_hand_over");
         match d.status {
             DealStatus::Completed => rep.completed_deals += 1,
-            DealStatus::Cancelled if seller_failed => {
-                if p == d.seller {
-                    rep.cancellations += 1
-                }
-            }
+            DealStatus::Cancelled if seller_failed && p == d.seller => rep.cancellations += 1,
+            DealStatus::Cancelled if seller_failed => {}
             // A cancellation counts against whoever asked first, not the party who agreed.
             DealStatus::Cancelled
                 if d.cancel_requested_by
