@@ -335,7 +335,7 @@ pub struct Message {
 
 string_enum!(
     /// Why an offer became `void`.
-    VoidReason { ListingSold => "listing_sold", ListingWithdrawn => "listing_withdrawn", WalkedAway => "walked_away", ThreadTimedOut => "thread_timed_out" }
+    VoidReason { ListingSold => "listing_sold", ListingWithdrawn => "listing_withdrawn", WalkedAway => "walked_away", ThreadTimedOut => "thread_timed_out", MandateChanged => "mandate_changed" }
 );
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

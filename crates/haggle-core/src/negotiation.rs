@@ -39,6 +39,9 @@ pub struct Scene {
     /// The deal a lifecycle command names, and the ratings already given on it.
     pub deal: Option<Deal>,
     pub ratings: Vec<Rating>,
+    /// A buyer's own live offers, oldest first, with their listings' categories (a mandate
+    /// change re-checks them).
+    pub own_live_offers: Vec<(Offer, String)>,
 }
 
 impl Scene {
@@ -56,6 +59,7 @@ impl Scene {
             buyer: None,
             deal: None,
             ratings: Vec::new(),
+            own_live_offers: Vec::new(),
         }
     }
 
@@ -270,7 +274,40 @@ pub fn set_mandate(
     mandate: Mandate,
 ) -> Result<()> {
     mandate.validate()?;
-    let _ = s;
+    // The participant's live offers were funded under the old mandate; those the new one would
+    // not allow are voided now, so an acceptance never fails for lack of authority (rule 3).
+    let spent = s
+        .buyer
+        .as_ref()
+        .filter(|(b, _)| b.id == participant.id)
+        .map_or(0, |(_, f)| f.spent);
+    let mut kept = 0;
+    for (o, category) in &s.own_live_offers {
+        let allowed = mandate.per_deal_cap.is_none_or(|cap| o.price <= cap)
+            && mandate
+                .categories
+                .as_ref()
+                .is_none_or(|cs| cs.iter().any(|c| c == category))
+            && mandate.expires_at.is_none_or(|x| o.expires_at <= x)
+            && mandate
+                .spend_cap
+                .is_none_or(|cap| spent + kept + o.price <= cap);
+        if allowed {
+            kept += o.price;
+        } else {
+            plan.change(Change::SetOfferState {
+                offer: o.id,
+                state: OfferState::Void,
+                reason: Some(VoidReason::MandateChanged),
+            });
+            plan.event(
+                "offer_voided",
+                None,
+                Visibility::Parties(vec![o.buyer, o.seller]),
+                json!({"offer_id": o.id, "thread_id": o.thread_id, "reason": VoidReason::MandateChanged}),
+            );
+        }
+    }
     plan.change(Change::SetMandate {
         participant: participant.id,
         mandate: mandate.clone(),

@@ -748,6 +748,35 @@ fn mandate_spend_cap_counts_deals_and_live_offers() {
 }
 
 #[test]
+fn lowering_the_mandate_voids_live_offers_it_no_longer_allows() {
+    let Fx {
+        mut m,
+        seller,
+        buyer,
+        listing,
+        ..
+    } = fx_with(MarketRules::default(), Mandate::default());
+    let l2 = m.list(seller, Side::Sell, "books", 1_000);
+    let first = m.open_with_offer(buyer, listing, 3_000).unwrap();
+    let second = m.open_with_offer(buyer, l2, 2_000).unwrap();
+    // The new cap still covers the older offer, not both.
+    m.set_mandate(
+        buyer,
+        Mandate {
+            spend_cap: Some(4_000),
+            ..Mandate::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(m.offers[&first.id].state, OfferState::Live);
+    assert_eq!(m.offers[&second.id].state, OfferState::Void);
+    assert!(m.funds(buyer).committed <= 4_000);
+    // So the seller's acceptance of what is still live never fails for authority.
+    m.accept(seller, first.id).unwrap();
+    m.refuses(ErrorCode::OfferNotLive, |m| m.accept(seller, second.id));
+}
+
+#[test]
 fn mandate_categories_give_mandate_exceeded() {
     let Fx {
         mut m,

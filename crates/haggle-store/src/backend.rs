@@ -344,6 +344,16 @@ async fn execute(c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut P
         }
         Command::SetMandate { participant, mandate } => {
             let p = need!(get_participant(c, m, participant).await?, "participant {participant} not found");
+            let f = funds(c, m, participant, now).await?;
+            s.buyer = Some((p.clone(), f));
+            let rows = sqlx::query(sql(format!(
+                "SELECT {OFFER_COLS}, (SELECT category FROM listings l WHERE l.market_id = o.market_id AND l.id = o.listing_id) AS category \
+                 FROM offers o WHERE market_id = $1 AND buyer = $2 AND proposer = $2 AND state = 'live' AND expires_at > $3 ORDER BY id"
+            )))
+            .bind(m).bind(participant).bind(now).fetch_all(&mut *c).await?;
+            for r in &rows {
+                s.own_live_offers.push((offer_row(r)?, r.try_get("category")?));
+            }
             rules::set_mandate(&s, plan, &p, mandate).map(|_| Outcome::Done)
         }
         Command::CreateListing { listing, .. } => rules::create_listing(&mut s, plan, listing).map(Outcome::Listing),

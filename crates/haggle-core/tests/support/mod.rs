@@ -434,8 +434,23 @@ impl Mem {
     }
 
     pub fn set_mandate(&mut self, participant: ParticipantId, mandate: Mandate) -> Outcome<()> {
-        let s = self.scene(None, None, None, None);
+        let mut s = self.scene(None, None, None, None);
         let p = self.participants[&participant].clone();
+        // As the store loads it: the buyer's funds and its own live, unexpired offers, oldest first.
+        s.buyer = Some((p.clone(), self.funds(participant)));
+        let now = self.now();
+        s.own_live_offers = self
+            .offers
+            .values()
+            .filter(|o| {
+                o.buyer == participant
+                    && o.proposer == participant
+                    && o.state == OfferState::Live
+                    && o.expires_at > now
+            })
+            .map(|o| (o.clone(), self.listings[&o.listing_id].category.clone()))
+            .collect();
+        s.own_live_offers.sort_by_key(|(o, _)| o.id);
         self.run(s, |s, plan| negotiation::set_mandate(s, plan, &p, mandate))
     }
 
