@@ -49,6 +49,9 @@ pub mod sqlite {
             let pool = SqlitePoolOptions::new()
                 .max_connections(max)
                 .min_connections(1)
+                // A local file cannot hang up, and the liveness ping sqlx sends on every acquire
+                // is a round trip to the connection's worker thread: half the cost of a read.
+                .test_before_acquire(false)
                 .connect_with(opts.clone())
                 .await;
             match pool {
