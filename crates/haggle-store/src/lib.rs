@@ -5,6 +5,7 @@
 
 pub mod command;
 mod dialect;
+mod lite;
 mod row;
 pub mod webhooks;
 
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] lite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("invariant breached, transaction rolled back: {0}")]
@@ -128,6 +131,8 @@ pub enum Viewer {
 pub mod sqlite {
     //! The SQLite backend: one writer at a time (a process-wide lock plus `BEGIN IMMEDIATE`).
     use super::*;
+    // The backend's `sqlx::` paths resolve to the in-thread SQLite driver here.
+    use crate::lite as sqlx;
     pub type Db = sqlx::Sqlite;
     use crate::dialect::sqlite as dialect;
     include!("backend.rs");
@@ -138,6 +143,10 @@ pub mod postgres {
     //! The PostgreSQL backend: writes to a market serialise on its row lock (`FOR UPDATE`), so
     //! several server processes can share one database.
     use super::*;
+    // Named here (not only in the extern prelude) so the webhook module can import it as the
+    // SQLite backend imports its driver.
+    #[allow(clippy::single_component_path_imports)]
+    use sqlx;
     pub type Db = sqlx::Postgres;
     use crate::dialect::postgres as dialect;
     include!("backend.rs");

@@ -250,34 +250,46 @@ impl Db {
     }
 
     /// Runs raw SQL on a separate connection (to tamper with the database behind the store).
-    async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
-        let sql = AssertSqlSafe(sql.to_string());
+    async fn exec(&self, sql: &str) -> Result<u64, String> {
         match self.backend {
             Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url).await?;
-                let done = sqlx::raw_sql(sql).execute(&mut c).await;
-                let _ = c.close().await;
-                Ok(done?.rows_affected())
+                let c = self.sqlite();
+                c.execute_batch(sql).map_err(|e| e.to_string())?;
+                Ok(c.changes())
             }
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url).await?;
+                let sql = AssertSqlSafe(sql.to_string());
+                let mut c = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let done = sqlx::raw_sql(sql).execute(&mut c).await;
                 let _ = c.close().await;
-                Ok(done?.rows_affected())
+                Ok(done.map_err(|e| e.to_string())?.rows_affected())
             }
         }
+    }
+
+    /// A second connection to the SQLite file, outside the store.
+    fn sqlite(&self) -> rusqlite::Connection {
+        let path = self.url.trim_start_matches("sqlite://");
+        let c = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        c.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+        c
     }
 
     async fn scalar(&self, sql: &str) -> i64 {
         let q = AssertSqlSafe(sql.to_string());
         let v = match self.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(q).fetch_one(&mut c).await
-            }
+            Backend::Sqlite => self
+                .sqlite()
+                .query_row(&q.0, [], |r| r.get::<_, i64>(0))
+                .map_err(|e| e.to_string()),
             Backend::Postgres => {
                 let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(q).fetch_one(&mut c).await
+                sqlx::query_scalar::<_, i64>(q)
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())
             }
         };
         v.unwrap_or_else(|e| panic!("{sql}: {e}"))
