@@ -193,7 +193,17 @@ pub async fn serve(
     svc: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(svc))
+    serve_app(listener, router(svc), shutdown).await
+}
+
+/// Serves `app` (the API's [`router`], possibly merged with other interfaces' routes, e.g. the
+/// web pages) on `listener` until `shutdown` completes.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

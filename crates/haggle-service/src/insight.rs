@@ -53,6 +53,30 @@ impl Service {
             .await?)
     }
 
+    /// One participant's own news (its threads, deals and money), newest first: what its agent
+    /// did and what happened to it. Readers of that participant only.
+    pub async fn recent_activity(
+        &self,
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> ApiResult<Vec<Event>> {
+        Self::require_reader_of(caller, market, participant)?;
+        self.market_or_404(market).await?;
+        Ok(self
+            .store
+            .recent_events(
+                market,
+                haggle_store::Viewer::Own(participant),
+                &[],
+                before,
+                limit.unwrap_or(50).clamp(1, 1000),
+            )
+            .await?)
+    }
+
     /// Deals, prices and participants at a glance. Every sale's price is public already, so every
     /// reader of the market may see the aggregates.
     pub async fn summary(&self, caller: &Caller, market: i64) -> ApiResult<MarketSummary> {
