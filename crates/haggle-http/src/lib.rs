@@ -3,6 +3,7 @@
 
 pub mod deals;
 pub mod extract;
+pub mod insight;
 pub mod routes;
 pub mod sse;
 pub mod webhooks;
@@ -33,6 +34,8 @@ pub struct AppState {
         deals::approval, deals::rate, deals::ratings, deals::notes, deals::reputation, deals::settlement,
         webhooks::create_webhook, webhooks::webhooks, webhooks::deactivate_webhook,
         webhooks::webhook_deliveries,
+        insight::summary, insight::disputes, insight::survey_answers, insight::survey_answer,
+        insight::answer_survey,
     ),
     modifiers(&Security)
 )]
@@ -155,6 +158,13 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route(&format!("{m}/deals/{{deal}}/notes"), get(deals::notes))
         .route(&format!("{p}/reputation"), get(deals::reputation))
         .route(&format!("{m}/settlement"), get(deals::settlement))
+        .route(&format!("{m}/summary"), get(insight::summary))
+        .route(&format!("{m}/disputes"), get(insight::disputes))
+        .route(&format!("{m}/survey"), get(insight::survey_answers))
+        .route(
+            &format!("{p}/survey"),
+            get(insight::survey_answer).put(insight::answer_survey),
+        )
         .route(&format!("{m}/events"), get(events))
         .route(&format!("{m}/events/stream"), get(sse::stream_events))
         .route(&format!("{m}/clock/advance"), post(advance_clock))
@@ -183,7 +193,17 @@ pub async fn serve(
     svc: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(svc))
+    serve_app(listener, router(svc), shutdown).await
+}
+
+/// Serves `app` (the API's [`router`], possibly merged with other interfaces' routes, e.g. the
+/// web pages) on `listener` until `shutdown` completes.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -18,6 +18,7 @@ pub mod sqlite {
         (2, include_str!("migrations/0002_append_only_sqlite.sql")),
         (3, include_str!("migrations/0003_lifecycle.sql")),
         (4, include_str!("migrations/0004_webhooks.sql")),
+        (5, include_str!("migrations/0005_survey.sql")),
     ];
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
@@ -87,6 +88,7 @@ pub mod postgres {
         (2, include_str!("migrations/0002_append_only_postgres.sql")),
         (3, include_str!("migrations/0003_lifecycle.sql")),
         (4, include_str!("migrations/0004_webhooks.sql")),
+        (5, include_str!("migrations/0005_survey.sql")),
     ];
 
     pub async fn connect(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {

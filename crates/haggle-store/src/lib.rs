@@ -7,6 +7,7 @@ pub mod command;
 mod dialect;
 mod lite;
 mod row;
+pub mod survey;
 pub mod webhooks;
 
 pub use command::{Command, NewOffer, Outcome};
@@ -137,6 +138,7 @@ pub mod sqlite {
     use crate::dialect::sqlite as dialect;
     include!("backend.rs");
     include!("webhooks_backend.rs");
+    include!("survey_backend.rs");
 }
 
 pub mod postgres {
@@ -151,6 +153,7 @@ pub mod postgres {
     use crate::dialect::postgres as dialect;
     include!("backend.rs");
     include!("webhooks_backend.rs");
+    include!("survey_backend.rs");
 }
 
 /// The store: one interface, either backend.
@@ -320,6 +323,16 @@ impl Store {
     ) -> StoreResult<Vec<haggle_core::Deal>> {
         dispatch!(self, b => b.deals(market, party, after, limit).await)
     }
+    /// Deals in one status (all parties), by id.
+    pub async fn deals_in_status(
+        &self,
+        market: i64,
+        status: haggle_core::DealStatus,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<haggle_core::Deal>> {
+        dispatch!(self, b => b.deals_in(market, None, Some(status), after, limit).await)
+    }
     pub async fn balance(
         &self,
         market: i64,
@@ -336,6 +349,18 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<Event>> {
         dispatch!(self, b => b.events(market, viewer, after, limit).await)
+    }
+    /// The newest events `viewer` may read (before `before`, of `kinds` when not empty), newest
+    /// first: what a feed shows on opening.
+    pub async fn recent_events(
+        &self,
+        market: i64,
+        viewer: Viewer,
+        kinds: &[&str],
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        dispatch!(self, b => b.recent_events(market, viewer, kinds, before, limit).await)
     }
     pub async fn verify(&self, market: i64) -> StoreResult<Verification> {
         dispatch!(self, b => b.verify(market).await)

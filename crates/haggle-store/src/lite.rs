@@ -521,6 +521,7 @@ impl<D> QueryBuilder<D> {
             each(
                 Separated {
                     builder: self,
+                    separator: ", ".into(),
                     first: true,
                 },
                 item,
@@ -528,6 +529,15 @@ impl<D> QueryBuilder<D> {
             self.push(")");
         }
         self
+    }
+
+    /// Values pushed through the result are joined by `separator`.
+    pub fn separated(&mut self, separator: impl Into<String>) -> Separated<'_, D> {
+        Separated {
+            builder: self,
+            separator: separator.into(),
+            first: true,
+        }
     }
 
     pub fn build(&mut self) -> Query {
@@ -541,13 +551,14 @@ impl<D> QueryBuilder<D> {
 /// The values of one `push_values` group.
 pub struct Separated<'a, D> {
     builder: &'a mut QueryBuilder<D>,
+    separator: String,
     first: bool,
 }
 
 impl<D> Separated<'_, D> {
     pub fn push_bind(&mut self, v: impl Encode) -> &mut Self {
         if !self.first {
-            self.builder.push(", ");
+            self.builder.push(&self.separator);
         }
         self.first = false;
         self.builder.push_bind(v);

@@ -41,6 +41,9 @@ enum Cmd {
         /// Requests per second per token (0 = unlimited; default 2000).
         #[arg(long, env = "HAGGLE_RATE_LIMIT")]
         rate_limit: Option<u32>,
+        /// A folder of experiment or demo reports to browse at /reports/ (operators, observers).
+        #[arg(long, env = "HAGGLE_REPORTS")]
+        reports: Option<std::path::PathBuf>,
     },
     /// Markets.
     Market {
@@ -253,6 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             db,
             rate_limit,
+            reports,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -275,15 +279,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            if let Some(dir) = &reports
+                && !dir.is_dir()
+            {
+                bail!("--reports {} is not a folder", dir.display());
+            }
             eprintln!(
-                "haggle: serving {} on http://{} (OpenAPI at /openapi.json)",
+                "haggle: serving {} on http://{} (web pages at /, OpenAPI at /openapi.json)",
                 svc.store().backend_name(),
                 listener.local_addr()?
             );
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            haggle_http::serve(listener, svc, shutdown).await?;
+            let app = haggle_http::router(svc.clone())
+                .merge(haggle_web::router(svc, haggle_web::WebOptions { reports }));
+            haggle_http::serve_app(listener, app, shutdown).await?;
         }
         Cmd::Market {
             command:
