@@ -1,8 +1,10 @@
 //! Haggle's HTTP JSON API: the routes of the spec over the service, bearer auth, idempotency keys,
-//! the error body, a live SSE feed, and the OpenAPI 3.1 document generated from the route code.
+//! the error body, a live SSE feed, the OpenAPI 3.1 document generated from the route code, and
+//! the MCP endpoint at `/mcp`.
 
 pub mod deals;
 pub mod extract;
+pub mod mcp;
 pub mod routes;
 pub mod sse;
 pub mod webhooks;
@@ -83,7 +85,13 @@ async fn method_not_allowed(method: axum::http::Method) -> extract::Failure {
     })
 }
 
+/// The API and the MCP endpoint (`/mcp`), whose sessions live until the process ends.
 pub fn router(svc: Arc<Service>) -> Router {
+    app(svc, haggle_mcp::http::CancellationToken::new())
+}
+
+/// The API, and the MCP endpoint whose sessions and streams end when `mcp_shutdown` is cancelled.
+fn app(svc: Arc<Service>, mcp_shutdown: haggle_mcp::http::CancellationToken) -> Router {
     use routes::*;
     let m = "/v1/markets/{market}";
     let p = "/v1/markets/{market}/participants/{participant}";
@@ -171,6 +179,7 @@ pub fn router(svc: Arc<Service>) -> Router {
             &format!("{m}/webhooks/{{webhook}}/deliveries"),
             get(webhooks::webhook_deliveries),
         )
+        .nest_service("/mcp", mcp::service(svc.clone(), mcp_shutdown))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
@@ -183,7 +192,13 @@ pub async fn serve(
     svc: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(svc))
-        .with_graceful_shutdown(shutdown)
+    let mcp_shutdown = haggle_mcp::http::CancellationToken::new();
+    let app = app(svc, mcp_shutdown.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Open MCP streams would otherwise hold the graceful shutdown until clients leave.
+            mcp_shutdown.cancel();
+        })
         .await
 }

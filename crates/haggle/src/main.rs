@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod config;
 mod demo;
+mod mcp_cmd;
 mod report;
 mod results;
 mod sim;
@@ -64,6 +65,8 @@ enum Cmd {
     },
     /// Run a whole simulated office market of agents and write its report.
     Demo(demo::DemoArgs),
+    /// Serve one agent's market as an MCP server on stdin/stdout (for desktop MCP clients).
+    Mcp(mcp_cmd::McpArgs),
     /// Agents.
     Agent {
         #[command(subcommand)]
@@ -407,6 +410,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCmd::Sim(args),
         } => bench::sim(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
+        Cmd::Mcp(args) => mcp_cmd::run(args).await?,
         Cmd::Agent {
             command: AgentCmd::Run(args),
         } => agent_cmd::run(args).await?,
