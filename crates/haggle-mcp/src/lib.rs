@@ -13,10 +13,11 @@ use haggle_api::{Balance, ListingQuery, MarketClient};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, GetPromptRequestParams,
-    GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, Prompt, PromptArgument, PromptMessage,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, Role, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    GetPromptResponse, GetPromptResult, Implementation, InitializeRequestParams, InitializeResult,
+    ListPromptsResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams, Prompt,
+    PromptArgument, PromptMessage, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
@@ -38,7 +39,8 @@ enum Source<C> {
     /// One client for the whole connection (stdio: the token given on the command line).
     Fixed(Arc<C>),
     /// The client the HTTP layer authenticated for each request ([`http::Authenticated`]); the
-    /// first request binds the session to its participant, later ones must be the same one.
+    /// handshake (or, without one, the first request) binds the session to its participant, and
+    /// later requests must come from the same one.
     PerRequest(OnceLock<(i64, i64)>),
 }
 
@@ -230,6 +232,20 @@ impl<C: MarketClient + 'static> ServerHandler for HaggleMcp<C> {
                     .with_title("Haggle market"),
             )
             .with_instructions(guide::INSTRUCTIONS)
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        // Over HTTP the session belongs to the participant whose token opened it, from the
+        // handshake on (not from its first tool call).
+        if let Source::PerRequest(_) = self.source {
+            self.client(&context).map_err(protocol_error)?;
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
     }
 
     async fn list_tools(

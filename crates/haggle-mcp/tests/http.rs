@@ -430,12 +430,21 @@ async fn a_session_is_bound_to_the_participant_that_opened_it() {
     assert!(r.status().is_success(), "{}", r.status());
 
     let call = |id: i64, tool: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
+    // Bob's valid token on Alice's session acts for nobody, even as the session's first call.
+    let hijack =
+        rpc_reply(post_mcp(&m, Some(&bob.token), Some(&session), &call(2, "my_balance")).await)
+            .await;
+    assert_eq!(hijack["result"]["isError"], true, "{hijack}");
+    assert_eq!(
+        hijack["result"]["structuredContent"]["error"]["code"], "forbidden",
+        "{hijack}"
+    );
     let mine = rpc_reply(
         post_mcp(
             &m,
             Some(&alice.token),
             Some(&session),
-            &call(2, "my_balance"),
+            &call(3, "my_balance"),
         )
         .await,
     )
@@ -443,16 +452,6 @@ async fn a_session_is_bound_to_the_participant_that_opened_it() {
     assert_eq!(
         mine["result"]["structuredContent"]["participant_id"], alice.id,
         "{mine}"
-    );
-
-    // Bob's valid token on Alice's session acts for nobody.
-    let hijack =
-        rpc_reply(post_mcp(&m, Some(&bob.token), Some(&session), &call(3, "my_balance")).await)
-            .await;
-    assert_eq!(hijack["result"]["isError"], true, "{hijack}");
-    assert_eq!(
-        hijack["result"]["structuredContent"]["error"]["code"], "forbidden",
-        "{hijack}"
     );
     // Without any token the request does not reach the session at all.
     let r = post_mcp(&m, None, Some(&session), &call(4, "my_balance")).await;
