@@ -1,9 +1,11 @@
 //! Haggle's HTTP JSON API: the routes of the spec over the service, bearer auth, idempotency keys,
-//! the error body, a live SSE feed, and the OpenAPI 3.1 document generated from the route code.
+//! the error body, a live SSE feed, the OpenAPI 3.1 document generated from the route code, and
+//! the MCP endpoint at `/mcp`.
 
 pub mod deals;
 pub mod extract;
 pub mod insight;
+pub mod mcp;
 pub mod routes;
 pub mod sse;
 pub mod webhooks;
@@ -86,7 +88,15 @@ async fn method_not_allowed(method: axum::http::Method) -> extract::Failure {
     })
 }
 
+/// The API and the MCP endpoint (`/mcp`), whose sessions live until the process ends.
 pub fn router(svc: Arc<Service>) -> Router {
+    app(svc, CancellationToken::new())
+}
+
+pub use haggle_mcp::http::CancellationToken;
+
+/// The API, and the MCP endpoint whose sessions and streams end when `mcp_shutdown` is cancelled.
+pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
     use routes::*;
     let m = "/v1/markets/{market}";
     let p = "/v1/markets/{market}/participants/{participant}";
@@ -181,6 +191,7 @@ pub fn router(svc: Arc<Service>) -> Router {
             &format!("{m}/webhooks/{{webhook}}/deliveries"),
             get(webhooks::webhook_deliveries),
         )
+        .nest_service("/mcp", mcp::service(svc.clone(), mcp_shutdown))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
@@ -193,17 +204,29 @@ pub async fn serve(
     svc: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_app(listener, router(svc), shutdown).await
+    let mcp_shutdown = CancellationToken::new();
+    serve_app(
+        listener,
+        app(svc, mcp_shutdown.clone()),
+        mcp_shutdown,
+        shutdown,
+    )
+    .await
 }
 
-/// Serves `app` (the API's [`router`], possibly merged with other interfaces' routes, e.g. the
-/// web pages) on `listener` until `shutdown` completes.
+/// Serves `app` (the API's [`app`], possibly merged with other interfaces' routes, e.g. the web
+/// pages) on `listener` until `shutdown` completes, then cancels `mcp_shutdown`: open MCP
+/// streams would otherwise hold the graceful shutdown until their clients leave.
 pub async fn serve_app(
     listener: tokio::net::TcpListener,
     app: Router,
+    mcp_shutdown: CancellationToken,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            mcp_shutdown.cancel();
+        })
         .await
 }

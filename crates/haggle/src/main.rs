@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod config;
 mod demo;
+mod mcp_cmd;
 mod report;
 mod results;
 mod sim;
@@ -67,6 +68,8 @@ enum Cmd {
     },
     /// Run a whole simulated office market of agents and write its report.
     Demo(demo::DemoArgs),
+    /// Serve one agent's market as an MCP server on stdin/stdout (for desktop MCP clients).
+    Mcp(mcp_cmd::McpArgs),
     /// Agents.
     Agent {
         #[command(subcommand)]
@@ -292,9 +295,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            let app = haggle_http::router(svc.clone())
+            let mcp_shutdown = haggle_http::CancellationToken::new();
+            let app = haggle_http::app(svc.clone(), mcp_shutdown.clone())
                 .merge(haggle_web::router(svc, haggle_web::WebOptions { reports }));
-            haggle_http::serve_app(listener, app, shutdown).await?;
+            haggle_http::serve_app(listener, app, mcp_shutdown, shutdown).await?;
         }
         Cmd::Market {
             command:
@@ -418,6 +422,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCmd::Sim(args),
         } => bench::sim(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
+        Cmd::Mcp(args) => mcp_cmd::run(args).await?,
         Cmd::Agent {
             command: AgentCmd::Run(args),
         } => agent_cmd::run(args).await?,

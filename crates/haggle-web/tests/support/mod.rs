@@ -61,14 +61,20 @@ impl Server {
             .await
             .expect("bind a loopback port");
         let base = format!("http://{}", listener.local_addr().expect("local addr"));
-        let app = haggle_http::router(svc.clone()).merge(haggle_web::router(
+        let mcp_shutdown = haggle_http::CancellationToken::new();
+        let app = haggle_http::app(svc.clone(), mcp_shutdown.clone()).merge(haggle_web::router(
             svc.clone(),
             haggle_web::WebOptions { reports },
         ));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(haggle_http::serve_app(listener, app, async move {
-            let _ = rx.await;
-        }));
+        tokio::spawn(haggle_http::serve_app(
+            listener,
+            app,
+            mcp_shutdown,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Server {
             base,
             client: reqwest::Client::builder()
