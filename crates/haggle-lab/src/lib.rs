@@ -6,10 +6,12 @@
 //! - [`efficiency`]: the maximum welfare under budgets ([`efficiency::max_welfare`]);
 //! - [`metrics`]: what happened in a run ([`metrics::RunRecord`]) and its
 //!   [`metrics::Metrics`];
-//! - [`report`]: `results.json`, `deals.csv`, `participants.csv`, `report.html`, `timing.json`.
+//! - [`report`]: `results.json`, `deals.csv`, `participants.csv`, `report.html`, `timing.json`;
+//! - [`stats`]: permutation tests, bootstrap intervals, paired tests, fixed-effects regression.
 
 pub mod efficiency;
 pub mod generator;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
+pub mod stats;
