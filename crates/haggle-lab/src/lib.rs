@@ -7,9 +7,11 @@
 //! - [`metrics`]: what happened in a run ([`metrics::RunRecord`]) and its
 //!   [`metrics::Metrics`];
 //! - [`report`]: `results.json`, `deals.csv`, `participants.csv`, `report.html`, `timing.json`;
+//! - [`experiment`]: experiment files (arms, run designs, seeds, limits) and their run plan;
 //! - [`stats`]: permutation tests, bootstrap intervals, paired tests, fixed-effects regression.
 
 pub mod efficiency;
+pub mod experiment;
 pub mod generator;
 pub mod metrics;
 pub mod report;
