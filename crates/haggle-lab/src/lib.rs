@@ -8,8 +8,10 @@
 //!   [`metrics::Metrics`];
 //! - [`report`]: `results.json`, `deals.csv`, `participants.csv`, `report.html`, `timing.json`;
 //! - [`experiment`]: experiment files (arms, run designs, seeds, limits) and their run plan;
+//! - [`analysis`]: an experiment's runs → metrics per run, arm and participant, comparisons;
 //! - [`stats`]: permutation tests, bootstrap intervals, paired tests, fixed-effects regression.
 
+pub mod analysis;
 pub mod efficiency;
 pub mod experiment;
 pub mod generator;

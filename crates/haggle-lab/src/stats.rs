@@ -393,10 +393,6 @@ pub fn ols_fixed_effects(
         members.entry(*g).or_default().push(i);
     }
     let groups = members.len();
-    let df = n
-        .checked_sub(groups + k)
-        .filter(|d| *d > 0)
-        .ok_or(RegressionError::NoDegreesOfFreedom { n, groups, k })?;
     // Demean within groups.
     let mut yt = y.to_vec();
     let mut xt: Vec<Vec<f64>> = x.to_vec();
@@ -446,6 +442,11 @@ pub fn ols_fixed_effects(
         }
     }
     let inv: Vec<Vec<f64>> = a.iter().map(|row| row[k..].to_vec()).collect();
+    // Collinearity is reported before the degrees of freedom, so callers can drop a column.
+    let df = n
+        .checked_sub(groups + k)
+        .filter(|d| *d > 0)
+        .ok_or(RegressionError::NoDegreesOfFreedom { n, groups, k })?;
     let beta: Vec<f64> = (0..k)
         .map(|p| (0..k).map(|q| inv[p][q] * b[q]).sum())
         .collect();
@@ -744,6 +745,7 @@ mod tests {
             covered += usize::from(lo <= 1.0 && 1.0 <= hi);
         }
         let share = covered as f64 / trials as f64;
+        eprintln!("coverage {share}");
         assert!((0.90..=0.985).contains(&share), "coverage {share}");
     }
 
