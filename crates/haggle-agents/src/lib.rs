@@ -9,3 +9,4 @@ pub mod prompt;
 pub mod registry;
 pub mod rules;
 pub mod runtime;
+pub mod spend;
