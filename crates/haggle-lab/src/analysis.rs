@@ -363,6 +363,9 @@ pub fn compare_arms(
     }
 }
 
+/// An item's type and its prices under the first and the second arm.
+type ItemPrices<'a> = (Option<&'a str>, Vec<i64>, Vec<i64>);
+
 /// Analyses the runs of one experiment.
 pub fn analyse(
     experiment: &str,
@@ -612,7 +615,7 @@ pub fn analyse(
     let mut same_item = Vec::new();
     for &(a, b) in &arm_pairs {
         for side in ["seller", "buyer"] {
-            let mut prices: BTreeMap<&str, (Option<&str>, Vec<i64>, Vec<i64>)> = BTreeMap::new();
+            let mut prices: BTreeMap<&str, ItemPrices> = BTreeMap::new();
             for run in runs {
                 for d in run.metrics.deals.iter().filter(|d| d.counted) {
                     let Some(item) = d.item_id.as_deref() else {

@@ -430,14 +430,13 @@ pub fn ols_fixed_effects(
         a.swap(col, pivot);
         let d = a[col][col];
         a[col].iter_mut().for_each(|v| *v /= d);
-        for r in 0..k {
-            if r != col {
-                let f = a[r][col];
-                if f != 0.0 {
-                    for c in 0..2 * k {
-                        a[r][c] -= f * a[col][c];
-                    }
-                }
+        let pivot_row = a[col].clone();
+        for (r, row) in a.iter_mut().enumerate() {
+            let f = row[col];
+            if r != col && f != 0.0 {
+                row.iter_mut()
+                    .zip(&pivot_row)
+                    .for_each(|(v, p)| *v -= f * p);
             }
         }
     }

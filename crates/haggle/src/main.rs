@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod config;
 mod demo;
+mod experiment;
 mod report;
 mod results;
 mod sim;
@@ -64,6 +65,11 @@ enum Cmd {
     },
     /// Run a whole simulated office market of agents and write its report.
     Demo(demo::DemoArgs),
+    /// Experiments: several markets side by side, compared honestly.
+    Experiment {
+        #[command(subcommand)]
+        command: experiment::ExperimentCmd,
+    },
     /// Agents.
     Agent {
         #[command(subcommand)]
@@ -410,6 +416,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Agent {
             command: AgentCmd::Run(args),
         } => agent_cmd::run(args).await?,
+        Cmd::Experiment { command } => experiment::run(command).await?,
         Cmd::Settlement {
             market,
             format,
