@@ -158,15 +158,9 @@ pub struct ParticipantArm {
 
 /// The outcomes compared between arms, one value per participant-run.
 pub const OUTCOMES: &[(&str, &str)] = &[
-    (
-        "seller_surplus",
-        "seller surplus per participant (minor units)",
-    ),
-    (
-        "buyer_surplus",
-        "buyer surplus per participant (minor units)",
-    ),
-    ("surplus", "total surplus per participant (minor units)"),
+    ("seller_surplus", "seller surplus per participant"),
+    ("buyer_surplus", "buyer surplus per participant"),
+    ("surplus", "total surplus per participant"),
     ("deals", "deals per participant (sales + purchases)"),
     ("seller_share", "mean seller share σ of its sales"),
     ("buyer_share", "mean buyer share 1 − σ of its purchases"),
@@ -199,9 +193,9 @@ pub struct GroupComparison {
 /// The market-level outcomes compared between run groups.
 pub const RUN_OUTCOMES: &[(&str, &str)] = &[
     ("efficiency", "allocative efficiency"),
-    ("welfare", "welfare (minor units)"),
+    ("welfare", "welfare"),
     ("deals", "deals"),
-    ("mean_price", "mean price (minor units)"),
+    ("mean_price", "mean price"),
     ("agreement_rate", "agreement rate"),
     ("mean_seller_share", "mean seller share σ"),
 ];

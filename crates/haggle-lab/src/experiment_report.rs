@@ -604,7 +604,7 @@ fn comparison_rows(a: &Analysis) -> Vec<(String, Vec<String>)> {
 
 const COMPARISON_HEAD: &[&str] = &[
     "outcome",
-    "difference",
+    "arms",
     "design",
     "n",
     "mean first",
