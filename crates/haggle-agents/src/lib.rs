@@ -9,4 +9,5 @@ pub mod prompt;
 pub mod registry;
 pub mod rules;
 pub mod runtime;
+pub mod spend;
 pub mod tools;

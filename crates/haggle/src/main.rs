@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod config;
 mod demo;
+mod experiment;
 mod mcp_cmd;
 mod report;
 mod results;
@@ -70,6 +71,11 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Serve one agent's market as an MCP server on stdin/stdout (for desktop MCP clients).
     Mcp(mcp_cmd::McpArgs),
+    /// Experiments: several markets side by side, compared honestly.
+    Experiment {
+        #[command(subcommand)]
+        command: experiment::ExperimentCmd,
+    },
     /// Agents.
     Agent {
         #[command(subcommand)]
@@ -426,6 +432,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Agent {
             command: AgentCmd::Run(args),
         } => agent_cmd::run(args).await?,
+        Cmd::Experiment { command } => experiment::run(command).await?,
         Cmd::Settlement {
             market,
             format,
