@@ -987,21 +987,37 @@ impl Backend {
     }
 
     pub async fn events(&self, market: i64, viewer: Viewer, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        let limit = limit.clamp(1, 10_000) as i64;
         let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE market_id = "));
         b.push_bind(market).push(" AND seq > ").push_bind(after);
-        match viewer {
-            Viewer::All => {}
+        let party = match viewer {
+            Viewer::All => None,
             Viewer::Public => {
                 b.push(" AND scope = 'public'");
+                None
             }
-            Viewer::Participant(p) => {
-                b.push(" AND (scope = 'public' OR party_a = ").push_bind(p).push(" OR party_b = ").push_bind(p).push(")");
+            Viewer::Participant(p) | Viewer::Own(p) => Some(p),
+        };
+        if let Some(p) = party {
+            // `party_a = p OR party_b = p` defeats both party indexes (the planner walks every
+            // event after `after`, a whole market for an agent's first read); a union of one
+            // bounded range scan per index does not.
+            b.push(" AND seq IN (");
+            let mut branches = vec!["party_a = ", "party_b = "];
+            if matches!(viewer, Viewer::Participant(_)) {
+                branches.push("scope = 'public' AND 0 <> ");
             }
-            Viewer::Own(p) => {
-                b.push(" AND (party_a = ").push_bind(p).push(" OR party_b = ").push_bind(p).push(")");
+            for (i, column) in branches.iter().enumerate() {
+                if i > 0 {
+                    b.push(" UNION ");
+                }
+                b.push("SELECT seq FROM (SELECT seq FROM events WHERE market_id = ").push_bind(market);
+                b.push(format!(" AND {column}")).push_bind(p).push(" AND seq > ").push_bind(after);
+                b.push(" ORDER BY seq LIMIT ").push_bind(limit).push(format!(") AS branch{i}"));
             }
+            b.push(")");
         }
-        b.push(" ORDER BY seq LIMIT ").push_bind(limit.clamp(1, 10_000) as i64);
+        b.push(" ORDER BY seq LIMIT ").push_bind(limit);
         b.build().fetch_all(&self.pool).await?.iter().map(event_row).collect()
     }
 

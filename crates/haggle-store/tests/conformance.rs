@@ -2194,6 +2194,30 @@ async fn events_visibility(db: Db) {
             .cloned()
             .collect();
         assert_eq!(seen, want, "participant {p} sees public events and its own");
+        // Read in small pages (as agents catch up), both views give the same log in order.
+        for viewer in [Viewer::Participant(p), Viewer::Own(p)] {
+            let whole = m.events(viewer).await;
+            let (mut paged, mut after) = (Vec::new(), 0);
+            loop {
+                let page = store.events(m.id, viewer, after, 2).await.unwrap();
+                assert!(page.len() <= 2);
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                paged.extend(page);
+            }
+            assert_eq!(paged, whole, "{viewer:?} in pages of two");
+        }
+        let own = m.events(Viewer::Own(p)).await;
+        assert!(
+            own.iter().all(|e| seen.contains(e)),
+            "own events are among those seen"
+        );
+        assert!(
+            want.iter()
+                .filter(|e| matches!(&e.visibility, Visibility::Parties(ps) if ps.contains(&p)))
+                .all(|e| own.contains(e)),
+            "every private event naming {p} is among its own"
+        );
     }
     let seen_by_buyer = m.events(Viewer::Participant(buyer)).await;
     let thread_of = |e: &Event| {
