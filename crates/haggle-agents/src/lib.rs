@@ -4,6 +4,7 @@
 
 pub mod adversaries;
 pub mod brain;
+pub mod llm;
 pub mod profile;
 pub mod prompt;
 pub mod registry;
