@@ -10,3 +10,4 @@ pub mod prompt;
 pub mod registry;
 pub mod rules;
 pub mod runtime;
+pub mod tools;

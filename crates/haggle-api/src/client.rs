@@ -4,7 +4,7 @@
 
 use crate::*;
 use haggle_core::lifecycle::Reputation;
-use haggle_core::{Deal, Listing, Mandate, Message, Offer, Rating};
+use haggle_core::{Deal, Listing, Mandate, Market, Message, Offer, Participant, Rating};
 use std::future::Future;
 
 /// A refusal by the market (status and the spec's error body) or a transport failure.
@@ -47,6 +47,11 @@ pub trait MarketClient: Send + Sync {
     fn market_id(&self) -> i64;
     /// The participant this client acts for.
     fn participant_id(&self) -> i64;
+
+    /// The market traded in: name, currency, clock and its rules.
+    fn market(&self) -> impl Future<Output = ClientResult<Market>> + Send;
+    /// The participant this client acts for, with its mandate.
+    fn participant(&self) -> impl Future<Output = ClientResult<Participant>> + Send;
 
     fn search(&self, q: &ListingQuery) -> impl Future<Output = ClientResult<ListingPage>> + Send;
     fn listing(&self, id: i64) -> impl Future<Output = ClientResult<ListingView>> + Send;

@@ -4,7 +4,9 @@
 
 use haggle_api::client::ClientResult;
 use haggle_api::haggle_core::lifecycle::Reputation;
-use haggle_api::haggle_core::{Deal, Listing, Mandate, Message, Offer, Rating};
+use haggle_api::haggle_core::{
+    Deal, Listing, Mandate, Market, Message, Offer, Participant, Rating,
+};
 use haggle_api::*;
 use rand::{RngCore, SeedableRng};
 use reqwest::Method;
@@ -181,6 +183,13 @@ impl MarketClient for HttpClient {
     }
     fn participant_id(&self) -> i64 {
         self.participant
+    }
+    async fn market(&self) -> ClientResult<Market> {
+        self.get(&self.path("")).await
+    }
+    async fn participant(&self) -> ClientResult<Participant> {
+        self.get(&self.path(&format!("/participants/{}", self.participant)))
+            .await
     }
     async fn search(&self, q: &ListingQuery) -> ClientResult<ListingPage> {
         self.get(&self.path(&format!("/listings?{}", query_string(q))))

@@ -269,3 +269,29 @@ max_price = 5500
     assert_eq!(l.status, ListingStatus::Sold);
     assert!(s.svc.store().verify(s.market).await.unwrap().ok());
 }
+
+#[tokio::test]
+async fn the_market_and_the_own_participant_read_as_in_process() {
+    let s = server().await;
+    let alice = participant(&s, "Alice", 10_000).await;
+    let market = alice.market().await.unwrap();
+    assert_eq!((market.id, market.currency.as_str()), (s.market, "USD"));
+    let me = alice.participant().await.unwrap();
+    assert_eq!((me.id, me.name.as_str()), (alice.participant_id(), "Alice"));
+    // The same reads in-process give the same answers.
+    let token = s
+        .svc
+        .create_token(
+            Role::Agent,
+            Some(s.market),
+            Some(alice.participant_id()),
+            "second agent token",
+        )
+        .await
+        .unwrap();
+    let local = haggle_service::InProcess::from_token(s.svc.clone(), &token)
+        .await
+        .unwrap();
+    assert_eq!(local.market().await.unwrap(), market);
+    assert_eq!(local.participant().await.unwrap(), me);
+}

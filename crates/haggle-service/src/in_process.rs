@@ -4,7 +4,9 @@
 use crate::{ApiError, Caller, Command, NewOffer, Reply, Service};
 use haggle_api::client::ClientResult;
 use haggle_api::haggle_core::lifecycle::Reputation;
-use haggle_api::haggle_core::{Deal, Listing, Mandate, Message, Offer, Rating};
+use haggle_api::haggle_core::{
+    Deal, Listing, Mandate, Market, Message, Offer, Participant, Rating,
+};
 use haggle_api::*;
 use std::sync::Arc;
 
@@ -62,6 +64,18 @@ impl MarketClient for InProcess {
     }
     fn participant_id(&self) -> i64 {
         self.participant
+    }
+    async fn market(&self) -> ClientResult<Market> {
+        self.svc
+            .market(&self.caller, self.market)
+            .await
+            .map_err(err)
+    }
+    async fn participant(&self) -> ClientResult<Participant> {
+        self.svc
+            .participant(&self.caller, self.market, self.participant)
+            .await
+            .map_err(err)
     }
     async fn search(&self, q: &ListingQuery) -> ClientResult<ListingPage> {
         self.svc

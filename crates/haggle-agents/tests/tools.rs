@@ -1,0 +1,612 @@
+//! The agent tool catalogue against the real service (in-process, in-memory SQLite): the schemas
+//! are well-formed, every tool runs and returns what its output schema says, bad arguments are
+//! `invalid_request` naming the field, and refusals carry the market's code and message.
+
+use haggle_agents::tools::{self, ToolError};
+use haggle_api::haggle_core::{DealStatus, ErrorCode};
+use haggle_api::{CreateMarket, MarketClient, ParticipantCreated, RegisterParticipant};
+use haggle_service::{Caller, Config, InProcess, ManualClock, Role, Service, Store};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+struct Market {
+    alice: InProcess,
+    bob: InProcess,
+    _db: TempDb,
+}
+
+/// A SQLite file removed on drop. (Not `sqlite::memory:`: its one-connection pool deadlocks in
+/// `Store::reputation`, which holds a connection while reading the market with another.)
+struct TempDb(std::path::PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+async fn market() -> Market {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let db = TempDb(
+        std::env::temp_dir().join(format!("haggle-tools-{}-{n}.sqlite", std::process::id())),
+    );
+    let store = Store::open(&format!("sqlite://{}", db.0.display()))
+        .await
+        .unwrap();
+    let svc = Service::new(
+        store,
+        Arc::new(ManualClock::new(1_700_000_000_000)),
+        Config::default(),
+    );
+    let op = Caller {
+        role: Role::Operator,
+        market: None,
+        participant: None,
+        scope: "test".into(),
+    };
+    let req = CreateMarket {
+        name: "tools".into(),
+        currency: "USD".into(),
+        clock: None,
+        sim_start_ms: None,
+        rules: None,
+    };
+    let m: haggle_api::haggle_core::Market =
+        serde_json::from_str(&svc.create_market(&op, req, None).await.unwrap().body).unwrap();
+    let mut agents = Vec::new();
+    for name in ["Alice", "Bob"] {
+        let req = RegisterParticipant {
+            name: name.into(),
+            budget: 10_000,
+            mandate: None,
+        };
+        let p: ParticipantCreated = serde_json::from_str(
+            &svc.register_participant(&op, m.id, req, None)
+                .await
+                .unwrap()
+                .body,
+        )
+        .unwrap();
+        agents.push(
+            InProcess::from_token(svc.clone(), &p.agent_token)
+                .await
+                .unwrap(),
+        );
+    }
+    let bob = agents.pop().unwrap();
+    let alice = agents.pop().unwrap();
+    Market {
+        alice,
+        bob,
+        _db: db,
+    }
+}
+
+/// Runs a tool, checks a success against the tool's output schema, and records its name.
+async fn run<C: MarketClient>(
+    used: &mut BTreeSet<&'static str>,
+    c: &C,
+    name: &'static str,
+    args: Value,
+) -> Value {
+    let out = tools::call(c, name, args.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{name} {args} was refused: {e}"));
+    let tool = tools::find(name).expect("a catalogue tool");
+    tools::check_against(&tool.output_schema, &out)
+        .unwrap_or_else(|e| panic!("{name}'s result does not match its output schema: {e}\n{out}"));
+    used.insert(name);
+    out
+}
+
+async fn refused<C: MarketClient>(c: &C, name: &str, args: Value) -> ToolError {
+    match tools::call(c, name, args.clone()).await {
+        Ok(v) => panic!("{name} {args} should be refused, got {v}"),
+        Err(e) => e,
+    }
+}
+
+fn id(v: &Value, path: &str) -> i64 {
+    v.pointer(path)
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("no integer at {path} in {v}"))
+}
+
+fn refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                if k == "$ref" {
+                    out.push(x.as_str().unwrap_or_default().to_string());
+                }
+                refs(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn tool_names_are_unique_snake_case_and_cover_the_agent_actions() {
+    let names: Vec<&str> = tools::catalogue().iter().map(|t| t.name).collect();
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "duplicate tool names: {names:?}");
+    for n in &names {
+        assert!(
+            n.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "{n} is not snake_case"
+        );
+    }
+    for expected in [
+        "search_listings",
+        "get_listing",
+        "post_listing",
+        "withdraw_listing",
+        "post_wanted",
+        "my_threads",
+        "read_thread",
+        "send_message",
+        "make_offer",
+        "accept_offer",
+        "reject_offer",
+        "withdraw_offer",
+        "walk_away",
+        "my_deals",
+        "hand_over",
+        "confirm_receipt",
+        "open_dispute",
+        "rate_deal",
+        "my_balance",
+        "events_since",
+    ] {
+        assert!(unique.contains(expected), "missing tool {expected}");
+    }
+}
+
+#[test]
+fn input_schemas_are_closed_objects_without_references() {
+    for t in tools::catalogue() {
+        let s = &t.input_schema;
+        assert_eq!(s["type"], "object", "{}", t.name);
+        assert_eq!(s["additionalProperties"], false, "{}", t.name);
+        let props = s.get("properties").cloned().unwrap_or(json!({}));
+        assert!(props.is_object(), "{}", t.name);
+        for r in s["required"].as_array().into_iter().flatten() {
+            assert!(
+                props.get(r.as_str().unwrap()).is_some(),
+                "{}: required {r} is not a property",
+                t.name
+            );
+        }
+        let mut found = Vec::new();
+        refs(s, &mut found);
+        assert!(
+            found.is_empty(),
+            "{}: input schema has $refs {found:?}",
+            t.name
+        );
+        assert!(
+            !t.description.is_empty() && !t.title.is_empty(),
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn output_schemas_are_objects_whose_references_resolve() {
+    for t in tools::catalogue() {
+        let s = &t.output_schema;
+        assert_eq!(s["type"], "object", "{}", t.name);
+        let mut found = Vec::new();
+        refs(s, &mut found);
+        for r in found {
+            let name = r.strip_prefix("#/$defs/").unwrap_or_else(|| panic!("{r}"));
+            assert!(s["$defs"].get(name).is_some(), "{}: {r} dangles", t.name);
+        }
+    }
+}
+
+#[test]
+fn annotations_say_which_tools_only_read() {
+    let read_only: BTreeSet<&str> = tools::catalogue()
+        .iter()
+        .filter(|t| t.annotations.read_only)
+        .map(|t| t.name)
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "search_listings",
+        "get_listing",
+        "my_threads",
+        "read_thread",
+        "my_deals",
+        "my_balance",
+        "events_since",
+    ]
+    .into();
+    assert_eq!(read_only, expected);
+    for t in tools::catalogue() {
+        if t.annotations.read_only {
+            assert!(
+                !t.annotations.destructive && t.annotations.idempotent,
+                "{}",
+                t.name
+            );
+        }
+    }
+    let accept = tools::find("accept_offer").unwrap().annotations;
+    assert!(accept.destructive && !accept.read_only);
+    let post = tools::find("post_listing").unwrap().annotations;
+    assert!(!post.destructive && !post.idempotent);
+}
+
+#[tokio::test]
+async fn every_tool_runs_and_returns_what_its_schema_says() {
+    let Market { alice, bob, _db } = market().await;
+    let mut used = BTreeSet::new();
+    let u = &mut used;
+
+    // A sale negotiated to completion, with every negotiation move on the way.
+    let bike = run(
+        u,
+        &alice,
+        "post_listing",
+        json!({"title": "Red road bike", "category": "bikes", "condition": "good", "price": 5000}),
+    )
+    .await;
+    let bike_id = id(&bike, "/id");
+    assert_eq!(bike["side"], "sell");
+    let helmet = run(
+        u,
+        &alice,
+        "post_wanted",
+        json!({"title": "Wanted: helmet", "category": "bikes", "price": 2000}),
+    )
+    .await;
+    assert_eq!(helmet["side"], "buy");
+    let found = run(
+        u,
+        &bob,
+        "search_listings",
+        json!({"q": "bike", "max_price": 6000, "sort": "cheapest", "side": "sell"}),
+    )
+    .await;
+    assert_eq!(id(&found, "/items/0/id"), bike_id);
+    let seen = run(u, &bob, "get_listing", json!({"listing_id": bike_id})).await;
+    assert_eq!(
+        id(&seen, "/owner_reputation/participant_id"),
+        alice.participant_id()
+    );
+    let hello = run(
+        u,
+        &bob,
+        "send_message",
+        json!({"listing_id": bike_id, "body": "Still available?"}),
+    )
+    .await;
+    let thread = id(&hello, "/thread_id");
+    let o1 = run(
+        u,
+        &bob,
+        "make_offer",
+        json!({"thread_id": thread, "price": 4000}),
+    )
+    .await;
+    assert!(o1["thread"].is_null());
+    let threads = run(u, &alice, "my_threads", json!({})).await;
+    assert_eq!(id(&threads, "/items/0/id"), thread);
+    let read = run(u, &alice, "read_thread", json!({"thread_id": thread})).await;
+    assert_eq!(read["offers"][0]["price"], 4000);
+    assert_eq!(read["messages"][0]["body"], "Still available?");
+    run(
+        u,
+        &alice,
+        "reject_offer",
+        json!({"offer_id": id(&o1, "/offer/id")}),
+    )
+    .await;
+    let o2 = run(
+        u,
+        &bob,
+        "make_offer",
+        json!({"thread_id": thread, "price": 4200}),
+    )
+    .await;
+    run(
+        u,
+        &bob,
+        "withdraw_offer",
+        json!({"offer_id": id(&o2, "/offer/id")}),
+    )
+    .await;
+    run(
+        u,
+        &bob,
+        "make_offer",
+        json!({"thread_id": thread, "price": 4400}),
+    )
+    .await;
+    let counter = run(
+        u,
+        &alice,
+        "make_offer",
+        json!({"thread_id": thread, "price": 4600}),
+    )
+    .await;
+    run(
+        u,
+        &alice,
+        "send_message",
+        json!({"thread_id": thread, "body": "Meet me at 46?"}),
+    )
+    .await;
+    let deal = run(
+        u,
+        &bob,
+        "accept_offer",
+        json!({"offer_id": id(&counter, "/offer/id")}),
+    )
+    .await;
+    assert_eq!(deal["status"], DealStatus::Agreed.as_str());
+    let deal_id = id(&deal, "/id");
+    let money = run(u, &bob, "my_balance", json!({})).await;
+    assert_eq!(
+        (
+            money["available"].as_i64(),
+            money["held"].as_i64(),
+            money["total"].as_i64()
+        ),
+        (Some(5400), Some(4600), Some(10_000))
+    );
+    assert_eq!(money["mandate"]["frozen"], false);
+    run(
+        u,
+        &alice,
+        "hand_over",
+        json!({"deal_id": deal_id, "note": "at reception"}),
+    )
+    .await;
+    let done = run(u, &bob, "confirm_receipt", json!({"deal_id": deal_id})).await;
+    assert_eq!(done["status"], "completed");
+    run(
+        u,
+        &bob,
+        "rate_deal",
+        json!({"deal_id": deal_id, "score": 5, "comment": "smooth"}),
+    )
+    .await;
+    let deals = run(u, &bob, "my_deals", json!({})).await;
+    assert_eq!(deals["items"][0]["status"], "completed");
+    let events = run(u, &bob, "events_since", json!({"after": 0})).await;
+    assert!(id(&events, "/next_after") > 0);
+    assert!(!events["events"].as_array().unwrap().is_empty());
+
+    // A disputed deal: an offer that opens its thread with a message.
+    let lamp = run(
+        u,
+        &alice,
+        "post_listing",
+        json!({"title": "Desk lamp", "category": "home", "price": 1500}),
+    )
+    .await;
+    let opened = run(
+        u,
+        &bob,
+        "make_offer",
+        json!({"listing_id": id(&lamp, "/id"), "price": 1000, "message": "Would you take 10?"}),
+    )
+    .await;
+    assert_eq!(opened["message"]["body"], "Would you take 10?");
+    assert_eq!(id(&opened, "/thread/id"), id(&opened, "/offer/thread_id"));
+    let lamp_deal = run(
+        u,
+        &alice,
+        "accept_offer",
+        json!({"offer_id": id(&opened, "/offer/id")}),
+    )
+    .await;
+    run(
+        u,
+        &alice,
+        "hand_over",
+        json!({"deal_id": id(&lamp_deal, "/id")}),
+    )
+    .await;
+    let disputed = run(
+        u,
+        &bob,
+        "open_dispute",
+        json!({"deal_id": id(&lamp_deal, "/id"), "reason": "never arrived"}),
+    )
+    .await;
+    assert_eq!(disputed["status"], "disputed");
+
+    // A cancelled deal, a walk-away and a withdrawn wanted ad.
+    let kettle = run(
+        u,
+        &alice,
+        "post_listing",
+        json!({"title": "Kettle", "category": "kitchen", "price": 800}),
+    )
+    .await;
+    let offer = run(
+        u,
+        &bob,
+        "make_offer",
+        json!({"listing_id": id(&kettle, "/id"), "price": 800}),
+    )
+    .await;
+    let kettle_deal = run(
+        u,
+        &alice,
+        "accept_offer",
+        json!({"offer_id": id(&offer, "/offer/id")}),
+    )
+    .await;
+    let cancelled = run(
+        u,
+        &alice,
+        "cancel_deal",
+        json!({"deal_id": id(&kettle_deal, "/id"), "reason": "it broke"}),
+    )
+    .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let pitch = run(
+        u,
+        &bob,
+        "make_offer",
+        json!({"listing_id": id(&helmet, "/id"), "price": 1900}),
+    )
+    .await;
+    run(
+        u,
+        &bob,
+        "walk_away",
+        json!({"thread_id": id(&pitch, "/offer/thread_id")}),
+    )
+    .await;
+    run(
+        u,
+        &alice,
+        "withdraw_listing",
+        json!({"listing_id": id(&helmet, "/id")}),
+    )
+    .await;
+
+    let all: BTreeSet<&str> = tools::catalogue().iter().map(|t| t.name).collect();
+    assert_eq!(
+        used,
+        all,
+        "tools never run: {:?}",
+        all.difference(&used).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn every_tool_refuses_an_unknown_argument_by_name() {
+    let Market { alice, _db, .. } = market().await;
+    for t in tools::catalogue() {
+        let e = refused(&alice, t.name, json!({"colour": "red"})).await;
+        assert_eq!(e.code(), ErrorCode::InvalidRequest, "{}", t.name);
+        assert_eq!(e.status, 422, "{}", t.name);
+        assert!(
+            e.message().contains("colour"),
+            "{}: {}",
+            t.name,
+            e.message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_arguments_are_invalid_request_naming_the_field_and_change_nothing() {
+    let Market { alice, bob, _db } = market().await;
+    let mut u = BTreeSet::new();
+    let bike = run(
+        &mut u,
+        &alice,
+        "post_listing",
+        json!({"title": "Bike", "category": "bikes", "price": 5000}),
+    )
+    .await;
+    let opened = run(
+        &mut u,
+        &bob,
+        "make_offer",
+        json!({"listing_id": id(&bike, "/id"), "price": 4000}),
+    )
+    .await;
+    let thread = id(&opened, "/offer/thread_id");
+
+    let cases = [
+        (json!({"thread_id": thread, "price": "forty"}), "price"),
+        (json!({"thread_id": thread}), "price"),
+        (
+            json!({"thread_id": thread, "price": 4100, "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"thread_id": thread, "listing_id": 1, "price": 4100}),
+            "listing_id",
+        ),
+        (json!({"price": 4100}), "thread_id"),
+        (
+            json!({"thread_id": thread, "price": 4100, "message": "hi"}),
+            "message",
+        ),
+        (json!([thread, 4100]), "JSON object"),
+    ];
+    for (args, field) in cases {
+        let e = refused(&bob, "make_offer", args.clone()).await;
+        assert_eq!(e.code(), ErrorCode::InvalidRequest, "{args}");
+        assert!(e.message().contains(field), "{args}: {}", e.message());
+    }
+    let read = tools::call(&bob, "read_thread", json!({"thread_id": thread}))
+        .await
+        .unwrap();
+    assert_eq!(
+        read["offers"].as_array().unwrap().len(),
+        1,
+        "a refused call changed the thread"
+    );
+    assert!(read["messages"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_tool_is_invalid_request_listing_the_tools() {
+    let Market { alice, _db, .. } = market().await;
+    let e = refused(&alice, "buy_everything", json!({})).await;
+    assert_eq!(e.code(), ErrorCode::InvalidRequest);
+    assert!(e.message().contains("buy_everything") && e.message().contains("make_offer"));
+}
+
+#[tokio::test]
+async fn refusals_carry_the_markets_code_and_message() {
+    let Market { alice, bob, _db } = market().await;
+    let mut u = BTreeSet::new();
+    let bike = run(
+        &mut u,
+        &alice,
+        "post_listing",
+        json!({"title": "Bike", "category": "bikes", "price": 5000}),
+    )
+    .await;
+    let opened = run(
+        &mut u,
+        &bob,
+        "make_offer",
+        json!({"listing_id": id(&bike, "/id"), "price": 4000}),
+    )
+    .await;
+    let offer = id(&opened, "/offer/id");
+
+    // Accepting one's own offer: the tool's error is the contract's error, field for field.
+    let via_tool = refused(&bob, "accept_offer", json!({"offer_id": offer})).await;
+    let direct = bob.accept(offer).await.unwrap_err();
+    assert_eq!(via_tool, ToolError::from(direct.clone()));
+    assert_eq!(via_tool.code(), ErrorCode::NotYourOffer);
+    assert_eq!(via_tool.status, direct.status);
+
+    // Over budget, and a listing that does not exist.
+    let e = refused(
+        &bob,
+        "make_offer",
+        json!({"thread_id": id(&opened, "/offer/thread_id"), "price": 20_000}),
+    )
+    .await;
+    assert_eq!(e.code(), ErrorCode::InsufficientFunds, "{e}");
+    let e = refused(&bob, "get_listing", json!({"listing_id": 999_999})).await;
+    assert_eq!((e.code(), e.status), (ErrorCode::NotFound, 404));
+    let e = refused(
+        &alice,
+        "post_listing",
+        json!({"title": "Free", "category": "x", "price": 0}),
+    )
+    .await;
+    assert_eq!(e.code(), ErrorCode::InvalidPrice);
+}
