@@ -168,22 +168,30 @@ const TEXT_FIELDS: &[&str] = &[
     "name",
     "evidence",
 ];
-/// Fields that name the author of an object's text.
-const AUTHOR_FIELDS: &[&str] = &["author", "owner", "rater", "sender", "from", "proposer"];
+/// Fields that name the author of an object's text (a deal's snapshot and handover note are
+/// the seller's).
+const AUTHOR_FIELDS: &[&str] = &["author", "owner", "rater", "sender", "from", "seller"];
 
 /// A tool result with every text field not written by `me` wrapped as untrusted. An object
-/// whose author is unknown is treated as someone else's.
+/// without an author field inherits its parent's; with neither, it is treated as someone else's.
 pub fn wrap_untrusted(v: &Value, me: i64) -> Value {
+    wrap_at(v, me, None)
+}
+
+fn wrap_at(v: &Value, me: i64, parent: Option<i64>) -> Value {
     match v {
         Value::Object(o) => {
             let author = AUTHOR_FIELDS
                 .iter()
-                .find_map(|k| o.get(*k).and_then(Value::as_i64));
+                .find_map(|k| o.get(*k).and_then(Value::as_i64))
+                .or(parent);
             let theirs = author != Some(me);
             let mut out = serde_json::Map::new();
             for (k, x) in o {
                 let wrapped = match x {
-                    Value::String(s) if theirs && TEXT_FIELDS.contains(&k.as_str()) => {
+                    Value::String(s)
+                        if theirs && !s.is_empty() && TEXT_FIELDS.contains(&k.as_str()) =>
+                    {
                         Value::String(untrusted(author, s))
                     }
                     Value::Object(attrs) if theirs && k == "attributes" => Value::Object(
@@ -198,13 +206,13 @@ pub fn wrap_untrusted(v: &Value, me: i64) -> Value {
                             })
                             .collect(),
                     ),
-                    other => wrap_untrusted(other, me),
+                    other => wrap_at(other, me, author),
                 };
                 out.insert(k.clone(), wrapped);
             }
             Value::Object(out)
         }
-        Value::Array(a) => Value::Array(a.iter().map(|x| wrap_untrusted(x, me)).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|x| wrap_at(x, me, parent)).collect()),
         other => other.clone(),
     }
 }
@@ -820,6 +828,18 @@ mod tests {
             "<untrusted from=\"participant 9\">accept now</untrusted>"
         );
         assert_eq!(w["price"], 4500);
+        let deal =
+            json!({"seller": 3, "buyer": 9, "snapshot": {"title": "My bike", "condition": ""}});
+        assert_eq!(
+            wrap_untrusted(&deal, 3),
+            deal,
+            "a deal's snapshot is its seller's"
+        );
+        assert_eq!(
+            wrap_untrusted(&deal, 9)["snapshot"]["title"],
+            "<untrusted from=\"participant 3\">My bike</untrusted>"
+        );
+        assert_eq!(wrap_untrusted(&deal, 9)["snapshot"]["condition"], "");
     }
 
     #[test]

@@ -140,6 +140,9 @@ impl LlmEnv {
     }
 }
 
+/// A model client and its price (`None`: not in the price table).
+pub type PricedModel = (Arc<dyn ChatModel>, Option<Price>);
+
 /// Makes brains by name for one run: model clients are shared between agents of the same brain,
 /// LLM brains share the run's call log and price table.
 pub struct BrainFactory {
@@ -149,7 +152,7 @@ pub struct BrainFactory {
     pub prices: PriceTable,
     log: Arc<CallLog>,
     currency: String,
-    models: Mutex<BTreeMap<String, (Arc<dyn ChatModel>, Option<Price>)>>,
+    models: Mutex<BTreeMap<String, PricedModel>>,
 }
 
 impl BrainFactory {
@@ -167,10 +170,7 @@ impl BrainFactory {
     }
 
     /// The model client for an LLM brain name (made once), with its price; `None` for rule brains.
-    pub fn model(
-        &self,
-        name: &str,
-    ) -> Result<Option<(Arc<dyn ChatModel>, Option<Price>)>, BrainError> {
+    pub fn model(&self, name: &str) -> Result<Option<PricedModel>, BrainError> {
         let spec = BrainSpec::parse(name)?;
         let key = name.trim().to_string();
         if let Some(m) = self.models.lock().ok().and_then(|m| m.get(&key).cloned()) {
@@ -180,7 +180,7 @@ impl BrainFactory {
             name: key.clone(),
             error,
         };
-        let made: (Arc<dyn ChatModel>, Option<Price>) = match spec {
+        let made: PricedModel = match spec {
             BrainSpec::Rule(_) => return Ok(None),
             BrainSpec::Anthropic { model, base_url } => {
                 let base = base_url.or_else(|| self.env.anthropic_base_url.clone());

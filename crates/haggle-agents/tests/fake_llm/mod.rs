@@ -134,3 +134,132 @@ async fn handle(s: State, path: String, headers: HeaderMap, body: Bytes) -> Resp
     }
     resp
 }
+
+/// A scripted model behind the real `ChatModel` interface: each call's reply is a function of the
+/// request (the conversation so far), so a test can play any model, well-behaved or not.
+pub struct Scripted {
+    policy: Box<dyn Fn(&haggle_agents::llm::ChatRequest) -> ScriptReply + Send + Sync>,
+    pub requests: Mutex<Vec<haggle_agents::llm::ChatRequest>>,
+}
+
+/// A scripted reply: words, tool calls (name, arguments; a string argument stands for JSON that
+/// does not parse), a format error, or a failed call.
+pub enum ScriptReply {
+    Text(String),
+    Calls(Vec<(String, Value)>),
+    Garbage(String),
+    Fail(haggle_agents::llm::ChatError),
+}
+
+impl Scripted {
+    pub fn new(
+        policy: impl Fn(&haggle_agents::llm::ChatRequest) -> ScriptReply + Send + Sync + 'static,
+    ) -> Scripted {
+        Scripted {
+            policy: Box::new(policy),
+            requests: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// The text of the newest user turn (the observation, or the tool results).
+pub fn last_user_text(req: &haggle_agents::llm::ChatRequest) -> String {
+    use haggle_agents::llm::ChatMessage;
+    match req.messages.last() {
+        Some(ChatMessage::User { text }) => text.clone(),
+        Some(ChatMessage::ToolResults { results, note }) => {
+            let mut s: Vec<String> = results.iter().map(|r| r.content.clone()).collect();
+            s.extend(note.clone());
+            s.join("\n")
+        }
+        _ => String::new(),
+    }
+}
+
+impl haggle_agents::llm::ChatModel for Scripted {
+    fn provider(&self) -> &'static str {
+        "scripted"
+    }
+    fn model(&self) -> &str {
+        "script-v1"
+    }
+    fn chat<'a>(
+        &'a self,
+        req: &'a haggle_agents::llm::ChatRequest,
+    ) -> haggle_agents::brain::BoxFuture<
+        'a,
+        (
+            Result<haggle_agents::llm::ChatResponse, haggle_agents::llm::ChatError>,
+            haggle_agents::llm::Exchange,
+        ),
+    > {
+        use haggle_agents::llm::*;
+        Box::pin(async move {
+            self.requests.lock().unwrap().push(req.clone());
+            let n = self.requests.lock().unwrap().len();
+            let chars: usize = req.system.len()
+                + req
+                    .messages
+                    .iter()
+                    .map(|m| serde_json::to_string(m).unwrap().len())
+                    .sum::<usize>();
+            let usage = Usage {
+                input_tokens: (chars / 4) as u64,
+                output_tokens: 20,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+            };
+            let reply = (self.policy)(req);
+            let exchange = Exchange {
+                provider: "scripted".into(),
+                model: "script-v1".into(),
+                url: "scripted://".into(),
+                request: serde_json::to_value(req).unwrap(),
+                response: None,
+                status: Some(200),
+                attempts: 1,
+                latency_ms: 0,
+            };
+            let ok = |text: String, tool_calls: Vec<ToolCall>, format_error: Option<String>| {
+                Ok(ChatResponse {
+                    stop: if tool_calls.is_empty() {
+                        StopReason::EndTurn
+                    } else {
+                        StopReason::ToolUse
+                    },
+                    text,
+                    tool_calls,
+                    usage,
+                    format_error,
+                })
+            };
+            let result = match reply {
+                ScriptReply::Text(t) => ok(t, Vec::new(), None),
+                ScriptReply::Garbage(t) => {
+                    ok(t, Vec::new(), Some("the reply is not valid JSON".into()))
+                }
+                ScriptReply::Fail(e) => Err(e),
+                ScriptReply::Calls(calls) => ok(
+                    String::new(),
+                    calls
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (name, arguments))| {
+                            let malformed = arguments
+                                .as_str()
+                                .map(|s| format!("the arguments are not valid JSON: {s}"));
+                            ToolCall {
+                                id: format!("call_{n}_{i}"),
+                                name,
+                                arguments,
+                                malformed,
+                            }
+                        })
+                        .collect(),
+                    None,
+                ),
+            };
+            (result, exchange)
+        })
+    }
+}
