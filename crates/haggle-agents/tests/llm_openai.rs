@@ -182,15 +182,15 @@ async fn json_mode_constrains_the_reply_to_one_tool_or_words() {
     fake.script([
         Reply::json(completion(
             json!({"role": "assistant",
-                   "content": "{\"tool\": \"make_offer\", \"arguments\": {\"thread_id\": 7, \"message\": \"ok\"}}"}),
+                   "content": "{\"action\": \"make_offer\", \"arguments\": {\"thread_id\": 7, \"message\": \"ok\"}}"}),
             "stop",
         )),
         Reply::json(completion(
-            json!({"role": "assistant", "content": "{\"tool\": \"reply\", \"arguments\": {\"text\": \"Nothing to do.\"}}"}),
+            json!({"role": "assistant", "content": "{\"action\": \"reply\", \"arguments\": {\"text\": \"Nothing to do.\"}}"}),
             "stop",
         )),
         Reply::json(completion(
-            json!({"role": "assistant", "content": "{\"tool\": \"make_off"}),
+            json!({"role": "assistant", "content": "{\"action\": \"make_off"}),
             "length",
         )),
     ]);
@@ -213,13 +213,16 @@ async fn json_mode_constrains_the_reply_to_one_tool_or_words() {
     let options = rf["schema"]["anyOf"].as_array().unwrap();
     assert_eq!(options.len(), 2, "one option per tool, plus reply");
     assert_eq!(
-        options[0]["properties"]["tool"],
+        options[0]["properties"]["action"],
         json!({"const": "make_offer"})
     );
     let args = &options[0]["properties"]["arguments"];
     assert_eq!(args["additionalProperties"], json!(false));
-    assert_eq!(args["properties"]["message"]["maxLength"], json!(300));
-    assert_eq!(options[1]["properties"]["tool"], json!({"const": "reply"}));
+    assert_eq!(args["properties"]["message"]["maxLength"], json!(120));
+    assert_eq!(
+        options[1]["properties"]["action"],
+        json!({"const": "reply"})
+    );
     let system = body["messages"][0]["content"].as_str().unwrap();
     assert!(
         system.contains("- make_offer (message, thread_id): Make a binding offer in a thread.\n"),
@@ -234,7 +237,7 @@ async fn json_mode_constrains_the_reply_to_one_tool_or_words() {
     let r = r.unwrap();
     assert_eq!(r.stop, StopReason::MaxTokens);
     assert!(r.format_error.unwrap().contains("not valid JSON"));
-    assert_eq!(r.text, "{\"tool\": \"make_off", "the raw reply is kept");
+    assert_eq!(r.text, "{\"action\": \"make_off", "the raw reply is kept");
 }
 
 #[tokio::test]
@@ -243,11 +246,11 @@ async fn json_mode_falls_back_to_the_json_schema_form_when_the_server_refuses_a_
     fake.script([
         Reply::status(400, r#"{"error": {"message": "Unrecognized request argument: schema"}}"#),
         Reply::json(completion(
-            json!({"role": "assistant", "content": "{\"tool\": \"reply\", \"arguments\": {\"text\": \"hi\"}}"}),
+            json!({"role": "assistant", "content": "{\"action\": \"reply\", \"arguments\": {\"text\": \"hi\"}}"}),
             "stop",
         )),
         Reply::json(completion(
-            json!({"role": "assistant", "content": "{\"tool\": \"reply\", \"arguments\": {\"text\": \"again\"}}"}),
+            json!({"role": "assistant", "content": "{\"action\": \"reply\", \"arguments\": {\"text\": \"again\"}}"}),
             "stop",
         )),
     ]);

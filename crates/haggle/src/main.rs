@@ -5,6 +5,8 @@ mod agent_cmd;
 mod bench;
 mod config;
 mod demo;
+mod interview;
+mod llm_args;
 mod report;
 mod results;
 mod sim;
@@ -64,6 +66,8 @@ enum Cmd {
     },
     /// Run a whole simulated office market of agents and write its report.
     Demo(demo::DemoArgs),
+    /// Set up a participant's profile by talking to an LLM (or `--form`), and write it.
+    Interview(interview::InterviewArgs),
     /// Agents.
     Agent {
         #[command(subcommand)]
@@ -407,6 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCmd::Sim(args),
         } => bench::sim(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
+        Cmd::Interview(args) => interview::run(args).await?,
         Cmd::Agent {
             command: AgentCmd::Run(args),
         } => agent_cmd::run(args).await?,

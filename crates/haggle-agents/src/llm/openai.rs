@@ -2,7 +2,7 @@
 //! server such as llama.cpp, vLLM or Ollama. Two ways to get actions out of the model:
 //! - [`OutputMode::Tools`]: function calling (`tools`, `tool_choice: "auto"`);
 //! - [`OutputMode::Json`]: for servers or small models without reliable tool calls, one JSON
-//!   object `{"tool": NAME, "arguments": {...}}` constrained by a JSON Schema built from the same
+//!   object `{"action": NAME, "arguments": {...}}` constrained by a JSON Schema built from the same
 //!   tools (`response_format: {"type": "json_object", "schema": ...}`, which llama.cpp turns into a
 //!   grammar; servers that refuse that form get OpenAI's `json_schema` form instead). The pseudo-tool
 //!   `reply` carries plain words.
@@ -22,8 +22,11 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 const PROVIDER: &str = "openai";
 /// The pseudo-tool of JSON mode that carries words instead of an action.
 pub const REPLY_TOOL: &str = "reply";
-/// Every free-text field in JSON mode is bounded, so the object closes well inside `max_tokens`.
-const JSON_MODE_MAX_STRING: u64 = 300;
+/// Every free-text field in JSON mode is bounded (tighter bounds are kept), so the object closes
+/// well inside `max_tokens` and the grammar stays small: llama.cpp refuses a grammar whose bounded
+/// repetitions multiply past its limit (the catalogue's 4,000-character texts do), and a large
+/// grammar slows every sampled token.
+const JSON_MODE_MAX_STRING: u64 = 120;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputMode {
@@ -294,10 +297,10 @@ fn json_message(m: &ChatMessage, out: &mut Vec<Value>) {
         ChatMessage::User { text } => out.push(json!({"role": "user", "content": text})),
         ChatMessage::Assistant { text, tool_calls } => {
             let content = match tool_calls.first() {
-                Some(c) => json!({"tool": c.name, "arguments": c.arguments}).to_string(),
+                Some(c) => json!({"action": c.name, "arguments": c.arguments}).to_string(),
                 // A reply that did not parse is shown as it came, so the error makes sense.
                 None if text.trim_start().starts_with('{') => text.clone(),
-                None => json!({"tool": REPLY_TOOL, "arguments": {"text": text}}).to_string(),
+                None => json!({"action": REPLY_TOOL, "arguments": {"text": text}}).to_string(),
             };
             out.push(json!({"role": "assistant", "content": content}));
         }
@@ -319,13 +322,13 @@ fn json_message(m: &ChatMessage, out: &mut Vec<Value>) {
     }
 }
 
-/// `{"tool": NAME, "arguments": {...}}` from a JSON-mode reply.
+/// `{"action": NAME, "arguments": {...}}` from a JSON-mode reply.
 fn read_json_action(content: &str) -> Result<(String, Value), String> {
     let v: Value = serde_json::from_str(content.trim())
         .map_err(|e| format!("the reply is not valid JSON ({e}): {}", clip(content, 200)))?;
-    let name = v["tool"]
+    let name = v["action"]
         .as_str()
-        .ok_or("the reply has no string field `tool`")?
+        .ok_or("the reply has no string field `action`")?
         .to_string();
     let arguments = v.get("arguments").cloned().unwrap_or_else(|| json!({}));
     if !arguments.is_object() {
@@ -348,7 +351,11 @@ pub fn harden_schema(schema: &Value) -> Value {
                         x == t || x.as_array().is_some_and(|a| a.iter().any(|y| y == t))
                     })
                 };
-                if is("string") && !map.contains_key("maxLength") && !map.contains_key("enum") {
+                let bounded = map
+                    .get("maxLength")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|n| n <= JSON_MODE_MAX_STRING);
+                if is("string") && !bounded && !map.contains_key("enum") {
                     map.insert("maxLength".into(), json!(JSON_MODE_MAX_STRING));
                 }
                 if is("object") && !map.contains_key("additionalProperties") {
@@ -370,12 +377,14 @@ pub fn harden_schema(schema: &Value) -> Value {
 }
 
 /// The JSON Schema of one JSON-mode reply: one of the tools with its arguments, or `reply`.
+/// (`action` sorts before `arguments`, and llama.cpp's converter emits properties in that order,
+/// so the model names the tool before writing its arguments.)
 pub fn json_mode_schema(tools: &[ToolSpec]) -> Value {
     let one = |name: &str, args: Value| {
         json!({
             "type": "object",
-            "properties": {"tool": {"const": name}, "arguments": args},
-            "required": ["tool", "arguments"],
+            "properties": {"action": {"const": name}, "arguments": args},
+            "required": ["action", "arguments"],
             "additionalProperties": false,
         })
     };
@@ -399,19 +408,18 @@ pub fn json_mode_schema(tools: &[ToolSpec]) -> Value {
 fn json_mode_instructions(tools: &[ToolSpec]) -> String {
     let mut s = String::from(
         "\n\n## How to answer\nAnswer with exactly one JSON object and nothing else: \
-         {\"tool\": NAME, \"arguments\": {...}}. NAME is one of:\n",
+         {\"action\": NAME, \"arguments\": {...}}. NAME is one of:\n",
     );
     for t in tools {
         let args: Vec<String> = t.input_schema["properties"]
             .as_object()
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
-        s.push_str(&format!(
-            "- {} ({}): {}\n",
-            t.name,
-            args.join(", "),
-            t.description.lines().next().unwrap_or_default()
-        ));
+        // The first sentence: small models gain nothing from more, large ones read the schema.
+        let line = t.description.lines().next().unwrap_or_default();
+        let first = line.split(". ").next().unwrap_or_default();
+        let first = first.trim_end_matches('.');
+        s.push_str(&format!("- {} ({}): {first}.\n", t.name, args.join(", ")));
     }
     s.push_str(&format!(
         "- {REPLY_TOOL} (text): answer in words; ends your turn when you have nothing more to do.\n\
@@ -488,25 +496,27 @@ mod tests {
                 "message": {"type": "string"},
                 "kind": {"type": "string", "enum": ["a", "b"]},
                 "short": {"type": "string", "maxLength": 10},
+                "long": {"type": "string", "maxLength": 4000},
                 "tags": {"type": "array", "items": {"type": "string"}},
             }
         }));
         assert_eq!(s["additionalProperties"], json!(false));
-        assert_eq!(s["properties"]["message"]["maxLength"], json!(300));
+        assert_eq!(s["properties"]["message"]["maxLength"], json!(120));
+        assert_eq!(s["properties"]["long"]["maxLength"], json!(120), "capped");
         assert!(s["properties"]["kind"].get("maxLength").is_none());
         assert_eq!(s["properties"]["short"]["maxLength"], json!(10));
         assert_eq!(s["properties"]["tags"]["maxItems"], json!(20));
-        assert_eq!(s["properties"]["tags"]["items"]["maxLength"], json!(300));
+        assert_eq!(s["properties"]["tags"]["items"]["maxLength"], json!(120));
     }
 
     #[test]
     fn json_replies_are_read_as_one_tool_call_or_words() {
         assert_eq!(
-            read_json_action(r#"{"tool": "make_offer", "arguments": {"price": 5}}"#).unwrap(),
+            read_json_action(r#"{"arguments": {"price": 5}, "action": "make_offer"}"#).unwrap(),
             ("make_offer".to_string(), json!({"price": 5}))
         );
-        assert!(read_json_action("{\"tool\": \"make_offer\", \"argu").is_err());
+        assert!(read_json_action("{\"action\": \"make_offer\", \"argu").is_err());
         assert!(read_json_action(r#"{"arguments": {}}"#).is_err());
-        assert!(read_json_action(r#"{"tool": "x", "arguments": 3}"#).is_err());
+        assert!(read_json_action(r#"{"action": "x", "arguments": 3}"#).is_err());
     }
 }
