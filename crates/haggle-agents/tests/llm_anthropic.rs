@@ -351,3 +351,101 @@ fn a_missing_key_is_an_error_naming_the_variable() {
         assert!(e.to_string().contains("ANTHROPIC_API_KEY is not set"));
     }
 }
+
+/// The LLM brain over this backend: an unknown tool is answered with a `tool_result` error naming
+/// the tools, the model's next call runs, and its result goes back the same way.
+#[tokio::test]
+async fn the_brain_answers_an_unknown_tool_with_an_error_and_runs_the_next_call() {
+    use haggle_agents::brain::{BoxFuture, Brain, ToolBox};
+    use haggle_agents::llm_brain::{LlmBrain, LlmSettings};
+    use haggle_agents::tools::ToolError;
+    struct Balance(u32);
+    impl ToolBox for Balance {
+        fn call<'a>(
+            &'a mut self,
+            name: &'a str,
+            _: Value,
+        ) -> BoxFuture<'a, Result<Value, ToolError>> {
+            self.0 += 1;
+            Box::pin(async move {
+                assert_eq!(name, "my_balance");
+                Ok(json!({"available": 100}))
+            })
+        }
+    }
+    let fake = FakeLlm::start().await;
+    let tool_use = |id: &str, name: &str| {
+        Reply::json(json!({
+            "content": [{"type": "tool_use", "id": id, "name": name, "input": {}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5},
+        }))
+    };
+    fake.script([
+        tool_use("t1", "teleport"),
+        tool_use("t2", "my_balance"),
+        Reply::json(json!({"content": [{"type": "text", "text": "done"}],
+                           "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 1}})),
+    ]);
+    let mut brain = LlmBrain::new(
+        "anthropic:claude-test-1",
+        "Ada",
+        std::sync::Arc::new(model(&fake, policy())),
+        LlmSettings::default(),
+        None,
+        std::sync::Arc::new(CallLog::discard()),
+        "USD",
+        None,
+    );
+    let profile =
+        haggle_agents::profile::Profile::from_toml("name = \"Ada\"\nbudget = 100\n").unwrap();
+    let view = haggle_agents::brain::View {
+        now: 0,
+        round: 0,
+        me: 1,
+        balance: haggle_api::Balance {
+            available: 100,
+            held_in_escrow: 0,
+            committed_to_offers: 0,
+            held: 0,
+            total: 100,
+        },
+        my_listings: vec![],
+        unlisted: vec![],
+        unmet_wants: vec![],
+        threads: vec![],
+        deals: vec![],
+        candidates: vec![],
+        buyer_leads: vec![],
+        new_events: vec![],
+    };
+    let mut tools = Balance(0);
+    brain.turn(&profile, &view, &mut tools).await;
+    assert_eq!(tools.0, 1, "only the known tool ran");
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 3);
+    let answer = &reqs[1].body["messages"][2]["content"][0];
+    assert_eq!(answer["type"], "tool_result");
+    assert_eq!(answer["tool_use_id"], "t1");
+    assert_eq!(answer["is_error"], true);
+    assert!(
+        answer["content"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool `teleport`")
+    );
+    let result = &reqs[2].body["messages"][4]["content"][0];
+    assert_eq!(
+        (result["tool_use_id"].as_str(), result["is_error"].as_bool()),
+        (Some("t2"), Some(false))
+    );
+    let st = brain.llm_stats().unwrap();
+    assert_eq!(
+        (
+            st.calls,
+            st.malformed_outputs,
+            st.tool_calls,
+            st.usage.input_tokens
+        ),
+        (3, 1, 1, 30)
+    );
+}

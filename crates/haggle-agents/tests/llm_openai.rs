@@ -367,3 +367,113 @@ async fn a_local_server_gets_no_authorization_header() {
     assert!(r.is_ok());
     assert!(fake.requests()[0].headers.get("authorization").is_none());
 }
+
+/// The LLM brain over this backend in JSON mode: a reply that is not JSON is shown back to the
+/// model with the error, and its corrected reply runs.
+#[tokio::test]
+async fn the_brain_retries_a_malformed_json_reply_with_the_error_shown() {
+    use haggle_agents::brain::{BoxFuture, Brain, ToolBox};
+    use haggle_agents::llm_brain::{LlmBrain, LlmSettings};
+    use haggle_agents::tools::ToolError;
+    struct Calls(Vec<(String, Value)>);
+    impl ToolBox for Calls {
+        fn call<'a>(
+            &'a mut self,
+            name: &'a str,
+            args: Value,
+        ) -> BoxFuture<'a, Result<Value, ToolError>> {
+            self.0.push((name.to_string(), args));
+            Box::pin(async { Ok(json!({"ok": true})) })
+        }
+    }
+    let fake = FakeLlm::start().await;
+    let content = |c: &str, finish: &str| {
+        Reply::json(completion(
+            json!({"role": "assistant", "content": c}),
+            finish,
+        ))
+    };
+    fake.script([
+        content(
+            "{\"action\": \"make_offer\", \"arguments\": {\"thread_id\": 7, \"pri",
+            "length",
+        ),
+        content(
+            "{\"action\": \"make_offer\", \"arguments\": {\"thread_id\": 7, \"price\": 4200}}",
+            "stop",
+        ),
+        content(
+            "{\"action\": \"reply\", \"arguments\": {\"text\": \"done\"}}",
+            "stop",
+        ),
+    ]);
+    let mut brain = LlmBrain::new(
+        "openai-json:gpt-test",
+        "Ada",
+        std::sync::Arc::new(model(&fake, OutputMode::Json)),
+        LlmSettings::default(),
+        None,
+        std::sync::Arc::new(CallLog::discard()),
+        "USD",
+        Some(3),
+    );
+    let profile =
+        haggle_agents::profile::Profile::from_toml("name = \"Ada\"\nbudget = 100\n").unwrap();
+    let view = haggle_agents::brain::View {
+        now: 0,
+        round: 0,
+        me: 1,
+        balance: haggle_api::Balance {
+            available: 100,
+            held_in_escrow: 0,
+            committed_to_offers: 0,
+            held: 0,
+            total: 100,
+        },
+        my_listings: vec![],
+        unlisted: vec![],
+        unmet_wants: vec![],
+        threads: vec![],
+        deals: vec![],
+        candidates: vec![],
+        buyer_leads: vec![],
+        new_events: vec![],
+    };
+    let mut tools = Calls(Vec::new());
+    brain.turn(&profile, &view, &mut tools).await;
+    assert_eq!(
+        tools.0,
+        vec![(
+            "make_offer".to_string(),
+            json!({"thread_id": 7, "price": 4200})
+        )]
+    );
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 3);
+    let retry = &reqs[1].body["messages"];
+    assert_eq!(
+        retry[2],
+        json!({"role": "assistant", "content": "{\"action\": \"make_offer\", \"arguments\": {\"thread_id\": 7, \"pri"})
+    );
+    assert!(
+        retry[3]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Your reply could not be used: the reply is not valid JSON")
+    );
+    assert_eq!(
+        reqs[0].body["seed"], 1004,
+        "the seed moves with turn and step"
+    );
+    let results = reqs[2].body["messages"][5]["content"].as_str().unwrap();
+    assert_eq!(results, "Result of make_offer: {\"ok\":true}");
+    let st = brain.llm_stats().unwrap();
+    assert_eq!(
+        (
+            st.malformed_outputs,
+            st.malformed_turns,
+            st.turns_ended_malformed
+        ),
+        (1, 1, 0)
+    );
+}

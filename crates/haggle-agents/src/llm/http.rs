@@ -125,6 +125,11 @@ pub(crate) async fn post_json(
             .as_ref()
             .map(error_message)
             .unwrap_or_else(|| clip(text.trim(), 300));
+        let message = if message.trim().is_empty() {
+            "(no error message in the reply)".to_string()
+        } else {
+            message
+        };
         out.result = Err(ChatError::Http {
             provider,
             status,
@@ -142,6 +147,7 @@ pub(crate) async fn post_json(
 
 /// A client with no overall timeout (each request carries its own).
 pub(crate) fn client() -> Result<reqwest::Client, String> {
+    super::tls::install_crypto_provider();
     reqwest::Client::builder()
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))

@@ -8,6 +8,7 @@ mod http;
 pub mod log;
 pub mod openai;
 pub mod prices;
+pub mod tls;
 
 use crate::brain::BoxFuture;
 use serde::{Deserialize, Serialize};
