@@ -693,12 +693,16 @@ fn outgoing_text(a: &Action) -> Option<&str> {
     }
 }
 
-/// Every string inside a tool's arguments (what a writing tool sends to the market).
+/// Every string inside a tool's arguments (what a writing tool sends to the market), except the
+/// profile's own ids (`bike-45` names an item, it does not say a price).
 fn strings_in(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
         serde_json::Value::String(s) => out.push(s.clone()),
         serde_json::Value::Array(a) => a.iter().for_each(|x| strings_in(x, out)),
-        serde_json::Value::Object(o) => o.values().for_each(|x| strings_in(x, out)),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "item_id" | "want_id"))
+            .for_each(|(_, x)| strings_in(x, out)),
         _ => {}
     }
 }

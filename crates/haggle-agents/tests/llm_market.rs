@@ -556,3 +556,80 @@ async fn scripted_llm_agents_trade_and_misbehaviour_breaks_no_rule() {
         .count() as u64;
     assert_eq!(logged, calls);
 }
+
+/// A brain that writes its principal's maximum into a message, every turn.
+struct Blurter;
+
+impl Brain for Blurter {
+    fn name(&self) -> String {
+        "test:blurter".into()
+    }
+    fn decide<'a>(
+        &'a mut self,
+        _: &'a Profile,
+        _: &'a haggle_agents::brain::View,
+    ) -> haggle_agents::brain::BoxFuture<'a, Vec<haggle_agents::brain::Action>> {
+        Box::pin(async {
+            vec![haggle_agents::brain::Action::Message {
+                thread_id: 999_999,
+                body: "Between us, I can go up to $55.".into(),
+            }]
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_rule_brains_leak_is_counted_and_withheld_before_it_is_sent() {
+    let db =
+        TempDb(std::env::temp_dir().join(format!("haggle-llm-leak-{}.sqlite", std::process::id())));
+    let store = Store::open(&format!("sqlite://{}", db.0.display()))
+        .await
+        .unwrap();
+    let svc = Service::new(store, Arc::new(ManualClock::new(START)), Config::default());
+    let op = Caller {
+        role: Role::Operator,
+        market: None,
+        participant: None,
+        scope: "test".into(),
+    };
+    let req = CreateMarket {
+        name: "leaks".into(),
+        currency: "USD".into(),
+        clock: None,
+        sim_start_ms: None,
+        rules: None,
+    };
+    let m: haggle_api::haggle_core::Market =
+        serde_json::from_str(&svc.create_market(&op, req, None).await.unwrap().body).unwrap();
+    let mut agents = Vec::new();
+    for withhold in [true, false] {
+        let reg = RegisterParticipant {
+            name: format!("Bea {withhold}"),
+            budget: 10_000,
+            mandate: None,
+        };
+        let created: ParticipantCreated = serde_json::from_str(
+            &svc.register_participant(&op, m.id, reg, None)
+                .await
+                .unwrap()
+                .body,
+        )
+        .unwrap();
+        let client = InProcess::from_token(svc.clone(), &created.agent_token)
+            .await
+            .unwrap();
+        agents.push(Agent::new(bea(), client, Box::new(Blurter)).withhold_leaks(withhold));
+    }
+    for a in agents.iter_mut() {
+        a.turn(START, 0).await;
+    }
+    let (withheld, sent) = (&agents[0].stats, &agents[1].stats);
+    assert_eq!((withheld.leaks, withheld.leaks_withheld), (1, 1));
+    assert!(withheld.refusals.is_empty(), "never reached the market");
+    assert_eq!((sent.leaks, sent.leaks_withheld), (1, 0));
+    assert_eq!(
+        sent.refusals.get("not_found"),
+        Some(&1),
+        "sent (and refused: no such thread)"
+    );
+}
