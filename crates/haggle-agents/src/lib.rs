@@ -12,4 +12,5 @@ pub mod prompt;
 pub mod registry;
 pub mod rules;
 pub mod runtime;
+pub mod spend;
 pub mod tools;

@@ -14,6 +14,7 @@ use crate::llm::{
 };
 use crate::profile::Profile;
 use crate::prompt::{PROMPT_TEMPLATE_VERSION, render_system_prompt};
+use crate::spend::SpendGuard;
 use crate::tools;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -82,6 +83,9 @@ pub struct LlmStats {
     pub turns_at_call_limit: u64,
     /// Turns not started because the token budget was spent.
     pub turns_over_budget: u64,
+    /// Calls the experiment's spend guard did not admit (each ends its turn).
+    #[serde(default)]
+    pub spend_refused: u64,
 }
 
 /// One participant's LLM brain.
@@ -98,6 +102,7 @@ pub struct LlmBrain {
     system: Option<String>,
     memory: Memory,
     stats: LlmStats,
+    spend: Option<Arc<SpendGuard>>,
 }
 
 /// Lines kept verbatim from earlier turns; older ones are summarised as counts.
@@ -548,7 +553,35 @@ impl LlmBrain {
             system: None,
             memory: Memory::default(),
             stats: LlmStats::default(),
+            spend: None,
         }
+    }
+
+    /// Takes a permit from `guard` (an experiment's concurrency slots and spend maximum) before
+    /// every model call, and settles it with the call's cost.
+    pub fn with_spend_guard(mut self, guard: Option<Arc<SpendGuard>>) -> LlmBrain {
+        self.spend = guard;
+        self
+    }
+
+    /// The most a call with `req` can cost: its whole text as input tokens at two characters a
+    /// token (an over-estimate) at the dearer of the input and cache-write prices, plus
+    /// `max_tokens` of output. `None` without a price.
+    fn worst_case(&self, req: &ChatRequest) -> Option<i64> {
+        let p = self.price?;
+        let chars = req.system.len()
+            + serde_json::to_string(&req.messages).map_or(0, |s| s.len())
+            + serde_json::to_string(&req.tools).map_or(0, |s| s.len());
+        let input = (chars / 2) as u64;
+        let dear = Price {
+            input: p.input.max(p.cache_write),
+            ..p
+        };
+        Some(dear.cost(&Usage {
+            input_tokens: input,
+            output_tokens: u64::from(req.max_tokens),
+            ..Usage::default()
+        }))
     }
 
     fn system_prompt(&mut self, profile: &Profile) -> String {
@@ -626,11 +659,40 @@ impl LlmBrain {
                         .wrapping_add(step as u64)
                 }),
             };
+            let guard = self.spend.clone();
+            let permit = match &guard {
+                None => None,
+                Some(g) => {
+                    let worst = match self.worst_case(&req) {
+                        Some(w) => w,
+                        None if g.max_micro_usd().is_none() => 0,
+                        None => {
+                            self.stats.spend_refused += 1;
+                            done.push(format!(
+                                "no call: the model {} has no price, and the experiment's spend has a maximum",
+                                self.model.model()
+                            ));
+                            break;
+                        }
+                    };
+                    match g.begin(worst).await {
+                        Ok(p) => Some((p, worst)),
+                        Err(e) => {
+                            self.stats.spend_refused += 1;
+                            done.push(format!("no call: {e}"));
+                            break;
+                        }
+                    }
+                }
+            };
             let (result, exchange) = self.model.chat(&req).await;
             self.stats.calls += 1;
             let usage = result.as_ref().map(|r| r.usage).unwrap_or_default();
             self.stats.usage.add(&usage);
             let cost = self.price.map(|p| p.cost(&usage));
+            if let Some((p, worst)) = permit {
+                p.settle(cost.unwrap_or(worst));
+            }
             match cost {
                 Some(c) => self.stats.cost_micro_usd += c,
                 None => self.stats.calls_without_price += 1,

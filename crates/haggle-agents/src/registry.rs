@@ -150,6 +150,8 @@ pub struct BrainFactory {
     pub settings: LlmSettings,
     pub policy: CallPolicy,
     pub prices: PriceTable,
+    /// An experiment's shared call slots and spend maximum (LLM brains take a permit per call).
+    pub spend: Option<Arc<crate::spend::SpendGuard>>,
     log: Arc<CallLog>,
     currency: String,
     models: Mutex<BTreeMap<String, PricedModel>>,
@@ -163,6 +165,7 @@ impl BrainFactory {
             settings: LlmSettings::default(),
             policy: CallPolicy::default(),
             prices: PriceTable::default(),
+            spend: None,
             log,
             currency: currency.to_string(),
             models: Mutex::new(BTreeMap::new()),
@@ -239,16 +242,19 @@ impl BrainFactory {
     pub fn make(&self, name: &str, seed: u64, agent: &str) -> Result<Box<dyn Brain>, BrainError> {
         match self.model(name)? {
             None => Ok(brain_from_name(name, seed)?),
-            Some((model, price)) => Ok(Box::new(LlmBrain::new(
-                name.trim(),
-                agent,
-                model,
-                self.settings.clone(),
-                price,
-                self.log.clone(),
-                &self.currency,
-                Some(seed),
-            ))),
+            Some((model, price)) => Ok(Box::new(
+                LlmBrain::new(
+                    name.trim(),
+                    agent,
+                    model,
+                    self.settings.clone(),
+                    price,
+                    self.log.clone(),
+                    &self.currency,
+                    Some(seed),
+                )
+                .with_spend_guard(self.spend.clone()),
+            )),
         }
     }
 }

@@ -67,6 +67,15 @@ fn setup(
     price: Option<Price>,
     policy: impl Fn(&haggle_agents::llm::ChatRequest) -> ScriptReply + Send + Sync + 'static,
 ) -> Setup {
+    setup_with(settings, price, None, policy)
+}
+
+fn setup_with(
+    settings: LlmSettings,
+    price: Option<Price>,
+    guard: Option<Arc<haggle_agents::spend::SpendGuard>>,
+    policy: impl Fn(&haggle_agents::llm::ChatRequest) -> ScriptReply + Send + Sync + 'static,
+) -> Setup {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let log_path =
@@ -82,7 +91,8 @@ fn setup(
         log,
         "USD",
         Some(5),
-    );
+    )
+    .with_spend_guard(guard);
     Setup {
         brain,
         model,
@@ -478,4 +488,49 @@ fn older_news_beyond_the_budget_is_summarised_not_dropped() {
         obs.contains("thread 200 on listing 100"),
         "state comes before news"
     );
+}
+
+#[tokio::test]
+async fn an_experiments_spend_guard_admits_each_call_and_is_charged_its_actual_cost() {
+    use haggle_agents::spend::SpendGuard;
+    let price = Price {
+        input: 3_000_000,
+        output: 15_000_000,
+        cache_read: 300_000,
+        cache_write: 3_750_000,
+    };
+    let policy = |_: &haggle_agents::llm::ChatRequest| ScriptReply::Text("ok".into());
+    // Room for calls: each is charged what its usage cost, not its worst case.
+    let roomy = Arc::new(SpendGuard::new(2, Some(10_000_000), 0));
+    let mut s = setup_with(
+        LlmSettings::default(),
+        Some(price),
+        Some(roomy.clone()),
+        policy,
+    );
+    let mut tools = Recording::ok();
+    turn(&mut s, &seller_view("hi"), &mut tools).await;
+    turn(&mut s, &seller_view("hi"), &mut tools).await;
+    let st = s.brain.llm_stats().unwrap();
+    assert_eq!((st.calls, st.spend_refused), (2, 0));
+    assert_eq!(roomy.spent(), st.cost_micro_usd);
+    assert!(st.cost_micro_usd > 0);
+    // A maximum smaller than one call's worst case: no call is made.
+    let tight = Arc::new(SpendGuard::new(2, Some(1_000), 0));
+    let mut s2 = setup_with(
+        LlmSettings::default(),
+        Some(price),
+        Some(tight.clone()),
+        policy,
+    );
+    turn(&mut s2, &seller_view("hi"), &mut tools).await;
+    let st = s2.brain.llm_stats().unwrap();
+    assert_eq!((st.calls, st.spend_refused), (0, 1));
+    assert!(s2.model.requests.lock().unwrap().is_empty());
+    assert_eq!((tight.spent(), tight.refused()), (0, 1));
+    // A model without a price cannot be bounded: under a maximum it is not called.
+    let guard = Arc::new(SpendGuard::new(1, Some(10_000_000), 0));
+    let mut s3 = setup_with(LlmSettings::default(), None, Some(guard), policy);
+    turn(&mut s3, &seller_view("hi"), &mut tools).await;
+    assert_eq!(s3.brain.llm_stats().unwrap().spend_refused, 1);
 }

@@ -353,3 +353,59 @@ pub struct WebhookDeliveryList {
     pub items: Vec<WebhookDelivery>,
     pub next_cursor: Option<String>,
 }
+
+/// A market at a glance (`GET /v1/markets/{market}/summary`): aggregates every participant may
+/// see, since each sale's price is already public (`listing_sold` events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MarketSummary {
+    pub market_id: i64,
+    pub name: String,
+    pub currency: String,
+    #[schema(value_type = String)]
+    pub clock_mode: ClockMode,
+    /// The market's clock now (simulated or real), ms since the epoch.
+    pub now: i64,
+    pub participants: u64,
+    /// Deals struck and not undone (cancelled, declined or awaiting approval excluded).
+    pub deals: u64,
+    /// Sum of those deals' prices, in minor units.
+    pub volume: Money,
+    /// Median price of those deals (the lower middle of an even count); absent with none.
+    pub median_price: Option<Money>,
+    /// Deals whose escrow hold is still open (awaiting approval, agreed, handed over, disputed).
+    pub open_deals: u64,
+    pub completed_deals: u64,
+    pub disputed_deals: u64,
+}
+
+/// A principal's survey answer (`PUT .../participants/{participant}/survey`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerSurvey {
+    /// How fair the outcome felt: 1 (not at all) to 7 (completely).
+    pub fairness: u8,
+    /// Satisfaction with the agent: 1 to 7.
+    pub satisfaction: u8,
+    /// What you would pay to be represented this way again, in minor units (0 = nothing).
+    pub would_pay: Money,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// A stored survey answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SurveyAnswer {
+    pub market_id: i64,
+    pub participant_id: i64,
+    pub fairness: u8,
+    pub satisfaction: u8,
+    pub would_pay: Money,
+    pub comment: String,
+    pub answered_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SurveyAnswerList {
+    pub items: Vec<SurveyAnswer>,
+    pub next_cursor: Option<String>,
+}

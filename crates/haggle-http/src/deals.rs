@@ -141,6 +141,7 @@ pub async fn approval(
     ))
 }
 
+/// Rates the counterparty of a finished deal: the participant's agent or its principal.
 #[utoipa::path(post, path = "/v1/markets/{market}/deals/{deal}/ratings", params(("market" = i64, Path), ("deal" = i64, Path)), request_body = RateDeal, responses((status = 201, body = haggle_core::Rating)), security(("bearer" = [])))]
 pub async fn rate(
     State(s): S,
@@ -151,17 +152,7 @@ pub async fn rate(
     let RateDeal { score, comment } = b.body;
     Ok(Json(
         s.svc
-            .deal_action(
-                &c,
-                m,
-                |actor| Command::Rate {
-                    actor,
-                    deal: d,
-                    score,
-                    comment,
-                },
-                b.idem.as_ref(),
-            )
+            .rate(&c, m, d, score, comment, b.idem.as_ref())
             .await?,
     ))
 }

@@ -1,8 +1,11 @@
 //! Haggle's HTTP JSON API: the routes of the spec over the service, bearer auth, idempotency keys,
-//! the error body, a live SSE feed, and the OpenAPI 3.1 document generated from the route code.
+//! the error body, a live SSE feed, the OpenAPI 3.1 document generated from the route code, and
+//! the MCP endpoint at `/mcp`.
 
 pub mod deals;
 pub mod extract;
+pub mod insight;
+pub mod mcp;
 pub mod routes;
 pub mod sse;
 pub mod webhooks;
@@ -33,6 +36,8 @@ pub struct AppState {
         deals::approval, deals::rate, deals::ratings, deals::notes, deals::reputation, deals::settlement,
         webhooks::create_webhook, webhooks::webhooks, webhooks::deactivate_webhook,
         webhooks::webhook_deliveries,
+        insight::summary, insight::disputes, insight::survey_answers, insight::survey_answer,
+        insight::answer_survey,
     ),
     modifiers(&Security)
 )]
@@ -83,7 +88,15 @@ async fn method_not_allowed(method: axum::http::Method) -> extract::Failure {
     })
 }
 
+/// The API and the MCP endpoint (`/mcp`), whose sessions live until the process ends.
 pub fn router(svc: Arc<Service>) -> Router {
+    app(svc, CancellationToken::new())
+}
+
+pub use haggle_mcp::http::CancellationToken;
+
+/// The API, and the MCP endpoint whose sessions and streams end when `mcp_shutdown` is cancelled.
+pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
     use routes::*;
     let m = "/v1/markets/{market}";
     let p = "/v1/markets/{market}/participants/{participant}";
@@ -155,6 +168,13 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route(&format!("{m}/deals/{{deal}}/notes"), get(deals::notes))
         .route(&format!("{p}/reputation"), get(deals::reputation))
         .route(&format!("{m}/settlement"), get(deals::settlement))
+        .route(&format!("{m}/summary"), get(insight::summary))
+        .route(&format!("{m}/disputes"), get(insight::disputes))
+        .route(&format!("{m}/survey"), get(insight::survey_answers))
+        .route(
+            &format!("{p}/survey"),
+            get(insight::survey_answer).put(insight::answer_survey),
+        )
         .route(&format!("{m}/events"), get(events))
         .route(&format!("{m}/events/stream"), get(sse::stream_events))
         .route(&format!("{m}/clock/advance"), post(advance_clock))
@@ -171,6 +191,7 @@ pub fn router(svc: Arc<Service>) -> Router {
             &format!("{m}/webhooks/{{webhook}}/deliveries"),
             get(webhooks::webhook_deliveries),
         )
+        .nest_service("/mcp", mcp::service(svc.clone(), mcp_shutdown))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
@@ -183,7 +204,29 @@ pub async fn serve(
     svc: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(svc))
-        .with_graceful_shutdown(shutdown)
+    let mcp_shutdown = CancellationToken::new();
+    serve_app(
+        listener,
+        app(svc, mcp_shutdown.clone()),
+        mcp_shutdown,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `app` (the API's [`app`], possibly merged with other interfaces' routes, e.g. the web
+/// pages) on `listener` until `shutdown` completes, then cancels `mcp_shutdown`: open MCP
+/// streams would otherwise hold the graceful shutdown until their clients leave.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mcp_shutdown: CancellationToken,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            mcp_shutdown.cancel();
+        })
         .await
 }

@@ -244,7 +244,7 @@ fn table() -> Vec<Row> {
         row(M::POST, "/v1/markets/{m}/deals/{X}/evidence", Some(json!({"body": "a photo"})), Bob, &[Operator, AgentSelf]),
         row(M::POST, "/v1/markets/{m}/deals/{X}/resolve", Some(json!({"ruling": {"outcome": "refund"}})), Bob, &[Operator]),
         row(M::POST, "/v1/markets/{m}/deals/{A}/approval", Some(json!({"approve": true})), Bob, &[PrincipalSelf]),
-        row(M::POST, "/v1/markets/{m}/deals/{F}/ratings", Some(json!({"score": 5})), Bob, &[AgentSelf]),
+        row(M::POST, "/v1/markets/{m}/deals/{F}/ratings", Some(json!({"score": 5})), Bob, &[AgentSelf, PrincipalSelf]),
         row(M::GET,  "/v1/markets/{m}/deals/{F}/ratings", None, Bob, EVERYONE),
         row(M::GET,  "/v1/markets/{m}/deals/{X}/notes", None, Bob, READERS_OF_SELF),
         row(M::GET,  "/v1/markets/{m}/participants/{alice}/reputation", None, Alice, EVERYONE),
@@ -253,6 +253,11 @@ fn table() -> Vec<Row> {
         row(M::GET,  "/v1/markets/{m}/events/stream", None, Bob, EVERYONE),
         row(M::POST, "/v1/markets/{m}/clock/advance", Some(json!({"by_ms": 1})), Alice, &[Operator]),
         row(M::GET,  "/v1/markets/{m}/ledger/verify", None, Alice, &[Operator]),
+        row(M::GET,  "/v1/markets/{m}/summary", None, Alice, EVERYONE),
+        row(M::GET,  "/v1/markets/{m}/disputes", None, Alice, &[Operator]),
+        row(M::GET,  "/v1/markets/{m}/survey", None, Alice, &[Operator, Observer]),
+        row(M::GET,  "/v1/markets/{m}/participants/{alice}/survey", None, Alice, READERS_OF_SELF),
+        row(M::PUT,  "/v1/markets/{m}/participants/{alice}/survey", Some(json!({"fairness": 5, "satisfaction": 6, "would_pay": 100})), Alice, &[PrincipalSelf]),
     ]
 }
 

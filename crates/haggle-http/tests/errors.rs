@@ -684,7 +684,6 @@ async fn idempotency_conflict_for_the_same_key_with_another_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_in_flight_while_the_first_request_runs() {
     use futures_util::future::{Either, select};
-    use sqlx::Connection;
 
     let s = Server::start().await;
     let (m, p) = s.market_with(&[("Alice", 0), ("Bob", 5000)]).await;
@@ -692,12 +691,8 @@ async fn idempotency_in_flight_while_the_first_request_runs() {
     let listing = s.sell(m, alice, "Bike", 5000).await;
     let before = s.snapshot(m, &[alice, bob]).await;
 
-    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", s.db.display()))
-        .await
-        .expect("a second connection to the database");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut lock)
-        .await
+    let lock = rusqlite::Connection::open(&s.db).expect("a second connection to the database");
+    lock.execute_batch("BEGIN IMMEDIATE")
         .expect("take the write lock");
 
     let send = || {
@@ -731,7 +726,7 @@ async fn idempotency_in_flight_while_the_first_request_runs() {
     assert_refusal(&first, 409, "idempotency_in_flight");
     assert!(!running.is_finished(), "the first request is still waiting");
     // Still nothing changed: the running request has not committed.
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.execute_batch("ROLLBACK").unwrap();
     drop(lock);
 
     let done = tokio::time::timeout(std::time::Duration::from_secs(10), running)

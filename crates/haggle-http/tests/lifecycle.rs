@@ -277,9 +277,10 @@ async fn happy_path_handover_receipt_ratings_and_reputation() {
         "forbidden",
     )
     .await;
+    // Bob's principal may rate for him (tests/insight.rs); another principal may not.
     f.refused(
         &s,
-        &f.bob.principal,
+        &f.carol.principal,
         &rate,
         json!({"score": 1}),
         403,

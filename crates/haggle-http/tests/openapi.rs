@@ -53,6 +53,10 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/webhooks", &["get", "post"]),
     ("/v1/markets/{market}/webhooks/{webhook}/deactivate", &["post"]),
     ("/v1/markets/{market}/webhooks/{webhook}/deliveries", &["get"]),
+    ("/v1/markets/{market}/summary", &["get"]),
+    ("/v1/markets/{market}/disputes", &["get"]),
+    ("/v1/markets/{market}/survey", &["get"]),
+    ("/v1/markets/{market}/participants/{participant}/survey", &["get", "put"]),
 ];
 
 #[tokio::test]

@@ -6,10 +6,18 @@
 //! - [`efficiency`]: the maximum welfare under budgets ([`efficiency::max_welfare`]);
 //! - [`metrics`]: what happened in a run ([`metrics::RunRecord`]) and its
 //!   [`metrics::Metrics`];
-//! - [`report`]: `results.json`, `deals.csv`, `participants.csv`, `report.html`, `timing.json`.
+//! - [`report`]: `results.json`, `deals.csv`, `participants.csv`, `report.html`, `timing.json`;
+//! - [`experiment`]: experiment files (arms, run designs, seeds, limits) and their run plan;
+//! - [`experiment_report`]: an experiment's `report.html`, `analysis.json`, CSVs, comparisons;
+//! - [`analysis`]: an experiment's runs → metrics per run, arm and participant, comparisons;
+//! - [`stats`]: permutation tests, bootstrap intervals, paired tests, fixed-effects regression.
 
+pub mod analysis;
 pub mod efficiency;
+pub mod experiment;
+pub mod experiment_report;
 pub mod generator;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
+pub mod stats;

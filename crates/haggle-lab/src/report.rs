@@ -130,7 +130,7 @@ pub fn results_json(scenario: &Scenario, metrics: &Metrics) -> String {
 // ---------------------------------------------------------------------------------------------
 // CSV
 
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -138,15 +138,15 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn opt_i(x: Option<i64>) -> String {
+pub(crate) fn opt_i(x: Option<i64>) -> String {
     x.map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn opt_f(x: Option<f64>) -> String {
+pub(crate) fn opt_f(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.4}")).unwrap_or_default()
 }
 
-fn csv(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn csv(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut out = header.join(",");
     out.push('\n');
     for row in rows {
@@ -312,7 +312,7 @@ pub fn money(amount: i64, currency: &str) -> String {
 }
 
 /// Money for an axis tick: whole units without the cents.
-fn tick_money(amount: i64, currency: &str) -> String {
+pub(crate) fn tick_money(amount: i64, currency: &str) -> String {
     let m = money(amount, currency);
     m.strip_suffix(".00")
         .map(str::to_string)
@@ -323,20 +323,20 @@ fn tick_money(amount: i64, currency: &str) -> String {
         .unwrap_or(m)
 }
 
-fn pct(x: Option<f64>) -> String {
+pub(crate) fn pct(x: Option<f64>) -> String {
     x.map_or_else(|| "–".to_string(), |v| format!("{:.1}%", v * 100.0))
 }
 
-fn num(x: Option<f64>) -> String {
+pub(crate) fn num(x: Option<f64>) -> String {
     x.map_or_else(|| "–".to_string(), |v| format!("{v:.2}"))
 }
 
-const PALETTE: &[&str] = &[
+pub(crate) const PALETTE: &[&str] = &[
     "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#9c755f",
 ];
 
 /// "Nice" tick values covering `lo..=hi`.
-fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+pub(crate) fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
@@ -357,19 +357,19 @@ fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 }
 
 /// A plot area with linear scales.
-struct Plot {
-    w: f64,
-    h: f64,
-    left: f64,
-    right: f64,
-    top: f64,
-    bottom: f64,
-    x: (f64, f64),
-    y: (f64, f64),
+pub(crate) struct Plot {
+    pub(crate) w: f64,
+    pub(crate) h: f64,
+    pub(crate) left: f64,
+    pub(crate) right: f64,
+    pub(crate) top: f64,
+    pub(crate) bottom: f64,
+    pub(crate) x: (f64, f64),
+    pub(crate) y: (f64, f64),
 }
 
 impl Plot {
-    fn new(x: (f64, f64), y: (f64, f64)) -> Plot {
+    pub(crate) fn new(x: (f64, f64), y: (f64, f64)) -> Plot {
         let fix = |r: (f64, f64)| if r.1 > r.0 { r } else { (r.0 - 1.0, r.0 + 1.0) };
         Plot {
             w: 560.0,
@@ -382,15 +382,15 @@ impl Plot {
             y: fix(y),
         }
     }
-    fn px(&self, v: f64) -> f64 {
+    pub(crate) fn px(&self, v: f64) -> f64 {
         self.left + (v - self.x.0) / (self.x.1 - self.x.0) * (self.w - self.left - self.right)
     }
-    fn py(&self, v: f64) -> f64 {
+    pub(crate) fn py(&self, v: f64) -> f64 {
         self.h
             - self.bottom
             - (v - self.y.0) / (self.y.1 - self.y.0) * (self.h - self.top - self.bottom)
     }
-    fn open(&self, svg: &mut String, label: &str) {
+    pub(crate) fn open(&self, svg: &mut String, label: &str) {
         let _ = write!(
             svg,
             r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" role="img" aria-label="{}" font-family="sans-serif" font-size="11">"#,
@@ -401,7 +401,7 @@ impl Plot {
     }
     /// Axes with ticks; `fx`/`fy` format tick values.
     #[allow(clippy::too_many_arguments)]
-    fn axes(
+    pub(crate) fn axes(
         &self,
         svg: &mut String,
         xlabel: &str,
@@ -455,7 +455,7 @@ impl Plot {
     }
 }
 
-fn empty_chart(label: &str) -> String {
+pub(crate) fn empty_chart(label: &str) -> String {
     format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 560 80" role="img" aria-label="{0}"><text x="280" y="44" text-anchor="middle">{0}: no deals</text></svg>"#,
         escape(label)
@@ -746,7 +746,7 @@ fn chart_share_histogram(metrics: &Metrics) -> String {
     svg
 }
 
-const CSS: &str = "body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
+pub(crate) const CSS: &str = "body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5em 0;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
 th{background:#f6f6f6;position:sticky;top:0}td.t,th.t{text-align:left}tr.bad td{background:#fdecea}tr.void td{color:#999}
@@ -1036,7 +1036,7 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
     h
 }
 
-fn duration(ms: Option<i64>) -> String {
+pub(crate) fn duration(ms: Option<i64>) -> String {
     match ms {
         None => "–".into(),
         Some(ms) if ms.abs() >= 86_400_000 => format!("{:.1} d", ms as f64 / 86_400_000.0),

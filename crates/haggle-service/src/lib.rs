@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod clock;
 pub mod in_process;
+mod insight;
 mod limiter;
 pub mod webhooks;
 

@@ -278,7 +278,7 @@ fn client(opts: &WebhookOptions) -> Result<reqwest::Client, reqwest::Error> {
 impl Service {
     /// Runs `run` once per idempotency key: a replay returns the first response, stored with
     /// `stored_body` (so secrets shown once are not replayed).
-    async fn once_per_key(
+    pub(crate) async fn once_per_key(
         &self,
         caller: &Caller,
         idem: Option<&IdemKey>,

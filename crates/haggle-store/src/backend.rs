@@ -919,8 +919,8 @@ impl Backend {
 
     /// A deal's ratings with whether each is revealed yet (both rated, or the window closed).
     pub async fn deal_ratings(&self, market: i64, deal: i64, real_now: i64) -> StoreResult<Vec<(Rating, bool)>> {
-        let mut c = self.pool.acquire().await?;
         let Some(m) = self.market(market).await? else { return Ok(Vec::new()) };
+        let mut c = self.pool.acquire().await?;
         let Some(d) = get_deal(&mut c, market, deal).await? else { return Ok(Vec::new()) };
         let rs = deal_ratings(&mut c, market, deal).await?;
         let revealed = lifecycle::rating_revealed(&d, rs.len(), &m.rules, m.now(real_now));
@@ -929,8 +929,10 @@ impl Backend {
 
     /// A participant's reputation from its deals and the revealed ratings it received.
     pub async fn reputation(&self, market: i64, participant: i64, real_now: i64) -> StoreResult<lifecycle::Reputation> {
-        let mut c = self.pool.acquire().await?;
+        // The market first: holding a connection while `market` takes another would wait forever
+        // on a pool of one (an in-memory database).
         let Some(m) = self.market(market).await? else { return Ok(lifecycle::Reputation::default()) };
+        let mut c = self.pool.acquire().await?;
         let now = m.now(real_now);
         let deals: Vec<Deal> = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND (buyer = $2 OR seller = $2) ORDER BY id")))
             .bind(market).bind(participant).fetch_all(&mut *c).await?.iter().map(deal_row).collect::<StoreResult<_>>()?;
@@ -961,10 +963,18 @@ impl Backend {
     }
 
     pub async fn deals(&self, market: i64, party: Option<i64>, after: i64, limit: u32) -> StoreResult<Vec<Deal>> {
+        self.deals_in(market, party, None, after, limit).await
+    }
+
+    /// Deals by id, optionally only one party's and only in one status (e.g. disputes to resolve).
+    pub async fn deals_in(&self, market: i64, party: Option<i64>, status: Option<DealStatus>, after: i64, limit: u32) -> StoreResult<Vec<Deal>> {
         let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = "));
         b.push_bind(market).push(" AND id > ").push_bind(after);
         if let Some(p) = party {
             b.push(" AND (buyer = ").push_bind(p).push(" OR seller = ").push_bind(p).push(")");
+        }
+        if let Some(s) = status {
+            b.push(" AND status = ").push_bind(s.as_str());
         }
         b.push(" ORDER BY id LIMIT ").push_bind(limit.clamp(1, 10_000) as i64);
         b.build().fetch_all(&self.pool).await?.iter().map(deal_row).collect()
@@ -992,6 +1002,38 @@ impl Backend {
             }
         }
         b.push(" ORDER BY seq LIMIT ").push_bind(limit.clamp(1, 10_000) as i64);
+        b.build().fetch_all(&self.pool).await?.iter().map(event_row).collect()
+    }
+
+    /// The newest events a viewer may read, newest first: those before `before` (all when `None`),
+    /// only of the given kinds when `kinds` is not empty.
+    pub async fn recent_events(&self, market: i64, viewer: Viewer, kinds: &[&str], before: Option<i64>, limit: u32) -> StoreResult<Vec<Event>> {
+        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE market_id = "));
+        b.push_bind(market);
+        if let Some(before) = before {
+            b.push(" AND seq < ").push_bind(before);
+        }
+        match viewer {
+            Viewer::All => {}
+            Viewer::Public => {
+                b.push(" AND scope = 'public'");
+            }
+            Viewer::Participant(p) => {
+                b.push(" AND (scope = 'public' OR party_a = ").push_bind(p).push(" OR party_b = ").push_bind(p).push(")");
+            }
+            Viewer::Own(p) => {
+                b.push(" AND (party_a = ").push_bind(p).push(" OR party_b = ").push_bind(p).push(")");
+            }
+        }
+        if !kinds.is_empty() {
+            b.push(" AND kind IN (");
+            let mut list = b.separated(", ");
+            for k in kinds {
+                list.push_bind(k.to_string());
+            }
+            b.push(")");
+        }
+        b.push(" ORDER BY seq DESC LIMIT ").push_bind(limit.clamp(1, 10_000) as i64);
         b.build().fetch_all(&self.pool).await?.iter().map(event_row).collect()
     }
 

@@ -2,10 +2,7 @@
 //! market's write lock is taken, migrations, and how a unique violation is recognised.
 
 pub mod sqlite {
-    use sqlx::sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-    };
-    use std::str::FromStr;
+    use crate::lite::{Error, Options, Pool, Sqlite};
 
     /// `IMMEDIATE` takes the write lock up front, so two writers never deadlock upgrading a read.
     pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -21,38 +18,46 @@ pub mod sqlite {
         (2, include_str!("migrations/0002_append_only_sqlite.sql")),
         (3, include_str!("migrations/0003_lifecycle.sql")),
         (4, include_str!("migrations/0004_webhooks.sql")),
+        (5, include_str!("migrations/0005_survey.sql")),
     ];
 
-    pub async fn connect(url: &str) -> Result<sqlx::SqlitePool, sqlx::Error> {
-        let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(if memory {
-                SqliteJournalMode::Memory
-            } else {
-                SqliteJournalMode::Wal
-            })
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(30))
+    /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
+    /// database: exactly one connection, since each connection would get its own).
+    pub async fn connect(url: &str) -> Result<Pool<Sqlite>, Error> {
+        let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        // Query parameters (sqlx accepted e.g. `?mode=rwc`) name what is the default here.
+        let path = rest.split('?').next().unwrap_or(rest);
+        let memory = path.is_empty() || path == ":memory:" || url.contains("mode=memory");
+        let mut pragmas = vec![
+            ("journal_mode", if memory { "MEMORY" } else { "WAL" }),
+            ("foreign_keys", "ON"),
+            ("synchronous", "NORMAL"),
             // Every commit invalidates the other connections' page caches; memory-mapped reads
             // make re-reading a page a memory access instead of a copy through the kernel.
-            .pragma("mmap_size", "268435456")
-            .pragma("cache_size", "-16384")
-            .pragma("temp_store", "memory");
-        // An in-memory database exists per connection: keep exactly one.
+            ("mmap_size", "268435456"),
+            ("cache_size", "-16384"),
+            ("temp_store", "MEMORY"),
+        ];
+        if memory {
+            pragmas.retain(|(k, _)| *k != "mmap_size");
+        }
+        let options = Options {
+            path: (!memory).then(|| std::path::PathBuf::from(path)),
+            pragmas: pragmas
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            busy_timeout: std::time::Duration::from_secs(30),
+        };
         let max = if memory { 1 } else { 8 };
         // Switching a new database file into WAL takes an exclusive lock that the busy timeout
         // does not wait for, so a second process opening the same new file at that moment gets
         // SQLITE_BUSY. Retry for a while: once the file is in WAL mode the pragma takes no lock.
         let mut attempts = 0;
         loop {
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max)
-                .min_connections(1)
-                .connect_with(opts.clone())
-                .await;
-            match pool {
-                Err(sqlx::Error::Database(d)) if attempts < 100 && is_busy(d.code().as_deref()) => {
+            match Pool::connect(options.clone(), max) {
+                Err(e) if attempts < 100 && e.sqlite_code().is_some_and(|c| c & 0xff == 5) => {
                     attempts += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(10 + attempts)).await;
                 }
@@ -61,14 +66,9 @@ pub mod sqlite {
         }
     }
 
-    /// SQLITE_BUSY, or one of its extended codes.
-    fn is_busy(code: Option<&str>) -> bool {
-        code.and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| c & 0xff == 5)
-    }
-
-    pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-        matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+    pub fn is_unique_violation(e: &Error) -> bool {
+        // SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY.
+        matches!(e.sqlite_code(), Some(2067 | 1555))
     }
 }
 
@@ -88,6 +88,7 @@ pub mod postgres {
         (2, include_str!("migrations/0002_append_only_postgres.sql")),
         (3, include_str!("migrations/0003_lifecycle.sql")),
         (4, include_str!("migrations/0004_webhooks.sql")),
+        (5, include_str!("migrations/0005_survey.sql")),
     ];
 
     pub async fn connect(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {

@@ -5,7 +5,9 @@
 
 pub mod command;
 mod dialect;
+mod lite;
 mod row;
+pub mod survey;
 pub mod webhooks;
 
 pub use command::{Command, NewOffer, Outcome};
@@ -21,6 +23,8 @@ use serde::{Deserialize, Serialize};
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] lite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("invariant breached, transaction rolled back: {0}")]
@@ -128,20 +132,28 @@ pub enum Viewer {
 pub mod sqlite {
     //! The SQLite backend: one writer at a time (a process-wide lock plus `BEGIN IMMEDIATE`).
     use super::*;
+    // The backend's `sqlx::` paths resolve to the in-thread SQLite driver here.
+    use crate::lite as sqlx;
     pub type Db = sqlx::Sqlite;
     use crate::dialect::sqlite as dialect;
     include!("backend.rs");
     include!("webhooks_backend.rs");
+    include!("survey_backend.rs");
 }
 
 pub mod postgres {
     //! The PostgreSQL backend: writes to a market serialise on its row lock (`FOR UPDATE`), so
     //! several server processes can share one database.
     use super::*;
+    // Named here (not only in the extern prelude) so the webhook module can import it as the
+    // SQLite backend imports its driver.
+    #[allow(clippy::single_component_path_imports)]
+    use sqlx;
     pub type Db = sqlx::Postgres;
     use crate::dialect::postgres as dialect;
     include!("backend.rs");
     include!("webhooks_backend.rs");
+    include!("survey_backend.rs");
 }
 
 /// The store: one interface, either backend.
@@ -311,6 +323,16 @@ impl Store {
     ) -> StoreResult<Vec<haggle_core::Deal>> {
         dispatch!(self, b => b.deals(market, party, after, limit).await)
     }
+    /// Deals in one status (all parties), by id.
+    pub async fn deals_in_status(
+        &self,
+        market: i64,
+        status: haggle_core::DealStatus,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<haggle_core::Deal>> {
+        dispatch!(self, b => b.deals_in(market, None, Some(status), after, limit).await)
+    }
     pub async fn balance(
         &self,
         market: i64,
@@ -327,6 +349,18 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<Event>> {
         dispatch!(self, b => b.events(market, viewer, after, limit).await)
+    }
+    /// The newest events `viewer` may read (before `before`, of `kinds` when not empty), newest
+    /// first: what a feed shows on opening.
+    pub async fn recent_events(
+        &self,
+        market: i64,
+        viewer: Viewer,
+        kinds: &[&str],
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        dispatch!(self, b => b.recent_events(market, viewer, kinds, before, limit).await)
     }
     pub async fn verify(&self, market: i64) -> StoreResult<Verification> {
         dispatch!(self, b => b.verify(market).await)

@@ -4,7 +4,7 @@
 // write lock (SQLite's single writer is held only for each short statement, never across a send).
 
 mod webhook_sql {
-    use super::{dialect, Backend, Db};
+    use super::{dialect, sqlx, Backend, Db};
     use crate::row::{json, parsed, to_json};
     use crate::webhooks::{Attempt, ClaimedDelivery, DeliveryRecord, DeliveryStatus, NewWebhook, WebhookRecord};
     use crate::{StoreError, StoreResult};

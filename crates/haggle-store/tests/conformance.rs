@@ -12,6 +12,7 @@ use haggle_core::{
     ClockMode, Deal, DomainError, ErrorCode, Event, GENESIS_HASH, HOUR_MS, Listing, ListingStatus,
     Mandate, Market, MarketRules, Offer, OfferState, Side, Thread, ThreadStatus, Visibility,
 };
+use haggle_store::survey::SurveyAnswer;
 use haggle_store::{
     Balance, Command, Idempotency, ListingQuery, ListingSort, NewMarket, NewOffer, Outcome, Ran,
     Role, Store, StoredResponse, TokenRecord, Viewer,
@@ -70,6 +71,9 @@ conformance! {
     tokens_insert_and_find => sqlite_tokens_insert_and_find, postgres_tokens_insert_and_find;
     fifty_buyers_accept_at_once => sqlite_fifty_buyers_accept_at_once, postgres_fifty_buyers_accept_at_once;
     many_listings_accept_at_once_with_limited_funds => sqlite_many_listings_accept_at_once_with_limited_funds, postgres_many_listings_accept_at_once_with_limited_funds;
+    survey_answers_are_one_per_participant_and_replaced => sqlite_survey_answers_are_one_per_participant_and_replaced, postgres_survey_answers_are_one_per_participant_and_replaced;
+    recent_events_are_newest_first_filtered_by_viewer_and_kind => sqlite_recent_events_are_newest_first_filtered_by_viewer_and_kind, postgres_recent_events_are_newest_first_filtered_by_viewer_and_kind;
+    deals_are_listed_by_status => sqlite_deals_are_listed_by_status, postgres_deals_are_listed_by_status;
 }
 
 #[test]
@@ -250,34 +254,46 @@ impl Db {
     }
 
     /// Runs raw SQL on a separate connection (to tamper with the database behind the store).
-    async fn exec(&self, sql: &str) -> Result<u64, sqlx::Error> {
-        let sql = AssertSqlSafe(sql.to_string());
+    async fn exec(&self, sql: &str) -> Result<u64, String> {
         match self.backend {
             Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url).await?;
-                let done = sqlx::raw_sql(sql).execute(&mut c).await;
-                let _ = c.close().await;
-                Ok(done?.rows_affected())
+                let c = self.sqlite();
+                c.execute_batch(sql).map_err(|e| e.to_string())?;
+                Ok(c.changes())
             }
             Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&self.url).await?;
+                let sql = AssertSqlSafe(sql.to_string());
+                let mut c = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let done = sqlx::raw_sql(sql).execute(&mut c).await;
                 let _ = c.close().await;
-                Ok(done?.rows_affected())
+                Ok(done.map_err(|e| e.to_string())?.rows_affected())
             }
         }
+    }
+
+    /// A second connection to the SQLite file, outside the store.
+    fn sqlite(&self) -> rusqlite::Connection {
+        let path = self.url.trim_start_matches("sqlite://");
+        let c = rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        c.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+        c
     }
 
     async fn scalar(&self, sql: &str) -> i64 {
         let q = AssertSqlSafe(sql.to_string());
         let v = match self.backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(q).fetch_one(&mut c).await
-            }
+            Backend::Sqlite => self
+                .sqlite()
+                .query_row(&q.0, [], |r| r.get::<_, i64>(0))
+                .map_err(|e| e.to_string()),
             Backend::Postgres => {
                 let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(q).fetch_one(&mut c).await
+                sqlx::query_scalar::<_, i64>(q)
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())
             }
         };
         v.unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -2716,4 +2732,188 @@ async fn many_listings_accept_at_once_with_limited_funds(db: Db) {
         }
     }
     m.verified().await;
+}
+
+async fn survey_answers_are_one_per_participant_and_replaced(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let other = market(&store, MarketRules::default()).await;
+    let alice = m.join("alice", 0).await;
+    let bob = m.join("bob", 0).await;
+    let answer = |market_id, participant_id, fairness, would_pay| SurveyAnswer {
+        market_id,
+        participant_id,
+        fairness,
+        satisfaction: 5,
+        would_pay,
+        comment: format!("from {participant_id}"),
+        answered_at: T0,
+    };
+    assert_eq!(store.survey_answer(m.id, alice).await.unwrap(), None);
+    store
+        .put_survey_answer(&answer(m.id, bob, 2, 0))
+        .await
+        .unwrap();
+    store
+        .put_survey_answer(&answer(m.id, alice, 6, 1_500))
+        .await
+        .unwrap();
+    // The same participant id in another market is another answer.
+    store
+        .put_survey_answer(&answer(other.id, alice, 1, 0))
+        .await
+        .unwrap();
+    let replaced = SurveyAnswer {
+        fairness: 7,
+        comment: "changed my mind".into(),
+        answered_at: T0 + 5,
+        ..answer(m.id, alice, 6, 1_500)
+    };
+    store.put_survey_answer(&replaced).await.unwrap();
+    assert_eq!(
+        store.survey_answer(m.id, alice).await.unwrap(),
+        Some(replaced.clone())
+    );
+    assert_eq!(
+        store.survey_answers(m.id, 0, 500).await.unwrap(),
+        vec![replaced, answer(m.id, bob, 2, 0)],
+        "one answer per participant, by participant id"
+    );
+    assert_eq!(
+        store.survey_answers(m.id, alice, 500).await.unwrap().len(),
+        1,
+        "paged by id"
+    );
+    assert_eq!(
+        store.survey_answers(other.id, 0, 500).await.unwrap().len(),
+        1
+    );
+    // The schema refuses answers off the scales.
+    assert!(
+        store
+            .put_survey_answer(&answer(m.id, bob, 8, 0))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .put_survey_answer(&answer(m.id, bob, 3, -1))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .survey_answer(m.id, bob)
+            .await
+            .unwrap()
+            .map(|a| a.fairness),
+        Some(2)
+    );
+    // Not market state: the log and the ledger are untouched.
+    m.verified().await;
+}
+
+async fn recent_events_are_newest_first_filtered_by_viewer_and_kind(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let offer = f.m.bid(f.buyer, f.listing.id, 4_000).await;
+    f.m.deal(f.seller, offer.id).await;
+    let all = f.m.events(Viewer::All).await;
+    let newest_first: Vec<i64> = all.iter().rev().map(|e| e.seq).collect();
+    let recent = |viewer, kinds: &'static [&'static str], before, limit| {
+        let store = store.clone();
+        let id = f.m.id;
+        async move {
+            store
+                .recent_events(id, viewer, kinds, before, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(recent(Viewer::All, &[], None, 10_000).await, newest_first);
+    assert_eq!(recent(Viewer::All, &[], None, 3).await, newest_first[..3]);
+    let before = newest_first[2];
+    assert_eq!(
+        recent(Viewer::All, &[], Some(before), 2).await,
+        newest_first[3..5],
+        "the page before a sequence number"
+    );
+    let public: Vec<i64> =
+        f.m.events(Viewer::Public)
+            .await
+            .iter()
+            .rev()
+            .map(|e| e.seq)
+            .collect();
+    assert_eq!(recent(Viewer::Public, &[], None, 10_000).await, public);
+    let rival_sees: Vec<i64> =
+        f.m.events(Viewer::Participant(f.rival))
+            .await
+            .iter()
+            .rev()
+            .map(|e| e.seq)
+            .collect();
+    assert_eq!(
+        recent(Viewer::Participant(f.rival), &[], None, 10_000).await,
+        rival_sees
+    );
+    let sold: Vec<i64> = all
+        .iter()
+        .rev()
+        .filter(|e| e.kind == "listing_sold" || e.kind == "offer_made")
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(sold.len(), 2);
+    assert_eq!(
+        recent(Viewer::All, &["listing_sold", "offer_made"], None, 100).await,
+        sold
+    );
+    assert!(
+        recent(Viewer::Participant(f.rival), &["offer_made"], None, 100)
+            .await
+            .is_empty(),
+        "a private offer stays private when filtered by kind"
+    );
+}
+
+async fn deals_are_listed_by_status(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let second = f.m.sell(f.seller, 3_000).await;
+    let a = f.m.bid(f.buyer, f.listing.id, 4_000).await;
+    let b = f.m.bid(f.rival, second.id, 2_000).await;
+    let first_deal = f.m.deal(f.seller, a.id).await;
+    let second_deal = f.m.deal(f.seller, b.id).await;
+    f.m.ok(Command::HandOver {
+        actor: f.seller,
+        deal: second_deal.id,
+        note: None,
+    })
+    .await;
+    let ids = |deals: Vec<Deal>| deals.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    use haggle_core::DealStatus;
+    assert_eq!(
+        ids(store
+            .deals_in_status(f.m.id, DealStatus::Agreed, 0, 500)
+            .await
+            .unwrap()),
+        vec![first_deal.id]
+    );
+    assert_eq!(
+        ids(store
+            .deals_in_status(f.m.id, DealStatus::HandedOver, 0, 500)
+            .await
+            .unwrap()),
+        vec![second_deal.id]
+    );
+    assert!(
+        store
+            .deals_in_status(f.m.id, DealStatus::Disputed, 0, 500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -5,8 +5,10 @@ mod agent_cmd;
 mod bench;
 mod config;
 mod demo;
+mod experiment;
 mod interview;
 mod llm_args;
+mod mcp_cmd;
 mod report;
 mod results;
 mod sim;
@@ -43,6 +45,9 @@ enum Cmd {
         /// Requests per second per token (0 = unlimited; default 2000).
         #[arg(long, env = "HAGGLE_RATE_LIMIT")]
         rate_limit: Option<u32>,
+        /// A folder of experiment or demo reports to browse at /reports/ (operators, observers).
+        #[arg(long, env = "HAGGLE_REPORTS")]
+        reports: Option<std::path::PathBuf>,
     },
     /// Markets.
     Market {
@@ -68,6 +73,13 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Set up a participant's profile by talking to an LLM (or `--form`), and write it.
     Interview(interview::InterviewArgs),
+    /// Serve one agent's market as an MCP server on stdin/stdout (for desktop MCP clients).
+    Mcp(mcp_cmd::McpArgs),
+    /// Experiments: several markets side by side, compared honestly.
+    Experiment {
+        #[command(subcommand)]
+        command: experiment::ExperimentCmd,
+    },
     /// Agents.
     Agent {
         #[command(subcommand)]
@@ -259,6 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             db,
             rate_limit,
+            reports,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -281,15 +294,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            if let Some(dir) = &reports
+                && !dir.is_dir()
+            {
+                bail!("--reports {} is not a folder", dir.display());
+            }
             eprintln!(
-                "haggle: serving {} on http://{} (OpenAPI at /openapi.json)",
+                "haggle: serving {} on http://{} (web pages at /, OpenAPI at /openapi.json)",
                 svc.store().backend_name(),
                 listener.local_addr()?
             );
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            haggle_http::serve(listener, svc, shutdown).await?;
+            let mcp_shutdown = haggle_http::CancellationToken::new();
+            let app = haggle_http::app(svc.clone(), mcp_shutdown.clone())
+                .merge(haggle_web::router(svc, haggle_web::WebOptions { reports }));
+            haggle_http::serve_app(listener, app, mcp_shutdown, shutdown).await?;
         }
         Cmd::Market {
             command:
@@ -414,9 +435,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => bench::sim(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
         Cmd::Interview(args) => interview::run(args).await?,
+        Cmd::Mcp(args) => mcp_cmd::run(args).await?,
         Cmd::Agent {
             command: AgentCmd::Run(args),
         } => agent_cmd::run(args).await?,
+        Cmd::Experiment { command } => experiment::run(command).await?,
         Cmd::Settlement {
             market,
             format,

@@ -311,26 +311,23 @@ async fn ledger_verify_passes_then_catches_a_tampered_transfer() {
     assert!(ok.starts_with(&format!("market {m}: 2 transfers")), "{ok}");
 
     // The database refuses to edit a transfer ...
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    let refused = sqlx::query("UPDATE transfers SET amount = amount + 1 WHERE market_id = $1")
-        .bind(m)
-        .execute(&pool)
-        .await;
+    let file = rusqlite::Connection::open(db.trim_start_matches("sqlite://")).unwrap();
+    let refused = file.execute(
+        "UPDATE transfers SET amount = amount + 1 WHERE market_id = ?1",
+        [m],
+    );
     assert!(refused.is_err(), "transfers must be append-only");
     // ... so someone with file access drops the guard and edits one.
-    sqlx::query("DROP TRIGGER transfers_no_update")
-        .execute(&pool)
-        .await
+    file.execute_batch("DROP TRIGGER transfers_no_update")
         .unwrap();
-    let edited = sqlx::query(
-        "UPDATE transfers SET amount = amount + 100 WHERE market_id = $1 AND id = (SELECT MIN(id) FROM transfers WHERE market_id = $1)",
-    )
-    .bind(m)
-    .execute(&pool)
-    .await
-    .unwrap();
-    assert_eq!(edited.rows_affected(), 1);
-    pool.close().await;
+    let edited = file
+        .execute(
+            "UPDATE transfers SET amount = amount + 100 WHERE market_id = ?1 AND id = (SELECT MIN(id) FROM transfers WHERE market_id = ?1)",
+            [m],
+        )
+        .unwrap();
+    assert_eq!(edited, 1);
+    drop(file);
 
     for args in [
         vec!["ledger", "verify", "--database", &db],

@@ -66,6 +66,11 @@ pub fn haggle(cwd: &Path) -> Command {
 
 /// Runs a one-shot command to completion (bounded: it must not hang).
 pub fn run(cwd: &Path, args: &[&str]) -> Output {
+    run_within(cwd, args, Duration::from_secs(20))
+}
+
+/// Runs a one-shot command that must finish within `limit`.
+pub fn run_within(cwd: &Path, args: &[&str], limit: Duration) -> Output {
     let mut child = haggle(cwd)
         .args(args)
         .stdout(Stdio::piped())
@@ -83,7 +88,7 @@ pub fn run(cwd: &Path, args: &[&str]) -> Output {
         let _ = err.read_to_end(&mut v);
         v
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for haggle") {
             break s;
@@ -91,7 +96,7 @@ pub fn run(cwd: &Path, args: &[&str]) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("haggle {args:?} did not finish within 20 s");
+            panic!("haggle {args:?} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };

@@ -1,0 +1,1203 @@
+//! Reports of a whole experiment (spec: experiments.md, Reports), in the experiment's folder:
+//!
+//! - `analysis.json`: the [`Analysis`] (every run's market metrics, arms, participants,
+//!   comparisons with sample sizes, intervals and p-values, same-item pairs, regression,
+//!   warnings);
+//! - `runs.csv`, `arms.csv`, `comparisons.csv`, `same_item.csv`, `participants_by_arm.csv`;
+//! - `report.html`: self-contained (inline CSS, hand-written SVG, the one-run report's style):
+//!   warnings first, the arms, the comparisons, charts (seller share by arm, surplus
+//!   distributions, deals over time per run, same-item price pairs), the same-item table, the
+//!   regression, the runs and the participants by arm, with links to each run's own report.
+//!
+//! [`write_comparison`] puts several experiments side by side (`compare.html`, `compare.json`).
+
+use crate::analysis::{Analysis, OUTCOMES, RUN_OUTCOMES, RunData};
+use crate::experiment::{Experiment, usd};
+use crate::report::{
+    CSS, PALETTE, Plot, csv, empty_chart, escape, money, num, opt_f, opt_i, pct, tick_money, ticks,
+};
+use crate::stats::{Comparison, PermutationTest};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+fn json_text<T: serde::Serialize>(v: &T) -> io::Result<String> {
+    let mut s = serde_json::to_string_pretty(v).map_err(io::Error::other)?;
+    s.push('\n');
+    Ok(s)
+}
+
+fn outcome_label(name: &str) -> &str {
+    OUTCOMES
+        .iter()
+        .chain(RUN_OUTCOMES)
+        .find(|(n, _)| *n == name)
+        .map_or(name, |(_, l)| l)
+}
+
+/// Whether an outcome is money (shown as such).
+fn is_money(name: &str) -> bool {
+    matches!(
+        name,
+        "seller_surplus" | "buyer_surplus" | "surplus" | "welfare" | "mean_price"
+    )
+}
+
+fn value(name: &str, v: Option<f64>, cur: &str) -> String {
+    match v {
+        None => "–".into(),
+        Some(x) if is_money(name) => money(x.round() as i64, cur),
+        Some(x) if matches!(name, "efficiency" | "agreement_rate") => pct(Some(x)),
+        Some(x) => format!("{x:.3}"),
+    }
+}
+
+fn p_text(t: &Option<PermutationTest>) -> String {
+    match t {
+        None => "–".into(),
+        Some(t) => format!(
+            "{:.4} ({})",
+            t.p_value,
+            if t.exact {
+                format!("exact, {}", t.permutations)
+            } else {
+                format!("{} random", t.permutations)
+            }
+        ),
+    }
+}
+
+fn ci_text(name: &str, c: &Comparison, cur: &str) -> String {
+    c.ci95.map_or("–".into(), |(lo, hi)| {
+        format!(
+            "[{}, {}]",
+            value(name, Some(lo), cur),
+            value(name, Some(hi), cur)
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+pub fn runs_csv(a: &Analysis) -> String {
+    let header = [
+        "run",
+        "group",
+        "seed",
+        "real",
+        "arms",
+        "deals",
+        "gross_volume",
+        "welfare",
+        "max_welfare",
+        "allocative_efficiency",
+        "mean_price",
+        "agreement_rate",
+        "mean_seller_share",
+        "irrational_deals",
+        "share_wants_met",
+        "share_items_sold",
+        "first_proposal_bias",
+        "refusals",
+        "rounds",
+        "llm_calls",
+        "llm_cost_micro_usd",
+    ];
+    let rows = a
+        .runs
+        .iter()
+        .map(|r| {
+            let m = &r.market;
+            vec![
+                r.id.clone(),
+                r.group.clone(),
+                r.seed.to_string(),
+                r.real.to_string(),
+                r.arm_sizes
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                m.deals.to_string(),
+                m.gross_volume.to_string(),
+                m.welfare.to_string(),
+                m.max_welfare.to_string(),
+                opt_f(m.allocative_efficiency),
+                opt_i(m.mean_price),
+                opt_f(m.agreement_rate),
+                opt_f(m.mean_seller_share),
+                m.irrational_deals.to_string(),
+                opt_f(m.share_wants_met),
+                opt_f(m.share_items_sold),
+                opt_f(m.first_proposal_bias),
+                m.refusals.to_string(),
+                m.rounds.to_string(),
+                r.llm.calls.to_string(),
+                r.llm.cost_micro_usd.to_string(),
+            ]
+        })
+        .collect();
+    csv(&header, rows)
+}
+
+pub fn arms_csv(a: &Analysis) -> String {
+    let header = [
+        "arm",
+        "brain",
+        "runs",
+        "participant_runs",
+        "deals_as_seller",
+        "deals_as_buyer",
+        "volume_sold",
+        "volume_bought",
+        "seller_surplus",
+        "buyer_surplus",
+        "mean_seller_surplus_per_sale",
+        "mean_buyer_surplus_per_purchase",
+        "mean_share_as_seller",
+        "mean_share_as_buyer",
+        "mean_nash_distance_as_seller",
+        "deals_per_participant",
+        "irrational_deals",
+        "unwanted_purchases",
+        "refusals",
+        "wants",
+        "wants_met",
+        "items",
+        "items_sold",
+        "llm_calls",
+        "llm_cost_micro_usd",
+    ];
+    let rows = a
+        .arm_summaries
+        .iter()
+        .map(|(arm, s)| {
+            vec![
+                arm.clone(),
+                s.brain.clone(),
+                s.runs.to_string(),
+                s.participant_runs.to_string(),
+                s.deals_as_seller.to_string(),
+                s.deals_as_buyer.to_string(),
+                s.volume_sold.to_string(),
+                s.volume_bought.to_string(),
+                s.seller_surplus.to_string(),
+                s.buyer_surplus.to_string(),
+                opt_f(s.mean_seller_surplus_per_sale),
+                opt_f(s.mean_buyer_surplus_per_purchase),
+                opt_f(s.mean_share_as_seller),
+                opt_f(s.mean_share_as_buyer),
+                opt_f(s.mean_nash_distance_as_seller),
+                opt_f(s.deals_per_participant),
+                s.irrational_deals.to_string(),
+                s.unwanted_purchases.to_string(),
+                s.refusals.to_string(),
+                s.wants.to_string(),
+                s.wants_met.to_string(),
+                s.items.to_string(),
+                s.items_sold.to_string(),
+                s.llm.calls.to_string(),
+                s.llm.cost_micro_usd.to_string(),
+            ]
+        })
+        .collect();
+    csv(&header, rows)
+}
+
+pub fn comparisons_csv(a: &Analysis) -> String {
+    let header = [
+        "kind",
+        "outcome",
+        "first",
+        "second",
+        "design",
+        "n_first",
+        "n_second",
+        "mean_first",
+        "mean_second",
+        "difference",
+        "ci95_low",
+        "ci95_high",
+        "p_value",
+        "p_exact",
+        "too_small",
+    ];
+    let row = |kind: &str, outcome: &str, f: &str, s: &str, design: &str, c: &Comparison, small| {
+        vec![
+            kind.to_string(),
+            outcome.to_string(),
+            f.to_string(),
+            s.to_string(),
+            design.to_string(),
+            c.n_first.to_string(),
+            c.n_second.to_string(),
+            opt_f(c.mean_first),
+            opt_f(c.mean_second),
+            opt_f(c.difference),
+            opt_f(c.ci95.map(|x| x.0)),
+            opt_f(c.ci95.map(|x| x.1)),
+            opt_f(c.test.map(|t| t.p_value)),
+            c.test.map_or(String::new(), |t| t.exact.to_string()),
+            bool::to_string(&small),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = a
+        .comparisons
+        .iter()
+        .map(|c| {
+            row(
+                "arms",
+                &c.outcome,
+                &c.first,
+                &c.second,
+                &c.design,
+                &c.comparison,
+                c.too_small,
+            )
+        })
+        .collect();
+    rows.extend(a.group_comparisons.iter().map(|c| {
+        row(
+            "run_groups",
+            &c.outcome,
+            &c.first,
+            &c.second,
+            "runs",
+            &c.comparison,
+            c.too_small,
+        )
+    }));
+    csv(&header, rows)
+}
+
+pub fn same_item_csv(a: &Analysis) -> String {
+    let header = [
+        "side",
+        "first",
+        "second",
+        "item_id",
+        "item_type",
+        "prices_first",
+        "prices_second",
+        "mean_first",
+        "mean_second",
+        "difference",
+    ];
+    let join = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(" ");
+    let rows = a
+        .same_item
+        .iter()
+        .flat_map(|s| {
+            s.pairs.iter().map(move |p| {
+                vec![
+                    s.side.clone(),
+                    s.first.clone(),
+                    s.second.clone(),
+                    p.item_id.clone(),
+                    p.item_type.clone().unwrap_or_default(),
+                    join(&p.prices_first),
+                    join(&p.prices_second),
+                    format!("{:.2}", p.mean_first),
+                    format!("{:.2}", p.mean_second),
+                    format!("{:.2}", p.difference),
+                ]
+            })
+        })
+        .collect();
+    csv(&header, rows)
+}
+
+pub fn participants_csv(a: &Analysis) -> String {
+    let header = [
+        "participant",
+        "arm",
+        "runs",
+        "sales",
+        "purchases",
+        "seller_surplus",
+        "buyer_surplus",
+        "deals_per_run",
+        "surplus_per_run",
+    ];
+    let rows = a
+        .participants
+        .iter()
+        .map(|p| {
+            vec![
+                p.participant.clone(),
+                p.arm.clone(),
+                p.runs.to_string(),
+                p.sales.to_string(),
+                p.purchases.to_string(),
+                p.seller_surplus.to_string(),
+                p.buyer_surplus.to_string(),
+                format!("{:.3}", p.deals_per_run),
+                format!("{:.2}", p.surplus_per_run),
+            ]
+        })
+        .collect();
+    csv(&header, rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts
+
+fn arm_colors(a: &Analysis) -> BTreeMap<String, &'static str> {
+    a.arms
+        .keys()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), PALETTE[i % PALETTE.len()]))
+        .collect()
+}
+
+fn legend(colors: &BTreeMap<String, &'static str>, what: &str) -> String {
+    let mut s = format!(r#"<p class="legend">{}: "#, escape(what));
+    for (b, c) in colors {
+        let _ = write!(
+            s,
+            r#"<span><i style="background:{c}"></i>{}</span> "#,
+            escape(b)
+        );
+    }
+    s.push_str("</p>");
+    s
+}
+
+/// A strip chart: one column per arm, one dot per value, the mean as a bar.
+fn strip_chart(
+    label: &str,
+    ylabel: &str,
+    columns: &[(String, Vec<f64>)],
+    colors: &BTreeMap<String, &'static str>,
+    fy: &dyn Fn(f64) -> String,
+) -> String {
+    let all: Vec<f64> = columns.iter().flat_map(|c| c.1.iter().copied()).collect();
+    if all.is_empty() {
+        return empty_chart(label);
+    }
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
+    let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let pad = (hi - lo).max(1e-9) * 0.05;
+    let plot = Plot::new((0.0, columns.len() as f64), (lo, hi + pad));
+    let mut svg = String::new();
+    plot.open(&mut svg, label);
+    let yt = ticks(plot.y.0, plot.y.1, 6);
+    plot.axes(&mut svg, "arm", ylabel, &|_| String::new(), fy, &[], &yt);
+    let slot = plot.px(1.0) - plot.px(0.0);
+    for (k, (arm, vals)) in columns.iter().enumerate() {
+        let c = colors.get(arm).copied().unwrap_or("#333");
+        let x0 = plot.px(k as f64);
+        for (j, v) in vals.iter().enumerate() {
+            // Deterministic jitter spreads the dots over the middle half of the slot.
+            let jitter = ((j * 7919) % 101) as f64 / 100.0;
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="{c}" fill-opacity="0.55"/>"#,
+                x0 + slot * (0.25 + 0.5 * jitter),
+                plot.py(*v)
+            );
+        }
+        if let Some(m) = crate::stats::mean(vals) {
+            let _ = write!(
+                svg,
+                r##"<line x1="{:.1}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#222" stroke-width="2.5"><title>{}</title></line>"##,
+                x0 + slot * 0.15,
+                x0 + slot * 0.85,
+                escape(&format!("{arm}: mean {} (n = {})", fy(m), vals.len())),
+                y = plot.py(m)
+            );
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x0 + slot / 2.0,
+            plot.h - plot.bottom + 16.0,
+            escape(&format!("{arm} (n = {})", vals.len()))
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Cumulative deals over simulated time, one line per run, coloured by run group.
+fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
+    let label = "Deals over time, per run";
+    let series: Vec<(String, Vec<f64>)> = runs
+        .iter()
+        .map(|r| {
+            let t0 = r.metrics.market.started_at;
+            let mut t: Vec<f64> = r
+                .metrics
+                .deals
+                .iter()
+                .filter(|d| d.counted)
+                .map(|d| (d.created_at - t0) as f64 / 3_600_000.0)
+                .collect();
+            t.sort_by(f64::total_cmp);
+            (r.plan.group.clone(), t)
+        })
+        .collect();
+    let xmax = series
+        .iter()
+        .flat_map(|s| s.1.last().copied())
+        .fold(1.0, f64::max);
+    let ymax = series.iter().map(|s| s.1.len()).max().unwrap_or(0) as f64;
+    if ymax == 0.0 {
+        return empty_chart(label);
+    }
+    let groups: Vec<&String> = {
+        let mut g: Vec<&String> = series.iter().map(|s| &s.0).collect();
+        g.dedup();
+        g
+    };
+    let plot = Plot::new((0.0, xmax * 1.02), (0.0, ymax * 1.05));
+    let mut svg = String::new();
+    plot.open(&mut svg, label);
+    plot.axes(
+        &mut svg,
+        "simulated hours since the start",
+        "deals (cumulative)",
+        &|v| format!("{v}"),
+        &|v| format!("{v}"),
+        &ticks(0.0, xmax, 6),
+        &ticks(0.0, ymax, 5),
+    );
+    for (g, times) in &series {
+        let k = groups.iter().position(|x| *x == g).unwrap_or(0);
+        let c = PALETTE[(k + 3) % PALETTE.len()];
+        let mut path = format!("M{:.1},{:.1}", plot.px(0.0), plot.py(0.0));
+        for (n, t) in times.iter().enumerate() {
+            let x = plot.px(*t);
+            let _ = write!(
+                path,
+                " L{x:.1},{:.1} L{x:.1},{:.1}",
+                plot.py(n as f64),
+                plot.py((n + 1) as f64)
+            );
+        }
+        let _ = write!(
+            svg,
+            r#"<path d="{path}" fill="none" stroke="{c}" stroke-width="1.5" stroke-opacity="0.8"/>"#
+        );
+    }
+    svg.push_str("</svg>");
+    let _ = a;
+    svg
+}
+
+/// Same-item pairs: the item's mean price under the first arm (x) against the second (y).
+fn chart_pairs(s: &crate::analysis::SameItem, cur: &str) -> String {
+    let label = format!(
+        "Same item, {} as {}: price under {} against {}",
+        s.first, s.side, s.first, s.second
+    );
+    if s.pairs.is_empty() {
+        return empty_chart(&label);
+    }
+    let max = s
+        .pairs
+        .iter()
+        .map(|p| p.mean_first.max(p.mean_second))
+        .fold(1.0, f64::max)
+        * 1.05;
+    let plot = Plot::new((0.0, max), (0.0, max));
+    let mut svg = String::new();
+    plot.open(&mut svg, &label);
+    let t = ticks(0.0, max, 6);
+    let f = |v: f64| tick_money(v.round() as i64, cur);
+    plot.axes(
+        &mut svg,
+        &format!("price when the {} is {}", s.side, s.first),
+        &format!("price when {}", s.second),
+        &f,
+        &f,
+        &t,
+        &t,
+    );
+    let _ = write!(
+        svg,
+        r##"<line class="ref" stroke="#aaa" stroke-dasharray="4 3" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/>"##,
+        plot.px(0.0),
+        plot.py(0.0),
+        plot.px(max),
+        plot.py(max)
+    );
+    for p in &s.pairs {
+        let _ = write!(
+            svg,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="#4e79a7"><title>{}</title></circle>"##,
+            plot.px(p.mean_first),
+            plot.py(p.mean_second),
+            escape(&format!(
+                "{} ({}): {} vs {}",
+                p.item_id,
+                p.item_type.as_deref().unwrap_or("?"),
+                money(p.mean_first.round() as i64, cur),
+                money(p.mean_second.round() as i64, cur)
+            ))
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTML
+
+fn table(h: &mut String, head: &[&str], rows: Vec<(String, Vec<String>)>) {
+    h.push_str("<table><tr>");
+    for (i, c) in head.iter().enumerate() {
+        let class = if i == 0 { " class=\"t\"" } else { "" };
+        let _ = write!(h, "<th{class}>{}</th>", escape(c));
+    }
+    h.push_str("</tr>");
+    for (class, row) in rows {
+        let _ = write!(h, "<tr{class}>");
+        for (i, c) in row.iter().enumerate() {
+            let class = if i == 0 { " class=\"t\"" } else { "" };
+            let _ = write!(h, "<td{class}>{c}</td>");
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>\n");
+}
+
+fn comparison_rows(a: &Analysis) -> Vec<(String, Vec<String>)> {
+    let cur = &a.currency;
+    a.comparisons
+        .iter()
+        .map(|c| {
+            let k = &c.comparison;
+            let sig = k.test.is_some_and(|t| t.p_value < 0.05);
+            (
+                if c.too_small {
+                    " class=\"void\"".to_string()
+                } else {
+                    String::new()
+                },
+                vec![
+                    escape(outcome_label(&c.outcome)),
+                    escape(&format!("{} − {}", c.first, c.second)),
+                    escape(&format!("{} ({} runs)", c.design, c.runs)),
+                    format!("{} / {}", k.n_first, k.n_second),
+                    escape(&value(&c.outcome, k.mean_first, cur)),
+                    escape(&value(&c.outcome, k.mean_second, cur)),
+                    format!(
+                        "{}{}",
+                        escape(&value(&c.outcome, k.difference, cur)),
+                        if sig { " *" } else { "" }
+                    ),
+                    escape(&ci_text(&c.outcome, k, cur)),
+                    escape(&p_text(&k.test)),
+                    if c.too_small {
+                        "too few".into()
+                    } else {
+                        String::new()
+                    },
+                ],
+            )
+        })
+        .collect()
+}
+
+const COMPARISON_HEAD: &[&str] = &[
+    "outcome",
+    "arms",
+    "design",
+    "n",
+    "mean first",
+    "mean second",
+    "difference",
+    "95% interval",
+    "p (permutation)",
+    "",
+];
+
+/// The self-contained `report.html` of an experiment.
+pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usize) -> String {
+    let cur = &a.currency;
+    let mut h = String::new();
+    let title = format!("Haggle experiment: {}", x.name);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{0}</title><style>{CSS}\n.warn{{background:#fff4e5;border-left:4px solid #f28e2b;padding:.5em 1em}}</style></head><body>\n<h1>{0}</h1>\n",
+        escape(&title)
+    );
+    if !x.description.trim().is_empty() {
+        let _ = writeln!(h, "<p>{}</p>", escape(x.description.trim()));
+    }
+    let participants = runs.first().map_or(0, |r| r.metrics.market.participants);
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">{} of {planned} runs finished, {participants} participants each; scheduler {} (≤ {} rounds); experiment seed {}. Resampling: {} bootstrap draws, permutation tests exact up to {} relabelings else {} random ones, seed {}. Differences are first arm minus second; * marks p &lt; 0.05. Prices in {}.</p>",
+        runs.len(),
+        escape(&x.market.mode),
+        x.market.max_rounds,
+        x.seed,
+        a.resampling.bootstrap,
+        a.resampling.max_exact,
+        a.resampling.permutations,
+        a.resampling.seed,
+        escape(cur)
+    );
+    if !a.warnings.is_empty() {
+        h.push_str("<div class=\"warn\"><b>Warnings</b><ul>");
+        for w in &a.warnings {
+            let _ = write!(h, "<li>{}</li>", escape(w));
+        }
+        h.push_str("</ul></div>\n");
+    }
+
+    // Arms.
+    h.push_str("<h2>Arms</h2>\n");
+    table(
+        &mut h,
+        &[
+            "arm",
+            "brain",
+            "runs",
+            "participant-runs",
+            "sales",
+            "purchases",
+            "seller surplus",
+            "buyer surplus",
+            "per sale",
+            "per purchase",
+            "mean σ as seller",
+            "mean 1 − σ as buyer",
+            "deals per participant",
+            "irrational",
+            "unwanted",
+            "refusals",
+            "LLM calls",
+            "LLM cost",
+        ],
+        a.arm_summaries
+            .iter()
+            .map(|(arm, s)| {
+                (
+                    String::new(),
+                    vec![
+                        escape(arm),
+                        escape(&s.brain),
+                        s.runs.to_string(),
+                        s.participant_runs.to_string(),
+                        s.deals_as_seller.to_string(),
+                        s.deals_as_buyer.to_string(),
+                        escape(&money(s.seller_surplus, cur)),
+                        escape(&money(s.buyer_surplus, cur)),
+                        escape(&value("surplus", s.mean_seller_surplus_per_sale, cur)),
+                        escape(&value("surplus", s.mean_buyer_surplus_per_purchase, cur)),
+                        num(s.mean_share_as_seller),
+                        num(s.mean_share_as_buyer),
+                        num(s.deals_per_participant),
+                        s.irrational_deals.to_string(),
+                        s.unwanted_purchases.to_string(),
+                        s.refusals.to_string(),
+                        s.llm.calls.to_string(),
+                        escape(&usd(s.llm.cost_micro_usd)),
+                    ],
+                )
+            })
+            .collect(),
+    );
+
+    // Comparisons.
+    h.push_str("<h2>Arm comparisons</h2>\n<p class=\"note\">Unit: one participant in one run. <i>Within runs</i>: only runs that split participants between both arms; labels are permuted within each run and the bootstrap resamples within each (run, arm) cell. <i>Between runs</i>: each run's mean is one unit. Greyed rows have fewer than ")
+        ;
+    let _ = writeln!(h, "{} units in a group.</p>", a.min_units);
+    table(&mut h, COMPARISON_HEAD, comparison_rows(a));
+
+    // Charts.
+    let colors = arm_colors(a);
+    let shares: Vec<(String, Vec<f64>)> = a
+        .arms
+        .keys()
+        .map(|arm| {
+            let v = runs
+                .iter()
+                .flat_map(|r| {
+                    r.metrics
+                        .deals
+                        .iter()
+                        .filter(|d| d.counted && r.arms.get(&d.seller) == Some(arm))
+                        .filter_map(|d| d.seller_share)
+                })
+                .collect();
+            (arm.clone(), v)
+        })
+        .collect();
+    let surplus: Vec<(String, Vec<f64>)> = a
+        .arms
+        .keys()
+        .map(|arm| {
+            let v = runs
+                .iter()
+                .flat_map(|r| {
+                    r.metrics
+                        .participants
+                        .iter()
+                        .filter(|(n, _)| r.arms.get(*n) == Some(arm))
+                        .map(|(_, p)| (p.seller_surplus + p.buyer_surplus) as f64)
+                })
+                .collect();
+            (arm.clone(), v)
+        })
+        .collect();
+    h.push_str("<h2>Charts</h2>\n<div class=\"grid2\">");
+    let _ = write!(
+        h,
+        "<figure><figcaption>Seller's share σ of each sale, by the seller's arm</figcaption>{}{}</figure>",
+        strip_chart(
+            "Seller share by arm",
+            "σ = (p − r)/(v − r)",
+            &shares,
+            &colors,
+            &|v| format!("{v:.2}")
+        ),
+        legend(&colors, "arm")
+    );
+    let _ = write!(
+        h,
+        "<figure><figcaption>Surplus of each participant in each run, by arm</figcaption>{}</figure>",
+        strip_chart("Surplus by arm", "surplus", &surplus, &colors, &|v| {
+            tick_money(v.round() as i64, cur)
+        })
+    );
+    let _ = write!(
+        h,
+        "<figure><figcaption>Deals over time, one line per run</figcaption>{}</figure>",
+        chart_deals_over_time(a, runs)
+    );
+    for s in a.same_item.iter().filter(|s| s.side == "seller") {
+        let _ = write!(
+            h,
+            "<figure><figcaption>Same item sold by sellers of {} and of {}</figcaption>{}</figure>",
+            escape(&s.first),
+            escape(&s.second),
+            chart_pairs(s, cur)
+        );
+    }
+    h.push_str("</div>\n");
+
+    // Same items.
+    h.push_str("<h2>Same-item comparisons</h2>\n<p class=\"note\">An item sold (or bought) under both arms in different runs: its mean price under each, the paired difference, a sign-flip permutation test and a bootstrap interval over items. The full list is in same_item.csv.</p>\n");
+    for s in &a.same_item {
+        let _ = write!(
+            h,
+            "<h3>{} vs {} as {}: {} items</h3><p>mean difference {}, 95% interval {}, p {}</p>",
+            escape(&s.first),
+            escape(&s.second),
+            escape(&s.side),
+            s.pairs.len(),
+            escape(&value("surplus", s.paired.mean_difference, cur)),
+            escape(&s.paired.ci95.map_or("–".into(), |(l, u)| format!(
+                "[{}, {}]",
+                money(l.round() as i64, cur),
+                money(u.round() as i64, cur)
+            ))),
+            escape(&p_text(&s.paired.test))
+        );
+        let mut pairs: Vec<&crate::analysis::ItemPair> = s.pairs.iter().collect();
+        pairs.sort_by(|p, q| q.difference.abs().total_cmp(&p.difference.abs()));
+        let prices = |v: &[i64]| {
+            v.iter()
+                .map(|p| money(*p, cur))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        table(
+            &mut h,
+            &[
+                "item",
+                "type",
+                &format!("prices, {}", s.first),
+                &format!("prices, {}", s.second),
+                "difference of means",
+            ],
+            pairs
+                .iter()
+                .take(30)
+                .map(|p| {
+                    (
+                        String::new(),
+                        vec![
+                            escape(&p.item_id),
+                            escape(p.item_type.as_deref().unwrap_or("?")),
+                            escape(&prices(&p.prices_first)),
+                            escape(&prices(&p.prices_second)),
+                            escape(&money(p.difference.round() as i64, cur)),
+                        ],
+                    )
+                })
+                .collect(),
+        );
+    }
+
+    // Regression.
+    if let Some(reg) = &a.regression {
+        let _ = write!(
+            h,
+            "<h2>Price regression with item fixed effects</h2>\n<p class=\"note\">price = item effect + arm effects + error, by the within transformation over every counted deal of a known item ({} items with deals under more than one arm combination). Reference arm: {}. Classical standard errors: deals of one run are not independent, so read these beside the permutation tests.{}</p>\n",
+            reg.items_with_variation,
+            escape(&reg.reference_arm),
+            if reg.dropped.is_empty() {
+                String::new()
+            } else {
+                escape(&format!(
+                    " Dropped for want of variation within items: {}.",
+                    reg.dropped.join(", ")
+                ))
+            }
+        );
+        match &reg.result {
+            Some(r) => {
+                let _ = write!(
+                    h,
+                    "<p>n = {} deals, {} items, {} residual degrees of freedom, residual sd {}</p>",
+                    r.n,
+                    r.groups,
+                    r.df,
+                    escape(&money(r.sigma2.sqrt().round() as i64, cur))
+                );
+                table(
+                    &mut h,
+                    &[
+                        "regressor",
+                        "coefficient",
+                        "std. error",
+                        "95% interval",
+                        "p (t)",
+                    ],
+                    reg.regressors
+                        .iter()
+                        .enumerate()
+                        .map(|(i, name)| {
+                            (
+                                String::new(),
+                                vec![
+                                    escape(name),
+                                    escape(&money(r.coefficients[i].round() as i64, cur)),
+                                    escape(&money(r.std_errors[i].round() as i64, cur)),
+                                    escape(&format!(
+                                        "[{}, {}]",
+                                        money(r.ci95[i].0.round() as i64, cur),
+                                        money(r.ci95[i].1.round() as i64, cur)
+                                    )),
+                                    format!("{:.4}", r.p_values[i]),
+                                ],
+                            )
+                        })
+                        .collect(),
+                );
+            }
+            None => {
+                let _ = write!(
+                    h,
+                    "<p>Not estimated: {}</p>",
+                    escape(reg.error.as_deref().unwrap_or("?"))
+                );
+            }
+        }
+    }
+
+    // Run groups.
+    if !a.group_comparisons.is_empty() {
+        h.push_str("<h2>Run groups compared</h2>\n<p class=\"note\">Market-level outcomes, runs as units.</p>\n");
+        table(
+            &mut h,
+            &[
+                "outcome",
+                "groups",
+                "n",
+                "mean first",
+                "mean second",
+                "difference",
+                "95% interval",
+                "p (permutation)",
+                "",
+            ],
+            a.group_comparisons
+                .iter()
+                .map(|c| {
+                    let k = &c.comparison;
+                    (
+                        if c.too_small {
+                            " class=\"void\"".into()
+                        } else {
+                            String::new()
+                        },
+                        vec![
+                            escape(outcome_label(&c.outcome)),
+                            escape(&format!("{} − {}", c.first, c.second)),
+                            format!("{} / {}", k.n_first, k.n_second),
+                            escape(&value(&c.outcome, k.mean_first, cur)),
+                            escape(&value(&c.outcome, k.mean_second, cur)),
+                            escape(&value(&c.outcome, k.difference, cur)),
+                            escape(&ci_text(&c.outcome, k, cur)),
+                            escape(&p_text(&k.test)),
+                            if c.too_small {
+                                "too few".into()
+                            } else {
+                                String::new()
+                            },
+                        ],
+                    )
+                })
+                .collect(),
+        );
+    }
+
+    // Runs.
+    h.push_str("<h2>Runs</h2>\n");
+    table(
+        &mut h,
+        &[
+            "run",
+            "group",
+            "seed",
+            "arms",
+            "deals",
+            "volume",
+            "efficiency",
+            "mean price",
+            "agreement",
+            "mean σ",
+            "irrational",
+            "wants met",
+            "items sold",
+            "first-proposal bias",
+            "refusals",
+            "rounds",
+            "LLM calls",
+            "LLM cost",
+        ],
+        a.runs
+            .iter()
+            .map(|r| {
+                let m = &r.market;
+                (
+                    String::new(),
+                    vec![
+                        format!(
+                            "<a href=\"runs/{0}/report.html\">{0}</a>{1}",
+                            escape(&r.id),
+                            if r.real { " (real)" } else { "" }
+                        ),
+                        escape(&r.group),
+                        r.seed.to_string(),
+                        escape(
+                            &r.arm_sizes
+                                .iter()
+                                .map(|(k, v)| format!("{k} {v}"))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ),
+                        m.deals.to_string(),
+                        escape(&money(m.gross_volume, cur)),
+                        pct(m.allocative_efficiency),
+                        escape(&m.mean_price.map_or("–".into(), |p| money(p, cur))),
+                        pct(m.agreement_rate),
+                        num(m.mean_seller_share),
+                        m.irrational_deals.to_string(),
+                        pct(m.share_wants_met),
+                        pct(m.share_items_sold),
+                        pct(m.first_proposal_bias),
+                        m.refusals.to_string(),
+                        m.rounds.to_string(),
+                        r.llm.calls.to_string(),
+                        escape(&usd(r.llm.cost_micro_usd)),
+                    ],
+                )
+            })
+            .collect(),
+    );
+
+    // Deals per participant by arm.
+    h.push_str("<h2>Participants by arm</h2>\n<p class=\"note\">Deals (sales + purchases) and surplus per run, over the runs in which the participant was in that arm.</p>\n");
+    let mut by: BTreeMap<&str, BTreeMap<&str, &crate::analysis::ParticipantArm>> = BTreeMap::new();
+    for p in &a.participants {
+        by.entry(&p.participant).or_default().insert(&p.arm, p);
+    }
+    let arms: Vec<&String> = a.arms.keys().collect();
+    let mut head: Vec<String> = vec!["participant".into()];
+    for arm in &arms {
+        head.push(format!("{arm}: runs"));
+        head.push(format!("{arm}: deals/run"));
+        head.push(format!("{arm}: surplus/run"));
+    }
+    let head_ref: Vec<&str> = head.iter().map(String::as_str).collect();
+    table(
+        &mut h,
+        &head_ref,
+        by.iter()
+            .map(|(name, m)| {
+                let mut row = vec![escape(name)];
+                for arm in &arms {
+                    match m.get(arm.as_str()) {
+                        Some(p) => {
+                            row.push(p.runs.to_string());
+                            row.push(format!("{:.2}", p.deals_per_run));
+                            row.push(escape(&money(p.surplus_per_run.round() as i64, cur)));
+                        }
+                        None => row.extend(["–".into(), "–".into(), "–".into()]),
+                    }
+                }
+                (String::new(), row)
+            })
+            .collect(),
+    );
+    h.push_str("<p class=\"note\">Written by haggle-lab. Machine-readable: analysis.json, runs.csv, arms.csv, comparisons.csv, same_item.csv, participants_by_arm.csv.</p>\n</body></html>\n");
+    h
+}
+
+/// Writes `analysis.json`, the CSVs and `report.html` into `dir`; returns the HTML's path.
+pub fn write(
+    dir: &Path,
+    x: &Experiment,
+    a: &Analysis,
+    runs: &[RunData],
+    planned: usize,
+) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("analysis.json"), json_text(a)?)?;
+    std::fs::write(dir.join("runs.csv"), runs_csv(a))?;
+    std::fs::write(dir.join("arms.csv"), arms_csv(a))?;
+    std::fs::write(dir.join("comparisons.csv"), comparisons_csv(a))?;
+    std::fs::write(dir.join("same_item.csv"), same_item_csv(a))?;
+    std::fs::write(dir.join("participants_by_arm.csv"), participants_csv(a))?;
+    let html = dir.join("report.html");
+    std::fs::write(&html, report_html(x, a, runs, planned))?;
+    Ok(html)
+}
+
+/// One experiment in a comparison: its folder, its file, its analysis, its planned runs.
+pub type Compared = (String, Experiment, Analysis, usize);
+
+/// `compare.html` and `compare.json` in `out`: the experiments side by side.
+pub fn write_comparison(out: &Path, all: &[Compared]) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(out)?;
+    let analyses: Vec<&Analysis> = all.iter().map(|c| &c.2).collect();
+    std::fs::write(out.join("compare.json"), json_text(&analyses)?)?;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Haggle experiments compared</title><style>{CSS}</style></head><body>\n<h1>Haggle experiments compared</h1>\n"
+    );
+    h.push_str("<h2>Experiments</h2>\n");
+    let mean_of = |a: &Analysis, f: &dyn Fn(&crate::metrics::MarketMetrics) -> Option<f64>| {
+        crate::stats::mean(
+            &a.runs
+                .iter()
+                .filter_map(|r| f(&r.market))
+                .collect::<Vec<_>>(),
+        )
+    };
+    table(
+        &mut h,
+        &[
+            "experiment",
+            "folder",
+            "arms",
+            "runs",
+            "participants",
+            "mean deals",
+            "mean efficiency",
+            "mean price",
+            "warnings",
+            "LLM cost",
+        ],
+        all.iter()
+            .map(|(dir, x, a, planned)| {
+                (
+                    String::new(),
+                    vec![
+                        escape(&x.name),
+                        escape(dir),
+                        escape(
+                            &a.arms
+                                .iter()
+                                .map(|(k, v)| format!("{k} = {v}"))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ),
+                        format!("{} of {planned}", a.runs.len()),
+                        a.runs
+                            .first()
+                            .map_or(0, |r| r.market.participants)
+                            .to_string(),
+                        num(mean_of(a, &|m| Some(m.deals as f64))),
+                        pct(mean_of(a, &|m| m.allocative_efficiency)),
+                        escape(&value(
+                            "mean_price",
+                            mean_of(a, &|m| m.mean_price.map(|p| p as f64)),
+                            &a.currency,
+                        )),
+                        a.warnings.len().to_string(),
+                        escape(&usd(a.llm.cost_micro_usd)),
+                    ],
+                )
+            })
+            .collect(),
+    );
+    h.push_str("<h2>Arm comparisons</h2>\n");
+    let mut head = vec!["experiment"];
+    head.extend_from_slice(COMPARISON_HEAD);
+    let rows = all
+        .iter()
+        .flat_map(|(_, x, a, _)| {
+            comparison_rows(a).into_iter().map(move |(class, mut row)| {
+                row.insert(0, escape(&x.name));
+                (class, row)
+            })
+        })
+        .collect();
+    table(&mut h, &head, rows);
+    h.push_str("<h2>Same-item comparisons</h2>\n");
+    table(
+        &mut h,
+        &[
+            "experiment",
+            "arms",
+            "side",
+            "items",
+            "mean difference",
+            "95% interval",
+            "p",
+        ],
+        all.iter()
+            .flat_map(|(_, x, a, _)| {
+                a.same_item.iter().map(move |s| {
+                    (
+                        if s.too_small {
+                            " class=\"void\"".into()
+                        } else {
+                            String::new()
+                        },
+                        vec![
+                            escape(&x.name),
+                            escape(&format!("{} − {}", s.first, s.second)),
+                            escape(&s.side),
+                            s.pairs.len().to_string(),
+                            escape(&value("surplus", s.paired.mean_difference, &a.currency)),
+                            escape(&s.paired.ci95.map_or("–".into(), |(l, u)| {
+                                format!(
+                                    "[{}, {}]",
+                                    money(l.round() as i64, &a.currency),
+                                    money(u.round() as i64, &a.currency)
+                                )
+                            })),
+                            escape(&p_text(&s.paired.test)),
+                        ],
+                    )
+                })
+            })
+            .collect(),
+    );
+    h.push_str("</body></html>\n");
+    let path = out.join("compare.html");
+    std::fs::write(&path, h)?;
+    Ok(path)
+}

@@ -1,0 +1,832 @@
+//! The statistics of experiments, pure and seeded (no IO, no clock): two-group comparisons of
+//! means with a stratified permutation test and a stratified percentile bootstrap, paired
+//! comparisons (sign-flip test, bootstrap), and least squares with group fixed effects (the
+//! within transformation) with classical standard errors and Student-t p-values.
+//!
+//! Callers keep money as integer minor units and convert to `f64` only when they hand values
+//! to these functions. Every random draw comes from a `StdRng` seeded by the caller, so the same
+//! data and seed give the same interval and p-value.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One observation of a two-group comparison: its stratum (e.g. the run: labels are permuted
+/// only within it, as they were randomised), whether it belongs to the second group, its value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Obs {
+    pub stratum: usize,
+    pub second: bool,
+    pub value: f64,
+}
+
+pub fn mean(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+}
+
+/// Sample variance (n − 1 in the denominator).
+pub fn variance(xs: &[f64]) -> Option<f64> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let m = mean(xs)?;
+    Some(xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (xs.len() - 1) as f64)
+}
+
+/// Mean of the first group minus mean of the second; `None` when a group is empty.
+pub fn mean_difference(obs: &[Obs]) -> Option<f64> {
+    let first: Vec<f64> = obs.iter().filter(|o| !o.second).map(|o| o.value).collect();
+    let second: Vec<f64> = obs.iter().filter(|o| o.second).map(|o| o.value).collect();
+    Some(mean(&first)? - mean(&second)?)
+}
+
+/// The result of a permutation test.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PermutationTest {
+    /// Two-sided: the share of relabelings whose |difference| is at least the observed one.
+    pub p_value: f64,
+    /// Every relabeling enumerated (else `resamples` random ones, p = (1 + hits)/(1 + resamples)).
+    pub exact: bool,
+    /// Relabelings enumerated or drawn.
+    pub permutations: u64,
+}
+
+/// Settings of the resampling methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resampling {
+    pub seed: u64,
+    /// Bootstrap resamples.
+    pub bootstrap: u32,
+    /// Random relabelings when exact enumeration is too large.
+    pub permutations: u32,
+    /// Enumerate every relabeling when there are at most this many.
+    pub max_exact: u64,
+}
+
+impl Default for Resampling {
+    fn default() -> Resampling {
+        Resampling {
+            seed: 2026,
+            bootstrap: 4000,
+            permutations: 9999,
+            max_exact: 200_000,
+        }
+    }
+}
+
+/// Relative slack when comparing |T*| with |T_obs|, so that relabelings with the same
+/// statistic (up to rounding) count as "at least as extreme".
+fn at_least(t: f64, obs: f64) -> bool {
+    t.abs() >= obs.abs() - 1e-9 * (1.0 + obs.abs())
+}
+
+/// n choose k, saturating.
+fn choose(n: u64, k: u64) -> u64 {
+    let k = k.min(n - k.min(n));
+    let mut r: u128 = 1;
+    for i in 0..k {
+        r = r * u128::from(n - i) / u128::from(i + 1);
+        if r > u128::from(u64::MAX) {
+            return u64::MAX;
+        }
+    }
+    r as u64
+}
+
+/// Per stratum: its values and how many belong to the first group.
+fn strata(obs: &[Obs]) -> Vec<(Vec<f64>, usize)> {
+    let mut by: BTreeMap<usize, (Vec<f64>, usize)> = BTreeMap::new();
+    for o in obs {
+        let e = by.entry(o.stratum).or_default();
+        e.0.push(o.value);
+        e.1 += usize::from(!o.second);
+    }
+    by.into_values().collect()
+}
+
+/// Sums of every `k`-subset of `xs` (in lexicographic order of the subsets).
+fn subset_sums(xs: &[f64], k: usize) -> Vec<f64> {
+    fn go(xs: &[f64], k: usize, start: usize, acc: f64, out: &mut Vec<f64>) {
+        if k == 0 {
+            out.push(acc);
+            return;
+        }
+        for i in start..=xs.len() - k {
+            go(xs, k - 1, i + 1, acc + xs[i], out);
+        }
+    }
+    let mut out = Vec::new();
+    go(xs, k, 0, 0.0, &mut out);
+    out
+}
+
+/// Two-sided permutation test of the difference in means, relabeling within strata (the
+/// group sizes of every stratum stay fixed). Exact when the relabelings number at most
+/// `r.max_exact`, else `r.permutations` seeded random ones. `None` when a group is empty.
+pub fn permutation_test(obs: &[Obs], r: &Resampling) -> Option<PermutationTest> {
+    let observed = mean_difference(obs)?;
+    let cells = strata(obs);
+    let n_first: usize = cells.iter().map(|c| c.1).sum();
+    let n_second = obs.len() - n_first;
+    let total: f64 = obs.iter().map(|o| o.value).sum();
+    let diff = |sum_first: f64| sum_first / n_first as f64 - (total - sum_first) / n_second as f64;
+    let count = cells.iter().try_fold(1u64, |acc, (xs, k)| {
+        acc.checked_mul(choose(xs.len() as u64, *k as u64))
+    });
+    match count {
+        Some(count) if count <= r.max_exact => {
+            // An odometer over each stratum's subset sums.
+            let sums: Vec<Vec<f64>> = cells.iter().map(|(xs, k)| subset_sums(xs, *k)).collect();
+            let mut idx = vec![0usize; sums.len()];
+            let mut hits = 0u64;
+            loop {
+                let s: f64 = idx.iter().zip(&sums).map(|(&i, v)| v[i]).sum();
+                hits += u64::from(at_least(diff(s), observed));
+                let mut j = 0;
+                loop {
+                    if j == idx.len() {
+                        return Some(PermutationTest {
+                            p_value: hits as f64 / count as f64,
+                            exact: true,
+                            permutations: count,
+                        });
+                    }
+                    idx[j] += 1;
+                    if idx[j] < sums[j].len() {
+                        break;
+                    }
+                    idx[j] = 0;
+                    j += 1;
+                }
+            }
+        }
+        _ => {
+            let mut rng = StdRng::seed_from_u64(r.seed);
+            let mut work: Vec<Vec<f64>> = cells.iter().map(|c| c.0.clone()).collect();
+            let mut hits = 0u64;
+            for _ in 0..r.permutations {
+                let mut s = 0.0;
+                for (xs, (_, k)) in work.iter_mut().zip(&cells) {
+                    // A partial Fisher–Yates shuffle: the first k are a uniform k-subset.
+                    for i in 0..*k {
+                        let j = rng.random_range(i..xs.len());
+                        xs.swap(i, j);
+                        s += xs[i];
+                    }
+                }
+                hits += u64::from(at_least(diff(s), observed));
+            }
+            Some(PermutationTest {
+                p_value: (1 + hits) as f64 / (1 + u64::from(r.permutations)) as f64,
+                exact: false,
+                permutations: u64::from(r.permutations),
+            })
+        }
+    }
+}
+
+/// The `level` percentile interval of sorted draws (nearest rank).
+fn percentile_interval(sorted: &[f64], level: f64) -> (f64, f64) {
+    let n = sorted.len();
+    let a = (1.0 - level) / 2.0;
+    let lo = ((n as f64 * a).ceil() as usize).clamp(1, n) - 1;
+    let hi = ((n as f64 * (1.0 - a)).ceil() as usize).clamp(1, n) - 1;
+    (sorted[lo], sorted[hi])
+}
+
+/// Percentile bootstrap interval (`level`, e.g. 0.95) of the difference in means, resampling
+/// with replacement within each (stratum, group) cell. `None` when a group is empty.
+pub fn bootstrap_difference(obs: &[Obs], level: f64, r: &Resampling) -> Option<(f64, f64)> {
+    mean_difference(obs)?;
+    let mut cells: BTreeMap<(usize, bool), Vec<f64>> = BTreeMap::new();
+    for o in obs {
+        cells
+            .entry((o.stratum, o.second))
+            .or_default()
+            .push(o.value);
+    }
+    let n_first = obs.iter().filter(|o| !o.second).count() as f64;
+    let n_second = obs.len() as f64 - n_first;
+    let mut rng = StdRng::seed_from_u64(r.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut draws = Vec::with_capacity(r.bootstrap as usize);
+    for _ in 0..r.bootstrap.max(1) {
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for ((_, second), xs) in &cells {
+            let s: f64 = (0..xs.len())
+                .map(|_| xs[rng.random_range(0..xs.len())])
+                .sum();
+            if *second {
+                s2 += s;
+            } else {
+                s1 += s;
+            }
+        }
+        draws.push(s1 / n_first - s2 / n_second);
+    }
+    draws.sort_by(f64::total_cmp);
+    Some(percentile_interval(&draws, level))
+}
+
+/// A comparison of two groups: sizes, means, difference, interval and test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub n_first: usize,
+    pub n_second: usize,
+    pub mean_first: Option<f64>,
+    pub mean_second: Option<f64>,
+    /// First minus second.
+    pub difference: Option<f64>,
+    /// 95% percentile bootstrap interval of the difference.
+    pub ci95: Option<(f64, f64)>,
+    pub test: Option<PermutationTest>,
+}
+
+/// Difference in means with its bootstrap interval and permutation p-value.
+pub fn compare(obs: &[Obs], r: &Resampling) -> Comparison {
+    let first: Vec<f64> = obs.iter().filter(|o| !o.second).map(|o| o.value).collect();
+    let second: Vec<f64> = obs.iter().filter(|o| o.second).map(|o| o.value).collect();
+    Comparison {
+        n_first: first.len(),
+        n_second: second.len(),
+        mean_first: mean(&first),
+        mean_second: mean(&second),
+        difference: mean_difference(obs),
+        ci95: bootstrap_difference(obs, 0.95, r),
+        test: permutation_test(obs, r),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paired differences
+
+/// Paired differences (e.g. one item's price under two arms): their mean, a bootstrap interval
+/// over pairs and a sign-flip permutation test (exact for up to 16 pairs with a nonzero
+/// difference, else seeded random flips).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Paired {
+    pub n: usize,
+    pub mean_difference: Option<f64>,
+    pub ci95: Option<(f64, f64)>,
+    pub test: Option<PermutationTest>,
+}
+
+pub fn paired(diffs: &[f64], r: &Resampling) -> Paired {
+    let n = diffs.len();
+    let Some(m) = mean(diffs) else {
+        return Paired {
+            n,
+            mean_difference: None,
+            ci95: None,
+            test: None,
+        };
+    };
+    let mut rng = StdRng::seed_from_u64(r.seed ^ 0x5851_f42d_4c95_7f2d);
+    let mut draws: Vec<f64> = (0..r.bootstrap.max(1))
+        .map(|_| (0..n).map(|_| diffs[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    draws.sort_by(f64::total_cmp);
+    let ci = percentile_interval(&draws, 0.95);
+    // Zero differences do not change under a flip: leave them out of the enumeration.
+    let nz: Vec<f64> = diffs.iter().copied().filter(|d| *d != 0.0).collect();
+    let observed: f64 = nz.iter().sum();
+    let test = if nz.len() <= 16 {
+        let count = 1u64 << nz.len();
+        let hits = (0..count)
+            .filter(|mask| {
+                let s: f64 = nz
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| if mask >> i & 1 == 1 { -d } else { *d })
+                    .sum();
+                at_least(s, observed)
+            })
+            .count() as u64;
+        PermutationTest {
+            p_value: hits as f64 / count as f64,
+            exact: true,
+            permutations: count,
+        }
+    } else {
+        let hits = (0..r.permutations)
+            .filter(|_| {
+                let s: f64 = nz
+                    .iter()
+                    .map(|d| if rng.random::<bool>() { -d } else { *d })
+                    .sum();
+                at_least(s, observed)
+            })
+            .count() as u64;
+        PermutationTest {
+            p_value: (1 + hits) as f64 / (1 + u64::from(r.permutations)) as f64,
+            exact: false,
+            permutations: u64::from(r.permutations),
+        }
+    };
+    Paired {
+        n,
+        mean_difference: Some(m),
+        ci95: Some(ci),
+        test: Some(test),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Least squares with fixed effects
+
+/// A regression that cannot be estimated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegressionError {
+    #[error("rows have different lengths (row {row} has {got} regressors, expected {expected})")]
+    Ragged {
+        row: usize,
+        got: usize,
+        expected: usize,
+    },
+    #[error(
+        "no residual degrees of freedom: {n} observations, {groups} fixed effects, {k} regressors"
+    )]
+    NoDegreesOfFreedom { n: usize, groups: usize, k: usize },
+    #[error(
+        "the regressors are collinear within the fixed effects (regressor {column} has no variation left)"
+    )]
+    Collinear { column: usize },
+}
+
+/// `y = α_g + X β + ε` estimated by the within transformation (each variable demeaned by its
+/// group), with classical (homoskedastic) standard errors on `n − G − k` degrees of freedom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Regression {
+    pub coefficients: Vec<f64>,
+    pub std_errors: Vec<f64>,
+    /// Two-sided Student-t p-values of β = 0.
+    pub p_values: Vec<f64>,
+    /// 95% confidence intervals (Student t).
+    pub ci95: Vec<(f64, f64)>,
+    pub n: usize,
+    /// Fixed-effect groups.
+    pub groups: usize,
+    pub df: usize,
+    /// Residual variance σ² = SSR / df.
+    pub sigma2: f64,
+}
+
+/// Least squares of `y` on the rows of `x` with a fixed effect per `group` value.
+pub fn ols_fixed_effects(
+    y: &[f64],
+    x: &[Vec<f64>],
+    group: &[usize],
+) -> Result<Regression, RegressionError> {
+    let n = y.len();
+    let k = x.first().map_or(0, Vec::len);
+    for (row, r) in x.iter().enumerate() {
+        if r.len() != k {
+            return Err(RegressionError::Ragged {
+                row,
+                got: r.len(),
+                expected: k,
+            });
+        }
+    }
+    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, g) in group.iter().enumerate().take(n) {
+        members.entry(*g).or_default().push(i);
+    }
+    let groups = members.len();
+    // Demean within groups.
+    let mut yt = y.to_vec();
+    let mut xt: Vec<Vec<f64>> = x.to_vec();
+    for rows in members.values() {
+        let len = rows.len() as f64;
+        let my = rows.iter().map(|&i| y[i]).sum::<f64>() / len;
+        rows.iter().for_each(|&i| yt[i] -= my);
+        for j in 0..k {
+            let mx = rows.iter().map(|&i| x[i][j]).sum::<f64>() / len;
+            rows.iter().for_each(|&i| xt[i][j] -= mx);
+        }
+    }
+    // Normal equations (X̃'X̃) β = X̃'ỹ, inverted by Gauss–Jordan with partial pivoting.
+    let mut a = vec![vec![0.0; 2 * k]; k];
+    let mut b = vec![0.0; k];
+    for i in 0..n {
+        for p in 0..k {
+            b[p] += xt[i][p] * yt[i];
+            for q in 0..k {
+                a[p][q] += xt[i][p] * xt[i][q];
+            }
+        }
+    }
+    let scale: f64 = (0..k).map(|p| a[p][p]).fold(0.0, f64::max).max(1.0);
+    for (p, row) in a.iter_mut().enumerate() {
+        row[k + p] = 1.0;
+    }
+    for col in 0..k {
+        let pivot = (col..k)
+            .max_by(|&r1, &r2| a[r1][col].abs().total_cmp(&a[r2][col].abs()))
+            .unwrap_or(col);
+        if a[pivot][col].abs() <= 1e-10 * scale {
+            return Err(RegressionError::Collinear { column: col });
+        }
+        a.swap(col, pivot);
+        let d = a[col][col];
+        a[col].iter_mut().for_each(|v| *v /= d);
+        let pivot_row = a[col].clone();
+        for (r, row) in a.iter_mut().enumerate() {
+            let f = row[col];
+            if r != col && f != 0.0 {
+                row.iter_mut()
+                    .zip(&pivot_row)
+                    .for_each(|(v, p)| *v -= f * p);
+            }
+        }
+    }
+    let inv: Vec<Vec<f64>> = a.iter().map(|row| row[k..].to_vec()).collect();
+    // Collinearity is reported before the degrees of freedom, so callers can drop a column.
+    let df = n
+        .checked_sub(groups + k)
+        .filter(|d| *d > 0)
+        .ok_or(RegressionError::NoDegreesOfFreedom { n, groups, k })?;
+    let beta: Vec<f64> = (0..k)
+        .map(|p| (0..k).map(|q| inv[p][q] * b[q]).sum())
+        .collect();
+    let ssr: f64 = (0..n)
+        .map(|i| {
+            let fit: f64 = (0..k).map(|j| xt[i][j] * beta[j]).sum();
+            (yt[i] - fit).powi(2)
+        })
+        .sum();
+    let sigma2 = ssr / df as f64;
+    let se: Vec<f64> = (0..k)
+        .map(|j| (sigma2 * inv[j][j]).max(0.0).sqrt())
+        .collect();
+    let tcrit = student_t_quantile(0.975, df as f64);
+    let p_values = beta
+        .iter()
+        .zip(&se)
+        .map(|(b, s)| {
+            if *s > 0.0 {
+                2.0 * student_t_sf((b / s).abs(), df as f64)
+            } else if *b == 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let ci95 = beta
+        .iter()
+        .zip(&se)
+        .map(|(b, s)| (b - tcrit * s, b + tcrit * s))
+        .collect();
+    Ok(Regression {
+        coefficients: beta,
+        std_errors: se,
+        p_values,
+        ci95,
+        n,
+        groups,
+        df,
+        sigma2,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Student t distribution
+
+fn ln_gamma(x: f64) -> f64 {
+    // Lanczos approximation (g = 7, n = 9), accurate to ~1e-15 for x > 0.
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let mut a = C[0];
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// Continued fraction of the regularised incomplete beta function (modified Lentz).
+fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
+    let tiny = 1e-300;
+    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 - qab * x / qap;
+    if d.abs() < tiny {
+        d = tiny;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    for m in 1..=300 {
+        let m = m as f64;
+        let m2 = 2.0 * m;
+        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
+        d = 1.0 + aa * d;
+        d = if d.abs() < tiny { tiny } else { d };
+        c = 1.0 + aa / c;
+        c = if c.abs() < tiny { tiny } else { c };
+        d = 1.0 / d;
+        h *= d * c;
+        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
+        d = 1.0 + aa * d;
+        d = if d.abs() < tiny { tiny } else { d };
+        c = 1.0 + aa / c;
+        c = if c.abs() < tiny { tiny } else { c };
+        d = 1.0 / d;
+        let del = d * c;
+        h *= del;
+        if (del - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    h
+}
+
+/// The regularised incomplete beta function I_x(a, b).
+fn inc_beta(a: f64, b: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        front * beta_cf(a, b, x) / a
+    } else {
+        1.0 - front * beta_cf(b, a, 1.0 - x) / b
+    }
+}
+
+/// P(T > t) for Student's t with `df` degrees of freedom (t ≥ 0).
+pub fn student_t_sf(t: f64, df: f64) -> f64 {
+    0.5 * inc_beta(df / 2.0, 0.5, df / (df + t * t))
+}
+
+/// The `q` quantile (0.5 < q < 1) of Student's t with `df` degrees of freedom, by bisection.
+pub fn student_t_quantile(q: f64, df: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0, 1e6);
+    for _ in 0..200 {
+        let mid = (lo + hi) / 2.0;
+        if 1.0 - student_t_sf(mid, df) < q {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo + hi) / 2.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(first: &[f64], second: &[f64]) -> Vec<Obs> {
+        first
+            .iter()
+            .map(|&v| Obs {
+                stratum: 0,
+                second: false,
+                value: v,
+            })
+            .chain(second.iter().map(|&v| Obs {
+                stratum: 0,
+                second: true,
+                value: v,
+            }))
+            .collect()
+    }
+
+    fn r() -> Resampling {
+        Resampling::default()
+    }
+
+    #[test]
+    fn mean_difference_is_first_minus_second() {
+        let obs = groups(&[10.0, 20.0, 30.0], &[5.0, 7.0]);
+        assert_eq!(mean_difference(&obs), Some(14.0));
+        assert_eq!(mean_difference(&groups(&[1.0], &[])), None);
+        assert_eq!(variance(&[1.0, 2.0, 3.0, 4.0]), Some(5.0 / 3.0));
+    }
+
+    #[test]
+    fn exact_permutation_p_matches_the_hand_count() {
+        // 20 ways to pick 3 of 6; |T| ≥ 3 only for {1,2,3} and {4,5,6}: p = 2/20.
+        let t = permutation_test(&groups(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), &r()).unwrap();
+        assert!(t.exact);
+        assert_eq!(t.permutations, 20);
+        assert!((t.p_value - 0.1).abs() < 1e-12);
+        // Sum of the first group 7: |2s − 21| ≥ 7 for sums 6, 7, 14, 15: p = 4/20.
+        let t = permutation_test(&groups(&[1.0, 2.0, 4.0], &[3.0, 5.0, 6.0]), &r()).unwrap();
+        assert!((t.p_value - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn permutation_of_identical_groups_gives_p_one() {
+        let t = permutation_test(
+            &groups(&[3.0, 5.0, 8.0, 13.0], &[3.0, 5.0, 8.0, 13.0]),
+            &r(),
+        )
+        .unwrap();
+        assert_eq!(t.p_value, 1.0);
+        // Large identical groups take the random path: still p = 1.
+        let xs: Vec<f64> = (0..40).map(|i| f64::from(i % 7)).collect();
+        let t = permutation_test(&groups(&xs, &xs), &r()).unwrap();
+        assert!(!t.exact);
+        assert_eq!(t.p_value, 1.0);
+    }
+
+    #[test]
+    fn permutations_stay_within_strata() {
+        // Stratum 0: {1 | 2}, stratum 1: {10 | 20}: 2 × 2 relabelings, diffs −5.5, −0.5, +0.5, +5.5
+        // (first-group sums 11, 21, 12, 22 against the rest).
+        let obs = vec![
+            Obs {
+                stratum: 0,
+                second: false,
+                value: 1.0,
+            },
+            Obs {
+                stratum: 0,
+                second: true,
+                value: 2.0,
+            },
+            Obs {
+                stratum: 1,
+                second: false,
+                value: 10.0,
+            },
+            Obs {
+                stratum: 1,
+                second: true,
+                value: 20.0,
+            },
+        ];
+        let t = permutation_test(&obs, &r()).unwrap();
+        assert_eq!(t.permutations, 4);
+        assert!((t.p_value - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn monte_carlo_permutation_agrees_with_exact() {
+        let a: Vec<f64> = (0..9).map(|i| f64::from(i * 3 % 11)).collect();
+        let b: Vec<f64> = (0..9).map(|i| f64::from(i * 5 % 13) + 2.0).collect();
+        let obs = groups(&a, &b);
+        let exact = permutation_test(&obs, &r()).unwrap();
+        let mc = permutation_test(
+            &obs,
+            &Resampling {
+                max_exact: 0,
+                permutations: 20_000,
+                ..r()
+            },
+        )
+        .unwrap();
+        assert!(exact.exact && !mc.exact);
+        assert!(
+            (exact.p_value - mc.p_value).abs() < 0.01,
+            "{exact:?} {mc:?}"
+        );
+    }
+
+    #[test]
+    fn bootstrap_interval_of_a_tiny_case_is_the_hand_computed_one() {
+        // Resampling [0, 0, 0, 1]: P(mean* = 1) = 0.4% < 2.5% ≤ P(mean* ≥ 0.75) = 5.1%,
+        // P(mean* = 0) = 31.6%: the 95% interval is [0, 0.75] (B is constant 0).
+        let obs = groups(&[0.0, 0.0, 0.0, 1.0], &[0.0]);
+        assert_eq!(bootstrap_difference(&obs, 0.95, &r()), Some((0.0, 0.75)));
+        // Constant groups: the interval is the difference itself.
+        let obs = groups(&[5.0, 5.0], &[2.0, 2.0, 2.0]);
+        assert_eq!(bootstrap_difference(&obs, 0.95, &r()), Some((3.0, 3.0)));
+        // [0, 1] against [0, 1]: differences −1 … 1, P(−1) = P(1) = 6.25% > 2.5%.
+        let obs = groups(&[0.0, 1.0], &[0.0, 1.0]);
+        assert_eq!(bootstrap_difference(&obs, 0.95, &r()), Some((-1.0, 1.0)));
+    }
+
+    /// Standard normal draws (Box–Muller).
+    fn normal(rng: &mut StdRng) -> f64 {
+        let u1: f64 = rng.random::<f64>().max(1e-300);
+        let u2: f64 = rng.random();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    #[test]
+    fn bootstrap_intervals_cover_the_true_difference_about_95_percent_of_the_time() {
+        // 200 simulated datasets of 40 against 40 draws with a true difference of 1. The
+        // percentile bootstrap is slightly liberal at this size (about 94%); the binomial
+        // standard error of 200 trials is 1.5 points, so [90%, 98.5%] is a 3-SE band.
+        let mut rng = StdRng::seed_from_u64(99);
+        let mut covered = 0;
+        let trials = 200;
+        for t in 0..trials {
+            let a: Vec<f64> = (0..40).map(|_| 1.0 + 2.0 * normal(&mut rng)).collect();
+            let b: Vec<f64> = (0..40).map(|_| 2.0 * normal(&mut rng)).collect();
+            let res = Resampling {
+                seed: t,
+                bootstrap: 1000,
+                ..r()
+            };
+            let (lo, hi) = bootstrap_difference(&groups(&a, &b), 0.95, &res).unwrap();
+            covered += usize::from(lo <= 1.0 && 1.0 <= hi);
+        }
+        let share = covered as f64 / trials as f64;
+        eprintln!("coverage {share}");
+        assert!((0.90..=0.985).contains(&share), "coverage {share}");
+    }
+
+    #[test]
+    fn sign_flip_test_of_paired_differences_is_exact_for_few_pairs() {
+        // Differences 1, 2, 3: of 8 sign patterns only +++ and −−− reach |sum| ≥ 6: p = 1/4.
+        let p = paired(&[1.0, 2.0, 3.0], &r());
+        assert_eq!(p.mean_difference, Some(2.0));
+        let t = p.test.unwrap();
+        assert!(t.exact);
+        assert!((t.p_value - 0.25).abs() < 1e-12);
+        // Zero differences drop out; all zeros give p = 1.
+        assert_eq!(paired(&[0.0, 0.0], &r()).test.unwrap().p_value, 1.0);
+        let (lo, hi) = p.ci95.unwrap();
+        assert!((1.0..=3.0).contains(&lo) && (1.0..=3.0).contains(&hi) && lo <= hi);
+    }
+
+    #[test]
+    fn fixed_effects_regression_matches_the_hand_solved_case() {
+        // Item 1: A 10, B 14; item 2: A 20, B 22. Demeaned: x̃ = ±½, ỹ = ±2 and ±1:
+        // β = Σx̃ỹ / Σx̃² = 3 / 1 = 3; residuals ±½, SSR = 1, df = 4 − 2 − 1 = 1, σ² = 1,
+        // se = √(σ²/Σx̃²) = 1; t = 3 on 1 df (Cauchy): p = 1 − (2/π)·atan 3.
+        let y = [10.0, 14.0, 20.0, 22.0];
+        let x = vec![vec![0.0], vec![1.0], vec![0.0], vec![1.0]];
+        let g = [1, 1, 2, 2];
+        let reg = ols_fixed_effects(&y, &x, &g).unwrap();
+        assert!((reg.coefficients[0] - 3.0).abs() < 1e-12);
+        assert!((reg.std_errors[0] - 1.0).abs() < 1e-12);
+        assert_eq!((reg.n, reg.groups, reg.df), (4, 2, 1));
+        let p = 1.0 - 2.0 / std::f64::consts::PI * 3f64.atan();
+        assert!((reg.p_values[0] - p).abs() < 1e-9, "{}", reg.p_values[0]);
+        // t(0.975, 1) = tan(0.475 π) = 12.706.
+        assert!((reg.ci95[0].1 - (3.0 + 12.706_204_736)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn two_regressors_recover_known_coefficients_exactly() {
+        // y = α_g + 2·x1 − 5·x2 without noise: exact coefficients, zero residual variance.
+        let rows: Vec<(usize, f64, f64)> = vec![
+            (0, 0.0, 0.0),
+            (0, 1.0, 0.0),
+            (0, 0.0, 1.0),
+            (1, 1.0, 1.0),
+            (1, 0.0, 0.0),
+            (1, 1.0, 0.0),
+            (2, 0.0, 1.0),
+            (2, 1.0, 1.0),
+        ];
+        let alpha = [100.0, 50.0, -7.0];
+        let y: Vec<f64> = rows
+            .iter()
+            .map(|(g, a, b)| alpha[*g] + 2.0 * a - 5.0 * b)
+            .collect();
+        let x: Vec<Vec<f64>> = rows.iter().map(|(_, a, b)| vec![*a, *b]).collect();
+        let g: Vec<usize> = rows.iter().map(|r| r.0).collect();
+        let reg = ols_fixed_effects(&y, &x, &g).unwrap();
+        assert!((reg.coefficients[0] - 2.0).abs() < 1e-9);
+        assert!((reg.coefficients[1] + 5.0).abs() < 1e-9);
+        assert!(reg.sigma2 < 1e-18);
+    }
+
+    #[test]
+    fn a_regressor_without_variation_inside_the_groups_is_refused() {
+        let y = [1.0, 2.0, 3.0, 4.0];
+        let x = vec![vec![0.0], vec![0.0], vec![1.0], vec![1.0]];
+        let g = [0, 0, 1, 1];
+        assert_eq!(
+            ols_fixed_effects(&y, &x, &g),
+            Err(RegressionError::Collinear { column: 0 })
+        );
+        assert!(matches!(
+            ols_fixed_effects(&[1.0, 2.0], &[vec![0.0], vec![1.0]], &[0, 0]),
+            Err(RegressionError::NoDegreesOfFreedom { .. })
+        ));
+    }
+
+    #[test]
+    fn student_t_tail_matches_known_values() {
+        // df = 1 is Cauchy; large df approaches the normal (P(Z > 1.96) = 0.025).
+        assert!((student_t_sf(1.0, 1.0) - 0.25).abs() < 1e-12);
+        assert!((student_t_sf(1.96, 1e6) - 0.024_997_9).abs() < 1e-5);
+        // t(0.975, 10) = 2.228139.
+        assert!((student_t_quantile(0.975, 10.0) - 2.228_139).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,553 @@
+//! The MCP server over streamable HTTP at `/mcp` of the real server, driven by rmcp's client:
+//! the tool list, a whole negotiation between two MCP clients, refusals with the HTTP API's code
+//! and message, tool-level authorisation, bearer-token checks, resources and the prompt.
+
+mod support;
+
+use haggle_agents::tools;
+use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams};
+use serde_json::{Value, json};
+use support::agent::{id, whole_negotiation};
+use support::*;
+
+#[tokio::test]
+async fn the_tool_list_is_the_catalogue_with_schemas_and_truthful_annotations() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    let listed: Vec<&str> = a.tools.iter().map(|t| t.name.as_ref()).collect();
+    let catalogue: Vec<&str> = tools::catalogue().iter().map(|t| t.name).collect();
+    assert_eq!(listed, catalogue);
+    for (t, c) in a.tools.iter().zip(tools::catalogue()) {
+        assert_eq!(t.description.as_deref(), Some(c.description));
+        assert_eq!(
+            Value::Object((*t.input_schema).clone()),
+            c.input_schema,
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            t.output_schema.as_deref().map(|o| Value::Object(o.clone())),
+            Some(c.output_schema.clone()),
+            "{}",
+            c.name
+        );
+        let ann = t.annotations.as_ref().expect("annotations");
+        assert_eq!(
+            ann.read_only_hint,
+            Some(c.annotations.read_only),
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            ann.destructive_hint,
+            Some(c.annotations.destructive),
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            ann.idempotent_hint,
+            Some(c.annotations.idempotent),
+            "{}",
+            c.name
+        );
+        assert_eq!(ann.open_world_hint, Some(false));
+    }
+    let search = a
+        .tools
+        .iter()
+        .find(|t| t.name == "search_listings")
+        .unwrap();
+    assert_eq!(
+        search.annotations.as_ref().unwrap().read_only_hint,
+        Some(true)
+    );
+    let accept = a.tools.iter().find(|t| t.name == "accept_offer").unwrap();
+    assert_eq!(
+        accept.annotations.as_ref().unwrap().destructive_hint,
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn two_mcp_clients_negotiate_a_deal_to_completion() {
+    let m = Market::start().await;
+    let (alice, bob) = (
+        m.participant("Alice", 10_000).await,
+        m.participant("Bob", 10_000).await,
+    );
+    let (a, b) = (
+        m.connect("alice", &alice.token).await,
+        m.connect("bob", &bob.token).await,
+    );
+    let done = whole_negotiation(&a, &b).await;
+    // The HTTP API sees the same completed deal, and the ledger holds.
+    let (status, deal) = m
+        .http(
+            "GET",
+            &m.path(&format!("/deals/{}", done.deal)),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, deal["status"].as_str()),
+        (200, Some("completed")),
+        "{deal}"
+    );
+    assert!(m.svc.store().verify(m.id).await.unwrap().ok());
+}
+
+#[tokio::test]
+async fn refusals_are_tool_errors_with_the_http_code_and_message() {
+    let m = Market::start().await;
+    let (alice, bob) = (
+        m.participant("Alice", 10_000).await,
+        m.participant("Bob", 10_000).await,
+    );
+    let (a, b) = (
+        m.connect("alice", &alice.token).await,
+        m.connect("bob", &bob.token).await,
+    );
+    let listing = a
+        .ok(
+            "post_listing",
+            json!({"title": "Lamp", "category": "home", "price": 1500}),
+        )
+        .await;
+    let opened = b
+        .ok(
+            "make_offer",
+            json!({"listing_id": id(&listing, "/id"), "price": 1000}),
+        )
+        .await;
+    let offer = id(&opened, "/offer/id");
+
+    // Bob accepting his own offer: the error body is the HTTP API's, word for word.
+    let via_mcp = b.refused("accept_offer", json!({"offer_id": offer})).await;
+    let (status, via_http) = m
+        .http(
+            "POST",
+            &m.path(&format!("/offers/{offer}/accept")),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(via_mcp, via_http);
+    assert_eq!(via_mcp["error"]["code"], "not_your_offer");
+
+    // Over budget, and a price of zero: the market's own codes.
+    let over = b
+        .refused(
+            "make_offer",
+            json!({"thread_id": id(&opened, "/thread/id"), "price": 50_000}),
+        )
+        .await;
+    assert_eq!(over["error"]["code"], "insufficient_funds", "{over}");
+    let zero = a
+        .refused(
+            "post_listing",
+            json!({"title": "Free", "category": "x", "price": 0}),
+        )
+        .await;
+    let (_, http_zero) = m
+        .http(
+            "POST",
+            &m.path("/listings"),
+            Some(&alice.token),
+            Some(json!({"side": "sell", "title": "Free", "category": "x", "price": 0})),
+        )
+        .await;
+    assert_eq!(zero, http_zero);
+
+    // Arguments that do not parse: invalid_request naming the field; nothing changes.
+    let bad = b
+        .refused(
+            "make_offer",
+            json!({"thread_id": id(&opened, "/thread/id"), "price": "ten"}),
+        )
+        .await;
+    assert_eq!(bad["error"]["code"], "invalid_request");
+    assert!(
+        bad["error"]["message"].as_str().unwrap().contains("price"),
+        "{bad}"
+    );
+    let thread = a
+        .ok(
+            "read_thread",
+            json!({"thread_id": id(&opened, "/thread/id")}),
+        )
+        .await;
+    assert_eq!(thread["offers"].as_array().unwrap().len(), 1);
+
+    // An unknown tool is a protocol error, not a tool result.
+    let mut params = rmcp::model::CallToolRequestParams::new("steal_everything");
+    params.arguments = Some(Default::default());
+    let e = b.client.call_tool(params).await.expect_err("unknown tool");
+    assert!(e.to_string().contains("steal_everything"), "{e}");
+}
+
+#[tokio::test]
+async fn a_token_never_acts_for_another_participant() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let bob = m.participant("Bob", 10_000).await;
+    let carol = m.participant("Carol", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    let b = m.connect("bob", &bob.token).await;
+    let c = m.connect("carol", &carol.token).await;
+    let listing = a
+        .ok(
+            "post_listing",
+            json!({"title": "Bike", "category": "bikes", "price": 5000}),
+        )
+        .await;
+    let listing_id = id(&listing, "/id");
+    let opened = b
+        .ok(
+            "make_offer",
+            json!({"listing_id": listing_id, "price": 4000}),
+        )
+        .await;
+    let (thread, offer) = (id(&opened, "/thread/id"), id(&opened, "/offer/id"));
+
+    // Carol (and Bob, on Alice's listing) try what only the others may do; each answer is
+    // exactly what the HTTP API says to the same token.
+    let attempts: Vec<(&support::agent::McpAgent, &str, &str, Value, &str, String)> = vec![
+        (
+            &c,
+            &carol.token,
+            "read_thread",
+            json!({"thread_id": thread}),
+            "GET",
+            format!("/threads/{thread}"),
+        ),
+        (
+            &c,
+            &carol.token,
+            "accept_offer",
+            json!({"offer_id": offer}),
+            "POST",
+            format!("/offers/{offer}/accept"),
+        ),
+        (
+            &c,
+            &carol.token,
+            "reject_offer",
+            json!({"offer_id": offer}),
+            "POST",
+            format!("/offers/{offer}/reject"),
+        ),
+        (
+            &c,
+            &carol.token,
+            "withdraw_offer",
+            json!({"offer_id": offer}),
+            "POST",
+            format!("/offers/{offer}/withdraw"),
+        ),
+        (
+            &c,
+            &carol.token,
+            "walk_away",
+            json!({"thread_id": thread}),
+            "POST",
+            format!("/threads/{thread}/walk-away"),
+        ),
+        (
+            &c,
+            &carol.token,
+            "send_message",
+            json!({"thread_id": thread, "body": "psst"}),
+            "POST",
+            format!("/threads/{thread}/messages"),
+        ),
+        (
+            &b,
+            &bob.token,
+            "withdraw_listing",
+            json!({"listing_id": listing_id}),
+            "POST",
+            format!("/listings/{listing_id}/withdraw"),
+        ),
+    ];
+    for (agent, token, tool, args, method, path) in attempts {
+        let via_mcp = agent.refused(tool, args.clone()).await;
+        let body = (method == "POST" && tool == "send_message").then(|| json!({"body": "psst"}));
+        let (status, via_http) = m.http(method, &m.path(&path), Some(token), body).await;
+        assert!(
+            status == 403 || status == 404,
+            "{tool}: HTTP {status} {via_http}"
+        );
+        assert_eq!(via_mcp, via_http, "{tool} by {}", agent.name);
+        let code = via_mcp["error"]["code"].as_str().unwrap();
+        assert!(
+            code == "forbidden" || code == "not_found",
+            "{tool}: {via_mcp}"
+        );
+    }
+
+    // The deal's steps belong to its parties only.
+    let counter = a
+        .ok("make_offer", json!({"thread_id": thread, "price": 4500}))
+        .await;
+    let deal = b
+        .ok(
+            "accept_offer",
+            json!({"offer_id": id(&counter, "/offer/id")}),
+        )
+        .await;
+    let deal_id = id(&deal, "/id");
+    for (tool, path) in [
+        ("hand_over", "handover"),
+        ("confirm_receipt", "confirm"),
+        ("cancel_deal", "cancel"),
+    ] {
+        let via_mcp = c.refused(tool, json!({"deal_id": deal_id})).await;
+        let (_, via_http) = m
+            .http(
+                "POST",
+                &m.path(&format!("/deals/{deal_id}/{path}")),
+                Some(&carol.token),
+                None,
+            )
+            .await;
+        assert_eq!(via_mcp, via_http, "{tool}");
+    }
+    // The buyer cannot hand over for the seller.
+    let e = b.refused("hand_over", json!({"deal_id": deal_id})).await;
+    let (_, http) = m
+        .http(
+            "POST",
+            &m.path(&format!("/deals/{deal_id}/handover")),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(e, http);
+
+    // Nothing those attempts touched changed; Carol's own view shows nothing of theirs.
+    let thread_now = a.ok("read_thread", json!({"thread_id": thread})).await;
+    assert!(thread_now["messages"].as_array().unwrap().is_empty());
+    let deals = c.ok("my_deals", json!({})).await;
+    assert!(deals["items"].as_array().unwrap().is_empty());
+    let carols = c.ok("my_balance", json!({})).await;
+    assert_eq!(carols["participant_id"], carol.id);
+}
+
+fn initialize_body(version: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+    })
+}
+
+async fn post_mcp(
+    m: &Market,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut req = reqwest::Client::new()
+        .post(m.mcp_url())
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    if let Some(s) = session {
+        req = req.header("Mcp-Session-Id", s);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_missing_bad_or_non_agent_token_is_refused_with_the_api_error_body() {
+    let m = Market::start().await;
+    let init = initialize_body("2025-06-18");
+    for token in [None, Some("hgl_not_a_token")] {
+        let r = post_mcp(&m, token, None, &init).await;
+        assert_eq!(r.status().as_u16(), 401);
+        let body: Value = r.json().await.unwrap();
+        let (_, http) = m.http("GET", "/v1/me", token, None).await;
+        assert_eq!(body, http, "{token:?}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let observer = m
+        .svc
+        .create_token(haggle_service::Role::Observer, Some(m.id), None, "observer")
+        .await
+        .unwrap();
+    let r = post_mcp(&m, Some(&observer), None, &init).await;
+    assert_eq!(r.status().as_u16(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
+
+    // rmcp's own client cannot even open a session without a valid token.
+    let config =
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            m.mcp_url(),
+        )
+        .auth_header("hgl_not_a_token");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
+    assert!(rmcp::ServiceExt::serve((), transport).await.is_err());
+}
+
+/// The JSON-RPC response in a streamable-HTTP reply (an SSE stream or a JSON body).
+async fn rpc_reply(r: reqwest::Response) -> Value {
+    let text = r.text().await.unwrap();
+    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+        return v;
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v.get("result").is_some() || v.get("error").is_some())
+        .unwrap_or_else(|| panic!("no JSON-RPC reply in {text}"))
+}
+
+#[tokio::test]
+async fn a_session_is_bound_to_the_participant_that_opened_it() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let bob = m.participant("Bob", 10_000).await;
+    // A session-based client (protocol 2025-06-18) opens a session with Alice's token.
+    let r = post_mcp(&m, Some(&alice.token), None, &initialize_body("2025-06-18")).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let session = r
+        .headers()
+        .get("mcp-session-id")
+        .expect("a session id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = rpc_reply(r).await;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = post_mcp(&m, Some(&alice.token), Some(&session), &initialized).await;
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let call = |id: i64, tool: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
+    // Bob's valid token on Alice's session acts for nobody, even as the session's first call.
+    let hijack =
+        rpc_reply(post_mcp(&m, Some(&bob.token), Some(&session), &call(2, "my_balance")).await)
+            .await;
+    assert_eq!(hijack["result"]["isError"], true, "{hijack}");
+    assert_eq!(
+        hijack["result"]["structuredContent"]["error"]["code"], "forbidden",
+        "{hijack}"
+    );
+    let mine = rpc_reply(
+        post_mcp(
+            &m,
+            Some(&alice.token),
+            Some(&session),
+            &call(3, "my_balance"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        mine["result"]["structuredContent"]["participant_id"], alice.id,
+        "{mine}"
+    );
+    // Without any token the request does not reach the session at all.
+    let r = post_mcp(&m, None, Some(&session), &call(4, "my_balance")).await;
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn resources_give_the_market_rules_and_the_own_profile() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    let listed = a.client.list_all_resources().await.unwrap();
+    let uris: Vec<&str> = listed.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(uris, [haggle_mcp::RULES_URI, haggle_mcp::PROFILE_URI]);
+
+    let read = |uri: &str| {
+        let uri = uri.to_string();
+        let client = &a.client;
+        async move {
+            let r = client
+                .read_resource(ReadResourceRequestParams::new(uri.clone()))
+                .await
+                .unwrap();
+            match &r.contents[0] {
+                rmcp::model::ResourceContents::TextResourceContents {
+                    text, mime_type, ..
+                } => {
+                    assert_eq!(mime_type.as_deref(), Some("application/json"));
+                    serde_json::from_str::<Value>(text).unwrap()
+                }
+                other => panic!("{uri}: not text: {other:?}"),
+            }
+        }
+    };
+    let rules = read(haggle_mcp::RULES_URI).await;
+    let (_, http_market) = m.http("GET", &m.path(""), Some(&alice.token), None).await;
+    assert_eq!(rules, http_market);
+    assert!(rules["rules"]["offer_ttl_ms"].is_i64());
+
+    a.ok(
+        "post_listing",
+        json!({"title": "Bike", "category": "bikes", "price": 5000}),
+    )
+    .await;
+    a.ok(
+        "post_wanted",
+        json!({"title": "Wanted: helmet", "category": "bikes", "price": 2000}),
+    )
+    .await;
+    let profile = read(haggle_mcp::PROFILE_URI).await;
+    assert_eq!(profile["participant"]["name"], "Alice");
+    assert_eq!(profile["participant"]["id"], alice.id);
+    assert_eq!(profile["market"]["currency"], "USD");
+    assert_eq!(profile["balance"]["available"], 10_000);
+    assert_eq!(profile["participant"]["mandate"]["frozen"], false);
+    assert_eq!(
+        profile["active_listings"].as_array().unwrap().len(),
+        2,
+        "{profile}"
+    );
+
+    let e = a
+        .client
+        .read_resource(ReadResourceRequestParams::new("haggle://someone/else"))
+        .await
+        .expect_err("an unknown resource");
+    assert!(e.to_string().contains("haggle://someone/else"), "{e}");
+}
+
+#[tokio::test]
+async fn the_prompt_explains_trading_with_the_markets_own_numbers() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    let prompts = a.client.list_all_prompts().await.unwrap();
+    assert_eq!(prompts.len(), 1);
+    assert_eq!(prompts[0].name, haggle_mcp::guide::PROMPT_NAME);
+    let mut params = GetPromptRequestParams::new(haggle_mcp::guide::PROMPT_NAME);
+    params.arguments = Some(
+        json!({"goal": "Sell the bike for at least 40 USD"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let p = a.client.get_prompt(params).await.unwrap();
+    let text = match &p.messages[0].content {
+        rmcp::model::ContentBlock::Text(t) => t.text.clone(),
+        other => panic!("not text: {other:?}"),
+    };
+    assert!(text.contains("minor units of USD"), "{text}");
+    assert!(text.contains("At most 20 offers"), "{text}");
+    assert!(
+        text.contains("accept_offer") && text.contains("untrusted"),
+        "{text}"
+    );
+    assert!(text.contains("Sell the bike for at least 40 USD"));
+}

@@ -1,0 +1,65 @@
+//! The stdio server code (`serve_io` with `haggle-client` over HTTP, exactly what `haggle mcp`
+//! runs) over in-memory pipes instead of a process's stdin/stdout, driven by rmcp's client. The
+//! real binary over real stdio is tested in `crates/haggle/tests/mcp.rs`.
+
+mod support;
+
+use haggle_client::HttpClient;
+use rmcp::ServiceExt;
+use serde_json::json;
+use support::agent::{McpAgent, whole_negotiation};
+use support::*;
+
+/// An MCP client connected through a pair of pipes to the stdio server acting for `token`.
+async fn stdio_agent(m: &Market, name: &'static str, token: &str) -> McpAgent {
+    let market_client = HttpClient::connect(&m.base, token)
+        .await
+        .expect("agent token");
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let (server_read, server_write) = tokio::io::split(server_io);
+    tokio::spawn(haggle_mcp::serve_io(
+        market_client,
+        server_read,
+        server_write,
+    ));
+    let client = ().serve(client_io).await.expect("MCP handshake over the pipe");
+    McpAgent::new(name, client).await
+}
+
+#[tokio::test]
+async fn two_stdio_agents_negotiate_a_deal_to_completion() {
+    let m = Market::start().await;
+    let (alice, bob) = (
+        m.participant("Alice", 10_000).await,
+        m.participant("Bob", 10_000).await,
+    );
+    let a = stdio_agent(&m, "alice", &alice.token).await;
+    let b = stdio_agent(&m, "bob", &bob.token).await;
+    assert_eq!(a.tools.len(), haggle_agents::tools::catalogue().len());
+    let done = whole_negotiation(&a, &b).await;
+
+    // Refusals: Bob may not hand over Alice's sale, nor Alice accept an offer on a listing
+    // already sold; the bodies are the HTTP API's.
+    let e = b.refused("hand_over", json!({"deal_id": done.deal})).await;
+    let (_, http) = m
+        .http(
+            "POST",
+            &m.path(&format!("/deals/{}/handover", done.deal)),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(e, http);
+    let offer = done.opening_offer;
+    let e = a.refused("accept_offer", json!({"offer_id": offer})).await;
+    let (status, http) = m
+        .http(
+            "POST",
+            &m.path(&format!("/offers/{offer}/accept")),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!((status, &e), (409, &http));
+    assert!(m.svc.store().verify(m.id).await.unwrap().ok());
+}

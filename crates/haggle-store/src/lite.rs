@@ -1,0 +1,848 @@
+//! SQLite without a worker thread: the small part of sqlx's query API that `backend.rs` uses,
+//! implemented over rusqlite so statements run on the calling thread. An embedded database answers
+//! in microseconds; sqlx-sqlite's hop to a per-connection worker thread and back for every
+//! statement cost about half the wall time of a simulation (futex wake-ups, context switches).
+//!
+//! `lib.rs` mounts this module as `sqlx` inside the SQLite backend, so the one `backend.rs` keeps
+//! compiling against both databases. Connections are never held across a real suspension point
+//! (backend code awaits only these futures, which are ready at once), so a small pool suffices;
+//! waiting for a free connection is async (a semaphore), never a blocked thread.
+
+use rusqlite::types::Value;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+/// Prepared statements kept per connection: every distinct query text of the backend fits.
+const STATEMENT_CACHE: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // Not a `#[source]`: the message already is SQLite's, and error printers that walk the
+    // chain would say it twice.
+    #[error("{}", sqlite_message(.0))]
+    Sqlite(rusqlite::Error),
+    #[error("no rows returned by a query that expected to return at least one row")]
+    RowNotFound,
+    #[error("column '{column}': {detail}")]
+    Decode { column: String, detail: String },
+    #[error("{0}")]
+    Value(#[from] rusqlite::types::FromSqlError),
+    #[error("connection pool closed")]
+    PoolClosed,
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error::Sqlite(e)
+    }
+}
+
+/// SQLite's own message once (rusqlite's display repeats the code's description after it).
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(message)) => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Error {
+    /// The extended SQLite result code, when the database refused.
+    pub fn sqlite_code(&self) -> Option<i32> {
+        match self {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => Some(e.extended_code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The database marker (`Db` in `backend.rs`).
+pub struct Sqlite;
+
+pub trait Database {
+    type Connection;
+    type Row;
+}
+
+impl Database for Sqlite {
+    type Connection = Connection;
+    type Row = SqliteRow;
+}
+
+/// Marks SQL text built at run time (sqlx's name, kept so `backend.rs` reads the same).
+pub struct AssertSqlSafe<T>(pub T);
+
+pub trait SqlText {
+    fn into_sql(self) -> String;
+}
+
+impl SqlText for &str {
+    fn into_sql(self) -> String {
+        self.to_string()
+    }
+}
+
+impl SqlText for AssertSqlSafe<String> {
+    fn into_sql(self) -> String {
+        self.0
+    }
+}
+
+impl SqlText for AssertSqlSafe<&str> {
+    fn into_sql(self) -> String {
+        self.0.to_string()
+    }
+}
+
+/// A value that can be bound to a parameter.
+pub trait Encode {
+    fn encode(self) -> Value;
+}
+
+impl Encode for i64 {
+    fn encode(self) -> Value {
+        Value::Integer(self)
+    }
+}
+
+impl Encode for i32 {
+    fn encode(self) -> Value {
+        Value::Integer(self.into())
+    }
+}
+
+impl Encode for bool {
+    fn encode(self) -> Value {
+        Value::Integer(self.into())
+    }
+}
+
+impl Encode for String {
+    fn encode(self) -> Value {
+        Value::Text(self)
+    }
+}
+
+impl Encode for &str {
+    fn encode(self) -> Value {
+        Value::Text(self.to_string())
+    }
+}
+
+impl Encode for &String {
+    fn encode(self) -> Value {
+        Value::Text(self.clone())
+    }
+}
+
+impl Encode for &i64 {
+    fn encode(self) -> Value {
+        Value::Integer(*self)
+    }
+}
+
+impl<T: Encode + Clone> Encode for &Option<T> {
+    fn encode(self) -> Value {
+        self.clone().encode()
+    }
+}
+
+impl<T: Encode> Encode for Option<T> {
+    fn encode(self) -> Value {
+        self.map_or(Value::Null, Encode::encode)
+    }
+}
+
+/// A column value read back.
+pub trait Decode: Sized {
+    fn decode(v: &Value) -> std::result::Result<Self, String>;
+}
+
+impl Decode for i64 {
+    fn decode(v: &Value) -> std::result::Result<Self, String> {
+        match v {
+            Value::Integer(i) => Ok(*i),
+            other => Err(format!("expected an integer, found {other:?}")),
+        }
+    }
+}
+
+impl Decode for i32 {
+    fn decode(v: &Value) -> std::result::Result<Self, String> {
+        i64::decode(v).and_then(|i| i32::try_from(i).map_err(|e| e.to_string()))
+    }
+}
+
+impl Decode for bool {
+    fn decode(v: &Value) -> std::result::Result<Self, String> {
+        i64::decode(v).map(|i| i != 0)
+    }
+}
+
+impl Decode for String {
+    fn decode(v: &Value) -> std::result::Result<Self, String> {
+        match v {
+            Value::Text(s) => Ok(s.clone()),
+            other => Err(format!("expected text, found {other:?}")),
+        }
+    }
+}
+
+impl<T: Decode> Decode for Option<T> {
+    fn decode(v: &Value) -> std::result::Result<Self, String> {
+        match v {
+            Value::Null => Ok(None),
+            other => T::decode(other).map(Some),
+        }
+    }
+}
+
+/// A column named or numbered.
+pub trait ColumnIndex {
+    fn position(&self, columns: &[String]) -> Option<usize>;
+    fn describe(&self) -> String;
+}
+
+impl ColumnIndex for &str {
+    fn position(&self, columns: &[String]) -> Option<usize> {
+        columns.iter().position(|c| c == self)
+    }
+    fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ColumnIndex for usize {
+    fn position(&self, columns: &[String]) -> Option<usize> {
+        (*self < columns.len()).then_some(*self)
+    }
+    fn describe(&self) -> String {
+        format!("#{self}")
+    }
+}
+
+/// One result row, owned (values are copied out of SQLite before the statement is reset).
+pub struct SqliteRow {
+    columns: Arc<[String]>,
+    values: Vec<Value>,
+}
+
+pub trait Row {
+    fn try_get<T: Decode, I: ColumnIndex>(&self, index: I) -> Result<T>;
+}
+
+impl Row for SqliteRow {
+    fn try_get<T: Decode, I: ColumnIndex>(&self, index: I) -> Result<T> {
+        let at = index.position(&self.columns).ok_or_else(|| Error::Decode {
+            column: index.describe(),
+            detail: "no such column".into(),
+        })?;
+        T::decode(&self.values[at]).map_err(|detail| Error::Decode {
+            column: index.describe(),
+            detail,
+        })
+    }
+}
+
+/// What an `execute` changed.
+pub struct QueryResult {
+    rows_affected: u64,
+}
+
+impl QueryResult {
+    pub fn rows_affected(&self) -> u64 {
+        self.rows_affected
+    }
+}
+
+/// One open SQLite connection.
+pub struct Connection {
+    raw: rusqlite::Connection,
+}
+
+impl Connection {
+    fn run(
+        &self,
+        sql: &str,
+        args: &[Value],
+        mut each: impl FnMut(&rusqlite::Row<'_>, &Arc<[String]>) -> Result<bool>,
+    ) -> Result<u64> {
+        let mut stmt = self.raw.prepare_cached(sql)?;
+        bind_all(&mut stmt, args)?;
+        let columns: Arc<[String]> = stmt
+            .column_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            if !each(row, &columns)? {
+                break;
+            }
+        }
+        drop(rows);
+        Ok(self.raw.changes())
+    }
+}
+
+/// Binds `$N` / `?N` parameters by their number, as sqlx does (the backend's SQL is written with
+/// PostgreSQL's `$N`, which SQLite reads as named parameters numbered in order of appearance).
+fn bind_all(stmt: &mut rusqlite::CachedStatement<'_>, args: &[Value]) -> Result<()> {
+    for i in 1..=stmt.parameter_count() {
+        let at = stmt
+            .parameter_name(i)
+            .and_then(|n| n.get(1..))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(i);
+        let v = args.get(at - 1).ok_or_else(|| Error::Decode {
+            column: format!("parameter {at}"),
+            detail: format!("{} arguments bound", args.len()),
+        })?;
+        stmt.raw_bind_parameter(i, v)?;
+    }
+    Ok(())
+}
+
+fn owned_row(row: &rusqlite::Row<'_>, columns: &Arc<[String]>) -> Result<SqliteRow> {
+    let mut values = Vec::with_capacity(columns.len());
+    for i in 0..columns.len() {
+        values.push(Value::try_from(row.get_ref(i)?)?);
+    }
+    Ok(SqliteRow {
+        columns: columns.clone(),
+        values,
+    })
+}
+
+fn first_column<T: Decode>(row: &rusqlite::Row<'_>) -> Result<T> {
+    let v = Value::try_from(row.get_ref(0)?)?;
+    T::decode(&v).map_err(|detail| Error::Decode {
+        column: "#0".into(),
+        detail,
+    })
+}
+
+/// Where a query runs: a connection (or transaction) at hand, or any connection of a pool.
+pub trait Executor: Send {
+    fn with<R: Send>(
+        self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send,
+    ) -> impl Future<Output = Result<R>> + Send;
+}
+
+impl Executor for &mut Connection {
+    #[allow(clippy::manual_async_fn)]
+    fn with<R: Send>(
+        self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send,
+    ) -> impl Future<Output = Result<R>> + Send {
+        async move { f(self) }
+    }
+}
+
+impl<D: Send + Sync> Executor for &Pool<D> {
+    #[allow(clippy::manual_async_fn)]
+    fn with<R: Send>(
+        self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send,
+    ) -> impl Future<Output = Result<R>> + Send {
+        async move {
+            let c = self.acquire().await?;
+            f(&c)
+        }
+    }
+}
+
+/// A statement and its arguments.
+pub struct Query {
+    sql: String,
+    args: Vec<Value>,
+}
+
+pub fn query(sql: impl SqlText) -> Query {
+    Query {
+        sql: sql.into_sql(),
+        args: Vec::new(),
+    }
+}
+
+impl Query {
+    pub fn bind(mut self, v: impl Encode) -> Query {
+        self.args.push(v.encode());
+        self
+    }
+
+    pub async fn execute(self, e: impl Executor) -> Result<QueryResult> {
+        e.with(move |c| {
+            let n = c.run(&self.sql, &self.args, |_, _| Ok(true))?;
+            Ok(QueryResult { rows_affected: n })
+        })
+        .await
+    }
+
+    pub async fn fetch_all(self, e: impl Executor) -> Result<Vec<SqliteRow>> {
+        e.with(move |c| {
+            let mut out = Vec::new();
+            c.run(&self.sql, &self.args, |r, cols| {
+                out.push(owned_row(r, cols)?);
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn fetch_optional(self, e: impl Executor) -> Result<Option<SqliteRow>> {
+        e.with(move |c| {
+            let mut out = None;
+            c.run(&self.sql, &self.args, |r, cols| {
+                out = Some(owned_row(r, cols)?);
+                Ok(false)
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn fetch_one(self, e: impl Executor) -> Result<SqliteRow> {
+        self.fetch_optional(e).await?.ok_or(Error::RowNotFound)
+    }
+}
+
+/// A statement whose rows are single values.
+pub struct QueryScalar<O> {
+    inner: Query,
+    out: PhantomData<fn() -> O>,
+}
+
+pub fn query_scalar<O: Decode>(sql: impl SqlText) -> QueryScalar<O> {
+    QueryScalar {
+        inner: query(sql),
+        out: PhantomData,
+    }
+}
+
+impl<O: Decode + Send> QueryScalar<O> {
+    pub fn bind(mut self, v: impl Encode) -> Self {
+        self.inner = self.inner.bind(v);
+        self
+    }
+
+    pub async fn fetch_all(self, e: impl Executor) -> Result<Vec<O>> {
+        let q = self.inner;
+        e.with(move |c| {
+            let mut out = Vec::new();
+            c.run(&q.sql, &q.args, |r, _| {
+                out.push(first_column(r)?);
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn fetch_optional(self, e: impl Executor) -> Result<Option<O>> {
+        let q = self.inner;
+        e.with(move |c| {
+            let mut out = None;
+            c.run(&q.sql, &q.args, |r, _| {
+                out = Some(first_column(r)?);
+                Ok(false)
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn fetch_one(self, e: impl Executor) -> Result<O> {
+        self.fetch_optional(e).await?.ok_or(Error::RowNotFound)
+    }
+}
+
+/// Several statements without parameters (migrations, `ANALYZE`).
+pub struct RawSql(String);
+
+pub fn raw_sql(sql: impl SqlText) -> RawSql {
+    RawSql(sql.into_sql())
+}
+
+impl RawSql {
+    pub async fn execute(self, e: impl Executor) -> Result<QueryResult> {
+        e.with(move |c| {
+            c.raw.execute_batch(&self.0)?;
+            Ok(QueryResult {
+                rows_affected: c.raw.changes(),
+            })
+        })
+        .await
+    }
+}
+
+/// SQL assembled piece by piece with bound values.
+pub struct QueryBuilder<D> {
+    sql: String,
+    args: Vec<Value>,
+    db: PhantomData<D>,
+}
+
+impl<D> QueryBuilder<D> {
+    pub fn new(init: impl Into<String>) -> Self {
+        QueryBuilder {
+            sql: init.into(),
+            args: Vec::new(),
+            db: PhantomData,
+        }
+    }
+
+    pub fn push(&mut self, sql: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write;
+        let _ = write!(self.sql, "{sql}");
+        self
+    }
+
+    pub fn push_bind(&mut self, v: impl Encode) -> &mut Self {
+        self.args.push(v.encode());
+        let n = self.args.len();
+        self.push(format_args!("?{n}"))
+    }
+
+    /// `VALUES (…), (…)`: one parenthesised, comma-separated group per item.
+    pub fn push_values<I: IntoIterator>(
+        &mut self,
+        items: I,
+        mut each: impl FnMut(Separated<'_, D>, I::Item),
+    ) -> &mut Self {
+        self.push("VALUES ");
+        for (n, item) in items.into_iter().enumerate() {
+            self.push(if n == 0 { "(" } else { ", (" });
+            each(
+                Separated {
+                    builder: self,
+                    separator: ", ".into(),
+                    first: true,
+                },
+                item,
+            );
+            self.push(")");
+        }
+        self
+    }
+
+    /// Values pushed through the result are joined by `separator`.
+    pub fn separated(&mut self, separator: impl Into<String>) -> Separated<'_, D> {
+        Separated {
+            builder: self,
+            separator: separator.into(),
+            first: true,
+        }
+    }
+
+    pub fn build(&mut self) -> Query {
+        Query {
+            sql: self.sql.clone(),
+            args: self.args.clone(),
+        }
+    }
+}
+
+/// The values of one `push_values` group.
+pub struct Separated<'a, D> {
+    builder: &'a mut QueryBuilder<D>,
+    separator: String,
+    first: bool,
+}
+
+impl<D> Separated<'_, D> {
+    pub fn push_bind(&mut self, v: impl Encode) -> &mut Self {
+        if !self.first {
+            self.builder.push(&self.separator);
+        }
+        self.first = false;
+        self.builder.push_bind(v);
+        self
+    }
+}
+
+/// How to open a connection: the file and the settings every connection gets.
+#[derive(Clone)]
+pub struct Options {
+    /// A file path, or `None` for a private in-memory database.
+    pub path: Option<std::path::PathBuf>,
+    pub pragmas: Vec<(String, String)>,
+    pub busy_timeout: std::time::Duration,
+}
+
+impl Options {
+    fn open(&self) -> Result<Connection> {
+        use rusqlite::OpenFlags as F;
+        let flags = F::SQLITE_OPEN_READ_WRITE
+            | F::SQLITE_OPEN_CREATE
+            | F::SQLITE_OPEN_NO_MUTEX
+            | F::SQLITE_OPEN_URI;
+        let raw = match &self.path {
+            Some(p) => rusqlite::Connection::open_with_flags(p, flags)?,
+            None => rusqlite::Connection::open_in_memory_with_flags(flags)?,
+        };
+        raw.busy_timeout(self.busy_timeout)?;
+        raw.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        for (k, v) in &self.pragmas {
+            // `journal_mode` answers with a row; the others answer nothing.
+            raw.query_row_and_then(&format!("PRAGMA {k} = {v}"), [], |_| {
+                Ok::<_, rusqlite::Error>(())
+            })
+            .or_else(|e| {
+                if matches!(e, rusqlite::Error::QueryReturnedNoRows) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
+        }
+        Ok(Connection { raw })
+    }
+}
+
+struct Shared {
+    options: Options,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// A bounded pool of connections to one database.
+pub struct Pool<D> {
+    shared: Arc<Shared>,
+    db: PhantomData<fn() -> D>,
+}
+
+impl<D> Clone for Pool<D> {
+    fn clone(&self) -> Self {
+        Pool {
+            shared: self.shared.clone(),
+            db: PhantomData,
+        }
+    }
+}
+
+impl<D> Pool<D> {
+    /// Opens the first connection now, so a bad path or a locked file fails at start.
+    pub fn connect(options: Options, max_connections: usize) -> Result<Self> {
+        let first = options.open()?;
+        Ok(Pool {
+            shared: Arc::new(Shared {
+                options,
+                idle: Mutex::new(vec![first]),
+                permits: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+            }),
+            db: PhantomData,
+        })
+    }
+
+    pub async fn acquire(&self) -> Result<PoolConnection> {
+        let permit = self
+            .shared
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::PoolClosed)?;
+        let idle = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => self.shared.options.open()?,
+        };
+        Ok(PoolConnection {
+            conn: Some(conn),
+            shared: self.shared.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// A transaction started with `begin` (e.g. `BEGIN IMMEDIATE` to take the write lock now).
+    pub async fn begin_with(&self, begin: &str) -> Result<Transaction> {
+        let conn = self.acquire().await?;
+        conn.raw.execute_batch(begin)?;
+        Ok(Transaction { conn, open: true })
+    }
+}
+
+/// A connection borrowed from the pool; back to the pool on drop.
+pub struct PoolConnection {
+    conn: Option<Connection>,
+    shared: Arc<Shared>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Deref for PoolConnection {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for PoolConnection {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for PoolConnection {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            // A connection left inside a transaction (a panic mid-write) is not reused.
+            if c.raw.is_autocommit() {
+                self.shared
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(c);
+            }
+        }
+    }
+}
+
+/// An open transaction; rolled back on drop unless committed.
+pub struct Transaction {
+    conn: PoolConnection,
+    open: bool,
+}
+
+impl Transaction {
+    pub async fn commit(mut self) -> Result<()> {
+        self.open = false;
+        self.conn.raw.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    pub async fn rollback(mut self) -> Result<()> {
+        self.open = false;
+        self.conn.raw.execute_batch("ROLLBACK")?;
+        Ok(())
+    }
+}
+
+impl Deref for Transaction {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Transaction {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if self.open && !self.conn.raw.is_autocommit() {
+            // Nothing to report to: the caller is already leaving with an error.
+            let _ = self.conn.raw.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> Pool<Sqlite> {
+        Pool::connect(
+            Options {
+                path: None,
+                pragmas: vec![],
+                busy_timeout: std::time::Duration::from_secs(1),
+            },
+            1,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn dollar_parameters_bind_by_number_not_by_position() {
+        let p = pool();
+        let v: i64 = query_scalar("SELECT $2 * 10 + $1")
+            .bind(1i64)
+            .bind(2i64)
+            .fetch_one(&p)
+            .await
+            .unwrap();
+        assert_eq!(v, 21);
+        let v: i64 = query_scalar("SELECT $1 + $1")
+            .bind(4i64)
+            .fetch_one(&p)
+            .await
+            .unwrap();
+        assert_eq!(v, 8);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_transaction_rolls_back() {
+        let p = pool();
+        raw_sql("CREATE TABLE t (x INTEGER)")
+            .execute(&p)
+            .await
+            .unwrap();
+        {
+            let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            query("INSERT INTO t VALUES ($1)")
+                .bind(1i64)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let n: i64 = query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&p)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        query("INSERT INTO t VALUES ($1)")
+            .bind(1i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let n: i64 = query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&p)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn rows_decode_by_name_with_typed_errors() {
+        let p = pool();
+        let mut b = QueryBuilder::<Sqlite>::new("SELECT ");
+        b.push_bind(7i64)
+            .push(" AS n, ")
+            .push_bind(None::<String>)
+            .push(" AS s");
+        let r = b.build().fetch_one(&p).await.unwrap();
+        assert_eq!(r.try_get::<i64, _>("n").unwrap(), 7);
+        assert_eq!(r.try_get::<Option<String>, _>("s").unwrap(), None);
+        assert!(matches!(
+            r.try_get::<String, _>("n"),
+            Err(Error::Decode { .. })
+        ));
+        assert!(matches!(
+            r.try_get::<i64, _>("missing"),
+            Err(Error::Decode { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn fetch_one_without_rows_is_row_not_found() {
+        let p = pool();
+        let r = query("SELECT 1 WHERE 0").fetch_one(&p).await;
+        assert!(matches!(r, Err(Error::RowNotFound)));
+    }
+}

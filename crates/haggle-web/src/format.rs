@@ -1,0 +1,497 @@
+//! Turning market data into words for people: money in its currency, times, event descriptions
+//! (with participants' names and listings' titles looked up through the service, as the viewer
+//! may read them), and money typed into forms back into minor units.
+
+use haggle_core::{Event, Money};
+use haggle_service::{Caller, Service};
+use std::collections::HashMap;
+
+/// Digits after the decimal point of a currency's minor unit (ISO 4217; 2 for most).
+fn exponent(currency: &str) -> u32 {
+    match currency {
+        "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "UGX" | "XAF" | "XOF" | "PYG" | "RWF" => 0,
+        "BHD" | "KWD" | "OMR" | "JOD" | "TND" | "IQD" | "LYD" => 3,
+        _ => 2,
+    }
+}
+
+/// `$12.34`, `€5.00`, `1,200 JPY`.
+pub fn money(amount: Money, currency: &str) -> String {
+    let exp = exponent(currency);
+    let sign = if amount < 0 { "-" } else { "" };
+    let abs = amount.unsigned_abs();
+    let unit = 10u64.pow(exp);
+    let whole = group(abs / unit);
+    let number = if exp == 0 {
+        whole
+    } else {
+        format!("{whole}.{:0width$}", abs % unit, width = exp as usize)
+    };
+    match currency {
+        "USD" => format!("{sign}${number}"),
+        "EUR" => format!("{sign}€{number}"),
+        "GBP" => format!("{sign}£{number}"),
+        _ => format!("{sign}{number} {currency}"),
+    }
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Parses an amount typed by a person (`12`, `12.5`, `12.34`, `$1,200.00`) into minor units.
+pub fn parse_money(input: &str, currency: &str) -> Result<Money, String> {
+    let exp = exponent(currency);
+    let cleaned: String = input
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ',' | '$' | '€' | '£' | ' '))
+        .collect();
+    let bad = || format!("'{input}' is not an amount (write it like 12.50)");
+    let (whole, frac) = cleaned.split_once('.').unwrap_or((&cleaned, ""));
+    if whole.is_empty() && frac.is_empty()
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || !frac.chars().all(|c| c.is_ascii_digit())
+        || frac.len() > exp as usize
+        || whole.len() > 13
+    {
+        return Err(bad());
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<width$}", width = exp as usize)
+            .parse()
+            .map_err(|_| bad())?
+    };
+    whole
+        .checked_mul(10i64.pow(exp))
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(bad)
+}
+
+/// An amount as a form shows it for editing (`12.34`).
+pub fn money_input(amount: Money, currency: &str) -> String {
+    let exp = exponent(currency);
+    if exp == 0 {
+        return amount.to_string();
+    }
+    let unit = 10i64.pow(exp);
+    format!(
+        "{}.{:0width$}",
+        amount / unit,
+        (amount % unit).abs(),
+        width = exp as usize
+    )
+}
+
+/// `2024-05-01 14:03 UTC` from ms since the epoch.
+pub fn time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Percent-encodes a query value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `deal_handed_over` → `deal handed over`.
+pub fn words(kind: &str) -> String {
+    kind.replace('_', " ")
+}
+
+/// Names and titles looked up as the viewer may read them, each once per page.
+pub struct Names<'a> {
+    svc: &'a Service,
+    caller: &'a Caller,
+    market: i64,
+    people: HashMap<i64, String>,
+    titles: HashMap<i64, String>,
+}
+
+impl<'a> Names<'a> {
+    pub fn new(svc: &'a Service, caller: &'a Caller, market: i64) -> Names<'a> {
+        Names {
+            svc,
+            caller,
+            market,
+            people: HashMap::new(),
+            titles: HashMap::new(),
+        }
+    }
+
+    pub fn remember(&mut self, id: i64, name: &str) {
+        self.people.insert(id, name.to_string());
+    }
+
+    pub async fn person(&mut self, id: i64) -> String {
+        if let Some(n) = self.people.get(&id) {
+            return n.clone();
+        }
+        let n = match self.svc.participant(self.caller, self.market, id).await {
+            Ok(p) => p.name,
+            Err(_) => format!("participant {id}"),
+        };
+        self.people.insert(id, n.clone());
+        n
+    }
+
+    pub fn remember_title(&mut self, listing: i64, title: &str) {
+        self.titles.insert(listing, title.to_string());
+    }
+
+    pub async fn title(&mut self, listing: i64) -> String {
+        if let Some(t) = self.titles.get(&listing) {
+            return t.clone();
+        }
+        let t = match self.svc.listing(self.caller, self.market, listing).await {
+            Ok(l) => l.title,
+            Err(_) => format!("listing {listing}"),
+        };
+        self.titles.insert(listing, t.clone());
+        t
+    }
+}
+
+/// One line of the feed.
+#[derive(Debug, Clone)]
+pub struct FeedEntry {
+    pub seq: i64,
+    pub at: String,
+    /// `listings`, `offers`, `deals` or `other`: the entry's colour and filter.
+    pub group: &'static str,
+    pub text: String,
+    pub link: Option<String>,
+}
+
+/// Which feed filter an event kind belongs to.
+pub fn group_of(kind: &str) -> &'static str {
+    match kind {
+        "listing_posted" | "listing_withdrawn" | "listing_relisted" | "participant_joined" => {
+            "listings"
+        }
+        "thread_opened" | "message_posted" | "thread_closed" => "offers",
+        k if k.starts_with("offer_") => "offers",
+        "listing_sold" | "receipt_confirmed" | "dispute_evidence_added" => "deals",
+        k if k.starts_with("deal_") => "deals",
+        _ => "other",
+    }
+}
+
+/// The kinds a feed filter shows (the feed leaves out ledger and mandate bookkeeping).
+pub fn kinds_of(group: &str) -> &'static [&'static str] {
+    const LISTINGS: &[&str] = &[
+        "listing_posted",
+        "listing_withdrawn",
+        "listing_relisted",
+        "participant_joined",
+    ];
+    const OFFERS: &[&str] = &[
+        "thread_opened",
+        "message_posted",
+        "thread_closed",
+        "offer_made",
+        "offer_accepted",
+        "offer_rejected",
+        "offer_withdrawn",
+        "offer_countered",
+        "offer_superseded",
+        "offer_expired",
+        "offer_voided",
+    ];
+    const DEALS: &[&str] = &[
+        "listing_sold",
+        "deal_created",
+        "deal_handed_over",
+        "receipt_confirmed",
+        "deal_cancel_requested",
+        "deal_disputed",
+        "dispute_evidence_added",
+        "deal_approved",
+        "deal_rated",
+        "deal_completed",
+        "deal_cancelled",
+        "deal_declined",
+        "deal_refunded",
+        "deal_partially_refunded",
+    ];
+    const ALL: &[&str] = &[
+        "listing_posted",
+        "listing_withdrawn",
+        "listing_relisted",
+        "participant_joined",
+        "thread_opened",
+        "message_posted",
+        "thread_closed",
+        "offer_made",
+        "offer_accepted",
+        "offer_rejected",
+        "offer_withdrawn",
+        "offer_countered",
+        "offer_superseded",
+        "offer_expired",
+        "offer_voided",
+        "listing_sold",
+        "deal_created",
+        "deal_handed_over",
+        "receipt_confirmed",
+        "deal_cancel_requested",
+        "deal_disputed",
+        "dispute_evidence_added",
+        "deal_approved",
+        "deal_rated",
+        "deal_completed",
+        "deal_cancelled",
+        "deal_declined",
+        "deal_refunded",
+        "deal_partially_refunded",
+    ];
+    match group {
+        "listings" => LISTINGS,
+        "offers" => OFFERS,
+        "deals" => DEALS,
+        _ => ALL,
+    }
+}
+
+fn quote(s: &str) -> String {
+    let cut: String = s.chars().take(140).collect();
+    if cut.len() < s.len() {
+        format!("“{cut}…”")
+    } else {
+        format!("“{cut}”")
+    }
+}
+
+/// Describes an event in a sentence, with names and titles.
+pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &str) -> FeedEntry {
+    let p = &e.payload;
+    let num = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
+    let actor = match e.actor {
+        Some(a) => names.person(a).await,
+        None => "The market".to_string(),
+    };
+    let listing_link = |id: i64| Some(format!("/m/{market}/listings/{id}"));
+    let deal_link = |id: i64| Some(format!("/m/{market}/deals/{id}"));
+    let (text, link) = match e.kind.as_str() {
+        "participant_joined" => (
+            format!(
+                "{} joined the market",
+                p["name"].as_str().unwrap_or("someone")
+            ),
+            None,
+        ),
+        "listing_posted" => {
+            let l = &p["listing"];
+            let id = num(&l["id"]);
+            let title = l["title"].as_str().unwrap_or("").to_string();
+            names.remember_title(id, &title);
+            let price = money(num(&l["price"]), currency);
+            let text = if l["side"] == "buy" {
+                format!("{actor} wants {} (budget {price})", quote(&title))
+            } else {
+                format!("{actor} listed {} for {price}", quote(&title))
+            };
+            (text, listing_link(id))
+        }
+        "listing_withdrawn" => {
+            let id = num(&p["listing_id"]);
+            let title = names.title(id).await;
+            (
+                format!("{actor} withdrew {}", quote(&title)),
+                listing_link(id),
+            )
+        }
+        "listing_relisted" => {
+            let id = num(&p["listing_id"]);
+            let title = names.title(id).await;
+            (
+                format!("{} is available again (its deal was undone)", quote(&title)),
+                listing_link(id),
+            )
+        }
+        "listing_sold" => {
+            let id = num(&p["listing_id"]);
+            let title = p["title"].as_str().unwrap_or("").to_string();
+            (
+                format!(
+                    "Sold: {} for {}",
+                    quote(&title),
+                    money(num(&p["price"]), currency)
+                ),
+                listing_link(id),
+            )
+        }
+        "thread_opened" => {
+            let t = &p["thread"];
+            let id = num(&t["listing_id"]);
+            let title = names.title(id).await;
+            (
+                format!("{actor} started negotiating for {}", quote(&title)),
+                listing_link(id),
+            )
+        }
+        "message_posted" => {
+            let id = num(&p["listing_id"]);
+            let title = names.title(id).await;
+            (
+                format!(
+                    "{actor} on {}: {}",
+                    quote(&title),
+                    quote(p["message"]["body"].as_str().unwrap_or(""))
+                ),
+                listing_link(id),
+            )
+        }
+        "offer_made" => {
+            let o = &p["offer"];
+            let id = num(&o["listing_id"]);
+            let title = names.title(id).await;
+            let verb = if num(&p["offers_made"]) > 1 {
+                "countered with"
+            } else {
+                "offered"
+            };
+            (
+                format!(
+                    "{actor} {verb} {} for {}",
+                    money(num(&o["price"]), currency),
+                    quote(&title)
+                ),
+                listing_link(id),
+            )
+        }
+        "deal_created" => {
+            let d = &p["deal"];
+            let buyer = names.person(num(&d["buyer"])).await;
+            let seller = names.person(num(&d["seller"])).await;
+            (
+                format!(
+                    "Deal: {buyer} buys {} from {seller} for {}",
+                    quote(d["snapshot"]["title"].as_str().unwrap_or("")),
+                    money(num(&d["price"]), currency)
+                ),
+                deal_link(num(&d["id"])),
+            )
+        }
+        kind if kind.starts_with("offer_") => (
+            format!(
+                "{actor}: offer {} {}",
+                num(&p["offer_id"]),
+                words(kind.trim_start_matches("offer_"))
+            ),
+            None,
+        ),
+        "thread_closed" => (
+            format!(
+                "Negotiation {} ended ({})",
+                num(&p["thread_id"]),
+                words(p["reason"].as_str().unwrap_or("closed"))
+            ),
+            None,
+        ),
+        kind if p.get("deal_id").is_some() => {
+            let id = num(&p["deal_id"]);
+            let who = if e.actor.is_some() {
+                format!("{actor}: ")
+            } else {
+                String::new()
+            };
+            (format!("{who}deal {id} — {}", words(kind)), deal_link(id))
+        }
+        kind => (format!("{actor}: {}", words(kind)), None),
+    };
+    FeedEntry {
+        seq: e.seq,
+        at: time(e.at),
+        group: group_of(&e.kind),
+        text,
+        link,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_shown_in_its_currency() {
+        assert_eq!(money(123_456, "USD"), "$1,234.56");
+        assert_eq!(money(5, "EUR"), "€0.05");
+        assert_eq!(money(-250, "GBP"), "-£2.50");
+        assert_eq!(money(1200, "JPY"), "1,200 JPY");
+        assert_eq!(money(1_000, "CHF"), "10.00 CHF");
+    }
+
+    #[test]
+    fn typed_amounts_become_minor_units() {
+        assert_eq!(parse_money("12", "USD"), Ok(1200));
+        assert_eq!(parse_money("12.5", "USD"), Ok(1250));
+        assert_eq!(parse_money("$1,200.05", "USD"), Ok(120_005));
+        assert_eq!(parse_money(".5", "USD"), Ok(50));
+        assert_eq!(parse_money("1200", "JPY"), Ok(1200));
+        for bad in ["", "-1", "1.234", "abc", "1.2.3", "99999999999999999"] {
+            assert!(parse_money(bad, "USD").is_err(), "{bad}");
+        }
+        assert!(parse_money("1.5", "JPY").is_err());
+        assert_eq!(money_input(1250, "USD"), "12.50");
+    }
+
+    #[test]
+    fn times_are_utc_dates() {
+        assert_eq!(time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(time(1_700_000_000_000), "2023-11-14 22:13 UTC");
+        assert_eq!(time(951_782_400_000), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn every_feed_kind_has_a_group() {
+        for k in kinds_of("all") {
+            assert_ne!(group_of(k), "other", "{k}");
+            assert!(kinds_of(group_of(k)).contains(k), "{k}");
+        }
+    }
+}

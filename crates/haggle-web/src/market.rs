@@ -1,0 +1,576 @@
+//! Pages everyone in a market reads: the home page (markets the token may enter), listings and a
+//! listing with its threads (as far as the viewer may see them), the deals board, one deal, and
+//! the participants with their reputation.
+
+use crate::Web;
+use crate::format::{self, Names, money, time};
+use crate::page::{Ids, Nav, PageResult, Params, ctx, render};
+use crate::session::{MaybeSigned, Signed, new_form_key};
+use askama::Template;
+use axum::extract::State;
+use haggle_api::{ListingQuery, ListingSort};
+use haggle_core::{DealStatus, ErrorCode, ListingStatus, OfferState, Side};
+use haggle_service::Role;
+use serde::Deserialize;
+
+pub struct MarketRow {
+    pub id: i64,
+    pub name: String,
+    pub currency: String,
+    pub clock: String,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    nav: Nav,
+    signed_in: bool,
+    markets: Vec<MarketRow>,
+    participant: Option<i64>,
+    global_operator: bool,
+}
+
+pub async fn home(State(web): State<Web>, signed: MaybeSigned) -> PageResult {
+    let Some(s) = signed.0 else {
+        return Ok(render(&HomePage {
+            nav: Nav {
+                title: "Welcome".into(),
+                current: "home",
+                ..Nav::default()
+            },
+            signed_in: false,
+            markets: Vec::new(),
+            participant: None,
+            global_operator: false,
+        }));
+    };
+    let markets = web.svc.markets(&s.caller).await?;
+    let name = match (s.caller.market, s.caller.participant) {
+        (Some(m), Some(p)) => web
+            .svc
+            .participant(&s.caller, m, p)
+            .await
+            .ok()
+            .map(|p| p.name),
+        _ => None,
+    };
+    Ok(render(&HomePage {
+        nav: Nav {
+            title: "Markets".into(),
+            who: Some(s.who(name.as_deref())),
+            current: "home",
+            ..Nav::default()
+        },
+        signed_in: true,
+        markets: markets
+            .into_iter()
+            .map(|m| MarketRow {
+                id: m.id,
+                clock: m.clock_mode.to_string(),
+                name: m.name,
+                currency: m.currency,
+            })
+            .collect(),
+        participant: s.caller.participant,
+        global_operator: s.caller.role == Role::Operator && s.caller.market.is_none(),
+    }))
+}
+
+pub struct ListingRow {
+    pub id: i64,
+    pub title: String,
+    pub side: &'static str,
+    pub category: String,
+    pub price: String,
+    pub owner: String,
+    pub status: String,
+    pub posted: String,
+}
+
+#[derive(Template)]
+#[template(path = "listings.html")]
+struct ListingsPage {
+    nav: Nav,
+    market_id: i64,
+    q: String,
+    category: String,
+    side: String,
+    sort: String,
+    status: String,
+    rows: Vec<ListingRow>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListingParams {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    side: String,
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    status: String,
+    cursor: Option<String>,
+}
+
+fn side_word(s: Side) -> &'static str {
+    match s {
+        Side::Sell => "for sale",
+        Side::Buy => "wanted",
+    }
+}
+
+pub async fn listings(
+    State(web): State<Web>,
+    s: Signed,
+    Ids(m): Ids<i64>,
+    Params(p): Params<ListingParams>,
+) -> PageResult {
+    let c = ctx(&web.svc, &s, m, "Listings", "listings").await?;
+    let blank = |v: &str| (!v.trim().is_empty()).then(|| v.trim().to_string());
+    let q = ListingQuery {
+        q: blank(&p.q),
+        category: blank(&p.category),
+        side: Side::parse(&p.side),
+        status: ListingStatus::parse(&p.status),
+        sort: if p.sort == "cheapest" {
+            ListingSort::Cheapest
+        } else {
+            ListingSort::Newest
+        },
+        limit: Some(50),
+        cursor: p.cursor.clone(),
+        ..ListingQuery::default()
+    };
+    let page = web.svc.search(&s.caller, m, &q).await?;
+    let mut names = Names::new(&web.svc, &s.caller, m);
+    let mut rows = Vec::new();
+    for l in page.items {
+        rows.push(ListingRow {
+            id: l.id,
+            side: side_word(l.side),
+            price: money(l.price, &c.market.currency),
+            owner: names.person(l.owner).await,
+            status: l.status.to_string(),
+            posted: time(l.created_at),
+            category: l.category,
+            title: l.title,
+        });
+    }
+    let next = page.next_cursor.map(|cur| {
+        format!(
+            "/m/{m}/listings?q={}&category={}&side={}&sort={}&status={}&cursor={}",
+            format::url_encode(&p.q),
+            format::url_encode(&p.category),
+            format::url_encode(&p.side),
+            format::url_encode(&p.sort),
+            format::url_encode(&p.status),
+            format::url_encode(&cur)
+        )
+    });
+    Ok(render(&ListingsPage {
+        nav: c.nav,
+        market_id: m,
+        q: p.q,
+        category: p.category,
+        side: p.side,
+        sort: p.sort,
+        status: p.status,
+        rows,
+        next,
+    }))
+}
+
+/// One line of a thread: a message or an offer, in order.
+pub struct ThreadLine {
+    pub at: String,
+    pub who: String,
+    pub text: String,
+}
+
+pub struct ThreadView {
+    pub id: i64,
+    pub counterparty: String,
+    pub status: String,
+    pub lines: Vec<ThreadLine>,
+}
+
+#[derive(Template)]
+#[template(path = "listing.html")]
+struct ListingPage {
+    nav: Nav,
+    market_id: i64,
+    id: i64,
+    title: String,
+    description: String,
+    side: &'static str,
+    category: String,
+    condition: String,
+    price: String,
+    status: String,
+    owner: String,
+    owner_id: i64,
+    reputation: String,
+    attributes: Vec<(String, String)>,
+    threads: Vec<ThreadView>,
+    threads_note: Option<String>,
+}
+
+fn reputation_words(r: &haggle_core::lifecycle::Reputation) -> String {
+    let stars = r.average_x100.map_or("no ratings yet".to_string(), |a| {
+        format!("{}.{:02} of 5 from {} ratings", a / 100, a % 100, r.ratings)
+    });
+    format!(
+        "{stars}; {} completed deals, {} cancellations, {} disputes lost",
+        r.completed_deals, r.cancellations, r.disputes_lost
+    )
+}
+
+pub async fn listing(
+    State(web): State<Web>,
+    s: Signed,
+    Ids((m, id)): Ids<(i64, i64)>,
+) -> PageResult {
+    let c = ctx(&web.svc, &s, m, "Listing", "listings").await?;
+    let v = web.svc.listing_view(&s.caller, m, id).await?;
+    let cur = &c.market.currency;
+    let mut names = Names::new(&web.svc, &s.caller, m);
+    let (threads, threads_note) = match web
+        .svc
+        .threads(&s.caller, m, Some(id), None, Some(100))
+        .await
+    {
+        Ok(list) => {
+            let mut out = Vec::new();
+            for t in list.items.iter().filter(|t| t.listing_id == id) {
+                let Ok(tv) = web.svc.thread(&s.caller, m, t.id).await else {
+                    continue;
+                };
+                let d = tv.detail;
+                let mut lines: Vec<(i64, i64, ThreadLine)> = Vec::new();
+                for msg in &d.messages {
+                    lines.push((
+                        msg.created_at,
+                        msg.id,
+                        ThreadLine {
+                            at: time(msg.created_at),
+                            who: names.person(msg.author).await,
+                            text: msg.body.clone(),
+                        },
+                    ));
+                }
+                for o in &d.offers {
+                    let state = if o.state == OfferState::Live {
+                        format!("live until {}", time(o.expires_at))
+                    } else {
+                        o.state.to_string()
+                    };
+                    lines.push((
+                        o.created_at,
+                        o.id,
+                        ThreadLine {
+                            at: time(o.created_at),
+                            who: names.person(o.proposer).await,
+                            text: format!("offers {} ({state})", money(o.price, cur)),
+                        },
+                    ));
+                }
+                lines.sort_by_key(|(at, id, _)| (*at, *id));
+                out.push(ThreadView {
+                    id: t.id,
+                    counterparty: names.person(t.counterparty).await,
+                    status: t.status.to_string(),
+                    lines: lines.into_iter().map(|(_, _, l)| l).collect(),
+                });
+            }
+            let note = out.is_empty().then(|| match s.caller.role {
+                Role::Agent | Role::Principal => {
+                    "No negotiation of yours on this listing (other people's are private).".into()
+                }
+                _ => "No negotiations on this listing yet.".into(),
+            });
+            (out, note)
+        }
+        Err(e) if e.code() == ErrorCode::Forbidden => {
+            (Vec::new(), Some(e.body.error.message.clone()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let l = v.listing;
+    Ok(render(&ListingPage {
+        nav: c.nav,
+        market_id: m,
+        id: l.id,
+        side: side_word(l.side),
+        price: money(l.price, cur),
+        status: l.status.to_string(),
+        owner: names.person(l.owner).await,
+        owner_id: l.owner,
+        reputation: reputation_words(&v.owner_reputation),
+        attributes: l.attributes.into_iter().collect(),
+        title: l.title,
+        description: l.description,
+        category: l.category,
+        condition: l.condition,
+        threads,
+        threads_note,
+    }))
+}
+
+pub struct DealRow {
+    pub id: i64,
+    pub title: String,
+    pub buyer: String,
+    pub seller: String,
+    pub price: String,
+    pub status: String,
+    pub badge: &'static str,
+    pub at: String,
+}
+
+pub struct SaleRow {
+    pub listing: i64,
+    pub title: String,
+    pub price: String,
+    pub at: String,
+}
+
+#[derive(Template)]
+#[template(path = "deals.html")]
+struct DealsPage {
+    nav: Nav,
+    market_id: i64,
+    everything: bool,
+    rows: Vec<DealRow>,
+    sales: Vec<SaleRow>,
+    next: Option<String>,
+}
+
+pub fn badge(s: DealStatus) -> &'static str {
+    match s {
+        DealStatus::Completed => "ok",
+        DealStatus::Disputed | DealStatus::Refunded | DealStatus::PartiallyRefunded => "bad",
+        DealStatus::Cancelled | DealStatus::Declined => "bad",
+        _ => "warn",
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CursorParam {
+    cursor: Option<String>,
+}
+
+pub async fn deal_rows(
+    names: &mut Names<'_>,
+    deals: &[haggle_core::Deal],
+    currency: &str,
+) -> Vec<DealRow> {
+    let mut rows = Vec::new();
+    for d in deals {
+        rows.push(DealRow {
+            id: d.id,
+            title: d.snapshot.title.clone(),
+            buyer: names.person(d.buyer).await,
+            seller: names.person(d.seller).await,
+            price: money(d.price, currency),
+            status: format::words(d.status.as_str()),
+            badge: badge(d.status),
+            at: time(d.created_at),
+        });
+    }
+    rows
+}
+
+pub async fn deals(
+    State(web): State<Web>,
+    s: Signed,
+    Ids(m): Ids<i64>,
+    Params(p): Params<CursorParam>,
+) -> PageResult {
+    let c = ctx(&web.svc, &s, m, "Deals", "deals").await?;
+    let list = web
+        .svc
+        .deals(&s.caller, m, p.cursor.as_deref(), Some(100))
+        .await?;
+    let mut names = Names::new(&web.svc, &s.caller, m);
+    let rows = deal_rows(&mut names, &list.items, &c.market.currency).await;
+    let everything = matches!(s.caller.role, Role::Operator | Role::Observer);
+    // Participants see their own deals in full and everyone's sales as the public log shows them.
+    let mut sales = Vec::new();
+    if !everything {
+        for e in web
+            .svc
+            .recent_events(&s.caller, m, &["listing_sold"], None, Some(100))
+            .await?
+        {
+            sales.push(SaleRow {
+                listing: e.payload["listing_id"].as_i64().unwrap_or(0),
+                title: e.payload["title"].as_str().unwrap_or("").to_string(),
+                price: money(e.payload["price"].as_i64().unwrap_or(0), &c.market.currency),
+                at: time(e.at),
+            });
+        }
+    }
+    Ok(render(&DealsPage {
+        nav: c.nav,
+        market_id: m,
+        everything,
+        rows,
+        sales,
+        next: list
+            .next_cursor
+            .map(|cur| format!("/m/{m}/deals?cursor={}", format::url_encode(&cur))),
+    }))
+}
+
+pub struct NoteRow {
+    pub kind: String,
+    pub author: String,
+    pub body: String,
+    pub at: String,
+}
+
+#[derive(Template)]
+#[template(path = "deal.html")]
+struct DealPage {
+    nav: Nav,
+    market_id: i64,
+    d: DealRow,
+    listing_id: i64,
+    description: String,
+    handover_note: Option<String>,
+    confirm_deadline: Option<String>,
+    approval_deadline: Option<String>,
+    resolution: Option<String>,
+    notes: Vec<NoteRow>,
+    ratings: Vec<String>,
+    can_resolve: bool,
+    price_input: String,
+    csrf: String,
+    form_key: String,
+    evidence_key: String,
+}
+
+pub async fn deal(State(web): State<Web>, s: Signed, Ids((m, id)): Ids<(i64, i64)>) -> PageResult {
+    let c = ctx(&web.svc, &s, m, "Deal", "deals").await?;
+    let d = web.svc.deal(&s.caller, m, id).await?;
+    let cur = &c.market.currency;
+    let mut names = Names::new(&web.svc, &s.caller, m);
+    let row = deal_rows(&mut names, std::slice::from_ref(&d), cur)
+        .await
+        .remove(0);
+    let mut notes = Vec::new();
+    for n in web.svc.deal_notes(&s.caller, m, id).await? {
+        notes.push(NoteRow {
+            kind: n.kind,
+            author: match n.author {
+                Some(a) => names.person(a).await,
+                None => "operator".into(),
+            },
+            body: n.body,
+            at: time(n.created_at),
+        });
+    }
+    let mut ratings = Vec::new();
+    for r in web.svc.deal_ratings(&s.caller, m, id).await? {
+        ratings.push(format!(
+            "{} rated {}: {} of 5{}",
+            names.person(r.rater).await,
+            names.person(r.ratee).await,
+            r.score,
+            if r.comment.is_empty() {
+                String::new()
+            } else {
+                format!(" — “{}”", r.comment)
+            }
+        ));
+    }
+    Ok(render(&DealPage {
+        nav: c.nav,
+        market_id: m,
+        listing_id: d.listing_id,
+        description: d.snapshot.description.clone(),
+        handover_note: d.handover_note.clone(),
+        confirm_deadline: d.confirm_deadline.map(time),
+        approval_deadline: d.approval_deadline.map(time),
+        resolution: d.resolution.as_ref().map(|r| {
+            format!(
+                "{} back to the buyer, {} to the seller{}",
+                money(r.to_buyer, cur),
+                money(r.to_seller, cur),
+                if r.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.note)
+                }
+            )
+        }),
+        can_resolve: d.status == DealStatus::Disputed && s.caller.is_operator_of(m),
+        price_input: format::money_input(d.price, cur),
+        d: row,
+        notes,
+        ratings,
+        csrf: s.csrf.clone(),
+        form_key: new_form_key(),
+        evidence_key: new_form_key(),
+    }))
+}
+
+pub struct PersonRow {
+    pub id: i64,
+    /// The viewer may open this participant's page (its own, or as operator or observer).
+    pub readable: bool,
+    pub name: String,
+    pub rating: String,
+    pub completed: u32,
+    pub cancellations: u32,
+    pub disputes_lost: u32,
+}
+
+#[derive(Template)]
+#[template(path = "participants.html")]
+struct PeoplePage {
+    nav: Nav,
+    market_id: i64,
+    rows: Vec<PersonRow>,
+    next: Option<String>,
+}
+
+pub async fn participants(
+    State(web): State<Web>,
+    s: Signed,
+    Ids(m): Ids<i64>,
+    Params(p): Params<CursorParam>,
+) -> PageResult {
+    let c = ctx(&web.svc, &s, m, "Participants", "people").await?;
+    let list = web
+        .svc
+        .participants(&s.caller, m, p.cursor.as_deref(), Some(100))
+        .await?;
+    let mut rows = Vec::new();
+    for person in list.items {
+        let r = web.svc.reputation(&s.caller, m, person.id).await?;
+        rows.push(PersonRow {
+            readable: s.caller.may_read_participant(m, person.id),
+            id: person.id,
+            name: person.name,
+            rating: r.average_x100.map_or("—".into(), |a| {
+                format!("{}.{:02} ({})", a / 100, a % 100, r.ratings)
+            }),
+            completed: r.completed_deals,
+            cancellations: r.cancellations,
+            disputes_lost: r.disputes_lost,
+        });
+    }
+    Ok(render(&PeoplePage {
+        nav: c.nav,
+        market_id: m,
+        rows,
+        next: list
+            .next_cursor
+            .map(|cur| format!("/m/{m}/participants?cursor={}", format::url_encode(&cur))),
+    }))
+}

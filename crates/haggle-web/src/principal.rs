@@ -1,0 +1,473 @@
+//! The participant's page, for its principal (and readable by its agent, operators and
+//! observers): the agent's activity, deals and what to hand over or collect, approvals waiting,
+//! the mandate (edit, freeze), balance and settlement, rating counterparties, and the survey.
+//! Every action is the service's own command, with the form's idempotency key.
+
+use crate::Web;
+use crate::format::{Names, describe, money, money_input, parse_money, time};
+use crate::market::{DealRow, deal_rows};
+use crate::page::{Failure, Form, Ids, Nav, PageResult, Params, bad_request, ctx, render};
+use crate::session::{FormOrigin, Signed, idem_key, new_form_key};
+use askama::Template;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect};
+use haggle_api::AnswerSurvey;
+use haggle_core::{DealStatus, Mandate};
+use haggle_service::Role;
+use serde::{Deserialize, Serialize};
+
+pub struct Todo {
+    pub deal: i64,
+    pub text: String,
+}
+
+pub struct Approval {
+    pub deal: i64,
+    pub text: String,
+    pub deadline: String,
+    pub key_yes: String,
+    pub key_no: String,
+}
+
+pub struct ToRate {
+    pub deal: i64,
+    pub text: String,
+    pub key: String,
+}
+
+#[derive(Template)]
+#[template(path = "principal.html")]
+struct PrincipalPage {
+    nav: Nav,
+    market_id: i64,
+    participant: i64,
+    name: String,
+    done: Option<&'static str>,
+    is_principal: bool,
+    may_set_mandate: bool,
+    csrf: String,
+    available: String,
+    held_in_escrow: String,
+    committed: String,
+    total: String,
+    net: Option<String>,
+    received: Option<String>,
+    paid: Option<String>,
+    spend_cap: String,
+    per_deal_cap: String,
+    approval_above: String,
+    categories: String,
+    expires: Option<String>,
+    frozen: bool,
+    mandate_key: String,
+    freeze_key: String,
+    approvals: Vec<Approval>,
+    todos: Vec<Todo>,
+    deals: Vec<DealRow>,
+    to_rate: Vec<ToRate>,
+    activity: Vec<crate::format::FeedEntry>,
+    survey_key: String,
+    /// (value, checked) for each point of the 1–7 scales.
+    fairness: Vec<(u8, bool)>,
+    satisfaction: Vec<(u8, bool)>,
+    scores: Vec<u8>,
+    would_pay: String,
+    comment: String,
+    answered: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct DoneParam {
+    #[serde(default)]
+    done: String,
+}
+
+fn done_text(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "mandate" => "Mandate saved.",
+        "frozen" => "Your agent is frozen: it can read but not act.",
+        "unfrozen" => "Your agent may act again.",
+        "approved" => "Deal approved.",
+        "declined" => "Deal declined: the funds are released and the listing is available again.",
+        "rated" => {
+            "Rating stored. It is revealed when both sides have rated or the rating window closes."
+        }
+        "survey" => "Thank you: your survey answer is saved.",
+        _ => return None,
+    })
+}
+
+/// The points of a 1–7 scale, the given one checked (none before an answer).
+fn scale(answer: Option<u8>) -> Vec<(u8, bool)> {
+    (1..=7).map(|n| (n, answer == Some(n))).collect()
+}
+
+fn amount_or_blank(v: Option<i64>, currency: &str) -> String {
+    v.map_or(String::new(), |a| money_input(a, currency))
+}
+
+pub async fn page(
+    State(web): State<Web>,
+    s: Signed,
+    Ids((m, p)): Ids<(i64, i64)>,
+    Params(q): Params<DoneParam>,
+) -> PageResult {
+    // The balance is the participant's private data: reading it is the access check.
+    let balance = web.svc.balance(&s.caller, m, p).await?;
+    let current = if s.caller.participant == Some(p) {
+        "me"
+    } else {
+        "people"
+    };
+    let c = ctx(&web.svc, &s, m, "Participant", current).await?;
+    let cur = c.market.currency.clone();
+    let person = web.svc.participant(&s.caller, m, p).await?;
+    let mut names = Names::new(&web.svc, &s.caller, m);
+    names.remember(p, &person.name);
+    let is_principal = s.caller.role == Role::Principal && s.caller.participant == Some(p);
+    let mine: Vec<haggle_core::Deal> = web
+        .svc
+        .deals(&s.caller, m, None, Some(500))
+        .await?
+        .items
+        .into_iter()
+        .filter(|d| d.is_party(p))
+        .collect();
+    let mut approvals = Vec::new();
+    let mut todos = Vec::new();
+    let mut to_rate = Vec::new();
+    for d in mine.iter().rev() {
+        let title = format!("“{}”", d.snapshot.title);
+        let other = names
+            .person(if d.buyer == p { d.seller } else { d.buyer })
+            .await;
+        let price = money(d.price, &cur);
+        let i_buy = d.buyer == p;
+        match (d.status, i_buy) {
+            (DealStatus::AwaitingApproval, true) => approvals.push(Approval {
+                deal: d.id,
+                text: format!("Buy {title} from {other} for {price}"),
+                deadline: d.approval_deadline.map_or(String::new(), time),
+                key_yes: new_form_key(),
+                key_no: new_form_key(),
+            }),
+            (DealStatus::AwaitingApproval, false) => todos.push(Todo {
+                deal: d.id,
+                text: format!(
+                    "{title} to {other} for {price}: waiting for the buyer's principal to approve"
+                ),
+            }),
+            (DealStatus::Agreed, false) => todos.push(Todo {
+                deal: d.id,
+                text: format!("Hand over {title} to {other} ({price} is held in escrow for you)"),
+            }),
+            (DealStatus::Agreed, true) => todos.push(Todo {
+                deal: d.id,
+                text: format!(
+                    "Collect {title} from {other} once handed over (you paid {price} into escrow)"
+                ),
+            }),
+            (DealStatus::HandedOver, true) => todos.push(Todo {
+                deal: d.id,
+                text: format!(
+                    "Collect {title} from {other}: handed over{}; check it before {}",
+                    d.handover_note
+                        .as_ref()
+                        .map_or(String::new(), |n| format!(" (“{n}”)")),
+                    d.confirm_deadline.map_or(String::new(), time)
+                ),
+            }),
+            (DealStatus::HandedOver, false) => todos.push(Todo {
+                deal: d.id,
+                text: format!("{title} handed over to {other}: waiting for confirmation"),
+            }),
+            (DealStatus::Disputed, _) => todos.push(Todo {
+                deal: d.id,
+                text: format!("{title} with {other} is disputed: an operator will rule"),
+            }),
+            _ => {}
+        }
+        if d.is_finished() {
+            let rated = web
+                .svc
+                .deal_ratings(&s.caller, m, d.id)
+                .await?
+                .iter()
+                .any(|r| r.rater == p);
+            if !rated {
+                to_rate.push(ToRate {
+                    deal: d.id,
+                    text: format!(
+                        "{title} ({}) with {other}",
+                        if i_buy { "bought" } else { "sold" }
+                    ),
+                    key: new_form_key(),
+                });
+            }
+        }
+    }
+    let deals = deal_rows(&mut names, &mine, &cur).await;
+    let mut activity = Vec::new();
+    for e in web
+        .svc
+        .recent_activity(&s.caller, m, p, None, Some(30))
+        .await?
+    {
+        activity.push(describe(&e, &mut names, m, &cur).await);
+    }
+    let settlement = web.svc.settlement(&s.caller, m).await?;
+    let position = settlement.positions.iter().find(|x| x.participant_id == p);
+    let survey = web.svc.survey_answer(&s.caller, m, p).await?;
+    let md = &person.mandate;
+    Ok(render(&PrincipalPage {
+        nav: c.nav,
+        market_id: m,
+        participant: p,
+        name: person.name.clone(),
+        done: done_text(&q.done),
+        is_principal,
+        may_set_mandate: is_principal || s.caller.is_operator_of(m),
+        csrf: s.csrf.clone(),
+        available: money(balance.available, &cur),
+        held_in_escrow: money(balance.held_in_escrow, &cur),
+        committed: money(balance.committed_to_offers, &cur),
+        total: money(balance.total, &cur),
+        net: position.map(|x| money(x.net, &cur)),
+        received: position.map(|x| money(x.received, &cur)),
+        paid: position.map(|x| money(x.paid, &cur)),
+        spend_cap: amount_or_blank(md.spend_cap, &cur),
+        per_deal_cap: amount_or_blank(md.per_deal_cap, &cur),
+        approval_above: amount_or_blank(md.approval_above, &cur),
+        categories: md
+            .categories
+            .as_ref()
+            .map_or(String::new(), |c| c.join(", ")),
+        expires: md.expires_at.map(time),
+        frozen: md.frozen,
+        mandate_key: new_form_key(),
+        freeze_key: new_form_key(),
+        approvals,
+        todos,
+        deals,
+        to_rate,
+        activity,
+        survey_key: new_form_key(),
+        fairness: scale(survey.as_ref().map(|a| a.fairness)),
+        satisfaction: scale(survey.as_ref().map(|a| a.satisfaction)),
+        scores: (1..=5).collect(),
+        would_pay: survey
+            .as_ref()
+            .map_or(String::new(), |a| money_input(a.would_pay, &cur)),
+        comment: survey.as_ref().map_or(String::new(), |a| a.comment.clone()),
+        answered: survey.as_ref().map(|a| time(a.answered_at)),
+    }))
+}
+
+fn back(m: i64, p: i64, done: &str) -> axum::response::Response {
+    Redirect::to(&format!("/m/{m}/p/{p}?done={done}")).into_response()
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct MandateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    idem: String,
+    #[serde(default)]
+    spend_cap: String,
+    #[serde(default)]
+    per_deal_cap: String,
+    #[serde(default)]
+    approval_above: String,
+    #[serde(default)]
+    categories: String,
+}
+
+fn optional_amount(field: &str, v: &str, currency: &str) -> PageResult<Option<i64>> {
+    if v.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_money(v, currency)
+        .map(Some)
+        .map_err(|e| bad_request(format!("{field}: {e}")))
+}
+
+pub async fn set_mandate(
+    State(web): State<Web>,
+    s: Signed,
+    origin: FormOrigin,
+    Ids((m, p)): Ids<(i64, i64)>,
+    Form(f): Form<MandateForm>,
+) -> PageResult {
+    s.check(&origin, &f.csrf)?;
+    let market = web.svc.market(&s.caller, m).await?;
+    let cur = &market.currency;
+    let current = web.svc.mandate(&s.caller, m, p).await?;
+    let categories: Vec<String> = f
+        .categories
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    // The form edits the limits; expiry and the freeze switch stay as they are.
+    let mandate = Mandate {
+        spend_cap: optional_amount("spending cap", &f.spend_cap, cur)?,
+        per_deal_cap: optional_amount("cap per deal", &f.per_deal_cap, cur)?,
+        approval_above: optional_amount("approval above", &f.approval_above, cur)?,
+        categories: (!categories.is_empty()).then_some(categories),
+        expires_at: current.expires_at,
+        frozen: current.frozen,
+    };
+    let path = format!("/m/{m}/p/{p}/mandate");
+    let idem = idem_key(&f.idem, &path, &f)?;
+    web.svc
+        .set_mandate(&s.caller, m, p, mandate, idem.as_ref())
+        .await?;
+    Ok(back(m, p, "mandate"))
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct FreezeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    idem: String,
+    frozen: String,
+}
+
+pub async fn freeze(
+    State(web): State<Web>,
+    s: Signed,
+    origin: FormOrigin,
+    Ids((m, p)): Ids<(i64, i64)>,
+    Form(f): Form<FreezeForm>,
+) -> PageResult {
+    s.check(&origin, &f.csrf)?;
+    let frozen = f.frozen == "true";
+    let idem = idem_key(&f.idem, &format!("/m/{m}/p/{p}/freeze"), &f)?;
+    web.svc
+        .freeze(&s.caller, m, p, frozen, idem.as_ref())
+        .await?;
+    Ok(back(m, p, if frozen { "frozen" } else { "unfrozen" }))
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct ApprovalForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    idem: String,
+    decision: String,
+}
+
+pub async fn approval(
+    State(web): State<Web>,
+    s: Signed,
+    origin: FormOrigin,
+    Ids((m, d)): Ids<(i64, i64)>,
+    Form(f): Form<ApprovalForm>,
+) -> PageResult {
+    s.check(&origin, &f.csrf)?;
+    let approve = match f.decision.as_str() {
+        "approve" => true,
+        "decline" => false,
+        other => return Err(bad_request(format!("unknown decision '{other}'"))),
+    };
+    let idem = idem_key(&f.idem, &format!("/m/{m}/deals/{d}/approval"), &f)?;
+    web.svc
+        .decide_approval(&s.caller, m, d, approve, idem.as_ref())
+        .await?;
+    let p = s.caller.participant.ok_or_else(|| {
+        Failure::from((
+            haggle_core::ErrorCode::Forbidden,
+            "approvals need a principal token".to_string(),
+        ))
+    })?;
+    Ok(back(m, p, if approve { "approved" } else { "declined" }))
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct RateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    idem: String,
+    score: String,
+    #[serde(default)]
+    comment: String,
+}
+
+pub async fn rate(
+    State(web): State<Web>,
+    s: Signed,
+    origin: FormOrigin,
+    Ids((m, d)): Ids<(i64, i64)>,
+    Form(f): Form<RateForm>,
+) -> PageResult {
+    s.check(&origin, &f.csrf)?;
+    let score: u8 = f
+        .score
+        .parse()
+        .map_err(|_| bad_request("choose a score from 1 to 5"))?;
+    let idem = idem_key(&f.idem, &format!("/m/{m}/deals/{d}/rate"), &f)?;
+    web.svc
+        .rate(
+            &s.caller,
+            m,
+            d,
+            score,
+            f.comment.trim().to_string(),
+            idem.as_ref(),
+        )
+        .await?;
+    match s.caller.participant {
+        Some(p) => Ok(back(m, p, "rated")),
+        None => Ok(Redirect::to(&format!("/m/{m}/deals/{d}")).into_response()),
+    }
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct SurveyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    idem: String,
+    fairness: String,
+    satisfaction: String,
+    #[serde(default)]
+    would_pay: String,
+    #[serde(default)]
+    comment: String,
+}
+
+pub async fn survey(
+    State(web): State<Web>,
+    s: Signed,
+    origin: FormOrigin,
+    Ids((m, p)): Ids<(i64, i64)>,
+    Form(f): Form<SurveyForm>,
+) -> PageResult {
+    s.check(&origin, &f.csrf)?;
+    let market = web.svc.market(&s.caller, m).await?;
+    let scale = |name: &str, v: &str| {
+        v.parse::<u8>()
+            .map_err(|_| bad_request(format!("{name}: choose 1 to 7")))
+    };
+    let would_pay = if f.would_pay.trim().is_empty() {
+        0
+    } else {
+        parse_money(&f.would_pay, &market.currency)
+            .map_err(|e| bad_request(format!("would pay: {e}")))?
+    };
+    let req = AnswerSurvey {
+        fairness: scale("fairness", &f.fairness)?,
+        satisfaction: scale("satisfaction", &f.satisfaction)?,
+        would_pay,
+        comment: f.comment.clone(),
+    };
+    let idem = idem_key(&f.idem, &format!("/m/{m}/p/{p}/survey"), &f)?;
+    web.svc
+        .answer_survey(&s.caller, m, p, req, idem.as_ref())
+        .await?;
+    Ok(back(m, p, "survey"))
+}

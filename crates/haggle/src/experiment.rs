@@ -1,0 +1,695 @@
+//! `haggle experiment run | replay | report | compare` (spec: experiments.md; issue 8): the
+//! markets of an experiment side by side, each on its own SQLite file, seed and simulated clock,
+//! a bounded number at once; resumable (a run whose `record.json` exists is finished and never
+//! redone); every run's config, seeds, rendered prompts, brain ids, events, record and LLM-call
+//! log stored; exact replay of a run; the analysis and its reports.
+//!
+//! Folder layout (`--out`, default `experiments/<name>`):
+//! `experiment.toml` (as given), `experiment.json`, `scenario.json`, `plan.json`, `journal.jsonl`
+//! (run started / finished / kept, appended), `runs/<id>/` with `run.json`, `prompts.json`,
+//! `llm_calls.jsonl`, `haggle.db`, `events.jsonl`, the one-run report files, `timing.json` and,
+//! written last, `record.json`; then `analysis.json`, `report.html` and the CSVs of the analysis.
+
+use crate::sim::{self, SimConfig};
+use anyhow::{Context, bail};
+use haggle_agents::spend::SpendGuard;
+use haggle_lab::analysis::{self, LlmUsage, RunData};
+use haggle_lab::experiment::{Experiment, RunPlan, is_llm_brain, usd};
+use haggle_lab::metrics::RunRecord;
+use haggle_lab::scenario::Scenario;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Subcommand)]
+pub enum ExperimentCmd {
+    /// Run every market of an experiment file (finished runs in --out are kept, not redone).
+    Run {
+        file: PathBuf,
+        /// Output folder (default: experiments/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Start at most this many runs now (the rest stay for the next invocation).
+        #[arg(long)]
+        max_runs: Option<usize>,
+    },
+    /// Re-run one finished round-based run from its stored config and check it is identical.
+    Replay { dir: PathBuf, run: String },
+    /// Analyse the finished runs and write report.html, analysis.json and CSVs into the folder.
+    Report { dir: PathBuf },
+    /// Put several experiments side by side (compare.html, compare.json).
+    Compare {
+        #[arg(required = true, num_args = 1..)]
+        dirs: Vec<PathBuf>,
+        #[arg(long, default_value = "experiment-comparison")]
+        out: PathBuf,
+    },
+}
+
+pub async fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
+    match cmd {
+        ExperimentCmd::Run {
+            file,
+            out,
+            max_runs,
+        } => run_experiment(&file, out, max_runs).await,
+        ExperimentCmd::Replay { dir, run } => replay(&dir, &run).await,
+        ExperimentCmd::Report { dir } => report(&dir).map(|_| ()),
+        ExperimentCmd::Compare { dirs, out } => compare(&dirs, &out),
+    }
+}
+
+/// What `run.json` holds: everything needed to run the market again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub experiment: String,
+    pub plan: RunPlan,
+    pub mode: String,
+    pub max_rounds: u64,
+    pub tick_ms: i64,
+    pub sim_start_ms: i64,
+    /// The seed of each participant's brain, as the simulation derives it.
+    pub brain_seed_rule: String,
+    pub prompt_template: String,
+    /// Per participant, in the scenario's order.
+    pub participants: Vec<Assigned>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assigned {
+    pub name: String,
+    pub arm: String,
+    pub brain: String,
+    /// For language-model brains: the provider's model id (`<provider>:<model>`); none for rules.
+    pub model: Option<String>,
+}
+
+/// What `record.json` holds: the run's record plus the end of its event hash chain. Its
+/// presence marks the run finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    pub record: RunRecord,
+    pub events: u64,
+    pub chain_head: String,
+}
+
+fn write(path: &Path, body: &str) -> anyhow::Result<()> {
+    std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn json<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    let mut s = serde_json::to_string_pretty(v)?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// Appends one line to the journal (what happened when, for resume audits).
+fn journal(dir: &Path, run: &str, event: &str, extra: serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write;
+    let path = dir.join("journal.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let line = serde_json::json!({"run": run, "event": event, "detail": extra});
+    writeln!(f, "{line}").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn run_dir(dir: &Path, id: &str) -> PathBuf {
+    dir.join("runs").join(id)
+}
+
+/// A finished run's stored record, if it is complete.
+fn finished(dir: &Path, id: &str) -> Option<Finished> {
+    let text = std::fs::read_to_string(run_dir(dir, id).join("record.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn llm_usage(run: &Path) -> anyhow::Result<BTreeMap<String, LlmUsage>> {
+    let path = run.join("llm_calls.jsonl");
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    analysis::llm_usage_from_jsonl(&read(&path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn model_id(brain: &str) -> Option<String> {
+    is_llm_brain(brain).then(|| brain.split('@').next().unwrap_or(brain).to_string())
+}
+
+/// The run's config: each participant's arm and brain from the plan.
+fn run_config(x: &Experiment, scenario: &Scenario, plan: &RunPlan) -> anyhow::Result<RunConfig> {
+    let names: Vec<String> = scenario.profiles.iter().map(|p| p.name.clone()).collect();
+    let arms = plan
+        .assignment(&names)
+        .map_err(|e| anyhow::anyhow!("run {}: {e}", plan.id))?;
+    let participants = names
+        .into_iter()
+        .zip(arms)
+        .map(|(name, arm)| {
+            let brain = x.arms[&arm].clone();
+            Assigned {
+                name,
+                arm,
+                model: model_id(&brain),
+                brain,
+            }
+        })
+        .collect();
+    Ok(RunConfig {
+        experiment: x.name.clone(),
+        plan: plan.clone(),
+        mode: x.market.mode.clone(),
+        max_rounds: x.market.max_rounds,
+        tick_ms: haggle_api::haggle_core::HOUR_MS,
+        sim_start_ms: sim::SIM_START_MS,
+        brain_seed_rule: "run seed × 1000003 + participant index".into(),
+        prompt_template: haggle_agents::prompt::PROMPT_TEMPLATE_VERSION.into(),
+        participants,
+    })
+}
+
+/// Runs one market from its config into `dir` (emptied first) and stores everything. Returns
+/// the record and the one-run metrics' summary line.
+async fn execute(
+    dir: &Path,
+    scenario: &Scenario,
+    eff: &haggle_lab::efficiency::Efficiency,
+    cfg: &RunConfig,
+    spend: Option<Arc<SpendGuard>>,
+    mut progress: impl FnMut(&sim::Progress) + Send,
+) -> anyhow::Result<(Finished, haggle_lab::metrics::Metrics)> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let started = Instant::now();
+    write(&dir.join("run.json"), &json(cfg)?)?;
+    let prompts: BTreeMap<&str, serde_json::Value> = scenario
+        .profiles
+        .iter()
+        .zip(&cfg.participants)
+        .map(|(p, a)| {
+            (
+                p.name.as_str(),
+                serde_json::json!({
+                    "brain": a.brain,
+                    "template_version": cfg.prompt_template,
+                    "system_prompt": haggle_agents::prompt::render_system_prompt(p, &scenario.currency),
+                }),
+            )
+        })
+        .collect();
+    write(&dir.join("prompts.json"), &json(&prompts)?)?;
+    // The LLM-call log: LLM brains append one record per call; rule brains make none.
+    let log_path = dir.join("llm_calls.jsonl");
+    let log = Arc::new(
+        haggle_agents::llm::CallLog::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?,
+    );
+    let mut factory = haggle_agents::registry::BrainFactory::new(
+        haggle_agents::registry::LlmEnv::from_env(),
+        log,
+        &scenario.currency,
+    );
+    factory.spend = spend;
+    let db = dir.join("haggle.db");
+    let out = sim::run(
+        SimConfig {
+            scenario: scenario.clone(),
+            brains: cfg.participants.iter().map(|a| a.brain.clone()).collect(),
+            seed: cfg.plan.seed,
+            max_rounds: cfg.max_rounds,
+            tick_ms: cfg.tick_ms,
+            mode: crate::demo::parse_mode(&cfg.mode)?,
+            database: format!("sqlite://{}", db.display()),
+            factory,
+            withhold_leaks: false,
+        },
+        &mut progress,
+    )
+    .await?;
+    let store = out.svc.store();
+    let v = store.verify(out.market_id).await?;
+    if !v.ok() {
+        bail!(
+            "run {}: the ledger did not verify: {}",
+            cfg.plan.id,
+            v.breaches.join("; ")
+        );
+    }
+    let sim_wall = started.elapsed();
+    let record = crate::results::record(&out).await?;
+    let metrics = haggle_lab::metrics::compute_with(scenario, &record, eff);
+    haggle_lab::report::write_report(dir, scenario, &metrics)
+        .with_context(|| format!("cannot write the report to {}", dir.display()))?;
+    // Every event of the market (the operator's view), and the head of its hash chain.
+    let mut events = String::new();
+    let (mut after, mut count, mut head) = (0i64, 0u64, String::new());
+    loop {
+        let page = store
+            .events(out.market_id, haggle_service::Viewer::All, after, 1000)
+            .await?;
+        for e in &page {
+            events.push_str(&serde_json::to_string(e)?);
+            events.push('\n');
+            after = e.seq;
+            head = e.hash.clone();
+            count += 1;
+        }
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    write(&dir.join("events.jsonl"), &events)?;
+    let mut timing = haggle_lab::report::Timing {
+        total_ms: started.elapsed().as_secs_f64() * 1000.0,
+        ..Default::default()
+    };
+    timing
+        .phases_ms
+        .insert("simulation".into(), sim_wall.as_secs_f64() * 1000.0);
+    haggle_lab::report::write_timing(dir, &timing)?;
+    let done = Finished {
+        record,
+        events: count,
+        chain_head: head,
+    };
+    // Written last, through a rename: its presence means the run is complete.
+    let tmp = dir.join("record.json.tmp");
+    write(&tmp, &json(&done)?)?;
+    std::fs::rename(&tmp, dir.join("record.json"))
+        .with_context(|| format!("cannot finish {}", dir.display()))?;
+    Ok((done, metrics))
+}
+
+/// The experiment's folder: new, or one holding this same experiment (else refused).
+fn prepare(dir: &Path, x: &Experiment, text: &str, scenario: &Scenario) -> anyhow::Result<()> {
+    let plan = json(&x.plan())?;
+    let exp = json(x)?;
+    let scen = scenario.to_json();
+    if dir.join("plan.json").exists() {
+        for (name, now) in [
+            ("plan.json", &plan),
+            ("experiment.json", &exp),
+            ("scenario.json", &scen),
+        ] {
+            let before = read(&dir.join(name))?;
+            if before.trim() != now.trim() {
+                bail!(
+                    "{} holds runs of a different experiment ({name} differs); choose another --out or delete the folder",
+                    dir.display()
+                );
+            }
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir.join("runs"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    write(&dir.join("experiment.toml"), text)?;
+    write(&dir.join("experiment.json"), &exp)?;
+    write(&dir.join("scenario.json"), &scen)?;
+    write(&dir.join("plan.json"), &plan)?;
+    Ok(())
+}
+
+async fn run_experiment(
+    file: &Path,
+    out: Option<PathBuf>,
+    max_runs: Option<usize>,
+) -> anyhow::Result<()> {
+    let x = Experiment::from_path(file)?;
+    let text = read(file)?;
+    let scenario = x.scenario()?;
+    let dir = out.unwrap_or_else(|| PathBuf::from("experiments").join(&x.name));
+    prepare(&dir, &x, &text, &scenario)?;
+    let plan = x.plan();
+    let (estimated, max) = x.spend_limits();
+    // Spend of runs finished in earlier sessions counts against the maximum.
+    let mut spent_before = 0;
+    for p in &plan {
+        if finished(&dir, &p.id).is_some() {
+            spent_before += llm_usage(&run_dir(&dir, &p.id))?
+                .values()
+                .map(|u| u.cost_micro_usd)
+                .sum::<i64>();
+        }
+    }
+    let guard = Arc::new(SpendGuard::new(x.llm.concurrency, max, spent_before));
+    let uses_llm = x.arms.values().any(|b| is_llm_brain(b));
+    // Every arm's brain can be made (API keys set) before any run starts.
+    let check = haggle_agents::registry::BrainFactory::new(
+        haggle_agents::registry::LlmEnv::from_env(),
+        Arc::new(haggle_agents::llm::CallLog::discard()),
+        &scenario.currency,
+    );
+    for (arm, brain) in &x.arms {
+        check
+            .check(brain)
+            .map_err(|e| anyhow::anyhow!("arm {arm}: {e}"))?;
+    }
+    eprintln!(
+        "experiment {}: {} runs of {} participants, arms {}; {} markets at once; results in {}",
+        x.name,
+        plan.len(),
+        scenario.profiles.len(),
+        x.arms
+            .iter()
+            .map(|(a, b)| format!("{a}={b}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        x.execution.concurrency,
+        dir.display()
+    );
+    if uses_llm {
+        eprintln!(
+            "LLM spend: estimated {}, maximum {}, already spent {}; {} calls at once",
+            estimated.map_or("not given".into(), usd),
+            max.map_or("none".into(), usd),
+            usd(spent_before),
+            x.llm.concurrency
+        );
+    } else {
+        eprintln!("LLM spend: none (rule brains only)");
+    }
+    if let Some(m) = max
+        && uses_llm
+        && spent_before >= m
+    {
+        bail!(
+            "the LLM spend maximum ({}) is used up by earlier runs; raise llm.max_spend_usd to continue",
+            usd(m)
+        );
+    }
+
+    let eff = Arc::new(haggle_lab::efficiency::max_welfare(&scenario));
+    let scenario = Arc::new(scenario);
+    let mut pending = Vec::new();
+    for p in &plan {
+        if finished(&dir, &p.id).is_some() {
+            eprintln!("{}: finished earlier, kept", p.id);
+            journal(&dir, &p.id, "kept", serde_json::json!({}))?;
+        } else {
+            pending.push(run_config(&x, &scenario, p)?);
+        }
+    }
+    let limit = max_runs.unwrap_or(usize::MAX);
+    let started_at = Instant::now();
+    // Each market runs on its own thread and single-threaded runtime: agents hold their brains
+    // across awaits and brains need not be `Sync`, so a run cannot move between threads.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut running = 0usize;
+    let mut queue = pending.into_iter();
+    let (mut started, mut done, mut failed) = (0usize, 0usize, Vec::new());
+    let mut stop = false;
+    loop {
+        while !stop && running < x.execution.concurrency && started < limit {
+            let Some(cfg) = queue.next() else { break };
+            started += 1;
+            running += 1;
+            let (dir, scenario, eff, tx) = (dir.clone(), scenario.clone(), eff.clone(), tx.clone());
+            let guard = guard.clone();
+            journal(&dir, &cfg.plan.id, "started", serde_json::json!({}))?;
+            eprintln!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed);
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let id = cfg.plan.id.clone();
+                let mut last_line = 0u64;
+                let label = id.clone();
+                let work = std::panic::AssertUnwindSafe(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("cannot start a run's runtime")
+                        .and_then(|rt| {
+                            rt.block_on(execute(
+                                &run_dir(&dir, &id),
+                                &scenario,
+                                &eff,
+                                &cfg,
+                                Some(guard.clone()),
+                                move |p| {
+                                    if p.round >= last_line + 24 {
+                                        last_line = p.round;
+                                        eprintln!(
+                                            "{label}: round {:>4}/{}  deals {:>4}  volume {}",
+                                            p.round,
+                                            p.max_rounds,
+                                            p.deals,
+                                            haggle_lab::report::money(p.volume, "USD")
+                                        );
+                                    }
+                                },
+                            ))
+                        })
+                });
+                // A panicking run is reported like a failed one, so the others go on.
+                let result = std::panic::catch_unwind(work).unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!("the run panicked (see the message above)"))
+                });
+                let _ = tx.send((id, t.elapsed(), result));
+            });
+        }
+        if running == 0 {
+            break;
+        }
+        let Some(joined) = rx.recv().await else {
+            break;
+        };
+        running -= 1;
+        let (id, took, result) = joined;
+        match result {
+            Ok((f, m)) => {
+                done += 1;
+                journal(
+                    &dir,
+                    &id,
+                    "finished",
+                    serde_json::json!({"events": f.events, "deals": m.market.deals, "wall_ms": took.as_millis() as u64}),
+                )?;
+                eprintln!(
+                    "{id}: finished in {:.1} s: {} deals, volume {}, efficiency {}",
+                    took.as_secs_f64(),
+                    m.market.deals,
+                    haggle_lab::report::money(m.market.gross_volume, &m.currency),
+                    m.market
+                        .allocative_efficiency
+                        .map_or("–".into(), |e| format!("{:.1}%", e * 100.0))
+                );
+            }
+            Err(e) => {
+                journal(
+                    &dir,
+                    &id,
+                    "failed",
+                    serde_json::json!({"error": e.to_string()}),
+                )?;
+                eprintln!("{id}: FAILED: {e:#}");
+                failed.push(id);
+            }
+        }
+        if guard.refused() > 0 && !stop {
+            stop = true;
+            eprintln!(
+                "the LLM spend maximum was reached ({} spent): no further runs start",
+                usd(guard.spent())
+            );
+        }
+    }
+    let remaining = plan
+        .iter()
+        .filter(|p| finished(&dir, &p.id).is_none())
+        .count();
+    eprintln!(
+        "{done} run(s) finished now in {:.1} s; {} of {} finished in all",
+        started_at.elapsed().as_secs_f64(),
+        plan.len() - remaining,
+        plan.len()
+    );
+    if !failed.is_empty() {
+        bail!(
+            "{} run(s) failed: {}; run the same command again to retry them",
+            failed.len(),
+            failed.join(", ")
+        );
+    }
+    if remaining > 0 {
+        println!(
+            "{remaining} run(s) not started yet: run `haggle experiment run {} --out {}` again to continue",
+            file.display(),
+            dir.display()
+        );
+    }
+    let html = report(&dir)?;
+    println!("report:  {}", html.display());
+    Ok(())
+}
+
+/// The finished runs of an experiment folder, for the analysis.
+fn load_runs(dir: &Path) -> anyhow::Result<(Experiment, Vec<RunData>, usize)> {
+    let x: Experiment = serde_json::from_str(&read(&dir.join("experiment.json"))?)
+        .with_context(|| format!("{} is not an experiment folder", dir.display()))?;
+    let plan: Vec<RunPlan> = serde_json::from_str(&read(&dir.join("plan.json"))?)?;
+    let mut runs = Vec::new();
+    for p in &plan {
+        if finished(dir, &p.id).is_none() {
+            continue;
+        }
+        let rd = run_dir(dir, &p.id);
+        let cfg: RunConfig = serde_json::from_str(&read(&rd.join("run.json"))?)
+            .with_context(|| format!("{}", rd.join("run.json").display()))?;
+        let results: haggle_lab::report::Results =
+            serde_json::from_str(&read(&rd.join("results.json"))?)
+                .with_context(|| format!("{}", rd.join("results.json").display()))?;
+        runs.push(RunData {
+            plan: p.clone(),
+            arms: cfg
+                .participants
+                .iter()
+                .map(|a| (a.name.clone(), a.arm.clone()))
+                .collect(),
+            metrics: results.metrics,
+            llm: llm_usage(&rd)?,
+        });
+    }
+    Ok((x, runs, plan.len()))
+}
+
+/// Analyses the finished runs and writes the report files; returns the HTML's path.
+fn report(dir: &Path) -> anyhow::Result<PathBuf> {
+    let (x, runs, planned) = load_runs(dir)?;
+    if runs.is_empty() {
+        bail!("{} has no finished run yet", dir.display());
+    }
+    let a = analysis::analyse(
+        &x.name,
+        &x.arms,
+        &runs,
+        &x.analysis.resampling(),
+        x.analysis.min_units,
+    );
+    let files = haggle_lab::experiment_report::write(dir, &x, &a, &runs, planned)
+        .with_context(|| format!("cannot write the report into {}", dir.display()))?;
+    Ok(files)
+}
+
+/// Re-runs one finished run and compares what it produced with what was stored.
+async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
+    let rd = run_dir(dir, id);
+    let stored = finished(dir, id).with_context(|| {
+        format!(
+            "run {id} has not finished in {} (no runs/{id}/record.json)",
+            dir.display()
+        )
+    })?;
+    let cfg: RunConfig = serde_json::from_str(&read(&rd.join("run.json"))?)?;
+    let scenario: Scenario = serde_json::from_str(&read(&dir.join("scenario.json"))?)?;
+    if cfg.mode != "rounds" {
+        bail!(
+            "run {id} is event-driven: only round-based runs replay exactly (spec: agents.md, Running agents)"
+        );
+    }
+    // Extension point: language-model brains replay by answering each call from the run's
+    // llm_calls.jsonl instead of the provider, which needs a recorded-response model in the
+    // brain registry. Until it exists, such runs are refused rather than re-asked live.
+    if let Some(a) = cfg.participants.iter().find(|a| is_llm_brain(&a.brain)) {
+        bail!(
+            "run {id} used the language-model brain '{}' ({}): replaying it needs its recorded responses played back, which this build cannot do yet",
+            a.brain,
+            a.name
+        );
+    }
+    let eff = haggle_lab::efficiency::max_welfare(&scenario);
+    let scratch = dir.join("replay").join(id);
+    let t = Instant::now();
+    let (again, _) = execute(&scratch, &scenario, &eff, &cfg, None, |_| {}).await?;
+    let mut rows = Vec::new();
+    let mut same = true;
+    let mut check = |what: &str, a: String, b: String| {
+        let ok = a == b;
+        same &= ok;
+        rows.push(format!(
+            "{:<22} {:<12} {}",
+            what,
+            if ok { "identical" } else { "DIFFERS" },
+            if ok { a } else { format!("{a} ≠ {b}") }
+        ));
+    };
+    check(
+        "events",
+        stored.events.to_string(),
+        again.events.to_string(),
+    );
+    check(
+        "event chain head",
+        stored.chain_head.clone(),
+        again.chain_head.clone(),
+    );
+    for f in [
+        "record.json",
+        "results.json",
+        "deals.csv",
+        "participants.csv",
+        "events.jsonl",
+    ] {
+        let a = std::fs::read(rd.join(f)).with_context(|| format!("cannot read {f}"))?;
+        let b = std::fs::read(scratch.join(f))?;
+        check(
+            f,
+            format!("{} bytes", a.len()),
+            if a == b {
+                format!("{} bytes", a.len())
+            } else {
+                format!("{} bytes, other content", b.len())
+            },
+        );
+    }
+    println!(
+        "replay of {id} (seed {}, {} participants) in {:.1} s:",
+        cfg.plan.seed,
+        cfg.participants.len(),
+        t.elapsed().as_secs_f64()
+    );
+    for r in rows {
+        println!("  {r}");
+    }
+    if !same {
+        bail!(
+            "the replay of {id} differs from the stored run (kept in {} for inspection)",
+            scratch.display()
+        );
+    }
+    std::fs::remove_dir_all(dir.join("replay")).ok();
+    println!("identical");
+    Ok(())
+}
+
+fn compare(dirs: &[PathBuf], out: &Path) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for d in dirs {
+        let (x, runs, planned) = load_runs(d)?;
+        if runs.is_empty() {
+            bail!("{} has no finished run yet", d.display());
+        }
+        let a = analysis::analyse(
+            &x.name,
+            &x.arms,
+            &runs,
+            &x.analysis.resampling(),
+            x.analysis.min_units,
+        );
+        all.push((d.display().to_string(), x, a, planned));
+    }
+    let path = haggle_lab::experiment_report::write_comparison(out, &all)
+        .with_context(|| format!("cannot write into {}", out.display()))?;
+    println!("comparison: {}", path.display());
+    Ok(())
+}
