@@ -711,10 +711,8 @@ impl LlmBrain {
                 exchange,
                 usage,
                 cost_micro_usd: cost,
-                error: match &result {
-                    Err(e) => Some(e.to_string()),
-                    Ok(_) => problem_of_reply.clone(),
-                },
+                error: result.as_ref().err().map(|e| e.to_string()),
+                malformed: problem_of_reply.clone(),
             });
             let reply = match result {
                 Ok(r) => r,

@@ -268,6 +268,23 @@ async fn malformed_output_is_shown_to_the_model_a_bounded_number_of_times() {
         (3, 1, 1)
     );
     assert!(tools.calls.is_empty());
+    let logged: Vec<(Option<String>, Option<String>)> = CallLog::read(&s.log_path)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Call {
+                error, malformed, ..
+            } => Some((error, malformed)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logged.len(), 3);
+    assert!(
+        logged
+            .iter()
+            .all(|(e, m)| e.is_none() && m.as_deref() == Some("the reply is not valid JSON")),
+        "a malformed reply is not a failed call: {logged:?}"
+    );
     // The next turn starts afresh.
     turn(&mut s, &seller_view("hi"), &mut tools).await;
     assert_eq!(s.model.requests.lock().unwrap().len(), 6);

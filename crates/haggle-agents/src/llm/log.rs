@@ -30,8 +30,12 @@ pub enum Record {
         usage: Usage,
         /// µUSD; absent when the model's price is unknown.
         cost_micro_usd: Option<i64>,
-        /// Why the call gave no usable reply, or why its reply was malformed.
+        /// Why the call gave no reply (HTTP refusal after retries, timeout, broken body).
         error: Option<String>,
+        /// Why its reply could not be used as it came (not JSON, unknown tool, invalid
+        /// arguments); the model was told.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        malformed: Option<String>,
     },
 }
 
