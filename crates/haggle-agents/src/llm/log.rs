@@ -9,6 +9,9 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
+// A call record is large and a prompt record small; records are made one at a time and
+// written out at once, so boxing the call would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
