@@ -219,7 +219,7 @@ pub fn is_loopback(base_url: &str) -> bool {
         .any(|p| rest.starts_with(p))
 }
 
-/// An error text for a JSON value, shortened for logs and for the model.
+/// `text` cut to `max` characters (an ellipsis marks the cut), for logs and for the model.
 pub(crate) fn clip(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_string();
