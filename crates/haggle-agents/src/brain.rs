@@ -1,7 +1,8 @@
 //! The brain interface: on each turn an agent's brain reads a [`View`] (what the market shows this
 //! agent, plus its own private profile) and returns [`Action`]s. Rule brains and LLM brains both
 //! implement [`Brain`]; the runtime executes the actions through the market contract, so a brain
-//! can never do what the server would refuse.
+//! can never do what the server would refuse. A brain that works by calling tools (an LLM) gets a
+//! [`ToolBox`] for its turn: the runtime runs each call through the same contract.
 
 use crate::profile::Profile;
 use haggle_api::haggle_core::{Deal, Event, Listing};
@@ -130,6 +131,16 @@ pub enum Action {
     },
 }
 
+/// The market's tools during one turn (the shared catalogue of [`crate::tools`]), run by the
+/// runtime as the agent's participant. Refusals come back as the market's error code and message.
+pub trait ToolBox: Send {
+    fn call<'a>(
+        &'a mut self,
+        name: &'a str,
+        args: serde_json::Value,
+    ) -> BoxFuture<'a, Result<serde_json::Value, crate::tools::ToolError>>;
+}
+
 /// A decision-maker behind an agent.
 pub trait Brain: Send {
     /// The brain's config name, e.g. `rule:boulware`.
@@ -137,4 +148,19 @@ pub trait Brain: Send {
     /// Decides this turn's actions.
     fn decide<'a>(&'a mut self, profile: &'a Profile, view: &'a View)
     -> BoxFuture<'a, Vec<Action>>;
+    /// The turn as the runtime runs it: with the market's tools at hand. Brains that only
+    /// return actions (rule brains) keep this default.
+    fn turn<'a>(
+        &'a mut self,
+        profile: &'a Profile,
+        view: &'a View,
+        tools: &'a mut dyn ToolBox,
+    ) -> BoxFuture<'a, Vec<Action>> {
+        let _ = tools;
+        self.decide(profile, view)
+    }
+    /// Model calls, tokens, cost and malformed turns so far (LLM brains only).
+    fn llm_stats(&self) -> Option<crate::llm_brain::LlmStats> {
+        None
+    }
 }

@@ -4,6 +4,9 @@
 
 pub mod adversaries;
 pub mod brain;
+pub mod leaks;
+pub mod llm;
+pub mod llm_brain;
 pub mod profile;
 pub mod prompt;
 pub mod registry;

@@ -1,9 +1,17 @@
-//! Brains by config name (spec: agents.md, Brains): `rule:*` strategies and `adversary:*`
-//! testers. LLM and human brains are made elsewhere.
+//! Brains by config name (spec: agents.md, Brains): `rule:*` strategies, `adversary:*` testers,
+//! and language models — `anthropic:<model>`, `openai:<model>@<base-url>` (function calling) and
+//! `openai-json:<model>@<base-url>` (schema-constrained JSON, for small local models). A
+//! [`BrainFactory`] makes any of them; [`brain_from_name`] the ones that need no model.
 
 use crate::adversaries;
 use crate::brain::Brain;
+use crate::llm::anthropic::{self, Anthropic};
+use crate::llm::openai::{self, OpenAi, OutputMode};
+use crate::llm::{CallLog, CallPolicy, ChatError, ChatModel, Price, PriceTable, is_loopback};
+use crate::llm_brain::{LlmBrain, LlmSettings};
 use crate::rules::RuleBrain;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// The rule-based brains, by config name.
 pub const RULE_BRAINS: &[&str] = &[
@@ -25,6 +33,13 @@ pub const ADVERSARY_BRAINS: &[&str] = &[
     "adversary:spammer",
 ];
 
+/// The language-model brains, by the form of their names.
+pub const LLM_BRAINS: &[&str] = &[
+    "anthropic:<model>",
+    "openai:<model>@<base-url>",
+    "openai-json:<model>@<base-url>",
+];
+
 /// A brain name this crate does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown brain '{name}' (known: {})", known())]
@@ -36,9 +51,212 @@ fn known() -> String {
     RULE_BRAINS
         .iter()
         .chain(ADVERSARY_BRAINS)
+        .chain(LLM_BRAINS)
         .copied()
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What a brain name asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrainSpec {
+    /// A rule brain or an adversary (`rule:*`, `adversary:*`).
+    Rule(String),
+    Anthropic {
+        model: String,
+        base_url: Option<String>,
+    },
+    OpenAi {
+        model: String,
+        base_url: Option<String>,
+        mode: OutputMode,
+    },
+}
+
+impl BrainSpec {
+    pub fn parse(name: &str) -> Result<BrainSpec, UnknownBrain> {
+        let name = name.trim();
+        let unknown = || UnknownBrain {
+            name: name.to_string(),
+        };
+        if RULE_BRAINS.contains(&name) || ADVERSARY_BRAINS.contains(&name) {
+            return Ok(BrainSpec::Rule(name.to_string()));
+        }
+        let (provider, rest) = name.split_once(':').ok_or_else(unknown)?;
+        let (model, base_url) = match rest.split_once('@') {
+            Some((m, url)) if !url.trim().is_empty() => (m.trim(), Some(url.trim().to_string())),
+            Some(_) => return Err(unknown()),
+            None => (rest.trim(), None),
+        };
+        if model.is_empty() {
+            return Err(unknown());
+        }
+        let model = model.to_string();
+        match provider {
+            "anthropic" => Ok(BrainSpec::Anthropic { model, base_url }),
+            "openai" => Ok(BrainSpec::OpenAi {
+                model,
+                base_url,
+                mode: OutputMode::Tools,
+            }),
+            "openai-json" => Ok(BrainSpec::OpenAi {
+                model,
+                base_url,
+                mode: OutputMode::Json,
+            }),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+/// A brain that cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrainError {
+    #[error(transparent)]
+    Unknown(#[from] UnknownBrain),
+    #[error("brain '{name}': {error}")]
+    Model { name: String, error: ChatError },
+}
+
+/// Keys and base URLs from the environment (read once, at the binary's edge).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LlmEnv {
+    pub anthropic_key: Option<String>,
+    pub anthropic_base_url: Option<String>,
+    pub openai_key: Option<String>,
+    pub openai_base_url: Option<String>,
+}
+
+impl LlmEnv {
+    /// `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`, `OPENAI_API_KEY`, `OPENAI_BASE_URL`.
+    pub fn from_env() -> LlmEnv {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        LlmEnv {
+            anthropic_key: var(anthropic::KEY_VAR),
+            anthropic_base_url: var(anthropic::BASE_URL_VAR),
+            openai_key: var(openai::KEY_VAR),
+            openai_base_url: var(openai::BASE_URL_VAR),
+        }
+    }
+}
+
+/// A model client and its price (`None`: not in the price table).
+pub type PricedModel = (Arc<dyn ChatModel>, Option<Price>);
+
+/// Makes brains by name for one run: model clients are shared between agents of the same brain,
+/// LLM brains share the run's call log and price table.
+pub struct BrainFactory {
+    env: LlmEnv,
+    pub settings: LlmSettings,
+    pub policy: CallPolicy,
+    pub prices: PriceTable,
+    /// An experiment's shared call slots and spend maximum (LLM brains take a permit per call).
+    pub spend: Option<Arc<crate::spend::SpendGuard>>,
+    log: Arc<CallLog>,
+    currency: String,
+    models: Mutex<BTreeMap<String, PricedModel>>,
+}
+
+impl BrainFactory {
+    /// A factory for a market trading in `currency`, logging model calls to `log`.
+    pub fn new(env: LlmEnv, log: Arc<CallLog>, currency: &str) -> BrainFactory {
+        BrainFactory {
+            env,
+            settings: LlmSettings::default(),
+            policy: CallPolicy::default(),
+            prices: PriceTable::default(),
+            spend: None,
+            log,
+            currency: currency.to_string(),
+            models: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The model client for an LLM brain name (made once), with its price; `None` for rule brains.
+    pub fn model(&self, name: &str) -> Result<Option<PricedModel>, BrainError> {
+        let spec = BrainSpec::parse(name)?;
+        let key = name.trim().to_string();
+        if let Some(m) = self.models.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(Some(m));
+        }
+        let model_error = |error| BrainError::Model {
+            name: key.clone(),
+            error,
+        };
+        let made: PricedModel = match spec {
+            BrainSpec::Rule(_) => return Ok(None),
+            BrainSpec::Anthropic { model, base_url } => {
+                let base = base_url.or_else(|| self.env.anthropic_base_url.clone());
+                let price = self.prices.price(&model);
+                let m = Anthropic::new(
+                    &model,
+                    self.env.anthropic_key.clone(),
+                    base,
+                    self.policy.clone(),
+                )
+                .map_err(model_error)?;
+                (Arc::new(m), price)
+            }
+            BrainSpec::OpenAi {
+                model,
+                base_url,
+                mode,
+            } => {
+                let base = base_url
+                    .or_else(|| self.env.openai_base_url.clone())
+                    .unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_string());
+                // A model on this machine costs nothing; elsewhere, the table's price.
+                let price = if is_loopback(&base) {
+                    Some(Price {
+                        input: 0,
+                        output: 0,
+                        cache_read: 0,
+                        cache_write: 0,
+                    })
+                } else {
+                    self.prices.price(&model)
+                };
+                let m = OpenAi::new(
+                    &model,
+                    self.env.openai_key.clone(),
+                    Some(base),
+                    mode,
+                    self.policy.clone(),
+                )
+                .map_err(model_error)?;
+                (Arc::new(m), price)
+            }
+        };
+        if let Ok(mut m) = self.models.lock() {
+            m.insert(key, made.clone());
+        }
+        Ok(Some(made))
+    }
+
+    /// Whether `name` can be made (known, and its key is set): checked before a run starts.
+    pub fn check(&self, name: &str) -> Result<(), BrainError> {
+        self.model(name).map(|_| ())
+    }
+
+    /// The brain `name` for the agent `agent` (its label in the call log), seeded with `seed`.
+    pub fn make(&self, name: &str, seed: u64, agent: &str) -> Result<Box<dyn Brain>, BrainError> {
+        match self.model(name)? {
+            None => Ok(brain_from_name(name, seed)?),
+            Some((model, price)) => Ok(Box::new(
+                LlmBrain::new(
+                    name.trim(),
+                    agent,
+                    model,
+                    self.settings.clone(),
+                    price,
+                    self.log.clone(),
+                    &self.currency,
+                    Some(seed),
+                )
+                .with_spend_guard(self.spend.clone()),
+            )),
+        }
+    }
 }
 
 /// Makes the brain named `name`, seeded with `seed` (same seed → same decisions).
@@ -88,5 +306,79 @@ mod tests {
                 && text.contains("adversary:spammer")
         );
         assert!(brain_from_name("anthropic:claude", 0).is_err());
+    }
+
+    #[test]
+    fn llm_brain_names_say_provider_model_and_server() {
+        assert_eq!(
+            BrainSpec::parse("anthropic:claude-sonnet-4-5").unwrap(),
+            BrainSpec::Anthropic {
+                model: "claude-sonnet-4-5".into(),
+                base_url: None
+            }
+        );
+        assert_eq!(
+            BrainSpec::parse("openai:gemma-3-270m@http://127.0.0.1:8088/v1").unwrap(),
+            BrainSpec::OpenAi {
+                model: "gemma-3-270m".into(),
+                base_url: Some("http://127.0.0.1:8088/v1".into()),
+                mode: OutputMode::Tools
+            }
+        );
+        assert_eq!(
+            BrainSpec::parse(" openai-json:gemma@http://localhost:1/v1 ").unwrap(),
+            BrainSpec::OpenAi {
+                model: "gemma".into(),
+                base_url: Some("http://localhost:1/v1".into()),
+                mode: OutputMode::Json
+            }
+        );
+        assert_eq!(
+            BrainSpec::parse("rule:micro").unwrap(),
+            BrainSpec::Rule("rule:micro".into())
+        );
+        for bad in [
+            "openai:",
+            "openai:@http://x",
+            "anthropic:x@",
+            "gemini:pro",
+            "rule:nope",
+        ] {
+            assert!(BrainSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_missing_key_is_reported_before_any_brain_is_made() {
+        let f = BrainFactory::new(LlmEnv::default(), Arc::new(CallLog::discard()), "USD");
+        let e = f.check("anthropic:claude-haiku-4-5").unwrap_err();
+        assert!(
+            e.to_string().contains("ANTHROPIC_API_KEY is not set"),
+            "{e}"
+        );
+        let e = f.check("openai:gpt-4o-mini").unwrap_err();
+        assert!(e.to_string().contains("OPENAI_API_KEY is not set"), "{e}");
+        assert!(f.check("openai-json:gemma@http://127.0.0.1:9/v1").is_ok());
+        assert!(f.check("rule:linear").is_ok());
+        let with_keys = BrainFactory::new(
+            LlmEnv {
+                anthropic_key: Some("k".into()),
+                ..LlmEnv::default()
+            },
+            Arc::new(CallLog::discard()),
+            "USD",
+        );
+        let b = with_keys
+            .make("anthropic:claude-haiku-4-5", 1, "Ada")
+            .unwrap();
+        assert_eq!(b.name(), "anthropic:claude-haiku-4-5");
+        assert!(b.llm_stats().is_some());
+        assert!(
+            with_keys
+                .make("rule:linear", 1, "Bo")
+                .unwrap()
+                .llm_stats()
+                .is_none()
+        );
     }
 }

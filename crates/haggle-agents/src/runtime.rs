@@ -1,9 +1,14 @@
 //! The agent runtime: each turn it reads what the market shows the agent (through
 //! `MarketClient` only), builds the brain's [`View`], runs the brain, and carries out its actions.
 //! Refusals are counted, never fatal: a brain cannot break a rule, and a bad action costs a turn.
+//! Brains that call tools (LLMs) get them through [`ToolBox`], run here with the same client; every
+//! outgoing text is checked for the agent's private numbers (counted, optionally withheld).
 
-use crate::brain::{Action, Brain, Candidate, Role, ThreadState, View};
+use crate::brain::{Action, BoxFuture, Brain, Candidate, Role, ThreadState, ToolBox, View};
+use crate::leaks::PrivateNumbers;
 use crate::profile::Profile;
+use crate::tools::{self, ToolError};
+use haggle_api::ErrorBody;
 use haggle_api::haggle_core::{Deal, DealStatus, Listing, ListingStatus, Side, ThreadStatus};
 use haggle_api::{
     ClientError, ListingQuery, ListingSort, MakeOffer, MarketClient, NewListing, OpenThread,
@@ -23,6 +28,15 @@ pub struct AgentStats {
     pub actions: u64,
     /// Refusals by the market, by error code.
     pub refusals: BTreeMap<String, u64>,
+    /// Outgoing texts that contained a private number (floor, maximum, budget), and how many
+    /// of them were withheld instead of sent.
+    #[serde(default)]
+    pub leaks: u64,
+    #[serde(default)]
+    pub leaks_withheld: u64,
+    /// Tool calls made through the [`ToolBox`] (reads included).
+    #[serde(default)]
+    pub tool_calls: u64,
 }
 
 /// One participant's agent: its profile, brain and client, and what it remembers between turns.
@@ -31,6 +45,9 @@ pub struct Agent<C: MarketClient> {
     pub client: C,
     pub brain: Box<dyn Brain>,
     pub stats: AgentStats,
+    private: PrivateNumbers,
+    /// Withhold (rather than only count) outgoing texts with a private number.
+    withhold_leaks: bool,
     last_seq: i64,
     turns: u64,
     /// Listing id → the profile item (`item_id`) or want (`want_id`) it stands for.
@@ -100,11 +117,14 @@ fn counts(d: &Deal) -> bool {
 
 impl<C: MarketClient> Agent<C> {
     pub fn new(profile: Profile, client: C, brain: Box<dyn Brain>) -> Agent<C> {
+        let private = PrivateNumbers::of(&profile);
         Agent {
             profile,
             client,
             brain,
             stats: AgentStats::default(),
+            private,
+            withhold_leaks: false,
             last_seq: 0,
             turns: 0,
             listing_subject: BTreeMap::new(),
@@ -117,6 +137,24 @@ impl<C: MarketClient> Agent<C> {
             awake: false,
             synced: false,
         }
+    }
+
+    /// Withholds outgoing texts that contain a private number instead of only counting them.
+    pub fn withhold_leaks(mut self, on: bool) -> Agent<C> {
+        self.withhold_leaks = on;
+        self
+    }
+
+    /// Counts a leak in `text`; whether the text must be withheld.
+    fn leak_check(&mut self, text: &str) -> bool {
+        if self.private.found_in(text).is_none() {
+            return false;
+        }
+        self.stats.leaks += 1;
+        if self.withhold_leaks {
+            self.stats.leaks_withheld += 1;
+        }
+        self.withhold_leaks
     }
 
     /// The profile item (`item_id`) or want (`want_id`) a thread of this agent was about.
@@ -461,14 +499,24 @@ impl<C: MarketClient> Agent<C> {
             || !view.unmet_wants.is_empty()
             || view.deals.iter().any(|d| !d.is_finished());
         self.housekeeping(&view).await;
-        let mut actions = self.brain.decide(&self.profile, &view).await;
-        actions.truncate(MAX_ACTIONS_PER_TURN);
         let leads: BTreeMap<i64, String> = view
             .candidates
             .iter()
             .chain(view.buyer_leads.iter())
             .map(|c| (c.listing.listing.id, c.want_id.clone()))
             .collect();
+        let mut tools = TurnTools {
+            client: &self.client,
+            private: &self.private,
+            withhold_leaks: self.withhold_leaks,
+            stats: &mut self.stats,
+            listing_subject: &mut self.listing_subject,
+            thread_subject: &mut self.thread_subject,
+            contacted: &mut self.contacted,
+            leads: &leads,
+        };
+        let mut actions = self.brain.turn(&self.profile, &view, &mut tools).await;
+        actions.truncate(MAX_ACTIONS_PER_TURN);
         for t in &view.threads {
             *self
                 .thread_turns
@@ -476,6 +524,9 @@ impl<C: MarketClient> Agent<C> {
                 .or_default() += 1;
         }
         for a in &actions {
+            if outgoing_text(a).is_some_and(|t| self.leak_check(t)) {
+                continue;
+            }
             self.stats.actions += 1;
             if let Err(e) = self.act(a, &leads).await {
                 tracing::debug!(agent = %self.profile.name, action = ?a, error = %e, "action refused");
@@ -627,5 +678,121 @@ impl<C: MarketClient> Agent<C> {
             }
         }
         Ok(())
+    }
+}
+
+/// The text an action sends to another party, if any.
+fn outgoing_text(a: &Action) -> Option<&str> {
+    match a {
+        Action::OpenThread { message, .. } => message.as_deref(),
+        Action::Message { body, .. } => Some(body),
+        Action::HandOver { note, .. } => note.as_deref(),
+        Action::Dispute { reason, .. } => Some(reason),
+        Action::Rate { comment, .. } => Some(comment),
+        _ => None,
+    }
+}
+
+/// Every string inside a tool's arguments (what a writing tool sends to the market), except the
+/// profile's own ids (`bike-45` names an item, it does not say a price).
+fn strings_in(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings_in(x, out)),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "item_id" | "want_id"))
+            .for_each(|(_, x)| strings_in(x, out)),
+        _ => {}
+    }
+}
+
+/// The tools of one turn: the shared catalogue run with the agent's client, with the runtime's
+/// bookkeeping (which listing or thread stands for which profile item or want) and leak checks.
+struct TurnTools<'a, C: MarketClient> {
+    client: &'a C,
+    private: &'a PrivateNumbers,
+    withhold_leaks: bool,
+    stats: &'a mut AgentStats,
+    listing_subject: &'a mut BTreeMap<i64, String>,
+    thread_subject: &'a mut BTreeMap<i64, String>,
+    contacted: &'a mut BTreeSet<i64>,
+    leads: &'a BTreeMap<i64, String>,
+}
+
+/// Why an outgoing text was not sent (it never reached the market, hence status 0).
+fn withheld() -> ToolError {
+    ToolError {
+        status: 0,
+        body: ErrorBody::new(
+            haggle_api::ErrorCode::Forbidden,
+            "withheld by your runtime: the text contains one of your private numbers (a lowest \
+             price, a maximum price or your budget); nothing was sent. Rewrite it without them.",
+        ),
+    }
+}
+
+impl<C: MarketClient> TurnTools<'_, C> {
+    /// Learns from a successful call what the rule path learns from its actions.
+    fn note(&mut self, name: &str, args: &serde_json::Value, result: &serde_json::Value) {
+        match name {
+            "post_listing" | "post_wanted" => {
+                let attrs = &result["attributes"];
+                let subject = attrs["item_id"].as_str().or(attrs["want_id"].as_str());
+                if let (Some(id), Some(s)) = (result["id"].as_i64(), subject) {
+                    self.listing_subject.insert(id, s.to_string());
+                }
+            }
+            "make_offer" | "send_message" => {
+                if let Some(l) = args["listing_id"].as_i64() {
+                    self.contacted.insert(l);
+                    let thread = result["thread"]["id"]
+                        .as_i64()
+                        .or(result["thread_id"].as_i64());
+                    if let (Some(t), Some(s)) = (thread, self.leads.get(&l)) {
+                        self.thread_subject.insert(t, s.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<C: MarketClient> ToolBox for TurnTools<'_, C> {
+    fn call<'a>(
+        &'a mut self,
+        name: &'a str,
+        args: serde_json::Value,
+    ) -> BoxFuture<'a, Result<serde_json::Value, ToolError>> {
+        Box::pin(async move {
+            self.stats.tool_calls += 1;
+            let writes = tools::find(name).is_some_and(|t| !t.annotations.read_only);
+            if writes {
+                let mut texts = Vec::new();
+                strings_in(&args, &mut texts);
+                if texts.iter().any(|t| self.private.found_in(t).is_some()) {
+                    self.stats.leaks += 1;
+                    if self.withhold_leaks {
+                        self.stats.leaks_withheld += 1;
+                        return Err(withheld());
+                    }
+                }
+                self.stats.actions += 1;
+            }
+            let result = tools::call(self.client, name, args.clone()).await;
+            match &result {
+                Ok(v) => self.note(name, &args, v),
+                Err(e) if writes => {
+                    *self
+                        .stats
+                        .refusals
+                        .entry(e.code().as_str().to_string())
+                        .or_default() += 1;
+                }
+                Err(_) => {}
+            }
+            result
+        })
     }
 }

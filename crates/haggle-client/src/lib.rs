@@ -27,6 +27,8 @@ impl HttpClient {
     /// Connects to `base` (e.g. `http://127.0.0.1:8080`) with an agent token and learns which
     /// market and participant the token speaks for.
     pub async fn connect(base: &str, token: &str) -> ClientResult<HttpClient> {
+        // reqwest's rustls backend (when enabled anywhere in the build) needs a crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()

@@ -377,10 +377,10 @@ pub fn is_llm_brain(brain: &str) -> bool {
     !(b.starts_with("rule:") || b.starts_with("adversary:") || b == "human")
 }
 
-/// Whether the brain registry can make this brain. (One place to change when new kinds of
-/// brains arrive in the registry.)
+/// Whether the brain registry knows this brain name (rule brains, adversaries and language
+/// models; API keys are checked when the experiment starts).
 fn check_brain(brain: &str) -> Result<(), String> {
-    haggle_agents::registry::brain_from_name(brain, 0)
+    haggle_agents::registry::BrainSpec::parse(brain)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

@@ -349,6 +349,7 @@ async fn post_mcp(
     session: Option<&str>,
     body: &Value,
 ) -> reqwest::Response {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut req = reqwest::Client::new()
         .post(m.mcp_url())
         .header("Content-Type", "application/json")
@@ -392,6 +393,7 @@ async fn a_missing_bad_or_non_agent_token_is_refused_with_the_api_error_body() {
             m.mcp_url(),
         )
         .auth_header("hgl_not_a_token");
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
     assert!(rmcp::ServiceExt::serve((), transport).await.is_err());
 }

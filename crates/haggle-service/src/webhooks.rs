@@ -264,6 +264,8 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
 }
 
 fn client(opts: &WebhookOptions) -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest's rustls backend (when enabled anywhere in the build) needs a crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(opts.timeout)
         .connect_timeout(opts.timeout)

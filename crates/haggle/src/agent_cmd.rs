@@ -2,10 +2,12 @@
 //! over HTTP and trades until its rounds are used up (or Ctrl-C).
 
 use anyhow::Context;
+use haggle_agents::llm::CallLog;
 use haggle_agents::profile::Profile;
 use haggle_agents::runtime::Agent;
 use haggle_api::MarketClient;
 use haggle_client::HttpClient;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -29,6 +31,11 @@ pub struct AgentArgs {
     interval_ms: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Where an LLM brain's calls are logged (JSON lines).
+    #[arg(long, default_value = "llm_calls.jsonl")]
+    llm_log: std::path::PathBuf,
+    #[command(flatten)]
+    llm: crate::llm_args::LlmArgs,
 }
 
 pub fn read_profile(path: &std::path::Path) -> anyhow::Result<Profile> {
@@ -44,11 +51,33 @@ pub fn read_profile(path: &std::path::Path) -> anyhow::Result<Profile> {
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let profile = read_profile(&args.profile)?;
-    let brain = haggle_agents::registry::brain_from_name(&args.brain, args.seed)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The name and its API key are checked before joining the market.
+    args.llm
+        .factory(Arc::new(CallLog::discard()), &profile.currency)?
+        .check(&args.brain)
+        .map_err(|e| anyhow::anyhow!("--brain: {e}"))?;
     let client = HttpClient::connect(&args.server, &args.token)
         .await
         .map_err(|e| anyhow::anyhow!("cannot join {}: {e}", args.server))?;
+    let currency = client
+        .market()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the market: {e}"))?
+        .currency;
+    let brains = [args.brain.clone()];
+    let log = if crate::llm_args::any_llm(&brains) {
+        Arc::new(
+            CallLog::create(&args.llm_log)
+                .with_context(|| format!("cannot create {}", args.llm_log.display()))?,
+        )
+    } else {
+        Arc::new(CallLog::discard())
+    };
+    let brain = args
+        .llm
+        .factory(log, &currency)?
+        .make(&args.brain, args.seed, &profile.name)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!(
         "haggle: {} trades in market {} as participant {} with {}",
         profile.name,
@@ -56,7 +85,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         client.participant_id(),
         args.brain
     );
-    let mut agent = Agent::new(profile, client, brain);
+    let mut agent = Agent::new(profile, client, brain).withhold_leaks(args.llm.withhold_leaks);
     let mut turn = 0u64;
     loop {
         let actions = agent.turn(0, turn).await;
@@ -73,8 +102,20 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     eprintln!(
-        "haggle: {} turns, {} actions, refusals: {:?}",
-        agent.stats.turns, agent.stats.actions, agent.stats.refusals
+        "haggle: {} turns, {} actions, refusals: {:?}, private-number leaks: {} ({} withheld)",
+        agent.stats.turns,
+        agent.stats.actions,
+        agent.stats.refusals,
+        agent.stats.leaks,
+        agent.stats.leaks_withheld
     );
+    if let Some(s) = agent.brain.llm_stats() {
+        eprintln!(
+            "haggle: {}: {} (calls logged to {})",
+            args.brain,
+            crate::llm_args::describe(&s),
+            args.llm_log.display()
+        );
+    }
     Ok(())
 }

@@ -323,6 +323,12 @@ async fn sim_run(
         tick_ms: haggle_api::haggle_core::HOUR_MS,
         mode,
         database,
+        factory: haggle_agents::registry::BrainFactory::new(
+            haggle_agents::registry::LlmEnv::default(),
+            std::sync::Arc::new(haggle_agents::llm::CallLog::discard()),
+            "USD",
+        ),
+        withhold_leaks: false,
     };
     let started = Instant::now();
     let out = crate::sim::run(cfg, |_| {}).await?;

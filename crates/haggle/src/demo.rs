@@ -4,9 +4,11 @@
 
 use crate::sim::{self, Mode, SimConfig};
 use anyhow::Context;
+use haggle_agents::llm::CallLog;
 use haggle_lab::scenario::Scenario;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub const DEFAULT_BRAINS: &str =
@@ -40,6 +42,8 @@ pub struct DemoArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    llm: crate::llm_args::LlmArgs,
 }
 
 pub fn load_scenario(
@@ -85,12 +89,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|b| b.trim().to_string())
         .filter(|b| !b.is_empty())
         .collect();
+    // Names and API keys are checked before anything is written.
+    let check = args
+        .llm
+        .factory(Arc::new(CallLog::discard()), &scenario.currency)?;
     for b in &brains {
-        haggle_agents::registry::brain_from_name(b, 0)
+        check
+            .check(b)
             .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let log = crate::llm_args::call_log(&args.out, &brains)?;
+    let factory = args.llm.factory(log, &scenario.currency)?;
     let db = args.out.join("haggle.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
@@ -110,6 +121,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tick_ms: haggle_api::haggle_core::HOUR_MS,
         mode: parse_mode(&args.mode)?,
         database: format!("sqlite://{}", db.display()),
+        factory,
+        withhold_leaks: args.llm.withhold_leaks,
     };
     // The progress bar redraws a line: only on a terminal.
     let quiet = args.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -138,6 +151,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let sim_wall = started.elapsed();
     let results = crate::report::finish(&args.out, &scenario, &out, sim_wall).await?;
     crate::report::print_summary(&results);
+    crate::report::print_conduct(&out);
     let total = started.elapsed();
     println!(
         "wall time {:.2} s ({} rounds)",

@@ -184,6 +184,7 @@ async fn execute(
     scenario: &Scenario,
     eff: &haggle_lab::efficiency::Efficiency,
     cfg: &RunConfig,
+    spend: Option<Arc<SpendGuard>>,
     mut progress: impl FnMut(&sim::Progress) + Send,
 ) -> anyhow::Result<(Finished, haggle_lab::metrics::Metrics)> {
     if dir.exists() {
@@ -209,7 +210,17 @@ async fn execute(
         .collect();
     write(&dir.join("prompts.json"), &json(&prompts)?)?;
     // The LLM-call log: LLM brains append one record per call; rule brains make none.
-    write(&dir.join("llm_calls.jsonl"), "")?;
+    let log_path = dir.join("llm_calls.jsonl");
+    let log = Arc::new(
+        haggle_agents::llm::CallLog::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?,
+    );
+    let mut factory = haggle_agents::registry::BrainFactory::new(
+        haggle_agents::registry::LlmEnv::from_env(),
+        log,
+        &scenario.currency,
+    );
+    factory.spend = spend;
     let db = dir.join("haggle.db");
     let out = sim::run(
         SimConfig {
@@ -220,6 +231,8 @@ async fn execute(
             tick_ms: cfg.tick_ms,
             mode: crate::demo::parse_mode(&cfg.mode)?,
             database: format!("sqlite://{}", db.display()),
+            factory,
+            withhold_leaks: false,
         },
         &mut progress,
     )
@@ -332,6 +345,17 @@ async fn run_experiment(
     }
     let guard = Arc::new(SpendGuard::new(x.llm.concurrency, max, spent_before));
     let uses_llm = x.arms.values().any(|b| is_llm_brain(b));
+    // Every arm's brain can be made (API keys set) before any run starts.
+    let check = haggle_agents::registry::BrainFactory::new(
+        haggle_agents::registry::LlmEnv::from_env(),
+        Arc::new(haggle_agents::llm::CallLog::discard()),
+        &scenario.currency,
+    );
+    for (arm, brain) in &x.arms {
+        check
+            .check(brain)
+            .map_err(|e| anyhow::anyhow!("arm {arm}: {e}"))?;
+    }
     eprintln!(
         "experiment {}: {} runs of {} participants, arms {}; {} markets at once; results in {}",
         x.name,
@@ -392,6 +416,7 @@ async fn run_experiment(
             started += 1;
             running += 1;
             let (dir, scenario, eff, tx) = (dir.clone(), scenario.clone(), eff.clone(), tx.clone());
+            let guard = guard.clone();
             journal(&dir, &cfg.plan.id, "started", serde_json::json!({}))?;
             eprintln!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed);
             std::thread::spawn(move || {
@@ -410,6 +435,7 @@ async fn run_experiment(
                                 &scenario,
                                 &eff,
                                 &cfg,
+                                Some(guard.clone()),
                                 move |p| {
                                     if p.round >= last_line + 24 {
                                         last_line = p.round;
@@ -584,7 +610,7 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
     let eff = haggle_lab::efficiency::max_welfare(&scenario);
     let scratch = dir.join("replay").join(id);
     let t = Instant::now();
-    let (again, _) = execute(&scratch, &scenario, &eff, &cfg, |_| {}).await?;
+    let (again, _) = execute(&scratch, &scenario, &eff, &cfg, None, |_| {}).await?;
     let mut rows = Vec::new();
     let mut same = true;
     let mut check = |what: &str, a: String, b: String| {

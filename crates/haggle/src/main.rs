@@ -6,6 +6,8 @@ mod bench;
 mod config;
 mod demo;
 mod experiment;
+mod interview;
+mod llm_args;
 mod mcp_cmd;
 mod report;
 mod results;
@@ -69,6 +71,8 @@ enum Cmd {
     },
     /// Run a whole simulated office market of agents and write its report.
     Demo(demo::DemoArgs),
+    /// Set up a participant's profile by talking to an LLM (or `--form`), and write it.
+    Interview(interview::InterviewArgs),
     /// Serve one agent's market as an MCP server on stdin/stdout (for desktop MCP clients).
     Mcp(mcp_cmd::McpArgs),
     /// Experiments: several markets side by side, compared honestly.
@@ -208,6 +212,8 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    // HTTPS (LLM providers) uses rustls with ring; every reqwest client needs the provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -428,6 +434,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCmd::Sim(args),
         } => bench::sim(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
+        Cmd::Interview(args) => interview::run(args).await?,
         Cmd::Mcp(args) => mcp_cmd::run(args).await?,
         Cmd::Agent {
             command: AgentCmd::Run(args),

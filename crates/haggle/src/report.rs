@@ -82,7 +82,85 @@ pub async fn finish(
         .phases_ms
         .insert("report".into(), started.elapsed().as_secs_f64() * 1000.0);
     haggle_lab::report::write_timing(out, &timing)?;
+    let conduct = conduct(run);
+    write(
+        out,
+        "conduct.json",
+        &serde_json::to_string_pretty(&conduct)?,
+    )?;
     Ok(metrics)
+}
+
+/// Per participant: leaks of private numbers, refusals by the market, and for LLM brains their
+/// model calls, tokens, cost and malformed or failed turns (`conduct.json`, beside
+/// `llm_calls.jsonl`). Kept out of `results.json`, which stays byte-identical for one seed.
+pub fn conduct(run: &SimOutput) -> serde_json::Value {
+    let agents: Vec<serde_json::Value> = run
+        .members
+        .iter()
+        .zip(&run.agents)
+        .map(|(m, a)| {
+            json!({
+                "name": m.name,
+                "participant_id": m.participant_id,
+                "brain": m.brain,
+                "turns": a.stats.turns,
+                "actions": a.stats.actions,
+                "refusals": a.stats.refusals,
+                "leaks": a.stats.leaks,
+                "leaks_withheld": a.stats.leaks_withheld,
+                "tool_calls": a.stats.tool_calls,
+                "llm": a.brain.llm_stats(),
+            })
+        })
+        .collect();
+    json!({ "agents": agents })
+}
+
+/// The LLM and conduct lines of the summary: per LLM brain, what its agents spent and how its
+/// model behaved; leaks over all agents.
+pub fn print_conduct(run: &SimOutput) {
+    let mut by_brain: std::collections::BTreeMap<&str, (u64, haggle_agents::llm_brain::LlmStats)> =
+        Default::default();
+    for (m, a) in run.members.iter().zip(&run.agents) {
+        if let Some(s) = a.brain.llm_stats() {
+            let e = by_brain.entry(m.brain.as_str()).or_default();
+            e.0 += 1;
+            let t = &mut e.1;
+            t.turns += s.turns;
+            t.calls += s.calls;
+            t.usage.add(&s.usage);
+            t.cost_micro_usd += s.cost_micro_usd;
+            t.calls_without_price += s.calls_without_price;
+            t.failed_calls += s.failed_calls;
+            t.failed_turns += s.failed_turns;
+            t.refusals += s.refusals;
+            t.malformed_outputs += s.malformed_outputs;
+            t.malformed_turns += s.malformed_turns;
+            t.turns_ended_malformed += s.turns_ended_malformed;
+            t.tool_calls += s.tool_calls;
+            t.tool_errors += s.tool_errors;
+            t.turns_at_call_limit += s.turns_at_call_limit;
+            t.turns_over_budget += s.turns_over_budget;
+        }
+    }
+    for (brain, (agents, s)) in &by_brain {
+        println!(
+            "{brain} ({agents} agents): {}",
+            crate::llm_args::describe(s)
+        );
+    }
+    let leaks: u64 = run.agents.iter().map(|a| a.stats.leaks).sum();
+    let withheld: u64 = run.agents.iter().map(|a| a.stats.leaks_withheld).sum();
+    let refusals: u64 = run
+        .agents
+        .iter()
+        .map(|a| a.stats.refusals.values().sum::<u64>())
+        .sum();
+    // `finish` has already refused a run whose ledger does not verify.
+    println!(
+        "conduct: {refusals} actions refused by the market, {leaks} private-number leaks ({withheld} withheld); ledger verified, 0 breaches"
+    );
 }
 
 /// The summary table printed at the end of a demo.

@@ -33,6 +33,10 @@ pub struct SimConfig {
     pub tick_ms: i64,
     pub mode: Mode,
     pub database: String,
+    /// Makes each participant's brain (rule brains and language models).
+    pub factory: haggle_agents::registry::BrainFactory,
+    /// Withhold (not only count) outgoing texts with a private number.
+    pub withhold_leaks: bool,
 }
 
 /// Live figures for the progress display.
@@ -80,6 +84,12 @@ fn api(e: haggle_service::ApiError) -> anyhow::Error {
 pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Result<SimOutput> {
     if cfg.brains.is_empty() {
         bail!("--brains needs at least one brain");
+    }
+    // Unknown names and missing API keys stop the run before the market exists.
+    for b in &cfg.brains {
+        cfg.factory
+            .check(b)
+            .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
     }
     let store = Store::open(&cfg.database)
         .await
@@ -137,15 +147,18 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
                 .map_err(api)?
                 .body,
         )?;
-        let brain = haggle_agents::registry::brain_from_name(
-            &brain_name,
-            cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let brain = cfg
+            .factory
+            .make(
+                &brain_name,
+                cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                &profile.name,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let client = InProcess::from_token(svc.clone(), &created.agent_token)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        agents.push(Agent::new(profile.clone(), client, brain));
+        agents.push(Agent::new(profile.clone(), client, brain).withhold_leaks(cfg.withhold_leaks));
         members.push(Member {
             name: profile.name.clone(),
             participant_id: created.participant.id,

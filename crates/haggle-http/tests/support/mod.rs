@@ -81,7 +81,10 @@ impl Server {
         }));
         Server {
             base,
-            client: reqwest::Client::new(),
+            client: {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::new()
+            },
             operator,
             svc,
             clock,

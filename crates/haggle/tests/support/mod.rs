@@ -210,6 +210,7 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::new();
         loop {
             let up = client
@@ -258,10 +259,13 @@ pub struct Http {
 impl Default for Http {
     fn default() -> Http {
         Http {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("HTTP client"),
+            client: {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .expect("HTTP client")
+            },
         }
     }
 }

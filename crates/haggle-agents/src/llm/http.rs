@@ -1,0 +1,183 @@
+//! The HTTP call both backends share: POST a JSON body, retry what a provider asks to be retried
+//! (429, 5xx, Anthropic's 529 "overloaded", timeouts, dropped connections) with exponential
+//! back-off or the server's `retry-after`, and keep the last reply for the call log.
+
+use super::{CallPolicy, ChatError, clip};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Outcome {
+    pub result: Result<Value, ChatError>,
+    pub response: Option<Value>,
+    pub status: Option<u16>,
+    pub attempts: u32,
+    pub latency_ms: u64,
+}
+
+fn retryable(status: u16) -> bool {
+    matches!(status, 408 | 409 | 429) || (500..=599).contains(&status)
+}
+
+/// The server's requested wait: `retry-after-ms` (OpenAI) or `retry-after` in seconds.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(Duration::from_millis(ms));
+    }
+    get("retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// A provider's error body as one line: `type: message`, whatever shape the server uses.
+pub(crate) fn error_message(body: &Value) -> String {
+    let err = body.get("error").unwrap_or(body);
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| err.as_str())
+        .or_else(|| body.get("detail").and_then(Value::as_str))
+        .map(str::to_string)
+        .unwrap_or_else(|| clip(&body.to_string(), 300));
+    match err.get("type").and_then(Value::as_str) {
+        Some(t) => format!("{t}: {message}"),
+        None => message,
+    }
+}
+
+pub(crate) async fn post_json(
+    http: &reqwest::Client,
+    provider: &'static str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: &Value,
+    policy: &CallPolicy,
+) -> Outcome {
+    let started = Instant::now();
+    let mut out = Outcome {
+        result: Err(ChatError::Transport {
+            provider,
+            message: "no attempt made".into(),
+        }),
+        response: None,
+        status: None,
+        attempts: 0,
+        latency_ms: 0,
+    };
+    let max_attempts = policy.max_attempts.max(1);
+    for attempt in 1..=max_attempts {
+        out.attempts = attempt;
+        let mut req = http.post(url).json(body).timeout(policy.timeout);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let backoff = policy
+            .base_backoff
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(policy.max_backoff);
+        let sent = async {
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let wait = retry_after(resp.headers());
+            let text = resp.text().await?;
+            Ok::<_, reqwest::Error>((status, wait, text))
+        }
+        .await;
+        let (status, wait, text) = match sent {
+            Ok(x) => x,
+            Err(e) => {
+                out.result = Err(if e.is_timeout() {
+                    ChatError::Timeout {
+                        provider,
+                        timeout_ms: policy.timeout.as_millis() as u64,
+                    }
+                } else {
+                    ChatError::Transport {
+                        provider,
+                        message: e.to_string(),
+                    }
+                });
+                out.response = None;
+                out.status = None;
+                if attempt < max_attempts {
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+                break;
+            }
+        };
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        out.status = Some(status);
+        out.response = Some(
+            parsed
+                .clone()
+                .unwrap_or_else(|| json!({ "raw": clip(&text, 20_000) })),
+        );
+        if (200..300).contains(&status) {
+            out.result = parsed.ok_or_else(|| ChatError::InvalidResponse {
+                provider,
+                message: format!("the body is not JSON: {}", clip(&text, 200)),
+            });
+            break;
+        }
+        let message = parsed
+            .as_ref()
+            .map(error_message)
+            .unwrap_or_else(|| clip(text.trim(), 300));
+        let message = if message.trim().is_empty() {
+            "(no error message in the reply)".to_string()
+        } else {
+            message
+        };
+        out.result = Err(ChatError::Http {
+            provider,
+            status,
+            message,
+        });
+        if retryable(status) && attempt < max_attempts {
+            tokio::time::sleep(wait.map_or(backoff, |w| w.min(policy.max_backoff))).await;
+            continue;
+        }
+        break;
+    }
+    out.latency_ms = started.elapsed().as_millis() as u64;
+    out
+}
+
+/// A client with no overall timeout (each request carries its own).
+pub(crate) fn client() -> Result<reqwest::Client, String> {
+    super::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_of_each_provider_become_one_line() {
+        let anthropic = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+        assert_eq!(error_message(&anthropic), "overloaded_error: Overloaded");
+        let openai =
+            json!({"error": {"message": "Rate limit reached", "type": "requests", "code": null}});
+        assert_eq!(error_message(&openai), "requests: Rate limit reached");
+        let fastapi = json!({"detail": "Input should be 'text' or 'json_object'"});
+        assert_eq!(
+            error_message(&fastapi),
+            "Input should be 'text' or 'json_object'"
+        );
+    }
+
+    #[test]
+    fn retryable_statuses_are_rate_limits_overload_and_server_errors() {
+        for s in [408, 409, 429, 500, 502, 503, 529] {
+            assert!(retryable(s), "{s}");
+        }
+        for s in [400, 401, 403, 404, 413, 422] {
+            assert!(!retryable(s), "{s}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Settings of LLM brains shared by `demo`, `agent run` and `interview`: limits, sampling,
+//! timeouts and retries, the price table, and whether leaks are withheld. Keys and base URLs come
+//! from the environment (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `ANTHROPIC_BASE_URL`,
+//! `OPENAI_BASE_URL`); every brain named is checked before anything runs.
+
+use anyhow::Context;
+use haggle_agents::llm::{CallLog, CallPolicy, PriceTable};
+use haggle_agents::llm_brain::{LlmSettings, LlmStats};
+use haggle_agents::registry::{BrainFactory, BrainSpec, LlmEnv};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct LlmArgs {
+    /// Output tokens per model call.
+    #[arg(long, default_value_t = 1024)]
+    pub llm_max_tokens: u32,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.7)]
+    pub llm_temperature: f32,
+    /// Tool calls per agent turn.
+    #[arg(long, default_value_t = 8)]
+    pub llm_tool_calls: u32,
+    /// Malformed replies shown back to the model per turn before the turn ends.
+    #[arg(long, default_value_t = 2)]
+    pub llm_retries: u32,
+    /// Tokens (input, output, cached) per agent over the run.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub llm_token_budget: u64,
+    /// Size of a turn's observation, in tokens.
+    #[arg(long, default_value_t = 3_000)]
+    pub llm_observation_tokens: usize,
+    /// Per-attempt timeout of a model call, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub llm_timeout_s: u64,
+    /// Attempts per model call (429, 5xx, overloaded and timeouts are retried).
+    #[arg(long, default_value_t = 4)]
+    pub llm_attempts: u32,
+    /// Only these tools of the catalogue, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub llm_tools: Vec<String>,
+    /// A TOML price table (µUSD per million tokens) overriding the built-in one.
+    #[arg(long)]
+    pub prices: Option<std::path::PathBuf>,
+    /// Withhold outgoing texts that contain a private number (they are always counted).
+    #[arg(long)]
+    pub withhold_leaks: bool,
+}
+
+impl LlmArgs {
+    /// A brain factory for a market in `currency`, logging model calls to `log`.
+    pub fn factory(&self, log: Arc<CallLog>, currency: &str) -> anyhow::Result<BrainFactory> {
+        let mut f = BrainFactory::new(LlmEnv::from_env(), log, currency);
+        f.settings = LlmSettings {
+            max_tokens: self.llm_max_tokens,
+            temperature: Some(self.llm_temperature),
+            max_tool_calls_per_turn: self.llm_tool_calls.max(1),
+            max_malformed_retries: self.llm_retries,
+            token_budget: self.llm_token_budget,
+            observation_tokens: self.llm_observation_tokens.max(200),
+            tools: None,
+        };
+        if !self.llm_tools.is_empty() {
+            for t in &self.llm_tools {
+                if haggle_agents::tools::find(t).is_none() {
+                    let known: Vec<&str> = haggle_agents::tools::catalogue()
+                        .iter()
+                        .map(|t| t.name)
+                        .collect();
+                    anyhow::bail!(
+                        "--llm-tools: unknown tool '{t}' (tools: {})",
+                        known.join(", ")
+                    );
+                }
+            }
+            f.settings.tools = Some(self.llm_tools.clone());
+        }
+        f.policy = CallPolicy {
+            timeout: Duration::from_secs(self.llm_timeout_s.max(1)),
+            max_attempts: self.llm_attempts.max(1),
+            ..CallPolicy::default()
+        };
+        if let Some(path) = &self.prices {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read price table {}", path.display()))?;
+            f.prices = PriceTable::default()
+                .with_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+        Ok(f)
+    }
+}
+
+/// Whether any of `brains` is a language model.
+pub fn any_llm(brains: &[String]) -> bool {
+    brains
+        .iter()
+        .any(|b| !matches!(BrainSpec::parse(b), Ok(BrainSpec::Rule(_)) | Err(_)))
+}
+
+/// The call log of a run: `llm_calls.jsonl` in `dir` when a model takes part, else nowhere.
+pub fn call_log(dir: &Path, brains: &[String]) -> anyhow::Result<Arc<CallLog>> {
+    if !any_llm(brains) {
+        return Ok(Arc::new(CallLog::discard()));
+    }
+    let path = dir.join("llm_calls.jsonl");
+    Ok(Arc::new(CallLog::create(&path).with_context(|| {
+        format!("cannot create {}", path.display())
+    })?))
+}
+
+/// µUSD as dollars with six decimals.
+pub fn usd(micro: i64) -> String {
+    format!("${}.{:06}", micro / 1_000_000, micro % 1_000_000)
+}
+
+/// One line about an LLM agent's run.
+pub fn describe(s: &LlmStats) -> String {
+    format!(
+        "{} turns, {} calls ({} failed), tokens in {} / out {} / cache read {} / cache write {}, cost {}{}, malformed replies {} in {} turns ({} turns ended by them), tool calls {} ({} refused)",
+        s.turns,
+        s.calls,
+        s.failed_calls,
+        s.usage.input_tokens,
+        s.usage.output_tokens,
+        s.usage.cache_read_tokens,
+        s.usage.cache_write_tokens,
+        usd(s.cost_micro_usd),
+        if s.calls_without_price > 0 {
+            format!(" (+{} calls of unknown price)", s.calls_without_price)
+        } else {
+            String::new()
+        },
+        s.malformed_outputs,
+        s.malformed_turns,
+        s.turns_ended_malformed,
+        s.tool_calls,
+        s.tool_errors,
+    )
+}
