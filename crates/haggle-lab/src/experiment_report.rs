@@ -14,7 +14,8 @@
 use crate::analysis::{Analysis, OUTCOMES, RUN_OUTCOMES, RunData};
 use crate::experiment::{Experiment, usd};
 use crate::report::{
-    CSS, PALETTE, Plot, csv, empty_chart, escape, money, num, opt_f, opt_i, pct, tick_money, ticks,
+    CSS, PALETTE, Plot, colors_for, csv, empty_chart, escape, legend, money, num, opt_f, opt_i,
+    pct, tick_money, ticks,
 };
 use crate::stats::{Comparison, PermutationTest};
 use std::collections::BTreeMap;
@@ -345,24 +346,7 @@ pub fn participants_csv(a: &Analysis) -> String {
 // Charts
 
 fn arm_colors(a: &Analysis) -> BTreeMap<String, &'static str> {
-    a.arms
-        .keys()
-        .enumerate()
-        .map(|(i, k)| (k.clone(), PALETTE[i % PALETTE.len()]))
-        .collect()
-}
-
-fn legend(colors: &BTreeMap<String, &'static str>, what: &str) -> String {
-    let mut s = format!(r#"<p class="legend">{}: "#, escape(what));
-    for (b, c) in colors {
-        let _ = write!(
-            s,
-            r#"<span><i style="background:{c}"></i>{}</span> "#,
-            escape(b)
-        );
-    }
-    s.push_str("</p>");
-    s
+    colors_for(a.arms.keys())
 }
 
 /// A strip chart: one column per arm, one dot per value, the mean as a bar.

@@ -463,15 +463,20 @@ pub(crate) fn empty_chart(label: &str) -> String {
 }
 
 fn brain_colors(metrics: &Metrics) -> BTreeMap<String, &'static str> {
-    metrics
-        .brains
-        .keys()
+    colors_for(metrics.brains.keys())
+}
+
+/// One palette colour per name, in order (the same name keeps its colour across a report).
+pub(crate) fn colors_for<'a>(
+    names: impl Iterator<Item = &'a String>,
+) -> BTreeMap<String, &'static str> {
+    names
         .enumerate()
-        .map(|(i, b)| (b.clone(), PALETTE[i % PALETTE.len()]))
+        .map(|(i, n)| (n.clone(), PALETTE[i % PALETTE.len()]))
         .collect()
 }
 
-fn legend(colors: &BTreeMap<String, &'static str>, what: &str) -> String {
+pub(crate) fn legend(colors: &BTreeMap<String, &'static str>, what: &str) -> String {
     let mut s = format!(r#"<p class="legend">{}: "#, escape(what));
     for (b, c) in colors {
         let _ = write!(
