@@ -146,16 +146,7 @@ impl Browser {
             let path = format!("/element/{el}{action}");
             match self.try_call(method.clone(), &path, body.clone()).await {
                 Ok(v) => return v,
-                Err(e)
-                    if matches!(
-                        e["error"].as_str(),
-                        Some(
-                            "stale element reference"
-                                | "no such element"
-                                | "element click intercepted"
-                        )
-                    ) =>
-                {
+                Err(e) if retryable(&e) => {
                     last = e;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -283,6 +274,19 @@ impl Browser {
     pub async fn quit(self) {
         let _ = self.http.delete(&self.session).send().await;
     }
+}
+
+/// An element that went away between finding and using it (the page navigated or a live update
+/// swapped it). chromedriver reports the latter sometimes as an `unknown error` saying the node
+/// "does not belong to the document", not as a stale reference.
+fn retryable(e: &Value) -> bool {
+    matches!(
+        e["error"].as_str(),
+        Some("stale element reference" | "no such element" | "element click intercepted")
+    ) || (e["error"].as_str() == Some("unknown error")
+        && e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not belong to the document")))
 }
 
 pub fn screenshot_dir() -> PathBuf {
