@@ -7,6 +7,7 @@ use crate::adversaries;
 use crate::brain::Brain;
 use crate::llm::anthropic::{self, Anthropic};
 use crate::llm::openai::{self, OpenAi, OutputMode};
+use crate::llm::replay::{RecordedModel, Recording, ReplayWire};
 use crate::llm::{CallLog, CallPolicy, ChatError, ChatModel, Price, PriceTable, is_loopback};
 use crate::llm_brain::{LlmBrain, LlmSettings};
 use crate::rules::RuleBrain;
@@ -152,9 +153,12 @@ pub struct BrainFactory {
     pub prices: PriceTable,
     /// An experiment's shared call slots and spend maximum (LLM brains take a permit per call).
     pub spend: Option<Arc<crate::spend::SpendGuard>>,
+    /// Replaying a recorded run: LLM brains are answered from this recording, not a provider.
+    pub replay: Option<Arc<Recording>>,
     log: Arc<CallLog>,
     currency: String,
     models: Mutex<BTreeMap<String, PricedModel>>,
+    wires: Mutex<BTreeMap<String, Arc<ReplayWire>>>,
 }
 
 impl BrainFactory {
@@ -166,10 +170,72 @@ impl BrainFactory {
             policy: CallPolicy::default(),
             prices: PriceTable::default(),
             spend: None,
+            replay: None,
             log,
             currency: currency.to_string(),
             models: Mutex::new(BTreeMap::new()),
+            wires: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// What a call of `spec` costs: a model on this machine nothing, elsewhere the table's price.
+    fn price(&self, spec: &BrainSpec) -> Option<Price> {
+        match spec {
+            BrainSpec::Rule(_) => None,
+            BrainSpec::Anthropic { model, .. } => self.prices.price(model),
+            BrainSpec::OpenAi {
+                model, base_url, ..
+            } => {
+                let base = base_url
+                    .clone()
+                    .or_else(|| self.env.openai_base_url.clone())
+                    .unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_string());
+                if is_loopback(&base) {
+                    Some(Price {
+                        input: 0,
+                        output: 0,
+                        cache_read: 0,
+                        cache_write: 0,
+                    })
+                } else {
+                    self.prices.price(model)
+                }
+            }
+        }
+    }
+
+    /// The recorded model answering `agent`'s calls of the brain `name` (replay); `None` for
+    /// rule brains. Agents of one brain share its wire state, as they shared its client.
+    fn recorded(
+        &self,
+        recording: &Arc<Recording>,
+        name: &str,
+        agent: &str,
+    ) -> Result<Option<PricedModel>, BrainError> {
+        let spec = BrainSpec::parse(name)?;
+        let key = name.trim().to_string();
+        let made = || match &spec {
+            BrainSpec::Rule(_) => None,
+            BrainSpec::Anthropic { model, .. } => Some(ReplayWire::anthropic(model)),
+            BrainSpec::OpenAi { model, mode, .. } => Some(ReplayWire::openai(model, *mode)),
+        };
+        let wire = match self.wires.lock() {
+            Ok(mut w) => match w.get(&key) {
+                Some(x) => x.clone(),
+                None => {
+                    let Some(x) = made() else { return Ok(None) };
+                    let x = Arc::new(x);
+                    w.insert(key.clone(), x.clone());
+                    x
+                }
+            },
+            Err(_) => match made() {
+                Some(x) => Arc::new(x),
+                None => return Ok(None),
+            },
+        };
+        let model = RecordedModel::new(recording.clone(), agent, &key, wire);
+        Ok(Some((Arc::new(model), self.price(&spec))))
     }
 
     /// The model client for an LLM brain name (made once), with its price; `None` for rule brains.
@@ -183,11 +249,11 @@ impl BrainFactory {
             name: key.clone(),
             error,
         };
+        let price = self.price(&spec);
         let made: PricedModel = match spec {
             BrainSpec::Rule(_) => return Ok(None),
             BrainSpec::Anthropic { model, base_url } => {
                 let base = base_url.or_else(|| self.env.anthropic_base_url.clone());
-                let price = self.prices.price(&model);
                 let m = Anthropic::new(
                     &model,
                     self.env.anthropic_key.clone(),
@@ -205,17 +271,6 @@ impl BrainFactory {
                 let base = base_url
                     .or_else(|| self.env.openai_base_url.clone())
                     .unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_string());
-                // A model on this machine costs nothing; elsewhere, the table's price.
-                let price = if is_loopback(&base) {
-                    Some(Price {
-                        input: 0,
-                        output: 0,
-                        cache_read: 0,
-                        cache_write: 0,
-                    })
-                } else {
-                    self.prices.price(&model)
-                };
                 let m = OpenAi::new(
                     &model,
                     self.env.openai_key.clone(),
@@ -233,14 +288,22 @@ impl BrainFactory {
         Ok(Some(made))
     }
 
-    /// Whether `name` can be made (known, and its key is set): checked before a run starts.
+    /// Whether `name` can be made (known, and its key is set unless replaying): checked before a
+    /// run starts.
     pub fn check(&self, name: &str) -> Result<(), BrainError> {
+        if self.replay.is_some() {
+            return BrainSpec::parse(name).map(|_| ()).map_err(Into::into);
+        }
         self.model(name).map(|_| ())
     }
 
     /// The brain `name` for the agent `agent` (its label in the call log), seeded with `seed`.
     pub fn make(&self, name: &str, seed: u64, agent: &str) -> Result<Box<dyn Brain>, BrainError> {
-        match self.model(name)? {
+        let model = match &self.replay {
+            Some(recording) => self.recorded(recording, name, agent)?,
+            None => self.model(name)?,
+        };
+        match model {
             None => Ok(brain_from_name(name, seed)?),
             Some((model, price)) => Ok(Box::new(
                 LlmBrain::new(

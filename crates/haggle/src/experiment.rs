@@ -12,6 +12,8 @@
 
 use crate::sim::{self, SimConfig};
 use anyhow::{Context, bail};
+use haggle_agents::llm::log::Record;
+use haggle_agents::llm::replay::Recording;
 use haggle_agents::spend::SpendGuard;
 use haggle_lab::analysis::{self, LlmUsage, RunData};
 use haggle_lab::experiment::{Experiment, RunPlan, is_llm_brain, usd};
@@ -185,6 +187,7 @@ async fn execute(
     eff: &haggle_lab::efficiency::Efficiency,
     cfg: &RunConfig,
     spend: Option<Arc<SpendGuard>>,
+    replay: Option<Arc<Recording>>,
     mut progress: impl FnMut(&sim::Progress) + Send,
 ) -> anyhow::Result<(Finished, haggle_lab::metrics::Metrics)> {
     if dir.exists() {
@@ -221,6 +224,7 @@ async fn execute(
         &scenario.currency,
     );
     factory.spend = spend;
+    factory.replay = replay;
     let db = dir.join("haggle.db");
     let out = sim::run(
         SimConfig {
@@ -436,6 +440,7 @@ async fn run_experiment(
                                 &eff,
                                 &cfg,
                                 Some(guard.clone()),
+                                None,
                                 move |p| {
                                     if p.round >= last_line + 24 {
                                         last_line = p.round;
@@ -597,20 +602,27 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
             "run {id} is event-driven: only round-based runs replay exactly (spec: agents.md, Running agents)"
         );
     }
-    // Extension point: language-model brains replay by answering each call from the run's
-    // llm_calls.jsonl instead of the provider, which needs a recorded-response model in the
-    // brain registry. Until it exists, such runs are refused rather than re-asked live.
-    if let Some(a) = cfg.participants.iter().find(|a| is_llm_brain(&a.brain)) {
-        bail!(
-            "run {id} used the language-model brain '{}' ({}): replaying it needs its recorded responses played back, which this build cannot do yet",
-            a.brain,
-            a.name
-        );
-    }
+    // Language-model brains are answered from the run's call log, never from the provider.
+    let log_path = rd.join("llm_calls.jsonl");
+    let recording = if log_path.exists() {
+        Recording::read(&log_path).with_context(|| format!("cannot read {}", log_path.display()))?
+    } else {
+        Recording::default()
+    };
+    let recording = Arc::new(recording);
     let eff = haggle_lab::efficiency::max_welfare(&scenario);
     let scratch = dir.join("replay").join(id);
     let t = Instant::now();
-    let (again, _) = execute(&scratch, &scenario, &eff, &cfg, None, |_| {}).await?;
+    let (again, _) = execute(
+        &scratch,
+        &scenario,
+        &eff,
+        &cfg,
+        None,
+        Some(recording.clone()),
+        |_| {},
+    )
+    .await?;
     let mut rows = Vec::new();
     let mut same = true;
     let mut check = |what: &str, a: String, b: String| {
@@ -652,6 +664,25 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
             },
         );
     }
+    // Each model call: asked for in the same order with the same request, answered the same.
+    let divergences = recording.divergences();
+    check(
+        "llm calls",
+        format!("{} replayed", recording.len()),
+        match divergences.first() {
+            None => format!("{} replayed", recording.len()),
+            Some(d) => format!("{} divergence(s), first: {d}", divergences.len()),
+        },
+    );
+    check(
+        "llm_calls.jsonl",
+        "same records (latency aside)".into(),
+        if same_calls(&log_path, &scratch.join("llm_calls.jsonl"))? {
+            "same records (latency aside)".into()
+        } else {
+            "other records".into()
+        },
+    );
     println!(
         "replay of {id} (seed {}, {} participants) in {:.1} s:",
         cfg.plan.seed,
@@ -660,6 +691,9 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
     );
     for r in rows {
         println!("  {r}");
+    }
+    for d in divergences.iter().skip(1).take(9) {
+        println!("  {:<22} {d}", "");
     }
     if !same {
         bail!(
@@ -670,6 +704,25 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
     std::fs::remove_dir_all(dir.join("replay")).ok();
     println!("identical");
     Ok(())
+}
+
+/// Whether two call logs hold the same records apart from wall-clock latency (a missing log
+/// is an empty one: runs of rule brains only may predate it).
+fn same_calls(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let load = |p: &Path| -> anyhow::Result<Vec<Record>> {
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        let mut records = haggle_agents::llm::CallLog::read(p)
+            .with_context(|| format!("cannot read {}", p.display()))?;
+        for r in &mut records {
+            if let Record::Call { exchange, .. } = r {
+                exchange.latency_ms = 0;
+            }
+        }
+        Ok(records)
+    };
+    Ok(load(a)? == load(b)?)
 }
 
 fn compare(dirs: &[PathBuf], out: &Path) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! `haggle experiment` as a researcher runs it: an interrupted experiment resumes without
-//! redoing finished runs; a replayed run is identical (and a tampered record is caught); the
+//! redoing finished runs; a replayed run is identical (and a tampered record is caught), also
+//! with a language model answered from its recorded calls (and a changed reply is caught); the
 //! report and its files; bad experiment files name the field; calibration on real markets — A/A
 //! splits give p < 0.05 about 5% of the time, and Boulware against Conceder at the demo's size
 //! is detected in (nearly) every seed.
@@ -187,6 +188,122 @@ fn a_replayed_run_is_identical_and_a_tampered_record_is_caught() {
         "{}",
         text(&o.stderr)
     );
+}
+
+/// One run of a 50/50 split between a language model (the fake OpenAI-compatible server) and a
+/// rule brain; returns the experiment folder once the server is shut down.
+async fn finished_llm_run(dir: &Scratch) -> std::path::PathBuf {
+    let (base, server) = fake_openai().await;
+    let text = format!(
+        r#"
+name = "llm-replay"
+seed = 4
+[scenario]
+generate = {{ seed = 42, participants = 6 }}
+[arms]
+model = "openai:fake-model@{base}"
+rules = "rule:linear"
+[[runs]]
+name = "split"
+count = 1
+split = ["model", "rules"]
+[market]
+max_rounds = 6
+[llm]
+max_spend_usd = "1.00"
+"#
+    );
+    let file = dir.path("llm.toml");
+    std::fs::write(&file, text).unwrap();
+    let file = file.display().to_string();
+    // The binary runs while this runtime's other worker serves the fake model.
+    tokio::task::block_in_place(|| run_experiment(dir, &file, "out", &[], 120));
+    server.abort();
+    let _ = server.await;
+    let addr = base.trim_start_matches("http://").trim_end_matches("/v1");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the fake model is gone before the replay"
+    );
+    dir.path("out")
+}
+
+fn replay_run(dir: &Scratch, out: &Path) -> std::process::Output {
+    let out_s = out.display().to_string();
+    run_within(
+        &dir.0,
+        &["experiment", "replay", &out_s, "split-01"],
+        Duration::from_secs(60),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_a_language_model_replays_identically_from_its_recorded_calls() {
+    let dir = Scratch::new("exp-llm-replay");
+    let out = finished_llm_run(&dir).await;
+    let log = std::fs::read_to_string(out.join("runs/split-01/llm_calls.jsonl")).unwrap();
+    let calls = log
+        .lines()
+        .filter(|l| l.contains(r#""kind":"call""#))
+        .count();
+    assert!(calls >= 6, "the model was called: {log}");
+
+    let o = replay_run(&dir, &out);
+    let stdout = text(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", text(&o.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "llm calls              identical    {calls} replayed"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("llm_calls.jsonl        identical"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("events.jsonl           identical"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("identical"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_model_reply_in_the_call_log_makes_the_replay_differ() {
+    let dir = Scratch::new("exp-llm-tamper");
+    let out = finished_llm_run(&dir).await;
+    let path = out.join("runs/split-01/llm_calls.jsonl");
+    // The first reply's second tool call gets other arguments; the model's next request in
+    // that turn carries them back, so the replayed brain asks something never recorded.
+    let mut tampered = false;
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            let args = v.pointer_mut("/response/choices/0/message/tool_calls/1/function/arguments");
+            if let Some(args) = args.filter(|_| !tampered) {
+                *args = Value::String(r#"{"title": "tampered"}"#.into());
+                tampered = true;
+            }
+            v.to_string()
+        })
+        .collect();
+    assert!(tampered);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let o = replay_run(&dir, &out);
+    let stdout = text(&o.stdout);
+    assert!(!o.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("llm calls              DIFFERS"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("call 2: the request differs from the recorded one"),
+        "the divergence names the agent and the call: {stdout}"
+    );
+    assert!(text(&o.stderr).contains("differs from the stored run"));
 }
 
 #[test]

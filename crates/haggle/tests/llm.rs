@@ -6,38 +6,10 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::Write;
 use std::process::Stdio;
 use support::*;
-
-/// Answers the first call of every agent turn with a `my_balance` tool call (then a
-/// `post_listing` that is refused for a missing field), and later calls with words.
-async fn fake_openai() -> String {
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        axum::routing::post(|axum::Json(body): axum::Json<Value>| async move {
-            let turns = body["messages"].as_array().map_or(0, Vec::len);
-            let message = if turns == 2 {
-                json!({"role": "assistant", "content": null, "tool_calls": [
-                    {"id": "a", "type": "function", "function": {"name": "my_balance", "arguments": "{}"}},
-                    {"id": "b", "type": "function", "function": {"name": "post_listing", "arguments": "{\"title\": \"x\"}"}},
-                ]})
-            } else {
-                json!({"role": "assistant", "content": "Nothing more this turn."})
-            };
-            axum::Json(json!({
-                "choices": [{"index": 0, "message": message,
-                             "finish_reason": if turns == 2 { "tool_calls" } else { "stop" }}],
-                "usage": {"prompt_tokens": 1000, "completion_tokens": 20},
-            }))
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    base
-}
 
 fn run_demo(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let out = dir.join("out").display().to_string();
@@ -64,7 +36,7 @@ fn run_demo(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demo_mixes_llm_and_rule_brains_and_logs_every_model_call() {
-    let base = fake_openai().await;
+    let (base, _server) = fake_openai().await;
     let dir = Scratch::new("llm-demo");
     let brains = format!("openai:fake-model@{base},rule:linear");
     let o = tokio::task::spawn_blocking({

@@ -58,44 +58,49 @@ impl Anthropic {
 
     /// The request body for `req`.
     pub fn body(&self, req: &ChatRequest) -> Value {
-        let mut messages: Vec<Value> = req.messages.iter().filter_map(message).collect();
-        // Cache the conversation up to its newest block too: within a turn, each tool round
-        // re-reads everything before it.
-        if let Some(last) = messages
-            .last_mut()
-            .and_then(|m| m["content"].as_array_mut())
-            .and_then(|c| c.last_mut())
-        {
-            last["cache_control"] = json!({"type": "ephemeral"});
-        }
-        let mut body = json!({
-            "model": self.model,
-            "max_tokens": req.max_tokens,
-            "system": [{
-                "type": "text",
-                "text": req.system,
-                "cache_control": {"type": "ephemeral"},
-            }],
-            "messages": messages,
-        });
-        if !req.tools.is_empty() {
-            body["tools"] = req
-                .tools
-                .iter()
-                .map(|t| {
-                    json!({
-                        "name": t.name,
-                        "description": t.description,
-                        "input_schema": t.input_schema,
-                    })
-                })
-                .collect();
-        }
-        if let Some(t) = req.temperature {
-            body["temperature"] = json!(t);
-        }
-        body
+        body(&self.model, req)
     }
+}
+
+/// The request body for `req` to `model` (also what a replay checks a recorded request against).
+pub fn body(model: &str, req: &ChatRequest) -> Value {
+    let mut messages: Vec<Value> = req.messages.iter().filter_map(message).collect();
+    // Cache the conversation up to its newest block too: within a turn, each tool round
+    // re-reads everything before it.
+    if let Some(last) = messages
+        .last_mut()
+        .and_then(|m| m["content"].as_array_mut())
+        .and_then(|c| c.last_mut())
+    {
+        last["cache_control"] = json!({"type": "ephemeral"});
+    }
+    let mut body = json!({
+        "model": model,
+        "max_tokens": req.max_tokens,
+        "system": [{
+            "type": "text",
+            "text": req.system,
+            "cache_control": {"type": "ephemeral"},
+        }],
+        "messages": messages,
+    });
+    if !req.tools.is_empty() {
+        body["tools"] = req
+            .tools
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "description": t.description,
+                    "input_schema": t.input_schema,
+                })
+            })
+            .collect();
+    }
+    if let Some(t) = req.temperature {
+        body["temperature"] = json!(t);
+    }
+    body
 }
 
 fn message(m: &ChatMessage) -> Option<Value> {

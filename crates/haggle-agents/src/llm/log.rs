@@ -1,7 +1,7 @@
 //! The run's record of every model call, one JSON object per line (`llm_calls.jsonl`): the
 //! rendered system prompt of each agent once (`kind: "prompt"`), then each call (`kind: "call"`)
 //! with the request as sent, the reply as received, usage, cost and latency — enough to audit a
-//! run and to replay it against a scripted model.
+//! run and to replay it (`replay.rs`).
 
 use super::{Exchange, Usage};
 use serde::{Deserialize, Serialize};

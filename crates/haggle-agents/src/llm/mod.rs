@@ -8,6 +8,7 @@ mod http;
 pub mod log;
 pub mod openai;
 pub mod prices;
+pub mod replay;
 pub mod tls;
 
 use crate::brain::BoxFuture;
@@ -153,6 +154,9 @@ pub enum ChatError {
         provider: &'static str,
         message: String,
     },
+    /// A replayed call: the recorded failure, word for word, or why the replay could not answer.
+    #[error("{message}")]
+    Recorded { message: String },
 }
 
 /// The record of one model call as it went over the wire (the last attempt's reply), for the
@@ -171,7 +175,8 @@ pub struct Exchange {
     pub latency_ms: u64,
 }
 
-/// A language model behind one interface; the two real backends and, in tests, a scripted one.
+/// A language model behind one interface: the two real backends, the replay of a recorded run
+/// (`replay::RecordedModel`) and, in tests, a scripted one.
 pub trait ChatModel: Send + Sync {
     /// `anthropic` or `openai`.
     fn provider(&self) -> &'static str;

@@ -38,9 +38,16 @@ pub struct OpenAi {
     http: reqwest::Client,
     base_url: String,
     key: Option<String>,
+    policy: CallPolicy,
+    wire: Wire,
+}
+
+/// The wire format of one model's calls: request bodies, replies read back, and the state both
+/// carry (the JSON-mode form in use, ids for tool calls the server left without one). Shared by
+/// the HTTP client and the replay of a recorded run, so both build and read the same bodies.
+pub struct Wire {
     model: String,
     mode: OutputMode,
-    policy: CallPolicy,
     /// The server refused `json_object` + `schema`: use `json_schema` from now on.
     json_schema_form: AtomicBool,
     next_id: AtomicU64,
@@ -72,20 +79,67 @@ impl OpenAi {
             http,
             base_url,
             key,
+            policy,
+            wire: Wire::new(model, mode),
+        })
+    }
+
+    pub fn mode(&self) -> OutputMode {
+        self.wire.mode
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/chat/completions", self.base_url)
+    }
+
+    /// The request body for `req` (in JSON mode, in the `response_format` form now in use).
+    pub fn body(&self, req: &ChatRequest) -> Value {
+        self.wire.body(req)
+    }
+
+    async fn post(&self, body: &Value) -> Outcome {
+        let mut headers = Vec::new();
+        if let Some(k) = &self.key {
+            headers.push(("authorization", format!("Bearer {k}")));
+        }
+        http::post_json(
+            &self.http,
+            PROVIDER,
+            &self.url(),
+            &headers,
+            body,
+            &self.policy,
+        )
+        .await
+    }
+}
+
+impl Wire {
+    pub fn new(model: &str, mode: OutputMode) -> Wire {
+        Wire {
             model: model.to_string(),
             mode,
-            policy,
             json_schema_form: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
-        })
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
     }
 
     pub fn mode(&self) -> OutputMode {
         self.mode
     }
 
-    pub fn url(&self) -> String {
-        format!("{}/chat/completions", self.base_url)
+    /// Whether JSON mode now sends OpenAI's `json_schema` form.
+    pub fn json_schema_form(&self) -> bool {
+        self.json_schema_form.load(Ordering::Relaxed)
+    }
+
+    /// Switches JSON mode to OpenAI's `json_schema` form (a server refused the other one).
+    pub fn use_json_schema_form(&self) {
+        self.json_schema_form.store(true, Ordering::Relaxed);
     }
 
     /// The request body for `req` (in JSON mode, in the `response_format` form now in use).
@@ -139,7 +193,8 @@ impl OpenAi {
         body
     }
 
-    fn parse(&self, v: &Value) -> Result<ChatResponse, ChatError> {
+    /// The reply in a successful response body.
+    pub fn parse(&self, v: &Value) -> Result<ChatResponse, ChatError> {
         let choice = v["choices"]
             .get(0)
             .ok_or_else(|| invalid("no `choices[0]`"))?;
@@ -232,22 +287,6 @@ impl OpenAi {
 
     fn fresh_id(&self) -> String {
         format!("call_{}", self.next_id.fetch_add(1, Ordering::Relaxed))
-    }
-
-    async fn post(&self, body: &Value) -> Outcome {
-        let mut headers = Vec::new();
-        if let Some(k) = &self.key {
-            headers.push(("authorization", format!("Bearer {k}")));
-        }
-        http::post_json(
-            &self.http,
-            PROVIDER,
-            &self.url(),
-            &headers,
-            body,
-            &self.policy,
-        )
-        .await
     }
 }
 
@@ -439,7 +478,7 @@ impl ChatModel for OpenAi {
     }
 
     fn model(&self) -> &str {
-        &self.model
+        &self.wire.model
     }
 
     fn chat<'a>(
@@ -449,11 +488,11 @@ impl ChatModel for OpenAi {
         Box::pin(async move {
             let mut body = self.body(req);
             let mut out = self.post(&body).await;
-            if self.mode == OutputMode::Json
-                && !self.json_schema_form.load(Ordering::Relaxed)
+            if self.wire.mode == OutputMode::Json
+                && !self.wire.json_schema_form()
                 && out.result.as_ref().err().is_some_and(refuses_schema_form)
             {
-                self.json_schema_form.store(true, Ordering::Relaxed);
+                self.wire.use_json_schema_form();
                 body = self.body(req);
                 let first_latency = out.latency_ms;
                 let first_attempts = out.attempts;
@@ -468,10 +507,10 @@ impl ChatModel for OpenAi {
                 attempts,
                 latency_ms,
             } = out;
-            let result = result.and_then(|v| self.parse(&v));
+            let result = result.and_then(|v| self.wire.parse(&v));
             let exchange = Exchange {
                 provider: PROVIDER.into(),
-                model: self.model.clone(),
+                model: self.wire.model.clone(),
                 url: self.url(),
                 request: body,
                 response,

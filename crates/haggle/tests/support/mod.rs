@@ -361,3 +361,33 @@ pub async fn create_market(http: &Http, base: &str, op: &str, name: &str) -> i64
         )
         .await)
 }
+
+/// A fake OpenAI-compatible server (a real HTTP server on a random port) that answers the first
+/// call of every agent turn with a `my_balance` tool call (then a `post_listing` that is refused
+/// for a missing field), and later calls with words. Returns its base URL and the task serving
+/// it (abort it to shut the server down).
+pub async fn fake_openai() -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|axum::Json(body): axum::Json<Value>| async move {
+            let turns = body["messages"].as_array().map_or(0, Vec::len);
+            let message = if turns == 2 {
+                json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "a", "type": "function", "function": {"name": "my_balance", "arguments": "{}"}},
+                    {"id": "b", "type": "function", "function": {"name": "post_listing", "arguments": "{\"title\": \"x\"}"}},
+                ]})
+            } else {
+                json!({"role": "assistant", "content": "Nothing more this turn."})
+            };
+            axum::Json(json!({
+                "choices": [{"index": 0, "message": message,
+                             "finish_reason": if turns == 2 { "tool_calls" } else { "stop" }}],
+                "usage": {"prompt_tokens": 1000, "completion_tokens": 20},
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, server)
+}

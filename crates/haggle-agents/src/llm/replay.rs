@@ -1,0 +1,318 @@
+//! Replaying a run's model calls from its call log (`llm_calls.jsonl`), with no network: each
+//! agent's k-th call is answered with its k-th recorded reply (failures and malformed replies
+//! included, so the brain takes the same path), after checking that the request the brain built
+//! is the recorded one. Any difference is kept as a divergence naming the agent and the call, and
+//! fails that call, so a replay can never pass silently.
+
+use super::log::Record;
+use super::openai::{self, OutputMode};
+use super::{ChatError, ChatModel, ChatRequest, ChatResponse, Exchange, Usage, anthropic};
+use crate::brain::BoxFuture;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// One recorded call: what was sent and what came back.
+#[derive(Debug, Clone)]
+struct Recorded {
+    brain: String,
+    exchange: Exchange,
+    usage: Usage,
+    error: Option<String>,
+}
+
+/// The calls of a run, per agent in the order made, and what the replay found different.
+#[derive(Debug, Default)]
+pub struct Recording {
+    calls: BTreeMap<String, Vec<Recorded>>,
+    /// Per agent, how many calls were asked for so far.
+    asked: Mutex<BTreeMap<String, usize>>,
+    divergences: Mutex<Vec<String>>,
+}
+
+impl Recording {
+    pub fn new(records: Vec<Record>) -> Recording {
+        let mut calls: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
+        for r in records {
+            if let Record::Call {
+                agent,
+                brain,
+                exchange,
+                usage,
+                error,
+                ..
+            } = r
+            {
+                calls.entry(agent).or_default().push(Recorded {
+                    brain,
+                    exchange,
+                    usage,
+                    error,
+                });
+            }
+        }
+        Recording {
+            calls,
+            ..Recording::default()
+        }
+    }
+
+    /// Reads a run's call log.
+    pub fn read(path: &Path) -> std::io::Result<Recording> {
+        super::CallLog::read(path).map(Recording::new)
+    }
+
+    /// Calls recorded in all.
+    pub fn len(&self) -> usize {
+        self.calls.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Everything the replay did differently so far, including recorded calls it never asked for
+    /// (call this once the replay has ended).
+    pub fn divergences(&self) -> Vec<String> {
+        let mut out = self
+            .divergences
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        let asked = self.asked.lock().map(|a| a.clone()).unwrap_or_default();
+        for (agent, calls) in &self.calls {
+            let made = asked.get(agent).copied().unwrap_or(0);
+            if made < calls.len() {
+                out.push(format!(
+                    "agent {agent}: {} calls were recorded, the replay made {made}",
+                    calls.len()
+                ));
+            }
+        }
+        out
+    }
+
+    /// The agent's next call number (from 1) and its record, if there is one.
+    fn next(&self, agent: &str) -> (usize, Option<&Recorded>) {
+        let k = match self.asked.lock() {
+            Ok(mut a) => {
+                let n = a.entry(agent.to_string()).or_insert(0);
+                *n += 1;
+                *n
+            }
+            Err(_) => 0,
+        };
+        let rec = self
+            .calls
+            .get(agent)
+            .and_then(|c| k.checked_sub(1).and_then(|i| c.get(i)));
+        (k, rec)
+    }
+
+    fn diverged(&self, message: String) {
+        tracing::warn!("replay diverged: {message}");
+        if let Ok(mut d) = self.divergences.lock() {
+            d.push(message);
+        }
+    }
+}
+
+/// The wire format a replayed brain's requests are built in: the provider's own, so a request is
+/// compared with the recorded one exactly as it would have been sent.
+pub enum ReplayWire {
+    Anthropic { model: String },
+    OpenAi(openai::Wire),
+}
+
+impl ReplayWire {
+    pub fn anthropic(model: &str) -> ReplayWire {
+        ReplayWire::Anthropic {
+            model: model.to_string(),
+        }
+    }
+
+    pub fn openai(model: &str, mode: OutputMode) -> ReplayWire {
+        ReplayWire::OpenAi(openai::Wire::new(model, mode))
+    }
+
+    fn body(&self, req: &ChatRequest) -> Value {
+        match self {
+            ReplayWire::Anthropic { model } => anthropic::body(model, req),
+            ReplayWire::OpenAi(w) => w.body(req),
+        }
+    }
+
+    fn parse(&self, v: &Value) -> Result<ChatResponse, ChatError> {
+        match self {
+            ReplayWire::Anthropic { .. } => anthropic::parse(v),
+            ReplayWire::OpenAi(w) => w.parse(v),
+        }
+    }
+
+    /// The body for `req` as the recorded call sent it: in JSON mode the original client switched
+    /// to OpenAI's `json_schema` form once a server refused the other, and the record shows when.
+    fn body_like(&self, req: &ChatRequest, recorded: &Value) -> Value {
+        let body = self.body(req);
+        if let ReplayWire::OpenAi(w) = self
+            && w.mode() == OutputMode::Json
+            && !w.json_schema_form()
+            && body != *recorded
+            && recorded["response_format"]["type"] == "json_schema"
+        {
+            w.use_json_schema_form();
+            return self.body(req);
+        }
+        body
+    }
+}
+
+/// A model that answers one agent's calls from a [`Recording`].
+pub struct RecordedModel {
+    recording: Arc<Recording>,
+    agent: String,
+    brain: String,
+    wire: Arc<ReplayWire>,
+}
+
+impl RecordedModel {
+    /// Answers the calls of `agent` (its label in the log), made by the brain `brain` whose
+    /// requests are built by `wire` (shared by the agents of one brain, as the client was).
+    pub fn new(
+        recording: Arc<Recording>,
+        agent: &str,
+        brain: &str,
+        wire: Arc<ReplayWire>,
+    ) -> RecordedModel {
+        RecordedModel {
+            recording,
+            agent: agent.to_string(),
+            brain: brain.to_string(),
+            wire,
+        }
+    }
+
+    fn answer(&self, req: &ChatRequest) -> (Result<ChatResponse, ChatError>, Exchange) {
+        let started = Instant::now();
+        let (k, rec) = self.recording.next(&self.agent);
+        let agent = &self.agent;
+        let fail = |body: Value, message: String| {
+            let message = format!("replay of agent {agent}, call {k}: {message}");
+            self.recording.diverged(message.clone());
+            let exchange = Exchange {
+                provider: self.provider().into(),
+                model: self.model().into(),
+                url: String::new(),
+                request: body,
+                response: None,
+                status: None,
+                attempts: 0,
+                latency_ms: started.elapsed().as_millis() as u64,
+            };
+            (Err(ChatError::Recorded { message }), exchange)
+        };
+        let Some(rec) = rec else {
+            return fail(self.wire.body(req), "no such call was recorded".into());
+        };
+        let body = self.wire.body_like(req, &rec.exchange.request);
+        if rec.brain != self.brain {
+            let m = format!(
+                "recorded for brain '{}', replayed by '{}'",
+                rec.brain, self.brain
+            );
+            return fail(body, m);
+        }
+        if body != rec.exchange.request {
+            let m = format!(
+                "the request differs from the recorded one (first at {})",
+                first_difference(&rec.exchange.request, &body)
+            );
+            return fail(body, m);
+        }
+        let result = match (&rec.error, &rec.exchange.response) {
+            (Some(e), _) => Err(ChatError::Recorded { message: e.clone() }),
+            (None, Some(response)) => match self.wire.parse(response) {
+                Ok(r) if r.usage != rec.usage => {
+                    return fail(body, "the recorded reply and its usage disagree".into());
+                }
+                Ok(r) => Ok(r),
+                Err(e) => return fail(body, format!("the recorded reply does not read: {e}")),
+            },
+            (None, None) => return fail(body, "the record has neither reply nor error".into()),
+        };
+        let exchange = Exchange {
+            request: body,
+            latency_ms: started.elapsed().as_millis() as u64,
+            ..rec.exchange.clone()
+        };
+        (result, exchange)
+    }
+}
+
+impl ChatModel for RecordedModel {
+    fn provider(&self) -> &'static str {
+        match &*self.wire {
+            ReplayWire::Anthropic { .. } => "anthropic",
+            ReplayWire::OpenAi(_) => "openai",
+        }
+    }
+
+    fn model(&self) -> &str {
+        match &*self.wire {
+            ReplayWire::Anthropic { model } => model,
+            ReplayWire::OpenAi(w) => w.model(),
+        }
+    }
+
+    fn chat<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+    ) -> BoxFuture<'a, (Result<ChatResponse, ChatError>, Exchange)> {
+        Box::pin(async move { self.answer(req) })
+    }
+}
+
+/// Where two JSON values first differ, as a JSON pointer (`/messages/3/content`).
+pub fn first_difference(a: &Value, b: &Value) -> String {
+    fn walk(a: &Value, b: &Value, path: &mut String) -> bool {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for k in x.keys().chain(y.keys()) {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(k);
+                    match (x.get(k), y.get(k)) {
+                        (Some(u), Some(v)) if !walk(u, v, path) => return false,
+                        (Some(_), Some(_)) => {}
+                        _ => return false,
+                    }
+                    path.truncate(len);
+                }
+                true
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                for i in 0..x.len().max(y.len()) {
+                    let len = path.len();
+                    path.push_str(&format!("/{i}"));
+                    match (x.get(i), y.get(i)) {
+                        (Some(u), Some(v)) if !walk(u, v, path) => return false,
+                        (Some(_), Some(_)) => {}
+                        _ => return false,
+                    }
+                    path.truncate(len);
+                }
+                true
+            }
+            _ => a == b,
+        }
+    }
+    let mut path = String::new();
+    if walk(a, b, &mut path) {
+        "nowhere".into()
+    } else if path.is_empty() {
+        "/".into()
+    } else {
+        path
+    }
+}
