@@ -26,12 +26,14 @@ pub enum ErrorCode {
     RateLimited,
     AgentFrozen,
     ThreadClosed,
+    /// The market has passed its closing time: nothing new is traded (an extension of the spec).
+    MarketClosed,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -50,6 +52,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::AgentFrozen,
         ErrorCode::ThreadClosed,
+        ErrorCode::MarketClosed,
         ErrorCode::Internal,
     ];
 
@@ -73,6 +76,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::AgentFrozen => "agent_frozen",
             ErrorCode::ThreadClosed => "thread_closed",
+            ErrorCode::MarketClosed => "market_closed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -88,7 +92,8 @@ impl ErrorCode {
             | ErrorCode::OfferNotLive
             | ErrorCode::OfferExpired
             | ErrorCode::InvalidTransition
-            | ErrorCode::ThreadClosed => 409,
+            | ErrorCode::ThreadClosed
+            | ErrorCode::MarketClosed => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::InvalidRequest
@@ -149,6 +154,7 @@ ctor! {
     invalid_transition => InvalidTransition,
     agent_frozen => AgentFrozen,
     thread_closed => ThreadClosed,
+    market_closed => MarketClosed,
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;

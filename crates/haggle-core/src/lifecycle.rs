@@ -43,8 +43,19 @@ fn note(plan: &mut Plan, d: &Deal, author: Option<ParticipantId>, kind: &str, bo
     plan.change(Change::InsertDealNote(n));
 }
 
+/// Where a listing goes when its deal is undone: on the market again, or `expired` once the
+/// market has closed (a closed market takes nothing new).
+fn back(s: &Scene, l: &Listing) -> (ListingId, ListingStatus) {
+    let status = if s.market.is_closed(s.now) {
+        ListingStatus::Expired
+    } else {
+        ListingStatus::Active
+    };
+    (l.id, status)
+}
+
 /// Closes a deal: pays `to_buyer` back and `to_seller` out of its hold (they sum to the price),
-/// sets its final status, and relists the listing when nothing was sold.
+/// sets its final status, and puts the listing back (`relist`, see [`back`]) when nothing was sold.
 fn close(
     plan: &mut Plan,
     d: &Deal,
@@ -52,7 +63,7 @@ fn close(
     to_buyer: Money,
     by: Option<ParticipantId>,
     why: &str,
-    relist: Option<&Listing>,
+    relist: Option<(ListingId, ListingStatus)>,
 ) {
     assert!(
         to_buyer >= 0 && to_buyer <= d.price,
@@ -90,17 +101,26 @@ fn close(
     });
     plan.change(Change::UpdateDeal(closed.clone()));
     plan.event(&format!("deal_{status}"), by, parties(d), json!({"deal_id": d.id, "status": status, "to_buyer": to_buyer, "to_seller": to_seller, "reason": why}));
-    if let Some(l) = relist {
+    if let Some((listing, to)) = relist {
         plan.change(Change::SetListingStatus {
-            listing: l.id,
-            status: ListingStatus::Active,
+            listing,
+            status: to,
         });
-        plan.event(
-            "listing_relisted",
-            None,
-            Visibility::Public,
-            json!({"listing_id": l.id, "deal_id": d.id}),
-        );
+        if to == ListingStatus::Active {
+            plan.event(
+                "listing_relisted",
+                None,
+                Visibility::Public,
+                json!({"listing_id": listing, "deal_id": d.id}),
+            );
+        } else {
+            plan.event(
+                "listing_expired",
+                None,
+                Visibility::Public,
+                json!({"listing_id": listing, "deal_id": d.id, "reason": "market_closed"}),
+            );
+        }
     }
 }
 
@@ -209,7 +229,7 @@ pub fn cancel(s: &mut Scene, plan: &mut Plan, reason: Option<&str>) -> Result<bo
             } else {
                 "cancelled_by_both"
             },
-            Some(l),
+            Some(back(s, l)),
         );
         return Ok(true);
     }
@@ -401,7 +421,7 @@ pub fn decide_approval(s: &mut Scene, plan: &mut Plan, approve: bool) -> Result<
             d.price,
             Some(principal),
             "declined_by_principal",
-            Some(l),
+            Some(back(s, l)),
         );
     }
     Ok(())
@@ -493,7 +513,7 @@ pub fn sweep_deals(s: &Scene, plan: &mut Plan, due: &Due) {
                 d.price,
                 None,
                 "approval_timed_out",
-                Some(l),
+                Some(back(s, l)),
             );
         }
     }

@@ -102,6 +102,9 @@ pub struct MarketRules {
     pub rating_window_ms: i64,
     /// A participant who may resolve disputes it is not party to (operators always may).
     pub arbiter: Option<ParticipantId>,
+    /// When the market closes, on its own clock (an extension of the spec); `None` = open-ended.
+    /// From then on nothing new is traded (`market_closed`) while agreed deals still settle.
+    pub closes_at: Option<Timestamp>,
 }
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -122,6 +125,7 @@ impl Default for MarketRules {
             collection_window_ms: None,
             rating_window_ms: 7 * DAY_MS,
             arbiter: None,
+            closes_at: None,
         }
     }
 }
@@ -153,8 +157,67 @@ impl MarketRules {
                 "rules.max_offers_per_thread must be at least 1",
             ));
         }
+        check_closing_time("rules.closes_at", self.closes_at)?;
         Ok(())
     }
+
+    /// The rules of a market being created with its clock reading `now`: a closing time must
+    /// lie ahead, or the market would be born closed.
+    pub fn validate_new(&self, now: Timestamp) -> crate::error::Result<()> {
+        self.validate()?;
+        if let Some(at) = self.closes_at
+            && at <= now
+        {
+            return Err(crate::error::DomainError::invalid_request(format!(
+                "rules.closes_at ({}) must be after the market's clock at creation ({})",
+                utc(at),
+                utc(now)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Latest closing time accepted (9999-12-31), so time-left arithmetic never overflows.
+pub const MAX_TIMESTAMP: Timestamp = 253_402_300_799_999;
+
+/// A closing time must be a plausible instant (ms since the epoch, up to year 9999).
+pub fn check_closing_time(field: &str, at: Option<Timestamp>) -> crate::error::Result<()> {
+    if let Some(at) = at
+        && !(0..=MAX_TIMESTAMP).contains(&at)
+    {
+        return Err(crate::error::DomainError::invalid_request(format!(
+            "{field} must be between 0 and {MAX_TIMESTAMP} ms since the epoch, got {at}"
+        )));
+    }
+    Ok(())
+}
+
+/// `2024-05-01 14:03 UTC` from ms since the epoch: how messages and pages state a time.
+pub fn utc(ms: Timestamp) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+/// Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -479,5 +542,15 @@ impl Market {
             ClockMode::Real => real_now,
             ClockMode::Simulated => self.sim_now,
         }
+    }
+
+    /// Whether the market has closed by its clock reading `now`.
+    pub fn is_closed(&self, now: Timestamp) -> bool {
+        self.rules.closes_at.is_some_and(|at| now >= at)
+    }
+
+    /// How long until the market closes: `None` when open-ended, 0 once closed.
+    pub fn time_left(&self, now: Timestamp) -> Option<i64> {
+        self.rules.closes_at.map(|at| at.saturating_sub(now).max(0))
     }
 }

@@ -1,5 +1,6 @@
 //! The commands of the market: register and fund participants, set mandates, post and withdraw
-//! listings, open threads, message, offer, accept, reject, withdraw, walk away, and the clock sweep.
+//! listings, open threads, message, offer, accept, reject, withdraw, walk away, move the closing
+//! time, and the clock sweep.
 //! Each reads a [`Scene`] (the state the store loaded inside the command's transaction), checks the
 //! rules of the spec, and appends changes and events to a [`Plan`]. A refusal leaves the plan unused.
 
@@ -79,6 +80,20 @@ impl Scene {
             )));
         }
         Ok(a)
+    }
+
+    /// Refuses starting anything new once the market has closed (listings, threads, messages,
+    /// offers, acceptances); ending and settling what exists stays allowed.
+    pub(crate) fn open_market(&self) -> Result<()> {
+        match self.market.rules.closes_at {
+            Some(at) if self.now >= at => Err(E::market_closed(format!(
+                "market {} closed at {}: nothing new can be listed, offered or accepted; deals \
+                 already agreed still settle",
+                self.market.id,
+                utc(at)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn listing(&self) -> Result<&Listing> {
@@ -339,6 +354,7 @@ pub struct NewListing {
 
 pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Result<Listing> {
     let owner = s.trader()?.id;
+    s.open_market()?;
     check_text("title", &input.title, MAX_TITLE, true)?;
     check_text("description", &input.description, MAX_TEXT, false)?;
     check_text("category", &input.category, MAX_NAME, true)?;
@@ -450,6 +466,7 @@ pub fn withdraw_listing(s: &mut Scene, plan: &mut Plan) -> Result<()> {
 /// Opens (or returns the existing) thread between the actor and the listing's owner.
 pub fn open_thread(s: &mut Scene, plan: &mut Plan) -> Result<Thread> {
     let actor = s.trader()?.id;
+    s.open_market()?;
     if let Some(t) = &s.thread {
         s.open_thread_for(actor)?;
         return Ok(t.clone());
@@ -485,6 +502,7 @@ pub fn open_thread(s: &mut Scene, plan: &mut Plan) -> Result<Thread> {
 
 pub fn post_message(s: &mut Scene, plan: &mut Plan, body: &str) -> Result<Message> {
     let actor = s.trader()?.id;
+    s.open_market()?;
     check_text("body", body, MAX_TEXT, true)?;
     let t = s.open_thread_for(actor)?;
     let m = Message {
@@ -514,6 +532,7 @@ pub fn make_offer(
     expires_in_ms: Option<i64>,
 ) -> Result<Offer> {
     let actor = s.trader()?.id;
+    s.open_market()?;
     check_price("price", price)?;
     let rules = &s.market.rules;
     let ttl = match expires_in_ms {
@@ -679,6 +698,7 @@ fn answerable_offer(s: &Scene, actor: ParticipantId) -> Result<&Offer> {
 /// open thread on the listing, and marks the listing sold — all in this one plan.
 pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
     let actor = s.trader()?.id;
+    s.open_market()?;
     let l = s.listing()?;
     if let Some(o) = &s.offer
         && o.buyer != actor
@@ -919,8 +939,37 @@ pub fn walk_away(s: &mut Scene, plan: &mut Plan) -> Result<()> {
     Ok(())
 }
 
+/// The operator sets, moves or removes the market's closing time (an extension of the spec).
+/// A time already past closes the market at the next sweep. Moving it later reopens trading, but
+/// listings that expired at the earlier close stay expired (their owners post them again).
+pub fn set_closing_time(
+    s: &mut Scene,
+    plan: &mut Plan,
+    closes_at: Option<Timestamp>,
+) -> Result<()> {
+    if s.actor.is_some() {
+        return Err(E::forbidden(
+            "only an operator sets the market's closing time",
+        ));
+    }
+    check_closing_time("closes_at", closes_at)?;
+    let previous = s.market.rules.closes_at;
+    let mut rules = s.market.rules.clone();
+    rules.closes_at = closes_at;
+    plan.change(Change::SetMarketRules(rules.clone()));
+    plan.event(
+        "market_closing_set",
+        None,
+        Visibility::Public,
+        json!({"closes_at": closes_at, "previous": previous}),
+    );
+    s.market.rules = rules;
+    Ok(())
+}
+
 /// What the clock sweep found due: live offers past expiry (with their threads) and open threads
-/// past their deadline (with their live offer).
+/// past their deadline (with their live offer). Once the market has closed, every live offer,
+/// every open thread and every active listing is due (the store loads them bounded per pass).
 #[derive(Debug, Clone, Default)]
 pub struct Due {
     pub offers: Vec<(Offer, Thread)>,
@@ -929,22 +978,35 @@ pub struct Due {
     pub deals_to_complete: Vec<Deal>,
     /// Deals awaiting approval past their approval deadline, with their listings.
     pub approvals_expired: Vec<(Deal, Listing)>,
+    /// Active listings of a closed market.
+    pub listings: Vec<Listing>,
 }
 
-/// Applies the market clock: expires offers, times out threads. Idempotent: running it twice at
-/// the same time changes nothing the second time.
+/// Applies the market clock: expires offers, times out threads, and once the market has closed
+/// ends every negotiation and expires every active listing (an offer's expiry frees the buyer's
+/// committed funds; no money moves). Idempotent: running it twice at the same time changes
+/// nothing the second time.
 pub fn sweep(s: &Scene, plan: &mut Plan, due: &Due) {
+    let market_closed = s.market.is_closed(s.now);
     let mut closed = std::collections::BTreeSet::new();
+    let mut ended = std::collections::BTreeSet::new();
     for (t, live) in &due.threads {
-        if t.status != ThreadStatus::Open || t.deadline.is_none_or(|d| d > s.now) {
+        let past_deadline = t.deadline.is_some_and(|d| d <= s.now);
+        if t.status != ThreadStatus::Open || !(past_deadline || market_closed) {
             continue;
         }
         if let Some(o) = live.as_ref().filter(|o| o.state == OfferState::Live) {
-            plan.change(Change::SetOfferState {
-                offer: o.id,
-                state: OfferState::Void,
-                reason: Some(VoidReason::ThreadTimedOut),
-            });
+            if past_deadline {
+                plan.change(Change::SetOfferState {
+                    offer: o.id,
+                    state: OfferState::Void,
+                    reason: Some(VoidReason::ThreadTimedOut),
+                });
+            } else {
+                let reason = (o.expires_at > s.now).then_some("market_closed");
+                expire_offer(s, plan, o, t, reason);
+            }
+            ended.insert(o.id);
         }
         plan.change(Change::UpdateThread {
             thread: t.id,
@@ -952,27 +1014,65 @@ pub fn sweep(s: &Scene, plan: &mut Plan, due: &Due) {
             offers_made: t.offers_made,
             last_offer_by: t.last_offer_by,
         });
-        plan.event("thread_closed", None, s.thread_visibility(t), json!({"thread_id": t.id, "status": ThreadStatus::TimedOut, "reason": "deadline_passed"}));
+        let reason = if past_deadline {
+            "deadline_passed"
+        } else {
+            "market_closed"
+        };
+        plan.event(
+            "thread_closed",
+            None,
+            s.thread_visibility(t),
+            json!({"thread_id": t.id, "status": ThreadStatus::TimedOut, "reason": reason}),
+        );
         closed.insert(t.id);
     }
     for (o, t) in &due.offers {
-        if o.state != OfferState::Live || o.expires_at > s.now || closed.contains(&t.id) {
+        let past_expiry = o.expires_at <= s.now;
+        if o.state != OfferState::Live
+            || !(past_expiry || market_closed)
+            || ended.contains(&o.id)
+            || closed.contains(&t.id)
+        {
             continue;
         }
-        plan.change(Change::SetOfferState {
-            offer: o.id,
-            state: OfferState::Expired,
-            reason: None,
-        });
-        plan.event(
-            "offer_expired",
-            None,
-            s.thread_visibility(t),
-            json!({"offer_id": o.id, "thread_id": t.id}),
-        );
-        if t.status == ThreadStatus::Open {
+        expire_offer(s, plan, o, t, (!past_expiry).then_some("market_closed"));
+        // A closed market's threads all time out (this pass or the next).
+        if t.status == ThreadStatus::Open && !market_closed {
             time_out_if_capped(s, plan, t, t.last_offer_by);
         }
     }
+    if market_closed {
+        for l in due
+            .listings
+            .iter()
+            .filter(|l| l.status == ListingStatus::Active)
+        {
+            plan.change(Change::SetListingStatus {
+                listing: l.id,
+                status: ListingStatus::Expired,
+            });
+            plan.event(
+                "listing_expired",
+                None,
+                Visibility::Public,
+                json!({"listing_id": l.id, "title": l.title, "reason": "market_closed"}),
+            );
+        }
+    }
     crate::lifecycle::sweep_deals(s, plan, due);
+}
+
+/// Marks a live offer `expired`: past its own expiry (`reason` none) or at the market's close.
+fn expire_offer(s: &Scene, plan: &mut Plan, o: &Offer, t: &Thread, reason: Option<&str>) {
+    plan.change(Change::SetOfferState {
+        offer: o.id,
+        state: OfferState::Expired,
+        reason: None,
+    });
+    let payload = match reason {
+        None => json!({"offer_id": o.id, "thread_id": t.id}),
+        Some(r) => json!({"offer_id": o.id, "thread_id": t.id, "reason": r}),
+    };
+    plan.event("offer_expired", None, s.thread_visibility(t), payload);
 }

@@ -7,6 +7,8 @@ use crate::model::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
+    /// Replaces the market's rules (an operator moving its closing time).
+    SetMarketRules(MarketRules),
     InsertParticipant(Participant),
     SetMandate {
         participant: ParticipantId,

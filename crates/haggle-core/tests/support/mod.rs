@@ -164,22 +164,36 @@ impl Mem {
         s
     }
 
-    /// What the clock sweep finds due now.
+    /// What the clock sweep finds due now (once the market closed: every live offer, open
+    /// thread and active listing).
     pub fn due(&self) -> Due {
         let now = self.now();
+        let closed = self.market.is_closed(now);
         Due {
             offers: self
                 .offers
                 .values()
-                .filter(|o| o.state == OfferState::Live && o.expires_at <= now)
+                .filter(|o| o.state == OfferState::Live && (closed || o.expires_at <= now))
                 .map(|o| (o.clone(), self.threads[&o.thread_id].clone()))
                 .collect(),
             threads: self
                 .threads
                 .values()
-                .filter(|t| t.status == ThreadStatus::Open && t.deadline.is_some_and(|d| d <= now))
+                .filter(|t| {
+                    t.status == ThreadStatus::Open
+                        && (closed || t.deadline.is_some_and(|d| d <= now))
+                })
                 .map(|t| (t.clone(), self.live_offer_in(t.id)))
                 .collect(),
+            listings: if closed {
+                self.listings
+                    .values()
+                    .filter(|l| l.status == ListingStatus::Active)
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            },
             deals_to_complete: self
                 .deals
                 .values()
@@ -314,6 +328,7 @@ impl Mem {
                 .unwrap_or_else(|| panic!("no row with key {k:?}"))
         }
         match c {
+            Change::SetMarketRules(r) => self.market.rules = r,
             Change::InsertParticipant(p) => insert(&mut self.participants, p.id, p),
             Change::SetMandate {
                 participant,
@@ -546,6 +561,12 @@ impl Mem {
     pub fn walk_away(&mut self, actor: ParticipantId, thread: ThreadId) -> Outcome<()> {
         let s = self.scene(Some(actor), None, Some(thread), None);
         self.run(s, negotiation::walk_away)
+    }
+
+    /// The operator sets (or removes) the market's closing time.
+    pub fn set_closing_time(&mut self, closes_at: Option<Timestamp>) -> Outcome<()> {
+        let s = self.scene(None, None, None, None);
+        self.run(s, |s, p| negotiation::set_closing_time(s, p, closes_at))
     }
 
     /// Runs the clock sweep; returns how many changes it applied.
