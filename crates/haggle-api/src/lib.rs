@@ -25,7 +25,12 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable, one of the spec's codes.
+    /// Machine-readable, one of the spec's codes: `unauthorized`, `forbidden`, `not_found`,
+    /// `invalid_request`, `invalid_price`, `insufficient_funds`, `mandate_exceeded`,
+    /// `listing_unavailable`, `offer_not_live`, `offer_expired`, `not_your_offer`,
+    /// `too_many_offers`, `invalid_transition`, `idempotency_conflict`,
+    /// `idempotency_in_flight`, `rate_limited`, `agent_frozen`, `thread_closed`, and Haggle's
+    /// extension `market_closed` (409: the market passed its closing time); `internal` is a 5xx.
     #[schema(value_type = String)]
     pub code: ErrorCode,
     pub message: String,
@@ -156,6 +161,15 @@ pub struct MakeOffer {
 #[serde(deny_unknown_fields)]
 pub struct AdvanceClock {
     pub by_ms: i64,
+}
+
+/// Sets, moves or removes a market's closing time (`PUT /v1/markets/{market}/closes_at`,
+/// operators). A time already past closes the market at the next sweep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetClosingTime {
+    /// Ms since the epoch on the market's clock; `null` makes the market open-ended.
+    pub closes_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -376,6 +390,12 @@ pub struct MarketSummary {
     pub open_deals: u64,
     pub completed_deals: u64,
     pub disputed_deals: u64,
+    /// When the market closes (ms since the epoch, market clock); absent when open-ended.
+    pub closes_at: Option<i64>,
+    /// Ms until the close by the market's clock: 0 once closed, absent when open-ended.
+    pub time_left_ms: Option<i64>,
+    /// The market has closed: nothing new is traded, agreed deals still settle.
+    pub closed: bool,
 }
 
 /// A principal's survey answer (`PUT .../participants/{participant}/survey`).

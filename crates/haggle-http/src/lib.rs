@@ -11,7 +11,7 @@ pub mod sse;
 pub mod webhooks;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use haggle_service::Service;
 use std::sync::Arc;
 use utoipa::OpenApi;
@@ -31,7 +31,7 @@ pub struct AppState {
         routes::create_listing, routes::listing, routes::withdraw_listing, routes::open_thread,
         routes::threads, routes::thread, routes::post_message, routes::make_offer, routes::walk_away,
         routes::accept, routes::reject, routes::withdraw_offer, routes::deals, routes::deal,
-        routes::events, sse::stream_events, routes::advance_clock, routes::verify,
+        routes::events, sse::stream_events, routes::advance_clock, routes::set_closing_time, routes::verify,
         deals::hand_over, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve,
         deals::approval, deals::rate, deals::ratings, deals::notes, deals::reputation, deals::settlement,
         webhooks::create_webhook, webhooks::webhooks, webhooks::deactivate_webhook,
@@ -178,6 +178,7 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         .route(&format!("{m}/events"), get(events))
         .route(&format!("{m}/events/stream"), get(sse::stream_events))
         .route(&format!("{m}/clock/advance"), post(advance_clock))
+        .route(&format!("{m}/closes_at"), put(set_closing_time))
         .route(&format!("{m}/ledger/verify"), get(verify))
         .route(
             &format!("{m}/webhooks"),

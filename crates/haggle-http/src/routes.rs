@@ -447,6 +447,20 @@ pub async fn advance_clock(
     ))
 }
 
+#[utoipa::path(put, path = "/v1/markets/{market}/closes_at", params(("market" = i64, Path)), request_body = SetClosingTime, responses((status = 200, body = haggle_core::Market), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+pub async fn set_closing_time(
+    State(s): S,
+    Auth(c): Auth,
+    Path(m): Path<i64>,
+    b: Mutation<SetClosingTime>,
+) -> Result<Json> {
+    Ok(Json(
+        s.svc
+            .set_closing_time(&c, m, b.body.closes_at, b.idem.as_ref())
+            .await?,
+    ))
+}
+
 #[utoipa::path(get, path = "/v1/markets/{market}/ledger/verify", params(("market" = i64, Path)), responses((status = 200, body = Verification)), security(("bearer" = [])))]
 pub async fn verify(State(s): S, Auth(c): Auth, Path(m): Path<i64>) -> Result<Json> {
     Ok(ok(&s.svc.verify(&c, m).await?))

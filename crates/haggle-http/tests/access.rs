@@ -252,6 +252,7 @@ fn table() -> Vec<Row> {
         row(M::GET,  "/v1/markets/{m}/events", None, Bob, EVERYONE),
         row(M::GET,  "/v1/markets/{m}/events/stream", None, Bob, EVERYONE),
         row(M::POST, "/v1/markets/{m}/clock/advance", Some(json!({"by_ms": 1})), Alice, &[Operator]),
+        row(M::PUT,  "/v1/markets/{m}/closes_at", Some(json!({"closes_at": 4_102_444_800_000_i64})), Alice, &[Operator]),
         row(M::GET,  "/v1/markets/{m}/ledger/verify", None, Alice, &[Operator]),
         row(M::GET,  "/v1/markets/{m}/summary", None, Alice, EVERYONE),
         row(M::GET,  "/v1/markets/{m}/disputes", None, Alice, &[Operator]),

@@ -38,6 +38,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/events", &["get"]),
     ("/v1/markets/{market}/events/stream", &["get"]),
     ("/v1/markets/{market}/clock/advance", &["post"]),
+    ("/v1/markets/{market}/closes_at", &["put"]),
     ("/v1/markets/{market}/ledger/verify", &["get"]),
     ("/v1/markets/{market}/deals/{deal}/handover", &["post"]),
     ("/v1/markets/{market}/deals/{deal}/confirm", &["post"]),
@@ -123,4 +124,15 @@ async fn every_listed_route_is_served() {
     }
     let r = s.call(Method::GET, "/healthz", None, None, None).await;
     assert_eq!(r, (200, serde_json::Value::String("ok".into())));
+}
+
+#[tokio::test]
+async fn every_error_code_is_documented_on_the_error_body() {
+    let s = Server::start().await;
+    let (_, doc) = s.call(Method::GET, "/openapi.json", None, None, None).await;
+    let code = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"];
+    let text = code["description"].as_str().expect("the code is described");
+    for c in haggle_core::ErrorCode::ALL {
+        assert!(text.contains(&format!("`{c}`")), "{c} missing from {text}");
+    }
 }

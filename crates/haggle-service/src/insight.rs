@@ -118,12 +118,13 @@ impl Service {
         }
         prices.sort_unstable();
         let median_price = (!prices.is_empty()).then(|| prices[(prices.len() - 1) / 2]);
+        let now = m.now(self.now());
         Ok(MarketSummary {
             market_id: m.id,
             name: m.name.clone(),
             currency: m.currency.clone(),
             clock_mode: m.clock_mode,
-            now: m.now(self.now()),
+            now,
             participants,
             deals: prices.len() as u64,
             volume: prices.iter().sum(),
@@ -131,6 +132,9 @@ impl Service {
             open_deals: open,
             completed_deals: completed,
             disputed_deals: disputed,
+            closes_at: m.rules.closes_at,
+            time_left_ms: m.time_left(now),
+            closed: m.is_closed(now),
         })
     }
 

@@ -179,6 +179,7 @@ fn render(result: &Result<Outcome, DomainError>) -> StoredResponse {
         Ok(Outcome::Rating(r)) => Reply::json(201, r),
         Ok(Outcome::DealChanged(id)) => Reply::json(200, &serde_json::json!({"deal_id": id})),
         Ok(Outcome::Clock { now }) => Reply::json(200, &ClockReading { now: *now }),
+        Ok(Outcome::Market(m)) => Reply::json(200, m),
         Ok(Outcome::Done) => Reply::json(200, &Done { ok: true }),
     };
     StoredResponse {
@@ -439,13 +440,19 @@ impl Service {
             ));
         }
         let rules = req.rules.unwrap_or_default();
-        rules.validate()?;
         let clock_mode = req.clock.unwrap_or(ClockMode::Real);
+        let sim_start = req.sim_start_ms.unwrap_or_else(|| self.now());
+        // The clock the market starts on: a closing time must lie ahead of it.
+        let start = match clock_mode {
+            ClockMode::Simulated => sim_start,
+            ClockMode::Real => self.now(),
+        };
+        rules.validate_new(start)?;
         let nm = NewMarket {
             name: name.to_string(),
             currency,
             clock_mode,
-            sim_start: req.sim_start_ms.unwrap_or_else(|| self.now()),
+            sim_start,
             rules,
         };
         let m = self.store.create_market(nm, self.now()).await?;
@@ -1167,6 +1174,22 @@ impl Service {
         Self::require_operator(caller, Some(market))?;
         Ok(self
             .command(caller, market, Command::AdvanceClock { by_ms }, idem)
+            .await?
+            .0)
+    }
+
+    /// Sets, moves or removes the market's closing time (operators). A time already past closes
+    /// the market at the next sweep (the next clock advance, or the real-clock sweeper's tick).
+    pub async fn set_closing_time(
+        &self,
+        caller: &Caller,
+        market: i64,
+        closes_at: Option<i64>,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        Self::require_operator(caller, Some(market))?;
+        Ok(self
+            .command(caller, market, Command::SetClosingTime { closes_at }, idem)
             .await?
             .0)
     }

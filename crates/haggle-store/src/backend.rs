@@ -463,29 +463,40 @@ async fn execute(c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut P
             s.now = now + by_ms;
             plan.now = s.now;
             plan.event("clock_advanced", None, Visibility::Public, serde_json::json!({"now": s.now, "by_ms": by_ms}));
-            rules::sweep(&s, plan, &due(c, m, s.now).await?);
+            rules::sweep(&s, plan, &due(c, &s.market, s.now).await?);
             Ok(Outcome::Clock { now: s.now })
         }
         Command::Sweep => {
-            rules::sweep(&s, plan, &due(c, m, now).await?);
+            rules::sweep(&s, plan, &due(c, &s.market, now).await?);
             Ok(Outcome::Clock { now })
+        }
+        Command::SetClosingTime { closes_at } => {
+            rules::set_closing_time(&mut s, plan, closes_at).map(|_| Outcome::Market(Box::new(s.market.clone())))
         }
     };
     Ok(out)
 }
 
-/// Offers past expiry and threads past their deadline, with what `sweep` needs beside them.
-async fn due(c: &mut Conn, m: i64, now: i64) -> StoreResult<rules::Due> {
+/// Offers past expiry and threads past their deadline, with what `sweep` needs beside them; once
+/// the market has closed, every live offer, open thread and active listing (10,000 of each per pass).
+async fn due(c: &mut Conn, market: &Market, now: i64) -> StoreResult<rules::Due> {
+    let m = market.id;
+    let closed = market.is_closed(now);
     let mut due = rules::Due::default();
     let rows = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND state = 'live' AND expires_at <= $2 ORDER BY id LIMIT 10000")))
-        .bind(m).bind(now).fetch_all(&mut *c).await?;
+        .bind(m).bind(if closed { i64::MAX } else { now }).fetch_all(&mut *c).await?;
     for r in &rows {
         let o = offer_row(r)?;
         let t = get_thread(c, m, o.thread_id).await?.ok_or_else(|| StoreError::Corrupt(format!("offer {} has no thread", o.id)))?;
         due.offers.push((o, t));
     }
-    let rows = sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND status = 'open' AND deadline IS NOT NULL AND deadline <= $2 ORDER BY id LIMIT 10000")))
-        .bind(m).bind(now).fetch_all(&mut *c).await?;
+    let rows = if closed {
+        sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND status = 'open' ORDER BY id LIMIT 10000")))
+            .bind(m).fetch_all(&mut *c).await?
+    } else {
+        sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND status = 'open' AND deadline IS NOT NULL AND deadline <= $2 ORDER BY id LIMIT 10000")))
+            .bind(m).bind(now).fetch_all(&mut *c).await?
+    };
     for r in &rows {
         let t = thread_row(r)?;
         let live = live_offer_in(c, m, t.id).await?;
@@ -501,6 +512,11 @@ async fn due(c: &mut Conn, m: i64, now: i64) -> StoreResult<rules::Due> {
         let l = get_listing(c, m, d.listing_id).await?.ok_or_else(|| StoreError::Corrupt(format!("deal {} has no listing", d.id)))?;
         due.approvals_expired.push((d, l));
     }
+    if closed {
+        let rows = sqlx::query(sql(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = $1 AND status = 'active' ORDER BY id LIMIT 10000")))
+            .bind(m).fetch_all(&mut *c).await?;
+        due.listings = rows.iter().map(listing_row).collect::<StoreResult<_>>()?;
+    }
     Ok(due)
 }
 
@@ -509,6 +525,9 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>>
     let m = head.market.id;
     for ch in plan.changes {
         match ch {
+            Change::SetMarketRules(r) => {
+                sqlx::query("UPDATE markets SET rules = $2 WHERE id = $1").bind(m).bind(to_json(&r)).execute(&mut *c).await?;
+            }
             Change::InsertParticipant(p) => {
                 sqlx::query("INSERT INTO participants (market_id, id, name, mandate, created_at) VALUES ($1, $2, $3, $4, $5)")
                     .bind(m).bind(p.id).bind(&p.name).bind(to_json(&p.mandate)).bind(p.created_at).execute(&mut *c).await?;

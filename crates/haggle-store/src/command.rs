@@ -110,8 +110,13 @@ pub enum Command {
     AdvanceClock {
         by_ms: i64,
     },
-    /// Expires offers and times out threads that are due by the market clock.
+    /// Expires offers and times out threads that are due by the market clock (and, once the
+    /// market has closed, ends every negotiation and expires every active listing).
     Sweep,
+    /// The operator sets, moves or removes the market's closing time.
+    SetClosingTime {
+        closes_at: Option<Timestamp>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -148,7 +153,8 @@ impl Command {
             | Fund { .. }
             | SetMandate { .. }
             | AdvanceClock { .. }
-            | Sweep => None,
+            | Sweep
+            | SetClosingTime { .. } => None,
         }
     }
 }
@@ -174,5 +180,7 @@ pub enum Outcome {
     Clock {
         now: Timestamp,
     },
+    /// The market as a command left it (its rules changed).
+    Market(Box<Market>),
     Done,
 }

@@ -74,6 +74,8 @@ conformance! {
     survey_answers_are_one_per_participant_and_replaced => sqlite_survey_answers_are_one_per_participant_and_replaced, postgres_survey_answers_are_one_per_participant_and_replaced;
     recent_events_are_newest_first_filtered_by_viewer_and_kind => sqlite_recent_events_are_newest_first_filtered_by_viewer_and_kind, postgres_recent_events_are_newest_first_filtered_by_viewer_and_kind;
     deals_are_listed_by_status => sqlite_deals_are_listed_by_status, postgres_deals_are_listed_by_status;
+    closing_expires_listings_offers_and_threads_and_deals_still_settle => sqlite_closing_expires_listings_offers_and_threads_and_deals_still_settle, postgres_closing_expires_listings_offers_and_threads_and_deals_still_settle;
+    closing_time_is_stored_and_moved_by_the_operator => sqlite_closing_time_is_stored_and_moved_by_the_operator, postgres_closing_time_is_stored_and_moved_by_the_operator;
 }
 
 #[test]
@@ -2940,4 +2942,135 @@ async fn deals_are_listed_by_status(db: Db) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn closing_expires_listings_offers_and_threads_and_deals_still_settle(db: Db) {
+    let store = db.open().await;
+    let close = T0 + 10 * HOUR_MS;
+    let rules = MarketRules {
+        closes_at: Some(close),
+        ..MarketRules::default()
+    };
+    let m = market_with(&store, ClockMode::Simulated, rules).await;
+    let seller = m.join("seller", 0).await;
+    let buyer = m.join("buyer", 10_000).await;
+    let rival = m.join("rival", 10_000).await;
+    let open = m.sell(seller, 5_000).await;
+    let sold = m.sell(seller, 2_000).await;
+    let wanted = m
+        .list(rival, new_listing(Side::Buy, "Wanted: lamp", "lamps", 900))
+        .await;
+    let deal = m.deal(seller, m.bid(buyer, sold.id, 1_500).await.id).await;
+    let bid = m.bid(buyer, open.id, 3_000).await;
+    assert_eq!(m.balance(buyer).await, bal(5_500, 1_500, 3_000));
+
+    m.ok(Command::AdvanceClock {
+        by_ms: 10 * HOUR_MS,
+    })
+    .await;
+    assert_eq!(m.listing_status(open.id).await, ListingStatus::Expired);
+    assert_eq!(m.listing_status(wanted.id).await, ListingStatus::Expired);
+    assert_eq!(m.listing_status(sold.id).await, ListingStatus::Sold);
+    assert_eq!(m.offer_state(bid.id).await, OfferState::Expired);
+    assert_eq!(m.thread_status(bid.thread_id).await, ThreadStatus::TimedOut);
+    // The live offer's commitment is released; the deal's hold stays.
+    assert_eq!(m.balance(buyer).await, bal(8_500, 1_500, 0));
+    let closing: Vec<String> = m
+        .events(Viewer::All)
+        .await
+        .into_iter()
+        .filter(|e| e.payload["reason"] == "market_closed")
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        closing.contains(&"listing_expired".to_string()),
+        "{closing:?}"
+    );
+    assert!(
+        closing.contains(&"offer_expired".to_string()),
+        "{closing:?}"
+    );
+    assert!(
+        closing.contains(&"thread_closed".to_string()),
+        "{closing:?}"
+    );
+
+    let e = m
+        .refuses(
+            ErrorCode::MarketClosed,
+            Command::CreateListing {
+                actor: seller,
+                listing: new_listing(Side::Sell, "Late", "bikes", 100),
+            },
+            &[seller, buyer, rival],
+        )
+        .await;
+    assert!(e.message.contains("closed at"), "{}", e.message);
+    m.ok(Command::HandOver {
+        actor: seller,
+        deal: deal.id,
+        note: None,
+    })
+    .await;
+    m.ok(Command::ConfirmReceipt {
+        actor: buyer,
+        deal: deal.id,
+    })
+    .await;
+    assert_eq!(m.balance(seller).await, bal(1_500, 0, 0));
+    // A second sweep finds nothing left to close.
+    let before = m.state(&[seller, buyer, rival]).await;
+    let ran = store.run(m.id, T0, Command::Sweep, None).await.unwrap();
+    assert!(
+        matches!(ran, Ran::Fresh { ref events, .. } if events.is_empty()),
+        "{ran:?}"
+    );
+    assert_eq!(m.state(&[seller, buyer, rival]).await, before);
+    m.verified().await;
+}
+
+async fn closing_time_is_stored_and_moved_by_the_operator(db: Db) {
+    let store = db.open().await;
+    let Fx {
+        m, seller, listing, ..
+    } = fx(&store, MarketRules::default()).await;
+    assert_eq!(
+        store.market(m.id).await.unwrap().unwrap().rules.closes_at,
+        None
+    );
+    let out = m
+        .ok(Command::SetClosingTime {
+            closes_at: Some(T0 + HOUR_MS),
+        })
+        .await;
+    let Outcome::Market(market) = out else {
+        panic!("expected the market, got {out:?}")
+    };
+    assert_eq!(market.rules.closes_at, Some(T0 + HOUR_MS));
+    let stored = store.market(m.id).await.unwrap().unwrap();
+    assert_eq!(stored.rules.closes_at, Some(T0 + HOUR_MS));
+    assert_eq!(
+        stored.rules.offer_ttl_ms,
+        MarketRules::default().offer_ttl_ms
+    );
+    let last = m.events(Viewer::Public).await.pop().unwrap();
+    assert_eq!(last.kind, "market_closing_set");
+    // Moved into the past (by this real clock), the market closes at the next sweep.
+    m.ok(Command::SetClosingTime {
+        closes_at: Some(T0 - 1),
+    })
+    .await;
+    assert_eq!(m.listing_status(listing.id).await, ListingStatus::Active);
+    m.ok(Command::Sweep).await;
+    assert_eq!(m.listing_status(listing.id).await, ListingStatus::Expired);
+    m.refuses(
+        ErrorCode::MarketClosed,
+        Command::CreateListing {
+            actor: seller,
+            listing: new_listing(Side::Sell, "Late", "bikes", 100),
+        },
+        &[seller],
+    )
+    .await;
+    m.verified().await;
 }
