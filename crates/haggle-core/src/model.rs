@@ -206,6 +206,79 @@ pub fn utc(ms: Timestamp) -> String {
     )
 }
 
+/// Reads `2026-01-12 09:00` (or `2026-01-12T09:00`, optionally with seconds and a trailing
+/// `UTC` or `Z`) as a UTC time: what `utc` writes and a `datetime-local` field sends.
+pub fn parse_utc(input: &str) -> Option<Timestamp> {
+    let s = input.trim();
+    let s = s
+        .strip_suffix("UTC")
+        .or_else(|| s.strip_suffix('Z'))
+        .unwrap_or(s)
+        .trim();
+    let (date, clock) = s.split_once(['T', ' '])?;
+    let num = |t: &str, len: usize| {
+        (t.len() == len && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<i64>().ok())
+            .flatten()
+    };
+    let mut d = date.split('-');
+    let (y, mo, da) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+    let mut c = clock.trim().split(':');
+    let (h, mi) = (num(c.next()?, 2)?, num(c.next()?, 2)?);
+    let sec = match c.next() {
+        Some(x) => num(x, 2)?,
+        None => 0,
+    };
+    if d.next().is_some() || c.next().is_some() {
+        return None;
+    }
+    if !(1..=12).contains(&mo) || da < 1 || h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, da as u32);
+    // Reject 2026-02-31 and the like: the date must come back as written.
+    if civil_from_days(days) != (y, mo as u32, da as u32) {
+        return None;
+    }
+    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000)
+}
+
+/// Reads a duration such as `7d`, `12h`, `30m`, `90s` or `2d4h` as milliseconds.
+pub fn parse_duration(input: &str) -> Option<i64> {
+    let mut total: i64 = 0;
+    let mut digits = String::new();
+    let mut any = false;
+    for ch in input.trim().chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            'd' => DAY_MS,
+            'h' => HOUR_MS,
+            'm' => 60_000,
+            's' => 1000,
+            _ => return None,
+        };
+        let n: i64 = digits.parse().ok()?;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        digits.clear();
+        any = true;
+    }
+    (any && digits.is_empty()).then_some(total)
+}
+
+/// A civil date to days since 1970-01-01 (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -424,3 +424,35 @@ fn only_an_operator_sets_the_closing_time() {
         })
     });
 }
+
+// ----- reading and writing times ---------------------------------------------------------------
+
+#[test]
+fn times_are_written_and_read_back_in_utc() {
+    assert_eq!(utc(T0), "2023-11-14 22:13 UTC");
+    assert_eq!(utc(951_782_400_000), "2000-02-29 00:00 UTC");
+    assert_eq!(parse_utc("2023-11-14 22:13 UTC"), Some(T0 - 20_000));
+    assert_eq!(parse_utc("2000-02-29T00:00"), Some(951_782_400_000));
+    assert_eq!(parse_utc("1970-01-01 00:00:05Z"), Some(5_000));
+    for bad in [
+        "",
+        "2023-02-30 10:00",
+        "2023-13-01 10:00",
+        "2023-1-01 10:00",
+        "2023-01-01",
+        "tomorrow",
+    ] {
+        assert_eq!(parse_utc(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn durations_read_as_days_hours_minutes_and_seconds() {
+    assert_eq!(parse_duration("7d"), Some(7 * DAY_MS));
+    assert_eq!(parse_duration("2d4h"), Some(2 * DAY_MS + 4 * HOUR_MS));
+    assert_eq!(parse_duration("90s"), Some(90_000));
+    assert_eq!(parse_duration("30m"), Some(30 * 60_000));
+    for bad in ["", "7", "d", "7w", "-1d", "99999999999999999999d"] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+}

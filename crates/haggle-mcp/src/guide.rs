@@ -3,6 +3,7 @@
 //! the rules the API exposes, so the advice matches what the market will enforce.
 
 use haggle_api::haggle_core::Market;
+use haggle_api::haggle_core::model::utc;
 use std::fmt::Write;
 
 /// The prompt's name, as clients list it.
@@ -59,6 +60,14 @@ pub fn rules_in_words(m: &Market) -> String {
         line(format!(
             "A thread times out {} after it opens.",
             duration(limit)
+        ));
+    }
+    if let Some(at) = r.closes_at {
+        line(format!(
+            "The market closes at {} (its own clock): after that nothing new can be listed, \
+             offered or accepted (`market_closed`), open negotiations end, and deals already \
+             agreed still settle.",
+            utc(at)
         ));
     }
     if r.strict_alternation {
@@ -147,7 +156,8 @@ pub fn trade_well(m: &Market, goal: Option<&str>) -> String {
          10. When a call is refused, read the code and message and correct the call: e.g. \
             `offer_not_live` (it was countered, accepted or expired: read the thread again), \
             `insufficient_funds` or `mandate_exceeded` (offer less), `not_your_offer` (you \
-            cannot accept your own offer), `too_many_offers` (the thread's cap is reached)."
+            cannot accept your own offer), `too_many_offers` (the thread's cap is reached), \
+            `market_closed` (the market has closed: only settle deals already agreed)."
     );
     if let Some(goal) = goal.map(str::trim).filter(|g| !g.is_empty()) {
         let _ = writeln!(s, "\n## Your principal's goal\n{goal}");
@@ -186,6 +196,17 @@ mod tests {
         assert!(text.contains("At most 6 offers"));
         assert!(!text.contains("seller alone"));
         assert!(text.ends_with("Buy a bike under 80 EUR\n"));
+    }
+
+    #[test]
+    fn a_closing_time_is_stated_and_an_open_ended_market_has_none() {
+        let rules = MarketRules {
+            closes_at: Some(1_700_000_000_000),
+            ..MarketRules::default()
+        };
+        let text = rules_in_words(&market(rules));
+        assert!(text.contains("closes at 2023-11-14 22:13 UTC"), "{text}");
+        assert!(!rules_in_words(&market(MarketRules::default())).contains("closes at"));
     }
 
     #[test]

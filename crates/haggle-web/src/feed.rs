@@ -34,6 +34,11 @@ pub struct SummaryView {
     pub participants: u64,
     pub clock_label: &'static str,
     pub now: String,
+    /// "2 d 4 h", "Closed at …" or "No closing time".
+    pub time_left: String,
+    /// When it closes, while it is still open ("until …"); empty otherwise.
+    pub closes: String,
+    pub closed: bool,
 }
 
 pub fn summary_view(s: &MarketSummary) -> SummaryView {
@@ -52,8 +57,30 @@ pub fn summary_view(s: &MarketSummary) -> SummaryView {
             ClockMode::Real => "Market clock",
         },
         now: format::time(s.now),
+        time_left: match (s.closes_at, s.time_left_ms) {
+            (Some(at), _) if s.closed => format!("Closed at {}", format::time(at)),
+            (Some(_), Some(left)) => format::span(left),
+            _ => "No closing time".into(),
+        },
+        closes: match s.closes_at {
+            Some(at) if !s.closed => format!("until {}", format::time(at)),
+            _ => String::new(),
+        },
+        closed: s.closed,
     }
 }
+
+/// Events after which the summary is sent again: deals moved, the clock moved, the close.
+fn moves_summary(kind: &str) -> bool {
+    format::group_of(kind) == "deals"
+        || matches!(
+            kind,
+            "clock_advanced" | "market_closing_set" | "listing_expired"
+        )
+}
+
+/// Idle polls (of at most `POLL` each) between summaries while a real clock counts down.
+const COUNTDOWN_POLLS: u32 = 120;
 
 #[derive(Template)]
 #[template(path = "summary.html")]
@@ -167,6 +194,9 @@ struct LiveState {
     after: i64,
     rx: tokio::sync::broadcast::Receiver<i64>,
     out: VecDeque<SseEvent>,
+    /// A real-clock market that has yet to close: its time left changes without any event.
+    counting_down: bool,
+    idle_polls: u32,
 }
 
 /// The live feed: each new event the viewer may see (of the filter's kinds) as a rendered entry
@@ -184,7 +214,11 @@ pub async fn live(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok());
+    let counting_down =
+        market.clock_mode == ClockMode::Real && market.time_left(web.svc.now()).unwrap_or(0) > 0;
     let state = LiveState {
+        counting_down,
+        idle_polls: 0,
         rx: web.svc.subscribe(),
         web,
         signed,
@@ -218,17 +252,24 @@ fn live_stream(state: LiveState) -> impl Stream<Item = Result<SseEvent, Infallib
             };
             if page.events.is_empty() {
                 let _ = tokio::time::timeout(POLL, st.rx.recv()).await;
+                st.idle_polls += 1;
+                if st.counting_down && st.idle_polls >= COUNTDOWN_POLLS {
+                    st.idle_polls = 0;
+                    if let Some(e) = summary_event(&mut st).await {
+                        st.out.push_back(e);
+                    }
+                }
                 continue;
             }
             st.after = page.next_after;
             let kinds = kinds_of(st.show);
             let mut names = Names::new(&st.web.svc, &st.signed.caller, st.market);
-            let mut deals_moved = false;
+            let mut summary_moved = false;
             for e in &page.events {
+                summary_moved |= moves_summary(&e.kind);
                 if !kinds.contains(&e.kind.as_str()) {
                     continue;
                 }
-                deals_moved |= format::group_of(&e.kind) == "deals";
                 let entry = describe(e, &mut names, st.market, &st.currency).await;
                 let Ok(html) = (EntryFragment { e: entry }).render() else {
                     return None;
@@ -240,16 +281,26 @@ fn live_stream(state: LiveState) -> impl Stream<Item = Result<SseEvent, Infallib
                         .data(html),
                 );
             }
-            if deals_moved
-                && let Ok(s) = st.web.svc.summary(&st.signed.caller, st.market).await
-                && let Ok(html) = (SummaryFragment {
-                    s: summary_view(&s),
-                })
-                .render()
-            {
-                st.out
-                    .push_back(SseEvent::default().event("summary").data(html));
+            if summary_moved && let Some(e) = summary_event(&mut st).await {
+                st.out.push_back(e);
             }
         }
     })
+}
+
+/// The summary rendered for the live stream (`summary`), read with the visitor's rights.
+async fn summary_event(st: &mut LiveState) -> Option<SseEvent> {
+    let s = st
+        .web
+        .svc
+        .summary(&st.signed.caller, st.market)
+        .await
+        .ok()?;
+    st.counting_down = s.clock_mode == ClockMode::Real && !s.closed && s.closes_at.is_some();
+    let html = (SummaryFragment {
+        s: summary_view(&s),
+    })
+    .render()
+    .ok()?;
+    Some(SseEvent::default().event("summary").data(html))
 }

@@ -98,31 +98,23 @@ pub fn money_input(amount: Money, currency: &str) -> String {
     )
 }
 
-/// `2024-05-01 14:03 UTC` from ms since the epoch.
+/// `2024-05-01 14:03 UTC` from ms since the epoch (the core's one way to state a time).
 pub fn time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
+    haggle_core::model::utc(ms)
 }
 
-/// Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// A duration as a person reads a countdown: `2 d 4 h`, `3 h 20 min`, `45 min`, `under a minute`.
+pub fn span(ms: i64) -> String {
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+    const DAY: i64 = 24 * HOUR;
+    let (d, h, m) = (ms / DAY, ms % DAY / HOUR, ms % HOUR / MIN);
+    match (d, h, m) {
+        (0, 0, 0) => "under a minute".into(),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
 }
 
 /// Percent-encodes a query value.
@@ -210,9 +202,8 @@ pub struct FeedEntry {
 /// Which feed filter an event kind belongs to.
 pub fn group_of(kind: &str) -> &'static str {
     match kind {
-        "listing_posted" | "listing_withdrawn" | "listing_relisted" | "participant_joined" => {
-            "listings"
-        }
+        "listing_posted" | "listing_withdrawn" | "listing_relisted" | "listing_expired"
+        | "participant_joined" | "market_closing_set" => "listings",
         "thread_opened" | "message_posted" | "thread_closed" => "offers",
         k if k.starts_with("offer_") => "offers",
         "listing_sold" | "receipt_confirmed" | "dispute_evidence_added" => "deals",
@@ -227,7 +218,9 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
         "listing_posted",
         "listing_withdrawn",
         "listing_relisted",
+        "listing_expired",
         "participant_joined",
+        "market_closing_set",
     ];
     const OFFERS: &[&str] = &[
         "thread_opened",
@@ -262,7 +255,9 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
         "listing_posted",
         "listing_withdrawn",
         "listing_relisted",
+        "listing_expired",
         "participant_joined",
+        "market_closing_set",
         "thread_opened",
         "message_posted",
         "thread_closed",
@@ -353,6 +348,21 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
                 listing_link(id),
             )
         }
+        "listing_expired" => {
+            let id = num(&p["listing_id"]);
+            let title = names.title(id).await;
+            (
+                format!("{} expired: the market has closed", quote(&title)),
+                listing_link(id),
+            )
+        }
+        "market_closing_set" => (
+            match p["closes_at"].as_i64() {
+                Some(at) => format!("The market now closes at {}", time(at)),
+                None => "The market no longer has a closing time".to_string(),
+            },
+            None,
+        ),
         "listing_sold" => {
             let id = num(&p["listing_id"]);
             let title = p["title"].as_str().unwrap_or("").to_string();
@@ -485,6 +495,14 @@ mod tests {
         assert_eq!(time(0), "1970-01-01 00:00 UTC");
         assert_eq!(time(1_700_000_000_000), "2023-11-14 22:13 UTC");
         assert_eq!(time(951_782_400_000), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn time_left_reads_as_days_hours_and_minutes() {
+        assert_eq!(span(2 * 86_400_000 + 4 * 3_600_000 + 59_000), "2 d 4 h");
+        assert_eq!(span(3 * 3_600_000 + 20 * 60_000), "3 h 20 min");
+        assert_eq!(span(45 * 60_000 + 5), "45 min");
+        assert_eq!(span(59_999), "under a minute");
     }
 
     #[test]

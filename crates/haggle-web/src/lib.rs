@@ -126,6 +126,10 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
         .route(&format!("{m}/operate/tokens"), post(operator::token))
         .route(&format!("{m}/operate/fund"), post(operator::fund))
         .route(
+            &format!("{m}/operate/closes_at"),
+            post(operator::closing_time),
+        )
+        .route(
             &format!("{m}/deals/{{deal}}/resolve"),
             post(operator::resolve),
         )

@@ -1,10 +1,10 @@
-//! The operator's pages: markets (and creating one), a market's participants and tokens,
-//! funding, disputes to resolve (the deal page carries the ruling form and the evidence), webhook
+//! The operator's pages: markets (and creating one), a market's closing time, its participants
+//! and tokens, funding, disputes to resolve (the deal page carries the ruling form and the evidence), webhook
 //! deliveries, ledger verification, survey answers and the settlement export. Each action is the
 //! service's own command with the form's idempotency key.
 
 use crate::Web;
-use crate::format::{Names, money, parse_money, time, words};
+use crate::format::{Names, money, parse_money, span, time, words};
 use crate::market::{DealRow, deal_rows};
 use crate::page::{Form, Ids, Nav, PageResult, bad_request, ctx, render};
 use crate::session::{FormOrigin, Signed, idem_key, new_form_key, operator_of};
@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use haggle_api::{CreateMarket, CreateToken, Fund, RegisterParticipant, ResolveDispute};
 use haggle_core::ClockMode;
 use haggle_core::lifecycle::Ruling;
+use haggle_core::model::{parse_duration, parse_utc};
 use haggle_service::Role;
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +158,10 @@ struct OperatePage {
     survey: Vec<SurveyLine>,
     register_key: String,
     fund_key: String,
+    /// The closing time in words, and as the form's editable value (empty when open-ended).
+    closing: String,
+    closes_value: String,
+    closing_key: String,
 }
 
 pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) -> PageResult {
@@ -164,6 +169,25 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
     let c = ctx(&web.svc, &s, m, "Operate", "operate").await?;
     let cur = c.market.currency.clone();
     let v = web.svc.verify(&s.caller, m).await?;
+    let now = c.market.now(web.svc.now());
+    let closing = match c.market.rules.closes_at {
+        None => "No closing time: the market is open-ended.".to_string(),
+        Some(at) if c.market.is_closed(now) => format!(
+            "Closed at {}: nothing new is traded; agreed deals still settle.",
+            time(at)
+        ),
+        Some(at) => format!(
+            "Closes at {} ({} left).",
+            time(at),
+            span(c.market.time_left(now).unwrap_or(0))
+        ),
+    };
+    let closes_value = c
+        .market
+        .rules
+        .closes_at
+        .map(|at| time(at).trim_end_matches(" UTC").to_string())
+        .unwrap_or_default();
     let list = web.svc.participants(&s.caller, m, None, Some(200)).await?;
     let mut people = Vec::new();
     let mut names = Names::new(&web.svc, &s.caller, m);
@@ -260,7 +284,55 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
         survey,
         register_key: new_form_key(),
         fund_key: new_form_key(),
+        closing,
+        closes_value,
+        closing_key: new_form_key(),
     }))
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct ClosingForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    idem: String,
+    /// `2026-01-12 09:00` (UTC), `+7d` from the market's clock now, or empty for none.
+    #[serde(default)]
+    closes_at: String,
+}
+
+/// Sets, moves or removes the market's closing time.
+pub async fn closing_time(
+    State(web): State<Web>,
+    s: Signed,
+    origin: FormOrigin,
+    Ids(m): Ids<i64>,
+    Form(f): Form<ClosingForm>,
+) -> PageResult {
+    s.check(&origin, &f.csrf)?;
+    let market = web.svc.market(&s.caller, m).await?;
+    let input = f.closes_at.trim();
+    let closes_at = if input.is_empty() {
+        None
+    } else if let Some(d) = input.strip_prefix('+') {
+        let d = parse_duration(d).ok_or_else(|| {
+            bad_request(format!(
+                "'{input}' is not a duration from now: write +7d, +12h or +30m"
+            ))
+        })?;
+        Some(market.now(web.svc.now()).saturating_add(d))
+    } else {
+        Some(parse_utc(input).ok_or_else(|| {
+            bad_request(format!(
+                "'{input}' is not a time: write 2026-01-12 09:00 (UTC) or +7d"
+            ))
+        })?)
+    };
+    let idem = idem_key(&f.idem, &format!("/m/{m}/operate/closes_at"), &f)?;
+    web.svc
+        .set_closing_time(&s.caller, m, closes_at, idem.as_ref())
+        .await?;
+    Ok(Redirect::to(&format!("/m/{m}/operate#closing")).into_response())
 }
 
 #[derive(Template)]
