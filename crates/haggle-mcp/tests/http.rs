@@ -189,6 +189,31 @@ async fn refusals_are_tool_errors_with_the_http_code_and_message() {
 }
 
 #[tokio::test]
+async fn a_closed_market_refuses_new_trading_with_market_closed_as_over_http() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    // Closing now (the service's clock) closes the market at once.
+    m.svc
+        .set_closing_time(&operator(), m.id, Some(1_700_000_000_000), None)
+        .await
+        .unwrap();
+    let args = json!({"title": "Lamp", "category": "home", "price": 1500});
+    let via_mcp = a.refused("post_listing", args).await;
+    let (status, via_http) = m
+        .http(
+            "POST",
+            &m.path("/listings"),
+            Some(&alice.token),
+            Some(json!({"side": "sell", "title": "Lamp", "category": "home", "price": 1500})),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(via_mcp, via_http);
+    assert_eq!(via_mcp["error"]["code"], "market_closed");
+}
+
+#[tokio::test]
 async fn a_token_never_acts_for_another_participant() {
     let m = Market::start().await;
     let alice = m.participant("Alice", 10_000).await;
