@@ -15,7 +15,7 @@ mod sim;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use haggle_core::model::{ClockMode, MarketRules};
+use haggle_core::model::{ClockMode, MarketRules, parse_duration, parse_utc};
 use haggle_service::{Caller, Config, Role, Service, Store, SystemClock};
 use std::sync::Arc;
 
@@ -153,6 +153,12 @@ enum MarketCmd {
         /// Market rules as a TOML or JSON file (fields of MarketRules; missing ones take defaults).
         #[arg(long)]
         rules: Option<std::path::PathBuf>,
+        /// Close the market this long after it starts: `7d`, `12h`, `2d4h` (default: open-ended).
+        #[arg(long, conflicts_with = "closes_at")]
+        closes_in: Option<String>,
+        /// Close the market at this UTC time: `2026-01-12 09:00`.
+        #[arg(long)]
+        closes_at: Option<String>,
         #[command(flatten)]
         db: DbArg,
     },
@@ -319,12 +325,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     currency,
                     clock,
                     rules,
+                    closes_in,
+                    closes_at,
                     db,
                 },
         } => {
             let clock = ClockMode::parse(&clock)
                 .with_context(|| format!("--clock must be real or simulated, got '{clock}'"))?;
-            let rules: Option<MarketRules> = match rules {
+            let mut rules: Option<MarketRules> = match rules {
                 None => None,
                 Some(path) => Some(config::read_rules(&path)?),
             };
@@ -333,6 +341,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Arc::new(SystemClock),
                 Config::default(),
             );
+            // Both clocks start now, so a closing time "in 7d" counts from now either way.
+            let close = match (closes_in, closes_at) {
+                (Some(d), _) => Some(svc.now().saturating_add(parse_duration(&d).with_context(
+                    || format!("--closes-in must be a duration like 7d, 12h or 2d4h, got '{d}'"),
+                )?)),
+                (None, Some(t)) => Some(parse_utc(&t).with_context(|| {
+                    format!("--closes-at must be a UTC time like '2026-01-12 09:00', got '{t}'")
+                })?),
+                (None, None) => None,
+            };
+            if close.is_some() {
+                rules.get_or_insert_with(MarketRules::default).closes_at = close;
+            }
             let req = haggle_api::CreateMarket {
                 name,
                 currency,

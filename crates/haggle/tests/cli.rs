@@ -190,6 +190,58 @@ async fn tokens_from_the_cli_work_against_the_server() {
 }
 
 #[test]
+fn market_create_sets_a_closing_time_from_now_or_at_a_utc_time() {
+    let dir = Scratch::new("cli-closing");
+    let db = dir.sqlite("h.db");
+    let create = |extra: &[&str]| {
+        let mut args = vec!["market", "create", "--name", "Closing", "--database", &db];
+        args.extend_from_slice(extra);
+        serde_json::from_str::<Value>(&run_ok(&dir.0, &args)).unwrap()
+    };
+    let week = create(&["--closes-in", "7d"]);
+    let closes = week["rules"]["closes_at"].as_i64().expect("a closing time");
+    let created = week["created_at"].as_i64().unwrap();
+    // Read from the real clock a moment apart: the close is seven days after creation.
+    let week_ms = 7 * 86_400_000;
+    assert!((closes - created - week_ms).abs() < 60_000, "{week}");
+    let at = create(&["--closes-at", "2999-01-12 09:00", "--clock", "simulated"]);
+    assert_eq!(
+        at["rules"]["closes_at"],
+        json!(32_473_126_800_000_i64),
+        "{at}"
+    );
+    assert_eq!(create(&[])["rules"]["closes_at"], Value::Null);
+    let o = run(
+        &dir.0,
+        &[
+            "market",
+            "create",
+            "--name",
+            "X",
+            "--closes-in",
+            "soon",
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&o, "--closes-in");
+    let o = run(
+        &dir.0,
+        &[
+            "market",
+            "create",
+            "--name",
+            "X",
+            "--closes-at",
+            "2001-01-01 00:00",
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&o, "rules.closes_at");
+}
+
+#[test]
 fn market_create_prints_the_market_as_json() {
     let dir = Scratch::new("cli-market");
     let db = dir.sqlite("h.db");
