@@ -19,6 +19,7 @@ pub mod sqlite {
         (3, include_str!("migrations/0003_lifecycle.sql")),
         (4, include_str!("migrations/0004_webhooks.sql")),
         (5, include_str!("migrations/0005_survey.sql")),
+        (6, include_str!("migrations/0006_search_indexes_sqlite.sql")),
     ];
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
@@ -89,6 +90,10 @@ pub mod postgres {
         (3, include_str!("migrations/0003_lifecycle.sql")),
         (4, include_str!("migrations/0004_webhooks.sql")),
         (5, include_str!("migrations/0005_survey.sql")),
+        (
+            6,
+            include_str!("migrations/0006_search_indexes_postgres.sql"),
+        ),
     ];
 
     pub async fn connect(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {

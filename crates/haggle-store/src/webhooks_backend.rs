@@ -208,7 +208,7 @@ mod webhook_sql {
             if let Some(s) = status {
                 b.push(" AND status = ").push_bind(s.as_str());
             }
-            b.push(" ORDER BY id LIMIT ").push_bind(limit.clamp(1, 500) as i64);
+            b.push(format!(" ORDER BY id LIMIT {}", limit.clamp(1, 500)));
             b.build().fetch_all(&self.pool).await?.iter().map(delivery_row).collect()
         }
     }
