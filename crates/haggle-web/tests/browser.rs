@@ -40,7 +40,17 @@ async fn the_feed_updates_live_when_a_deal_happens() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let Some(b) = browser().await else { return };
     let s = Server::start().await;
-    let m = s.market("Office market").await;
+    // A market that closes in a week, so the summary (and the screenshot) shows the time left.
+    let week = 7 * 24 * 3_600_000;
+    let m = s
+        .post(
+            "/v1/markets",
+            &s.operator,
+            json!({"name": "Office market", "currency": "USD", "rules": {"closes_at": START_MS + week}}),
+        )
+        .await["id"]
+        .as_i64()
+        .expect("market id");
     let alice = s.participant(m, "Alice", 10_000).await;
     let bob = s.participant(m, "Bob", 10_000).await;
     let observer = s.observer(m).await;
@@ -85,6 +95,7 @@ async fn the_feed_updates_live_when_a_deal_happens() {
         "new entries go on top: {first}"
     );
     b.wait_for_text("[data-testid=deal-count]", "1", 10).await;
+    b.wait_for_text("[data-testid=time-left]", "7 d", 5).await;
     assert_eq!(
         b.script("return window.haggleMarker || null;").await,
         json!("still here"),
