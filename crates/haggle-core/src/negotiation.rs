@@ -86,7 +86,7 @@ impl Scene {
     /// offers, acceptances); ending and settling what exists stays allowed.
     pub(crate) fn open_market(&self) -> Result<()> {
         match self.market.rules.closes_at {
-            Some(at) if self.now >= at => Err(E::market_closed(format!(
+            Some(at) if self.market.is_closed(self.now) => Err(E::market_closed(format!(
                 "market {} closed at {}: nothing new can be listed, offered or accepted; deals \
                  already agreed still settle",
                 self.market.id,
