@@ -331,7 +331,12 @@ async fn sim_run(
         withhold_leaks: false,
     };
     let started = Instant::now();
-    let out = crate::sim::run(cfg, |_| {}).await?;
+    // Wall time at the end of each round (setup is in the first), so a slow phase shows.
+    let mut round_end_s = Vec::new();
+    let out = crate::sim::run(cfg, |_| {
+        round_end_s.push((started.elapsed().as_secs_f64() * 100.0).round() / 100.0)
+    })
+    .await?;
     let wall = started.elapsed().as_secs_f64();
     let turns: u64 = out.agents.iter().map(|a| a.stats.turns).sum();
     let actions: u64 = out.agents.iter().map(|a| a.stats.actions).sum();
@@ -352,6 +357,7 @@ async fn sim_run(
         "run": label, "participants": participants, "listings": listings, "deals": deals, "rounds": out.rounds,
         "agent_turns": turns, "actions": actions, "events": v.events, "wall_s": wall,
         "turns_per_s": turns as f64 / wall, "deals_per_s": deals as f64 / wall,
+        "round_end_s": round_end_s,
     }))
 }
 
