@@ -714,8 +714,8 @@ async fn insert_idempotent(c: &mut Conn, scope: &str, key: &str, request_hash: &
 }
 
 impl Backend {
-    pub async fn open(url: &str) -> StoreResult<Backend> {
-        let pool = dialect::connect(url).await?;
+    pub async fn open(url: &str, batch: usize) -> StoreResult<Backend> {
+        let pool = dialect::connect(url, batch).await?;
         let b = Backend { pool, writer: Arc::new(tokio::sync::Mutex::new(())) };
         b.migrate().await?;
         Ok(b)
@@ -747,6 +747,13 @@ impl Backend {
         } else {
             None
         }
+    }
+
+    /// Commits what a batched SQLite store holds back (nothing to do otherwise).
+    pub async fn flush(&self) -> StoreResult<()> {
+        let _w = self.write_guard().await;
+        dialect::flush(&self.pool).await?;
+        Ok(())
     }
 
     /// Refreshes the query planner's statistics (cheap; call as the data grows).

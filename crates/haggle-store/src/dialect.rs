@@ -24,7 +24,9 @@ pub mod sqlite {
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
     /// database: exactly one connection, since each connection would get its own).
-    pub async fn connect(url: &str) -> Result<Pool<Sqlite>, Error> {
+    /// `batch` > 1 opens one connection that commits that many transactions at a time (see
+    /// [`Pool::connect_batched`]): for a simulation's own database, never for a shared one.
+    pub async fn connect(url: &str, batch: usize) -> Result<Pool<Sqlite>, Error> {
         let rest = url.strip_prefix("sqlite:").unwrap_or(url);
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         // Query parameters (sqlx accepted e.g. `?mode=rwc`) name what is the default here.
@@ -57,7 +59,12 @@ pub mod sqlite {
         // SQLITE_BUSY. Retry for a while: once the file is in WAL mode the pragma takes no lock.
         let mut attempts = 0;
         loop {
-            match Pool::connect(options.clone(), max) {
+            let pool = if batch > 1 {
+                Pool::connect_batched(options.clone(), batch)
+            } else {
+                Pool::connect(options.clone(), max)
+            };
+            match pool {
                 Err(e) if attempts < 100 && e.sqlite_code().is_some_and(|c| c & 0xff == 5) => {
                     attempts += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(10 + attempts)).await;
@@ -65,6 +72,10 @@ pub mod sqlite {
                 other => return other,
             }
         }
+    }
+
+    pub async fn flush(pool: &Pool<Sqlite>) -> Result<(), Error> {
+        pool.flush().await
     }
 
     pub fn is_unique_violation(e: &Error) -> bool {
@@ -96,7 +107,9 @@ pub mod postgres {
         ),
     ];
 
-    pub async fn connect(url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
+    /// `batch` is ignored: several servers share a PostgreSQL database, so each transaction
+    /// commits on its own.
+    pub async fn connect(url: &str, _batch: usize) -> Result<sqlx::PgPool, sqlx::Error> {
         use sqlx::Connection;
         let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
         // One plain connection first: an unreachable server or a refused login is reported at
@@ -110,6 +123,10 @@ pub mod postgres {
             .acquire_timeout(std::time::Duration::from_secs(30))
             .connect_with(opts)
             .await
+    }
+
+    pub async fn flush(_pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+        Ok(())
     }
 
     pub fn is_unique_violation(e: &sqlx::Error) -> bool {

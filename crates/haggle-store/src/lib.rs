@@ -176,13 +176,26 @@ impl Store {
     /// Opens (creating if needed) and migrates the database at `url`: `sqlite://PATH`,
     /// `sqlite::memory:` or `postgres://...`.
     pub async fn open(url: &str) -> StoreResult<Store> {
+        Self::open_batched(url, 1).await
+    }
+
+    /// Opens a store for one process's own use (a simulation's database): SQLite commits
+    /// `batch` commands at a time on one connection (group commit; each command stays atomic
+    /// and is read back at once, and [`Store::flush`] or closing the store commits the rest).
+    /// PostgreSQL commits each command as [`Store::open`] does.
+    pub async fn open_batched(url: &str, batch: usize) -> StoreResult<Store> {
         if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(sqlite::Backend::open(url).await?))
+            Ok(Store::Sqlite(sqlite::Backend::open(url, batch).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(postgres::Backend::open(url).await?))
+            Ok(Store::Postgres(postgres::Backend::open(url, batch).await?))
         } else {
             Err(StoreError::BadUrl(url.to_string()))
         }
+    }
+
+    /// Commits what a batched store holds back ([`Store::open_batched`]).
+    pub async fn flush(&self) -> StoreResult<()> {
+        dispatch!(self, b => b.flush().await)
     }
 
     pub fn backend_name(&self) -> &'static str {

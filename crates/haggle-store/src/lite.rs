@@ -261,6 +261,20 @@ impl QueryResult {
 /// One open SQLite connection.
 pub struct Connection {
     raw: rusqlite::Connection,
+    /// Units of work released into the open batch and not yet committed (batched pools only).
+    batched: usize,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // A batched pool's last units are committed when it closes, not lost.
+        if self.batched > 0
+            && !self.raw.is_autocommit()
+            && let Err(e) = self.raw.execute_batch("COMMIT")
+        {
+            tracing::error!(error = %e, units = self.batched, "could not commit the last batch");
+        }
+    }
 }
 
 impl Connection {
@@ -601,7 +615,7 @@ impl Options {
                 }
             })?;
         }
-        Ok(Connection { raw })
+        Ok(Connection { raw, batched: 0 })
     }
 }
 
@@ -609,6 +623,8 @@ struct Shared {
     options: Options,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// Units of work per commit; 1 commits each transaction on its own.
+    batch: usize,
 }
 
 /// A bounded pool of connections to one database.
@@ -629,15 +645,39 @@ impl<D> Clone for Pool<D> {
 impl<D> Pool<D> {
     /// Opens the first connection now, so a bad path or a locked file fails at start.
     pub fn connect(options: Options, max_connections: usize) -> Result<Self> {
+        Self::open(options, max_connections, 1)
+    }
+
+    /// One connection whose transactions are committed `batch` at a time (group commit): each
+    /// transaction becomes a savepoint inside a longer one, so it stays atomic (a rollback undoes
+    /// it alone) and every read sees it at once, but the pages it wrote reach the file together
+    /// with its batch's. A crash loses at most the last uncommitted batch, whole transactions
+    /// only. [`Pool::flush`] commits what is pending; closing the pool commits it too.
+    pub fn connect_batched(options: Options, batch: usize) -> Result<Self> {
+        Self::open(options, 1, batch.max(1))
+    }
+
+    fn open(options: Options, max_connections: usize, batch: usize) -> Result<Self> {
         let first = options.open()?;
         Ok(Pool {
             shared: Arc::new(Shared {
                 options,
                 idle: Mutex::new(vec![first]),
                 permits: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+                batch,
             }),
             db: PhantomData,
         })
+    }
+
+    /// Commits a batched pool's pending transactions now (nothing to do otherwise).
+    pub async fn flush(&self) -> Result<()> {
+        let mut c = self.acquire().await?;
+        if c.batched > 0 && !c.raw.is_autocommit() {
+            c.raw.execute_batch("COMMIT")?;
+        }
+        c.batched = 0;
+        Ok(())
     }
 
     pub async fn acquire(&self) -> Result<PoolConnection> {
@@ -668,8 +708,18 @@ impl<D> Pool<D> {
     /// A transaction started with `begin` (e.g. `BEGIN IMMEDIATE` to take the write lock now).
     pub async fn begin_with(&self, begin: &str) -> Result<Transaction> {
         let conn = self.acquire().await?;
-        conn.raw.execute_batch(begin)?;
-        Ok(Transaction { conn, open: true })
+        let batched = self.shared.batch > 1;
+        if !batched || conn.raw.is_autocommit() {
+            conn.raw.execute_batch(begin)?;
+        }
+        if batched {
+            conn.raw.execute_batch("SAVEPOINT unit")?;
+        }
+        Ok(Transaction {
+            conn,
+            open: true,
+            batched,
+        })
     }
 }
 
@@ -696,8 +746,9 @@ impl DerefMut for PoolConnection {
 impl Drop for PoolConnection {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            // A connection left inside a transaction (a panic mid-write) is not reused.
-            if c.raw.is_autocommit() {
+            // A connection left inside a transaction (a panic mid-write) is not reused; a
+            // batched pool's connection stays inside its open batch between transactions.
+            if c.raw.is_autocommit() || c.batched > 0 {
                 self.shared
                     .idle
                     .lock()
@@ -712,19 +763,42 @@ impl Drop for PoolConnection {
 pub struct Transaction {
     conn: PoolConnection,
     open: bool,
+    /// A savepoint inside the pool's open batch (see [`Pool::connect_batched`]).
+    batched: bool,
 }
 
 impl Transaction {
     pub async fn commit(mut self) -> Result<()> {
         self.open = false;
-        self.conn.raw.execute_batch("COMMIT")?;
+        if !self.batched {
+            self.conn.raw.execute_batch("COMMIT")?;
+            return Ok(());
+        }
+        self.conn.raw.execute_batch("RELEASE unit")?;
+        self.conn.batched += 1;
+        if self.conn.batched >= self.conn.shared.batch {
+            self.conn.raw.execute_batch("COMMIT")?;
+            self.conn.batched = 0;
+        }
         Ok(())
     }
 
     pub async fn rollback(mut self) -> Result<()> {
         self.open = false;
-        self.conn.raw.execute_batch("ROLLBACK")?;
+        self.conn.raw.execute_batch(self.undo())?;
         Ok(())
+    }
+
+    /// Undoes this transaction alone: a batched one leaves the batch's other units in place.
+    fn undo(&self) -> &'static str {
+        if self.batched && self.conn.batched == 0 {
+            // The batch holds nothing else yet: end it, so the connection is back to autocommit.
+            "ROLLBACK"
+        } else if self.batched {
+            "ROLLBACK TO unit; RELEASE unit"
+        } else {
+            "ROLLBACK"
+        }
     }
 }
 
@@ -745,7 +819,7 @@ impl Drop for Transaction {
     fn drop(&mut self) {
         if self.open && !self.conn.raw.is_autocommit() {
             // Nothing to report to: the caller is already leaving with an error.
-            let _ = self.conn.raw.execute_batch("ROLLBACK");
+            let _ = self.conn.raw.execute_batch(self.undo());
         }
     }
 }
@@ -816,6 +890,88 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    /// A file database of its own, and a plain connection that sees only what was committed.
+    fn batched(batch: usize, name: &str) -> (Pool<Sqlite>, rusqlite::Connection) {
+        let dir = std::env::temp_dir().join(format!("haggle-lite-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let options = Options {
+            path: Some(path.clone()),
+            pragmas: vec![("journal_mode".into(), "WAL".into())],
+            busy_timeout: std::time::Duration::from_secs(1),
+        };
+        let p = Pool::connect_batched(options, batch).unwrap();
+        let outside = rusqlite::Connection::open(path).unwrap();
+        outside.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        (p, outside)
+    }
+
+    async fn insert(p: &Pool<Sqlite>, x: i64, keep: bool) {
+        let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        query("INSERT INTO t VALUES ($1)")
+            .bind(x)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        if keep {
+            tx.commit().await.unwrap();
+        }
+    }
+
+    fn committed(outside: &rusqlite::Connection) -> Vec<i64> {
+        let mut s = outside.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    async fn seen(p: &Pool<Sqlite>) -> Vec<i64> {
+        query_scalar("SELECT x FROM t ORDER BY x")
+            .fetch_all(p)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batched_pool_reads_its_transactions_at_once_and_commits_them_per_batch() {
+        let (p, outside) = batched(3, "per-batch");
+        insert(&p, 1, true).await;
+        insert(&p, 2, true).await;
+        assert_eq!(seen(&p).await, vec![1, 2]);
+        assert_eq!(committed(&outside), Vec::<i64>::new());
+        insert(&p, 3, true).await;
+        assert_eq!(committed(&outside), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_transaction_leaves_the_rest_of_its_batch() {
+        let (p, outside) = batched(10, "rollback");
+        insert(&p, 1, false).await;
+        insert(&p, 2, true).await;
+        insert(&p, 3, false).await;
+        insert(&p, 4, true).await;
+        let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        query("INSERT INTO t VALUES (5)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(seen(&p).await, vec![2, 4]);
+        p.flush().await.unwrap();
+        assert_eq!(committed(&outside), vec![2, 4]);
+    }
+
+    #[tokio::test]
+    async fn closing_a_batched_pool_commits_what_is_pending() {
+        let (p, outside) = batched(10, "close");
+        insert(&p, 7, true).await;
+        assert_eq!(committed(&outside), Vec::<i64>::new());
+        drop(p);
+        assert_eq!(committed(&outside), vec![7]);
     }
 
     #[tokio::test]

@@ -14,6 +14,11 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::sync::Arc;
 
+/// Commands per commit of a simulation's SQLite database (group commit): a commit costs page
+/// writes to the WAL, and consecutive commands touch the same pages (the market's head, the
+/// event log's tail), so a batch writes them once.
+const COMMANDS_PER_COMMIT: usize = 1024;
+
 /// 2026-01-05 09:00 UTC: every simulated market starts here, so runs replay exactly.
 pub const SIM_START_MS: i64 = 1_767_603_600_000;
 
@@ -91,7 +96,9 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
             .check(b)
             .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
     }
-    let store = Store::open(&cfg.database)
+    // The simulation owns its database: commits are grouped (each command stays atomic), and
+    // the end of every round commits the rest, so a reader of the file is at most a round behind.
+    let store = Store::open_batched(&cfg.database, COMMANDS_PER_COMMIT)
         .await
         .with_context(|| format!("cannot open {}", cfg.database))?;
     let svc = Service::new(
@@ -196,6 +203,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         svc.advance_clock(&operator, m, cfg.tick_ms, None)
             .await
             .map_err(api)?;
+        svc.store().flush().await?;
         // The market grows fast at first: fresh planner statistics keep per-agent reads indexed.
         if round == 0 || round.is_power_of_two() {
             svc.store().analyze().await?;
@@ -229,6 +237,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         agents[i].wake();
         agents[i].turn(now, rounds).await;
     }
+    svc.store().flush().await?;
     let sim_ms = now - SIM_START_MS;
     Ok(SimOutput {
         svc,
