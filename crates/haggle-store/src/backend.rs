@@ -4,7 +4,8 @@
 // on every new binding of a LIMIT parameter (measured: ~30 µs per run of a paged read, more than
 // the read itself), while a literal keeps the cached plan.
 
-use crate::row::{json, like_pattern, parsed, search_text, to_json};
+use crate::row::{json, parsed, search_text, to_json};
+use crate::shelves::{MarketShelves, ShelfQuery, Shelved};
 use haggle_core::event::{verify_chain, EventDraft};
 use haggle_core::ledger::{self, Account, Transfer, TransferKind};
 use haggle_core::model::{
@@ -25,6 +26,15 @@ type DbRow = <Db as sqlx::Database>::Row;
 pub struct Backend {
     pool: sqlx::Pool<Db>,
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// Listings in memory for search, by market (see `shelves.rs`): only when this store is its
+    /// database's sole writer.
+    shelves: Option<Arc<std::sync::Mutex<std::collections::HashMap<i64, MarketShelves>>>>,
+}
+
+/// A committed change to a listing, for the shelves.
+enum ShelfChange {
+    Insert(Shelved),
+    Status(i64, &'static str),
 }
 
 /// The write-locked head of a market: the counters every command allocates from.
@@ -716,8 +726,12 @@ async fn insert_idempotent(c: &mut Conn, scope: &str, key: &str, request_hash: &
 impl Backend {
     pub async fn open(url: &str, batch: usize) -> StoreResult<Backend> {
         let pool = dialect::connect(url, batch).await?;
-        let b = Backend { pool, writer: Arc::new(tokio::sync::Mutex::new(())) };
+        let shelves = (batch > 1 && dialect::SOLE_WRITER_WHEN_BATCHED).then(Arc::default);
+        let b = Backend { pool, writer: Arc::new(tokio::sync::Mutex::new(())), shelves };
         b.migrate().await?;
+        // A batched store would otherwise hold the file's write lock from here to its first
+        // full batch.
+        b.flush().await?;
         Ok(b)
     }
 
@@ -815,6 +829,7 @@ impl Backend {
             tx.rollback().await?;
             return Ok(if hash == i.request_hash { Ran::Replayed(resp) } else { Ran::Conflict });
         }
+        let mut shelf_changes = Vec::new();
         let (result, events) = match head.as_ref().map(market_row).transpose()? {
             None => (Err(DomainError::not_found(format!("market {market_id} not found"))), Vec::new()),
             Some(head) => {
@@ -822,6 +837,13 @@ impl Backend {
                 let mut plan = Plan::new(market_id, now, head.next_id);
                 match execute(&mut tx, &head, now, cmd, &mut plan).await? {
                     Ok(out) => {
+                        if self.shelves.is_some() {
+                            shelf_changes = plan.changes.iter().filter_map(|ch| match ch {
+                                Change::InsertListing(l) => Some(ShelfChange::Insert(Shelved::from(l))),
+                                Change::SetListingStatus { listing, status } => Some(ShelfChange::Status(*listing, status.as_str())),
+                                _ => None,
+                            }).collect();
+                        }
                         let events = if plan.is_empty() { Vec::new() } else { apply(&mut tx, &head, plan).await? };
                         let out = match out {
                             // Lifecycle commands answer with the deal as they left it.
@@ -842,7 +864,11 @@ impl Backend {
             }
         }
         if result.is_ok() || idem.is_some() {
-            tx.commit().await?;
+            if let Err(e) = tx.commit().await {
+                self.unshelve(market_id);
+                return Err(e.into());
+            }
+            self.shelve(market_id, shelf_changes);
         } else {
             tx.rollback().await?;
         }
@@ -896,12 +922,102 @@ impl Backend {
         get_listing(&mut *self.pool.acquire().await?, market, id).await
     }
 
+    fn shelves(&self) -> Option<std::sync::MutexGuard<'_, std::collections::HashMap<i64, MarketShelves>>> {
+        self.shelves.as_ref().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies a command's committed listing changes to the market's shelves, if loaded (a
+    /// change the shelves cannot place makes them reload from the table).
+    fn shelve(&self, market: i64, changes: Vec<ShelfChange>) {
+        let Some(mut all) = self.shelves() else { return };
+        let Some(m) = all.get_mut(&market) else { return };
+        let mut whole = true;
+        for ch in changes {
+            match ch {
+                ShelfChange::Insert(l) => m.insert(l),
+                ShelfChange::Status(id, status) => whole &= m.set_status(id, status),
+            }
+        }
+        if !whole {
+            all.remove(&market);
+        }
+    }
+
+    fn unshelve(&self, market: i64) {
+        if let Some(mut all) = self.shelves() {
+            all.remove(&market);
+        }
+    }
+
+    /// A search answered from the shelves: `None` when this store keeps none or the search
+    /// does not name a category and a side (the table answers those).
+    async fn search_shelves(&self, market: i64, q: &ListingQuery) -> StoreResult<Option<Page<Listing>>> {
+        let (Some(_), Some(category), Some(side)) = (&self.shelves, &q.category, q.side) else { return Ok(None) };
+        let loaded = self.shelves().is_some_and(|all| all.contains_key(&market));
+        if !loaded {
+            let rows = sqlx::query("SELECT id, category, side, status, price, owner, search_text FROM listings WHERE market_id = $1")
+                .bind(market).fetch_all(&self.pool).await?;
+            let mut m = MarketShelves::default();
+            for r in &rows {
+                m.insert(Shelved { id: r.try_get("id")?, category: r.try_get("category")?, side: r.try_get("side")?, status: r.try_get("status")?, price: r.try_get("price")?, owner: r.try_get("owner")?, text: r.try_get("search_text")? });
+            }
+            if let Some(mut all) = self.shelves() {
+                all.entry(market).or_insert(m);
+            }
+        }
+        let bad_cursor = || StoreError::Corrupt("bad cursor".into());
+        let after = match (&q.cursor, q.sort) {
+            (None, _) => None,
+            (Some(c), ListingSort::Newest) => Some((0, c.parse().map_err(|_| bad_cursor())?)),
+            (Some(c), ListingSort::Cheapest) => {
+                let (p, id) = c.split_once(':').ok_or_else(bad_cursor)?;
+                Some((p.parse().map_err(|_| bad_cursor())?, id.parse().map_err(|_| bad_cursor())?))
+            }
+        };
+        let limit = q.limit.unwrap_or(50).clamp(1, 500);
+        let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().take(16).map(str::to_lowercase).collect();
+        let category = category.trim().to_lowercase();
+        let ids = {
+            let Some(all) = self.shelves() else { return Ok(None) };
+            let Some(m) = all.get(&market) else { return Ok(None) };
+            m.search(&ShelfQuery {
+                category: &category,
+                side: side.as_str(),
+                status: q.status.unwrap_or(ListingStatus::Active).as_str(),
+                words: &words,
+                min_price: q.min_price,
+                max_price: q.max_price,
+                owner: q.owner,
+                sort: q.sort,
+                after,
+                take: limit as usize + 1,
+            })
+        };
+        if ids.is_empty() {
+            return Ok(Some(Page { items: Vec::new(), next_cursor: None }));
+        }
+        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = "));
+        b.push_bind(market).push(" AND id IN (");
+        let mut list = b.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        b.push(match q.sort {
+            ListingSort::Newest => ") ORDER BY id DESC",
+            ListingSort::Cheapest => ") ORDER BY price ASC, id ASC",
+        });
+        self.listing_page(b, q.sort, limit).await.map(Some)
+    }
+
     pub async fn search_listings(&self, market: i64, q: &ListingQuery) -> StoreResult<Page<Listing>> {
+        if let Some(page) = self.search_shelves(market, q).await? {
+            return Ok(page);
+        }
         let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = "));
         b.push_bind(market);
         b.push(" AND status = ").push_bind(q.status.unwrap_or(ListingStatus::Active).as_str().to_string());
         for word in q.q.as_deref().unwrap_or("").split_whitespace().take(16) {
-            b.push(" AND search_text LIKE ").push_bind(like_pattern(word)).push(" ESCAPE '\\'");
+            b.push(dialect::KEYWORD_MATCH.0).push_bind(dialect::keyword_arg(word)).push(dialect::KEYWORD_MATCH.1);
         }
         if let Some(cat) = &q.category {
             b.push(" AND category = ").push_bind(cat.trim().to_lowercase());
@@ -936,13 +1052,18 @@ impl Backend {
                 b.push(" ORDER BY price ASC, id ASC");
             }
         }
-        let limit = q.limit.unwrap_or(50).clamp(1, 500);
+        self.listing_page(b, q.sort, q.limit.unwrap_or(50).clamp(1, 500)).await
+    }
+
+    /// Runs a search ordered as `sort` asks, one listing more than the page to know if another
+    /// page follows.
+    async fn listing_page(&self, mut b: sqlx::QueryBuilder<Db>, sort: ListingSort, limit: u32) -> StoreResult<Page<Listing>> {
         b.push(format!(" LIMIT {}", limit as i64 + 1));
         let rows = b.build().fetch_all(&self.pool).await?;
         let mut items: Vec<Listing> = rows.iter().map(listing_row).collect::<StoreResult<_>>()?;
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
-            items.last().map(|l| match q.sort {
+            items.last().map(|l| match sort {
                 ListingSort::Newest => l.id.to_string(),
                 ListingSort::Cheapest => format!("{}:{}", l.price, l.id),
             })
@@ -1003,6 +1124,10 @@ impl Backend {
         // on a pool of one (an in-memory database).
         let Some(m) = self.market(market).await? else { return Ok(lifecycle::Reputation::default()) };
         let deals = self.deals_in(market, Some(participant), None, 0, 10_000).await?;
+        if deals.is_empty() {
+            // Ratings are of deals: with none, there is nothing more to read.
+            return Ok(lifecycle::reputation(participant, &deals, &[]));
+        }
         let mut c = self.pool.acquire().await?;
         let now = m.now(real_now);
         let received: Vec<Rating> = sqlx::query(sql(format!("SELECT {RATING_COLS} FROM ratings WHERE market_id = $1 AND ratee = $2 ORDER BY id")))

@@ -6,6 +6,9 @@
 pub mod command;
 mod dialect;
 mod lite;
+mod shelves;
+/// Per-statement timings of the SQLite driver (see `haggle bench sim --sql-profile`).
+pub use lite::profile as sqlite_profile;
 mod row;
 pub mod survey;
 pub mod webhooks;

@@ -51,6 +51,7 @@ conformance! {
     migrations_are_idempotent => sqlite_migrations_are_idempotent, postgres_migrations_are_idempotent;
     markets_and_participants => sqlite_markets_and_participants, postgres_markets_and_participants;
     listing_search_filters_orders_and_pages => sqlite_listing_search_filters_orders_and_pages, postgres_listing_search_filters_orders_and_pages;
+    search_by_category_and_side_finds_what_reading_every_listing_finds => sqlite_search_by_category_and_side_finds_what_reading_every_listing_finds, postgres_search_by_category_and_side_finds_what_reading_every_listing_finds;
     thread_message_offer_and_counters => sqlite_thread_message_offer_and_counters, postgres_thread_message_offer_and_counters;
     acceptance_makes_one_deal_and_voids_the_rest => sqlite_acceptance_makes_one_deal_and_voids_the_rest, postgres_acceptance_makes_one_deal_and_voids_the_rest;
     withdraw_and_walk_away_release_commitments => sqlite_withdraw_and_walk_away_release_commitments, postgres_withdraw_and_walk_away_release_commitments;
@@ -100,6 +101,8 @@ enum Backend {
 struct Db {
     backend: Backend,
     url: String,
+    /// Commands per commit (`Store::open_batched`); 1 is a server's store.
+    batch: usize,
 }
 
 /// What to remove when a test ends (whether it passed or not).
@@ -151,11 +154,47 @@ where
     F: FnOnce(Db) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    run_with(backend, 1, behaviour).await
+}
+
+/// A simulation's own store: SQLite committing `batch` commands at a time, listings shelved in
+/// memory for search. Its behaviours must be a server store's.
+macro_rules! batched {
+    ($($behaviour:ident => $test:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $test() {
+            run_with(Backend::Sqlite, 7, $behaviour).await
+        }
+    )*};
+}
+
+batched! {
+    listing_search_filters_orders_and_pages => batched_sqlite_listing_search_filters_orders_and_pages;
+    search_by_category_and_side_finds_what_reading_every_listing_finds => batched_sqlite_search_by_category_and_side_finds_what_reading_every_listing_finds;
+    acceptance_makes_one_deal_and_voids_the_rest => batched_sqlite_acceptance_makes_one_deal_and_voids_the_rest;
+    withdraw_and_walk_away_release_commitments => batched_sqlite_withdraw_and_walk_away_release_commitments;
+    closing_expires_listings_offers_and_threads_and_deals_still_settle => batched_sqlite_closing_expires_listings_offers_and_threads_and_deals_still_settle;
+    idempotency_replays_conflicts_and_stores_refusals => batched_sqlite_idempotency_replays_conflicts_and_stores_refusals;
+    refuses_listing_unavailable => batched_sqlite_refuses_listing_unavailable;
+}
+
+async fn run_with<F, Fut>(backend: Backend, batch: usize, behaviour: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let (db, cleanup) = match backend {
         Backend::Sqlite => {
             let path = std::env::temp_dir().join(format!("haggle-conformance-{}.db", unique()));
             let url = format!("sqlite://{}", path.display());
-            (Db { backend, url }, Cleanup::Files(path))
+            (
+                Db {
+                    backend,
+                    url,
+                    batch,
+                },
+                Cleanup::Files(path),
+            )
         }
         Backend::Postgres => {
             let Some(admin_url) = pg_url() else {
@@ -173,7 +212,14 @@ where
             let name = format!("haggle_t_{}", unique());
             create_database(&admin_url, &name).await;
             let url = with_database(&admin_url, &name);
-            (Db { backend, url }, Cleanup::Database { admin_url, name })
+            (
+                Db {
+                    backend,
+                    url,
+                    batch,
+                },
+                Cleanup::Database { admin_url, name },
+            )
         }
     };
     // The behaviour runs in its own task so that a failing assertion still reaches the cleanup.
@@ -244,7 +290,7 @@ impl Cleanup {
 
 impl Db {
     async fn open(&self) -> Store {
-        let store = Store::open(&self.url)
+        let store = Store::open_batched(&self.url, self.batch)
             .await
             .unwrap_or_else(|e| panic!("open {}: {e}", self.url));
         let want = match self.backend {
@@ -866,6 +912,169 @@ fn expected(all: &[Listing], sort: ListingSort, keep: impl Fn(&Listing) -> bool)
 
 fn text(l: &Listing) -> String {
     format!("{} {} {}", l.title, l.description, l.category).to_lowercase()
+}
+
+/// Searches in one category and side (what agents run most; a simulation's store answers them
+/// from memory) return what a scan of every listing returns, page by page, before and after
+/// listings change.
+async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let ann = m.join("ann", 0).await;
+    let ben = m.join("ben", 1_000_000).await;
+    // Words inside other words, punctuation, a long word, case, ties on price.
+    let words = [
+        "bike",
+        "bikes",
+        "motorbike",
+        "e-bike,",
+        "road",
+        "railroad",
+        "book",
+        "notebook",
+        "Road-Bike",
+    ];
+    let long = format!("{}bikeparts", "x".repeat(70));
+    let mut all = Vec::new();
+    let mut seed = 7u64;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    for i in 0..60 {
+        let title = format!("{} {}", words[next(9) as usize], words[next(9) as usize]);
+        let category = if next(3) == 0 { "Books" } else { "bikes" };
+        let side = if next(4) == 0 { Side::Buy } else { Side::Sell };
+        let mut l = new_listing(side, &title, category, 100 + 50 * next(6) as i64);
+        l.description = match next(5) {
+            0 => long.clone(),
+            1 => "barely ridden\nroad\tready".into(),
+            _ => String::new(),
+        };
+        all.push(m.list(if i % 2 == 0 { ann } else { ben }, l).await);
+    }
+    let check = |all: Vec<Listing>| {
+        let m = Mkt {
+            store: store.clone(),
+            id: m.id,
+        };
+        async move {
+            let mut cases = Vec::new();
+            for q in [
+                None,
+                Some("bike"),
+                Some("BIKE road"),
+                Some("rail"),
+                Some("parts"),
+                Some("e-bike,"),
+                Some("zzz"),
+            ] {
+                for (min, max, owner) in [
+                    (None, None, None),
+                    (Some(150), Some(250), None),
+                    (None, None, Some(ann)),
+                ] {
+                    for status in [
+                        None,
+                        Some(ListingStatus::Withdrawn),
+                        Some(ListingStatus::Sold),
+                    ] {
+                        cases.push((q, min, max, owner, status));
+                    }
+                }
+            }
+            for (q, min, max, owner, status) in cases {
+                for category in ["bikes", " BOOKS "] {
+                    for side in [Side::Sell, Side::Buy] {
+                        for sort in [ListingSort::Cheapest, ListingSort::Newest] {
+                            let want = expected(&all, sort, |l| {
+                                l.status == status.unwrap_or(ListingStatus::Active)
+                                    && l.category == category.trim().to_lowercase()
+                                    && l.side == side
+                                    && min.is_none_or(|x| l.price >= x)
+                                    && max.is_none_or(|x| l.price <= x)
+                                    && owner.is_none_or(|o| l.owner == o)
+                                    && q.unwrap_or("")
+                                        .split_whitespace()
+                                        .all(|w| text(l).contains(&w.to_lowercase()))
+                            });
+                            for limit in [3, 500] {
+                                let query = ListingQuery {
+                                    q: q.map(str::to_string),
+                                    category: Some(category.into()),
+                                    side: Some(side),
+                                    min_price: min,
+                                    max_price: max,
+                                    owner,
+                                    status,
+                                    sort,
+                                    limit: Some(limit),
+                                    ..ListingQuery::default()
+                                };
+                                assert_eq!(search_all(&m, &query).await, want, "{query:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    check(all.clone()).await;
+    // Listings change after they were first searched: withdrawn, sold, new.
+    for i in (0..all.len()).step_by(7) {
+        m.ok(Command::WithdrawListing {
+            actor: all[i].owner,
+            listing: all[i].id,
+        })
+        .await;
+        all[i].status = ListingStatus::Withdrawn;
+    }
+    let sold = all
+        .iter()
+        .position(|l| l.owner == ann && l.side == Side::Sell && l.status == ListingStatus::Active)
+        .expect("ann sells");
+    let bid = m.bid(ben, all[sold].id, all[sold].price).await;
+    m.deal(ann, bid.id).await;
+    all[sold].status = ListingStatus::Sold;
+    all.push(
+        m.list(ben, new_listing(Side::Sell, "unicycle bike", "bikes", 120))
+            .await,
+    );
+    check(all.clone()).await;
+    // A refused command changes nothing.
+    assert!(
+        m.try_run(Command::WithdrawListing {
+            actor: ann,
+            listing: all[sold].id
+        })
+        .await
+        .is_err()
+    );
+    // Another process reads them from the table (a simulation's store commits what it holds
+    // back first: it is its file's only writer).
+    store.flush().await.unwrap();
+    let fresh = db.open().await;
+    let again = Mkt {
+        store: fresh,
+        id: m.id,
+    };
+    let query = ListingQuery {
+        category: Some("bikes".into()),
+        side: Some(Side::Sell),
+        sort: ListingSort::Cheapest,
+        limit: Some(500),
+        ..ListingQuery::default()
+    };
+    assert_eq!(
+        search_all(&again, &query).await,
+        expected(&all, ListingSort::Cheapest, |l| l.status
+            == ListingStatus::Active
+            && l.category == "bikes"
+            && l.side == Side::Sell)
+    );
+    check(all).await;
 }
 
 async fn listing_search_filters_orders_and_pages(db: Db) {

@@ -298,6 +298,10 @@ pub struct SimArgs {
     demo_only: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also time every SQLite statement and print the 25 costliest to stderr (slows the runs a
+    /// little: a clock read per statement).
+    #[arg(long)]
+    sql_profile: bool,
 }
 
 /// One simulated market, timed.
@@ -365,6 +369,9 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
     use crate::sim::Mode;
     let tmp = std::env::temp_dir().join(format!("haggle-bench-sim-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
+    if args.sql_profile {
+        haggle_store::sqlite_profile::enable();
+    }
     let mut runs = Vec::new();
     let demo = haggle_lab::generator::generate(args.seed, 69, 10_000);
     runs.push(
@@ -398,6 +405,23 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
             )
             .await?,
         );
+    }
+    if args.sql_profile {
+        let report = haggle_store::sqlite_profile::report();
+        let total: u128 = report.iter().map(|e| e.2).sum();
+        eprintln!("SQLite statements, all runs: {:.2} s", total as f64 / 1e9);
+        eprintln!(
+            "{:>9} {:>10} {:>9}  statement",
+            "total s", "runs", "µs each"
+        );
+        for (sql, n, ns) in report.iter().take(25) {
+            let text: String = sql.chars().take(160).collect();
+            eprintln!(
+                "{:>9.2} {n:>10} {:>9.1}  {text}",
+                *ns as f64 / 1e9,
+                *ns as f64 / 1e3 / *n as f64
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&tmp);
     println!("haggle bench sim");

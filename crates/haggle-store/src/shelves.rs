@@ -1,0 +1,278 @@
+//! A simulation's listings in memory, for search: every listing's category, side, status,
+//! price, owner and search text, shelved by (category, side, status) in both orders a search
+//! returns. Only a store that is its database's sole writer keeps shelves (a batched SQLite
+//! store, `Store::open_batched`): it fills a market's shelves from the table on the first search
+//! and then applies each committed change, so a search walks memory instead of an index whose
+//! entries carry the text. Pure data: no SQL, no clock.
+
+use haggle_core::model::Listing;
+use haggle_core::views::ListingSort;
+use std::collections::{BTreeMap, HashMap};
+
+/// What a search asks, in the shelves' terms (words already lower-cased).
+pub struct ShelfQuery<'a> {
+    pub category: &'a str,
+    pub side: &'a str,
+    pub status: &'a str,
+    pub words: &'a [String],
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    pub owner: Option<i64>,
+    pub sort: ListingSort,
+    /// Past this listing (price and id for cheapest first, id for newest first).
+    pub after: Option<(i64, i64)>,
+    /// Ids to return at most.
+    pub take: usize,
+}
+
+struct Item {
+    owner: i64,
+    text: Box<str>,
+}
+
+#[derive(Default)]
+struct Shelf {
+    cheapest: BTreeMap<(i64, i64), Item>,
+    /// id → price, for newest first.
+    newest: BTreeMap<i64, i64>,
+}
+
+type ShelfKey = (String, String, String);
+
+/// One market's shelves, and where each listing is.
+#[derive(Default)]
+pub struct MarketShelves {
+    shelves: HashMap<ShelfKey, Shelf>,
+    at: HashMap<i64, (ShelfKey, i64)>,
+}
+
+/// A listing as the shelves keep it.
+pub struct Shelved {
+    pub id: i64,
+    pub category: String,
+    pub side: String,
+    pub status: String,
+    pub price: i64,
+    pub owner: i64,
+    pub text: String,
+}
+
+impl From<&Listing> for Shelved {
+    fn from(l: &Listing) -> Shelved {
+        Shelved {
+            id: l.id,
+            category: l.category.clone(),
+            side: l.side.as_str().to_string(),
+            status: l.status.as_str().to_string(),
+            price: l.price,
+            owner: l.owner,
+            text: crate::row::search_text(&l.title, &l.description, &l.category),
+        }
+    }
+}
+
+impl MarketShelves {
+    pub fn insert(&mut self, l: Shelved) {
+        self.remove(l.id);
+        let key = (l.category, l.side, l.status);
+        let shelf = self.shelves.entry(key.clone()).or_default();
+        shelf.cheapest.insert(
+            (l.price, l.id),
+            Item {
+                owner: l.owner,
+                text: l.text.into(),
+            },
+        );
+        shelf.newest.insert(l.id, l.price);
+        self.at.insert(l.id, (key, l.price));
+    }
+
+    fn remove(&mut self, id: i64) -> Option<(ShelfKey, i64, Item)> {
+        let (key, price) = self.at.remove(&id)?;
+        let shelf = self.shelves.get_mut(&key)?;
+        shelf.newest.remove(&id);
+        let item = shelf.cheapest.remove(&(price, id))?;
+        Some((key, price, item))
+    }
+
+    /// Moves a listing to its new status's shelf; a listing not shelved is left alone (the
+    /// caller reloads the market instead).
+    pub fn set_status(&mut self, id: i64, status: &str) -> bool {
+        let Some(((category, side, _), price, item)) = self.remove(id) else {
+            return false;
+        };
+        self.insert(Shelved {
+            id,
+            category,
+            side,
+            status: status.to_string(),
+            price,
+            owner: item.owner,
+            text: item.text.into(),
+        });
+        true
+    }
+
+    /// The ids a search returns, in its order, at most `q.take`.
+    pub fn search(&self, q: &ShelfQuery<'_>) -> Vec<i64> {
+        let key = (
+            q.category.to_string(),
+            q.side.to_string(),
+            q.status.to_string(),
+        );
+        let Some(shelf) = self.shelves.get(&key) else {
+            return Vec::new();
+        };
+        // Each word's searcher is built once per search, not once per listing it is tried on.
+        let finders: Vec<memchr::memmem::Finder<'_>> = q
+            .words
+            .iter()
+            .map(|w| memchr::memmem::Finder::new(w.as_bytes()))
+            .collect();
+        let keep = |price: i64, item: &Item| {
+            q.min_price.is_none_or(|m| price >= m)
+                && q.max_price.is_none_or(|m| price <= m)
+                && q.owner.is_none_or(|o| item.owner == o)
+                && finders
+                    .iter()
+                    .all(|f| f.find(item.text.as_bytes()).is_some())
+        };
+        let mut out = Vec::new();
+        match q.sort {
+            ListingSort::Cheapest => {
+                let from = match q.after {
+                    Some((p, id)) => std::ops::Bound::Excluded((p, id)),
+                    None => std::ops::Bound::Included((q.min_price.unwrap_or(i64::MIN), i64::MIN)),
+                };
+                for (&(price, id), item) in shelf.cheapest.range((from, std::ops::Bound::Unbounded))
+                {
+                    if out.len() == q.take || q.max_price.is_some_and(|m| price > m) {
+                        break;
+                    }
+                    if keep(price, item) {
+                        out.push(id);
+                    }
+                }
+            }
+            ListingSort::Newest => {
+                let below = q.after.map_or(i64::MAX, |(_, id)| id);
+                for (&id, &price) in shelf.newest.range(..below).rev() {
+                    if out.len() == q.take {
+                        break;
+                    }
+                    if shelf
+                        .cheapest
+                        .get(&(price, id))
+                        .is_some_and(|item| keep(price, item))
+                    {
+                        out.push(id);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shelved(id: i64, price: i64, owner: i64, text: &str) -> Shelved {
+        Shelved {
+            id,
+            category: "bikes".into(),
+            side: "sell".into(),
+            status: "active".into(),
+            price,
+            owner,
+            text: text.into(),
+        }
+    }
+
+    fn query<'a>(words: &'a [String], sort: ListingSort) -> ShelfQuery<'a> {
+        ShelfQuery {
+            category: "bikes",
+            side: "sell",
+            status: "active",
+            words,
+            min_price: None,
+            max_price: None,
+            owner: None,
+            sort,
+            after: None,
+            take: 10,
+        }
+    }
+
+    fn shop() -> MarketShelves {
+        let mut m = MarketShelves::default();
+        m.insert(shelved(1, 300, 7, "red road bike"));
+        m.insert(shelved(2, 100, 8, "blue bike"));
+        m.insert(shelved(3, 300, 7, "motorbike helmet"));
+        m.insert(shelved(4, 200, 8, "red scooter"));
+        m
+    }
+
+    #[test]
+    fn cheapest_first_with_ties_by_id_and_every_word() {
+        let m = shop();
+        assert_eq!(
+            m.search(&query(&[], ListingSort::Cheapest)),
+            vec![2, 4, 1, 3]
+        );
+        let words = vec!["bike".to_string()];
+        assert_eq!(
+            m.search(&query(&words, ListingSort::Cheapest)),
+            vec![2, 1, 3]
+        );
+        let words = vec!["red".to_string(), "bike".to_string()];
+        assert_eq!(m.search(&query(&words, ListingSort::Cheapest)), vec![1]);
+    }
+
+    #[test]
+    fn newest_first_and_cursors_continue_past_the_last() {
+        let m = shop();
+        assert_eq!(m.search(&query(&[], ListingSort::Newest)), vec![4, 3, 2, 1]);
+        let q = ShelfQuery {
+            after: Some((200, 4)),
+            ..query(&[], ListingSort::Cheapest)
+        };
+        assert_eq!(m.search(&q), vec![1, 3]);
+        let q = ShelfQuery {
+            after: Some((0, 3)),
+            ..query(&[], ListingSort::Newest)
+        };
+        assert_eq!(m.search(&q), vec![2, 1]);
+    }
+
+    #[test]
+    fn price_owner_and_take_bound_the_walk() {
+        let m = shop();
+        let q = ShelfQuery {
+            min_price: Some(150),
+            max_price: Some(300),
+            owner: Some(7),
+            ..query(&[], ListingSort::Cheapest)
+        };
+        assert_eq!(m.search(&q), vec![1, 3]);
+        let q = ShelfQuery {
+            take: 1,
+            ..query(&[], ListingSort::Newest)
+        };
+        assert_eq!(m.search(&q), vec![4]);
+    }
+
+    #[test]
+    fn a_status_change_moves_the_listing_to_its_shelf() {
+        let mut m = shop();
+        assert!(m.set_status(2, "sold"));
+        assert!(!m.set_status(99, "sold"), "not shelved");
+        assert_eq!(m.search(&query(&[], ListingSort::Cheapest)), vec![4, 1, 3]);
+        let q = ShelfQuery {
+            status: "sold",
+            ..query(&[], ListingSort::Cheapest)
+        };
+        assert_eq!(m.search(&q), vec![2]);
+    }
+}
