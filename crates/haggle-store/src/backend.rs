@@ -978,8 +978,8 @@ impl Backend {
         let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().take(16).map(str::to_lowercase).collect();
         let category = category.trim().to_lowercase();
         let ids = {
-            let Some(all) = self.shelves() else { return Ok(None) };
-            let Some(m) = all.get(&market) else { return Ok(None) };
+            let Some(mut all) = self.shelves() else { return Ok(None) };
+            let Some(m) = all.get_mut(&market) else { return Ok(None) };
             m.search(&ShelfQuery {
                 category: &category,
                 side: side.as_str(),
@@ -1120,14 +1120,15 @@ impl Backend {
 
     /// A participant's reputation from its deals and the revealed ratings it received.
     pub async fn reputation(&self, market: i64, participant: i64, real_now: i64) -> StoreResult<lifecycle::Reputation> {
-        // The market first: holding a connection while `market` takes another would wait forever
-        // on a pool of one (an in-memory database).
-        let Some(m) = self.market(market).await? else { return Ok(lifecycle::Reputation::default()) };
         let deals = self.deals_in(market, Some(participant), None, 0, 10_000).await?;
         if deals.is_empty() {
-            // Ratings are of deals: with none, there is nothing more to read.
+            // Ratings are of deals: with none, there is nothing more to read (most participants
+            // an agent looks up, in a big market).
             return Ok(lifecycle::reputation(participant, &deals, &[]));
         }
+        // Before taking a connection: holding one while `market` takes another would wait
+        // forever on a pool of one (an in-memory database).
+        let Some(m) = self.market(market).await? else { return Ok(lifecycle::Reputation::default()) };
         let mut c = self.pool.acquire().await?;
         let now = m.now(real_now);
         let received: Vec<Rating> = sqlx::query(sql(format!("SELECT {RATING_COLS} FROM ratings WHERE market_id = $1 AND ratee = $2 ORDER BY id")))

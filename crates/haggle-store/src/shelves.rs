@@ -7,7 +7,7 @@
 
 use haggle_core::model::Listing;
 use haggle_core::views::ListingSort;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What a search asks, in the shelves' terms (words already lower-cased).
 pub struct ShelfQuery<'a> {
@@ -35,6 +35,88 @@ struct Shelf {
     cheapest: BTreeMap<(i64, i64), Item>,
     /// id → price, for newest first.
     newest: BTreeMap<i64, i64>,
+    /// Each whitespace-separated word of the texts → its listings, cheapest first. A search word
+    /// has no whitespace, so a text contains it exactly when one of its words does: a keyword
+    /// search reads the listings of the words containing its rarest keyword, not the shelf.
+    postings: HashMap<Box<str>, BTreeSet<(i64, i64)>>,
+    /// Search word → the words of `postings` that contain it; forgotten when a new word comes.
+    expansions: HashMap<String, Vec<Box<str>>>,
+}
+
+/// A text's distinct words.
+fn words_of(text: &str) -> BTreeSet<&str> {
+    text.split_whitespace().collect()
+}
+
+impl Shelf {
+    fn insert(&mut self, price: i64, id: i64, item: Item) {
+        for w in words_of(&item.text) {
+            let listings = self.postings.entry(w.into()).or_insert_with(|| {
+                self.expansions.clear();
+                BTreeSet::new()
+            });
+            listings.insert((price, id));
+        }
+        self.newest.insert(id, price);
+        self.cheapest.insert((price, id), item);
+    }
+
+    fn remove(&mut self, price: i64, id: i64) -> Option<Item> {
+        self.newest.remove(&id);
+        let item = self.cheapest.remove(&(price, id))?;
+        for w in words_of(&item.text) {
+            if let Some(listings) = self.postings.get_mut(w) {
+                listings.remove(&(price, id));
+            }
+        }
+        Some(item)
+    }
+
+    /// The listings that may match every word, cheapest first (those of the rarest word).
+    fn candidates(
+        &mut self,
+        words: &[String],
+        finders: &[memchr::memmem::Finder<'_>],
+    ) -> Vec<(i64, i64)> {
+        let Shelf {
+            postings,
+            expansions,
+            ..
+        } = self;
+        let mut rarest: Option<(usize, &Vec<Box<str>>)> = None;
+        for (w, f) in words.iter().zip(finders) {
+            if !expansions.contains_key(w) {
+                let terms = postings
+                    .keys()
+                    .filter(|t| f.find(t.as_bytes()).is_some())
+                    .cloned()
+                    .collect();
+                expansions.insert(w.clone(), terms);
+            }
+        }
+        for w in words {
+            let terms = &expansions[w];
+            let size = terms
+                .iter()
+                .map(|t| postings.get(t).map_or(0, BTreeSet::len))
+                .sum();
+            if rarest.is_none_or(|(n, _)| size < n) {
+                rarest = Some((size, terms));
+            }
+        }
+        let Some((_, terms)) = rarest else {
+            return Vec::new();
+        };
+        let mut out: Vec<(i64, i64)> = terms
+            .iter()
+            .filter_map(|t| postings.get(t))
+            .flatten()
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 type ShelfKey = (String, String, String);
@@ -75,23 +157,20 @@ impl MarketShelves {
     pub fn insert(&mut self, l: Shelved) {
         self.remove(l.id);
         let key = (l.category, l.side, l.status);
-        let shelf = self.shelves.entry(key.clone()).or_default();
-        shelf.cheapest.insert(
-            (l.price, l.id),
-            Item {
-                owner: l.owner,
-                text: l.text.into(),
-            },
-        );
-        shelf.newest.insert(l.id, l.price);
+        let item = Item {
+            owner: l.owner,
+            text: l.text.into(),
+        };
+        self.shelves
+            .entry(key.clone())
+            .or_default()
+            .insert(l.price, l.id, item);
         self.at.insert(l.id, (key, l.price));
     }
 
     fn remove(&mut self, id: i64) -> Option<(ShelfKey, i64, Item)> {
         let (key, price) = self.at.remove(&id)?;
-        let shelf = self.shelves.get_mut(&key)?;
-        shelf.newest.remove(&id);
-        let item = shelf.cheapest.remove(&(price, id))?;
+        let item = self.shelves.get_mut(&key)?.remove(price, id)?;
         Some((key, price, item))
     }
 
@@ -114,13 +193,13 @@ impl MarketShelves {
     }
 
     /// The ids a search returns, in its order, at most `q.take`.
-    pub fn search(&self, q: &ShelfQuery<'_>) -> Vec<i64> {
+    pub fn search(&mut self, q: &ShelfQuery<'_>) -> Vec<i64> {
         let key = (
             q.category.to_string(),
             q.side.to_string(),
             q.status.to_string(),
         );
-        let Some(shelf) = self.shelves.get(&key) else {
+        let Some(shelf) = self.shelves.get_mut(&key) else {
             return Vec::new();
         };
         // Each word's searcher is built once per search, not once per listing it is tried on.
@@ -138,6 +217,31 @@ impl MarketShelves {
                     .all(|f| f.find(item.text.as_bytes()).is_some())
         };
         let mut out = Vec::new();
+        if !q.words.is_empty() {
+            let mut found = shelf.candidates(q.words, &finders);
+            if q.sort == ListingSort::Newest {
+                found.sort_unstable_by_key(|&(_, id)| std::cmp::Reverse(id));
+            }
+            for (price, id) in found {
+                if out.len() == q.take {
+                    break;
+                }
+                let past = match (q.after, q.sort) {
+                    (None, _) => true,
+                    (Some(after), ListingSort::Cheapest) => (price, id) > after,
+                    (Some((_, after)), ListingSort::Newest) => id < after,
+                };
+                if past
+                    && shelf
+                        .cheapest
+                        .get(&(price, id))
+                        .is_some_and(|item| keep(price, item))
+                {
+                    out.push(id);
+                }
+            }
+            return out;
+        }
         match q.sort {
             ListingSort::Cheapest => {
                 let from = match q.after {
@@ -216,7 +320,7 @@ mod tests {
 
     #[test]
     fn cheapest_first_with_ties_by_id_and_every_word() {
-        let m = shop();
+        let mut m = shop();
         assert_eq!(
             m.search(&query(&[], ListingSort::Cheapest)),
             vec![2, 4, 1, 3]
@@ -232,7 +336,7 @@ mod tests {
 
     #[test]
     fn newest_first_and_cursors_continue_past_the_last() {
-        let m = shop();
+        let mut m = shop();
         assert_eq!(m.search(&query(&[], ListingSort::Newest)), vec![4, 3, 2, 1]);
         let q = ShelfQuery {
             after: Some((200, 4)),
@@ -248,7 +352,7 @@ mod tests {
 
     #[test]
     fn price_owner_and_take_bound_the_walk() {
-        let m = shop();
+        let mut m = shop();
         let q = ShelfQuery {
             min_price: Some(150),
             max_price: Some(300),
@@ -261,6 +365,23 @@ mod tests {
             ..query(&[], ListingSort::Newest)
         };
         assert_eq!(m.search(&q), vec![4]);
+    }
+
+    #[test]
+    fn a_word_first_seen_later_is_found_and_a_moved_listing_is_not() {
+        let mut m = shop();
+        let words = vec!["cycle".to_string()];
+        assert!(m.search(&query(&words, ListingSort::Cheapest)).is_empty());
+        m.insert(shelved(5, 50, 9, "unicycle"));
+        assert_eq!(m.search(&query(&words, ListingSort::Newest)), vec![5]);
+        let words = vec!["bike".to_string()];
+        assert!(m.set_status(1, "withdrawn"));
+        assert_eq!(m.search(&query(&words, ListingSort::Newest)), vec![3, 2]);
+        let q = ShelfQuery {
+            after: Some((100, 2)),
+            ..query(&words, ListingSort::Cheapest)
+        };
+        assert_eq!(m.search(&q), vec![3]);
     }
 
     #[test]
