@@ -28,7 +28,15 @@ pub struct Backend {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// Listings in memory for search, by market (see `shelves.rs`): only when this store is its
     /// database's sole writer.
-    shelves: Option<Arc<std::sync::Mutex<std::collections::HashMap<i64, MarketShelves>>>>,
+    shelves: Option<Arc<std::sync::Mutex<Shelves>>>,
+}
+
+/// The markets shelved so far, and a count of the commits that changed listings: a market read
+/// from the table is kept only if no such commit came between the read and the keeping.
+#[derive(Default)]
+struct Shelves {
+    markets: std::collections::HashMap<i64, MarketShelves>,
+    changes: u64,
 }
 
 /// A committed change to a listing, for the shelves.
@@ -922,15 +930,19 @@ impl Backend {
         get_listing(&mut *self.pool.acquire().await?, market, id).await
     }
 
-    fn shelves(&self) -> Option<std::sync::MutexGuard<'_, std::collections::HashMap<i64, MarketShelves>>> {
+    fn shelves(&self) -> Option<std::sync::MutexGuard<'_, Shelves>> {
         self.shelves.as_ref().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Applies a command's committed listing changes to the market's shelves, if loaded (a
     /// change the shelves cannot place makes them reload from the table).
     fn shelve(&self, market: i64, changes: Vec<ShelfChange>) {
+        if changes.is_empty() {
+            return;
+        }
         let Some(mut all) = self.shelves() else { return };
-        let Some(m) = all.get_mut(&market) else { return };
+        all.changes += 1;
+        let Some(m) = all.markets.get_mut(&market) else { return };
         let mut whole = true;
         for ch in changes {
             match ch {
@@ -939,13 +951,14 @@ impl Backend {
             }
         }
         if !whole {
-            all.remove(&market);
+            all.markets.remove(&market);
         }
     }
 
     fn unshelve(&self, market: i64) {
         if let Some(mut all) = self.shelves() {
-            all.remove(&market);
+            all.changes += 1;
+            all.markets.remove(&market);
         }
     }
 
@@ -953,7 +966,7 @@ impl Backend {
     /// does not name a category and a side (the table answers those).
     async fn search_shelves(&self, market: i64, q: &ListingQuery) -> StoreResult<Option<Page<Listing>>> {
         let (Some(_), Some(category), Some(side)) = (&self.shelves, &q.category, q.side) else { return Ok(None) };
-        let loaded = self.shelves().is_some_and(|all| all.contains_key(&market));
+        let (loaded, changes) = self.shelves().map_or((false, 0), |all| (all.markets.contains_key(&market), all.changes));
         if !loaded {
             let rows = sqlx::query("SELECT id, category, side, status, price, owner, search_text FROM listings WHERE market_id = $1")
                 .bind(market).fetch_all(&self.pool).await?;
@@ -961,8 +974,13 @@ impl Backend {
             for r in &rows {
                 m.insert(Shelved { id: r.try_get("id")?, category: r.try_get("category")?, side: r.try_get("side")?, status: r.try_get("status")?, price: r.try_get("price")?, owner: r.try_get("owner")?, text: r.try_get("search_text")? });
             }
-            if let Some(mut all) = self.shelves() {
-                all.entry(market).or_insert(m);
+            match self.shelves() {
+                Some(mut all) if all.changes == changes => {
+                    all.markets.entry(market).or_insert(m);
+                }
+                // Listings changed while they were read (another task's command): this search
+                // reads the table instead, the next one shelves them again.
+                _ => return Ok(None),
             }
         }
         let bad_cursor = || StoreError::Corrupt("bad cursor".into());
@@ -979,7 +997,7 @@ impl Backend {
         let category = category.trim().to_lowercase();
         let ids = {
             let Some(mut all) = self.shelves() else { return Ok(None) };
-            let Some(m) = all.get_mut(&market) else { return Ok(None) };
+            let Some(m) = all.markets.get_mut(&market) else { return Ok(None) };
             m.search(&ShelfQuery {
                 category: &category,
                 side: side.as_str(),
