@@ -981,7 +981,16 @@ mod tests {
     }
 
     /// A file database of its own, and a plain connection that sees only what was committed.
-    fn batched(batch: usize, name: &str) -> (Pool<Sqlite>, rusqlite::Connection) {
+    /// Removes a test's folder when the test ends, passed or failed.
+    struct Scratch(std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn batched(batch: usize, name: &str) -> (Pool<Sqlite>, rusqlite::Connection, Scratch) {
         let dir = std::env::temp_dir().join(format!("haggle-lite-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -994,7 +1003,7 @@ mod tests {
         let p = Pool::connect_batched(options, batch).unwrap();
         let outside = rusqlite::Connection::open(path).unwrap();
         outside.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
-        (p, outside)
+        (p, outside, Scratch(dir))
     }
 
     async fn insert(p: &Pool<Sqlite>, x: i64, keep: bool) {
@@ -1026,7 +1035,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batched_pool_reads_its_transactions_at_once_and_commits_them_per_batch() {
-        let (p, outside) = batched(3, "per-batch");
+        let (p, outside, _scratch) = batched(3, "per-batch");
         insert(&p, 1, true).await;
         insert(&p, 2, true).await;
         assert_eq!(seen(&p).await, vec![1, 2]);
@@ -1037,7 +1046,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rolled_back_transaction_leaves_the_rest_of_its_batch() {
-        let (p, outside) = batched(10, "rollback");
+        let (p, outside, _scratch) = batched(10, "rollback");
         insert(&p, 1, false).await;
         insert(&p, 2, true).await;
         insert(&p, 3, false).await;
@@ -1055,7 +1064,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_a_batched_pool_commits_what_is_pending() {
-        let (p, outside) = batched(10, "close");
+        let (p, outside, _scratch) = batched(10, "close");
         insert(&p, 7, true).await;
         assert_eq!(committed(&outside), Vec::<i64>::new());
         drop(p);
