@@ -717,6 +717,20 @@ async fn insert_event(c: &mut Conn, e: &Event) -> StoreResult<()> {
     Ok(())
 }
 
+/// A search's cursor as (price, id): `id` after newest first (price 0), `price:id` after
+/// cheapest first.
+fn listing_cursor(q: &ListingQuery) -> StoreResult<Option<(i64, i64)>> {
+    let bad_cursor = || StoreError::Corrupt("bad cursor".into());
+    let Some(c) = &q.cursor else { return Ok(None) };
+    Ok(Some(match q.sort {
+        ListingSort::Newest => (0, c.parse().map_err(|_| bad_cursor())?),
+        ListingSort::Cheapest => {
+            let (p, id) = c.split_once(':').ok_or_else(bad_cursor)?;
+            (p.parse().map_err(|_| bad_cursor())?, id.parse().map_err(|_| bad_cursor())?)
+        }
+    }))
+}
+
 async fn idempotent_response(c: &mut Conn, scope: &str, key: &str) -> StoreResult<Option<(String, StoredResponse)>> {
     let r = sqlx::query("SELECT request_hash, status, body FROM idempotency WHERE scope = $1 AND idem_key = $2")
         .bind(scope).bind(key).fetch_optional(&mut *c).await?;
@@ -983,15 +997,7 @@ impl Backend {
                 _ => return Ok(None),
             }
         }
-        let bad_cursor = || StoreError::Corrupt("bad cursor".into());
-        let after = match (&q.cursor, q.sort) {
-            (None, _) => None,
-            (Some(c), ListingSort::Newest) => Some((0, c.parse().map_err(|_| bad_cursor())?)),
-            (Some(c), ListingSort::Cheapest) => {
-                let (p, id) = c.split_once(':').ok_or_else(bad_cursor)?;
-                Some((p.parse().map_err(|_| bad_cursor())?, id.parse().map_err(|_| bad_cursor())?))
-            }
-        };
+        let after = listing_cursor(q)?;
         let limit = q.limit.unwrap_or(50).clamp(1, 500);
         let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().take(16).map(str::to_lowercase).collect();
         let category = category.trim().to_lowercase();
@@ -1052,19 +1058,16 @@ impl Backend {
         if let Some(owner) = q.owner {
             b.push(" AND owner = ").push_bind(owner);
         }
-        let bad_cursor = || StoreError::Corrupt("bad cursor".into());
+        let after = listing_cursor(q)?;
         match q.sort {
             ListingSort::Newest => {
-                if let Some(c) = &q.cursor {
-                    let id: i64 = c.parse().map_err(|_| bad_cursor())?;
+                if let Some((_, id)) = after {
                     b.push(" AND id < ").push_bind(id);
                 }
                 b.push(" ORDER BY id DESC");
             }
             ListingSort::Cheapest => {
-                if let Some(c) = &q.cursor {
-                    let (p, id) = c.split_once(':').ok_or_else(bad_cursor)?;
-                    let (p, id): (i64, i64) = (p.parse().map_err(|_| bad_cursor())?, id.parse().map_err(|_| bad_cursor())?);
+                if let Some((p, id)) = after {
                     b.push(" AND (price > ").push_bind(p).push(" OR (price = ").push_bind(p).push(" AND id > ").push_bind(id).push("))");
                 }
                 b.push(" ORDER BY price ASC, id ASC");
