@@ -5,6 +5,7 @@
 // the read itself), while a literal keeps the cached plan.
 
 use crate::row::{json, parsed, search_text, to_json};
+use crate::memory::MarketMemory;
 use crate::shelves::{MarketShelves, ShelfQuery, Shelved};
 use haggle_core::event::{verify_chain, EventDraft};
 use haggle_core::ledger::{self, Account, Transfer, TransferKind};
@@ -29,6 +30,16 @@ pub struct Backend {
     /// Listings in memory for search, by market (see `shelves.rs`): only when this store is its
     /// database's sole writer.
     shelves: Option<Arc<std::sync::Mutex<Shelves>>>,
+    /// Markets' hot rows in memory (see `memory.rs`): only when this store is the sole writer.
+    memory: Option<Arc<std::sync::Mutex<Memory>>>,
+}
+
+/// The markets remembered so far, and a count of commits: a market read from the tables is kept
+/// only if no command committed between the read and the keeping.
+#[derive(Default)]
+struct Memory {
+    markets: std::collections::HashMap<i64, MarketMemory>,
+    commits: u64,
 }
 
 /// The markets shelved so far, and a count of the commits that changed listings: a market read
@@ -748,8 +759,13 @@ async fn insert_idempotent(c: &mut Conn, scope: &str, key: &str, request_hash: &
 impl Backend {
     pub async fn open(url: &str, batch: usize) -> StoreResult<Backend> {
         let pool = dialect::connect(url, batch).await?;
-        let shelves = (batch > 1 && dialect::SOLE_WRITER_WHEN_BATCHED).then(Arc::default);
-        let b = Backend { pool, writer: Arc::new(tokio::sync::Mutex::new(())), shelves };
+        let sole_writer = batch > 1 && dialect::SOLE_WRITER_WHEN_BATCHED;
+        let b = Backend {
+            pool,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            shelves: sole_writer.then(Arc::default),
+            memory: sole_writer.then(Arc::default),
+        };
         b.migrate().await?;
         // A batched store would otherwise hold the file's write lock from here to its first
         // full batch.
@@ -829,6 +845,9 @@ impl Backend {
     }
 
     pub async fn market(&self, id: i64) -> StoreResult<Option<Market>> {
+        if let Some(m) = self.recall(id, |m| m.market().clone()).await? {
+            return Ok(Some(m));
+        }
         let r = sqlx::query(sql(format!("SELECT {MARKET_COLS} FROM markets WHERE id = $1"))).bind(id).fetch_optional(&self.pool).await?;
         Ok(r.as_ref().map(market_row).transpose()?.map(|h| h.market))
     }
@@ -852,6 +871,7 @@ impl Backend {
             return Ok(if hash == i.request_hash { Ran::Replayed(resp) } else { Ran::Conflict });
         }
         let mut shelf_changes = Vec::new();
+        let mut remembered: Option<(Vec<Change>, i64)> = None;
         let (result, events) = match head.as_ref().map(market_row).transpose()? {
             None => (Err(DomainError::not_found(format!("market {market_id} not found"))), Vec::new()),
             Some(head) => {
@@ -865,6 +885,9 @@ impl Backend {
                                 Change::SetListingStatus { listing, status } => Some(ShelfChange::Status(*listing, status.as_str())),
                                 _ => None,
                             }).collect();
+                        }
+                        if self.memory.is_some() && !plan.is_empty() {
+                            remembered = Some((plan.changes.iter().filter(|ch| MarketMemory::follows(ch)).cloned().collect(), plan.now));
                         }
                         let events = if plan.is_empty() { Vec::new() } else { apply(&mut tx, &head, plan).await? };
                         let out = match out {
@@ -888,9 +911,13 @@ impl Backend {
         if result.is_ok() || idem.is_some() {
             if let Err(e) = tx.commit().await {
                 self.unshelve(market_id);
+                self.forget(market_id);
                 return Err(e.into());
             }
             self.shelve(market_id, shelf_changes);
+            if let Some((changes, now)) = remembered {
+                self.remember(market_id, &changes, &events, now);
+            }
         } else {
             tx.rollback().await?;
         }
@@ -931,6 +958,9 @@ impl Backend {
     }
 
     pub async fn participant(&self, market: i64, id: i64) -> StoreResult<Option<Participant>> {
+        if let Some(p) = self.recall(market, |m| m.participant(id).cloned()).await? {
+            return Ok(p);
+        }
         get_participant(&mut *self.pool.acquire().await?, market, id).await
     }
 
@@ -967,6 +997,74 @@ impl Backend {
         if !whole {
             all.markets.remove(&market);
         }
+    }
+
+    fn memory(&self) -> Option<std::sync::MutexGuard<'_, Memory>> {
+        self.memory.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies a committed command to its market's memory, if remembered (a change it cannot
+    /// place makes the market be read again).
+    fn remember(&self, market: i64, changes: &[Change], events: &[Event], now: i64) {
+        let Some(mut all) = self.memory() else { return };
+        all.commits += 1;
+        let Some(m) = all.markets.get_mut(&market) else { return };
+        let whole = changes.iter().all(|ch| m.apply(ch));
+        m.committed(events, now);
+        if !whole {
+            all.markets.remove(&market);
+        }
+    }
+
+    fn forget(&self, market: i64) {
+        if let Some(mut all) = self.memory() {
+            all.commits += 1;
+            all.markets.remove(&market);
+        }
+    }
+
+    /// `read` answered from the market's memory: `None` when this store keeps none, the market
+    /// does not exist, or a command committed while the market was being read into memory (the
+    /// tables answer then).
+    async fn recall<T>(&self, market: i64, read: impl FnOnce(&MarketMemory) -> T) -> StoreResult<Option<T>> {
+        let commits = match self.memory() {
+            None => return Ok(None),
+            Some(all) => match all.markets.get(&market) {
+                Some(m) => return Ok(Some(read(m))),
+                None => all.commits,
+            },
+        };
+        let Some(loaded) = self.read_memory(market).await? else { return Ok(None) };
+        let Some(mut all) = self.memory() else { return Ok(None) };
+        if all.commits != commits {
+            return Ok(None);
+        }
+        Ok(Some(read(all.markets.entry(market).or_insert(loaded))))
+    }
+
+    /// A market's hot rows, read from its tables.
+    async fn read_memory(&self, market: i64) -> StoreResult<Option<MarketMemory>> {
+        let r = sqlx::query(sql(format!("SELECT {MARKET_COLS} FROM markets WHERE id = $1"))).bind(market).fetch_optional(&self.pool).await?;
+        let Some(r) = r else { return Ok(None) };
+        let mut m = MarketMemory::new(market_row(&r)?.market);
+        let mut c = self.pool.acquire().await?;
+        for r in sqlx::query(sql(format!("SELECT {PARTICIPANT_COLS} FROM participants WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
+            m.add_participant(participant_row(&r)?);
+        }
+        for r in sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
+            m.add_deal(deal_row(&r)?);
+        }
+        for r in sqlx::query(sql(format!("SELECT {RATING_COLS} FROM ratings WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
+            m.add_rating(rating_row(&r)?);
+        }
+        for column in ["party_a", "party_b"] {
+            let rows = sqlx::query(sql(format!("SELECT {column} AS party, MAX(seq) AS seq FROM events WHERE market_id = $1 AND {column} IS NOT NULL GROUP BY {column}")))
+                .bind(market).fetch_all(&mut *c).await?;
+            for r in rows {
+                m.saw_event(r.try_get("party")?, r.try_get("seq")?);
+            }
+        }
+        Ok(Some(m))
     }
 
     fn unshelve(&self, market: i64) {
@@ -1141,6 +1239,9 @@ impl Backend {
 
     /// A participant's reputation from its deals and the revealed ratings it received.
     pub async fn reputation(&self, market: i64, participant: i64, real_now: i64) -> StoreResult<lifecycle::Reputation> {
+        if let Some(r) = self.recall(market, |m| m.reputation(participant, real_now)).await? {
+            return Ok(r);
+        }
         let deals = self.deals_in(market, Some(participant), None, 0, 10_000).await?;
         if deals.is_empty() {
             // Ratings are of deals: with none, there is nothing more to read (most participants
@@ -1184,6 +1285,11 @@ impl Backend {
 
     /// Deals by id, optionally only one party's and only in one status (e.g. disputes to resolve).
     pub async fn deals_in(&self, market: i64, party: Option<i64>, status: Option<DealStatus>, after: i64, limit: u32) -> StoreResult<Vec<Deal>> {
+        if let (Some(p), None) = (party, status)
+            && let Some(deals) = self.recall(market, |m| m.deals_of(p, after, limit.clamp(1, 10_000) as usize)).await?
+        {
+            return Ok(deals);
+        }
         let filter = |b: &mut sqlx::QueryBuilder<Db>| {
             if let Some(s) = status {
                 b.push(" AND status = ").push_bind(s.as_str());
@@ -1200,6 +1306,12 @@ impl Backend {
     }
 
     pub async fn events(&self, market: i64, viewer: Viewer, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
+        // Most agents, most turns, have nothing new: say so without reading the log.
+        if let Viewer::Own(p) = viewer
+            && self.recall(market, |m| m.has_events_after(p, after)).await? == Some(false)
+        {
+            return Ok(Vec::new());
+        }
         let limit = limit.clamp(1, 10_000) as i64;
         let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE market_id = "));
         b.push_bind(market);

@@ -6,6 +6,7 @@
 pub mod command;
 mod dialect;
 mod lite;
+mod memory;
 mod shelves;
 /// Per-statement timings of the SQLite driver (see `haggle bench sim --sql-profile`).
 pub use lite::profile as sqlite_profile;

@@ -77,6 +77,7 @@ conformance! {
     deals_are_listed_by_status => sqlite_deals_are_listed_by_status, postgres_deals_are_listed_by_status;
     closing_expires_listings_offers_and_threads_and_deals_still_settle => sqlite_closing_expires_listings_offers_and_threads_and_deals_still_settle, postgres_closing_expires_listings_offers_and_threads_and_deals_still_settle;
     closing_time_is_stored_and_moved_by_the_operator => sqlite_closing_time_is_stored_and_moved_by_the_operator, postgres_closing_time_is_stored_and_moved_by_the_operator;
+    reputation_own_deals_and_news_follow_every_commit => sqlite_reputation_own_deals_and_news_follow_every_commit, postgres_reputation_own_deals_and_news_follow_every_commit;
 }
 
 #[test]
@@ -176,6 +177,19 @@ batched! {
     closing_expires_listings_offers_and_threads_and_deals_still_settle => batched_sqlite_closing_expires_listings_offers_and_threads_and_deals_still_settle;
     idempotency_replays_conflicts_and_stores_refusals => batched_sqlite_idempotency_replays_conflicts_and_stores_refusals;
     refuses_listing_unavailable => batched_sqlite_refuses_listing_unavailable;
+    reputation_own_deals_and_news_follow_every_commit => batched_sqlite_reputation_own_deals_and_news_follow_every_commit;
+    markets_and_participants => batched_sqlite_markets_and_participants;
+    thread_message_offer_and_counters => batched_sqlite_thread_message_offer_and_counters;
+    simulated_clock_expires_offers_and_threads => batched_sqlite_simulated_clock_expires_offers_and_threads;
+    refuses_insufficient_funds => batched_sqlite_refuses_insufficient_funds;
+    refuses_mandate_exceeded => batched_sqlite_refuses_mandate_exceeded;
+    refuses_offer_expired => batched_sqlite_refuses_offer_expired;
+    events_visibility => batched_sqlite_events_visibility;
+    event_hash_chain_verifies => batched_sqlite_event_hash_chain_verifies;
+    recent_events_are_newest_first_filtered_by_viewer_and_kind => batched_sqlite_recent_events_are_newest_first_filtered_by_viewer_and_kind;
+    deals_are_listed_by_status => batched_sqlite_deals_are_listed_by_status;
+    closing_time_is_stored_and_moved_by_the_operator => batched_sqlite_closing_time_is_stored_and_moved_by_the_operator;
+    many_listings_accept_at_once_with_limited_funds => batched_sqlite_many_listings_accept_at_once_with_limited_funds;
 }
 
 async fn run_with<F, Fut>(backend: Backend, batch: usize, behaviour: F)
@@ -3111,6 +3125,158 @@ async fn recent_events_are_newest_first_filtered_by_viewer_and_kind(db: Db) {
             .await
             .is_empty(),
         "a private offer stays private when filtered by kind"
+    );
+}
+
+/// A reputation counts completed deals and the ratings received once revealed (both parties
+/// rated, or the rating window passed); a participant's own deals page by id; the mine feed has
+/// news only after an event names the participant. A simulation's store answers these from memory:
+/// the answers must be the tables', and a fresh store reading the tables must agree.
+async fn reputation_own_deals_and_news_follow_every_commit(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let seller = m.join("seller", 0).await;
+    let buyer = m.join("buyer", 100_000).await;
+    let stranger = m.join("stranger", 0).await;
+    let rep =
+        |store: Store, p: i64, at: i64| async move { store.reputation(m.id, p, at).await.unwrap() };
+    assert_eq!(rep(store.clone(), stranger, T0).await.completed_deals, 0);
+    let after = m
+        .events(Viewer::Own(buyer))
+        .await
+        .last()
+        .map_or(0, |e| e.seq);
+    assert!(
+        store
+            .events(m.id, Viewer::Own(buyer), after, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut deals = Vec::new();
+    for price in [1_000, 2_000, 3_000] {
+        let l = m.sell(seller, price).await;
+        let o = m.bid(buyer, l.id, price).await;
+        deals.push(m.deal(seller, o.id).await);
+    }
+    let news = store
+        .events(m.id, Viewer::Own(buyer), after, 100)
+        .await
+        .unwrap();
+    assert!(!news.is_empty(), "deals are news to the buyer");
+    assert!(
+        store
+            .events(m.id, Viewer::Own(stranger), 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.kind != "deal_created")
+    );
+    let ids = |v: Vec<Deal>| v.iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.deals(m.id, Some(buyer), 0, 10).await.unwrap()),
+        ids(deals.clone())
+    );
+    assert_eq!(
+        ids(store
+            .deals(m.id, Some(seller), deals[0].id, 1)
+            .await
+            .unwrap()),
+        vec![deals[1].id]
+    );
+    assert!(
+        store
+            .deals(m.id, Some(stranger), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let d = deals[0].id;
+    m.ok(Command::HandOver {
+        actor: seller,
+        deal: d,
+        note: Some("at reception".into()),
+    })
+    .await;
+    m.ok(Command::ConfirmReceipt {
+        actor: buyer,
+        deal: d,
+    })
+    .await;
+    m.ok(Command::CancelDeal {
+        actor: buyer,
+        deal: deals[1].id,
+        reason: None,
+    })
+    .await;
+    m.ok(Command::Rate {
+        actor: buyer,
+        deal: d,
+        score: 4,
+        comment: "fine".into(),
+    })
+    .await;
+    let r = rep(store.clone(), seller, T0).await;
+    assert_eq!(
+        (r.completed_deals, r.ratings),
+        (1, 0),
+        "one rating of two stays hidden"
+    );
+    let window = MarketRules::default().rating_window_ms;
+    assert_eq!(
+        rep(store.clone(), seller, T0 + window).await.ratings,
+        1,
+        "until the window passes"
+    );
+    m.ok(Command::Rate {
+        actor: seller,
+        deal: d,
+        score: 5,
+        comment: "prompt".into(),
+    })
+    .await;
+    let r = rep(store.clone(), seller, T0).await;
+    assert_eq!((r.ratings, r.average_x100), (1, Some(400)));
+    let r = rep(store.clone(), buyer, T0).await;
+    assert_eq!(
+        (r.completed_deals, r.ratings, r.average_x100),
+        (1, 1, Some(500))
+    );
+    let handed = &store.deals(m.id, Some(buyer), 0, 10).await.unwrap()[0];
+    assert_eq!(handed.handover_note.as_deref(), Some("at reception"));
+    // A fresh store reads the same from the tables.
+    store.flush().await.unwrap();
+    let fresh = db.open().await;
+    for p in [seller, buyer, stranger] {
+        assert_eq!(
+            rep(fresh.clone(), p, T0).await,
+            rep(store.clone(), p, T0).await
+        );
+        assert_eq!(
+            fresh.deals(m.id, Some(p), 0, 10).await.unwrap(),
+            store.deals(m.id, Some(p), 0, 10).await.unwrap()
+        );
+        assert_eq!(
+            fresh.participant(m.id, p).await.unwrap(),
+            store.participant(m.id, p).await.unwrap()
+        );
+        let last = m.events(Viewer::Own(p)).await.last().map_or(0, |e| e.seq);
+        for after in [0, last - 1, last] {
+            assert_eq!(
+                fresh
+                    .events(m.id, Viewer::Own(p), after, 100)
+                    .await
+                    .unwrap(),
+                store
+                    .events(m.id, Viewer::Own(p), after, 100)
+                    .await
+                    .unwrap()
+            );
+        }
+    }
+    assert_eq!(
+        fresh.market(m.id).await.unwrap(),
+        store.market(m.id).await.unwrap()
     );
 }
 

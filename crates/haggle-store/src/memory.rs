@@ -1,0 +1,311 @@
+//! What a sole-writer store remembers of each market besides its shelves: the market row, its
+//! participants, its deals by party, the ratings each participant received and the newest event
+//! naming each participant. Committed changes are applied here after their commit, so the reads
+//! agents make on every turn (reputation, own deals, "anything new for me?") need no SQL.
+//!
+//! Every answer must be the one the tables give; the conformance suite runs its behaviours
+//! against a batched store to hold that.
+
+use haggle_core::plan::Change;
+use haggle_core::{ClockMode, Deal, Event, Market, Participant, Rating, Visibility, lifecycle};
+use std::collections::HashMap;
+
+/// One market as its tables hold it, for the reads above.
+pub struct MarketMemory {
+    market: Market,
+    participants: HashMap<i64, Participant>,
+    deals: HashMap<i64, Deal>,
+    /// Each participant's deal ids, ascending (a deal between the same participant on both sides
+    /// would be listed twice, as the buyer and seller branches of the SQL read list it).
+    deals_of: HashMap<i64, Vec<i64>>,
+    /// Ratings by ratee, in id order.
+    ratings_of: HashMap<i64, Vec<Rating>>,
+    /// Ratings given on each deal.
+    ratings_on: HashMap<i64, usize>,
+    /// The newest event seq that names each participant as a party.
+    last_event_of: HashMap<i64, i64>,
+}
+
+impl MarketMemory {
+    pub fn new(market: Market) -> MarketMemory {
+        MarketMemory {
+            market,
+            participants: HashMap::new(),
+            deals: HashMap::new(),
+            deals_of: HashMap::new(),
+            ratings_of: HashMap::new(),
+            ratings_on: HashMap::new(),
+            last_event_of: HashMap::new(),
+        }
+    }
+
+    pub fn market(&self) -> &Market {
+        &self.market
+    }
+
+    pub fn participant(&self, id: i64) -> Option<&Participant> {
+        self.participants.get(&id)
+    }
+
+    /// Loading and inserting: rows in id order.
+    pub fn add_participant(&mut self, p: Participant) {
+        self.participants.insert(p.id, p);
+    }
+
+    pub fn add_deal(&mut self, d: Deal) {
+        for party in [d.buyer, d.seller] {
+            let ids = self.deals_of.entry(party).or_default();
+            debug_assert!(
+                ids.last().is_none_or(|&last| last <= d.id),
+                "deals arrive in id order"
+            );
+            ids.push(d.id);
+        }
+        self.deals.insert(d.id, d);
+    }
+
+    pub fn add_rating(&mut self, r: Rating) {
+        *self.ratings_on.entry(r.deal_id).or_default() += 1;
+        self.ratings_of.entry(r.ratee).or_default().push(r);
+    }
+
+    /// Records that event `seq` names `party` (events arrive in seq order, or as a maximum).
+    pub fn saw_event(&mut self, party: i64, seq: i64) {
+        let last = self.last_event_of.entry(party).or_insert(seq);
+        *last = (*last).max(seq);
+    }
+
+    /// Whether [`MarketMemory::apply`] does anything with this change.
+    pub fn follows(change: &Change) -> bool {
+        matches!(
+            change,
+            Change::SetMarketRules(_)
+                | Change::InsertParticipant(_)
+                | Change::SetMandate { .. }
+                | Change::InsertDeal(_)
+                | Change::UpdateDeal(_)
+                | Change::SetDealStatus { .. }
+                | Change::InsertRating(_)
+        )
+    }
+
+    /// Applies one committed change as the tables took it. False when it names a row this
+    /// memory does not hold: the caller forgets the market and reads it again.
+    pub fn apply(&mut self, change: &Change) -> bool {
+        let m = self.market.id;
+        match change {
+            Change::SetMarketRules(r) => self.market.rules = r.clone(),
+            Change::InsertParticipant(p) => self.add_participant(Participant {
+                market_id: m,
+                ..p.clone()
+            }),
+            Change::SetMandate {
+                participant,
+                mandate,
+            } => match self.participants.get_mut(participant) {
+                Some(p) => p.mandate = mandate.clone(),
+                None => return false,
+            },
+            // An inserted deal has only the columns its insert names; the rest start empty.
+            Change::InsertDeal(d) => self.add_deal(Deal {
+                market_id: m,
+                handover_note: None,
+                handed_over_at: None,
+                confirm_deadline: None,
+                cancel_requested_by: None,
+                finished_at: None,
+                resolution: None,
+                ..d.clone()
+            }),
+            Change::UpdateDeal(d) => match self.deals.get_mut(&d.id) {
+                Some(kept) => {
+                    kept.status = d.status;
+                    kept.approval_deadline = d.approval_deadline;
+                    kept.handover_note = d.handover_note.clone();
+                    kept.handed_over_at = d.handed_over_at;
+                    kept.confirm_deadline = d.confirm_deadline;
+                    kept.cancel_requested_by = d.cancel_requested_by;
+                    kept.finished_at = d.finished_at;
+                    kept.resolution = d.resolution.clone();
+                }
+                None => return false,
+            },
+            Change::SetDealStatus { deal, status } => match self.deals.get_mut(deal) {
+                Some(kept) => kept.status = *status,
+                None => return false,
+            },
+            Change::InsertRating(r) => self.add_rating(Rating {
+                market_id: m,
+                ..r.clone()
+            }),
+            _ => {}
+        }
+        true
+    }
+
+    /// What a command's commit wrote besides its changes: its events, and the simulated clock
+    /// moved to the command's time.
+    pub fn committed(&mut self, events: &[Event], now: i64) {
+        if self.market.clock_mode == ClockMode::Simulated {
+            self.market.sim_now = now;
+        }
+        for e in events {
+            if let Visibility::Parties(ps) = &e.visibility {
+                for &p in ps {
+                    self.saw_event(p, e.seq);
+                }
+            }
+        }
+    }
+
+    /// Whether an event after `after` names `party` (the "mine" feed has something new).
+    pub fn has_events_after(&self, party: i64, after: i64) -> bool {
+        self.last_event_of.get(&party).is_some_and(|&s| s > after)
+    }
+
+    /// A party's deals with id above `after`, ascending, at most `limit`.
+    pub fn deals_of(&self, party: i64, after: i64, limit: usize) -> Vec<Deal> {
+        let Some(ids) = self.deals_of.get(&party) else {
+            return Vec::new();
+        };
+        let start = ids.partition_point(|&id| id <= after);
+        ids[start..]
+            .iter()
+            .take(limit)
+            .map(|id| self.deals[id].clone())
+            .collect()
+    }
+
+    /// A participant's reputation at `real_now`, as the store reads it from its tables: the
+    /// first 10,000 deals, and the ratings received on them that are revealed by then.
+    pub fn reputation(&self, participant: i64, real_now: i64) -> lifecycle::Reputation {
+        let deals = self.deals_of(participant, 0, 10_000);
+        if deals.is_empty() {
+            return lifecycle::reputation(participant, &deals, &[]);
+        }
+        let now = self.market.now(real_now);
+        let revealed: Vec<Rating> = self
+            .ratings_of
+            .get(&participant)
+            .into_iter()
+            .flatten()
+            .filter(|r| {
+                deals.iter().find(|d| d.id == r.deal_id).is_some_and(|d| {
+                    let n = self.ratings_on.get(&d.id).copied().unwrap_or(0);
+                    lifecycle::rating_revealed(d, n, &self.market.rules, now)
+                })
+            })
+            .cloned()
+            .collect();
+        lifecycle::reputation(participant, &deals, &revealed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haggle_core::{DealStatus, MarketRules, Resolution};
+
+    fn market() -> Market {
+        Market {
+            id: 1,
+            name: "m".into(),
+            currency: "USD".into(),
+            clock_mode: ClockMode::Real,
+            sim_now: 0,
+            rules: MarketRules::default(),
+            created_at: 0,
+        }
+    }
+
+    fn deal(id: i64, buyer: i64, seller: i64) -> Deal {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "market_id": 1, "listing_id": 100 + id, "thread_id": 200 + id,
+            "offer_id": 300 + id, "buyer": buyer, "seller": seller, "price": 1000,
+            "status": "completed", "created_at": 0, "approval_deadline": null,
+            "snapshot": {"title": "t", "description": "d", "category": "c", "condition": "good",
+                         "price": 1000, "side": "sell", "attributes": {}},
+            "handover_note": "stale", "finished_at": 5
+        }))
+        .expect("a deal")
+    }
+
+    #[test]
+    fn an_inserted_deal_keeps_only_the_columns_its_insert_writes() {
+        let mut m = MarketMemory::new(market());
+        assert!(m.apply(&Change::InsertDeal(deal(1, 10, 20))));
+        let d = &m.deals_of(10, 0, 10)[0];
+        assert_eq!(d.handover_note, None);
+        assert_eq!(d.finished_at, None);
+        assert_eq!(m.deals_of(20, 0, 10).len(), 1);
+    }
+
+    #[test]
+    fn deals_of_a_party_page_by_id() {
+        let mut m = MarketMemory::new(market());
+        for id in 1..=5 {
+            m.apply(&Change::InsertDeal(deal(id, 10, 20 + id)));
+        }
+        let ids = |v: Vec<Deal>| v.iter().map(|d| d.id).collect::<Vec<_>>();
+        assert_eq!(ids(m.deals_of(10, 2, 2)), vec![3, 4]);
+        assert_eq!(ids(m.deals_of(23, 0, 10)), vec![3]);
+        assert!(m.deals_of(99, 0, 10).is_empty());
+    }
+
+    #[test]
+    fn changes_to_rows_it_does_not_hold_are_refused() {
+        let mut m = MarketMemory::new(market());
+        assert!(!m.apply(&Change::SetDealStatus {
+            deal: 7,
+            status: DealStatus::Completed
+        }));
+        assert!(!m.apply(&Change::UpdateDeal(deal(7, 1, 2))));
+    }
+
+    #[test]
+    fn a_rating_counts_once_both_parties_rated_or_the_window_passed() {
+        let mut m = MarketMemory::new(market());
+        let mut d = deal(1, 10, 20);
+        m.apply(&Change::InsertDeal(d.clone()));
+        d.finished_at = Some(1_000);
+        d.resolution = Some(Resolution {
+            to_buyer: 0,
+            to_seller: 1000,
+            by: None,
+            note: "completed".into(),
+        });
+        assert!(m.apply(&Change::UpdateDeal(d)));
+        let rating = |id, rater, ratee, score| Rating {
+            id,
+            market_id: 1,
+            deal_id: 1,
+            rater,
+            ratee,
+            score,
+            comment: String::new(),
+            created_at: 0,
+        };
+        m.apply(&Change::InsertRating(rating(2, 10, 20, 4)));
+        let window = m.market().rules.rating_window_ms;
+        assert_eq!(m.reputation(20, 1_000).ratings, 0, "one rating is hidden");
+        assert_eq!(
+            m.reputation(20, 1_000 + window).ratings,
+            1,
+            "until the window ends"
+        );
+        m.apply(&Change::InsertRating(rating(3, 20, 10, 5)));
+        let r = m.reputation(20, 1_000);
+        assert_eq!((r.ratings, r.average_x100), (1, Some(400)));
+        assert_eq!(r.completed_deals, 1);
+    }
+
+    #[test]
+    fn the_mine_feed_has_news_only_after_an_event_naming_the_party() {
+        let mut m = MarketMemory::new(market());
+        m.saw_event(10, 5);
+        m.saw_event(10, 3);
+        assert!(m.has_events_after(10, 4));
+        assert!(!m.has_events_after(10, 5));
+        assert!(!m.has_events_after(11, 0));
+    }
+}
