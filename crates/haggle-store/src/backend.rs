@@ -6,7 +6,7 @@
 
 use crate::row::{json, parsed, search_text, to_json};
 use crate::memory::MarketMemory;
-use crate::shelves::{MarketShelves, ShelfQuery, Shelved};
+use crate::shelves::{MarketShelves, ShelfQuery};
 use haggle_core::event::{verify_chain, EventDraft};
 use haggle_core::ledger::{self, Account, Transfer, TransferKind};
 use haggle_core::model::{
@@ -52,8 +52,9 @@ struct Shelves {
 
 /// A committed change to a listing, for the shelves.
 enum ShelfChange {
-    Insert(Shelved),
+    Insert(Box<Listing>),
     Status(i64, &'static str),
+    FirstOffer(i64, i64),
 }
 
 /// The write-locked head of a market: the counters every command allocates from.
@@ -730,6 +731,21 @@ async fn insert_event(c: &mut Conn, e: &Event) -> StoreResult<()> {
 
 /// A search's cursor as (price, id): `id` after newest first (price 0), `price:id` after
 /// cheapest first.
+/// A page of a search that read up to `limit + 1` listings in its order: the extra one only says
+/// there is more, and the last listing shown is where the next page starts.
+fn listing_page(mut items: Vec<Listing>, sort: ListingSort, limit: usize) -> Page<Listing> {
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|l| match sort {
+            ListingSort::Newest => l.id.to_string(),
+            ListingSort::Cheapest => format!("{}:{}", l.price, l.id),
+        })
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
 fn listing_cursor(q: &ListingQuery) -> StoreResult<Option<(i64, i64)>> {
     let bad_cursor = || StoreError::Corrupt("bad cursor".into());
     let Some(c) = &q.cursor else { return Ok(None) };
@@ -881,8 +897,9 @@ impl Backend {
                     Ok(out) => {
                         if self.shelves.is_some() {
                             shelf_changes = plan.changes.iter().filter_map(|ch| match ch {
-                                Change::InsertListing(l) => Some(ShelfChange::Insert(Shelved::from(l))),
+                                Change::InsertListing(l) => Some(ShelfChange::Insert(Box::new(Listing { market_id, ..l.clone() }))),
                                 Change::SetListingStatus { listing, status } => Some(ShelfChange::Status(*listing, status.as_str())),
+                                Change::SetListingFirstOffer { listing, at } => Some(ShelfChange::FirstOffer(*listing, *at)),
                                 _ => None,
                             }).collect();
                         }
@@ -990,8 +1007,12 @@ impl Backend {
         let mut whole = true;
         for ch in changes {
             match ch {
-                ShelfChange::Insert(l) => m.insert(l),
+                ShelfChange::Insert(l) => {
+                    let text = search_text(&l.title, &l.description, &l.category);
+                    m.add(*l, text);
+                }
                 ShelfChange::Status(id, status) => whole &= m.set_status(id, status),
+                ShelfChange::FirstOffer(id, at) => whole &= m.set_first_offer(id, at),
             }
         }
         if !whole {
@@ -1075,16 +1096,19 @@ impl Backend {
     }
 
     /// A search answered from the shelves: `None` when this store keeps none or the search
-    /// does not name a category and a side (the table answers those).
+    /// names neither a category and a side nor an owner (the table answers those).
     async fn search_shelves(&self, market: i64, q: &ListingQuery) -> StoreResult<Option<Page<Listing>>> {
-        let (Some(_), Some(category), Some(side)) = (&self.shelves, &q.category, q.side) else { return Ok(None) };
+        let one_shelf = q.category.is_some() && q.side.is_some();
+        if self.shelves.is_none() || !(one_shelf || q.owner.is_some()) {
+            return Ok(None);
+        }
         let (loaded, changes) = self.shelves().map_or((false, 0), |all| (all.markets.contains_key(&market), all.changes));
         if !loaded {
-            let rows = sqlx::query("SELECT id, category, side, status, price, owner, search_text FROM listings WHERE market_id = $1")
+            let rows = sqlx::query(sql(format!("SELECT {LISTING_COLS}, search_text FROM listings WHERE market_id = $1")))
                 .bind(market).fetch_all(&self.pool).await?;
             let mut m = MarketShelves::default();
             for r in &rows {
-                m.insert(Shelved { id: r.try_get("id")?, category: r.try_get("category")?, side: r.try_get("side")?, status: r.try_get("status")?, price: r.try_get("price")?, owner: r.try_get("owner")?, text: r.try_get("search_text")? });
+                m.add(listing_row(r)?, r.try_get("search_text")?);
             }
             match self.shelves() {
                 Some(mut all) if all.changes == changes => {
@@ -1098,13 +1122,13 @@ impl Backend {
         let after = listing_cursor(q)?;
         let limit = q.limit.unwrap_or(50).clamp(1, 500);
         let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().take(16).map(str::to_lowercase).collect();
-        let category = category.trim().to_lowercase();
-        let ids = {
-            let Some(mut all) = self.shelves() else { return Ok(None) };
-            let Some(m) = all.markets.get_mut(&market) else { return Ok(None) };
-            m.search(&ShelfQuery {
-                category: &category,
-                side: side.as_str(),
+        let category = q.category.as_deref().map(|c| c.trim().to_lowercase());
+        let limit = limit as usize;
+        let Some(mut all) = self.shelves() else { return Ok(None) };
+        let Some(m) = all.markets.get_mut(&market) else { return Ok(None) };
+        let ids = m.search(&ShelfQuery {
+                category: category.as_deref(),
+                side: q.side.map(|s| s.as_str()),
                 status: q.status.unwrap_or(ListingStatus::Active).as_str(),
                 words: &words,
                 min_price: q.min_price,
@@ -1112,23 +1136,17 @@ impl Backend {
                 owner: q.owner,
                 sort: q.sort,
                 after,
-                take: limit as usize + 1,
-            })
-        };
-        if ids.is_empty() {
-            return Ok(Some(Page { items: Vec::new(), next_cursor: None }));
+                take: limit + 1,
+            });
+        match m.rows(&ids) {
+            Some(items) => Ok(Some(listing_page(items, q.sort, limit))),
+            // A shelved listing without its row: read the market again.
+            None => {
+                all.changes += 1;
+                all.markets.remove(&market);
+                Ok(None)
+            }
         }
-        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = "));
-        b.push_bind(market).push(" AND id IN (");
-        let mut list = b.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        b.push(match q.sort {
-            ListingSort::Newest => ") ORDER BY id DESC",
-            ListingSort::Cheapest => ") ORDER BY price ASC, id ASC",
-        });
-        self.listing_page(b, q.sort, limit).await.map(Some)
     }
 
     pub async fn search_listings(&self, market: i64, q: &ListingQuery) -> StoreResult<Page<Listing>> {
@@ -1171,25 +1189,16 @@ impl Backend {
                 b.push(" ORDER BY price ASC, id ASC");
             }
         }
-        self.listing_page(b, q.sort, q.limit.unwrap_or(50).clamp(1, 500)).await
+        self.fetch_listing_page(b, q.sort, q.limit.unwrap_or(50).clamp(1, 500)).await
     }
 
     /// Runs a search ordered as `sort` asks, one listing more than the page to know if another
     /// page follows.
-    async fn listing_page(&self, mut b: sqlx::QueryBuilder<Db>, sort: ListingSort, limit: u32) -> StoreResult<Page<Listing>> {
+    async fn fetch_listing_page(&self, mut b: sqlx::QueryBuilder<Db>, sort: ListingSort, limit: u32) -> StoreResult<Page<Listing>> {
         b.push(format!(" LIMIT {}", limit as i64 + 1));
         let rows = b.build().fetch_all(&self.pool).await?;
-        let mut items: Vec<Listing> = rows.iter().map(listing_row).collect::<StoreResult<_>>()?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|l| match sort {
-                ListingSort::Newest => l.id.to_string(),
-                ListingSort::Cheapest => format!("{}:{}", l.price, l.id),
-            })
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items: Vec<Listing> = rows.iter().map(listing_row).collect::<StoreResult<_>>()?;
+        Ok(listing_page(items, sort, limit as usize))
     }
 
     pub async fn thread(&self, market: i64, id: i64) -> StoreResult<Option<ThreadDetail>> {

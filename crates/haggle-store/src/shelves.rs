@@ -1,18 +1,20 @@
-//! A simulation's listings in memory, for search: every listing's category, side, status,
-//! price, owner and search text, shelved by (category, side, status) in both orders a search
-//! returns. Only a store that is its database's sole writer keeps shelves (a batched SQLite
+//! A simulation's listings in memory, for search: every listing as the table holds it, shelved
+//! by (category, side, status) in both orders a search returns, and by owner. Only a store that is its database's sole writer keeps shelves (a batched SQLite
 //! store, `Store::open_batched`): it fills a market's shelves from the table on the first search
 //! and then applies each committed change, so a search walks memory instead of an index whose
 //! entries carry the text. Pure data: no SQL, no clock.
 
 use haggle_core::model::Listing;
+#[cfg(test)]
+use haggle_core::model::{ListingStatus, Side};
 use haggle_core::views::ListingSort;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// What a search asks, in the shelves' terms (words already lower-cased).
+/// What a search asks, in the shelves' terms (words already lower-cased). It names a category and
+/// a side (one shelf), or an owner (their listings on any shelf).
 pub struct ShelfQuery<'a> {
-    pub category: &'a str,
-    pub side: &'a str,
+    pub category: Option<&'a str>,
+    pub side: Option<&'a str>,
     pub status: &'a str,
     pub words: &'a [String],
     pub min_price: Option<i64>,
@@ -126,35 +128,56 @@ type ShelfKey = (String, String, String);
 pub struct MarketShelves {
     shelves: HashMap<ShelfKey, Shelf>,
     at: HashMap<i64, (ShelfKey, i64)>,
+    /// Each listing as its row reads, so a search needs no SQL at all.
+    rows: HashMap<i64, Listing>,
+    owned: HashMap<i64, BTreeSet<i64>>,
 }
 
 /// A listing as the shelves keep it.
-pub struct Shelved {
-    pub id: i64,
-    pub category: String,
-    pub side: String,
-    pub status: String,
-    pub price: i64,
-    pub owner: i64,
-    pub text: String,
+struct Shelved {
+    id: i64,
+    category: String,
+    side: String,
+    status: String,
+    price: i64,
+    owner: i64,
+    text: String,
 }
 
-impl From<&Listing> for Shelved {
-    fn from(l: &Listing) -> Shelved {
-        Shelved {
+impl MarketShelves {
+    /// Shelves a listing as its row reads (`text` is its `search_text` column).
+    pub fn add(&mut self, l: Listing, text: String) {
+        self.insert(Shelved {
             id: l.id,
             category: l.category.clone(),
             side: l.side.as_str().to_string(),
             status: l.status.as_str().to_string(),
             price: l.price,
             owner: l.owner,
-            text: crate::row::search_text(&l.title, &l.description, &l.category),
+            text,
+        });
+        self.owned.entry(l.owner).or_default().insert(l.id);
+        self.rows.insert(l.id, l);
+    }
+
+    /// Records a listing's first offer as the table does (only the first one counts); false
+    /// when the listing is not here.
+    pub fn set_first_offer(&mut self, id: i64, at: i64) -> bool {
+        match self.rows.get_mut(&id) {
+            Some(l) => {
+                l.first_offer_at.get_or_insert(at);
+                true
+            }
+            None => false,
         }
     }
-}
 
-impl MarketShelves {
-    pub fn insert(&mut self, l: Shelved) {
+    /// The rows of `ids`, in that order; `None` if one is not here.
+    pub fn rows(&self, ids: &[i64]) -> Option<Vec<Listing>> {
+        ids.iter().map(|id| self.rows.get(id).cloned()).collect()
+    }
+
+    fn insert(&mut self, l: Shelved) {
         self.remove(l.id);
         let key = (l.category, l.side, l.status);
         let item = Item {
@@ -180,6 +203,12 @@ impl MarketShelves {
         let Some(((category, side, _), price, item)) = self.remove(id) else {
             return false;
         };
+        if let Some(l) = self.rows.get_mut(&id) {
+            match haggle_core::model::ListingStatus::parse(status) {
+                Some(s) => l.status = s,
+                None => return false,
+            }
+        }
         self.insert(Shelved {
             id,
             category,
@@ -194,11 +223,10 @@ impl MarketShelves {
 
     /// The ids a search returns, in its order, at most `q.take`.
     pub fn search(&mut self, q: &ShelfQuery<'_>) -> Vec<i64> {
-        let key = (
-            q.category.to_string(),
-            q.side.to_string(),
-            q.status.to_string(),
-        );
+        let (Some(category), Some(side)) = (q.category, q.side) else {
+            return self.search_owned(q);
+        };
+        let key = (category.to_string(), side.to_string(), q.status.to_string());
         let Some(shelf) = self.shelves.get_mut(&key) else {
             return Vec::new();
         };
@@ -276,6 +304,38 @@ impl MarketShelves {
         }
         out
     }
+
+    /// An owner's listings a search returns, on any shelf its category and side allow.
+    fn search_owned(&self, q: &ShelfQuery<'_>) -> Vec<i64> {
+        let Some(ids) = q.owner.and_then(|o| self.owned.get(&o)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(i64, i64)> = ids
+            .iter()
+            .filter_map(|&id| {
+                let (key, price) = self.at.get(&id)?;
+                let item = self.shelves.get(key)?.cheapest.get(&(*price, id))?;
+                let fits = q.category.is_none_or(|c| key.0 == c)
+                    && q.side.is_none_or(|s| key.1 == s)
+                    && key.2 == q.status
+                    && q.min_price.is_none_or(|m| *price >= m)
+                    && q.max_price.is_none_or(|m| *price <= m)
+                    && q.words.iter().all(|w| item.text.contains(w.as_str()));
+                fits.then_some((*price, id))
+            })
+            .collect();
+        match q.sort {
+            ListingSort::Cheapest => {
+                found.sort_unstable();
+                found.retain(|&p| q.after.is_none_or(|after| p > after));
+            }
+            ListingSort::Newest => {
+                found.sort_unstable_by_key(|&(_, id)| std::cmp::Reverse(id));
+                found.retain(|&(_, id)| q.after.is_none_or(|(_, after)| id < after));
+            }
+        }
+        found.into_iter().take(q.take).map(|(_, id)| id).collect()
+    }
 }
 
 #[cfg(test)]
@@ -296,8 +356,8 @@ mod tests {
 
     fn query<'a>(words: &'a [String], sort: ListingSort) -> ShelfQuery<'a> {
         ShelfQuery {
-            category: "bikes",
-            side: "sell",
+            category: Some("bikes"),
+            side: Some("sell"),
             status: "active",
             words,
             min_price: None,
@@ -395,5 +455,96 @@ mod tests {
             ..query(&[], ListingSort::Cheapest)
         };
         assert_eq!(m.search(&q), vec![2]);
+    }
+
+    fn listing(
+        id: i64,
+        owner: i64,
+        category: &str,
+        side: Side,
+        price: i64,
+        title: &str,
+    ) -> Listing {
+        Listing {
+            id,
+            market_id: 1,
+            owner,
+            side,
+            title: title.into(),
+            description: String::new(),
+            category: category.into(),
+            condition: "used".into(),
+            price,
+            attributes: BTreeMap::new(),
+            status: ListingStatus::Active,
+            created_at: 0,
+            first_offer_at: None,
+        }
+    }
+
+    fn owners_shop() -> MarketShelves {
+        let mut m = MarketShelves::default();
+        for l in [
+            listing(1, 7, "bikes", Side::Sell, 300, "red bike"),
+            listing(2, 7, "books", Side::Buy, 100, "wanted: atlas"),
+            listing(3, 8, "bikes", Side::Sell, 50, "blue bike"),
+            listing(4, 7, "bikes", Side::Sell, 100, "old bike"),
+        ] {
+            let text = crate::row::search_text(&l.title, &l.description, &l.category);
+            m.add(l, text);
+        }
+        m
+    }
+
+    fn by_owner<'a>(words: &'a [String], sort: ListingSort) -> ShelfQuery<'a> {
+        ShelfQuery {
+            category: None,
+            side: None,
+            owner: Some(7),
+            ..query(words, sort)
+        }
+    }
+
+    #[test]
+    fn an_owners_listings_are_found_on_every_shelf_in_either_order() {
+        let mut m = owners_shop();
+        assert_eq!(
+            m.search(&by_owner(&[], ListingSort::Cheapest)),
+            vec![2, 4, 1]
+        );
+        assert_eq!(m.search(&by_owner(&[], ListingSort::Newest)), vec![4, 2, 1]);
+        let after = ShelfQuery {
+            after: Some((100, 2)),
+            take: 1,
+            ..by_owner(&[], ListingSort::Cheapest)
+        };
+        assert_eq!(m.search(&after), vec![4]);
+        let bike = vec!["bike".to_string()];
+        assert_eq!(
+            m.search(&by_owner(&bike, ListingSort::Cheapest)),
+            vec![4, 1]
+        );
+        let books = ShelfQuery {
+            category: Some("books"),
+            ..by_owner(&[], ListingSort::Cheapest)
+        };
+        assert_eq!(m.search(&books), vec![2]);
+        assert!(m.set_status(4, "sold"));
+        assert_eq!(m.search(&by_owner(&[], ListingSort::Cheapest)), vec![2, 1]);
+    }
+
+    #[test]
+    fn rows_follow_status_and_only_the_first_offer() {
+        let mut m = owners_shop();
+        assert!(m.set_status(1, "withdrawn"));
+        assert!(m.set_first_offer(1, 10));
+        assert!(m.set_first_offer(1, 20));
+        let row = &m.rows(&[1]).expect("kept")[0];
+        assert_eq!(
+            (row.status, row.first_offer_at),
+            (ListingStatus::Withdrawn, Some(10))
+        );
+        assert!(!m.set_first_offer(99, 10));
+        assert!(m.rows(&[1, 99]).is_none(), "a missing row is not skipped");
     }
 }

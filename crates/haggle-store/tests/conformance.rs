@@ -1000,6 +1000,32 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
                 }
             }
             for (q, min, max, owner, status) in cases {
+                // An owner's listings in every category and on both sides.
+                for sort in [ListingSort::Cheapest, ListingSort::Newest] {
+                    let Some(o) = owner else { break };
+                    let want = expected(&all, sort, |l| {
+                        l.status == status.unwrap_or(ListingStatus::Active)
+                            && l.owner == o
+                            && min.is_none_or(|x| l.price >= x)
+                            && max.is_none_or(|x| l.price <= x)
+                            && q.unwrap_or("")
+                                .split_whitespace()
+                                .all(|w| text(l).contains(&w.to_lowercase()))
+                    });
+                    for limit in [3, 500] {
+                        let query = ListingQuery {
+                            q: q.map(str::to_string),
+                            min_price: min,
+                            max_price: max,
+                            owner,
+                            status,
+                            sort,
+                            limit: Some(limit),
+                            ..ListingQuery::default()
+                        };
+                        assert_eq!(search_all(&m, &query).await, want, "{query:?}");
+                    }
+                }
                 for category in ["bikes", " BOOKS "] {
                     for side in [Side::Sell, Side::Buy] {
                         for sort in [ListingSort::Cheapest, ListingSort::Newest] {
