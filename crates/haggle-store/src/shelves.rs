@@ -74,18 +74,18 @@ impl Shelf {
         Some(item)
     }
 
-    /// The listings that may match every word, cheapest first (those of the rarest word).
-    fn candidates(
+    /// The words of `postings` containing the rarest search word: a listing matches every word
+    /// only if it is in one of their postings.
+    fn rarest_terms(
         &mut self,
         words: &[String],
         finders: &[memchr::memmem::Finder<'_>],
-    ) -> Vec<(i64, i64)> {
+    ) -> Vec<Box<str>> {
         let Shelf {
             postings,
             expansions,
             ..
         } = self;
-        let mut rarest: Option<(usize, &Vec<Box<str>>)> = None;
         for (w, f) in words.iter().zip(finders) {
             if !expansions.contains_key(w) {
                 let terms = postings
@@ -96,28 +96,18 @@ impl Shelf {
                 expansions.insert(w.clone(), terms);
             }
         }
-        for w in words {
-            let terms = &expansions[w];
-            let size = terms
+        let size = |terms: &Vec<Box<str>>| -> usize {
+            terms
                 .iter()
                 .map(|t| postings.get(t).map_or(0, BTreeSet::len))
-                .sum();
-            if rarest.is_none_or(|(n, _)| size < n) {
-                rarest = Some((size, terms));
-            }
-        }
-        let Some((_, terms)) = rarest else {
-            return Vec::new();
+                .sum()
         };
-        let mut out: Vec<(i64, i64)> = terms
+        words
             .iter()
-            .filter_map(|t| postings.get(t))
-            .flatten()
-            .copied()
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
+            .map(|w| &expansions[w])
+            .min_by_key(|terms| size(terms))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -246,26 +236,69 @@ impl MarketShelves {
         };
         let mut out = Vec::new();
         if !q.words.is_empty() {
-            let mut found = shelf.candidates(q.words, &finders);
-            if q.sort == ListingSort::Newest {
-                found.sort_unstable_by_key(|&(_, id)| std::cmp::Reverse(id));
-            }
-            for (price, id) in found {
-                if out.len() == q.take {
-                    break;
+            let terms = shelf.rarest_terms(q.words, &finders);
+            let shelf = &*shelf;
+            let postings: Vec<&BTreeSet<(i64, i64)>> =
+                terms.iter().filter_map(|t| shelf.postings.get(t)).collect();
+            let matches = |price: i64, id: i64| {
+                shelf
+                    .cheapest
+                    .get(&(price, id))
+                    .is_some_and(|item| keep(price, item))
+            };
+            match q.sort {
+                ListingSort::Cheapest => {
+                    // The postings merged in price order, read only as far as the page needs.
+                    let from = match q.after {
+                        Some(after) => std::ops::Bound::Excluded(after),
+                        None => {
+                            std::ops::Bound::Included((q.min_price.unwrap_or(i64::MIN), i64::MIN))
+                        }
+                    };
+                    let mut walks: Vec<_> = postings
+                        .iter()
+                        .map(|p| p.range((from, std::ops::Bound::Unbounded)).copied())
+                        .collect();
+                    let mut next = std::collections::BinaryHeap::new();
+                    for (i, walk) in walks.iter_mut().enumerate() {
+                        if let Some(first) = walk.next() {
+                            next.push(std::cmp::Reverse((first, i)));
+                        }
+                    }
+                    let mut last = None;
+                    while let Some(std::cmp::Reverse(((price, id), i))) = next.pop() {
+                        if let Some(following) = walks[i].next() {
+                            next.push(std::cmp::Reverse((following, i)));
+                        }
+                        if last == Some((price, id)) {
+                            continue;
+                        }
+                        last = Some((price, id));
+                        if out.len() == q.take || q.max_price.is_some_and(|m| price > m) {
+                            break;
+                        }
+                        if matches(price, id) {
+                            out.push(id);
+                        }
+                    }
                 }
-                let past = match (q.after, q.sort) {
-                    (None, _) => true,
-                    (Some(after), ListingSort::Cheapest) => (price, id) > after,
-                    (Some((_, after)), ListingSort::Newest) => id < after,
-                };
-                if past
-                    && shelf
-                        .cheapest
-                        .get(&(price, id))
-                        .is_some_and(|item| keep(price, item))
-                {
-                    out.push(id);
+                ListingSort::Newest => {
+                    let below = q.after.map_or(i64::MAX, |(_, id)| id);
+                    let mut found: Vec<(i64, i64)> = postings
+                        .iter()
+                        .flat_map(|p| p.iter().copied())
+                        .filter(|&(_, id)| id < below)
+                        .collect();
+                    found.sort_unstable_by_key(|&(_, id)| std::cmp::Reverse(id));
+                    found.dedup();
+                    for (price, id) in found {
+                        if out.len() == q.take {
+                            break;
+                        }
+                        if matches(price, id) {
+                            out.push(id);
+                        }
+                    }
                 }
             }
             return out;
