@@ -377,11 +377,11 @@ async fn listing_open_threads(c: &mut Conn, market: i64, listing: i64) -> StoreR
 }
 
 /// Loads the buyer of a thread on `listing` with `counterparty` into the scene.
-async fn load_buyer(c: &mut Conn, s: &mut Scene, counterparty: i64) -> StoreResult<()> {
+async fn load_buyer(b: &Backend, c: &mut Conn, s: &mut Scene, counterparty: i64) -> StoreResult<()> {
     let Some(l) = &s.listing else { return Ok(()) };
     let buyer = l.buyer_with(counterparty);
-    if let Some(p) = get_participant(c, s.market.id, buyer).await? {
-        let f = funds(c, s.market.id, buyer, s.now).await?;
+    if let Some(p) = participant_in(b, c, s.market.id, buyer).await? {
+        let f = funds_in(b, c, s.market.id, buyer, s.now).await?;
         s.buyer = Some((p, f));
     }
     Ok(())
@@ -405,22 +405,38 @@ macro_rules! need {
     };
 }
 
+/// A participant, from the market's memory when it is remembered.
+async fn participant_in(b: &Backend, c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Participant>> {
+    match b.remembered(market, |m| m.participant(id).cloned()) {
+        Some(p) => Ok(p),
+        None => get_participant(c, market, id).await,
+    }
+}
+
+/// A buyer's funds, from the market's memory when it is remembered.
+async fn funds_in(b: &Backend, c: &mut Conn, market: i64, p: i64, now: i64) -> StoreResult<Funds> {
+    match b.remembered(market, |m| m.funds(p, now)) {
+        Some(f) => Ok(f),
+        None => funds(c, market, p, now).await,
+    }
+}
+
 /// Loads the scene of `cmd` and asks the core. `Ok(Err(_))` is a refusal; `Err(_)` a backend failure.
-async fn execute(c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut Plan) -> StoreResult<Result<Outcome, DomainError>> {
+async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut Plan) -> StoreResult<Result<Outcome, DomainError>> {
     let m = head.market.id;
     let mut s = Scene::new(head.market.clone(), now);
     if let Some(a) = cmd.actor() {
-        s.actor = Some(need!(get_participant(c, m, a).await?, "participant {a} not found in market {m}"));
+        s.actor = Some(need!(participant_in(b, c, m, a).await?, "participant {a} not found in market {m}"));
     }
     let out = match cmd {
         Command::RegisterParticipant { name, mandate, budget } => rules::register_participant(&s, plan, &name, mandate, budget).map(Outcome::Participant),
         Command::Fund { participant, amount } => {
-            let p = need!(get_participant(c, m, participant).await?, "participant {participant} not found");
+            let p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
             rules::fund(&s, plan, &p, amount).map(|_| Outcome::Done)
         }
         Command::SetMandate { participant, mandate } => {
-            let p = need!(get_participant(c, m, participant).await?, "participant {participant} not found");
-            let f = funds(c, m, participant, now).await?;
+            let p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
+            let f = funds_in(b, c, m, participant, now).await?;
             s.buyer = Some((p.clone(), f));
             let rows = sqlx::query(sql(format!(
                 "SELECT {OFFER_COLS}, (SELECT category FROM listings l WHERE l.market_id = o.market_id AND l.id = o.listing_id) AS category \
@@ -445,7 +461,7 @@ async fn execute(c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut P
             if let Some(t) = &s.thread {
                 s.live_offer = live_offer_in(c, m, t.id).await?;
             }
-            load_buyer(c, &mut s, actor).await?;
+            load_buyer(b, c, &mut s, actor).await?;
             (|| {
                 let thread = rules::open_thread(&mut s, plan)?;
                 let message = message.map(|b| rules::post_message(&mut s, plan, &b)).transpose()?;
@@ -465,7 +481,7 @@ async fn execute(c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut P
             s.live_offer = live_offer_in(c, m, t.id).await?;
             let counterparty = t.counterparty;
             s.thread = Some(t);
-            load_buyer(c, &mut s, counterparty).await?;
+            load_buyer(b, c, &mut s, counterparty).await?;
             rules::make_offer(&mut s, plan, offer.price, offer.expires_in_ms).map(Outcome::Offer)
         }
         Command::AcceptOffer { offer, .. } => {
@@ -477,7 +493,7 @@ async fn execute(c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut P
             let counterparty = t.counterparty;
             s.thread = Some(t);
             s.offer = Some(o);
-            load_buyer(c, &mut s, counterparty).await?;
+            load_buyer(b, c, &mut s, counterparty).await?;
             rules::accept_offer(&mut s, plan).map(Outcome::Deal)
         }
         Command::RejectOffer { offer, .. } | Command::WithdrawOffer { offer, .. } => {
@@ -893,7 +909,7 @@ impl Backend {
             Some(head) => {
                 let now = head.market.now(real_now);
                 let mut plan = Plan::new(market_id, now, head.next_id);
-                match execute(&mut tx, &head, now, cmd, &mut plan).await? {
+                match execute(self, &mut tx, &head, now, cmd, &mut plan).await? {
                     Ok(out) => {
                         if self.shelves.is_some() {
                             shelf_changes = plan.changes.iter().filter_map(|ch| match ch {
@@ -1044,6 +1060,12 @@ impl Backend {
         }
     }
 
+    /// `read` answered from the market's memory if it is remembered already (it is never read
+    /// here: the caller may hold the only connection).
+    fn remembered<T>(&self, market: i64, read: impl FnOnce(&MarketMemory) -> T) -> Option<T> {
+        self.memory()?.markets.get(&market).map(read)
+    }
+
     /// `read` answered from the market's memory: `None` when this store keeps none, the market
     /// does not exist, or a command committed while the market was being read into memory (the
     /// tables answer then).
@@ -1077,6 +1099,14 @@ impl Backend {
         }
         for r in sqlx::query(sql(format!("SELECT {RATING_COLS} FROM ratings WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
             m.add_rating(rating_row(&r)?);
+        }
+        for r in sqlx::query("SELECT account, balance FROM accounts WHERE market_id = $1").bind(market).fetch_all(&mut *c).await? {
+            let key: String = r.try_get("account")?;
+            let account = Account::parse(&key).ok_or_else(|| StoreError::Corrupt(format!("account '{key}'")))?;
+            m.add_balance(account, r.try_get("balance")?);
+        }
+        for r in sqlx::query("SELECT id, buyer, price, expires_at FROM offers WHERE market_id = $1 AND state = 'live' AND proposer = buyer").bind(market).fetch_all(&mut *c).await? {
+            m.add_bid(r.try_get("id")?, r.try_get("buyer")?, r.try_get("price")?, r.try_get("expires_at")?);
         }
         for column in ["party_a", "party_b"] {
             let rows = sqlx::query(sql(format!("SELECT {column} AS party, MAX(seq) AS seq FROM events WHERE market_id = $1 AND {column} IS NOT NULL GROUP BY {column}")))
@@ -1310,6 +1340,9 @@ impl Backend {
 
     pub async fn balance(&self, market: i64, participant: i64, real_now: i64) -> StoreResult<Balance> {
         let now = self.market(market).await?.map_or(real_now, |m| m.now(real_now));
+        if let Some(f) = self.recall(market, |m| m.funds(participant, now)).await? {
+            return Ok(Balance::from(f));
+        }
         let f = funds(&mut *self.pool.acquire().await?, market, participant, now).await?;
         Ok(Balance::from(f))
     }

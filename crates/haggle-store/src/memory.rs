@@ -1,14 +1,18 @@
 //! What a sole-writer store remembers of each market besides its shelves: the market row, its
-//! participants, its deals by party, the ratings each participant received and the newest event
-//! naming each participant. Committed changes are applied here after their commit, so the reads
-//! agents make on every turn (reputation, own deals, "anything new for me?") need no SQL.
+//! participants, its deals by party, the ratings each participant received, each participant's
+//! cash and live bids, and the newest event naming each participant. Committed changes are
+//! applied here after their commit, so the reads agents make on every turn (reputation, own
+//! deals, funds, "anything new for me?") and the buyer's funds every offer checks need no SQL.
 //!
 //! Every answer must be the one the tables give; the conformance suite runs its behaviours
 //! against a batched store to hold that.
 
 use haggle_core::plan::Change;
-use haggle_core::{ClockMode, Deal, Event, Market, Participant, Rating, Visibility, lifecycle};
-use std::collections::HashMap;
+use haggle_core::{
+    Account, ClockMode, Deal, DealStatus, Event, Funds, Market, OfferState, Participant, Rating,
+    Visibility, lifecycle,
+};
+use std::collections::{BTreeMap, HashMap};
 
 /// One market as its tables hold it, for the reads above.
 pub struct MarketMemory {
@@ -24,6 +28,12 @@ pub struct MarketMemory {
     ratings_on: HashMap<i64, usize>,
     /// The newest event seq that names each participant as a party.
     last_event_of: HashMap<i64, i64>,
+    /// Each participant's `available` account balance.
+    cash: HashMap<i64, i64>,
+    /// Each buyer's live offers made as the buyer: offer id → (price, expires at).
+    bids: HashMap<i64, BTreeMap<i64, (i64, i64)>>,
+    /// The buyer of each offer in `bids`.
+    bidder: HashMap<i64, i64>,
 }
 
 impl MarketMemory {
@@ -36,7 +46,26 @@ impl MarketMemory {
             ratings_of: HashMap::new(),
             ratings_on: HashMap::new(),
             last_event_of: HashMap::new(),
+            cash: HashMap::new(),
+            bids: HashMap::new(),
+            bidder: HashMap::new(),
         }
+    }
+
+    /// Loading: an account's balance as the `accounts` table holds it.
+    pub fn add_balance(&mut self, account: Account, balance: i64) {
+        if let Account::Available(p) = account {
+            self.cash.insert(p, balance);
+        }
+    }
+
+    /// Loading and inserting: a live offer its buyer made.
+    pub fn add_bid(&mut self, offer: i64, buyer: i64, price: i64, expires_at: i64) {
+        self.bids
+            .entry(buyer)
+            .or_default()
+            .insert(offer, (price, expires_at));
+        self.bidder.insert(offer, buyer);
     }
 
     pub fn market(&self) -> &Market {
@@ -86,6 +115,9 @@ impl MarketMemory {
                 | Change::UpdateDeal(_)
                 | Change::SetDealStatus { .. }
                 | Change::InsertRating(_)
+                | Change::InsertOffer(_)
+                | Change::SetOfferState { .. }
+                | Change::Transfer(_)
         )
     }
 
@@ -138,6 +170,27 @@ impl MarketMemory {
                 market_id: m,
                 ..r.clone()
             }),
+            Change::InsertOffer(o) => {
+                if o.state == OfferState::Live && o.proposer == o.buyer {
+                    self.add_bid(o.id, o.buyer, o.price, o.expires_at);
+                }
+            }
+            // The table changes only a live offer's state.
+            Change::SetOfferState { offer, state, .. } => {
+                if *state != OfferState::Live
+                    && let Some(buyer) = self.bidder.remove(offer)
+                    && let Some(b) = self.bids.get_mut(&buyer)
+                {
+                    b.remove(offer);
+                }
+            }
+            Change::Transfer(t) => {
+                for (account, delta) in [(t.debit, -t.amount), (t.credit, t.amount)] {
+                    if let Account::Available(p) = account {
+                        *self.cash.entry(p).or_default() += delta;
+                    }
+                }
+            }
             _ => {}
         }
         true
@@ -161,6 +214,41 @@ impl MarketMemory {
     /// Whether an event after `after` names `party` (the "mine" feed has something new).
     pub fn has_events_after(&self, party: i64, after: i64) -> bool {
         self.last_event_of.get(&party).is_some_and(|&s| s > after)
+    }
+
+    /// A buyer's money at market time `now`, as the store sums it from its tables.
+    pub fn funds(&self, p: i64, now: i64) -> Funds {
+        let mut f = Funds {
+            cash: self.cash.get(&p).copied().unwrap_or(0),
+            committed: self
+                .bids
+                .get(&p)
+                .into_iter()
+                .flatten()
+                .filter(|(_, (_, expires_at))| *expires_at > now)
+                .map(|(_, (price, _))| price)
+                .sum(),
+            ..Funds::default()
+        };
+        for d in self
+            .deals_of
+            .get(&p)
+            .into_iter()
+            .flatten()
+            .map(|id| &self.deals[id])
+            .filter(|d| d.buyer == p)
+        {
+            if d.status.hold_is_open() {
+                f.held += d.price;
+            }
+            if !matches!(
+                d.status,
+                DealStatus::Cancelled | DealStatus::Declined | DealStatus::Refunded
+            ) {
+                f.spent += d.price;
+            }
+        }
+        f
     }
 
     /// A party's deals with id above `after`, ascending, at most `limit`.
@@ -307,5 +395,70 @@ mod tests {
         assert!(m.has_events_after(10, 4));
         assert!(!m.has_events_after(10, 5));
         assert!(!m.has_events_after(11, 0));
+    }
+
+    #[test]
+    fn funds_follow_transfers_bids_and_deals() {
+        use haggle_core::{Offer, Transfer, TransferKind};
+        let mut m = MarketMemory::new(market());
+        m.apply(&Change::Transfer(Transfer {
+            id: 1,
+            market_id: 1,
+            debit: Account::Funding,
+            credit: Account::Available(10),
+            amount: 10_000,
+            kind: TransferKind::Fund,
+            deal_id: None,
+            at: 0,
+            idempotency_id: "fund:10".into(),
+        }));
+        let bid = |id, proposer, price| -> Offer {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "market_id": 1, "thread_id": 5, "listing_id": 6, "proposer": proposer,
+                "buyer": 10, "seller": 20, "price": price, "state": "live", "created_at": 0,
+                "expires_at": 100
+            }))
+            .expect("an offer")
+        };
+        m.apply(&Change::InsertOffer(bid(2, 10, 3_000)));
+        m.apply(&Change::InsertOffer(bid(3, 20, 9_000)));
+        assert_eq!(
+            m.funds(10, 99).committed,
+            3_000,
+            "only the buyer's own bids"
+        );
+        assert_eq!(
+            m.funds(10, 100).committed,
+            0,
+            "an expired bid commits nothing"
+        );
+        m.apply(&Change::SetOfferState {
+            offer: 2,
+            state: OfferState::Accepted,
+            reason: None,
+        });
+        let mut d = deal(4, 10, 20);
+        d.price = 2_500;
+        m.apply(&Change::InsertDeal(d.clone()));
+        m.apply(&Change::SetDealStatus {
+            deal: 4,
+            status: DealStatus::Agreed,
+        });
+        let f = m.funds(10, 0);
+        assert_eq!(
+            (f.cash, f.committed, f.held, f.spent),
+            (10_000, 0, 2_500, 2_500)
+        );
+        m.apply(&Change::SetDealStatus {
+            deal: 4,
+            status: DealStatus::Refunded,
+        });
+        let f = m.funds(10, 0);
+        assert_eq!((f.held, f.spent), (0, 0));
+        assert_eq!(
+            m.funds(20, 0),
+            Funds::default(),
+            "the seller's deal is not their spending"
+        );
     }
 }

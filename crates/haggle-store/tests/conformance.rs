@@ -78,6 +78,7 @@ conformance! {
     closing_expires_listings_offers_and_threads_and_deals_still_settle => sqlite_closing_expires_listings_offers_and_threads_and_deals_still_settle, postgres_closing_expires_listings_offers_and_threads_and_deals_still_settle;
     closing_time_is_stored_and_moved_by_the_operator => sqlite_closing_time_is_stored_and_moved_by_the_operator, postgres_closing_time_is_stored_and_moved_by_the_operator;
     reputation_own_deals_and_news_follow_every_commit => sqlite_reputation_own_deals_and_news_follow_every_commit, postgres_reputation_own_deals_and_news_follow_every_commit;
+    an_expired_bid_no_longer_holds_the_buyers_money => sqlite_an_expired_bid_no_longer_holds_the_buyers_money, postgres_an_expired_bid_no_longer_holds_the_buyers_money;
 }
 
 #[test]
@@ -178,6 +179,7 @@ batched! {
     idempotency_replays_conflicts_and_stores_refusals => batched_sqlite_idempotency_replays_conflicts_and_stores_refusals;
     refuses_listing_unavailable => batched_sqlite_refuses_listing_unavailable;
     reputation_own_deals_and_news_follow_every_commit => batched_sqlite_reputation_own_deals_and_news_follow_every_commit;
+    an_expired_bid_no_longer_holds_the_buyers_money => batched_sqlite_an_expired_bid_no_longer_holds_the_buyers_money;
     markets_and_participants => batched_sqlite_markets_and_participants;
     thread_message_offer_and_counters => batched_sqlite_thread_message_offer_and_counters;
     simulated_clock_expires_offers_and_threads => batched_sqlite_simulated_clock_expires_offers_and_threads;
@@ -3152,6 +3154,56 @@ async fn recent_events_are_newest_first_filtered_by_viewer_and_kind(db: Db) {
             .is_empty(),
         "a private offer stays private when filtered by kind"
     );
+}
+
+/// A buyer's live bid holds their money until it expires, even before a sweep marks it expired:
+/// after that the same money backs a new bid. (A simulation's store sums funds from memory.)
+async fn an_expired_bid_no_longer_holds_the_buyers_money(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let seller = m.join("seller", 0).await;
+    let buyer = m.join("buyer", 10_000).await;
+    let first = m.sell(seller, 8_000).await;
+    let second = m.sell(seller, 8_000).await;
+    let bid = |listing: i64| Command::OpenThread {
+        actor: buyer,
+        listing,
+        message: None,
+        offer: Some(NewOffer {
+            price: 8_000,
+            expires_in_ms: Some(60_000),
+        }),
+    };
+    m.try_run_at(T0, bid(first.id))
+        .await
+        .expect("the first bid");
+    assert_eq!(
+        store
+            .balance(m.id, buyer, T0 + 59_999)
+            .await
+            .unwrap()
+            .committed_to_offers,
+        8_000
+    );
+    let refused = m
+        .try_run_at(T0 + 59_999, bid(second.id))
+        .await
+        .expect_err("the money is committed");
+    assert_eq!(refused.code, ErrorCode::InsufficientFunds);
+    let later = T0 + 60_000;
+    assert_eq!(
+        store
+            .balance(m.id, buyer, later)
+            .await
+            .unwrap()
+            .committed_to_offers,
+        0
+    );
+    m.try_run_at(later, bid(second.id))
+        .await
+        .expect("the expired bid commits nothing");
+    let b = store.balance(m.id, buyer, later).await.unwrap();
+    assert_eq!((b.committed_to_offers, b.available), (8_000, 2_000));
 }
 
 /// A reputation counts completed deals and the ratings received once revealed (both parties
