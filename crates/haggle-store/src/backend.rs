@@ -1097,6 +1097,9 @@ impl Backend {
         for r in sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
             m.add_deal(deal_row(&r)?);
         }
+        for r in sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
+            m.add_thread(thread_row(&r)?);
+        }
         for r in sqlx::query(sql(format!("SELECT {RATING_COLS} FROM ratings WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
             m.add_rating(rating_row(&r)?);
         }
@@ -1108,11 +1111,14 @@ impl Backend {
         for r in sqlx::query("SELECT id, buyer, price, expires_at FROM offers WHERE market_id = $1 AND state = 'live' AND proposer = buyer").bind(market).fetch_all(&mut *c).await? {
             m.add_bid(r.try_get("id")?, r.try_get("buyer")?, r.try_get("price")?, r.try_get("expires_at")?);
         }
-        for column in ["party_a", "party_b"] {
-            let rows = sqlx::query(sql(format!("SELECT {column} AS party, MAX(seq) AS seq FROM events WHERE market_id = $1 AND {column} IS NOT NULL GROUP BY {column}")))
-                .bind(market).fetch_all(&mut *c).await?;
-            for r in rows {
-                m.saw_event(r.try_get("party")?, r.try_get("seq")?);
+        let rows = sqlx::query("SELECT seq, party_a, party_b FROM events WHERE market_id = $1 AND scope = 'parties' ORDER BY seq")
+            .bind(market).fetch_all(&mut *c).await?;
+        for r in rows {
+            let seq: i64 = r.try_get("seq")?;
+            for column in ["party_a", "party_b"] {
+                if let Some(p) = r.try_get::<Option<i64>, _>(column)? {
+                    m.saw_event(p, seq);
+                }
             }
         }
         Ok(Some(m))
@@ -1242,6 +1248,11 @@ impl Backend {
     }
 
     pub async fn threads(&self, market: i64, party: Option<i64>, listing: Option<i64>, after: i64, limit: u32) -> StoreResult<Vec<Thread>> {
+        if let (Some(p), None) = (party, listing)
+            && let Some(threads) = self.recall(market, |m| m.threads_of(p, after, limit.clamp(1, 500) as usize)).await?
+        {
+            return Ok(threads);
+        }
         let limit = i64::from(limit.clamp(1, 500));
         let filter = |b: &mut sqlx::QueryBuilder<Db>| {
             if let Some(l) = listing {
@@ -1348,11 +1359,11 @@ impl Backend {
     }
 
     pub async fn events(&self, market: i64, viewer: Viewer, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
-        // Most agents, most turns, have nothing new: say so without reading the log.
+        // An agent reads its own feed within a round or two of its events: from memory then.
         if let Viewer::Own(p) = viewer
-            && self.recall(market, |m| m.has_events_after(p, after)).await? == Some(false)
+            && let Some(Some(events)) = self.recall(market, |m| m.events_of(p, after, limit.clamp(1, 10_000) as usize)).await?
         {
-            return Ok(Vec::new());
+            return Ok(events);
         }
         let limit = limit.clamp(1, 10_000) as i64;
         let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE market_id = "));

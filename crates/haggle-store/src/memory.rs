@@ -1,8 +1,8 @@
 //! What a sole-writer store remembers of each market besides its shelves: the market row, its
-//! participants, its deals by party, the ratings each participant received, each participant's
-//! cash and live bids, and the newest event naming each participant. Committed changes are
+//! participants, its deals and threads by party, the ratings each participant received, each participant's
+//! cash and live bids, the seqs of the events naming each participant and the newest events. Committed changes are
 //! applied here after their commit, so the reads agents make on every turn (reputation, own
-//! deals, funds, "anything new for me?") and the buyer's funds every offer checks need no SQL.
+//! deals and threads, funds, "anything new for me?") and the buyer's funds every offer checks need no SQL.
 //!
 //! Every answer must be the one the tables give; the conformance suite runs its behaviours
 //! against a batched store to hold that.
@@ -10,24 +10,30 @@
 use haggle_core::plan::Change;
 use haggle_core::{
     Account, ClockMode, Deal, DealStatus, Event, Funds, Market, OfferState, Participant, Rating,
-    Visibility, lifecycle,
+    Thread, Visibility, lifecycle,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// The newest events kept whole, for the parties' feeds (agents read their news within a round
+/// or two; an older read goes to the table).
+const RECENT_EVENTS: usize = 1 << 17;
 
 /// One market as its tables hold it, for the reads above.
 pub struct MarketMemory {
     market: Market,
     participants: HashMap<i64, Participant>,
     deals: HashMap<i64, Deal>,
-    /// Each participant's deal ids, ascending (a deal between the same participant on both sides
-    /// would be listed twice, as the buyer and seller branches of the SQL read list it).
-    deals_of: HashMap<i64, Vec<i64>>,
+    deals_of: Parties,
+    threads: HashMap<i64, Thread>,
+    threads_of: Parties,
     /// Ratings by ratee, in id order.
     ratings_of: HashMap<i64, Vec<Rating>>,
     /// Ratings given on each deal.
     ratings_on: HashMap<i64, usize>,
-    /// The newest event seq that names each participant as a party.
-    last_event_of: HashMap<i64, i64>,
+    /// The seqs of the events that name each participant as a party, ascending.
+    events_of: HashMap<i64, Vec<i64>>,
+    /// The market's newest events, consecutive by seq.
+    recent: VecDeque<Event>,
     /// Each participant's `available` account balance.
     cash: HashMap<i64, i64>,
     /// Each buyer's live offers made as the buyer: offer id → (price, expires at).
@@ -36,16 +42,46 @@ pub struct MarketMemory {
     bidder: HashMap<i64, i64>,
 }
 
+/// Each participant's row ids of one table, ascending (a row naming the same participant on both
+/// sides would be listed twice, as the two branches of the SQL read list it).
+#[derive(Default)]
+struct Parties(HashMap<i64, Vec<i64>>);
+
+impl Parties {
+    fn add(&mut self, party: i64, id: i64) {
+        let ids = self.0.entry(party).or_default();
+        debug_assert!(
+            ids.last().is_none_or(|&last| last <= id),
+            "rows arrive in id order"
+        );
+        ids.push(id);
+    }
+
+    /// A party's ids above `after`, at most `limit`.
+    fn page(&self, party: i64, after: i64, limit: usize) -> &[i64] {
+        let ids = self.0.get(&party).map_or(&[][..], Vec::as_slice);
+        let start = ids.partition_point(|&id| id <= after);
+        &ids[start..ids.len().min(start.saturating_add(limit))]
+    }
+
+    fn all(&self, party: i64) -> &[i64] {
+        self.page(party, i64::MIN, usize::MAX)
+    }
+}
+
 impl MarketMemory {
     pub fn new(market: Market) -> MarketMemory {
         MarketMemory {
             market,
             participants: HashMap::new(),
             deals: HashMap::new(),
-            deals_of: HashMap::new(),
+            deals_of: Parties::default(),
+            threads: HashMap::new(),
+            threads_of: Parties::default(),
             ratings_of: HashMap::new(),
             ratings_on: HashMap::new(),
-            last_event_of: HashMap::new(),
+            events_of: HashMap::new(),
+            recent: VecDeque::new(),
             cash: HashMap::new(),
             bids: HashMap::new(),
             bidder: HashMap::new(),
@@ -83,14 +119,16 @@ impl MarketMemory {
 
     pub fn add_deal(&mut self, d: Deal) {
         for party in [d.buyer, d.seller] {
-            let ids = self.deals_of.entry(party).or_default();
-            debug_assert!(
-                ids.last().is_none_or(|&last| last <= d.id),
-                "deals arrive in id order"
-            );
-            ids.push(d.id);
+            self.deals_of.add(party, d.id);
         }
         self.deals.insert(d.id, d);
+    }
+
+    pub fn add_thread(&mut self, t: Thread) {
+        for party in [t.owner, t.counterparty] {
+            self.threads_of.add(party, t.id);
+        }
+        self.threads.insert(t.id, t);
     }
 
     pub fn add_rating(&mut self, r: Rating) {
@@ -98,10 +136,17 @@ impl MarketMemory {
         self.ratings_of.entry(r.ratee).or_default().push(r);
     }
 
-    /// Records that event `seq` names `party` (events arrive in seq order, or as a maximum).
+    /// Loading and committing: event `seq` names `party` (events arrive in seq order).
     pub fn saw_event(&mut self, party: i64, seq: i64) {
-        let last = self.last_event_of.entry(party).or_insert(seq);
-        *last = (*last).max(seq);
+        let seqs = self.events_of.entry(party).or_default();
+        debug_assert!(
+            seqs.last().is_none_or(|&last| last <= seq),
+            "events arrive in seq order"
+        );
+        // An event naming the same participant twice is one event of their feed.
+        if seqs.last() != Some(&seq) {
+            seqs.push(seq);
+        }
     }
 
     /// Whether [`MarketMemory::apply`] does anything with this change.
@@ -116,6 +161,8 @@ impl MarketMemory {
                 | Change::SetDealStatus { .. }
                 | Change::InsertRating(_)
                 | Change::InsertOffer(_)
+                | Change::InsertThread(_)
+                | Change::UpdateThread { .. }
                 | Change::SetOfferState { .. }
                 | Change::Transfer(_)
         )
@@ -170,6 +217,23 @@ impl MarketMemory {
                 market_id: m,
                 ..r.clone()
             }),
+            Change::InsertThread(t) => self.add_thread(Thread {
+                market_id: m,
+                ..t.clone()
+            }),
+            Change::UpdateThread {
+                thread,
+                status,
+                offers_made,
+                last_offer_by,
+            } => match self.threads.get_mut(thread) {
+                Some(t) => {
+                    t.status = *status;
+                    t.offers_made = *offers_made;
+                    t.last_offer_by = *last_offer_by;
+                }
+                None => return false,
+            },
             Change::InsertOffer(o) => {
                 if o.state == OfferState::Live && o.proposer == o.buyer {
                     self.add_bid(o.id, o.buyer, o.price, o.expires_at);
@@ -208,12 +272,31 @@ impl MarketMemory {
                     self.saw_event(p, e.seq);
                 }
             }
+            if self.recent.back().is_some_and(|last| last.seq + 1 != e.seq) {
+                // Not the next event: keep only what is consecutive from here.
+                self.recent.clear();
+            }
+            if self.recent.len() == RECENT_EVENTS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(e.clone());
         }
     }
 
-    /// Whether an event after `after` names `party` (the "mine" feed has something new).
-    pub fn has_events_after(&self, party: i64, after: i64) -> bool {
-        self.last_event_of.get(&party).is_some_and(|&s| s > after)
+    /// The events naming `party` after seq `after`, at most `limit`; `None` when some of them
+    /// are older than the events kept whole (the table has them).
+    pub fn events_of(&self, party: i64, after: i64, limit: usize) -> Option<Vec<Event>> {
+        let seqs = self.events_of.get(&party).map_or(&[][..], Vec::as_slice);
+        let start = seqs.partition_point(|&s| s <= after);
+        let page = &seqs[start..seqs.len().min(start.saturating_add(limit))];
+        let oldest = self.recent.front().map_or(i64::MAX, |e| e.seq);
+        page.iter()
+            .map(|&seq| {
+                let e = self.recent.get(usize::try_from(seq - oldest).ok()?)?;
+                debug_assert_eq!(e.seq, seq);
+                (e.seq == seq).then(|| e.clone())
+            })
+            .collect()
     }
 
     /// A buyer's money at market time `now`, as the store sums it from its tables.
@@ -232,9 +315,8 @@ impl MarketMemory {
         };
         for d in self
             .deals_of
-            .get(&p)
-            .into_iter()
-            .flatten()
+            .all(p)
+            .iter()
             .map(|id| &self.deals[id])
             .filter(|d| d.buyer == p)
         {
@@ -253,14 +335,19 @@ impl MarketMemory {
 
     /// A party's deals with id above `after`, ascending, at most `limit`.
     pub fn deals_of(&self, party: i64, after: i64, limit: usize) -> Vec<Deal> {
-        let Some(ids) = self.deals_of.get(&party) else {
-            return Vec::new();
-        };
-        let start = ids.partition_point(|&id| id <= after);
-        ids[start..]
+        self.deals_of
+            .page(party, after, limit)
             .iter()
-            .take(limit)
             .map(|id| self.deals[id].clone())
+            .collect()
+    }
+
+    /// A party's threads with id above `after`, ascending, at most `limit`.
+    pub fn threads_of(&self, party: i64, after: i64, limit: usize) -> Vec<Thread> {
+        self.threads_of
+            .page(party, after, limit)
+            .iter()
+            .map(|id| self.threads[id].clone())
             .collect()
     }
 
@@ -387,14 +474,43 @@ mod tests {
         assert_eq!(r.completed_deals, 1);
     }
 
+    fn event(seq: i64, visibility: Visibility) -> Event {
+        Event {
+            market_id: 1,
+            seq,
+            at: 0,
+            kind: "k".into(),
+            actor: None,
+            visibility,
+            payload: serde_json::json!({"seq": seq}),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
     #[test]
-    fn the_mine_feed_has_news_only_after_an_event_naming_the_party() {
+    fn a_partys_feed_is_its_events_in_order_while_they_are_kept() {
         let mut m = MarketMemory::new(market());
-        m.saw_event(10, 5);
-        m.saw_event(10, 3);
-        assert!(m.has_events_after(10, 4));
-        assert!(!m.has_events_after(10, 5));
-        assert!(!m.has_events_after(11, 0));
+        m.saw_event(10, 1);
+        let events: Vec<Event> = (2..=5)
+            .map(|seq| match seq {
+                3 => event(seq, Visibility::Public),
+                4 => event(seq, Visibility::Parties(vec![10, 10])),
+                _ => event(seq, Visibility::Parties(vec![10, 20])),
+            })
+            .collect();
+        m.committed(&events, 0);
+        let seqs = |v: Option<Vec<Event>>| v.map(|v| v.iter().map(|e| e.seq).collect::<Vec<_>>());
+        assert_eq!(
+            seqs(m.events_of(10, 1, 10)),
+            Some(vec![2, 4, 5]),
+            "once each"
+        );
+        assert_eq!(seqs(m.events_of(10, 2, 1)), Some(vec![4]));
+        assert_eq!(seqs(m.events_of(20, 0, 10)), Some(vec![2, 5]));
+        assert_eq!(seqs(m.events_of(10, 5, 10)), Some(vec![]));
+        assert_eq!(m.events_of(10, 0, 10), None, "seq 1 was not kept whole");
+        assert_eq!(seqs(m.events_of(11, 0, 10)), Some(vec![]));
     }
 
     #[test]

@@ -3237,6 +3237,24 @@ async fn reputation_own_deals_and_news_follow_every_commit(db: Db) {
         let o = m.bid(buyer, l.id, price).await;
         deals.push(m.deal(seller, o.id).await);
     }
+    let threads = store
+        .threads(m.id, Some(seller), None, 0, 500)
+        .await
+        .unwrap();
+    assert_eq!(threads.len(), 3);
+    assert!(
+        threads
+            .iter()
+            .all(|t| t.status == ThreadStatus::Agreed && t.offers_made == 1),
+        "{threads:?}"
+    );
+    assert!(
+        store
+            .threads(m.id, Some(stranger), None, 0, 500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let news = store
         .events(m.id, Viewer::Own(buyer), after, 100)
         .await
@@ -3338,6 +3356,20 @@ async fn reputation_own_deals_and_news_follow_every_commit(db: Db) {
             fresh.participant(m.id, p).await.unwrap(),
             store.participant(m.id, p).await.unwrap()
         );
+        let threads = store.threads(m.id, Some(p), None, 0, 500).await.unwrap();
+        assert_eq!(
+            fresh.threads(m.id, Some(p), None, 0, 500).await.unwrap(),
+            threads
+        );
+        if let Some(first) = threads.first() {
+            assert_eq!(
+                store
+                    .threads(m.id, Some(p), None, first.id, 1)
+                    .await
+                    .unwrap(),
+                threads[1..threads.len().min(2)].to_vec()
+            );
+        }
         let last = m.events(Viewer::Own(p)).await.last().map_or(0, |e| e.seq);
         for after in [0, last - 1, last] {
             assert_eq!(
