@@ -66,6 +66,8 @@ pub struct Agent<C: MarketClient> {
     pending: bool,
     awake: bool,
     synced: bool,
+    /// `has_news` said yes and no turn has read the news yet: the turn need not ask again.
+    news: bool,
 }
 
 fn item_listing(item: &crate::profile::SellItem, price: i64) -> NewListing {
@@ -136,6 +138,7 @@ impl<C: MarketClient> Agent<C> {
             pending: true,
             awake: false,
             synced: false,
+            news: false,
         }
     }
 
@@ -217,6 +220,7 @@ impl<C: MarketClient> Agent<C> {
         }
         let me = self.me();
         let mut new_events = Vec::new();
+        self.news = false;
         for _ in 0..MAX_EVENT_PAGES {
             let page = self.client.events(self.last_seq, 1000, true).await?;
             let done = page.events.len() < 1000;
@@ -461,12 +465,16 @@ impl<C: MarketClient> Agent<C> {
     }
 
     /// Whether something visible to the agent happened since its last turn (event-driven wake-up).
-    pub async fn has_news(&self) -> bool {
-        self.client
-            .events(self.last_seq, 1, true)
-            .await
-            .map(|p| !p.events.is_empty())
-            .unwrap_or(true)
+    pub async fn has_news(&mut self) -> bool {
+        if !self.news {
+            self.news = self
+                .client
+                .events(self.last_seq, 1, true)
+                .await
+                .map(|p| !p.events.is_empty())
+                .unwrap_or(true);
+        }
+        self.news
     }
 
     /// Actions that were not refused, over the agent's life.
