@@ -50,6 +50,11 @@ pub mod sqlite {
             // instead of every 4 MB writes each page to the database file once per round or so
             // (measured: the commits of a 10,000-participant simulation 14 -> 7 s).
             pragmas.push(("wal_autocheckpoint", "50000"));
+            // A batch keeps the pages it dirtied in the page cache until its commit; with the
+            // server's 16 MB a simulation's round-long batch spills them to the WAL and rewrites
+            // them. 256 MB holds a 10,000-participant round.
+            pragmas.retain(|(k, _)| *k != "cache_size");
+            pragmas.push(("cache_size", "-262144"));
         }
         let options = Options {
             path: (!memory).then(|| std::path::PathBuf::from(path)),

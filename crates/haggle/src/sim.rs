@@ -16,8 +16,10 @@ use std::sync::Arc;
 
 /// Commands per commit of a simulation's SQLite database (group commit): a commit costs page
 /// writes to the WAL, and consecutive commands touch the same pages (the market's head, the
-/// event log's tail), so a batch writes them once.
-const COMMANDS_PER_COMMIT: usize = 1024;
+/// event log's tail, index pages), so a batch writes them once. The end of every round commits
+/// too, so in practice a batch is a round (measured at 10,000 participants: 1,024 commands per
+/// commit 87 s, 8,192 73 s, a round 68 s).
+const COMMANDS_PER_COMMIT: usize = 65536;
 
 /// 2026-01-05 09:00 UTC: every simulated market starts here, so runs replay exactly.
 pub const SIM_START_MS: i64 = 1_767_603_600_000;
