@@ -388,9 +388,9 @@ async fn load_buyer(b: &Backend, c: &mut Conn, s: &mut Scene, counterparty: i64)
 }
 
 /// Loads a deal and its listing into the scene; `None` when the deal does not exist.
-async fn load_deal(c: &mut Conn, s: &mut Scene, deal: i64) -> StoreResult<Option<()>> {
-    let Some(d) = get_deal(c, s.market.id, deal).await? else { return Ok(None) };
-    s.listing = get_listing(c, s.market.id, d.listing_id).await?;
+async fn load_deal(b: &Backend, c: &mut Conn, s: &mut Scene, deal: i64) -> StoreResult<Option<()>> {
+    let Some(d) = deal_in(b, c, s.market.id, deal).await? else { return Ok(None) };
+    s.listing = listing_in(b, c, s.market.id, d.listing_id).await?;
     s.deal = Some(d);
     Ok(Some(()))
 }
@@ -418,6 +418,37 @@ async fn funds_in(b: &Backend, c: &mut Conn, market: i64, p: i64, now: i64) -> S
     match b.remembered(market, |m| m.funds(p, now)) {
         Some(f) => Ok(f),
         None => funds(c, market, p, now).await,
+    }
+}
+
+/// A listing, from the shelves when its market is shelved. (Scene reads only: a command's own
+/// changes reach memory after its commit.)
+async fn listing_in(b: &Backend, c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Listing>> {
+    match b.shelved(market, |s| s.rows(&[id])) {
+        Some(Some(mut rows)) => Ok(rows.pop()),
+        _ => get_listing(c, market, id).await,
+    }
+}
+
+async fn thread_in(b: &Backend, c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Thread>> {
+    match b.remembered(market, |m| m.thread(id).cloned()) {
+        Some(t) => Ok(t),
+        None => get_thread(c, market, id).await,
+    }
+}
+
+/// `counterparty`'s thread on `listing`.
+async fn thread_of_in(b: &Backend, c: &mut Conn, market: i64, listing: i64, counterparty: i64) -> StoreResult<Option<Thread>> {
+    match b.remembered(market, |m| m.thread_on(listing, counterparty)) {
+        Some(t) => Ok(t),
+        None => thread_of(c, market, listing, counterparty).await,
+    }
+}
+
+async fn deal_in(b: &Backend, c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Deal>> {
+    match b.remembered(market, |m| m.deal(id).cloned()) {
+        Some(d) => Ok(d),
+        None => get_deal(c, market, id).await,
     }
 }
 
@@ -450,14 +481,14 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
         }
         Command::CreateListing { listing, .. } => rules::create_listing(&mut s, plan, listing).map(Outcome::Listing),
         Command::WithdrawListing { listing, .. } => {
-            s.listing = Some(need!(get_listing(c, m, listing).await?, "listing {listing} not found"));
+            s.listing = Some(need!(listing_in(b, c, m, listing).await?, "listing {listing} not found"));
             s.listing_live_offers = listing_live_offers(c, m, listing).await?;
             s.listing_open_threads = listing_open_threads(c, m, listing).await?;
             rules::withdraw_listing(&mut s, plan).map(|_| Outcome::Done)
         }
         Command::OpenThread { actor, listing, message, offer } => {
-            s.listing = Some(need!(get_listing(c, m, listing).await?, "listing {listing} not found"));
-            s.thread = thread_of(c, m, listing, actor).await?;
+            s.listing = Some(need!(listing_in(b, c, m, listing).await?, "listing {listing} not found"));
+            s.thread = thread_of_in(b, c, m, listing, actor).await?;
             if let Some(t) = &s.thread {
                 s.live_offer = live_offer_in(c, m, t.id).await?;
             }
@@ -472,12 +503,12 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             })()
         }
         Command::PostMessage { thread, body, .. } => {
-            s.thread = Some(need!(get_thread(c, m, thread).await?, "thread {thread} not found"));
+            s.thread = Some(need!(thread_in(b, c, m, thread).await?, "thread {thread} not found"));
             rules::post_message(&mut s, plan, &body).map(Outcome::Message)
         }
         Command::MakeOffer { thread, offer, .. } => {
-            let t = need!(get_thread(c, m, thread).await?, "thread {thread} not found");
-            s.listing = get_listing(c, m, t.listing_id).await?;
+            let t = need!(thread_in(b, c, m, thread).await?, "thread {thread} not found");
+            s.listing = listing_in(b, c, m, t.listing_id).await?;
             s.live_offer = live_offer_in(c, m, t.id).await?;
             let counterparty = t.counterparty;
             s.thread = Some(t);
@@ -486,8 +517,8 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
         }
         Command::AcceptOffer { offer, .. } => {
             let o = need!(get_offer(c, m, offer).await?, "offer {offer} not found");
-            let t = need!(get_thread(c, m, o.thread_id).await?, "thread {} not found", o.thread_id);
-            s.listing = get_listing(c, m, o.listing_id).await?;
+            let t = need!(thread_in(b, c, m, o.thread_id).await?, "thread {} not found", o.thread_id);
+            s.listing = listing_in(b, c, m, o.listing_id).await?;
             s.listing_live_offers = listing_live_offers(c, m, o.listing_id).await?;
             s.listing_open_threads = listing_open_threads(c, m, o.listing_id).await?;
             let counterparty = t.counterparty;
@@ -498,7 +529,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
         }
         Command::RejectOffer { offer, .. } | Command::WithdrawOffer { offer, .. } => {
             let o = need!(get_offer(c, m, offer).await?, "offer {offer} not found");
-            s.thread = get_thread(c, m, o.thread_id).await?;
+            s.thread = thread_in(b, c, m, o.thread_id).await?;
             s.offer = Some(o);
             if matches!(cmd, Command::RejectOffer { .. }) {
                 rules::reject_offer(&mut s, plan).map(|_| Outcome::Done)
@@ -507,41 +538,41 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             }
         }
         Command::WalkAway { thread, .. } => {
-            let t = need!(get_thread(c, m, thread).await?, "thread {thread} not found");
+            let t = need!(thread_in(b, c, m, thread).await?, "thread {thread} not found");
             s.live_offer = live_offer_in(c, m, t.id).await?;
             s.thread = Some(t);
             rules::walk_away(&mut s, plan).map(|_| Outcome::Done)
         }
         Command::HandOver { deal, note, .. } => {
-            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::hand_over(&mut s, plan, note.as_deref()).map(Outcome::DealUpdated)
         }
         Command::ConfirmReceipt { deal, .. } => {
-            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::confirm_receipt(&mut s, plan).map(|_| Outcome::DealChanged(deal))
         }
         Command::CancelDeal { deal, reason, .. } => {
-            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::cancel(&mut s, plan, reason.as_deref()).map(|_| Outcome::DealChanged(deal))
         }
         Command::Dispute { deal, reason, .. } => {
-            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::dispute(&mut s, plan, &reason).map(|_| Outcome::DealChanged(deal))
         }
         Command::AddEvidence { deal, body, .. } => {
-            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::add_evidence(&mut s, plan, &body).map(Outcome::Note)
         }
         Command::ResolveDispute { deal, ruling, note, .. } => {
-            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::resolve(&mut s, plan, ruling, &note).map(|_| Outcome::DealChanged(deal))
         }
         Command::DecideApproval { deal, approve, .. } => {
-            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::decide_approval(&mut s, plan, approve).map(|_| Outcome::DealChanged(deal))
         }
         Command::Rate { deal, score, comment, .. } => {
-            need!(load_deal(c, &mut s, deal).await?, "deal {deal} not found");
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             s.ratings = deal_ratings(c, m, deal).await?;
             lifecycle::rate(&mut s, plan, score, &comment).map(Outcome::Rating)
         }
@@ -1058,6 +1089,11 @@ impl Backend {
             all.commits += 1;
             all.markets.remove(&market);
         }
+    }
+
+    /// `read` answered from the market's shelves if they are loaded already.
+    fn shelved<T>(&self, market: i64, read: impl FnOnce(&MarketShelves) -> T) -> Option<T> {
+        self.shelves()?.markets.get(&market).map(read)
     }
 
     /// `read` answered from the market's memory if it is remembered already (it is never read

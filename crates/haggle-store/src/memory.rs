@@ -342,6 +342,24 @@ impl MarketMemory {
             .collect()
     }
 
+    pub fn thread(&self, id: i64) -> Option<&Thread> {
+        self.threads.get(&id)
+    }
+
+    /// `counterparty`'s thread on `listing` (there is at most one).
+    pub fn thread_on(&self, listing: i64, counterparty: i64) -> Option<Thread> {
+        self.threads_of
+            .all(counterparty)
+            .iter()
+            .map(|id| &self.threads[id])
+            .find(|t| t.listing_id == listing && t.counterparty == counterparty)
+            .cloned()
+    }
+
+    pub fn deal(&self, id: i64) -> Option<&Deal> {
+        self.deals.get(&id)
+    }
+
     /// A party's threads with id above `after`, ascending, at most `limit`.
     pub fn threads_of(&self, party: i64, after: i64, limit: usize) -> Vec<Thread> {
         self.threads_of
