@@ -358,10 +358,16 @@ async fn get_offer(c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Off
 async fn live_offer_in(c: &mut Conn, market: i64, thread: i64) -> StoreResult<Option<Offer>> {
     let rows = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND thread_id = $2 AND state = 'live' ORDER BY id")))
         .bind(market).bind(thread).fetch_all(&mut *c).await?;
-    if rows.len() > 1 {
-        return Err(StoreError::Invariant(format!("thread {thread} has {} live offers", rows.len())));
+    let live = rows.iter().map(offer_row).collect::<StoreResult<Vec<_>>>()?;
+    the_live_offer(thread, live)
+}
+
+/// Asserts where the data is read back: a thread has at most one live offer.
+fn the_live_offer(thread: i64, mut live: Vec<Offer>) -> StoreResult<Option<Offer>> {
+    if live.len() > 1 {
+        return Err(StoreError::Invariant(format!("thread {thread} has {} live offers", live.len())));
     }
-    rows.first().map(offer_row).transpose()
+    Ok(live.pop())
 }
 
 async fn listing_live_offers(c: &mut Conn, market: i64, listing: i64) -> StoreResult<Vec<Offer>> {
@@ -445,6 +451,14 @@ async fn thread_of_in(b: &Backend, c: &mut Conn, market: i64, listing: i64, coun
     }
 }
 
+/// A thread's live offer, from memory in a simulation's store.
+async fn live_offer_of(b: &Backend, c: &mut Conn, market: i64, thread: i64) -> StoreResult<Option<Offer>> {
+    match b.remembered(market, |m| m.live_offers_in(thread)) {
+        Some(live) => the_live_offer(thread, live),
+        None => live_offer_in(c, market, thread).await,
+    }
+}
+
 async fn deal_in(b: &Backend, c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Deal>> {
     match b.remembered(market, |m| m.deal(id).cloned()) {
         Some(d) => Ok(d),
@@ -490,7 +504,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             s.listing = Some(need!(listing_in(b, c, m, listing).await?, "listing {listing} not found"));
             s.thread = thread_of_in(b, c, m, listing, actor).await?;
             if let Some(t) = &s.thread {
-                s.live_offer = live_offer_in(c, m, t.id).await?;
+                s.live_offer = live_offer_of(b, c, m, t.id).await?;
             }
             load_buyer(b, c, &mut s, actor).await?;
             (|| {
@@ -509,7 +523,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
         Command::MakeOffer { thread, offer, .. } => {
             let t = need!(thread_in(b, c, m, thread).await?, "thread {thread} not found");
             s.listing = listing_in(b, c, m, t.listing_id).await?;
-            s.live_offer = live_offer_in(c, m, t.id).await?;
+            s.live_offer = live_offer_of(b, c, m, t.id).await?;
             let counterparty = t.counterparty;
             s.thread = Some(t);
             load_buyer(b, c, &mut s, counterparty).await?;
@@ -539,7 +553,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
         }
         Command::WalkAway { thread, .. } => {
             let t = need!(thread_in(b, c, m, thread).await?, "thread {thread} not found");
-            s.live_offer = live_offer_in(c, m, t.id).await?;
+            s.live_offer = live_offer_of(b, c, m, t.id).await?;
             s.thread = Some(t);
             rules::walk_away(&mut s, plan).map(|_| Outcome::Done)
         }
@@ -1136,6 +1150,12 @@ impl Backend {
         for r in sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
             m.add_thread(thread_row(&r)?);
         }
+        for r in sqlx::query(sql(format!("SELECT {MESSAGE_COLS} FROM messages WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
+            m.add_message(message_row(&r)?);
+        }
+        for r in sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
+            m.add_offer(offer_row(&r)?);
+        }
         for r in sqlx::query(sql(format!("SELECT {RATING_COLS} FROM ratings WHERE market_id = $1 ORDER BY id"))).bind(market).fetch_all(&mut *c).await? {
             m.add_rating(rating_row(&r)?);
         }
@@ -1143,9 +1163,6 @@ impl Backend {
             let key: String = r.try_get("account")?;
             let account = Account::parse(&key).ok_or_else(|| StoreError::Corrupt(format!("account '{key}'")))?;
             m.add_balance(account, r.try_get("balance")?);
-        }
-        for r in sqlx::query("SELECT id, buyer, price, expires_at FROM offers WHERE market_id = $1 AND state = 'live' AND proposer = buyer").bind(market).fetch_all(&mut *c).await? {
-            m.add_bid(r.try_get("id")?, r.try_get("buyer")?, r.try_get("price")?, r.try_get("expires_at")?);
         }
         let rows = sqlx::query("SELECT seq, party_a, party_b FROM events WHERE market_id = $1 AND scope = 'parties' ORDER BY seq")
             .bind(market).fetch_all(&mut *c).await?;
@@ -1274,6 +1291,9 @@ impl Backend {
     }
 
     pub async fn thread(&self, market: i64, id: i64) -> StoreResult<Option<ThreadDetail>> {
+        if let Some(Some(detail)) = self.recall(market, |m| m.thread_detail(id)).await? {
+            return Ok(Some(detail));
+        }
         let mut c = self.pool.acquire().await?;
         let Some(thread) = get_thread(&mut c, market, id).await? else { return Ok(None) };
         let messages = sqlx::query(sql(format!("SELECT {MESSAGE_COLS} FROM messages WHERE market_id = $1 AND thread_id = $2 ORDER BY id LIMIT 1000")))

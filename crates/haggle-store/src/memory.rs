@@ -1,5 +1,5 @@
 //! What a sole-writer store remembers of each market besides its shelves: the market row, its
-//! participants, its deals and threads by party, the ratings each participant received, each participant's
+//! participants, its deals and threads by party (with each thread's messages and offers), the ratings each participant received, each participant's
 //! cash and live bids, the seqs of the events naming each participant and the newest events. Committed changes are
 //! applied here after their commit, so the reads agents make on every turn (reputation, own
 //! deals and threads, funds, "anything new for me?") and the buyer's funds every offer checks need no SQL.
@@ -9,8 +9,8 @@
 
 use haggle_core::plan::Change;
 use haggle_core::{
-    Account, ClockMode, Deal, DealStatus, Event, Funds, Market, OfferState, Participant, Rating,
-    Thread, Visibility, lifecycle,
+    Account, ClockMode, Deal, DealStatus, Event, Funds, Market, Message, Offer, OfferState,
+    Participant, Rating, Thread, ThreadDetail, Visibility, lifecycle,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -26,6 +26,10 @@ pub struct MarketMemory {
     deals_of: Parties,
     threads: HashMap<i64, Thread>,
     threads_of: Parties,
+    /// Each thread's messages and offers, in id order.
+    messages_in: HashMap<i64, Vec<Message>>,
+    offers: HashMap<i64, Offer>,
+    offers_in: HashMap<i64, Vec<i64>>,
     /// Ratings by ratee, in id order.
     ratings_of: HashMap<i64, Vec<Rating>>,
     /// Ratings given on each deal.
@@ -78,6 +82,9 @@ impl MarketMemory {
             deals_of: Parties::default(),
             threads: HashMap::new(),
             threads_of: Parties::default(),
+            messages_in: HashMap::new(),
+            offers: HashMap::new(),
+            offers_in: HashMap::new(),
             ratings_of: HashMap::new(),
             ratings_on: HashMap::new(),
             events_of: HashMap::new(),
@@ -124,6 +131,18 @@ impl MarketMemory {
         self.deals.insert(d.id, d);
     }
 
+    pub fn add_message(&mut self, msg: Message) {
+        self.messages_in.entry(msg.thread_id).or_default().push(msg);
+    }
+
+    pub fn add_offer(&mut self, o: Offer) {
+        if o.state == OfferState::Live && o.proposer == o.buyer {
+            self.add_bid(o.id, o.buyer, o.price, o.expires_at);
+        }
+        self.offers_in.entry(o.thread_id).or_default().push(o.id);
+        self.offers.insert(o.id, o);
+    }
+
     pub fn add_thread(&mut self, t: Thread) {
         for party in [t.owner, t.counterparty] {
             self.threads_of.add(party, t.id);
@@ -162,6 +181,7 @@ impl MarketMemory {
                 | Change::InsertRating(_)
                 | Change::InsertOffer(_)
                 | Change::InsertThread(_)
+                | Change::InsertMessage(_)
                 | Change::UpdateThread { .. }
                 | Change::SetOfferState { .. }
                 | Change::Transfer(_)
@@ -234,13 +254,21 @@ impl MarketMemory {
                 }
                 None => return false,
             },
-            Change::InsertOffer(o) => {
-                if o.state == OfferState::Live && o.proposer == o.buyer {
-                    self.add_bid(o.id, o.buyer, o.price, o.expires_at);
-                }
-            }
+            Change::InsertMessage(msg) => self.add_message(Message {
+                market_id: m,
+                ..msg.clone()
+            }),
+            Change::InsertOffer(o) => self.add_offer(Offer {
+                market_id: m,
+                ..o.clone()
+            }),
             // The table changes only a live offer's state.
             Change::SetOfferState { offer, state, .. } => {
+                match self.offers.get_mut(offer) {
+                    Some(o) if o.state == OfferState::Live => o.state = *state,
+                    Some(_) => {}
+                    None => return false,
+                }
                 if *state != OfferState::Live
                     && let Some(buyer) = self.bidder.remove(offer)
                     && let Some(b) = self.bids.get_mut(&buyer)
@@ -354,6 +382,41 @@ impl MarketMemory {
             .map(|id| &self.threads[id])
             .find(|t| t.listing_id == listing && t.counterparty == counterparty)
             .cloned()
+    }
+
+    /// A thread with its first 1,000 messages and offers, as the store reads it.
+    pub fn thread_detail(&self, id: i64) -> Option<ThreadDetail> {
+        let thread = self.threads.get(&id)?.clone();
+        let messages = self
+            .messages_in
+            .get(&id)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .take(1000)
+            .cloned()
+            .collect();
+        let offers = self.offers_in(id).take(1000).cloned().collect();
+        Some(ThreadDetail {
+            thread,
+            messages,
+            offers,
+        })
+    }
+
+    fn offers_in(&self, thread: i64) -> impl Iterator<Item = &Offer> {
+        self.offers_in
+            .get(&thread)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|id| &self.offers[id])
+    }
+
+    /// A thread's live offers (the rules allow at most one).
+    pub fn live_offers_in(&self, thread: i64) -> Vec<Offer> {
+        self.offers_in(thread)
+            .filter(|o| o.state == OfferState::Live)
+            .cloned()
+            .collect()
     }
 
     pub fn deal(&self, id: i64) -> Option<&Deal> {

@@ -3361,6 +3361,14 @@ async fn reputation_own_deals_and_news_follow_every_commit(db: Db) {
             fresh.threads(m.id, Some(p), None, 0, 500).await.unwrap(),
             threads
         );
+        for t in &threads {
+            let detail = store.thread(m.id, t.id).await.unwrap().expect("the thread");
+            assert!(
+                !detail.offers.is_empty(),
+                "each thread opened with an offer"
+            );
+            assert_eq!(fresh.thread(m.id, t.id).await.unwrap(), Some(detail));
+        }
         if let Some(first) = threads.first() {
             assert_eq!(
                 store
