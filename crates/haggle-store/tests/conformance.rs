@@ -1002,61 +1002,44 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
                 }
             }
             for (q, min, max, owner, status) in cases {
-                // An owner's listings in every category and on both sides.
-                for sort in [ListingSort::Cheapest, ListingSort::Newest] {
-                    let Some(o) = owner else { break };
-                    let want = expected(&all, sort, |l| {
-                        l.status == status.unwrap_or(ListingStatus::Active)
-                            && l.owner == o
-                            && min.is_none_or(|x| l.price >= x)
-                            && max.is_none_or(|x| l.price <= x)
-                            && q.unwrap_or("")
-                                .split_whitespace()
-                                .all(|w| text(l).contains(&w.to_lowercase()))
-                    });
-                    for limit in [3, 500] {
-                        let query = ListingQuery {
-                            q: q.map(str::to_string),
-                            min_price: min,
-                            max_price: max,
-                            owner,
-                            status,
-                            sort,
-                            limit: Some(limit),
-                            ..ListingQuery::default()
-                        };
-                        assert_eq!(search_all(&m, &query).await, want, "{query:?}");
-                    }
+                // A category and a side (one shelf), or an owner's listings in every category
+                // and on both sides.
+                let mut scopes: Vec<(Option<&str>, Option<Side>)> = Vec::new();
+                if owner.is_some() {
+                    scopes.push((None, None));
                 }
                 for category in ["bikes", " BOOKS "] {
                     for side in [Side::Sell, Side::Buy] {
-                        for sort in [ListingSort::Cheapest, ListingSort::Newest] {
-                            let want = expected(&all, sort, |l| {
-                                l.status == status.unwrap_or(ListingStatus::Active)
-                                    && l.category == category.trim().to_lowercase()
-                                    && l.side == side
-                                    && min.is_none_or(|x| l.price >= x)
-                                    && max.is_none_or(|x| l.price <= x)
-                                    && owner.is_none_or(|o| l.owner == o)
-                                    && q.unwrap_or("")
-                                        .split_whitespace()
-                                        .all(|w| text(l).contains(&w.to_lowercase()))
-                            });
-                            for limit in [3, 500] {
-                                let query = ListingQuery {
-                                    q: q.map(str::to_string),
-                                    category: Some(category.into()),
-                                    side: Some(side),
-                                    min_price: min,
-                                    max_price: max,
-                                    owner,
-                                    status,
-                                    sort,
-                                    limit: Some(limit),
-                                    ..ListingQuery::default()
-                                };
-                                assert_eq!(search_all(&m, &query).await, want, "{query:?}");
-                            }
+                        scopes.push((Some(category), Some(side)));
+                    }
+                }
+                for (category, side) in scopes {
+                    for sort in [ListingSort::Cheapest, ListingSort::Newest] {
+                        let want = expected(&all, sort, |l| {
+                            l.status == status.unwrap_or(ListingStatus::Active)
+                                && category.is_none_or(|c| l.category == c.trim().to_lowercase())
+                                && side.is_none_or(|s| l.side == s)
+                                && min.is_none_or(|x| l.price >= x)
+                                && max.is_none_or(|x| l.price <= x)
+                                && owner.is_none_or(|o| l.owner == o)
+                                && q.unwrap_or("")
+                                    .split_whitespace()
+                                    .all(|w| text(l).contains(&w.to_lowercase()))
+                        });
+                        for limit in [3, 500] {
+                            let query = ListingQuery {
+                                q: q.map(str::to_string),
+                                category: category.map(Into::into),
+                                side,
+                                min_price: min,
+                                max_price: max,
+                                owner,
+                                status,
+                                sort,
+                                limit: Some(limit),
+                                ..ListingQuery::default()
+                            };
+                            assert_eq!(search_all(&m, &query).await, want, "{query:?}");
                         }
                     }
                 }
