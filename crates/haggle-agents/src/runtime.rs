@@ -9,7 +9,7 @@ use crate::leaks::PrivateNumbers;
 use crate::profile::Profile;
 use crate::tools::{self, ToolError};
 use haggle_api::ErrorBody;
-use haggle_api::haggle_core::{Deal, DealStatus, Listing, ListingStatus, Side, ThreadStatus};
+use haggle_api::haggle_core::{Deal, Listing, ListingStatus, Side, ThreadStatus};
 use haggle_api::{
     ClientError, ListingQuery, ListingSort, MakeOffer, MarketClient, NewListing, OpenThread,
 };
@@ -111,10 +111,7 @@ fn thread_of_event(p: &serde_json::Value) -> Option<i64> {
 
 /// Deals that count as bought or sold (not undone).
 fn counts(d: &Deal) -> bool {
-    !matches!(
-        d.status,
-        DealStatus::Cancelled | DealStatus::Declined | DealStatus::Refunded
-    )
+    d.status.is_spent()
 }
 
 impl<C: MarketClient> Agent<C> {

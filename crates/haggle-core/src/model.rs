@@ -74,6 +74,15 @@ impl DealStatus {
                 | DealStatus::Disputed
         )
     }
+
+    /// States in which the deal counts as bought and sold, against the buyer's spend cap: all
+    /// but the undone ones (cancelled, declined, refunded).
+    pub fn is_spent(self) -> bool {
+        !matches!(
+            self,
+            DealStatus::Cancelled | DealStatus::Declined | DealStatus::Refunded
+        )
+    }
 }
 
 /// The per-market rules of the spec. Durations are in milliseconds of the market clock.

@@ -50,13 +50,6 @@ struct Shelves {
     changes: u64,
 }
 
-/// A committed change to a listing, for the shelves.
-enum ShelfChange {
-    Insert(Box<Listing>),
-    Status(i64, &'static str),
-    FirstOffer(i64, i64),
-}
-
 /// The write-locked head of a market: the counters every command allocates from.
 struct Head {
     market: Market,
@@ -430,8 +423,8 @@ async fn funds_in(b: &Backend, c: &mut Conn, market: i64, p: i64, now: i64) -> S
 /// A listing, from the shelves when its market is shelved. (Scene reads only: a command's own
 /// changes reach memory after its commit.)
 async fn listing_in(b: &Backend, c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Listing>> {
-    match b.shelved(market, |s| s.rows(&[id])) {
-        Some(Some(mut rows)) => Ok(rows.pop()),
+    match b.shelved(market, |s| s.row(id).cloned()) {
+        Some(Some(l)) => Ok(Some(l)),
         _ => get_listing(c, market, id).await,
     }
 }
@@ -790,8 +783,6 @@ async fn insert_event(c: &mut Conn, e: &Event) -> StoreResult<()> {
     Ok(())
 }
 
-/// A search's cursor as (price, id): `id` after newest first (price 0), `price:id` after
-/// cheapest first.
 /// A page of a search that read up to `limit + 1` listings in its order: the extra one only says
 /// there is more, and the last listing shown is where the next page starts.
 fn listing_page(mut items: Vec<Listing>, sort: ListingSort, limit: usize) -> Page<Listing> {
@@ -807,6 +798,8 @@ fn listing_page(mut items: Vec<Listing>, sort: ListingSort, limit: usize) -> Pag
     Page { items, next_cursor }
 }
 
+/// A search's cursor as (price, id): `id` after newest first (price 0), `price:id` after
+/// cheapest first.
 fn listing_cursor(q: &ListingQuery) -> StoreResult<Option<(i64, i64)>> {
     let bad_cursor = || StoreError::Corrupt("bad cursor".into());
     let Some(c) = &q.cursor else { return Ok(None) };
@@ -947,8 +940,8 @@ impl Backend {
             tx.rollback().await?;
             return Ok(if hash == i.request_hash { Ran::Replayed(resp) } else { Ran::Conflict });
         }
-        let mut shelf_changes = Vec::new();
-        let mut remembered: Option<(Vec<Change>, i64)> = None;
+        // What the store keeps in memory follows the committed plan: its changes and clock.
+        let mut kept: Option<(Vec<Change>, i64)> = None;
         let (result, events) = match head.as_ref().map(market_row).transpose()? {
             None => (Err(DomainError::not_found(format!("market {market_id} not found"))), Vec::new()),
             Some(head) => {
@@ -956,16 +949,9 @@ impl Backend {
                 let mut plan = Plan::new(market_id, now, head.next_id);
                 match execute(self, &mut tx, &head, now, cmd, &mut plan).await? {
                     Ok(out) => {
-                        if self.shelves.is_some() {
-                            shelf_changes = plan.changes.iter().filter_map(|ch| match ch {
-                                Change::InsertListing(l) => Some(ShelfChange::Insert(Box::new(Listing { market_id, ..l.clone() }))),
-                                Change::SetListingStatus { listing, status } => Some(ShelfChange::Status(*listing, status.as_str())),
-                                Change::SetListingFirstOffer { listing, at } => Some(ShelfChange::FirstOffer(*listing, *at)),
-                                _ => None,
-                            }).collect();
-                        }
                         if self.memory.is_some() && !plan.is_empty() {
-                            remembered = Some((plan.changes.iter().filter(|ch| MarketMemory::follows(ch)).cloned().collect(), plan.now));
+                            let follows = |ch: &&Change| MarketMemory::follows(ch) || MarketShelves::follows(ch);
+                            kept = Some((plan.changes.iter().filter(follows).cloned().collect(), plan.now));
                         }
                         let events = if plan.is_empty() { Vec::new() } else { apply(&mut tx, &head, plan).await? };
                         let out = match out {
@@ -992,8 +978,8 @@ impl Backend {
                 self.forget(market_id);
                 return Err(e.into());
             }
-            self.shelve(market_id, shelf_changes);
-            if let Some((changes, now)) = remembered {
+            if let Some((changes, now)) = kept {
+                self.shelve(market_id, &changes);
                 self.remember(market_id, &changes, &events, now);
             }
         } else {
@@ -1058,24 +1044,14 @@ impl Backend {
 
     /// Applies a command's committed listing changes to the market's shelves, if loaded (a
     /// change the shelves cannot place makes them reload from the table).
-    fn shelve(&self, market: i64, changes: Vec<ShelfChange>) {
-        if changes.is_empty() {
+    fn shelve(&self, market: i64, changes: &[Change]) {
+        if !changes.iter().any(MarketShelves::follows) {
             return;
         }
         let Some(mut all) = self.shelves() else { return };
         all.changes += 1;
         let Some(m) = all.markets.get_mut(&market) else { return };
-        let mut whole = true;
-        for ch in changes {
-            match ch {
-                ShelfChange::Insert(l) => {
-                    let text = search_text(&l.title, &l.description, &l.category);
-                    m.add(*l, text);
-                }
-                ShelfChange::Status(id, status) => whole &= m.set_status(id, status),
-                ShelfChange::FirstOffer(id, at) => whole &= m.set_first_offer(id, at),
-            }
-        }
+        let whole = changes.iter().all(|ch| m.apply(market, ch));
         if !whole {
             all.markets.remove(&market);
         }
@@ -1209,24 +1185,23 @@ impl Backend {
             }
         }
         let after = listing_cursor(q)?;
-        let limit = q.limit.unwrap_or(50).clamp(1, 500);
+        let limit = q.limit.unwrap_or(50).clamp(1, 500) as usize;
         let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().take(16).map(str::to_lowercase).collect();
         let category = q.category.as_deref().map(|c| c.trim().to_lowercase());
-        let limit = limit as usize;
         let Some(mut all) = self.shelves() else { return Ok(None) };
         let Some(m) = all.markets.get_mut(&market) else { return Ok(None) };
         let ids = m.search(&ShelfQuery {
-                category: category.as_deref(),
-                side: q.side.map(|s| s.as_str()),
-                status: q.status.unwrap_or(ListingStatus::Active).as_str(),
-                words: &words,
-                min_price: q.min_price,
-                max_price: q.max_price,
-                owner: q.owner,
-                sort: q.sort,
-                after,
-                take: limit + 1,
-            });
+            category: category.as_deref(),
+            side: q.side.map(|s| s.as_str()),
+            status: q.status.unwrap_or(ListingStatus::Active).as_str(),
+            words: &words,
+            min_price: q.min_price,
+            max_price: q.max_price,
+            owner: q.owner,
+            sort: q.sort,
+            after,
+            take: limit + 1,
+        });
         match m.rows(&ids) {
             Some(items) => Ok(Some(listing_page(items, q.sort, limit))),
             // A shelved listing without its row: read the market again.

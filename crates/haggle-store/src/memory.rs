@@ -1,18 +1,19 @@
 //! What a sole-writer store remembers of each market besides its shelves: the market row, its
-//! participants, its deals and threads by party (with each thread's messages and offers), the ratings each participant received, each participant's
-//! cash and live bids, the seqs of the events naming each participant and the newest events. Committed changes are
-//! applied here after their commit, so the reads agents make on every turn (reputation, own
-//! deals and threads, funds, "anything new for me?") and the buyer's funds every offer checks need no SQL.
+//! participants, its deals and threads by party (with each thread's messages and offers), the
+//! ratings each participant received, each participant's cash and live bids, the seqs of the
+//! events naming each participant and the newest events. Committed changes are applied here
+//! after their commit, so the reads agents make on every turn (reputation, own deals and threads,
+//! funds, "anything new for me?") and the scene every command loads need no SQL.
 //!
 //! Every answer must be the one the tables give; the conformance suite runs its behaviours
 //! against a batched store to hold that.
 
 use haggle_core::plan::Change;
 use haggle_core::{
-    Account, ClockMode, Deal, DealStatus, Event, Funds, Market, Message, Offer, OfferState,
-    Participant, Rating, Thread, ThreadDetail, Visibility, lifecycle,
+    Account, ClockMode, Deal, Event, Funds, Market, Message, Offer, OfferState, Participant,
+    Rating, Thread, ThreadDetail, Visibility, lifecycle,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// The newest events kept whole, for the parties' feeds (agents read their news within a round
 /// or two; an older read goes to the table).
@@ -40,10 +41,8 @@ pub struct MarketMemory {
     recent: VecDeque<Event>,
     /// Each participant's `available` account balance.
     cash: HashMap<i64, i64>,
-    /// Each buyer's live offers made as the buyer: offer id → (price, expires at).
-    bids: HashMap<i64, BTreeMap<i64, (i64, i64)>>,
-    /// The buyer of each offer in `bids`.
-    bidder: HashMap<i64, i64>,
+    /// Each buyer's live offers made as the buyer (the ones that commit their money).
+    bids: HashMap<i64, BTreeSet<i64>>,
 }
 
 /// Each participant's row ids of one table, ascending (a row naming the same participant on both
@@ -91,7 +90,6 @@ impl MarketMemory {
             recent: VecDeque::new(),
             cash: HashMap::new(),
             bids: HashMap::new(),
-            bidder: HashMap::new(),
         }
     }
 
@@ -100,15 +98,6 @@ impl MarketMemory {
         if let Account::Available(p) = account {
             self.cash.insert(p, balance);
         }
-    }
-
-    /// Loading and inserting: a live offer its buyer made.
-    pub fn add_bid(&mut self, offer: i64, buyer: i64, price: i64, expires_at: i64) {
-        self.bids
-            .entry(buyer)
-            .or_default()
-            .insert(offer, (price, expires_at));
-        self.bidder.insert(offer, buyer);
     }
 
     pub fn market(&self) -> &Market {
@@ -137,7 +126,7 @@ impl MarketMemory {
 
     pub fn add_offer(&mut self, o: Offer) {
         if o.state == OfferState::Live && o.proposer == o.buyer {
-            self.add_bid(o.id, o.buyer, o.price, o.expires_at);
+            self.bids.entry(o.buyer).or_default().insert(o.id);
         }
         self.offers_in.entry(o.thread_id).or_default().push(o.id);
         self.offers.insert(o.id, o);
@@ -264,16 +253,14 @@ impl MarketMemory {
             }),
             // The table changes only a live offer's state.
             Change::SetOfferState { offer, state, .. } => {
-                match self.offers.get_mut(offer) {
-                    Some(o) if o.state == OfferState::Live => o.state = *state,
-                    Some(_) => {}
-                    None => return false,
-                }
-                if *state != OfferState::Live
-                    && let Some(buyer) = self.bidder.remove(offer)
-                    && let Some(b) = self.bids.get_mut(&buyer)
-                {
-                    b.remove(offer);
+                let Some(o) = self.offers.get_mut(offer) else {
+                    return false;
+                };
+                if o.state == OfferState::Live && *state != OfferState::Live {
+                    o.state = *state;
+                    if let Some(b) = self.bids.get_mut(&o.buyer) {
+                        b.remove(offer);
+                    }
                 }
             }
             Change::Transfer(t) => {
@@ -336,8 +323,9 @@ impl MarketMemory {
                 .get(&p)
                 .into_iter()
                 .flatten()
-                .filter(|(_, (_, expires_at))| *expires_at > now)
-                .map(|(_, (price, _))| price)
+                .map(|id| &self.offers[id])
+                .filter(|o| o.expires_at > now)
+                .map(|o| o.price)
                 .sum(),
             ..Funds::default()
         };
@@ -351,10 +339,7 @@ impl MarketMemory {
             if d.status.hold_is_open() {
                 f.held += d.price;
             }
-            if !matches!(
-                d.status,
-                DealStatus::Cancelled | DealStatus::Declined | DealStatus::Refunded
-            ) {
+            if d.status.is_spent() {
                 f.spent += d.price;
             }
         }

@@ -4,9 +4,10 @@
 //! and then applies each committed change, so a search walks memory instead of an index whose
 //! entries carry the text. Pure data: no SQL, no clock.
 
-use haggle_core::model::Listing;
 #[cfg(test)]
-use haggle_core::model::{ListingStatus, Side};
+use haggle_core::model::Side;
+use haggle_core::model::{Listing, ListingStatus};
+use haggle_core::plan::Change;
 use haggle_core::views::ListingSort;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -150,16 +151,46 @@ impl MarketShelves {
         self.rows.insert(l.id, l);
     }
 
-    /// Records a listing's first offer as the table does (only the first one counts); false
-    /// when the listing is not here.
-    pub fn set_first_offer(&mut self, id: i64, at: i64) -> bool {
-        match self.rows.get_mut(&id) {
-            Some(l) => {
-                l.first_offer_at.get_or_insert(at);
+    /// Whether [`MarketShelves::apply`] does anything with this change.
+    pub fn follows(change: &Change) -> bool {
+        matches!(
+            change,
+            Change::InsertListing(_)
+                | Change::SetListingStatus { .. }
+                | Change::SetListingFirstOffer { .. }
+        )
+    }
+
+    /// Applies one committed change of market `market` as the listings table took it. False
+    /// when it names a listing not here: the caller reads the market again.
+    pub fn apply(&mut self, market: i64, change: &Change) -> bool {
+        match change {
+            Change::InsertListing(l) => {
+                let text = crate::row::search_text(&l.title, &l.description, &l.category);
+                self.add(
+                    Listing {
+                        market_id: market,
+                        ..l.clone()
+                    },
+                    text,
+                );
                 true
             }
-            None => false,
+            Change::SetListingStatus { listing, status } => self.set_status(*listing, *status),
+            // The table keeps the first offer's time only.
+            Change::SetListingFirstOffer { listing, at } => match self.rows.get_mut(listing) {
+                Some(l) => {
+                    l.first_offer_at.get_or_insert(*at);
+                    true
+                }
+                None => false,
+            },
+            _ => true,
         }
+    }
+
+    pub fn row(&self, id: i64) -> Option<&Listing> {
+        self.rows.get(&id)
     }
 
     /// The rows of `ids`, in that order; `None` if one is not here.
@@ -189,21 +220,18 @@ impl MarketShelves {
 
     /// Moves a listing to its new status's shelf; a listing not shelved is left alone (the
     /// caller reloads the market instead).
-    pub fn set_status(&mut self, id: i64, status: &str) -> bool {
+    fn set_status(&mut self, id: i64, status: ListingStatus) -> bool {
         let Some(((category, side, _), price, item)) = self.remove(id) else {
             return false;
         };
         if let Some(l) = self.rows.get_mut(&id) {
-            match haggle_core::model::ListingStatus::parse(status) {
-                Some(s) => l.status = s,
-                None => return false,
-            }
+            l.status = status;
         }
         self.insert(Shelved {
             id,
             category,
             side,
-            status: status.to_string(),
+            status: status.as_str().to_string(),
             price,
             owner: item.owner,
             text: item.text.into(),
@@ -468,7 +496,7 @@ mod tests {
         m.insert(shelved(5, 50, 9, "unicycle"));
         assert_eq!(m.search(&query(&words, ListingSort::Newest)), vec![5]);
         let words = vec!["bike".to_string()];
-        assert!(m.set_status(1, "withdrawn"));
+        assert!(m.set_status(1, ListingStatus::Withdrawn));
         assert_eq!(m.search(&query(&words, ListingSort::Newest)), vec![3, 2]);
         let q = ShelfQuery {
             after: Some((100, 2)),
@@ -480,8 +508,8 @@ mod tests {
     #[test]
     fn a_status_change_moves_the_listing_to_its_shelf() {
         let mut m = shop();
-        assert!(m.set_status(2, "sold"));
-        assert!(!m.set_status(99, "sold"), "not shelved");
+        assert!(m.set_status(2, ListingStatus::Sold));
+        assert!(!m.set_status(99, ListingStatus::Sold), "not shelved");
         assert_eq!(m.search(&query(&[], ListingSort::Cheapest)), vec![4, 1, 3]);
         let q = ShelfQuery {
             status: "sold",
@@ -562,22 +590,28 @@ mod tests {
             ..by_owner(&[], ListingSort::Cheapest)
         };
         assert_eq!(m.search(&books), vec![2]);
-        assert!(m.set_status(4, "sold"));
+        assert!(m.set_status(4, ListingStatus::Sold));
         assert_eq!(m.search(&by_owner(&[], ListingSort::Cheapest)), vec![2, 1]);
     }
 
     #[test]
     fn rows_follow_status_and_only_the_first_offer() {
         let mut m = owners_shop();
-        assert!(m.set_status(1, "withdrawn"));
-        assert!(m.set_first_offer(1, 10));
-        assert!(m.set_first_offer(1, 20));
+        assert!(m.set_status(1, ListingStatus::Withdrawn));
+        assert!(m.apply(1, &Change::SetListingFirstOffer { listing: 1, at: 10 }));
+        assert!(m.apply(1, &Change::SetListingFirstOffer { listing: 1, at: 20 }));
         let row = &m.rows(&[1]).expect("kept")[0];
         assert_eq!(
             (row.status, row.first_offer_at),
             (ListingStatus::Withdrawn, Some(10))
         );
-        assert!(!m.set_first_offer(99, 10));
+        assert!(!m.apply(
+            1,
+            &Change::SetListingFirstOffer {
+                listing: 99,
+                at: 10
+            }
+        ));
         assert!(m.rows(&[1, 99]).is_none(), "a missing row is not skipped");
     }
 }
