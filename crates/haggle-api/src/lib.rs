@@ -105,6 +105,13 @@ pub struct Freeze {
     pub frozen: bool,
 }
 
+/// A principal pauses (`true`) or resumes its own agent (`POST .../pause`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    pub paused: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
@@ -168,8 +175,17 @@ pub struct AdvanceClock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetClosingTime {
-    /// Ms since the epoch on the market's clock; `null` makes the market open-ended.
+    /// Ms since the epoch on the market's clock; `null` makes the market open-ended. Required:
+    /// an empty body must not reopen a closed market by accident.
+    #[serde(deserialize_with = "present")]
+    #[schema(required = true)]
     pub closes_at: Option<i64>,
+}
+
+/// A field that must be present even when `null` (serde treats a missing `Option` as `None`
+/// unless the field has its own deserializer).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Option::deserialize(d)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -216,6 +232,20 @@ pub struct ThreadList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DealList {
     pub items: Vec<Deal>,
+    pub next_cursor: Option<String>,
+}
+
+/// A deal's notes (handover, dispute, evidence, ruling), newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NotePage {
+    pub items: Vec<haggle_core::DealNote>,
+    pub next_cursor: Option<String>,
+}
+
+/// A thread's messages, newest first (`GET .../threads/{thread}/messages`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MessagePage {
+    pub items: Vec<haggle_core::Message>,
     pub next_cursor: Option<String>,
 }
 

@@ -25,7 +25,13 @@ pub enum ErrorCode {
     IdempotencyInFlight,
     RateLimited,
     AgentFrozen,
+    /// The principal paused its own agent (separate from an operator's freeze).
+    AgentPaused,
     ThreadClosed,
+    /// A party has added as many messages to a thread as one party may (spam bound).
+    TooManyMessages,
+    /// A party has added as many notes to a deal as one party may (spam bound).
+    TooManyNotes,
     /// The market has passed its closing time: nothing new is traded (an extension of the spec).
     MarketClosed,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
@@ -33,7 +39,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -51,7 +57,10 @@ impl ErrorCode {
         ErrorCode::IdempotencyInFlight,
         ErrorCode::RateLimited,
         ErrorCode::AgentFrozen,
+        ErrorCode::AgentPaused,
         ErrorCode::ThreadClosed,
+        ErrorCode::TooManyMessages,
+        ErrorCode::TooManyNotes,
         ErrorCode::MarketClosed,
         ErrorCode::Internal,
     ];
@@ -75,7 +84,10 @@ impl ErrorCode {
             ErrorCode::IdempotencyInFlight => "idempotency_in_flight",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::AgentFrozen => "agent_frozen",
+            ErrorCode::AgentPaused => "agent_paused",
             ErrorCode::ThreadClosed => "thread_closed",
+            ErrorCode::TooManyMessages => "too_many_messages",
+            ErrorCode::TooManyNotes => "too_many_notes",
             ErrorCode::MarketClosed => "market_closed",
             ErrorCode::Internal => "internal",
         }
@@ -85,7 +97,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden | ErrorCode::AgentFrozen => 403,
+            ErrorCode::Forbidden | ErrorCode::AgentFrozen | ErrorCode::AgentPaused => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::IdempotencyInFlight
             | ErrorCode::ListingUnavailable
@@ -102,6 +114,8 @@ impl ErrorCode {
             | ErrorCode::MandateExceeded
             | ErrorCode::NotYourOffer
             | ErrorCode::TooManyOffers
+            | ErrorCode::TooManyMessages
+            | ErrorCode::TooManyNotes
             | ErrorCode::IdempotencyConflict => 422,
         }
     }
@@ -153,6 +167,9 @@ ctor! {
     too_many_offers => TooManyOffers,
     invalid_transition => InvalidTransition,
     agent_frozen => AgentFrozen,
+    agent_paused => AgentPaused,
+    too_many_messages => TooManyMessages,
+    too_many_notes => TooManyNotes,
     thread_closed => ThreadClosed,
     market_closed => MarketClosed,
 }

@@ -12,6 +12,9 @@ use crate::plan::{Change, Plan};
 use serde_json::json;
 
 pub const MAX_NOTE: usize = 2000;
+/// Evidence notes one party may add to one deal, so neither side can bury the other's evidence
+/// (a deal's other notes come once per step of its lifecycle).
+pub const MAX_NOTES_PER_PARTY: u32 = 100;
 
 fn deal(s: &Scene) -> Result<&Deal> {
     s.deal
@@ -143,7 +146,7 @@ pub fn hand_over(s: &mut Scene, plan: &mut Plan, handover_note: Option<&str>) ->
     let mut next = d.clone();
     next.status = DealStatus::HandedOver;
     next.handed_over_at = Some(s.now);
-    next.confirm_deadline = Some(s.now + s.market.rules.confirmation_window_ms);
+    next.confirm_deadline = Some(later(s.now, s.market.rules.confirmation_window_ms));
     next.handover_note = handover_note.map(str::to_string);
     next.cancel_requested_by = None;
     if let Some(n) = handover_note.filter(|n| !n.trim().is_empty()) {
@@ -305,6 +308,13 @@ pub fn add_evidence(s: &mut Scene, plan: &mut Plan, body: &str) -> Result<DealNo
         return Err(wrong_state(d, "adding evidence", "disputed"));
     }
     check_text("body", body, MAX_NOTE, true)?;
+    // Operators are not bounded: they rule, and no party can bury their notes.
+    if author.is_some() && s.party_notes >= MAX_NOTES_PER_PARTY {
+        return Err(E::too_many_notes(format!(
+            "you have added {MAX_NOTES_PER_PARTY} notes to deal {}, as many as one party may",
+            d.id
+        )));
+    }
     let n = DealNote {
         id: plan.alloc_id(),
         market_id: d.market_id,
@@ -529,7 +539,7 @@ pub fn rating_revealed(
     ratings_on_deal >= 2
         || deal
             .finished_at
-            .is_some_and(|f| f + rules.rating_window_ms <= now)
+            .is_some_and(|f| later(f, rules.rating_window_ms) <= now)
 }
 
 /// A participant's reputation as every agent sees it.

@@ -151,15 +151,19 @@ impl MarketRules {
         ];
         for (name, v) in positive {
             if let Some(v) = v
-                && v <= 0
+                && !(1..=MAX_DURATION_MS).contains(&v)
             {
-                return Err(E::invalid_request(format!("rules.{name} must be positive")));
+                return Err(E::invalid_request(format!(
+                    "rules.{name} must be between 1 and {MAX_DURATION_MS} ms (10 years), got {v}"
+                )));
             }
         }
-        if self.collection_window_ms.is_some_and(|v| v < 0) {
-            return Err(E::invalid_request(
-                "rules.collection_window_ms must not be negative",
-            ));
+        if let Some(v) = self.collection_window_ms
+            && !(0..=MAX_DURATION_MS).contains(&v)
+        {
+            return Err(E::invalid_request(format!(
+                "rules.collection_window_ms must be between 0 and {MAX_DURATION_MS} ms (10 years), got {v}"
+            )));
         }
         if self.max_offers_per_thread == Some(0) {
             return Err(E::invalid_request(
@@ -187,10 +191,20 @@ impl MarketRules {
     }
 }
 
-/// Latest closing time accepted (9999-12-31), so time-left arithmetic never overflows.
+/// Latest instant accepted (9999-12-31), so time arithmetic never overflows.
 pub const MAX_TIMESTAMP: Timestamp = 253_402_300_799_999;
 
-/// A closing time must be a plausible instant (ms since the epoch, up to year 9999).
+/// Longest duration a rule may set (ten years of 366 days): with instants bounded by
+/// [`MAX_TIMESTAMP`], an instant plus a duration stays far inside `i64`.
+pub const MAX_DURATION_MS: i64 = 10 * 366 * DAY_MS;
+
+/// `at` moved on by `by` ms: saturating, though the bounds above keep it from ever saturating
+/// (an overflow must never wrap a deadline into the past).
+pub fn later(at: Timestamp, by: i64) -> Timestamp {
+    at.saturating_add(by)
+}
+
+/// An instant must be plausible (ms since the epoch, up to year 9999).
 pub fn check_closing_time(field: &str, at: Option<Timestamp>) -> crate::error::Result<()> {
     if let Some(at) = at
         && !(0..=MAX_TIMESTAMP).contains(&at)
@@ -329,12 +343,27 @@ pub struct Mandate {
     pub expires_at: Option<Timestamp>,
     /// Deals above this price wait for the principal's approval.
     pub approval_above: Option<Money>,
-    /// A frozen agent can read but not act.
+    /// Frozen by an operator: the agent can read but not act, and only an operator lifts it.
     pub frozen: bool,
+    /// Paused by its own principal: the agent can read but not act until the principal resumes
+    /// it. Separate from `frozen` (spec: trust.md). Omitted from JSON while false, so mandates
+    /// stored and hashed before it existed read and chain unchanged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// Who changes a mandate: its participant's principal, or an operator. Only an operator freezes
+/// an agent or lifts a freeze.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MandateAuthor {
+    Principal,
+    Operator,
 }
 
 impl Mandate {
     pub fn validate(&self) -> crate::error::Result<()> {
+        check_closing_time("mandate.expires_at", self.expires_at)?;
         for (name, v) in [
             ("spend_cap", self.spend_cap),
             ("per_deal_cap", self.per_deal_cap),

@@ -16,6 +16,9 @@ pub const MAX_TITLE: usize = 200;
 pub const MAX_TEXT: usize = 4000;
 pub const MAX_NAME: usize = 100;
 pub const MAX_ATTRIBUTES: usize = 32;
+/// What one party may add to one thread: messages and offers together. A thread therefore holds
+/// at most twice this, so one party can never bury the other's words under its own.
+pub const MAX_POSTS_PER_PARTY: u32 = 250;
 
 /// The slice of market state one command needs, loaded by the store in the same transaction.
 /// Commands update it as they go, so several can compose in one plan (open a thread with an offer).
@@ -43,6 +46,11 @@ pub struct Scene {
     /// A buyer's own live offers, oldest first, with their listings' categories (a mandate
     /// change re-checks them).
     pub own_live_offers: Vec<(Offer, String)>,
+    /// Messages and offers the actor has added to the scene's thread (bounded by
+    /// [`MAX_POSTS_PER_PARTY`]); commands that post count on from it.
+    pub party_posts: u32,
+    /// Notes the actor has added to the scene's deal (bounded by `lifecycle::MAX_NOTES_PER_PARTY`).
+    pub party_notes: u32,
 }
 
 impl Scene {
@@ -61,7 +69,21 @@ impl Scene {
             deal: None,
             ratings: Vec::new(),
             own_live_offers: Vec::new(),
+            party_posts: 0,
+            party_notes: 0,
         }
+    }
+
+    /// Refuses one more post by the actor in its thread past [`MAX_POSTS_PER_PARTY`] (a command
+    /// that posts counts `party_posts` on when it succeeds).
+    fn check_posts(&self, refuse: fn(String) -> E) -> Result<()> {
+        if self.party_posts >= MAX_POSTS_PER_PARTY {
+            return Err(refuse(format!(
+                "you have added {MAX_POSTS_PER_PARTY} messages and offers to this thread, as \
+                 many as one party may: make your offer final, or walk away"
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) fn actor(&self) -> Result<&Participant> {
@@ -70,12 +92,18 @@ impl Scene {
             .ok_or_else(|| E::forbidden("this action needs a participant's credential"))
     }
 
-    /// The actor, refused if its agent is frozen.
+    /// The actor, refused if an operator froze its agent or its principal paused it.
     pub(crate) fn trader(&self) -> Result<&Participant> {
         let a = self.actor()?;
         if a.mandate.frozen {
             return Err(E::agent_frozen(format!(
-                "the agent of participant {} is frozen: it can read but not act",
+                "the agent of participant {} is frozen by an operator: it can read but not act",
+                a.id
+            )));
+        }
+        if a.mandate.paused {
+            return Err(E::agent_paused(format!(
+                "the agent of participant {} is paused by its principal: it can read but not act",
                 a.id
             )));
         }
@@ -149,7 +177,27 @@ impl Scene {
     }
 }
 
+/// A character no text field takes: C0 controls other than tab, newline and carriage return,
+/// DEL and the C1 controls. NUL in particular is refused by PostgreSQL and kept by SQLite, so both
+/// databases behave alike only if it never reaches them.
+pub fn is_refused_char(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// Refuses a text holding a control character (see [`is_refused_char`]), naming the field.
+pub fn check_plain_text(field: &str, s: &str) -> Result<()> {
+    match s.chars().find(|c| is_refused_char(*c)) {
+        Some(c) => Err(E::invalid_request(format!(
+            "{field} holds the control character U+{:04X}; text takes no control characters \
+             other than tab and line breaks",
+            c as u32
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn check_text(field: &str, s: &str, max: usize, required: bool) -> Result<()> {
+    check_plain_text(field, s)?;
     if required && s.trim().is_empty() {
         return Err(E::invalid_request(format!("{field} must not be empty")));
     }
@@ -287,8 +335,17 @@ pub fn set_mandate(
     plan: &mut Plan,
     participant: &Participant,
     mandate: Mandate,
+    author: MandateAuthor,
 ) -> Result<()> {
     mandate.validate()?;
+    if author == MandateAuthor::Principal && mandate.frozen != participant.mandate.frozen {
+        return Err(E::forbidden(if participant.mandate.frozen {
+            "an operator froze this agent: only an operator lifts the freeze (a principal may \
+             pause and resume its agent)"
+        } else {
+            "only an operator freezes an agent; a principal pauses its own (paused: true)"
+        }));
+    }
     // The participant's live offers were funded under the old mandate; those the new one would
     // not allow are voided now, so an acceptance never fails for lack of authority (rule 3).
     let spent = s
@@ -331,7 +388,7 @@ pub fn set_mandate(
         "mandate_changed",
         None,
         Visibility::Parties(vec![participant.id]),
-        json!({"participant_id": participant.id, "mandate": mandate}),
+        json!({"participant_id": participant.id, "mandate": mandate, "by": author}),
     );
     Ok(())
 }
@@ -487,7 +544,7 @@ pub fn open_thread(s: &mut Scene, plan: &mut Plan) -> Result<Thread> {
         offers_made: 0,
         last_offer_by: None,
         created_at: s.now,
-        deadline: s.market.rules.thread_time_limit_ms.map(|d| s.now + d),
+        deadline: s.market.rules.thread_time_limit_ms.map(|d| later(s.now, d)),
     };
     plan.change(Change::InsertThread(t.clone()));
     plan.event(
@@ -505,6 +562,7 @@ pub fn post_message(s: &mut Scene, plan: &mut Plan, body: &str) -> Result<Messag
     s.open_market()?;
     check_text("body", body, MAX_TEXT, true)?;
     let t = s.open_thread_for(actor)?;
+    s.check_posts(E::too_many_messages)?;
     let m = Message {
         id: plan.alloc_id(),
         market_id: s.market.id,
@@ -520,6 +578,7 @@ pub fn post_message(s: &mut Scene, plan: &mut Plan, body: &str) -> Result<Messag
         s.thread_visibility(t),
         json!({"message": m, "listing_id": t.listing_id}),
     );
+    s.party_posts += 1;
     Ok(m)
 }
 
@@ -555,6 +614,7 @@ pub fn make_offer(
             t.id
         )));
     }
+    s.check_posts(E::too_many_offers)?;
     let live = s
         .live_offer
         .as_ref()
@@ -617,8 +677,8 @@ pub fn make_offer(
             .and_then(|a| a.mandate.expires_at)
             .filter(|_| actor == buyer)
         {
-            Some(until) => (s.now + ttl).min(until),
-            None => s.now + ttl,
+            Some(until) => later(s.now, ttl).min(until),
+            None => later(s.now, ttl),
         },
     };
     let offers_made = t.offers_made + 1;
@@ -661,6 +721,7 @@ pub fn make_offer(
         l.first_offer_at.get_or_insert(s.now);
     }
     s.live_offer = Some(offer.clone());
+    s.party_posts += 1;
     Ok(offer)
 }
 
@@ -768,7 +829,7 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         },
         snapshot: l.snapshot(),
         created_at: s.now,
-        approval_deadline: awaiting.then_some(s.now + s.market.rules.approval_window_ms),
+        approval_deadline: awaiting.then_some(later(s.now, s.market.rules.approval_window_ms)),
         handover_note: None,
         handed_over_at: None,
         confirm_deadline: None,

@@ -522,6 +522,34 @@ fn evidence_from_the_parties_the_arbiter_and_the_operator() {
     sound(&f.m);
 }
 
+/// Issue 15: a buyer posting 1,005 notes hid the seller's evidence. Each party's evidence is
+/// bounded; the operator's is not; the other party can still add its own.
+#[test]
+fn each_party_adds_at_most_max_notes_per_party_evidence_notes() {
+    let mut f = fx().disputed();
+    let before = f.m.notes_on(f.deal).len();
+    let own =
+        f.m.notes_on(f.deal)
+            .iter()
+            .filter(|n| n.author == Some(f.buyer))
+            .count() as u32;
+    for i in own..lifecycle::MAX_NOTES_PER_PARTY {
+        f.m.evidence(Some(f.buyer), f.deal, &format!("photo {i}"))
+            .unwrap();
+    }
+    f.m.refuses(ErrorCode::TooManyNotes, |m| {
+        m.evidence(Some(f.buyer), f.deal, "one more")
+    });
+    f.m.evidence(Some(f.seller), f.deal, "it was fine").unwrap();
+    f.m.evidence(None, f.deal, "the operator is not bounded")
+        .unwrap();
+    assert_eq!(
+        f.m.notes_on(f.deal).len(),
+        before + (lifecycle::MAX_NOTES_PER_PARTY - own) as usize + 2
+    );
+    sound(&f.m);
+}
+
 #[test]
 fn evidence_only_while_disputed() {
     let mut f = fx();

@@ -155,15 +155,17 @@ fn mandate() -> impl Strategy<Value = Mandate> {
         proptest::option::weighted(0.2, T0..T0 + 2 * DAY_MS),
         proptest::option::weighted(0.3, 0..6_000i64),
         prop::bool::weighted(0.1),
+        prop::bool::weighted(0.1),
     )
         .prop_map(
-            |(spend_cap, per_deal_cap, cats, expires_at, approval_above, frozen)| Mandate {
+            |(spend_cap, per_deal_cap, cats, expires_at, approval_above, frozen, paused)| Mandate {
                 spend_cap,
                 per_deal_cap,
                 categories: cats.map(|c| c.into_iter().map(String::from).collect()),
                 expires_at,
                 approval_above,
                 frozen,
+                paused,
             },
         )
 }

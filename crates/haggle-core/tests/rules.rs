@@ -4,7 +4,7 @@
 mod support;
 
 use haggle_core::event::verify_chain;
-use haggle_core::negotiation::MAX_TEXT;
+use haggle_core::negotiation::{MAX_POSTS_PER_PARTY, MAX_TEXT};
 use haggle_core::*;
 use support::{Mem, T0, new_listing};
 
@@ -905,6 +905,87 @@ fn frozen_agent_gets_agent_frozen() {
     });
     // Reading is not acting: the frozen buyer's thread is still there for the seller.
     m.message(seller, bid_thread, "still interested?").unwrap();
+}
+
+/// Issue 15: a principal's `PUT .../mandate` cleared an operator's freeze. The principal's own
+/// pause is a separate flag; only an operator lifts a freeze.
+#[test]
+fn only_an_operator_lifts_a_freeze_and_a_principal_pauses_apart() {
+    let Fx {
+        mut m,
+        seller,
+        listing,
+        buyer,
+        ..
+    } = fx();
+    let frozen = Mandate {
+        frozen: true,
+        ..Mandate::default()
+    };
+    m.set_mandate_by(buyer, frozen.clone(), MandateAuthor::Operator)
+        .unwrap();
+    // The principal can neither lift the freeze nor freeze again after it is lifted...
+    m.refuses(ErrorCode::Forbidden, |m| {
+        m.set_mandate_by(buyer, Mandate::default(), MandateAuthor::Principal)
+    });
+    m.refuses(ErrorCode::AgentFrozen, |m| m.open(buyer, listing));
+    // ...but may change its limits while the freeze stays.
+    let capped = Mandate {
+        spend_cap: Some(5_000),
+        ..frozen
+    };
+    m.set_mandate_by(buyer, capped, MandateAuthor::Principal)
+        .unwrap();
+    m.refuses(ErrorCode::AgentFrozen, |m| m.open(buyer, listing));
+    m.set_mandate_by(buyer, Mandate::default(), MandateAuthor::Operator)
+        .unwrap();
+    m.refuses(ErrorCode::Forbidden, |m| {
+        let frozen = Mandate {
+            frozen: true,
+            ..Mandate::default()
+        };
+        m.set_mandate_by(buyer, frozen, MandateAuthor::Principal)
+    });
+    // The principal's own pause: refused with its own code, lifted by the principal.
+    let paused = Mandate {
+        paused: true,
+        ..Mandate::default()
+    };
+    m.set_mandate_by(buyer, paused, MandateAuthor::Principal)
+        .unwrap();
+    m.refuses(ErrorCode::AgentPaused, |m| m.open(buyer, listing));
+    m.set_mandate_by(buyer, Mandate::default(), MandateAuthor::Principal)
+        .unwrap();
+    let t = m.open(buyer, listing).unwrap();
+    m.message(seller, t.id, "welcome back").unwrap();
+}
+
+/// Issue 15: a spammer's thousand messages buried the owner's reply. One party adds at most
+/// MAX_POSTS_PER_PARTY messages and offers to a thread; the other party is not affected.
+#[test]
+fn each_party_posts_at_most_max_posts_per_party_to_a_thread() {
+    let Fx {
+        mut m,
+        seller,
+        buyer,
+        listing,
+        ..
+    } = fx();
+    let t = m.open(buyer, listing).unwrap();
+    m.offer(buyer, t.id, 3_000).unwrap();
+    for i in 1..MAX_POSTS_PER_PARTY {
+        m.message(buyer, t.id, &format!("still there? {i}"))
+            .unwrap();
+    }
+    m.refuses(ErrorCode::TooManyMessages, |m| {
+        m.message(buyer, t.id, "hello?")
+    });
+    m.refuses(ErrorCode::TooManyOffers, |m| m.offer(buyer, t.id, 3_100));
+    let reply = m.message(seller, t.id, "please stop").unwrap();
+    assert_eq!(reply.author, seller);
+    let counter = m.offer(seller, t.id, 3_500).unwrap();
+    // The buyer can still end it: accept the counter.
+    assert_eq!(m.accept(buyer, counter.id).unwrap().price, 3_500);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::extract::{Auth, Failure, Json, Mutation, Path, Query, Result, ok};
-use crate::routes::Empty;
+use crate::routes::{Empty, PageParams};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -162,9 +162,18 @@ pub async fn ratings(State(s): S, Auth(c): Auth, Path((m, d)): Path<(i64, i64)>)
     Ok(ok(&s.svc.deal_ratings(&c, m, d).await?))
 }
 
-#[utoipa::path(get, path = "/v1/markets/{market}/deals/{deal}/notes", params(("market" = i64, Path), ("deal" = i64, Path)), responses((status = 200, body = Vec<haggle_core::DealNote>)), security(("bearer" = [])))]
-pub async fn notes(State(s): S, Auth(c): Auth, Path((m, d)): Path<(i64, i64)>) -> Result<Json> {
-    Ok(ok(&s.svc.deal_notes(&c, m, d).await?))
+#[utoipa::path(get, path = "/v1/markets/{market}/deals/{deal}/notes", params(("market" = i64, Path), ("deal" = i64, Path), PageParams), responses((status = 200, body = NotePage)), security(("bearer" = [])))]
+/// A deal's notes, newest first, a page at a time.
+pub async fn notes(
+    State(s): S,
+    Auth(c): Auth,
+    Path((m, d)): Path<(i64, i64)>,
+    Query(q): Query<PageParams>,
+) -> Result<Json> {
+    Ok(ok(&s
+        .svc
+        .deal_notes(&c, m, d, q.cursor.as_deref(), q.limit)
+        .await?))
 }
 
 #[utoipa::path(get, path = "/v1/markets/{market}/participants/{participant}/reputation", params(("market" = i64, Path), ("participant" = i64, Path)), responses((status = 200, body = haggle_core::lifecycle::Reputation)), security(("bearer" = [])))]

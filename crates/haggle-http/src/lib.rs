@@ -27,9 +27,9 @@ pub struct AppState {
     paths(
         routes::me, routes::markets, routes::create_market, routes::market, routes::create_token,
         routes::participants, routes::register_participant, routes::participant, routes::balance,
-        routes::mandate, routes::set_mandate, routes::fund, routes::freeze, routes::search,
+        routes::mandate, routes::set_mandate, routes::fund, routes::freeze, routes::pause, routes::search,
         routes::create_listing, routes::listing, routes::withdraw_listing, routes::open_thread,
-        routes::threads, routes::thread, routes::post_message, routes::make_offer, routes::walk_away,
+        routes::threads, routes::thread, routes::thread_messages, routes::post_message, routes::make_offer, routes::walk_away,
         routes::accept, routes::reject, routes::withdraw_offer, routes::deals, routes::deal,
         routes::events, sse::stream_events, routes::advance_clock, routes::set_closing_time, routes::verify,
         deals::hand_over, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve,
@@ -116,6 +116,7 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         .route(&format!("{p}/mandate"), get(mandate).put(set_mandate))
         .route(&format!("{p}/fund"), post(fund))
         .route(&format!("{p}/freeze"), post(freeze))
+        .route(&format!("{p}/pause"), post(pause))
         .route(&format!("{m}/listings"), get(search).post(create_listing))
         .route(&format!("{m}/listings/{{listing}}"), get(listing))
         .route(
@@ -130,7 +131,7 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         .route(&format!("{m}/threads/{{thread}}"), get(thread))
         .route(
             &format!("{m}/threads/{{thread}}/messages"),
-            post(post_message),
+            get(thread_messages).post(post_message),
         )
         .route(&format!("{m}/threads/{{thread}}/offers"), post(make_offer))
         .route(

@@ -169,6 +169,20 @@ pub async fn freeze(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/markets/{market}/participants/{participant}/pause", params(("market" = i64, Path), ("participant" = i64, Path)), request_body = Pause, responses((status = 200, body = Done)), security(("bearer" = [])))]
+pub async fn pause(
+    State(s): S,
+    Auth(c): Auth,
+    Path((m, p)): Path<(i64, i64)>,
+    b: Mutation<Pause>,
+) -> Result<Json> {
+    Ok(Json(
+        s.svc
+            .pause(&c, m, p, b.body.paused, b.idem.as_ref())
+            .await?,
+    ))
+}
+
 #[utoipa::path(get, path = "/v1/markets/{market}/listings", params(("market" = i64, Path), ListingQuery), responses((status = 200, body = ListingPage)), security(("bearer" = [])))]
 pub async fn search(
     State(s): S,
@@ -274,6 +288,20 @@ pub async fn threads(
 #[utoipa::path(get, path = "/v1/markets/{market}/threads/{thread}", params(("market" = i64, Path), ("thread" = i64, Path)), responses((status = 200, body = ThreadView)), security(("bearer" = [])))]
 pub async fn thread(State(s): S, Auth(c): Auth, Path((m, t)): Path<(i64, i64)>) -> Result<Json> {
     Ok(ok(&s.svc.thread(&c, m, t).await?))
+}
+
+#[utoipa::path(get, path = "/v1/markets/{market}/threads/{thread}/messages", params(("market" = i64, Path), ("thread" = i64, Path), PageParams), responses((status = 200, body = MessagePage)), security(("bearer" = [])))]
+/// A thread's messages, newest first, a page at a time (a thread read holds only the newest).
+pub async fn thread_messages(
+    State(s): S,
+    Auth(c): Auth,
+    Path((m, t)): Path<(i64, i64)>,
+    Query(q): Query<PageParams>,
+) -> Result<Json> {
+    Ok(ok(&s
+        .svc
+        .thread_messages(&c, m, t, q.cursor.as_deref(), q.limit)
+        .await?))
 }
 
 #[utoipa::path(post, path = "/v1/markets/{market}/threads/{thread}/messages", params(("market" = i64, Path), ("thread" = i64, Path)), request_body = PostMessage, responses((status = 201, body = haggle_core::Message)), security(("bearer" = [])))]

@@ -813,11 +813,11 @@ async fn agent_frozen_can_read_but_not_act() {
     let r = s
         .post(
             &format!("/v1/markets/{m}/participants/{}/freeze", bob.id),
-            &bob.principal,
+            &s.operator,
             json!({"frozen": true}),
         )
         .await;
-    assert_status(&r, 200, "the principal freezes its agent");
+    assert_status(&r, 200, "the operator freezes the agent");
     let before = s.snapshot(m, &[alice, bob]).await;
 
     let r = s
@@ -861,12 +861,81 @@ async fn agent_frozen_can_read_but_not_act() {
     let r = s
         .post(
             &format!("/v1/markets/{m}/participants/{}/freeze", bob.id),
-            &bob.principal,
+            &s.operator,
             json!({"frozen": false}),
         )
         .await;
     assert_status(&r, 200, "unfreeze");
     s.offer(m, bob, thread, 4200).await;
+}
+
+/// Issue 15: after an operator's freeze, the principal's `PUT .../mandate` cleared `frozen` and
+/// the agent traded again. Only an operator lifts a freeze; the principal pauses apart.
+#[tokio::test]
+async fn a_principal_cannot_lift_an_operators_freeze() {
+    let s = Server::start().await;
+    let (m, p) = s.market_with(&[("Alice", 0), ("Bob", 5000)]).await;
+    let (alice, bob) = (&p[0], &p[1]);
+    let listing = s.sell(m, alice, "Bike", 5000).await;
+    let freeze = format!("/v1/markets/{m}/participants/{}/freeze", bob.id);
+    let r = s.post(&freeze, &s.operator, json!({"frozen": true})).await;
+    assert_status(&r, 200, "the operator freezes Bob's agent");
+    let mandate = format!("/v1/markets/{m}/participants/{}/mandate", bob.id);
+    let r = s
+        .put(&mandate, &bob.principal, json!({"spend_cap": 4000}))
+        .await;
+    assert_refusal(&r, 403, "forbidden");
+    let r = s
+        .post(&freeze, &bob.principal, json!({"frozen": false}))
+        .await;
+    assert_refusal(&r, 403, "forbidden");
+    let pause = format!("/v1/markets/{m}/participants/{}/pause", bob.id);
+    let r = s
+        .post(&pause, &bob.principal, json!({"paused": false}))
+        .await;
+    assert_status(&r, 200, "resuming is the principal's own switch");
+    let open = format!("/v1/markets/{m}/listings/{listing}/threads");
+    let r = s.post(&open, &bob.agent, json!({"message": "hi"})).await;
+    assert_refusal(&r, 403, "agent_frozen");
+    // The principal may still change the limits, keeping the freeze as it is.
+    let r = s
+        .put(
+            &mandate,
+            &bob.principal,
+            json!({"spend_cap": 4000, "frozen": true}),
+        )
+        .await;
+    assert_status(&r, 200, "limits change, the freeze stays");
+    let r = s.post(&open, &bob.agent, json!({"message": "hi"})).await;
+    assert_refusal(&r, 403, "agent_frozen");
+    let r = s.post(&freeze, &s.operator, json!({"frozen": false})).await;
+    assert_status(&r, 200, "the operator lifts the freeze");
+    let r = s.post(&open, &bob.agent, json!({"message": "hi"})).await;
+    assert_status(&r, 201, "the agent acts again");
+}
+
+#[tokio::test]
+async fn a_principal_pauses_and_resumes_its_agent() {
+    let s = Server::start().await;
+    let (m, p) = s.market_with(&[("Alice", 0), ("Bob", 5000)]).await;
+    let (alice, bob) = (&p[0], &p[1]);
+    let listing = s.sell(m, alice, "Bike", 5000).await;
+    let pause = format!("/v1/markets/{m}/participants/{}/pause", bob.id);
+    let r = s
+        .post(&pause, &bob.principal, json!({"paused": true}))
+        .await;
+    assert_status(&r, 200, "pause");
+    let open = format!("/v1/markets/{m}/listings/{listing}/threads");
+    let r = s.post(&open, &bob.agent, json!({"message": "hi"})).await;
+    assert_refusal(&r, 403, "agent_paused");
+    let r = s.post(&pause, &bob.agent, json!({"paused": false})).await;
+    assert_refusal(&r, 403, "forbidden");
+    let r = s
+        .post(&pause, &bob.principal, json!({"paused": false}))
+        .await;
+    assert_status(&r, 200, "resume");
+    let r = s.post(&open, &bob.agent, json!({"message": "hi"})).await;
+    assert_status(&r, 201, "the agent acts again");
 }
 
 #[tokio::test]

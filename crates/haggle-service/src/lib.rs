@@ -16,7 +16,7 @@ pub use haggle_store::{Command, NewOffer, Outcome, Role, Store, StoreError, View
 pub use in_process::InProcess;
 
 use haggle_api::*;
-use haggle_core::model::{ClockMode, Market, MarketRules};
+use haggle_core::model::{ClockMode, MandateAuthor, Market, MarketRules};
 use haggle_core::{DomainError, ErrorCode};
 use haggle_store::{Idempotency, NewMarket, Ran, StoredResponse, TokenRecord};
 use serde::Serialize;
@@ -40,14 +40,28 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.body.error.code
     }
-    /// A backend failure: a 500 whose message names the cause, never stored for idempotency.
+    /// A backend failure: a 500, never stored for idempotency. The cause goes to the server's log
+    /// under a request id; the client gets only the id (database error text can reveal schema,
+    /// queries or data, so it never leaves the server).
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
-        tracing::error!(error = %e, "internal error");
+        let id = incident_id();
+        tracing::error!(request_id = %id, error = %e, "internal error");
         ApiError {
             status: 500,
-            body: ErrorBody::new(ErrorCode::Internal, format!("internal error: {e}")),
+            body: ErrorBody::new(
+                ErrorCode::Internal,
+                format!("internal error (request id {id}); the server's log has the cause"),
+            ),
         }
     }
+}
+
+/// A process-unique id for a logged failure: the process id and a counter, so an operator finds
+/// the log line a client quotes. Not a secret and not market state.
+fn incident_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{n:x}", std::process::id())
 }
 
 impl From<DomainError> for ApiError {
@@ -439,8 +453,10 @@ impl Service {
                 ),
             ));
         }
+        haggle_core::negotiation::check_plain_text("name", name)?;
         let rules = req.rules.unwrap_or_default();
         let clock_mode = req.clock.unwrap_or(ClockMode::Real);
+        haggle_core::check_closing_time("sim_start_ms", req.sim_start_ms)?;
         let sim_start = req.sim_start_ms.unwrap_or_else(|| self.now());
         // The clock the market starts on: a closing time must lie ahead of it.
         let start = match clock_mode {
@@ -666,15 +682,19 @@ impl Service {
         mandate: haggle_core::Mandate,
         idem: Option<&IdemKey>,
     ) -> ApiResult {
-        let principal = caller.role == Role::Principal
+        let author = if caller.is_operator_of(market) {
+            MandateAuthor::Operator
+        } else if caller.role == Role::Principal
             && caller.market == Some(market)
-            && caller.participant == Some(participant);
-        if !principal && !caller.is_operator_of(market) {
+            && caller.participant == Some(participant)
+        {
+            MandateAuthor::Principal
+        } else {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "only the participant's principal or an operator may set its mandate",
             ));
-        }
+        };
         Ok(self
             .command(
                 caller,
@@ -682,6 +702,7 @@ impl Service {
                 Command::SetMandate {
                     participant,
                     mandate,
+                    author,
                 },
                 idem,
             )
@@ -689,7 +710,8 @@ impl Service {
             .0)
     }
 
-    /// Freezes or unfreezes the agent (principal or operator): a frozen agent can read but not act.
+    /// An operator freezes or unfreezes the agent: a frozen agent can read but not act, and only
+    /// an operator lifts the freeze (its principal pauses it with [`Service::pause`]).
     pub async fn freeze(
         &self,
         caller: &Caller,
@@ -698,8 +720,30 @@ impl Service {
         frozen: bool,
         idem: Option<&IdemKey>,
     ) -> ApiResult {
+        Self::require_operator(caller, Some(market)).map_err(|_| {
+            ApiError::new(
+                ErrorCode::Forbidden,
+                "only an operator freezes an agent; a principal pauses its own (POST .../pause)",
+            )
+        })?;
         let mut mandate = self.mandate(caller, market, participant).await?;
         mandate.frozen = frozen;
+        self.set_mandate(caller, market, participant, mandate, idem)
+            .await
+    }
+
+    /// The principal (or an operator) pauses or resumes the agent: a paused agent can read but
+    /// not act. Separate from an operator's freeze, which a resume does not lift.
+    pub async fn pause(
+        &self,
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+        paused: bool,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let mut mandate = self.mandate(caller, market, participant).await?;
+        mandate.paused = paused;
         self.set_mandate(caller, market, participant, mandate, idem)
             .await
     }
@@ -737,6 +781,15 @@ impl Service {
         q: &ListingQuery,
     ) -> ApiResult<ListingPage> {
         Self::require_in_market(caller, market)?;
+        for (field, text) in [
+            ("q", &q.q),
+            ("category", &q.category),
+            ("cursor", &q.cursor),
+        ] {
+            if let Some(t) = text {
+                haggle_core::negotiation::check_plain_text(field, t)?;
+            }
+        }
         if q.min_price.is_some_and(|p| p < 0) || q.max_price.is_some_and(|p| p < 0) {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -1053,12 +1106,16 @@ impl Service {
             .0)
     }
 
+    /// A deal's notes, newest first, a page at a time (the parties, operators, observers and
+    /// the market's arbiter).
     pub async fn deal_notes(
         &self,
         caller: &Caller,
         market: i64,
         deal: i64,
-    ) -> ApiResult<Vec<haggle_core::DealNote>> {
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ApiResult<NotePage> {
         let d = match self.deal(caller, market, deal).await {
             Ok(d) => d,
             // The market's arbiter reads the disputes it may resolve.
@@ -1071,7 +1128,43 @@ impl Service {
             }
             Err(e) => return Err(e),
         };
-        Ok(self.store.deal_notes(market, d.id).await?)
+        let limit = page_limit(limit);
+        let before = cursor.map(|_| parse_cursor(cursor)).transpose()?;
+        let items = self.store.deal_notes(market, d.id, before, limit).await?;
+        Ok(NotePage {
+            next_cursor: next_cursor(&items, limit, |n| n.id),
+            items,
+        })
+    }
+
+    /// A thread's messages, newest first, a page at a time (whoever may read the thread).
+    pub async fn thread_messages(
+        &self,
+        caller: &Caller,
+        market: i64,
+        thread: i64,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ApiResult<MessagePage> {
+        Self::require_in_market(caller, market)?;
+        let t = self
+            .store
+            .thread_row(market, thread)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("thread {thread} not found"))
+            })?;
+        self.can_read_thread(caller, market, &t).await?;
+        let limit = page_limit(limit);
+        let before = cursor.map(|_| parse_cursor(cursor)).transpose()?;
+        let items = self
+            .store
+            .thread_messages(market, thread, before, limit)
+            .await?;
+        Ok(MessagePage {
+            next_cursor: next_cursor(&items, limit, |m| m.id),
+            items,
+        })
     }
 
     async fn is_arbiter(&self, caller: &Caller, market: i64) -> ApiResult<bool> {

@@ -452,6 +452,27 @@ async fn live_offer_of(b: &Backend, c: &mut Conn, market: i64, thread: i64) -> S
     }
 }
 
+/// Messages and offers `actor` has added to `thread` (the core bounds them per party), from
+/// memory in a simulation's store.
+async fn party_posts(b: &Backend, c: &mut Conn, market: i64, thread: i64, actor: i64) -> StoreResult<u32> {
+    if let Some(n) = b.remembered(market, |m| m.posts_by(thread, actor)) {
+        return Ok(n);
+    }
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM messages WHERE market_id = $1 AND thread_id = $2 AND author = $3) \
+              + (SELECT COUNT(*) FROM offers WHERE market_id = $1 AND thread_id = $2 AND proposer = $3)",
+    )
+    .bind(market).bind(thread).bind(actor).fetch_one(&mut *c).await?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// The notes `actor` has added to `deal` (the core bounds them per party).
+async fn party_notes(c: &mut Conn, market: i64, deal: i64, actor: i64) -> StoreResult<u32> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deal_notes WHERE market_id = $1 AND deal_id = $2 AND author = $3")
+        .bind(market).bind(deal).bind(actor).fetch_one(&mut *c).await?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 async fn deal_in(b: &Backend, c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Deal>> {
     match b.remembered(market, |m| m.deal(id).cloned()) {
         Some(d) => Ok(d),
@@ -472,7 +493,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             let p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
             rules::fund(&s, plan, &p, amount).map(|_| Outcome::Done)
         }
-        Command::SetMandate { participant, mandate } => {
+        Command::SetMandate { participant, mandate, author } => {
             let p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
             let f = funds_in(b, c, m, participant, now).await?;
             s.buyer = Some((p.clone(), f));
@@ -484,7 +505,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             for r in &rows {
                 s.own_live_offers.push((offer_row(r)?, r.try_get("category")?));
             }
-            rules::set_mandate(&s, plan, &p, mandate).map(|_| Outcome::Done)
+            rules::set_mandate(&s, plan, &p, mandate, author).map(|_| Outcome::Done)
         }
         Command::CreateListing { listing, .. } => rules::create_listing(&mut s, plan, listing).map(Outcome::Listing),
         Command::WithdrawListing { listing, .. } => {
@@ -498,6 +519,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             s.thread = thread_of_in(b, c, m, listing, actor).await?;
             if let Some(t) = &s.thread {
                 s.live_offer = live_offer_of(b, c, m, t.id).await?;
+                s.party_posts = party_posts(b, c, m, t.id, actor).await?;
             }
             load_buyer(b, c, &mut s, actor).await?;
             (|| {
@@ -509,12 +531,14 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
                 Ok(Outcome::Thread { thread, message, offer })
             })()
         }
-        Command::PostMessage { thread, body, .. } => {
+        Command::PostMessage { actor, thread, body } => {
             s.thread = Some(need!(thread_in(b, c, m, thread).await?, "thread {thread} not found"));
+            s.party_posts = party_posts(b, c, m, thread, actor).await?;
             rules::post_message(&mut s, plan, &body).map(Outcome::Message)
         }
-        Command::MakeOffer { thread, offer, .. } => {
+        Command::MakeOffer { actor, thread, offer } => {
             let t = need!(thread_in(b, c, m, thread).await?, "thread {thread} not found");
+            s.party_posts = party_posts(b, c, m, thread, actor).await?;
             s.listing = listing_in(b, c, m, t.listing_id).await?;
             s.live_offer = live_offer_of(b, c, m, t.id).await?;
             let counterparty = t.counterparty;
@@ -566,8 +590,11 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::dispute(&mut s, plan, &reason).map(|_| Outcome::DealChanged(deal))
         }
-        Command::AddEvidence { deal, body, .. } => {
+        Command::AddEvidence { author, deal, body } => {
             need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
+            if let Some(a) = author {
+                s.party_notes = party_notes(c, m, deal, a).await?;
+            }
             lifecycle::add_evidence(&mut s, plan, &body).map(Outcome::Note)
         }
         Command::ResolveDispute { deal, ruling, note, .. } => {
@@ -590,7 +617,10 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             if !(1..=366 * haggle_core::DAY_MS).contains(&by_ms) {
                 return Ok(Err(DomainError::invalid_request("by_ms must be between 1 ms and 366 days")));
             }
-            s.now = now + by_ms;
+            s.now = match now.checked_add(by_ms).filter(|t| *t <= haggle_core::MAX_TIMESTAMP) {
+                Some(t) => t,
+                None => return Ok(Err(DomainError::invalid_request("by_ms would move the simulated clock past 9999-12-31"))),
+            };
             plan.now = s.now;
             plan.event("clock_advanced", None, Visibility::Public, serde_json::json!({"now": s.now, "by_ms": by_ms}));
             rules::sweep(&s, plan, &due(c, &s.market, s.now).await?);
@@ -1271,9 +1301,11 @@ impl Backend {
         }
         let mut c = self.pool.acquire().await?;
         let Some(thread) = get_thread(&mut c, market, id).await? else { return Ok(None) };
-        let messages = sqlx::query(sql(format!("SELECT {MESSAGE_COLS} FROM messages WHERE market_id = $1 AND thread_id = $2 ORDER BY id LIMIT 1000")))
+        // The newest THREAD_WINDOW of each, oldest first.
+        let window = crate::THREAD_WINDOW;
+        let messages = sqlx::query(sql(format!("SELECT {MESSAGE_COLS} FROM (SELECT {MESSAGE_COLS} FROM messages WHERE market_id = $1 AND thread_id = $2 ORDER BY id DESC LIMIT {window}) AS w ORDER BY id")))
             .bind(market).bind(id).fetch_all(&mut *c).await?.iter().map(message_row).collect::<StoreResult<_>>()?;
-        let offers = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND thread_id = $2 ORDER BY id LIMIT 1000")))
+        let offers = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM (SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND thread_id = $2 ORDER BY id DESC LIMIT {window}) AS w ORDER BY id")))
             .bind(market).bind(id).fetch_all(&mut *c).await?.iter().map(offer_row).collect::<StoreResult<_>>()?;
         Ok(Some(ThreadDetail { thread, messages, offers }))
     }
@@ -1302,10 +1334,22 @@ impl Backend {
         get_deal(&mut *self.pool.acquire().await?, market, id).await
     }
 
-    pub async fn deal_notes(&self, market: i64, deal: i64) -> StoreResult<Vec<DealNote>> {
-        let rows = sqlx::query(sql(format!("SELECT {NOTE_COLS} FROM deal_notes WHERE market_id = $1 AND deal_id = $2 ORDER BY id LIMIT 1000")))
-            .bind(market).bind(deal).fetch_all(&self.pool).await?;
+    pub async fn deal_notes(&self, market: i64, deal: i64, before: Option<i64>, limit: u32) -> StoreResult<Vec<DealNote>> {
+        let limit = limit.clamp(1, 500);
+        let rows = sqlx::query(sql(format!("SELECT {NOTE_COLS} FROM deal_notes WHERE market_id = $1 AND deal_id = $2 AND id < $3 ORDER BY id DESC LIMIT {limit}")))
+            .bind(market).bind(deal).bind(before.unwrap_or(i64::MAX)).fetch_all(&self.pool).await?;
         rows.iter().map(note_row).collect()
+    }
+
+    pub async fn thread_row(&self, market: i64, id: i64) -> StoreResult<Option<Thread>> {
+        get_thread(&mut *self.pool.acquire().await?, market, id).await
+    }
+
+    pub async fn thread_messages(&self, market: i64, thread: i64, before: Option<i64>, limit: u32) -> StoreResult<Vec<Message>> {
+        let limit = limit.clamp(1, 500);
+        let rows = sqlx::query(sql(format!("SELECT {MESSAGE_COLS} FROM messages WHERE market_id = $1 AND thread_id = $2 AND id < $3 ORDER BY id DESC LIMIT {limit}")))
+            .bind(market).bind(thread).bind(before.unwrap_or(i64::MAX)).fetch_all(&self.pool).await?;
+        rows.iter().map(message_row).collect()
     }
 
     /// A deal's ratings with whether each is revealed yet (both rated, or the window closed).

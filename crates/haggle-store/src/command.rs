@@ -20,6 +20,7 @@ pub enum Command {
     SetMandate {
         participant: ParticipantId,
         mandate: Mandate,
+        author: MandateAuthor,
     },
     CreateListing {
         actor: ParticipantId,

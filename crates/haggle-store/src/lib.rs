@@ -15,6 +15,11 @@ pub mod survey;
 pub mod webhooks;
 
 pub use command::{Command, NewOffer, Outcome};
+
+/// A thread read holds its newest this many messages and offers (oldest first); older messages
+/// are read page by page. The core bounds what one party adds to a thread
+/// (`MAX_POSTS_PER_PARTY`), so a whole thread fits: nobody can push the other side's words out.
+pub const THREAD_WINDOW: usize = 500;
 pub use haggle_core::views::{
     Balance, ListingQuery, ListingSort, Page, ThreadDetail, Verification,
 };
@@ -300,12 +305,35 @@ impl Store {
     pub async fn deal(&self, market: i64, id: i64) -> StoreResult<Option<haggle_core::Deal>> {
         dispatch!(self, b => b.deal(market, id).await)
     }
+    /// A deal's notes, newest first, with ids below `before`, at most `limit`.
     pub async fn deal_notes(
         &self,
         market: i64,
         deal: i64,
+        before: Option<i64>,
+        limit: u32,
     ) -> StoreResult<Vec<haggle_core::DealNote>> {
-        dispatch!(self, b => b.deal_notes(market, deal).await)
+        dispatch!(self, b => b.deal_notes(market, deal, before, limit).await)
+    }
+
+    /// A thread without its messages and offers.
+    pub async fn thread_row(
+        &self,
+        market: i64,
+        id: i64,
+    ) -> StoreResult<Option<haggle_core::Thread>> {
+        dispatch!(self, b => b.thread_row(market, id).await)
+    }
+
+    /// A thread's messages, newest first, with ids below `before`, at most `limit`.
+    pub async fn thread_messages(
+        &self,
+        market: i64,
+        thread: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<haggle_core::Message>> {
+        dispatch!(self, b => b.thread_messages(market, thread, before, limit).await)
     }
     /// A deal's ratings, each with whether it is revealed yet.
     pub async fn deal_ratings(

@@ -19,6 +19,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 /// or two; an older read goes to the table).
 const RECENT_EVENTS: usize = 1 << 17;
 
+use crate::THREAD_WINDOW;
+
 /// One market as its tables hold it, for the reads above.
 pub struct MarketMemory {
     market: Market,
@@ -369,18 +371,14 @@ impl MarketMemory {
             .cloned()
     }
 
-    /// A thread with its first 1,000 messages and offers, as the store reads it.
+    /// A thread with its newest `THREAD_WINDOW` messages and offers (oldest first), as the store
+    /// reads it.
     pub fn thread_detail(&self, id: i64) -> Option<ThreadDetail> {
         let thread = self.threads.get(&id)?.clone();
-        let messages = self
-            .messages_in
-            .get(&id)
-            .map_or(&[][..], Vec::as_slice)
-            .iter()
-            .take(1000)
-            .cloned()
-            .collect();
-        let offers = self.offers_in(id).take(1000).cloned().collect();
+        let all = self.messages_in.get(&id).map_or(&[][..], Vec::as_slice);
+        let messages = all[all.len().saturating_sub(THREAD_WINDOW)..].to_vec();
+        let offers: Vec<Offer> = self.offers_in(id).cloned().collect();
+        let offers = offers[offers.len().saturating_sub(THREAD_WINDOW)..].to_vec();
         Some(ThreadDetail {
             thread,
             messages,
@@ -394,6 +392,22 @@ impl MarketMemory {
             .map_or(&[][..], Vec::as_slice)
             .iter()
             .map(|id| &self.offers[id])
+    }
+
+    /// The messages and offers `author` has added to `thread`.
+    pub fn posts_by(&self, thread: i64, author: i64) -> u32 {
+        let messages = self
+            .messages_in
+            .get(&thread)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter(|m| m.author == author)
+            .count();
+        let offers = self
+            .offers_in(thread)
+            .filter(|o| o.proposer == author)
+            .count();
+        u32::try_from(messages + offers).unwrap_or(u32::MAX)
     }
 
     /// A thread's live offers (the rules allow at most one).

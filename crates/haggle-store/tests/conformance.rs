@@ -865,6 +865,7 @@ async fn markets_and_participants(db: Db) {
         ..Mandate::default()
     };
     m.ok(Command::SetMandate {
+        author: haggle_core::MandateAuthor::Operator,
         participant: alice,
         mandate: lifted.clone(),
     })
@@ -1844,6 +1845,7 @@ async fn refuses_mandate_exceeded(db: Db) {
     .await;
     // A frozen agent can read but not act.
     m.ok(Command::SetMandate {
+        author: haggle_core::MandateAuthor::Operator,
         participant: f.buyer,
         mandate: Mandate {
             frozen: true,
@@ -2407,6 +2409,7 @@ async fn events_visibility(db: Db) {
     let b = m.bid(rival, listing.id, 3_500).await;
     m.offer(seller, a.thread_id, 4_800).await;
     m.ok(Command::SetMandate {
+        author: haggle_core::MandateAuthor::Operator,
         participant: rival,
         mandate: Mandate {
             spend_cap: Some(9_000),

@@ -106,8 +106,8 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
             post(principal::set_mandate),
         )
         .route(
-            &format!("{m}/p/{{participant}}/freeze"),
-            post(principal::freeze),
+            &format!("{m}/p/{{participant}}/pause"),
+            post(principal::pause),
         )
         .route(
             &format!("{m}/p/{{participant}}/survey"),

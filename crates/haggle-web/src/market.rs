@@ -463,7 +463,14 @@ pub async fn deal(State(web): State<Web>, s: Signed, Ids((m, id)): Ids<(i64, i64
         .await
         .remove(0);
     let mut notes = Vec::new();
-    for n in web.svc.deal_notes(&s.caller, m, id).await? {
+    // Newest first, so the latest evidence is never pushed off the page (each party's notes are
+    // bounded, so one page of 500 holds a whole deal's).
+    for n in web
+        .svc
+        .deal_notes(&s.caller, m, id, None, Some(500))
+        .await?
+        .items
+    {
         notes.push(NoteRow {
             kind: n.kind,
             author: match n.author {

@@ -205,7 +205,12 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
     let disputed = web.svc.disputes(&s.caller, m, None, Some(100)).await?.items;
     let mut evidence_counts = Vec::new();
     for d in &disputed {
-        evidence_counts.push(web.svc.deal_notes(&s.caller, m, d.id).await?.len());
+        // Parties add at most MAX_NOTES_PER_PARTY notes each, so one full page holds them all.
+        let notes = web
+            .svc
+            .deal_notes(&s.caller, m, d.id, None, Some(500))
+            .await?;
+        evidence_counts.push(notes.items.len());
     }
     let disputes = deal_rows(&mut names, &disputed, &cur).await;
     let mut hooks = Vec::new();

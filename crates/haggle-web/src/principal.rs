@@ -1,6 +1,6 @@
 //! The participant's page, for its principal (and readable by its agent, operators and
 //! observers): the agent's activity, deals and what to hand over or collect, approvals waiting,
-//! the mandate (edit, freeze), balance and settlement, rating counterparties, and the survey.
+//! the mandate (edit, pause), balance and settlement, rating counterparties, and the survey.
 //! Every action is the service's own command, with the form's idempotency key.
 
 use crate::Web;
@@ -59,8 +59,9 @@ struct PrincipalPage {
     categories: String,
     expires: Option<String>,
     frozen: bool,
+    paused: bool,
     mandate_key: String,
-    freeze_key: String,
+    pause_key: String,
     approvals: Vec<Approval>,
     todos: Vec<Todo>,
     deals: Vec<DealRow>,
@@ -85,8 +86,8 @@ pub struct DoneParam {
 fn done_text(code: &str) -> Option<&'static str> {
     Some(match code {
         "mandate" => "Mandate saved.",
-        "frozen" => "Your agent is frozen: it can read but not act.",
-        "unfrozen" => "Your agent may act again.",
+        "paused" => "Your agent is paused: it can read but not act until you resume it.",
+        "resumed" => "Your agent may act again.",
         "approved" => "Deal approved.",
         "declined" => "Deal declined: the funds are released and the listing is available again.",
         "rated" => {
@@ -244,8 +245,9 @@ pub async fn page(
             .map_or(String::new(), |c| c.join(", ")),
         expires: md.expires_at.map(time),
         frozen: md.frozen,
+        paused: md.paused,
         mandate_key: new_form_key(),
-        freeze_key: new_form_key(),
+        pause_key: new_form_key(),
         approvals,
         todos,
         deals,
@@ -309,7 +311,7 @@ pub async fn set_mandate(
         .map(|c| c.trim().to_string())
         .filter(|c| !c.is_empty())
         .collect();
-    // The form edits the limits; expiry and the freeze switch stay as they are.
+    // The form edits the limits; expiry, the operator's freeze and the pause stay as they are.
     let mandate = Mandate {
         spend_cap: optional_amount("spending cap", &f.spend_cap, cur)?,
         per_deal_cap: optional_amount("cap per deal", &f.per_deal_cap, cur)?,
@@ -317,6 +319,7 @@ pub async fn set_mandate(
         categories: (!categories.is_empty()).then_some(categories),
         expires_at: current.expires_at,
         frozen: current.frozen,
+        paused: current.paused,
     };
     let path = format!("/m/{m}/p/{p}/mandate");
     let idem = idem_key(&f.idem, &path, &f)?;
@@ -327,28 +330,29 @@ pub async fn set_mandate(
 }
 
 #[derive(Deserialize, Serialize)]
-pub struct FreezeForm {
+pub struct PauseForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
     idem: String,
-    frozen: String,
+    paused: String,
 }
 
-pub async fn freeze(
+/// The principal pauses or resumes its agent (an operator's freeze is separate and stays).
+pub async fn pause(
     State(web): State<Web>,
     s: Signed,
     origin: FormOrigin,
     Ids((m, p)): Ids<(i64, i64)>,
-    Form(f): Form<FreezeForm>,
+    Form(f): Form<PauseForm>,
 ) -> PageResult {
     s.check(&origin, &f.csrf)?;
-    let frozen = f.frozen == "true";
-    let idem = idem_key(&f.idem, &format!("/m/{m}/p/{p}/freeze"), &f)?;
+    let paused = f.paused == "true";
+    let idem = idem_key(&f.idem, &format!("/m/{m}/p/{p}/pause"), &f)?;
     web.svc
-        .freeze(&s.caller, m, p, frozen, idem.as_ref())
+        .pause(&s.caller, m, p, paused, idem.as_ref())
         .await?;
-    Ok(back(m, p, if frozen { "frozen" } else { "unfrozen" }))
+    Ok(back(m, p, if paused { "paused" } else { "resumed" }))
 }
 
 #[derive(Deserialize, Serialize)]

@@ -2,6 +2,8 @@
 //! report folders under DIR (each with `report.html`, CSVs, JSON) for operators and observers —
 //! reports hold ground truth such as floor prices, so they are research data, not public.
 //! Paths are checked segment by segment and resolved inside DIR (no `..`, no symlink escapes).
+//! Only report artefacts are served (an allow-list of kinds; never a database, a token file, a
+//! `private` folder or any file that holds a token), whatever else the folder holds.
 
 use crate::Web;
 use crate::page::{Failure, Nav, PageResult, forbidden, render};
@@ -63,8 +65,37 @@ struct ReportsPage {
     configured: bool,
 }
 
+/// Folder and file names never listed or served: hidden ones, and `private` (where the demo keeps
+/// its database and tokens).
 fn visible(name: &str) -> bool {
-    !name.starts_with('.')
+    !name.starts_with('.') && name != "private"
+}
+
+/// The kinds of report artefact served (HTML, SVG, CSV, JSON, PNG): never databases, logs or
+/// anything else a run folder holds.
+const SERVED_KINDS: [&str; 5] = ["html", "svg", "csv", "json", "png"];
+
+/// Files whose names say they hold secrets are never served, whatever their kind.
+const SECRET_NAMES: [&str; 1] = ["tokens.json"];
+
+/// Whether a file of this name may be listed and served.
+pub fn servable(name: &str) -> bool {
+    let kind = Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    visible(name)
+        && !SECRET_NAMES.contains(&name)
+        && kind.is_some_and(|k| SERVED_KINDS.contains(&k.as_str()))
+}
+
+/// Whether `body` holds a bearer token (`hgl_` and 48 hex digits): such a file is never served,
+/// even under an allowed name.
+pub fn holds_token(body: &[u8]) -> bool {
+    memchr::memmem::find_iter(body, b"hgl_").any(|at| {
+        let rest = &body[at + 4..];
+        rest.len() >= 48 && rest[..48].iter().all(u8::is_ascii_hexdigit)
+    })
 }
 
 pub async fn index(State(web): State<Web>, s: Signed) -> PageResult {
@@ -102,7 +133,7 @@ pub async fn index(State(web): State<Web>, s: Signed) -> PageResult {
                 rd.filter_map(Result::ok)
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                     .filter_map(|e| e.file_name().into_string().ok())
-                    .filter(|n| visible(n))
+                    .filter(|n| servable(n))
                     .collect()
             })
             .unwrap_or_default();
@@ -142,6 +173,7 @@ pub fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
             || seg.contains('\\')
             || seg.contains('\0')
             || seg.contains(':')
+            || !visible(seg)
         {
             return None;
         }
@@ -183,6 +215,10 @@ pub async fn file(
         target =
             resolve(&root, &format!("{trimmed}/report.html")).ok_or_else(|| not_found(&path))?;
     }
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if !servable(name) {
+        return Err(not_found(&path));
+    }
     let meta = tokio::fs::metadata(&target)
         .await
         .map_err(|_| not_found(&path))?;
@@ -192,6 +228,11 @@ pub async fn file(
     let body = tokio::fs::read(&target)
         .await
         .map_err(|e| Failure::Api(ApiError::internal(format!("reading {path}: {e}"))))?;
+    if holds_token(&body) {
+        return Err(forbidden(
+            "this file holds a credential: report folders serve no secrets",
+        ));
+    }
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(
@@ -231,6 +272,7 @@ mod tests {
             "run1\\..\\secret.txt",
             "C:/x",
             "missing.html",
+            "private/report.html",
         ] {
             assert!(resolve(&root, bad).is_none(), "{bad}");
         }
@@ -241,5 +283,41 @@ mod tests {
             assert!(resolve(&root, "escape/hostname").is_none(), "symlink out");
         }
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn only_report_artefacts_are_servable() {
+        use super::servable;
+        for ok in [
+            "report.html",
+            "chart.svg",
+            "deals.csv",
+            "results.json",
+            "x.PNG",
+        ] {
+            assert!(servable(ok), "{ok}");
+        }
+        for bad in [
+            "tokens.json",
+            "haggle.db",
+            "haggle.db-wal",
+            "haggle.db-shm",
+            "llm_calls.jsonl",
+            "notes.txt",
+            ".report.html",
+            "Makefile",
+        ] {
+            assert!(!servable(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_token_anywhere_in_a_file_is_found() {
+        use super::holds_token;
+        let token = format!("hgl_{}", "ab12".repeat(12));
+        assert!(holds_token(format!("{{\"t\": \"{token}\"}}").as_bytes()));
+        assert!(holds_token(token.as_bytes()));
+        assert!(!holds_token(b"hgl_ is a prefix; hgl_12 too short"));
+        assert!(!holds_token(format!("hgl_{}", "zz".repeat(24)).as_bytes()));
     }
 }

@@ -242,7 +242,7 @@ async fn the_feed_shows_each_viewer_only_what_it_may_see() {
 async fn forms_need_this_sessions_csrf_token_and_this_origin() {
     let s = Server::start().await;
     let f = fx(&s).await;
-    let path = format!("/m/{}/p/{}/freeze", f.m, f.alice.id);
+    let path = format!("/m/{}/p/{}/pause", f.m, f.alice.id);
     let page = s
         .page(
             &format!("/m/{}/p/{}", f.m, f.alice.id),
@@ -250,7 +250,7 @@ async fn forms_need_this_sessions_csrf_token_and_this_origin() {
         )
         .await;
     let csrf = page.hidden("csrf");
-    let frozen = || async {
+    let paused = || async {
         s.svc
             .store()
             .participant(f.m, f.alice.id)
@@ -258,10 +258,10 @@ async fn forms_need_this_sessions_csrf_token_and_this_origin() {
             .unwrap()
             .unwrap()
             .mandate
-            .frozen
+            .paused
     };
     let missing = s
-        .form(&path, &f.alice.principal, &[("frozen", "true")])
+        .form(&path, &f.alice.principal, &[("paused", "true")])
         .await;
     assert_eq!(missing.status, 403);
     // Bob's session has another CSRF token.
@@ -276,7 +276,7 @@ async fn forms_need_this_sessions_csrf_token_and_this_origin() {
         .form(
             &path,
             &f.alice.principal,
-            &[("csrf", &bobs), ("frozen", "true")],
+            &[("csrf", &bobs), ("paused", "true")],
         )
         .await;
     assert_eq!(wrong.status, 403);
@@ -285,21 +285,21 @@ async fn forms_need_this_sessions_csrf_token_and_this_origin() {
         .post(s.url(&path))
         .header("Cookie", format!("haggle_session={}", f.alice.principal))
         .header("Origin", "http://evil.example")
-        .form(&[("csrf", csrf.as_str()), ("frozen", "true")])
+        .form(&[("csrf", csrf.as_str()), ("paused", "true")])
         .send()
         .await
         .unwrap();
     assert_eq!(cross.status().as_u16(), 403);
-    assert!(!frozen().await, "no refused form changed anything");
+    assert!(!paused().await, "no refused form changed anything");
     let ok = s
         .form(
             &path,
             &f.alice.principal,
-            &[("csrf", &csrf), ("frozen", "true")],
+            &[("csrf", &csrf), ("paused", "true")],
         )
         .await;
     assert_eq!(ok.status, 303, "{}", ok.body);
-    assert!(frozen().await);
+    assert!(paused().await);
     // Alice's agent may read her page but not act as her principal.
     let agent_csrf = s
         .page(
@@ -312,11 +312,11 @@ async fn forms_need_this_sessions_csrf_token_and_this_origin() {
         .form(
             &path,
             &f.alice.agent,
-            &[("csrf", &agent_csrf), ("frozen", "false")],
+            &[("csrf", &agent_csrf), ("paused", "false")],
         )
         .await;
     assert_eq!(agent.status, 403);
-    assert!(frozen().await);
+    assert!(paused().await);
 }
 
 #[tokio::test]
@@ -769,6 +769,60 @@ async fn reports_are_served_to_researchers_from_inside_their_folder_only() {
     assert_eq!(agent.status, 403, "reports hold private prices");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&outside);
+}
+
+/// Issue 15: `haggle serve --reports haggle-demo` served `tokens.json` and the database to any
+/// observer, who then signed in as operator. Only report artefacts are served now.
+#[tokio::test]
+async fn report_folders_never_serve_tokens_databases_or_private_files() {
+    let dir = temp_dir("report-secrets");
+    std::fs::create_dir_all(dir.join("private")).unwrap();
+    std::fs::write(dir.join("report.html"), "<h1>Demo</h1>").unwrap();
+    std::fs::write(dir.join("results.json"), "{\"deals\": 3}").unwrap();
+    let token = format!("hgl_{}", "0f".repeat(24));
+    let secret = format!("{{\"operator\": \"{token}\"}}");
+    for name in [
+        "tokens.json",
+        "haggle.db",
+        "haggle.db-wal",
+        "haggle.db-shm",
+        "private/tokens.json",
+        "private/haggle.db",
+    ] {
+        std::fs::write(dir.join(name), &secret).unwrap();
+    }
+    // A secret under an allowed name is still never served.
+    std::fs::write(dir.join("leaked.json"), &secret).unwrap();
+    let s = Server::with_reports(Some(dir.clone())).await;
+    let f = fx(&s).await;
+    let observer = s.observer(f.m).await;
+    let index = s.page("/reports/", Some(&observer)).await;
+    assert_eq!(index.status, 200);
+    assert!(index.body.contains("results.json"), "{}", index.body);
+    for hidden in ["tokens.json", "haggle.db", "private"] {
+        assert!(!index.body.contains(hidden), "the index lists {hidden}");
+    }
+    assert_eq!(
+        s.page("/reports/results.json", Some(&observer))
+            .await
+            .status,
+        200
+    );
+    for path in [
+        "/reports/tokens.json",
+        "/reports/haggle.db",
+        "/reports/haggle.db-wal",
+        "/reports/haggle.db-shm",
+        "/reports/private/tokens.json",
+        "/reports/private/haggle.db",
+        "/reports/private/",
+        "/reports/leaked.json",
+    ] {
+        let p = s.page(path, Some(&observer)).await;
+        assert!(p.status == 404 || p.status == 403, "{path}: {}", p.status);
+        assert!(!p.body.contains(&token), "{path} served a token");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -102,7 +102,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let log = crate::llm_args::call_log(&args.out, &brains)?;
     let factory = args.llm.factory(log, &scenario.currency)?;
-    let db = args.out.join("haggle.db");
+    let private = crate::report::private_dir(&args.out)?;
+    let db = private.join("haggle.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
@@ -163,6 +164,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "browse the finished market:  haggle serve --database sqlite://{}",
         db.display()
     );
-    println!("tokens:  {}", args.out.join("tokens.json").display());
+    println!("tokens:  {}", private.join("tokens.json").display());
     Ok(())
 }

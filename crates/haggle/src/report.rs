@@ -1,6 +1,7 @@
 //! After a simulated run: the lab's metrics and report files from the run record, the ledger's
-//! own settlement (reconciled), `tokens.json` to keep trading in the finished market, the timing
-//! kept apart from the deterministic results, and the summary table.
+//! own settlement (reconciled), `private/tokens.json` to keep trading in the finished market (apart
+//! from the report files, which may be served), the timing kept apart from the deterministic
+//! results, and the summary table.
 
 use crate::sim::SimOutput;
 use anyhow::Context;
@@ -13,6 +14,24 @@ use std::time::Duration;
 fn write(out: &Path, name: &str, body: &str) -> anyhow::Result<()> {
     let path = out.join(name);
     std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The folder beside the report files that holds a run's secrets (its database and tokens):
+/// `haggle serve --reports` never lists or serves it. Made owner-only on Unix. Secrets an older
+/// demo left beside the report are removed, so the report folder holds none.
+pub fn private_dir(out: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = out.join("private");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    }
+    for old in ["tokens.json", "haggle.db", "haggle.db-wal", "haggle.db-shm"] {
+        let _ = std::fs::remove_file(out.join(old));
+    }
+    Ok(dir)
 }
 
 /// `tokens.json`, so a person (or an outside agent) can keep trading in the finished market.
@@ -67,7 +86,7 @@ pub async fn finish(
     write(out, "settlement_deals.csv", &settlement.deals_csv())?;
     write(out, "settlement_positions.csv", &settlement.positions_csv())?;
     write(
-        out,
+        &private_dir(out)?,
         "tokens.json",
         &serde_json::to_string_pretty(&tokens(run))?,
     )?;

@@ -22,7 +22,7 @@ fn demo(dir: &Scratch, out: &str, extra: &[&str]) -> Value {
         "and how to browse the market: {stdout}"
     );
     // The ledger and hash chain of the finished market verify with the operator's own command.
-    let db = format!("sqlite://{}", out_dir.join("haggle.db").display());
+    let db = format!("sqlite://{}", out_dir.join("private/haggle.db").display());
     run_ok(&dir.0, &["ledger", "verify", "--database", &db]);
     serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap()).unwrap()
 }
@@ -69,7 +69,8 @@ fn the_demo_writes_its_report_results_csvs_database_and_tokens() {
         "the ledger's handover list"
     );
     let tokens: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("tokens.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("private/tokens.json")).unwrap())
+            .unwrap();
     assert!(tokens["operator"].as_str().unwrap().starts_with("hgl_"));
     assert!(tokens["observer"].as_str().unwrap().starts_with("hgl_"));
     let people = tokens["participants"].as_array().unwrap();

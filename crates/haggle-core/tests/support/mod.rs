@@ -161,6 +161,20 @@ impl Mem {
                 s.buyer = Some((self.participants[&b].clone(), self.funds(b)));
             }
         }
+        // As the store counts them: the actor's messages and offers in its thread.
+        if let (Some(t), Some(a)) = (&s.thread, actor) {
+            let messages = self
+                .messages
+                .iter()
+                .filter(|m| m.thread_id == t.id && m.author == a)
+                .count();
+            let offers = self
+                .offers
+                .values()
+                .filter(|o| o.thread_id == t.id && o.proposer == a)
+                .count();
+            s.party_posts = (messages + offers) as u32;
+        }
         s
     }
 
@@ -225,6 +239,12 @@ impl Mem {
             s.listing = self.listings.get(&d.listing_id).cloned();
             s.ratings = self.ratings_on(deal);
         }
+        s.party_notes = actor.map_or(0, |a| {
+            self.notes_on(deal)
+                .iter()
+                .filter(|n| n.author == Some(a))
+                .count() as u32
+        });
         s
     }
 
@@ -448,7 +468,17 @@ impl Mem {
         self.run(s, |s, plan| negotiation::fund(s, plan, &p, amount))
     }
 
+    /// An operator sets the mandate.
     pub fn set_mandate(&mut self, participant: ParticipantId, mandate: Mandate) -> Outcome<()> {
+        self.set_mandate_by(participant, mandate, MandateAuthor::Operator)
+    }
+
+    pub fn set_mandate_by(
+        &mut self,
+        participant: ParticipantId,
+        mandate: Mandate,
+        author: MandateAuthor,
+    ) -> Outcome<()> {
         let mut s = self.scene(None, None, None, None);
         let p = self.participants[&participant].clone();
         // As the store loads it: the buyer's funds and its own live, unexpired offers, oldest first.
@@ -466,7 +496,9 @@ impl Mem {
             .map(|o| (o.clone(), self.listings[&o.listing_id].category.clone()))
             .collect();
         s.own_live_offers.sort_by_key(|(o, _)| o.id);
-        self.run(s, |s, plan| negotiation::set_mandate(s, plan, &p, mandate))
+        self.run(s, |s, plan| {
+            negotiation::set_mandate(s, plan, &p, mandate, author)
+        })
     }
 
     pub fn post(&mut self, owner: ParticipantId, input: NewListing) -> Outcome<Listing> {

@@ -65,6 +65,32 @@ impl Server {
         let store = Store::open(&format!("sqlite://{}", db.display()))
             .await
             .expect("open the SQLite store");
+        Server::with_store(store, config, db).await
+    }
+
+    /// A server on the PostgreSQL database of `HAGGLE_TEST_POSTGRES_URL` (each test makes its own
+    /// markets, so tests share it), or `None` with a loud NOT RUN line when it is not set (and a
+    /// failure under CI, which always sets it).
+    pub async fn postgres() -> Option<Server> {
+        const PG_ENV: &str = "HAGGLE_TEST_POSTGRES_URL";
+        let Some(url) = std::env::var(PG_ENV).ok().filter(|u| !u.trim().is_empty()) else {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!! POSTGRES HTTP TEST NOT RUN: set {PG_ENV} \
+                 (e.g. postgres:///haggle_test?host=/var/run/postgresql) !!!\n"
+            );
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but {PG_ENV} is not: the PostgreSQL HTTP tests must run in CI"
+            );
+            return None;
+        };
+        let store = Store::open(&url).await.expect("open the PostgreSQL store");
+        Some(Server::with_store(store, Config::default(), PathBuf::new()).await)
+    }
+
+    async fn with_store(store: Store, config: Config, db: PathBuf) -> Server {
         let clock = Arc::new(ManualClock::new(START_MS));
         let svc = Service::new(store, clock.clone(), config);
         let operator = svc
@@ -329,7 +355,13 @@ impl Drop for Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        for suffix in ["", "-wal", "-shm"] {
+        // A PostgreSQL server has no file.
+        let files = if self.db.as_os_str().is_empty() {
+            &[][..]
+        } else {
+            &["", "-wal", "-shm"][..]
+        };
+        for suffix in files {
             let mut p = self.db.clone().into_os_string();
             p.push(suffix);
             let _ = std::fs::remove_file(p);
