@@ -1332,3 +1332,28 @@ impl Service {
 pub fn default_rules() -> MarketRules {
     MarketRules::default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+
+    /// Issue 15: a database's error text (here PostgreSQL's answer to a NUL byte) reached clients.
+    #[test]
+    fn an_internal_error_tells_the_client_a_request_id_never_the_cause() {
+        let cause =
+            "error returned from database: invalid byte sequence for encoding \"UTF8\": 0x00";
+        let a = ApiError::internal(cause);
+        let b = ApiError::internal(cause);
+        assert_eq!(a.status, 500);
+        let message = &a.body.error.message;
+        assert!(
+            !message.contains("UTF8") && !message.contains("database"),
+            "{message}"
+        );
+        assert!(message.contains("request id"), "{message}");
+        assert_ne!(
+            message, &b.body.error.message,
+            "each failure has its own id"
+        );
+    }
+}

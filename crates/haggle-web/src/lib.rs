@@ -25,12 +25,17 @@ pub struct WebOptions {
     /// A folder of experiment and demo reports (each a folder with `report.html` and its files),
     /// browsable at `/reports/` by operators and observers. `None`: no reports.
     pub reports: Option<PathBuf>,
+    /// The address people reach the server at (`haggle serve --public-url`). An `https://` one
+    /// marks the session cookie `Secure` (as does `X-Forwarded-Proto: https` from a TLS proxy).
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone)]
 pub(crate) struct Web {
     pub svc: Arc<Service>,
     pub reports: Option<Arc<PathBuf>>,
+    /// The server is reached over HTTPS whatever the request says (`public_url` is `https://`).
+    pub https: bool,
 }
 
 const HTMX: &[u8] = include_bytes!("../static/htmx.min.js");
@@ -75,6 +80,10 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
     let web = Web {
         svc,
         reports: opts.reports.map(Arc::new),
+        https: opts
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://")),
     };
     let m = "/m/{market}";
     Router::new()

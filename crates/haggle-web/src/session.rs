@@ -188,9 +188,13 @@ pub struct NextParam {
     next: String,
 }
 
-/// Only a path on this server (never `//host` or a scheme) is a place to return to.
-fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+/// Only a plain path on this server is a place to return to: it starts with one `/` and holds
+/// only visible ASCII. Browsers drop tabs and line breaks from URLs and read `\\` as `/`, so
+/// `/\t/evil.example` or `/\\evil.example` would become `//evil.example`, another site; a line
+/// break would not even fit a `Location` header.
+pub fn safe_next(next: &str) -> String {
+    let plain = next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    if plain && next.starts_with('/') && !next.starts_with("//") {
         next.to_string()
     } else {
         "/".to_string()
@@ -215,10 +219,22 @@ pub struct SignInForm {
     next: String,
 }
 
-fn session_cookie(value: &str, max_age: Option<i64>) -> HeaderValue {
+/// Whether this request reached us over HTTPS: the server's public URL says so, or the TLS proxy
+/// in front of it does (`X-Forwarded-Proto: https`). A client faking the header only makes its own
+/// cookie `Secure`.
+fn over_https(web: &Web, headers: &HeaderMap) -> bool {
+    web.https
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
+fn session_cookie(value: &str, max_age: Option<i64>, secure: bool) -> HeaderValue {
     let age = max_age.map_or(String::new(), |s| format!("; Max-Age={s}"));
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{secure}{age}"
     ))
     .expect("cookie is visible ASCII")
 }
@@ -226,6 +242,7 @@ fn session_cookie(value: &str, max_age: Option<i64>) -> HeaderValue {
 pub async fn sign_in(
     State(web): State<Web>,
     origin: FormOrigin,
+    headers: HeaderMap,
     axum::Form(f): axum::Form<SignInForm>,
 ) -> Response {
     let next = safe_next(&f.next);
@@ -257,8 +274,10 @@ pub async fn sign_in(
     match web.svc.authenticate(Some(token)).await {
         Ok(_) => {
             let mut r = Redirect::to(&next).into_response();
-            r.headers_mut()
-                .insert(header::SET_COOKIE, session_cookie(token, None));
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                session_cookie(token, None, over_https(&web, &headers)),
+            );
             r
         }
         Err(e) => refused(
@@ -276,16 +295,20 @@ pub struct SignOutForm {
 }
 
 pub async fn sign_out(
+    State(web): State<Web>,
     signed: MaybeSigned,
     origin: FormOrigin,
+    headers: HeaderMap,
     axum::Form(f): axum::Form<SignOutForm>,
 ) -> PageResult {
     if let Some(s) = &signed.0 {
         s.check(&origin, &f.csrf)?;
     }
     let mut r = Redirect::to("/").into_response();
-    r.headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", Some(0)));
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie("", Some(0), over_https(&web, &headers)),
+    );
     Ok(r)
 }
 

@@ -105,6 +105,86 @@ async fn signing_in_sets_a_strict_httponly_cookie_and_signing_out_clears_it() {
     assert!(cleared.starts_with("haggle_session=;") && cleared.contains("Max-Age=0"));
 }
 
+/// Issue 15: `next=/%09/evil.example` answered `Location: /\t/evil.example`, which browsers read
+/// as `//evil.example`, and a `next` with a line break answered 500.
+#[tokio::test]
+async fn sign_in_returns_only_to_plain_paths_on_this_server() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    for next in [
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/\r\nSet-Cookie: x=1",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https://evil.example/",
+        "//evil.example",
+        "/ /evil.example",
+    ] {
+        let r = s
+            .client
+            .post(s.url("/signin"))
+            .form(&[("token", f.alice.principal.as_str()), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303, "{next:?}");
+        assert_eq!(r.headers()["location"], "/", "{next:?}");
+    }
+    // The same through the sign-in page's query string, percent-encoded.
+    let page = s.page("/signin?next=/%09/evil.example", None).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("evil.example"), "{}", page.body);
+    let plain = format!("/m/{}?tab=deals", f.m);
+    let r = s
+        .client
+        .post(s.url("/signin"))
+        .form(&[
+            ("token", f.alice.principal.as_str()),
+            ("next", plain.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], plain.as_str());
+}
+
+/// Issue 15: behind a TLS proxy the session cookie had no `Secure` flag.
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_served_over_https() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let sign_in = |proto: Option<&'static str>| {
+        let mut req = s.client.post(s.url("/signin"));
+        if let Some(p) = proto {
+            req = req.header("X-Forwarded-Proto", p);
+        }
+        req.form(&[("token", f.alice.principal.as_str()), ("next", "/")])
+            .send()
+    };
+    let cookie = |r: &reqwest::Response| r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let plain = sign_in(None).await.unwrap();
+    assert!(!cookie(&plain).contains("Secure"), "plain HTTP on loopback");
+    let proxied = sign_in(Some("https")).await.unwrap();
+    assert!(
+        cookie(&proxied).contains("; Secure"),
+        "{}",
+        cookie(&proxied)
+    );
+    let home = s.page("/", Some(&f.alice.principal)).await;
+    let out = s
+        .client
+        .post(s.url("/signout"))
+        .header("Cookie", format!("haggle_session={}", f.alice.principal))
+        .header("Origin", &s.base)
+        .header("X-Forwarded-Proto", "https")
+        .form(&[("csrf", home.hidden("csrf"))])
+        .send()
+        .await
+        .unwrap();
+    assert!(cookie(&out).contains("; Secure") && cookie(&out).contains("Max-Age=0"));
+}
+
 #[tokio::test]
 async fn each_role_opens_only_the_pages_it_may() {
     let s = Server::start().await;

@@ -48,6 +48,10 @@ enum Cmd {
         /// A folder of experiment or demo reports to browse at /reports/ (operators, observers).
         #[arg(long, env = "HAGGLE_REPORTS")]
         reports: Option<std::path::PathBuf>,
+        /// The address people reach this server at, e.g. https://haggle.example.org behind a
+        /// TLS proxy: an https:// one marks the session cookie Secure.
+        #[arg(long, env = "HAGGLE_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Markets.
     Market {
@@ -283,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             db,
             rate_limit,
             reports,
+            public_url,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -319,8 +324,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             };
             let mcp_shutdown = haggle_http::CancellationToken::new();
-            let app = haggle_http::app(svc.clone(), mcp_shutdown.clone())
-                .merge(haggle_web::router(svc, haggle_web::WebOptions { reports }));
+            let app =
+                haggle_http::app(svc.clone(), mcp_shutdown.clone()).merge(haggle_web::router(
+                    svc,
+                    haggle_web::WebOptions {
+                        reports,
+                        public_url,
+                    },
+                ));
             haggle_http::serve_app(listener, app, mcp_shutdown, shutdown).await?;
         }
         Cmd::Market {

@@ -64,7 +64,10 @@ impl Server {
         let mcp_shutdown = haggle_http::CancellationToken::new();
         let app = haggle_http::app(svc.clone(), mcp_shutdown.clone()).merge(haggle_web::router(
             svc.clone(),
-            haggle_web::WebOptions { reports },
+            haggle_web::WebOptions {
+                reports,
+                ..Default::default()
+            },
         ));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(haggle_http::serve_app(
