@@ -30,7 +30,10 @@ pub struct ErrorDetail {
     /// `listing_unavailable`, `offer_not_live`, `offer_expired`, `not_your_offer`,
     /// `too_many_offers`, `invalid_transition`, `idempotency_conflict`,
     /// `idempotency_in_flight`, `rate_limited`, `agent_frozen`, `thread_closed`, and Haggle's
-    /// extension `market_closed` (409: the market passed its closing time); `internal` is a 5xx.
+    /// extensions `market_closed` (409: the market passed its closing time), `agent_paused` (403:
+    /// the principal paused its agent), `too_many_messages` and `too_many_notes` (422: a party
+    /// added as many messages to a thread, or notes to a deal, as one party may); `internal` is a
+    /// 5xx.
     #[schema(value_type = String)]
     pub code: ErrorCode,
     pub message: String,

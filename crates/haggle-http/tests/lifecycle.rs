@@ -180,7 +180,7 @@ async fn happy_path_handover_receipt_ratings_and_reputation() {
         "invalid_transition",
     )
     .await;
-    let notes = s.get_ok(&f.deal_path(d, "notes"), &f.bob.agent).await;
+    let notes = s.get_ok(&f.deal_path(d, "notes"), &f.bob.agent).await["items"].clone();
     assert_eq!(notes.as_array().unwrap().len(), 1, "{notes}");
     assert_eq!(notes[0]["kind"], "handover");
     assert_eq!(notes[0]["author"], f.alice.id);
@@ -788,7 +788,7 @@ async fn dispute_evidence_and_an_operator_split() {
     );
     let alice = f.balance(&s, &f.alice).await;
     assert_eq!(alice["total"], 2500);
-    let notes = s.get_ok(&f.deal_path(d, "notes"), &f.alice.agent).await;
+    let notes = s.get_ok(&f.deal_path(d, "notes"), &f.alice.agent).await["items"].clone();
     let kinds: Vec<&str> = notes
         .as_array()
         .unwrap()
@@ -797,13 +797,14 @@ async fn dispute_evidence_and_an_operator_split() {
         .collect();
     assert_eq!(
         kinds,
+        // Newest first.
         [
-            "handover",
+            "resolution",
+            "evidence",
+            "evidence",
+            "evidence",
             "dispute",
-            "evidence",
-            "evidence",
-            "evidence",
-            "resolution"
+            "handover"
         ]
     );
     // The partly refunded deal can be rated; the seller lost the dispute.
@@ -843,7 +844,7 @@ async fn the_markets_arbiter_resolves_through_its_agent_token() {
     .await;
     // The arbiter reads the dispute and adds evidence; its principal token is no arbiter.
     let notes = s.get_ok(&f.deal_path(d, "notes"), &judge.agent).await;
-    assert_eq!(notes[0]["kind"], "dispute");
+    assert_eq!(notes["items"][0]["kind"], "dispute");
     f.act(
         &s,
         &judge.agent,
@@ -1273,8 +1274,7 @@ async fn a_frozen_agent_reads_its_deal_but_cannot_act_on_it() {
     .await;
     let freeze = format!("/v1/markets/{}/participants/{}/freeze", f.m, f.bob.id);
     assert_status(
-        &s.post(&freeze, &f.bob.principal, json!({"frozen": true}))
-            .await,
+        &s.post(&freeze, &s.operator, json!({"frozen": true})).await,
         200,
         "freeze",
     );
@@ -1288,7 +1288,7 @@ async fn a_frozen_agent_reads_its_deal_but_cannot_act_on_it() {
     )
     .await;
     assert_eq!(
-        s.get_ok(&f.deal_path(d, "notes"), &f.bob.agent).await[0]["kind"],
+        s.get_ok(&f.deal_path(d, "notes"), &f.bob.agent).await["items"][0]["kind"],
         "dispute"
     );
     f.act(
