@@ -80,6 +80,7 @@ pub struct RegisterParticipant {
     pub name: String,
     /// Starting budget in minor units, funded from the market's funding account.
     #[serde(default)]
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub budget: Money,
     #[serde(default)]
     pub mandate: Option<Mandate>,
@@ -96,6 +97,8 @@ pub struct ParticipantCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fund {
+    /// Minor units.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount: Money,
 }
 
@@ -131,8 +134,11 @@ pub struct OpenThread {
     pub message: Option<String>,
     /// An opening offer, in minor units.
     #[serde(default)]
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub price: Option<Money>,
+    /// Whole milliseconds, at most the market's `offer_ttl_ms` (its default).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub expires_in_ms: Option<i64>,
 }
 
@@ -152,14 +158,20 @@ pub struct PostMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MakeOffer {
+    /// Minor units.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub price: Money,
+    /// Whole milliseconds, at most the market's `offer_ttl_ms` (its default).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub expires_in_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceClock {
+    /// Whole milliseconds, 1 ms to 366 days.
+    #[schema(minimum = 1, maximum = 31_622_400_000_i64)]
     pub by_ms: i64,
 }
 
@@ -279,6 +291,7 @@ pub struct DecideApproval {
 #[serde(deny_unknown_fields)]
 pub struct RateDeal {
     /// 1 to 5.
+    #[schema(minimum = 1, maximum = 5)]
     pub score: u8,
     #[serde(default)]
     pub comment: String,
@@ -403,10 +416,13 @@ pub struct MarketSummary {
 #[serde(deny_unknown_fields)]
 pub struct AnswerSurvey {
     /// How fair the outcome felt: 1 (not at all) to 7 (completely).
+    #[schema(minimum = 1, maximum = 7)]
     pub fairness: u8,
     /// Satisfaction with the agent: 1 to 7.
+    #[schema(minimum = 1, maximum = 7)]
     pub satisfaction: u8,
     /// What you would pay to be represented this way again, in minor units (0 = nothing).
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub would_pay: Money,
     #[serde(default)]
     pub comment: String,

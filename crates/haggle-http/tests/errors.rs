@@ -211,6 +211,35 @@ async fn invalid_request_for_bad_json_unknown_fields_bad_query_and_bad_cursor() 
     assert_eq!(s.snapshot(m, &[alice, bob]).await, before);
 }
 
+/// A page size outside its documented bounds is refused naming `limit`, not silently clamped.
+#[tokio::test]
+async fn invalid_request_for_a_limit_outside_its_bounds() {
+    let s = Server::start().await;
+    let (m, p) = s.market_with(&[("Alice", 0)]).await;
+    let alice = &p[0];
+    for q in [
+        format!("/v1/markets/{m}/listings?limit=0"),
+        format!("/v1/markets/{m}/listings?limit=501"),
+        format!("/v1/markets/{m}/threads?limit=501"),
+        format!("/v1/markets/{m}/deals?limit=0"),
+        format!("/v1/markets/{m}/participants?limit=100000"),
+        format!("/v1/markets/{m}/events?limit=1001"),
+        format!("/v1/markets/{m}/events?limit=0"),
+    ] {
+        let r = s.get(&q, &alice.agent).await;
+        assert_refusal(&r, 422, "invalid_request");
+        let message = r.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains("limit"), "{q}: {message}");
+    }
+    for q in [
+        format!("/v1/markets/{m}/listings?limit=500"),
+        format!("/v1/markets/{m}/events?limit=1000"),
+        format!("/v1/markets/{m}/deals?limit=1"),
+    ] {
+        s.get_ok(&q, &alice.agent).await;
+    }
+}
+
 /// A known path with a method it does not serve is refused with the error body too (status 405).
 #[tokio::test]
 async fn a_wrong_method_is_refused_with_the_error_body() {

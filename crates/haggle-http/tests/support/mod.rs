@@ -124,6 +124,7 @@ impl Server {
         body: Option<String>,
         idem_key: Option<&str>,
     ) -> Resp {
+        let method_name = method.as_str().to_ascii_lowercase();
         let mut req = self.client.request(method, self.url(path));
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
@@ -136,6 +137,7 @@ impl Server {
         }
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
+        assert_documented(method_name, path, status);
         let text = resp.text().await.expect("response body");
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
@@ -335,6 +337,43 @@ impl Drop for Server {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// The served OpenAPI document (as the router builds it).
+pub fn document() -> &'static Value {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| serde_json::to_value(haggle_http::openapi()).expect("document"))
+}
+
+/// The documented path template a concrete path (query string ignored) falls under, if any.
+pub fn template_of(path: &str) -> Option<&'static str> {
+    let path = path.split('?').next().unwrap_or(path);
+    let concrete: Vec<&str> = path.split('/').collect();
+    document()["paths"].as_object()?.keys().find_map(|t| {
+        let parts: Vec<&str> = t.split('/').collect();
+        let fits = parts.len() == concrete.len()
+            && parts
+                .iter()
+                .zip(&concrete)
+                .all(|(p, c)| p == c || (p.starts_with('{') && !c.is_empty()));
+        fits.then_some(t.as_str())
+    })
+}
+
+/// Every answer of a documented operation has a documented status: each request the HTTP tests
+/// send is checked, so a handler returning an undocumented status fails the test that saw it.
+#[track_caller]
+pub fn assert_documented(method: String, path: &str, status: u16) {
+    let Some(template) = template_of(path) else {
+        return;
+    };
+    let Some(op) = document()["paths"][template].get(method.as_str()) else {
+        return;
+    };
+    assert!(
+        op["responses"].get(status.to_string()).is_some(),
+        "{method} {template} answered {status}, which its OpenAPI operation does not document"
+    );
 }
 
 /// Asserts a status, showing the body when it differs.
