@@ -63,8 +63,9 @@ pub struct CreateMarket {
     /// `real` (default) or `simulated` (advanced by the operator through `/clock/advance`).
     #[serde(default)]
     pub clock: Option<ClockMode>,
-    /// Start of a simulated clock, ms since the epoch (default: now).
+    /// Start of a simulated clock, ms since the epoch up to year 9999 (default: now).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 253_402_300_799_999_i64)]
     pub sim_start_ms: Option<i64>,
     #[serde(default)]
     pub rules: Option<MarketRules>,
@@ -180,7 +181,9 @@ pub struct AdvanceClock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetClosingTime {
-    /// Ms since the epoch on the market's clock; `null` makes the market open-ended.
+    /// Ms since the epoch on the market's clock, up to year 9999; `null` makes the market
+    /// open-ended.
+    #[schema(minimum = 0, maximum = 253_402_300_799_999_i64)]
     pub closes_at: Option<i64>,
 }
 

@@ -91,28 +91,53 @@ impl DealStatus {
 #[serde(default, deny_unknown_fields)]
 pub struct MarketRules {
     /// Lifetime of an offer unless the offer names a shorter one.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub offer_ttl_ms: i64,
     /// Cap on offers (both sides together) in one thread; `None` = no cap.
     pub max_offers_per_thread: Option<u32>,
     /// Time limit of a thread from its opening; `None` = no limit.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub thread_time_limit_ms: Option<i64>,
     /// Private (default): a thread is visible to its two parties only.
     pub public_negotiations: bool,
     /// Observers may read private threads (a research market usually allows it).
     pub observers_see_private: bool,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub confirmation_window_ms: i64,
     pub seller_may_cancel: bool,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub approval_window_ms: i64,
     /// Research option: after offering, a party may only wait, message or withdraw.
     pub strict_alternation: bool,
     /// Research option: a seller may accept only this long after the listing's first offer.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 315_360_000_000_i64)
+    )]
     pub collection_window_ms: Option<i64>,
     /// Ratings stay hidden until both sides rated or this long after the deal finished.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub rating_window_ms: i64,
     /// A participant who may resolve disputes it is not party to (operators always may).
     pub arbiter: Option<ParticipantId>,
     /// When the market closes, on its own clock (an extension of the spec); `None` = open-ended.
     /// From then on nothing new is traded (`market_closed`) while agreed deals still settle.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999_i64))]
     pub closes_at: Option<Timestamp>,
 }
 
@@ -151,15 +176,20 @@ impl MarketRules {
         ];
         for (name, v) in positive {
             if let Some(v) = v
-                && v <= 0
+                && !(1..=MAX_DURATION_MS).contains(&v)
             {
-                return Err(E::invalid_request(format!("rules.{name} must be positive")));
+                return Err(E::invalid_request(format!(
+                    "rules.{name} must be between 1 and {MAX_DURATION_MS} ms (10 years), got {v}"
+                )));
             }
         }
-        if self.collection_window_ms.is_some_and(|v| v < 0) {
-            return Err(E::invalid_request(
-                "rules.collection_window_ms must not be negative",
-            ));
+        if self
+            .collection_window_ms
+            .is_some_and(|v| !(0..=MAX_DURATION_MS).contains(&v))
+        {
+            return Err(E::invalid_request(format!(
+                "rules.collection_window_ms must be between 0 and {MAX_DURATION_MS} ms (10 years)"
+            )));
         }
         if self.max_offers_per_thread == Some(0) {
             return Err(E::invalid_request(
@@ -186,6 +216,10 @@ impl MarketRules {
         Ok(())
     }
 }
+
+/// Longest duration a rule may set (10 years): a clock (at most year 9999) plus any rule's
+/// duration stays far inside `i64`, so deadline arithmetic never overflows.
+pub const MAX_DURATION_MS: i64 = 3650 * DAY_MS;
 
 /// Latest closing time accepted (9999-12-31), so time-left arithmetic never overflows.
 pub const MAX_TIMESTAMP: Timestamp = 253_402_300_799_999;

@@ -26,15 +26,6 @@ const ROLES: [&str; 7] = [
     "other participant",
 ];
 
-/// Whose agent and principal the `agent`/`principal` columns are: the seller of the fixtures'
-/// listing and deal (and `{participant}`), or the buyer who made the thread's live offer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Subject {
-    Seller,
-    Buyer,
-}
-use Subject::*;
-
 /// One cell: `y` allowed, `u` 401, `f` 403, `n` 404 (existence hidden).
 /// Columns: anonymous, agent, principal, observer, operator, other market's operator, other
 /// participant (a third participant of the same market, party to nothing).
@@ -95,94 +86,6 @@ const MATRIX: &[(&str, &str, Subject, &str)] = &[
     ("put", "/v1/markets/{market}/participants/{participant}/mandate", Seller, "ufyfyff"),
     ("put", "/v1/markets/{market}/participants/{participant}/survey", Seller, "ufyffff"),
 ];
-
-/// Everything a row's requests name, made fresh for each cell.
-struct Fixture {
-    market: i64,
-    seller: Party,
-    buyer: Party,
-    outsider: Party,
-    observer: String,
-    operator: String,
-    listing: i64,
-    thread: i64,
-    offer: i64,
-    deal: i64,
-    webhook: i64,
-}
-
-impl Fixture {
-    /// A market with a seller, a buyer and an outsider; a listing with the buyer's thread and
-    /// live offer; a second listing sold to the buyer (the deal); a webhook; observer and
-    /// operator tokens of the market.
-    async fn new(s: &Server) -> Fixture {
-        let (market, p) = s
-            .market_with(&[("Seller", 0), ("Buyer", 100_000), ("Outsider", 100_000)])
-            .await;
-        let [seller, buyer, outsider] = [p[0].clone(), p[1].clone(), p[2].clone()];
-        let observer = s.observer(market).await;
-        let operator = token(s, market, "operator").await;
-        let listing = s.sell(market, &seller, "Lamp", 1_000).await;
-        let (thread, offer) = s.bid(market, &buyer, listing, 900).await;
-        let sold = s.sell(market, &seller, "Desk", 2_000).await;
-        let (_, bid) = s.bid(market, &buyer, sold, 2_000).await;
-        let deal = s.accept(market, &seller, bid).await["id"].as_i64().unwrap();
-        let r = s
-            .post(
-                &format!("/v1/markets/{market}/webhooks"),
-                &s.operator,
-                json!({"url": "http://127.0.0.1:9/hook"}),
-            )
-            .await;
-        assert_status(&r, 201, "create webhook");
-        let webhook = r.1["webhook"]["id"].as_i64().expect("webhook id");
-        Fixture {
-            market,
-            seller,
-            buyer,
-            outsider,
-            observer,
-            operator,
-            listing,
-            thread,
-            offer,
-            deal,
-            webhook,
-        }
-    }
-
-    fn subject(&self, who: Subject) -> &Party {
-        match who {
-            Seller => &self.seller,
-            Buyer => &self.buyer,
-        }
-    }
-
-    /// The concrete path of a template.
-    fn path(&self, template: &str, who: Subject) -> String {
-        template
-            .replace("{market}", &self.market.to_string())
-            .replace("{participant}", &self.subject(who).id.to_string())
-            .replace("{listing}", &self.listing.to_string())
-            .replace("{thread}", &self.thread.to_string())
-            .replace("{offer}", &self.offer.to_string())
-            .replace("{deal}", &self.deal.to_string())
-            .replace("{webhook}", &self.webhook.to_string())
-    }
-}
-
-/// A market-scoped token made by the global operator.
-async fn token(s: &Server, market: i64, role: &str) -> String {
-    let r = s
-        .post(
-            &format!("/v1/markets/{market}/tokens"),
-            &s.operator,
-            json!({"role": role, "label": "matrix"}),
-        )
-        .await;
-    assert_status(&r, 201, "market token");
-    r.1["token"].as_str().expect("token").into()
-}
 
 /// A valid body for each mutation (by its path's last segment), so a refusal is about the caller.
 fn body(method: &str, template: &str) -> Option<Value> {

@@ -457,6 +457,8 @@ impl Service {
         let rules = req.rules.unwrap_or_default();
         let clock_mode = req.clock.unwrap_or(ClockMode::Real);
         let sim_start = req.sim_start_ms.unwrap_or_else(|| self.now());
+        // A plausible instant, like a closing time: deadlines are computed from the clock.
+        haggle_core::model::check_closing_time("sim_start_ms", Some(sim_start))?;
         // The clock the market starts on: a closing time must lie ahead of it.
         let start = match clock_mode {
             ClockMode::Simulated => sim_start,
