@@ -51,7 +51,7 @@ pub struct ErrorResponses;
 
 impl utoipa::Modify for ErrorResponses {
     fn modify(&self, openapi: &mut OpenApi) {
-        for (path, item) in openapi.paths.paths.iter_mut() {
+        for item in openapi.paths.paths.values_mut() {
             let ops = [
                 (&mut item.get, false),
                 (&mut item.post, true),
@@ -61,7 +61,7 @@ impl utoipa::Modify for ErrorResponses {
             for (op, mutation) in ops {
                 if let Some(op) = op.as_mut() {
                     describe_successes(op);
-                    for status in error_statuses(path, op, mutation) {
+                    for status in error_statuses(op, mutation) {
                         let response = ResponseBuilder::new()
                             .description(describe(status, mutation))
                             .content(
@@ -97,18 +97,19 @@ fn describe_successes(op: &mut Operation) {
 }
 
 /// The error statuses an operation can answer with. Every route authenticates (401) and is
-/// rate-limited per token (429); every route but `/v1/me` checks the caller's role (403); a path
-/// naming an object can miss it (404); anything parsed from the request can be malformed (422);
-/// a mutation can meet a state conflict or a key still in flight (409), and domain refusals are
-/// 403/409/422 like the rest.
-pub fn error_statuses(path: &str, op: &Operation, mutation: bool) -> Vec<u16> {
+/// rate-limited per token (429); a route naming an object can miss it (404), and one naming a
+/// market or changing anything checks the caller's role (403); anything parsed from the request
+/// can be malformed (422); a mutation can meet a state conflict or a key still in flight (409),
+/// and its domain refusals are 403/409/422 like the rest. (`GET /v1/me` and `GET /v1/markets`
+/// answer every valid token.)
+pub fn error_statuses(op: &Operation, mutation: bool) -> Vec<u16> {
     let params = op.parameters.as_deref().unwrap_or_default();
     let in_path = params.iter().any(|p| match p {
         RefOr::T(p) => p.parameter_in == ParameterIn::Path,
         RefOr::Ref(_) => false,
     });
     let mut out = vec![401];
-    if path != "/v1/me" {
+    if in_path || mutation {
         out.push(403);
     }
     if in_path {
