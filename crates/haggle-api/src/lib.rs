@@ -66,8 +66,9 @@ pub struct CreateMarket {
     /// `real` (default) or `simulated` (advanced by the operator through `/clock/advance`).
     #[serde(default)]
     pub clock: Option<ClockMode>,
-    /// Start of a simulated clock, ms since the epoch (default: now).
+    /// Start of a simulated clock, ms since the epoch up to year 9999 (default: now).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 253_402_300_799_999_i64)]
     pub sim_start_ms: Option<i64>,
     #[serde(default)]
     pub rules: Option<MarketRules>,
@@ -83,6 +84,7 @@ pub struct RegisterParticipant {
     pub name: String,
     /// Starting budget in minor units, funded from the market's funding account.
     #[serde(default)]
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub budget: Money,
     #[serde(default)]
     pub mandate: Option<Mandate>,
@@ -99,6 +101,8 @@ pub struct ParticipantCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fund {
+    /// Minor units.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount: Money,
 }
 
@@ -141,8 +145,11 @@ pub struct OpenThread {
     pub message: Option<String>,
     /// An opening offer, in minor units.
     #[serde(default)]
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub price: Option<Money>,
+    /// Whole milliseconds, at most the market's `offer_ttl_ms` (its default).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub expires_in_ms: Option<i64>,
 }
 
@@ -162,14 +169,20 @@ pub struct PostMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MakeOffer {
+    /// Minor units.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub price: Money,
+    /// Whole milliseconds, at most the market's `offer_ttl_ms` (its default).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub expires_in_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceClock {
+    /// Whole milliseconds, 1 ms to 366 days.
+    #[schema(minimum = 1, maximum = 31_622_400_000_i64)]
     pub by_ms: i64,
 }
 
@@ -178,10 +191,10 @@ pub struct AdvanceClock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetClosingTime {
-    /// Ms since the epoch on the market's clock; `null` makes the market open-ended. Required:
-    /// an empty body must not reopen a closed market by accident.
+    /// Ms since the epoch on the market's clock, up to year 9999; `null` makes the market
+    /// open-ended. Required: an empty body must not reopen a closed market by accident.
     #[serde(deserialize_with = "present")]
-    #[schema(required = true)]
+    #[schema(required = true, minimum = 0, maximum = 253_402_300_799_999_i64)]
     pub closes_at: Option<i64>,
 }
 
@@ -312,6 +325,7 @@ pub struct DecideApproval {
 #[serde(deny_unknown_fields)]
 pub struct RateDeal {
     /// 1 to 5.
+    #[schema(minimum = 1, maximum = 5)]
     pub score: u8,
     #[serde(default)]
     pub comment: String,
@@ -436,10 +450,13 @@ pub struct MarketSummary {
 #[serde(deny_unknown_fields)]
 pub struct AnswerSurvey {
     /// How fair the outcome felt: 1 (not at all) to 7 (completely).
+    #[schema(minimum = 1, maximum = 7)]
     pub fairness: u8,
     /// Satisfaction with the agent: 1 to 7.
+    #[schema(minimum = 1, maximum = 7)]
     pub satisfaction: u8,
     /// What you would pay to be represented this way again, in minor units (0 = nothing).
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub would_pay: Money,
     #[serde(default)]
     pub comment: String,

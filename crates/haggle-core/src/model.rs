@@ -91,28 +91,53 @@ impl DealStatus {
 #[serde(default, deny_unknown_fields)]
 pub struct MarketRules {
     /// Lifetime of an offer unless the offer names a shorter one.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub offer_ttl_ms: i64,
     /// Cap on offers (both sides together) in one thread; `None` = no cap.
     pub max_offers_per_thread: Option<u32>,
     /// Time limit of a thread from its opening; `None` = no limit.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub thread_time_limit_ms: Option<i64>,
     /// Private (default): a thread is visible to its two parties only.
     pub public_negotiations: bool,
     /// Observers may read private threads (a research market usually allows it).
     pub observers_see_private: bool,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub confirmation_window_ms: i64,
     pub seller_may_cancel: bool,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub approval_window_ms: i64,
     /// Research option: after offering, a party may only wait, message or withdraw.
     pub strict_alternation: bool,
     /// Research option: a seller may accept only this long after the listing's first offer.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 315_360_000_000_i64)
+    )]
     pub collection_window_ms: Option<i64>,
     /// Ratings stay hidden until both sides rated or this long after the deal finished.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub rating_window_ms: i64,
     /// A participant who may resolve disputes it is not party to (operators always may).
     pub arbiter: Option<ParticipantId>,
     /// When the market closes, on its own clock (an extension of the spec); `None` = open-ended.
     /// From then on nothing new is traded (`market_closed`) while agreed deals still settle.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999_i64))]
     pub closes_at: Option<Timestamp>,
 }
 
@@ -194,9 +219,10 @@ impl MarketRules {
 /// Latest instant accepted (9999-12-31), so time arithmetic never overflows.
 pub const MAX_TIMESTAMP: Timestamp = 253_402_300_799_999;
 
-/// Longest duration a rule may set (ten years of 366 days): with instants bounded by
-/// [`MAX_TIMESTAMP`], an instant plus a duration stays far inside `i64`.
-pub const MAX_DURATION_MS: i64 = 10 * 366 * DAY_MS;
+/// Longest duration a rule may set (ten years of 365 days; the OpenAPI schemas state the same
+/// `maximum`): with instants bounded by [`MAX_TIMESTAMP`], an instant plus a duration stays far
+/// inside `i64`.
+pub const MAX_DURATION_MS: i64 = 3650 * DAY_MS;
 
 /// `at` moved on by `by` ms: saturating, though the bounds above keep it from ever saturating
 /// (an overflow must never wrap a deadline into the past).

@@ -64,6 +64,7 @@ pub struct ThreadDetail {
 
 /// Filters and order of a listing search.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ListingQuery {
@@ -71,13 +72,21 @@ pub struct ListingQuery {
     pub q: Option<String>,
     pub category: Option<String>,
     pub side: Option<Side>,
+    /// Minor units; negative is refused.
+    #[cfg_attr(feature = "openapi", param(minimum = 0))]
     pub min_price: Option<i64>,
+    /// Minor units; negative is refused.
+    #[cfg_attr(feature = "openapi", param(minimum = 0))]
     pub max_price: Option<i64>,
     /// Defaults to `active`.
     pub status: Option<ListingStatus>,
     pub owner: Option<i64>,
+    /// `newest` (default) or `cheapest`.
+    #[cfg_attr(feature = "openapi", param(inline))]
     pub sort: ListingSort,
-    /// Page size, 1..=500 (default 50).
+    /// Page size, 1..=500 (default 50); others are refused.
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 500))]
     pub limit: Option<u32>,
     /// Opaque cursor from the previous page.
     pub cursor: Option<String>,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 type S = State<AppState>;
 
-#[utoipa::path(post, path = "/v1/markets/{market}/deals/{deal}/handover", params(("market" = i64, Path), ("deal" = i64, Path)), request_body = HandOver, responses((status = 200, body = haggle_core::Deal), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/markets/{market}/deals/{deal}/handover", params(("market" = i64, Path), ("deal" = i64, Path)), request_body = HandOver, responses((status = 200, body = haggle_core::Deal)), security(("bearer" = [])))]
 pub async fn hand_over(
     State(s): S,
     Auth(c): Auth,
@@ -186,6 +186,7 @@ pub async fn reputation(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SettlementParams {
     /// `json` (default) or `csv`.
     pub format: Option<String>,

@@ -10,13 +10,13 @@ use haggle_api::*;
 type S = State<AppState>;
 
 /// Deals, volume, median price and participants at a glance (every reader of the market).
-#[utoipa::path(get, path = "/v1/markets/{market}/summary", params(("market" = i64, Path)), responses((status = 200, body = MarketSummary), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/markets/{market}/summary", params(("market" = i64, Path)), responses((status = 200, body = MarketSummary)), security(("bearer" = [])))]
 pub async fn summary(State(s): S, Auth(c): Auth, Path(m): Path<i64>) -> Result<Json> {
     Ok(ok(&s.svc.summary(&c, m).await?))
 }
 
 /// Disputed deals waiting for a ruling (the market's operators and arbiter).
-#[utoipa::path(get, path = "/v1/markets/{market}/disputes", params(("market" = i64, Path), PageParams), responses((status = 200, body = DealList), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/markets/{market}/disputes", params(("market" = i64, Path), PageParams), responses((status = 200, body = DealList)), security(("bearer" = [])))]
 pub async fn disputes(
     State(s): S,
     Auth(c): Auth,
@@ -30,7 +30,7 @@ pub async fn disputes(
 }
 
 /// Every survey answer of the market (operators and observers).
-#[utoipa::path(get, path = "/v1/markets/{market}/survey", params(("market" = i64, Path), PageParams), responses((status = 200, body = SurveyAnswerList), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/markets/{market}/survey", params(("market" = i64, Path), PageParams), responses((status = 200, body = SurveyAnswerList)), security(("bearer" = [])))]
 pub async fn survey_answers(
     State(s): S,
     Auth(c): Auth,
@@ -44,7 +44,7 @@ pub async fn survey_answers(
 }
 
 /// One participant's survey answer (`null` before it answered).
-#[utoipa::path(get, path = "/v1/markets/{market}/participants/{participant}/survey", params(("market" = i64, Path), ("participant" = i64, Path)), responses((status = 200, body = Option<SurveyAnswer>), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/markets/{market}/participants/{participant}/survey", params(("market" = i64, Path), ("participant" = i64, Path)), responses((status = 200, body = Option<SurveyAnswer>)), security(("bearer" = [])))]
 pub async fn survey_answer(
     State(s): S,
     Auth(c): Auth,
@@ -54,7 +54,7 @@ pub async fn survey_answer(
 }
 
 /// The principal answers the survey; answering again replaces the answer.
-#[utoipa::path(put, path = "/v1/markets/{market}/participants/{participant}/survey", params(("market" = i64, Path), ("participant" = i64, Path)), request_body = AnswerSurvey, responses((status = 200, body = SurveyAnswer), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/markets/{market}/participants/{participant}/survey", params(("market" = i64, Path), ("participant" = i64, Path)), request_body = AnswerSurvey, responses((status = 200, body = SurveyAnswer)), security(("bearer" = [])))]
 pub async fn answer_survey(
     State(s): S,
     Auth(c): Auth,

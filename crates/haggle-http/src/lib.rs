@@ -2,6 +2,7 @@
 //! the error body, a live SSE feed, the OpenAPI 3.1 document generated from the route code, and
 //! the MCP endpoint at `/mcp`.
 
+pub mod apidoc;
 pub mod deals;
 pub mod extract;
 pub mod insight;
@@ -10,6 +11,7 @@ pub mod routes;
 pub mod sse;
 pub mod webhooks;
 
+use apidoc::{ErrorResponses, IdempotencyKey, Security};
 use axum::Router;
 use axum::routing::{get, post, put};
 use haggle_service::Service;
@@ -39,22 +41,10 @@ pub struct AppState {
         insight::summary, insight::disputes, insight::survey_answers, insight::survey_answer,
         insight::answer_survey,
     ),
-    modifiers(&Security)
+    components(schemas(haggle_api::ErrorBody)),
+    modifiers(&Security, &IdempotencyKey, &ErrorResponses)
 )]
 pub struct ApiDoc;
-
-struct Security;
-
-impl utoipa::Modify for Security {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// The OpenAPI document served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -11,26 +11,35 @@ use serde::Deserialize;
 type S = State<AppState>;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Opaque cursor from the previous page's `next_cursor`.
     pub cursor: Option<String>,
-    /// Page size, 1..=500 (default 50).
+    /// Page size, 1..=500 (default 50); others are refused.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ThreadParams {
+    /// Only the threads on this listing.
     pub listing: Option<i64>,
+    /// Opaque cursor from the previous page's `next_cursor`.
     pub cursor: Option<String>,
+    /// Page size, 1..=500 (default 50); others are refused.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// Return events with a sequence number greater than this (default 0).
     #[serde(default)]
     pub after: i64,
-    /// At most this many events, 1..=1000 (default 100).
+    /// At most this many events, 1..=1000 (default 100); others are refused.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Only the events naming the caller's participant (agent and principal tokens).
     #[serde(default)]
@@ -38,6 +47,7 @@ pub struct EventParams {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MarketTokenParams {
     /// For agent and principal tokens: the participant the token speaks for.
     pub participant: Option<i64>,
@@ -60,7 +70,7 @@ pub async fn markets(State(s): S, Auth(c): Auth) -> Result<Json> {
     Ok(ok(&s.svc.markets(&c).await?))
 }
 
-#[utoipa::path(post, path = "/v1/markets", request_body = CreateMarket, responses((status = 201, body = haggle_core::Market), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/markets", request_body = CreateMarket, responses((status = 201, body = haggle_core::Market)), security(("bearer" = [])))]
 pub async fn create_market(State(s): S, Auth(c): Auth, m: Mutation<CreateMarket>) -> Result<Json> {
     Ok(Json(
         s.svc.create_market(&c, m.body, m.idem.as_ref()).await?,
@@ -373,7 +383,7 @@ pub async fn walk_away(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/markets/{market}/offers/{offer}/accept", params(("market" = i64, Path), ("offer" = i64, Path)), responses((status = 201, body = haggle_core::Deal), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/markets/{market}/offers/{offer}/accept", params(("market" = i64, Path), ("offer" = i64, Path)), responses((status = 201, body = haggle_core::Deal)), security(("bearer" = [])))]
 pub async fn accept(
     State(s): S,
     Auth(c): Auth,
@@ -475,7 +485,7 @@ pub async fn advance_clock(
     ))
 }
 
-#[utoipa::path(put, path = "/v1/markets/{market}/closes_at", params(("market" = i64, Path)), request_body = SetClosingTime, responses((status = 200, body = haggle_core::Market), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/markets/{market}/closes_at", params(("market" = i64, Path)), request_body = SetClosingTime, responses((status = 200, body = haggle_core::Market)), security(("bearer" = [])))]
 pub async fn set_closing_time(
     State(s): S,
     Auth(c): Auth,

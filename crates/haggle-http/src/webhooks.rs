@@ -11,19 +11,21 @@ use serde::Deserialize;
 type S = State<AppState>;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveryParams {
     /// Only deliveries with this status: `pending`, `delivered` or `failed`.
     pub status: Option<String>,
     /// Opaque cursor from the previous page's `next_cursor`.
     pub cursor: Option<String>,
-    /// Page size, 1..=500 (default 50).
+    /// Page size, 1..=500 (default 50); others are refused.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
 /// Registers a webhook. Events from now on are POSTed to it, signed:
 /// `Haggle-Signature: v1=<hex HMAC-SHA256(secret, "{Haggle-Timestamp}.{body}")>`.
 /// The secret is in this response only.
-#[utoipa::path(post, path = "/v1/markets/{market}/webhooks", params(("market" = i64, Path)), request_body = CreateWebhook, responses((status = 201, body = WebhookCreated), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/markets/{market}/webhooks", params(("market" = i64, Path)), request_body = CreateWebhook, responses((status = 201, body = WebhookCreated)), security(("bearer" = [])))]
 pub async fn create_webhook(
     State(s): S,
     Auth(c): Auth,
@@ -35,7 +37,7 @@ pub async fn create_webhook(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/markets/{market}/webhooks", params(("market" = i64, Path), PageParams), responses((status = 200, body = WebhookList), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/markets/{market}/webhooks", params(("market" = i64, Path), PageParams), responses((status = 200, body = WebhookList)), security(("bearer" = [])))]
 pub async fn webhooks(
     State(s): S,
     Auth(c): Auth,
@@ -49,7 +51,7 @@ pub async fn webhooks(
 }
 
 /// Stops deliveries to a webhook; its pending deliveries become `failed`.
-#[utoipa::path(post, path = "/v1/markets/{market}/webhooks/{webhook}/deactivate", params(("market" = i64, Path), ("webhook" = i64, Path)), responses((status = 200, body = Webhook), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/markets/{market}/webhooks/{webhook}/deactivate", params(("market" = i64, Path), ("webhook" = i64, Path)), responses((status = 200, body = Webhook)), security(("bearer" = [])))]
 pub async fn deactivate_webhook(
     State(s): S,
     Auth(c): Auth,
@@ -62,7 +64,7 @@ pub async fn deactivate_webhook(
 }
 
 /// A webhook's deliveries with their status, attempts and last error.
-#[utoipa::path(get, path = "/v1/markets/{market}/webhooks/{webhook}/deliveries", params(("market" = i64, Path), ("webhook" = i64, Path), DeliveryParams), responses((status = 200, body = WebhookDeliveryList), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/markets/{market}/webhooks/{webhook}/deliveries", params(("market" = i64, Path), ("webhook" = i64, Path), DeliveryParams), responses((status = 200, body = WebhookDeliveryList)), security(("bearer" = [])))]
 pub async fn webhook_deliveries(
     State(s): S,
     Auth(c): Auth,

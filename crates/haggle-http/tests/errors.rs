@@ -211,6 +211,79 @@ async fn invalid_request_for_bad_json_unknown_fields_bad_query_and_bad_cursor() 
     assert_eq!(s.snapshot(m, &[alice, bob]).await, before);
 }
 
+/// A page size outside its documented bounds is refused naming `limit`, not silently clamped.
+#[tokio::test]
+async fn invalid_request_for_a_limit_outside_its_bounds() {
+    let s = Server::start().await;
+    let (m, p) = s.market_with(&[("Alice", 0)]).await;
+    let alice = &p[0];
+    for q in [
+        format!("/v1/markets/{m}/listings?limit=0"),
+        format!("/v1/markets/{m}/listings?limit=501"),
+        format!("/v1/markets/{m}/threads?limit=501"),
+        format!("/v1/markets/{m}/deals?limit=0"),
+        format!("/v1/markets/{m}/participants?limit=100000"),
+        format!("/v1/markets/{m}/events?limit=1001"),
+        format!("/v1/markets/{m}/events?limit=0"),
+    ] {
+        let r = s.get(&q, &alice.agent).await;
+        assert_refusal(&r, 422, "invalid_request");
+        let message = r.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains("limit"), "{q}: {message}");
+    }
+    for q in [
+        format!("/v1/markets/{m}/listings?limit=500"),
+        format!("/v1/markets/{m}/events?limit=1000"),
+        format!("/v1/markets/{m}/deals?limit=1"),
+    ] {
+        s.get_ok(&q, &alice.agent).await;
+    }
+}
+
+/// Durations and clocks far enough out to overflow deadline arithmetic are refused at creation
+/// (they used to be accepted, and the first offer, acceptance or handover then panicked).
+#[tokio::test]
+async fn invalid_request_for_rule_durations_and_clock_starts_out_of_range() {
+    let s = Server::start().await;
+    for field in [
+        "offer_ttl_ms",
+        "confirmation_window_ms",
+        "approval_window_ms",
+        "thread_time_limit_ms",
+        "rating_window_ms",
+        "collection_window_ms",
+    ] {
+        let body = json!({"name": "M", "rules": {field: i64::MAX}});
+        let r = s.post("/v1/markets", &s.operator, body).await;
+        assert_refusal(&r, 422, "invalid_request");
+        let message = r.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{message}");
+    }
+    for start in [i64::MAX, -1] {
+        let body = json!({"name": "S", "clock": "simulated", "sim_start_ms": start});
+        let r = s.post("/v1/markets", &s.operator, body).await;
+        assert_refusal(&r, 422, "invalid_request");
+        assert!(
+            r.1["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("sim_start_ms")
+        );
+    }
+    // Ten years is still a valid rule, and trading under it works.
+    let ten_years = 3650 * 86_400_000_i64;
+    let m = s
+        .create_market(json!({"name": "Slow", "rules": {"offer_ttl_ms": ten_years}}))
+        .await;
+    let (seller, buyer) = (
+        s.participant(m, "A", 0).await,
+        s.participant(m, "B", 500).await,
+    );
+    let listing = s.sell(m, &seller, "Lamp", 100).await;
+    let (_, offer) = s.bid(m, &buyer, listing, 100).await;
+    s.accept(m, &seller, offer).await;
+}
+
 /// A known path with a method it does not serve is refused with the error body too (status 405).
 #[tokio::test]
 async fn a_wrong_method_is_refused_with_the_error_body() {

@@ -1,9 +1,11 @@
-//! The OpenAPI document: served without a token, OpenAPI 3.1, and describing exactly the routes
-//! the router serves (every path with its methods).
+//! The OpenAPI document: served without a token, valid OpenAPI 3.1 (checked against the official
+//! schema, vendored in `fixtures/`) with every `$ref` resolving, describing exactly the routes the
+//! router serves (every path with its methods) and the error statuses each can return.
 
 mod support;
 
 use reqwest::Method;
+use serde_json::Value;
 use std::collections::BTreeSet;
 use support::*;
 
@@ -136,4 +138,196 @@ async fn every_error_code_is_documented_on_the_error_body() {
     for c in haggle_core::ErrorCode::ALL {
         assert!(text.contains(&format!("`{c}`")), "{c} missing from {text}");
     }
+}
+
+/// The official JSON Schema of OpenAPI 3.1 documents (spec.openapis.org/oas/3.1/schema/2022-10-07).
+const OAS_3_1_SCHEMA: &str = include_str!("fixtures/oas-3.1-schema.json");
+
+fn document() -> Value {
+    serde_json::to_value(haggle_http::openapi()).expect("the document serialises")
+}
+
+#[test]
+fn the_document_is_valid_against_the_openapi_3_1_schema() {
+    let schema: Value = serde_json::from_str(OAS_3_1_SCHEMA).expect("the vendored schema parses");
+    let validator = jsonschema::validator_for(&schema).expect("the OAS schema compiles");
+    let doc = document();
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not valid OpenAPI 3.1:\n{}",
+        errors.join("\n")
+    );
+}
+
+/// The OAS schema leaves Schema Objects to JSON Schema 2020-12: each is checked against it.
+#[test]
+fn every_schema_is_valid_json_schema_2020_12() {
+    let doc = document();
+    let mut schemas = Vec::new();
+    collect_schemas(&doc, "", &mut schemas);
+    assert!(schemas.len() > 50, "schemas found: {}", schemas.len());
+    for (at, schema) in schemas {
+        if let Err(e) = jsonschema::draft202012::meta::validate(schema) {
+            panic!("{at} is not a valid JSON Schema: {e}");
+        }
+    }
+}
+
+/// Every value under a `schema` key and every component schema, with its JSON pointer.
+fn collect_schemas<'a>(v: &'a Value, at: &str, out: &mut Vec<(String, &'a Value)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let here = format!("{at}/{k}");
+                if k == "schema" || at == "/components/schemas" {
+                    out.push((here.clone(), child));
+                }
+                collect_schemas(child, &here, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                collect_schemas(child, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_ref_resolves_inside_the_document() {
+    let doc = document();
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{r} points outside the document"));
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                out.push(r.clone());
+            }
+            map.values().for_each(|c| collect_refs(c, out));
+        }
+        Value::Array(items) => items.iter().for_each(|c| collect_refs(c, out)),
+        _ => {}
+    }
+}
+
+/// Query strings are query parameters: none is documented as part of the path unless the path
+/// names it, and every path parameter is in the path.
+#[test]
+fn parameters_are_where_the_router_reads_them() {
+    let doc = document();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let placeholder = format!("{{{name}}}");
+                let expected = if path.contains(&placeholder) {
+                    "path"
+                } else if name == "Idempotency-Key" {
+                    "header"
+                } else {
+                    "query"
+                };
+                assert_eq!(p["in"], expected, "{method} {path} parameter {name}");
+                assert_eq!(
+                    p["required"],
+                    expected == "path",
+                    "{method} {path} {name} required"
+                );
+            }
+        }
+    }
+}
+
+/// The bounds the server enforces are in the schemas, so clients and fuzzers see them.
+#[test]
+fn enforced_bounds_are_documented() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let bounds = |schema: &str, field: &str| {
+        let f = &schemas[schema]["properties"][field];
+        (f["minimum"].as_i64(), f["maximum"].as_i64())
+    };
+    assert_eq!(bounds("RateDeal", "score"), (Some(1), Some(5)));
+    assert_eq!(bounds("AnswerSurvey", "fairness"), (Some(1), Some(7)));
+    assert_eq!(
+        bounds("MakeOffer", "price"),
+        (Some(1), Some(1_000_000_000_000))
+    );
+    assert_eq!(bounds("MakeOffer", "expires_in_ms"), (Some(1), None));
+    assert_eq!(
+        bounds("AdvanceClock", "by_ms"),
+        (Some(1), Some(366 * 86_400_000))
+    );
+    let limit = |path: &str| {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let p = params.iter().find(|p| p["name"] == "limit").unwrap();
+        (
+            p["schema"]["minimum"].as_i64(),
+            p["schema"]["maximum"].as_i64(),
+        )
+    };
+    assert_eq!(limit("/v1/markets/{market}/listings"), (Some(1), Some(500)));
+    assert_eq!(limit("/v1/markets/{market}/deals"), (Some(1), Some(500)));
+    assert_eq!(limit("/v1/markets/{market}/events"), (Some(1), Some(1000)));
+}
+
+/// Every operation documents a success and the refusals every route can give: 401 (no token)
+/// and 429 (rate limit); mutations also 409 and 422. The statuses actually returned are checked
+/// against the document on every request the HTTP tests send (`support::Server::raw`).
+#[test]
+fn every_operation_documents_its_error_statuses() {
+    let doc = document();
+    for (path, methods) in ROUTES {
+        for m in *methods {
+            let responses = doc["paths"][*path][*m]["responses"].as_object().unwrap();
+            let mut expected = vec!["401", "429"];
+            if *m != "get" {
+                expected.extend(["409", "422"]);
+            }
+            for status in expected {
+                let r = &responses.get(status);
+                let r = r.unwrap_or_else(|| panic!("{m} {path} does not document {status}"));
+                assert_eq!(
+                    r["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody"
+                );
+            }
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{m} {path} documents a success"
+            );
+        }
+    }
+}
+
+/// The check every HTTP test's requests go through refuses a status its operation lacks.
+#[test]
+#[should_panic(expected = "does not document")]
+fn an_undocumented_status_fails_the_request_check() {
+    // `/v1/me` names nothing, so it cannot answer 404 or 403.
+    assert_documented("get".into(), "/v1/me", 403);
+}
+
+#[test]
+fn a_documented_status_passes_the_request_check() {
+    assert_documented("get".into(), "/v1/markets/7/listings?limit=3", 422);
+    assert_eq!(
+        template_of("/v1/markets/7/deals/3/ratings"),
+        Some("/v1/markets/{market}/deals/{deal}/ratings")
+    );
 }

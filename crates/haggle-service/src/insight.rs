@@ -153,7 +153,7 @@ impl Service {
             ));
         }
         self.market_or_404(market).await?;
-        let limit = page_limit(limit);
+        let limit = page_limit(limit)?;
         let items = self
             .store
             .deals_in_status(market, DealStatus::Disputed, parse_cursor(cursor)?, limit)
@@ -249,7 +249,7 @@ impl Service {
             ));
         }
         self.market_or_404(market).await?;
-        let limit = page_limit(limit);
+        let limit = page_limit(limit)?;
         let items: Vec<SurveyAnswer> = self
             .store
             .survey_answers(market, parse_cursor(cursor)?, limit)

@@ -141,9 +141,24 @@ impl Drop for InFlight<'_> {
 }
 
 const MAX_PAGE: u32 = 500;
+/// The most events one read returns.
+const MAX_EVENTS: u32 = 1000;
 
-fn page_limit(limit: Option<u32>) -> u32 {
-    limit.unwrap_or(50).clamp(1, MAX_PAGE)
+/// A page size: 50 by default, refused outside 1..=500 (a silent clamp would hide a client's bug).
+fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
+    bounded_limit(limit, 50, MAX_PAGE)
+}
+
+/// `limit`, or `default` without one; `invalid_request` naming `limit` outside `1..=max`.
+fn bounded_limit(limit: Option<u32>, default: u32, max: u32) -> ApiResult<u32> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("limit must be between 1 and {max}, got {n}"),
+        )),
+    }
 }
 
 fn parse_cursor(cursor: Option<&str>) -> ApiResult<i64> {
@@ -456,8 +471,9 @@ impl Service {
         haggle_core::negotiation::check_plain_text("name", name)?;
         let rules = req.rules.unwrap_or_default();
         let clock_mode = req.clock.unwrap_or(ClockMode::Real);
-        haggle_core::check_closing_time("sim_start_ms", req.sim_start_ms)?;
         let sim_start = req.sim_start_ms.unwrap_or_else(|| self.now());
+        // A plausible instant, like a closing time: deadlines are computed from the clock.
+        haggle_core::model::check_closing_time("sim_start_ms", Some(sim_start))?;
         // The clock the market starts on: a closing time must lie ahead of it.
         let start = match clock_mode {
             ClockMode::Simulated => sim_start,
@@ -590,7 +606,7 @@ impl Service {
         limit: Option<u32>,
     ) -> ApiResult<ParticipantList> {
         Self::require_in_market(caller, market)?;
-        let limit = page_limit(limit);
+        let limit = page_limit(limit)?;
         let mut items = self
             .store
             .participants(market, parse_cursor(cursor)?, limit)
@@ -796,6 +812,7 @@ impl Service {
                 "price filters must not be negative",
             ));
         }
+        page_limit(q.limit)?;
         if let Some(c) = &q.cursor {
             let ok = match q.sort {
                 ListingSort::Newest => c.parse::<i64>().is_ok(),
@@ -884,7 +901,7 @@ impl Service {
         limit: Option<u32>,
     ) -> ApiResult<ThreadList> {
         Self::require_in_market(caller, market)?;
-        let limit = page_limit(limit);
+        let limit = page_limit(limit)?;
         let party = match caller.role {
             Role::Agent | Role::Principal => caller.participant,
             Role::Observer
@@ -939,7 +956,7 @@ impl Service {
         limit: Option<u32>,
     ) -> ApiResult<DealList> {
         Self::require_in_market(caller, market)?;
-        let limit = page_limit(limit);
+        let limit = page_limit(limit)?;
         let party = match caller.role {
             Role::Agent | Role::Principal => caller.participant,
             _ => None,
@@ -1006,7 +1023,12 @@ impl Service {
         self.market_or_404(market).await?;
         let events = self
             .store
-            .events(market, viewer, after, limit.unwrap_or(100).clamp(1, 1000))
+            .events(
+                market,
+                viewer,
+                after,
+                bounded_limit(limit, 100, MAX_EVENTS)?,
+            )
             .await?;
         let next_after = events.last().map_or(after, |e| e.seq);
         Ok(EventPage { events, next_after })

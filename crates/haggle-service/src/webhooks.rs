@@ -391,7 +391,7 @@ impl Service {
     ) -> ApiResult<WebhookList> {
         Self::require_operator(caller, Some(market))?;
         self.market_or_404(market).await?;
-        let limit = page_limit(limit);
+        let limit = page_limit(limit)?;
         let hooks = self
             .store
             .webhooks(market, parse_cursor(cursor)?, limit)
@@ -446,7 +446,7 @@ impl Service {
             })?),
         };
         self.webhook_or_404(market, webhook).await?;
-        let limit = page_limit(limit);
+        let limit = page_limit(limit)?;
         let items = self
             .store
             .webhook_deliveries(market, webhook, status, parse_cursor(cursor)?, limit)

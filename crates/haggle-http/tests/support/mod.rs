@@ -150,6 +150,7 @@ impl Server {
         body: Option<String>,
         idem_key: Option<&str>,
     ) -> Resp {
+        let method_name = method.as_str().to_ascii_lowercase();
         let mut req = self.client.request(method, self.url(path));
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
@@ -162,6 +163,7 @@ impl Server {
         }
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
+        assert_documented(method_name, path, status);
         let text = resp.text().await.expect("response body");
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
@@ -367,6 +369,142 @@ impl Drop for Server {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Which party of a [`Fixture`] a request speaks for: the seller of its listing and deal (and
+/// `{participant}`), or the buyer who made the thread's live offer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subject {
+    Seller,
+    Buyer,
+}
+pub use Subject::*;
+
+/// A market with everything a request can name: a seller, a buyer and an outsider (party to
+/// nothing), a listing with the buyer's thread and live offer, a deal, a webhook, and observer
+/// and operator tokens of the market.
+pub struct Fixture {
+    pub market: i64,
+    pub seller: Party,
+    pub buyer: Party,
+    pub outsider: Party,
+    pub observer: String,
+    pub operator: String,
+    pub listing: i64,
+    pub thread: i64,
+    pub offer: i64,
+    pub deal: i64,
+    pub webhook: i64,
+}
+
+impl Fixture {
+    /// A market with a seller, a buyer and an outsider; a listing with the buyer's thread and
+    /// live offer; a second listing sold to the buyer (the deal); a webhook; observer and
+    /// operator tokens of the market.
+    pub async fn new(s: &Server) -> Fixture {
+        let (market, p) = s
+            .market_with(&[("Seller", 0), ("Buyer", 100_000), ("Outsider", 100_000)])
+            .await;
+        let [seller, buyer, outsider] = [p[0].clone(), p[1].clone(), p[2].clone()];
+        let observer = s.observer(market).await;
+        let operator = token(s, market, "operator").await;
+        let listing = s.sell(market, &seller, "Lamp", 1_000).await;
+        let (thread, offer) = s.bid(market, &buyer, listing, 900).await;
+        let sold = s.sell(market, &seller, "Desk", 2_000).await;
+        let (_, bid) = s.bid(market, &buyer, sold, 2_000).await;
+        let deal = s.accept(market, &seller, bid).await["id"].as_i64().unwrap();
+        let r = s
+            .post(
+                &format!("/v1/markets/{market}/webhooks"),
+                &s.operator,
+                json!({"url": "http://127.0.0.1:9/hook"}),
+            )
+            .await;
+        assert_status(&r, 201, "create webhook");
+        let webhook = r.1["webhook"]["id"].as_i64().expect("webhook id");
+        Fixture {
+            market,
+            seller,
+            buyer,
+            outsider,
+            observer,
+            operator,
+            listing,
+            thread,
+            offer,
+            deal,
+            webhook,
+        }
+    }
+
+    pub fn subject(&self, who: Subject) -> &Party {
+        match who {
+            Seller => &self.seller,
+            Buyer => &self.buyer,
+        }
+    }
+
+    /// The concrete path of a template.
+    pub fn path(&self, template: &str, who: Subject) -> String {
+        template
+            .replace("{market}", &self.market.to_string())
+            .replace("{participant}", &self.subject(who).id.to_string())
+            .replace("{listing}", &self.listing.to_string())
+            .replace("{thread}", &self.thread.to_string())
+            .replace("{offer}", &self.offer.to_string())
+            .replace("{deal}", &self.deal.to_string())
+            .replace("{webhook}", &self.webhook.to_string())
+    }
+}
+
+/// A market-scoped token made by the global operator.
+pub async fn token(s: &Server, market: i64, role: &str) -> String {
+    let r = s
+        .post(
+            &format!("/v1/markets/{market}/tokens"),
+            &s.operator,
+            json!({"role": role, "label": "matrix"}),
+        )
+        .await;
+    assert_status(&r, 201, "market token");
+    r.1["token"].as_str().expect("token").into()
+}
+
+/// The served OpenAPI document (as the router builds it).
+pub fn document() -> &'static Value {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| serde_json::to_value(haggle_http::openapi()).expect("document"))
+}
+
+/// The documented path template a concrete path (query string ignored) falls under, if any.
+pub fn template_of(path: &str) -> Option<&'static str> {
+    let path = path.split('?').next().unwrap_or(path);
+    let concrete: Vec<&str> = path.split('/').collect();
+    document()["paths"].as_object()?.keys().find_map(|t| {
+        let parts: Vec<&str> = t.split('/').collect();
+        let fits = parts.len() == concrete.len()
+            && parts
+                .iter()
+                .zip(&concrete)
+                .all(|(p, c)| p == c || (p.starts_with('{') && !c.is_empty()));
+        fits.then_some(t.as_str())
+    })
+}
+
+/// Every answer of a documented operation has a documented status: each request the HTTP tests
+/// send is checked, so a handler returning an undocumented status fails the test that saw it.
+#[track_caller]
+pub fn assert_documented(method: String, path: &str, status: u16) {
+    let Some(template) = template_of(path) else {
+        return;
+    };
+    let Some(op) = document()["paths"][template].get(method.as_str()) else {
+        return;
+    };
+    assert!(
+        op["responses"].get(status.to_string()).is_some(),
+        "{method} {template} answered {status}, which its OpenAPI operation does not document"
+    );
 }
 
 /// Asserts a status, showing the body when it differs.
