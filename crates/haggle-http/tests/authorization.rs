@@ -54,6 +54,7 @@ const MATRIX: &[(&str, &str, Subject, &str)] = &[
     ("get", "/v1/markets/{market}/survey", Seller, "uffyyff"),
     ("get", "/v1/markets/{market}/threads", Seller, "uyyyyfy"),
     ("get", "/v1/markets/{market}/threads/{thread}", Seller, "uyyyyff"),
+    ("get", "/v1/markets/{market}/threads/{thread}/messages", Seller, "uyyyyff"),
     ("get", "/v1/markets/{market}/webhooks", Seller, "ufffyff"),
     ("get", "/v1/markets/{market}/webhooks/{webhook}/deliveries", Seller, "ufffyff"),
     ("get", "/v1/me", Seller, "uyyyyyy"),
@@ -74,7 +75,8 @@ const MATRIX: &[(&str, &str, Subject, &str)] = &[
     ("post", "/v1/markets/{market}/offers/{offer}/reject", Seller, "uyfffff"),
     ("post", "/v1/markets/{market}/offers/{offer}/withdraw", Buyer, "uyfffff"),
     ("post", "/v1/markets/{market}/participants", Seller, "ufffyff"),
-    ("post", "/v1/markets/{market}/participants/{participant}/freeze", Seller, "ufyfyff"),
+    ("post", "/v1/markets/{market}/participants/{participant}/freeze", Seller, "ufffyff"),
+    ("post", "/v1/markets/{market}/participants/{participant}/pause", Seller, "ufyfyff"),
     ("post", "/v1/markets/{market}/participants/{participant}/fund", Seller, "ufffyff"),
     ("post", "/v1/markets/{market}/threads/{thread}/messages", Seller, "uyfffff"),
     ("post", "/v1/markets/{market}/threads/{thread}/offers", Seller, "uyfffff"),
@@ -100,6 +102,7 @@ fn body(method: &str, template: &str) -> Option<Value> {
         ("put", "mandate") => json!({"per_deal_cap": 50_000}),
         ("post", "fund") => json!({"amount": 100}),
         ("post", "freeze") => json!({"frozen": false}),
+        ("post", "pause") => json!({"paused": false}),
         ("post", "listings") => {
             json!({"side": "sell", "title": "Chair", "category": "misc", "price": 500})
         }
