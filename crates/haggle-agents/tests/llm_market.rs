@@ -347,7 +347,10 @@ async fn scripted_llm_agents_trade_and_misbehaviour_breaks_no_rule() {
     let svc = Service::new(
         store,
         Arc::new(ManualClock::new(START)),
-        Config { rate_per_sec: 0 },
+        Config {
+            rate_per_sec: 0,
+            ..Config::default()
+        },
     );
     let op = Caller {
         role: Role::Operator,

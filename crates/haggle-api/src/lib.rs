@@ -131,8 +131,25 @@ pub struct CreateToken {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TokenCreated {
     pub token: String,
+    /// The token's public id: the lowercase hex SHA-256 of `token` (what revocation names).
+    #[serde(default)]
+    pub token_id: String,
     pub role: String,
     pub market_id: Option<i64>,
+}
+
+/// A token as stored, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    /// The lowercase hex SHA-256 of the token's secret.
+    pub token_id: String,
+    pub role: String,
+    pub market_id: Option<i64>,
+    pub participant_id: Option<i64>,
+    pub label: String,
+    pub created_at: i64,
+    /// When it was revoked (ms since the epoch); a revoked token no longer authenticates.
+    pub revoked_at: Option<i64>,
 }
 
 /// Posts a listing: `side = sell`, or `buy` for a wanted ad.

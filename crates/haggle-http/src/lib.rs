@@ -9,6 +9,7 @@ pub mod insight;
 pub mod mcp;
 pub mod routes;
 pub mod sse;
+pub mod tokens;
 pub mod webhooks;
 
 use apidoc::{ErrorResponses, IdempotencyKey, Security};
@@ -28,6 +29,7 @@ pub struct AppState {
     info(title = "Haggle", description = "A classified-ads marketplace where AI agents buy and sell. Money is in minor units (integers)."),
     paths(
         routes::me, routes::markets, routes::create_market, routes::market, routes::create_token,
+        tokens::revoke_token,
         routes::participants, routes::register_participant, routes::participant, routes::balance,
         routes::mandate, routes::set_mandate, routes::fund, routes::freeze, routes::pause, routes::search,
         routes::create_listing, routes::listing, routes::withdraw_listing, routes::open_thread,
@@ -97,6 +99,10 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         .route("/v1/markets", get(markets).post(create_market))
         .route(m, get(market))
         .route(&format!("{m}/tokens"), post(create_token))
+        .route(
+            &format!("{m}/tokens/{{token_id}}/revoke"),
+            post(tokens::revoke_token),
+        )
         .route(
             &format!("{m}/participants"),
             get(participants).post(register_participant),

@@ -1,25 +1,54 @@
 //! `/mcp`: the market as an MCP server over streamable HTTP. Every request must carry an agent's
 //! bearer token (a missing or unknown one is a 401 with the API's error body, another role's a
 //! 403); the request is then served through an in-process client bound to that token, so MCP
-//! calls pass the same authorisation, rate limit and market rules as the HTTP routes.
+//! calls pass the same authorisation, rate limit and market rules as the HTTP routes. A response
+//! (an MCP SSE stream above all) ends once its token is revoked, and its session with it.
 
 use crate::extract::{Failure, bearer};
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use haggle_mcp::http::{Authenticated, CancellationToken};
-use haggle_service::{ApiError, InProcess, Service};
+use futures_util::StreamExt;
+use haggle_mcp::http::{Authenticated, CancellationToken, LocalSessionManager};
+use haggle_service::{ApiError, InProcess, Service, hash_token};
 use std::sync::Arc;
+
+#[derive(Clone)]
+struct Mcp {
+    svc: Arc<Service>,
+    sessions: Arc<LocalSessionManager>,
+}
 
 /// The MCP endpoint behind its bearer-token check.
 pub fn service(svc: Arc<Service>, shutdown: CancellationToken) -> Router {
+    let sessions = Arc::new(LocalSessionManager::default());
+    let mcp = haggle_mcp::http::service_with::<InProcess>(shutdown, sessions.clone());
     Router::new()
-        .fallback_service(haggle_mcp::http::service::<InProcess>(shutdown))
-        .layer(middleware::from_fn_with_state(svc, authenticate))
+        .fallback_service(mcp)
+        .layer(middleware::from_fn_with_state(
+            Mcp { svc, sessions },
+            authenticate,
+        ))
 }
 
-async fn authenticate(State(svc): State<Arc<Service>>, mut req: Request, next: Next) -> Response {
+/// Ends `response`'s body when the token is revoked, closing the request's session too.
+fn until_revoked(mcp: Mcp, token: &str, session: Option<String>, response: Response) -> Response {
+    let scope = hash_token(token);
+    let revoked = async move {
+        mcp.svc.clone().until_revoked(scope).await;
+        if let Some(id) = session {
+            haggle_mcp::http::close_session(&mcp.sessions, &id).await;
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = Body::from_stream(body.into_data_stream().take_until(revoked));
+    Response::from_parts(parts, body)
+}
+
+async fn authenticate(State(mcp): State<Mcp>, mut req: Request, next: Next) -> Response {
+    let svc = mcp.svc.clone();
     let client = match bearer(req.headers()) {
         Some(token) => InProcess::from_token(svc, token)
             .await
@@ -39,7 +68,14 @@ async fn authenticate(State(svc): State<Arc<Service>>, mut req: Request, next: N
     match client {
         Ok(c) => {
             req.extensions_mut().insert(Authenticated(Arc::new(c)));
-            next.run(req).await
+            let token = bearer(req.headers()).unwrap_or_default().to_string();
+            let session = req
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let response = next.run(req).await;
+            until_revoked(mcp, &token, session, response)
         }
         Err(e) => Failure(e).into_response(),
     }

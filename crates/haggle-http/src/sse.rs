@@ -1,5 +1,6 @@
 //! The live feed: Server-Sent Events of a market's log, filtered by what the caller may see.
-//! A stream wakes on this process's writes and also polls, so writes by other replicas arrive too.
+//! A stream wakes on this process's writes and also polls, so writes by other replicas arrive too;
+//! it ends when its token is revoked.
 
 use crate::AppState;
 use crate::extract::{Auth, Path, Query, Result};
@@ -7,6 +8,7 @@ use crate::routes::EventParams;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -30,6 +32,7 @@ pub async fn stream_events(
         .and_then(|v| v.parse::<i64>().ok());
     let after = resume.unwrap_or(q.after);
     let rx = s.svc.subscribe();
+    let revoked = s.svc.clone().until_revoked(c.scope.clone());
     let state = (s, rx, after, VecDeque::new());
     let events = stream::unfold(state, move |(s, mut rx, mut after, mut buf)| async move {
         loop {
@@ -55,5 +58,5 @@ pub async fn stream_events(
             }
         }
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(events.take_until(revoked)).keep_alive(KeepAlive::default()))
 }

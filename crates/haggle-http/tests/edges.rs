@@ -322,7 +322,11 @@ async fn a_party_adds_a_bounded_number_of_notes_and_the_newest_come_first() {
 
 #[tokio::test]
 async fn a_429_says_when_to_retry() {
-    let s = Server::with_config(haggle_service::Config { rate_per_sec: 1 }).await;
+    let s = Server::with_config(haggle_service::Config {
+        rate_per_sec: 1,
+        ..haggle_service::Config::default()
+    })
+    .await;
     let mut last = None;
     for _ in 0..5 {
         let r = s

@@ -839,7 +839,11 @@ async fn idempotency_in_flight_while_the_first_request_runs() {
 /// runs): the third quick request of a token is refused, and nothing it asked for happens.
 #[tokio::test]
 async fn rate_limited_past_the_tokens_burst() {
-    let s = Server::with_config(Config { rate_per_sec: 1 }).await;
+    let s = Server::with_config(Config {
+        rate_per_sec: 1,
+        ..Config::default()
+    })
+    .await;
     // The operator's two requests: the market and one participant.
     let m = s.market().await;
     let alice = s.participant(m, "Alice", 0).await;

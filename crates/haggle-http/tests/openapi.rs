@@ -17,6 +17,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets", &["get", "post"]),
     ("/v1/markets/{market}", &["get"]),
     ("/v1/markets/{market}/tokens", &["post"]),
+    ("/v1/markets/{market}/tokens/{token_id}/revoke", &["post"]),
     ("/v1/markets/{market}/participants", &["get", "post"]),
     ("/v1/markets/{market}/participants/{participant}", &["get"]),
     ("/v1/markets/{market}/participants/{participant}/balance", &["get"]),
@@ -117,7 +118,8 @@ async fn every_listed_route_is_served() {
             .replace("{thread}", "1")
             .replace("{offer}", "1")
             .replace("{deal}", "1")
-            .replace("{webhook}", "1");
+            .replace("{webhook}", "1")
+            .replace("{token_id}", &"a".repeat(64));
         for m in *methods {
             let method = Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
             // Without a token: a served route refuses with 401, an unknown one with 404.

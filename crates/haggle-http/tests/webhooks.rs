@@ -1,12 +1,15 @@
 //! Webhooks over HTTP: register, list (no secret), deliver to a local receiver that checks the
 //! signature, read each delivery's status (delivered, retrying with its error), deactivate.
 //! Delivery passes are run directly (`deliver_due_webhooks`) so the test is deterministic.
+//! The receivers are on loopback, so these servers allow private webhook addresses; without that
+//! flag such endpoints are refused at registration and at delivery.
 
 mod support;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use haggle_service::webhooks::verify_signature;
+use haggle_service::{Config, ManualClock, Service, Store};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -50,7 +53,7 @@ async fn receiver(
 
 #[tokio::test]
 async fn webhooks_are_registered_delivered_and_inspected_over_http() {
-    let s = Server::start().await;
+    let s = Server::allowing_private_webhooks().await;
     let (m, people) = s.market_with(&[("seller", 0), ("buyer", 10_000)]).await;
     let (seller, buyer) = (&people[0], &people[1]);
     let secret = Arc::new(Mutex::new(String::new()));
@@ -172,7 +175,7 @@ async fn webhooks_are_registered_delivered_and_inspected_over_http() {
 
 #[tokio::test]
 async fn a_failing_receiver_shows_as_retrying_with_its_error() {
-    let s = Server::start().await;
+    let s = Server::allowing_private_webhooks().await;
     let m = s.market().await;
     let secret = Arc::new(Mutex::new(String::new()));
     let (url, got) = receiver(500, secret).await;
@@ -204,4 +207,75 @@ async fn a_failing_receiver_shows_as_retrying_with_its_error() {
     assert!(d["last_error"].as_str().unwrap().contains("500"), "{d}");
     assert_eq!(d["next_attempt_at"], START_MS + 1_000);
     assert_eq!(d["delivered_at"], Value::Null);
+}
+
+#[tokio::test]
+async fn non_public_endpoints_are_refused_without_the_allow_flag() {
+    let s = Server::start().await;
+    let m = s.market().await;
+    let hooks = format!("/v1/markets/{m}/webhooks");
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://[::1]:9/hook",
+        "http://10.0.0.5/hook",
+        "http://172.20.1.1/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/hook",
+        "http://[fd12::1]/hook",
+        "http://0.0.0.0:80/hook",
+        "http://localhost:8080/hook",
+    ] {
+        let r = s.post(&hooks, &s.operator, json!({"url": url})).await;
+        assert_refusal(&r, 422, "invalid_request");
+        let msg = r.1["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("--allow-private-webhooks"), "{url}: {msg}");
+    }
+    let listed = s.get_ok(&hooks, &s.operator).await;
+    assert_eq!(listed["items"], json!([]), "nothing was registered");
+}
+
+/// Endpoints registered while allowed (here: by a server with the flag) are not sent to by a
+/// server without it. (Names that resolve to such addresses are refused by the delivery
+/// client's resolver: see the unit tests in `haggle-service/src/webhooks.rs`.)
+#[tokio::test]
+async fn a_server_without_the_flag_sends_nothing_to_non_public_endpoints() {
+    let s = Server::allowing_private_webhooks().await;
+    let m = s.market().await;
+    let secret = Arc::new(Mutex::new(String::new()));
+    let (url, got) = receiver(200, secret).await;
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let hooks = format!("/v1/markets/{m}/webhooks");
+    let mut ids = Vec::new();
+    for u in [&url, &by_name] {
+        let r = s.post(&hooks, &s.operator, json!({"url": u})).await;
+        assert_status(&r, 201, "create webhook while allowed");
+        ids.push(r.1["webhook"]["id"].as_i64().unwrap());
+    }
+    s.participant(m, "someone", 0).await;
+
+    let store = Store::open(&format!("sqlite://{}", s.db.display()))
+        .await
+        .unwrap();
+    let strict = Service::new(
+        store,
+        std::sync::Arc::new(ManualClock::new(START_MS)),
+        Config::default(),
+    );
+    let pass = strict.deliver_due_webhooks().await.unwrap();
+    assert_eq!(pass.attempted, 2, "{pass:?}");
+    assert_eq!(pass.delivered, 0, "{pass:?}");
+    assert!(got.lock().unwrap().is_empty(), "the receiver heard nothing");
+    for id in ids {
+        let page = s
+            .get_ok(&format!("{hooks}/{id}/deliveries"), &s.operator)
+            .await;
+        let d = &page["items"][0];
+        let error = d["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("--allow-private-webhooks"),
+            "webhook {id}: {d}"
+        );
+        assert_eq!(d["status"], "failed", "refused for good: {d}");
+    }
 }

@@ -4,10 +4,11 @@
 
 use crate::HaggleMcp;
 use haggle_api::MarketClient;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::sync::Arc;
 
+pub use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 pub use tokio_util::sync::CancellationToken;
 
 /// The market client authenticated for one HTTP request (a request extension).
@@ -29,6 +30,14 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub fn service<C: MarketClient + 'static>(
     shutdown: CancellationToken,
 ) -> StreamableHttpService<HaggleMcp<C>, LocalSessionManager> {
+    service_with(shutdown, Arc::default())
+}
+
+/// [`service`] over the given sessions, so the mounting server can end one ([`close_session`]).
+pub fn service_with<C: MarketClient + 'static>(
+    shutdown: CancellationToken,
+    sessions: Arc<LocalSessionManager>,
+) -> StreamableHttpService<HaggleMcp<C>, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown)
         .with_max_request_body_bytes(MAX_BODY_BYTES)
@@ -36,9 +45,12 @@ pub fn service<C: MarketClient + 'static>(
         // rebinding; every request here must carry a bearer token a browser never adds, and
         // the server may be reached under any name it is deployed with.
         .disable_allowed_hosts();
-    StreamableHttpService::new(
-        || Ok(HaggleMcp::per_request()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    )
+    StreamableHttpService::new(|| Ok(HaggleMcp::per_request()), sessions, config)
+}
+
+/// Ends the session with this id (its streams close); an unknown id is no error.
+pub async fn close_session(sessions: &LocalSessionManager, id: &str) {
+    if let Err(e) = sessions.close_session(&id.into()).await {
+        tracing::debug!(session = id, error = %e, "closing an MCP session failed");
+    }
 }

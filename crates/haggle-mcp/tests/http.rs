@@ -576,3 +576,75 @@ async fn the_prompt_explains_trading_with_the_markets_own_numbers() {
     );
     assert!(text.contains("Sell the bike for at least 40 USD"));
 }
+
+/// A session opened with a token that is then revoked: its open SSE stream (the GET that
+/// carries server messages) ends within seconds, the session is closed, and every further
+/// request with the token is a 401.
+#[tokio::test]
+async fn a_revoked_tokens_session_and_stream_end() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let r = post_mcp(&m, Some(&alice.token), None, &initialize_body("2025-06-18")).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let _ = rpc_reply(r).await;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = post_mcp(&m, Some(&alice.token), Some(&session), &initialized).await;
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut stream = reqwest::Client::new()
+        .get(m.mcp_url())
+        .header("Accept", "text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .header("Mcp-Session-Id", &session)
+        .header("Authorization", format!("Bearer {}", alice.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let open = tokio::time::timeout(std::time::Duration::from_millis(1500), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(
+        open.is_err(),
+        "the stream stays open while the token is valid"
+    );
+
+    let revoked = m
+        .svc
+        .revoke_token(
+            &operator(),
+            m.id,
+            &haggle_service::hash_token(&alice.token),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.status, 200);
+    let t = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await
+    .expect("the stream ends within 3 s of the revocation");
+    eprintln!("MCP stream ended {:?} after the revocation", t.elapsed());
+
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "my_balance", "arguments": {}}});
+    let r = post_mcp(&m, Some(&alice.token), Some(&session), &call).await;
+    assert_eq!(r.status().as_u16(), 401);
+    // The session itself is gone: even a new token of the same participant cannot resume it.
+    let fresh = m
+        .svc
+        .create_token(
+            haggle_service::Role::Agent,
+            Some(m.id),
+            Some(alice.id),
+            "new agent token",
+        )
+        .await
+        .unwrap();
+    let r = post_mcp(&m, Some(&fresh), Some(&session), &call).await;
+    assert_eq!(r.status().as_u16(), 404, "the closed session is unknown");
+}

@@ -8,12 +8,14 @@ pub mod clock;
 pub mod in_process;
 mod insight;
 mod limiter;
+mod tokens;
 pub mod webhooks;
 
 pub use auth::{Caller, hash_token, new_secret};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use haggle_store::{Command, NewOffer, Outcome, Role, Store, StoreError, Viewer};
 pub use in_process::InProcess;
+pub use tokens::{TOKEN_RECHECK, token_info};
 
 use haggle_api::*;
 use haggle_core::model::{ClockMode, MandateAuthor, Market, MarketRules};
@@ -111,11 +113,17 @@ pub struct IdemKey {
 pub struct Config {
     /// Requests per second per token (0 = unlimited), with a burst of twice that.
     pub rate_per_sec: u32,
+    /// Accept and deliver webhooks to loopback, private, link-local and similar addresses. Off
+    /// by default: a webhook makes the server send requests wherever an operator points it.
+    pub allow_private_webhooks: bool,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { rate_per_sec: 2000 }
+        Config {
+            rate_per_sec: 2000,
+            allow_private_webhooks: false,
+        }
     }
 }
 
@@ -125,6 +133,9 @@ pub struct Service {
     feed: tokio::sync::broadcast::Sender<i64>,
     in_flight: Mutex<HashSet<(String, String)>>,
     limiter: limiter::Limiter,
+    /// Hashes of tokens revoked by this process: wakes their live streams at once.
+    revocations: tokio::sync::broadcast::Sender<String>,
+    allow_private_webhooks: bool,
 }
 
 /// Removes an idempotency key from the in-flight set when its request ends, however it ends.
@@ -217,15 +228,32 @@ fn render(result: &Result<Outcome, DomainError>) -> StoredResponse {
     }
 }
 
+/// A created market's answer (201, the market), stored with its key.
+fn market_created(result: &Result<Outcome, DomainError>) -> StoredResponse {
+    match result {
+        Ok(Outcome::Market(m)) => {
+            let reply = Reply::json(201, m);
+            StoredResponse {
+                status: reply.status,
+                body: reply.body,
+            }
+        }
+        other => render(other),
+    }
+}
+
 impl Service {
     pub fn new(store: Store, clock: Arc<dyn Clock>, config: Config) -> Arc<Service> {
         let (feed, _) = tokio::sync::broadcast::channel(1024);
+        let (revocations, _) = tokio::sync::broadcast::channel(64);
         Arc::new(Service {
             store,
             clock,
             feed,
             in_flight: Mutex::new(HashSet::new()),
             limiter: limiter::Limiter::new(config.rate_per_sec),
+            revocations,
+            allow_private_webhooks: config.allow_private_webhooks,
         })
     }
 
@@ -251,8 +279,9 @@ impl Service {
             )
         })?;
         let rec = self.store.token(&hash_token(secret)).await?;
-        let rec =
-            rec.ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown or revoked token"))?;
+        let rec = rec
+            .filter(|t| t.revoked_at.is_none())
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown or revoked token"))?;
         let caller = Caller::from_record(&rec);
         if !self.limiter.allow(&caller.scope, self.now()) {
             return Err(ApiError::new(
@@ -279,6 +308,7 @@ impl Service {
             participant_id: participant,
             label: label.to_string(),
             created_at: self.now(),
+            revoked_at: None,
         };
         self.store.insert_token(&rec).await?;
         Ok(secret)
@@ -413,6 +443,8 @@ impl Service {
 
     // ---- markets ----
 
+    /// Creates a market. With a key, the key is recorded in the creating transaction, so servers
+    /// racing on one key create one market and all answer with it.
     pub async fn create_market(
         &self,
         caller: &Caller,
@@ -420,37 +452,45 @@ impl Service {
         idem: Option<&IdemKey>,
     ) -> ApiResult {
         Self::require_operator(caller, None)?;
+        let nm = match self.new_market(req) {
+            Ok(nm) => nm,
+            // A refusal writes nothing, so storing it after the fact cannot race with an effect.
+            Err(e) => {
+                return self
+                    .once_per_key(caller, idem, async { Err(e) }, |r| r.body.clone())
+                    .await;
+            }
+        };
         let _guard = self.claim(caller, idem)?;
-        if let Some(k) = idem
-            && let Some((hash, resp)) = self.store.stored_response(&caller.scope, &k.key).await?
-        {
-            return if hash == k.request_hash {
-                Self::replay(resp)
-            } else {
-                Err(Self::conflict())
-            };
+        let Some(k) = idem else {
+            let m = self.store.create_market(nm, self.now()).await?;
+            let _ = self.feed.send(m.id);
+            return Ok(Reply::json(201, &m));
+        };
+        let key = Idempotency {
+            scope: &caller.scope,
+            key: &k.key,
+            request_hash: &k.request_hash,
+            render: &market_created,
+        };
+        match self.store.create_market_once(nm, self.now(), key).await? {
+            Ran::Replayed(resp) => Self::replay(resp),
+            Ran::Conflict => Err(Self::conflict()),
+            Ran::Fresh { result, events } => {
+                if let Some(e) = events.last() {
+                    let _ = self.feed.send(e.market_id);
+                }
+                let resp = market_created(&result);
+                Ok(Reply {
+                    status: resp.status,
+                    body: resp.body,
+                })
+            }
         }
-        let result = self.create_market_now(req).await;
-        if let Some(k) = idem {
-            let stored = match &result {
-                Ok(r) => StoredResponse {
-                    status: r.status,
-                    body: r.body.clone(),
-                },
-                Err(e) if e.status < 500 => StoredResponse {
-                    status: e.status,
-                    body: serde_json::to_string(&e.body).expect("serialises"),
-                },
-                Err(_) => return result,
-            };
-            self.store
-                .store_response(&caller.scope, &k.key, &k.request_hash, &stored, self.now())
-                .await?;
-        }
-        result
     }
 
-    async fn create_market_now(&self, req: CreateMarket) -> ApiResult {
+    /// The market a creation request asks for, or why it is refused.
+    fn new_market(&self, req: CreateMarket) -> ApiResult<NewMarket> {
         let name = req.name.trim();
         if name.is_empty() || name.len() > 100 {
             return Err(ApiError::new(
@@ -480,16 +520,13 @@ impl Service {
             ClockMode::Real => self.now(),
         };
         rules.validate_new(start)?;
-        let nm = NewMarket {
+        Ok(NewMarket {
             name: name.to_string(),
             currency,
             clock_mode,
             sim_start,
             rules,
-        };
-        let m = self.store.create_market(nm, self.now()).await?;
-        let _ = self.feed.send(m.id);
-        Ok(Reply::json(201, &m))
+        })
     }
 
     pub async fn market(&self, caller: &Caller, market: i64) -> ApiResult<Market> {
@@ -546,6 +583,7 @@ impl Service {
         Ok(Reply::json(
             201,
             &TokenCreated {
+                token_id: hash_token(&secret),
                 token: secret,
                 role: role.as_str().into(),
                 market_id: Some(market),

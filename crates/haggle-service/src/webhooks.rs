@@ -11,6 +11,11 @@
 //!
 //! The worker never takes a market's write lock and never runs inside a command: a slow or dead
 //! receiver delays only its own deliveries, and the market trades on regardless.
+//!
+//! Unless the server allows it (`Config::allow_private_webhooks`), endpoints on loopback,
+//! private, link-local, unique-local, unspecified or multicast addresses (or named `localhost`)
+//! are refused at registration, and again at delivery, where host names are resolved by a
+//! resolver that refuses such answers (so a name cannot be re-pointed inside after registration).
 
 use crate::{
     ApiError, ApiResult, Caller, IdemKey, Reply, Service, next_cursor, page_limit, parse_cursor,
@@ -27,6 +32,7 @@ use haggle_store::webhooks::{
 use haggle_store::{StoreError, StoredResponse, Viewer};
 use hmac::{KeyInit, Mac};
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,7 +154,78 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, message)
 }
 
-fn validate_url(url: &str) -> ApiResult<String> {
+/// Whether an address is the server's own host or network rather than the public internet:
+/// loopback, private (10/8, 172.16/12, 192.168/16), carrier-grade NAT (100.64/10), link-local
+/// (169.254/16, fe80::/10), unique-local (fc00::/7), unspecified, "this network" (0/8),
+/// broadcast or multicast, also as an IPv4-mapped IPv6 address.
+pub fn is_private_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (b & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_private_address(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
+const ALLOW_FLAG: &str = "start the server with --allow-private-webhooks to allow them";
+
+/// Why an endpoint's host is refused without the allow flag (an address literal or a
+/// `localhost` name; other names are checked when resolved at delivery).
+fn private_host(url: &reqwest::Url) -> Option<String> {
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return is_private_address(ip).then(|| {
+            format!(
+                "webhook host {ip} is a loopback, private, link-local or otherwise non-public address; {ALLOW_FLAG}"
+            )
+        });
+    }
+    let name = bare.trim_end_matches('.').to_ascii_lowercase();
+    (name == "localhost" || name.ends_with(".localhost"))
+        .then(|| format!("webhook host '{host}' names this machine; {ALLOW_FLAG}"))
+}
+
+/// Resolves webhook hosts and refuses an answer with a non-public address (DNS rebinding).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(a) = addrs.iter().find(|a| is_private_address(a.ip())) {
+                return Err(format!(
+                    "webhook host '{host}' resolves to the non-public address {}; {ALLOW_FLAG}",
+                    a.ip()
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
     let url = url.trim();
     if url.is_empty() || url.len() > MAX_URL_LEN {
         return Err(invalid(format!(
@@ -174,6 +251,9 @@ fn validate_url(url: &str) -> ApiResult<String> {
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid(format!("url '{url}' names no host")));
+    }
+    if !allow_private && let Some(why) = private_host(&parsed) {
+        return Err(invalid(why));
     }
     Ok(parsed.to_string())
 }
@@ -263,16 +343,22 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     text
 }
 
-fn client(opts: &WebhookOptions) -> Result<reqwest::Client, reqwest::Error> {
+fn client(opts: &WebhookOptions, allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
     // reqwest's rustls backend (when enabled anywhere in the build) needs a crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(opts.timeout)
         .connect_timeout(opts.timeout)
         // A redirect is an answer that is not 2xx: the operator fixes the URL.
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("haggle-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("haggle-webhooks/", env!("CARGO_PKG_VERSION")));
+    let builder = if allow_private {
+        builder
+    } else {
+        // Through a proxy the proxy would resolve the host, past the check.
+        builder.dns_resolver(Arc::new(PublicOnly)).no_proxy()
+    };
+    builder.build()
 }
 
 impl Service {
@@ -315,6 +401,18 @@ impl Service {
         result
     }
 
+    /// Why this server will not send to `url` (an address literal or `localhost` name that is
+    /// not public, unless allowed); names are checked again by the resolver.
+    fn refused_endpoint(&self, url: &str) -> Option<String> {
+        if self.allow_private_webhooks {
+            return None;
+        }
+        match reqwest::Url::parse(url) {
+            Ok(u) => private_host(&u),
+            Err(e) => Some(format!("stored url '{url}' is not valid: {e}")),
+        }
+    }
+
     async fn webhook_or_404(&self, market: i64, id: i64) -> ApiResult<WebhookRecord> {
         self.store
             .webhook(market, id)
@@ -333,7 +431,7 @@ impl Service {
     ) -> ApiResult {
         Self::require_operator(caller, Some(market))?;
         let run = async {
-            let url = validate_url(&req.url)?;
+            let url = validate_url(&req.url, self.allow_private_webhooks)?;
             let event_types = validate_event_types(req.event_types)?;
             self.market_or_404(market).await?;
             let active = self
@@ -472,7 +570,7 @@ impl Service {
             enqueued: self.enqueue_webhook_events().await?,
             ..DeliveryPass::default()
         };
-        let client = client(opts).map_err(ApiError::internal)?;
+        let client = client(opts, self.allow_private_webhooks).map_err(ApiError::internal)?;
         let now = self.now();
         let claimed = self
             .store
@@ -547,10 +645,17 @@ impl Service {
             .into_iter()
             .find(|e| e.seq == d.event_seq);
         let attempts = d.attempts.saturating_add(1);
+        let refused = self.refused_endpoint(&c.webhook.url);
         let attempt = match event {
             None => Attempt::Failed {
                 status_code: None,
                 error: format!("event {} of market {} not found", d.event_seq, d.market_id),
+                retry_at: None,
+            },
+            // Registered while allowed (or before the check existed): refused for good now.
+            Some(_) if refused.is_some() => Attempt::Failed {
+                status_code: None,
+                error: refused.unwrap_or_default(),
                 retry_at: None,
             },
             Some(event) => {
@@ -621,7 +726,7 @@ impl Service {
         let svc = Arc::clone(self);
         tokio::spawn(async move {
             let opts = WebhookOptions::default();
-            let client = match client(&opts) {
+            let client = match client(&opts, svc.allow_private_webhooks) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the webhook HTTP client; webhooks are off");
@@ -730,8 +835,12 @@ mod tests {
     #[test]
     fn urls_and_event_types_are_validated() {
         assert_eq!(
-            validate_url(" http://127.0.0.1:9/hook ").unwrap(),
+            validate_url(" http://127.0.0.1:9/hook ", true).unwrap(),
             "http://127.0.0.1:9/hook"
+        );
+        assert_eq!(
+            validate_url("http://hooks.example.com/h", false).unwrap(),
+            "http://hooks.example.com/h"
         );
         for bad in [
             "",
@@ -740,8 +849,66 @@ mod tests {
             "https://example.com/hook",
             "http://",
         ] {
-            assert!(validate_url(bad).is_err(), "{bad} refused");
+            assert!(validate_url(bad, true).is_err(), "{bad} refused");
         }
+    }
+
+    #[test]
+    fn non_public_hosts_are_refused_unless_allowed() {
+        for bad in [
+            "http://127.0.0.1:9/hook",
+            "http://127.1/hook",
+            "http://0x7f000001/hook",
+            "http://[::1]/hook",
+            "http://[::ffff:127.0.0.1]/hook",
+            "http://10.1.2.3/hook",
+            "http://172.16.0.1/hook",
+            "http://172.31.255.255/hook",
+            "http://192.168.1.1/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://100.64.0.1/hook",
+            "http://0.0.0.0/hook",
+            "http://[fe80::1]/hook",
+            "http://[fd00::1]/hook",
+            "http://[fc00::1]/hook",
+            "http://224.0.0.1/hook",
+            "http://[ff02::1]/hook",
+            "http://255.255.255.255/hook",
+            "http://localhost:8080/hook",
+            "http://LOCALHOST./hook",
+            "http://api.localhost/hook",
+        ] {
+            let e = validate_url(bad, false).expect_err(bad);
+            assert_eq!(e.code(), ErrorCode::InvalidRequest, "{bad}");
+            assert!(
+                e.body.error.message.contains("--allow-private-webhooks"),
+                "{bad}: {}",
+                e.body.error.message
+            );
+            assert!(
+                validate_url(bad, true).is_ok(),
+                "{bad} allowed with the flag"
+            );
+        }
+        for good in [
+            "http://8.8.8.8/hook",
+            "http://172.32.0.1/hook",
+            "http://[2001:db8::1]/hook",
+            "http://100.128.0.1/hook",
+        ] {
+            assert!(validate_url(good, false).is_ok(), "{good}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_non_public_addresses_are_refused_at_delivery() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().expect("a name");
+        let err = match PublicOnly.resolve(name).await {
+            Ok(addrs) => panic!("resolved: {:?}", addrs.collect::<Vec<_>>()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("resolves to the non-public address"), "{err}");
         assert_eq!(
             validate_event_types(vec!["deal_created".into(), "deal_created".into()]).unwrap(),
             vec!["deal_created".to_string()]

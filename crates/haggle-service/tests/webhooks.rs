@@ -194,7 +194,12 @@ impl Env {
             .await
             .unwrap_or_else(|e| panic!("open {url}: {e}"));
         let clock = Arc::new(ManualClock::new(T0));
-        let svc = Service::new(store, clock.clone(), Config::default());
+        // The receivers are on loopback: allowed here as `--allow-private-webhooks` allows them.
+        let config = Config {
+            allow_private_webhooks: true,
+            ..Config::default()
+        };
+        let svc = Service::new(store, clock.clone(), config);
         let token = svc
             .create_token(Role::Operator, None, None, "test operator")
             .await

@@ -916,9 +916,36 @@ impl Backend {
     }
 
     pub async fn create_market(&self, nm: NewMarket, now: i64) -> StoreResult<Market> {
+        match self.create_market_keyed(nm, now, None).await? {
+            Ran::Fresh { result: Ok(Outcome::Market(m)), .. } => Ok(*m),
+            _ => Err(StoreError::Invariant("creating a market without a key gave no market".into())),
+        }
+    }
+
+    pub async fn create_market_once(&self, nm: NewMarket, now: i64, idem: Idempotency<'_>) -> StoreResult<Ran> {
+        self.create_market_keyed(nm, now, Some(idem)).await
+    }
+
+    /// Creates a market; with a key, the key's row is the transaction's first write, so a
+    /// replica racing on the same key waits on the row's unique index until this commits and
+    /// then replays this answer (PostgreSQL), or finds the key once it gets the writer (SQLite).
+    async fn create_market_keyed(&self, nm: NewMarket, now: i64, idem: Option<Idempotency<'_>>) -> StoreResult<Ran> {
+        // Never read by anyone: replaced by the real answer before the transaction commits.
+        let pending = StoredResponse { status: 0, body: String::new() };
         for _attempt in 0..20 {
             let _w = self.write_guard().await;
             let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await?;
+            if let Some(i) = &idem
+                && !insert_idempotent(&mut tx, i.scope, i.key, i.request_hash, &pending, now).await?
+            {
+                tx.rollback().await?;
+                let mut c = self.pool.acquire().await?;
+                return match idempotent_response(&mut c, i.scope, i.key).await? {
+                    Some((hash, resp)) if hash == i.request_hash => Ok(Ran::Replayed(resp)),
+                    Some(_) => Ok(Ran::Conflict),
+                    None => Err(StoreError::Invariant(format!("idempotency key '{}' taken but not stored", i.key))),
+                };
+            }
             let id: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) + 1 AS BIGINT) FROM markets").fetch_one(&mut *tx).await?;
             let market = Market { id, name: nm.name.clone(), currency: nm.currency.clone(), clock_mode: nm.clock_mode, sim_now: nm.sim_start, rules: nm.rules.clone(), created_at: now };
             let at = market.now(now);
@@ -932,14 +959,21 @@ impl Backend {
                 .bind(id).bind(&market.name).bind(&market.currency).bind(market.clock_mode.as_str()).bind(market.sim_now)
                 .bind(to_json(&market.rules)).bind(now).bind(&e.hash).execute(&mut *tx).await;
             match inserted {
+                // Another server took the id: try again with the next (the key's row goes too).
                 Err(err) if dialect::is_unique_violation(&err) => continue,
                 other => {
                     other?;
                 }
             }
             insert_event(&mut tx, &e).await?;
+            let result = Ok(Outcome::Market(Box::new(market)));
+            if let Some(i) = &idem {
+                let resp = (i.render)(&result);
+                sqlx::query("UPDATE idempotency SET status = $1, body = $2 WHERE scope = $3 AND idem_key = $4")
+                    .bind(resp.status as i64).bind(&resp.body).bind(i.scope).bind(i.key).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
-            return Ok(market);
+            return Ok(Ran::Fresh { result, events: vec![e] });
         }
         Err(StoreError::Invariant("could not allocate a market id after 20 attempts".into()))
     }
@@ -1027,7 +1061,7 @@ impl Backend {
     }
 
     pub async fn token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
-        let r = sqlx::query("SELECT hash, role, market_id, participant_id, label, created_at FROM tokens WHERE hash = $1")
+        let r = sqlx::query("SELECT hash, role, market_id, participant_id, label, created_at, revoked_at FROM tokens WHERE hash = $1")
             .bind(hash).fetch_optional(&self.pool).await?;
         let Some(r) = r else { return Ok(None) };
         Ok(Some(TokenRecord {
@@ -1037,7 +1071,17 @@ impl Backend {
             participant_id: r.try_get("participant_id")?,
             label: r.try_get("label")?,
             created_at: r.try_get("created_at")?,
+            revoked_at: r.try_get("revoked_at")?,
         }))
+    }
+
+    pub async fn revoke_token(&self, hash: &str, now: i64) -> StoreResult<Option<TokenRecord>> {
+        {
+            let _w = self.write_guard().await;
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL")
+                .bind(now).bind(hash).execute(&self.pool).await?;
+        }
+        self.token(hash).await
     }
 
     pub async fn stored_response(&self, scope: &str, key: &str) -> StoreResult<Option<(String, StoredResponse)>> {

@@ -20,6 +20,7 @@ pub mod sqlite {
         (4, include_str!("migrations/0004_webhooks.sql")),
         (5, include_str!("migrations/0005_survey.sql")),
         (6, include_str!("migrations/0006_search_indexes_sqlite.sql")),
+        (7, include_str!("migrations/0007_token_revocation.sql")),
     ];
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
@@ -129,6 +130,7 @@ pub mod postgres {
             6,
             include_str!("migrations/0006_search_indexes_postgres.sql"),
         ),
+        (7, include_str!("migrations/0007_token_revocation.sql")),
     ];
 
     /// `batch` is ignored: several servers share a PostgreSQL database, so each transaction

@@ -113,6 +113,9 @@ pub struct TokenRecord {
     pub participant_id: Option<i64>,
     pub label: String,
     pub created_at: Timestamp,
+    /// When it was revoked: a revoked token no longer authenticates.
+    #[serde(default)]
+    pub revoked_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +224,17 @@ impl Store {
     pub async fn create_market(&self, m: NewMarket, now: Timestamp) -> StoreResult<Market> {
         dispatch!(self, b => b.create_market(m, now).await)
     }
+    /// Creates a market with its idempotency key recorded in the creating transaction (a
+    /// unique row), so two servers racing on one key create one market: the other replays.
+    /// The fresh result is `Outcome::Market` with the `market_created` event.
+    pub async fn create_market_once(
+        &self,
+        m: NewMarket,
+        now: Timestamp,
+        idem: Idempotency<'_>,
+    ) -> StoreResult<Ran> {
+        dispatch!(self, b => b.create_market_once(m, now, idem).await)
+    }
     pub async fn market(&self, id: i64) -> StoreResult<Option<Market>> {
         dispatch!(self, b => b.market(id).await)
     }
@@ -240,8 +254,18 @@ impl Store {
     pub async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
         dispatch!(self, b => b.insert_token(t).await)
     }
+    /// The token with this hash, revoked or not.
     pub async fn token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
         dispatch!(self, b => b.token(hash).await)
+    }
+    /// Marks a token revoked at `now` (a token revoked before keeps its first time); `None`
+    /// when there is no such token.
+    pub async fn revoke_token(
+        &self,
+        hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<TokenRecord>> {
+        dispatch!(self, b => b.revoke_token(hash, now).await)
     }
     pub async fn stored_response(
         &self,

@@ -70,6 +70,8 @@ conformance! {
     append_only_tables_refuse_edits => sqlite_append_only_tables_refuse_edits, postgres_append_only_tables_refuse_edits;
     tampering_is_detected => sqlite_tampering_is_detected, postgres_tampering_is_detected;
     tokens_insert_and_find => sqlite_tokens_insert_and_find, postgres_tokens_insert_and_find;
+    tokens_are_revoked_once => sqlite_tokens_are_revoked_once, postgres_tokens_are_revoked_once;
+    market_creation_key_is_taken_once_across_stores => sqlite_market_creation_key_is_taken_once_across_stores, postgres_market_creation_key_is_taken_once_across_stores;
     fifty_buyers_accept_at_once => sqlite_fifty_buyers_accept_at_once, postgres_fifty_buyers_accept_at_once;
     many_listings_accept_at_once_with_limited_funds => sqlite_many_listings_accept_at_once_with_limited_funds, postgres_many_listings_accept_at_once_with_limited_funds;
     survey_answers_are_one_per_participant_and_replaced => sqlite_survey_answers_are_one_per_participant_and_replaced, postgres_survey_answers_are_one_per_participant_and_replaced;
@@ -2727,6 +2729,7 @@ async fn tokens_insert_and_find(db: Db) {
         participant_id: Some(alice),
         label: "alice's agent".into(),
         created_at: T0,
+        revoked_at: None,
     };
     let operator = TokenRecord {
         hash: "b".repeat(64),
@@ -2735,6 +2738,7 @@ async fn tokens_insert_and_find(db: Db) {
         participant_id: None,
         label: "ops".into(),
         created_at: T0 + 1,
+        revoked_at: None,
     };
     store.insert_token(&agent).await.unwrap();
     store.insert_token(&operator).await.unwrap();
@@ -2758,6 +2762,7 @@ async fn tokens_insert_and_find(db: Db) {
             participant_id: None,
             label: String::new(),
             created_at: T0,
+            revoked_at: None,
         };
         store.insert_token(&t).await.unwrap();
         assert_eq!(
@@ -2766,6 +2771,110 @@ async fn tokens_insert_and_find(db: Db) {
         );
     }
     m.verified().await;
+}
+
+async fn tokens_are_revoked_once(db: Db) {
+    let store = db.open().await;
+    let t = TokenRecord {
+        hash: "d".repeat(64),
+        role: Role::Operator,
+        market_id: None,
+        participant_id: None,
+        label: "ops".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    store.insert_token(&t).await.unwrap();
+    let revoked = store.revoke_token(&t.hash, T0 + 5).await.unwrap();
+    assert_eq!(revoked.as_ref().and_then(|r| r.revoked_at), Some(T0 + 5));
+    // Revoking again keeps the first time; the record is still found (it scopes stored keys).
+    let again = store.revoke_token(&t.hash, T0 + 9).await.unwrap();
+    assert_eq!(again, revoked);
+    assert_eq!(store.token(&t.hash).await.unwrap(), revoked);
+    assert_eq!(store.revoke_token(&"e".repeat(64), T0).await.unwrap(), None);
+}
+
+fn market_answer(r: &Result<Outcome, DomainError>) -> StoredResponse {
+    match r {
+        Ok(Outcome::Market(m)) => StoredResponse {
+            status: 201,
+            body: m.id.to_string(),
+        },
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Two stores on one database (two server replicas) create a market with the same key ten
+/// times at once: one market is created, every other call replays its answer.
+async fn market_creation_key_is_taken_once_across_stores(db: Db) {
+    let stores = [db.open().await, db.open().await];
+    let before = stores[0].markets().await.unwrap().len();
+    let barrier = Arc::new(tokio::sync::Barrier::new(10));
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let (store, barrier) = (stores[i % 2].clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let nm = NewMarket {
+                    name: "raced".into(),
+                    currency: "EUR".into(),
+                    clock_mode: ClockMode::Real,
+                    sim_start: T0,
+                    rules: MarketRules::default(),
+                };
+                let idem = Idempotency {
+                    scope: "operator",
+                    key: "create-once",
+                    request_hash: "h",
+                    render: &market_answer,
+                };
+                store.create_market_once(nm, T0, idem).await.unwrap()
+            })
+        })
+        .collect();
+    let (mut created, mut answers) = (Vec::new(), BTreeSet::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            Ran::Fresh {
+                result: Ok(Outcome::Market(m)),
+                events,
+            } => {
+                assert_eq!(events.len(), 1, "the market_created event");
+                answers.insert(m.id.to_string());
+                created.push(m.id);
+            }
+            Ran::Replayed(r) => {
+                assert_eq!(r.status, 201);
+                answers.insert(r.body);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "one market created");
+    assert_eq!(
+        answers.len(),
+        1,
+        "every call answered with that market: {answers:?}"
+    );
+    assert_eq!(stores[1].markets().await.unwrap().len(), before + 1);
+    let other = Idempotency {
+        scope: "operator",
+        key: "create-once",
+        request_hash: "another request",
+        render: &market_answer,
+    };
+    let nm = NewMarket {
+        name: "other".into(),
+        currency: "EUR".into(),
+        clock_mode: ClockMode::Real,
+        sim_start: T0,
+        rules: MarketRules::default(),
+    };
+    assert!(matches!(
+        stores[0].create_market_once(nm, T0, other).await.unwrap(),
+        Ran::Conflict
+    ));
+    assert_eq!(stores[0].markets().await.unwrap().len(), before + 1);
 }
 
 /// Runs `cmd`s all at once (released together by a barrier); results in the same order.

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
 use haggle_api::MarketSummary;
 use haggle_core::ClockMode;
@@ -216,6 +217,7 @@ pub async fn live(
         .and_then(|v| v.parse::<i64>().ok());
     let counting_down =
         market.clock_mode == ClockMode::Real && market.time_left(web.svc.now()).unwrap_or(0) > 0;
+    let revoked = web.svc.clone().until_revoked(signed.caller.scope.clone());
     let state = LiveState {
         counting_down,
         idle_polls: 0,
@@ -228,7 +230,8 @@ pub async fn live(
         after: resume.unwrap_or(q.after),
         out: VecDeque::new(),
     };
-    Ok(Sse::new(live_stream(state))
+    // A signed-out session keeps its token; a revoked one ends the stream within seconds.
+    Ok(Sse::new(live_stream(state).take_until(revoked))
         .keep_alive(KeepAlive::default())
         .into_response())
 }

@@ -133,6 +133,7 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
             post(operator::register),
         )
         .route(&format!("{m}/operate/tokens"), post(operator::token))
+        .route(&format!("{m}/operate/revoke"), post(operator::revoke))
         .route(&format!("{m}/operate/fund"), post(operator::fund))
         .route(
             &format!("{m}/operate/closes_at"),

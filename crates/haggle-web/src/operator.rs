@@ -158,6 +158,7 @@ struct OperatePage {
     survey: Vec<SurveyLine>,
     register_key: String,
     fund_key: String,
+    revoke_key: String,
     /// The closing time in words, and as the form's editable value (empty when open-ended).
     closing: String,
     closes_value: String,
@@ -289,6 +290,7 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
         survey,
         register_key: new_form_key(),
         fund_key: new_form_key(),
+        revoke_key: new_form_key(),
         closing,
         closes_value,
         closing_key: new_form_key(),
@@ -450,6 +452,45 @@ pub async fn token(
             v["token"].as_str().unwrap_or("").to_string(),
         )],
     }))
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    idem: String,
+    /// The token's id, or the secret itself (hashed here, never stored or echoed).
+    token: String,
+}
+
+/// Revokes one of the market's tokens, named by its id or its secret.
+pub async fn revoke(
+    State(web): State<Web>,
+    s: Signed,
+    origin: FormOrigin,
+    Ids(m): Ids<i64>,
+    Form(f): Form<RevokeForm>,
+) -> PageResult {
+    s.check(&origin, &f.csrf)?;
+    let token = f.token.trim();
+    let is_id = token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit());
+    let id = if is_id {
+        token.to_ascii_lowercase()
+    } else {
+        haggle_service::hash_token(token)
+    };
+    // The key covers the id, so the secret never reaches the idempotency record's hash input.
+    let keyed = RevokeForm {
+        csrf: String::new(),
+        idem: f.idem.clone(),
+        token: id.clone(),
+    };
+    let idem = idem_key(&f.idem, &format!("/m/{m}/operate/revoke"), &keyed)?;
+    web.svc
+        .revoke_token(&s.caller, m, &id, idem.as_ref())
+        .await?;
+    Ok(Redirect::to(&format!("/m/{m}/operate#people")).into_response())
 }
 
 #[derive(Deserialize, Serialize)]

@@ -147,7 +147,14 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open database {url}"))?;
     let backend = store.backend_name();
-    let svc = Service::new(store, Arc::new(SystemClock), Config { rate_per_sec: 0 });
+    let svc = Service::new(
+        store,
+        Arc::new(SystemClock),
+        Config {
+            rate_per_sec: 0,
+            ..Config::default()
+        },
+    );
     let operator = svc
         .create_token(haggle_service::Role::Operator, None, None, "bench")
         .await

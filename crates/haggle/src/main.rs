@@ -52,6 +52,10 @@ enum Cmd {
         /// TLS proxy: an https:// one marks the session cookie Secure.
         #[arg(long, env = "HAGGLE_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Accept webhooks to loopback, private and link-local addresses (refused by default:
+        /// they would let an operator make this server call into its own network).
+        #[arg(long)]
+        allow_private_webhooks: bool,
     },
     /// Markets.
     Market {
@@ -191,6 +195,18 @@ enum TokenCmd {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Revoke a token: it stops authenticating, and running servers end its live streams and
+    /// MCP sessions within seconds. Prints the revoked token (without its secret).
+    Revoke {
+        /// The token's id (the hex SHA-256 of its secret, `token_id` when it was created).
+        #[arg(long, required_unless_present = "secret", conflicts_with = "secret")]
+        id: Option<String>,
+        /// The token's secret itself.
+        #[arg(long)]
+        secret: Option<String>,
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -288,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rate_limit,
             reports,
             public_url,
+            allow_private_webhooks,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -303,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rate_per_sec: rate_limit
                     .or(cfg.rate_limit)
                     .unwrap_or(Config::default().rate_per_sec),
+                allow_private_webhooks,
             };
             let svc = Service::new(store, Arc::new(SystemClock), config);
             svc.spawn_sweeper(std::time::Duration::from_secs(1));
@@ -427,6 +445,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(api_error)?;
             println!("{secret}");
+        }
+        Cmd::Token {
+            command: TokenCmd::Revoke { id, secret, db },
+        } => {
+            let id = match (id, secret) {
+                (Some(id), _) => id.trim().to_ascii_lowercase(),
+                (None, Some(secret)) => haggle_service::hash_token(secret.trim()),
+                (None, None) => bail!("--id or --secret names the token to revoke"),
+            };
+            use haggle_service::Clock as _;
+            let store = open(&cfg, &db).await?;
+            let t = store
+                .revoke_token(&id, SystemClock.now_ms())
+                .await?
+                .with_context(|| format!("no token with id {id}"))?;
+            let info = haggle_service::token_info(&t);
+            println!("{}", serde_json::to_string_pretty(&info)?);
         }
         Cmd::Ledger {
             command: LedgerCmd::Verify { market, db },

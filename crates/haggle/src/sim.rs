@@ -106,7 +106,10 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
     let svc = Service::new(
         store,
         Arc::new(ManualClock::new(SIM_START_MS)),
-        Config { rate_per_sec: 0 },
+        Config {
+            rate_per_sec: 0,
+            ..Config::default()
+        },
     );
     let operator = Caller {
         role: Role::Operator,

@@ -606,3 +606,63 @@ async fn config_file_is_honoured() {
     let o = run(&dir.0, &["market", "list"]);
     assert_one_line_error(&o, "invalid config file haggle.toml: line 1");
 }
+
+/// `haggle serve` refuses a webhook to a loopback receiver unless started with
+/// `--allow-private-webhooks`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_private_webhooks_unless_allowed() {
+    let dir = Scratch::new("private-webhooks");
+    let db = dir.sqlite("h.db");
+    let op = operator_token(&dir.0, &db);
+    let http = Http::default();
+    let hook = json!({"url": "http://127.0.0.1:9/hook"});
+    let strict = Server::start(&dir.0, &["--database", &db]).await;
+    let market = create_market(&http, &strict.base, &op, "hooks").await;
+    let url = strict.url(&format!("/v1/markets/{market}/webhooks"));
+    let (status, body) = http.post(&url, &op, hook.clone()).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_request");
+    drop(strict);
+    let allowing = Server::start(&dir.0, &["--database", &db, "--allow-private-webhooks"]).await;
+    let url = allowing.url(&format!("/v1/markets/{market}/webhooks"));
+    let (status, body) = http.post(&url, &op, hook).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// `haggle token revoke` by secret: the token stops working on a running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_revoke_by_secret_or_id() {
+    let dir = Scratch::new("token-revoke");
+    let db = dir.sqlite("h.db");
+    let op = operator_token(&dir.0, &db);
+    let other = operator_token(&dir.0, &db);
+    let server = Server::start(&dir.0, &["--database", &db]).await;
+    let http = Http::default();
+    assert_eq!(http.get(&server.url("/v1/me"), &op).await.0, 200);
+    let out = run_ok(
+        &dir.0,
+        &["token", "revoke", "--secret", &op, "--database", &db],
+    );
+    let info: Value = serde_json::from_str(&out).expect("the revoked token as JSON");
+    assert_eq!(info["role"], "operator");
+    assert!(info["revoked_at"].is_i64(), "{info}");
+    assert!(!out.contains(&op), "the secret is not printed");
+    assert_eq!(http.get(&server.url("/v1/me"), &op).await.0, 401);
+    let id = info["token_id"].as_str().unwrap().to_string();
+    let o = run(
+        &dir.0,
+        &[
+            "token",
+            "revoke",
+            "--id",
+            &"0".repeat(64),
+            "--database",
+            &db,
+        ],
+    );
+    assert!(!o.status.success());
+    assert_one_line_error(&o, "no token with id");
+    assert_eq!(http.get(&server.url("/v1/me"), &other).await.0, 200);
+    let again = run_ok(&dir.0, &["token", "revoke", "--id", &id, "--database", &db]);
+    assert_eq!(again, out, "revoking again shows the first revocation");
+}

@@ -409,102 +409,6 @@ async fn sqlite_one_server_one_winner_per_listing() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
-/// The PostgreSQL URL to test against; `None` (after saying so loudly) when there is none.
-fn postgres_url() -> Option<String> {
-    match std::env::var("HAGGLE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            // Straight to the process's stderr: the test harness captures `eprintln!`.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** POSTGRES REPLICA TEST NOT RUN: set HAGGLE_TEST_POSTGRES_URL ***\n"
-            );
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but HAGGLE_TEST_POSTGRES_URL is not: the PostgreSQL replica test must run in CI"
-            );
-            None
-        }
-    }
-}
-
-/// `base` with its database name replaced by `name` (any query string kept).
-fn with_database(base: &str, name: &str) -> String {
-    let (head, query) = match base.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (base, None),
-    };
-    let scheme_end = head.find("://").map_or(0, |i| i + 3);
-    let authority_end = head[scheme_end..]
-        .find('/')
-        .map_or(head.len(), |i| scheme_end + i);
-    let mut url = format!("{}/{name}", &head[..authority_end]);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
-    url
-}
-
-/// A fresh database for this run, dropped (with anything still connected) when this is dropped.
-struct ScratchDatabase {
-    base: String,
-    name: String,
-    url: String,
-}
-
-impl ScratchDatabase {
-    async fn create(base: &str) -> ScratchDatabase {
-        use sqlx::Connection;
-        let name = format!("haggle_replicas_{}_{}", std::process::id(), unique());
-        let mut c = sqlx::PgConnection::connect(base)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to HAGGLE_TEST_POSTGRES_URL {base}: {e}"));
-        // One statement each: several in one string run as a transaction, which these refuse.
-        for statement in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut c)
-                .await
-                .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-        }
-        c.close().await.ok();
-        ScratchDatabase {
-            url: with_database(base, &name),
-            base: base.to_string(),
-            name,
-        }
-    }
-}
-
-impl Drop for ScratchDatabase {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // Dropped inside the test's runtime: do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut c)
-                    .await;
-                    let _ = c.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 #[test]
 fn database_names_are_replaced_in_urls() {
     assert_eq!(
@@ -550,4 +454,63 @@ async fn postgres_two_replicas_one_winner_per_listing() {
         started.elapsed()
     );
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Two replicas receive `POST /v1/markets` with one Idempotency-Key at the same moment, 20
+/// times: each time one market is created and both answer with it (it used to be two markets
+/// in 15 of 20 tries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_replicas_create_one_market_per_key() {
+    let Some(base) = postgres_url() else { return };
+    let started = Instant::now();
+    let db = ScratchDatabase::create(&base).await;
+    let dir = Scratch::new("market-key-race");
+    let args = ["--database", db.url.as_str()];
+    let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));
+    let op = operator_token(&dir.0, &db.url);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let mut ids = BTreeSet::new();
+    for round in 0..20 {
+        let key = format!("create-market-{round}");
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let send = |base: String| {
+            let (client, key, op, barrier) =
+                (client.clone(), key.clone(), op.clone(), barrier.clone());
+            async move {
+                barrier.wait().await;
+                let r = client
+                    .post(format!("{base}/v1/markets"))
+                    .bearer_auth(&op)
+                    .header("Idempotency-Key", key)
+                    .json(&json!({"name": format!("raced {round}")}))
+                    .send()
+                    .await
+                    .expect("request sent");
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.expect("a JSON body"))
+            }
+        };
+        let (ra, rb) = tokio::join!(send(a.base.clone()), send(b.base.clone()));
+        assert_eq!((ra.0, rb.0), (201, 201), "round {round}: {ra:?} {rb:?}");
+        assert_eq!(
+            ra.1, rb.1,
+            "round {round}: both replicas answer with the same market"
+        );
+        ids.insert(id(&ra.1));
+    }
+    assert_eq!(ids.len(), 20, "one market per key");
+    let (status, markets) = Http::default().get(&a.url("/v1/markets"), &op).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        markets.as_array().map(Vec::len),
+        Some(20),
+        "no market created twice"
+    );
+    drop((a, b));
+    drop(db);
+    eprintln!(
+        "PostgreSQL market-key race test took {:?}",
+        started.elapsed()
+    );
 }

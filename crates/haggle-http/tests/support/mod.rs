@@ -60,6 +60,15 @@ impl Server {
         Server::with_config(Config::default()).await
     }
 
+    /// A server that accepts webhooks to loopback receivers (`--allow-private-webhooks`).
+    pub async fn allowing_private_webhooks() -> Server {
+        Server::with_config(Config {
+            allow_private_webhooks: true,
+            ..Config::default()
+        })
+        .await
+    }
+
     pub async fn with_config(config: Config) -> Server {
         let db = temp_db();
         let store = Store::open(&format!("sqlite://{}", db.display()))
