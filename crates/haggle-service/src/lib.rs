@@ -1188,7 +1188,7 @@ impl Service {
             }
             Err(e) => return Err(e),
         };
-        let limit = page_limit(limit);
+        let limit = page_limit(limit)?;
         let before = cursor.map(|_| parse_cursor(cursor)).transpose()?;
         let items = self.store.deal_notes(market, d.id, before, limit).await?;
         Ok(NotePage {
@@ -1215,7 +1215,7 @@ impl Service {
                 ApiError::new(ErrorCode::NotFound, format!("thread {thread} not found"))
             })?;
         self.can_read_thread(caller, market, &t).await?;
-        let limit = page_limit(limit);
+        let limit = page_limit(limit)?;
         let before = cursor.map(|_| parse_cursor(cursor)).transpose()?;
         let items = self
             .store

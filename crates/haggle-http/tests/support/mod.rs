@@ -463,7 +463,14 @@ impl Fixture {
             .replace("{offer}", &self.offer.to_string())
             .replace("{deal}", &self.deal.to_string())
             .replace("{webhook}", &self.webhook.to_string())
+            .replace("{token_id}", &token_id(&self.subject(who).agent))
     }
+}
+
+/// A token's id: the hex SHA-256 of its secret.
+pub fn token_id(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
 /// A market-scoped token made by the global operator.
