@@ -178,6 +178,11 @@ impl BrainFactory {
         }
     }
 
+    /// The run's call log (LLM calls, and the order in which agents took the market).
+    pub fn log(&self) -> Arc<CallLog> {
+        self.log.clone()
+    }
+
     /// What a call of `spec` costs: a model on this machine nothing, elsewhere the table's price.
     fn price(&self, spec: &BrainSpec) -> Option<Price> {
         match spec {

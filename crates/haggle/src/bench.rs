@@ -333,6 +333,7 @@ async fn sim_run(
             "USD",
         ),
         withhold_leaks: false,
+        llm_concurrency: 1,
     };
     let started = Instant::now();
     // Wall time at the end of each round (setup is in the first), so a slow phase shows.

@@ -188,6 +188,7 @@ async fn execute(
     cfg: &RunConfig,
     spend: Option<Arc<SpendGuard>>,
     replay: Option<Arc<Recording>>,
+    llm_concurrency: usize,
     mut progress: impl FnMut(&sim::Progress) + Send,
 ) -> anyhow::Result<(Finished, haggle_lab::metrics::Metrics)> {
     if dir.exists() {
@@ -237,6 +238,7 @@ async fn execute(
             database: format!("sqlite://{}", db.display()),
             factory,
             withhold_leaks: false,
+            llm_concurrency,
         },
         &mut progress,
     )
@@ -421,6 +423,9 @@ async fn run_experiment(
             running += 1;
             let (dir, scenario, eff, tx) = (dir.clone(), scenario.clone(), eff.clone(), tx.clone());
             let guard = guard.clone();
+            // Each market may have as many LLM turns in flight as the experiment has call
+            // slots; the guard caps the calls over all markets.
+            let llm_concurrency = x.llm.concurrency;
             journal(&dir, &cfg.plan.id, "started", serde_json::json!({}))?;
             eprintln!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed);
             std::thread::spawn(move || {
@@ -441,6 +446,7 @@ async fn run_experiment(
                                 &cfg,
                                 Some(guard.clone()),
                                 None,
+                                llm_concurrency,
                                 move |p| {
                                     if p.round >= last_line + 24 {
                                         last_line = p.round;
@@ -620,6 +626,8 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
         &cfg,
         None,
         Some(recording.clone()),
+        // A replay follows the recorded order of turns, whatever the concurrency was.
+        1,
         |_| {},
     )
     .await?;

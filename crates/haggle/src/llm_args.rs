@@ -46,6 +46,10 @@ pub struct LlmArgs {
     /// Withhold outgoing texts that contain a private number (they are always counted).
     #[arg(long)]
     pub withhold_leaks: bool,
+    /// Turns of LLM agents in flight at once in one market (each waits for its model calls
+    /// while the others act; 1 = one after another).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub llm_concurrency: u32,
 }
 
 impl LlmArgs {
