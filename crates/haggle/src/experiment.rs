@@ -188,7 +188,6 @@ async fn execute(
     cfg: &RunConfig,
     spend: Option<Arc<SpendGuard>>,
     replay: Option<Arc<Recording>>,
-    llm_concurrency: usize,
     mut progress: impl FnMut(&sim::Progress) + Send,
 ) -> anyhow::Result<(Finished, haggle_lab::metrics::Metrics)> {
     if dir.exists() {
@@ -238,7 +237,6 @@ async fn execute(
             database: format!("sqlite://{}", db.display()),
             factory,
             withhold_leaks: false,
-            llm_concurrency,
         },
         &mut progress,
     )
@@ -423,9 +421,6 @@ async fn run_experiment(
             running += 1;
             let (dir, scenario, eff, tx) = (dir.clone(), scenario.clone(), eff.clone(), tx.clone());
             let guard = guard.clone();
-            // Each market may have as many LLM turns in flight as the experiment has call
-            // slots; the guard caps the calls over all markets.
-            let llm_concurrency = x.llm.concurrency;
             journal(&dir, &cfg.plan.id, "started", serde_json::json!({}))?;
             eprintln!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed);
             std::thread::spawn(move || {
@@ -446,7 +441,6 @@ async fn run_experiment(
                                 &cfg,
                                 Some(guard.clone()),
                                 None,
-                                llm_concurrency,
                                 move |p| {
                                     if p.round >= last_line + 24 {
                                         last_line = p.round;
@@ -603,11 +597,6 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
     })?;
     let cfg: RunConfig = serde_json::from_str(&read(&rd.join("run.json"))?)?;
     let scenario: Scenario = serde_json::from_str(&read(&dir.join("scenario.json"))?)?;
-    if cfg.mode != "rounds" {
-        bail!(
-            "run {id} is event-driven: only round-based runs replay exactly (spec: agents.md, Running agents)"
-        );
-    }
     // Language-model brains are answered from the run's call log, never from the provider.
     let log_path = rd.join("llm_calls.jsonl");
     let recording = if log_path.exists() {
@@ -626,8 +615,6 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
         &cfg,
         None,
         Some(recording.clone()),
-        // A replay follows the recorded order of turns, whatever the concurrency was.
-        1,
         |_| {},
     )
     .await?;
@@ -714,7 +701,8 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether two call logs hold the same records apart from wall-clock latency (a missing log
+/// Whether two call logs hold the same records apart from wall-clock latency and the order in
+/// which concurrent agents' calls were logged (a missing log
 /// is an empty one: runs of rule brains only may predate it).
 fn same_calls(a: &Path, b: &Path) -> anyhow::Result<bool> {
     let load = |p: &Path| -> anyhow::Result<Vec<Record>> {
@@ -728,6 +716,13 @@ fn same_calls(a: &Path, b: &Path) -> anyhow::Result<bool> {
                 exchange.latency_ms = 0;
             }
         }
+        // Concurrent turns log their calls as replies arrive: each agent's calls, and the
+        // market's order of turns, are what must be the same.
+        records.sort_by_key(|r| match r {
+            Record::Prompt { agent, .. } => (0, agent.clone()),
+            Record::Call { agent, .. } => (1, agent.clone()),
+            Record::Market { .. } => (2, String::new()),
+        });
         Ok(records)
     };
     Ok(load(a)? == load(b)?)

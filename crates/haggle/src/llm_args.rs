@@ -7,6 +7,7 @@ use anyhow::Context;
 use haggle_agents::llm::{CallLog, CallPolicy, PriceTable};
 use haggle_agents::llm_brain::{LlmSettings, LlmStats};
 use haggle_agents::registry::{BrainFactory, BrainSpec, LlmEnv};
+use haggle_agents::spend::SpendGuard;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +47,8 @@ pub struct LlmArgs {
     /// Withhold outgoing texts that contain a private number (they are always counted).
     #[arg(long)]
     pub withhold_leaks: bool,
-    /// Turns of LLM agents in flight at once in one market (each waits for its model calls
-    /// while the others act; 1 = one after another).
+    /// Model calls in flight at once in one market: the turns of LLM agents run concurrently,
+    /// each holding the market only while it reads and acts (1 = one call after another).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub llm_concurrency: u32,
 }
@@ -80,6 +81,11 @@ impl LlmArgs {
             }
             f.settings.tools = Some(self.llm_tools.clone());
         }
+        f.spend = Some(Arc::new(SpendGuard::new(
+            self.llm_concurrency as usize,
+            None,
+            0,
+        )));
         f.policy = CallPolicy {
             timeout: Duration::from_secs(self.llm_timeout_s.max(1)),
             max_attempts: self.llm_attempts.max(1),

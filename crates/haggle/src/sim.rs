@@ -1,9 +1,9 @@
 //! Runs a whole market of agents in-process: creates the market from a scenario on its own
 //! database, registers every participant with its budget and mandate, gives each an agent with
 //! its brain, and schedules turns on the market's simulated clock — round-based (a seeded order
-//! each round) or event-driven (agents wake on news). Turns of LLM brains run concurrently (up
-//! to `llm_concurrency`), holding the market in turn through a [`Sequencer`] that records the
-//! order, so a replay is exact. Time and randomness are injected: the service runs on a fixed
+//! each round) or event-driven (agents wake on news). Turns of LLM brains run concurrently (as
+//! many model calls at once as the brain factory's call slots allow), holding the market in turn
+//! through a [`Sequencer`] that records the order, so a replay is exact. Time and randomness are injected: the service runs on a fixed
 //! manual clock and the market's clock is simulated.
 
 use anyhow::{Context, bail};
@@ -50,8 +50,6 @@ pub struct SimConfig {
     pub factory: haggle_agents::registry::BrainFactory,
     /// Withhold (not only count) outgoing texts with a private number.
     pub withhold_leaks: bool,
-    /// Turns of LLM brains in flight at once in this market (1: one after another).
-    pub llm_concurrency: usize,
 }
 
 /// Live figures for the progress display.
@@ -201,12 +199,6 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         .into_iter()
         .map(|a| a.sequenced(seq.clone()))
         .collect();
-    // A replay starts every due turn at once: the recorded order decides who goes next.
-    let limit = if seq.replays() {
-        usize::MAX
-    } else {
-        cfg.llm_concurrency.max(1)
-    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..agents.len()).collect();
     let mut last_turn = vec![0u64; agents.len()];
@@ -227,7 +219,6 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         let round_turns = Turns {
             order: &order,
             seq: &seq,
-            limit,
             now,
             round,
             due,
@@ -275,7 +266,6 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
     let last = Turns {
         order: &order,
         seq: &seq,
-        limit,
         now,
         round: rounds,
         due: Due::Last,
@@ -315,11 +305,10 @@ enum Due {
     Last,
 }
 
-/// The turns of one round: who is due, in which order, at most how many in flight.
+/// The turns of one round: who is due, and in which order.
 struct Turns<'a> {
     order: &'a [usize],
     seq: &'a Arc<Sequencer>,
-    limit: usize,
     now: i64,
     round: u64,
     due: Due,
@@ -354,16 +343,16 @@ impl Turns<'_> {
         1
     }
 
-    /// Turns start in the seeded order, at most `limit` in flight, and hold the market in turn
-    /// through the sequencer (the due check too). Returns the most turns in flight.
+    /// Every due turn starts, in the seeded order, and holds the market in turn through the
+    /// sequencer (the due check too); how many model calls run at once is the brain factory's
+    /// call slots (`SpendGuard`). Returns the most turns in flight.
     async fn concurrent(&self, agents: &mut Vec<Agent<InProcess>>, last_turn: &mut [u64]) -> usize {
         let mut slots: Vec<Option<Agent<InProcess>>> = agents.drain(..).map(Some).collect();
         let mut queue = self.order.iter().copied();
         let mut running = FuturesUnordered::new();
         let mut peak = 0;
         loop {
-            while running.len() < self.limit {
-                let Some(i) = queue.next() else { break };
+            for i in queue.by_ref() {
                 let Some(mut agent) = slots[i].take() else {
                     continue;
                 };
