@@ -59,10 +59,11 @@ impl Sequencer {
         Sequencer::make(Some(log), None, None)
     }
 
-    /// Grants in the order `recording` holds; a turn that cannot follow it is a divergence.
-    pub fn replaying(recording: Arc<Recording>) -> Arc<Sequencer> {
+    /// Grants in the order `recording` holds (a turn that cannot follow it is a divergence),
+    /// and writes each grant to `log` as the run did.
+    pub fn replaying(recording: Arc<Recording>, log: Arc<CallLog>) -> Arc<Sequencer> {
         let script = recording.market_order().iter().cloned().collect();
-        Sequencer::make(None, Some(recording), Some(script))
+        Sequencer::make(Some(log), Some(recording), Some(script))
     }
 
     fn make(
@@ -228,7 +229,7 @@ mod tests {
                 })
                 .collect(),
         ));
-        let seq = Sequencer::replaying(rec.clone());
+        let seq = Sequencer::replaying(rec.clone(), Arc::new(CallLog::discard()));
         let order = Arc::new(Mutex::new(Vec::new()));
         let turn = |name: &'static str, times: usize| {
             let (seq, order) = (seq.clone(), order.clone());
@@ -254,7 +255,7 @@ mod tests {
         let rec = Arc::new(Recording::new(vec![Record::Market {
             agent: "ghost".into(),
         }]));
-        let seq = Sequencer::replaying(rec.clone());
+        let seq = Sequencer::replaying(rec.clone(), Arc::new(CallLog::discard()));
         seq.turn_started();
         drop(seq.enter("a").await);
         seq.turn_ended();

@@ -191,7 +191,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
     // in the market, turns run concurrently through the market's sequencer.
     let concurrent = agents.iter().any(|a| a.brain.concurrent());
     let seq = match (&cfg.factory.replay, concurrent) {
-        (Some(recording), true) => Sequencer::replaying(recording.clone()),
+        (Some(recording), true) => Sequencer::replaying(recording.clone(), cfg.factory.log()),
         (None, true) => Sequencer::recording(cfg.factory.log()),
         (_, false) => Sequencer::free(),
     };
