@@ -567,6 +567,7 @@ pub async fn llm(args: LlmBenchArgs) -> anyhow::Result<()> {
         "tool calls (market reads and writes)", tool_calls
     );
     println!("{:<36} {:>12}", "peak calls in flight", peak);
+    println!("{:<36} {:>12}", "peak turns in flight", out.peak_turns);
     println!("{:<36} {:>12.1}", "wall time s", wall);
     println!("{:<36} {:>12.1}", "ideal wall time s", ideal);
     println!("{:<36} {:>12.2}", "wall / ideal", wall / ideal.max(1e-9));
@@ -577,7 +578,7 @@ pub async fn llm(args: LlmBenchArgs) -> anyhow::Result<()> {
         json!({
             "participants": args.participants, "rounds": out.rounds, "latency_ms": args.latency_ms,
             "concurrency": concurrency, "calls": calls, "tool_calls": tool_calls,
-            "peak_in_flight": peak, "wall_s": wall, "ideal_wall_s": ideal,
+            "peak_in_flight": peak, "peak_turns": out.peak_turns, "wall_s": wall, "ideal_wall_s": ideal,
             "overhead_ms_per_call": per_call(cpu), "deals": deals,
         })
     );

@@ -251,6 +251,12 @@ async fn execute(
         );
     }
     let sim_wall = started.elapsed();
+    // Conduct and the first-mover figure of the order (not compared by a replay: timings aside,
+    // it follows from the same order).
+    write(
+        &dir.join("conduct.json"),
+        &serde_json::to_string_pretty(&crate::report::conduct(&out))?,
+    )?;
     let record = crate::results::record(&out).await?;
     let metrics = haggle_lab::metrics::compute_with(scenario, &record, eff);
     haggle_lab::report::write_report(dir, scenario, &metrics)

@@ -4,6 +4,7 @@
 //! `OPENAI_BASE_URL`); every brain named is checked before anything runs.
 
 use anyhow::Context;
+use haggle_agents::llm::limits::ModelLimits;
 use haggle_agents::llm::{CallLog, CallPolicy, PriceTable};
 use haggle_agents::llm_brain::{LlmSettings, LlmStats};
 use haggle_agents::registry::{BrainFactory, BrainSpec, LlmEnv};
@@ -51,6 +52,13 @@ pub struct LlmArgs {
     /// each holding the market only while it reads and acts (1 = one call after another).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub llm_concurrency: u32,
+    /// A provider's limit: calls at once to one model (over all its agents).
+    #[arg(long)]
+    pub llm_model_concurrency: Option<usize>,
+    /// A provider's limit: tokens a minute to one model (input and output, estimated before a
+    /// call and corrected by its usage).
+    #[arg(long)]
+    pub llm_tokens_per_minute: Option<u64>,
 }
 
 impl LlmArgs {
@@ -86,6 +94,10 @@ impl LlmArgs {
             None,
             0,
         )));
+        f.limits = ModelLimits {
+            concurrency: self.llm_model_concurrency.map(|n| n.max(1)),
+            tokens_per_minute: self.llm_tokens_per_minute.map(|n| n.max(1)),
+        };
         f.policy = CallPolicy {
             timeout: Duration::from_secs(self.llm_timeout_s.max(1)),
             max_attempts: self.llm_attempts.max(1),

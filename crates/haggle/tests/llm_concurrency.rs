@@ -65,6 +65,15 @@ async fn llm_turns_of_one_market_overlap_at_the_model_server() {
         log.iter().any(|r| r["kind"] == "market"),
         "the order in which agents took the market is recorded"
     );
+    let conduct: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path("out").join("conduct.json")).unwrap(),
+    )
+    .unwrap();
+    let f = &conduct["first_movers"];
+    assert!(f["rounds_with_actions"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(f["by_brain"][&brains]["share_of_agents"], 1.0, "{f}");
+    assert_eq!(f["by_brain"][&brains]["share_first"], 1.0, "{f}");
+    assert!(text(&o.stdout).contains("first to act in a round"));
 }
 
 /// A finished experiment run of stand-in agents beside rule agents, in `mode`, with replies
@@ -238,7 +247,10 @@ async fn a_model_failing_concurrently_ends_only_the_affected_turns() {
         .filter_map(|r| r["error"].as_str())
         .collect();
     assert!(errors.iter().any(|e| e.contains("500")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("did not answer within")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("did not answer within")),
+        "{errors:?}"
+    );
     let conduct: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("conduct.json")).unwrap()).unwrap();
     let agents = conduct["agents"].as_array().unwrap();
