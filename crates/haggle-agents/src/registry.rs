@@ -187,6 +187,11 @@ impl BrainFactory {
         self.log.clone()
     }
 
+    /// What a call of the brain `name` costs (`None`: a rule brain, or no price in the table).
+    pub fn price_of(&self, name: &str) -> Option<Price> {
+        BrainSpec::parse(name).ok().and_then(|s| self.price(&s))
+    }
+
     /// What a call of `spec` costs: a model on this machine nothing, elsewhere the table's price.
     fn price(&self, spec: &BrainSpec) -> Option<Price> {
         match spec {

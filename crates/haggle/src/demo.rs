@@ -44,6 +44,8 @@ pub struct DemoArgs {
     quiet: bool,
     #[command(flatten)]
     llm: crate::llm_args::LlmArgs,
+    #[command(flatten)]
+    estimate: crate::estimate::EstimateArgs,
 }
 
 pub fn load_scenario(
@@ -93,6 +95,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let check = args
         .llm
         .factory(Arc::new(CallLog::discard()), &scenario.currency)?;
+    if args.estimate.estimate {
+        for b in &brains {
+            haggle_agents::registry::BrainSpec::parse(b)
+                .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
+        }
+        crate::estimate::print(
+            &args.estimate,
+            &scenario,
+            &brains,
+            &check,
+            args.rounds.clamp(1, 100_000),
+            args.llm.llm_concurrency as usize,
+        );
+        return Ok(());
+    }
     for b in &brains {
         check
             .check(b)

@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod config;
 mod demo;
+mod estimate;
 mod experiment;
 mod interview;
 mod llm_args;

@@ -314,3 +314,44 @@ async fn the_token_budget_holds_per_agent_with_many_calls_in_flight() {
     }
     assert!(over > 0, "the budget was reached: {conduct}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_estimate_prints_calls_tokens_cost_and_wall_time_without_calling_a_model() {
+    let server = standin::start(standin::Behaviour::default()).await.unwrap();
+    let dir = Scratch::new("llm-estimate");
+    let brains = format!("openai:stand-in@{},rule:linear", server.base);
+    let o = tokio::task::block_in_place(|| {
+        demo(
+            &dir.0,
+            &brains,
+            "10",
+            &[
+                "--estimate",
+                "--estimate-latency-s",
+                "2",
+                "--llm-concurrency",
+                "4",
+            ],
+        )
+    });
+    let stdout = text(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", text(&o.stderr));
+    assert!(
+        stdout.contains(
+            "4 LLM agents, at most 10 rounds, 3 calls a turn, 2 s a call, 4 calls at once"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains(": 120 calls, "), "{stdout}");
+    assert!(
+        stdout.contains("cost $0.000000"),
+        "a model on this machine is free: {stdout}"
+    );
+    // 120 calls × 2 s ÷ 4 at once.
+    assert!(
+        stdout.contains("wall time: about 1 min 0 s at 4 calls at once"),
+        "{stdout}"
+    );
+    assert_eq!(server.counts.calls.load(Ordering::SeqCst), 0);
+    assert!(!dir.path("out").exists(), "nothing was written");
+}
