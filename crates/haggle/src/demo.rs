@@ -36,7 +36,7 @@ pub struct DemoArgs {
     /// Maximum rounds (one simulated hour each).
     #[arg(long, default_value_t = 168)]
     rounds: u64,
-    /// `rounds` (exact replay) or `events` (agents wake on news).
+    /// `rounds` (every agent each round) or `events` (agents wake on news).
     #[arg(long, default_value = "rounds")]
     mode: String,
     /// No progress bar.
@@ -103,7 +103,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         crate::estimate::print(
             &args.estimate,
             &scenario,
-            &brains,
+            &[(0..scenario.profiles.len())
+                .map(|i| brains[i % brains.len()].clone())
+                .collect()],
             &check,
             args.rounds.clamp(1, 100_000),
             args.llm.llm_concurrency as usize,

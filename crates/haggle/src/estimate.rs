@@ -26,11 +26,12 @@ pub struct EstimateArgs {
     pub estimate_calls_per_turn: u64,
 }
 
-/// Prints the estimate for `brains` assigned to the scenario's participants in turn.
+/// Prints the estimate for `markets`, each the brain of every participant of the scenario (in
+/// its order); `concurrency` calls at once over all of them.
 pub fn print(
     a: &EstimateArgs,
     scenario: &Scenario,
-    brains: &[String],
+    markets: &[Vec<String>],
     factory: &BrainFactory,
     rounds: u64,
     concurrency: usize,
@@ -47,11 +48,13 @@ pub fn print(
         .map(|t| t.name.len() + t.description.len() + t.input_schema.to_string().len())
         .sum();
     let mut by_brain: std::collections::BTreeMap<&str, (u64, Usage)> = Default::default();
-    for (i, p) in scenario.profiles.iter().enumerate() {
-        let brain = brains[i % brains.len()].as_str();
-        if !crate::llm_args::any_llm(&[brain.to_string()]) {
+    let mut agents = 0u64;
+    for (p, brain) in markets.iter().flat_map(|m| scenario.profiles.iter().zip(m)) {
+        if !crate::llm_args::any_llm(std::slice::from_ref(brain)) {
             continue;
         }
+        agents += 1;
+        let brain = brain.as_str();
         let system = haggle_agents::prompt::render_system_prompt(p, &scenario.currency).len();
         let input = ((system + tools) / 4) as u64 + factory.settings.observation_tokens as u64;
         let calls = rounds * a.estimate_calls_per_turn.max(1);
@@ -60,14 +63,12 @@ pub fn print(
         e.1.input_tokens += calls * input;
         e.1.output_tokens += calls * OUTPUT_TOKENS_PER_CALL;
     }
-    let agents: u64 = scenario
-        .profiles
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| crate::llm_args::any_llm(&[brains[i % brains.len()].clone()]))
-        .count() as u64;
+    let in_markets = match markets.len() {
+        1 => String::new(),
+        n => format!(" in {n} markets"),
+    };
     println!(
-        "estimate (no model was called): {agents} LLM agents, at most {rounds} rounds, {} calls a turn, {} s a call, {concurrency} calls at once",
+        "estimate (no model was called): {agents} LLM agents{in_markets}, at most {rounds} rounds, {} calls a turn, {} s a call, {concurrency} calls at once",
         a.estimate_calls_per_turn, a.estimate_latency_s
     );
     let mut calls_all = 0;

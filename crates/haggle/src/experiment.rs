@@ -36,8 +36,10 @@ pub enum ExperimentCmd {
         /// Start at most this many runs now (the rest stay for the next invocation).
         #[arg(long)]
         max_runs: Option<usize>,
+        #[command(flatten)]
+        estimate: crate::estimate::EstimateArgs,
     },
-    /// Re-run one finished round-based run from its stored config and check it is identical.
+    /// Re-run one finished run from its stored config and check it is identical.
     Replay { dir: PathBuf, run: String },
     /// Analyse the finished runs and write report.html, analysis.json and CSVs into the folder.
     Report { dir: PathBuf },
@@ -56,7 +58,11 @@ pub async fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
             file,
             out,
             max_runs,
-        } => run_experiment(&file, out, max_runs).await,
+            estimate,
+        } => match estimate.estimate {
+            true => estimate_experiment(&file, &estimate),
+            false => run_experiment(&file, out, max_runs).await,
+        },
         ExperimentCmd::Replay { dir, run } => replay(&dir, &run).await,
         ExperimentCmd::Report { dir } => report(&dir).map(|_| ()),
         ExperimentCmd::Compare { dirs, out } => compare(&dirs, &out),
@@ -299,6 +305,32 @@ async fn execute(
     std::fs::rename(&tmp, dir.join("record.json"))
         .with_context(|| format!("cannot finish {}", dir.display()))?;
     Ok((done, metrics))
+}
+
+/// `experiment run --estimate`: the LLM calls, tokens, cost and wall time of every run of the
+/// plan, printed without calling a model or writing anything.
+fn estimate_experiment(file: &Path, a: &crate::estimate::EstimateArgs) -> anyhow::Result<()> {
+    let x = Experiment::from_path(file)?;
+    let scenario = x.scenario()?;
+    let mut markets = Vec::new();
+    for p in &x.plan() {
+        let cfg = run_config(&x, &scenario, p)?;
+        markets.push(cfg.participants.into_iter().map(|a| a.brain).collect());
+    }
+    let factory = haggle_agents::registry::BrainFactory::new(
+        haggle_agents::registry::LlmEnv::default(),
+        Arc::new(haggle_agents::llm::CallLog::discard()),
+        &scenario.currency,
+    );
+    crate::estimate::print(
+        a,
+        &scenario,
+        &markets,
+        &factory,
+        x.market.max_rounds,
+        x.llm.concurrency,
+    );
+    Ok(())
 }
 
 /// The experiment's folder: new, or one holding this same experiment (else refused).
