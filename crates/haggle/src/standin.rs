@@ -254,7 +254,7 @@ fn decide(obs: &str, h: u64) -> Vec<(String, Value)> {
         }
     }
     let wants = section(obs, "Wants not met yet");
-    if calls.is_empty() && !wants.is_empty() && h % 3 == 0 {
+    if calls.is_empty() && !wants.is_empty() && h.is_multiple_of(3) {
         let w = wants[(h as usize / 3) % wants.len()];
         if let Some(category) = between(w, "(category ", ")") {
             calls.push((
