@@ -189,7 +189,14 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
 
     // Rule brains keep the sequential order (byte-identical runs for a seed); with an LLM brain
     // in the market, turns run concurrently through the market's sequencer.
-    let concurrent = agents.iter().any(|a| a.brain.concurrent());
+    // A replay of a run recorded before turns ran concurrently (no market order in its log)
+    // follows that run's sequential order.
+    let recorded_sequential = cfg
+        .factory
+        .replay
+        .as_ref()
+        .is_some_and(|r| r.market_order().is_empty());
+    let concurrent = agents.iter().any(|a| a.brain.concurrent()) && !recorded_sequential;
     let seq = match (&cfg.factory.replay, concurrent) {
         (Some(recording), true) => Sequencer::replaying(recording.clone(), cfg.factory.log()),
         (None, true) => Sequencer::recording(cfg.factory.log()),
