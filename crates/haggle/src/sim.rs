@@ -3,8 +3,8 @@
 //! its brain, and schedules turns on the market's simulated clock — round-based (a seeded order
 //! each round) or event-driven (agents wake on news). Turns of LLM brains run concurrently (as
 //! many model calls at once as the brain factory's call slots allow), holding the market in turn
-//! through a [`Sequencer`] that records the order, so a replay is exact. Time and randomness are injected: the service runs on a fixed
-//! manual clock and the market's clock is simulated.
+//! through a [`Sequencer`] that records the order, so a replay is exact. Time and randomness are
+//! injected: the service runs on a fixed manual clock and the market's clock is simulated.
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
