@@ -139,6 +139,9 @@ pub trait ToolBox: Send {
         name: &'a str,
         args: serde_json::Value,
     ) -> BoxFuture<'a, Result<serde_json::Value, crate::tools::ToolError>>;
+    /// The brain will wait (for its model) before its next call: other turns of the market may
+    /// use the market meanwhile. The next `call` takes the market again.
+    fn release_market(&mut self) {}
 }
 
 /// A decision-maker behind an agent.
@@ -162,5 +165,11 @@ pub trait Brain: Send {
     /// Model calls, tokens, cost and malformed turns so far (LLM brains only).
     fn llm_stats(&self) -> Option<crate::llm_brain::LlmStats> {
         None
+    }
+    /// Whether the brain's turns wait on something outside the market (a model), so the
+    /// scheduler may run them concurrently. Rule brains decide at once and keep the sequential
+    /// order.
+    fn concurrent(&self) -> bool {
+        false
     }
 }

@@ -12,5 +12,6 @@ pub mod prompt;
 pub mod registry;
 pub mod rules;
 pub mod runtime;
+pub mod sequencer;
 pub mod spend;
 pub mod tools;

@@ -659,6 +659,8 @@ impl LlmBrain {
                         .wrapping_add(step as u64)
                 }),
             };
+            // Other turns of the market may use it while this one waits for its model.
+            toolbox.release_market();
             let guard = self.spend.clone();
             let permit = match &guard {
                 None => None,
@@ -855,6 +857,10 @@ impl Brain for LlmBrain {
 
     fn llm_stats(&self) -> Option<LlmStats> {
         Some(self.stats.clone())
+    }
+
+    fn concurrent(&self) -> bool {
+        true
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::adversaries;
 use crate::brain::Brain;
 use crate::llm::anthropic::{self, Anthropic};
+use crate::llm::limits::{Limited, ModelLimits};
 use crate::llm::openai::{self, OpenAi, OutputMode};
 use crate::llm::replay::{RecordedModel, Recording, ReplayWire};
 use crate::llm::{CallLog, CallPolicy, ChatError, ChatModel, Price, PriceTable, is_loopback};
@@ -155,6 +156,8 @@ pub struct BrainFactory {
     pub spend: Option<Arc<crate::spend::SpendGuard>>,
     /// Replaying a recorded run: LLM brains are answered from this recording, not a provider.
     pub replay: Option<Arc<Recording>>,
+    /// Each model's own limits (calls at once, tokens a minute), over all agents of its brain.
+    pub limits: ModelLimits,
     log: Arc<CallLog>,
     currency: String,
     models: Mutex<BTreeMap<String, PricedModel>>,
@@ -171,11 +174,22 @@ impl BrainFactory {
             prices: PriceTable::default(),
             spend: None,
             replay: None,
+            limits: ModelLimits::default(),
             log,
             currency: currency.to_string(),
             models: Mutex::new(BTreeMap::new()),
             wires: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The run's call log (LLM calls, and the order in which agents took the market).
+    pub fn log(&self) -> Arc<CallLog> {
+        self.log.clone()
+    }
+
+    /// What a call of the brain `name` costs (`None`: a rule brain, or no price in the table).
+    pub fn price_of(&self, name: &str) -> Option<Price> {
+        BrainSpec::parse(name).ok().and_then(|s| self.price(&s))
     }
 
     /// What a call of `spec` costs: a model on this machine nothing, elsewhere the table's price.
@@ -281,6 +295,11 @@ impl BrainFactory {
                 .map_err(model_error)?;
                 (Arc::new(m), price)
             }
+        };
+        let made: PricedModel = if self.limits.is_none() {
+            made
+        } else {
+            (Arc::new(Limited::new(made.0, self.limits)), made.1)
         };
         if let Ok(mut m) = self.models.lock() {
             m.insert(key, made.clone());

@@ -7,6 +7,7 @@
 use crate::brain::{Action, BoxFuture, Brain, Candidate, Role, ThreadState, ToolBox, View};
 use crate::leaks::PrivateNumbers;
 use crate::profile::Profile;
+use crate::sequencer::{MarketHold, Sequencer};
 use crate::tools::{self, ToolError};
 use haggle_api::ErrorBody;
 use haggle_api::haggle_core::{Deal, Listing, ListingStatus, Side, ThreadStatus};
@@ -14,6 +15,7 @@ use haggle_api::{
     ClientError, ListingQuery, ListingSort, MakeOffer, MarketClient, NewListing, OpenThread,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Searches for a want's candidates at most this often (in the agent's turns).
 const SEARCH_EVERY: u64 = 3;
@@ -68,6 +70,9 @@ pub struct Agent<C: MarketClient> {
     synced: bool,
     /// `has_news` said yes and no turn has read the news yet: the turn need not ask again.
     news: bool,
+    /// The market's gate when turns of the market run concurrently (`None`: this agent is the
+    /// market's only user while it acts).
+    market: Option<Arc<Sequencer>>,
 }
 
 fn item_listing(item: &crate::profile::SellItem, price: i64) -> NewListing {
@@ -136,6 +141,28 @@ impl<C: MarketClient> Agent<C> {
             awake: false,
             synced: false,
             news: false,
+            market: None,
+        }
+    }
+
+    /// Takes the market through `seq` for every stretch of a turn that reads or writes it.
+    pub fn sequenced(mut self, seq: Arc<Sequencer>) -> Agent<C> {
+        self.market = Some(seq);
+        self
+    }
+
+    /// Holds the market (through its sequencer, if any) until the hold is dropped.
+    pub async fn enter_market(&self) -> Option<MarketHold> {
+        match &self.market {
+            Some(seq) => Some(seq.enter(&self.profile.name).await),
+            None => None,
+        }
+    }
+
+    /// Counts an applied action for the first-mover figure.
+    fn applied(&self) {
+        if let Some(seq) = &self.market {
+            seq.acted(&self.brain.name());
         }
     }
 
@@ -483,6 +510,9 @@ impl<C: MarketClient> Agent<C> {
 
     /// One turn: observe, decide, act. Returns the actions taken (refused ones included).
     pub async fn turn(&mut self, now: i64, round: u64) -> Vec<Action> {
+        // Reading the market and acting on it hold the market; an LLM brain lets go of it while
+        // its model thinks (`ToolBox::release_market`).
+        let hold = self.enter_market().await;
         self.stats.turns += 1;
         // Rule brains act on news or on search results; with neither, the turn would repeat the
         // last decision to do nothing, so it is skipped without reading the whole market.
@@ -510,6 +540,7 @@ impl<C: MarketClient> Agent<C> {
             .chain(view.buyer_leads.iter())
             .map(|c| (c.listing.listing.id, c.want_id.clone()))
             .collect();
+        let brain = self.brain.name();
         let mut tools = TurnTools {
             client: &self.client,
             private: &self.private,
@@ -519,9 +550,17 @@ impl<C: MarketClient> Agent<C> {
             thread_subject: &mut self.thread_subject,
             contacted: &mut self.contacted,
             leads: &leads,
+            market: self.market.as_ref(),
+            hold,
+            agent: &self.profile.name,
+            brain: &brain,
         };
         let mut actions = self.brain.turn(&self.profile, &view, &mut tools).await;
+        let mut hold = tools.hold.take();
         actions.truncate(MAX_ACTIONS_PER_TURN);
+        if !actions.is_empty() && hold.is_none() {
+            hold = self.enter_market().await;
+        }
         for t in &view.threads {
             *self
                 .thread_turns
@@ -533,11 +572,15 @@ impl<C: MarketClient> Agent<C> {
                 continue;
             }
             self.stats.actions += 1;
-            if let Err(e) = self.act(a, &leads).await {
-                tracing::debug!(agent = %self.profile.name, action = ?a, error = %e, "action refused");
-                self.refused(&e);
+            match self.act(a, &leads).await {
+                Ok(()) => self.applied(),
+                Err(e) => {
+                    tracing::debug!(agent = %self.profile.name, action = ?a, error = %e, "action refused");
+                    self.refused(&e);
+                }
             }
         }
+        drop(hold);
         self.turns += 1;
         actions
     }
@@ -723,6 +766,12 @@ struct TurnTools<'a, C: MarketClient> {
     thread_subject: &'a mut BTreeMap<i64, String>,
     contacted: &'a mut BTreeSet<i64>,
     leads: &'a BTreeMap<i64, String>,
+    /// The market's gate, the hold on it (none while the brain waits for its model), and who
+    /// holds it.
+    market: Option<&'a Arc<Sequencer>>,
+    hold: Option<MarketHold>,
+    agent: &'a str,
+    brain: &'a str,
 }
 
 /// Why an outgoing text was not sent (it never reached the market, hence status 0).
@@ -785,9 +834,17 @@ impl<C: MarketClient> ToolBox for TurnTools<'_, C> {
                 }
                 self.stats.actions += 1;
             }
+            if let (Some(seq), None) = (self.market, &self.hold) {
+                self.hold = Some(seq.enter(self.agent).await);
+            }
             let result = tools::call(self.client, name, args.clone()).await;
             match &result {
-                Ok(v) => self.note(name, &args, v),
+                Ok(v) => {
+                    self.note(name, &args, v);
+                    if let (true, Some(seq)) = (writes, self.market) {
+                        seq.acted(self.brain);
+                    }
+                }
                 Err(e) if writes => {
                     *self
                         .stats
@@ -799,5 +856,9 @@ impl<C: MarketClient> ToolBox for TurnTools<'_, C> {
             }
             result
         })
+    }
+
+    fn release_market(&mut self) {
+        self.hold = None;
     }
 }

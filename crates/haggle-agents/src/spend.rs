@@ -220,4 +220,40 @@ mod tests {
         assert_eq!((g.calls(), g.spent()), (8, 8));
         assert!(g.begin(-1).await.is_err());
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_maximum_holds_with_many_calls_in_flight() {
+        // 200 calls, 64 at once, each reserving up to 150 and spending less: never past 5,000.
+        let max = 5_000;
+        let g = Arc::new(SpendGuard::new(64, Some(max), 0));
+        let mut tasks = Vec::new();
+        for i in 0..200i64 {
+            let g = g.clone();
+            tasks.push(tokio::spawn(async move {
+                let worst = 50 + (i * 37) % 100;
+                let Ok(p) = g.begin(worst).await else {
+                    return false;
+                };
+                {
+                    let l = g.ledger();
+                    assert!(l.spent + l.in_flight <= max, "{l:?}");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis((i % 7) as u64)).await;
+                p.settle(worst * 2 / 3);
+                true
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += u64::from(t.await.unwrap());
+        }
+        assert!(g.spent() <= max, "{}", g.spent());
+        assert!(g.refused() > 0 && admitted == g.calls());
+        // Refusals come while others' worst cases are reserved, so some of the maximum is left.
+        assert!(
+            g.spent() > max / 2,
+            "most of the budget was used: {}",
+            g.spent()
+        );
+    }
 }

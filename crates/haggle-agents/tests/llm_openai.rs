@@ -477,3 +477,38 @@ async fn the_brain_retries_a_malformed_json_reply_with_the_error_shown() {
         (1, 1, 0)
     );
 }
+
+#[tokio::test]
+async fn a_retry_after_pauses_every_call_in_flight_through_the_client() {
+    let fake = FakeLlm::start().await;
+    let ok = completion(json!({"role": "assistant", "content": "fine"}), "stop");
+    // The first call is told to wait 800 ms; the second, sent 100 ms later, waits too.
+    fake.script([Reply::status(
+        429,
+        r#"{"error": {"message": "Rate limit", "type": "requests"}}"#,
+    )
+    .header("retry-after-ms", "800")]);
+    fake.respond_with(move |_| Reply::json(ok.clone()));
+    let m = model(&fake, OutputMode::Tools);
+    let req = request();
+    let started = std::time::Instant::now();
+    let first = m.chat(&req);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = m.chat(&req).await;
+        (r, started.elapsed())
+    };
+    let ((r1, ex1), ((r2, ex2), second_done)) = tokio::join!(first, second);
+    assert_eq!(r1.unwrap().text, "fine");
+    assert_eq!(ex1.attempts, 2);
+    assert_eq!(r2.unwrap().text, "fine");
+    assert_eq!(
+        ex2.attempts, 1,
+        "the second call was never refused: it waited"
+    );
+    assert!(
+        second_done >= Duration::from_millis(790),
+        "the second call waited for the pause: {second_done:?}"
+    );
+    assert_eq!(fake.requests().len(), 3);
+}

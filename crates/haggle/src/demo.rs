@@ -36,7 +36,7 @@ pub struct DemoArgs {
     /// Maximum rounds (one simulated hour each).
     #[arg(long, default_value_t = 168)]
     rounds: u64,
-    /// `rounds` (exact replay) or `events` (agents wake on news).
+    /// `rounds` (every agent each round) or `events` (agents wake on news).
     #[arg(long, default_value = "rounds")]
     mode: String,
     /// No progress bar.
@@ -44,6 +44,8 @@ pub struct DemoArgs {
     quiet: bool,
     #[command(flatten)]
     llm: crate::llm_args::LlmArgs,
+    #[command(flatten)]
+    estimate: crate::estimate::EstimateArgs,
 }
 
 pub fn load_scenario(
@@ -93,6 +95,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let check = args
         .llm
         .factory(Arc::new(CallLog::discard()), &scenario.currency)?;
+    if args.estimate.estimate {
+        for b in &brains {
+            haggle_agents::registry::BrainSpec::parse(b)
+                .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
+        }
+        crate::estimate::print(
+            &args.estimate,
+            &scenario,
+            &[(0..scenario.profiles.len())
+                .map(|i| brains[i % brains.len()].clone())
+                .collect()],
+            &check,
+            args.rounds.clamp(1, 100_000),
+            args.llm.llm_concurrency as usize,
+        );
+        return Ok(());
+    }
     for b in &brains {
         check
             .check(b)

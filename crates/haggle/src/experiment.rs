@@ -36,8 +36,10 @@ pub enum ExperimentCmd {
         /// Start at most this many runs now (the rest stay for the next invocation).
         #[arg(long)]
         max_runs: Option<usize>,
+        #[command(flatten)]
+        estimate: crate::estimate::EstimateArgs,
     },
-    /// Re-run one finished round-based run from its stored config and check it is identical.
+    /// Re-run one finished run from its stored config and check it is identical.
     Replay { dir: PathBuf, run: String },
     /// Analyse the finished runs and write report.html, analysis.json and CSVs into the folder.
     Report { dir: PathBuf },
@@ -56,7 +58,11 @@ pub async fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
             file,
             out,
             max_runs,
-        } => run_experiment(&file, out, max_runs).await,
+            estimate,
+        } => match estimate.estimate {
+            true => estimate_experiment(&file, &estimate),
+            false => run_experiment(&file, out, max_runs).await,
+        },
         ExperimentCmd::Replay { dir, run } => replay(&dir, &run).await,
         ExperimentCmd::Report { dir } => report(&dir).map(|_| ()),
         ExperimentCmd::Compare { dirs, out } => compare(&dirs, &out),
@@ -251,6 +257,12 @@ async fn execute(
         );
     }
     let sim_wall = started.elapsed();
+    // Conduct and the first-mover figure of the order (not compared by a replay: timings aside,
+    // it follows from the same order).
+    write(
+        &dir.join("conduct.json"),
+        &serde_json::to_string_pretty(&crate::report::conduct(&out))?,
+    )?;
     let record = crate::results::record(&out).await?;
     let metrics = haggle_lab::metrics::compute_with(scenario, &record, eff);
     haggle_lab::report::write_report(dir, scenario, &metrics)
@@ -293,6 +305,32 @@ async fn execute(
     std::fs::rename(&tmp, dir.join("record.json"))
         .with_context(|| format!("cannot finish {}", dir.display()))?;
     Ok((done, metrics))
+}
+
+/// `experiment run --estimate`: the LLM calls, tokens, cost and wall time of every run of the
+/// plan, printed without calling a model or writing anything.
+fn estimate_experiment(file: &Path, a: &crate::estimate::EstimateArgs) -> anyhow::Result<()> {
+    let x = Experiment::from_path(file)?;
+    let scenario = x.scenario()?;
+    let mut markets = Vec::new();
+    for p in &x.plan() {
+        let cfg = run_config(&x, &scenario, p)?;
+        markets.push(cfg.participants.into_iter().map(|a| a.brain).collect());
+    }
+    let factory = haggle_agents::registry::BrainFactory::new(
+        haggle_agents::registry::LlmEnv::default(),
+        Arc::new(haggle_agents::llm::CallLog::discard()),
+        &scenario.currency,
+    );
+    crate::estimate::print(
+        a,
+        &scenario,
+        &markets,
+        &factory,
+        x.market.max_rounds,
+        x.llm.concurrency,
+    );
+    Ok(())
 }
 
 /// The experiment's folder: new, or one holding this same experiment (else refused).
@@ -597,11 +635,6 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
     })?;
     let cfg: RunConfig = serde_json::from_str(&read(&rd.join("run.json"))?)?;
     let scenario: Scenario = serde_json::from_str(&read(&dir.join("scenario.json"))?)?;
-    if cfg.mode != "rounds" {
-        bail!(
-            "run {id} is event-driven: only round-based runs replay exactly (spec: agents.md, Running agents)"
-        );
-    }
     // Language-model brains are answered from the run's call log, never from the provider.
     let log_path = rd.join("llm_calls.jsonl");
     let recording = if log_path.exists() {
@@ -706,7 +739,8 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether two call logs hold the same records apart from wall-clock latency (a missing log
+/// Whether two call logs hold the same records apart from wall-clock latency and the order in
+/// which concurrent agents' calls were logged (a missing log
 /// is an empty one: runs of rule brains only may predate it).
 fn same_calls(a: &Path, b: &Path) -> anyhow::Result<bool> {
     let load = |p: &Path| -> anyhow::Result<Vec<Record>> {
@@ -720,6 +754,13 @@ fn same_calls(a: &Path, b: &Path) -> anyhow::Result<bool> {
                 exchange.latency_ms = 0;
             }
         }
+        // Concurrent turns log their calls as replies arrive: each agent's calls, and the
+        // market's order of turns, are what must be the same.
+        records.sort_by_key(|r| match r {
+            Record::Prompt { agent, .. } => (0, agent.clone()),
+            Record::Call { agent, .. } => (1, agent.clone()),
+            Record::Market { .. } => (2, String::new()),
+        });
         Ok(records)
     };
     Ok(load(a)? == load(b)?)

@@ -4,9 +4,11 @@
 //! `OPENAI_BASE_URL`); every brain named is checked before anything runs.
 
 use anyhow::Context;
+use haggle_agents::llm::limits::ModelLimits;
 use haggle_agents::llm::{CallLog, CallPolicy, PriceTable};
 use haggle_agents::llm_brain::{LlmSettings, LlmStats};
 use haggle_agents::registry::{BrainFactory, BrainSpec, LlmEnv};
+use haggle_agents::spend::SpendGuard;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +48,17 @@ pub struct LlmArgs {
     /// Withhold outgoing texts that contain a private number (they are always counted).
     #[arg(long)]
     pub withhold_leaks: bool,
+    /// Model calls in flight at once in one market: the turns of LLM agents run concurrently,
+    /// each holding the market only while it reads and acts (1 = one call after another).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub llm_concurrency: u32,
+    /// A provider's limit: calls at once to one model (over all its agents).
+    #[arg(long)]
+    pub llm_model_concurrency: Option<usize>,
+    /// A provider's limit: tokens a minute to one model (input and output, estimated before a
+    /// call and corrected by its usage).
+    #[arg(long)]
+    pub llm_tokens_per_minute: Option<u64>,
 }
 
 impl LlmArgs {
@@ -76,6 +89,15 @@ impl LlmArgs {
             }
             f.settings.tools = Some(self.llm_tools.clone());
         }
+        f.spend = Some(Arc::new(SpendGuard::new(
+            self.llm_concurrency as usize,
+            None,
+            0,
+        )));
+        f.limits = ModelLimits {
+            concurrency: self.llm_model_concurrency.map(|n| n.max(1)),
+            tokens_per_minute: self.llm_tokens_per_minute.map(|n| n.max(1)),
+        };
         f.policy = CallPolicy {
             timeout: Duration::from_secs(self.llm_timeout_s.max(1)),
             max_attempts: self.llm_attempts.max(1),

@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod config;
 mod demo;
+mod estimate;
 mod experiment;
 mod interview;
 mod llm_args;
@@ -12,6 +13,7 @@ mod mcp_cmd;
 mod report;
 mod results;
 mod sim;
+mod standin;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -227,6 +229,9 @@ enum BenchCmd {
     Api(bench::ApiArgs),
     /// Simulated market throughput: the demo market and a large one, with rule brains.
     Sim(bench::SimArgs),
+    /// A market of LLM agents against a stand-in model server with a set latency: calls, calls
+    /// in flight, wall time against the ideal, Haggle's overhead per call.
+    Llm(bench::LlmBenchArgs),
 }
 
 /// Simulations allocate and free many small rows and JSON values per agent turn; mimalloc takes
@@ -505,6 +510,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench {
             command: BenchCmd::Sim(args),
         } => bench::sim(args).await?,
+        Cmd::Bench {
+            command: BenchCmd::Llm(args),
+        } => bench::llm(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
         Cmd::Interview(args) => interview::run(args).await?,
         Cmd::Mcp(args) => mcp_cmd::run(args).await?,

@@ -133,7 +133,35 @@ pub fn conduct(run: &SimOutput) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "agents": agents })
+    json!({ "agents": agents, "first_movers": first_movers(run) })
+}
+
+/// Fairness of the order (issue 16): per brain, in how many rounds the market applied one of its
+/// agents' actions first, beside its share of the agents (a fair order gives about that share).
+pub fn first_movers(run: &SimOutput) -> serde_json::Value {
+    let rounds: u64 = run.first_movers.values().sum();
+    let mut agents: std::collections::BTreeMap<&str, u64> = Default::default();
+    for m in &run.members {
+        *agents.entry(m.brain.as_str()).or_default() += 1;
+    }
+    let total = run.members.len().max(1) as f64;
+    let by_brain: serde_json::Map<String, serde_json::Value> = agents
+        .iter()
+        .map(|(b, n)| {
+            let first = run.first_movers.get(*b).copied().unwrap_or(0);
+            let share = if rounds == 0 {
+                0.0
+            } else {
+                first as f64 / rounds as f64
+            };
+            (
+                b.to_string(),
+                json!({"rounds_first": first, "share_first": share, "agents": n,
+                       "share_of_agents": *n as f64 / total}),
+            )
+        })
+        .collect();
+    json!({ "rounds_with_actions": rounds, "by_brain": by_brain })
 }
 
 /// The LLM and conduct lines of the summary: per LLM brain, what its agents spent and how its
@@ -176,6 +204,24 @@ pub fn print_conduct(run: &SimOutput) {
         .iter()
         .map(|a| a.stats.refusals.values().sum::<u64>())
         .sum();
+    let f = first_movers(run);
+    let rounds = f["rounds_with_actions"].as_u64().unwrap_or(0);
+    if let Some(by) = f["by_brain"].as_object().filter(|_| rounds > 0) {
+        let parts: Vec<String> = by
+            .iter()
+            .map(|(b, x)| {
+                format!(
+                    "{b} {:.0}% ({:.0}% of agents)",
+                    x["share_first"].as_f64().unwrap_or(0.0) * 100.0,
+                    x["share_of_agents"].as_f64().unwrap_or(0.0) * 100.0
+                )
+            })
+            .collect();
+        println!(
+            "first to act in a round ({rounds} rounds): {}",
+            parts.join(", ")
+        );
+    }
     // `finish` has already refused a run whose ledger does not verify.
     println!(
         "conduct: {refusals} actions refused by the market, {leaks} private-number leaks ({withheld} withheld); ledger verified, 0 breaches"

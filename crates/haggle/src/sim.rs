@@ -1,17 +1,23 @@
 //! Runs a whole market of agents in-process: creates the market from a scenario on its own
 //! database, registers every participant with its budget and mandate, gives each an agent with
 //! its brain, and schedules turns on the market's simulated clock — round-based (a seeded order
-//! each round, exact replay) or event-driven (agents wake on news). Time and randomness are
+//! each round) or event-driven (agents wake on news). Turns of LLM brains run concurrently (as
+//! many model calls at once as the brain factory's call slots allow), holding the market in turn
+//! through a [`Sequencer`] that records the order, so a replay is exact. Time and randomness are
 //! injected: the service runs on a fixed manual clock and the market's clock is simulated.
 
 use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use haggle_agents::runtime::Agent;
+use haggle_agents::sequencer::Sequencer;
 use haggle_api::haggle_core::{ClockMode, HOUR_MS, MarketRules};
 use haggle_api::{CreateMarket, ParticipantCreated, RegisterParticipant};
 use haggle_lab::scenario::Scenario;
 use haggle_service::{Caller, Config, InProcess, ManualClock, Role, Service, Store};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Commands per commit of a simulation's SQLite database (group commit): a commit costs page
@@ -72,6 +78,10 @@ pub struct SimOutput {
     pub agents: Vec<Agent<InProcess>>,
     pub rounds: u64,
     pub sim_ms: i64,
+    /// Per brain, the rounds in which the market applied its action first.
+    pub first_movers: BTreeMap<String, u64>,
+    /// The most turns that were in flight at once.
+    pub peak_turns: usize,
 }
 
 pub fn market_rules() -> MarketRules {
@@ -180,11 +190,34 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         });
     }
 
+    // Rule brains keep the sequential order (byte-identical runs for a seed); with an LLM brain
+    // in the market, turns run concurrently through the market's sequencer.
+    // A replay of a run recorded before turns ran concurrently (no market order in its log)
+    // follows that run's sequential order.
+    let recorded_sequential = cfg
+        .factory
+        .replay
+        .as_ref()
+        .is_some_and(|r| r.market_order().is_empty());
+    let concurrent = agents.iter().any(|a| a.brain.concurrent()) && !recorded_sequential;
+    let seq = match (&cfg.factory.replay, concurrent) {
+        (Some(recording), true) => Sequencer::replaying(recording.clone(), cfg.factory.log()),
+        (None, true) => Sequencer::recording(cfg.factory.log()),
+        (_, false) => Sequencer::free(),
+    };
+    let mut agents: Vec<Agent<InProcess>> = agents
+        .into_iter()
+        .map(|a| a.sequenced(seq.clone()))
+        .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..agents.len()).collect();
     let mut last_turn = vec![0u64; agents.len()];
-    let (mut idle, mut rounds) = (0, 0);
+    let (mut idle, mut rounds, mut peak_turns) = (0, 0, 0);
     let mut done_before = 0u64;
+    let due = match cfg.mode {
+        Mode::Rounds => Due::Always,
+        Mode::Events => Due::OnNews,
+    };
     for round in 0..cfg.max_rounds {
         rounds = round + 1;
         let now = svc
@@ -193,18 +226,20 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
             .await?
             .map_or(SIM_START_MS, |mk| mk.sim_now);
         order.shuffle(&mut rng);
-        for &i in &order {
-            let due = match cfg.mode {
-                Mode::Rounds => true,
-                Mode::Events => {
-                    round < 2 || round - last_turn[i] >= 6 || agents[i].has_news().await
-                }
-            };
-            if due {
-                agents[i].turn(now, round).await;
-                last_turn[i] = round;
-            }
-        }
+        let round_turns = Turns {
+            order: &order,
+            seq: &seq,
+            now,
+            round,
+            due,
+        };
+        let peak = if concurrent {
+            round_turns.concurrent(&mut agents, &mut last_turn).await
+        } else {
+            round_turns.sequential(&mut agents, &mut last_turn).await
+        };
+        peak_turns = peak_turns.max(peak);
+        seq.end_round();
         svc.advance_clock(&operator, m, cfg.tick_ms, None)
             .await
             .map_err(api)?;
@@ -238,10 +273,21 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         .market(m)
         .await?
         .map_or(SIM_START_MS, |mk| mk.sim_now);
-    for &i in &order {
-        agents[i].wake();
-        agents[i].turn(now, rounds).await;
-    }
+    let last = Turns {
+        order: &order,
+        seq: &seq,
+        now,
+        round: rounds,
+        due: Due::Last,
+    };
+    let peak = if concurrent {
+        last.concurrent(&mut agents, &mut last_turn).await
+    } else {
+        last.sequential(&mut agents, &mut last_turn).await
+    };
+    peak_turns = peak_turns.max(peak);
+    seq.end_round();
+    seq.finish();
     svc.store().flush().await?;
     let sim_ms = now - SIM_START_MS;
     Ok(SimOutput {
@@ -253,7 +299,96 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         agents,
         rounds,
         sim_ms,
+        first_movers: seq.first_movers(),
+        peak_turns,
     })
+}
+
+/// Which agents take a turn in a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Every agent (round mode).
+    Always,
+    /// Agents with news, in their first two rounds, or after six rounds without a turn.
+    OnNews,
+    /// Every agent, woken (the last turn after the confirmation windows passed).
+    Last,
+}
+
+/// The turns of one round: who is due, and in which order.
+struct Turns<'a> {
+    order: &'a [usize],
+    seq: &'a Arc<Sequencer>,
+    now: i64,
+    round: u64,
+    due: Due,
+}
+
+impl Turns<'_> {
+    /// Whether the agent, last on turn in `last`, takes this round's turn (it reads the market).
+    async fn is_due(&self, agent: &mut Agent<InProcess>, last: u64) -> bool {
+        match self.due {
+            Due::Always => true,
+            Due::Last => {
+                agent.wake();
+                true
+            }
+            Due::OnNews => {
+                self.round < 2 || self.round - last >= 6 || {
+                    let _hold = agent.enter_market().await;
+                    agent.has_news().await
+                }
+            }
+        }
+    }
+
+    /// One turn after another in the seeded order (rule brains only: today's exact order).
+    async fn sequential(&self, agents: &mut [Agent<InProcess>], last_turn: &mut [u64]) -> usize {
+        for &i in self.order {
+            if self.is_due(&mut agents[i], last_turn[i]).await {
+                agents[i].turn(self.now, self.round).await;
+                last_turn[i] = self.round;
+            }
+        }
+        1
+    }
+
+    /// Every due turn starts, in the seeded order, and holds the market in turn through the
+    /// sequencer (the due check too); how many model calls run at once is the brain factory's
+    /// call slots (`SpendGuard`). Returns the most turns in flight.
+    async fn concurrent(&self, agents: &mut Vec<Agent<InProcess>>, last_turn: &mut [u64]) -> usize {
+        let mut slots: Vec<Option<Agent<InProcess>>> = agents.drain(..).map(Some).collect();
+        let mut queue = self.order.iter().copied();
+        let mut running = FuturesUnordered::new();
+        let mut peak = 0;
+        loop {
+            for i in queue.by_ref() {
+                let Some(mut agent) = slots[i].take() else {
+                    continue;
+                };
+                let last = last_turn[i];
+                self.seq.turn_started();
+                running.push(async move {
+                    let took = self.is_due(&mut agent, last).await;
+                    if took {
+                        agent.turn(self.now, self.round).await;
+                    }
+                    (i, agent, took)
+                });
+                peak = peak.max(running.len());
+            }
+            let Some((i, agent, took)) = running.next().await else {
+                break;
+            };
+            self.seq.turn_ended();
+            if took {
+                last_turn[i] = self.round;
+            }
+            slots[i] = Some(agent);
+        }
+        agents.extend(slots.into_iter().flatten());
+        peak
+    }
 }
 
 async fn deal_totals(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<(u64, i64)> {

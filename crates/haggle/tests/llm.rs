@@ -217,6 +217,9 @@ fn a_market_with_a_real_local_model_completes_without_breaches() {
             "1",
             "--llm-tools",
             "post_listing,make_offer,accept_offer,send_message",
+            // The local server answers one completion at a time: queued calls would only wait.
+            "--llm-concurrency",
+            "1",
         ])
         .output()
         .unwrap();

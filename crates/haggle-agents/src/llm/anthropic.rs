@@ -22,6 +22,7 @@ pub struct Anthropic {
     key: String,
     model: String,
     policy: CallPolicy,
+    pause: http::Pause,
 }
 
 impl Anthropic {
@@ -49,6 +50,7 @@ impl Anthropic {
             key,
             model: model.to_string(),
             policy,
+            pause: http::Pause::default(),
         })
     }
 
@@ -228,7 +230,16 @@ impl ChatModel for Anthropic {
                 status,
                 attempts,
                 latency_ms,
-            } = http::post_json(&self.http, PROVIDER, &url, &headers, &body, &self.policy).await;
+            } = http::post_json(
+                &self.http,
+                PROVIDER,
+                &url,
+                &headers,
+                &body,
+                &self.policy,
+                &self.pause,
+            )
+            .await;
             let result = result.and_then(|v| parse(&v));
             let exchange = Exchange {
                 provider: PROVIDER.into(),

@@ -1,10 +1,38 @@
 //! The HTTP call both backends share: POST a JSON body, retry what a provider asks to be retried
 //! (429, 5xx, Anthropic's 529 "overloaded", timeouts, dropped connections) with exponential
-//! back-off or the server's `retry-after`, and keep the last reply for the call log.
+//! back-off or the server's `retry-after`, and keep the last reply for the call log. A
+//! `retry-after` pauses every call of the same client, not only the one that got it: with many
+//! calls in flight, the others would otherwise keep hitting the limit.
 
 use super::{CallPolicy, ChatError, clip};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+
+/// Until when a client's calls wait before sending (a provider's `retry-after`), shared by all
+/// calls in flight through that client.
+#[derive(Debug, Default)]
+pub(crate) struct Pause(std::sync::Mutex<Option<tokio::time::Instant>>);
+
+impl Pause {
+    fn until(&self) -> Option<tokio::time::Instant> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every call waits at least `wait` from now.
+    fn extend(&self, wait: Duration) {
+        let t = tokio::time::Instant::now() + wait;
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none_or(|u| u < t) {
+            *g = Some(t);
+        }
+    }
+
+    async fn wait(&self) {
+        while let Some(t) = self.until().filter(|t| *t > tokio::time::Instant::now()) {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+}
 
 pub(crate) struct Outcome {
     pub result: Result<Value, ChatError>,
@@ -53,6 +81,7 @@ pub(crate) async fn post_json(
     headers: &[(&str, String)],
     body: &Value,
     policy: &CallPolicy,
+    pause: &Pause,
 ) -> Outcome {
     let started = Instant::now();
     let mut out = Outcome {
@@ -67,6 +96,7 @@ pub(crate) async fn post_json(
     };
     let max_attempts = policy.max_attempts.max(1);
     for attempt in 1..=max_attempts {
+        pause.wait().await;
         out.attempts = attempt;
         let mut req = http.post(url).json(body).timeout(policy.timeout);
         for (k, v) in headers {
@@ -136,7 +166,14 @@ pub(crate) async fn post_json(
             message,
         });
         if retryable(status) && attempt < max_attempts {
-            tokio::time::sleep(wait.map_or(backoff, |w| w.min(policy.max_backoff))).await;
+            match wait {
+                // The provider asked for a pause: every call of this client honours it.
+                Some(w) => {
+                    pause.extend(w.min(policy.max_backoff));
+                    pause.wait().await;
+                }
+                None => tokio::time::sleep(backoff).await,
+            }
             continue;
         }
         break;

@@ -1,7 +1,8 @@
 //! The run's record of every model call, one JSON object per line (`llm_calls.jsonl`): the
 //! rendered system prompt of each agent once (`kind: "prompt"`), then each call (`kind: "call"`)
-//! with the request as sent, the reply as received, usage, cost and latency — enough to audit a
-//! run and to replay it (`replay.rs`).
+//! with the request as sent, the reply as received, usage, cost and latency, and the order in
+//! which agents took the market (`kind: "market"`) — enough to audit a run and to replay it
+//! (`replay.rs`).
 
 use super::{Exchange, Usage};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,9 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         malformed: Option<String>,
     },
+    /// The agent took the market (one market's turns run concurrently and hold the market in
+    /// turn, `sequencer.rs`): a replay grants it in the order of these records.
+    Market { agent: String },
 }
 
 /// Where records go: a JSONL file, or nowhere.

@@ -5,6 +5,7 @@
 
 pub mod anthropic;
 mod http;
+pub mod limits;
 pub mod log;
 pub mod openai;
 pub mod prices;

@@ -39,6 +39,7 @@ pub struct OpenAi {
     base_url: String,
     key: Option<String>,
     policy: CallPolicy,
+    pause: http::Pause,
     wire: Wire,
 }
 
@@ -81,6 +82,7 @@ impl OpenAi {
             key,
             policy,
             wire: Wire::new(model, mode),
+            pause: http::Pause::default(),
         })
     }
 
@@ -109,6 +111,7 @@ impl OpenAi {
             &headers,
             body,
             &self.policy,
+            &self.pause,
         )
         .await
     }

@@ -27,6 +27,8 @@ struct Recorded {
 #[derive(Debug, Default)]
 pub struct Recording {
     calls: BTreeMap<String, Vec<Recorded>>,
+    /// The agents in the order they took the market (`market` records).
+    market_order: Vec<String>,
     /// Per agent, how many calls were asked for so far.
     asked: Mutex<BTreeMap<String, usize>>,
     divergences: Mutex<Vec<String>>,
@@ -35,26 +37,29 @@ pub struct Recording {
 impl Recording {
     pub fn new(records: Vec<Record>) -> Recording {
         let mut calls: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
+        let mut market_order = Vec::new();
         for r in records {
-            if let Record::Call {
-                agent,
-                brain,
-                exchange,
-                usage,
-                error,
-                ..
-            } = r
-            {
-                calls.entry(agent).or_default().push(Recorded {
+            match r {
+                Record::Call {
+                    agent,
                     brain,
                     exchange,
                     usage,
                     error,
-                });
+                    ..
+                } => calls.entry(agent).or_default().push(Recorded {
+                    brain,
+                    exchange,
+                    usage,
+                    error,
+                }),
+                Record::Market { agent } => market_order.push(agent),
+                Record::Prompt { .. } => {}
             }
         }
         Recording {
             calls,
+            market_order,
             ..Recording::default()
         }
     }
@@ -71,6 +76,11 @@ impl Recording {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The agents in the order they took the market in the run.
+    pub fn market_order(&self) -> &[String] {
+        &self.market_order
     }
 
     /// Everything the replay did differently so far, including recorded calls it never asked for
@@ -111,7 +121,8 @@ impl Recording {
         (k, rec)
     }
 
-    fn diverged(&self, message: String) {
+    /// Keeps a difference found by the replay (the model calls' or the market order's).
+    pub fn diverged(&self, message: String) {
         tracing::warn!("replay diverged: {message}");
         if let Ok(mut d) = self.divergences.lock() {
             d.push(message);
