@@ -20,6 +20,9 @@ pub struct Behaviour {
     /// Every n-th call answers only after `slow` (0: never).
     pub slow_every: u64,
     pub slow: Duration,
+    /// Every n-th call's connection breaks mid-reply: the status line goes out, then the body
+    /// fails, as a connection reset does (0: never).
+    pub reset_every: u64,
 }
 
 /// What the stand-in saw.
@@ -72,11 +75,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn answer(
-    c: &Counts,
-    b: &Behaviour,
-    body: &Value,
-) -> (axum::http::StatusCode, axum::Json<Value>) {
+async fn answer(c: &Counts, b: &Behaviour, body: &Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let n = c.calls.fetch_add(1, Ordering::SeqCst) + 1;
     let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     c.peak_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -94,9 +94,24 @@ async fn answer(
         return (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(json!({"error": {"type": "server_error", "message": "stand-in fault"}})),
-        );
+        )
+            .into_response();
     }
-    (axum::http::StatusCode::OK, axum::Json(completion(body, h)))
+    if b.reset_every > 0 && n.is_multiple_of(b.reset_every) {
+        c.errors.fetch_add(1, Ordering::SeqCst);
+        let broken = futures_util::stream::once(async {
+            Err::<axum::body::Bytes, _>(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "stand-in reset",
+            ))
+        });
+        return axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from_stream(broken))
+            .expect("a valid response")
+            .into_response();
+    }
+    (axum::http::StatusCode::OK, axum::Json(completion(body, h))).into_response()
 }
 
 /// FNV-1a: a stable, cheap hash for varied but reproducible answers.

@@ -216,12 +216,14 @@ async fn a_changed_reply_of_a_concurrent_run_is_a_divergence_naming_agent_and_ca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_failing_concurrently_ends_only_the_affected_turns() {
-    // Every 4th call is a 500, every 7th stalls past the per-attempt timeout.
+    // Every 4th call is a 500, every 7th stalls past the per-attempt timeout, every 9th loses
+    // its connection mid-reply.
     let server = standin::start(standin::Behaviour {
         latency: Duration::from_millis(50),
         error_every: 4,
         slow_every: 7,
         slow: Duration::from_millis(2500),
+        reset_every: 9,
         ..Default::default()
     })
     .await
@@ -250,6 +252,12 @@ async fn a_model_failing_concurrently_ends_only_the_affected_turns() {
     assert!(
         errors.iter().any(|e| e.contains("did not answer within")),
         "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| !e.contains("500") && !e.contains("did not answer within")),
+        "a broken connection is an error of its own: {errors:?}"
     );
     let conduct: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("conduct.json")).unwrap()).unwrap();
