@@ -162,7 +162,7 @@ impl<C: MarketClient> Agent<C> {
     /// Counts an applied action for the first-mover figure.
     fn applied(&self) {
         if let Some(seq) = &self.market {
-            seq.acted(&self.brain.name());
+            seq.acted(&self.profile.name);
         }
     }
 
@@ -540,7 +540,6 @@ impl<C: MarketClient> Agent<C> {
             .chain(view.buyer_leads.iter())
             .map(|c| (c.listing.listing.id, c.want_id.clone()))
             .collect();
-        let brain = self.brain.name();
         let mut tools = TurnTools {
             client: &self.client,
             private: &self.private,
@@ -553,7 +552,6 @@ impl<C: MarketClient> Agent<C> {
             market: self.market.as_ref(),
             hold,
             agent: &self.profile.name,
-            brain: &brain,
         };
         let mut actions = self.brain.turn(&self.profile, &view, &mut tools).await;
         let mut hold = tools.hold.take();
@@ -771,7 +769,6 @@ struct TurnTools<'a, C: MarketClient> {
     market: Option<&'a Arc<Sequencer>>,
     hold: Option<MarketHold>,
     agent: &'a str,
-    brain: &'a str,
 }
 
 /// Why an outgoing text was not sent (it never reached the market, hence status 0).
@@ -842,7 +839,7 @@ impl<C: MarketClient> ToolBox for TurnTools<'_, C> {
                 Ok(v) => {
                     self.note(name, &args, v);
                     if let (true, Some(seq)) = (writes, self.market) {
-                        seq.acted(self.brain);
+                        seq.acted(self.agent);
                     }
                 }
                 Err(e) if writes => {

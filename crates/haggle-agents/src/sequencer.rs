@@ -31,7 +31,7 @@ struct State {
     live: usize,
     waiters: BTreeSet<String>,
     grants: u64,
-    /// The brain whose action was applied first in the current round, and the count per brain.
+    /// The agent whose action was applied first in the current round, and the count per agent.
     round_first: Option<String>,
     first_movers: BTreeMap<String, u64>,
 }
@@ -177,11 +177,11 @@ impl Sequencer {
         self.check_stall(&mut s);
     }
 
-    /// The market applied an action of `brain` (the first one of a round is counted).
-    pub fn acted(&self, brain: &str) {
+    /// The market applied an action of `agent` (the first one of a round is counted).
+    pub fn acted(&self, agent: &str) {
         let mut s = self.lock();
         if s.round_first.is_none() {
-            s.round_first = Some(brain.to_string());
+            s.round_first = Some(agent.to_string());
         }
     }
 
@@ -193,7 +193,7 @@ impl Sequencer {
         }
     }
 
-    /// Per brain, the rounds in which its action was the first one the market applied.
+    /// Per agent, the rounds in which its action was the first one the market applied.
     pub fn first_movers(&self) -> BTreeMap<String, u64> {
         self.lock().first_movers.clone()
     }

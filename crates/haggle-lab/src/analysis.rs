@@ -92,6 +92,9 @@ pub struct RunData {
     pub metrics: Metrics,
     /// Agent name → its model use.
     pub llm: BTreeMap<String, LlmUsage>,
+    /// Agent name → the rounds in which the market applied its action first (the order's
+    /// fairness, issue 16; empty for runs recorded before it was counted).
+    pub first_movers: BTreeMap<String, u64>,
 }
 
 /// One run's line in the analysis: its plan, its arms' sizes, every market metric.
@@ -134,11 +137,29 @@ pub struct ArmSummary {
     pub irrational_deals: usize,
     pub unwanted_purchases: usize,
     pub refusals: u64,
+    /// Rounds in which the market applied one of the arm's actions first, of the rounds with an
+    /// action in the runs it appears in; a fair order gives about the arm's share of the agents.
+    #[serde(default)]
+    pub first_mover_rounds: u64,
+    #[serde(default)]
+    pub rounds_with_actions: u64,
+    /// The arm's participant-runs over all participant-runs of the runs it appears in.
+    #[serde(default)]
+    pub share_of_agents: Option<f64>,
     pub wants: u64,
     pub wants_met: u64,
     pub items: usize,
     pub items_sold: usize,
     pub llm: LlmUsage,
+}
+
+impl ArmSummary {
+    /// The share of rounds in which the market applied one of the arm's actions first (`None`
+    /// without rounds counted).
+    pub fn first_mover_share(&self) -> Option<f64> {
+        (self.rounds_with_actions > 0)
+            .then(|| self.first_mover_rounds as f64 / self.rounds_with_actions as f64)
+    }
 }
 
 /// One participant's results under one arm, over the runs that gave it that arm.
@@ -482,7 +503,15 @@ pub fn analyse(
             if let Some(l) = run.llm.get(u.participant) {
                 s.llm.add(l);
             }
+            s.first_mover_rounds += run.first_movers.get(u.participant).copied().unwrap_or(0);
         }
+        let arm_runs: BTreeSet<usize> = mine.iter().map(|u| u.run).collect();
+        s.rounds_with_actions = arm_runs
+            .iter()
+            .map(|&r| runs[r].first_movers.values().sum::<u64>())
+            .sum();
+        let agents_in_runs: usize = arm_runs.iter().map(|&r| runs[r].arms.len()).sum();
+        s.share_of_agents = (agents_in_runs > 0).then(|| mine.len() as f64 / agents_in_runs as f64);
         arm_summaries.insert(arm.clone(), s);
     }
 
@@ -1007,6 +1036,11 @@ max_price = 3000
                 .collect(),
             metrics: crate::metrics::compute(&scenario, &record),
             llm: BTreeMap::new(),
+            // Whose action the market applied first, per round: 4 rounds in each run.
+            first_movers: [[("Sella", 3), ("Xavi", 1)], [("Selby", 2), ("Yara", 2)]][i % 2]
+                .iter()
+                .map(|(n, k)| (n.to_string(), *k))
+                .collect(),
         }
     }
 
@@ -1029,6 +1063,17 @@ max_price = 3000
         );
         assert_eq!(an.arm_summaries["b"].seller_surplus, 500 + 1000);
         assert_eq!(a.participant_runs, 4);
+        // First to act: arm a's agents in all 8 rounds, though they are half the agents.
+        assert_eq!((a.first_mover_rounds, a.rounds_with_actions), (8, 8));
+        assert_eq!(
+            (a.first_mover_share(), a.share_of_agents),
+            (Some(1.0), Some(0.5))
+        );
+        let b = &an.arm_summaries["b"];
+        assert_eq!(
+            (b.first_mover_rounds, b.first_mover_share()),
+            (0, Some(0.0))
+        );
         // Same item, seller side: lamp +1000, kettle +300; sign flips: p = 2/4.
         let s = &an.same_item[0];
         assert_eq!((s.side.as_str(), s.pairs.len()), ("seller", 2));

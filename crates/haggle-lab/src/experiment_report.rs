@@ -11,7 +11,7 @@
 //!
 //! [`write_comparison`] puts several experiments side by side (`compare.html`, `compare.json`).
 
-use crate::analysis::{Analysis, OUTCOMES, RUN_OUTCOMES, RunData};
+use crate::analysis::{Analysis, ArmSummary, OUTCOMES, RUN_OUTCOMES, RunData};
 use crate::experiment::{Experiment, usd};
 use crate::report::{
     CSS, PALETTE, Plot, colors_for, csv, empty_chart, escape, legend, money, num, opt_f, opt_i,
@@ -105,6 +105,9 @@ pub fn runs_csv(a: &Analysis) -> String {
         "rounds",
         "llm_calls",
         "llm_cost_micro_usd",
+        "first_mover_rounds",
+        "rounds_with_actions",
+        "share_of_agents",
     ];
     let rows = a
         .runs
@@ -170,6 +173,9 @@ pub fn arms_csv(a: &Analysis) -> String {
         "items_sold",
         "llm_calls",
         "llm_cost_micro_usd",
+        "first_mover_rounds",
+        "rounds_with_actions",
+        "share_of_agents",
     ];
     let rows = a
         .arm_summaries
@@ -201,10 +207,26 @@ pub fn arms_csv(a: &Analysis) -> String {
                 s.items_sold.to_string(),
                 s.llm.calls.to_string(),
                 s.llm.cost_micro_usd.to_string(),
+                s.first_mover_rounds.to_string(),
+                s.rounds_with_actions.to_string(),
+                opt_f(s.share_of_agents),
             ]
         })
         .collect();
     csv(&header, rows)
+}
+
+/// "40% of rounds (33% of agents)": how often the market applied the arm's action first in a
+/// round, beside the arm's share of the agents (a fair order gives about that share).
+fn first_to_act(s: &ArmSummary) -> String {
+    match (s.first_mover_share(), s.share_of_agents) {
+        (Some(first), Some(agents)) => format!(
+            "{:.0}% of rounds ({:.0}% of agents)",
+            first * 100.0,
+            agents * 100.0
+        ),
+        _ => "–".into(),
+    }
 }
 
 pub fn comparisons_csv(a: &Analysis) -> String {
@@ -657,6 +679,7 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
             "refusals",
             "LLM calls",
             "LLM cost",
+            "first to act",
         ],
         a.arm_summaries
             .iter()
@@ -682,6 +705,7 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
                         s.refusals.to_string(),
                         s.llm.calls.to_string(),
                         escape(&usd(s.llm.cost_micro_usd)),
+                        escape(&first_to_act(s)),
                     ],
                 )
             })
@@ -957,6 +981,7 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
             "rounds",
             "LLM calls",
             "LLM cost",
+            "first to act",
         ],
         a.runs
             .iter()

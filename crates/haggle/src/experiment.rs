@@ -149,6 +149,25 @@ fn llm_usage(run: &Path) -> anyhow::Result<BTreeMap<String, LlmUsage>> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// Per agent, the rounds in which the market applied its action first (`conduct.json`; a run
+/// recorded before the figure existed has none).
+fn first_movers(run: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+    let path = run.join("conduct.json");
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let conduct: serde_json::Value =
+        serde_json::from_str(&read(&path)?).with_context(|| format!("{}", path.display()))?;
+    Ok(conduct["first_movers"]["by_agent"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(agent, n)| (agent.clone(), n.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 fn model_id(brain: &str) -> Option<String> {
     is_llm_brain(brain).then(|| brain.split('@').next().unwrap_or(brain).to_string())
 }
@@ -601,6 +620,7 @@ fn load_runs(dir: &Path) -> anyhow::Result<(Experiment, Vec<RunData>, usize)> {
                 .collect(),
             metrics: results.metrics,
             llm: llm_usage(&rd)?,
+            first_movers: first_movers(&rd)?,
         });
     }
     Ok((x, runs, plan.len()))

@@ -137,18 +137,22 @@ pub fn conduct(run: &SimOutput) -> serde_json::Value {
 }
 
 /// Fairness of the order (issue 16): per brain, in how many rounds the market applied one of its
-/// agents' actions first, beside its share of the agents (a fair order gives about that share).
+/// agents' actions first, beside its share of the agents (a fair order gives about that share);
+/// and the rounds per agent (`by_agent`), which an experiment's analysis sums per arm.
 pub fn first_movers(run: &SimOutput) -> serde_json::Value {
     let rounds: u64 = run.first_movers.values().sum();
     let mut agents: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut firsts: std::collections::BTreeMap<&str, u64> = Default::default();
     for m in &run.members {
         *agents.entry(m.brain.as_str()).or_default() += 1;
+        *firsts.entry(m.brain.as_str()).or_default() +=
+            run.first_movers.get(&m.name).copied().unwrap_or(0);
     }
     let total = run.members.len().max(1) as f64;
     let by_brain: serde_json::Map<String, serde_json::Value> = agents
         .iter()
         .map(|(b, n)| {
-            let first = run.first_movers.get(*b).copied().unwrap_or(0);
+            let first = firsts.get(*b).copied().unwrap_or(0);
             let share = if rounds == 0 {
                 0.0
             } else {
@@ -161,7 +165,7 @@ pub fn first_movers(run: &SimOutput) -> serde_json::Value {
             )
         })
         .collect();
-    json!({ "rounds_with_actions": rounds, "by_brain": by_brain })
+    json!({ "rounds_with_actions": rounds, "by_brain": by_brain, "by_agent": run.first_movers })
 }
 
 /// The LLM and conduct lines of the summary: per LLM brain, what its agents spent and how its

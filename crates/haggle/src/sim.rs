@@ -78,7 +78,7 @@ pub struct SimOutput {
     pub agents: Vec<Agent<InProcess>>,
     pub rounds: u64,
     pub sim_ms: i64,
-    /// Per brain, the rounds in which the market applied its action first.
+    /// Per agent (participant name), the rounds in which the market applied its action first.
     pub first_movers: BTreeMap<String, u64>,
     /// The most turns that were in flight at once.
     pub peak_turns: usize,

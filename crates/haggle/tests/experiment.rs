@@ -416,6 +416,7 @@ fn stored_runs(out: &Path) -> Vec<(RunData, Vec<String>)> {
                 arms,
                 metrics: results.metrics,
                 llm: BTreeMap::new(),
+                first_movers: BTreeMap::new(),
             },
             names,
         ));

@@ -171,6 +171,39 @@ async fn replays_identically(mode: &str) {
     );
 }
 
+/// Fairness in the experiment's report: per arm, the rounds in which the market applied one of
+/// its actions first, beside the arm's share of the agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_experiment_report_shows_how_often_each_arm_acted_first() {
+    let dir = Scratch::new("llm-first-movers");
+    let out = concurrent_run(&dir, "rounds").await;
+    let analysis: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
+    let arms = &analysis["arm_summaries"];
+    let first = |arm: &str| arms[arm]["first_mover_rounds"].as_u64().unwrap();
+    let rounds = arms["model"]["rounds_with_actions"].as_u64().unwrap();
+    assert!(rounds > 0, "{arms}");
+    assert_eq!(arms["rules"]["rounds_with_actions"].as_u64(), Some(rounds));
+    assert_eq!(
+        first("model") + first("rules"),
+        rounds,
+        "one first mover a round"
+    );
+    assert_eq!(arms["model"]["share_of_agents"].as_f64(), Some(0.5));
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("first to act") && html.contains("% of rounds ("),
+        "report.html"
+    );
+    let csv = std::fs::read_to_string(out.join("arms.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with("first_mover_rounds,rounds_with_actions,share_of_agents")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_round_based_run_replays_identically() {
     replays_identically("rounds").await;
