@@ -1,7 +1,10 @@
 //! Private-number leak detection (spec: agents.md, Safety around the model): an outgoing text that
 //! contains the agent's floor price, maximum price or budget, in any common way of writing it
-//! (`4500`, `45.00`, `45,00`, `$45`, `45`, `4,500`) for a two-decimal currency. The runtime counts
-//! such texts and can withhold them before they reach the market.
+//! (`4500`, `45.00`, `45,00`, `$45`, `45`, `4,500`) for a two-decimal currency. A number is judged
+//! by its context: a unit after it (`15"`, `54 cm`, `64 GB`, `3 years`), a model or label word
+//! before it (`iPhone 12`, `size 42`), letters glued to it (`X100`, `12MP`), a year after `in` or
+//! `since`, or a phone number make it no amount, unless a currency marker stands beside it. The
+//! runtime counts such texts and can withhold them before they reach the market.
 
 use crate::profile::Profile;
 use std::collections::BTreeSet;
@@ -69,7 +72,13 @@ pub fn amounts_in(text: &str) -> BTreeSet<i64> {
             }
         }
         let token: String = chars[start..j].iter().collect();
-        let thousands = j < chars.len() && matches!(chars[j], 'k' | 'K');
+        let thousands = j < chars.len()
+            && matches!(chars[j], 'k' | 'K')
+            && !chars.get(j + 1).is_some_and(|c| c.is_alphanumeric());
+        if !thousands && !is_amount(&chars, start, j) {
+            i = j.max(i + 1);
+            continue;
+        }
         for v in readings(&token) {
             if thousands {
                 out.insert(v.saturating_mul(1000));
@@ -80,6 +89,272 @@ pub fn amounts_in(text: &str) -> BTreeSet<i64> {
         i = j.max(i + 1);
     }
     out
+}
+
+/// Units that make the number before them a measure, not an amount (lower case).
+const UNITS: &[&str] = &[
+    "cm",
+    "mm",
+    "m",
+    "km",
+    "inch",
+    "inches",
+    "ft",
+    "feet",
+    "foot",
+    "kg",
+    "g",
+    "gr",
+    "lb",
+    "lbs",
+    "oz",
+    "l",
+    "ml",
+    "gb",
+    "tb",
+    "mb",
+    "kb",
+    "ghz",
+    "mhz",
+    "hz",
+    "w",
+    "watt",
+    "watts",
+    "v",
+    "volt",
+    "mah",
+    "mp",
+    "megapixel",
+    "megapixels",
+    "px",
+    "fps",
+    "rpm",
+    "year",
+    "years",
+    "yr",
+    "yrs",
+    "month",
+    "months",
+    "week",
+    "weeks",
+    "day",
+    "days",
+    "hour",
+    "hours",
+    "hrs",
+    "minute",
+    "minutes",
+    "min",
+    "mins",
+    "sec",
+    "seconds",
+    "am",
+    "pm",
+    "%",
+    "percent",
+    "x",
+    "gears",
+    "gear",
+    "speed",
+    "speeds",
+    "seats",
+    "seat",
+    "people",
+    "players",
+    "pieces",
+    "pcs",
+    "pages",
+    "cards",
+    "games",
+    "books",
+    "items",
+    "times",
+    "th",
+    "st",
+    "nd",
+    "rd",
+    "°",
+    "degrees",
+    "bit",
+    "core",
+    "cores",
+    "strings",
+    "string",
+    "keys",
+    "liters",
+    "litres",
+    "meters",
+    "metres",
+    "miles",
+    "km/h",
+    "mph",
+];
+
+/// Words before a number that make it a model, size or label, not an amount (lower case).
+const LABELS: &[&str] = &[
+    "model",
+    "series",
+    "gen",
+    "generation",
+    "version",
+    "v",
+    "no",
+    "no.",
+    "number",
+    "#",
+    "size",
+    "iphone",
+    "ipad",
+    "galaxy",
+    "pixel",
+    "ps",
+    "playstation",
+    "xbox",
+    "macbook",
+    "room",
+    "page",
+    "chapter",
+    "vol",
+    "vol.",
+    "volume",
+    "edition",
+    "season",
+    "episode",
+    "level",
+    "grade",
+    "route",
+    "apt",
+    "apartment",
+    "suite",
+    "class",
+    "mk",
+    "windows",
+    "ios",
+    "android",
+    "rtx",
+    "gtx",
+    "type",
+    "part",
+    "item",
+    "listing",
+    "thread",
+];
+
+/// Words before a four-digit number that make it a year.
+const YEAR_WORDS: &[&str] = &[
+    "in", "since", "from", "year", "circa", "bought", "made", "built", "late", "early", "mid",
+];
+
+/// Currency words beside a number: it is an amount whatever else surrounds it.
+const CURRENCY_WORDS: &[&str] = &[
+    "usd", "eur", "gbp", "chf", "dollar", "dollars", "bucks", "euro", "euros", "pound", "pounds",
+    "cents", "cent", "quid",
+];
+
+/// Whether the number written at `chars[start..end]` stands for an amount, judged by what is
+/// written beside it.
+fn is_amount(chars: &[char], start: usize, end: usize) -> bool {
+    let before: String = chars[..start].iter().collect();
+    let after: String = chars[end..].iter().collect();
+    let before_t = before.trim_end();
+    let after_t = after.trim_start();
+    let marked_before = before_t.ends_with(['$', '€', '£', '¥'])
+        || last_word(before_t).is_some_and(|w| CURRENCY_WORDS.contains(&w.as_str()));
+    let next = first_word(after_t);
+    let marked_after = after_t.starts_with(['$', '€', '£', '¥'])
+        || next.as_deref().is_some_and(|w| CURRENCY_WORDS.contains(&w));
+    if marked_before || marked_after {
+        return true;
+    }
+    // Letters glued on either side: part of a name or a unit (`X100`, `12MP`, `3080Ti`, `5s`).
+    if chars.get(end).is_some_and(|c| c.is_alphabetic()) {
+        return false;
+    }
+    if after.starts_with(['"', '″', '\'']) || after_t.starts_with(['%', '°']) {
+        return false;
+    }
+    if next
+        .as_deref()
+        .is_some_and(|w| UNITS.contains(&w) || (w == "in" && inch_in(after_t)))
+    {
+        return false;
+    }
+    let prev = last_word(before_t);
+    if prev.as_deref().is_some_and(|w| LABELS.contains(&w)) || before_t.ends_with('#') {
+        return false;
+    }
+    let digits: String = chars[start..end]
+        .iter()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    let year = digits.len() == 4
+        && end - start == 4
+        && digits
+            .parse::<u32>()
+            .is_ok_and(|y| (1900..=2099).contains(&y));
+    if year && prev.as_deref().is_some_and(|w| YEAR_WORDS.contains(&w)) {
+        return false;
+    }
+    !phone_like(chars, start, end)
+}
+
+/// `in` after a number is inches when a dimension word or the end of a clause follows.
+fn inch_in(after: &str) -> bool {
+    let rest = after[2..].trim_start();
+    rest.is_empty()
+        || rest.starts_with(|c: char| !c.is_alphanumeric())
+        || first_word(rest).is_some_and(|w| {
+            [
+                "wide", "long", "tall", "high", "deep", "screen", "display", "diagonal", "across",
+            ]
+            .contains(&w.as_str())
+        })
+}
+
+/// A number inside a run of at least seven digits grouped by dashes, spaces, dots or brackets
+/// (`555-123-4567`, `+44 20 7946 0018`, `(555) 123 4567`) is a phone number.
+fn phone_like(chars: &[char], start: usize, end: usize) -> bool {
+    let part = |c: &char| c.is_ascii_digit() || matches!(c, '-' | ' ' | '(' | ')' | '+' | '.');
+    let mut a = start;
+    while a > 0 && part(&chars[a - 1]) {
+        a -= 1;
+    }
+    let mut b = end;
+    while b < chars.len() && part(&chars[b]) {
+        b += 1;
+    }
+    let run = &chars[a..b];
+    let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
+    let groups = run
+        .split(|c| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .count();
+    let grouped = run.iter().any(|c| matches!(c, '-' | '(' | '+'));
+    digits >= 7 && groups >= 2 && (grouped || groups >= 3)
+}
+
+/// The last word of `s`, lower-cased (letters, digits and `#`, `.` kept: `no.`).
+fn last_word(s: &str) -> Option<String> {
+    let w: String = s
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric() || matches!(c, '#' | '.'))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let w = w.trim_start_matches('.').to_lowercase();
+    (!w.is_empty()).then_some(w)
+}
+
+/// The first word of `s`, lower-cased, with `%`, `°` and `/` kept (`km/h`).
+fn first_word(s: &str) -> Option<String> {
+    let w: String = s
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || matches!(c, '%' | '°' | '/'))
+        .collect();
+    let w = w.to_lowercase();
+    (!w.is_empty()).then_some(w)
 }
 
 /// The minor-unit readings of one numeric token (digits and separators).
