@@ -17,6 +17,7 @@ fn policy() -> CallPolicy {
         max_attempts: 3,
         base_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(3_000),
+        completion_tokens: None,
     }
 }
 

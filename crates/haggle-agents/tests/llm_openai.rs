@@ -17,6 +17,7 @@ fn policy() -> CallPolicy {
         max_attempts: 3,
         base_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(3_000),
+        completion_tokens: None,
     }
 }
 
@@ -238,6 +239,109 @@ async fn json_mode_constrains_the_reply_to_one_tool_or_words() {
     assert_eq!(r.stop, StopReason::MaxTokens);
     assert!(r.format_error.unwrap().contains("not valid JSON"));
     assert_eq!(r.text, "{\"action\": \"make_off", "the raw reply is kept");
+}
+
+/// OpenAI's answer to `max_tokens` for its newer models, word for word.
+const MAX_TOKENS_REFUSED: &str = r#"{"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.", "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}"#;
+
+/// OpenAI's answer to a temperature its reasoning models do not take.
+const TEMPERATURE_REFUSED: &str = r#"{"error": {"message": "Unsupported value: 'temperature' does not support 0.25 with this model. Only the default (1) value is supported.", "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}}"#;
+
+fn words(text: &str) -> Reply {
+    Reply::json(completion(
+        json!({"role": "assistant", "content": text}),
+        "stop",
+    ))
+}
+
+#[tokio::test]
+async fn a_model_refusing_max_tokens_gets_max_completion_tokens_from_then_on() {
+    let fake = FakeLlm::start().await;
+    fake.script([
+        Reply::status(400, MAX_TOKENS_REFUSED),
+        Reply::status(400, TEMPERATURE_REFUSED),
+        words("first"),
+        words("second"),
+    ]);
+    let m = model(&fake, OutputMode::Tools);
+    let (r, ex) = m.chat(&request()).await;
+    assert_eq!(r.unwrap().text, "first");
+    assert_eq!(ex.attempts, 3);
+    let reqs = fake.requests();
+    assert_eq!(reqs[0].body["max_tokens"], 256);
+    assert_eq!(reqs[1].body["max_completion_tokens"], 256);
+    assert!(reqs[1].body.get("max_tokens").is_none(), "{}", reqs[1].body);
+    assert_eq!(reqs[1].body["temperature"], 0.25);
+    assert!(
+        reqs[2].body.get("temperature").is_none(),
+        "{}",
+        reqs[2].body
+    );
+    assert_eq!(
+        ex.request, reqs[2].body,
+        "the log holds the request that worked"
+    );
+    // Remembered for the model: the next call is right the first time.
+    let (r, ex) = m.chat(&request()).await;
+    assert_eq!(r.unwrap().text, "second");
+    assert_eq!(ex.attempts, 1);
+    let next = &fake.requests()[3].body;
+    assert_eq!(next["max_completion_tokens"], 256);
+    assert!(next.get("max_tokens").is_none() && next.get("temperature").is_none());
+}
+
+#[tokio::test]
+async fn a_reasoning_model_or_the_flag_starts_with_max_completion_tokens() {
+    let fake = FakeLlm::start().await;
+    fake.script([words("o3"), words("flag")]);
+    let o3 = OpenAi::new(
+        "o3-mini",
+        Some("sk-test".into()),
+        Some(format!("{}/v1", fake.base)),
+        OutputMode::Tools,
+        policy(),
+    )
+    .unwrap();
+    let (r, ex) = o3.chat(&request()).await;
+    assert_eq!((r.unwrap().text.as_str(), ex.attempts), ("o3", 1));
+    let first = &fake.requests()[0].body;
+    assert_eq!(first["max_completion_tokens"], 256);
+    assert!(first.get("max_tokens").is_none() && first.get("temperature").is_none());
+    let flagged = OpenAi::new(
+        "gpt-test",
+        Some("sk-test".into()),
+        Some(format!("{}/v1", fake.base)),
+        OutputMode::Tools,
+        CallPolicy {
+            completion_tokens: Some(true),
+            ..policy()
+        },
+    )
+    .unwrap();
+    flagged.chat(&request()).await.0.unwrap();
+    let second = &fake.requests()[1].body;
+    assert_eq!(second["max_completion_tokens"], 256);
+    assert_eq!(
+        second["temperature"], 0.25,
+        "the flag changes only the limit's name"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_naming_another_parameter_is_not_retried() {
+    let fake = FakeLlm::start().await;
+    fake.script([Reply::status(
+        400,
+        r#"{"error": {"message": "Invalid value for 'seed'.", "type": "invalid_request_error", "param": "seed"}}"#,
+    )]);
+    let m = model(&fake, OutputMode::Tools);
+    let (r, ex) = m.chat(&request()).await;
+    assert!(
+        matches!(r, Err(ChatError::Http { status: 400, .. })),
+        "{r:?}"
+    );
+    assert_eq!(ex.attempts, 1);
+    assert_eq!(fake.requests().len(), 1);
 }
 
 #[tokio::test]

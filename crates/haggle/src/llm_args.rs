@@ -33,6 +33,10 @@ pub struct LlmArgs {
     /// Size of a turn's observation, in tokens.
     #[arg(long, default_value_t = 3_000)]
     pub llm_observation_tokens: usize,
+    /// How OpenAI-compatible requests name the output limit (default: by the model, switching to
+    /// max_completion_tokens once a server refuses max_tokens).
+    #[arg(long, value_parser = ["max_tokens", "max_completion_tokens"])]
+    pub llm_tokens_param: Option<String>,
     /// Per-attempt timeout of a model call, in seconds.
     #[arg(long, default_value_t = 120)]
     pub llm_timeout_s: u64,
@@ -101,6 +105,10 @@ impl LlmArgs {
         f.policy = CallPolicy {
             timeout: Duration::from_secs(self.llm_timeout_s.max(1)),
             max_attempts: self.llm_attempts.max(1),
+            completion_tokens: self
+                .llm_tokens_param
+                .as_deref()
+                .map(|p| p == "max_completion_tokens"),
             ..CallPolicy::default()
         };
         if let Some(path) = &self.prices {

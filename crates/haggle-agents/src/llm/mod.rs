@@ -201,6 +201,10 @@ pub struct CallPolicy {
     /// wins, also capped by `max_backoff`).
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// OpenAI-compatible servers: send the output limit as `max_completion_tokens` (`Some(true)`)
+    /// or `max_tokens` (`Some(false)`); `None` decides by the model's name and switches once a
+    /// server refuses `max_tokens`.
+    pub completion_tokens: Option<bool>,
 }
 
 impl Default for CallPolicy {
@@ -210,6 +214,7 @@ impl Default for CallPolicy {
             max_attempts: 4,
             base_backoff: Duration::from_millis(1000),
             max_backoff: Duration::from_secs(60),
+            completion_tokens: None,
         }
     }
 }

@@ -51,7 +51,60 @@ pub struct Wire {
     mode: OutputMode,
     /// The server refused `json_object` + `schema`: use `json_schema` from now on.
     json_schema_form: AtomicBool,
+    /// The model takes `max_completion_tokens`, not `max_tokens` (newer OpenAI models).
+    completion_tokens: AtomicBool,
+    /// The model takes only its default `temperature` (reasoning models): none is sent.
+    default_temperature: AtomicBool,
     next_id: AtomicU64,
+}
+
+/// Whether `model` is one of OpenAI's reasoning models (o1, o3, o4, gpt-5 families), which take
+/// `max_completion_tokens` and only the default temperature. Other models learn it from the
+/// server's first refusal (see [`Adaptation`]).
+pub fn is_reasoning_model(model: &str) -> bool {
+    let name = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|p| name == *p || name.starts_with(&format!("{p}-")))
+}
+
+/// What a refusal asks the request to change, read from OpenAI's error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adaptation {
+    /// `max_tokens` is not supported: send `max_completion_tokens`.
+    CompletionTokens,
+    /// Only the default temperature is supported: send none.
+    DefaultTemperature,
+}
+
+impl Adaptation {
+    /// The change a 400 asks for: OpenAI says `Unsupported parameter: 'max_tokens' ... Use
+    /// 'max_completion_tokens' instead.` or `Unsupported value: 'temperature' does not support
+    /// 0.2 with this model. Only the default (1) value is supported.`
+    pub fn asked_by(e: &ChatError) -> Option<Adaptation> {
+        let ChatError::Http {
+            status: 400,
+            message,
+            ..
+        } = e
+        else {
+            return None;
+        };
+        let m = message.to_ascii_lowercase();
+        if m.contains("max_completion_tokens") && m.contains("max_tokens") {
+            Some(Adaptation::CompletionTokens)
+        } else if m.contains("temperature")
+            && (m.contains("unsupported") || m.contains("not support"))
+        {
+            Some(Adaptation::DefaultTemperature)
+        } else {
+            None
+        }
+    }
 }
 
 impl OpenAi {
@@ -80,8 +133,8 @@ impl OpenAi {
             http,
             base_url,
             key,
+            wire: Wire::with(model, mode, policy.completion_tokens),
             policy,
-            wire: Wire::new(model, mode),
             pause: http::Pause::default(),
         })
     }
@@ -118,12 +171,40 @@ impl OpenAi {
 }
 
 impl Wire {
+    /// The wire of `model`: a reasoning model starts with `max_completion_tokens` and no
+    /// temperature; `completion_tokens` (a flag) overrides the first.
     pub fn new(model: &str, mode: OutputMode) -> Wire {
+        Wire::with(model, mode, None)
+    }
+
+    pub fn with(model: &str, mode: OutputMode, completion_tokens: Option<bool>) -> Wire {
+        let reasoning = is_reasoning_model(model);
         Wire {
             model: model.to_string(),
             mode,
             json_schema_form: AtomicBool::new(false),
+            completion_tokens: AtomicBool::new(completion_tokens.unwrap_or(reasoning)),
+            default_temperature: AtomicBool::new(reasoning),
             next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Changes the request as a refusal asked; `false` when it already was so (no retry helps).
+    pub fn adapt(&self, a: Adaptation) -> bool {
+        let flag = match a {
+            Adaptation::CompletionTokens => &self.completion_tokens,
+            Adaptation::DefaultTemperature => &self.default_temperature,
+        };
+        !flag.swap(true, Ordering::Relaxed)
+    }
+
+    /// Adopts the adaptations a recorded request body shows (a replay follows the run's client).
+    pub fn adapt_like(&self, recorded: &Value) {
+        if recorded.get("max_completion_tokens").is_some() {
+            self.completion_tokens.store(true, Ordering::Relaxed);
+        }
+        if recorded.get("temperature").is_none() {
+            self.default_temperature.store(true, Ordering::Relaxed);
         }
     }
 
@@ -162,9 +243,16 @@ impl Wire {
         let mut body = json!({
             "model": self.model,
             "messages": messages,
-            "max_tokens": req.max_tokens,
         });
-        if let Some(t) = req.temperature {
+        let limit = if self.completion_tokens.load(Ordering::Relaxed) {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        body[limit] = json!(req.max_tokens);
+        if let Some(t) = req.temperature
+            && !self.default_temperature.load(Ordering::Relaxed)
+        {
             body["temperature"] = json!(t);
         }
         if let Some(s) = req.seed {
@@ -491,14 +579,28 @@ impl ChatModel for OpenAi {
         Box::pin(async move {
             let mut body = self.body(req);
             let mut out = self.post(&body).await;
-            if self.wire.mode == OutputMode::Json
-                && !self.wire.json_schema_form()
-                && out.result.as_ref().err().is_some_and(refuses_schema_form)
-            {
-                self.wire.use_json_schema_form();
+            // A refusal that names what the model does not take changes the request once per
+            // kind (remembered for the model); at most the two parameters and the JSON form.
+            for _ in 0..3 {
+                let Some(e) = out.result.as_ref().err() else {
+                    break;
+                };
+                let changed = match Adaptation::asked_by(e) {
+                    Some(a) => self.wire.adapt(a),
+                    None if self.wire.mode == OutputMode::Json
+                        && !self.wire.json_schema_form()
+                        && refuses_schema_form(e) =>
+                    {
+                        self.wire.use_json_schema_form();
+                        true
+                    }
+                    None => false,
+                };
+                if !changed {
+                    break;
+                }
                 body = self.body(req);
-                let first_latency = out.latency_ms;
-                let first_attempts = out.attempts;
+                let (first_latency, first_attempts) = (out.latency_ms, out.attempts);
                 out = self.post(&body).await;
                 out.latency_ms += first_latency;
                 out.attempts += first_attempts;
@@ -529,6 +631,47 @@ impl ChatModel for OpenAi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_models_are_known_by_name() {
+        for m in [
+            "o1",
+            "o3-mini",
+            "o4-mini-2025-04-16",
+            "gpt-5",
+            "gpt-5-mini",
+            "openai/o3",
+        ] {
+            assert!(is_reasoning_model(m), "{m}");
+        }
+        for m in ["gpt-4o-mini", "gpt-4.1", "o10x", "gemma-3", "llama-o3"] {
+            assert!(!is_reasoning_model(m), "{m}");
+        }
+    }
+
+    /// A replay builds the body the run's client sent after it adapted to a refusal.
+    #[test]
+    fn a_replayed_wire_follows_the_adaptations_a_recorded_body_shows() {
+        let req = ChatRequest {
+            system: "s".into(),
+            messages: vec![],
+            tools: vec![],
+            max_tokens: 64,
+            temperature: Some(0.5),
+            seed: None,
+        };
+        let w = Wire::new("gpt-test", OutputMode::Tools);
+        assert_eq!(w.body(&req)["max_tokens"], 64);
+        let recorded = json!({"model": "gpt-test", "max_completion_tokens": 64});
+        w.adapt_like(&recorded);
+        let body = w.body(&req);
+        assert_eq!(body["max_completion_tokens"], 64);
+        assert!(body.get("max_tokens").is_none() && body.get("temperature").is_none());
+        assert!(
+            !w.adapt(Adaptation::CompletionTokens),
+            "already adapted: no retry helps"
+        );
+    }
 
     #[test]
     fn hardening_bounds_strings_objects_and_arrays() {

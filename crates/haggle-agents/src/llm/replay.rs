@@ -165,6 +165,11 @@ impl ReplayWire {
     /// The body for `req` as the recorded call sent it: in JSON mode the original client switched
     /// to OpenAI's `json_schema` form once a server refused the other, and the record shows when.
     fn body_like(&self, req: &ChatRequest, recorded: &Value) -> Value {
+        if let ReplayWire::OpenAi(w) = self {
+            // Parameters the run's client adapted after a refusal (`max_completion_tokens`, no
+            // temperature) show in the recorded body.
+            w.adapt_like(recorded);
+        }
         let body = self.body(req);
         if let ReplayWire::OpenAi(w) = self
             && w.mode() == OutputMode::Json
