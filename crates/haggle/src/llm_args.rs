@@ -111,15 +111,54 @@ impl LlmArgs {
                 .map(|p| p == "max_completion_tokens"),
             ..CallPolicy::default()
         };
-        if let Some(path) = &self.prices {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read price table {}", path.display()))?;
-            f.prices = PriceTable::default()
-                .with_toml(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        }
+        f.prices = price_table(self.prices.as_deref())?;
         Ok(f)
     }
+}
+
+/// The price table in use: the built-in list prices, and `file` over them.
+pub fn price_table(file: Option<&std::path::Path>) -> anyhow::Result<PriceTable> {
+    let Some(path) = file else {
+        return Ok(PriceTable::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read price table {}", path.display()))?;
+    PriceTable::default()
+        .with_file(&text, &path.display().to_string())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// `haggle prices`: the table's source and date, then each model's prices in USD per million
+/// tokens.
+pub fn price_listing(t: &PriceTable) -> String {
+    use std::fmt::Write as _;
+    let usd = |micro: i64| format!("{}.{:03}", micro / 1_000_000, (micro % 1_000_000) / 1_000);
+    let mut out = format!(
+        "price table: {}
+USD per million tokens
+",
+        t.source
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:>8} {:>8} {:>11} {:>12}",
+        "model (prefix)", "input", "output", "cache read", "cache write"
+    );
+    for (model, p) in &t.models {
+        let _ = writeln!(
+            out,
+            "{model:<24} {:>8} {:>8} {:>11} {:>12}",
+            usd(p.input),
+            usd(p.output),
+            usd(p.cache_read),
+            usd(p.cache_write)
+        );
+    }
+    out.push_str(
+        "A model matches its longest listed prefix; one on a local (loopback) server costs \
+         nothing; one not listed has an unknown cost (a run with a spend maximum refuses it).\n",
+    );
+    out
 }
 
 /// Whether any of `brains` is a language model.

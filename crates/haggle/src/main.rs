@@ -113,6 +113,14 @@ enum Cmd {
         #[command(subcommand)]
         command: DisputeCmd,
     },
+    /// Print the price table of model calls in use (built-in list prices, with their date, and
+    /// any --prices FILE over them).
+    Prices {
+        /// A TOML price table over the built-in one (`as_of = "YYYY-MM-DD"`, then
+        /// `[models."NAME"] input = ..., output = ...` in µUSD per million tokens).
+        #[arg(long)]
+        prices: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -514,6 +522,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCmd::Llm(args),
         } => bench::llm(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
+        Cmd::Prices { prices } => print!(
+            "{}",
+            llm_args::price_listing(&llm_args::price_table(prices.as_deref())?)
+        ),
         Cmd::Interview(args) => interview::run(args).await?,
         Cmd::Mcp(args) => mcp_cmd::run(args).await?,
         Cmd::Agent {

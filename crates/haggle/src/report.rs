@@ -133,7 +133,7 @@ pub fn conduct(run: &SimOutput) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "agents": agents, "first_movers": first_movers(run) })
+    json!({ "agents": agents, "first_movers": first_movers(run), "prices": run.prices })
 }
 
 /// Fairness of the order (issue 16): per brain, in how many rounds the market applied one of its

@@ -82,6 +82,8 @@ pub struct SimOutput {
     pub first_movers: BTreeMap<String, u64>,
     /// The most turns that were in flight at once.
     pub peak_turns: usize,
+    /// Which price table priced the run's model calls (its source and date).
+    pub prices: String,
 }
 
 pub fn market_rules() -> MarketRules {
@@ -301,6 +303,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         sim_ms,
         first_movers: seq.first_movers(),
         peak_turns,
+        prices: cfg.factory.prices.source.clone(),
     })
 }
 

@@ -666,3 +666,37 @@ async fn token_revoke_by_secret_or_id() {
     let again = run_ok(&dir.0, &["token", "revoke", "--id", &id, "--database", &db]);
     assert_eq!(again, out, "revoking again shows the first revocation");
 }
+
+/// Issue 25: `haggle prices` prints the table in use with its date; a file with its own date
+/// goes over the built-in prices.
+#[test]
+fn prices_prints_the_table_in_use_with_its_date() {
+    let dir = Scratch::new("cli-prices");
+    let built_in = run_ok(&dir.0, &["prices"]);
+    assert!(
+        built_in.starts_with("price table: built-in list prices as of 20"),
+        "{built_in}"
+    );
+    let mini = built_in
+        .lines()
+        .find(|l| l.starts_with("gpt-4o-mini "))
+        .expect("gpt-4o-mini is listed");
+    assert!(
+        mini.contains("0.150") && mini.contains("0.600") && mini.contains("0.075"),
+        "{mini}"
+    );
+    std::fs::write(
+        dir.path("prices.toml"),
+        "as_of = \"2026-12-01\"\n[models.\"gpt-4o-mini\"]\ninput = 100000\noutput = 400000\n",
+    )
+    .unwrap();
+    let file = dir.path("prices.toml").display().to_string();
+    let over = run_ok(&dir.0, &["prices", "--prices", &file]);
+    let first = over.lines().next().unwrap();
+    assert!(first.contains("prices.toml (as of 2026-12-01)"), "{first}");
+    let mini = over
+        .lines()
+        .find(|l| l.starts_with("gpt-4o-mini "))
+        .unwrap();
+    assert!(mini.contains("0.100") && mini.contains("0.400"), "{mini}");
+}

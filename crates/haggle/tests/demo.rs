@@ -68,6 +68,15 @@ fn the_demo_writes_its_report_results_csvs_database_and_tokens() {
         settlement.starts_with("deal_id,listing_id,title,seller_id"),
         "the ledger's handover list"
     );
+    let conduct: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("conduct.json")).unwrap()).unwrap();
+    assert!(
+        conduct["prices"]
+            .as_str()
+            .unwrap()
+            .starts_with("built-in list prices as of"),
+        "the run records which price table priced it: {conduct}"
+    );
     let tokens: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("private/tokens.json")).unwrap())
             .unwrap();

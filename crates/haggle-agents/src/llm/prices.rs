@@ -36,6 +36,24 @@ impl Price {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceTable {
     pub models: BTreeMap<String, Price>,
+    /// Where the prices come from and when they were read (`built-in list prices as of …`, then
+    /// each `--prices` file with its own `as_of`), so a run records which table priced it.
+    #[serde(default)]
+    pub source: String,
+}
+
+/// When the built-in list prices were copied from the providers' price pages (not refreshed
+/// since: a `--prices` file with its own `as_of` overrides them).
+pub const BUILT_IN_AS_OF: &str = "2025-11";
+
+/// A `--prices` file: its models and the date its prices were read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceFile {
+    #[serde(default)]
+    as_of: Option<String>,
+    #[serde(default)]
+    models: BTreeMap<String, Price>,
 }
 
 const fn usd(input: i64, output: i64, cache_read: i64, cache_write: i64) -> Price {
@@ -84,6 +102,7 @@ impl Default for PriceTable {
     fn default() -> PriceTable {
         PriceTable {
             models: DEFAULTS.iter().map(|(k, p)| (k.to_string(), *p)).collect(),
+            source: format!("built-in list prices as of {BUILT_IN_AS_OF}"),
         }
     }
 }
@@ -94,10 +113,17 @@ impl Default for PriceTable {
 pub struct PriceError(pub String);
 
 impl PriceTable {
-    /// The defaults, overridden and extended by a TOML table
-    /// `[models."NAME"] input = µUSD, output = µUSD, cache_read = µUSD, cache_write = µUSD`.
-    pub fn with_toml(mut self, text: &str) -> Result<PriceTable, PriceError> {
-        let extra: PriceTable = toml::from_str(text).map_err(|e| PriceError(e.to_string()))?;
+    /// The defaults, overridden and extended by a TOML table (`as_of = "YYYY-MM-DD"`, optional,
+    /// then `[models."NAME"] input = µUSD, output = µUSD, cache_read = µUSD, cache_write = µUSD`).
+    pub fn with_toml(self, text: &str) -> Result<PriceTable, PriceError> {
+        self.with_file(text, "a price file")
+    }
+
+    /// As [`PriceTable::with_toml`], naming the file in the table's source.
+    pub fn with_file(mut self, text: &str, name: &str) -> Result<PriceTable, PriceError> {
+        let extra: PriceFile = toml::from_str(text).map_err(|e| PriceError(e.to_string()))?;
+        let as_of = extra.as_of.as_deref().unwrap_or("an undated file");
+        self.source = format!("{} + {name} (as of {as_of})", self.source);
         for (name, p) in extra.models {
             if p.input < 0 || p.output < 0 || p.cache_read < 0 || p.cache_write < 0 {
                 return Err(PriceError(format!(
