@@ -553,10 +553,12 @@ pub fn find(name: &str) -> Option<&'static Tool> {
 // ---- the dispatcher --------------------------------------------------------------------------
 
 /// Parses a tool's arguments, naming the offending field on failure.
+/// A `null` argument is an absent one (strict schemas make a model send `null` for an optional
+/// field it leaves out).
 fn parse<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, ToolError> {
     let args = match args {
         Value::Null => Value::Object(Map::new()),
-        Value::Object(o) => Value::Object(o),
+        Value::Object(o) => Value::Object(o.into_iter().filter(|(_, v)| !v.is_null()).collect()),
         other => {
             return Err(ToolError::invalid_request(format!(
                 "{tool}: arguments must be a JSON object, not {other}"

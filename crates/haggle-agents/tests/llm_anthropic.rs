@@ -18,6 +18,7 @@ fn policy() -> CallPolicy {
         base_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(3_000),
         completion_tokens: None,
+        strict_schemas: None,
     }
 }
 

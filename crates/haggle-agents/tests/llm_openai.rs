@@ -18,6 +18,7 @@ fn policy() -> CallPolicy {
         base_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(3_000),
         completion_tokens: None,
+        strict_schemas: None,
     }
 }
 
@@ -324,6 +325,52 @@ async fn a_reasoning_model_or_the_flag_starts_with_max_completion_tokens() {
     assert_eq!(
         second["temperature"], 0.25,
         "the flag changes only the limit's name"
+    );
+}
+
+/// Issue 25: OpenAI's own API gets strict function schemas (other servers only when asked).
+#[tokio::test]
+async fn strict_function_schemas_close_every_object_and_require_every_property() {
+    let fake = FakeLlm::start().await;
+    fake.script([words("plain"), words("strict")]);
+    model(&fake, OutputMode::Tools)
+        .chat(&request())
+        .await
+        .0
+        .unwrap();
+    let plain = &fake.requests()[0].body["tools"][0]["function"];
+    assert!(
+        plain.get("strict").is_none(),
+        "a local server gets the schema as it is"
+    );
+    let strict = OpenAi::new(
+        "gpt-test",
+        Some("sk-test".into()),
+        Some(format!("{}/v1", fake.base)),
+        OutputMode::Tools,
+        CallPolicy {
+            strict_schemas: Some(true),
+            ..policy()
+        },
+    )
+    .unwrap();
+    strict.chat(&request()).await.0.unwrap();
+    let f = &fake.requests()[1].body["tools"][0]["function"];
+    assert_eq!(f["strict"], true);
+    let p = &f["parameters"];
+    assert_eq!(p["additionalProperties"], false);
+    let mut required: Vec<&str> = p["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    required.sort_unstable();
+    assert_eq!(required, ["message", "thread_id"]);
+    assert_eq!(p["properties"]["thread_id"]["type"], "integer");
+    assert_eq!(
+        p["properties"]["message"]["type"],
+        json!(["string", "null"])
     );
 }
 

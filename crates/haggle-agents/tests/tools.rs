@@ -610,3 +610,62 @@ async fn refusals_carry_the_markets_code_and_message() {
     .await;
     assert_eq!(e.code(), ErrorCode::InvalidPrice);
 }
+
+/// Issue 25: under OpenAI's strict schemas a model sends `null` for every optional argument it
+/// leaves out; each tool reads such a `null` as absent.
+#[tokio::test]
+async fn a_null_argument_is_read_as_absent() {
+    let Market { alice, bob, .. } = market().await;
+    let mut used = BTreeSet::new();
+    let u = &mut used;
+    let bike = run(
+        u,
+        &alice,
+        "post_listing",
+        json!({"title": "Blue bike", "category": "bikes", "condition": null,
+               "description": null, "price": 5000}),
+    )
+    .await;
+    let offer = run(
+        u,
+        &bob,
+        "make_offer",
+        json!({"thread_id": null, "listing_id": id(&bike, "/id"), "price": 4000,
+               "message": null}),
+    )
+    .await;
+    assert_eq!(offer["offer"]["price"], 4000);
+}
+
+/// Every tool's argument schema, made strict for OpenAI, is closed, requires every property and
+/// keeps no keyword strict mode refuses.
+#[test]
+fn strict_argument_schemas_are_closed_and_require_every_property() {
+    use haggle_agents::llm::openai::strict_schema;
+    fn check(v: &Value, at: &str) {
+        if let Some(m) = v.as_object() {
+            for k in ["maxLength", "minLength", "default", "oneOf"] {
+                assert!(!m.contains_key(k), "{at}: {k} left in {v}");
+            }
+            if let Some(props) = m.get("properties").and_then(Value::as_object) {
+                assert_eq!(m["additionalProperties"], false, "{at}");
+                let required: BTreeSet<&str> = m["required"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap())
+                    .collect();
+                let keys: BTreeSet<&str> = props.keys().map(String::as_str).collect();
+                assert_eq!(required, keys, "{at}: every property required");
+            }
+            for (k, child) in m {
+                check(child, &format!("{at}.{k}"));
+            }
+        } else if let Some(items) = v.as_array() {
+            items.iter().for_each(|i| check(i, at));
+        }
+    }
+    for t in tools::catalogue() {
+        check(&strict_schema(&t.input_schema), t.name);
+    }
+}

@@ -205,6 +205,9 @@ pub struct CallPolicy {
     /// or `max_tokens` (`Some(false)`); `None` decides by the model's name and switches once a
     /// server refuses `max_tokens`.
     pub completion_tokens: Option<bool>,
+    /// OpenAI-compatible servers: send function schemas with `strict: true` (strict-compatible);
+    /// `None` does so for OpenAI's own API only (other servers may not take it).
+    pub strict_schemas: Option<bool>,
 }
 
 impl Default for CallPolicy {
@@ -215,6 +218,7 @@ impl Default for CallPolicy {
             base_backoff: Duration::from_millis(1000),
             max_backoff: Duration::from_secs(60),
             completion_tokens: None,
+            strict_schemas: None,
         }
     }
 }

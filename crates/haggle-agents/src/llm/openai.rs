@@ -55,6 +55,9 @@ pub struct Wire {
     completion_tokens: AtomicBool,
     /// The model takes only its default `temperature` (reasoning models): none is sent.
     default_temperature: AtomicBool,
+    /// Function schemas go out with `strict: true`, made strict-compatible ([`strict_schema`]):
+    /// OpenAI's own API then never sends arguments outside them.
+    strict: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -122,6 +125,8 @@ impl OpenAi {
             .trim_end_matches('/')
             .to_string();
         let key = key.filter(|k| !k.trim().is_empty());
+        // OpenAI's own API takes strict function schemas; other servers may refuse them.
+        let official = base_url == DEFAULT_BASE_URL;
         if key.is_none() && !super::is_loopback(&base_url) {
             return Err(ChatError::MissingKey { var: KEY_VAR });
         }
@@ -133,7 +138,12 @@ impl OpenAi {
             http,
             base_url,
             key,
-            wire: Wire::with(model, mode, policy.completion_tokens),
+            wire: Wire::with(
+                model,
+                mode,
+                policy.completion_tokens,
+                policy.strict_schemas.unwrap_or(official),
+            ),
             policy,
             pause: http::Pause::default(),
         })
@@ -174,10 +184,15 @@ impl Wire {
     /// The wire of `model`: a reasoning model starts with `max_completion_tokens` and no
     /// temperature; `completion_tokens` (a flag) overrides the first.
     pub fn new(model: &str, mode: OutputMode) -> Wire {
-        Wire::with(model, mode, None)
+        Wire::with(model, mode, None, false)
     }
 
-    pub fn with(model: &str, mode: OutputMode, completion_tokens: Option<bool>) -> Wire {
+    pub fn with(
+        model: &str,
+        mode: OutputMode,
+        completion_tokens: Option<bool>,
+        strict: bool,
+    ) -> Wire {
         let reasoning = is_reasoning_model(model);
         Wire {
             model: model.to_string(),
@@ -185,6 +200,7 @@ impl Wire {
             json_schema_form: AtomicBool::new(false),
             completion_tokens: AtomicBool::new(completion_tokens.unwrap_or(reasoning)),
             default_temperature: AtomicBool::new(reasoning),
+            strict: AtomicBool::new(strict),
             next_id: AtomicU64::new(1),
         }
     }
@@ -205,6 +221,9 @@ impl Wire {
         }
         if recorded.get("temperature").is_none() {
             self.default_temperature.store(true, Ordering::Relaxed);
+        }
+        if recorded["tools"][0]["function"]["strict"] == true {
+            self.strict.store(true, Ordering::Relaxed);
         }
     }
 
@@ -264,9 +283,16 @@ impl Wire {
                     .tools
                     .iter()
                     .map(|t| {
-                        json!({"type": "function", "function": {
-                            "name": t.name, "description": t.description, "parameters": t.input_schema,
-                        }})
+                        if self.strict.load(Ordering::Relaxed) {
+                            json!({"type": "function", "function": {
+                                "name": t.name, "description": t.description,
+                                "parameters": strict_schema(&t.input_schema), "strict": true,
+                            }})
+                        } else {
+                            json!({"type": "function", "function": {
+                                "name": t.name, "description": t.description, "parameters": t.input_schema,
+                            }})
+                        }
                     })
                     .collect();
                 body["tool_choice"] = json!("auto");
@@ -532,6 +558,81 @@ pub fn json_mode_schema(tools: &[ToolSpec]) -> Value {
         }),
     ));
     json!({"anyOf": options})
+}
+
+/// `schema` as OpenAI's strict function calling takes it: every object closed
+/// (`additionalProperties: false`) with every property required, an optional one made nullable
+/// (the tool dispatcher reads a `null` as absent), `oneOf` as `anyOf`, and the keywords strict
+/// mode refuses (`minLength`, `maxLength`, `default`, `examples`, `uniqueItems`, ...) left out.
+pub fn strict_schema(schema: &Value) -> Value {
+    const REFUSED: [&str; 7] = [
+        "minLength",
+        "maxLength",
+        "default",
+        "examples",
+        "uniqueItems",
+        "minProperties",
+        "maxProperties",
+    ];
+    fn nullable(v: Value) -> Value {
+        match v {
+            Value::Object(mut m) if m.get("type").is_some_and(Value::is_string) => {
+                let t = m["type"].clone();
+                m.insert("type".into(), json!([t, "null"]));
+                Value::Object(m)
+            }
+            Value::Object(mut m) if m.get("anyOf").is_some_and(Value::is_array) => {
+                if let Some(Value::Array(options)) = m.get_mut("anyOf") {
+                    options.push(json!({"type": "null"}));
+                }
+                Value::Object(m)
+            }
+            other => json!({"anyOf": [other, {"type": "null"}]}),
+        }
+    }
+    fn walk(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut out = serde_json::Map::new();
+                for (k, child) in m {
+                    if REFUSED.contains(&k.as_str()) {
+                        continue;
+                    }
+                    let key = if k == "oneOf" { "anyOf" } else { k.as_str() };
+                    out.insert(key.to_string(), walk(child));
+                }
+                if let Some(Value::Object(props)) = out.get("properties").cloned() {
+                    let required: Vec<String> = m
+                        .get("required")
+                        .and_then(Value::as_array)
+                        .map(|r| {
+                            r.iter()
+                                .filter_map(|x| x.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let props: serde_json::Map<String, Value> = props
+                        .into_iter()
+                        .map(|(k, p)| {
+                            let p = if required.contains(&k) {
+                                p
+                            } else {
+                                nullable(p)
+                            };
+                            (k, p)
+                        })
+                        .collect();
+                    out.insert("required".into(), json!(props.keys().collect::<Vec<_>>()));
+                    out.insert("properties".into(), Value::Object(props));
+                    out.insert("additionalProperties".into(), json!(false));
+                }
+                Value::Object(out)
+            }
+            Value::Array(items) => Value::Array(items.iter().map(walk).collect()),
+            other => other.clone(),
+        }
+    }
+    walk(schema)
 }
 
 /// What JSON mode adds to the system prompt: the tools exist only as text for such models.
