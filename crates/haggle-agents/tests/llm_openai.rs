@@ -374,6 +374,38 @@ async fn strict_function_schemas_close_every_object_and_require_every_property()
     );
 }
 
+/// Issue 25: JSON mode asks OpenAI's own API for strict structured output from the first call.
+#[tokio::test]
+async fn strict_json_mode_sends_a_strict_json_schema_first() {
+    let fake = FakeLlm::start().await;
+    fake.script([words(
+        "{\"action\": \"reply\", \"arguments\": {\"text\": \"hi\"}}",
+    )]);
+    let m = OpenAi::new(
+        "gpt-test",
+        Some("sk-test".into()),
+        Some(format!("{}/v1", fake.base)),
+        OutputMode::Json,
+        CallPolicy {
+            strict_schemas: Some(true),
+            ..policy()
+        },
+    )
+    .unwrap();
+    let (r, ex) = m.chat(&request()).await;
+    assert_eq!((r.unwrap().text.as_str(), ex.attempts), ("hi", 1));
+    let rf = &fake.requests()[0].body["response_format"];
+    assert_eq!(rf["type"], "json_schema");
+    assert_eq!(rf["json_schema"]["strict"], true);
+    let schema = &rf["json_schema"]["schema"];
+    assert_eq!(schema["type"], "object", "a strict root is an object");
+    assert_eq!(
+        schema["properties"]["action"]["enum"],
+        json!(["make_offer", "reply"])
+    );
+    assert_eq!(schema["additionalProperties"], false);
+}
+
 #[tokio::test]
 async fn a_refusal_naming_another_parameter_is_not_retried() {
     let fake = FakeLlm::start().await;

@@ -214,6 +214,11 @@ impl Wire {
         !flag.swap(true, Ordering::Relaxed)
     }
 
+    /// Whether schemas go out strict (OpenAI's own API, or asked for).
+    pub fn strict(&self) -> bool {
+        self.strict.load(Ordering::Relaxed)
+    }
+
     /// Adopts the adaptations a recorded request body shows (a replay follows the run's client).
     pub fn adapt_like(&self, recorded: &Value) {
         if recorded.get("max_completion_tokens").is_some() {
@@ -222,7 +227,9 @@ impl Wire {
         if recorded.get("temperature").is_none() {
             self.default_temperature.store(true, Ordering::Relaxed);
         }
-        if recorded["tools"][0]["function"]["strict"] == true {
+        if recorded["tools"][0]["function"]["strict"] == true
+            || recorded["response_format"]["json_schema"]["strict"] == true
+        {
             self.strict.store(true, Ordering::Relaxed);
         }
     }
@@ -298,6 +305,11 @@ impl Wire {
                 body["tool_choice"] = json!("auto");
             }
             OutputMode::Tools => {}
+            OutputMode::Json if self.strict.load(Ordering::Relaxed) => {
+                body["response_format"] = json!({"type": "json_schema", "json_schema": {
+                    "name": "action", "strict": true, "schema": strict_json_mode_schema(&req.tools),
+                }});
+            }
             OutputMode::Json => {
                 let schema = json_mode_schema(&req.tools);
                 body["response_format"] = if self.json_schema_form.load(Ordering::Relaxed) {
@@ -635,6 +647,30 @@ pub fn strict_schema(schema: &Value) -> Value {
     walk(schema)
 }
 
+/// JSON mode's schema as OpenAI's strict structured outputs take it: the root must be an object,
+/// so `action` names the tool and `arguments` is any tool's strict argument object (a mismatch is
+/// refused by the tool's own parser, and the model is told).
+pub fn strict_json_mode_schema(tools: &[ToolSpec]) -> Value {
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    names.push(REPLY_TOOL);
+    let mut options: Vec<Value> = tools
+        .iter()
+        .map(|t| strict_schema(&t.input_schema))
+        .collect();
+    options.push(json!({
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+        "additionalProperties": false,
+    }));
+    json!({
+        "type": "object",
+        "properties": {"action": {"type": "string", "enum": names}, "arguments": {"anyOf": options}},
+        "required": ["action", "arguments"],
+        "additionalProperties": false,
+    })
+}
+
 /// What JSON mode adds to the system prompt: the tools exist only as text for such models.
 fn json_mode_instructions(tools: &[ToolSpec]) -> String {
     let mut s = String::from(
@@ -690,6 +726,7 @@ impl ChatModel for OpenAi {
                     Some(a) => self.wire.adapt(a),
                     None if self.wire.mode == OutputMode::Json
                         && !self.wire.json_schema_form()
+                        && !self.wire.strict()
                         && refuses_schema_form(e) =>
                     {
                         self.wire.use_json_schema_form();
