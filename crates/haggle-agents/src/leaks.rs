@@ -465,6 +465,23 @@ mod tests {
         assert!(!PrivateNumbers::of(&profile(false)).is_empty());
     }
 
+    /// Context is read around every number, at any position and in any script, without panics.
+    #[test]
+    fn any_text_is_read_without_panicking() {
+        let pieces = [
+            "", " ", "45", "İn", "in", "ın", "\"", "″", "$", "€", "cm", "-", "(", "+", "12.5",
+            "4,500", "k", "K", "🙂", "ß", "x", "2019", "no.", "#", "\n", "\u{a0}",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let _ = amounts_in(&format!("{a}{b}{c}"));
+                    let _ = amounts_in(&format!("{a} {b} {c}"));
+                }
+            }
+        }
+    }
+
     #[test]
     fn amounts_cover_thousands_and_k() {
         assert!(amounts_in("4,500.00").contains(&450_000));
