@@ -194,27 +194,34 @@ impl BrainFactory {
 
     /// What a call of `spec` costs: a model on this machine nothing, elsewhere the table's price.
     fn price(&self, spec: &BrainSpec) -> Option<Price> {
-        match spec {
-            BrainSpec::Rule(_) => None,
-            BrainSpec::Anthropic { model, .. } => self.prices.price(model),
+        let (model, base) = match spec {
+            BrainSpec::Rule(_) => return None,
+            BrainSpec::Anthropic { model, base_url } => (
+                model,
+                base_url
+                    .clone()
+                    .or_else(|| self.env.anthropic_base_url.clone())
+                    .unwrap_or_else(|| anthropic::DEFAULT_BASE_URL.to_string()),
+            ),
             BrainSpec::OpenAi {
                 model, base_url, ..
-            } => {
-                let base = base_url
+            } => (
+                model,
+                base_url
                     .clone()
                     .or_else(|| self.env.openai_base_url.clone())
-                    .unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_string());
-                if is_loopback(&base) {
-                    Some(Price {
-                        input: 0,
-                        output: 0,
-                        cache_read: 0,
-                        cache_write: 0,
-                    })
-                } else {
-                    self.prices.price(model)
-                }
-            }
+                    .unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_string()),
+            ),
+        };
+        if is_loopback(&base) {
+            Some(Price {
+                input: 0,
+                output: 0,
+                cache_read: 0,
+                cache_write: 0,
+            })
+        } else {
+            self.prices.price(model)
         }
     }
 

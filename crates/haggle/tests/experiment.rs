@@ -581,3 +581,153 @@ fn boulware_against_conceder_at_the_demos_size_is_detected_in_every_seed() {
         "{html}"
     );
 }
+
+/// A run with `arm` as one arm (a 50/50 split with a rule brain), made by `haggle` with `env`;
+/// returns the experiment folder. The model server must be gone before a replay.
+fn finished_run_with(dir: &Scratch, arm: &str, env: &[(&str, &str)]) -> std::path::PathBuf {
+    let file = dir.path("llm.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+name = "llm-replay"
+seed = 4
+[scenario]
+generate = {{ seed = 42, participants = 6 }}
+[arms]
+model = "{arm}"
+rules = "rule:linear"
+[[runs]]
+name = "split"
+count = 1
+split = ["model", "rules"]
+[market]
+max_rounds = 6
+[llm]
+max_spend_usd = "1.00"
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path("out");
+    let o = haggle(&dir.0)
+        .envs(env.iter().copied())
+        .args(["experiment", "run", &file.display().to_string(), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    out
+}
+
+/// A replay of `out` says every part is identical, with `calls` model calls replayed.
+fn replays_identically(dir: &Scratch, out: &Path) {
+    let log = std::fs::read_to_string(out.join("runs/split-01/llm_calls.jsonl")).unwrap();
+    let calls = log
+        .lines()
+        .filter(|l| l.contains(r#""kind":"call""#))
+        .count();
+    assert!(calls >= 3, "the model was called: {log}");
+    let o = replay_run(dir, out);
+    let stdout = text(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", text(&o.stderr));
+    assert!(
+        stdout.contains(&format!(
+            "llm calls              identical    {calls} replayed"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("identical"), "{stdout}");
+}
+
+/// Issue 25: a run on Anthropic's Messages API replays from its recorded calls (no network, no
+/// key), read back by the same parser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_an_anthropic_model_replays_identically() {
+    let app = axum::Router::new().route(
+        "/v1/messages",
+        axum::routing::post(|axum::Json(body): axum::Json<Value>| async move {
+            let first = body["messages"].as_array().map_or(0, Vec::len) == 1;
+            let content = if first {
+                serde_json::json!([
+                    {"type": "tool_use", "id": "toolu_a", "name": "my_balance", "input": {}},
+                    {"type": "tool_use", "id": "toolu_b", "name": "post_listing", "input": {"title": "x"}},
+                ])
+            } else {
+                serde_json::json!([{"type": "text", "text": "Nothing more this turn."}])
+            };
+            axum::Json(serde_json::json!({
+                "id": "msg_1", "type": "message", "role": "assistant", "content": content,
+                "stop_reason": if first { "tool_use" } else { "end_turn" },
+                "usage": {"input_tokens": 1000, "output_tokens": 20},
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = Scratch::new("exp-anthropic-replay");
+    let out = tokio::task::block_in_place(|| {
+        finished_run_with(
+            &dir,
+            &format!("anthropic:claude-fake@{base}"),
+            &[("ANTHROPIC_API_KEY", "sk-ant-test")],
+        )
+    });
+    server.abort();
+    let _ = server.await;
+    let log = std::fs::read_to_string(out.join("runs/split-01/llm_calls.jsonl")).unwrap();
+    assert!(log.contains("tool_use"), "{log}");
+    replays_identically(&dir, &out);
+}
+
+/// Issue 25: JSON mode switches to the `json_schema` form once the server refuses a schema; the
+/// replay makes the same switch at the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_mode_run_that_switched_form_replays_identically() {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|axum::Json(body): axum::Json<Value>| async move {
+            if body["response_format"]["type"] == "json_object" {
+                return (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    axum::Json(serde_json::json!({"error": {"message": "Unrecognized request argument: schema"}})),
+                );
+            }
+            let first = body["messages"].as_array().map_or(0, Vec::len) == 2;
+            let content = if first {
+                r#"{"action": "post_listing", "arguments": {"title": "x"}}"#
+            } else {
+                r#"{"action": "reply", "arguments": {"text": "Nothing more this turn."}}"#
+            };
+            (
+                axum::http::StatusCode::OK,
+                axum::Json(serde_json::json!({
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": content}}],
+                    "usage": {"prompt_tokens": 1000, "completion_tokens": 20},
+                })),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = Scratch::new("exp-json-switch-replay");
+    let out = tokio::task::block_in_place(|| {
+        finished_run_with(&dir, &format!("openai-json:fake-model@{base}"), &[])
+    });
+    server.abort();
+    let _ = server.await;
+    let log = std::fs::read_to_string(out.join("runs/split-01/llm_calls.jsonl")).unwrap();
+    assert!(
+        log.contains(r#""type":"json_schema""#),
+        "the client switched form: {log}"
+    );
+    replays_identically(&dir, &out);
+}

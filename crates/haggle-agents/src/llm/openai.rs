@@ -718,26 +718,30 @@ impl ChatModel for OpenAi {
             let mut out = self.post(&body).await;
             // A refusal that names what the model does not take changes the request once per
             // kind (remembered for the model); at most the two parameters and the JSON form.
+            // Another call in flight may have adapted the wire already: what counts is whether the
+            // request this call sent differs from the one the wire builds now.
             for _ in 0..3 {
                 let Some(e) = out.result.as_ref().err() else {
                     break;
                 };
-                let changed = match Adaptation::asked_by(e) {
-                    Some(a) => self.wire.adapt(a),
+                match Adaptation::asked_by(e) {
+                    Some(a) => {
+                        self.wire.adapt(a);
+                    }
                     None if self.wire.mode == OutputMode::Json
-                        && !self.wire.json_schema_form()
                         && !self.wire.strict()
+                        && body["response_format"]["type"] == "json_object"
                         && refuses_schema_form(e) =>
                     {
                         self.wire.use_json_schema_form();
-                        true
                     }
-                    None => false,
-                };
-                if !changed {
+                    None => break,
+                }
+                let next = self.body(req);
+                if next == body {
                     break;
                 }
-                body = self.body(req);
+                body = next;
                 let (first_latency, first_attempts) = (out.latency_ms, out.attempts);
                 out = self.post(&body).await;
                 out.latency_ms += first_latency;
