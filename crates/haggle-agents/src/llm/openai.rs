@@ -205,13 +205,14 @@ impl Wire {
         }
     }
 
-    /// Changes the request as a refusal asked; `false` when it already was so (no retry helps).
-    pub fn adapt(&self, a: Adaptation) -> bool {
+    /// Changes the request as a refusal asked (idempotent: the caller retries only if the body
+    /// it would send now differs from the one refused).
+    pub fn adapt(&self, a: Adaptation) {
         let flag = match a {
             Adaptation::CompletionTokens => &self.completion_tokens,
             Adaptation::DefaultTemperature => &self.default_temperature,
         };
-        !flag.swap(true, Ordering::Relaxed)
+        flag.store(true, Ordering::Relaxed);
     }
 
     /// Whether schemas go out strict (OpenAI's own API, or asked for).
@@ -725,9 +726,7 @@ impl ChatModel for OpenAi {
                     break;
                 };
                 match Adaptation::asked_by(e) {
-                    Some(a) => {
-                        self.wire.adapt(a);
-                    }
+                    Some(a) => self.wire.adapt(a),
                     None if self.wire.mode == OutputMode::Json
                         && !self.wire.strict()
                         && body["response_format"]["type"] == "json_object"
@@ -809,10 +808,8 @@ mod tests {
         let body = w.body(&req);
         assert_eq!(body["max_completion_tokens"], 64);
         assert!(body.get("max_tokens").is_none() && body.get("temperature").is_none());
-        assert!(
-            !w.adapt(Adaptation::CompletionTokens),
-            "already adapted: no retry helps"
-        );
+        w.adapt(Adaptation::CompletionTokens);
+        assert_eq!(w.body(&req), body, "adapting twice changes nothing");
     }
 
     #[test]

@@ -71,7 +71,13 @@ pub fn run(cwd: &Path, args: &[&str]) -> Output {
 
 /// Runs a one-shot command that must finish within `limit`.
 pub fn run_within(cwd: &Path, args: &[&str], limit: Duration) -> Output {
+    run_within_env(cwd, args, &[], limit)
+}
+
+/// As [`run_within`], with these environment variables set.
+pub fn run_within_env(cwd: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
     let mut child = haggle(cwd)
+        .envs(env.iter().copied())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
