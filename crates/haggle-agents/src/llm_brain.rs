@@ -8,13 +8,14 @@
 
 use crate::brain::{Action, BoxFuture, Brain, Role, ThreadState, ToolBox, View};
 use crate::llm::log::Record;
+use crate::llm::replay::Recording;
 use crate::llm::{
     CallLog, ChatMessage, ChatModel, ChatRequest, Price, StopReason, ToolCall, ToolResult,
     ToolSpec, Usage, clip,
 };
 use crate::profile::Profile;
 use crate::prompt::{PROMPT_TEMPLATE_VERSION, render_system_prompt};
-use crate::spend::SpendGuard;
+use crate::spend::{CallPermit, SpendGuard};
 use crate::tools;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -102,7 +103,19 @@ pub struct LlmBrain {
     system: Option<String>,
     memory: Memory,
     stats: LlmStats,
-    spend: Option<Arc<SpendGuard>>,
+    admission: Admission,
+}
+
+/// Who admits each model call before it is made.
+#[derive(Clone)]
+enum Admission {
+    /// No experiment around the brain: every call is made.
+    Open,
+    /// The experiment's concurrency slots and spend maximum.
+    Guard(Arc<SpendGuard>),
+    /// A replay: the run's guard refused exactly the calls its log records as refused (its
+    /// decisions depended on what else was in flight, which a replay cannot recreate).
+    Recorded(Arc<Recording>),
 }
 
 /// Lines kept verbatim from earlier turns; older ones are summarised as counts.
@@ -553,15 +566,50 @@ impl LlmBrain {
             system: None,
             memory: Memory::default(),
             stats: LlmStats::default(),
-            spend: None,
+            admission: Admission::Open,
         }
     }
 
     /// Takes a permit from `guard` (an experiment's concurrency slots and spend maximum) before
     /// every model call, and settles it with the call's cost.
     pub fn with_spend_guard(mut self, guard: Option<Arc<SpendGuard>>) -> LlmBrain {
-        self.spend = guard;
+        self.admission = guard.map_or(Admission::Open, Admission::Guard);
         self
+    }
+
+    /// Replaying a run: the calls its spend guard refused are refused again, at the same points
+    /// and with the same words (see [`Recording::spend_refusal`]).
+    pub fn with_recorded_refusals(mut self, recording: Arc<Recording>) -> LlmBrain {
+        self.admission = Admission::Recorded(recording);
+        self
+    }
+
+    /// Admits the call `req` (a permit and the worst case it reserved; none without a guard),
+    /// or says why not, in the words the turn's notes keep.
+    async fn admit<'g>(
+        &self,
+        admission: &'g Admission,
+        req: &ChatRequest,
+    ) -> Result<Option<(CallPermit<'g>, i64)>, String> {
+        let g = match admission {
+            Admission::Open => return Ok(None),
+            Admission::Recorded(r) => return r.spend_refusal(&self.agent).map_or(Ok(None), Err),
+            Admission::Guard(g) => g,
+        };
+        let worst = match self.worst_case(req) {
+            Some(w) => w,
+            None if g.max_micro_usd().is_none() => 0,
+            None => {
+                return Err(format!(
+                    "no call: the model {} has no price, and the experiment's spend has a maximum",
+                    self.model.model()
+                ));
+            }
+        };
+        match g.begin(worst).await {
+            Ok(p) => Ok(Some((p, worst))),
+            Err(e) => Err(format!("no call: {e}")),
+        }
     }
 
     /// The most a call with `req` can cost: its whole text as input tokens at two characters a
@@ -661,30 +709,21 @@ impl LlmBrain {
             };
             // Other turns of the market may use it while this one waits for its model.
             toolbox.release_market();
-            let guard = self.spend.clone();
-            let permit = match &guard {
-                None => None,
-                Some(g) => {
-                    let worst = match self.worst_case(&req) {
-                        Some(w) => w,
-                        None if g.max_micro_usd().is_none() => 0,
-                        None => {
-                            self.stats.spend_refused += 1;
-                            done.push(format!(
-                                "no call: the model {} has no price, and the experiment's spend has a maximum",
-                                self.model.model()
-                            ));
-                            break;
-                        }
-                    };
-                    match g.begin(worst).await {
-                        Ok(p) => Some((p, worst)),
-                        Err(e) => {
-                            self.stats.spend_refused += 1;
-                            done.push(format!("no call: {e}"));
-                            break;
-                        }
-                    }
+            let admission = self.admission.clone();
+            let permit = match self.admit(&admission, &req).await {
+                Ok(p) => p,
+                Err(reason) => {
+                    self.stats.spend_refused += 1;
+                    self.log.write(&Record::SpendRefused {
+                        agent: self.agent.clone(),
+                        brain: self.name.clone(),
+                        turn,
+                        step,
+                        round: view.round,
+                        reason: reason.clone(),
+                    });
+                    done.push(reason);
+                    break;
                 }
             };
             let (result, exchange) = self.model.chat(&req).await;

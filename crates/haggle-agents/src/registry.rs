@@ -329,22 +329,24 @@ impl BrainFactory {
             Some(recording) => self.recorded(recording, name, agent)?,
             None => self.model(name)?,
         };
-        match model {
-            None => Ok(brain_from_name(name, seed)?),
-            Some((model, price)) => Ok(Box::new(
-                LlmBrain::new(
-                    name.trim(),
-                    agent,
-                    model,
-                    self.settings.clone(),
-                    price,
-                    self.log.clone(),
-                    &self.currency,
-                    Some(seed),
-                )
-                .with_spend_guard(self.spend.clone()),
-            )),
-        }
+        let Some((model, price)) = model else {
+            return Ok(brain_from_name(name, seed)?);
+        };
+        let brain = LlmBrain::new(
+            name.trim(),
+            agent,
+            model,
+            self.settings.clone(),
+            price,
+            self.log.clone(),
+            &self.currency,
+            Some(seed),
+        );
+        // A replay admits calls as the run's guard did; a live run asks the experiment's guard.
+        Ok(Box::new(match &self.replay {
+            Some(recording) => brain.with_recorded_refusals(recording.clone()),
+            None => brain.with_spend_guard(self.spend.clone()),
+        }))
     }
 }
 

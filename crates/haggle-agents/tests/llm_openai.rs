@@ -282,6 +282,21 @@ async fn a_model_refusing_max_tokens_gets_max_completion_tokens_from_then_on() {
         ex.request, reqs[2].body,
         "the log holds the request that worked"
     );
+    // And every attempt before it: the request each sent, and the refusal each got.
+    assert_eq!(ex.earlier.len(), 2);
+    for (i, a) in ex.earlier.iter().enumerate() {
+        assert_eq!(a.request.as_ref(), Some(&reqs[i].body), "attempt {}", i + 1);
+        assert_eq!(a.status, Some(400));
+    }
+    assert!(
+        ex.earlier[0].error.contains("max_tokens"),
+        "{:?}",
+        ex.earlier[0]
+    );
+    assert_eq!(
+        ex.earlier[1].response.as_ref().unwrap()["error"]["param"],
+        "temperature"
+    );
     // Remembered for the model: the next call is right the first time.
     let (r, ex) = m.chat(&request()).await;
     assert_eq!(r.unwrap().text, "second");
@@ -473,6 +488,28 @@ async fn rate_limits_server_errors_and_timeouts_are_retried() {
     assert_eq!(r.unwrap().text, "fine");
     assert_eq!(ex.attempts, 3);
     assert!(ex.latency_ms >= 300, "{} ms", ex.latency_ms);
+    // The log keeps both failed attempts with what the server said; their request was the
+    // final one, so it is not repeated.
+    let seen: Vec<(Option<u16>, Option<&Value>)> = ex
+        .earlier
+        .iter()
+        .map(|a| (a.status, a.response.as_ref()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                Some(429),
+                Some(&json!({"error": {"message": "Rate limit", "type": "requests"}}))
+            ),
+            (Some(503), Some(&json!({"raw": "upstream unavailable"}))),
+        ]
+    );
+    assert!(ex.earlier.iter().all(|a| a.request.is_none()));
+    assert_eq!(
+        ex.earlier[0].error,
+        "openai answered HTTP 429: requests: Rate limit"
+    );
 
     fake.script([
         Reply::json(ok.clone()).delayed(Duration::from_millis(700)),
@@ -499,6 +536,14 @@ async fn rate_limits_server_errors_and_timeouts_are_retried() {
         }
     );
     assert_eq!(ex.attempts, 3);
+    assert_eq!(ex.earlier.len(), 2);
+    assert!(
+        ex.earlier
+            .iter()
+            .all(|a| a.status.is_none() && a.response.is_none() && a.error.contains("150 ms")),
+        "{:?}",
+        ex.earlier
+    );
 }
 
 #[test]

@@ -719,11 +719,18 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
     }
     // Each model call: asked for in the same order with the same request, answered the same.
     let divergences = recording.divergences();
+    let replayed = match recording.spend_refusals() {
+        0 => format!("{} replayed", recording.len()),
+        n => format!(
+            "{} replayed, {n} refused by the spend guard",
+            recording.len()
+        ),
+    };
     check(
         "llm calls",
-        format!("{} replayed", recording.len()),
+        replayed.clone(),
         match divergences.first() {
-            None => format!("{} replayed", recording.len()),
+            None => replayed,
             Some(d) => format!("{} divergence(s), first: {d}", divergences.len()),
         },
     );
@@ -778,7 +785,7 @@ fn same_calls(a: &Path, b: &Path) -> anyhow::Result<bool> {
         // market's order of turns, are what must be the same.
         records.sort_by_key(|r| match r {
             Record::Prompt { agent, .. } => (0, agent.clone()),
-            Record::Call { agent, .. } => (1, agent.clone()),
+            Record::Call { agent, .. } | Record::SpendRefused { agent, .. } => (1, agent.clone()),
             Record::Market { .. } => (2, String::new()),
         });
         Ok(records)

@@ -913,6 +913,7 @@ mod tests {
                     status: None,
                     attempts: 1,
                     latency_ms: 0,
+                    earlier: Vec::new(),
                 };
                 (Ok(resp), ex)
             })

@@ -230,6 +230,8 @@ impl ChatModel for Anthropic {
                 status,
                 attempts,
                 latency_ms,
+                earlier,
+                ..
             } = http::post_json(
                 &self.http,
                 PROVIDER,
@@ -250,6 +252,7 @@ impl ChatModel for Anthropic {
                 status,
                 attempts,
                 latency_ms,
+                earlier,
             };
             (result, exchange)
         })

@@ -1,10 +1,10 @@
 //! The HTTP call both backends share: POST a JSON body, retry what a provider asks to be retried
 //! (429, 5xx, Anthropic's 529 "overloaded", timeouts, dropped connections) with exponential
-//! back-off or the server's `retry-after`, and keep the last reply for the call log. A
+//! back-off or the server's `retry-after`, and keep every reply for the call log. A
 //! `retry-after` pauses every call of the same client, not only the one that got it: with many
 //! calls in flight, the others would otherwise keep hitting the limit.
 
-use super::{CallPolicy, ChatError, clip};
+use super::{Attempt, CallPolicy, ChatError, clip};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,45 @@ pub(crate) struct Outcome {
     pub status: Option<u16>,
     pub attempts: u32,
     pub latency_ms: u64,
+    /// The attempts before the last (at most `max_attempts - 1`).
+    pub earlier: Vec<Attempt>,
+    /// The last attempt's own time.
+    last_ms: u64,
+}
+
+impl Outcome {
+    /// This outcome's attempts, the last included, as earlier attempts of a call that then sent
+    /// `request` instead (a request adapted after a refusal).
+    pub fn into_earlier(self, request: Value) -> Vec<Attempt> {
+        let mut all = self.earlier;
+        all.push(Attempt {
+            request: Some(request),
+            status: self.status,
+            response: self.response,
+            error: match &self.result {
+                Ok(_) => String::new(),
+                Err(e) => e.to_string(),
+            },
+            latency_ms: self.last_ms,
+        });
+        all
+    }
+
+    /// Keeps the attempt just made as an earlier one (the call goes on).
+    fn retrying(&mut self) {
+        self.earlier.push(Attempt {
+            request: None,
+            status: self.status,
+            response: self.response.take(),
+            error: self
+                .result
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            latency_ms: self.last_ms,
+        });
+    }
 }
 
 fn retryable(status: u16) -> bool {
@@ -93,11 +132,14 @@ pub(crate) async fn post_json(
         status: None,
         attempts: 0,
         latency_ms: 0,
+        earlier: Vec::new(),
+        last_ms: 0,
     };
     let max_attempts = policy.max_attempts.max(1);
     for attempt in 1..=max_attempts {
         pause.wait().await;
         out.attempts = attempt;
+        let sent_at = Instant::now();
         let mut req = http.post(url).json(body).timeout(policy.timeout);
         for (k, v) in headers {
             req = req.header(*k, v);
@@ -114,6 +156,7 @@ pub(crate) async fn post_json(
             Ok::<_, reqwest::Error>((status, wait, text))
         }
         .await;
+        out.last_ms = sent_at.elapsed().as_millis() as u64;
         let (status, wait, text) = match sent {
             Ok(x) => x,
             Err(e) => {
@@ -131,6 +174,7 @@ pub(crate) async fn post_json(
                 out.response = None;
                 out.status = None;
                 if attempt < max_attempts {
+                    out.retrying();
                     tokio::time::sleep(backoff).await;
                     continue;
                 }
@@ -166,6 +210,7 @@ pub(crate) async fn post_json(
             message,
         });
         if retryable(status) && attempt < max_attempts {
+            out.retrying();
             match wait {
                 // The provider asked for a pause: every call of this client honours it.
                 Some(w) => {
@@ -179,6 +224,8 @@ pub(crate) async fn post_json(
         break;
     }
     out.latency_ms = started.elapsed().as_millis() as u64;
+    // Every attempt but the last is kept as an earlier one, so the log holds them all.
+    assert_eq!(out.earlier.len() + 1, out.attempts as usize);
     out
 }
 

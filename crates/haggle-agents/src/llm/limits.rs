@@ -191,6 +191,7 @@ mod concurrency_tests {
                     status: None,
                     attempts: 1,
                     latency_ms: 20,
+                    earlier: Vec::new(),
                 };
                 (Ok(reply), exchange)
             })

@@ -1,7 +1,8 @@
 //! The run's record of every model call, one JSON object per line (`llm_calls.jsonl`): the
 //! rendered system prompt of each agent once (`kind: "prompt"`), then each call (`kind: "call"`)
-//! with the request as sent, the reply as received, usage, cost and latency, and the order in
-//! which agents took the market (`kind: "market"`) — enough to audit a run and to replay it
+//! with the request as sent, the reply as received (and every earlier attempt), usage, cost and
+//! latency, the calls the spend guard refused (`kind: "spend_refused"`), and the order in which
+//! agents took the market (`kind: "market"`) — enough to audit a run and to replay it
 //! (`replay.rs`).
 
 use super::{Exchange, Usage};
@@ -44,6 +45,18 @@ pub enum Record {
     /// The agent took the market (one market's turns run concurrently and hold the market in
     /// turn, `sequencer.rs`): a replay grants it in the order of these records.
     Market { agent: String },
+    /// The experiment's spend guard did not admit a call the brain was about to make (the turn
+    /// ended there): a replay refuses the same call, since the guard's decision depended on what
+    /// other calls were in flight at that moment.
+    SpendRefused {
+        agent: String,
+        brain: String,
+        turn: u64,
+        step: u32,
+        round: u64,
+        /// What the brain noted for the turn, word for word.
+        reason: String,
+    },
 }
 
 /// Where records go: a JSONL file, or nowhere.

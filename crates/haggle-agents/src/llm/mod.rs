@@ -160,8 +160,8 @@ pub enum ChatError {
     Recorded { message: String },
 }
 
-/// The record of one model call as it went over the wire (the last attempt's reply), for the
-/// run's call log.
+/// The record of one model call as it went over the wire (the last attempt's reply, and every
+/// attempt before it), for the run's call log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exchange {
     pub provider: String,
@@ -171,8 +171,29 @@ pub struct Exchange {
     /// The last reply's body (JSON, or `{"raw": text}` when it was not JSON); none without a reply.
     pub response: Option<Value>,
     pub status: Option<u16>,
+    /// Attempts in all: `earlier` holds all but the last.
     pub attempts: u32,
     /// Wall time of the whole call, retries and waits included.
+    pub latency_ms: u64,
+    /// The attempts before the last, oldest first (a rate limit, an overloaded server, a request
+    /// adapted after a refusal): an audit sees every answer the provider gave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<Attempt>,
+}
+
+/// One attempt of a call that was then tried again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The body sent, when the call's later attempts sent another one (a parameter adapted to
+    /// the model, another JSON form); absent when it was the call's final request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
+    pub status: Option<u16>,
+    /// The reply's body, as for the last attempt; none when nothing came back.
+    pub response: Option<Value>,
+    /// Why it did not count (an HTTP refusal, a timeout, a dropped connection).
+    pub error: String,
+    /// From sending to the whole reply (or the failure), without the wait after it.
     pub latency_ms: u64,
 }
 

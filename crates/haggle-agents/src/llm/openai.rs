@@ -740,11 +740,15 @@ impl ChatModel for OpenAi {
                 if next == body {
                     break;
                 }
-                body = next;
+                let sent = std::mem::replace(&mut body, next);
                 let (first_latency, first_attempts) = (out.latency_ms, out.attempts);
-                out = self.post(&body).await;
-                out.latency_ms += first_latency;
-                out.attempts += first_attempts;
+                let mut again = self.post(&body).await;
+                again.latency_ms += first_latency;
+                again.attempts += first_attempts;
+                let mut earlier = out.into_earlier(sent);
+                earlier.append(&mut again.earlier);
+                again.earlier = earlier;
+                out = again;
             }
             let Outcome {
                 result,
@@ -752,6 +756,8 @@ impl ChatModel for OpenAi {
                 status,
                 attempts,
                 latency_ms,
+                earlier,
+                ..
             } = out;
             let result = result.and_then(|v| self.wire.parse(&v));
             let exchange = Exchange {
@@ -763,6 +769,7 @@ impl ChatModel for OpenAi {
                 status,
                 attempts,
                 latency_ms,
+                earlier,
             };
             (result, exchange)
         })

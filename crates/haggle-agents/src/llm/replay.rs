@@ -1,8 +1,9 @@
 //! Replaying a run's model calls from its call log (`llm_calls.jsonl`), with no network: each
 //! agent's k-th call is answered with its k-th recorded reply (failures and malformed replies
 //! included, so the brain takes the same path), after checking that the request the brain built
-//! is the recorded one. Any difference is kept as a divergence naming the agent and the call, and
-//! fails that call, so a replay can never pass silently.
+//! is the recorded one; a call the run's spend guard refused is refused again at the same point.
+//! Any difference is kept as a divergence naming the agent and the call, and fails that call, so
+//! a replay can never pass silently.
 
 use super::log::Record;
 use super::openai::{self, OutputMode};
@@ -23,10 +24,17 @@ struct Recorded {
     error: Option<String>,
 }
 
+/// One step of an agent's record: a call made, or a call its spend guard refused.
+#[derive(Debug, Clone)]
+enum Entry {
+    Call(Recorded),
+    Refused(String),
+}
+
 /// The calls of a run, per agent in the order made, and what the replay found different.
 #[derive(Debug, Default)]
 pub struct Recording {
-    calls: BTreeMap<String, Vec<Recorded>>,
+    calls: BTreeMap<String, Vec<Entry>>,
     /// The agents in the order they took the market (`market` records).
     market_order: Vec<String>,
     /// Per agent, how many calls were asked for so far.
@@ -36,7 +44,7 @@ pub struct Recording {
 
 impl Recording {
     pub fn new(records: Vec<Record>) -> Recording {
-        let mut calls: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
+        let mut calls: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         let mut market_order = Vec::new();
         for r in records {
             match r {
@@ -47,12 +55,15 @@ impl Recording {
                     usage,
                     error,
                     ..
-                } => calls.entry(agent).or_default().push(Recorded {
+                } => calls.entry(agent).or_default().push(Entry::Call(Recorded {
                     brain,
                     exchange,
                     usage,
                     error,
-                }),
+                })),
+                Record::SpendRefused { agent, reason, .. } => {
+                    calls.entry(agent).or_default().push(Entry::Refused(reason))
+                }
                 Record::Market { agent } => market_order.push(agent),
                 Record::Prompt { .. } => {}
             }
@@ -71,7 +82,16 @@ impl Recording {
 
     /// Calls recorded in all.
     pub fn len(&self) -> usize {
-        self.calls.values().map(Vec::len).sum()
+        self.count(|e| matches!(e, Entry::Call(_)))
+    }
+
+    /// Calls the run's spend guard refused.
+    pub fn spend_refusals(&self) -> usize {
+        self.count(|e| matches!(e, Entry::Refused(_)))
+    }
+
+    fn count(&self, f: impl Fn(&Entry) -> bool) -> usize {
+        self.calls.values().flatten().filter(|e| f(e)).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,7 +116,7 @@ impl Recording {
             let made = asked.get(agent).copied().unwrap_or(0);
             if made < calls.len() {
                 out.push(format!(
-                    "agent {agent}: {} calls were recorded, the replay made {made}",
+                    "agent {agent}: {} calls (and spend refusals) were recorded, the replay reached {made}",
                     calls.len()
                 ));
             }
@@ -104,8 +124,8 @@ impl Recording {
         out
     }
 
-    /// The agent's next call number (from 1) and its record, if there is one.
-    fn next(&self, agent: &str) -> (usize, Option<&Recorded>) {
+    /// The agent's next entry number (from 1) and its record, if there is one.
+    fn next(&self, agent: &str) -> (usize, Option<&Entry>) {
         let k = match self.asked.lock() {
             Ok(mut a) => {
                 let n = a.entry(agent.to_string()).or_insert(0);
@@ -114,11 +134,28 @@ impl Recording {
             }
             Err(_) => 0,
         };
-        let rec = self
-            .calls
+        (k, self.entry(agent, k))
+    }
+
+    fn entry(&self, agent: &str, k: usize) -> Option<&Entry> {
+        self.calls
             .get(agent)
-            .and_then(|c| k.checked_sub(1).and_then(|i| c.get(i)));
-        (k, rec)
+            .and_then(|c| k.checked_sub(1).and_then(|i| c.get(i)))
+    }
+
+    /// Whether the run's spend guard refused the agent's next call, and what the brain noted
+    /// then: a replayed brain asks this where it asked the guard, so the refusal is consumed in
+    /// order, like a call. One agent's brain asks in turn, never concurrently with itself.
+    pub fn spend_refusal(&self, agent: &str) -> Option<String> {
+        let mut asked = self.asked.lock().ok()?;
+        let n = asked.entry(agent.to_string()).or_insert(0);
+        match self.entry(agent, *n + 1) {
+            Some(Entry::Refused(reason)) => {
+                *n += 1;
+                Some(reason.clone())
+            }
+            _ => None,
+        }
     }
 
     /// Keeps a difference found by the replay (the model calls' or the market order's).
@@ -225,11 +262,18 @@ impl RecordedModel {
                 status: None,
                 attempts: 0,
                 latency_ms: started.elapsed().as_millis() as u64,
+                earlier: Vec::new(),
             };
             (Err(ChatError::Recorded { message }), exchange)
         };
-        let Some(rec) = rec else {
-            return fail(self.wire.body(req), "no such call was recorded".into());
+        let rec = match rec {
+            Some(Entry::Call(rec)) => rec,
+            Some(Entry::Refused(_)) => {
+                let m =
+                    "the run's spend guard refused this call; the replay asked the model".into();
+                return fail(self.wire.body(req), m);
+            }
+            None => return fail(self.wire.body(req), "no such call was recorded".into()),
         };
         let body = self.wire.body_like(req, &rec.exchange.request);
         if rec.brain != self.brain {

@@ -219,6 +219,7 @@ impl haggle_agents::llm::ChatModel for Scripted {
                 status: Some(200),
                 attempts: 1,
                 latency_ms: 0,
+                earlier: Vec::new(),
             };
             let ok = |text: String, tool_calls: Vec<ToolCall>, format_error: Option<String>| {
                 Ok(ChatResponse {
