@@ -614,7 +614,8 @@ impl LlmBrain {
 
     /// The most a call with `req` can cost: its whole text as input tokens at two characters a
     /// token (an over-estimate) at the dearer of the input and cache-write prices, plus
-    /// `max_tokens` of output. `None` without a price.
+    /// the most output the model may give (`max_tokens`, and its thinking). `None` without a
+    /// price.
     fn worst_case(&self, req: &ChatRequest) -> Option<i64> {
         let p = self.price?;
         let chars = req.system.len()
@@ -627,7 +628,7 @@ impl LlmBrain {
         };
         Some(dear.cost(&Usage {
             input_tokens: input,
-            output_tokens: u64::from(req.max_tokens),
+            output_tokens: u64::from(self.model.max_output_tokens(req)),
             ..Usage::default()
         }))
     }
@@ -786,6 +787,7 @@ impl LlmBrain {
                 messages.push(ChatMessage::Assistant {
                     text: reply.text.clone(),
                     tool_calls: Vec::new(),
+                    thinking: reply.thinking.clone(),
                 });
                 messages.push(ChatMessage::User {
                     text: format!(
@@ -841,6 +843,7 @@ impl LlmBrain {
             messages.push(ChatMessage::Assistant {
                 text: reply.text.clone(),
                 tool_calls: reply.tool_calls.clone(),
+                thinking: reply.thinking.clone(),
             });
             let mut note = None;
             let mut end = false;

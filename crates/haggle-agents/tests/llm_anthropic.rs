@@ -19,6 +19,7 @@ fn policy() -> CallPolicy {
         max_backoff: Duration::from_millis(3_000),
         completion_tokens: None,
         strict_schemas: None,
+        thinking: Thinking::Off,
     }
 }
 
@@ -144,6 +145,7 @@ async fn tool_results_go_back_as_tool_result_blocks_with_their_error_flag() {
         ChatMessage::Assistant {
             text: String::new(),
             tool_calls: vec![call],
+            thinking: Vec::new(),
         },
         ChatMessage::ToolResults {
             results: vec![ToolResult {
@@ -450,4 +452,160 @@ async fn the_brain_answers_an_unknown_tool_with_an_error_and_runs_the_next_call(
         ),
         (3, 1, 1, 30)
     );
+}
+
+fn thinking_policy(t: Thinking) -> CallPolicy {
+    CallPolicy {
+        thinking: t,
+        ..policy()
+    }
+}
+
+/// A reply of a thinking model: a signed thinking block, a redacted one, then a tool call.
+fn thinking_reply() -> Value {
+    json!({
+        "id": "msg_2", "type": "message", "role": "assistant", "model": "claude-test-1",
+        "content": [
+            {"type": "thinking", "thinking": "4200 leaves room.", "signature": "sig-1"},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "tool_use", "id": "toolu_2", "name": "make_offer", "input": {"thread_id": 7, "price": 4200}},
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 100, "output_tokens": 900},
+    })
+}
+
+#[tokio::test]
+async fn extended_thinking_sends_its_budget_on_top_of_max_tokens_and_no_temperature() {
+    let fake = FakeLlm::start().await;
+    fake.script([Reply::json(thinking_reply())]);
+    let m = model(&fake, thinking_policy(Thinking::Budget(2_048)));
+    let req = request(vec![user("go")]);
+    assert_eq!(
+        m.max_output_tokens(&req),
+        512 + 2_048,
+        "what a guard reserves"
+    );
+    let (r, _) = m.chat(&req).await;
+    let body = &fake.requests()[0].body;
+    assert_eq!(
+        body["thinking"],
+        json!({"type": "enabled", "budget_tokens": 2048})
+    );
+    assert_eq!(body["max_tokens"], 512 + 2_048);
+    assert!(body.get("temperature").is_none(), "{body}");
+    let r = r.unwrap();
+    assert_eq!(r.tool_calls.len(), 1);
+    assert_eq!(
+        r.thinking,
+        vec![
+            json!({"type": "thinking", "thinking": "4200 leaves room.", "signature": "sig-1"}),
+            json!({"type": "redacted_thinking", "data": "opaque"}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn thinking_blocks_go_back_first_in_the_assistant_turn() {
+    let fake = FakeLlm::start().await;
+    fake.script([Reply::json(tool_use_reply())]);
+    let thinking = vec![json!({"type": "thinking", "thinking": "hm", "signature": "sig-1"})];
+    let call = ToolCall {
+        id: "toolu_2".into(),
+        name: "make_offer".into(),
+        arguments: json!({"thread_id": 7, "price": 4200}),
+        malformed: None,
+    };
+    let msgs = vec![
+        user("go"),
+        ChatMessage::Assistant {
+            text: String::new(),
+            tool_calls: vec![call],
+            thinking: thinking.clone(),
+        },
+        ChatMessage::ToolResults {
+            results: vec![ToolResult {
+                call_id: "toolu_2".into(),
+                name: "make_offer".into(),
+                content: "{\"ok\":true}".into(),
+                is_error: false,
+            }],
+            note: None,
+        },
+    ];
+    let m = model(&fake, thinking_policy(Thinking::Budget(2_048)));
+    let _ = m.chat(&request(msgs)).await;
+    let content = &fake.requests()[0].body["messages"][1]["content"];
+    assert_eq!(content[0], thinking[0]);
+    assert_eq!(content[1]["type"], "tool_use");
+}
+
+const ADAPTIVE_ONLY: &str = r#"{"type": "error", "error": {"type": "invalid_request_error", "message": "thinking.type.enabled is not supported for this model. Use thinking.type.adaptive instead."}}"#;
+const NO_TEMPERATURE: &str = r#"{"type": "error", "error": {"type": "invalid_request_error", "message": "temperature: this model does not support sampling parameters"}}"#;
+
+#[tokio::test]
+async fn a_model_taking_only_adaptive_thinking_gets_it_from_then_on() {
+    let fake = FakeLlm::start().await;
+    fake.script([
+        Reply::status(400, ADAPTIVE_ONLY),
+        Reply::json(thinking_reply()),
+        Reply::json(thinking_reply()),
+    ]);
+    let m = model(&fake, thinking_policy(Thinking::Budget(2_048)));
+    let req = request(vec![user("go")]);
+    let (r, ex) = m.chat(&req).await;
+    assert!(r.is_ok(), "{r:?}");
+    let reqs = fake.requests();
+    assert_eq!(reqs[1].body["thinking"], json!({"type": "adaptive"}));
+    assert_eq!(reqs[1].body["max_tokens"], 512 + Thinking::ADAPTIVE_ROOM);
+    assert_eq!((ex.attempts, ex.earlier.len()), (2, 1));
+    assert_eq!(ex.earlier[0].request.as_ref(), Some(&reqs[0].body));
+    assert_eq!(ex.earlier[0].status, Some(400));
+    let (_, ex) = m.chat(&req).await;
+    assert_eq!(ex.attempts, 1, "remembered for the model");
+    assert_eq!(fake.requests()[2].body["thinking"]["type"], "adaptive");
+}
+
+#[tokio::test]
+async fn a_model_refusing_temperature_is_sent_none_from_then_on() {
+    let fake = FakeLlm::start().await;
+    fake.script([
+        Reply::status(400, NO_TEMPERATURE),
+        Reply::json(tool_use_reply()),
+        Reply::json(tool_use_reply()),
+    ]);
+    let m = model(&fake, policy());
+    let req = request(vec![user("go")]);
+    let (r, _) = m.chat(&req).await;
+    assert!(r.is_ok(), "{r:?}");
+    let reqs = fake.requests();
+    assert_eq!(reqs[0].body["temperature"], 0.5);
+    assert!(reqs[1].body.get("temperature").is_none());
+    let (_, ex) = m.chat(&req).await;
+    assert_eq!(ex.attempts, 1);
+    assert!(fake.requests()[2].body.get("temperature").is_none());
+}
+
+#[tokio::test]
+async fn other_refusals_adapt_nothing() {
+    let fake = FakeLlm::start().await;
+    fake.script([Reply::status(
+        400,
+        r#"{"type": "error", "error": {"type": "invalid_request_error", "message": "messages: roles must alternate"}}"#,
+    )]);
+    let (r, ex) = model(&fake, policy())
+        .chat(&request(vec![user("go")]))
+        .await;
+    assert!(r.is_err());
+    assert_eq!((ex.attempts, fake.requests().len()), (1, 1));
+}
+
+#[test]
+fn thinking_settings_parse_with_bounds() {
+    assert_eq!(Thinking::parse("off"), Ok(Thinking::Off));
+    assert_eq!(Thinking::parse("adaptive"), Ok(Thinking::Adaptive));
+    assert_eq!(Thinking::parse("4096"), Ok(Thinking::Budget(4_096)));
+    for bad in ["1023", "128001", "-1", "lots", ""] {
+        assert!(Thinking::parse(bad).is_err(), "{bad}");
+    }
 }

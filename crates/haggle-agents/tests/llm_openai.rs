@@ -19,6 +19,7 @@ fn policy() -> CallPolicy {
         max_backoff: Duration::from_millis(3_000),
         completion_tokens: None,
         strict_schemas: None,
+        thinking: Thinking::Off,
     }
 }
 
@@ -145,6 +146,7 @@ async fn tool_results_go_back_as_tool_messages() {
     ))]);
     let mut req = request();
     req.messages.push(ChatMessage::Assistant {
+        thinking: Vec::new(),
         text: String::new(),
         tool_calls: vec![ToolCall {
             id: "call_b".into(),

@@ -179,3 +179,87 @@ async fn a_replay_that_ignored_the_guards_refusals_would_diverge() {
         std::fs::remove_file(replay_log),
     );
 }
+
+/// An Anthropic thinking model's turn: a tool call after signed thinking, then words.
+fn anthropic_replies(fake: &FakeLlm) {
+    fake.script([
+        Reply::json(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test-1",
+            "content": [
+                {"type": "thinking", "thinking": "Look around first.", "signature": "sig-1"},
+                {"type": "tool_use", "id": "toolu_1", "name": "search_listings", "input": {"q": "bike"}},
+            ],
+            "stop_reason": "tool_use",
+            "usage": {"input_tokens": 800, "output_tokens": 300},
+        })),
+        Reply::json(json!({
+            "id": "msg_2", "type": "message", "role": "assistant", "model": "claude-test-1",
+            "content": [{"type": "text", "text": "Nothing worth buying."}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 900, "output_tokens": 20},
+        })),
+    ]);
+}
+
+#[tokio::test]
+async fn an_anthropic_thinking_run_replays_with_its_thinking_and_signed_blocks() {
+    use haggle_agents::llm::Thinking;
+    use haggle_agents::llm::anthropic::Anthropic;
+    const CLAUDE: &str = "anthropic:claude-test-1";
+    let (run_log, replay_log) = (temp_log("thinking-run"), temp_log("thinking-replay"));
+    let fake = FakeLlm::start().await;
+    anthropic_replies(&fake);
+    let client = Anthropic::new(
+        "claude-test-1",
+        Some("sk-ant-test".into()),
+        Some(fake.base.clone()),
+        CallPolicy {
+            thinking: Thinking::Budget(2_048),
+            ..policy()
+        },
+    )
+    .unwrap();
+    let make = |model: Arc<dyn ChatModel>, log: &std::path::Path| {
+        LlmBrain::new(
+            CLAUDE,
+            AGENT,
+            model,
+            LlmSettings::default(),
+            Some(price()),
+            Arc::new(CallLog::create(log).unwrap()),
+            "USD",
+            Some(5),
+        )
+    };
+    let profile = seller_profile(6_000, 4_500);
+    let view: View = empty_view(SELLER, 0);
+    let mut tools = Calls(Vec::new());
+    make(Arc::new(client), &run_log)
+        .turn(&profile, &view, &mut tools)
+        .await;
+    let sent = fake.requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1].body["messages"][1]["content"][0]["signature"], "sig-1",
+        "the signed thinking went back with the tool call"
+    );
+    // The replay starts from a wire without thinking and builds the run's requests anyway.
+    let recording = Arc::new(Recording::read(&run_log).unwrap());
+    let wire = Arc::new(ReplayWire::anthropic("claude-test-1"));
+    let model = RecordedModel::new(recording.clone(), AGENT, CLAUDE, wire);
+    let mut again_tools = Calls(Vec::new());
+    make(Arc::new(model), &replay_log)
+        .with_recorded_refusals(recording.clone())
+        .turn(&profile, &view, &mut again_tools)
+        .await;
+    assert_eq!(recording.divergences(), Vec::<String>::new());
+    assert_eq!(again_tools.0, tools.0);
+    assert_eq!(
+        tools.0,
+        vec![("search_listings".to_string(), json!({"q": "bike"}))]
+    );
+    let _ = (
+        std::fs::remove_file(run_log),
+        std::fs::remove_file(replay_log),
+    );
+}

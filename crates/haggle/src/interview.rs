@@ -517,6 +517,7 @@ pub async fn conversation(
             messages.push(ChatMessage::Assistant {
                 text: reply.text.clone(),
                 tool_calls: Vec::new(),
+                thinking: reply.thinking.clone(),
             });
             messages.push(ChatMessage::User {
                 text: format!("(Your reply could not be read: {e}. Answer again.)"),
@@ -530,6 +531,7 @@ pub async fn conversation(
         messages.push(ChatMessage::Assistant {
             text: reply.text.clone(),
             tool_calls: reply.tool_calls.clone(),
+            thinking: reply.thinking.clone(),
         });
         let Some(call) = reply.tool_calls.first() else {
             let answer = {
@@ -903,6 +905,7 @@ mod tests {
                     tool_calls: calls,
                     usage: Usage::default(),
                     format_error: None,
+                    thinking: Vec::new(),
                 };
                 let ex = Exchange {
                     provider: "scripted".into(),

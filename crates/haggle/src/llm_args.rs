@@ -37,6 +37,14 @@ pub struct LlmArgs {
     /// max_completion_tokens once a server refuses max_tokens).
     #[arg(long, value_parser = ["max_tokens", "max_completion_tokens"])]
     pub llm_tokens_param: Option<String>,
+    /// Whether OpenAI-compatible requests send strict schemas (function `strict: true`, JSON
+    /// mode's strict `json_schema` first); default: for OpenAI's own API only.
+    #[arg(long, value_parser = ["on", "off"])]
+    pub llm_strict_schemas: Option<String>,
+    /// Anthropic extended thinking: off, adaptive, or a budget of thinking tokens (1024 to
+    /// 128000) added to each call's output limit; temperature is then left out.
+    #[arg(long, default_value = "off", value_parser = haggle_agents::llm::Thinking::parse)]
+    pub llm_thinking: haggle_agents::llm::Thinking,
     /// Per-attempt timeout of a model call, in seconds.
     #[arg(long, default_value_t = 120)]
     pub llm_timeout_s: u64,
@@ -109,6 +117,8 @@ impl LlmArgs {
                 .llm_tokens_param
                 .as_deref()
                 .map(|p| p == "max_completion_tokens"),
+            strict_schemas: self.llm_strict_schemas.as_deref().map(|s| s == "on"),
+            thinking: self.llm_thinking,
             ..CallPolicy::default()
         };
         f.prices = price_table(self.prices.as_deref())?;

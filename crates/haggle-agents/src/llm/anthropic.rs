@@ -1,14 +1,19 @@
 //! The Anthropic Messages API (`POST {base}/v1/messages`): tool use, the system prompt and the
 //! conversation so far marked for prompt caching (`cache_control`), stop reasons, and usage with
-//! cache reads and writes. Headers `x-api-key` and `anthropic-version`.
+//! cache reads and writes. Headers `x-api-key` and `anthropic-version`. Extended thinking
+//! (`Thinking`) adds its block and output allowance, leaves out `temperature`, and keeps the
+//! reply's signed thinking blocks for the next request; a refusal naming `temperature` or asking
+//! for adaptive thinking adapts the model's requests once, for good.
 
 use super::http::{self, Outcome};
 use super::{
     CallPolicy, ChatError, ChatMessage, ChatModel, ChatRequest, ChatResponse, Exchange, StopReason,
-    ToolCall, Usage,
+    Thinking, ToolCall, Usage,
 };
 use crate::brain::BoxFuture;
 use serde_json::{Value, json};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const KEY_VAR: &str = "ANTHROPIC_API_KEY";
 pub const BASE_URL_VAR: &str = "ANTHROPIC_BASE_URL";
@@ -20,14 +25,14 @@ pub struct Anthropic {
     http: reqwest::Client,
     base_url: String,
     key: String,
-    model: String,
+    wire: Wire,
     policy: CallPolicy,
     pause: http::Pause,
 }
 
 impl Anthropic {
     /// A client for `model`; `key` is `ANTHROPIC_API_KEY` (required), `base_url` defaults to the
-    /// public API.
+    /// public API; `policy.thinking` turns extended thinking on.
     pub fn new(
         model: &str,
         key: Option<String>,
@@ -48,7 +53,7 @@ impl Anthropic {
                 .trim_end_matches('/')
                 .to_string(),
             key,
-            model: model.to_string(),
+            wire: Wire::new(model, policy.thinking),
             policy,
             pause: http::Pause::default(),
         })
@@ -58,14 +63,150 @@ impl Anthropic {
         format!("{}/v1/messages", self.base_url)
     }
 
-    /// The request body for `req`.
+    /// The request body for `req`, as the model's requests are built now.
     pub fn body(&self, req: &ChatRequest) -> Value {
-        body(&self.model, req)
+        self.wire.body(req)
+    }
+
+    async fn post(&self, body: &Value) -> Outcome {
+        let headers = [
+            ("x-api-key", self.key.clone()),
+            ("anthropic-version", API_VERSION.to_string()),
+        ];
+        http::post_json(
+            &self.http,
+            PROVIDER,
+            &self.url(),
+            &headers,
+            body,
+            &self.policy,
+            &self.pause,
+        )
+        .await
     }
 }
 
-/// The request body for `req` to `model` (also what a replay checks a recorded request against).
-pub fn body(model: &str, req: &ChatRequest) -> Value {
+/// What a refusal asks to change in a model's requests, remembered for the model from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adaptation {
+    /// The model takes no `temperature` (thinking models, and some newer models).
+    NoTemperature,
+    /// The model takes only adaptive thinking, not a fixed budget.
+    AdaptiveThinking,
+}
+
+impl Adaptation {
+    /// The change a 400 refusal asks for, if it names one.
+    pub fn asked_by(e: &ChatError) -> Option<Adaptation> {
+        let ChatError::Http {
+            status: 400,
+            message,
+            ..
+        } = e
+        else {
+            return None;
+        };
+        let m = message.to_lowercase();
+        if m.contains("thinking") && m.contains("adaptive") {
+            Some(Adaptation::AdaptiveThinking)
+        } else if m.contains("temperature") {
+            Some(Adaptation::NoTemperature)
+        } else {
+            None
+        }
+    }
+}
+
+/// How requests to one model are built: the thinking in use and whether `temperature` is sent.
+/// Shared by the client's calls in flight; a replay builds a recorded run's requests with it.
+#[derive(Debug)]
+pub struct Wire {
+    model: String,
+    thinking: Mutex<Thinking>,
+    /// Cleared once the model refused a temperature.
+    temperature: AtomicBool,
+}
+
+impl Wire {
+    pub fn new(model: &str, thinking: Thinking) -> Wire {
+        Wire {
+            model: model.to_string(),
+            thinking: Mutex::new(thinking),
+            temperature: AtomicBool::new(true),
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn thinking(&self) -> Thinking {
+        *self.thinking.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the model's requests as a refusal asked (doing it twice changes nothing).
+    pub fn adapt(&self, a: Adaptation) {
+        match a {
+            Adaptation::NoTemperature => self.temperature.store(false, Ordering::Relaxed),
+            Adaptation::AdaptiveThinking => {
+                let mut t = self.thinking.lock().unwrap_or_else(|e| e.into_inner());
+                if matches!(*t, Thinking::Budget(_)) {
+                    *t = Thinking::Adaptive;
+                }
+            }
+        }
+    }
+
+    /// Adopts what a recorded request body shows (its thinking, a temperature left out): a
+    /// replay builds the requests the run's client sent.
+    pub fn adapt_like(&self, recorded: &Value) {
+        let thinking = &recorded["thinking"];
+        let shown = match thinking["type"].as_str() {
+            Some("adaptive") => Some(Thinking::Adaptive),
+            Some("enabled") => thinking["budget_tokens"]
+                .as_u64()
+                .and_then(|b| u32::try_from(b).ok())
+                .map(Thinking::Budget),
+            _ => None,
+        };
+        if let Some(t) = shown {
+            *self.thinking.lock().unwrap_or_else(|e| e.into_inner()) = t;
+        }
+        if recorded.get("temperature").is_none() {
+            self.temperature.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The most output a call may produce: the answer's `max_tokens` and the thinking's room.
+    pub fn max_output_tokens(&self, req: &ChatRequest) -> u32 {
+        req.max_tokens.saturating_add(self.thinking().room())
+    }
+
+    /// The request body for `req` (also what a replay checks a recorded request against).
+    pub fn body(&self, req: &ChatRequest) -> Value {
+        let mut body = plain_body(&self.model, req);
+        let thinking = self.thinking();
+        body["max_tokens"] = json!(self.max_output_tokens(req));
+        match thinking {
+            Thinking::Off => {}
+            Thinking::Budget(b) => {
+                body["thinking"] = json!({"type": "enabled", "budget_tokens": b});
+            }
+            Thinking::Adaptive => body["thinking"] = json!({"type": "adaptive"}),
+        }
+        // Thinking takes no sampling parameters but its own.
+        if let Some(t) = req.temperature
+            && thinking == Thinking::Off
+            && self.temperature.load(Ordering::Relaxed)
+        {
+            body["temperature"] = json!(t);
+        }
+        body
+    }
+}
+
+/// The body without thinking and temperature.
+fn plain_body(model: &str, req: &ChatRequest) -> Value {
     let mut messages: Vec<Value> = req.messages.iter().filter_map(message).collect();
     // Cache the conversation up to its newest block too: within a turn, each tool round
     // re-reads everything before it.
@@ -99,9 +240,6 @@ pub fn body(model: &str, req: &ChatRequest) -> Value {
             })
             .collect();
     }
-    if let Some(t) = req.temperature {
-        body["temperature"] = json!(t);
-    }
     body
 }
 
@@ -111,8 +249,13 @@ fn message(m: &ChatMessage) -> Option<Value> {
             "role": "user",
             "content": [{"type": "text", "text": text}],
         })),
-        ChatMessage::Assistant { text, tool_calls } => {
-            let mut content = Vec::new();
+        ChatMessage::Assistant {
+            text,
+            tool_calls,
+            thinking,
+        } => {
+            // Signed thinking blocks go back first, as they came.
+            let mut content = thinking.clone();
             if !text.trim().is_empty() {
                 content.push(json!({"type": "text", "text": text}));
             }
@@ -162,6 +305,7 @@ pub fn parse(v: &Value) -> Result<ChatResponse, ChatError> {
         .ok_or_else(|| invalid("no `content` array"))?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
+    let mut thinking = Vec::new();
     for block in content {
         match block["type"].as_str() {
             Some("text") => text.push_str(block["text"].as_str().unwrap_or_default()),
@@ -175,7 +319,8 @@ pub fn parse(v: &Value) -> Result<ChatResponse, ChatError> {
                     arguments: input,
                 });
             }
-            // Thinking and other blocks carry nothing the brain acts on.
+            // Kept to be sent back; nothing the brain acts on.
+            Some("thinking" | "redacted_thinking") => thinking.push(block.clone()),
             _ => {}
         }
     }
@@ -201,6 +346,7 @@ pub fn parse(v: &Value) -> Result<ChatResponse, ChatError> {
             cache_write_tokens: n("cache_creation_input_tokens"),
         },
         format_error: None,
+        thinking,
     })
 }
 
@@ -210,7 +356,11 @@ impl ChatModel for Anthropic {
     }
 
     fn model(&self) -> &str {
-        &self.model
+        &self.wire.model
+    }
+
+    fn max_output_tokens(&self, req: &ChatRequest) -> u32 {
+        self.wire.max_output_tokens(req)
     }
 
     fn chat<'a>(
@@ -218,12 +368,21 @@ impl ChatModel for Anthropic {
         req: &'a ChatRequest,
     ) -> BoxFuture<'a, (Result<ChatResponse, ChatError>, Exchange)> {
         Box::pin(async move {
-            let body = self.body(req);
-            let url = self.url();
-            let headers = [
-                ("x-api-key", self.key.clone()),
-                ("anthropic-version", API_VERSION.to_string()),
-            ];
+            let mut body = self.body(req);
+            let mut out = self.post(&body).await;
+            // At most both adaptations; another call in flight may have made them already.
+            for _ in 0..2 {
+                let Some(a) = out.result.as_ref().err().and_then(Adaptation::asked_by) else {
+                    break;
+                };
+                self.wire.adapt(a);
+                let next = self.body(req);
+                if next == body {
+                    break;
+                }
+                let sent = std::mem::replace(&mut body, next);
+                out = out.followed_by(sent, self.post(&body).await);
+            }
             let Outcome {
                 result,
                 response,
@@ -232,21 +391,12 @@ impl ChatModel for Anthropic {
                 latency_ms,
                 earlier,
                 ..
-            } = http::post_json(
-                &self.http,
-                PROVIDER,
-                &url,
-                &headers,
-                &body,
-                &self.policy,
-                &self.pause,
-            )
-            .await;
+            } = out;
             let result = result.and_then(|v| parse(&v));
             let exchange = Exchange {
                 provider: PROVIDER.into(),
-                model: self.model.clone(),
-                url,
+                model: self.wire.model.clone(),
+                url: self.url(),
                 request: body,
                 response,
                 status,

@@ -47,9 +47,20 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
+    /// The call went on with another request (`next`, after this outcome's `sent` was refused):
+    /// one outcome with every attempt of both, their times and counts added.
+    pub fn followed_by(self, sent: Value, mut next: Outcome) -> Outcome {
+        next.latency_ms += self.latency_ms;
+        next.attempts += self.attempts;
+        let mut earlier = self.into_earlier(sent);
+        earlier.append(&mut next.earlier);
+        next.earlier = earlier;
+        next
+    }
+
     /// This outcome's attempts, the last included, as earlier attempts of a call that then sent
-    /// `request` instead (a request adapted after a refusal).
-    pub fn into_earlier(self, request: Value) -> Vec<Attempt> {
+    /// another request instead.
+    fn into_earlier(self, request: Value) -> Vec<Attempt> {
         let mut all = self.earlier;
         all.push(Attempt {
             request: Some(request),

@@ -83,11 +83,11 @@ impl Limited {
 }
 
 /// What a call may use: its text at four characters a token, plus its output allowance.
-fn estimate(req: &ChatRequest) -> f64 {
+fn estimate(req: &ChatRequest, max_output: u32) -> f64 {
     let chars = req.system.len()
         + serde_json::to_string(&req.messages).map_or(0, |s| s.len())
         + serde_json::to_string(&req.tools).map_or(0, |s| s.len());
-    (chars / 4) as f64 + f64::from(req.max_tokens)
+    (chars / 4) as f64 + f64::from(max_output)
 }
 
 impl ChatModel for Limited {
@@ -99,6 +99,10 @@ impl ChatModel for Limited {
         self.inner.model()
     }
 
+    fn max_output_tokens(&self, req: &ChatRequest) -> u32 {
+        self.inner.max_output_tokens(req)
+    }
+
     fn chat<'a>(
         &'a self,
         req: &'a ChatRequest,
@@ -108,7 +112,7 @@ impl ChatModel for Limited {
                 Some(s) => Some(s.acquire().await.expect("never closed")),
                 None => None,
             };
-            let estimated = estimate(req);
+            let estimated = estimate(req, self.inner.max_output_tokens(req));
             if let Some(b) = &self.tokens {
                 b.take(estimated).await;
             }
@@ -181,6 +185,7 @@ mod concurrency_tests {
                     stop: StopReason::EndTurn,
                     usage: Usage::default(),
                     format_error: None,
+                    thinking: Vec::new(),
                 };
                 let exchange = Exchange {
                     provider: "test".into(),

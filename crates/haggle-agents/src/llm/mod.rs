@@ -61,6 +61,9 @@ pub enum ChatMessage {
     Assistant {
         text: String,
         tool_calls: Vec<ToolCall>,
+        /// The reply's thinking blocks (Anthropic), sent back as they came.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        thinking: Vec<Value>,
     },
     /// The results of the previous assistant turn's tool calls, plus an optional note after them
     /// (e.g. "the tool-call limit is reached").
@@ -127,6 +130,10 @@ pub struct ChatResponse {
     /// The reply did not have the shape asked for (JSON mode: not JSON, or not one of the
     /// allowed tools); the text holds what came back.
     pub format_error: Option<String>,
+    /// Anthropic's thinking blocks, verbatim (signed): sent back with the assistant turn, as the
+    /// API requires when a thinking model's turn goes on with tool results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thinking: Vec<Value>,
 }
 
 /// A call that produced no usable reply.
@@ -208,6 +215,11 @@ pub trait ChatModel: Send + Sync {
         &'a self,
         req: &'a ChatRequest,
     ) -> BoxFuture<'a, (Result<ChatResponse, ChatError>, Exchange)>;
+    /// The most output tokens a call with `req` may produce (more than `max_tokens` when the
+    /// model also thinks): what a spend guard must reserve for it.
+    fn max_output_tokens(&self, req: &ChatRequest) -> u32 {
+        req.max_tokens
+    }
 }
 
 /// Timeouts and retries of a backend.
@@ -229,6 +241,56 @@ pub struct CallPolicy {
     /// OpenAI-compatible servers: send function schemas with `strict: true` (strict-compatible);
     /// `None` does so for OpenAI's own API only (other servers may not take it).
     pub strict_schemas: Option<bool>,
+    /// Anthropic: extended thinking (off by default).
+    pub thinking: Thinking,
+}
+
+/// Anthropic's extended thinking: off, a fixed budget of thinking tokens (`thinking.type:
+/// "enabled"`, the older models' only form), or adaptive (the model decides how much; the newer
+/// models' only form). Either way the output limit grows by the thinking allowance, and the
+/// sampling parameters thinking does not take are left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Thinking {
+    #[default]
+    Off,
+    Budget(u32),
+    Adaptive,
+}
+
+impl Thinking {
+    /// Anthropic's smallest thinking budget.
+    pub const MIN_BUDGET: u32 = 1_024;
+    /// The largest budget taken here (a bound on what one call may cost).
+    pub const MAX_BUDGET: u32 = 128_000;
+    /// Output tokens added for adaptive thinking, which has no budget of its own.
+    pub const ADAPTIVE_ROOM: u32 = 8_192;
+
+    /// `off`, `adaptive`, or a budget of thinking tokens.
+    pub fn parse(s: &str) -> Result<Thinking, String> {
+        match s.trim() {
+            "off" => Ok(Thinking::Off),
+            "adaptive" => Ok(Thinking::Adaptive),
+            n => match n.parse::<u32>() {
+                Ok(b) if (Self::MIN_BUDGET..=Self::MAX_BUDGET).contains(&b) => {
+                    Ok(Thinking::Budget(b))
+                }
+                _ => Err(format!(
+                    "'{n}': expected off, adaptive, or a budget of {} to {} thinking tokens",
+                    Self::MIN_BUDGET,
+                    Self::MAX_BUDGET
+                )),
+            },
+        }
+    }
+
+    /// Output tokens allowed for thinking, on top of the answer's `max_tokens`.
+    pub fn room(self) -> u32 {
+        match self {
+            Thinking::Off => 0,
+            Thinking::Budget(b) => b,
+            Thinking::Adaptive => Self::ADAPTIVE_ROOM,
+        }
+    }
 }
 
 impl Default for CallPolicy {
@@ -240,6 +302,7 @@ impl Default for CallPolicy {
             max_backoff: Duration::from_secs(60),
             completion_tokens: None,
             strict_schemas: None,
+            thinking: Thinking::Off,
         }
     }
 }

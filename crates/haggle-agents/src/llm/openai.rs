@@ -357,6 +357,7 @@ impl Wire {
             stop,
             usage,
             format_error: None,
+            thinking: Vec::new(),
         };
         match self.mode {
             OutputMode::Tools => {
@@ -430,7 +431,10 @@ fn invalid(message: impl Into<String>) -> ChatError {
 fn tools_message(m: &ChatMessage, out: &mut Vec<Value>) {
     match m {
         ChatMessage::User { text } => out.push(json!({"role": "user", "content": text})),
-        ChatMessage::Assistant { text, tool_calls } => {
+        // Thinking blocks are Anthropic's; other servers never sent any.
+        ChatMessage::Assistant {
+            text, tool_calls, ..
+        } => {
             let mut msg = json!({
                 "role": "assistant",
                 "content": if text.is_empty() { Value::Null } else { json!(text) },
@@ -464,7 +468,10 @@ fn tools_message(m: &ChatMessage, out: &mut Vec<Value>) {
 fn json_message(m: &ChatMessage, out: &mut Vec<Value>) {
     match m {
         ChatMessage::User { text } => out.push(json!({"role": "user", "content": text})),
-        ChatMessage::Assistant { text, tool_calls } => {
+        // Thinking blocks are Anthropic's; other servers never sent any.
+        ChatMessage::Assistant {
+            text, tool_calls, ..
+        } => {
             let content = match tool_calls.first() {
                 Some(c) => json!({"action": c.name, "arguments": c.arguments}).to_string(),
                 // A reply that did not parse is shown as it came, so the error makes sense.
@@ -741,14 +748,7 @@ impl ChatModel for OpenAi {
                     break;
                 }
                 let sent = std::mem::replace(&mut body, next);
-                let (first_latency, first_attempts) = (out.latency_ms, out.attempts);
-                let mut again = self.post(&body).await;
-                again.latency_ms += first_latency;
-                again.attempts += first_attempts;
-                let mut earlier = out.into_earlier(sent);
-                earlier.append(&mut again.earlier);
-                again.earlier = earlier;
-                out = again;
+                out = out.followed_by(sent, self.post(&body).await);
             }
             let Outcome {
                 result,

@@ -27,7 +27,7 @@ struct Recorded {
 /// One step of an agent's record: a call made, or a call its spend guard refused.
 #[derive(Debug, Clone)]
 enum Entry {
-    Call(Recorded),
+    Call(Box<Recorded>),
     Refused(String),
 }
 
@@ -55,12 +55,15 @@ impl Recording {
                     usage,
                     error,
                     ..
-                } => calls.entry(agent).or_default().push(Entry::Call(Recorded {
-                    brain,
-                    exchange,
-                    usage,
-                    error,
-                })),
+                } => calls
+                    .entry(agent)
+                    .or_default()
+                    .push(Entry::Call(Box::new(Recorded {
+                        brain,
+                        exchange,
+                        usage,
+                        error,
+                    }))),
                 Record::SpendRefused { agent, reason, .. } => {
                     calls.entry(agent).or_default().push(Entry::Refused(reason))
                 }
@@ -170,15 +173,13 @@ impl Recording {
 /// The wire format a replayed brain's requests are built in: the provider's own, so a request is
 /// compared with the recorded one exactly as it would have been sent.
 pub enum ReplayWire {
-    Anthropic { model: String },
+    Anthropic(anthropic::Wire),
     OpenAi(openai::Wire),
 }
 
 impl ReplayWire {
     pub fn anthropic(model: &str) -> ReplayWire {
-        ReplayWire::Anthropic {
-            model: model.to_string(),
-        }
+        ReplayWire::Anthropic(anthropic::Wire::new(model, super::Thinking::Off))
     }
 
     pub fn openai(model: &str, mode: OutputMode) -> ReplayWire {
@@ -187,14 +188,14 @@ impl ReplayWire {
 
     fn body(&self, req: &ChatRequest) -> Value {
         match self {
-            ReplayWire::Anthropic { model } => anthropic::body(model, req),
+            ReplayWire::Anthropic(w) => w.body(req),
             ReplayWire::OpenAi(w) => w.body(req),
         }
     }
 
     fn parse(&self, v: &Value) -> Result<ChatResponse, ChatError> {
         match self {
-            ReplayWire::Anthropic { .. } => anthropic::parse(v),
+            ReplayWire::Anthropic(_) => anthropic::parse(v),
             ReplayWire::OpenAi(w) => w.parse(v),
         }
     }
@@ -202,10 +203,11 @@ impl ReplayWire {
     /// The body for `req` as the recorded call sent it: in JSON mode the original client switched
     /// to OpenAI's `json_schema` form once a server refused the other, and the record shows when.
     fn body_like(&self, req: &ChatRequest, recorded: &Value) -> Value {
-        if let ReplayWire::OpenAi(w) = self {
-            // Parameters the run's client adapted after a refusal (`max_completion_tokens`, no
-            // temperature) show in the recorded body.
-            w.adapt_like(recorded);
+        // Parameters the run's client set or adapted after a refusal (`max_completion_tokens`,
+        // thinking, no temperature) show in the recorded body.
+        match self {
+            ReplayWire::OpenAi(w) => w.adapt_like(recorded),
+            ReplayWire::Anthropic(w) => w.adapt_like(recorded),
         }
         let body = self.body(req);
         if let ReplayWire::OpenAi(w) = self
@@ -313,14 +315,14 @@ impl RecordedModel {
 impl ChatModel for RecordedModel {
     fn provider(&self) -> &'static str {
         match &*self.wire {
-            ReplayWire::Anthropic { .. } => "anthropic",
+            ReplayWire::Anthropic(_) => "anthropic",
             ReplayWire::OpenAi(_) => "openai",
         }
     }
 
     fn model(&self) -> &str {
         match &*self.wire {
-            ReplayWire::Anthropic { model } => model,
+            ReplayWire::Anthropic(w) => w.model(),
             ReplayWire::OpenAi(w) => w.model(),
         }
     }

@@ -232,6 +232,7 @@ impl haggle_agents::llm::ChatModel for Scripted {
                     tool_calls,
                     usage,
                     format_error,
+                    thinking: Vec::new(),
                 })
             };
             let result = match reply {
