@@ -6,7 +6,8 @@
 //!
 //! Folder layout (`--out`, default `experiments/<name>`):
 //! `experiment.toml` (as given), `experiment.json`, `scenario.json`, `plan.json`, `journal.jsonl`
-//! (run started / finished / kept, appended), `runs/<id>/` with `run.json`, `prompts.json`,
+//! (run started / finished / kept, appended; a shard of `--shard I/N` keeps
+//! `journal-shard-I-of-N.jsonl`), `runs/<id>/` with `run.json`, `prompts.json`,
 //! `llm_calls.jsonl`, `haggle.db`, `events.jsonl`, the one-run report files, `timing.json` and,
 //! written last, `record.json`; then `analysis.json`, `report.html` and the CSVs of the analysis.
 
@@ -36,6 +37,10 @@ pub enum ExperimentCmd {
         /// Start at most this many runs now (the rest stay for the next invocation).
         #[arg(long)]
         max_runs: Option<usize>,
+        /// Run only shard I of N (1-based): the plan's runs at positions I, I+N, I+2N, ...,
+        /// into the same folder layout; `experiment report` merges the shards found there.
+        #[arg(long, value_parser = Shard::parse)]
+        shard: Option<Shard>,
         #[command(flatten)]
         estimate: crate::estimate::EstimateArgs,
     },
@@ -58,14 +63,53 @@ pub async fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
             file,
             out,
             max_runs,
+            shard,
             estimate,
         } => match estimate.estimate {
             true => estimate_experiment(&file, &estimate),
-            false => run_experiment(&file, out, max_runs).await,
+            false => run_experiment(&file, out, max_runs, shard).await,
         },
         ExperimentCmd::Replay { dir, run } => replay(&dir, &run).await,
         ExperimentCmd::Report { dir } => report(&dir).map(|_| ()),
         ExperimentCmd::Compare { dirs, out } => compare(&dirs, &out),
+    }
+}
+
+/// One of N slices of an experiment's runs, for many machines sharing one folder (a cluster's
+/// job array): shard I takes the plan's runs at positions I, I+N, I+2N, ... (1-based), so the
+/// slices are disjoint, cover the plan, and do not depend on which machine runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The most shards an experiment is cut into (a bound, like every count).
+    pub const MAX: usize = 10_000;
+
+    /// `I/N` with 1 ≤ I ≤ N ≤ 10,000.
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("'{s}': expected I/N with 1 <= I <= N <= {}", Shard::MAX);
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
+        if index == 0 || index > count || count > Shard::MAX {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether the plan's run at `position` (0-based) is this shard's.
+    pub fn takes(&self, position: usize) -> bool {
+        position % self.count == self.index - 1
+    }
+
+    /// The shard's journal: shards on different machines never append to one file.
+    fn journal_name(&self) -> String {
+        format!("journal-shard-{}-of-{}.jsonl", self.index, self.count)
     }
 }
 
@@ -103,8 +147,18 @@ pub struct Finished {
     pub chain_head: String,
 }
 
+/// Writes a whole file at once (a temporary beside it, then renamed): shards starting together
+/// on a shared folder never read each other's half-written files.
 fn write(path: &Path, body: &str) -> anyhow::Result<()> {
-    std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, body)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -117,10 +171,17 @@ fn json<T: Serialize>(v: &T) -> anyhow::Result<String> {
     Ok(s)
 }
 
-/// Appends one line to the journal (what happened when, for resume audits).
-fn journal(dir: &Path, run: &str, event: &str, extra: serde_json::Value) -> anyhow::Result<()> {
+/// Appends one line to the journal (what happened when, for resume audits); a shard keeps its
+/// own.
+fn journal(
+    dir: &Path,
+    shard: Option<Shard>,
+    run: &str,
+    event: &str,
+    extra: serde_json::Value,
+) -> anyhow::Result<()> {
     use std::io::Write;
-    let path = dir.join("journal.jsonl");
+    let path = dir.join(shard.map_or("journal.jsonl".into(), |s| s.journal_name()));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -386,13 +447,28 @@ async fn run_experiment(
     file: &Path,
     out: Option<PathBuf>,
     max_runs: Option<usize>,
+    shard: Option<Shard>,
 ) -> anyhow::Result<()> {
     let x = Experiment::from_path(file)?;
     let text = read(file)?;
     let scenario = x.scenario()?;
     let dir = out.unwrap_or_else(|| PathBuf::from("experiments").join(&x.name));
     prepare(&dir, &x, &text, &scenario)?;
-    let plan = x.plan();
+    let plan: Vec<RunPlan> = x
+        .plan()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| shard.is_none_or(|s| s.takes(*i)))
+        .map(|(_, p)| p)
+        .collect();
+    if let Some(s) = shard {
+        eprintln!(
+            "shard {}/{}: {} of the experiment's runs",
+            s.index,
+            s.count,
+            plan.len()
+        );
+    }
     let (estimated, max) = x.spend_limits();
     // Spend of runs finished in earlier sessions counts against the maximum.
     let mut spent_before = 0;
@@ -457,7 +533,7 @@ async fn run_experiment(
     for p in &plan {
         if finished(&dir, &p.id).is_some() {
             eprintln!("{}: finished earlier, kept", p.id);
-            journal(&dir, &p.id, "kept", serde_json::json!({}))?;
+            journal(&dir, shard, &p.id, "kept", serde_json::json!({}))?;
         } else {
             pending.push(run_config(&x, &scenario, p)?);
         }
@@ -478,7 +554,7 @@ async fn run_experiment(
             running += 1;
             let (dir, scenario, eff, tx) = (dir.clone(), scenario.clone(), eff.clone(), tx.clone());
             let guard = guard.clone();
-            journal(&dir, &cfg.plan.id, "started", serde_json::json!({}))?;
+            journal(&dir, shard, &cfg.plan.id, "started", serde_json::json!({}))?;
             eprintln!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed);
             std::thread::spawn(move || {
                 let t = Instant::now();
@@ -533,6 +609,7 @@ async fn run_experiment(
                 done += 1;
                 journal(
                     &dir,
+                    shard,
                     &id,
                     "finished",
                     serde_json::json!({"events": f.events, "deals": m.market.deals, "wall_ms": took.as_millis() as u64}),
@@ -550,6 +627,7 @@ async fn run_experiment(
             Err(e) => {
                 journal(
                     &dir,
+                    shard,
                     &id,
                     "failed",
                     serde_json::json!({"error": e.to_string()}),
@@ -583,12 +661,24 @@ async fn run_experiment(
             failed.join(", ")
         );
     }
+    let again = shard.map_or(String::new(), |s| {
+        format!(" --shard {}/{}", s.index, s.count)
+    });
     if remaining > 0 {
         println!(
-            "{remaining} run(s) not started yet: run `haggle experiment run {} --out {}` again to continue",
+            "{remaining} run(s) not started yet: run `haggle experiment run {} --out {}{again}` again to continue",
             file.display(),
             dir.display()
         );
+    }
+    // Shards finish at different times on different machines: the report is one step, run once
+    // every shard is done (it reads every finished run in the folder).
+    if shard.is_some() {
+        println!(
+            "shard done; once every shard has finished: haggle experiment report {}",
+            dir.display()
+        );
+        return Ok(());
     }
     let html = report(&dir)?;
     println!("report:  {}", html.display());

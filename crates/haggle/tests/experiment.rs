@@ -731,3 +731,58 @@ async fn a_json_mode_run_that_switched_form_replays_identically() {
     );
     replays_identically(&dir, &out);
 }
+
+#[test]
+fn shards_run_on_their_own_merge_into_the_same_analysis_as_one_run() {
+    let dir = Scratch::new("exp-shard");
+    let file = experiment_file(&dir, "sharded", 10, 5, LINEAR, 9);
+    run_experiment(&dir, &file, "whole", &[], 240);
+    // Three machines sharing the folder: shard 1 takes runs 1 and 4, shard 2 runs 2 and 5,
+    // shard 3 run 3; none writes the report.
+    for (shard, runs) in [
+        ("1/3", ["split-01", "split-04"].as_slice()),
+        ("2/3", &["split-02", "split-05"]),
+        ("3/3", &["split-03"]),
+    ] {
+        let log = run_experiment(&dir, &file, "shards", &["--shard", shard], 240);
+        assert!(
+            log.contains(&format!(
+                "shard {shard}: {} of the experiment's runs",
+                runs.len()
+            )),
+            "{log}"
+        );
+        assert!(log.contains("once every shard has finished"), "{log}");
+        for r in runs {
+            assert!(log.contains(&format!("{r}: started")), "{shard}: {log}");
+        }
+    }
+    let shards = dir.path("shards");
+    assert!(
+        !shards.join("analysis.json").exists(),
+        "a shard wrote the report"
+    );
+    assert!(shards.join("journal-shard-2-of-3.jsonl").exists());
+    let o = run(
+        &dir.0,
+        &["experiment", "report", &shards.display().to_string()],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for f in ["analysis.json", "arms.csv", "runs.csv", "comparisons.csv"] {
+        let whole = std::fs::read_to_string(dir.path("whole").join(f)).unwrap();
+        let merged = std::fs::read_to_string(shards.join(f)).unwrap();
+        assert!(
+            whole == merged,
+            "{f} differs between the whole run and the merged shards"
+        );
+    }
+    for bad in ["0/3", "4/3", "3", "1/0", "a/b", "1/10001"] {
+        let o = run(&dir.0, &["experiment", "run", &file, "--shard", bad]);
+        assert!(!o.status.success(), "{bad}");
+        assert!(
+            text(&o.stderr).contains("expected I/N"),
+            "{bad}: {}",
+            text(&o.stderr)
+        );
+    }
+}
