@@ -160,6 +160,35 @@ impl Profile {
         Ok(p)
     }
 
+    /// Cuts every text longer than the market takes to its limit (a scenario that asks for it,
+    /// `truncate_long_text`): what was cut, one line per field, for the caller to warn about.
+    pub fn truncate_long_texts(&mut self) -> Vec<String> {
+        let mut cut = Vec::new();
+        let mut trim = |field: String, text: &mut String, max: usize| {
+            let n = text.chars().count();
+            if n > max {
+                *text = text.chars().take(max).collect();
+                cut.push(format!("{field}: cut from {n} to {max} characters"));
+            }
+        };
+        for (i, s) in self.sell.iter_mut().enumerate() {
+            trim(format!("sell[{i}].title"), &mut s.title, MAX_TITLE);
+            trim(
+                format!("sell[{i}].description"),
+                &mut s.description,
+                MAX_TEXT,
+            );
+        }
+        for (i, w) in self.want.iter_mut().enumerate() {
+            trim(
+                format!("want[{i}].description"),
+                &mut w.description,
+                MAX_TEXT,
+            );
+        }
+        cut
+    }
+
     /// Checks every field that the types alone cannot.
     pub fn validate(&self) -> Result<(), ProfileError> {
         const MAX: i64 = 1_000_000_000_000;
@@ -193,6 +222,9 @@ impl Profile {
             if s.category.trim().is_empty() {
                 return Err(err(f("category"), "must not be empty"));
             }
+            for (name, text, max) in s.texts() {
+                check_length(&f(name), text, max)?;
+            }
             if !(1..=MAX).contains(&s.floor_price) {
                 return Err(err(f("floor_price"), "must be at least 1 minor unit"));
             }
@@ -215,6 +247,9 @@ impl Profile {
             if w.category.trim().is_empty() {
                 return Err(err(f("category"), "must not be empty"));
             }
+            for (name, text, max) in w.texts() {
+                check_length(&f(name), text, max)?;
+            }
             if !(1..=MAX).contains(&w.max_price) {
                 return Err(err(f("max_price"), "must be at least 1 minor unit"));
             }
@@ -224,4 +259,47 @@ impl Profile {
         }
         Ok(())
     }
+}
+
+use haggle_api::haggle_core::negotiation::{MAX_NAME, MAX_TEXT, MAX_TITLE};
+
+/// The longest `item_type` a want may have: its wanted ad's title is `Wanted: <item_type>`.
+const MAX_WANTED_TYPE: usize = MAX_TITLE - "Wanted: ".len();
+
+impl SellItem {
+    /// The texts the market will be sent for this item, with the market's limit on each.
+    fn texts(&self) -> [(&'static str, &str, usize); 4] {
+        [
+            ("title", &self.title, MAX_TITLE),
+            ("description", &self.description, MAX_TEXT),
+            ("category", &self.category, MAX_NAME),
+            ("condition", &self.condition, MAX_NAME),
+        ]
+    }
+}
+
+impl Want {
+    /// The texts the market will be sent for this want, with the market's limit on each.
+    fn texts(&self) -> [(&'static str, &str, usize); 3] {
+        [
+            ("item_type", &self.item_type, MAX_WANTED_TYPE),
+            ("description", &self.description, MAX_TEXT),
+            ("category", &self.category, MAX_NAME),
+        ]
+    }
+}
+
+/// A text the market would refuse as too long is refused here, naming the field, so an item is
+/// never silently left unlisted.
+fn check_length(field: &str, text: &str, max: usize) -> Result<(), ProfileError> {
+    let n = text.chars().count();
+    if n > max {
+        return Err(err(
+            field,
+            format!(
+                "is {n} characters long; the market takes at most {max} (a scenario may set truncate_long_text = true to cut it with a warning)"
+            ),
+        ));
+    }
+    Ok(())
 }

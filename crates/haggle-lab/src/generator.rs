@@ -563,6 +563,8 @@ pub fn generate(seed: u64, participants: usize, budget: i64) -> Scenario {
         currency: "USD".into(),
         budget_default: budget,
         reference_prices,
+        truncate_long_text: false,
+        truncated: Vec::new(),
         profiles,
     }
 }

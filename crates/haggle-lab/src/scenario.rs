@@ -36,8 +36,8 @@
 //!
 //! Money is integer minor units (cents): `1250` is $12.50. A cell marked — must be blank.
 //! Fields may be quoted (`"Bike, red"`, `""` for a quote). Blank lines are skipped; lines starting
-//! with `#` are comments, except the directives `# name: ...`, `# seed: ...`, `# currency: ...`
-//! and `# budget_default: ...`, which set the scenario's fields (the name defaults to the file
+//! with `#` are comments, except the directives `# name: ...`, `# seed: ...`, `# currency: ...`,
+//! `# budget_default: ...` and `# truncate_long_text: true`, which set the scenario's fields (the name defaults to the file
 //! name, the currency to USD, the default budget — used for participants without a budget — to 0).
 //! A participant's profile keeps the order of its rows; participants keep the order in which they
 //! first appear. The CSV form has no style, autonomy or item attributes: [`Scenario::to_csv`]
@@ -69,8 +69,15 @@ pub struct Scenario {
     /// fills it; reports plot prices against it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reference_prices: BTreeMap<String, i64>,
+    /// Cut titles and descriptions longer than the market takes (with a warning each) instead
+    /// of refusing the scenario. Real ads run long; by default a long one is an error naming it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncate_long_text: bool,
     #[serde(default)]
     pub profiles: Vec<Profile>,
+    /// What loading cut (`truncate_long_text`), one line per field, for the caller to print.
+    #[serde(skip)]
+    pub truncated: Vec<String>,
 }
 
 fn default_currency() -> String {
@@ -223,6 +230,7 @@ impl Scenario {
             }
             serr(file, line, field, message)
         })?;
+        let scenario = scenario.truncated_if_asked();
         scenario.validate_located(file, |p| toml_line_of_path(text, p))?;
         Ok(scenario)
     }
@@ -247,6 +255,7 @@ impl Scenario {
             }
             serr(file, line, field, message)
         })?;
+        let scenario = scenario.truncated_if_asked();
         scenario.validate_located(file, |p| json_line_of_path(text, p))?;
         Ok(scenario)
     }
@@ -261,6 +270,20 @@ impl Scenario {
     /// TOML. Fails only for a seed above `i64::MAX` (TOML integers are 64-bit signed).
     pub fn to_toml(&self) -> Result<String, ScenarioError> {
         toml::to_string(self).map_err(|e| serr("scenario", None, "", e.to_string()))
+    }
+
+    /// With `truncate_long_text`, every profile's texts cut to the market's limits, and what
+    /// was cut kept in `truncated` (`participant 'Ada', sell[0].description: cut ...`).
+    fn truncated_if_asked(mut self) -> Scenario {
+        if self.truncate_long_text {
+            for p in &mut self.profiles {
+                let who = format!("participant '{}'", p.name);
+                let cut = p.truncate_long_texts();
+                self.truncated
+                    .extend(cut.into_iter().map(|c| format!("{who}, {c}")));
+            }
+        }
+        self
     }
 
     /// Checks the whole scenario: its own fields, each profile ([`Profile::validate`]), unique
@@ -447,6 +470,8 @@ impl Scenario {
             currency: default_currency(),
             budget_default: 0,
             reference_prices: BTreeMap::new(),
+            truncate_long_text: false,
+            truncated: Vec::new(),
             profiles: Vec::new(),
         };
         let (records, directives) = parse_csv(text, file)?;
@@ -462,6 +487,16 @@ impl Scenario {
                             Some(line),
                             col,
                             format!("not a whole number (got '{value}')"),
+                        )
+                    })?
+                }
+                "truncate_long_text" => {
+                    scenario.truncate_long_text = value.parse().map_err(|_| {
+                        serr(
+                            file,
+                            Some(line),
+                            col.clone(),
+                            format!("true or false (got '{value}')"),
                         )
                     })?
                 }
@@ -720,6 +755,7 @@ impl Scenario {
             p.budget = b.unwrap_or(scenario.budget_default);
             p.currency = scenario.currency.clone();
         }
+        let scenario = scenario.truncated_if_asked();
         if let Some(problem) = scenario.problem() {
             let (line, column) = match problem.profile {
                 Some(i) => csv_location(&origins[i], &problem.field),
@@ -918,7 +954,15 @@ fn parse_csv(text: &str, file: &str) -> Result<(Vec<Record>, Vec<Directive>), Sc
         if trimmed.is_empty() || trimmed.starts_with('#') {
             if let Some((k, v)) = trimmed.strip_prefix('#').and_then(|r| r.split_once(':')) {
                 let key = k.trim().to_ascii_lowercase();
-                if ["name", "seed", "currency", "budget_default"].contains(&key.as_str()) {
+                if [
+                    "name",
+                    "seed",
+                    "currency",
+                    "budget_default",
+                    "truncate_long_text",
+                ]
+                .contains(&key.as_str())
+                {
                     directives.push((line, key, v.trim().to_string()));
                 }
             }

@@ -59,6 +59,8 @@ fn scenario(profiles: Vec<Profile>) -> Scenario {
         currency: "USD".into(),
         budget_default: 0,
         reference_prices: BTreeMap::new(),
+        truncate_long_text: false,
+        truncated: Vec::new(),
         profiles,
     };
     s.validate().unwrap();

@@ -328,3 +328,67 @@ fn unknown_extensions_and_missing_files_are_errors() {
     let e = Scenario::from_path(tmp("missing.toml")).unwrap_err();
     assert!(e.message.starts_with("cannot read"), "{e}");
 }
+
+/// The TOML scenario with Ben's lamp described in `n` characters (a real ad ran to 5,084).
+fn with_long_description(n: usize, truncate: bool) -> String {
+    let head = if truncate {
+        "truncate_long_text = true\n"
+    } else {
+        ""
+    };
+    let long = "x".repeat(n);
+    format!("{head}{TOML_OK}").replace(
+        "title = \"LED desk lamp\"",
+        &format!("title = \"LED desk lamp\"\ndescription = \"{long}\""),
+    )
+}
+
+#[test]
+fn an_item_text_longer_than_the_market_takes_is_refused_naming_the_item_and_field() {
+    let e = Scenario::from_toml_str(&with_long_description(5_084, false), "s.toml").unwrap_err();
+    let m = e.to_string();
+    assert!(m.contains("participant 'Ben'"), "{m}");
+    assert!(m.contains("sell[0].description"), "{m}");
+    assert!(
+        m.contains("5084 characters long; the market takes at most 4000"),
+        "{m}"
+    );
+    // At the limit it reads.
+    Scenario::from_toml_str(&with_long_description(4_000, false), "s.toml").unwrap();
+    // A wanted ad's title is `Wanted: <item_type>`: the type is bounded so the title fits.
+    let long_type = TOML_OK.replace(
+        "item_type = \"road bike\"\ndescription = \"A road bike\"",
+        &format!(
+            "item_type = \"{}\"\ndescription = \"A road bike\"",
+            "b".repeat(193)
+        ),
+    );
+    let m = Scenario::from_toml_str(&long_type, "s.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("want[0].item_type") && m.contains("at most 192"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_scenario_that_asks_for_it_has_long_texts_cut_with_a_warning() {
+    let s = Scenario::from_toml_str(&with_long_description(5_084, true), "s.toml").unwrap();
+    let lamp = &s.profile("Ben").unwrap().sell[0];
+    assert_eq!(lamp.description.chars().count(), 4_000);
+    assert_eq!(
+        s.truncated,
+        ["participant 'Ben', sell[0].description: cut from 5084 to 4000 characters"]
+    );
+    // The same from the CSV form's directive.
+    let csv = CSV_OK.replace(
+        "Ben,,sell,ben-lamp,desk lamp,LED desk lamp",
+        &format!("Ben,,sell,ben-lamp,desk lamp,{}", "t".repeat(250)),
+    );
+    assert!(csv_err(&csv).to_string().contains("at most 200"));
+    let s = Scenario::from_csv_str(&format!("# truncate_long_text: true\n{csv}"), "s.csv", "s")
+        .unwrap();
+    assert_eq!(s.profile("Ben").unwrap().sell[0].title.chars().count(), 200);
+    assert_eq!(s.truncated.len(), 1);
+}

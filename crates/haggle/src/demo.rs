@@ -55,13 +55,24 @@ pub fn load_scenario(
     budget: i64,
 ) -> anyhow::Result<Scenario> {
     match path {
-        Some(p) => Scenario::from_path(p).map_err(|e| anyhow::anyhow!("{e}")),
+        Some(p) => {
+            let s = Scenario::from_path(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            warn_truncated(&s);
+            Ok(s)
+        }
         None => {
             if !(2..=100_000).contains(&participants) {
                 anyhow::bail!("--participants must be between 2 and 100000");
             }
             Ok(haggle_lab::generator::generate(seed, participants, budget))
         }
+    }
+}
+
+/// Says what loading a scenario cut to the market's limits (it asked for `truncate_long_text`).
+pub fn warn_truncated(s: &Scenario) {
+    for line in &s.truncated {
+        eprintln!("warning: scenario {}: {line}", s.name);
     }
 }
 

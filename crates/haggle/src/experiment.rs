@@ -452,6 +452,7 @@ async fn run_experiment(
     let x = Experiment::from_path(file)?;
     let text = read(file)?;
     let scenario = x.scenario()?;
+    crate::demo::warn_truncated(&scenario);
     let dir = out.unwrap_or_else(|| PathBuf::from("experiments").join(&x.name));
     prepare(&dir, &x, &text, &scenario)?;
     let plan: Vec<RunPlan> = x

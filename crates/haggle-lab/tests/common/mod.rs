@@ -70,6 +70,8 @@ pub fn scenario(ada: &str, ben: &str) -> Scenario {
         currency: "USD".into(),
         budget_default: 10_000,
         reference_prices: BTreeMap::new(),
+        truncate_long_text: false,
+        truncated: Vec::new(),
         profiles: vec![a, b, c],
     };
     s.reference_prices.insert("road bike".into(), 8500);
