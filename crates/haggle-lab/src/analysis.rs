@@ -198,6 +198,10 @@ pub struct ArmComparison {
     /// Runs contributing.
     pub runs: usize,
     pub comparison: Comparison,
+    /// The p-value adjusted by Holm's method over the outcomes compared for this pair of arms
+    /// (they are tested together: read this one before claiming any single outcome).
+    #[serde(default)]
+    pub p_holm: Option<f64>,
     pub too_small: bool,
 }
 
@@ -208,6 +212,9 @@ pub struct GroupComparison {
     pub first: String,
     pub second: String,
     pub comparison: Comparison,
+    /// Holm-adjusted over the outcomes compared for this pair of groups.
+    #[serde(default)]
+    pub p_holm: Option<f64>,
     pub too_small: bool,
 }
 
@@ -580,9 +587,14 @@ pub fn analyse(
                 design,
                 runs: n_runs,
                 comparison,
+                p_holm: None,
                 too_small,
             });
         }
+        let family = comparisons
+            .iter_mut()
+            .filter(|c| c.first == a && c.second == b);
+        adjust_holm(family.map(|c| (&c.comparison, &mut c.p_holm)));
     }
 
     // Run-group comparisons.
@@ -621,9 +633,14 @@ pub fn analyse(
                     first: g1.to_string(),
                     second: g2.to_string(),
                     comparison,
+                    p_holm: None,
                     too_small,
                 });
             }
+            let family = group_comparisons
+                .iter_mut()
+                .filter(|c| c.first == *g1 && c.second == *g2);
+            adjust_holm(family.map(|c| (&c.comparison, &mut c.p_holm)));
             if runs.iter().filter(|x| x.plan.group == *g1).count() < 2
                 || runs.iter().filter(|x| x.plan.group == *g2).count() < 2
             {
@@ -720,6 +737,16 @@ pub fn analyse(
         regression,
         llm: total_llm,
         warnings,
+    }
+}
+
+/// Sets each comparison's Holm-adjusted p-value over the family given.
+fn adjust_holm<'a>(family: impl Iterator<Item = (&'a Comparison, &'a mut Option<f64>)>) {
+    let (ps, slots): (Vec<Option<f64>>, Vec<&mut Option<f64>>) = family
+        .map(|(c, slot)| (c.test.map(|t| t.p_value), slot))
+        .unzip();
+    for (slot, adjusted) in slots.into_iter().zip(stats::holm(&ps)) {
+        *slot = adjusted;
     }
 }
 

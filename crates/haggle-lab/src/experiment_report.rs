@@ -69,6 +69,10 @@ fn p_text(t: &Option<PermutationTest>) -> String {
     }
 }
 
+fn holm_text(p: Option<f64>) -> String {
+    p.map_or("–".into(), |p| format!("{p:.4}"))
+}
+
 fn ci_text(name: &str, c: &Comparison, cur: &str) -> String {
     c.ci95.map_or("–".into(), |(lo, hi)| {
         format!(
@@ -245,9 +249,17 @@ pub fn comparisons_csv(a: &Analysis) -> String {
         "ci95_high",
         "p_value",
         "p_exact",
+        "p_holm",
         "too_small",
     ];
-    let row = |kind: &str, outcome: &str, f: &str, s: &str, design: &str, c: &Comparison, small| {
+    let row = |kind: &str,
+               outcome: &str,
+               f: &str,
+               s: &str,
+               design: &str,
+               c: &Comparison,
+               holm: Option<f64>,
+               small| {
         vec![
             kind.to_string(),
             outcome.to_string(),
@@ -263,6 +275,7 @@ pub fn comparisons_csv(a: &Analysis) -> String {
             opt_f(c.ci95.map(|x| x.1)),
             opt_f(c.test.map(|t| t.p_value)),
             c.test.map_or(String::new(), |t| t.exact.to_string()),
+            opt_f(holm),
             bool::to_string(&small),
         ]
     };
@@ -277,6 +290,7 @@ pub fn comparisons_csv(a: &Analysis) -> String {
                 &c.second,
                 &c.design,
                 &c.comparison,
+                c.p_holm,
                 c.too_small,
             )
         })
@@ -289,6 +303,7 @@ pub fn comparisons_csv(a: &Analysis) -> String {
             &c.second,
             "runs",
             &c.comparison,
+            c.p_holm,
             c.too_small,
         )
     }));
@@ -597,6 +612,7 @@ fn comparison_rows(a: &Analysis) -> Vec<(String, Vec<String>)> {
                     ),
                     escape(&ci_text(&c.outcome, k, cur)),
                     escape(&p_text(&k.test)),
+                    holm_text(c.p_holm),
                     if c.too_small {
                         "too few".into()
                     } else {
@@ -618,6 +634,7 @@ const COMPARISON_HEAD: &[&str] = &[
     "difference",
     "95% interval",
     "p (permutation)",
+    "p (Holm)",
     "",
 ];
 
@@ -628,7 +645,7 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
     let title = format!("Haggle experiment: {}", x.name);
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{0}</title><style>{CSS}\n.warn{{background:#fff4e5;border-left:4px solid #f28e2b;padding:.5em 1em}}</style></head><body>\n<h1>{0}</h1>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{0}</title><style>{CSS}\n.warn{{background:#fff4e5;border-left:4px solid #f28e2b;padding:.5em 1em}}.caution{{border-left:4px solid #f28e2b;padding:.2em 1em}}</style></head><body>\n<h1>{0}</h1>\n",
         escape(&title)
     );
     if !x.description.trim().is_empty() {
@@ -637,15 +654,15 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
     let participants = runs.first().map_or(0, |r| r.metrics.market.participants);
     let _ = writeln!(
         h,
-        "<p class=\"note\">{} of {planned} runs finished, {participants} participants each; scheduler {} (≤ {} rounds); experiment seed {}. Resampling: {} bootstrap draws, permutation tests exact up to {} relabelings else {} random ones, seed {}. Differences are first arm minus second; * marks p &lt; 0.05. Prices in {}.</p>",
+        "<p class=\"note\">{} of {planned} runs finished, {participants} participants each; scheduler {} (≤ {} rounds); experiment seed {}. Resampling: permutation tests exact up to {} relabelings else {} random ones, seed {} ({} bootstrap draws for same-item pairs). Differences are first arm minus second; * marks p &lt; 0.05. Prices in {}.</p>",
         runs.len(),
         escape(&x.market.mode),
         x.market.max_rounds,
         x.seed,
-        a.resampling.bootstrap,
         a.resampling.max_exact,
         a.resampling.permutations,
         a.resampling.seed,
+        a.resampling.bootstrap,
         escape(cur)
     );
     if !a.warnings.is_empty() {
@@ -713,7 +730,7 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
     );
 
     // Comparisons.
-    h.push_str("<h2>Arm comparisons</h2>\n<p class=\"note\">Unit: one participant in one run. <i>Within runs</i>: only runs that split participants between both arms; labels are permuted within each run and the bootstrap resamples within each (run, arm) cell. <i>Between runs</i>: each run's mean is one unit. Greyed rows have fewer than ")
+    h.push_str("<h2>Arm comparisons</h2>\n<p class=\"caution\"><b>Several outcomes are tested at once:</b> a raw p just under 0.05 among them is weak evidence; read the Holm-adjusted p, which holds the error rate over all the outcomes of a pair of arms.</p>\n<p class=\"note\">Unit: one participant in one run. <i>Within runs</i>: only runs that split participants between both arms; the p-value is a randomisation test that re-draws the labels within each run as the split drew them (exact when the arms make no difference, however the participants of one market affect each other), and the 95% interval inverts that test (the shifts of the first arm it does not reject), so it excludes 0 exactly when p &lt; 0.05. <i>Between runs</i>: each run's mean is one unit. Greyed rows have fewer than ")
         ;
     let _ = writeln!(h, "{} units in a group.</p>", a.min_units);
     table(&mut h, COMPARISON_HEAD, comparison_rows(a));
@@ -925,6 +942,7 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
                 "difference",
                 "95% interval",
                 "p (permutation)",
+                "p (Holm)",
                 "",
             ],
             a.group_comparisons
@@ -946,6 +964,7 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
                             escape(&value(&c.outcome, k.difference, cur)),
                             escape(&ci_text(&c.outcome, k, cur)),
                             escape(&p_text(&k.test)),
+                            holm_text(c.p_holm),
                             if c.too_small {
                                 "too few".into()
                             } else {

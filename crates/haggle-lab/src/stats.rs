@@ -1,5 +1,6 @@
 //! The statistics of experiments, pure and seeded (no IO, no clock): two-group comparisons of
-//! means with a stratified permutation test and a stratified percentile bootstrap, paired
+//! means with a stratified permutation test and the interval that inverts it (a stratified
+//! percentile bootstrap is kept for callers that want one), Holm's adjustment, paired
 //! comparisons (sign-flip test, bootstrap), and least squares with group fixed effects (the
 //! within transformation) with classical standard errors and Student-t p-values.
 //!
@@ -94,63 +95,82 @@ fn choose(n: u64, k: u64) -> u64 {
     r as u64
 }
 
-/// Per stratum: its values and how many belong to the first group.
-fn strata(obs: &[Obs]) -> Vec<(Vec<f64>, usize)> {
-    let mut by: BTreeMap<usize, (Vec<f64>, usize)> = BTreeMap::new();
+/// Per stratum: its values with whether each is in the first group.
+fn labelled_strata(obs: &[Obs]) -> Vec<Vec<(f64, bool)>> {
+    let mut by: BTreeMap<usize, Vec<(f64, bool)>> = BTreeMap::new();
     for o in obs {
-        let e = by.entry(o.stratum).or_default();
-        e.0.push(o.value);
-        e.1 += usize::from(!o.second);
+        by.entry(o.stratum).or_default().push((o.value, !o.second));
     }
     by.into_values().collect()
 }
 
-/// Sums of every `k`-subset of `xs` (in lexicographic order of the subsets).
-fn subset_sums(xs: &[f64], k: usize) -> Vec<f64> {
-    fn go(xs: &[f64], k: usize, start: usize, acc: f64, out: &mut Vec<f64>) {
+/// For every `k`-subset of `xs` (in lexicographic order of the subsets): the sum of its values
+/// and how many of its members are in the first group.
+fn subset_sums(xs: &[(f64, bool)], k: usize) -> Vec<(f64, u32)> {
+    fn go(xs: &[(f64, bool)], k: usize, start: usize, acc: (f64, u32), out: &mut Vec<(f64, u32)>) {
         if k == 0 {
             out.push(acc);
             return;
         }
         for i in start..=xs.len() - k {
-            go(xs, k - 1, i + 1, acc + xs[i], out);
+            let (v, first) = xs[i];
+            go(xs, k - 1, i + 1, (acc.0 + v, acc.1 + u32::from(first)), out);
         }
     }
     let mut out = Vec::new();
-    go(xs, k, 0, 0.0, &mut out);
+    go(xs, k, 0, (0.0, 0), &mut out);
     out
 }
 
-/// Two-sided permutation test of the difference in means, relabeling within strata (the
-/// group sizes of every stratum stay fixed). Exact when the relabelings number at most
-/// `r.max_exact`, else `r.permutations` seeded random ones. `None` when a group is empty.
-pub fn permutation_test(obs: &[Obs], r: &Resampling) -> Option<PermutationTest> {
-    let observed = mean_difference(obs)?;
-    let cells = strata(obs);
-    let n_first: usize = cells.iter().map(|c| c.1).sum();
-    let n_second = obs.len() - n_first;
-    let total: f64 = obs.iter().map(|o| o.value).sum();
-    let diff = |sum_first: f64| sum_first / n_first as f64 - (total - sum_first) / n_second as f64;
-    let count = cells.iter().try_fold(1u64, |acc, (xs, k)| {
-        acc.checked_mul(choose(xs.len() as u64, *k as u64))
-    });
-    match count {
-        Some(count) if count <= r.max_exact => {
+/// The relabelings of a permutation test, each as the difference in means it gives when the
+/// first group's values are shifted by `-δ`: `a + b·δ` (linear in δ, since a relabeling only
+/// decides which values count for which group). One set serves the test (δ = 0) and its
+/// inversion into an interval, so the two always agree.
+struct Relabelings {
+    /// `(a, b)` per relabeling.
+    forms: Vec<(f64, f64)>,
+    exact: bool,
+    /// The observed difference in means (δ = 0).
+    observed: f64,
+}
+
+impl Relabelings {
+    /// Every relabeling within strata when they number at most `r.max_exact`, else
+    /// `r.permutations` seeded random ones. `None` when a group is empty.
+    fn new(obs: &[Obs], r: &Resampling) -> Option<Relabelings> {
+        let observed = mean_difference(obs)?;
+        let cells = labelled_strata(obs);
+        let n1 = obs.iter().filter(|o| !o.second).count();
+        let n2 = obs.len() - n1;
+        let total: f64 = obs.iter().map(|o| o.value).sum();
+        let (f1, f2) = (n1 as f64, n2 as f64);
+        // A relabeling putting values summing to `s`, `c` of them first-group ones, in the first
+        // group: a = s/n1 − (total − s)/n2, and the shift moves it by δ·(−c/n1 + (n1 − c)/n2).
+        let form = |s: f64, c: u32| {
+            let c = f64::from(c);
+            (s / f1 - (total - s) / f2, -c / f1 + (f1 - c) / f2)
+        };
+        let k_of = |xs: &[(f64, bool)]| xs.iter().filter(|x| x.1).count();
+        let count = cells.iter().try_fold(1u64, |acc, xs| {
+            acc.checked_mul(choose(xs.len() as u64, k_of(xs) as u64))
+        });
+        let mut forms = Vec::new();
+        let exact = matches!(count, Some(c) if c <= r.max_exact);
+        if exact {
             // An odometer over each stratum's subset sums.
-            let sums: Vec<Vec<f64>> = cells.iter().map(|(xs, k)| subset_sums(xs, *k)).collect();
+            let sums: Vec<Vec<(f64, u32)>> =
+                cells.iter().map(|xs| subset_sums(xs, k_of(xs))).collect();
             let mut idx = vec![0usize; sums.len()];
-            let mut hits = 0u64;
-            loop {
-                let s: f64 = idx.iter().zip(&sums).map(|(&i, v)| v[i]).sum();
-                hits += u64::from(at_least(diff(s), observed));
+            'all: loop {
+                let (s, c) = idx
+                    .iter()
+                    .zip(&sums)
+                    .fold((0.0, 0u32), |(s, c), (&i, v)| (s + v[i].0, c + v[i].1));
+                forms.push(form(s, c));
                 let mut j = 0;
                 loop {
                     if j == idx.len() {
-                        return Some(PermutationTest {
-                            p_value: hits as f64 / count as f64,
-                            exact: true,
-                            permutations: count,
-                        });
+                        break 'all;
                     }
                     idx[j] += 1;
                     if idx[j] < sums[j].len() {
@@ -160,30 +180,113 @@ pub fn permutation_test(obs: &[Obs], r: &Resampling) -> Option<PermutationTest> 
                     j += 1;
                 }
             }
-        }
-        _ => {
+        } else {
             let mut rng = StdRng::seed_from_u64(r.seed);
-            let mut work: Vec<Vec<f64>> = cells.iter().map(|c| c.0.clone()).collect();
-            let mut hits = 0u64;
+            let mut work = cells.clone();
+            let ks: Vec<usize> = cells.iter().map(|xs| k_of(xs)).collect();
             for _ in 0..r.permutations {
-                let mut s = 0.0;
-                for (xs, (_, k)) in work.iter_mut().zip(&cells) {
+                let (mut s, mut c) = (0.0, 0u32);
+                for (xs, k) in work.iter_mut().zip(&ks) {
                     // A partial Fisher–Yates shuffle: the first k are a uniform k-subset.
                     for i in 0..*k {
                         let j = rng.random_range(i..xs.len());
                         xs.swap(i, j);
-                        s += xs[i];
+                        s += xs[i].0;
+                        c += u32::from(xs[i].1);
                     }
                 }
-                hits += u64::from(at_least(diff(s), observed));
+                forms.push(form(s, c));
             }
-            Some(PermutationTest {
-                p_value: (1 + hits) as f64 / (1 + u64::from(r.permutations)) as f64,
-                exact: false,
-                permutations: u64::from(r.permutations),
-            })
+        }
+        Some(Relabelings {
+            forms,
+            exact,
+            observed,
+        })
+    }
+
+    /// The two-sided p-value of "the first group's values are the second's shifted by δ".
+    fn p_value(&self, delta: f64) -> f64 {
+        let obs = self.observed - delta;
+        let hits = self
+            .forms
+            .iter()
+            .filter(|(a, b)| at_least(a + b * delta, obs))
+            .count() as u64;
+        let n = self.forms.len() as u64;
+        if self.exact {
+            hits as f64 / n as f64
+        } else {
+            (1 + hits) as f64 / (1 + n) as f64
         }
     }
+
+    /// The shifts δ not rejected at `1 − level`: from the observed difference (p = 1 there),
+    /// outward to where the test first rejects, on each side. Bounded loops: at most 64
+    /// doublings of the step and 100 halvings of the bracket.
+    fn interval(&self, level: f64, scale: f64) -> (f64, f64) {
+        let alpha = 1.0 - level;
+        let centre = self.observed;
+        let accepted = |d: f64| self.p_value(d) >= alpha - 1e-12;
+        let step0 = if scale > 0.0 { scale } else { 1.0 };
+        let tolerance = 1e-9 * (1.0 + centre.abs() + step0);
+        let bound = |dir: f64| {
+            let (mut inside, mut step) = (centre, step0);
+            let mut outside = None;
+            for _ in 0..64 {
+                let d = centre + dir * step;
+                if accepted(d) {
+                    inside = d;
+                    step *= 2.0;
+                } else {
+                    outside = Some(d);
+                    break;
+                }
+            }
+            // No shift rejected (a test with too few relabelings to ever reach alpha).
+            let Some(mut outside) = outside else {
+                return dir * f64::INFINITY;
+            };
+            for _ in 0..100 {
+                if (outside - inside).abs() <= tolerance {
+                    break;
+                }
+                let mid = 0.5 * (inside + outside);
+                if accepted(mid) {
+                    inside = mid;
+                } else {
+                    outside = mid;
+                }
+            }
+            inside
+        };
+        (bound(-1.0), bound(1.0))
+    }
+}
+
+/// Two-sided permutation test of the difference in means, relabeling within strata (the
+/// group sizes of every stratum stay fixed). Exact when the relabelings number at most
+/// `r.max_exact`, else `r.permutations` seeded random ones. `None` when a group is empty.
+pub fn permutation_test(obs: &[Obs], r: &Resampling) -> Option<PermutationTest> {
+    let t = Relabelings::new(obs, r)?;
+    Some(PermutationTest {
+        p_value: t.p_value(0.0),
+        exact: t.exact,
+        permutations: t.forms.len() as u64,
+    })
+}
+
+/// The `level` interval of the difference in means that inverts the permutation test: every
+/// shift δ of the first group that the test (the same relabelings) does not reject at
+/// `1 − level`. Under randomisation within strata it covers the true shift with probability
+/// `level` whatever the units do to each other (exactly, when there is no effect), and it
+/// excludes 0 exactly when the test's p-value is below `1 − level`. `None` when a group is
+/// empty.
+pub fn permutation_interval(obs: &[Obs], level: f64, r: &Resampling) -> Option<(f64, f64)> {
+    let t = Relabelings::new(obs, r)?;
+    let values: Vec<f64> = obs.iter().map(|o| o.value).collect();
+    let scale = variance(&values).map_or(0.0, f64::sqrt);
+    Some(t.interval(level, scale))
 }
 
 /// The `level` percentile interval of sorted draws (nearest rank).
@@ -237,24 +340,52 @@ pub struct Comparison {
     pub mean_second: Option<f64>,
     /// First minus second.
     pub difference: Option<f64>,
-    /// 95% percentile bootstrap interval of the difference.
+    /// 95% interval of the difference: the permutation test inverted (see
+    /// [`permutation_interval`]); it excludes 0 exactly when `p < 0.05`.
     pub ci95: Option<(f64, f64)>,
     pub test: Option<PermutationTest>,
 }
 
-/// Difference in means with its bootstrap interval and permutation p-value.
+/// Difference in means with its permutation p-value and the interval that inverts the test.
 pub fn compare(obs: &[Obs], r: &Resampling) -> Comparison {
     let first: Vec<f64> = obs.iter().filter(|o| !o.second).map(|o| o.value).collect();
     let second: Vec<f64> = obs.iter().filter(|o| o.second).map(|o| o.value).collect();
+    let relabelings = Relabelings::new(obs, r);
+    let values: Vec<f64> = obs.iter().map(|o| o.value).collect();
+    let scale = variance(&values).map_or(0.0, f64::sqrt);
     Comparison {
         n_first: first.len(),
         n_second: second.len(),
         mean_first: mean(&first),
         mean_second: mean(&second),
         difference: mean_difference(obs),
-        ci95: bootstrap_difference(obs, 0.95, r),
-        test: permutation_test(obs, r),
+        ci95: relabelings.as_ref().map(|t| t.interval(0.95, scale)),
+        test: relabelings.map(|t| PermutationTest {
+            p_value: t.p_value(0.0),
+            exact: t.exact,
+            permutations: t.forms.len() as u64,
+        }),
     }
+}
+
+/// Holm's step-down adjustment of p-values tested together (the family's error rate held at
+/// the level): the k-th smallest becomes max over j ≤ k of min(1, (m − j + 1)·p_(j)). `None`
+/// stays `None` and does not count in the family.
+pub fn holm(ps: &[Option<f64>]) -> Vec<Option<f64>> {
+    let mut order: Vec<(usize, f64)> = ps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.map(|p| (i, p)))
+        .collect();
+    order.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let m = order.len();
+    let mut out = vec![None; ps.len()];
+    let mut running: f64 = 0.0;
+    for (rank, (i, p)) in order.into_iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p).min(1.0));
+        out[i] = Some(running);
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -746,6 +877,108 @@ mod tests {
         let share = covered as f64 / trials as f64;
         eprintln!("coverage {share}");
         assert!((0.90..=0.985).contains(&share), "coverage {share}");
+    }
+
+    #[test]
+    fn the_permutation_test_matches_scipy() {
+        // scipy.stats.permutation_test(([1, 2, 3, 4], [5, 6, 7, 8, 9]), lambda x, y:
+        // np.mean(x) - np.mean(y), permutation_type="independent", n_resamples=np.inf,
+        // alternative="two-sided").pvalue == 0.015873015873015872 (2 of 126 relabelings).
+        let t = permutation_test(&groups(&[1.0, 2.0, 3.0, 4.0], &[5., 6., 7., 8., 9.]), &r());
+        let t = t.unwrap();
+        assert!(t.exact);
+        assert_eq!(t.permutations, 126);
+        assert!((t.p_value - 0.015_873_015_873_015_872).abs() < 1e-15);
+    }
+
+    #[test]
+    fn holm_matches_r() {
+        // R: p.adjust(c(0.01, 0.04, 0.03, 0.005), "holm") == c(0.03, 0.06, 0.06, 0.02).
+        let got = holm(&[Some(0.01), Some(0.04), None, Some(0.03), Some(0.005)]);
+        let want = [Some(0.03), Some(0.06), None, Some(0.06), Some(0.02)];
+        for (g, w) in got.iter().zip(want) {
+            match (g, w) {
+                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-12, "{got:?}"),
+                (g, w) => assert_eq!(*g, w),
+            }
+        }
+        // Adjusted values never pass 1.
+        assert_eq!(holm(&[Some(0.6), Some(0.7)]), vec![Some(1.0), Some(1.0)]);
+    }
+
+    /// Data with a shift inside three strata, for the interval tests.
+    fn stratified(rng: &mut StdRng, shift: f64) -> Vec<Obs> {
+        let mut obs = Vec::new();
+        for stratum in 0..3 {
+            let level = 10.0 * stratum as f64;
+            for i in 0..12 {
+                let second = i % 2 == 1;
+                let effect = if second { 0.0 } else { shift };
+                let value = level + effect + 2.0 * normal(rng);
+                obs.push(Obs {
+                    stratum,
+                    second,
+                    value,
+                });
+            }
+        }
+        obs
+    }
+
+    #[test]
+    fn the_inverted_interval_excludes_zero_exactly_when_p_is_below_5_percent() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let (mut rejected, mut checked) = (0, 0);
+        for t in 0..60 {
+            let obs = stratified(&mut rng, 0.4 * (t % 5) as f64);
+            let res = Resampling {
+                seed: t,
+                permutations: 999,
+                ..r()
+            };
+            let c = compare(&obs, &res);
+            let (lo, hi) = c.ci95.unwrap();
+            let p = c.test.unwrap().p_value;
+            assert!(lo <= c.difference.unwrap() && c.difference.unwrap() <= hi);
+            assert_eq!(
+                p < 0.05,
+                lo > 0.0 || hi < 0.0,
+                "p {p}, interval ({lo}, {hi})"
+            );
+            rejected += usize::from(p < 0.05);
+            checked += 1;
+            // The ends are where the test turns: just inside is accepted, just outside not.
+            let rl = Relabelings::new(&obs, &res).unwrap();
+            let eps = 1e-6 * (1.0 + hi - lo);
+            assert!(rl.p_value(lo) >= 0.05 - 1e-12 && rl.p_value(hi) >= 0.05 - 1e-12);
+            assert!(rl.p_value(lo - eps) < 0.05 && rl.p_value(hi + eps) < 0.05);
+        }
+        assert!(
+            rejected > 0 && rejected < checked,
+            "{rejected} of {checked}"
+        );
+    }
+
+    #[test]
+    fn inverted_intervals_cover_the_true_shift_about_95_percent_of_the_time() {
+        // 300 simulated stratified experiments with a true shift of 1; binomial standard error
+        // of 300 trials at 95% is 1.26 points: [91%, 98.5%] is about a 3-SE band.
+        let mut rng = StdRng::seed_from_u64(11);
+        let trials = 300;
+        let mut covered = 0;
+        for t in 0..trials {
+            let obs = stratified(&mut rng, 1.0);
+            let res = Resampling {
+                seed: t,
+                permutations: 499,
+                ..r()
+            };
+            let (lo, hi) = permutation_interval(&obs, 0.95, &res).unwrap();
+            covered += usize::from(lo <= 1.0 && 1.0 <= hi);
+        }
+        let share = covered as f64 / trials as f64;
+        eprintln!("coverage {share}");
+        assert!((0.91..=0.985).contains(&share), "coverage {share}");
     }
 
     #[test]
