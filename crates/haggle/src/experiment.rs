@@ -48,6 +48,9 @@ pub enum ExperimentCmd {
     Replay { dir: PathBuf, run: String },
     /// Analyse the finished runs and write report.html, analysis.json and CSVs into the folder.
     Report { dir: PathBuf },
+    /// How honest the statistics are here: the experiment's A/A version over many seeds, the
+    /// false-positive rate and interval coverage of every compared outcome.
+    Calibrate(crate::calibrate::CalibrateArgs),
     /// Put several experiments side by side (compare.html, compare.json).
     Compare {
         #[arg(required = true, num_args = 1..)]
@@ -72,6 +75,7 @@ pub async fn run(cmd: ExperimentCmd) -> anyhow::Result<()> {
         ExperimentCmd::Replay { dir, run } => replay(&dir, &run).await,
         ExperimentCmd::Report { dir } => report(&dir).map(|_| ()),
         ExperimentCmd::Compare { dirs, out } => compare(&dirs, &out),
+        ExperimentCmd::Calibrate(args) => crate::calibrate::calibrate(args).await,
     }
 }
 
@@ -443,18 +447,33 @@ fn prepare(dir: &Path, x: &Experiment, text: &str, scenario: &Scenario) -> anyho
     Ok(())
 }
 
-async fn run_experiment(
-    file: &Path,
-    out: Option<PathBuf>,
+/// What one invocation did with an experiment's runs.
+pub struct Ran {
+    pub failed: Vec<String>,
+    /// The runs (of this shard) not finished yet.
+    pub remaining: usize,
+}
+
+/// Runs the experiment `x` (its file's text `text`) into `dir`: the runs of `shard` (all
+/// without), at most `max_runs` of them now, `concurrency` markets at once; `verbose` prints a
+/// line per run and progress.
+pub async fn run_runs(
+    x: &Experiment,
+    text: &str,
+    dir: &Path,
     max_runs: Option<usize>,
     shard: Option<Shard>,
-) -> anyhow::Result<()> {
-    let x = Experiment::from_path(file)?;
-    let text = read(file)?;
+    verbose: bool,
+) -> anyhow::Result<Ran> {
+    let say = |line: String| {
+        if verbose {
+            eprintln!("{line}");
+        }
+    };
     let scenario = x.scenario()?;
     crate::demo::warn_truncated(&scenario);
-    let dir = out.unwrap_or_else(|| PathBuf::from("experiments").join(&x.name));
-    prepare(&dir, &x, &text, &scenario)?;
+    let dir = dir.to_path_buf();
+    prepare(&dir, x, text, &scenario)?;
     let plan: Vec<RunPlan> = x
         .plan()
         .into_iter()
@@ -463,12 +482,12 @@ async fn run_experiment(
         .map(|(_, p)| p)
         .collect();
     if let Some(s) = shard {
-        eprintln!(
+        say(format!(
             "shard {}/{}: {} of the experiment's runs",
             s.index,
             s.count,
             plan.len()
-        );
+        ));
     }
     let (estimated, max) = x.spend_limits();
     // Spend of runs finished in earlier sessions counts against the maximum.
@@ -494,7 +513,7 @@ async fn run_experiment(
             .check(brain)
             .map_err(|e| anyhow::anyhow!("arm {arm}: {e}"))?;
     }
-    eprintln!(
+    say(format!(
         "experiment {}: {} runs of {} participants, arms {}; {} markets at once; results in {}",
         x.name,
         plan.len(),
@@ -506,17 +525,17 @@ async fn run_experiment(
             .join(", "),
         x.execution.concurrency,
         dir.display()
-    );
+    ));
     if uses_llm {
-        eprintln!(
+        say(format!(
             "LLM spend: estimated {}, maximum {}, already spent {}; {} calls at once",
             estimated.map_or("not given".into(), usd),
             max.map_or("none".into(), usd),
             usd(spent_before),
             x.llm.concurrency
-        );
+        ));
     } else {
-        eprintln!("LLM spend: none (rule brains only)");
+        say("LLM spend: none (rule brains only)".into());
     }
     if let Some(m) = max
         && uses_llm
@@ -533,10 +552,10 @@ async fn run_experiment(
     let mut pending = Vec::new();
     for p in &plan {
         if finished(&dir, &p.id).is_some() {
-            eprintln!("{}: finished earlier, kept", p.id);
+            say(format!("{}: finished earlier, kept", p.id));
             journal(&dir, shard, &p.id, "kept", serde_json::json!({}))?;
         } else {
-            pending.push(run_config(&x, &scenario, p)?);
+            pending.push(run_config(x, &scenario, p)?);
         }
     }
     let limit = max_runs.unwrap_or(usize::MAX);
@@ -556,7 +575,7 @@ async fn run_experiment(
             let (dir, scenario, eff, tx) = (dir.clone(), scenario.clone(), eff.clone(), tx.clone());
             let guard = guard.clone();
             journal(&dir, shard, &cfg.plan.id, "started", serde_json::json!({}))?;
-            eprintln!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed);
+            say(format!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed));
             std::thread::spawn(move || {
                 let t = Instant::now();
                 let id = cfg.plan.id.clone();
@@ -576,7 +595,7 @@ async fn run_experiment(
                                 Some(guard.clone()),
                                 None,
                                 move |p| {
-                                    if p.round >= last_line + 24 {
+                                    if verbose && p.round >= last_line + 24 {
                                         last_line = p.round;
                                         eprintln!(
                                             "{label}: round {:>4}/{}  deals {:>4}  volume {}",
@@ -615,7 +634,7 @@ async fn run_experiment(
                     "finished",
                     serde_json::json!({"events": f.events, "deals": m.market.deals, "wall_ms": took.as_millis() as u64}),
                 )?;
-                eprintln!(
+                say(format!(
                     "{id}: finished in {:.1} s: {} deals, volume {}, efficiency {}",
                     took.as_secs_f64(),
                     m.market.deals,
@@ -623,7 +642,7 @@ async fn run_experiment(
                     m.market
                         .allocative_efficiency
                         .map_or("–".into(), |e| format!("{:.1}%", e * 100.0))
-                );
+                ));
             }
             Err(e) => {
                 journal(
@@ -639,22 +658,35 @@ async fn run_experiment(
         }
         if guard.refused() > 0 && !stop {
             stop = true;
-            eprintln!(
+            say(format!(
                 "the LLM spend maximum was reached ({} spent): no further runs start",
                 usd(guard.spent())
-            );
+            ));
         }
     }
     let remaining = plan
         .iter()
         .filter(|p| finished(&dir, &p.id).is_none())
         .count();
-    eprintln!(
+    say(format!(
         "{done} run(s) finished now in {:.1} s; {} of {} finished in all",
         started_at.elapsed().as_secs_f64(),
         plan.len() - remaining,
         plan.len()
-    );
+    ));
+    Ok(Ran { failed, remaining })
+}
+
+async fn run_experiment(
+    file: &Path,
+    out: Option<PathBuf>,
+    max_runs: Option<usize>,
+    shard: Option<Shard>,
+) -> anyhow::Result<()> {
+    let x = Experiment::from_path(file)?;
+    let text = read(file)?;
+    let dir = out.unwrap_or_else(|| PathBuf::from("experiments").join(&x.name));
+    let Ran { failed, remaining } = run_runs(&x, &text, &dir, max_runs, shard, true).await?;
     if !failed.is_empty() {
         bail!(
             "{} run(s) failed: {}; run the same command again to retry them",
@@ -687,7 +719,7 @@ async fn run_experiment(
 }
 
 /// The finished runs of an experiment folder, for the analysis.
-fn load_runs(dir: &Path) -> anyhow::Result<(Experiment, Vec<RunData>, usize)> {
+pub fn load_runs(dir: &Path) -> anyhow::Result<(Experiment, Vec<RunData>, usize)> {
     let x: Experiment = serde_json::from_str(&read(&dir.join("experiment.json"))?)
         .with_context(|| format!("{} is not an experiment folder", dir.display()))?;
     let plan: Vec<RunPlan> = serde_json::from_str(&read(&dir.join("plan.json"))?)?;

@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod bench;
+mod calibrate;
 mod config;
 mod demo;
 mod estimate;
