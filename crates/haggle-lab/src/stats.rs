@@ -222,8 +222,9 @@ impl Relabelings {
     }
 
     /// The shifts δ not rejected at `1 − level`: from the observed difference (p = 1 there),
-    /// outward to where the test first rejects, on each side. Bounded loops: at most 64
-    /// doublings of the step and 100 halvings of the bracket.
+    /// outward to where the test first rejects, on each side, and widened to hold 0 when 0 is
+    /// not rejected. Bounded loops: at most 64 doublings of the step and 100 halvings of the
+    /// bracket.
     fn interval(&self, level: f64, scale: f64) -> (f64, f64) {
         let alpha = 1.0 - level;
         let centre = self.observed;
@@ -260,7 +261,17 @@ impl Relabelings {
             }
             inside
         };
-        (bound(-1.0), bound(1.0))
+        let (mut lo, mut hi) = (bound(-1.0), bound(1.0));
+        // With tied values (counts, shares of 0 and 1) p(δ) is not monotone: exactly at a tie
+        // the relabelings that match the observed statistic all count, so a shift such as 0 can
+        // be accepted while shifts beside it are not. The interval holds every shift found
+        // accepted, 0 included when the test does not reject it, so it excludes 0 exactly when
+        // p(0) is below the level's alpha.
+        if accepted(0.0) {
+            lo = lo.min(0.0);
+            hi = hi.max(0.0);
+        }
+        (lo, hi)
     }
 }
 
@@ -957,6 +968,40 @@ mod tests {
             rejected > 0 && rejected < checked,
             "{rejected} of {checked}"
         );
+    }
+
+    #[test]
+    fn with_tied_counts_the_interval_still_excludes_zero_exactly_when_p_is_below_5_percent() {
+        // Deals per participant: small integers, many ties.
+        let mut rng = StdRng::seed_from_u64(5);
+        for t in 0..80 {
+            let obs: Vec<Obs> = (0..36)
+                .map(|i| {
+                    let second = i % 2 == 1;
+                    let bump = u32::from(!second && t % 3 == 0);
+                    Obs {
+                        stratum: i / 12,
+                        second,
+                        value: f64::from(rng.random_range(0..3u32) + bump),
+                    }
+                })
+                .collect();
+            let c = compare(
+                &obs,
+                &Resampling {
+                    seed: t,
+                    permutations: 999,
+                    ..r()
+                },
+            );
+            let (lo, hi) = c.ci95.unwrap();
+            let p = c.test.unwrap().p_value;
+            assert_eq!(
+                p < 0.05,
+                lo > 0.0 || hi < 0.0,
+                "seed {t}: p {p}, ({lo}, {hi})"
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct CalibrateArgs {
     /// Also run the experiment as written over the same seeds: how often each difference is found.
     #[arg(long)]
     pub effect: bool,
+    /// Keep every seed's runs (databases, event logs); by default a seed's folder is removed
+    /// once analysed (each seed is reproducible from the experiment and its number).
+    #[arg(long)]
+    pub keep_runs: bool,
 }
 
 /// One compared outcome over the seeds.
@@ -146,6 +150,7 @@ async fn over_seeds(
     variant: &str,
     seeds: u32,
     dir: &Path,
+    keep_runs: bool,
 ) -> anyhow::Result<Calibration> {
     let mut outcomes = BTreeMap::new();
     let mut families = BTreeMap::new();
@@ -171,6 +176,10 @@ async fn over_seeds(
             xx.analysis.min_units,
         );
         add(&a, &mut outcomes, &mut families);
+        if !keep_runs {
+            std::fs::remove_dir_all(&sd)
+                .with_context(|| format!("cannot remove {}", sd.display()))?;
+        }
         eprintln!(
             "{variant}: seed {}/{seeds} done ({} runs; {:.0} s so far)",
             k + 1,
@@ -298,9 +307,18 @@ pub async fn calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
         },
         out.display()
     );
-    let mut all = vec![over_seeds(&aa, "A/A", args.seeds, &out.join("aa")).await?];
+    let mut all = vec![over_seeds(&aa, "A/A", args.seeds, &out.join("aa"), args.keep_runs).await?];
     if args.effect {
-        all.push(over_seeds(&x, "as written", args.seeds, &out.join("effect")).await?);
+        all.push(
+            over_seeds(
+                &x,
+                "as written",
+                args.seeds,
+                &out.join("effect"),
+                args.keep_runs,
+            )
+            .await?,
+        );
     }
     let mut text = String::new();
     for (i, c) in all.iter().enumerate() {
