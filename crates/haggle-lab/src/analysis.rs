@@ -226,6 +226,7 @@ pub const RUN_OUTCOMES: &[(&str, &str)] = &[
     ("mean_price", "mean price"),
     ("agreement_rate", "agreement rate"),
     ("mean_seller_share", "mean seller share σ"),
+    ("time_to_deal_h", "median time to deal (hours)"),
 ];
 
 /// One item traded under both arms.
@@ -332,6 +333,7 @@ fn run_outcome(m: &MarketMetrics, name: &str) -> Option<f64> {
         "mean_price" => m.mean_price.map(|p| p as f64),
         "agreement_rate" => m.agreement_rate,
         "mean_seller_share" => m.mean_seller_share,
+        "time_to_deal_h" => m.median_time_to_deal_ms.map(|ms| ms as f64 / 3_600_000.0),
         _ => None,
     }
 }
@@ -866,6 +868,7 @@ mod tests {
             seed,
             design: Design::Split(vec!["a".into(), "b".into()]),
             real: false,
+            rules: BTreeMap::new(),
         }
     }
 

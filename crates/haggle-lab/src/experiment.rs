@@ -36,6 +36,7 @@
 
 use crate::scenario::Scenario;
 use crate::stats::Resampling;
+use haggle_api::haggle_core::MarketRules;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -116,6 +117,27 @@ pub struct RunGroup {
     /// The run whose deals are honoured (at most one run in the experiment).
     #[serde(default)]
     pub real: bool,
+    /// Market rules these runs change (any field of the market's rules, e.g.
+    /// `strict_alternation = true`, `max_offers_per_thread = 4`): a market-structure arm.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, serde_json::Value>,
+}
+
+/// `base` with `changes` applied, checked as the market checks rules: an unknown field, a value
+/// of the wrong type or out of range is an error naming it.
+pub fn rules_over(
+    base: &MarketRules,
+    changes: &BTreeMap<String, serde_json::Value>,
+) -> Result<MarketRules, String> {
+    let mut v = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    if let Some(o) = v.as_object_mut() {
+        for (k, x) in changes {
+            o.insert(k.clone(), x.clone());
+        }
+    }
+    let rules: MarketRules = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    rules.validate().map_err(|e| e.message)?;
+    Ok(rules)
 }
 
 fn one() -> u32 {
@@ -321,6 +343,9 @@ pub struct RunPlan {
     pub seed: u64,
     pub design: Design,
     pub real: bool,
+    /// The market rules its group changes (see [`RunGroup::rules`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, serde_json::Value>,
 }
 
 /// SplitMix64: run seeds from the experiment seed, well spread even for 0, 1, 2, ...
@@ -553,6 +578,9 @@ impl Experiment {
             if g.real {
                 real += g.count;
             }
+            if let Err(m) = rules_over(&MarketRules::default(), &g.rules) {
+                return err(&at("rules"), m);
+            }
         }
         if real > 1 {
             return err(
@@ -695,6 +723,7 @@ impl Experiment {
                     seed: mix(self.seed, index as u64),
                     design: design.clone(),
                     real: g.real,
+                    rules: g.rules.clone(),
                 });
             }
         }

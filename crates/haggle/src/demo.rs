@@ -154,6 +154,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         database: format!("sqlite://{}", db.display()),
         factory,
         withhold_leaks: args.llm.withhold_leaks,
+        rules: sim::market_rules(),
     };
     // The progress bar redraws a line: only on a terminal.
     let quiet = args.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());

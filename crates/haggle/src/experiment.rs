@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use haggle_agents::llm::log::Record;
 use haggle_agents::llm::replay::Recording;
 use haggle_agents::spend::SpendGuard;
+use haggle_api::haggle_core::MarketRules;
 use haggle_lab::analysis::{self, LlmUsage, RunData};
 use haggle_lab::experiment::{Experiment, RunPlan, is_llm_brain, usd};
 use haggle_lab::metrics::RunRecord;
@@ -131,6 +132,10 @@ pub struct RunConfig {
     pub prompt_template: String,
     /// Per participant, in the scenario's order.
     pub participants: Vec<Assigned>,
+    /// The market's rules: the simulation's, with the changes of the run's group (absent in
+    /// runs stored before groups could change them: those ran on the simulation's rules).
+    #[serde(default)]
+    pub rules: Option<MarketRules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +271,10 @@ fn run_config(x: &Experiment, scenario: &Scenario, plan: &RunPlan) -> anyhow::Re
         brain_seed_rule: "run seed × 1000003 + participant index".into(),
         prompt_template: haggle_agents::prompt::PROMPT_TEMPLATE_VERSION.into(),
         participants,
+        rules: Some(
+            haggle_lab::experiment::rules_over(&sim::market_rules(), &plan.rules)
+                .map_err(|e| anyhow::anyhow!("run {}: rules: {e}", plan.id))?,
+        ),
     })
 }
 
@@ -327,6 +336,7 @@ async fn execute(
             database: format!("sqlite://{}", db.display()),
             factory,
             withhold_leaks: false,
+            rules: cfg.rules.clone().unwrap_or_else(sim::market_rules),
         },
         &mut progress,
     )

@@ -50,6 +50,8 @@ pub struct SimConfig {
     pub factory: haggle_agents::registry::BrainFactory,
     /// Withhold (not only count) outgoing texts with a private number.
     pub withhold_leaks: bool,
+    /// The market's rules ([`market_rules`] unless an experiment's run group changes them).
+    pub rules: MarketRules,
 }
 
 /// Live figures for the progress display.
@@ -134,7 +136,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         currency: cfg.scenario.currency.clone(),
         clock: Some(ClockMode::Simulated),
         sim_start_ms: Some(SIM_START_MS),
-        rules: Some(market_rules()),
+        rules: Some(cfg.rules.clone()),
     };
     let market: haggle_api::haggle_core::Market = serde_json::from_str(
         &svc.create_market(&operator, req, None)
@@ -267,7 +269,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         }
     }
     // Let the confirmation windows pass, so handed-over deals complete, then a last turn each.
-    svc.advance_clock(&operator, m, market_rules().confirmation_window_ms, None)
+    svc.advance_clock(&operator, m, cfg.rules.confirmation_window_ms, None)
         .await
         .map_err(api)?;
     let now = svc

@@ -855,3 +855,96 @@ split = ["boulware", "conceder"]
     // Seeds' runs are removed once analysed unless asked to keep them.
     assert!(!out.join("aa").join("seed-0001").exists());
 }
+
+#[test]
+fn run_groups_may_change_the_market_rules_and_are_compared_on_market_outcomes() {
+    let dir = Scratch::new("exp-rules");
+    let file = dir.path("rules.toml");
+    let file_text = r#"
+name = "rules"
+seed = 4
+[scenario]
+generate = { seed = 42, participants = 10 }
+[arms]
+a = "rule:linear"
+[[runs]]
+name = "free"
+count = 2
+arm = "a"
+[[runs]]
+name = "strict"
+count = 2
+arm = "a"
+rules = { strict_alternation = true, max_offers_per_thread = 4 }
+"#;
+    std::fs::write(&file, file_text).unwrap();
+    let f = file.display().to_string();
+    run_experiment(&dir, &f, "out", &[], 240);
+    let out = dir.path("out");
+    let read = |p: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(p)).unwrap()).unwrap()
+    };
+    let plan = read("plan.json");
+    assert_eq!(
+        plan[0]["rules"],
+        Value::Null,
+        "the free group changes nothing"
+    );
+    assert_eq!(plan[2]["rules"]["strict_alternation"], true);
+    let free = read("runs/free-01/run.json");
+    let strict = read("runs/strict-01/run.json");
+    assert_eq!(free["rules"]["strict_alternation"], false);
+    assert_eq!(
+        free["rules"]["max_offers_per_thread"], 10,
+        "the simulation's own rules"
+    );
+    assert_eq!(strict["rules"]["strict_alternation"], true);
+    assert_eq!(strict["rules"]["max_offers_per_thread"], 4);
+    assert_eq!(
+        strict["rules"]["offer_ttl_ms"],
+        free["rules"]["offer_ttl_ms"]
+    );
+    // The markets ran under their rules: the market's creation event says so.
+    let created = |run: &str| -> Value {
+        let events = std::fs::read_to_string(out.join(format!("runs/{run}/events.jsonl"))).unwrap();
+        serde_json::from_str(events.lines().next().unwrap()).unwrap()
+    };
+    let rules_of = |run: &str| created(run).to_string();
+    assert!(
+        rules_of("strict-02").contains("\"strict_alternation\":true"),
+        "{}",
+        rules_of("strict-02")
+    );
+    assert!(rules_of("free-02").contains("\"strict_alternation\":false"));
+    let analysis = read("analysis.json");
+    let outcomes: Vec<&str> = analysis["group_comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect();
+    for o in [
+        "efficiency",
+        "deals",
+        "mean_price",
+        "mean_seller_share",
+        "time_to_deal_h",
+    ] {
+        assert!(outcomes.contains(&o), "{o}: {outcomes:?}");
+    }
+    // A rule that does not exist, or a value out of range, names the group's field.
+    for (bad, said) in [
+        (
+            "strict_alternation = true, max_offers = 4",
+            "unknown field `max_offers`",
+        ),
+        ("offer_ttl_ms = 0", "offer_ttl_ms"),
+    ] {
+        let broken = file_text.replace("strict_alternation = true, max_offers_per_thread = 4", bad);
+        std::fs::write(&file, broken).unwrap();
+        let o = run(&dir.0, &["experiment", "run", &f, "--out", "other"]);
+        let err = text(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains("runs[1].rules") && err.contains(said), "{err}");
+    }
+}
