@@ -12,9 +12,6 @@ use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::Duration;
-
-const POLL: Duration = Duration::from_millis(500);
 
 #[utoipa::path(get, path = "/v1/markets/{market}/events/stream", params(("market" = i64, Path), EventParams), responses((status = 200, description = "text/event-stream of events; each SSE id is the event's seq")), security(("bearer" = [])))]
 pub async fn stream_events(
@@ -51,7 +48,7 @@ pub async fn stream_events(
                     buf.extend(batch);
                 }
                 Ok(_) => {
-                    let _ = tokio::time::timeout(POLL, rx.recv()).await;
+                    let _ = tokio::time::timeout(s.svc.feed_poll(), rx.recv()).await;
                 }
                 // The store is unreachable: end the stream; the client reconnects with Last-Event-ID.
                 Err(_) => return None,

@@ -116,6 +116,10 @@ pub struct Config {
     /// Accept and deliver webhooks to loopback, private, link-local and similar addresses. Off
     /// by default: a webhook makes the server send requests wherever an operator points it.
     pub allow_private_webhooks: bool,
+    /// How often a live reader (SSE, the web feed) also looks for new events. Its wake-ups come
+    /// from this process's commands and, on PostgreSQL, from other replicas' announcements
+    /// ([`Service::spawn_event_listener`]); the poll only covers a lost listener connection.
+    pub feed_poll: std::time::Duration,
 }
 
 impl Default for Config {
@@ -123,6 +127,7 @@ impl Default for Config {
         Config {
             rate_per_sec: 2000,
             allow_private_webhooks: false,
+            feed_poll: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -136,6 +141,7 @@ pub struct Service {
     /// Hashes of tokens revoked by this process: wakes their live streams at once.
     revocations: tokio::sync::broadcast::Sender<String>,
     allow_private_webhooks: bool,
+    feed_poll: std::time::Duration,
 }
 
 /// Removes an idempotency key from the in-flight set when its request ends, however it ends.
@@ -254,6 +260,7 @@ impl Service {
             limiter: limiter::Limiter::new(config.rate_per_sec),
             revocations,
             allow_private_webhooks: config.allow_private_webhooks,
+            feed_poll: config.feed_poll,
         })
     }
 
@@ -265,10 +272,45 @@ impl Service {
         self.clock.now_ms()
     }
 
-    /// Wakes live readers when a market's log grows (in this process; readers also poll, which
-    /// covers writes by other replicas).
+    /// Wakes live readers when a market's log grows: by this process's commands and, on
+    /// PostgreSQL, by other replicas' (see [`Service::spawn_event_listener`]). Readers also poll
+    /// every [`Service::feed_poll`].
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.feed.subscribe()
+    }
+
+    /// How long a live reader waits for a wake-up before it looks anyway.
+    pub fn feed_poll(&self) -> std::time::Duration {
+        self.feed_poll
+    }
+
+    /// Forwards the markets other replicas wrote events to (PostgreSQL `LISTEN/NOTIFY`) to this
+    /// process's live readers, reconnecting a second after a lost connection (readers poll
+    /// meanwhile). Returns at once on SQLite, whose only writer is this process.
+    pub fn spawn_event_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let svc = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                match svc.store.listen_for_events().await {
+                    Ok(None) => return,
+                    Ok(Some(mut notices)) => loop {
+                        match notices.next().await {
+                            Ok(market) => {
+                                let _ = svc.feed.send(market);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the event listener lost its connection");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for other replicas' events")
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
     }
 
     pub async fn authenticate(&self, bearer: Option<&str>) -> ApiResult<Caller> {

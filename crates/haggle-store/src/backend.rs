@@ -1037,6 +1037,9 @@ impl Backend {
             }
         }
         if result.is_ok() || idem.is_some() {
+            if let (Some(sql), Some(_)) = (dialect::NOTIFY_EVENTS, events.last()) {
+                sqlx::query(sql).bind(market_id.to_string()).execute(&mut *tx).await?;
+            }
             if let Err(e) = tx.commit().await {
                 self.unshelve(market_id);
                 self.forget(market_id);

@@ -10,6 +10,8 @@ pub mod sqlite {
     /// SQLite has one writer: queueing writers in-process is cheaper than busy-waiting on the file.
     pub const SERIALIZE_IN_PROCESS: bool = true;
     pub const MIGRATION_LOCK: Option<&str> = None;
+    /// One process writes a SQLite file: its own readers are woken in-process.
+    pub const NOTIFY_EVENTS: Option<&str> = None;
     /// Refreshes the planner's statistics (bounded work per index), so lookups by participant
     /// use their indexes instead of scanning a market's whole range as it grows.
     pub const ANALYZE: &str = "PRAGMA analysis_limit = 1000; ANALYZE;";
@@ -119,6 +121,11 @@ pub mod postgres {
     pub const SERIALIZE_IN_PROCESS: bool = false;
     /// Two replicas starting at once must not both migrate.
     pub const MIGRATION_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(72454)");
+    /// Announces a market's new events to every replica listening (delivered at commit, and
+    /// not at all if the transaction rolls back).
+    pub const NOTIFY_EVENTS: Option<&str> = Some("SELECT pg_notify('haggle_events', $1)");
+    /// The channel [`NOTIFY_EVENTS`] announces on.
+    pub const EVENTS_CHANNEL: &str = "haggle_events";
     pub const ANALYZE: &str = "ANALYZE";
     pub const MIGRATIONS: &[(i64, &str)] = &[
         (1, include_str!("migrations/0001_schema.sql")),

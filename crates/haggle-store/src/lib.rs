@@ -166,6 +166,31 @@ pub mod postgres {
     include!("backend.rs");
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
+
+    impl Backend {
+        /// A connection listening for the markets other processes wrote events to.
+        pub async fn listen_for_events(&self) -> StoreResult<EventNotices> {
+            let mut l = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+            l.listen(dialect::EVENTS_CHANNEL).await?;
+            Ok(EventNotices(l))
+        }
+    }
+
+    /// Market ids as PostgreSQL announces their new events (see [`crate::Store::listen_for_events`]).
+    pub struct EventNotices(sqlx::postgres::PgListener);
+
+    impl EventNotices {
+        /// The next market with new events; an error when the connection is lost (listen again).
+        pub async fn next(&mut self) -> StoreResult<i64> {
+            loop {
+                let n = self.0.recv().await?;
+                // Only this channel is listened to; a payload that is not an id is skipped.
+                if let Ok(m) = n.payload().parse::<i64>() {
+                    return Ok(m);
+                }
+            }
+        }
+    }
 }
 
 /// The store: one interface, either backend.
@@ -214,6 +239,16 @@ impl Store {
         match self {
             Store::Sqlite(_) => "sqlite",
             Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Announcements of markets that got new events from any process sharing the database
+    /// (PostgreSQL `LISTEN`); `None` for SQLite, whose only writer is this process. Live readers
+    /// wake on them instead of waiting for their next poll.
+    pub async fn listen_for_events(&self) -> StoreResult<Option<postgres::EventNotices>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(b) => b.listen_for_events().await.map(Some),
         }
     }
 

@@ -20,7 +20,8 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// How often a live stream also looks for events written by other server processes.
+/// How often a live stream also looks for events when no wake-up came (wake-ups come from this
+/// process and, on PostgreSQL, from other replicas' announcements).
 const POLL: Duration = Duration::from_millis(500);
 const PAGE: u32 = 50;
 

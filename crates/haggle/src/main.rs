@@ -59,6 +59,10 @@ enum Cmd {
         /// they would let an operator make this server call into its own network).
         #[arg(long)]
         allow_private_webhooks: bool,
+        /// How often live streams also look for new events, in ms (they wake at once on this
+        /// server's writes and, on PostgreSQL, on other replicas' announcements).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+        feed_poll_ms: u64,
     },
     /// Markets.
     Market {
@@ -319,6 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             reports,
             public_url,
             allow_private_webhooks,
+            feed_poll_ms,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -335,9 +340,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .or(cfg.rate_limit)
                     .unwrap_or(Config::default().rate_per_sec),
                 allow_private_webhooks,
+                feed_poll: std::time::Duration::from_millis(feed_poll_ms),
             };
             let svc = Service::new(store, Arc::new(SystemClock), config);
             svc.spawn_sweeper(std::time::Duration::from_secs(1));
+            svc.spawn_event_listener();
             svc.spawn_webhooks(std::time::Duration::from_secs(1));
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await

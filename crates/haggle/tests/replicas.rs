@@ -514,3 +514,76 @@ async fn postgres_two_replicas_create_one_market_per_key() {
         started.elapsed()
     );
 }
+
+/// Reads SSE frames from `resp` until one of kind `kind`; returns when it arrived.
+async fn next_event_of(resp: &mut reqwest::Response, buf: &mut String, kind: &str) -> Instant {
+    let marker = format!("event: {kind}\n");
+    loop {
+        if let Some(i) = buf.find(&marker) {
+            buf.drain(..i + marker.len());
+            return Instant::now();
+        }
+        let chunk = resp.chunk().await.expect("stream").expect("stream open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// A listing posted through replica A reaches an SSE client of replica B at once: B learns of
+/// A's commit from PostgreSQL's announcement, not from a poll (both poll only every 60 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_an_event_written_on_one_replica_streams_from_the_other_without_a_poll() {
+    let Some(base) = postgres_url() else { return };
+    let db = ScratchDatabase::create(&base).await;
+    let dir = Scratch::new("feed-postgres");
+    let args = ["--database", db.url.as_str(), "--feed-poll-ms", "60000"];
+    let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));
+    let op = operator_token(&dir.0, &db.url);
+    let http = Http::default();
+    let market = create_market(&http, &a.base, &op, "feed").await;
+    let seller = register(&http, &a.base, &op, market, "Sella", 0).await;
+    // The operator follows market events on B from now on.
+    let client = reqwest::Client::new();
+    let mut resp = client
+        .get(b.url(&format!("/v1/markets/{market}/events/stream")))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut buf = String::new();
+    // Drain what is already there (the market and the participant).
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            let _ = next_event_of(&mut resp, &mut buf, "participant_registered").await;
+        }
+    })
+    .await;
+    buf.clear();
+    let mut latencies = Vec::new();
+    for n in 0..20 {
+        create_listing(&http, &a.base, market, &seller, n).await;
+        let written = Instant::now();
+        let arrived = tokio::time::timeout(
+            Duration::from_secs(10),
+            next_event_of(&mut resp, &mut buf, "listing_posted"),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "listing {n} did not reach replica B within 10 s: {}",
+                b.log()
+            )
+        });
+        latencies.push(arrived.saturating_duration_since(written));
+    }
+    latencies.sort();
+    eprintln!(
+        "replica A write -> replica B SSE: median {:?}, max {:?} over {} listings",
+        latencies[latencies.len() / 2],
+        latencies.last().unwrap(),
+        latencies.len()
+    );
+    assert!(*latencies.last().unwrap() < Duration::from_secs(10));
+    drop((a, b));
+    drop(db);
+}
