@@ -1,6 +1,7 @@
-//! `haggle bench api`: starts a server on the given database (random loopback port), drives its
-//! HTTP API with a mixed negotiation workload from many concurrent clients, and prints a table
-//! and, as the last stdout line, a JSON object with `actions_per_s`, `p50_ms` and `p99_ms`.
+//! `haggle bench api`: starts a server on the given database (random loopback port), or takes
+//! running ones (`--server URL`, repeated for replicas), drives the HTTP API with a mixed
+//! negotiation workload from many concurrent clients, and prints a table and, as the last stdout
+//! line, a JSON object with `actions_per_s`, `p50_ms` and `p99_ms`.
 
 use crate::config;
 use anyhow::{Context, bail};
@@ -20,6 +21,88 @@ pub struct ApiArgs {
     /// How long to drive the load.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Drive this running server instead of starting one; repeat it for replicas sharing a
+    /// database (client pairs are spread over them, a pair's seller and buyer on different ones).
+    #[arg(long = "server", value_name = "URL")]
+    servers: Vec<String>,
+    /// An operator token of the `--server`s (it creates the bench market and participants).
+    #[arg(long, env = "HAGGLE_TOKEN")]
+    token: Option<String>,
+}
+
+/// The server(s) under load: one started here (stopped at the end), or running ones.
+struct Target {
+    bases: Vec<String>,
+    operator: String,
+    label: String,
+    local: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
+}
+
+/// Starts a server on the bench's database (a fresh SQLite file unless one is given), or takes
+/// the `--server`s given.
+async fn target(
+    args: &ApiArgs,
+    cfg: &config::File,
+    tmp: &std::path::Path,
+) -> anyhow::Result<Target> {
+    if !args.servers.is_empty() {
+        if args.servers.len() > 64 {
+            bail!("--server: at most 64 servers");
+        }
+        let operator = args.token.clone().context(
+            "--server needs --token (or HAGGLE_TOKEN): an operator token of those servers",
+        )?;
+        let bases: Vec<String> = args
+            .servers
+            .iter()
+            .map(|s| s.trim_end_matches('/').to_string())
+            .collect();
+        let label = format!("{} running server(s): {}", bases.len(), bases.join(", "));
+        return Ok(Target {
+            bases,
+            operator,
+            label,
+            local: None,
+        });
+    }
+    let url = match args.database.clone().or(cfg.database.clone()) {
+        Some(u) => u,
+        None => {
+            std::fs::create_dir_all(tmp)?;
+            format!("sqlite://{}", tmp.join("bench.db").display())
+        }
+    };
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("cannot open database {url}"))?;
+    let label = store.backend_name().to_string();
+    let svc = Service::new(
+        store,
+        Arc::new(SystemClock),
+        Config {
+            rate_per_sec: 0,
+            ..Config::default()
+        },
+    );
+    let operator = svc
+        .create_token(haggle_service::Role::Operator, None, None, "bench")
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.body.error.message))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(haggle_http::serve(listener, svc, async {
+        let _ = stop_rx.await;
+    }));
+    Ok(Target {
+        bases: vec![base],
+        operator,
+        label,
+        local: Some((stop_tx, server)),
+    })
 }
 
 struct Client {
@@ -133,38 +216,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("haggle-bench-{}", std::process::id()));
-    let url = match args.database.clone().or(cfg.database.clone()) {
-        Some(u) => u,
-        None => {
-            std::fs::create_dir_all(&tmp)?;
-            format!("sqlite://{}", tmp.join("bench.db").display())
-        }
-    };
     if args.clients == 0 || args.clients > 1000 {
         bail!("--clients must be between 1 and 1000");
     }
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("cannot open database {url}"))?;
-    let backend = store.backend_name();
-    let svc = Service::new(
-        store,
-        Arc::new(SystemClock),
-        Config {
-            rate_per_sec: 0,
-            ..Config::default()
-        },
-    );
-    let operator = svc
-        .create_token(haggle_service::Role::Operator, None, None, "bench")
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.body.error.message))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(haggle_http::serve(listener, svc, async {
-        let _ = stop_rx.await;
-    }));
+    let Target {
+        bases,
+        operator,
+        label: backend,
+        local,
+    } = target(&args, cfg, &tmp).await?;
+    let base = bases[0].clone();
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(4 * args.clients)
@@ -187,7 +248,7 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
     let mut pairs = Vec::new();
     for i in 0..args.clients {
         let mut tokens = Vec::new();
-        for role in ["seller", "buyer"] {
+        for (k, role) in ["seller", "buyer"].into_iter().enumerate() {
             let p = op
                 .call(
                     reqwest::Method::POST,
@@ -202,7 +263,8 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
                 .to_string();
             tokens.push(Client {
                 http: http.clone(),
-                base: base.clone(),
+                // Pairs spread over the servers; with replicas, seller and buyer on two of them.
+                base: bases[(i + k) % bases.len()].clone(),
                 token,
                 latencies: vec![],
                 errors: 0,
@@ -246,8 +308,10 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let _ = stop_tx.send(());
-    server.await??;
+    if let Some((stop_tx, server)) = local {
+        let _ = stop_tx.send(());
+        server.await??;
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 
     latencies.sort_by(f64::total_cmp);

@@ -1,6 +1,7 @@
-//! One winner per listing, across processes: the real `haggle serve` binary, several copies of it
-//! sharing one PostgreSQL database (and, always, one copy on SQLite), with every buyer accepting
-//! its counter-offer at the same moment through the HTTP API.
+//! Replicas, across processes: the real `haggle serve` binary, several copies of it sharing one
+//! PostgreSQL database (and, always, one copy on SQLite): one winner per listing with every buyer
+//! accepting its counter-offer at the same moment; one event reaching another replica's live
+//! stream at once; `bench api` driving running servers.
 //!
 //! The PostgreSQL test needs `HAGGLE_TEST_POSTGRES_URL` (a database it may connect to and a role
 //! that may `CREATE DATABASE`); it makes a fresh database per run and drops it afterwards. Without
@@ -584,6 +585,85 @@ async fn postgres_an_event_written_on_one_replica_streams_from_the_other_without
         latencies.len()
     );
     assert!(*latencies.last().unwrap() < Duration::from_secs(10));
+    drop((a, b));
+    drop(db);
+}
+
+/// The bench's last stdout line: its JSON summary.
+fn bench_summary(out: &std::process::Output) -> Value {
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+}
+
+/// `bench api --server` drives a running server (here on SQLite) instead of starting one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_api_drives_a_running_server() {
+    let dir = Scratch::new("bench-server");
+    let db = dir.sqlite("market.db");
+    let op = operator_token(&dir.0, &db);
+    let server = Server::start(&dir.0, &["--database", &db, "--rate-limit", "0"]).await;
+    let args = [
+        "bench",
+        "api",
+        "--server",
+        &server.base,
+        "--token",
+        &op,
+        "--seconds",
+        "2",
+        "--clients",
+        "4",
+    ];
+    let out = run_within(&dir.0, &args, Duration::from_secs(120));
+    let v = bench_summary(&out);
+    assert!(v["deals"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["ledger_breaches"], 0);
+    assert!(v["backend"].as_str().unwrap().contains(&server.base), "{v}");
+    // Without the operator token it says what is missing.
+    let o = run(&dir.0, &["bench", "api", "--server", &server.base]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("--server needs --token"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// Two replicas on one PostgreSQL under one load: pairs spread over both, sellers and buyers
+/// on different replicas, and the ledger holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_bench_api_spreads_clients_over_two_replicas() {
+    let Some(base) = postgres_url() else { return };
+    let db = ScratchDatabase::create(&base).await;
+    let dir = Scratch::new("bench-replicas");
+    let args = ["--database", db.url.as_str(), "--rate-limit", "0"];
+    let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));
+    let op = operator_token(&dir.0, &db.url);
+    let bench = [
+        "bench",
+        "api",
+        "--server",
+        &a.base,
+        "--server",
+        &b.base,
+        "--token",
+        &op,
+        "--seconds",
+        "2",
+        "--clients",
+        "4",
+    ];
+    let v = bench_summary(&run_within(&dir.0, &bench, Duration::from_secs(120)));
+    assert!(v["deals"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["ledger_breaches"], 0);
+    assert!(
+        v["backend"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 running server(s)"),
+        "{v}"
+    );
     drop((a, b));
     drop(db);
 }
