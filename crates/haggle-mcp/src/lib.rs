@@ -2,6 +2,10 @@
 //! the same definition LLM brains use), the market's rules and the agent's own profile as
 //! resources, and a prompt on trading well. Generic over `MarketClient`, so every call goes
 //! through the market contract: over HTTP for stdio (`haggle mcp`), in-process behind `/mcp`.
+//!
+//! State-changing tool calls are idempotent per request: a call's `idempotency_key` argument, or
+//! else a key derived from the session (stdio: the connection; HTTP: `Mcp-Session-Id`) and the
+//! JSON-RPC request id, so a request re-sent in its session answers with its first result.
 
 pub mod guide;
 pub mod http;
@@ -36,8 +40,9 @@ pub struct HaggleMcp<C> {
 }
 
 enum Source<C> {
-    /// One client for the whole connection (stdio: the token given on the command line).
-    Fixed(Arc<C>),
+    /// One client for the whole connection (stdio: the token given on the command line), and the
+    /// connection's random id.
+    Fixed(Arc<C>, String),
     /// The client the HTTP layer authenticated for each request ([`http::Authenticated`]); the
     /// handshake (or, without one, the first request) binds the session to its participant, and
     /// later requests must come from the same one.
@@ -47,8 +52,10 @@ enum Source<C> {
 impl<C: MarketClient + 'static> HaggleMcp<C> {
     /// A server acting through `client` for the life of the connection.
     pub fn new(client: C) -> HaggleMcp<C> {
+        use rand::{RngCore, SeedableRng};
+        let connection = format!("{:016x}", rand::rngs::StdRng::from_os_rng().next_u64());
         HaggleMcp {
-            source: Source::Fixed(Arc::new(client)),
+            source: Source::Fixed(Arc::new(client), connection),
         }
     }
 
@@ -61,7 +68,7 @@ impl<C: MarketClient + 'static> HaggleMcp<C> {
 
     fn client(&self, ctx: &RequestContext<RoleServer>) -> Result<Arc<C>, ToolError> {
         match &self.source {
-            Source::Fixed(c) => Ok(c.clone()),
+            Source::Fixed(c, _) => Ok(c.clone()),
             Source::PerRequest(bound) => {
                 let client = ctx
                     .extensions
@@ -89,6 +96,27 @@ impl<C: MarketClient + 'static> HaggleMcp<C> {
                 Ok(client)
             }
         }
+    }
+
+    /// The idempotency key of this request when it carries none: the session's id and the
+    /// JSON-RPC request id (unique within a session, so only a re-sent request repeats it). None
+    /// outside a session (a stateless HTTP request) or for an id too long to fit a key.
+    fn derived_key(&self, ctx: &RequestContext<RoleServer>) -> Option<String> {
+        let session = match &self.source {
+            Source::Fixed(_, connection) => connection.clone(),
+            Source::PerRequest(_) => ctx
+                .extensions
+                .get::<::http::request::Parts>()
+                .and_then(|p| p.headers.get("mcp-session-id"))
+                .and_then(|v| v.to_str().ok())?
+                .to_string(),
+        };
+        let id = match &ctx.id {
+            rmcp::model::NumberOrString::Number(n) => format!("n{n}"),
+            rmcp::model::NumberOrString::String(s) => format!("s{s}"),
+        };
+        let key = format!("mcp:{session}:{id}");
+        (key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic())).then_some(key)
     }
 }
 
@@ -276,7 +304,9 @@ impl<C: MarketClient + 'static> ServerHandler for HaggleMcp<C> {
             Err(e) => return Ok(refusal(&e).into()),
         };
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
-        let result = match tools::call(client.as_ref(), &request.name, args).await {
+        let derived = self.derived_key(&context);
+        let called = tools::call_keyed(client.as_ref(), &request.name, args, derived.as_deref());
+        let result = match called.await {
             Ok(v) => CallToolResult::structured(v),
             Err(e) => refusal(&e),
         };
