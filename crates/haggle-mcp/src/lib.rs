@@ -37,6 +37,20 @@ pub const PROFILE_URI: &str = "haggle://me/profile";
 /// The MCP server for one agent.
 pub struct HaggleMcp<C> {
     source: Source<C>,
+    /// The argument schemas listed (stdio; over HTTP the request's `?schemas=` decides).
+    schemas: Schemas,
+}
+
+/// How the tools' argument schemas are listed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Schemas {
+    /// The catalogue's: "exactly one of `thread_id` or `listing_id`" as a root `oneOf`.
+    #[default]
+    Full,
+    /// Without the root `oneOf`, for clients that pass tool schemas on to Anthropic's API,
+    /// which refuses `oneOf`/`anyOf`/`allOf` at the root of a tool's schema (the description
+    /// and the dispatcher's refusal still say "exactly one"). Over HTTP: `/mcp?schemas=portable`.
+    Portable,
 }
 
 enum Source<C> {
@@ -56,6 +70,7 @@ impl<C: MarketClient + 'static> HaggleMcp<C> {
         let connection = format!("{:016x}", rand::rngs::StdRng::from_os_rng().next_u64());
         HaggleMcp {
             source: Source::Fixed(Arc::new(client), connection),
+            schemas: Schemas::Full,
         }
     }
 
@@ -63,6 +78,7 @@ impl<C: MarketClient + 'static> HaggleMcp<C> {
     pub fn per_request() -> HaggleMcp<C> {
         HaggleMcp {
             source: Source::PerRequest(OnceLock::new()),
+            schemas: Schemas::Full,
         }
     }
 
@@ -95,6 +111,26 @@ impl<C: MarketClient + 'static> HaggleMcp<C> {
                 }
                 Ok(client)
             }
+        }
+    }
+
+    /// The same server listing its schemas as `schemas` says.
+    pub fn with_schemas(mut self, schemas: Schemas) -> HaggleMcp<C> {
+        self.schemas = schemas;
+        self
+    }
+
+    /// The schemas this request lists: the server's, or over HTTP the query's `schemas=portable`.
+    fn schemas(&self, ctx: &RequestContext<RoleServer>) -> Schemas {
+        let portable = ctx
+            .extensions
+            .get::<::http::request::Parts>()
+            .and_then(|p| p.uri.query())
+            .is_some_and(|q| q.split('&').any(|kv| kv == "schemas=portable"));
+        if portable {
+            Schemas::Portable
+        } else {
+            self.schemas
         }
     }
 
@@ -137,7 +173,23 @@ where
     R: tokio::io::AsyncRead + Send + Unpin + 'static,
     W: tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    serve_io_with(client, Schemas::Full, read, write).await
+}
+
+/// [`serve_io`] listing the schemas as `schemas` says.
+pub async fn serve_io_with<C, R, W>(
+    client: C,
+    schemas: Schemas,
+    read: R,
+    write: W,
+) -> Result<(), ServeError>
+where
+    C: MarketClient + 'static,
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let running = HaggleMcp::new(client)
+        .with_schemas(schemas)
         .serve((read, write))
         .await
         .map_err(|e| ServeError::Handshake(e.to_string()))?;
@@ -149,14 +201,31 @@ where
 }
 
 /// Serves one MCP connection on this process's stdin and stdout.
-pub async fn serve_stdio<C: MarketClient + 'static>(client: C) -> Result<(), ServeError> {
+pub async fn serve_stdio<C: MarketClient + 'static>(
+    client: C,
+    schemas: Schemas,
+) -> Result<(), ServeError> {
     let (read, write) = rmcp::transport::stdio();
-    serve_io(client, read, write).await
+    serve_io_with(client, schemas, read, write).await
 }
 
 /// The catalogue as MCP tools (built once).
 static TOOLS: LazyLock<Vec<Tool>> =
     LazyLock::new(|| tools::catalogue().iter().map(mcp_tool).collect());
+
+/// The same without a root `oneOf` ([`Schemas::Portable`]).
+static PORTABLE_TOOLS: LazyLock<Vec<Tool>> = LazyLock::new(|| {
+    TOOLS
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            let mut schema = (*t.input_schema).clone();
+            schema.remove("oneOf");
+            t.input_schema = Arc::new(schema);
+            t
+        })
+        .collect()
+});
 
 fn object(v: &Value) -> Arc<serde_json::Map<String, Value>> {
     Arc::new(v.as_object().cloned().unwrap_or_default())
@@ -279,9 +348,13 @@ impl<C: MarketClient + 'static> ServerHandler for HaggleMcp<C> {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(TOOLS.clone()))
+        let tools = match self.schemas(&context) {
+            Schemas::Full => &TOOLS,
+            Schemas::Portable => &PORTABLE_TOOLS,
+        };
+        Ok(ListToolsResult::with_all_items(tools.to_vec()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

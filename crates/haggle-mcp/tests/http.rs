@@ -800,3 +800,41 @@ async fn thread_or_listing_is_a_one_of_in_the_listed_schemas() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn portable_schemas_leave_out_the_root_one_of_for_anthropic_based_clients() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let config =
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            format!("{}?schemas=portable", m.mcp_url()),
+        )
+        .auth_header(alice.token.clone());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
+    let client = rmcp::ServiceExt::serve((), transport)
+        .await
+        .expect("handshake");
+    let a = support::agent::McpAgent::new("alice", client).await;
+    for (t, c) in a.tools.iter().zip(tools::catalogue()) {
+        for combinator in ["oneOf", "anyOf", "allOf"] {
+            assert!(t.input_schema.get(combinator).is_none(), "{}", c.name);
+        }
+        let mut expected = c.input_schema.clone();
+        expected.as_object_mut().unwrap().remove("oneOf");
+        assert_eq!(
+            Value::Object((*t.input_schema).clone()),
+            expected,
+            "{}",
+            c.name
+        );
+    }
+    // The rule still holds when called.
+    let e = a
+        .refused(
+            "make_offer",
+            json!({"thread_id": 1, "listing_id": 1, "price": 5}),
+        )
+        .await;
+    assert_eq!(e["error"]["code"], "invalid_request", "{e}");
+}
