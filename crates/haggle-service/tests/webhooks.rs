@@ -954,12 +954,7 @@ async fn only_the_markets_operators_manage_webhooks(env: Env) {
         ErrorCode::Forbidden,
     );
 
-    for bad in [
-        "ftp://example.com/",
-        "example.com/hook",
-        "",
-        "https://example.com/hook",
-    ] {
+    for bad in ["ftp://example.com/", "example.com/hook", "", "https://"] {
         assert_refused(
             svc.create_webhook(&env.op, m, new(bad), None).await,
             ErrorCode::InvalidRequest,
