@@ -550,7 +550,7 @@ impl LlmBrain {
             .map(|t| ToolSpec {
                 name: t.name.to_string(),
                 description: t.description.to_string(),
-                input_schema: t.input_schema.clone(),
+                input_schema: t.model_input_schema(),
             })
             .collect();
         LlmBrain {

@@ -4,7 +4,7 @@
 //! this one definition, so a tool means the same thing whichever way a model reaches it.
 
 use haggle_api::haggle_core::{
-    Deal, Listing, ListingStatus, Mandate, Message, Offer, Rating, Side, Thread,
+    Deal, Listing, ListingStatus, Mandate, Message, Offer, Rating, Side, Thread, ThreadStatus,
 };
 use haggle_api::{
     Balance, ClientError, DealList, Done, ErrorBody, ErrorCode, EventPage, ListingPage,
@@ -94,6 +94,13 @@ const SETTLE: Annotations = Annotations {
     idempotent: true,
 };
 
+/// The optional argument of every state-changing tool: a retried call with the same key (from
+/// this session or any other of the same token) is not run again but answers with the first
+/// call's result. See [`call_keyed`] for the key used when it is absent.
+pub const IDEMPOTENCY_KEY: &str = "idempotency_key";
+/// Longest `idempotency_key` a model may give (the market takes 200 characters with a prefix).
+pub const MAX_IDEMPOTENCY_KEY: usize = 100;
+
 /// One tool of the catalogue, transport-neutral.
 #[derive(Debug, Clone)]
 pub struct Tool {
@@ -103,7 +110,9 @@ pub struct Tool {
     pub title: &'static str,
     /// What it does and when to use it, for a model.
     pub description: &'static str,
-    /// JSON Schema of the arguments (an object; unknown fields are refused).
+    /// JSON Schema of the arguments (an object; unknown fields are refused), as MCP clients see
+    /// it: with `idempotency_key` on state-changing tools and a root `oneOf` where exactly one
+    /// of `thread_id` and `listing_id` must be given.
     pub input_schema: Value,
     /// JSON Schema of the result (an object).
     pub output_schema: Value,
@@ -369,13 +378,77 @@ fn tool<A: ToSchema, R: ToSchema>(
     description: &'static str,
     annotations: Annotations,
 ) -> Tool {
+    let mut input_schema = schema_of::<A>();
+    if !annotations.read_only {
+        add_idempotency_key(&mut input_schema);
+    }
+    add_target_choice(&mut input_schema);
     Tool {
         name,
         title,
         description,
-        input_schema: schema_of::<A>(),
+        input_schema,
         output_schema: schema_of::<R>(),
         annotations,
+    }
+}
+
+fn add_idempotency_key(schema: &mut Value) {
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert(
+            IDEMPOTENCY_KEY.into(),
+            serde_json::json!({
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": MAX_IDEMPOTENCY_KEY,
+                "pattern": "^[!-~]+$",
+                "description": "Optional: any unique text (visible ASCII, no spaces) for this \
+                    action. Retrying the call with the same key does not act twice: it answers \
+                    with the first call's result.",
+            }),
+        );
+    }
+}
+
+/// Where a tool takes `thread_id` or `listing_id`, exactly one of them, stated as a root `oneOf`
+/// (a `null` counts as absent, as in [`call`]).
+fn add_target_choice(schema: &mut Value) {
+    let Some(o) = schema.as_object_mut() else {
+        return;
+    };
+    let has = |k: &str| o.get("properties").and_then(|p| p.get(k)).is_some();
+    if !(has("thread_id") && has("listing_id")) {
+        return;
+    }
+    let only = |given: &str, absent: &str| {
+        serde_json::json!({
+            "required": [given],
+            "properties": {given: {"type": "integer"}, absent: {"type": "null"}},
+        })
+    };
+    o.insert(
+        "oneOf".into(),
+        Value::Array(vec![
+            only("thread_id", "listing_id"),
+            only("listing_id", "thread_id"),
+        ]),
+    );
+}
+
+impl Tool {
+    /// The argument schema as Haggle's own LLM brains give it to a model: without the root
+    /// `oneOf` (Anthropic's and OpenAI's tool APIs refuse combinators at the root; the
+    /// description and the dispatcher's refusal say "exactly one") and without
+    /// `idempotency_key` (the runtime's client keys its own calls).
+    pub fn model_input_schema(&self) -> Value {
+        let mut s = self.input_schema.clone();
+        if let Some(o) = s.as_object_mut() {
+            o.remove("oneOf");
+            if let Some(p) = o.get_mut("properties").and_then(Value::as_object_mut) {
+                p.remove(IDEMPOTENCY_KEY);
+            }
+        }
+        s
     }
 }
 
@@ -422,7 +495,8 @@ static CATALOGUE: LazyLock<Vec<Tool>> = LazyLock::new(|| {
             "my_threads",
             "List my threads",
             "The negotiation threads you are party to (as listing owner or counterparty), with \
-             their status and how many offers were made.",
+             their status and how many offers were made: open threads first, then ended ones, \
+             each newest first, 100 per page (pass `next_cursor` back as `cursor`).",
             READ,
         ),
         tool::<ThreadIdArgs, ThreadView>(
@@ -610,6 +684,95 @@ pub async fn call<C: MarketClient>(
     name: &str,
     args: Value,
 ) -> Result<Value, ToolError> {
+    call_keyed(client, name, args, None).await
+}
+
+/// [`call`], with idempotency for state-changing tools: the call's `idempotency_key` argument
+/// (as `tool:<key>`), or else `derived` (a transport's key for this one request, e.g. MCP's
+/// session and JSON-RPC request id), becomes the market's idempotency key of the one mutation
+/// the tool makes, so a repeat answers with the first result instead of acting twice. Without
+/// either, the client keys the call as it does any other (`haggle-client`: a fresh key).
+pub async fn call_keyed<C: MarketClient>(
+    client: &C,
+    name: &str,
+    mut args: Value,
+    derived: Option<&str>,
+) -> Result<Value, ToolError> {
+    let mutating = find(name).is_some_and(|t| !t.annotations.read_only);
+    if !mutating {
+        return dispatch(client, name, args).await;
+    }
+    let given = match args.as_object_mut().and_then(|o| o.remove(IDEMPOTENCY_KEY)) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) if valid_key(&k) => Some(format!("tool:{k}")),
+        Some(other) => {
+            return Err(ToolError::invalid_request(format!(
+                "{name}: field `{IDEMPOTENCY_KEY}`: must be 1 to {MAX_IDEMPOTENCY_KEY} visible \
+                 ASCII characters without spaces, not {other}"
+            )));
+        }
+    };
+    match given.as_deref().or(derived) {
+        Some(key) => dispatch(&client.with_idempotency_key(key), name, args).await,
+        None => dispatch(client, name, args).await,
+    }
+}
+
+fn valid_key(k: &str) -> bool {
+    (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Threads `my_threads` orders at most (one read per 500); a participant's threads beyond are
+/// left out of the order.
+pub const MY_THREADS_SCAN: usize = 50_000;
+const MY_THREADS_PAGE: usize = 100;
+
+/// The participant's threads, open ones first, then ended ones, each newest first; the cursor is
+/// the offset of the next page in that order.
+async fn my_threads<C: MarketClient>(
+    client: &C,
+    cursor: Option<&str>,
+) -> Result<ThreadList, ToolError> {
+    let offset = match cursor {
+        None => 0,
+        Some(c) => c.parse::<usize>().map_err(|_| {
+            ToolError::invalid_request(format!(
+                "my_threads: field `cursor`: '{c}' is not a `next_cursor` this tool returned"
+            ))
+        })?,
+    };
+    let mut all = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = client.threads(next.as_deref()).await?;
+        all.extend(page.items);
+        next = page.next_cursor;
+        if next.is_none() || all.len() >= MY_THREADS_SCAN {
+            break;
+        }
+    }
+    all.sort_by_key(|t| {
+        (
+            t.status != ThreadStatus::Open,
+            std::cmp::Reverse((t.created_at, t.id)),
+        )
+    });
+    let items: Vec<Thread> = all
+        .into_iter()
+        .skip(offset)
+        .take(MY_THREADS_PAGE + 1)
+        .collect();
+    let more = items.len() > MY_THREADS_PAGE;
+    let items: Vec<Thread> = items.into_iter().take(MY_THREADS_PAGE).collect();
+    let next_cursor = more.then(|| (offset + MY_THREADS_PAGE).to_string());
+    Ok(ThreadList { items, next_cursor })
+}
+
+async fn dispatch<C: MarketClient>(
+    client: &C,
+    name: &str,
+    args: Value,
+) -> Result<Value, ToolError> {
     match name {
         "search_listings" => {
             let a: SearchListingsArgs = parse(name, args)?;
@@ -663,7 +826,7 @@ pub async fn call<C: MarketClient>(
         }
         "my_threads" => {
             let a: CursorArgs = parse(name, args)?;
-            to_json(&client.threads(a.cursor.as_deref()).await?)
+            to_json(&my_threads(client, a.cursor.as_deref()).await?)
         }
         "read_thread" => {
             let a: ThreadIdArgs = parse(name, args)?;

@@ -666,6 +666,188 @@ fn strict_argument_schemas_are_closed_and_require_every_property() {
         }
     }
     for t in tools::catalogue() {
-        check(&strict_schema(&t.input_schema), t.name);
+        check(&strict_schema(&t.model_input_schema()), t.name);
+    }
+}
+
+#[test]
+fn thread_or_listing_is_exactly_one_of_in_the_schemas() {
+    for name in ["make_offer", "send_message"] {
+        let s = &tools::find(name).unwrap().input_schema;
+        assert_eq!(s["oneOf"].as_array().map(Vec::len), Some(2), "{name}: {s}");
+        let base = if name == "make_offer" {
+            json!({"price": 4000})
+        } else {
+            json!({"body": "hello"})
+        };
+        let with = |extra: Value| {
+            let mut v = base.clone();
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v
+        };
+        for ok in [
+            with(json!({"thread_id": 1})),
+            with(json!({"listing_id": 2})),
+            with(json!({"thread_id": 1, "listing_id": null})),
+        ] {
+            tools::check_against(s, &ok).unwrap_or_else(|e| panic!("{name} {ok}: {e}"));
+        }
+        for bad in [
+            base.clone(),
+            with(json!({"thread_id": 1, "listing_id": 2})),
+            with(json!({"thread_id": null, "listing_id": null})),
+        ] {
+            assert!(tools::check_against(s, &bad).is_err(), "{name} {bad}");
+        }
+    }
+    // Only where both ids are arguments.
+    for t in tools::catalogue() {
+        if !["make_offer", "send_message"].contains(&t.name) {
+            assert!(t.input_schema.get("oneOf").is_none(), "{}", t.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn both_or_neither_of_thread_and_listing_is_refused_with_the_rule() {
+    let Market { bob, .. } = market().await;
+    for (name, args) in [
+        ("make_offer", json!({"price": 4000})),
+        (
+            "make_offer",
+            json!({"thread_id": 1, "listing_id": 1, "price": 4000}),
+        ),
+        ("send_message", json!({"body": "hi"})),
+        (
+            "send_message",
+            json!({"thread_id": 1, "listing_id": 1, "body": "hi"}),
+        ),
+    ] {
+        let e = refused(&bob, name, args.clone()).await;
+        assert_eq!(e.code(), ErrorCode::InvalidRequest, "{name} {args}");
+        assert!(
+            e.message()
+                .contains("give exactly one of `thread_id` (an existing thread) or `listing_id`"),
+            "{name}: {}",
+            e.message()
+        );
+    }
+}
+
+#[test]
+fn state_changing_tools_take_an_idempotency_key_and_reads_do_not() {
+    for t in tools::catalogue() {
+        let has = t.input_schema["properties"]
+            .get(tools::IDEMPOTENCY_KEY)
+            .is_some();
+        assert_eq!(has, !t.annotations.read_only, "{}", t.name);
+        // Haggle's own brains see neither the key nor the root oneOf.
+        let model = t.model_input_schema();
+        assert!(model["properties"].get(tools::IDEMPOTENCY_KEY).is_none());
+        assert!(model.get("oneOf").is_none(), "{}", t.name);
+    }
+}
+
+#[tokio::test]
+async fn a_retried_call_with_the_same_idempotency_key_acts_once() {
+    let Market { alice, bob, .. } = market().await;
+    let mut u = BTreeSet::new();
+    let bike = run(
+        &mut u,
+        &alice,
+        "post_listing",
+        json!({"title": "Bike", "category": "bikes", "price": 5000}),
+    )
+    .await;
+    let args = json!({"listing_id": id(&bike, "/id"), "price": 4000, "idempotency_key": "k-1"});
+    let first = run(&mut u, &bob, "make_offer", args.clone()).await;
+    let retry = run(&mut u, &bob, "make_offer", args).await;
+    assert_eq!(first, retry);
+    let threads = run(&mut u, &alice, "my_threads", json!({})).await;
+    assert_eq!(threads["items"].as_array().unwrap().len(), 1);
+    let balance = run(&mut u, &bob, "my_balance", json!({})).await;
+    assert_eq!(balance["committed_to_offers"], 4000);
+    // The same key for another request is a conflict, not a second action.
+    let e = refused(
+        &bob,
+        "make_offer",
+        json!({"listing_id": id(&bike, "/id"), "price": 4500, "idempotency_key": "k-1"}),
+    )
+    .await;
+    assert_eq!(e.code(), ErrorCode::IdempotencyConflict, "{e}");
+    // A key derived by the transport (no argument) deduplicates the same way.
+    let thread = id(&first, "/thread/id");
+    let say = json!({"thread_id": thread, "body": "Deal?"});
+    let m1 = tools::call_keyed(&bob, "send_message", say.clone(), Some("mcp:s:n9"))
+        .await
+        .unwrap();
+    let m2 = tools::call_keyed(&bob, "send_message", say, Some("mcp:s:n9"))
+        .await
+        .unwrap();
+    assert_eq!(m1, m2);
+    let read = run(&mut u, &alice, "read_thread", json!({"thread_id": thread})).await;
+    assert_eq!(read["messages"].as_array().unwrap().len(), 1, "{read}");
+}
+
+#[tokio::test]
+async fn a_bad_idempotency_key_is_invalid_request_naming_it() {
+    let Market { alice, .. } = market().await;
+    for key in [
+        json!(""),
+        json!("has space"),
+        json!(7),
+        json!("x".repeat(101)),
+    ] {
+        let e = refused(
+            &alice,
+            "post_listing",
+            json!({"title": "Bike", "category": "bikes", "price": 5000, "idempotency_key": key}),
+        )
+        .await;
+        assert_eq!(e.code(), ErrorCode::InvalidRequest, "{key}");
+        assert!(e.message().contains("idempotency_key"), "{}", e.message());
+    }
+    // A read takes no key.
+    let e = refused(&alice, "my_balance", json!({"idempotency_key": "k"})).await;
+    assert!(e.message().contains("idempotency_key"), "{}", e.message());
+}
+
+#[tokio::test]
+async fn my_threads_lists_open_threads_first_newest_first() {
+    let Market { alice, bob, .. } = market().await;
+    let mut u = BTreeSet::new();
+    let mut threads = Vec::new();
+    for title in ["Bike", "Lamp", "Desk"] {
+        let l = run(
+            &mut u,
+            &alice,
+            "post_listing",
+            json!({"title": title, "category": "misc", "price": 5000}),
+        )
+        .await;
+        let m = run(
+            &mut u,
+            &bob,
+            "send_message",
+            json!({"listing_id": id(&l, "/id"), "body": "hello"}),
+        )
+        .await;
+        threads.push(id(&m, "/thread_id"));
+    }
+    // The newest thread ends; the two older ones stay open.
+    run(&mut u, &bob, "walk_away", json!({"thread_id": threads[2]})).await;
+    for who in [&alice, &bob] {
+        let listed = run(&mut u, who, "my_threads", json!({})).await;
+        let order: Vec<i64> = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(order, vec![threads[1], threads[0], threads[2]]);
+        assert_eq!(listed["items"][2]["status"], "broken");
+        assert!(listed["next_cursor"].is_null());
     }
 }

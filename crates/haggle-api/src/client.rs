@@ -25,6 +25,14 @@ impl ClientError {
             body: ErrorBody::new(ErrorCode::InvalidRequest, message),
         }
     }
+    /// The market could not be reached (refused connection, timeout, dropped answer): nothing is
+    /// known about the request's effect, and a retry with the same idempotency key is safe.
+    pub fn unavailable(message: impl Into<String>) -> ClientError {
+        ClientError {
+            status: 0,
+            body: ErrorBody::new(ErrorCode::Unavailable, message),
+        }
+    }
 }
 
 impl std::fmt::Display for ClientError {
@@ -44,6 +52,13 @@ pub type ClientResult<T> = Result<T, ClientError>;
 /// Everything an agent does in a market. Mutating calls carry an idempotency key the client
 /// makes (retries are safe).
 pub trait MarketClient: Send + Sync {
+    /// The same client, whose mutating calls all carry `key` as their idempotency key (1 to 200
+    /// characters, visible ASCII): a call repeated through it, from this process or another,
+    /// answers with the first call's result. For one mutation (a tool call), not a session.
+    fn with_idempotency_key(&self, key: &str) -> Self
+    where
+        Self: Sized;
+
     fn market_id(&self) -> i64;
     /// The participant this client acts for.
     fn participant_id(&self) -> i64;

@@ -33,7 +33,8 @@ pub struct ErrorDetail {
     /// extensions `market_closed` (409: the market passed its closing time), `agent_paused` (403:
     /// the principal paused its agent), `too_many_messages` and `too_many_notes` (422: a party
     /// added as many messages to a thread, or notes to a deal, as one party may); `internal` is a
-    /// 5xx.
+    /// 5xx; `unavailable` (503) is a client's own report that the server could not be reached
+    /// (status 0 in `ClientError`).
     #[schema(value_type = String)]
     pub code: ErrorCode,
     pub message: String,

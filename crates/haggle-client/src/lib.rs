@@ -1,6 +1,7 @@
 //! `haggle_api::MarketClient` over HTTP, for agents that join a market on any Haggle server.
-//! Every mutating call carries an `Idempotency-Key` (a random prefix per client and a counter),
-//! and one retry on a transport failure is therefore safe.
+//! Every mutating call carries an `Idempotency-Key` (a random prefix per client and a counter, or
+//! the caller's own key: `with_idempotency_key`), and one retry on a transport failure is
+//! therefore safe. A server that cannot be reached is `unavailable` (status 0).
 
 use haggle_api::client::ClientResult;
 use haggle_api::haggle_core::lifecycle::Reputation;
@@ -21,6 +22,8 @@ pub struct HttpClient {
     participant: i64,
     key_prefix: String,
     counter: AtomicU64,
+    /// The caller's key for every mutating call (`with_idempotency_key`) instead of a counter's.
+    fixed_key: Option<String>,
 }
 
 impl HttpClient {
@@ -41,6 +44,7 @@ impl HttpClient {
             participant: 0,
             key_prefix: format!("{:016x}", rand::rngs::StdRng::from_os_rng().next_u64()),
             counter: AtomicU64::new(0),
+            fixed_key: None,
         };
         let me: Me = c.call(Method::GET, "/v1/me", None::<&()>).await?;
         match (me.market_id, me.participant_id) {
@@ -70,12 +74,13 @@ impl HttpClient {
         body: Option<&B>,
     ) -> ClientResult<T> {
         let mutating = method != Method::GET;
-        let key = mutating.then(|| {
-            format!(
+        let key = mutating.then(|| match &self.fixed_key {
+            Some(k) => k.clone(),
+            None => format!(
                 "{}-{}",
                 self.key_prefix,
                 self.counter.fetch_add(1, Ordering::Relaxed)
-            )
+            ),
         });
         let mut last = None;
         for _attempt in 0..2 {
@@ -92,13 +97,13 @@ impl HttpClient {
                 req = req.json(&serde_json::json!({}));
             }
             match req.send().await {
-                Err(e) => last = Some(ClientError::transport(format!("request failed: {e}"))),
+                Err(e) => last = Some(ClientError::unavailable(unreachable(&self.base, &e))),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let text = resp
                         .text()
                         .await
-                        .map_err(|e| ClientError::transport(e.to_string()))?;
+                        .map_err(|e| ClientError::unavailable(unreachable(&self.base, &e)))?;
                     if status >= 400 {
                         let body = serde_json::from_str(&text).unwrap_or_else(|_| {
                             ErrorBody::new(ErrorCode::InvalidRequest, text.clone())
@@ -125,6 +130,21 @@ impl HttpClient {
     ) -> ClientResult<T> {
         self.call(Method::POST, path, Some(body)).await
     }
+}
+
+/// Why `base` could not be reached, with the causes ("... Connection refused").
+fn unreachable(base: &str, e: &reqwest::Error) -> String {
+    let mut text = format!("the market at {base} could not be reached: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let msg = cause.to_string();
+        if !text.contains(&msg) {
+            text.push_str(": ");
+            text.push_str(&msg);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn query_string(q: &ListingQuery) -> String {
@@ -180,6 +200,18 @@ fn urlencode(s: &str) -> String {
 }
 
 impl MarketClient for HttpClient {
+    fn with_idempotency_key(&self, key: &str) -> HttpClient {
+        HttpClient {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: self.token.clone(),
+            market: self.market,
+            participant: self.participant,
+            key_prefix: self.key_prefix.clone(),
+            counter: AtomicU64::new(0),
+            fixed_key: Some(key.to_string()),
+        }
+    }
     fn market_id(&self) -> i64 {
         self.market
     }

@@ -34,12 +34,15 @@ pub enum ErrorCode {
     TooManyNotes,
     /// The market has passed its closing time: nothing new is traded (an extension of the spec).
     MarketClosed,
+    /// The market could not be reached (a client's transport failure: refused connection,
+    /// timeout); nothing is known about the request's effect. Never a refusal by the rules.
+    Unavailable,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -62,6 +65,7 @@ impl ErrorCode {
         ErrorCode::TooManyMessages,
         ErrorCode::TooManyNotes,
         ErrorCode::MarketClosed,
+        ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
 
@@ -89,6 +93,7 @@ impl ErrorCode {
             ErrorCode::TooManyMessages => "too_many_messages",
             ErrorCode::TooManyNotes => "too_many_notes",
             ErrorCode::MarketClosed => "market_closed",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -108,6 +113,7 @@ impl ErrorCode {
             | ErrorCode::MarketClosed => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
             ErrorCode::InvalidRequest
             | ErrorCode::InvalidPrice
             | ErrorCode::InsufficientFunds

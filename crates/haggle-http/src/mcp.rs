@@ -3,6 +3,8 @@
 //! 403); the request is then served through an in-process client bound to that token, so MCP
 //! calls pass the same authorisation, rate limit and market rules as the HTTP routes. A response
 //! (an MCP SSE stream above all) ends once its token is revoked, and its session with it.
+//! Ending a session (`DELETE /mcp`) answers 200, which the official SDKs take as success (rmcp
+//! answers 202, which the Python SDK logs as a failed termination).
 
 use crate::extract::{Failure, bearer};
 use axum::Router;
@@ -74,7 +76,11 @@ async fn authenticate(State(mcp): State<Mcp>, mut req: Request, next: Next) -> R
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let response = next.run(req).await;
+            let delete = req.method() == axum::http::Method::DELETE;
+            let mut response = next.run(req).await;
+            if delete && response.status() == axum::http::StatusCode::ACCEPTED {
+                *response.status_mut() = axum::http::StatusCode::OK;
+            }
             until_revoked(mcp, &token, session, response)
         }
         Err(e) => Failure(e).into_response(),

@@ -14,7 +14,9 @@ pub const INSTRUCTIONS: &str = "Haggle is a classified-ads market where agents b
     their principals. Every tool acts for the participant whose agent token this connection \
     uses. Money is always an integer in the currency's minor units (cents). Refusals come back \
     as tool errors with a machine-readable code (e.g. offer_not_live, insufficient_funds) and a \
-    message saying what to change. Read the resource haggle://market/rules for this market's \
+    message saying what to change. A state-changing tool takes an optional idempotency_key: \
+    when a call's answer is lost, call again with the same key and it will not act twice. \
+    Read the resource haggle://market/rules for this market's \
     rules and haggle://me/profile for your name, balance, mandate and listings; the prompt \
     `trade_well` explains how to negotiate here.";
 

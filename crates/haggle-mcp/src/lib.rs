@@ -2,6 +2,10 @@
 //! the same definition LLM brains use), the market's rules and the agent's own profile as
 //! resources, and a prompt on trading well. Generic over `MarketClient`, so every call goes
 //! through the market contract: over HTTP for stdio (`haggle mcp`), in-process behind `/mcp`.
+//!
+//! State-changing tool calls are idempotent per request: a call's `idempotency_key` argument, or
+//! else a key derived from the session (stdio: the connection; HTTP: `Mcp-Session-Id`) and the
+//! JSON-RPC request id, so a request re-sent in its session answers with its first result.
 
 pub mod guide;
 pub mod http;
@@ -33,11 +37,26 @@ pub const PROFILE_URI: &str = "haggle://me/profile";
 /// The MCP server for one agent.
 pub struct HaggleMcp<C> {
     source: Source<C>,
+    /// The argument schemas listed (stdio; over HTTP the request's `?schemas=` decides).
+    schemas: Schemas,
+}
+
+/// How the tools' argument schemas are listed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Schemas {
+    /// The catalogue's: "exactly one of `thread_id` or `listing_id`" as a root `oneOf`.
+    #[default]
+    Full,
+    /// Without the root `oneOf`, for clients that pass tool schemas on to Anthropic's API,
+    /// which refuses `oneOf`/`anyOf`/`allOf` at the root of a tool's schema (the description
+    /// and the dispatcher's refusal still say "exactly one"). Over HTTP: `/mcp?schemas=portable`.
+    Portable,
 }
 
 enum Source<C> {
-    /// One client for the whole connection (stdio: the token given on the command line).
-    Fixed(Arc<C>),
+    /// One client for the whole connection (stdio: the token given on the command line), and the
+    /// connection's random id.
+    Fixed(Arc<C>, String),
     /// The client the HTTP layer authenticated for each request ([`http::Authenticated`]); the
     /// handshake (or, without one, the first request) binds the session to its participant, and
     /// later requests must come from the same one.
@@ -47,8 +66,11 @@ enum Source<C> {
 impl<C: MarketClient + 'static> HaggleMcp<C> {
     /// A server acting through `client` for the life of the connection.
     pub fn new(client: C) -> HaggleMcp<C> {
+        use rand::{RngCore, SeedableRng};
+        let connection = format!("{:016x}", rand::rngs::StdRng::from_os_rng().next_u64());
         HaggleMcp {
-            source: Source::Fixed(Arc::new(client)),
+            source: Source::Fixed(Arc::new(client), connection),
+            schemas: Schemas::Full,
         }
     }
 
@@ -56,12 +78,13 @@ impl<C: MarketClient + 'static> HaggleMcp<C> {
     pub fn per_request() -> HaggleMcp<C> {
         HaggleMcp {
             source: Source::PerRequest(OnceLock::new()),
+            schemas: Schemas::Full,
         }
     }
 
     fn client(&self, ctx: &RequestContext<RoleServer>) -> Result<Arc<C>, ToolError> {
         match &self.source {
-            Source::Fixed(c) => Ok(c.clone()),
+            Source::Fixed(c, _) => Ok(c.clone()),
             Source::PerRequest(bound) => {
                 let client = ctx
                     .extensions
@@ -90,6 +113,47 @@ impl<C: MarketClient + 'static> HaggleMcp<C> {
             }
         }
     }
+
+    /// The same server listing its schemas as `schemas` says.
+    pub fn with_schemas(mut self, schemas: Schemas) -> HaggleMcp<C> {
+        self.schemas = schemas;
+        self
+    }
+
+    /// The schemas this request lists: the server's, or over HTTP the query's `schemas=portable`.
+    fn schemas(&self, ctx: &RequestContext<RoleServer>) -> Schemas {
+        let portable = ctx
+            .extensions
+            .get::<::http::request::Parts>()
+            .and_then(|p| p.uri.query())
+            .is_some_and(|q| q.split('&').any(|kv| kv == "schemas=portable"));
+        if portable {
+            Schemas::Portable
+        } else {
+            self.schemas
+        }
+    }
+
+    /// The idempotency key of this request when it carries none: the session's id and the
+    /// JSON-RPC request id (unique within a session, so only a re-sent request repeats it). None
+    /// outside a session (a stateless HTTP request) or for an id too long to fit a key.
+    fn derived_key(&self, ctx: &RequestContext<RoleServer>) -> Option<String> {
+        let session = match &self.source {
+            Source::Fixed(_, connection) => connection.clone(),
+            Source::PerRequest(_) => ctx
+                .extensions
+                .get::<::http::request::Parts>()
+                .and_then(|p| p.headers.get("mcp-session-id"))
+                .and_then(|v| v.to_str().ok())?
+                .to_string(),
+        };
+        let id = match &ctx.id {
+            rmcp::model::NumberOrString::Number(n) => format!("n{n}"),
+            rmcp::model::NumberOrString::String(s) => format!("s{s}"),
+        };
+        let key = format!("mcp:{session}:{id}");
+        (key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic())).then_some(key)
+    }
 }
 
 /// Why serving a connection ended badly.
@@ -109,7 +173,23 @@ where
     R: tokio::io::AsyncRead + Send + Unpin + 'static,
     W: tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    serve_io_with(client, Schemas::Full, read, write).await
+}
+
+/// [`serve_io`] listing the schemas as `schemas` says.
+pub async fn serve_io_with<C, R, W>(
+    client: C,
+    schemas: Schemas,
+    read: R,
+    write: W,
+) -> Result<(), ServeError>
+where
+    C: MarketClient + 'static,
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let running = HaggleMcp::new(client)
+        .with_schemas(schemas)
         .serve((read, write))
         .await
         .map_err(|e| ServeError::Handshake(e.to_string()))?;
@@ -121,14 +201,31 @@ where
 }
 
 /// Serves one MCP connection on this process's stdin and stdout.
-pub async fn serve_stdio<C: MarketClient + 'static>(client: C) -> Result<(), ServeError> {
+pub async fn serve_stdio<C: MarketClient + 'static>(
+    client: C,
+    schemas: Schemas,
+) -> Result<(), ServeError> {
     let (read, write) = rmcp::transport::stdio();
-    serve_io(client, read, write).await
+    serve_io_with(client, schemas, read, write).await
 }
 
 /// The catalogue as MCP tools (built once).
 static TOOLS: LazyLock<Vec<Tool>> =
     LazyLock::new(|| tools::catalogue().iter().map(mcp_tool).collect());
+
+/// The same without a root `oneOf` ([`Schemas::Portable`]).
+static PORTABLE_TOOLS: LazyLock<Vec<Tool>> = LazyLock::new(|| {
+    TOOLS
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            let mut schema = (*t.input_schema).clone();
+            schema.remove("oneOf");
+            t.input_schema = Arc::new(schema);
+            t
+        })
+        .collect()
+});
 
 fn object(v: &Value) -> Arc<serde_json::Map<String, Value>> {
     Arc::new(v.as_object().cloned().unwrap_or_default())
@@ -251,9 +348,13 @@ impl<C: MarketClient + 'static> ServerHandler for HaggleMcp<C> {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(TOOLS.clone()))
+        let tools = match self.schemas(&context) {
+            Schemas::Full => &TOOLS,
+            Schemas::Portable => &PORTABLE_TOOLS,
+        };
+        Ok(ListToolsResult::with_all_items(tools.to_vec()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -276,7 +377,9 @@ impl<C: MarketClient + 'static> ServerHandler for HaggleMcp<C> {
             Err(e) => return Ok(refusal(&e).into()),
         };
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
-        let result = match tools::call(client.as_ref(), &request.name, args).await {
+        let derived = self.derived_key(&context);
+        let called = tools::call_keyed(client.as_ref(), &request.name, args, derived.as_deref());
+        let result = match called.await {
             Ok(v) => CallToolResult::structured(v),
             Err(e) => refusal(&e),
         };

@@ -648,3 +648,193 @@ async fn a_revoked_tokens_session_and_stream_end() {
     let r = post_mcp(&m, Some(&fresh), Some(&session), &call).await;
     assert_eq!(r.status().as_u16(), 404, "the closed session is unknown");
 }
+
+/// Opens a session the raw way (initialize, then `initialized`); returns its id.
+async fn raw_session(m: &Market, token: &str) -> String {
+    let r = post_mcp(m, Some(token), None, &initialize_body("2025-06-18")).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let session = r
+        .headers()
+        .get("mcp-session-id")
+        .expect("a session id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = rpc_reply(r).await;
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let r = post_mcp(m, Some(token), Some(&session), &initialized).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    session
+}
+
+fn tool_call(id: i64, tool: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments}})
+}
+
+/// A tool call's structured result, asserting it is not a refusal.
+async fn call_ok(m: &Market, token: &str, session: &str, body: &Value) -> Value {
+    let reply = rpc_reply(post_mcp(m, Some(token), Some(session), body).await).await;
+    assert_ne!(reply["result"]["isError"], true, "{reply}");
+    reply["result"]["structuredContent"].clone()
+}
+
+#[tokio::test]
+async fn a_request_resent_in_its_session_acts_once_and_answers_the_same() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let bob = m.participant("Bob", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    let bike = a
+        .ok(
+            "post_listing",
+            json!({"title": "Bike", "category": "bikes", "price": 5000}),
+        )
+        .await;
+    let session = raw_session(&m, &bob.token).await;
+    // The same JSON-RPC request twice (a client re-sending after a lost answer): one message.
+    let hello = tool_call(
+        7,
+        "send_message",
+        json!({"listing_id": bike["id"], "body": "Still there?"}),
+    );
+    let first = call_ok(&m, &bob.token, &session, &hello).await;
+    let again = call_ok(&m, &bob.token, &session, &hello).await;
+    assert_eq!(first, again);
+    let thread = first["thread_id"].as_i64().unwrap();
+    let read = a.ok("read_thread", json!({"thread_id": thread})).await;
+    assert_eq!(read["messages"].as_array().unwrap().len(), 1, "{read}");
+    // Another request id in the same session is another action.
+    let hello2 = tool_call(
+        8,
+        "send_message",
+        json!({"thread_id": thread, "body": "Still there?"}),
+    );
+    let second = call_ok(&m, &bob.token, &session, &hello2).await;
+    assert_ne!(second["id"], first["id"]);
+}
+
+#[tokio::test]
+async fn a_retried_call_with_its_idempotency_key_acts_once_across_sessions() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let bob = m.participant("Bob", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    let bike = a
+        .ok(
+            "post_listing",
+            json!({"title": "Bike", "category": "bikes", "price": 5000}),
+        )
+        .await;
+    let offer = json!({"listing_id": bike["id"], "price": 4000, "idempotency_key": "bid-1"});
+    // The first try in one session, the retry in a new one (the client reconnected).
+    let b1 = m.connect("bob", &bob.token).await;
+    let first = b1.ok("make_offer", offer.clone()).await;
+    let b2 = m.connect("bob again", &bob.token).await;
+    let retry = b2.ok("make_offer", offer).await;
+    assert_eq!(first, retry);
+    let threads = a.ok("my_threads", json!({})).await;
+    assert_eq!(threads["items"].as_array().unwrap().len(), 1, "{threads}");
+    let balance = b2.ok("my_balance", json!({})).await;
+    assert_eq!(balance["held"], 4000, "committed once: {balance}");
+    // The key reused for another request is refused, as over HTTP.
+    let other = json!({"listing_id": bike["id"], "price": 4100, "idempotency_key": "bid-1"});
+    let e = b2.refused("make_offer", other).await;
+    assert_eq!(e["error"]["code"], "idempotency_conflict", "{e}");
+}
+
+#[tokio::test]
+async fn ending_a_session_answers_200_as_the_official_sdks_expect() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let session = raw_session(&m, &alice.token).await;
+    let r = reqwest::Client::new()
+        .delete(m.mcp_url())
+        .header("Authorization", format!("Bearer {}", alice.token))
+        .header("Mcp-Session-Id", &session)
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    // The Python SDK takes 200 and 204 as success and logs anything else as a failure.
+    assert_eq!(r.status().as_u16(), 200);
+    // The session is gone.
+    let r = post_mcp(
+        &m,
+        Some(&alice.token),
+        Some(&session),
+        &tool_call(2, "my_balance", json!({})),
+    )
+    .await;
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn thread_or_listing_is_a_one_of_in_the_listed_schemas() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    for name in ["make_offer", "send_message"] {
+        let t = a.tools.iter().find(|t| t.name == name).unwrap();
+        let one_of = t.input_schema.get("oneOf").expect("a root oneOf");
+        assert_eq!(one_of.as_array().unwrap().len(), 2, "{name}");
+        assert!(
+            t.input_schema["properties"]
+                .get("idempotency_key")
+                .is_some()
+        );
+    }
+    // Both or neither: refused with the rule in words.
+    let e = a
+        .refused(
+            "send_message",
+            json!({"thread_id": 1, "listing_id": 1, "body": "hi"}),
+        )
+        .await;
+    assert_eq!(e["error"]["code"], "invalid_request");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exactly one of `thread_id`"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn portable_schemas_leave_out_the_root_one_of_for_anthropic_based_clients() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let config =
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            format!("{}?schemas=portable", m.mcp_url()),
+        )
+        .auth_header(alice.token.clone());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
+    let client = rmcp::ServiceExt::serve((), transport)
+        .await
+        .expect("handshake");
+    let a = support::agent::McpAgent::new("alice", client).await;
+    for (t, c) in a.tools.iter().zip(tools::catalogue()) {
+        for combinator in ["oneOf", "anyOf", "allOf"] {
+            assert!(t.input_schema.get(combinator).is_none(), "{}", c.name);
+        }
+        let mut expected = c.input_schema.clone();
+        expected.as_object_mut().unwrap().remove("oneOf");
+        assert_eq!(
+            Value::Object((*t.input_schema).clone()),
+            expected,
+            "{}",
+            c.name
+        );
+    }
+    // The rule still holds when called.
+    let e = a
+        .refused(
+            "make_offer",
+            json!({"thread_id": 1, "listing_id": 1, "price": 5}),
+        )
+        .await;
+    assert_eq!(e["error"]["code"], "invalid_request", "{e}");
+}

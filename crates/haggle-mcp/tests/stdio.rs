@@ -63,3 +63,45 @@ async fn two_stdio_agents_negotiate_a_deal_to_completion() {
     assert_eq!((status, &e), (409, &http));
     assert!(m.svc.store().verify(m.id).await.unwrap().ok());
 }
+
+#[tokio::test]
+async fn a_market_that_went_away_is_unavailable_not_invalid_request() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    // A second server over the same market, which the test stops.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(haggle_http::serve(listener, m.svc.clone(), async {
+        let _ = stopped.await;
+    }));
+    let market_client = HttpClient::connect(&base, &alice.token)
+        .await
+        .expect("agent token");
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let (server_read, server_write) = tokio::io::split(server_io);
+    tokio::spawn(haggle_mcp::serve_io(
+        market_client,
+        server_read,
+        server_write,
+    ));
+    let client = ().serve(client_io).await.expect("MCP handshake over the pipe");
+    let a = McpAgent::new("alice", client).await;
+    a.ok("my_balance", json!({})).await;
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    for (tool, args) in [
+        ("my_balance", json!({})),
+        (
+            "post_listing",
+            json!({"title": "Bike", "category": "bikes", "price": 5000}),
+        ),
+    ] {
+        let e = a.refused(tool, args).await;
+        assert_eq!(e["error"]["code"], "unavailable", "{tool}: {e}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains("could not be reached"), "{message}");
+        assert!(message.contains(&base), "{message}");
+    }
+}

@@ -1,13 +1,14 @@
 //! The market contract (`haggle_api::MarketClient`) served in-process: the same service methods,
-//! authorisation and rules as HTTP, without a socket — for fast simulations.
+//! authorisation and rules as HTTP, without a socket — for fast simulations and `/mcp`.
 
-use crate::{ApiError, Caller, Command, NewOffer, Reply, Service};
+use crate::{ApiError, Caller, Command, IdemKey, NewOffer, Reply, Service};
 use haggle_api::client::ClientResult;
 use haggle_api::haggle_core::lifecycle::Reputation;
 use haggle_api::haggle_core::{
     Deal, Listing, Mandate, Market, Message, Offer, Participant, Rating,
 };
 use haggle_api::*;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// A client bound to one market and one caller (an agent token's identity).
@@ -16,6 +17,9 @@ pub struct InProcess {
     caller: Caller,
     market: i64,
     participant: i64,
+    /// The idempotency key of every mutating call (`with_idempotency_key`); none by default, as
+    /// an in-process caller sees every answer.
+    key: Option<String>,
 }
 
 impl InProcess {
@@ -26,7 +30,19 @@ impl InProcess {
             caller,
             market,
             participant,
+            key: None,
         }
+    }
+
+    /// The key for one mutation, hashed with what it asks (`what` and its arguments), so the key
+    /// reused for another request is `idempotency_conflict`, as over HTTP.
+    fn idem(&self, what: &str, args: &impl std::fmt::Debug) -> Option<IdemKey> {
+        let key = self.key.clone()?;
+        let hash = Sha256::digest(format!("{what} {args:?}").as_bytes());
+        Some(IdemKey {
+            key,
+            request_hash: hex::encode(hash),
+        })
     }
 
     /// Authenticates a bearer token and binds the client to its market and participant.
@@ -59,6 +75,15 @@ fn parse<T: serde::de::DeserializeOwned>(r: Result<Reply, ApiError>) -> ClientRe
 }
 
 impl MarketClient for InProcess {
+    fn with_idempotency_key(&self, key: &str) -> InProcess {
+        InProcess {
+            svc: self.svc.clone(),
+            caller: self.caller.clone(),
+            market: self.market,
+            participant: self.participant,
+            key: Some(key.to_string()),
+        }
+    }
     fn market_id(&self) -> i64 {
         self.market
     }
@@ -90,6 +115,7 @@ impl MarketClient for InProcess {
             .map_err(err)
     }
     async fn create_listing(&self, l: &NewListing) -> ClientResult<Listing> {
+        let idem = self.idem("create_listing", l);
         parse(
             self.svc
                 .trade(
@@ -99,24 +125,29 @@ impl MarketClient for InProcess {
                         actor,
                         listing: l.clone(),
                     },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn withdraw_listing(&self, id: i64) -> ClientResult<Done> {
+        let idem = self.idem("withdraw_listing", &id);
         parse(
             self.svc
                 .trade(
                     &self.caller,
                     self.market,
                     |actor| Command::WithdrawListing { actor, listing: id },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn open_thread(&self, listing: i64, req: &OpenThread) -> ClientResult<ThreadOpened> {
+        let idem = self.idem(
+            "open_thread",
+            &(listing, req.price, req.expires_in_ms, &req.message),
+        );
         let offer = req.price.map(|price| NewOffer {
             price,
             expires_in_ms: req.expires_in_ms,
@@ -133,7 +164,7 @@ impl MarketClient for InProcess {
                         message,
                         offer,
                     },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
@@ -151,6 +182,7 @@ impl MarketClient for InProcess {
             .map_err(err)
     }
     async fn post_message(&self, thread: i64, body: &str) -> ClientResult<Message> {
+        let idem = self.idem("post_message", &(thread, body));
         parse(
             self.svc
                 .trade(
@@ -161,12 +193,13 @@ impl MarketClient for InProcess {
                         thread,
                         body: body.to_string(),
                     },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn make_offer(&self, thread: i64, req: &MakeOffer) -> ClientResult<Offer> {
+        let idem = self.idem("make_offer", &(thread, req.price, req.expires_in_ms));
         let offer = NewOffer {
             price: req.price,
             expires_in_ms: req.expires_in_ms,
@@ -181,55 +214,59 @@ impl MarketClient for InProcess {
                         thread,
                         offer,
                     },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn accept(&self, offer: i64) -> ClientResult<Deal> {
+        let idem = self.idem("accept", &offer);
         parse(
             self.svc
                 .trade(
                     &self.caller,
                     self.market,
                     |actor| Command::AcceptOffer { actor, offer },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn reject(&self, offer: i64) -> ClientResult<Done> {
+        let idem = self.idem("reject", &offer);
         parse(
             self.svc
                 .trade(
                     &self.caller,
                     self.market,
                     |actor| Command::RejectOffer { actor, offer },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn withdraw_offer(&self, offer: i64) -> ClientResult<Done> {
+        let idem = self.idem("withdraw_offer", &offer);
         parse(
             self.svc
                 .trade(
                     &self.caller,
                     self.market,
                     |actor| Command::WithdrawOffer { actor, offer },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn walk_away(&self, thread: i64) -> ClientResult<Done> {
+        let idem = self.idem("walk_away", &thread);
         parse(
             self.svc
                 .trade(
                     &self.caller,
                     self.market,
                     |actor| Command::WalkAway { actor, thread },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
@@ -241,6 +278,7 @@ impl MarketClient for InProcess {
             .map_err(err)
     }
     async fn hand_over(&self, deal: i64, note: Option<&str>) -> ClientResult<Deal> {
+        let idem = self.idem("hand_over", &(deal, note));
         let note = note.map(str::to_string);
         parse(
             self.svc
@@ -248,24 +286,26 @@ impl MarketClient for InProcess {
                     &self.caller,
                     self.market,
                     |actor| Command::HandOver { actor, deal, note },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn confirm_receipt(&self, deal: i64) -> ClientResult<Deal> {
+        let idem = self.idem("confirm_receipt", &deal);
         parse(
             self.svc
                 .deal_action(
                     &self.caller,
                     self.market,
                     |actor| Command::ConfirmReceipt { actor, deal },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn cancel_deal(&self, deal: i64, reason: Option<&str>) -> ClientResult<Deal> {
+        let idem = self.idem("cancel_deal", &(deal, reason));
         let reason = reason.map(str::to_string);
         parse(
             self.svc
@@ -277,12 +317,13 @@ impl MarketClient for InProcess {
                         deal,
                         reason,
                     },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn dispute(&self, deal: i64, reason: &str) -> ClientResult<Deal> {
+        let idem = self.idem("dispute", &(deal, reason));
         parse(
             self.svc
                 .deal_action(
@@ -293,12 +334,13 @@ impl MarketClient for InProcess {
                         deal,
                         reason: reason.to_string(),
                     },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )
     }
     async fn rate(&self, deal: i64, score: u8, comment: &str) -> ClientResult<Rating> {
+        let idem = self.idem("rate", &(deal, score, comment));
         parse(
             self.svc
                 .deal_action(
@@ -310,7 +352,7 @@ impl MarketClient for InProcess {
                         score,
                         comment: comment.to_string(),
                     },
-                    None,
+                    idem.as_ref(),
                 )
                 .await,
         )

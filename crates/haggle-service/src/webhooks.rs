@@ -12,6 +12,10 @@
 //! The worker never takes a market's write lock and never runs inside a command: a slow or dead
 //! receiver delays only its own deliveries, and the market trades on regardless.
 //!
+//! Endpoints are `http://` or `https://`; TLS is rustls (ring) verifying against the system's
+//! root certificates, plus `WebhookOptions::extra_roots` (a private CA; the tests' own), never
+//! with verification off.
+//!
 //! Unless the server allows it (`Config::allow_private_webhooks`), endpoints on loopback,
 //! private, link-local, unique-local, unspecified or multicast addresses (or named `localhost`)
 //! are refused at registration, and again at delivery, where host names are resolved by a
@@ -44,8 +48,6 @@ const MAX_URL_LEN: usize = 2000;
 const MAX_EVENT_TYPES: usize = 50;
 /// Events read per webhook and pass when enqueueing.
 const ENQUEUE_SCAN: u32 = 1000;
-/// Whether this build can deliver to `https://` endpoints (reqwest is built without TLS so far).
-const TLS_AVAILABLE: bool = false;
 const SECRET_SHOWN_ONCE: &str =
     "(shown once at creation; deactivate this webhook and create another for a new secret)";
 
@@ -64,6 +66,9 @@ pub struct WebhookOptions {
     pub batch: u32,
     /// Deliveries in flight at once in the background worker.
     pub max_in_flight: usize,
+    /// PEM certificates trusted as roots for `https://` endpoints besides the system's (a
+    /// private CA). Verification is never switched off.
+    pub extra_roots: Vec<Vec<u8>>,
 }
 
 impl Default for WebhookOptions {
@@ -75,6 +80,7 @@ impl Default for WebhookOptions {
             max_retry_ms: 10 * 60 * 1_000,
             batch: 100,
             max_in_flight: 64,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -235,14 +241,7 @@ fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| invalid(format!("url '{url}' is not valid: {e}")))?;
     match parsed.scheme() {
-        "http" => {}
-        "https" if TLS_AVAILABLE => {}
-        "https" => {
-            return Err(invalid(
-                "this server is built without TLS, so it delivers to http:// endpoints only \
-                 (https:// needs reqwest's TLS feature)",
-            ));
-        }
+        "http" | "https" => {}
         other => {
             return Err(invalid(format!(
                 "url scheme must be http or https, got '{other}'"
@@ -352,6 +351,15 @@ fn client(opts: &WebhookOptions, allow_private: bool) -> Result<reqwest::Client,
         // A redirect is an answer that is not 2xx: the operator fixes the URL.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("haggle-webhooks/", env!("CARGO_PKG_VERSION")));
+    let mut roots = Vec::new();
+    for pem in &opts.extra_roots {
+        roots.push(reqwest::Certificate::from_pem(pem)?);
+    }
+    let builder = if roots.is_empty() {
+        builder
+    } else {
+        builder.tls_certs_merge(roots)
+    };
     let builder = if allow_private {
         builder
     } else {
@@ -842,13 +850,11 @@ mod tests {
             validate_url("http://hooks.example.com/h", false).unwrap(),
             "http://hooks.example.com/h"
         );
-        for bad in [
-            "",
-            "ftp://x/y",
-            "not a url",
-            "https://example.com/hook",
-            "http://",
-        ] {
+        assert_eq!(
+            validate_url("https://hooks.example.com/h", false).unwrap(),
+            "https://hooks.example.com/h"
+        );
+        for bad in ["", "ftp://x/y", "not a url", "http://", "https://"] {
             assert!(validate_url(bad, true).is_err(), "{bad} refused");
         }
     }

@@ -1,6 +1,9 @@
 //! Webhook delivery end to end: a real HTTP receiver on a loopback port (an axum app inside the
 //! test) that checks each delivery's signature and answers as scripted, and the service's delivery
-//! passes driven by a `ManualClock` (retries are due only when the test moves time).
+//! passes driven by a `ManualClock` (retries are due only when the test moves time). The same
+//! receiver also listens over TLS (tokio-rustls) with the test certificate in `fixtures/tls/`
+//! (`server.pem` for 127.0.0.1 and localhost, signed by the test CA `ca.pem`, valid to 2126; for
+//! tests only).
 //!
 //! Every behaviour runs on SQLite (a fresh temporary file) as `sqlite_<name>` and on PostgreSQL as
 //! `postgres_<name>` (a fresh database per test on the server `HAGGLE_TEST_POSTGRES_URL` names,
@@ -58,6 +61,8 @@ both_backends! {
     only_the_markets_operators_manage_webhooks => sqlite_only_the_markets_operators_manage_webhooks, postgres_only_the_markets_operators_manage_webhooks;
     creation_is_idempotent_and_shows_the_secret_once => sqlite_creation_is_idempotent_and_shows_the_secret_once, postgres_creation_is_idempotent_and_shows_the_secret_once;
     the_background_worker_delivers => sqlite_the_background_worker_delivers, postgres_the_background_worker_delivers;
+    delivers_over_https_to_a_receiver_whose_certificate_is_trusted => sqlite_delivers_over_https_to_a_receiver_whose_certificate_is_trusted, postgres_delivers_over_https_to_a_receiver_whose_certificate_is_trusted;
+    an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to => sqlite_an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to, postgres_an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to;
 }
 
 fn unique() -> String {
@@ -467,12 +472,78 @@ impl Receiver {
         Receiver { url, state }
     }
 
+    /// The same receiver at an `https://` URL, presenting the test certificate.
+    async fn start_tls() -> Receiver {
+        let state = Arc::new(ReceiverState::default());
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = TlsListener::bind().await;
+        let url = format!("https://{}/hook", listener.tcp.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, state }
+    }
+
     fn trust(&self, secret: &str) {
         *self.state.secret.lock().unwrap() = Some(secret.to_string());
     }
 
     fn got(&self) -> Vec<Got> {
         self.state.got.lock().unwrap().clone()
+    }
+}
+
+/// The test CA that signed the receiver's certificate.
+const TEST_CA: &[u8] = include_bytes!("fixtures/tls/ca.pem");
+const TEST_CERT: &[u8] = include_bytes!("fixtures/tls/server.pem");
+const TEST_KEY: &[u8] = include_bytes!("fixtures/tls/server.key");
+
+/// A loopback listener whose connections are TLS (a failed handshake is dropped, as a TLS server
+/// does); axum serves over it as over TCP.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListener {
+    async fn bind() -> TlsListener {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(TEST_CERT)
+            .collect::<Result<Vec<_>, _>>()
+            .expect("the test certificate");
+        let key = PrivateKeyDer::from_pem_slice(TEST_KEY).expect("the test key");
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("a server configuration");
+        TlsListener {
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.tls.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 
@@ -883,12 +954,7 @@ async fn only_the_markets_operators_manage_webhooks(env: Env) {
         ErrorCode::Forbidden,
     );
 
-    for bad in [
-        "ftp://example.com/",
-        "example.com/hook",
-        "",
-        "https://example.com/hook",
-    ] {
+    for bad in ["ftp://example.com/", "example.com/hook", "", "https://"] {
         assert_refused(
             svc.create_webhook(&env.op, m, new(bad), None).await,
             ErrorCode::InvalidRequest,
@@ -1039,4 +1105,49 @@ async fn the_background_worker_delivers(env: Env) {
     let got = rx.got();
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|g| g.verified));
+}
+
+async fn delivers_over_https_to_a_receiver_whose_certificate_is_trusted(env: Env) {
+    let rx = Receiver::start_tls().await;
+    assert!(rx.url.starts_with("https://127.0.0.1:"), "{}", rx.url);
+    let created = env.create_webhook(&rx.url, &["participant_joined"]).await;
+    rx.trust(&created.secret);
+    env.trader("seller", 0).await;
+    // The test CA is trusted by this client only, besides the system's roots.
+    let opts = WebhookOptions {
+        extra_roots: vec![TEST_CA.to_vec()],
+        ..WebhookOptions::default()
+    };
+    let pass = env.svc.deliver_due_webhooks_with(&opts).await.unwrap();
+    assert_eq!((pass.attempted, pass.delivered), (1, 1), "{pass:?}");
+    let got = rx.got();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].verified, "the signature checks out over TLS too");
+    assert_eq!(got[0].event().kind, "participant_joined");
+    let d = &env.deliveries(created.webhook.id, None).await[0];
+    assert_eq!(d.status, DeliveryStatus::Delivered);
+    assert_eq!(d.last_status_code, Some(200));
+}
+
+async fn an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to(env: Env) {
+    let rx = Receiver::start_tls().await;
+    let hook = env
+        .create_webhook(&rx.url, &["participant_joined"])
+        .await
+        .webhook
+        .id;
+    env.trader("seller", 0).await;
+    // Without the test CA the certificate is refused: verification is never off.
+    let pass = env
+        .svc
+        .deliver_due_webhooks_with(&WebhookOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((pass.attempted, pass.delivered, pass.retrying), (1, 0, 1));
+    assert!(rx.got().is_empty());
+    let d = &env.deliveries(hook, None).await[0];
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.last_status_code, None);
+    let error = d.last_error.as_deref().unwrap_or_default();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
 }

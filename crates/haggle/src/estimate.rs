@@ -45,7 +45,7 @@ pub fn print(
                 .as_ref()
                 .is_none_or(|only| only.iter().any(|n| n == t.name))
         })
-        .map(|t| t.name.len() + t.description.len() + t.input_schema.to_string().len())
+        .map(|t| t.name.len() + t.description.len() + t.model_input_schema().to_string().len())
         .sum();
     let mut by_brain: std::collections::BTreeMap<&str, (u64, Usage)> = Default::default();
     let mut agents = 0u64;

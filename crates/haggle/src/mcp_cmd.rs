@@ -13,6 +13,10 @@ pub struct McpArgs {
     /// The agent token of the participant to trade for.
     #[arg(long, env = "HAGGLE_AGENT_TOKEN")]
     token: String,
+    /// List argument schemas without a root `oneOf`, for clients that pass tool schemas on to
+    /// Anthropic's API (which refuses `oneOf`/`anyOf`/`allOf` at a schema's root).
+    #[arg(long)]
+    portable_schemas: bool,
 }
 
 pub async fn run(args: McpArgs) -> anyhow::Result<()> {
@@ -32,6 +36,11 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
         client.market_id(),
         args.server
     );
-    haggle_mcp::serve_stdio(client).await?;
+    let schemas = if args.portable_schemas {
+        haggle_mcp::Schemas::Portable
+    } else {
+        haggle_mcp::Schemas::Full
+    };
+    haggle_mcp::serve_stdio(client, schemas).await?;
     Ok(())
 }
