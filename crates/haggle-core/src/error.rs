@@ -34,12 +34,15 @@ pub enum ErrorCode {
     TooManyNotes,
     /// The market has passed its closing time: nothing new is traded (an extension of the spec).
     MarketClosed,
+    /// A price below the seller's mandate minimum (listing, seller's offer, acceptance); the
+    /// value of the minimum is never told (spec: trust.md).
+    BelowSellerMinimum,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -62,6 +65,7 @@ impl ErrorCode {
         ErrorCode::TooManyMessages,
         ErrorCode::TooManyNotes,
         ErrorCode::MarketClosed,
+        ErrorCode::BelowSellerMinimum,
         ErrorCode::Internal,
     ];
 
@@ -89,6 +93,7 @@ impl ErrorCode {
             ErrorCode::TooManyMessages => "too_many_messages",
             ErrorCode::TooManyNotes => "too_many_notes",
             ErrorCode::MarketClosed => "market_closed",
+            ErrorCode::BelowSellerMinimum => "below_seller_minimum",
             ErrorCode::Internal => "internal",
         }
     }
@@ -116,6 +121,7 @@ impl ErrorCode {
             | ErrorCode::TooManyOffers
             | ErrorCode::TooManyMessages
             | ErrorCode::TooManyNotes
+            | ErrorCode::BelowSellerMinimum
             | ErrorCode::IdempotencyConflict => 422,
         }
     }
@@ -172,6 +178,7 @@ ctor! {
     too_many_notes => TooManyNotes,
     thread_closed => ThreadClosed,
     market_closed => MarketClosed,
+    below_seller_minimum => BelowSellerMinimum,
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;
