@@ -19,7 +19,7 @@
 //!   profile whose asks and floors are 1). Its principal's seller mandate makes the market refuse
 //!   all of it (`below_seller_minimum`); as a buyer it is linear.
 
-use crate::brain::{Action, Brain, BoxFuture, Role, View};
+use crate::brain::{Action, BoxFuture, Brain, Role, View};
 use crate::profile::Profile;
 use crate::rules::{Negotiation, Quirks, RuleBrain, Strategy, TimeDependent, percent_of};
 
@@ -130,7 +130,11 @@ impl Brain for RecklessSeller {
     fn name(&self) -> String {
         self.inner.name()
     }
-    fn decide<'a>(&'a mut self, profile: &'a Profile, view: &'a View) -> BoxFuture<'a, Vec<Action>> {
+    fn decide<'a>(
+        &'a mut self,
+        profile: &'a Profile,
+        view: &'a View,
+    ) -> BoxFuture<'a, Vec<Action>> {
         let actions = self.inner.turn(&reckless_profile(profile), view);
         Box::pin(std::future::ready(actions))
     }

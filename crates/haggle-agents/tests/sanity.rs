@@ -338,14 +338,18 @@ fn the_reckless_seller_lists_at_one_and_accepts_anything() {
     view.unlisted = vec![ITEM.into()];
     let acts = decide(brain.as_mut(), &profile, &view);
     assert!(
-        acts.iter().any(|a| matches!(
-            a,
-            haggle_agents::brain::Action::ListItem { price: 1, .. }
-        )),
+        acts.iter()
+            .any(|a| matches!(a, haggle_agents::brain::Action::ListItem { price: 1, .. })),
         "{acts:?}"
     );
     // Against a buyer offering 2, the hijacked seller takes it: only the market stops the sale.
-    let o = negotiate("adversary:reckless-seller", "adversary:lowballer", 1, SYMMETRIC, CAP);
+    let o = negotiate(
+        "adversary:reckless-seller",
+        "adversary:lowballer",
+        1,
+        SYMMETRIC,
+        CAP,
+    );
     assert!(o.offers_by(SELLER).iter().all(|p| *p == 1), "{o:?}");
     assert!(o.price.is_some_and(|p| p < 6_000), "{o:?}");
 }

@@ -407,7 +407,11 @@ pub fn decide_approval(s: &mut Scene, plan: &mut Plan, approve: bool) -> Result<
         return Err(E::forbidden(format!(
             "deal {} awaits the approval of the {}'s principal",
             d.id,
-            if d.buyer == principal { "seller" } else { "buyer" }
+            if d.buyer == principal {
+                "seller"
+            } else {
+                "buyer"
+            }
         )));
     }
     // Past the window the deal has timed out (the sweep declines it): it can no longer be approved.

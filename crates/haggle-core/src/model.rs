@@ -507,7 +507,10 @@ impl Mandate {
                     .and_then(|i| self.min_price_by_item.get(i.trim()).copied())
             })
             .flatten();
-        [self.min_sale, by_listing, by_item].into_iter().flatten().max()
+        [self.min_sale, by_listing, by_item]
+            .into_iter()
+            .flatten()
+            .max()
     }
 
     /// What the agent may see: the seller side's values are withheld, `has_minimum` says

@@ -11,7 +11,11 @@ use support::{Mem, new_listing};
 
 const BUDGET: Money = 50_000;
 
-fn seller_mandate(min_sale: Option<Money>, items: &[(&str, Money)], below_min: BelowMin) -> Mandate {
+fn seller_mandate(
+    min_sale: Option<Money>,
+    items: &[(&str, Money)],
+    below_min: BelowMin,
+) -> Mandate {
     Mandate {
         min_sale,
         min_price_by_item: items.iter().map(|(i, v)| (i.to_string(), *v)).collect(),
@@ -29,7 +33,11 @@ fn item_listing(item: &str, price: Money) -> negotiation::NewListing {
 /// A seller whose drill may not go below 1,100, and a funded buyer.
 fn market(below_min: BelowMin) -> (Mem, ParticipantId, ParticipantId) {
     let mut m = Mem::new(MarketRules::default());
-    let seller = m.register("seller", seller_mandate(None, &[("drill", 1_100)], below_min), 0);
+    let seller = m.register(
+        "seller",
+        seller_mandate(None, &[("drill", 1_100)], below_min),
+        0,
+    );
     let buyer = m.register("buyer", Mandate::default(), BUDGET);
     (m, seller, buyer)
 }
@@ -45,8 +53,10 @@ fn a_sell_listing_below_its_item_minimum_is_refused() {
 #[test]
 fn a_listing_at_its_minimum_or_of_another_item_is_posted() {
     let (mut m, seller, _) = market(BelowMin::Refuse);
-    m.post(seller, item_listing("drill", 1_100)).expect("at the minimum");
-    m.post(seller, item_listing("lamp", 30)).expect("no minimum for the lamp");
+    m.post(seller, item_listing("drill", 1_100))
+        .expect("at the minimum");
+    m.post(seller, item_listing("lamp", 30))
+        .expect("no minimum for the lamp");
 }
 
 #[test]
@@ -55,7 +65,10 @@ fn the_refusal_never_tells_the_minimum() {
     let e = m.refuses(ErrorCode::BelowSellerMinimum, |m| {
         m.post(seller, item_listing("drill", 30))
     });
-    assert!(!e.message.contains("1100") && !e.message.contains("1,100"), "{e}");
+    assert!(
+        !e.message.contains("1100") && !e.message.contains("1,100"),
+        "{e}"
+    );
     assert_eq!(ErrorCode::BelowSellerMinimum.http_status(), 422);
 }
 
@@ -66,23 +79,30 @@ fn a_per_listing_minimum_binds_that_listing_only() {
     let other = m.list(seller, Side::Sell, "books", 900);
     let mut md = m.participants[&seller].mandate.clone();
     md.min_price_by_listing.insert(l, 800);
-    m.set_mandate_by(seller, md, MandateAuthor::Principal).unwrap();
+    m.set_mandate_by(seller, md, MandateAuthor::Principal)
+        .unwrap();
     let low = m.open_with_offer(buyer, l, 700).unwrap();
     m.refuses(ErrorCode::BelowSellerMinimum, |m| m.accept(seller, low.id));
     let ok = m.open_with_offer(buyer, other, 700).unwrap();
-    m.accept(seller, ok.id).expect("no minimum on the other listing");
+    m.accept(seller, ok.id)
+        .expect("no minimum on the other listing");
 }
 
 #[test]
 fn min_sale_binds_any_sale_even_to_a_wanted_ad() {
     let mut m = Mem::new(MarketRules::default());
-    let seller = m.register("seller", seller_mandate(Some(500), &[], BelowMin::Refuse), 0);
+    let seller = m.register(
+        "seller",
+        seller_mandate(Some(500), &[], BelowMin::Refuse),
+        0,
+    );
     let buyer = m.register("buyer", Mandate::default(), BUDGET);
     let wanted = m.list(buyer, Side::Buy, "tools", 400);
     m.refuses(ErrorCode::BelowSellerMinimum, |m| {
         m.open_with_offer(seller, wanted, 400)
     });
-    m.open_with_offer(seller, wanted, 500).expect("at the minimum");
+    m.open_with_offer(seller, wanted, 500)
+        .expect("at the minimum");
 }
 
 #[test]
@@ -90,15 +110,20 @@ fn the_seller_cannot_counter_below_its_minimum() {
     let (mut m, seller, buyer) = market(BelowMin::Refuse);
     let l = m.post(seller, item_listing("drill", 1_500)).unwrap().id;
     let o = m.open_with_offer(buyer, l, 900).unwrap();
-    m.refuses(ErrorCode::BelowSellerMinimum, |m| m.offer(seller, o.thread_id, 1_000));
-    m.offer(seller, o.thread_id, 1_100).expect("counter at the minimum");
+    m.refuses(ErrorCode::BelowSellerMinimum, |m| {
+        m.offer(seller, o.thread_id, 1_000)
+    });
+    m.offer(seller, o.thread_id, 1_100)
+        .expect("counter at the minimum");
 }
 
 #[test]
 fn a_buyer_may_offer_below_but_the_seller_cannot_accept_it() {
     let (mut m, seller, buyer) = market(BelowMin::Refuse);
     let l = m.post(seller, item_listing("drill", 1_500)).unwrap().id;
-    let o = m.open_with_offer(buyer, l, 30).expect("a buyer's offer is the buyer's business");
+    let o = m
+        .open_with_offer(buyer, l, 30)
+        .expect("a buyer's offer is the buyer's business");
     m.refuses(ErrorCode::BelowSellerMinimum, |m| m.accept(seller, o.id));
 }
 
@@ -114,21 +139,26 @@ fn a_buyer_cannot_accept_a_seller_offer_once_the_minimum_rose_above_it() {
         MandateAuthor::Principal,
     )
     .unwrap();
-    let e = m.refuses(ErrorCode::BelowSellerMinimum, |m| m.accept(buyer, counter.id));
+    let e = m.refuses(ErrorCode::BelowSellerMinimum, |m| {
+        m.accept(buyer, counter.id)
+    });
     assert!(!e.message.contains("1300"), "{e}");
 }
 
 #[test]
 fn ask_routes_the_sale_to_the_sellers_principal() {
     let (mut m, seller, buyer) = market(BelowMin::Ask);
-    let l = m.post(seller, item_listing("drill", 30)).expect("ask: the listing goes up");
+    let l = m
+        .post(seller, item_listing("drill", 30))
+        .expect("ask: the listing goes up");
     let o = m.open_with_offer(buyer, l.id, 30).unwrap();
     let d = m.accept(seller, o.id).expect("accepted, to be approved");
     assert_eq!(d.status, DealStatus::AwaitingApproval);
     assert_eq!(d.approval_from, Approver::Seller);
     assert!(d.awaits_approval_of(seller) && !d.awaits_approval_of(buyer));
     m.refuses(ErrorCode::Forbidden, |m| m.decide(buyer, d.id, true));
-    m.decide(seller, d.id, true).expect("the seller's principal approves");
+    m.decide(seller, d.id, true)
+        .expect("the seller's principal approves");
     assert_eq!(m.deals[&d.id].status, DealStatus::Agreed);
 }
 
@@ -176,9 +206,15 @@ fn the_agent_view_says_a_minimum_exists_never_its_value() {
     let seen = serde_json::to_value(md.agent_view()).unwrap();
     assert_eq!(seen["has_minimum"], true);
     let text = seen.to_string();
-    assert!(!text.contains("500") && !text.contains("1100") && !text.contains("drill"), "{text}");
+    assert!(
+        !text.contains("500") && !text.contains("1100") && !text.contains("drill"),
+        "{text}"
+    );
     let none = serde_json::to_value(Mandate::default().agent_view()).unwrap();
-    assert!(none.get("has_minimum").is_none(), "no minimum, no flag: {none}");
+    assert!(
+        none.get("has_minimum").is_none(),
+        "no minimum, no flag: {none}"
+    );
 }
 
 #[test]
@@ -190,11 +226,22 @@ fn mandate_changed_events_carry_the_agents_view() {
         MandateAuthor::Principal,
     )
     .unwrap();
-    let e = m.events.iter().rev().find(|e| e.kind == "mandate_changed").unwrap();
+    let e = m
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "mandate_changed")
+        .unwrap();
     let text = e.payload.to_string();
-    assert!(text.contains("has_minimum") && !text.contains("777") && !text.contains("1234"), "{text}");
+    assert!(
+        text.contains("has_minimum") && !text.contains("777") && !text.contains("1234"),
+        "{text}"
+    );
     assert_eq!(m.participants[&seller].mandate.min_sale, Some(777));
-    assert!(!m.participants[&seller].mandate.has_minimum, "the view flag is never stored");
+    assert!(
+        !m.participants[&seller].mandate.has_minimum,
+        "the view flag is never stored"
+    );
 }
 
 #[test]
@@ -216,7 +263,9 @@ fn seller_minimums_are_bounded() {
         seller_mandate(None, &[("drill", MAX_AMOUNT + 1)], BelowMin::Refuse),
         seller_mandate(None, &[("", 10)], BelowMin::Refuse),
         Mandate {
-            min_price_by_item: (0..=MAX_SELLER_MINIMUMS).map(|i| (format!("i{i}"), 1)).collect(),
+            min_price_by_item: (0..=MAX_SELLER_MINIMUMS)
+                .map(|i| (format!("i{i}"), 1))
+                .collect(),
             ..Default::default()
         },
     ] {
@@ -234,15 +283,41 @@ const ITEMS: [&str; 3] = ["drill", "lamp", "desk"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Post { who: usize, item: Option<usize>, buy: bool, price: Money },
-    Open { who: usize, listing: usize, price: Money },
+    Post {
+        who: usize,
+        item: Option<usize>,
+        buy: bool,
+        price: Money,
+    },
+    Open {
+        who: usize,
+        listing: usize,
+        price: Money,
+    },
     /// The owner (`true`) or the counterparty counters in a thread.
-    Counter { owner: bool, thread: usize, price: Money },
+    Counter {
+        owner: bool,
+        thread: usize,
+        price: Money,
+    },
     /// The offer's recipient (`true`) or anyone accepts it.
-    Accept { recipient: bool, who: usize, offer: usize },
-    SetMandate { who: usize, mandate: Mandate },
-    Decide { seller: bool, deal: usize, approve: bool },
-    Advance { ms: i64 },
+    Accept {
+        recipient: bool,
+        who: usize,
+        offer: usize,
+    },
+    SetMandate {
+        who: usize,
+        mandate: Mandate,
+    },
+    Decide {
+        seller: bool,
+        deal: usize,
+        approve: bool,
+    },
+    Advance {
+        ms: i64,
+    },
     Sweep,
 }
 
@@ -259,7 +334,10 @@ fn mandate() -> impl Strategy<Value = Mandate> {
     )
         .prop_map(|(min_sale, items, listings, ask)| Mandate {
             min_sale,
-            min_price_by_item: items.into_iter().map(|(i, v)| (ITEMS[i].to_string(), v)).collect(),
+            min_price_by_item: items
+                .into_iter()
+                .map(|(i, v)| (ITEMS[i].to_string(), v))
+                .collect(),
             min_price_by_listing: listings,
             below_min: if ask { BelowMin::Ask } else { BelowMin::Refuse },
             ..Default::default()
@@ -305,32 +383,61 @@ impl Run {
         let m = &mut self.m;
         let deals_before: BTreeSet<DealId> = m.deals.keys().copied().collect();
         let out = match op {
-            Op::Post { who, item, buy, price } => {
+            Op::Post {
+                who,
+                item,
+                buy,
+                price,
+            } => {
                 let mut l = new_listing(if *buy { Side::Buy } else { Side::Sell }, "tools", *price);
                 if let Some(i) = item {
                     l.attributes.insert("item_id".into(), ITEMS[*i].into());
                 }
                 m.post(person(*who), l).map(|_| ())
             }
-            Op::Open { who, listing, price } => {
+            Op::Open {
+                who,
+                listing,
+                price,
+            } => {
                 let l = nth(&m.listings, |l| l.status == ListingStatus::Active, *listing)?;
                 m.open_with_offer(person(*who), l.id, *price).map(|_| ())
             }
-            Op::Counter { owner, thread, price } => {
+            Op::Counter {
+                owner,
+                thread,
+                price,
+            } => {
                 let t = nth(&m.threads, |t| t.status == ThreadStatus::Open, *thread)?;
                 let actor = if *owner { t.owner } else { t.counterparty };
                 m.offer(actor, t.id, *price).map(|_| ())
             }
-            Op::Accept { recipient, who, offer } => {
+            Op::Accept {
+                recipient,
+                who,
+                offer,
+            } => {
                 let o = nth(&m.offers, |o| o.state == OfferState::Live, *offer)?;
-                let actor = if *recipient { o.recipient() } else { person(*who) };
+                let actor = if *recipient {
+                    o.recipient()
+                } else {
+                    person(*who)
+                };
                 m.accept(actor, o.id).map(|_| ())
             }
             Op::SetMandate { who, mandate } => {
                 m.set_mandate_by(person(*who), mandate.clone(), MandateAuthor::Principal)
             }
-            Op::Decide { seller, deal, approve } => {
-                let d = nth(&m.deals, |d| d.status == DealStatus::AwaitingApproval, *deal)?;
+            Op::Decide {
+                seller,
+                deal,
+                approve,
+            } => {
+                let d = nth(
+                    &m.deals,
+                    |d| d.status == DealStatus::AwaitingApproval,
+                    *deal,
+                )?;
                 let principal = if *seller { d.seller } else { d.buyer };
                 let r = m.decide(principal, d.id, *approve);
                 if r.is_ok() && *approve && principal == d.seller {
@@ -354,8 +461,17 @@ impl Run {
             if let Some(min) = seller.mandate.seller_minimum(seller.id, listing)
                 && d.price < min
             {
-                assert_eq!(seller.mandate.below_min, BelowMin::Ask, "deal {} below {min}", d.id);
-                assert!(d.awaits_approval_of(d.seller), "deal {} skipped the seller", d.id);
+                assert_eq!(
+                    seller.mandate.below_min,
+                    BelowMin::Ask,
+                    "deal {} below {min}",
+                    d.id
+                );
+                assert!(
+                    d.awaits_approval_of(d.seller),
+                    "deal {} skipped the seller",
+                    d.id
+                );
                 self.below.insert(d.id);
             }
         }
@@ -367,15 +483,21 @@ impl Run {
         for id in &self.below {
             let d = &self.m.deals[id];
             assert!(
-                matches!(d.status, DealStatus::AwaitingApproval | DealStatus::Declined)
-                    || self.seller_approved.contains(id),
+                matches!(
+                    d.status,
+                    DealStatus::AwaitingApproval | DealStatus::Declined
+                ) || self.seller_approved.contains(id),
                 "deal {id} at {} is {} without the seller's approval",
                 d.price,
                 d.status
             );
         }
         assert_eq!(self.m.ledger_breaches(), vec![], "ledger breach");
-        assert_eq!(self.m.chain_breaks(), Vec::<String>::new(), "event chain break");
+        assert_eq!(
+            self.m.chain_breaks(),
+            Vec::<String>::new(),
+            "event chain break"
+        );
     }
 }
 

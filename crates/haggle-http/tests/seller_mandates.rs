@@ -42,7 +42,10 @@ async fn a_listing_counter_or_acceptance_below_the_sellers_minimum_is_refused_wi
     let r = s.post(&listings, &alice.agent, drill(30)).await;
     assert_refusal(&r, 422, "below_seller_minimum");
     let message = r.1["error"]["message"].as_str().unwrap();
-    assert!(!message.contains("1100") && !message.contains("500"), "{message}");
+    assert!(
+        !message.contains("1100") && !message.contains("500"),
+        "{message}"
+    );
     assert!(
         s.get_ok(&listings, &bob.agent).await["items"]
             .as_array()
@@ -88,9 +91,15 @@ async fn the_agent_sees_that_a_minimum_exists_and_its_principal_sees_the_value()
     let mandate = format!("/v1/markets/{m}/participants/{}/mandate", alice.id);
     let seen = s.get_ok(&mandate, &alice.agent).await;
     assert_eq!(seen["has_minimum"], true, "{seen}");
-    assert!(seen.get("min_sale").is_none() && seen.get("min_price_by_item").is_none(), "{seen}");
+    assert!(
+        seen.get("min_sale").is_none() && seen.get("min_price_by_item").is_none(),
+        "{seen}"
+    );
     let me = s
-        .get_ok(&format!("/v1/markets/{m}/participants/{}", alice.id), &alice.agent)
+        .get_ok(
+            &format!("/v1/markets/{m}/participants/{}", alice.id),
+            &alice.agent,
+        )
         .await;
     assert_eq!(me["mandate"], seen);
     let set = s.get_ok(&mandate, &alice.principal).await;
@@ -106,7 +115,10 @@ async fn the_agent_sees_that_a_minimum_exists_and_its_principal_sees_the_value()
         .collect();
     assert_eq!(changed.len(), 1);
     let payload = changed[0]["payload"].to_string();
-    assert!(!payload.contains("1100") && !payload.contains("500"), "{payload}");
+    assert!(
+        !payload.contains("1100") && !payload.contains("500"),
+        "{payload}"
+    );
     // The agent cannot lower its own limits.
     let r = s.put(&mandate, &alice.agent, json!({})).await;
     assert_refusal(&r, 403, "forbidden");
@@ -117,7 +129,11 @@ async fn ask_routes_a_sale_below_the_minimum_to_the_sellers_principal() {
     let s = Server::start().await;
     let (m, alice, bob) = market(&s, json!({"min_sale": 1000, "below_min": "ask"})).await;
     let r = s
-        .post(&format!("/v1/markets/{m}/listings"), &alice.agent, drill(500))
+        .post(
+            &format!("/v1/markets/{m}/listings"),
+            &alice.agent,
+            drill(500),
+        )
         .await;
     assert_status(&r, 201, "ask: the listing goes up");
     let (_, offer) = s.bid(m, &bob, r.1["id"].as_i64().unwrap(), 500).await;
@@ -130,7 +146,9 @@ async fn ask_routes_a_sale_below_the_minimum_to_the_sellers_principal() {
         let r = s.post(&approval, token, json!({"approve": true})).await;
         assert_refusal(&r, 403, "forbidden");
     }
-    let r = s.post(&approval, &alice.principal, json!({"approve": true})).await;
+    let r = s
+        .post(&approval, &alice.principal, json!({"approve": true}))
+        .await;
     assert_status(&r, 200, "Alice's principal approves");
     let now = s
         .get_ok(&format!("/v1/markets/{m}/deals/{d}"), &bob.agent)

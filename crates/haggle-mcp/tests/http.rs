@@ -679,8 +679,11 @@ async fn seller_market(
 #[tokio::test]
 async fn a_sale_below_the_sellers_minimum_is_refused_over_mcp_as_over_http() {
     let m = Market::start().await;
-    let (alice, _, a, b) =
-        seller_market(&m, json!({"min_price_by_item": {"drill": 1100}, "min_sale": 500})).await;
+    let (alice, _, a, b) = seller_market(
+        &m,
+        json!({"min_price_by_item": {"drill": 1100}, "min_sale": 500}),
+    )
+    .await;
     let listing = json!({"title": "Drill", "category": "tools", "price": 30,
                          "attributes": {"item_id": "drill"}});
     let via_mcp = a.refused("post_listing", listing).await;
@@ -689,8 +692,10 @@ async fn a_sale_below_the_sellers_minimum_is_refused_over_mcp_as_over_http() {
             "POST",
             &m.path("/listings"),
             Some(&alice.token),
-            Some(json!({"side": "sell", "title": "Drill", "category": "tools", "price": 30,
-                        "attributes": {"item_id": "drill"}})),
+            Some(
+                json!({"side": "sell", "title": "Drill", "category": "tools", "price": 30,
+                        "attributes": {"item_id": "drill"}}),
+            ),
         )
         .await;
     assert_eq!(status, 422);
@@ -720,7 +725,10 @@ async fn a_sale_below_the_sellers_minimum_is_refused_over_mcp_as_over_http() {
         .await;
     assert_eq!(counter["error"]["code"], "below_seller_minimum");
     let accept = a
-        .refused("accept_offer", json!({"offer_id": id(&opened, "/offer/id")}))
+        .refused(
+            "accept_offer",
+            json!({"offer_id": id(&opened, "/offer/id")}),
+        )
         .await;
     assert_eq!(accept["error"]["code"], "below_seller_minimum");
 
@@ -728,7 +736,10 @@ async fn a_sale_below_the_sellers_minimum_is_refused_over_mcp_as_over_http() {
     let money = a.ok("my_balance", json!({})).await;
     assert_eq!(money["mandate"]["has_minimum"], true, "{money}");
     let text = money.to_string();
-    assert!(!text.contains("1100") && !text.contains("min_sale"), "{text}");
+    assert!(
+        !text.contains("1100") && !text.contains("min_sale"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -748,7 +759,10 @@ async fn ask_routes_a_sale_below_the_minimum_to_the_sellers_principal_over_mcp()
         )
         .await;
     let deal = a
-        .ok("accept_offer", json!({"offer_id": id(&opened, "/offer/id")}))
+        .ok(
+            "accept_offer",
+            json!({"offer_id": id(&opened, "/offer/id")}),
+        )
         .await;
     assert_eq!(deal["status"], "awaiting_approval", "{deal}");
     assert_eq!(deal["approval_from"], "seller", "{deal}");

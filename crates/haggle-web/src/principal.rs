@@ -150,17 +150,19 @@ pub async fn page(
         let price = money(d.price, &cur);
         let i_buy = d.buyer == p;
         match (d.status, i_buy) {
-            (DealStatus::AwaitingApproval, _) if d.awaits_approval_of(p) => approvals.push(Approval {
-                deal: d.id,
-                text: if i_buy {
-                    format!("Buy {title} from {other} for {price}")
-                } else {
-                    format!("Sell {title} to {other} for {price}, below your lowest price")
-                },
-                deadline: d.approval_deadline.map_or(String::new(), time),
-                key_yes: new_form_key(),
-                key_no: new_form_key(),
-            }),
+            (DealStatus::AwaitingApproval, _) if d.awaits_approval_of(p) => {
+                approvals.push(Approval {
+                    deal: d.id,
+                    text: if i_buy {
+                        format!("Buy {title} from {other} for {price}")
+                    } else {
+                        format!("Sell {title} to {other} for {price}, below your lowest price")
+                    },
+                    deadline: d.approval_deadline.map_or(String::new(), time),
+                    key_yes: new_form_key(),
+                    key_no: new_form_key(),
+                })
+            }
             (DealStatus::AwaitingApproval, _) => todos.push(Todo {
                 deal: d.id,
                 text: format!(
