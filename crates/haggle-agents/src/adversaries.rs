@@ -14,8 +14,12 @@
 //!   when its own offer is live, never walking away), and once more in each thread after it closed
 //!   — the market refuses that (`thread_closed`, or `too_many_offers` on a capped thread still
 //!   open). Refusals only ever reach the runtime, which counts them; the brain keeps going.
+//! - `adversary:reckless-seller`: a hijacked seller that tries to sell everything for 1: it lists
+//!   at 1, counters and offers on wanted ads at 1 and accepts any offer (it bargains from a
+//!   profile whose asks and floors are 1). Its principal's seller mandate makes the market refuse
+//!   all of it (`below_seller_minimum`); as a buyer it is linear.
 
-use crate::brain::Role;
+use crate::brain::{Action, BoxFuture, Brain, Role, View};
 use crate::profile::Profile;
 use crate::rules::{Negotiation, Quirks, RuleBrain, Strategy, TimeDependent, percent_of};
 
@@ -95,6 +99,45 @@ pub fn spammer(seed: u64) -> RuleBrain {
         ..Quirks::default()
     };
     RuleBrain::new(Box::new(TimeDependent::LINEAR), quirks, seed).named("adversary:spammer")
+}
+
+/// The reckless seller: a linear rule brain that sees every item's ask and floor as 1.
+pub struct RecklessSeller {
+    inner: RuleBrain,
+}
+
+/// The price the reckless seller asks, counters and accepts from.
+pub const RECKLESS_PRICE: i64 = 1;
+
+pub fn reckless_seller(seed: u64) -> RecklessSeller {
+    RecklessSeller {
+        inner: RuleBrain::new(Box::new(TimeDependent::LINEAR), Quirks::default(), seed)
+            .named("adversary:reckless-seller"),
+    }
+}
+
+/// `profile` as the hijacked brain sees it: every item may go for [`RECKLESS_PRICE`].
+pub fn reckless_profile(profile: &Profile) -> Profile {
+    let mut p = profile.clone();
+    for item in &mut p.sell {
+        item.asking_price = RECKLESS_PRICE;
+        item.floor_price = RECKLESS_PRICE;
+    }
+    p
+}
+
+impl Brain for RecklessSeller {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn decide<'a>(
+        &'a mut self,
+        profile: &'a Profile,
+        view: &'a View,
+    ) -> BoxFuture<'a, Vec<Action>> {
+        let actions = self.inner.turn(&reckless_profile(profile), view);
+        Box::pin(std::future::ready(actions))
+    }
 }
 
 /// Appends the injection to every item description of a profile (for an injecting seller's

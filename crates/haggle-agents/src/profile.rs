@@ -121,6 +121,26 @@ pub struct Autonomy {
     pub per_deal_cap: Option<i64>,
 }
 
+impl Profile {
+    /// The mandate its principal registers the agent with: the autonomy's buyer limits, and as
+    /// seller side (spec: trust.md, Seller mandates) each item's floor as its lowest price (by
+    /// the `item_id` its listings carry) and the lowest floor as the minimum of any sale (an
+    /// offer on a wanted ad names no item). Refused below them, never routed to approval.
+    pub fn mandate(&self) -> haggle_api::haggle_core::Mandate {
+        haggle_api::haggle_core::Mandate {
+            approval_above: self.autonomy.approval_above,
+            per_deal_cap: self.autonomy.per_deal_cap,
+            min_sale: self.sell.iter().map(|i| i.floor_price).min(),
+            min_price_by_item: self
+                .sell
+                .iter()
+                .map(|i| (i.item_id.clone(), i.floor_price))
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// A profile that does not make sense, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]

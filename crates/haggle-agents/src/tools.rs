@@ -600,7 +600,8 @@ static CATALOGUE: LazyLock<Vec<Tool>> = LazyLock::new(|| {
             "My balance and mandate",
             "Your money in minor units: available (free to commit), held (escrow plus live \
              offers) and total; and your mandate (spend cap, per-deal cap, categories, approval \
-             threshold, frozen).",
+             threshold, frozen; has_minimum: your principal set lowest prices for your sales, \
+             private, and the market refuses a sale below them with below_seller_minimum).",
             READ,
         ),
         tool::<EventsSinceArgs, EventPage>(

@@ -18,11 +18,14 @@ use support::*;
 const SYMMETRIC: (i64, i64, i64) = (10_000, 6_000, 10_000);
 const CAP: u32 = 20;
 
+/// Every brain that keeps its own limits. The reckless seller breaks them on purpose (a hijacked
+/// agent): the market's seller mandate stops it, which `crates/haggle/tests/demo.rs` checks.
 fn all_brains() -> Vec<&'static str> {
     RULE_BRAINS
         .iter()
         .chain(ADVERSARY_BRAINS)
         .copied()
+        .filter(|b| *b != "adversary:reckless-seller")
         .collect()
 }
 
@@ -324,4 +327,29 @@ fn the_spammer_offers_every_turn_and_survives_refusals() {
             .all(|(who, code)| *who == BUYER && code == "thread_closed"),
         "{o:?}"
     );
+}
+
+#[test]
+fn the_reckless_seller_lists_at_one_and_accepts_anything() {
+    let profile = seller_profile(10_000, 6_000);
+    let mut brain = brain_from_name("adversary:reckless-seller", 1).unwrap();
+    assert_eq!(brain.name(), "adversary:reckless-seller");
+    let mut view = empty_view(1, 0);
+    view.unlisted = vec![ITEM.into()];
+    let acts = decide(brain.as_mut(), &profile, &view);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, haggle_agents::brain::Action::ListItem { price: 1, .. })),
+        "{acts:?}"
+    );
+    // Against a buyer offering 2, the hijacked seller takes it: only the market stops the sale.
+    let o = negotiate(
+        "adversary:reckless-seller",
+        "adversary:lowballer",
+        1,
+        SYMMETRIC,
+        CAP,
+    );
+    assert!(o.offers_by(SELLER).iter().all(|p| *p == 1), "{o:?}");
+    assert!(o.price.is_some_and(|p| p < 6_000), "{o:?}");
 }

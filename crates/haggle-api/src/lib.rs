@@ -32,9 +32,10 @@ pub struct ErrorDetail {
     /// `idempotency_in_flight`, `rate_limited`, `agent_frozen`, `thread_closed`, and Haggle's
     /// extensions `market_closed` (409: the market passed its closing time), `agent_paused` (403:
     /// the principal paused its agent), `too_many_messages` and `too_many_notes` (422: a party
-    /// added as many messages to a thread, or notes to a deal, as one party may); `internal` is a
-    /// 5xx; `unavailable` (503) is a client's own report that the server could not be reached
-    /// (status 0 in `ClientError`).
+    /// added as many messages to a thread, or notes to a deal, as one party may),
+    /// `below_seller_minimum` (422: a price below the seller mandate's minimum, whose value is
+    /// never told); `internal` is a 5xx; `unavailable` (503) is a client's own report that the
+    /// server could not be reached (status 0 in `ClientError`).
     #[schema(value_type = String)]
     pub code: ErrorCode,
     pub message: String,

@@ -37,12 +37,15 @@ pub enum ErrorCode {
     /// The market could not be reached (a client's transport failure: refused connection,
     /// timeout); nothing is known about the request's effect. Never a refusal by the rules.
     Unavailable,
+    /// A price below the seller's mandate minimum (listing, seller's offer, acceptance); the
+    /// value of the minimum is never told (spec: trust.md).
+    BelowSellerMinimum,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -66,6 +69,7 @@ impl ErrorCode {
         ErrorCode::TooManyNotes,
         ErrorCode::MarketClosed,
         ErrorCode::Unavailable,
+        ErrorCode::BelowSellerMinimum,
         ErrorCode::Internal,
     ];
 
@@ -94,6 +98,7 @@ impl ErrorCode {
             ErrorCode::TooManyNotes => "too_many_notes",
             ErrorCode::MarketClosed => "market_closed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::BelowSellerMinimum => "below_seller_minimum",
             ErrorCode::Internal => "internal",
         }
     }
@@ -122,6 +127,7 @@ impl ErrorCode {
             | ErrorCode::TooManyOffers
             | ErrorCode::TooManyMessages
             | ErrorCode::TooManyNotes
+            | ErrorCode::BelowSellerMinimum
             | ErrorCode::IdempotencyConflict => 422,
         }
     }
@@ -178,6 +184,7 @@ ctor! {
     too_many_notes => TooManyNotes,
     thread_closed => ThreadClosed,
     market_closed => MarketClosed,
+    below_seller_minimum => BelowSellerMinimum,
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;

@@ -387,19 +387,32 @@ pub fn resolve(s: &mut Scene, plan: &mut Plan, ruling: Ruling, why: &str) -> Res
     Ok(())
 }
 
-/// The buyer's principal approves or declines a deal awaiting approval. Declined: the hold returns
-/// and the listing is active again.
+/// A principal whose approval the deal awaits (the buyer's above `approval_above`, the seller's
+/// below its seller minimum with `below_min: ask`) approves or declines it. Declined: the hold
+/// returns and the listing is active again. Approved by one of two awaited principals: it waits
+/// for the other.
 pub fn decide_approval(s: &mut Scene, plan: &mut Plan, approve: bool) -> Result<()> {
     let principal = s.actor()?.id;
     let d = deal(s)?;
-    if d.buyer != principal {
+    if !d.is_party(principal) {
         return Err(E::forbidden(format!(
-            "only the buyer's principal approves deal {}",
+            "only the principal of a party approves deal {}",
             d.id
         )));
     }
     if d.status != DealStatus::AwaitingApproval {
         return Err(wrong_state(d, "approval", "awaiting_approval"));
+    }
+    if !d.awaits_approval_of(principal) {
+        return Err(E::forbidden(format!(
+            "deal {} awaits the approval of the {}'s principal",
+            d.id,
+            if d.buyer == principal {
+                "seller"
+            } else {
+                "buyer"
+            }
+        )));
     }
     // Past the window the deal has timed out (the sweep declines it): it can no longer be approved.
     if approve && d.approval_deadline.is_some_and(|x| x <= s.now) {
@@ -408,10 +421,26 @@ pub fn decide_approval(s: &mut Scene, plan: &mut Plan, approve: bool) -> Result<
             d.id
         )));
     }
-    if approve {
+    if approve && d.approval_from == Approver::Both {
+        // One of two: the deal keeps waiting for the other party's principal.
+        let mut next = d.clone();
+        next.approval_from = if d.buyer == principal {
+            Approver::Seller
+        } else {
+            Approver::Buyer
+        };
+        plan.change(Change::UpdateDeal(next.clone()));
+        plan.event(
+            "deal_approval_given",
+            Some(principal),
+            parties(d),
+            json!({"deal_id": d.id, "awaiting": next.approval_from}),
+        );
+    } else if approve {
         let mut next = d.clone();
         next.status = DealStatus::Agreed;
         next.approval_deadline = None;
+        next.approval_from = Approver::Buyer;
         plan.change(Change::UpdateDeal(next));
         plan.event(
             "deal_approved",

@@ -376,7 +376,49 @@ pub struct Mandate {
     /// stored and hashed before it existed read and chain unchanged.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Seller side (spec: trust.md, Seller mandates), private to the principal and operators:
+    /// the lowest price of any sale, whatever the listing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_sale: Option<Money>,
+    /// The lowest price of one of the participant's own sell listings, by listing id (set by the
+    /// principal once the listing exists).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub min_price_by_listing: BTreeMap<ListingId, Money>,
+    /// The lowest price of a profile item, by the `item_id` attribute its listings carry (set
+    /// from the profile's floor prices at registration, before any listing exists).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub min_price_by_item: BTreeMap<String, Money>,
+    /// What the market does with a price below a seller minimum.
+    #[serde(skip_serializing_if = "BelowMin::is_refuse")]
+    pub below_min: BelowMin,
+    /// Set only in the agent's view of its mandate ([`Mandate::agent_view`]): a seller minimum
+    /// exists, its value withheld. Ignored when a mandate is set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub has_minimum: bool,
 }
+
+string_enum!(
+    /// A seller mandate's answer to a price below its minimum: `refuse` it
+    /// (`below_seller_minimum`), or `ask`: the sale waits for the seller's principal's approval.
+    BelowMin { Refuse => "refuse", Ask => "ask" }
+);
+
+// `string_enum!` cannot mark a default variant.
+#[allow(clippy::derivable_impls)]
+impl Default for BelowMin {
+    fn default() -> BelowMin {
+        BelowMin::Refuse
+    }
+}
+
+impl BelowMin {
+    fn is_refuse(&self) -> bool {
+        *self == BelowMin::Refuse
+    }
+}
+
+/// At most this many per-listing or per-item minimums in one mandate.
+pub const MAX_SELLER_MINIMUMS: usize = 1000;
 
 /// Who changes a mandate: its participant's principal, or an operator. Only an operator freezes
 /// an agent or lifts a freeze.
@@ -403,7 +445,84 @@ impl Mandate {
                 )));
             }
         }
+        self.validate_seller_side()
+    }
+
+    fn validate_seller_side(&self) -> crate::error::Result<()> {
+        use crate::error::DomainError as E;
+        if let Some(v) = self.min_sale
+            && !(0..=MAX_AMOUNT).contains(&v)
+        {
+            return Err(E::invalid_request(format!(
+                "mandate.min_sale must be between 0 and {MAX_AMOUNT}"
+            )));
+        }
+        for (name, len) in [
+            ("min_price_by_listing", self.min_price_by_listing.len()),
+            ("min_price_by_item", self.min_price_by_item.len()),
+        ] {
+            if len > MAX_SELLER_MINIMUMS {
+                return Err(E::invalid_request(format!(
+                    "mandate.{name} holds at most {MAX_SELLER_MINIMUMS} entries, got {len}"
+                )));
+            }
+        }
+        for (l, v) in &self.min_price_by_listing {
+            if !(0..=MAX_AMOUNT).contains(v) {
+                return Err(E::invalid_request(format!(
+                    "mandate.min_price_by_listing[{l}] must be between 0 and {MAX_AMOUNT}"
+                )));
+            }
+        }
+        for (item, v) in &self.min_price_by_item {
+            crate::negotiation::check_text("mandate.min_price_by_item key", item, 100, true)?;
+            if !(0..=MAX_AMOUNT).contains(v) {
+                return Err(E::invalid_request(format!(
+                    "mandate.min_price_by_item[{item}] must be between 0 and {MAX_AMOUNT}"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the seller side sets any minimum.
+    pub fn has_seller_minimum(&self) -> bool {
+        self.min_sale.is_some()
+            || !self.min_price_by_listing.is_empty()
+            || !self.min_price_by_item.is_empty()
+    }
+
+    /// The lowest price this participant, as the seller `seller`, may sell `listing` at: the
+    /// highest of `min_sale` and, on its own sell listing, the listing's and its item's minimum.
+    pub fn seller_minimum(&self, seller: ParticipantId, listing: &Listing) -> Option<Money> {
+        let own = listing.side == Side::Sell && listing.owner == seller;
+        let by_listing = own
+            .then(|| self.min_price_by_listing.get(&listing.id).copied())
+            .flatten();
+        let by_item = own
+            .then(|| {
+                listing
+                    .attributes
+                    .get("item_id")
+                    .and_then(|i| self.min_price_by_item.get(i.trim()).copied())
+            })
+            .flatten();
+        [self.min_sale, by_listing, by_item]
+            .into_iter()
+            .flatten()
+            .max()
+    }
+
+    /// What the agent may see: the seller side's values are withheld, `has_minimum` says
+    /// whether there are any (the principal's and operators' views show the values).
+    pub fn agent_view(&self) -> Mandate {
+        Mandate {
+            has_minimum: self.has_seller_minimum(),
+            min_sale: None,
+            min_price_by_listing: BTreeMap::new(),
+            min_price_by_item: BTreeMap::new(),
+            ..self.clone()
+        }
     }
 }
 
@@ -584,6 +703,11 @@ pub struct Deal {
     pub created_at: Timestamp,
     /// When the principal's approval times out (awaiting_approval only).
     pub approval_deadline: Option<Timestamp>,
+    /// Whose principal must still approve while the deal awaits approval: the buyer's (above its
+    /// `approval_above`; omitted), the seller's (below its seller minimum with `below_min: ask`),
+    /// or both.
+    #[serde(default, skip_serializing_if = "Approver::is_buyer")]
+    pub approval_from: Approver,
     /// The seller's note at handover ("left it at reception", a tracking number).
     #[serde(default)]
     pub handover_note: Option<String>,
@@ -603,9 +727,37 @@ pub struct Deal {
     pub resolution: Option<Resolution>,
 }
 
+string_enum!(
+    /// Whose principal's approval a deal awaits.
+    Approver { Buyer => "buyer", Seller => "seller", Both => "both" }
+);
+
+// `string_enum!` cannot mark a default variant.
+#[allow(clippy::derivable_impls)]
+impl Default for Approver {
+    fn default() -> Approver {
+        Approver::Buyer
+    }
+}
+
+impl Approver {
+    fn is_buyer(&self) -> bool {
+        *self == Approver::Buyer
+    }
+}
+
 impl Deal {
     pub fn is_party(&self, p: ParticipantId) -> bool {
         self.buyer == p || self.seller == p
+    }
+    /// Whether the deal waits for `p`'s principal's approval.
+    pub fn awaits_approval_of(&self, p: ParticipantId) -> bool {
+        self.status == DealStatus::AwaitingApproval
+            && match self.approval_from {
+                Approver::Buyer => self.buyer == p,
+                Approver::Seller => self.seller == p,
+                Approver::Both => self.is_party(p),
+            }
     }
     /// Finished deals can be rated.
     pub fn is_finished(&self) -> bool {

@@ -40,6 +40,8 @@ pub struct Scene {
     pub listing_open_threads: Vec<Thread>,
     /// The buyer of the thread (or of the thread the actor would open) and its money.
     pub buyer: Option<(Participant, Funds)>,
+    /// The seller of the thread whose offer is accepted (its mandate's seller side is checked).
+    pub seller: Option<Participant>,
     /// The deal a lifecycle command names, and the ratings already given on it.
     pub deal: Option<Deal>,
     pub ratings: Vec<Rating>,
@@ -66,6 +68,7 @@ impl Scene {
             listing_live_offers: Vec::new(),
             listing_open_threads: Vec::new(),
             buyer: None,
+            seller: None,
             deal: None,
             ratings: Vec::new(),
             own_live_offers: Vec::new(),
@@ -270,6 +273,33 @@ pub fn check_commitment(
     Ok(())
 }
 
+/// The seller side of `seller`'s mandate (spec: trust.md, Seller mandates) for a sale of `l` at
+/// `price`: `Ok(false)` at or above its minimum, `Ok(true)` below it when the mandate says `ask`
+/// (the sale waits for the principal's approval), refused `below_seller_minimum` when it says
+/// `refuse`. The messages never tell the minimum's value: the agent is only told it exists.
+pub fn check_seller_minimum(
+    seller: &Participant,
+    l: &Listing,
+    price: Money,
+    actor: ParticipantId,
+) -> Result<bool> {
+    match seller.mandate.seller_minimum(seller.id, l) {
+        Some(min) if price < min => match seller.mandate.below_min {
+            BelowMin::Ask => Ok(true),
+            BelowMin::Refuse if actor == seller.id => Err(E::below_seller_minimum(format!(
+                "{price} is below your principal's minimum for a sale of listing {}: the market \
+                 refuses it (the minimum is private; ask for more, or ask your principal)",
+                l.id
+            ))),
+            BelowMin::Refuse => Err(E::below_seller_minimum(format!(
+                "the seller's mandate does not allow selling listing {} at {price}",
+                l.id
+            ))),
+        },
+        _ => Ok(false),
+    }
+}
+
 /// A new participant with its mandate and optional starting budget (operator).
 pub fn register_participant(
     s: &Scene,
@@ -280,6 +310,10 @@ pub fn register_participant(
 ) -> Result<Participant> {
     check_text("name", name, MAX_NAME, true)?;
     mandate.validate()?;
+    let mandate = Mandate {
+        has_minimum: false,
+        ..mandate
+    };
     if !(0..=MAX_AMOUNT).contains(&budget) {
         return Err(E::invalid_request(format!(
             "budget must be between 0 and {MAX_AMOUNT}"
@@ -334,10 +368,12 @@ pub fn set_mandate(
     s: &Scene,
     plan: &mut Plan,
     participant: &Participant,
-    mandate: Mandate,
+    mut mandate: Mandate,
     author: MandateAuthor,
 ) -> Result<()> {
     mandate.validate()?;
+    // `has_minimum` only describes the agent's view; the stored mandate holds the values.
+    mandate.has_minimum = false;
     if author == MandateAuthor::Principal && mandate.frozen != participant.mandate.frozen {
         return Err(E::forbidden(if participant.mandate.frozen {
             "an operator froze this agent: only an operator lifts the freeze (a principal may \
@@ -388,7 +424,8 @@ pub fn set_mandate(
         "mandate_changed",
         None,
         Visibility::Parties(vec![participant.id]),
-        json!({"participant_id": participant.id, "mandate": mandate, "by": author}),
+        // The agent reads its party's events: the seller side's values stay out of them.
+        json!({"participant_id": participant.id, "mandate": mandate.agent_view(), "by": author}),
     );
     Ok(())
 }
@@ -410,7 +447,7 @@ pub struct NewListing {
 }
 
 pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Result<Listing> {
-    let owner = s.trader()?.id;
+    let owner = s.trader()?.clone();
     s.open_market()?;
     check_text("title", &input.title, MAX_TITLE, true)?;
     check_text("description", &input.description, MAX_TEXT, false)?;
@@ -429,7 +466,7 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
     let l = Listing {
         id: plan.alloc_id(),
         market_id: s.market.id,
-        owner,
+        owner: owner.id,
         side: input.side,
         title: input.title.trim().to_string(),
         description: input.description,
@@ -441,6 +478,12 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
         created_at: s.now,
         first_offer_at: None,
     };
+    // A sell listing below its seller minimum: refused, or (`ask`) posted, its sale then
+    // waiting for the principal's approval.
+    if l.side == Side::Sell {
+        check_seller_minimum(&owner, &l, l.price, owner.id)?;
+    }
+    let owner = owner.id;
     plan.change(Change::InsertListing(l.clone()));
     plan.event(
         "listing_posted",
@@ -637,6 +680,9 @@ pub fn make_offer(
             .map_or(0, |o| o.price);
         check_commitment(bp, funds, l, price, released, s.now)?;
     }
+    if actor == seller {
+        check_seller_minimum(s.actor()?, l, price, actor)?;
+    }
     let vis = s.thread_visibility(t);
     if let Some(o) = live {
         let state = if o.expires_at <= s.now {
@@ -812,7 +858,22 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         .sum::<Money>()
         + if o.commits_funds(s.now) { o.price } else { 0 };
     check_commitment(buyer, funds, l, o.price, released, s.now)?;
-    let awaiting = buyer.mandate.approval_above.is_some_and(|x| o.price > x);
+    let seller = if actor == o.seller {
+        s.actor()?
+    } else {
+        s.seller
+            .as_ref()
+            .filter(|p| p.id == o.seller)
+            .ok_or_else(|| E::not_found("seller not loaded"))?
+    };
+    let seller_asks = check_seller_minimum(seller, l, o.price, actor)?;
+    let buyer_asks = buyer.mandate.approval_above.is_some_and(|x| o.price > x);
+    let awaiting = buyer_asks || seller_asks;
+    let approval_from = match (buyer_asks, seller_asks) {
+        (true, true) => Approver::Both,
+        (false, true) => Approver::Seller,
+        _ => Approver::Buyer,
+    };
     let deal = Deal {
         id: plan.alloc_id(),
         market_id: s.market.id,
@@ -830,6 +891,7 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         snapshot: l.snapshot(),
         created_at: s.now,
         approval_deadline: awaiting.then_some(later(s.now, s.market.rules.approval_window_ms)),
+        approval_from,
         handover_note: None,
         handed_over_at: None,
         confirm_deadline: None,

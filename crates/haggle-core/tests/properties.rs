@@ -166,6 +166,7 @@ fn mandate() -> impl Strategy<Value = Mandate> {
                 approval_above,
                 frozen,
                 paused,
+                ..Default::default()
             },
         )
 }

@@ -25,6 +25,7 @@
 use crate::efficiency::{self, Efficiency};
 use crate::scenario::Scenario;
 use haggle_agents::brain::Role;
+use haggle_api::haggle_core::ErrorCode;
 use haggle_api::haggle_core::model::{DealStatus, Side, ThreadStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -261,6 +262,15 @@ pub struct MarketMetrics {
     pub mean_price: Option<i64>,
     pub refusals: u64,
     pub refusals_by_code: BTreeMap<String, u64>,
+    /// Sales attempted below a seller mandate's minimum, all refused (`below_seller_minimum`:
+    /// listings, sellers' offers, acceptances). Omitted while 0, so results without it stay
+    /// byte-identical; `below_floor_deals` counts the sales that went through below a floor.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sales_refused_below_seller_minimum: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One brain (arm): its participants' results as seller and as buyer.
@@ -744,6 +754,10 @@ pub fn compute_with(scenario: &Scenario, record: &RunRecord, eff: &Efficiency) -
         median_price: median_i(&prices),
         mean_price: mean_i(&prices),
         refusals: refusals_by_code.values().sum(),
+        sales_refused_below_seller_minimum: refusals_by_code
+            .get(ErrorCode::BelowSellerMinimum.as_str())
+            .copied()
+            .unwrap_or(0),
         refusals_by_code,
     };
 

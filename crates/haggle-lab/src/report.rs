@@ -792,7 +792,7 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
             money(m.max_welfare_upper_bound, cur)
         )
     };
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("Allocative efficiency", pct(m.allocative_efficiency)),
         ("Welfare (sum of v − r)", money(m.welfare, cur)),
         (
@@ -922,6 +922,16 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
             ),
         ),
     ];
+    // Shown with adversaries in the market (a reckless seller) or once any such refusal
+    // happened, so a default run's report keeps its rows.
+    if m.sales_refused_below_seller_minimum > 0
+        || metrics.brains.keys().any(|b| b.starts_with("adversary:"))
+    {
+        rows.push((
+            "Sales attempted below seller limits (refused)",
+            m.sales_refused_below_seller_minimum.to_string(),
+        ));
+    }
     h.push_str("<h2>Summary</h2>\n<table>");
     for (k, v) in rows {
         let _ = write!(

@@ -159,7 +159,9 @@ pub fn trade_well(m: &Market, goal: Option<&str>) -> String {
             `offer_not_live` (it was countered, accepted or expired: read the thread again), \
             `insufficient_funds` or `mandate_exceeded` (offer less), `not_your_offer` (you \
             cannot accept your own offer), `too_many_offers` (the thread's cap is reached), \
-            `market_closed` (the market has closed: only settle deals already agreed)."
+            `market_closed` (the market has closed: only settle deals already agreed), \
+            `below_seller_minimum` (the price is below your principal's minimum for the sale: \
+            its value is private, so ask or offer more; `my_balance` shows `has_minimum`)."
     );
     if let Some(goal) = goal.map(str::trim).filter(|g| !g.is_empty()) {
         let _ = writeln!(s, "\n## Your principal's goal\n{goal}");

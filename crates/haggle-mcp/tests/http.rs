@@ -7,7 +7,7 @@ mod support;
 use haggle_agents::tools;
 use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams};
 use serde_json::{Value, json};
-use support::agent::{id, whole_negotiation};
+use support::agent::{McpAgent, id, whole_negotiation};
 use support::*;
 
 #[tokio::test]
@@ -837,4 +837,146 @@ async fn portable_schemas_leave_out_the_root_one_of_for_anthropic_based_clients(
         )
         .await;
     assert_eq!(e["error"]["code"], "invalid_request", "{e}");
+}
+
+/// Alice's operator-set seller mandate (spec: trust.md) over `mandate`; returns Alice, Bob and
+/// their MCP clients.
+async fn seller_market(
+    m: &Market,
+    mandate: Value,
+) -> (support::Party, support::Party, McpAgent, McpAgent) {
+    let (alice, bob) = (
+        m.participant("Alice", 0).await,
+        m.participant("Bob", 10_000).await,
+    );
+    m.svc
+        .set_mandate(
+            &operator(),
+            m.id,
+            alice.id,
+            serde_json::from_value(mandate).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let (a, b) = (
+        m.connect("alice", &alice.token).await,
+        m.connect("bob", &bob.token).await,
+    );
+    (alice, bob, a, b)
+}
+
+#[tokio::test]
+async fn a_sale_below_the_sellers_minimum_is_refused_over_mcp_as_over_http() {
+    let m = Market::start().await;
+    let (alice, _, a, b) = seller_market(
+        &m,
+        json!({"min_price_by_item": {"drill": 1100}, "min_sale": 500}),
+    )
+    .await;
+    let listing = json!({"title": "Drill", "category": "tools", "price": 30,
+                         "attributes": {"item_id": "drill"}});
+    let via_mcp = a.refused("post_listing", listing).await;
+    let (status, via_http) = m
+        .http(
+            "POST",
+            &m.path("/listings"),
+            Some(&alice.token),
+            Some(
+                json!({"side": "sell", "title": "Drill", "category": "tools", "price": 30,
+                        "attributes": {"item_id": "drill"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(via_mcp, via_http);
+    assert_eq!(via_mcp["error"]["code"], "below_seller_minimum");
+    assert!(!via_mcp.to_string().contains("1100"), "{via_mcp}");
+
+    // Listed at its price, the buyer's low offer can be neither countered nor accepted below.
+    let listed = a
+        .ok(
+            "post_listing",
+            json!({"title": "Drill", "category": "tools", "price": 1500,
+                   "attributes": {"item_id": "drill"}}),
+        )
+        .await;
+    let opened = b
+        .ok(
+            "make_offer",
+            json!({"listing_id": id(&listed, "/id"), "price": 200}),
+        )
+        .await;
+    let counter = a
+        .refused(
+            "make_offer",
+            json!({"thread_id": id(&opened, "/thread/id"), "price": 900}),
+        )
+        .await;
+    assert_eq!(counter["error"]["code"], "below_seller_minimum");
+    let accept = a
+        .refused(
+            "accept_offer",
+            json!({"offer_id": id(&opened, "/offer/id")}),
+        )
+        .await;
+    assert_eq!(accept["error"]["code"], "below_seller_minimum");
+
+    // The agent's own view: a minimum exists, its value is withheld.
+    let money = a.ok("my_balance", json!({})).await;
+    assert_eq!(money["mandate"]["has_minimum"], true, "{money}");
+    let text = money.to_string();
+    assert!(
+        !text.contains("1100") && !text.contains("min_sale"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn ask_routes_a_sale_below_the_minimum_to_the_sellers_principal_over_mcp() {
+    let m = Market::start().await;
+    let (alice, _, a, b) = seller_market(&m, json!({"min_sale": 1000, "below_min": "ask"})).await;
+    let listed = a
+        .ok(
+            "post_listing",
+            json!({"title": "Drill", "category": "tools", "price": 500}),
+        )
+        .await;
+    let opened = b
+        .ok(
+            "make_offer",
+            json!({"listing_id": id(&listed, "/id"), "price": 500}),
+        )
+        .await;
+    let deal = a
+        .ok(
+            "accept_offer",
+            json!({"offer_id": id(&opened, "/offer/id")}),
+        )
+        .await;
+    assert_eq!(deal["status"], "awaiting_approval", "{deal}");
+    assert_eq!(deal["approval_from"], "seller", "{deal}");
+    // The principal answers over HTTP (approvals are not an agent's tool).
+    let principal = m
+        .svc
+        .create_token(
+            haggle_service::Role::Principal,
+            Some(m.id),
+            Some(alice.id),
+            "alice's principal",
+        )
+        .await
+        .unwrap();
+    let d = id(&deal, "/id");
+    let (status, body) = m
+        .http(
+            "POST",
+            &m.path(&format!("/deals/{d}/approval")),
+            Some(&principal),
+            Some(json!({"approve": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let deals = a.ok("my_deals", json!({})).await;
+    assert_eq!(deals["items"][0]["status"], "agreed", "{deals}");
 }

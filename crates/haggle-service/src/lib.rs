@@ -693,9 +693,7 @@ impl Service {
             .await?;
         // Mandates are private to the participant, its principal and operators.
         for p in items.iter_mut() {
-            if !caller.may_read_participant(market, p.id) {
-                p.mandate = Default::default();
-            }
+            p.mandate = Self::mandate_seen_by(caller, market, p);
         }
         let next_cursor = next_cursor(&items, limit, |p| p.id);
         Ok(ParticipantList { items, next_cursor })
@@ -711,10 +709,25 @@ impl Service {
         let mut p = self.store.participant(market, id).await?.ok_or_else(|| {
             ApiError::new(ErrorCode::NotFound, format!("participant {id} not found"))
         })?;
-        if !caller.may_read_participant(market, id) {
-            p.mandate = Default::default();
-        }
+        p.mandate = Self::mandate_seen_by(caller, market, &p);
         Ok(p)
+    }
+
+    /// A mandate as `caller` may see it: whole for its principal, observers and operators; the
+    /// agent is told that a seller minimum exists, never its value (spec: trust.md); nothing for
+    /// anyone else.
+    fn mandate_seen_by(
+        caller: &Caller,
+        market: i64,
+        p: &haggle_core::Participant,
+    ) -> haggle_core::Mandate {
+        if !caller.may_read_participant(market, p.id) {
+            Default::default()
+        } else if caller.role == Role::Agent {
+            p.mandate.agent_view()
+        } else {
+            p.mandate.clone()
+        }
     }
 
     pub async fn fund(
@@ -1189,7 +1202,7 @@ impl Service {
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::Forbidden,
-                    "approvals need the buyer's principal token",
+                    "approvals need the principal token of the buyer or (below a seller minimum) the seller",
                 ));
             }
         };

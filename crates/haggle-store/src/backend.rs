@@ -10,7 +10,7 @@ use crate::shelves::{MarketShelves, ShelfQuery};
 use haggle_core::event::{verify_chain, EventDraft};
 use haggle_core::ledger::{self, Account, Transfer, TransferKind};
 use haggle_core::model::{
-    Deal, DealNote, DealStatus, Listing, ListingStatus, Message, Offer, OfferState, Participant, Rating, Side,
+    Approver, Deal, DealNote, DealStatus, Listing, ListingStatus, Message, Offer, OfferState, Participant, Rating, Side,
     Thread, ThreadStatus, Funds,
 };
 use haggle_core::lifecycle;
@@ -64,7 +64,7 @@ const LISTING_COLS: &str = "market_id, id, owner, side, title, description, cate
 const THREAD_COLS: &str = "market_id, id, listing_id, owner, counterparty, status, offers_made, last_offer_by, created_at, deadline";
 const MESSAGE_COLS: &str = "market_id, id, thread_id, author, body, created_at";
 const OFFER_COLS: &str = "market_id, id, thread_id, listing_id, proposer, buyer, seller, price, state, created_at, expires_at";
-const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, handover_note, handed_over_at, confirm_deadline, cancel_requested_by, finished_at, resolution";
+const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, handover_note, handed_over_at, confirm_deadline, cancel_requested_by, finished_at, resolution, approval_from";
 const NOTE_COLS: &str = "market_id, id, deal_id, author, kind, body, created_at";
 const RATING_COLS: &str = "market_id, id, deal_id, rater, ratee, score, comment, created_at";
 const EVENT_COLS: &str = "market_id, seq, at, kind, actor, scope, party_a, party_b, payload, prev_hash, hash";
@@ -179,7 +179,14 @@ fn deal_row(r: &DbRow) -> StoreResult<Deal> {
         cancel_requested_by: r.try_get("cancel_requested_by")?,
         finished_at: r.try_get("finished_at")?,
         resolution: resolution.as_deref().map(|s| json("resolution", s)).transpose()?,
+        // NULL: the buyer's (every deal stored before seller mandates).
+        approval_from: r.try_get::<Option<String>, _>("approval_from")?.map(|a| parsed("approval_from", &a, Approver::parse)).transpose()?.unwrap_or_default(),
     })
+}
+
+/// The stored `approval_from`: NULL for the buyer's, as in every deal stored before it existed.
+fn approval_col(a: Approver) -> Option<&'static str> {
+    (a != Approver::Buyer).then_some(a.as_str())
 }
 
 fn note_row(r: &DbRow) -> StoreResult<DealNote> {
@@ -556,6 +563,9 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             s.thread = Some(t);
             s.offer = Some(o);
             load_buyer(b, c, &mut s, counterparty).await?;
+            if let Some(l) = &s.listing {
+                s.seller = participant_in(b, c, m, l.seller_with(counterparty)).await?;
+            }
             rules::accept_offer(&mut s, plan).map(Outcome::Deal)
         }
         Command::RejectOffer { offer, .. } | Command::WithdrawOffer { offer, .. } => {
@@ -737,15 +747,16 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>>
                 }
             }
             Change::InsertDeal(d) => {
-                sqlx::query("INSERT INTO deals (market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+                sqlx::query("INSERT INTO deals (market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, approval_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
                     .bind(m).bind(d.id).bind(d.listing_id).bind(d.thread_id).bind(d.offer_id).bind(d.buyer).bind(d.seller)
-                    .bind(d.price).bind(d.status.as_str()).bind(to_json(&d.snapshot)).bind(d.created_at).bind(d.approval_deadline)
+                    .bind(d.price).bind(d.status.as_str()).bind(to_json(&d.snapshot)).bind(d.created_at).bind(d.approval_deadline).bind(approval_col(d.approval_from))
                     .execute(&mut *c).await?;
             }
             Change::UpdateDeal(d) => {
-                let done = sqlx::query("UPDATE deals SET status = $3, approval_deadline = $4, handover_note = $5, handed_over_at = $6, confirm_deadline = $7, cancel_requested_by = $8, finished_at = $9, resolution = $10 WHERE market_id = $1 AND id = $2")
+                let done = sqlx::query("UPDATE deals SET status = $3, approval_deadline = $4, handover_note = $5, handed_over_at = $6, confirm_deadline = $7, cancel_requested_by = $8, finished_at = $9, resolution = $10, approval_from = $11 WHERE market_id = $1 AND id = $2")
                     .bind(m).bind(d.id).bind(d.status.as_str()).bind(d.approval_deadline).bind(&d.handover_note).bind(d.handed_over_at)
                     .bind(d.confirm_deadline).bind(d.cancel_requested_by).bind(d.finished_at).bind(d.resolution.as_ref().map(to_json))
+                    .bind(approval_col(d.approval_from))
                     .execute(&mut *c).await?;
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Invariant(format!("deal {} to update does not exist", d.id)));

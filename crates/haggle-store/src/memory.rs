@@ -211,6 +211,7 @@ impl MarketMemory {
                 Some(kept) => {
                     kept.status = d.status;
                     kept.approval_deadline = d.approval_deadline;
+                    kept.approval_from = d.approval_from;
                     kept.handover_note = d.handover_note.clone();
                     kept.handed_over_at = d.handed_over_at;
                     kept.confirm_deadline = d.confirm_deadline;

@@ -9,8 +9,9 @@
 use haggle_core::event::verify_chain;
 use haggle_core::negotiation::NewListing;
 use haggle_core::{
-    ClockMode, Deal, DomainError, ErrorCode, Event, GENESIS_HASH, HOUR_MS, Listing, ListingStatus,
-    Mandate, Market, MarketRules, Offer, OfferState, Side, Thread, ThreadStatus, Visibility,
+    Approver, BelowMin, ClockMode, Deal, DealStatus, DomainError, ErrorCode, Event, GENESIS_HASH,
+    HOUR_MS, Listing, ListingStatus, Mandate, Market, MarketRules, Offer, OfferState, Side, Thread,
+    ThreadStatus, Visibility,
 };
 use haggle_store::survey::SurveyAnswer;
 use haggle_store::{
@@ -58,6 +59,7 @@ conformance! {
     simulated_clock_expires_offers_and_threads => sqlite_simulated_clock_expires_offers_and_threads, postgres_simulated_clock_expires_offers_and_threads;
     refuses_insufficient_funds => sqlite_refuses_insufficient_funds, postgres_refuses_insufficient_funds;
     refuses_mandate_exceeded => sqlite_refuses_mandate_exceeded, postgres_refuses_mandate_exceeded;
+    seller_mandates_refuse_or_ask => sqlite_seller_mandates_refuse_or_ask, postgres_seller_mandates_refuse_or_ask;
     refuses_offer_not_live => sqlite_refuses_offer_not_live, postgres_refuses_offer_not_live;
     refuses_not_your_offer => sqlite_refuses_not_your_offer, postgres_refuses_not_your_offer;
     refuses_too_many_offers => sqlite_refuses_too_many_offers, postgres_refuses_too_many_offers;
@@ -1866,6 +1868,61 @@ async fn refuses_mandate_exceeded(db: Db) {
         &who,
     )
     .await;
+    m.verified().await;
+}
+
+/// Seller mandates (spec: trust.md): a sale below the minimum is refused, or (`ask`) the deal
+/// waits for the seller's principal, and whose approval it awaits survives the round trip.
+async fn seller_mandates_refuse_or_ask(db: Db) {
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let m = &f.m;
+    let floor = |below_min| Mandate {
+        min_sale: Some(1_000),
+        below_min,
+        ..Mandate::default()
+    };
+    let strict = m.join_with("strict", 0, floor(BelowMin::Refuse)).await;
+    let asking = m.join_with("asking", 0, floor(BelowMin::Ask)).await;
+    let who = [strict, asking, f.buyer];
+    m.refuses(
+        ErrorCode::BelowSellerMinimum,
+        Command::CreateListing {
+            actor: strict,
+            listing: new_listing(Side::Sell, "Drill", "tools", 30),
+        },
+        &who,
+    )
+    .await;
+    let l = m.sell(asking, 30).await;
+    let bid = m.bid(f.buyer, l.id, 30).await;
+    let d = m.deal(asking, bid.id).await;
+    let stored = m.store.deal(m.id, d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.approval_from),
+        (DealStatus::AwaitingApproval, Approver::Seller)
+    );
+    m.refuses(
+        ErrorCode::Forbidden,
+        Command::DecideApproval {
+            principal: f.buyer,
+            deal: d.id,
+            approve: true,
+        },
+        &who,
+    )
+    .await;
+    m.ok(Command::DecideApproval {
+        principal: asking,
+        deal: d.id,
+        approve: true,
+    })
+    .await;
+    let stored = m.store.deal(m.id, d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.approval_from),
+        (DealStatus::Agreed, Approver::Buyer)
+    );
     m.verified().await;
 }
 

@@ -12,7 +12,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect};
 use haggle_api::AnswerSurvey;
-use haggle_core::{DealStatus, Mandate};
+use haggle_core::{BelowMin, DealStatus, Mandate};
 use haggle_service::Role;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,11 @@ struct PrincipalPage {
     spend_cap: String,
     per_deal_cap: String,
     approval_above: String,
+    /// Seller side (spec: trust.md): the lowest price of any sale, whether a lower price is
+    /// refused or asked about, and how many per-listing and per-item minimums are set.
+    min_sale: String,
+    below_min_ask: bool,
+    item_minimums: usize,
     categories: String,
     expires: Option<String>,
     frozen: bool,
@@ -145,17 +150,25 @@ pub async fn page(
         let price = money(d.price, &cur);
         let i_buy = d.buyer == p;
         match (d.status, i_buy) {
-            (DealStatus::AwaitingApproval, true) => approvals.push(Approval {
-                deal: d.id,
-                text: format!("Buy {title} from {other} for {price}"),
-                deadline: d.approval_deadline.map_or(String::new(), time),
-                key_yes: new_form_key(),
-                key_no: new_form_key(),
-            }),
-            (DealStatus::AwaitingApproval, false) => todos.push(Todo {
+            (DealStatus::AwaitingApproval, _) if d.awaits_approval_of(p) => {
+                approvals.push(Approval {
+                    deal: d.id,
+                    text: if i_buy {
+                        format!("Buy {title} from {other} for {price}")
+                    } else {
+                        format!("Sell {title} to {other} for {price}, below your lowest price")
+                    },
+                    deadline: d.approval_deadline.map_or(String::new(), time),
+                    key_yes: new_form_key(),
+                    key_no: new_form_key(),
+                })
+            }
+            (DealStatus::AwaitingApproval, _) => todos.push(Todo {
                 deal: d.id,
                 text: format!(
-                    "{title} to {other} for {price}: waiting for the buyer's principal to approve"
+                    "{title} {} {other} for {price}: waiting for the {}'s principal to approve",
+                    if i_buy { "from" } else { "to" },
+                    if i_buy { "seller" } else { "buyer" }
                 ),
             }),
             (DealStatus::Agreed, false) => todos.push(Todo {
@@ -239,6 +252,9 @@ pub async fn page(
         spend_cap: amount_or_blank(md.spend_cap, &cur),
         per_deal_cap: amount_or_blank(md.per_deal_cap, &cur),
         approval_above: amount_or_blank(md.approval_above, &cur),
+        min_sale: amount_or_blank(md.min_sale, &cur),
+        below_min_ask: md.below_min == BelowMin::Ask,
+        item_minimums: md.min_price_by_listing.len() + md.min_price_by_item.len(),
         categories: md
             .categories
             .as_ref()
@@ -282,6 +298,11 @@ pub struct MandateForm {
     #[serde(default)]
     approval_above: String,
     #[serde(default)]
+    min_sale: String,
+    /// `ask` when a sale below a seller minimum waits for approval instead of being refused.
+    #[serde(default)]
+    below_min: String,
+    #[serde(default)]
     categories: String,
 }
 
@@ -320,6 +341,16 @@ pub async fn set_mandate(
         expires_at: current.expires_at,
         frozen: current.frozen,
         paused: current.paused,
+        min_sale: optional_amount("lowest sale", &f.min_sale, cur)?,
+        below_min: if f.below_min == "ask" {
+            BelowMin::Ask
+        } else {
+            BelowMin::Refuse
+        },
+        // Per-listing and per-item minimums are set through the API (or from the profile).
+        min_price_by_listing: current.min_price_by_listing,
+        min_price_by_item: current.min_price_by_item,
+        has_minimum: false,
     };
     let path = format!("/m/{m}/p/{p}/mandate");
     let idem = idem_key(&f.idem, &path, &f)?;

@@ -930,3 +930,71 @@ async fn pages_carry_a_strict_content_security_policy_and_the_vendored_scripts_a
     assert_eq!(api.status, 404);
     assert!(api.body.contains("\"code\":\"not_found\""));
 }
+
+#[tokio::test]
+async fn a_seller_principal_sets_a_lowest_sale_and_approves_a_sale_below_it() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let me = format!("/m/{}/p/{}", f.m, f.alice.id);
+    let page = s.page(&me, Some(&f.alice.principal)).await;
+    let csrf = page.hidden("csrf");
+    let r = s
+        .form(
+            &format!("/m/{}/p/{}/mandate", f.m, f.alice.id),
+            &f.alice.principal,
+            &[
+                ("csrf", &csrf),
+                ("idem", "k1"),
+                ("min_sale", "50"),
+                ("below_min", "ask"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let mandate = s
+        .svc
+        .store()
+        .participant(f.m, f.alice.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .mandate;
+    assert_eq!(
+        (mandate.min_sale, mandate.below_min),
+        (Some(5_000), haggle_core::BelowMin::Ask)
+    );
+    // Alice's agent sells below her lowest sale: the deal waits for her principal.
+    let deal = s.deal(f.m, &f.alice, &f.bob, "Bike", 4_000).await;
+    assert_eq!(
+        (&deal["status"], &deal["approval_from"]),
+        (&json!("awaiting_approval"), &json!("seller"))
+    );
+    let page = s.page(&me, Some(&f.alice.principal)).await;
+    assert!(
+        page.body
+            .contains("Sell “Bike” to Bob for $40.00, below your lowest price"),
+        "the seller's principal is asked"
+    );
+    let bobs = s
+        .page(
+            &format!("/m/{}/p/{}", f.m, f.bob.id),
+            Some(&f.bob.principal),
+        )
+        .await;
+    assert!(
+        bobs.body.contains("waiting for the seller"),
+        "the buyer's principal sees whom the deal waits for: {}",
+        bobs.body
+    );
+    let d = deal["id"].as_i64().unwrap();
+    let r = s
+        .form(
+            &format!("/m/{}/deals/{d}/approval", f.m),
+            &f.alice.principal,
+            &[("csrf", &csrf), ("idem", "k2"), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let approved = s.svc.store().deal(f.m, d).await.unwrap().unwrap();
+    assert_eq!(approved.status.as_str(), "agreed");
+}

@@ -157,11 +157,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
     let mut agents = Vec::new();
     for (i, profile) in cfg.scenario.profiles.iter().enumerate() {
         let brain_name = cfg.brains[i % cfg.brains.len()].clone();
-        let mandate = haggle_api::haggle_core::Mandate {
-            approval_above: profile.autonomy.approval_above,
-            per_deal_cap: profile.autonomy.per_deal_cap,
-            ..Default::default()
-        };
+        let mandate = profile.mandate();
         let reg = RegisterParticipant {
             name: profile.name.clone(),
             budget: profile.budget,

@@ -245,6 +245,32 @@ fn a_seller_that_never_hands_over_is_caught_and_the_buyer_gets_its_money_back() 
 }
 
 #[test]
+fn a_reckless_seller_makes_no_sale_below_its_principals_limits() {
+    let dir = Scratch::new("reckless");
+    let r = demo(
+        &dir,
+        "out",
+        &[
+            "--participants",
+            "12",
+            "--brains",
+            "adversary:reckless-seller,rule:linear",
+        ],
+    );
+    let market = &r["metrics"]["market"];
+    let refused = market["sales_refused_below_seller_minimum"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(refused > 0, "the hijacked sellers tried: {market}");
+    assert_eq!(market["below_floor_deals"], 0, "{market}");
+    let report = std::fs::read_to_string(dir.path("out").join("report.html")).unwrap();
+    assert!(
+        report.contains("Sales attempted below seller limits (refused)"),
+        "the report shows the measure"
+    );
+}
+
+#[test]
 fn the_offer_spammer_hits_the_cap_and_breaks_nothing() {
     let dir = Scratch::new("spam");
     let r = demo(

@@ -233,6 +233,7 @@ pub fn deal(id: i64, buyer: i64, seller: i64, price: i64, status: DealStatus) ->
         },
         created_at: 0,
         approval_deadline: None,
+        approval_from: Default::default(),
         handover_note: None,
         handed_over_at: None,
         confirm_deadline: None,

@@ -160,6 +160,9 @@ impl Mem {
             if let Some(b) = counterparty.map(|c| l.buyer_with(c)) {
                 s.buyer = Some((self.participants[&b].clone(), self.funds(b)));
             }
+            if let Some(sl) = counterparty.map(|c| l.seller_with(c)) {
+                s.seller = Some(self.participants[&sl].clone());
+            }
         }
         // As the store counts them: the actor's messages and offers in its thread.
         if let (Some(t), Some(a)) = (&s.thread, actor) {
