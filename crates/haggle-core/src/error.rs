@@ -34,12 +34,17 @@ pub enum ErrorCode {
     TooManyNotes,
     /// The market has passed its closing time: nothing new is traded (an extension of the spec).
     MarketClosed,
+    /// A market policy rule refuses the listing or offer; the message names the rule.
+    PolicyViolation,
+    /// An operator suspended the participant: its agent tokens are refused and it can only
+    /// settle the deals it already agreed.
+    ParticipantSuspended,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -62,6 +67,8 @@ impl ErrorCode {
         ErrorCode::TooManyMessages,
         ErrorCode::TooManyNotes,
         ErrorCode::MarketClosed,
+        ErrorCode::PolicyViolation,
+        ErrorCode::ParticipantSuspended,
         ErrorCode::Internal,
     ];
 
@@ -89,6 +96,8 @@ impl ErrorCode {
             ErrorCode::TooManyMessages => "too_many_messages",
             ErrorCode::TooManyNotes => "too_many_notes",
             ErrorCode::MarketClosed => "market_closed",
+            ErrorCode::PolicyViolation => "policy_violation",
+            ErrorCode::ParticipantSuspended => "participant_suspended",
             ErrorCode::Internal => "internal",
         }
     }
@@ -97,7 +106,10 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden | ErrorCode::AgentFrozen | ErrorCode::AgentPaused => 403,
+            ErrorCode::Forbidden
+            | ErrorCode::AgentFrozen
+            | ErrorCode::AgentPaused
+            | ErrorCode::ParticipantSuspended => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::IdempotencyInFlight
             | ErrorCode::ListingUnavailable
@@ -116,6 +128,7 @@ impl ErrorCode {
             | ErrorCode::TooManyOffers
             | ErrorCode::TooManyMessages
             | ErrorCode::TooManyNotes
+            | ErrorCode::PolicyViolation
             | ErrorCode::IdempotencyConflict => 422,
         }
     }
@@ -172,6 +185,8 @@ ctor! {
     too_many_notes => TooManyNotes,
     thread_closed => ThreadClosed,
     market_closed => MarketClosed,
+    policy_violation => PolicyViolation,
+    participant_suspended => ParticipantSuspended,
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;
