@@ -232,6 +232,16 @@ pub fn screened_texts(listing: &NewListing) -> Vec<(&'static str, &str)> {
     ]
 }
 
+/// A row of the moderation queue: a held listing, the rules that held it and why.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldListing {
+    pub listing: Listing,
+    pub rules: Vec<PolicyRule>,
+    pub reason: String,
+    pub held_at: Timestamp,
+}
+
 /// A listing some `hold` rules sent to review (and no `refuse` rule refused).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
