@@ -32,7 +32,9 @@ pub struct ErrorDetail {
     /// `idempotency_in_flight`, `rate_limited`, `agent_frozen`, `thread_closed`, and Haggle's
     /// extensions `market_closed` (409: the market passed its closing time), `agent_paused` (403:
     /// the principal paused its agent), `too_many_messages` and `too_many_notes` (422: a party
-    /// added as many messages to a thread, or notes to a deal, as one party may); `internal` is a
+    /// added as many messages to a thread, or notes to a deal, as one party may),
+    /// `policy_violation` (422: a market policy rule, named in the message, refuses it) and
+    /// `participant_suspended` (403: an operator suspended the participant); `internal` is a
     /// 5xx.
     #[schema(value_type = String)]
     pub code: ErrorCode,
@@ -241,6 +243,21 @@ pub struct ThreadView {
     pub live_offer_expires_at: Option<i64>,
     /// The elapsed fraction `t` in [0, 1], in parts per million.
     pub elapsed_ppm: u32,
+}
+
+/// Why an operator removes a listing or suspends a participant (shown to its owner).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// 1 to 2000 characters.
+    pub reason: String,
+}
+
+/// A page of the moderation queue: held listings, oldest first, with the rules that held them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HeldListingPage {
+    pub items: Vec<haggle_core::policy::HeldListing>,
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
