@@ -38,6 +38,8 @@ string_enum!(
     PolicyAction { Refuse => "refuse", Hold => "hold" }
 );
 
+// `string_enum!` derives no `Default`, so it is written out.
+#[allow(clippy::derivable_impls)]
 impl Default for PolicyAction {
     fn default() -> Self {
         PolicyAction::Refuse
