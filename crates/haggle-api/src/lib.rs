@@ -34,8 +34,10 @@ pub struct ErrorDetail {
     /// the principal paused its agent), `too_many_messages` and `too_many_notes` (422: a party
     /// added as many messages to a thread, or notes to a deal, as one party may),
     /// `below_seller_minimum` (422: a price below the seller mandate's minimum, whose value is
-    /// never told); `internal` is a 5xx; `unavailable` (503) is a client's own report that the
-    /// server could not be reached (status 0 in `ClientError`).
+    /// never told), `policy_violation` (422: a market policy rule, named in the message, refuses
+    /// it) and `participant_suspended` (403: an operator suspended the participant); `internal`
+    /// is a 5xx; `unavailable` (503) is a client's own report that the server could not be
+    /// reached (status 0 in `ClientError`).
     #[schema(value_type = String)]
     pub code: ErrorCode,
     pub message: String,
@@ -243,6 +245,21 @@ pub struct ThreadView {
     pub live_offer_expires_at: Option<i64>,
     /// The elapsed fraction `t` in [0, 1], in parts per million.
     pub elapsed_ppm: u32,
+}
+
+/// Why an operator removes a listing or suspends a participant (shown to its owner).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// 1 to 2000 characters.
+    pub reason: String,
+}
+
+/// A page of the moderation queue: held listings, oldest first, with the rules that held them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HeldListingPage {
+    pub items: Vec<haggle_core::policy::HeldListing>,
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

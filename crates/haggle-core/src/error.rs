@@ -40,12 +40,17 @@ pub enum ErrorCode {
     /// A price below the seller's mandate minimum (listing, seller's offer, acceptance); the
     /// value of the minimum is never told (spec: trust.md).
     BelowSellerMinimum,
+    /// A market policy rule refuses the listing or offer; the message names the rule.
+    PolicyViolation,
+    /// An operator suspended the participant: its agent tokens are refused and it can only
+    /// settle the deals it already agreed.
+    ParticipantSuspended,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -70,6 +75,8 @@ impl ErrorCode {
         ErrorCode::MarketClosed,
         ErrorCode::Unavailable,
         ErrorCode::BelowSellerMinimum,
+        ErrorCode::PolicyViolation,
+        ErrorCode::ParticipantSuspended,
         ErrorCode::Internal,
     ];
 
@@ -99,6 +106,8 @@ impl ErrorCode {
             ErrorCode::MarketClosed => "market_closed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::BelowSellerMinimum => "below_seller_minimum",
+            ErrorCode::PolicyViolation => "policy_violation",
+            ErrorCode::ParticipantSuspended => "participant_suspended",
             ErrorCode::Internal => "internal",
         }
     }
@@ -107,7 +116,10 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden | ErrorCode::AgentFrozen | ErrorCode::AgentPaused => 403,
+            ErrorCode::Forbidden
+            | ErrorCode::AgentFrozen
+            | ErrorCode::AgentPaused
+            | ErrorCode::ParticipantSuspended => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::IdempotencyInFlight
             | ErrorCode::ListingUnavailable
@@ -128,6 +140,7 @@ impl ErrorCode {
             | ErrorCode::TooManyMessages
             | ErrorCode::TooManyNotes
             | ErrorCode::BelowSellerMinimum
+            | ErrorCode::PolicyViolation
             | ErrorCode::IdempotencyConflict => 422,
         }
     }
@@ -185,6 +198,8 @@ ctor! {
     thread_closed => ThreadClosed,
     market_closed => MarketClosed,
     below_seller_minimum => BelowSellerMinimum,
+    policy_violation => PolicyViolation,
+    participant_suspended => ParticipantSuspended,
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod negotiation;
 pub mod plan;
+pub mod policy;
 pub mod settlement;
 pub mod views;
 

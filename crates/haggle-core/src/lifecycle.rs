@@ -129,7 +129,7 @@ fn close(
 
 /// The seller says the goods were handed over or shipped.
 pub fn hand_over(s: &mut Scene, plan: &mut Plan, handover_note: Option<&str>) -> Result<Deal> {
-    let actor = s.trader()?.id;
+    let actor = s.settler()?.id;
     let d = deal(s)?;
     if d.seller != actor {
         return Err(E::forbidden(format!(
@@ -165,7 +165,7 @@ pub fn hand_over(s: &mut Scene, plan: &mut Plan, handover_note: Option<&str>) ->
 
 /// The buyer confirms receipt: the hold is released to the seller.
 pub fn confirm_receipt(s: &mut Scene, plan: &mut Plan) -> Result<()> {
-    let actor = s.trader()?.id;
+    let actor = s.settler()?.id;
     let d = deal(s)?;
     if d.buyer != actor {
         return Err(E::forbidden(format!(
@@ -192,7 +192,7 @@ pub fn confirm_receipt(s: &mut Scene, plan: &mut Plan) -> Result<()> {
 /// (the first request is recorded, the second cancels). The hold returns to the buyer and the
 /// listing is active again.
 pub fn cancel(s: &mut Scene, plan: &mut Plan, reason: Option<&str>) -> Result<bool> {
-    let actor = s.trader()?.id;
+    let actor = s.settler()?.id;
     let d = deal(s)?;
     if !d.is_party(actor) {
         return Err(E::forbidden(format!(
@@ -256,7 +256,7 @@ pub fn cancel(s: &mut Scene, plan: &mut Plan, reason: Option<&str>) -> Result<bo
 
 /// The buyer disputes a handed-over deal within the confirmation window: the hold is frozen.
 pub fn dispute(s: &mut Scene, plan: &mut Plan, reason: &str) -> Result<()> {
-    let actor = s.trader()?.id;
+    let actor = s.settler()?.id;
     let d = deal(s)?;
     if d.buyer != actor {
         return Err(E::forbidden(format!(
@@ -291,7 +291,7 @@ pub fn dispute(s: &mut Scene, plan: &mut Plan, reason: &str) -> Result<()> {
 pub fn add_evidence(s: &mut Scene, plan: &mut Plan, body: &str) -> Result<DealNote> {
     // A frozen agent can read but not act.
     let author = match &s.actor {
-        Some(_) => Some(s.trader()?.id),
+        Some(_) => Some(s.settler()?.id),
         None => None,
     };
     let d = deal(s)?;
@@ -350,7 +350,7 @@ pub enum Ruling {
 /// An operator (`actor = None`) or the market's arbiter resolves a dispute.
 pub fn resolve(s: &mut Scene, plan: &mut Plan, ruling: Ruling, why: &str) -> Result<()> {
     let by = match &s.actor {
-        Some(_) => Some(s.trader()?.id),
+        Some(_) => Some(s.settler()?.id),
         None => None,
     };
     let d = deal(s)?;
@@ -468,7 +468,7 @@ pub fn decide_approval(s: &mut Scene, plan: &mut Plan, approve: bool) -> Result<
 
 /// A party rates the other side of a finished deal, once.
 pub fn rate(s: &mut Scene, plan: &mut Plan, score: u8, comment: &str) -> Result<Rating> {
-    let actor = s.trader()?.id;
+    let actor = s.settler()?.id;
     let d = deal(s)?;
     if !d.is_party(actor) {
         return Err(E::forbidden(format!(

@@ -39,6 +39,7 @@ macro_rules! string_enum {
         }
     };
 }
+pub(crate) use string_enum;
 
 string_enum!(
     /// Real time, or a simulated clock that only a harness (operator) advances.
@@ -48,7 +49,11 @@ string_enum!(
     /// `sell`: the owner sells. `buy`: a wanted ad, the owner buys.
     Side { Sell => "sell", Buy => "buy" }
 );
-string_enum!(ListingStatus { Active => "active", Sold => "sold", Withdrawn => "withdrawn", Expired => "expired" });
+string_enum!(
+    /// `held`: waiting for an operator's review under the market policy, visible to its owner and
+    /// operators only; `removed`: taken down by an operator (spec, trust.md: Market policy).
+    ListingStatus { Active => "active", Sold => "sold", Withdrawn => "withdrawn", Expired => "expired", Held => "held", Removed => "removed" }
+);
 string_enum!(ThreadStatus { Open => "open", Agreed => "agreed", Broken => "broken", TimedOut => "timed_out", Void => "void" });
 string_enum!(OfferState {
     Live => "live", Accepted => "accepted", Rejected => "rejected", Withdrawn => "withdrawn",
@@ -139,6 +144,10 @@ pub struct MarketRules {
     /// From then on nothing new is traded (`market_closed`) while agreed deals still settle.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999_i64))]
     pub closes_at: Option<Timestamp>,
+    /// What may be listed and how fast (spec, trust.md: Market policy). Omitted from JSON while
+    /// empty, so rules stored and hashed before it existed read and chain unchanged.
+    #[serde(skip_serializing_if = "crate::policy::MarketPolicy::is_empty")]
+    pub policy: crate::policy::MarketPolicy,
 }
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -160,6 +169,7 @@ impl Default for MarketRules {
             rating_window_ms: 7 * DAY_MS,
             arbiter: None,
             closes_at: None,
+            policy: Default::default(),
         }
     }
 }
@@ -196,6 +206,7 @@ impl MarketRules {
             ));
         }
         check_closing_time("rules.closes_at", self.closes_at)?;
+        self.policy.validate()?;
         Ok(())
     }
 
@@ -534,6 +545,18 @@ pub struct Participant {
     pub name: String,
     pub mandate: Mandate,
     pub created_at: Timestamp,
+    /// Set while an operator has suspended the participant: its agent tokens are refused, and it
+    /// can do nothing but settle the deals it had agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension: Option<Suspension>,
+}
+
+/// Why and when an operator suspended a participant (shown to it and its principal).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    pub reason: String,
+    pub at: Timestamp,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -654,7 +677,7 @@ pub struct Message {
 
 string_enum!(
     /// Why an offer became `void`.
-    VoidReason { ListingSold => "listing_sold", ListingWithdrawn => "listing_withdrawn", WalkedAway => "walked_away", ThreadTimedOut => "thread_timed_out", MandateChanged => "mandate_changed" }
+    VoidReason { ListingSold => "listing_sold", ListingWithdrawn => "listing_withdrawn", WalkedAway => "walked_away", ThreadTimedOut => "thread_timed_out", MandateChanged => "mandate_changed", ListingRemoved => "listing_removed", ParticipantSuspended => "participant_suspended" }
 );
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

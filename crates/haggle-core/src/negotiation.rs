@@ -53,6 +53,15 @@ pub struct Scene {
     pub party_posts: u32,
     /// Notes the actor has added to the scene's deal (bounded by `lifecycle::MAX_NOTES_PER_PARTY`).
     pub party_notes: u32,
+    /// Listings the actor created in the last day and offers it made in the last hour, by the
+    /// market's clock (the policy's rate limits; loaded only while the policy sets them).
+    pub recent_listings: u32,
+    pub recent_offers: u32,
+    /// What an operator's suspension ends: the participant's active and held listings, the live
+    /// offers it is buyer or seller of, and the open threads it is party to.
+    pub party_listings: Vec<Listing>,
+    pub party_live_offers: Vec<Offer>,
+    pub party_open_threads: Vec<Thread>,
 }
 
 impl Scene {
@@ -74,6 +83,11 @@ impl Scene {
             own_live_offers: Vec::new(),
             party_posts: 0,
             party_notes: 0,
+            recent_listings: 0,
+            recent_offers: 0,
+            party_listings: Vec::new(),
+            party_live_offers: Vec::new(),
+            party_open_threads: Vec::new(),
         }
     }
 
@@ -95,8 +109,23 @@ impl Scene {
             .ok_or_else(|| E::forbidden("this action needs a participant's credential"))
     }
 
-    /// The actor, refused if an operator froze its agent or its principal paused it.
+    /// The actor, refused if an operator suspended it (it may only settle the deals it agreed,
+    /// see [`Scene::settler`]), froze its agent, or its principal paused it.
     pub(crate) fn trader(&self) -> Result<&Participant> {
+        let a = self.actor()?;
+        if let Some(why) = &a.suspension {
+            return Err(E::participant_suspended(format!(
+                "participant {} is suspended by an operator ({}): it can only settle the deals \
+                 it already agreed",
+                a.id, why.reason
+            )));
+        }
+        self.settler()
+    }
+
+    /// The actor of a deal's lifecycle (handover, receipt, cancel, dispute, evidence, rating):
+    /// refused if its agent is frozen or paused; a suspension does not stop agreed deals settling.
+    pub(crate) fn settler(&self) -> Result<&Participant> {
         let a = self.actor()?;
         if a.mandate.frozen {
             return Err(E::agent_frozen(format!(
@@ -139,7 +168,7 @@ impl Scene {
             .ok_or_else(|| E::not_found("thread not found"))
     }
 
-    fn thread_visibility(&self, t: &Thread) -> Visibility {
+    pub(crate) fn thread_visibility(&self, t: &Thread) -> Visibility {
         if self.market.rules.public_negotiations {
             Visibility::Public
         } else {
@@ -325,6 +354,7 @@ pub fn register_participant(
         name: name.trim().to_string(),
         mandate,
         created_at: s.now,
+        suspension: None,
     };
     plan.change(Change::InsertParticipant(p.clone()));
     plan.event(
@@ -463,6 +493,8 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
         check_text("attribute name", k, MAX_NAME, true)?;
         check_text("attribute value", v, MAX_TITLE, false)?;
     }
+    // Market policy: a refusing rule refuses; a holding rule posts the listing for review.
+    let held = crate::policy::screen_listing(&s.market.rules.policy, &input, s.recent_listings)?;
     let l = Listing {
         id: plan.alloc_id(),
         market_id: s.market.id,
@@ -474,7 +506,11 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
         condition: input.condition,
         price: input.price,
         attributes: input.attributes,
-        status: ListingStatus::Active,
+        status: if held.is_some() {
+            ListingStatus::Held
+        } else {
+            ListingStatus::Active
+        },
         created_at: s.now,
         first_offer_at: None,
     };
@@ -485,18 +521,35 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
     }
     let owner = owner.id;
     plan.change(Change::InsertListing(l.clone()));
-    plan.event(
-        "listing_posted",
-        Some(owner),
-        Visibility::Public,
-        json!({"listing": l}),
-    );
+    match held {
+        // Seen by its owner and operators only until an operator approves or removes it.
+        Some(hold) => {
+            plan.change(Change::InsertHold {
+                listing: l.id,
+                rules: hold.rules.clone(),
+                reason: hold.reason.clone(),
+            });
+            plan.event(
+                "listing_held",
+                Some(owner),
+                Visibility::Parties(vec![owner]),
+                json!({"listing": l, "rules": hold.rules, "reason": hold.reason}),
+            );
+        }
+        None => plan.event(
+            "listing_posted",
+            Some(owner),
+            Visibility::Public,
+            json!({"listing": l}),
+        ),
+    }
+    s.recent_listings = s.recent_listings.saturating_add(1);
     s.listing = Some(l.clone());
     Ok(l)
 }
 
 /// Voids every live offer and open thread on the scene's listing except `keep` (one winner).
-fn void_others(s: &Scene, plan: &mut Plan, keep: Option<ThreadId>, reason: VoidReason) {
+pub(crate) fn void_others(s: &Scene, plan: &mut Plan, keep: Option<ThreadId>, reason: VoidReason) {
     for o in s
         .listing_live_offers
         .iter()
@@ -636,6 +689,7 @@ pub fn make_offer(
     let actor = s.trader()?.id;
     s.open_market()?;
     check_price("price", price)?;
+    crate::policy::check_offer_rate(&s.market.rules.policy, s.recent_offers)?;
     let rules = &s.market.rules;
     let ttl = match expires_in_ms {
         None => rules.offer_ttl_ms,
@@ -768,6 +822,7 @@ pub fn make_offer(
     }
     s.live_offer = Some(offer.clone());
     s.party_posts += 1;
+    s.recent_offers = s.recent_offers.saturating_add(1);
     Ok(offer)
 }
 

@@ -19,6 +19,18 @@ pub enum Change {
         listing: ListingId,
         status: ListingStatus,
     },
+    /// A listing a policy rule holds for review, with the rules and the reason (the moderation
+    /// queue's row).
+    InsertHold {
+        listing: ListingId,
+        rules: Vec<crate::policy::PolicyRule>,
+        reason: String,
+    },
+    /// An operator's suspension of a participant (`Some`), or its reinstatement (`None`).
+    SetSuspension {
+        participant: ParticipantId,
+        suspension: Option<Suspension>,
+    },
     SetListingFirstOffer {
         listing: ListingId,
         at: Timestamp,

@@ -96,9 +96,10 @@ fn describe_successes(op: &mut Operation) {
     }
 }
 
-/// The error statuses an operation can answer with. Every route authenticates (401) and is
-/// rate-limited per token (429); a route naming an object can miss it (404), and one naming a
-/// market or changing anything checks the caller's role (403); anything parsed from the request
+/// The error statuses an operation can answer with. Every route authenticates (401, and 403
+/// `participant_suspended` for a suspended participant's agent token) and is rate-limited per
+/// token (429); a route naming an object can miss it (404), and one naming a market or changing
+/// anything checks the caller's role (403); anything parsed from the request
 /// can be malformed (422); a mutation can meet a state conflict or a key still in flight (409),
 /// and its domain refusals are 403/409/422 like the rest. (`GET /v1/me` and `GET /v1/markets`
 /// answer every valid token.)
@@ -108,10 +109,8 @@ pub fn error_statuses(op: &Operation, mutation: bool) -> Vec<u16> {
         RefOr::T(p) => p.parameter_in == ParameterIn::Path,
         RefOr::Ref(_) => false,
     });
-    let mut out = vec![401];
-    if in_path || mutation {
-        out.push(403);
-    }
+    // Every token is checked for a suspension, so every operation can answer 403.
+    let mut out = vec![401, 403];
     if in_path {
         out.push(404);
     }
@@ -137,6 +136,7 @@ fn describe(status: u16, mutation: bool) -> String {
                     c,
                     ErrorCode::Unauthorized
                         | ErrorCode::Forbidden
+                        | ErrorCode::ParticipantSuspended
                         | ErrorCode::NotFound
                         | ErrorCode::InvalidRequest
                         | ErrorCode::RateLimited

@@ -7,6 +7,7 @@ pub mod deals;
 pub mod extract;
 pub mod insight;
 pub mod mcp;
+pub mod moderation;
 pub mod routes;
 pub mod sse;
 pub mod tokens;
@@ -42,6 +43,8 @@ pub struct AppState {
         webhooks::webhook_deliveries,
         insight::summary, insight::disputes, insight::survey_answers, insight::survey_answer,
         insight::answer_survey,
+        moderation::policy, moderation::set_policy, moderation::moderation, moderation::approve,
+        moderation::remove, moderation::suspend, moderation::reinstate,
     ),
     components(schemas(haggle_api::ErrorBody)),
     modifiers(&Security, &IdempotencyKey, &ErrorResponses)
@@ -177,6 +180,21 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         .route(&format!("{m}/clock/advance"), post(advance_clock))
         .route(&format!("{m}/closes_at"), put(set_closing_time))
         .route(&format!("{m}/ledger/verify"), get(verify))
+        .route(
+            &format!("{m}/policy"),
+            get(moderation::policy).put(moderation::set_policy),
+        )
+        .route(&format!("{m}/moderation"), get(moderation::moderation))
+        .route(
+            &format!("{m}/listings/{{listing}}/approve"),
+            post(moderation::approve),
+        )
+        .route(
+            &format!("{m}/listings/{{listing}}/remove"),
+            post(moderation::remove),
+        )
+        .route(&format!("{p}/suspend"), post(moderation::suspend))
+        .route(&format!("{p}/reinstate"), post(moderation::reinstate))
         .route(
             &format!("{m}/webhooks"),
             get(webhooks::webhooks).post(webhooks::create_webhook),

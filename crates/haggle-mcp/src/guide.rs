@@ -32,6 +32,43 @@ fn duration(ms: i64) -> String {
     }
 }
 
+/// The market policy in words (spec, trust.md: Market policy), so an agent knows before it lists.
+fn policy_in_words(p: &haggle_api::haggle_core::policy::MarketPolicy) -> String {
+    let mut parts = Vec::new();
+    if !p.prohibited_categories.is_empty() {
+        parts.push(format!(
+            "nothing may be listed in {}",
+            p.prohibited_categories.join(", ")
+        ));
+    }
+    if !p.prohibited_terms.is_empty() {
+        parts.push(format!(
+            "titles and descriptions may not contain the words {}",
+            p.prohibited_terms.join(", ")
+        ));
+    }
+    for (c, b) in &p.price_bounds {
+        let range = match (b.min, b.max) {
+            (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+            (Some(lo), None) => format!("at least {lo}"),
+            (None, Some(hi)) => format!("at most {hi}"),
+            (None, None) => continue,
+        };
+        parts.push(format!("asking prices in {c} must be {range}"));
+    }
+    if let Some(n) = p.max_listings_per_day {
+        parts.push(format!("at most {n} new listings per participant a day"));
+    }
+    if let Some(n) = p.max_offers_per_hour {
+        parts.push(format!("at most {n} offers per participant an hour"));
+    }
+    format!(
+        "Market policy: {}. A listing breaking a rule is refused (`policy_violation`, naming the \
+         rule) or held for an operator's review (status `held`, seen only by you until approved).",
+        parts.join("; ")
+    )
+}
+
 /// The market's rules in words: what the prompt and a person need to know before trading.
 pub fn rules_in_words(m: &Market) -> String {
     let r = &m.rules;
@@ -71,6 +108,9 @@ pub fn rules_in_words(m: &Market) -> String {
              agreed still settle.",
             utc(at)
         ));
+    }
+    if !r.policy.is_empty() {
+        line(policy_in_words(&r.policy));
     }
     if r.strict_alternation {
         line("Strict alternation: after you offer, wait for the other side (you may still message or withdraw).".into());
@@ -220,5 +260,20 @@ mod tests {
             ..MarketRules::default()
         };
         assert!(rules_in_words(&market(rules)).contains("No cap on offers"));
+    }
+
+    #[test]
+    fn a_market_policy_is_told_and_an_empty_one_is_not() {
+        let mut rules = MarketRules::default();
+        rules.policy.prohibited_terms = vec!["replica".into()];
+        rules.policy.max_offers_per_hour = Some(10);
+        let text = rules_in_words(&market(rules));
+        assert!(text.contains("may not contain the words replica"), "{text}");
+        assert!(
+            text.contains("at most 10 offers per participant an hour"),
+            "{text}"
+        );
+        assert!(text.contains("policy_violation"), "{text}");
+        assert!(!rules_in_words(&market(MarketRules::default())).contains("Market policy"));
     }
 }

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod in_process;
 mod insight;
 mod limiter;
+mod moderation;
 mod tokens;
 pub mod webhooks;
 
@@ -18,7 +19,7 @@ pub use in_process::InProcess;
 pub use tokens::{TOKEN_RECHECK, token_info};
 
 use haggle_api::*;
-use haggle_core::model::{ClockMode, MandateAuthor, Market, MarketRules};
+use haggle_core::model::{ClockMode, ListingStatus, MandateAuthor, Market, MarketRules};
 use haggle_core::{DomainError, ErrorCode};
 use haggle_store::{Idempotency, NewMarket, Ran, StoredResponse, TokenRecord};
 use serde::Serialize;
@@ -226,6 +227,8 @@ fn render(result: &Result<Outcome, DomainError>) -> StoredResponse {
         Ok(Outcome::DealChanged(id)) => Reply::json(200, &serde_json::json!({"deal_id": id})),
         Ok(Outcome::Clock { now }) => Reply::json(200, &ClockReading { now: *now }),
         Ok(Outcome::Market(m)) => Reply::json(200, m),
+        Ok(Outcome::Moderated(l)) => Reply::json(200, l),
+        Ok(Outcome::ParticipantUpdated(p)) => Reply::json(200, p),
         Ok(Outcome::Done) => Reply::json(200, &Done { ok: true }),
     };
     StoredResponse {
@@ -331,6 +334,7 @@ impl Service {
                 "too many requests for this token; slow down and retry",
             ));
         }
+        self.refuse_suspended(&caller).await?;
         Ok(caller)
     }
 
@@ -694,6 +698,9 @@ impl Service {
         // Mandates are private to the participant, its principal and operators.
         for p in items.iter_mut() {
             p.mandate = Self::mandate_seen_by(caller, market, p);
+            if !caller.may_read_participant(market, p.id) {
+                p.suspension = None;
+            }
         }
         let next_cursor = next_cursor(&items, limit, |p| p.id);
         Ok(ParticipantList { items, next_cursor })
@@ -710,6 +717,9 @@ impl Service {
             ApiError::new(ErrorCode::NotFound, format!("participant {id} not found"))
         })?;
         p.mandate = Self::mandate_seen_by(caller, market, &p);
+        if !caller.may_read_participant(market, id) {
+            p.suspension = None;
+        }
         Ok(p)
     }
 
@@ -877,9 +887,11 @@ impl Service {
         id: i64,
     ) -> ApiResult<haggle_core::Listing> {
         Self::require_in_market(caller, market)?;
+        // A held or removed listing is its owner's and the operators' to see only.
         self.store
             .listing(market, id)
             .await?
+            .filter(|l| Self::sees_moderated(caller, market, l))
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("listing {id} not found")))
     }
 
@@ -920,7 +932,22 @@ impl Service {
                 ));
             }
         }
-        let page = self.store.search_listings(market, q).await?;
+        // Held and removed listings are searched by their owner (its own) and operators only.
+        let mut q = q.clone();
+        if matches!(q.status, Some(ListingStatus::Held | ListingStatus::Removed))
+            && !caller.is_operator_of(market)
+        {
+            match caller.participant {
+                Some(p) if q.owner.is_none_or(|o| o == p) => q.owner = Some(p),
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "held and removed listings are seen by their owner and operators only",
+                    ));
+                }
+            }
+        }
+        let page = self.store.search_listings(market, &q).await?;
         Ok(ListingPage {
             items: page.items,
             next_cursor: page.next_cursor,

@@ -15,6 +15,7 @@ use haggle_core::model::{
 };
 use haggle_core::lifecycle;
 use haggle_core::negotiation::{self as rules, Scene};
+use haggle_core::policy;
 use haggle_core::{Change, Plan, Visibility, GENESIS_HASH};
 use sqlx::Row;
 use std::sync::Arc;
@@ -59,7 +60,7 @@ struct Head {
 }
 
 const MARKET_COLS: &str = "id, name, currency, clock_mode, sim_now, rules, created_at, next_id, last_seq, last_hash";
-const PARTICIPANT_COLS: &str = "market_id, id, name, mandate, created_at";
+const PARTICIPANT_COLS: &str = "market_id, id, name, mandate, created_at, suspension";
 const LISTING_COLS: &str = "market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at";
 const THREAD_COLS: &str = "market_id, id, listing_id, owner, counterparty, status, offers_made, last_offer_by, created_at, deadline";
 const MESSAGE_COLS: &str = "market_id, id, thread_id, author, body, created_at";
@@ -95,6 +96,7 @@ fn participant_row(r: &DbRow) -> StoreResult<Participant> {
         name: r.try_get("name")?,
         mandate: json("mandate", &r.try_get::<String, _>("mandate")?)?,
         created_at: r.try_get("created_at")?,
+        suspension: r.try_get::<Option<String>, _>("suspension")?.map(|s| json("suspension", &s)).transpose()?,
     })
 }
 
@@ -487,6 +489,51 @@ async fn deal_in(b: &Backend, c: &mut Conn, market: i64, id: i64) -> StoreResult
     }
 }
 
+/// The actor's listings created in the last day and offers made in the last hour of the market
+/// clock, for the policy's rate limits: read only while the policy sets them (a market without
+/// them pays nothing), and counted only up to the limit.
+async fn recent_activity(c: &mut Conn, s: &mut Scene, actor: i64, listings: bool, offers: bool) -> StoreResult<()> {
+    let (m, now, policy) = (s.market.id, s.now, &s.market.rules.policy);
+    if let Some(n) = policy.max_listings_per_day.filter(|_| listings) {
+        let k: i64 = sqlx::query_scalar(sql(format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM listings WHERE market_id = $1 AND owner = $2 AND created_at > $3 LIMIT {n}) AS recent"
+        )))
+        .bind(m).bind(actor).bind(now.saturating_sub(haggle_core::DAY_MS)).fetch_one(&mut *c).await?;
+        s.recent_listings = u32::try_from(k).unwrap_or(u32::MAX);
+    }
+    if let Some(n) = policy.max_offers_per_hour.filter(|_| offers) {
+        let k: i64 = sqlx::query_scalar(sql(format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM offers WHERE market_id = $1 AND proposer = $2 AND created_at > $3 LIMIT {n}) AS recent"
+        )))
+        .bind(m).bind(actor).bind(now.saturating_sub(haggle_core::HOUR_MS)).fetch_one(&mut *c).await?;
+        s.recent_offers = u32::try_from(k).unwrap_or(u32::MAX);
+    }
+    Ok(())
+}
+
+/// What suspending `p` ends: its active and held listings, the live offers it is party to and its
+/// open threads (at most `MAX_SUSPENSION_SWEEP` of each).
+async fn load_party(c: &mut Conn, s: &mut Scene, p: i64) -> StoreResult<()> {
+    let m = s.market.id;
+    let cap = policy::MAX_SUSPENSION_SWEEP;
+    let rows = sqlx::query(sql(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = $1 AND owner = $2 AND status IN ('active', 'held') ORDER BY id LIMIT {cap}")))
+        .bind(m).bind(p).fetch_all(&mut *c).await?;
+    s.party_listings = rows.iter().map(listing_row).collect::<StoreResult<_>>()?;
+    let rows = sqlx::query(sql(format!(
+        "SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND buyer = $2 AND state = 'live' \
+         UNION ALL SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND seller = $2 AND buyer <> $2 AND state = 'live' ORDER BY id LIMIT {cap}"
+    )))
+    .bind(m).bind(p).fetch_all(&mut *c).await?;
+    s.party_live_offers = rows.iter().map(offer_row).collect::<StoreResult<_>>()?;
+    let rows = sqlx::query(sql(format!(
+        "SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND owner = $2 AND status = 'open' \
+         UNION ALL SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND counterparty = $2 AND status = 'open' ORDER BY id LIMIT {cap}"
+    )))
+    .bind(m).bind(p).fetch_all(&mut *c).await?;
+    s.party_open_threads = rows.iter().map(thread_row).collect::<StoreResult<_>>()?;
+    Ok(())
+}
+
 /// Loads the scene of `cmd` and asks the core. `Ok(Err(_))` is a refusal; `Err(_)` a backend failure.
 async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut Plan) -> StoreResult<Result<Outcome, DomainError>> {
     let m = head.market.id;
@@ -514,7 +561,10 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             }
             rules::set_mandate(&s, plan, &p, mandate, author).map(|_| Outcome::Done)
         }
-        Command::CreateListing { listing, .. } => rules::create_listing(&mut s, plan, listing).map(Outcome::Listing),
+        Command::CreateListing { actor, listing } => {
+            recent_activity(c, &mut s, actor, true, false).await?;
+            rules::create_listing(&mut s, plan, listing).map(Outcome::Listing)
+        }
         Command::WithdrawListing { listing, .. } => {
             s.listing = Some(need!(listing_in(b, c, m, listing).await?, "listing {listing} not found"));
             s.listing_live_offers = listing_live_offers(c, m, listing).await?;
@@ -529,6 +579,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
                 s.party_posts = party_posts(b, c, m, t.id, actor).await?;
             }
             load_buyer(b, c, &mut s, actor).await?;
+            recent_activity(c, &mut s, actor, false, offer.is_some()).await?;
             (|| {
                 let thread = rules::open_thread(&mut s, plan)?;
                 let message = message.map(|b| rules::post_message(&mut s, plan, &b)).transpose()?;
@@ -551,6 +602,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             let counterparty = t.counterparty;
             s.thread = Some(t);
             load_buyer(b, c, &mut s, counterparty).await?;
+            recent_activity(c, &mut s, actor, false, true).await?;
             rules::make_offer(&mut s, plan, offer.price, offer.expires_in_ms).map(Outcome::Offer)
         }
         Command::AcceptOffer { offer, .. } => {
@@ -643,6 +695,32 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
         Command::SetClosingTime { closes_at } => {
             rules::set_closing_time(&mut s, plan, closes_at).map(|_| Outcome::Market(Box::new(s.market.clone())))
         }
+        Command::SetPolicy { policy } => policy::set_policy(&mut s, plan, policy).map(|_| Outcome::Market(Box::new(s.market.clone()))),
+        Command::ApproveListing { listing } => {
+            s.listing = Some(need!(listing_in(b, c, m, listing).await?, "listing {listing} not found"));
+            policy::approve_listing(&mut s, plan).map(Outcome::Moderated)
+        }
+        Command::RemoveListing { listing, reason } => {
+            s.listing = Some(need!(listing_in(b, c, m, listing).await?, "listing {listing} not found"));
+            s.listing_live_offers = listing_live_offers(c, m, listing).await?;
+            s.listing_open_threads = listing_open_threads(c, m, listing).await?;
+            policy::remove_listing(&mut s, plan, &reason).map(|_| Outcome::Done)
+        }
+        Command::Suspend { participant, reason } => {
+            let mut p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
+            load_party(c, &mut s, participant).await?;
+            policy::suspend(&mut s, plan, &p, &reason).map(|_| {
+                p.suspension = Some(haggle_core::Suspension { reason: reason.trim().to_string(), at: now });
+                Outcome::ParticipantUpdated(p)
+            })
+        }
+        Command::Reinstate { participant } => {
+            let mut p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
+            policy::reinstate(&mut s, plan, &p).map(|_| {
+                p.suspension = None;
+                Outcome::ParticipantUpdated(p)
+            })
+        }
     };
     Ok(out)
 }
@@ -715,6 +793,14 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>>
             Change::SetListingStatus { listing, status } => {
                 sqlx::query("UPDATE listings SET status = $3 WHERE market_id = $1 AND id = $2")
                     .bind(m).bind(listing).bind(status.as_str()).execute(&mut *c).await?;
+            }
+            Change::InsertHold { listing, rules, reason } => {
+                sqlx::query("INSERT INTO listing_holds (market_id, listing_id, rules, reason, held_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(m).bind(listing).bind(to_json(&rules)).bind(&reason).bind(plan.now).execute(&mut *c).await?;
+            }
+            Change::SetSuspension { participant, suspension } => {
+                sqlx::query("UPDATE participants SET suspension = $3 WHERE market_id = $1 AND id = $2")
+                    .bind(m).bind(participant).bind(suspension.as_ref().map(to_json)).execute(&mut *c).await?;
             }
             Change::SetListingFirstOffer { listing, at } => {
                 sqlx::query("UPDATE listings SET first_offer_at = $3 WHERE market_id = $1 AND id = $2 AND first_offer_at IS NULL")
@@ -1299,6 +1385,26 @@ impl Backend {
                 Ok(None)
             }
         }
+    }
+
+    /// The moderation queue: listings still held, oldest first, with ids above `after`.
+    pub async fn held_listings(&self, market: i64, after: i64, limit: u32) -> StoreResult<Vec<policy::HeldListing>> {
+        let cols = LISTING_COLS.split(", ").map(|c| format!("l.{c}")).collect::<Vec<_>>().join(", ");
+        let rows = sqlx::query(sql(format!(
+            "SELECT {cols}, h.rules, h.reason, h.held_at FROM listings l JOIN listing_holds h ON h.market_id = l.market_id AND h.listing_id = l.id \
+             WHERE l.market_id = $1 AND l.status = 'held' AND l.id > $2 ORDER BY l.id LIMIT {limit}"
+        )))
+        .bind(market).bind(after).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(policy::HeldListing {
+                    listing: listing_row(r)?,
+                    rules: json("rules", &r.try_get::<String, _>("rules")?)?,
+                    reason: r.try_get("reason")?,
+                    held_at: r.try_get("held_at")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn search_listings(&self, market: i64, q: &ListingQuery) -> StoreResult<Page<Listing>> {

@@ -5,6 +5,7 @@
 use haggle_core::lifecycle::Ruling;
 use haggle_core::model::*;
 use haggle_core::negotiation::NewListing;
+use haggle_core::policy::MarketPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -118,6 +119,28 @@ pub enum Command {
     SetClosingTime {
         closes_at: Option<Timestamp>,
     },
+    /// The operator replaces the market policy.
+    SetPolicy {
+        policy: MarketPolicy,
+    },
+    /// The operator approves a held listing.
+    ApproveListing {
+        listing: ListingId,
+    },
+    /// The operator removes a held or active listing.
+    RemoveListing {
+        listing: ListingId,
+        reason: String,
+    },
+    /// The operator suspends a participant.
+    Suspend {
+        participant: ParticipantId,
+        reason: String,
+    },
+    /// The operator lifts a participant's suspension.
+    Reinstate {
+        participant: ParticipantId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -155,7 +178,12 @@ impl Command {
             | SetMandate { .. }
             | AdvanceClock { .. }
             | Sweep
-            | SetClosingTime { .. } => None,
+            | SetClosingTime { .. }
+            | SetPolicy { .. }
+            | ApproveListing { .. }
+            | RemoveListing { .. }
+            | Suspend { .. }
+            | Reinstate { .. } => None,
         }
     }
 }
@@ -183,5 +211,9 @@ pub enum Outcome {
     },
     /// The market as a command left it (its rules changed).
     Market(Box<Market>),
+    /// A listing an operator's moderation changed (approved), as it is now.
+    Moderated(Listing),
+    /// A participant an operator suspended or reinstated, as it is now.
+    ParticipantUpdated(Participant),
     Done,
 }

@@ -24,6 +24,7 @@ pub mod sqlite {
         (6, include_str!("migrations/0006_search_indexes_sqlite.sql")),
         (7, include_str!("migrations/0007_token_revocation.sql")),
         (8, include_str!("migrations/0008_seller_mandates.sql")),
+        (9, include_str!("migrations/0009_market_policy.sql")),
     ];
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
@@ -140,6 +141,7 @@ pub mod postgres {
         ),
         (7, include_str!("migrations/0007_token_revocation.sql")),
         (8, include_str!("migrations/0008_seller_mandates.sql")),
+        (9, include_str!("migrations/0009_market_policy.sql")),
     ];
 
     /// `batch` is ignored: several servers share a PostgreSQL database, so each transaction

@@ -337,6 +337,15 @@ impl Store {
     pub async fn listing(&self, market: i64, id: i64) -> StoreResult<Option<haggle_core::Listing>> {
         dispatch!(self, b => b.listing(market, id).await)
     }
+    /// The moderation queue: held listings with their reasons, oldest first, ids above `after`.
+    pub async fn held_listings(
+        &self,
+        market: i64,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<haggle_core::policy::HeldListing>> {
+        dispatch!(self, b => b.held_listings(market, after, limit).await)
+    }
     pub async fn search_listings(
         &self,
         market: i64,

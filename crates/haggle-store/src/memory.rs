@@ -166,6 +166,7 @@ impl MarketMemory {
             Change::SetMarketRules(_)
                 | Change::InsertParticipant(_)
                 | Change::SetMandate { .. }
+                | Change::SetSuspension { .. }
                 | Change::InsertDeal(_)
                 | Change::UpdateDeal(_)
                 | Change::SetDealStatus { .. }
@@ -194,6 +195,13 @@ impl MarketMemory {
                 mandate,
             } => match self.participants.get_mut(participant) {
                 Some(p) => p.mandate = mandate.clone(),
+                None => return false,
+            },
+            Change::SetSuspension {
+                participant,
+                suspension,
+            } => match self.participants.get_mut(participant) {
+                Some(p) => p.suspension = suspension.clone(),
                 None => return false,
             },
             // An inserted deal has only the columns its insert names; the rest start empty.

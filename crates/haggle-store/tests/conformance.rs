@@ -8,6 +8,7 @@
 
 use haggle_core::event::verify_chain;
 use haggle_core::negotiation::NewListing;
+use haggle_core::policy::{MarketPolicy, PolicyAction, PolicyRule};
 use haggle_core::{
     Approver, BelowMin, ClockMode, Deal, DealStatus, DomainError, ErrorCode, Event, GENESIS_HASH,
     HOUR_MS, Listing, ListingStatus, Mandate, Market, MarketRules, Offer, OfferState, Side, Thread,
@@ -83,6 +84,8 @@ conformance! {
     closing_time_is_stored_and_moved_by_the_operator => sqlite_closing_time_is_stored_and_moved_by_the_operator, postgres_closing_time_is_stored_and_moved_by_the_operator;
     reputation_own_deals_and_news_follow_every_commit => sqlite_reputation_own_deals_and_news_follow_every_commit, postgres_reputation_own_deals_and_news_follow_every_commit;
     an_expired_bid_no_longer_holds_the_buyers_money => sqlite_an_expired_bid_no_longer_holds_the_buyers_money, postgres_an_expired_bid_no_longer_holds_the_buyers_money;
+    policy_holds_and_moderation_follow_every_store => sqlite_policy_holds_and_moderation_follow_every_store, postgres_policy_holds_and_moderation_follow_every_store;
+    suspension_withdraws_voids_and_is_stored => sqlite_suspension_withdraws_voids_and_is_stored, postgres_suspension_withdraws_voids_and_is_stored;
 }
 
 #[test]
@@ -196,6 +199,8 @@ batched! {
     deals_are_listed_by_status => batched_sqlite_deals_are_listed_by_status;
     closing_time_is_stored_and_moved_by_the_operator => batched_sqlite_closing_time_is_stored_and_moved_by_the_operator;
     many_listings_accept_at_once_with_limited_funds => batched_sqlite_many_listings_accept_at_once_with_limited_funds;
+    policy_holds_and_moderation_follow_every_store => batched_sqlite_policy_holds_and_moderation_follow_every_store;
+    suspension_withdraws_voids_and_is_stored => batched_sqlite_suspension_withdraws_voids_and_is_stored;
 }
 
 async fn run_with<F, Fut>(backend: Backend, batch: usize, behaviour: F)
@@ -3717,5 +3722,158 @@ async fn closing_time_is_stored_and_moved_by_the_operator(db: Db) {
         &[seller],
     )
     .await;
+    m.verified().await;
+}
+
+/// Active bikes for sale as a search sees them (a category and a side: a batched store answers
+/// it from its shelves).
+async fn bikes_on_sale(m: &Mkt) -> Vec<i64> {
+    let q = ListingQuery {
+        category: Some("bikes".into()),
+        side: Some(Side::Sell),
+        limit: Some(50),
+        ..ListingQuery::default()
+    };
+    search_all(m, &q).await
+}
+
+async fn policy_holds_and_moderation_follow_every_store(db: Db) {
+    let store = db.open().await;
+    let Fx {
+        m,
+        seller,
+        buyer,
+        rival,
+        listing,
+    } = fx(&store, MarketRules::default()).await;
+    let mut policy = MarketPolicy {
+        prohibited_terms: vec!["vintage".into()],
+        max_offers_per_hour: Some(1),
+        ..MarketPolicy::default()
+    };
+    policy.actions.prohibited_terms = PolicyAction::Hold;
+    match m.ok(Command::SetPolicy { policy }).await {
+        Outcome::Market(mk) => assert_eq!(mk.rules.policy.prohibited_terms, ["vintage"]),
+        o => panic!("expected the market, got {o:?}"),
+    }
+    let held = m
+        .list(
+            seller,
+            new_listing(Side::Sell, "Vintage bike", "bikes", 4_000),
+        )
+        .await;
+    assert_eq!(held.status, ListingStatus::Held);
+    assert_eq!(bikes_on_sale(&m).await, [listing.id]);
+    let queue = store.held_listings(m.id, 0, 50).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(
+        (queue[0].listing.id, queue[0].rules.as_slice()),
+        (held.id, &[PolicyRule::ProhibitedTerms][..])
+    );
+    assert!(queue[0].reason.contains("vintage"), "{}", queue[0].reason);
+    m.refuses(
+        ErrorCode::ListingUnavailable,
+        Command::OpenThread {
+            actor: buyer,
+            listing: held.id,
+            message: None,
+            offer: offer(3_000),
+        },
+        &[seller, buyer, rival],
+    )
+    .await;
+    // Approved, it is on the market; the buyer's second offer within the hour is refused.
+    m.ok(Command::ApproveListing { listing: held.id }).await;
+    assert_eq!(bikes_on_sale(&m).await, [held.id, listing.id]);
+    assert!(store.held_listings(m.id, 0, 50).await.unwrap().is_empty());
+    let bid = m.bid(buyer, held.id, 3_000).await;
+    let e = m
+        .refuses(
+            ErrorCode::PolicyViolation,
+            Command::MakeOffer {
+                actor: buyer,
+                thread: bid.thread_id,
+                offer: NewOffer {
+                    price: 3_100,
+                    expires_in_ms: None,
+                },
+            },
+            &[seller, buyer, rival],
+        )
+        .await;
+    assert!(e.message.contains("max_offers_per_hour"), "{e}");
+    // Removed, its bid is void and its thread ended; searches no longer find it.
+    m.ok(Command::RemoveListing {
+        listing: held.id,
+        reason: "counterfeit".into(),
+    })
+    .await;
+    assert_eq!(m.listing_status(held.id).await, ListingStatus::Removed);
+    assert_eq!(m.offer_state(bid.id).await, OfferState::Void);
+    assert_eq!(m.thread_status(bid.thread_id).await, ThreadStatus::Void);
+    assert_eq!(m.balance(buyer).await, bal(10_000, 0, 0));
+    assert_eq!(bikes_on_sale(&m).await, [listing.id]);
+    m.verified().await;
+}
+
+async fn suspension_withdraws_voids_and_is_stored(db: Db) {
+    let store = db.open().await;
+    let Fx {
+        m,
+        seller,
+        buyer,
+        rival,
+        listing,
+    } = fx(&store, MarketRules::default()).await;
+    let bid = m.bid(buyer, listing.id, 4_000).await;
+    let wanted = m
+        .list(
+            rival,
+            new_listing(Side::Buy, "Wanted: bike", "bikes", 3_000),
+        )
+        .await;
+    let (thread, _) = m.open(seller, wanted.id, None, None).await;
+    match m
+        .ok(Command::Suspend {
+            participant: seller,
+            reason: "fraud reports".into(),
+        })
+        .await
+    {
+        Outcome::ParticipantUpdated(p) => assert_eq!(p.suspension.unwrap().reason, "fraud reports"),
+        o => panic!("expected the participant, got {o:?}"),
+    }
+    assert_eq!(m.listing_status(listing.id).await, ListingStatus::Withdrawn);
+    assert_eq!(m.offer_state(bid.id).await, OfferState::Void);
+    assert_eq!(m.thread_status(bid.thread_id).await, ThreadStatus::Void);
+    assert_eq!(m.thread_status(thread.id).await, ThreadStatus::Void);
+    assert_eq!(m.listing_status(wanted.id).await, ListingStatus::Active);
+    assert_eq!(m.balance(buyer).await, bal(10_000, 0, 0));
+    assert!(bikes_on_sale(&m).await.is_empty());
+    let stored = store.participant(m.id, seller).await.unwrap().unwrap();
+    assert_eq!(stored.suspension.unwrap().reason, "fraud reports");
+    m.refuses(
+        ErrorCode::ParticipantSuspended,
+        Command::CreateListing {
+            actor: seller,
+            listing: new_listing(Side::Sell, "Bike", "bikes", 100),
+        },
+        &[seller, buyer, rival],
+    )
+    .await;
+    m.ok(Command::Reinstate {
+        participant: seller,
+    })
+    .await;
+    assert!(
+        store
+            .participant(m.id, seller)
+            .await
+            .unwrap()
+            .unwrap()
+            .suspension
+            .is_none()
+    );
+    m.sell(seller, 2_000).await;
     m.verified().await;
 }

@@ -203,7 +203,7 @@ pub struct FeedEntry {
 pub fn group_of(kind: &str) -> &'static str {
     match kind {
         "listing_posted" | "listing_withdrawn" | "listing_relisted" | "listing_expired"
-        | "participant_joined" | "market_closing_set" => "listings",
+        | "listing_removed" | "participant_joined" | "market_closing_set" => "listings",
         "thread_opened" | "message_posted" | "thread_closed" => "offers",
         k if k.starts_with("offer_") => "offers",
         "listing_sold" | "receipt_confirmed" | "dispute_evidence_added" => "deals",
@@ -219,6 +219,7 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
         "listing_withdrawn",
         "listing_relisted",
         "listing_expired",
+        "listing_removed",
         "participant_joined",
         "market_closing_set",
     ];
@@ -256,6 +257,7 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
         "listing_withdrawn",
         "listing_relisted",
         "listing_expired",
+        "listing_removed",
         "participant_joined",
         "market_closing_set",
         "thread_opened",
@@ -353,6 +355,18 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
             let title = names.title(id).await;
             (
                 format!("{} expired: the market has closed", quote(&title)),
+                listing_link(id),
+            )
+        }
+        "listing_removed" => {
+            let id = num(&p["listing_id"]);
+            let title = names.title(id).await;
+            (
+                format!(
+                    "{} was removed by an operator: {}",
+                    quote(&title),
+                    p["reason"].as_str().unwrap_or("")
+                ),
                 listing_link(id),
             )
         }

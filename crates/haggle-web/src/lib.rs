@@ -5,6 +5,7 @@
 mod feed;
 mod format;
 mod market;
+mod moderation;
 mod operator;
 mod page;
 mod principal;
@@ -138,6 +139,21 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
         .route(
             &format!("{m}/operate/closes_at"),
             post(operator::closing_time),
+        )
+        .route(&format!("{m}/operate/moderation"), get(moderation::page))
+        .route(&format!("{m}/operate/policy"), post(moderation::set_policy))
+        .route(&format!("{m}/operate/remove"), post(moderation::remove))
+        .route(
+            &format!("{m}/operate/listings/{{listing}}/approve"),
+            post(moderation::approve),
+        )
+        .route(
+            &format!("{m}/operate/participants/{{participant}}/suspend"),
+            post(moderation::suspend),
+        )
+        .route(
+            &format!("{m}/operate/participants/{{participant}}/reinstate"),
+            post(moderation::reinstate),
         )
         .route(
             &format!("{m}/deals/{{deal}}/resolve"),

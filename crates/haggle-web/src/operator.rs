@@ -163,6 +163,8 @@ struct OperatePage {
     closing: String,
     closes_value: String,
     closing_key: String,
+    /// Listings waiting in the moderation queue (up to a page).
+    held_count: String,
 }
 
 pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) -> PageResult {
@@ -189,6 +191,12 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
         .closes_at
         .map(|at| time(at).trim_end_matches(" UTC").to_string())
         .unwrap_or_default();
+    let held = web.svc.held_listings(&s.caller, m, None, Some(100)).await?;
+    let held_count = if held.next_cursor.is_some() {
+        "100 or more".to_string()
+    } else {
+        held.items.len().to_string()
+    };
     let list = web.svc.participants(&s.caller, m, None, Some(200)).await?;
     let mut people = Vec::new();
     let mut names = Names::new(&web.svc, &s.caller, m);
@@ -294,6 +302,7 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
         closing,
         closes_value,
         closing_key: new_form_key(),
+        held_count,
     }))
 }
 

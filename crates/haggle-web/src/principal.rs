@@ -65,6 +65,8 @@ struct PrincipalPage {
     expires: Option<String>,
     frozen: bool,
     paused: bool,
+    /// Why and since when an operator suspended the participant (its principal sees why).
+    suspended: Option<String>,
     mandate_key: String,
     pause_key: String,
     approvals: Vec<Approval>,
@@ -262,6 +264,10 @@ pub async fn page(
         expires: md.expires_at.map(time),
         frozen: md.frozen,
         paused: md.paused,
+        suspended: person
+            .suspension
+            .as_ref()
+            .map(|x| format!("{} (since {})", x.reason, time(x.at))),
         mandate_key: new_form_key(),
         pause_key: new_form_key(),
         approvals,

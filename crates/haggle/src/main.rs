@@ -11,6 +11,7 @@ mod experiment;
 mod interview;
 mod llm_args;
 mod mcp_cmd;
+mod moderation_cmd;
 mod report;
 mod results;
 mod sim;
@@ -117,6 +118,21 @@ enum Cmd {
     Dispute {
         #[command(subcommand)]
         command: DisputeCmd,
+    },
+    /// The market policy: prohibited categories and terms, price bounds, rate limits.
+    Policy {
+        #[command(subcommand)]
+        command: moderation_cmd::PolicyCmd,
+    },
+    /// The moderation queue: held listings to approve or remove, and removing active ones.
+    Moderation {
+        #[command(subcommand)]
+        command: moderation_cmd::ModerationCmd,
+    },
+    /// Participants: suspend and reinstate.
+    Participant {
+        #[command(subcommand)]
+        command: moderation_cmd::ParticipantCmd,
     },
     /// Print the price table of model calls in use (built-in list prices, with their date, and
     /// any --prices FILE over them).
@@ -540,6 +556,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: AgentCmd::Run(args),
         } => agent_cmd::run(args).await?,
         Cmd::Experiment { command } => experiment::run(command).await?,
+        Cmd::Policy { command } => moderation_cmd::policy(command, &cfg).await?,
+        Cmd::Moderation { command } => moderation_cmd::moderation(command, &cfg).await?,
+        Cmd::Participant { command } => moderation_cmd::participant(command, &cfg).await?,
         Cmd::Settlement {
             market,
             format,

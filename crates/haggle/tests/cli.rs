@@ -700,3 +700,140 @@ fn prices_prints_the_table_in_use_with_its_date() {
         .unwrap();
     assert!(mini.contains("0.100") && mini.contains("0.400"), "{mini}");
 }
+
+#[tokio::test]
+async fn policy_moderation_and_suspension_from_the_cli() {
+    let dir = Scratch::new("cli-policy");
+    let db = dir.sqlite("h.db");
+    let op = operator_token(&dir.0, &db);
+    let m = run_ok(
+        &dir.0,
+        &["market", "create", "--name", "m", "--database", &db],
+    );
+    let m = id(&serde_json::from_str(&m).unwrap()).to_string();
+    let policy = r#"{"prohibited_terms": ["vintage"], "actions": {"prohibited_terms": "hold"}}"#;
+    let set = run_ok(
+        &dir.0,
+        &[
+            "policy",
+            "set",
+            "--market",
+            &m,
+            "--json",
+            policy,
+            "--database",
+            &db,
+        ],
+    );
+    let shown = run_ok(
+        &dir.0,
+        &["policy", "show", "--market", &m, "--database", &db],
+    );
+    assert_eq!(set, shown);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["prohibited_terms"], json!(["vintage"]));
+    let o = run(
+        &dir.0,
+        &[
+            "policy",
+            "set",
+            "--market",
+            &m,
+            "--json",
+            r#"{"max_offers_per_hour": 0}"#,
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&o, "invalid_request");
+
+    let server = Server::start(&dir.0, &["--database", &db]).await;
+    let http = Http::default();
+    let p = register(&http, &server.base, &op, m.parse().unwrap(), "alice", 100).await;
+    let listing = http
+        .expect(
+            201,
+            "POST",
+            &server.url(&format!("/v1/markets/{m}/listings")),
+            &p.token,
+            json!({"side": "sell", "title": "Vintage lamp", "category": "home", "price": 500}),
+        )
+        .await;
+    assert_eq!(listing["status"], json!("held"));
+    let queue: Value = serde_json::from_str(&run_ok(
+        &dir.0,
+        &["moderation", "list", "--market", &m, "--database", &db],
+    ))
+    .unwrap();
+    assert_eq!(queue["items"][0]["listing"]["id"], listing["id"]);
+    let l = id(&listing).to_string();
+    let approved: Value = serde_json::from_str(&run_ok(
+        &dir.0,
+        &[
+            "moderation",
+            "approve",
+            "--market",
+            &m,
+            "--listing",
+            &l,
+            "--database",
+            &db,
+        ],
+    ))
+    .unwrap();
+    assert_eq!(approved["status"], json!("active"));
+
+    let who = p.id.to_string();
+    run_ok(
+        &dir.0,
+        &[
+            "participant",
+            "suspend",
+            "--market",
+            &m,
+            "--participant",
+            &who,
+            "--reason",
+            "fraud",
+            "--database",
+            &db,
+        ],
+    );
+    let (status, body) = http.get(&server.url("/v1/me"), &p.token).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("participant_suspended")),
+        "{body}"
+    );
+    run_ok(
+        &dir.0,
+        &[
+            "participant",
+            "reinstate",
+            "--market",
+            &m,
+            "--participant",
+            &who,
+            "--database",
+            &db,
+        ],
+    );
+    http.expect(200, "GET", &server.url("/v1/me"), &p.token, Value::Null)
+        .await;
+    let o = run(
+        &dir.0,
+        &[
+            "moderation",
+            "remove",
+            "--market",
+            &m,
+            "--listing",
+            "999",
+            "--reason",
+            "x",
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&o, "not_found");
+}

@@ -32,6 +32,8 @@ pub struct Mem {
     pub ratings: BTreeMap<i64, Rating>,
     pub events: Vec<Event>,
     pub next_id: i64,
+    /// Held listings' moderation rows: the rules that held them and why.
+    pub holds: BTreeMap<ListingId, (Vec<policy::PolicyRule>, String)>,
 }
 
 impl Mem {
@@ -60,6 +62,7 @@ impl Mem {
             ratings: BTreeMap::new(),
             events: Vec::new(),
             next_id: 1,
+            holds: BTreeMap::new(),
         }
     }
 
@@ -178,6 +181,46 @@ impl Mem {
                 .count();
             s.party_posts = (messages + offers) as u32;
         }
+        // As the store counts them for the policy's rate limits, by the market's clock.
+        if let Some(a) = actor {
+            let now = self.now();
+            s.recent_listings = self
+                .listings
+                .values()
+                .filter(|l| l.owner == a && l.created_at > now - DAY_MS)
+                .count() as u32;
+            s.recent_offers = self
+                .offers
+                .values()
+                .filter(|o| o.proposer == a && o.created_at > now - HOUR_MS)
+                .count() as u32;
+        }
+        s
+    }
+
+    /// An operator's scene for suspending `p`: what the suspension ends, as the store loads it.
+    pub fn suspension_scene(&self, p: ParticipantId) -> Scene {
+        let mut s = self.scene(None, None, None, None);
+        s.party_listings = self
+            .listings
+            .values()
+            .filter(|l| {
+                l.owner == p && matches!(l.status, ListingStatus::Active | ListingStatus::Held)
+            })
+            .cloned()
+            .collect();
+        s.party_live_offers = self
+            .offers
+            .values()
+            .filter(|o| (o.buyer == p || o.seller == p) && o.state == OfferState::Live)
+            .cloned()
+            .collect();
+        s.party_open_threads = self
+            .threads
+            .values()
+            .filter(|t| t.is_party(p) && t.status == ThreadStatus::Open)
+            .cloned()
+            .collect();
         s
     }
 
@@ -361,6 +404,21 @@ impl Mem {
             Change::SetListingStatus { listing, status } => {
                 row(&mut self.listings, &listing).status = status
             }
+            Change::InsertHold {
+                listing,
+                rules,
+                reason,
+            } => {
+                assert!(
+                    self.listings.contains_key(&listing),
+                    "hold of unknown listing"
+                );
+                self.holds.insert(listing, (rules, reason));
+            }
+            Change::SetSuspension {
+                participant,
+                suspension,
+            } => row(&mut self.participants, &participant).suspension = suspension,
             Change::SetListingFirstOffer { listing, at } => {
                 row(&mut self.listings, &listing).first_offer_at = Some(at)
             }
@@ -502,6 +560,36 @@ impl Mem {
         self.run(s, |s, plan| {
             negotiation::set_mandate(s, plan, &p, mandate, author)
         })
+    }
+
+    /// An operator replaces the market policy.
+    pub fn set_policy(&mut self, policy: policy::MarketPolicy) -> Outcome<()> {
+        let s = self.scene(None, None, None, None);
+        self.run(s, |s, p| policy::set_policy(s, p, policy))
+    }
+
+    /// An operator approves a held listing.
+    pub fn approve(&mut self, listing: ListingId) -> Outcome<Listing> {
+        let s = self.scene(None, Some(listing), None, None);
+        self.run(s, policy::approve_listing)
+    }
+
+    /// An operator removes a listing.
+    pub fn remove(&mut self, listing: ListingId, reason: &str) -> Outcome<()> {
+        let s = self.scene(None, Some(listing), None, None);
+        self.run(s, |s, p| policy::remove_listing(s, p, reason))
+    }
+
+    pub fn suspend(&mut self, participant: ParticipantId, reason: &str) -> Outcome<()> {
+        let s = self.suspension_scene(participant);
+        let who = self.participants[&participant].clone();
+        self.run(s, |s, p| policy::suspend(s, p, &who, reason))
+    }
+
+    pub fn reinstate(&mut self, participant: ParticipantId) -> Outcome<()> {
+        let s = self.scene(None, None, None, None);
+        let who = self.participants[&participant].clone();
+        self.run(s, |s, p| policy::reinstate(s, p, &who))
     }
 
     pub fn post(&mut self, owner: ParticipantId, input: NewListing) -> Outcome<Listing> {
