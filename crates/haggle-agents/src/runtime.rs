@@ -87,6 +87,8 @@ fn item_listing(item: &crate::profile::SellItem, price: i64) -> NewListing {
         condition: item.condition.clone(),
         price,
         attributes,
+        claims: item.claims.clone(),
+        true_state: item.true_state.clone(),
     }
 }
 
@@ -102,6 +104,8 @@ fn wanted_listing(w: &crate::profile::Want, price: i64) -> NewListing {
         condition: String::new(),
         price,
         attributes,
+        claims: Default::default(),
+        true_state: None,
     }
 }
 

@@ -169,6 +169,9 @@ pub struct PostListingArgs {
     pub price: i64,
     /// Up to 32 name → value pairs (size, colour, ...).
     pub attributes: Option<BTreeMap<String, String>>,
+    /// Your claims about the item, shown to buyers as your claims and checked by the buyer at
+    /// handover: `condition`, `working`, `included` parts and free `details`.
+    pub claims: Option<haggle_api::haggle_core::Claims>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -270,6 +273,12 @@ pub struct OpenDisputeArgs {
     /// What went wrong.
     #[schema(max_length = 4000)]
     pub reason: String,
+    /// `not_as_described` (the deal's inspection found claims contradicted), `not_received`
+    /// or `other` (the default).
+    pub grounds: Option<haggle_api::haggle_core::DisputeGrounds>,
+    /// For `not_as_described`: the contradicted claims, as the deal's `inspection.mismatched`
+    /// names them.
+    pub claims: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -510,7 +519,8 @@ static CATALOGUE: LazyLock<Vec<Tool>> = LazyLock::new(|| {
             "open_dispute",
             "Open a dispute",
             "As the buyer of a handed-over deal, dispute it within the confirmation window \
-             (item not received or not as described); the escrow stays held until an arbiter \
+             (grounds `not_received`, `not_as_described` naming the claims the deal's \
+             inspection found contradicted, or `other`); the escrow stays held until an arbiter \
              resolves it.",
             SETTLE,
         ),
@@ -641,6 +651,8 @@ pub async fn call<C: MarketClient>(
                 condition: a.condition.unwrap_or_default(),
                 price: a.price,
                 attributes: a.attributes.unwrap_or_default(),
+                claims: a.claims.unwrap_or_default(),
+                true_state: None,
             };
             to_json(&client.create_listing(&l).await?)
         }
@@ -658,6 +670,8 @@ pub async fn call<C: MarketClient>(
                 condition: a.condition.unwrap_or_default(),
                 price: a.price,
                 attributes: a.attributes.unwrap_or_default(),
+                claims: Default::default(),
+                true_state: None,
             };
             to_json(&client.create_listing(&l).await?)
         }
@@ -766,7 +780,14 @@ pub async fn call<C: MarketClient>(
         }
         "open_dispute" => {
             let a: OpenDisputeArgs = parse(name, args)?;
-            to_json(&client.dispute(a.deal_id, &a.reason).await?)
+            let req = haggle_api::OpenDispute {
+                reason: a.reason,
+                grounds: a
+                    .grounds
+                    .unwrap_or(haggle_api::haggle_core::DisputeGrounds::Other),
+                claims: a.claims.unwrap_or_default(),
+            };
+            to_json(&client.open_dispute(a.deal_id, &req).await?)
         }
         "rate_deal" => {
             let a: RateDealArgs = parse(name, args)?;

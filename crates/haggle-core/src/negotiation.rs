@@ -407,6 +407,26 @@ pub struct NewListing {
     pub price: Money,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// The seller's claims: `condition`, `working`, `included`, free `details`.
+    #[serde(default, skip_serializing_if = "crate::claims::Claims::is_empty")]
+    pub claims: crate::claims::Claims,
+    /// A simulated item's ground truth, accepted only by a simulated market and never shown:
+    /// inspection at handover compares the claims with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_state: Option<crate::claims::Claims>,
+}
+
+/// Checks a set of claims: sizes, names and every text in it.
+fn check_claims(field: &str, c: &crate::claims::Claims) -> Result<()> {
+    c.validate(field)?;
+    for part in &c.included {
+        check_text("included part", part, MAX_NAME, true)?;
+    }
+    for (k, v) in &c.details {
+        check_text("claim name", k, MAX_NAME, true)?;
+        check_text("claim value", v, MAX_TITLE, false)?;
+    }
+    Ok(())
 }
 
 pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Result<Listing> {
@@ -426,6 +446,15 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
         check_text("attribute name", k, MAX_NAME, true)?;
         check_text("attribute value", v, MAX_TITLE, false)?;
     }
+    check_claims("claims", &input.claims)?;
+    if let Some(t) = &input.true_state {
+        if s.market.clock_mode != ClockMode::Simulated {
+            return Err(E::invalid_request(
+                "true_state is a simulation's ground truth: only a simulated market takes it",
+            ));
+        }
+        check_claims("true_state", t)?;
+    }
     let l = Listing {
         id: plan.alloc_id(),
         market_id: s.market.id,
@@ -440,6 +469,8 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
         status: ListingStatus::Active,
         created_at: s.now,
         first_offer_at: None,
+        claims: input.claims,
+        true_state: input.true_state,
     };
     plan.change(Change::InsertListing(l.clone()));
     plan.event(
@@ -836,6 +867,8 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         cancel_requested_by: None,
         finished_at: None,
         resolution: None,
+        inspection: None,
+        dispute: None,
     };
     let vis = s.thread_visibility(t);
     plan.change(Change::SetOfferState {

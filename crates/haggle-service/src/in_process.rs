@@ -282,7 +282,7 @@ impl MarketClient for InProcess {
                 .await,
         )
     }
-    async fn dispute(&self, deal: i64, reason: &str) -> ClientResult<Deal> {
+    async fn open_dispute(&self, deal: i64, req: &OpenDispute) -> ClientResult<Deal> {
         parse(
             self.svc
                 .deal_action(
@@ -291,7 +291,11 @@ impl MarketClient for InProcess {
                     |actor| Command::Dispute {
                         actor,
                         deal,
-                        reason: reason.to_string(),
+                        reason: req.reason.clone(),
+                        grounds: haggle_core::Dispute {
+                            grounds: req.grounds,
+                            claims: req.claims.clone(),
+                        },
                     },
                     None,
                 )

@@ -21,6 +21,7 @@ pub mod sqlite {
         (5, include_str!("migrations/0005_survey.sql")),
         (6, include_str!("migrations/0006_search_indexes_sqlite.sql")),
         (7, include_str!("migrations/0007_token_revocation.sql")),
+        (10, include_str!("migrations/0010_claims.sql")),
     ];
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
@@ -131,6 +132,7 @@ pub mod postgres {
             include_str!("migrations/0006_search_indexes_postgres.sql"),
         ),
         (7, include_str!("migrations/0007_token_revocation.sql")),
+        (10, include_str!("migrations/0010_claims.sql")),
     ];
 
     /// `batch` is ignored: several servers share a PostgreSQL database, so each transaction

@@ -422,6 +422,8 @@ fn new_listing(side: Side, title: &str, category: &str, price: i64) -> NewListin
         condition: "used".into(),
         price,
         attributes: BTreeMap::new(),
+        claims: Default::default(),
+        true_state: None,
     }
 }
 
