@@ -165,3 +165,57 @@ pub struct Dispute {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(condition: Condition, working: Working, included: &[&str]) -> Claims {
+        Claims {
+            condition: Some(condition),
+            working: Some(working),
+            included: included.iter().map(|s| s.to_string()).collect(),
+            details: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_worse_true_condition_contradicts_a_better_one_does_not() {
+        let said = claims(Condition::LikeNew, Working::Unknown, &[]);
+        assert_eq!(
+            said.contradicted_by(&claims(Condition::Fair, Working::No, &[])),
+            vec!["condition"]
+        );
+        assert!(said.contradicted_by(&claims(Condition::New, Working::No, &[])).is_empty());
+    }
+
+    #[test]
+    fn working_yes_is_contradicted_by_no_or_unknown_and_unknown_by_nothing() {
+        let yes = claims(Condition::Good, Working::Yes, &[]);
+        assert_eq!(yes.contradicted_by(&claims(Condition::Good, Working::No, &[])), vec!["working"]);
+        let unknown = claims(Condition::Good, Working::Unknown, &[]);
+        assert!(unknown.contradicted_by(&claims(Condition::Good, Working::No, &[])).is_empty());
+    }
+
+    #[test]
+    fn a_missing_part_or_a_different_free_claim_contradicts() {
+        let mut said = claims(Condition::Good, Working::Yes, &["charger", "box"]);
+        said.details.insert("battery".into(), "90%".into());
+        let mut found = claims(Condition::Good, Working::Yes, &["Charger"]);
+        found.details.insert("battery".into(), "60%".into());
+        assert_eq!(said.contradicted_by(&found), vec!["included", "battery"]);
+    }
+
+    #[test]
+    fn claims_the_inspection_says_nothing_about_are_not_contradicted() {
+        let said = claims(Condition::New, Working::Yes, &[]);
+        assert!(said.contradicted_by(&Claims::default()).is_empty());
+    }
+
+    #[test]
+    fn a_free_claim_may_not_reuse_a_structured_name() {
+        let mut c = Claims::default();
+        c.details.insert("condition".into(), "mint".into());
+        assert!(c.validate("claims").is_err());
+    }
+}
