@@ -123,6 +123,9 @@ pub enum Action {
     Dispute {
         deal_id: i64,
         reason: String,
+        /// `not_as_described` names the claims the deal's inspection found contradicted.
+        grounds: haggle_api::haggle_core::DisputeGrounds,
+        claims: Vec<String>,
     },
     Rate {
         deal_id: i64,

@@ -33,6 +33,7 @@ pub const ADVERSARY_BRAINS: &[&str] = &[
     "adversary:never-ships",
     "adversary:injector",
     "adversary:spammer",
+    "adversary:misdescriber",
 ];
 
 /// The language-model brains, by the form of their names.
@@ -363,6 +364,7 @@ pub fn brain_from_name(name: &str, seed: u64) -> Result<Box<dyn Brain>, UnknownB
         "adversary:never-ships" => adversaries::never_ships(seed),
         "adversary:injector" => adversaries::injector(seed),
         "adversary:spammer" => adversaries::spammer(seed),
+        "adversary:misdescriber" => adversaries::misdescriber(seed),
         _ => {
             return Err(UnknownBrain {
                 name: name.to_string(),

@@ -50,6 +50,8 @@ pub struct Agent<C: MarketClient> {
     private: PrivateNumbers,
     /// Withhold (rather than only count) outgoing texts with a private number.
     withhold_leaks: bool,
+    /// Show brains every seller's record as empty (the lab's arm without reputation).
+    hide_reputation: bool,
     last_seq: i64,
     turns: u64,
     /// Listing id → the profile item (`item_id`) or want (`want_id`) it stands for.
@@ -133,6 +135,7 @@ impl<C: MarketClient> Agent<C> {
             stats: AgentStats::default(),
             private,
             withhold_leaks: false,
+            hide_reputation: false,
             last_seq: 0,
             turns: 0,
             listing_subject: BTreeMap::new(),
@@ -171,6 +174,13 @@ impl<C: MarketClient> Agent<C> {
     }
 
     /// Withholds outgoing texts that contain a private number instead of only counting them.
+    /// Hides every participant's reputation from the brain (each reads as an empty record), so
+    /// a run can measure what reputation is worth.
+    pub fn hide_reputation(mut self, on: bool) -> Agent<C> {
+        self.hide_reputation = on;
+        self
+    }
+
     pub fn withhold_leaks(mut self, on: bool) -> Agent<C> {
         self.withhold_leaks = on;
         self
@@ -412,7 +422,14 @@ impl<C: MarketClient> Agent<C> {
                         let owner_reputation = match reputations.get(&l.owner) {
                             Some(r) => r.clone(),
                             None => {
-                                let r = self.client.reputation(l.owner).await?;
+                                let r = if self.hide_reputation {
+                                    haggle_api::haggle_core::lifecycle::Reputation {
+                                        participant_id: l.owner,
+                                        ..Default::default()
+                                    }
+                                } else {
+                                    self.client.reputation(l.owner).await?
+                                };
                                 reputations.insert(l.owner, r.clone());
                                 r
                             }
@@ -453,7 +470,14 @@ impl<C: MarketClient> Agent<C> {
                         let owner_reputation = match reputations.get(&l.owner) {
                             Some(r) => r.clone(),
                             None => {
-                                let r = self.client.reputation(l.owner).await?;
+                                let r = if self.hide_reputation {
+                                    haggle_api::haggle_core::lifecycle::Reputation {
+                                        participant_id: l.owner,
+                                        ..Default::default()
+                                    }
+                                } else {
+                                    self.client.reputation(l.owner).await?
+                                };
                                 reputations.insert(l.owner, r.clone());
                                 r
                             }
@@ -716,8 +740,18 @@ impl<C: MarketClient> Agent<C> {
             Action::CancelDeal { deal_id } => {
                 c.cancel_deal(*deal_id, None).await?;
             }
-            Action::Dispute { deal_id, reason } => {
-                c.dispute(*deal_id, reason).await?;
+            Action::Dispute {
+                deal_id,
+                reason,
+                grounds,
+                claims,
+            } => {
+                let req = haggle_api::OpenDispute {
+                    reason: reason.clone(),
+                    grounds: *grounds,
+                    claims: claims.clone(),
+                };
+                c.open_dispute(*deal_id, &req).await?;
             }
             Action::Rate {
                 deal_id,
