@@ -25,7 +25,8 @@
 //! 1. list every `view.unlisted` item at its asking price (once per item);
 //! 2. deals: a seller hands over deals in `agreed`; a buyer confirms receipt of `handed_over`
 //!    deals (or, when the inspection at handover found claims contradicted, disputes them
-//!    `not_as_described`); finished deals are rated once (5 if completed, 2 if refunded or partially refunded);
+//!    `not_as_described`); finished deals are rated once (5 if completed, 2 if refunded or
+//!    partially refunded);
 //! 3. open threads: accept the other side's live offer if it is at least as good as the brain's own
 //!    next offer (on the last usable offer of a thread, or at `t = 1`: its offer at `t = 1`, which
 //!    is the limit for the time-dependent brains);
@@ -34,7 +35,8 @@
 //!    moves the thread's offer-count clock and two Boulware agents do not stall; walk away when
 //!    `ThreadState::turns > style.patience` or when its counter could no longer be accepted
 //!    (the last offer of a capped thread closes it, `t = 1` ends it); when its own offer is
-//!    live it waits;
+//!    live it waits; a buyer walks away at once when the seller's record shows misdescribed
+//!    items (`ThreadState::seller_record`);
 //! 4. unmet wants: open threads on the cheapest `candidates` whose ask is at most 2·v and whose
 //!    seller's record shows no misdescribed item (`Reputation::misdescribes`), with an
 //!    opening offer `o` ([`BUYER_OPENING_PERCENT`] of min(ask, v)), at most
@@ -744,6 +746,11 @@ impl RuleBrain {
         for ts in threads {
             let th = &ts.thread.detail.thread;
             if !th.is_party(me) || th.status != haggle_api::haggle_core::ThreadStatus::Open {
+                continue;
+            }
+            // A seller whose record now shows misdescribed items: the buyer leaves.
+            if ts.role == Role::Buyer && ts.seller_record.as_ref().is_some_and(|r| r.misdescribes()) {
+                acts.push(Action::WalkAway { thread_id: th.id });
                 continue;
             }
             let mut offers: Vec<&Offer> = ts

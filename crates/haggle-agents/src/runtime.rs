@@ -343,6 +343,8 @@ impl<C: MarketClient> Agent<C> {
             .iter()
             .filter_map(|e| thread_of_event(&e.payload))
             .collect();
+        let mut seller_records: BTreeMap<i64, haggle_api::haggle_core::lifecycle::Reputation> =
+            BTreeMap::new();
         for t in thread_list
             .iter()
             .filter(|t| t.status == ThreadStatus::Open)
@@ -381,12 +383,25 @@ impl<C: MarketClient> Agent<C> {
                 self.thread_subject.entry(t.id).or_insert_with(|| s.clone());
             }
             let turns = *self.thread_turns.entry(t.id).or_default();
+            let seller = listing.seller_with(t.counterparty);
+            let seller_record = match (role, self.hide_reputation) {
+                (Role::Buyer, false) => Some(match seller_records.get(&seller) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = self.client.reputation(seller).await?;
+                        seller_records.insert(seller, r.clone());
+                        r
+                    }
+                }),
+                _ => None,
+            };
             threads.push(ThreadState {
                 thread: view,
                 listing,
                 role,
                 subject,
                 turns,
+                seller_record,
             });
         }
         for t in &thread_list {

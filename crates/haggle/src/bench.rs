@@ -340,6 +340,7 @@ async fn sim_run(
             "USD",
         ),
         withhold_leaks: false,
+        hide_reputation: false,
     };
     let started = Instant::now();
     // Wall time at the end of each round (setup is in the first), so a slow phase shows.
@@ -520,6 +521,7 @@ pub async fn llm(args: LlmBenchArgs) -> anyhow::Result<()> {
         database: format!("sqlite://{}", tmp.join("llm.db").display()),
         factory,
         withhold_leaks: false,
+        hide_reputation: false,
     };
     eprintln!(
         "haggle bench llm: {} participants on the stand-in model ({} ms a call), {} calls at once, up to {} rounds",

@@ -262,6 +262,7 @@ async fn execute(
             database: format!("sqlite://{}", db.display()),
             factory,
             withhold_leaks: false,
+        hide_reputation: false,
         },
         &mut progress,
     )

@@ -209,6 +209,7 @@ pub fn thread_state(
         role,
         subject: Some(subject.to_string()),
         turns,
+        seller_record: None,
     }
 }
 

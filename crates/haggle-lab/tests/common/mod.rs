@@ -234,5 +234,6 @@ pub fn record(ada: &str, ben: &str) -> RunRecord {
         rounds: 12,
         simulated_ms: 6000,
         refusals,
+        trust: None,
     }
 }
