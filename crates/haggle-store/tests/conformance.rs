@@ -81,6 +81,7 @@ conformance! {
     closing_time_is_stored_and_moved_by_the_operator => sqlite_closing_time_is_stored_and_moved_by_the_operator, postgres_closing_time_is_stored_and_moved_by_the_operator;
     reputation_own_deals_and_news_follow_every_commit => sqlite_reputation_own_deals_and_news_follow_every_commit, postgres_reputation_own_deals_and_news_follow_every_commit;
     an_expired_bid_no_longer_holds_the_buyers_money => sqlite_an_expired_bid_no_longer_holds_the_buyers_money, postgres_an_expired_bid_no_longer_holds_the_buyers_money;
+    claims_true_state_inspection_and_dispute_are_stored => sqlite_claims_true_state_inspection_and_dispute_are_stored, postgres_claims_true_state_inspection_and_dispute_are_stored;
 }
 
 #[test]
@@ -194,6 +195,7 @@ batched! {
     deals_are_listed_by_status => batched_sqlite_deals_are_listed_by_status;
     closing_time_is_stored_and_moved_by_the_operator => batched_sqlite_closing_time_is_stored_and_moved_by_the_operator;
     many_listings_accept_at_once_with_limited_funds => batched_sqlite_many_listings_accept_at_once_with_limited_funds;
+    claims_true_state_inspection_and_dispute_are_stored => batched_sqlite_claims_true_state_inspection_and_dispute_are_stored;
 }
 
 async fn run_with<F, Fut>(backend: Backend, batch: usize, behaviour: F)
@@ -3663,4 +3665,76 @@ async fn closing_time_is_stored_and_moved_by_the_operator(db: Db) {
     )
     .await;
     m.verified().await;
+}
+
+/// Claims and the true state are stored with a listing (the true state read back by the store,
+/// never serialised), the inspection at handover and the dispute's grounds with the deal, and the
+/// reputation counts them once the ruling settles the deal.
+async fn claims_true_state_inspection_and_dispute_are_stored(db: Db) {
+    use haggle_core::{Claims, Condition, DealStatus, Dispute, DisputeGrounds, Working};
+    let store = db.open().await;
+    let m = market_with(&store, ClockMode::Simulated, MarketRules::default()).await;
+    let seller = m.join("seller", 0).await;
+    let buyer = m.join("buyer", 10_000).await;
+    let said = Claims {
+        condition: Some(Condition::New),
+        working: Some(Working::Yes),
+        included: vec!["charger".into()],
+        details: BTreeMap::from([("battery".to_string(), "90%".to_string())]),
+    };
+    let truth = Claims {
+        condition: Some(Condition::Fair),
+        ..said.clone()
+    };
+    let listing = m
+        .list(
+            seller,
+            NewListing {
+                claims: said.clone(),
+                true_state: Some(truth.clone()),
+                ..new_listing(Side::Sell, "Phone", "phones", 2_000)
+            },
+        )
+        .await;
+    let stored = store.listing(m.id, listing.id).await.unwrap().unwrap();
+    assert_eq!(stored.claims, said);
+    assert_eq!(stored.true_state, Some(truth.clone()));
+    assert!(!serde_json::to_string(&stored).unwrap().contains("fair"));
+    let deal = m.deal(seller, m.bid(buyer, listing.id, 2_000).await.id).await;
+    assert_eq!(deal.snapshot.claims, said);
+    m.ok(Command::HandOver {
+        actor: seller,
+        deal: deal.id,
+        note: None,
+    })
+    .await;
+    let handed = store.deal(m.id, deal.id).await.unwrap().unwrap();
+    let inspection = handed.inspection.clone().expect("inspected at handover");
+    assert_eq!(inspection.mismatched, vec!["condition".to_string()]);
+    assert_eq!(inspection.found, Some(truth));
+    let grounds = Dispute {
+        grounds: DisputeGrounds::NotAsDescribed,
+        claims: vec!["condition".into()],
+    };
+    m.ok(Command::Dispute {
+        actor: buyer,
+        deal: deal.id,
+        reason: "scratched".into(),
+        grounds: grounds.clone(),
+    })
+    .await;
+    let disputed = store.deal(m.id, deal.id).await.unwrap().unwrap();
+    assert_eq!(disputed.status, DealStatus::Disputed);
+    assert_eq!(disputed.dispute, Some(grounds));
+    m.ok(Command::ResolveDispute {
+        arbiter: None,
+        deal: deal.id,
+        ruling: haggle_core::lifecycle::Ruling::Split { to_buyer: 900 },
+        note: String::new(),
+    })
+    .await;
+    let r = store.reputation(m.id, seller, T0).await.unwrap();
+    assert_eq!((r.inspected_sales, r.accurate_sales), (1, 0));
+    assert_eq!(r.upheld_not_as_described, 1);
+    assert_eq!(r.claim_accuracy_pct, Some(0));
 }
