@@ -57,7 +57,10 @@ pub struct SellItem {
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, String>,
     /// What the listing claims about the item (condition, working, included parts, details).
-    #[serde(default, skip_serializing_if = "haggle_api::haggle_core::Claims::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "haggle_api::haggle_core::Claims::is_empty"
+    )]
     pub claims: haggle_api::haggle_core::Claims,
     /// A simulated item's ground truth (from the scenario): sent with the listing to a simulated
     /// market, which alone reads it, at inspection.

@@ -749,7 +749,8 @@ impl RuleBrain {
                 continue;
             }
             // A seller whose record now shows misdescribed items: the buyer leaves.
-            if ts.role == Role::Buyer && ts.seller_record.as_ref().is_some_and(|r| r.misdescribes()) {
+            if ts.role == Role::Buyer && ts.seller_record.as_ref().is_some_and(|r| r.misdescribes())
+            {
                 acts.push(Action::WalkAway { thread_id: th.id });
                 continue;
             }

@@ -171,6 +171,7 @@ pub struct PostListingArgs {
     pub attributes: Option<BTreeMap<String, String>>,
     /// Your claims about the item, shown to buyers as your claims and checked by the buyer at
     /// handover: `condition`, `working`, `included` parts and free `details`.
+    #[schema(inline)]
     pub claims: Option<haggle_api::haggle_core::Claims>,
 }
 
@@ -275,6 +276,7 @@ pub struct OpenDisputeArgs {
     pub reason: String,
     /// `not_as_described` (the deal's inspection found claims contradicted), `not_received`
     /// or `other` (the default).
+    #[schema(inline)]
     pub grounds: Option<haggle_api::haggle_core::DisputeGrounds>,
     /// For `not_as_described`: the contradicted claims, as the deal's `inspection.mismatched`
     /// names them.

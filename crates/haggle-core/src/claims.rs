@@ -52,9 +52,12 @@ claim_enum!(
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Claims {
+    // Inline: agents' tool schemas are self-contained (no references).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub condition: Option<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub working: Option<Working>,
     /// Parts that come with the item ("charger", "box").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -130,7 +133,11 @@ impl Claims {
             out.push(INCLUDED.to_string());
         }
         for (k, v) in &self.details {
-            if found.details.get(k).is_some_and(|real| !real.eq_ignore_ascii_case(v)) {
+            if found
+                .details
+                .get(k)
+                .is_some_and(|real| !real.eq_ignore_ascii_case(v))
+            {
                 out.push(k.clone());
             }
         }
@@ -186,15 +193,25 @@ mod tests {
             said.contradicted_by(&claims(Condition::Fair, Working::No, &[])),
             vec!["condition"]
         );
-        assert!(said.contradicted_by(&claims(Condition::New, Working::No, &[])).is_empty());
+        assert!(
+            said.contradicted_by(&claims(Condition::New, Working::No, &[]))
+                .is_empty()
+        );
     }
 
     #[test]
     fn working_yes_is_contradicted_by_no_or_unknown_and_unknown_by_nothing() {
         let yes = claims(Condition::Good, Working::Yes, &[]);
-        assert_eq!(yes.contradicted_by(&claims(Condition::Good, Working::No, &[])), vec!["working"]);
+        assert_eq!(
+            yes.contradicted_by(&claims(Condition::Good, Working::No, &[])),
+            vec!["working"]
+        );
         let unknown = claims(Condition::Good, Working::Unknown, &[]);
-        assert!(unknown.contradicted_by(&claims(Condition::Good, Working::No, &[])).is_empty());
+        assert!(
+            unknown
+                .contradicted_by(&claims(Condition::Good, Working::No, &[]))
+                .is_empty()
+        );
     }
 
     #[test]

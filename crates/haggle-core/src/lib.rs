@@ -13,7 +13,9 @@ pub mod plan;
 pub mod settlement;
 pub mod views;
 
-pub use claims::{Claims, Condition, Dispute, DisputeGrounds, Inspection, InspectionSource, Working};
+pub use claims::{
+    Claims, Condition, Dispute, DisputeGrounds, Inspection, InspectionSource, Working,
+};
 pub use error::{DomainError, ErrorCode};
 pub use event::{Event, EventDraft, GENESIS_HASH, Visibility};
 pub use ledger::{Account, Transfer, TransferKind};

@@ -298,7 +298,11 @@ pub fn report_inspection(s: &mut Scene, plan: &mut Plan, mismatched: Vec<String>
         return Err(E::invalid_request(format!(
             "the listing of deal {} makes no claim `{c}` (its claims: {})",
             d.id,
-            if made.is_empty() { "none".to_string() } else { made.join(", ") }
+            if made.is_empty() {
+                "none".to_string()
+            } else {
+                made.join(", ")
+            }
         )));
     }
     let mut named: Vec<String> = Vec::new();
@@ -348,7 +352,11 @@ pub fn dispute_on(s: &mut Scene, plan: &mut Plan, reason: &str, grounds: Dispute
     check_text("reason", reason, MAX_NOTE, true)?;
     match grounds.grounds {
         DisputeGrounds::NotAsDescribed => {
-            let found = d.inspection.as_ref().map(|i| &i.mismatched[..]).unwrap_or(&[]);
+            let found = d
+                .inspection
+                .as_ref()
+                .map(|i| &i.mismatched[..])
+                .unwrap_or(&[]);
             if found.is_empty() {
                 return Err(E::invalid_transition(format!(
                     "deal {} has no inspection that found a claim contradicted: not_as_described needs one",
@@ -770,7 +778,11 @@ fn settled_record(p: ParticipantId, deals: &[Deal], rep: &mut Reputation) {
         if r.is_some_and(|r| r.note == "dispute_resolved") {
             rep.disputes_against += 1;
             if r.is_some_and(|r| r.to_buyer > 0) {
-                match d.dispute.as_ref().map_or(DisputeGrounds::Other, |x| x.grounds) {
+                match d
+                    .dispute
+                    .as_ref()
+                    .map_or(DisputeGrounds::Other, |x| x.grounds)
+                {
                     DisputeGrounds::NotAsDescribed => rep.upheld_not_as_described += 1,
                     DisputeGrounds::NotReceived => rep.upheld_not_received += 1,
                     DisputeGrounds::Other => rep.upheld_other += 1,

@@ -919,11 +919,31 @@ fn reputation_reports_the_settled_trust_record() {
     let mut deals = Vec::new();
     for (i, (status, delay, inspection, dispute)) in [
         (DealStatus::Completed, 10, Some(inspected(&[])), None),
-        (DealStatus::Refunded, 30, Some(inspected(&["condition"])), Some((DisputeGrounds::NotAsDescribed, 1_000))),
-        (DealStatus::Completed, 20, Some(inspected(&["working"])), Some((DisputeGrounds::NotAsDescribed, 0))),
-        (DealStatus::PartiallyRefunded, 40, None, Some((DisputeGrounds::NotReceived, 300))),
+        (
+            DealStatus::Refunded,
+            30,
+            Some(inspected(&["condition"])),
+            Some((DisputeGrounds::NotAsDescribed, 1_000)),
+        ),
+        (
+            DealStatus::Completed,
+            20,
+            Some(inspected(&["working"])),
+            Some((DisputeGrounds::NotAsDescribed, 0)),
+        ),
+        (
+            DealStatus::PartiallyRefunded,
+            40,
+            None,
+            Some((DisputeGrounds::NotReceived, 300)),
+        ),
         // Not settled: says nothing yet.
-        (DealStatus::Disputed, 99, Some(inspected(&["condition"])), None),
+        (
+            DealStatus::Disputed,
+            99,
+            Some(inspected(&["condition"])),
+            None,
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -934,7 +954,10 @@ fn reputation_reports_the_settled_trust_record() {
         d.handed_over_at = Some(d.created_at + delay);
         d.inspection = inspection;
         if let Some((grounds, to_buyer)) = dispute {
-            d.dispute = Some(Dispute { grounds, claims: Vec::new() });
+            d.dispute = Some(Dispute {
+                grounds,
+                claims: Vec::new(),
+            });
             d.resolution = Some(Resolution {
                 to_buyer,
                 to_seller: 1_000 - to_buyer,
@@ -947,13 +970,23 @@ fn reputation_reports_the_settled_trust_record() {
     let r = haggle_core::lifecycle::reputation(seller, &deals, &[]);
     assert_eq!((r.deals_as_seller, r.deals_as_buyer), (4, 0));
     assert_eq!(r.disputes_against, 3);
-    assert_eq!((r.upheld_not_as_described, r.upheld_not_received, r.upheld_other), (1, 1, 0));
+    assert_eq!(
+        (
+            r.upheld_not_as_described,
+            r.upheld_not_received,
+            r.upheld_other
+        ),
+        (1, 1, 0)
+    );
     assert_eq!((r.inspected_sales, r.accurate_sales), (3, 1));
     assert_eq!(r.claim_accuracy_pct, Some(33));
     assert_eq!(r.median_handover_delay_ms, Some(30));
     assert!(r.misdescribes());
     let b = haggle_core::lifecycle::reputation(buyer, &deals, &[]);
-    assert_eq!((b.deals_as_seller, b.deals_as_buyer, b.disputes_against), (0, 4, 0));
+    assert_eq!(
+        (b.deals_as_seller, b.deals_as_buyer, b.disputes_against),
+        (0, 4, 0)
+    );
     assert!(!b.misdescribes(), "an empty record is not a poor one");
 }
 

@@ -131,8 +131,14 @@ mod tests {
     #[test]
     fn the_ruling_refunds_the_value_gap_and_nothing_for_an_honest_item() {
         let new = said(Condition::New, Working::Yes);
-        assert_eq!(value_gap_refund(1000, &new, &said(Condition::Fair, Working::Yes)), 450);
-        assert_eq!(value_gap_refund(1000, &new, &said(Condition::Good, Working::No)), 750);
+        assert_eq!(
+            value_gap_refund(1000, &new, &said(Condition::Fair, Working::Yes)),
+            450
+        );
+        assert_eq!(
+            value_gap_refund(1000, &new, &said(Condition::Good, Working::No)),
+            750
+        );
         assert_eq!(value_gap_refund(1000, &new, &new), 0);
     }
 }

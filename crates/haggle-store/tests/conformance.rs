@@ -3700,7 +3700,9 @@ async fn claims_true_state_inspection_and_dispute_are_stored(db: Db) {
     assert_eq!(stored.claims, said);
     assert_eq!(stored.true_state, Some(truth.clone()));
     assert!(!serde_json::to_string(&stored).unwrap().contains("fair"));
-    let deal = m.deal(seller, m.bid(buyer, listing.id, 2_000).await.id).await;
+    let deal = m
+        .deal(seller, m.bid(buyer, listing.id, 2_000).await.id)
+        .await;
     assert_eq!(deal.snapshot.claims, said);
     m.ok(Command::HandOver {
         actor: seller,

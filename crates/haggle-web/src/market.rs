@@ -582,7 +582,10 @@ pub async fn deal(State(web): State<Web>, s: Signed, Ids((m, id)): Ids<(i64, i64
             if i.matched() {
                 format!("inspected by {by}: as described")
             } else {
-                format!("inspected by {by}: not as described ({})", i.mismatched.join(", "))
+                format!(
+                    "inspected by {by}: not as described ({})",
+                    i.mismatched.join(", ")
+                )
             }
         }),
         inspect: (s.caller.role == Role::Principal

@@ -262,7 +262,7 @@ async fn execute(
             database: format!("sqlite://{}", db.display()),
             factory,
             withhold_leaks: false,
-        hide_reputation: false,
+            hide_reputation: false,
         },
         &mut progress,
     )

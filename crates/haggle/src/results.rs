@@ -181,13 +181,23 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
         .zip(&run.agents)
         .map(|(x, a)| (x.name.clone(), a.stats.refusals.clone()))
         .collect();
-    let trust = if run.members.iter().any(|x| x.brain == crate::sim::MISDESCRIBER) {
+    let trust = if run
+        .members
+        .iter()
+        .any(|x| x.brain == crate::sim::MISDESCRIBER)
+    {
         let mut with_truth = Vec::new();
         for d in store.deals(m, None, 0, 100_000).await? {
-            let truth = store.listing(m, d.listing_id).await?.and_then(|l| l.true_state);
+            let truth = store
+                .listing(m, d.listing_id)
+                .await?
+                .and_then(|l| l.true_state);
             with_truth.push((d, truth));
         }
-        Some(haggle_lab::trust::measure(&with_truth, run.trust_timeline.clone()))
+        Some(haggle_lab::trust::measure(
+            &with_truth,
+            run.trust_timeline.clone(),
+        ))
     } else {
         None
     };

@@ -347,18 +347,27 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
 async fn arbitrate(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<()> {
     use haggle_api::haggle_core::lifecycle::Ruling;
     use haggle_api::haggle_core::{DealStatus, DisputeGrounds};
-    let open = svc.store().deals_in_status(m, DealStatus::Disputed, 0, 10_000).await?;
+    let open = svc
+        .store()
+        .deals_in_status(m, DealStatus::Disputed, 0, 10_000)
+        .await?;
     for d in open {
         if d.dispute.as_ref().map(|x| x.grounds) != Some(DisputeGrounds::NotAsDescribed) {
             continue;
         }
-        let found = d.inspection.as_ref().and_then(|i| i.found.clone()).unwrap_or_default();
+        let found = d
+            .inspection
+            .as_ref()
+            .and_then(|i| i.found.clone())
+            .unwrap_or_default();
         let to_buyer = haggle_lab::trust::value_gap_refund(d.price, &d.snapshot.claims, &found);
         let req = haggle_api::ResolveDispute {
             ruling: Ruling::Split { to_buyer },
             note: "the claims overstated the item: the value gap goes back to the buyer".into(),
         };
-        svc.resolve(operator, m, d.id, req, None).await.map_err(api)?;
+        svc.resolve(operator, m, d.id, req, None)
+            .await
+            .map_err(api)?;
     }
     Ok(())
 }
@@ -372,7 +381,10 @@ async fn record_misdescribers(
     out: &mut Vec<haggle_lab::trust::ReputationPoint>,
 ) -> anyhow::Result<()> {
     for x in members.iter().filter(|x| x.brain == MISDESCRIBER) {
-        let r = svc.store().reputation(m, x.participant_id, SIM_START_MS).await?;
+        let r = svc
+            .store()
+            .reputation(m, x.participant_id, SIM_START_MS)
+            .await?;
         out.push(haggle_lab::trust::ReputationPoint {
             round,
             participant: x.name.clone(),

@@ -10,11 +10,22 @@ use support::*;
 const BRAINS: &str = "rule:linear,adversary:misdescriber";
 
 fn trust(dir: &Scratch, seed: u64, hide: bool) -> Value {
-    let out = dir.path(&format!("seed{seed}-{}", if hide { "hidden" } else { "shown" }));
+    let out = dir.path(&format!(
+        "seed{seed}-{}",
+        if hide { "hidden" } else { "shown" }
+    ));
     let out_s = out.display().to_string();
     let seed_s = seed.to_string();
     let mut args = vec![
-        "demo", "--quiet", "--participants", "36", "--seed", &seed_s, "--brains", BRAINS, "--out",
+        "demo",
+        "--quiet",
+        "--participants",
+        "36",
+        "--seed",
+        &seed_s,
+        "--brains",
+        BRAINS,
+        "--out",
         &out_s,
     ];
     if hide {
@@ -37,8 +48,15 @@ fn misdescribed_items_are_caught_at_inspection_disputed_and_refunded_in_part() {
     let dir = Scratch::new("trust-caught");
     let t = trust(&dir, 3, false);
     assert!(int(&t, "misdescribed_sold") > 0, "{t}");
-    assert_eq!(t["caught_pct"], 100, "the simulation's inspection sees the true state: {t}");
-    assert_eq!(int(&t, "disputes_upheld"), int(&t, "not_as_described_disputes"), "{t}");
+    assert_eq!(
+        t["caught_pct"], 100,
+        "the simulation's inspection sees the true state: {t}"
+    );
+    assert_eq!(
+        int(&t, "disputes_upheld"),
+        int(&t, "not_as_described_disputes"),
+        "{t}"
+    );
     let (paid, back, lost) = (
         int(&t, "buyer_money_paid"),
         int(&t, "buyer_money_recovered"),
@@ -63,7 +81,10 @@ fn buyers_who_see_reputation_lose_less_to_misdescribers_across_seeds() {
     for seed in 1..=6 {
         let shown = int(&trust(&dir, seed, false), "buyer_money_lost");
         let hidden = int(&trust(&dir, seed, true), "buyer_money_lost");
-        assert!(shown <= hidden, "seed {seed}: lost {shown} with reputation, {hidden} without");
+        assert!(
+            shown <= hidden,
+            "seed {seed}: lost {shown} with reputation, {hidden} without"
+        );
         shown_total += shown;
         hidden_total += hidden;
     }
@@ -78,7 +99,10 @@ fn a_market_without_misdescribers_has_no_trust_measures() {
     let dir = Scratch::new("trust-none");
     let out = dir.path("plain");
     let out_s = out.display().to_string();
-    run_ok(&dir.0, &["demo", "--quiet", "--participants", "12", "--out", &out_s]);
+    run_ok(
+        &dir.0,
+        &["demo", "--quiet", "--participants", "12", "--out", &out_s],
+    );
     let r: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert!(r["metrics"].get("trust").is_none(), "{}", r["metrics"]);
