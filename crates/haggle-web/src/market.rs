@@ -606,6 +606,10 @@ pub struct PersonRow {
     pub completed: u32,
     pub cancellations: u32,
     pub disputes_lost: u32,
+    /// Inspected sales whose inspection matched every claim, of those inspected.
+    pub claim_accuracy: String,
+    /// Not-as-described rulings upheld against it.
+    pub upheld_not_as_described: u32,
 }
 
 #[derive(Template)]
@@ -641,6 +645,10 @@ pub async fn participants(
             completed: r.completed_deals,
             cancellations: r.cancellations,
             disputes_lost: r.disputes_lost,
+            claim_accuracy: r.claim_accuracy_pct.map_or("—".into(), |p| {
+                format!("{p}% ({} of {})", r.accurate_sales, r.inspected_sales)
+            }),
+            upheld_not_as_described: r.upheld_not_as_described,
         });
     }
     Ok(render(&PeoplePage {
