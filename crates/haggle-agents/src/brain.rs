@@ -30,6 +30,9 @@ pub struct ThreadState {
     pub subject: Option<String>,
     /// Turns this agent has spent on the thread so far (for patience).
     pub turns: u32,
+    /// When buying: the seller's record as the market shows it now (absent when selling, or
+    /// when the run hides reputation).
+    pub seller_record: Option<haggle_api::haggle_core::lifecycle::Reputation>,
 }
 
 /// A listing that matches one of the agent's unmet wants.
@@ -123,6 +126,9 @@ pub enum Action {
     Dispute {
         deal_id: i64,
         reason: String,
+        /// `not_as_described` names the claims the deal's inspection found contradicted.
+        grounds: haggle_api::haggle_core::DisputeGrounds,
+        claims: Vec<String>,
     },
     Rate {
         deal_id: i64,

@@ -339,8 +339,17 @@ pub fn observation(
             } else {
                 ("you buy", d.seller)
             };
+            let inspected = match d.inspection.as_ref() {
+                None => String::new(),
+                Some(i) if i.matched() => "; inspection: as described".into(),
+                Some(i) => format!(
+                    "; inspection found these claims contradicted (grounds for a \
+                     not_as_described dispute): {}",
+                    untrusted(Some(d.seller), &i.mismatched.join(", "))
+                ),
+            };
             format!(
-                "deal {} ({role}, with participant {other}): listing {} at {}, status {}",
+                "deal {} ({role}, with participant {other}): listing {} at {}, status {}{inspected}",
                 d.id,
                 d.listing_id,
                 money(d.price),
@@ -365,13 +374,15 @@ pub fn observation(
                 let l = &c.listing.listing;
                 let r = &c.listing.owner_reputation;
                 format!(
-                    "listing {} for your `{}`: {} at {} by participant {} ({} completed deals)",
+                    "listing {} for your `{}`: {} at {} by participant {} ({} completed deals{}){}",
                     l.id,
                     c.want_id,
                     untrusted(Some(l.owner), &l.title),
                     money(l.price),
                     l.owner,
-                    r.completed_deals
+                    r.completed_deals,
+                    crate::prompt::trust_record(r),
+                    crate::prompt::claim_words(&l.claims),
                 )
             })
             .collect();

@@ -56,6 +56,16 @@ pub struct SellItem {
     pub floor_price: i64,
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// What the listing claims about the item (condition, working, included parts, details).
+    #[serde(
+        default,
+        skip_serializing_if = "haggle_api::haggle_core::Claims::is_empty"
+    )]
+    pub claims: haggle_api::haggle_core::Claims,
+    /// A simulated item's ground truth (from the scenario): sent with the listing to a simulated
+    /// market, which alone reads it, at inspection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_state: Option<haggle_api::haggle_core::Claims>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

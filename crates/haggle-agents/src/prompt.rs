@@ -168,6 +168,35 @@ pub fn render_system_prompt(profile: &Profile, market_currency: &str) -> String 
     s
 }
 
+/// A seller's trust record beside its listing (trust.md, Reputation): empty while the record
+/// holds nothing about claims or disputes, so a market without them reads as before.
+pub fn trust_record(r: &haggle_api::haggle_core::lifecycle::Reputation) -> String {
+    if r.inspected_sales == 0 && r.disputes_against == 0 {
+        return String::new();
+    }
+    format!(
+        "; claims accurate in {} of {} inspected sales; {} disputes against them, {} \
+         not-as-described rulings upheld",
+        r.accurate_sales, r.inspected_sales, r.disputes_against, r.upheld_not_as_described
+    )
+}
+
+/// A listing's structured claims, as the seller's claims (the free ones are the seller's text
+/// and stay in the listing the agent can read with `get_listing`).
+pub fn claim_words(c: &haggle_api::haggle_core::Claims) -> String {
+    let mut parts = Vec::new();
+    if let Some(x) = c.condition {
+        parts.push(format!("condition {x}"));
+    }
+    if let Some(x) = c.working {
+        parts.push(format!("working {x}"));
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(", the seller claims: {}", parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ pub const ADVERSARY_BRAINS: &[&str] = &[
     "adversary:injector",
     "adversary:spammer",
     "adversary:reckless-seller",
+    "adversary:misdescriber",
 ];
 
 /// The language-model brains, by the form of their names.
@@ -367,6 +368,7 @@ pub fn brain_from_name(name: &str, seed: u64) -> Result<Box<dyn Brain>, UnknownB
         "adversary:injector" => adversaries::injector(seed),
         "adversary:spammer" => adversaries::spammer(seed),
         "adversary:reckless-seller" => return Ok(Box::new(adversaries::reckless_seller(seed))),
+        "adversary:misdescriber" => adversaries::misdescriber(seed),
         _ => {
             return Err(UnknownBrain {
                 name: name.to_string(),

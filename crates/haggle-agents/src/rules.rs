@@ -24,7 +24,9 @@
 //! **Shared behaviour, per turn** (in this order):
 //! 1. list every `view.unlisted` item at its asking price (once per item);
 //! 2. deals: a seller hands over deals in `agreed`; a buyer confirms receipt of `handed_over`
-//!    deals; finished deals are rated once (5 if completed, 2 if refunded or partially refunded);
+//!    deals (or, when the inspection at handover found claims contradicted, disputes them
+//!    `not_as_described`); finished deals are rated once (5 if completed, 2 if refunded or
+//!    partially refunded);
 //! 3. open threads: accept the other side's live offer if it is at least as good as the brain's own
 //!    next offer (on the last usable offer of a thread, or at `t = 1`: its offer at `t = 1`, which
 //!    is the limit for the time-dependent brains);
@@ -33,8 +35,10 @@
 //!    moves the thread's offer-count clock and two Boulware agents do not stall; walk away when
 //!    `ThreadState::turns > style.patience` or when its counter could no longer be accepted
 //!    (the last offer of a capped thread closes it, `t = 1` ends it); when its own offer is
-//!    live it waits;
-//! 4. unmet wants: open threads on the cheapest `candidates` whose ask is at most 2·v, with an
+//!    live it waits; a buyer walks away at once when the seller's record shows misdescribed
+//!    items (`ThreadState::seller_record`);
+//! 4. unmet wants: open threads on the cheapest `candidates` whose ask is at most 2·v and whose
+//!    seller's record shows no misdescribed item (`Reputation::misdescribes`), with an
 //!    opening offer `o` ([`BUYER_OPENING_PERCENT`] of min(ask, v)), at most
 //!    [`MAX_THREADS_PER_WANT`] threads per want at a time, never offering more than
 //!    `view.balance.available` (live buyer offers commit funds);
@@ -58,7 +62,9 @@
 
 use crate::brain::{Action, BoxFuture, Brain, Candidate, Role, ThreadState, View};
 use crate::profile::{Profile, SellItem, Want};
-use haggle_api::haggle_core::{Deal, DealStatus, ListingStatus, Offer, OfferState, Side};
+use haggle_api::haggle_core::{
+    Deal, DealStatus, DisputeGrounds, ListingStatus, Offer, OfferState, Side,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One in parts per million: `t` and `t^e` are integers in `0..=PPM`.
@@ -698,7 +704,16 @@ impl RuleBrain {
                 && d.status == DealStatus::HandedOver
                 && self.mem.confirmed.insert(d.id)
             {
-                acts.push(Action::ConfirmReceipt { deal_id: d.id });
+                // The inspection at handover found claims contradicted: dispute them instead.
+                match d.inspection.as_ref().filter(|i| !i.matched()) {
+                    Some(i) => acts.push(Action::Dispute {
+                        deal_id: d.id,
+                        reason: format!("Not as described: {}.", i.mismatched.join(", ")),
+                        grounds: DisputeGrounds::NotAsDescribed,
+                        claims: i.mismatched.clone(),
+                    }),
+                    None => acts.push(Action::ConfirmReceipt { deal_id: d.id }),
+                }
             }
             // A seller who never hands over: once the market lets the buyer cancel alone (the
             // confirmation window after agreement), the buyer takes its money back.
@@ -731,6 +746,12 @@ impl RuleBrain {
         for ts in threads {
             let th = &ts.thread.detail.thread;
             if !th.is_party(me) || th.status != haggle_api::haggle_core::ThreadStatus::Open {
+                continue;
+            }
+            // A seller whose record now shows misdescribed items: the buyer leaves.
+            if ts.role == Role::Buyer && ts.seller_record.as_ref().is_some_and(|r| r.misdescribes())
+            {
+                acts.push(Action::WalkAway { thread_id: th.id });
                 continue;
             }
             let mut offers: Vec<&Offer> = ts
@@ -994,6 +1015,8 @@ impl RuleBrain {
                         && l.owner != me
                         && l.status == ListingStatus::Active
                         && l.price <= v.saturating_mul(CANDIDATE_ASK_FACTOR)
+                        // A seller whose record shows misdescribed items is avoided.
+                        && !c.listing.owner_reputation.misdescribes()
                         && !self.mem.tried.contains(&l.id)
                         && !open_listings.contains(&l.id)
                 })

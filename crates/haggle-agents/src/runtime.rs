@@ -50,6 +50,8 @@ pub struct Agent<C: MarketClient> {
     private: PrivateNumbers,
     /// Withhold (rather than only count) outgoing texts with a private number.
     withhold_leaks: bool,
+    /// Show brains every seller's record as empty (the lab's arm without reputation).
+    hide_reputation: bool,
     last_seq: i64,
     turns: u64,
     /// Listing id → the profile item (`item_id`) or want (`want_id`) it stands for.
@@ -87,6 +89,8 @@ fn item_listing(item: &crate::profile::SellItem, price: i64) -> NewListing {
         condition: item.condition.clone(),
         price,
         attributes,
+        claims: item.claims.clone(),
+        true_state: item.true_state.clone(),
     }
 }
 
@@ -102,6 +106,8 @@ fn wanted_listing(w: &crate::profile::Want, price: i64) -> NewListing {
         condition: String::new(),
         price,
         attributes,
+        claims: Default::default(),
+        true_state: None,
     }
 }
 
@@ -129,6 +135,7 @@ impl<C: MarketClient> Agent<C> {
             stats: AgentStats::default(),
             private,
             withhold_leaks: false,
+            hide_reputation: false,
             last_seq: 0,
             turns: 0,
             listing_subject: BTreeMap::new(),
@@ -167,6 +174,13 @@ impl<C: MarketClient> Agent<C> {
     }
 
     /// Withholds outgoing texts that contain a private number instead of only counting them.
+    /// Hides every participant's reputation from the brain (each reads as an empty record), so
+    /// a run can measure what reputation is worth.
+    pub fn hide_reputation(mut self, on: bool) -> Agent<C> {
+        self.hide_reputation = on;
+        self
+    }
+
     pub fn withhold_leaks(mut self, on: bool) -> Agent<C> {
         self.withhold_leaks = on;
         self
@@ -329,6 +343,8 @@ impl<C: MarketClient> Agent<C> {
             .iter()
             .filter_map(|e| thread_of_event(&e.payload))
             .collect();
+        let mut seller_records: BTreeMap<i64, haggle_api::haggle_core::lifecycle::Reputation> =
+            BTreeMap::new();
         for t in thread_list
             .iter()
             .filter(|t| t.status == ThreadStatus::Open)
@@ -367,12 +383,25 @@ impl<C: MarketClient> Agent<C> {
                 self.thread_subject.entry(t.id).or_insert_with(|| s.clone());
             }
             let turns = *self.thread_turns.entry(t.id).or_default();
+            let seller = listing.seller_with(t.counterparty);
+            let seller_record = match (role, self.hide_reputation) {
+                (Role::Buyer, false) => Some(match seller_records.get(&seller) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = self.client.reputation(seller).await?;
+                        seller_records.insert(seller, r.clone());
+                        r
+                    }
+                }),
+                _ => None,
+            };
             threads.push(ThreadState {
                 thread: view,
                 listing,
                 role,
                 subject,
                 turns,
+                seller_record,
             });
         }
         for t in &thread_list {
@@ -408,7 +437,14 @@ impl<C: MarketClient> Agent<C> {
                         let owner_reputation = match reputations.get(&l.owner) {
                             Some(r) => r.clone(),
                             None => {
-                                let r = self.client.reputation(l.owner).await?;
+                                let r = if self.hide_reputation {
+                                    haggle_api::haggle_core::lifecycle::Reputation {
+                                        participant_id: l.owner,
+                                        ..Default::default()
+                                    }
+                                } else {
+                                    self.client.reputation(l.owner).await?
+                                };
                                 reputations.insert(l.owner, r.clone());
                                 r
                             }
@@ -449,7 +485,14 @@ impl<C: MarketClient> Agent<C> {
                         let owner_reputation = match reputations.get(&l.owner) {
                             Some(r) => r.clone(),
                             None => {
-                                let r = self.client.reputation(l.owner).await?;
+                                let r = if self.hide_reputation {
+                                    haggle_api::haggle_core::lifecycle::Reputation {
+                                        participant_id: l.owner,
+                                        ..Default::default()
+                                    }
+                                } else {
+                                    self.client.reputation(l.owner).await?
+                                };
                                 reputations.insert(l.owner, r.clone());
                                 r
                             }
@@ -712,8 +755,18 @@ impl<C: MarketClient> Agent<C> {
             Action::CancelDeal { deal_id } => {
                 c.cancel_deal(*deal_id, None).await?;
             }
-            Action::Dispute { deal_id, reason } => {
-                c.dispute(*deal_id, reason).await?;
+            Action::Dispute {
+                deal_id,
+                reason,
+                grounds,
+                claims,
+            } => {
+                let req = haggle_api::OpenDispute {
+                    reason: reason.clone(),
+                    grounds: *grounds,
+                    claims: claims.clone(),
+                };
+                c.open_dispute(*deal_id, &req).await?;
             }
             Action::Rate {
                 deal_id,

@@ -108,7 +108,17 @@ pub trait MarketClient: Send + Sync {
         deal: i64,
         reason: Option<&str>,
     ) -> impl Future<Output = ClientResult<Deal>> + Send;
-    fn dispute(&self, deal: i64, reason: &str) -> impl Future<Output = ClientResult<Deal>> + Send;
+    /// Opens a dispute on grounds `other` (see [`MarketClient::open_dispute`]).
+    fn dispute(&self, deal: i64, reason: &str) -> impl Future<Output = ClientResult<Deal>> + Send {
+        let req = crate::OpenDispute::other(reason);
+        async move { self.open_dispute(deal, &req).await }
+    }
+    /// Opens a dispute with its grounds (`not_as_described` names the contradicted claims).
+    fn open_dispute(
+        &self,
+        deal: i64,
+        req: &crate::OpenDispute,
+    ) -> impl Future<Output = ClientResult<Deal>> + Send;
     fn rate(
         &self,
         deal: i64,

@@ -333,7 +333,38 @@ pub struct CancelDeal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenDispute {
+    /// The buyer's own words.
     pub reason: String,
+    /// The spec's dispute reason: `not_as_described`, `not_received` or `other` (default).
+    #[serde(default = "other_grounds")]
+    pub grounds: haggle_core::DisputeGrounds,
+    /// For `not_as_described`: the claims the inspection found contradicted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<String>,
+}
+
+fn other_grounds() -> haggle_core::DisputeGrounds {
+    haggle_core::DisputeGrounds::Other
+}
+
+impl OpenDispute {
+    /// A dispute on grounds `other`, as before grounds existed.
+    pub fn other(reason: &str) -> Self {
+        Self {
+            reason: reason.to_string(),
+            grounds: haggle_core::DisputeGrounds::Other,
+            claims: Vec::new(),
+        }
+    }
+}
+
+/// The buyer's principal's inspection of a handed-over deal in a real market: no `mismatched`
+/// claims confirms the item is as described.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReportInspection {
+    #[serde(default)]
+    pub mismatched: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -328,14 +328,9 @@ impl MarketClient for HttpClient {
         )
         .await
     }
-    async fn dispute(&self, deal: i64, reason: &str) -> ClientResult<Deal> {
-        self.post(
-            &self.path(&format!("/deals/{deal}/dispute")),
-            &OpenDispute {
-                reason: reason.to_string(),
-            },
-        )
-        .await
+    async fn open_dispute(&self, deal: i64, req: &OpenDispute) -> ClientResult<Deal> {
+        self.post(&self.path(&format!("/deals/{deal}/dispute")), req)
+            .await
     }
     async fn rate(&self, deal: i64, score: u8, comment: &str) -> ClientResult<Rating> {
         self.post(

@@ -111,6 +111,8 @@ async fn a_whole_deal_through_the_http_client() {
         condition: "good".into(),
         price: 5_000,
         attributes: Default::default(),
+        claims: Default::default(),
+        true_state: None,
     };
     let l = alice.create_listing(&listing).await.unwrap();
     let found = bob

@@ -2,6 +2,7 @@
 //! No IO, no async, no clock reads: every command takes the market state it needs (a [`Scene`]) and
 //! the current time, and returns a [`Plan`] of changes and events that an adapter persists atomically.
 
+pub mod claims;
 pub mod error;
 pub mod event;
 pub mod ledger;
@@ -13,6 +14,9 @@ pub mod policy;
 pub mod settlement;
 pub mod views;
 
+pub use claims::{
+    Claims, Condition, Dispute, DisputeGrounds, Inspection, InspectionSource, Working,
+};
 pub use error::{DomainError, ErrorCode};
 pub use event::{Event, EventDraft, GENESIS_HASH, Visibility};
 pub use ledger::{Account, Transfer, TransferKind};

@@ -3,6 +3,7 @@
 //! ratings. Every close of a deal is a set of ledger transfers out of its escrow hold that sums
 //! exactly to the price.
 
+use crate::claims::{Dispute, DisputeGrounds, Inspection, InspectionSource};
 use crate::error::{DomainError as E, Result};
 use crate::event::Visibility;
 use crate::ledger::{Account, TransferKind};
@@ -149,6 +150,15 @@ pub fn hand_over(s: &mut Scene, plan: &mut Plan, handover_note: Option<&str>) ->
     next.confirm_deadline = Some(later(s.now, s.market.rules.confirmation_window_ms));
     next.handover_note = handover_note.map(str::to_string);
     next.cancel_requested_by = None;
+    // In a simulation the buyer inspects at handover: it finds the item's true state.
+    if let Some(truth) = s.listing.as_ref().and_then(|l| l.true_state.as_ref()) {
+        next.inspection = Some(Inspection {
+            source: InspectionSource::Simulation,
+            found: Some(truth.clone()),
+            mismatched: d.snapshot.claims.contradicted_by(truth),
+            at: s.now,
+        });
+    }
     if let Some(n) = handover_note.filter(|n| !n.trim().is_empty()) {
         note(plan, d, Some(actor), "handover", n);
     }
@@ -254,8 +264,74 @@ pub fn cancel(s: &mut Scene, plan: &mut Plan, reason: Option<&str>) -> Result<bo
     Ok(false)
 }
 
-/// The buyer disputes a handed-over deal within the confirmation window: the hold is frozen.
+/// The buyer disputes a handed-over deal within the confirmation window (grounds `other`).
 pub fn dispute(s: &mut Scene, plan: &mut Plan, reason: &str) -> Result<()> {
+    let grounds = Dispute {
+        grounds: DisputeGrounds::Other,
+        claims: Vec::new(),
+    };
+    dispute_on(s, plan, reason, grounds)
+}
+
+/// The buyer's principal inspects a handed-over deal in a real market: an empty `mismatched`
+/// confirms the item is as described, otherwise it names the seller's claims it contradicts.
+pub fn report_inspection(s: &mut Scene, plan: &mut Plan, mismatched: Vec<String>) -> Result<Deal> {
+    let principal = s.actor()?.id;
+    let d = deal(s)?;
+    if d.buyer != principal {
+        return Err(E::forbidden(format!(
+            "only the buyer's principal inspects deal {}",
+            d.id
+        )));
+    }
+    if d.status != DealStatus::HandedOver {
+        return Err(wrong_state(d, "inspecting", "handed_over"));
+    }
+    if d.inspection.is_some() {
+        return Err(E::invalid_transition(format!(
+            "deal {} has already been inspected",
+            d.id
+        )));
+    }
+    let made = d.snapshot.claims.names();
+    if let Some(c) = mismatched.iter().find(|c| !made.contains(c)) {
+        return Err(E::invalid_request(format!(
+            "the listing of deal {} makes no claim `{c}` (its claims: {})",
+            d.id,
+            if made.is_empty() {
+                "none".to_string()
+            } else {
+                made.join(", ")
+            }
+        )));
+    }
+    let mut named: Vec<String> = Vec::new();
+    for c in mismatched {
+        if !named.contains(&c) {
+            named.push(c);
+        }
+    }
+    let mut next = d.clone();
+    next.inspection = Some(Inspection {
+        source: InspectionSource::Principal,
+        found: None,
+        mismatched: named,
+        at: s.now,
+    });
+    plan.change(Change::UpdateDeal(next.clone()));
+    plan.event(
+        "deal_inspected",
+        Some(principal),
+        parties(d),
+        json!({"deal_id": d.id, "mismatched": next.inspection.as_ref().map(|i| &i.mismatched)}),
+    );
+    s.deal = Some(next.clone());
+    Ok(next)
+}
+
+/// The buyer disputes a handed-over deal within the confirmation window: the hold is frozen.
+/// `not_as_described` must name claims the inspection found contradicted.
+pub fn dispute_on(s: &mut Scene, plan: &mut Plan, reason: &str, grounds: Dispute) -> Result<()> {
     let actor = s.settler()?.id;
     let d = deal(s)?;
     if d.buyer != actor {
@@ -274,16 +350,52 @@ pub fn dispute(s: &mut Scene, plan: &mut Plan, reason: &str) -> Result<()> {
         )));
     }
     check_text("reason", reason, MAX_NOTE, true)?;
+    match grounds.grounds {
+        DisputeGrounds::NotAsDescribed => {
+            let found = d
+                .inspection
+                .as_ref()
+                .map(|i| &i.mismatched[..])
+                .unwrap_or(&[]);
+            if found.is_empty() {
+                return Err(E::invalid_transition(format!(
+                    "deal {} has no inspection that found a claim contradicted: not_as_described needs one",
+                    d.id
+                )));
+            }
+            if grounds.claims.is_empty() {
+                return Err(E::invalid_request(format!(
+                    "not_as_described names the contradicted claims (found: {})",
+                    found.join(", ")
+                )));
+            }
+            if let Some(c) = grounds.claims.iter().find(|c| !found.contains(c)) {
+                return Err(E::invalid_request(format!(
+                    "the inspection of deal {} did not find claim `{c}` contradicted (found: {})",
+                    d.id,
+                    found.join(", ")
+                )));
+            }
+        }
+        DisputeGrounds::NotReceived | DisputeGrounds::Other if !grounds.claims.is_empty() => {
+            return Err(E::invalid_request(
+                "only a not_as_described dispute names claims",
+            ));
+        }
+        _ => {}
+    }
     note(plan, d, Some(actor), "dispute", reason);
     let mut next = d.clone();
     next.status = DealStatus::Disputed;
+    // The payload of an `other` dispute stays as it was before grounds existed.
+    let payload = if grounds.grounds == DisputeGrounds::Other {
+        json!({"deal_id": d.id, "reason": reason})
+    } else {
+        json!({"deal_id": d.id, "reason": reason, "grounds": grounds.grounds, "claims": grounds.claims})
+    };
+    next.dispute = Some(grounds);
     plan.change(Change::UpdateDeal(next));
-    plan.event(
-        "deal_disputed",
-        Some(actor),
-        parties(d),
-        json!({"deal_id": d.id, "reason": reason}),
-    );
+    plan.event("deal_disputed", Some(actor), parties(d), payload);
     Ok(())
 }
 
@@ -582,6 +694,41 @@ pub struct Reputation {
     pub completed_deals: u32,
     pub cancellations: u32,
     pub disputes_lost: u32,
+    /// Settled deals (completed, refunded, partially refunded) as the seller and as the buyer.
+    #[serde(default)]
+    pub deals_as_seller: u32,
+    #[serde(default)]
+    pub deals_as_buyer: u32,
+    /// Disputes buyers opened against it as the seller, on settled deals.
+    #[serde(default)]
+    pub disputes_against: u32,
+    /// Of those, the rulings that gave the buyer money back, by the dispute's grounds.
+    #[serde(default)]
+    pub upheld_not_as_described: u32,
+    #[serde(default)]
+    pub upheld_not_received: u32,
+    #[serde(default)]
+    pub upheld_other: u32,
+    /// Its settled sales that were inspected, and of those the ones that matched every claim.
+    #[serde(default)]
+    pub inspected_sales: u32,
+    #[serde(default)]
+    pub accurate_sales: u32,
+    /// Claim accuracy: `accurate_sales` of `inspected_sales` in percent (rounded); absent with
+    /// no inspected sale.
+    #[serde(default)]
+    pub claim_accuracy_pct: Option<u32>,
+    /// Median time from agreement to handover over its settled sales; absent with none.
+    #[serde(default)]
+    pub median_handover_delay_ms: Option<i64>,
+}
+
+impl Reputation {
+    /// Whether the record shows the seller misdescribing: a sale whose inspection contradicted a
+    /// claim, or a not-as-described ruling upheld against it. A clean or empty record is not poor.
+    pub fn misdescribes(&self) -> bool {
+        self.accurate_sales < self.inspected_sales || self.upheld_not_as_described > 0
+    }
 }
 
 /// Computes a reputation from the participant's deals and the revealed ratings it received.
@@ -631,5 +778,53 @@ pub fn reputation(p: ParticipantId, deals: &[Deal], revealed: &[Rating]) -> Repu
             }
         }
     }
+    settled_record(p, deals, &mut rep);
     rep
+}
+
+/// The trust part of a reputation (trust.md, Reputation), from settled deals only: an open
+/// dispute or an uninspected handover says nothing yet.
+fn settled_record(p: ParticipantId, deals: &[Deal], rep: &mut Reputation) {
+    let mut delays = Vec::new();
+    for d in deals.iter().filter(|d| d.is_party(p) && d.is_finished()) {
+        if d.buyer == p {
+            rep.deals_as_buyer += 1;
+        }
+        if d.seller != p {
+            continue;
+        }
+        rep.deals_as_seller += 1;
+        if let Some(at) = d.handed_over_at {
+            delays.push(at - d.created_at);
+        }
+        if let Some(i) = &d.inspection {
+            rep.inspected_sales += 1;
+            if i.matched() {
+                rep.accurate_sales += 1;
+            }
+        }
+        let r = d.resolution.as_ref();
+        if r.is_some_and(|r| r.note == "dispute_resolved") {
+            rep.disputes_against += 1;
+            if r.is_some_and(|r| r.to_buyer > 0) {
+                match d
+                    .dispute
+                    .as_ref()
+                    .map_or(DisputeGrounds::Other, |x| x.grounds)
+                {
+                    DisputeGrounds::NotAsDescribed => rep.upheld_not_as_described += 1,
+                    DisputeGrounds::NotReceived => rep.upheld_not_received += 1,
+                    DisputeGrounds::Other => rep.upheld_other += 1,
+                }
+            }
+        }
+    }
+    if rep.inspected_sales > 0 {
+        let (a, n) = (rep.accurate_sales, rep.inspected_sales);
+        rep.claim_accuracy_pct = Some((a * 100 + n / 2) / n);
+    }
+    if !delays.is_empty() {
+        delays.sort_unstable();
+        rep.median_handover_delay_ms = Some(delays[delays.len() / 2]);
+    }
 }

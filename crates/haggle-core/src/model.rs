@@ -576,6 +576,13 @@ pub struct Listing {
     pub status: ListingStatus,
     pub created_at: Timestamp,
     pub first_offer_at: Option<Timestamp>,
+    /// The seller's claims about the item (absent on old listings and wanted ads).
+    #[serde(default, skip_serializing_if = "crate::claims::Claims::is_empty")]
+    pub claims: crate::claims::Claims,
+    /// A simulated item's ground truth: never serialized, so no view, event or agent sees it; the
+    /// store keeps it in its own column and the core reads it only at inspection.
+    #[serde(skip)]
+    pub true_state: Option<crate::claims::Claims>,
 }
 
 impl Listing {
@@ -601,6 +608,7 @@ impl Listing {
             condition: self.condition.clone(),
             price: self.price,
             attributes: self.attributes.clone(),
+            claims: self.claims.clone(),
         }
     }
 }
@@ -616,6 +624,9 @@ pub struct ListingSnapshot {
     pub condition: String,
     pub price: Money,
     pub attributes: BTreeMap<String, String>,
+    /// The seller's claims as they stood at acceptance.
+    #[serde(default, skip_serializing_if = "crate::claims::Claims::is_empty")]
+    pub claims: crate::claims::Claims,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -748,6 +759,12 @@ pub struct Deal {
     /// How a dispute was resolved (or the final split of the hold).
     #[serde(default)]
     pub resolution: Option<Resolution>,
+    /// What the buyer found at handover (simulation) or its principal reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<crate::claims::Inspection>,
+    /// The grounds of the buyer's dispute, once opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<crate::claims::Dispute>,
 }
 
 string_enum!(

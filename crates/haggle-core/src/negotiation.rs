@@ -474,6 +474,26 @@ pub struct NewListing {
     pub price: Money,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// The seller's claims: `condition`, `working`, `included`, free `details`.
+    #[serde(default, skip_serializing_if = "crate::claims::Claims::is_empty")]
+    pub claims: crate::claims::Claims,
+    /// A simulated item's ground truth, accepted only by a simulated market and never shown:
+    /// inspection at handover compares the claims with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_state: Option<crate::claims::Claims>,
+}
+
+/// Checks a set of claims: sizes, names and every text in it.
+fn check_claims(field: &str, c: &crate::claims::Claims) -> Result<()> {
+    c.validate(field)?;
+    for part in &c.included {
+        check_text("included part", part, MAX_NAME, true)?;
+    }
+    for (k, v) in &c.details {
+        check_text("claim name", k, MAX_NAME, true)?;
+        check_text("claim value", v, MAX_TITLE, false)?;
+    }
+    Ok(())
 }
 
 pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Result<Listing> {
@@ -492,6 +512,15 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
     for (k, v) in &input.attributes {
         check_text("attribute name", k, MAX_NAME, true)?;
         check_text("attribute value", v, MAX_TITLE, false)?;
+    }
+    check_claims("claims", &input.claims)?;
+    if let Some(t) = &input.true_state {
+        if s.market.clock_mode != ClockMode::Simulated {
+            return Err(E::invalid_request(
+                "true_state is a simulation's ground truth: only a simulated market takes it",
+            ));
+        }
+        check_claims("true_state", t)?;
     }
     // Market policy: a refusing rule refuses; a holding rule posts the listing for review.
     let held = crate::policy::screen_listing(&s.market.rules.policy, &input, s.recent_listings)?;
@@ -513,6 +542,8 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
         },
         created_at: s.now,
         first_offer_at: None,
+        claims: input.claims,
+        true_state: input.true_state,
     };
     // A sell listing below its seller minimum: refused, or (`ask`) posted, its sale then
     // waiting for the principal's approval.
@@ -953,6 +984,8 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         cancel_requested_by: None,
         finished_at: None,
         resolution: None,
+        inspection: None,
+        dispute: None,
     };
     let vis = s.thread_visibility(t);
     plan.change(Change::SetOfferState {

@@ -225,13 +225,21 @@ pub fn prohibited_term<'a>(terms: &'a [String], text: &str) -> Option<&'a str> {
     })
 }
 
-/// The texts of a listing that `prohibited_terms` are matched against, by field name. The
-/// listing's claims (another part of issue 17) join this list when they exist.
+/// The texts of a listing that `prohibited_terms` are matched against, by field name: title,
+/// description and the seller's claims (included parts, free claims' names and values).
 pub fn screened_texts(listing: &NewListing) -> Vec<(&'static str, &str)> {
-    vec![
+    let mut texts = vec![
         ("title", listing.title.as_str()),
         ("description", listing.description.as_str()),
-    ]
+    ];
+    // The seller's claims are the seller's words too (spec: matched against claims).
+    let c = &listing.claims;
+    texts.extend(c.included.iter().map(|t| ("claims", t.as_str())));
+    for (k, v) in &c.details {
+        texts.push(("claims", k.as_str()));
+        texts.push(("claims", v.as_str()));
+    }
+    texts
 }
 
 /// A row of the moderation queue: a held listing, the rules that held it and why.

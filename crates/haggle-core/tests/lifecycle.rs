@@ -900,6 +900,96 @@ fn ratings_are_revealed_when_the_window_closes_and_none_come_after() {
 
 // ----- reputation ----------------------------------------------------------------------------
 
+/// The trust record (trust.md, Reputation) counts settled deals only: sales and purchases,
+/// disputes against the seller, upheld ones by grounds, claim accuracy and the median handover
+/// delay.
+#[test]
+fn reputation_reports_the_settled_trust_record() {
+    let mut m = Mem::new(rules(|_| {}));
+    let seller = m.register("seller", Mandate::default(), 0);
+    let buyer = m.register("buyer", Mandate::default(), 100_000);
+    let l = m.list(seller, Side::Sell, "tools", 1_000);
+    let base = m.deal_on(buyer, l, 1_000);
+    let inspected = |mismatched: &[&str]| Inspection {
+        source: InspectionSource::Simulation,
+        found: None,
+        mismatched: mismatched.iter().map(|s| s.to_string()).collect(),
+        at: 0,
+    };
+    let mut deals = Vec::new();
+    for (i, (status, delay, inspection, dispute)) in [
+        (DealStatus::Completed, 10, Some(inspected(&[])), None),
+        (
+            DealStatus::Refunded,
+            30,
+            Some(inspected(&["condition"])),
+            Some((DisputeGrounds::NotAsDescribed, 1_000)),
+        ),
+        (
+            DealStatus::Completed,
+            20,
+            Some(inspected(&["working"])),
+            Some((DisputeGrounds::NotAsDescribed, 0)),
+        ),
+        (
+            DealStatus::PartiallyRefunded,
+            40,
+            None,
+            Some((DisputeGrounds::NotReceived, 300)),
+        ),
+        // Not settled: says nothing yet.
+        (
+            DealStatus::Disputed,
+            99,
+            Some(inspected(&["condition"])),
+            None,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut d = base.clone();
+        d.id = 1_000 + i as i64;
+        d.status = status;
+        d.handed_over_at = Some(d.created_at + delay);
+        d.inspection = inspection;
+        if let Some((grounds, to_buyer)) = dispute {
+            d.dispute = Some(Dispute {
+                grounds,
+                claims: Vec::new(),
+            });
+            d.resolution = Some(Resolution {
+                to_buyer,
+                to_seller: 1_000 - to_buyer,
+                by: None,
+                note: "dispute_resolved".into(),
+            });
+        }
+        deals.push(d);
+    }
+    let r = haggle_core::lifecycle::reputation(seller, &deals, &[]);
+    assert_eq!((r.deals_as_seller, r.deals_as_buyer), (4, 0));
+    assert_eq!(r.disputes_against, 3);
+    assert_eq!(
+        (
+            r.upheld_not_as_described,
+            r.upheld_not_received,
+            r.upheld_other
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!((r.inspected_sales, r.accurate_sales), (3, 1));
+    assert_eq!(r.claim_accuracy_pct, Some(33));
+    assert_eq!(r.median_handover_delay_ms, Some(30));
+    assert!(r.misdescribes());
+    let b = haggle_core::lifecycle::reputation(buyer, &deals, &[]);
+    assert_eq!(
+        (b.deals_as_seller, b.deals_as_buyer, b.disputes_against),
+        (0, 4, 0)
+    );
+    assert!(!b.misdescribes(), "an empty record is not a poor one");
+}
+
 #[test]
 fn reputation_counts_ratings_completions_cancellations_and_lost_disputes() {
     let mut m = Mem::new(rules(|r| r.seller_may_cancel = false));

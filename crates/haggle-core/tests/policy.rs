@@ -51,6 +51,24 @@ fn a_prohibited_term_is_refused_as_a_whole_word_in_title_or_description() {
 }
 
 #[test]
+fn a_prohibited_term_in_the_sellers_claims_is_refused_too() {
+    let (mut m, seller, _) = market();
+    m.set_policy(terms(&["replica"])).unwrap();
+    let mut l = new_listing(Side::Sell, "watches", 100);
+    l.claims
+        .details
+        .insert("brand".into(), "Rolex replica".into());
+    let e = m.refuses(ErrorCode::PolicyViolation, |m| m.post(seller, l));
+    assert!(
+        e.message.contains("the claims contain") || e.message.contains("claims"),
+        "{e}"
+    );
+    let mut parts = new_listing(Side::Sell, "watches", 100);
+    parts.claims.included = vec!["replica strap".into()];
+    m.refuses(ErrorCode::PolicyViolation, |m| m.post(seller, parts));
+}
+
+#[test]
 fn a_price_outside_its_category_bounds_is_refused() {
     let (mut m, seller, _) = market();
     m.set_policy(MarketPolicy {

@@ -94,6 +94,10 @@ pub async fn dispute(
                     actor,
                     deal: d,
                     reason: b.body.reason,
+                    grounds: haggle_core::Dispute {
+                        grounds: b.body.grounds,
+                        claims: b.body.claims,
+                    },
                 },
                 b.idem.as_ref(),
             )
@@ -124,6 +128,20 @@ pub async fn resolve(
 ) -> Result<Json> {
     Ok(Json(
         s.svc.resolve(&c, m, d, b.body, b.idem.as_ref()).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/markets/{market}/deals/{deal}/inspection", params(("market" = i64, Path), ("deal" = i64, Path)), request_body = ReportInspection, responses((status = 200, body = haggle_core::Deal)), security(("bearer" = [])))]
+pub async fn inspection(
+    State(s): S,
+    Auth(c): Auth,
+    Path((m, d)): Path<(i64, i64)>,
+    b: Mutation<ReportInspection>,
+) -> Result<Json> {
+    Ok(Json(
+        s.svc
+            .report_inspection(&c, m, d, b.body.mismatched, b.idem.as_ref())
+            .await?,
     ))
 }
 

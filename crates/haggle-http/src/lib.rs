@@ -37,7 +37,7 @@ pub struct AppState {
         routes::threads, routes::thread, routes::thread_messages, routes::post_message, routes::make_offer, routes::walk_away,
         routes::accept, routes::reject, routes::withdraw_offer, routes::deals, routes::deal,
         routes::events, sse::stream_events, routes::advance_clock, routes::set_closing_time, routes::verify,
-        deals::hand_over, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve,
+        deals::hand_over, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve, deals::inspection,
         deals::approval, deals::rate, deals::ratings, deals::notes, deals::reputation, deals::settlement,
         webhooks::create_webhook, webhooks::webhooks, webhooks::deactivate_webhook,
         webhooks::webhook_deliveries,
@@ -160,6 +160,10 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         .route(
             &format!("{m}/deals/{{deal}}/approval"),
             post(deals::approval),
+        )
+        .route(
+            &format!("{m}/deals/{{deal}}/inspection"),
+            post(deals::inspection),
         )
         .route(
             &format!("{m}/deals/{{deal}}/ratings"),

@@ -357,7 +357,12 @@ async fn happy_path_handover_receipt_ratings_and_reputation() {
     assert_eq!(
         alice_rep,
         json!({"participant_id": f.alice.id, "average_x100": 500, "ratings": 1,
-               "completed_deals": 1, "cancellations": 0, "disputes_lost": 0})
+               "completed_deals": 1, "cancellations": 0, "disputes_lost": 0,
+               // The trust record: one settled sale, handed over at once, no claims inspected.
+               "deals_as_seller": 1, "deals_as_buyer": 0, "disputes_against": 0,
+               "upheld_not_as_described": 0, "upheld_not_received": 0, "upheld_other": 0,
+               "inspected_sales": 0, "accurate_sales": 0, "claim_accuracy_pct": null,
+               "median_handover_delay_ms": 0})
     );
     let bob_rep = s
         .get_ok(

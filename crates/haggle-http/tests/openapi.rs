@@ -51,6 +51,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/deals/{deal}/evidence", &["post"]),
     ("/v1/markets/{market}/deals/{deal}/resolve", &["post"]),
     ("/v1/markets/{market}/deals/{deal}/approval", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/inspection", &["post"]),
     ("/v1/markets/{market}/deals/{deal}/ratings", &["get", "post"]),
     ("/v1/markets/{market}/deals/{deal}/notes", &["get"]),
     ("/v1/markets/{market}/participants/{participant}/reputation", &["get"]),

@@ -483,6 +483,8 @@ pub fn generate(seed: u64, participants: usize, budget: i64) -> Scenario {
                 asking_price: asking,
                 floor_price: floor,
                 attributes: BTreeMap::new(),
+                claims: Default::default(),
+                true_state: None,
             });
         }
         let persona = pick(&mut rng, PERSONAS).to_string();

@@ -10,7 +10,8 @@
 //! - [`experiment`]: experiment files (arms, run designs, seeds, limits) and their run plan;
 //! - [`experiment_report`]: an experiment's `report.html`, `analysis.json`, CSVs, comparisons;
 //! - [`analysis`]: an experiment's runs → metrics per run, arm and participant, comparisons;
-//! - [`stats`]: permutation tests, bootstrap intervals, paired tests, fixed-effects regression.
+//! - [`stats`]: permutation tests, bootstrap intervals, paired tests, fixed-effects regression;
+//! - [`trust`]: what misdescribed items cost in a run, and the simulated not-as-described ruling.
 
 pub mod analysis;
 pub mod efficiency;
@@ -21,3 +22,4 @@ pub mod metrics;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+pub mod trust;

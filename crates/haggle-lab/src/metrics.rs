@@ -55,6 +55,9 @@ pub struct RunRecord {
     /// Per participant name: refused commands by error code (e.g. `insufficient_funds`).
     #[serde(default)]
     pub refusals: BTreeMap<String, BTreeMap<String, u64>>,
+    /// With misdescribers in the market: what misdescribed items cost (else absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::trust::TrustMeasures>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +156,9 @@ pub struct Metrics {
     pub brains: BTreeMap<String, ArmMetrics>,
     /// Per participant name.
     pub participants: BTreeMap<String, ParticipantMetrics>,
+    /// With misdescribers in the market: what misdescribed items cost (else absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::trust::TrustMeasures>,
 }
 
 /// One deal, with the ground truth.
@@ -891,5 +897,6 @@ pub fn compute_with(scenario: &Scenario, record: &RunRecord, eff: &Efficiency) -
         deals,
         brains,
         participants,
+        trust: record.trust.clone(),
     }
 }

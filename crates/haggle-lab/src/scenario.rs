@@ -676,6 +676,8 @@ impl Scenario {
                         asking_price: asking,
                         floor_price: floor,
                         attributes: BTreeMap::new(),
+                        claims: Default::default(),
+                        true_state: None,
                     });
                     origin.sell_lines.push(line);
                 }

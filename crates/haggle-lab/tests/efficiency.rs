@@ -34,6 +34,8 @@ fn sells(mut p: Profile, id: &str, item_type: &str, floor: i64) -> Profile {
         asking_price: floor * 2,
         floor_price: floor,
         attributes: BTreeMap::new(),
+        claims: Default::default(),
+        true_state: None,
     });
     p
 }

@@ -980,3 +980,90 @@ async fn ask_routes_a_sale_below_the_minimum_to_the_sellers_principal_over_mcp()
     let deals = a.ok("my_deals", json!({})).await;
     assert_eq!(deals["items"][0]["status"], "agreed", "{deals}");
 }
+
+/// The path through MCP tools: claims on `post_listing`, shown by `get_listing`; the
+/// buyer's principal reports the mismatch; the buyer's agent disputes `not_as_described` naming
+/// the claim with `open_dispute`; the operator refunds; the ledger verifies.
+#[tokio::test]
+async fn a_not_as_described_dispute_through_mcp_tools_ends_in_a_refund() {
+    use haggle_service::{Caller, Role};
+    let m = Market::start().await;
+    let (alice, bob) = (
+        m.participant("Alice", 0).await,
+        m.participant("Bob", 10_000).await,
+    );
+    let (a, b) = (
+        m.connect("alice", &alice.token).await,
+        m.connect("bob", &bob.token).await,
+    );
+    let listing = a
+        .ok(
+            "post_listing",
+            json!({"title": "Phone", "category": "phones", "price": 3000,
+                   "claims": {"condition": "like_new", "working": "yes"}}),
+        )
+        .await;
+    let seen = b
+        .ok("get_listing", json!({"listing_id": id(&listing, "/id")}))
+        .await;
+    assert_eq!(seen["claims"]["condition"], "like_new", "{seen}");
+    let opened = b
+        .ok(
+            "make_offer",
+            json!({"listing_id": id(&listing, "/id"), "price": 3000}),
+        )
+        .await;
+    let deal = a
+        .ok(
+            "accept_offer",
+            json!({"offer_id": id(&opened, "/offer/id")}),
+        )
+        .await;
+    let d = id(&deal, "/id");
+    a.ok("hand_over", json!({"deal_id": d})).await;
+    // No inspection found anything yet: the market refuses the grounds.
+    let early = b
+        .refused(
+            "open_dispute",
+            json!({"deal_id": d, "reason": "scratched", "grounds": "not_as_described", "claims": ["condition"]}),
+        )
+        .await;
+    assert_eq!(early["error"]["code"], "invalid_transition", "{early}");
+    let principal = Caller {
+        role: Role::Principal,
+        market: Some(m.id),
+        participant: Some(bob.id),
+        scope: "bob's principal".into(),
+    };
+    m.svc
+        .report_inspection(&principal, m.id, d, vec!["condition".into()], None)
+        .await
+        .unwrap();
+    let disputed = b
+        .ok(
+            "open_dispute",
+            json!({"deal_id": d, "reason": "Scratched all over", "grounds": "not_as_described", "claims": ["condition"]}),
+        )
+        .await;
+    assert_eq!(disputed["status"], "disputed", "{disputed}");
+    assert_eq!(disputed["dispute"]["grounds"], "not_as_described");
+    let req = haggle_api::ResolveDispute {
+        ruling: haggle_api::haggle_core::lifecycle::Ruling::Refund,
+        note: "as reported".into(),
+    };
+    m.svc
+        .resolve(&operator(), m.id, d, req, None)
+        .await
+        .unwrap();
+    let money = b.ok("my_balance", json!({})).await;
+    assert_eq!(money["available"], 10_000, "{money}");
+    let v = m.svc.store().verify(m.id).await.unwrap();
+    assert!(v.breaches.is_empty(), "{:?}", v.breaches);
+    let rep = b
+        .ok("get_listing", json!({"listing_id": id(&listing, "/id")}))
+        .await;
+    assert_eq!(
+        rep["owner_reputation"]["upheld_not_as_described"], 1,
+        "{rep}"
+    );
+}

@@ -322,8 +322,8 @@ impl MarketClient for InProcess {
                 .await,
         )
     }
-    async fn dispute(&self, deal: i64, reason: &str) -> ClientResult<Deal> {
-        let idem = self.idem("dispute", &(deal, reason));
+    async fn open_dispute(&self, deal: i64, req: &OpenDispute) -> ClientResult<Deal> {
+        let idem = self.idem("open_dispute", &(deal, req));
         parse(
             self.svc
                 .deal_action(
@@ -332,7 +332,11 @@ impl MarketClient for InProcess {
                     |actor| Command::Dispute {
                         actor,
                         deal,
-                        reason: reason.to_string(),
+                        reason: req.reason.clone(),
+                        grounds: haggle_core::Dispute {
+                            grounds: req.grounds,
+                            claims: req.claims.clone(),
+                        },
                     },
                     idem.as_ref(),
                 )

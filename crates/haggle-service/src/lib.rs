@@ -1248,6 +1248,40 @@ impl Service {
             .0)
     }
 
+    /// The buyer's principal inspects a handed-over deal: confirms it is as described, or names
+    /// the seller's claims it contradicts (which lets the buyer dispute `not_as_described`).
+    pub async fn report_inspection(
+        &self,
+        caller: &Caller,
+        market: i64,
+        deal: i64,
+        mismatched: Vec<String>,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let principal = match (caller.role, caller.market, caller.participant) {
+            (Role::Principal, Some(m), Some(p)) if m == market => p,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "inspections need the buyer's principal token",
+                ));
+            }
+        };
+        Ok(self
+            .command(
+                caller,
+                market,
+                Command::ReportInspection {
+                    principal,
+                    deal,
+                    mismatched,
+                },
+                idem,
+            )
+            .await?
+            .0)
+    }
+
     /// A deal's notes, newest first, a page at a time (the parties, operators, observers and
     /// the market's arbiter).
     pub async fn deal_notes(

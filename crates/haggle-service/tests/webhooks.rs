@@ -265,6 +265,8 @@ impl Env {
             condition: String::new(),
             price,
             attributes: Default::default(),
+            claims: Default::default(),
+            true_state: None,
         };
         let r = self
             .svc

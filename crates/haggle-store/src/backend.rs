@@ -61,11 +61,11 @@ struct Head {
 
 const MARKET_COLS: &str = "id, name, currency, clock_mode, sim_now, rules, created_at, next_id, last_seq, last_hash";
 const PARTICIPANT_COLS: &str = "market_id, id, name, mandate, created_at, suspension";
-const LISTING_COLS: &str = "market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at";
+const LISTING_COLS: &str = "market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, claims, true_state";
 const THREAD_COLS: &str = "market_id, id, listing_id, owner, counterparty, status, offers_made, last_offer_by, created_at, deadline";
 const MESSAGE_COLS: &str = "market_id, id, thread_id, author, body, created_at";
 const OFFER_COLS: &str = "market_id, id, thread_id, listing_id, proposer, buyer, seller, price, state, created_at, expires_at";
-const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, handover_note, handed_over_at, confirm_deadline, cancel_requested_by, finished_at, resolution, approval_from";
+const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, handover_note, handed_over_at, confirm_deadline, cancel_requested_by, finished_at, resolution, approval_from, inspection, dispute";
 const NOTE_COLS: &str = "market_id, id, deal_id, author, kind, body, created_at";
 const RATING_COLS: &str = "market_id, id, deal_id, rater, ratee, score, comment, created_at";
 const EVENT_COLS: &str = "market_id, seq, at, kind, actor, scope, party_a, party_b, payload, prev_hash, hash";
@@ -115,6 +115,8 @@ fn listing_row(r: &DbRow) -> StoreResult<Listing> {
         status: parsed("status", &r.try_get::<String, _>("status")?, ListingStatus::parse)?,
         created_at: r.try_get("created_at")?,
         first_offer_at: r.try_get("first_offer_at")?,
+        claims: json("claims", &r.try_get::<String, _>("claims")?)?,
+        true_state: r.try_get::<Option<String>, _>("true_state")?.as_deref().map(|s| json("true_state", s)).transpose()?,
     })
 }
 
@@ -183,6 +185,8 @@ fn deal_row(r: &DbRow) -> StoreResult<Deal> {
         resolution: resolution.as_deref().map(|s| json("resolution", s)).transpose()?,
         // NULL: the buyer's (every deal stored before seller mandates).
         approval_from: r.try_get::<Option<String>, _>("approval_from")?.map(|a| parsed("approval_from", &a, Approver::parse)).transpose()?.unwrap_or_default(),
+        inspection: r.try_get::<Option<String>, _>("inspection")?.as_deref().map(|s| json("inspection", s)).transpose()?,
+        dispute: r.try_get::<Option<String>, _>("dispute")?.as_deref().map(|s| json("dispute", s)).transpose()?,
     })
 }
 
@@ -648,9 +652,13 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::cancel(&mut s, plan, reason.as_deref()).map(|_| Outcome::DealChanged(deal))
         }
-        Command::Dispute { deal, reason, .. } => {
+        Command::Dispute { deal, reason, grounds, .. } => {
             need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
-            lifecycle::dispute(&mut s, plan, &reason).map(|_| Outcome::DealChanged(deal))
+            lifecycle::dispute_on(&mut s, plan, &reason, grounds).map(|_| Outcome::DealChanged(deal))
+        }
+        Command::ReportInspection { deal, mismatched, .. } => {
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
+            lifecycle::report_inspection(&mut s, plan, mismatched).map(Outcome::DealUpdated)
         }
         Command::AddEvidence { author, deal, body } => {
             need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
@@ -785,10 +793,11 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>>
                     .bind(m).bind(participant).bind(to_json(&mandate)).execute(&mut *c).await?;
             }
             Change::InsertListing(l) => {
-                sqlx::query("INSERT INTO listings (market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, search_text) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
+                sqlx::query("INSERT INTO listings (market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, search_text, claims, true_state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
                     .bind(m).bind(l.id).bind(l.owner).bind(l.side.as_str()).bind(&l.title).bind(&l.description).bind(&l.category)
                     .bind(&l.condition).bind(l.price).bind(to_json(&l.attributes)).bind(l.status.as_str()).bind(l.created_at)
-                    .bind(l.first_offer_at).bind(search_text(&l.title, &l.description, &l.category)).execute(&mut *c).await?;
+                    .bind(l.first_offer_at).bind(search_text(&l.title, &l.description, &l.category)).bind(to_json(&l.claims))
+                    .bind(l.true_state.as_ref().map(to_json)).execute(&mut *c).await?;
             }
             Change::SetListingStatus { listing, status } => {
                 sqlx::query("UPDATE listings SET status = $3 WHERE market_id = $1 AND id = $2")
@@ -839,10 +848,11 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>>
                     .execute(&mut *c).await?;
             }
             Change::UpdateDeal(d) => {
-                let done = sqlx::query("UPDATE deals SET status = $3, approval_deadline = $4, handover_note = $5, handed_over_at = $6, confirm_deadline = $7, cancel_requested_by = $8, finished_at = $9, resolution = $10, approval_from = $11 WHERE market_id = $1 AND id = $2")
+                let done = sqlx::query("UPDATE deals SET status = $3, approval_deadline = $4, handover_note = $5, handed_over_at = $6, confirm_deadline = $7, cancel_requested_by = $8, finished_at = $9, resolution = $10, approval_from = $11, inspection = $12, dispute = $13 WHERE market_id = $1 AND id = $2")
                     .bind(m).bind(d.id).bind(d.status.as_str()).bind(d.approval_deadline).bind(&d.handover_note).bind(d.handed_over_at)
                     .bind(d.confirm_deadline).bind(d.cancel_requested_by).bind(d.finished_at).bind(d.resolution.as_ref().map(to_json))
                     .bind(approval_col(d.approval_from))
+                    .bind(d.inspection.as_ref().map(to_json)).bind(d.dispute.as_ref().map(to_json))
                     .execute(&mut *c).await?;
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Invariant(format!("deal {} to update does not exist", d.id)));

@@ -82,6 +82,14 @@ pub enum Command {
         actor: ParticipantId,
         deal: DealId,
         reason: String,
+        /// The grounds (`other` for a plain dispute) and, for `not_as_described`, the claims.
+        grounds: haggle_core::claims::Dispute,
+    },
+    /// The buyer's principal inspects a handed-over deal (real markets).
+    ReportInspection {
+        principal: ParticipantId,
+        deal: DealId,
+        mismatched: Vec<String>,
     },
     /// Evidence from a party's agent, the arbiter, or an operator (`author = None`).
     AddEvidence {
@@ -169,6 +177,9 @@ impl Command {
             | Dispute { actor, .. }
             | Rate { actor, .. }
             | DecideApproval {
+                principal: actor, ..
+            }
+            | ReportInspection {
                 principal: actor, ..
             } => Some(*actor),
             AddEvidence { author, .. } => *author,

@@ -25,6 +25,7 @@ pub mod sqlite {
         (7, include_str!("migrations/0007_token_revocation.sql")),
         (8, include_str!("migrations/0008_seller_mandates.sql")),
         (9, include_str!("migrations/0009_market_policy.sql")),
+        (10, include_str!("migrations/0010_claims.sql")),
     ];
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
@@ -142,6 +143,7 @@ pub mod postgres {
         (7, include_str!("migrations/0007_token_revocation.sql")),
         (8, include_str!("migrations/0008_seller_mandates.sql")),
         (9, include_str!("migrations/0009_market_policy.sql")),
+        (10, include_str!("migrations/0010_claims.sql")),
     ];
 
     /// `batch` is ignored: several servers share a PostgreSQL database, so each transaction

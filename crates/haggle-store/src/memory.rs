@@ -213,6 +213,8 @@ impl MarketMemory {
                 cancel_requested_by: None,
                 finished_at: None,
                 resolution: None,
+                inspection: None,
+                dispute: None,
                 ..d.clone()
             }),
             Change::UpdateDeal(d) => match self.deals.get_mut(&d.id) {
@@ -226,6 +228,8 @@ impl MarketMemory {
                     kept.cancel_requested_by = d.cancel_requested_by;
                     kept.finished_at = d.finished_at;
                     kept.resolution = d.resolution.clone();
+                    kept.inspection = d.inspection.clone();
+                    kept.dispute = d.dispute.clone();
                 }
                 None => return false,
             },

@@ -540,6 +540,8 @@ mod tests {
             status: ListingStatus::Active,
             created_at: 0,
             first_offer_at: None,
+            claims: Default::default(),
+            true_state: None,
         }
     }
 

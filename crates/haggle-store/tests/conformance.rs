@@ -81,6 +81,7 @@ conformance! {
     recent_events_are_newest_first_filtered_by_viewer_and_kind => sqlite_recent_events_are_newest_first_filtered_by_viewer_and_kind, postgres_recent_events_are_newest_first_filtered_by_viewer_and_kind;
     deals_are_listed_by_status => sqlite_deals_are_listed_by_status, postgres_deals_are_listed_by_status;
     closing_expires_listings_offers_and_threads_and_deals_still_settle => sqlite_closing_expires_listings_offers_and_threads_and_deals_still_settle, postgres_closing_expires_listings_offers_and_threads_and_deals_still_settle;
+    claims_true_state_inspection_and_dispute_are_stored => sqlite_claims_true_state_inspection_and_dispute_are_stored, postgres_claims_true_state_inspection_and_dispute_are_stored;
     closing_time_is_stored_and_moved_by_the_operator => sqlite_closing_time_is_stored_and_moved_by_the_operator, postgres_closing_time_is_stored_and_moved_by_the_operator;
     reputation_own_deals_and_news_follow_every_commit => sqlite_reputation_own_deals_and_news_follow_every_commit, postgres_reputation_own_deals_and_news_follow_every_commit;
     an_expired_bid_no_longer_holds_the_buyers_money => sqlite_an_expired_bid_no_longer_holds_the_buyers_money, postgres_an_expired_bid_no_longer_holds_the_buyers_money;
@@ -194,6 +195,7 @@ batched! {
     refuses_mandate_exceeded => batched_sqlite_refuses_mandate_exceeded;
     refuses_offer_expired => batched_sqlite_refuses_offer_expired;
     events_visibility => batched_sqlite_events_visibility;
+    claims_true_state_inspection_and_dispute_are_stored => batched_sqlite_claims_true_state_inspection_and_dispute_are_stored;
     event_hash_chain_verifies => batched_sqlite_event_hash_chain_verifies;
     recent_events_are_newest_first_filtered_by_viewer_and_kind => batched_sqlite_recent_events_are_newest_first_filtered_by_viewer_and_kind;
     deals_are_listed_by_status => batched_sqlite_deals_are_listed_by_status;
@@ -429,6 +431,8 @@ fn new_listing(side: Side, title: &str, category: &str, price: i64) -> NewListin
         condition: "used".into(),
         price,
         attributes: BTreeMap::new(),
+        claims: Default::default(),
+        true_state: None,
     }
 }
 
@@ -3876,4 +3880,78 @@ async fn suspension_withdraws_voids_and_is_stored(db: Db) {
     );
     m.sell(seller, 2_000).await;
     m.verified().await;
+}
+
+/// Claims and the true state are stored with a listing (the true state read back by the store,
+/// never serialised), the inspection at handover and the dispute's grounds with the deal, and the
+/// reputation counts them once the ruling settles the deal.
+async fn claims_true_state_inspection_and_dispute_are_stored(db: Db) {
+    use haggle_core::{Claims, Condition, DealStatus, Dispute, DisputeGrounds, Working};
+    let store = db.open().await;
+    let m = market_with(&store, ClockMode::Simulated, MarketRules::default()).await;
+    let seller = m.join("seller", 0).await;
+    let buyer = m.join("buyer", 10_000).await;
+    let said = Claims {
+        condition: Some(Condition::New),
+        working: Some(Working::Yes),
+        included: vec!["charger".into()],
+        details: BTreeMap::from([("battery".to_string(), "90%".to_string())]),
+    };
+    let truth = Claims {
+        condition: Some(Condition::Fair),
+        ..said.clone()
+    };
+    let listing = m
+        .list(
+            seller,
+            NewListing {
+                claims: said.clone(),
+                true_state: Some(truth.clone()),
+                ..new_listing(Side::Sell, "Phone", "phones", 2_000)
+            },
+        )
+        .await;
+    let stored = store.listing(m.id, listing.id).await.unwrap().unwrap();
+    assert_eq!(stored.claims, said);
+    assert_eq!(stored.true_state, Some(truth.clone()));
+    assert!(!serde_json::to_string(&stored).unwrap().contains("fair"));
+    let deal = m
+        .deal(seller, m.bid(buyer, listing.id, 2_000).await.id)
+        .await;
+    assert_eq!(deal.snapshot.claims, said);
+    m.ok(Command::HandOver {
+        actor: seller,
+        deal: deal.id,
+        note: None,
+    })
+    .await;
+    let handed = store.deal(m.id, deal.id).await.unwrap().unwrap();
+    let inspection = handed.inspection.clone().expect("inspected at handover");
+    assert_eq!(inspection.mismatched, vec!["condition".to_string()]);
+    assert_eq!(inspection.found, Some(truth));
+    let grounds = Dispute {
+        grounds: DisputeGrounds::NotAsDescribed,
+        claims: vec!["condition".into()],
+    };
+    m.ok(Command::Dispute {
+        actor: buyer,
+        deal: deal.id,
+        reason: "scratched".into(),
+        grounds: grounds.clone(),
+    })
+    .await;
+    let disputed = store.deal(m.id, deal.id).await.unwrap().unwrap();
+    assert_eq!(disputed.status, DealStatus::Disputed);
+    assert_eq!(disputed.dispute, Some(grounds));
+    m.ok(Command::ResolveDispute {
+        arbiter: None,
+        deal: deal.id,
+        ruling: haggle_core::lifecycle::Ruling::Split { to_buyer: 900 },
+        note: String::new(),
+    })
+    .await;
+    let r = store.reputation(m.id, seller, T0).await.unwrap();
+    assert_eq!((r.inspected_sales, r.accurate_sales), (1, 0));
+    assert_eq!(r.upheld_not_as_described, 1);
+    assert_eq!(r.claim_accuracy_pct, Some(0));
 }

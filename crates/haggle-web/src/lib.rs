@@ -128,6 +128,10 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
             post(principal::approval),
         )
         .route(&format!("{m}/deals/{{deal}}/rate"), post(principal::rate))
+        .route(
+            &format!("{m}/deals/{{deal}}/inspection"),
+            post(principal::inspection),
+        )
         .route(&format!("{m}/operate"), get(operator::market_page))
         .route(
             &format!("{m}/operate/participants"),

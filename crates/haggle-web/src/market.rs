@@ -215,6 +215,8 @@ struct ListingPage {
     owner_id: i64,
     reputation: String,
     attributes: Vec<(String, String)>,
+    /// The seller's claims, one line each.
+    claims: Vec<String>,
     threads: Vec<ThreadView>,
     threads_note: Option<String>,
 }
@@ -223,10 +225,50 @@ fn reputation_words(r: &haggle_core::lifecycle::Reputation) -> String {
     let stars = r.average_x100.map_or("no ratings yet".to_string(), |a| {
         format!("{}.{:02} of 5 from {} ratings", a / 100, a % 100, r.ratings)
     });
-    format!(
+    let mut words = format!(
         "{stars}; {} completed deals, {} cancellations, {} disputes lost",
         r.completed_deals, r.cancellations, r.disputes_lost
-    )
+    );
+    // The trust record (trust.md, Reputation), once there is one to show.
+    if r.inspected_sales > 0 || r.disputes_against > 0 {
+        words.push_str(&format!(
+            "; claims matched at inspection in {} of {} sales{}; {} disputes opened against them, \
+             upheld: {} not as described, {} not received, {} other",
+            r.accurate_sales,
+            r.inspected_sales,
+            r.claim_accuracy_pct
+                .map_or(String::new(), |p| format!(" ({p}%)")),
+            r.disputes_against,
+            r.upheld_not_as_described,
+            r.upheld_not_received,
+            r.upheld_other
+        ));
+    }
+    if let Some(ms) = r.median_handover_delay_ms {
+        words.push_str(&format!(
+            "; median handover {:.1} hours after agreement",
+            ms as f64 / 3_600_000.0
+        ));
+    }
+    words
+}
+
+/// A listing's claims, one line each, as the seller's.
+pub fn claim_lines(c: &haggle_core::Claims) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(x) = c.condition {
+        out.push(format!("condition: {}", x.as_str().replace('_', " ")));
+    }
+    if let Some(x) = c.working {
+        out.push(format!("working: {x}"));
+    }
+    if !c.included.is_empty() {
+        out.push(format!("included: {}", c.included.join(", ")));
+    }
+    for (k, v) in &c.details {
+        out.push(format!("{k}: {v}"));
+    }
+    out
 }
 
 pub async fn listing(
@@ -311,6 +353,7 @@ pub async fn listing(
         owner_id: l.owner,
         reputation: reputation_words(&v.owner_reputation),
         attributes: l.attributes.into_iter().collect(),
+        claims: claim_lines(&l.claims),
         title: l.title,
         description: l.description,
         category: l.category,
@@ -452,6 +495,13 @@ struct DealPage {
     csrf: String,
     form_key: String,
     evidence_key: String,
+    /// The seller's claims as they stood when the deal was agreed.
+    claims: Vec<String>,
+    /// What the inspection found, in words.
+    inspection: Option<String>,
+    /// The buyer's principal may inspect now: the claims it can report contradicted.
+    inspect: Option<Vec<String>>,
+    inspect_key: String,
 }
 
 pub async fn deal(State(web): State<Web>, s: Signed, Ids((m, id)): Ids<(i64, i64)>) -> PageResult {
@@ -523,6 +573,27 @@ pub async fn deal(State(web): State<Web>, s: Signed, Ids((m, id)): Ids<(i64, i64
         csrf: s.csrf.clone(),
         form_key: new_form_key(),
         evidence_key: new_form_key(),
+        claims: claim_lines(&d.snapshot.claims),
+        inspection: d.inspection.as_ref().map(|i| {
+            let by = match i.source {
+                haggle_core::InspectionSource::Simulation => "the simulation",
+                haggle_core::InspectionSource::Principal => "the buyer's principal",
+            };
+            if i.matched() {
+                format!("inspected by {by}: as described")
+            } else {
+                format!(
+                    "inspected by {by}: not as described ({})",
+                    i.mismatched.join(", ")
+                )
+            }
+        }),
+        inspect: (s.caller.role == Role::Principal
+            && s.caller.participant == Some(d.buyer)
+            && d.status == DealStatus::HandedOver
+            && d.inspection.is_none())
+        .then(|| d.snapshot.claims.names()),
+        inspect_key: new_form_key(),
     }))
 }
 
@@ -535,6 +606,10 @@ pub struct PersonRow {
     pub completed: u32,
     pub cancellations: u32,
     pub disputes_lost: u32,
+    /// Inspected sales whose inspection matched every claim, of those inspected.
+    pub claim_accuracy: String,
+    /// Not-as-described rulings upheld against it.
+    pub upheld_not_as_described: u32,
 }
 
 #[derive(Template)]
@@ -570,6 +645,10 @@ pub async fn participants(
             completed: r.completed_deals,
             cancellations: r.cancellations,
             disputes_lost: r.disputes_lost,
+            claim_accuracy: r.claim_accuracy_pct.map_or("—".into(), |p| {
+                format!("{p}% ({} of {})", r.accurate_sales, r.inspected_sales)
+            }),
+            upheld_not_as_described: r.upheld_not_as_described,
         });
     }
     Ok(render(&PeoplePage {

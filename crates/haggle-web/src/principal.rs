@@ -101,6 +101,11 @@ fn done_text(code: &str) -> Option<&'static str> {
             "Rating stored. It is revealed when both sides have rated or the rating window closes."
         }
         "survey" => "Thank you: your survey answer is saved.",
+        "as_described" => "Inspection stored: the item is as described.",
+        "mismatch" => {
+            "Mismatch reported: your agent may now dispute the deal as not as described, naming \
+             those claims."
+        }
         _ => return None,
     })
 }
@@ -425,6 +430,35 @@ pub async fn approval(
         ))
     })?;
     Ok(back(m, p, if approve { "approved" } else { "declined" }))
+}
+
+/// The buyer's principal inspects a handed-over deal: every checked `mismatch:<claim>` box names
+/// a claim the item contradicts; none checked confirms it is as described.
+pub async fn inspection(
+    State(web): State<Web>,
+    s: Signed,
+    origin: FormOrigin,
+    Ids((m, d)): Ids<(i64, i64)>,
+    Form(f): Form<std::collections::BTreeMap<String, String>>,
+) -> PageResult {
+    let field = |k: &str| f.get(k).cloned().unwrap_or_default();
+    s.check(&origin, &field("csrf"))?;
+    let mismatched: Vec<String> = f
+        .keys()
+        .filter_map(|k| k.strip_prefix("mismatch:").map(str::to_string))
+        .collect();
+    let idem = idem_key(&field("idem"), &format!("/m/{m}/deals/{d}/inspection"), &f)?;
+    let found = !mismatched.is_empty();
+    web.svc
+        .report_inspection(&s.caller, m, d, mismatched, idem.as_ref())
+        .await?;
+    let p = s.caller.participant.ok_or_else(|| {
+        Failure::from((
+            haggle_core::ErrorCode::Forbidden,
+            "inspections need a principal token".to_string(),
+        ))
+    })?;
+    Ok(back(m, p, if found { "mismatch" } else { "as_described" }))
 }
 
 #[derive(Deserialize, Serialize)]

@@ -998,3 +998,71 @@ async fn a_seller_principal_sets_a_lowest_sale_and_approves_a_sale_below_it() {
     let approved = s.svc.store().deal(f.m, d).await.unwrap().unwrap();
     assert_eq!(approved.status.as_str(), "agreed");
 }
+
+#[tokio::test]
+async fn the_buyers_principal_reports_a_mismatch_against_the_claims_on_the_deal_page() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let l = s
+        .post(
+            &format!("/v1/markets/{}/listings", f.m),
+            &f.alice.agent,
+            json!({"side": "sell", "title": "Phone", "category": "misc", "price": 3_000,
+                   "claims": {"condition": "like_new", "working": "yes"}}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let listing = s
+        .page(&format!("/m/{}/listings/{l}", f.m), Some(&f.bob.agent))
+        .await;
+    assert!(
+        listing.body.contains("The seller&#x27;s claims")
+            || listing.body.contains("The seller's claims")
+    );
+    assert!(
+        listing.body.contains("condition: like new"),
+        "{}",
+        listing.body
+    );
+    let o = s.bid(f.m, &f.bob, l, 3_000).await;
+    let d = s.accept(f.m, &f.alice, o).await["id"].as_i64().unwrap();
+    s.post(
+        &format!("/v1/markets/{}/deals/{d}/handover", f.m),
+        &f.alice.agent,
+        json!({}),
+    )
+    .await;
+    let path = format!("/m/{}/deals/{d}", f.m);
+    // The seller's principal sees the claims but has nothing to inspect.
+    let seller_view = s.page(&path, Some(&f.alice.principal)).await;
+    assert!(seller_view.body.contains("working: yes"));
+    assert!(!seller_view.body.contains("Inspect the item"));
+    let page = s.page(&path, Some(&f.bob.principal)).await;
+    assert!(page.body.contains("Inspect the item"), "{}", page.body);
+    let (csrf, key) = (page.hidden("csrf"), page.hidden("idem"));
+    let sent = s
+        .form(
+            &format!("{path}/inspection"),
+            &f.bob.principal,
+            &[("csrf", &csrf), ("idem", &key), ("mismatch:condition", "1")],
+        )
+        .await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    assert_eq!(
+        sent.location.as_deref(),
+        Some(format!("/m/{}/p/{}?done=mismatch", f.m, f.bob.id).as_str())
+    );
+    let deal = s.svc.store().deal(f.m, d).await.unwrap().unwrap();
+    assert_eq!(
+        deal.inspection.unwrap().mismatched,
+        vec!["condition".to_string()]
+    );
+    let after = s.page(&path, Some(&f.bob.principal)).await;
+    assert!(
+        after.body.contains("not as described (condition)"),
+        "{}",
+        after.body
+    );
+    assert!(!after.body.contains("Inspect the item"));
+}

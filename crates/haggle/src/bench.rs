@@ -405,6 +405,7 @@ async fn sim_run(
         ),
         withhold_leaks: false,
         rules: crate::sim::market_rules(),
+        hide_reputation: false,
     };
     let started = Instant::now();
     // Wall time at the end of each round (setup is in the first), so a slow phase shows.
@@ -586,6 +587,7 @@ pub async fn llm(args: LlmBenchArgs) -> anyhow::Result<()> {
         factory,
         withhold_leaks: false,
         rules: crate::sim::market_rules(),
+        hide_reputation: false,
     };
     eprintln!(
         "haggle bench llm: {} participants on the stand-in model ({} ms a call), {} calls at once, up to {} rounds",

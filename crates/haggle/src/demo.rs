@@ -42,6 +42,10 @@ pub struct DemoArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Brains see every seller's record as empty (to measure what reputation is worth, e.g.
+    /// against `adversary:misdescriber`).
+    #[arg(long)]
+    hide_reputation: bool,
     #[command(flatten)]
     llm: crate::llm_args::LlmArgs,
     #[command(flatten)]
@@ -155,6 +159,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         factory,
         withhold_leaks: args.llm.withhold_leaks,
         rules: sim::market_rules(),
+        hide_reputation: args.hide_reputation,
     };
     // The progress bar redraws a line: only on a terminal.
     let quiet = args.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -337,6 +337,7 @@ async fn execute(
             factory,
             withhold_leaks: false,
             rules: cfg.rules.clone().unwrap_or_else(sim::market_rules),
+            hide_reputation: false,
         },
         &mut progress,
     )

@@ -277,6 +277,8 @@ pub fn form(t: &mut Terminal) -> anyhow::Result<Profile> {
             asking_price,
             floor_price,
             attributes: Default::default(),
+            claims: Default::default(),
+            true_state: None,
         });
     }
     let mut want: Vec<Want> = Vec::new();

@@ -181,6 +181,26 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
         .zip(&run.agents)
         .map(|(x, a)| (x.name.clone(), a.stats.refusals.clone()))
         .collect();
+    let trust = if run
+        .members
+        .iter()
+        .any(|x| x.brain == crate::sim::MISDESCRIBER)
+    {
+        let mut with_truth = Vec::new();
+        for d in store.deals(m, None, 0, 100_000).await? {
+            let truth = store
+                .listing(m, d.listing_id)
+                .await?
+                .and_then(|l| l.true_state);
+            with_truth.push((d, truth));
+        }
+        Some(haggle_lab::trust::measure(
+            &with_truth,
+            run.trust_timeline.clone(),
+        ))
+    } else {
+        None
+    };
     Ok(RunRecord {
         participants,
         listings,
@@ -190,5 +210,6 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
         rounds: run.rounds,
         simulated_ms: run.sim_ms,
         refusals,
+        trust,
     })
 }

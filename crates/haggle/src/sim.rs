@@ -52,6 +52,8 @@ pub struct SimConfig {
     pub withhold_leaks: bool,
     /// The market's rules ([`market_rules`] unless an experiment's run group changes them).
     pub rules: MarketRules,
+    /// Brains see every seller's record as empty (the arm without reputation).
+    pub hide_reputation: bool,
 }
 
 /// Live figures for the progress display.
@@ -86,7 +88,12 @@ pub struct SimOutput {
     pub peak_turns: usize,
     /// Which price table priced the run's model calls (its source and date).
     pub prices: String,
+    /// With misdescribers: their record at the end of each round (else empty).
+    pub trust_timeline: Vec<haggle_lab::trust::ReputationPoint>,
 }
+
+/// The brain that overstates its items' claims.
+pub const MISDESCRIBER: &str = "adversary:misdescriber";
 
 pub fn market_rules() -> MarketRules {
     MarketRules {
@@ -155,7 +162,20 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         .map_err(api)?;
     let mut members = Vec::new();
     let mut agents = Vec::new();
-    for (i, profile) in cfg.scenario.profiles.iter().enumerate() {
+    // With misdescribers in the market every item carries claims and its true state (inspected
+    // at handover), and theirs overstate some; without, profiles stay as the scenario wrote them.
+    let trust = cfg.brains.iter().any(|b| b == MISDESCRIBER);
+    let mut profiles = cfg.scenario.profiles.clone();
+    if trust {
+        for (i, p) in profiles.iter_mut().enumerate() {
+            if cfg.brains[i % cfg.brains.len()] == MISDESCRIBER {
+                haggle_agents::adversaries::misdescribe_profile(p, cfg.seed.wrapping_add(i as u64));
+            } else {
+                haggle_agents::adversaries::describe_profile(p);
+            }
+        }
+    }
+    for (i, profile) in profiles.iter().enumerate() {
         let brain_name = cfg.brains[i % cfg.brains.len()].clone();
         let mandate = profile.mandate();
         let reg = RegisterParticipant {
@@ -180,7 +200,11 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         let client = InProcess::from_token(svc.clone(), &created.agent_token)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        agents.push(Agent::new(profile.clone(), client, brain).withhold_leaks(cfg.withhold_leaks));
+        agents.push(
+            Agent::new(profile.clone(), client, brain)
+                .withhold_leaks(cfg.withhold_leaks)
+                .hide_reputation(cfg.hide_reputation),
+        );
         members.push(Member {
             name: profile.name.clone(),
             participant_id: created.participant.id,
@@ -214,6 +238,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
     let mut last_turn = vec![0u64; agents.len()];
     let (mut idle, mut rounds, mut peak_turns) = (0, 0, 0);
     let mut done_before = 0u64;
+    let mut trust_timeline = Vec::new();
     let due = match cfg.mode {
         Mode::Rounds => Due::Always,
         Mode::Events => Due::OnNews,
@@ -240,6 +265,10 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         };
         peak_turns = peak_turns.max(peak);
         seq.end_round();
+        if trust {
+            arbitrate(&svc, &operator, m).await?;
+            record_misdescribers(&svc, m, &members, round + 1, &mut trust_timeline).await?;
+        }
         svc.advance_clock(&operator, m, cfg.tick_ms, None)
             .await
             .map_err(api)?;
@@ -288,6 +317,10 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
     peak_turns = peak_turns.max(peak);
     seq.end_round();
     seq.finish();
+    if trust {
+        arbitrate(&svc, &operator, m).await?;
+        record_misdescribers(&svc, m, &members, rounds + 1, &mut trust_timeline).await?;
+    }
     svc.store().flush().await?;
     let sim_ms = now - SIM_START_MS;
     Ok(SimOutput {
@@ -302,7 +335,64 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         first_movers: seq.first_movers(),
         peak_turns,
         prices: cfg.factory.prices.source.clone(),
+        trust_timeline,
     })
+}
+
+/// The market's operator rules on every open not-as-described dispute: the buyer keeps the item
+/// and gets back the value gap between claimed and found ([`haggle_lab::trust::value_gap_refund`];
+/// nothing found worse: released). Other disputes are left as before.
+async fn arbitrate(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<()> {
+    use haggle_api::haggle_core::lifecycle::Ruling;
+    use haggle_api::haggle_core::{DealStatus, DisputeGrounds};
+    let open = svc
+        .store()
+        .deals_in_status(m, DealStatus::Disputed, 0, 10_000)
+        .await?;
+    for d in open {
+        if d.dispute.as_ref().map(|x| x.grounds) != Some(DisputeGrounds::NotAsDescribed) {
+            continue;
+        }
+        let found = d
+            .inspection
+            .as_ref()
+            .and_then(|i| i.found.clone())
+            .unwrap_or_default();
+        let to_buyer = haggle_lab::trust::value_gap_refund(d.price, &d.snapshot.claims, &found);
+        let req = haggle_api::ResolveDispute {
+            ruling: Ruling::Split { to_buyer },
+            note: "the claims overstated the item: the value gap goes back to the buyer".into(),
+        };
+        svc.resolve(operator, m, d.id, req, None)
+            .await
+            .map_err(api)?;
+    }
+    Ok(())
+}
+
+/// Appends each misdescriber's record as the market shows it now.
+async fn record_misdescribers(
+    svc: &Service,
+    m: i64,
+    members: &[Member],
+    round: u64,
+    out: &mut Vec<haggle_lab::trust::ReputationPoint>,
+) -> anyhow::Result<()> {
+    for x in members.iter().filter(|x| x.brain == MISDESCRIBER) {
+        let r = svc
+            .store()
+            .reputation(m, x.participant_id, SIM_START_MS)
+            .await?;
+        out.push(haggle_lab::trust::ReputationPoint {
+            round,
+            participant: x.name.clone(),
+            inspected_sales: r.inspected_sales,
+            accurate_sales: r.accurate_sales,
+            claim_accuracy_pct: r.claim_accuracy_pct,
+            upheld_not_as_described: r.upheld_not_as_described,
+        });
+    }
+    Ok(())
 }
 
 /// Which agents take a turn in a round.

@@ -92,6 +92,8 @@ pub fn listing(id: i64, owner: i64, side: Side, price: i64, attr: Option<(&str, 
         status: ListingStatus::Active,
         created_at: 0,
         first_offer_at: None,
+        claims: Default::default(),
+        true_state: None,
     }
 }
 
@@ -207,6 +209,7 @@ pub fn thread_state(
         role,
         subject: Some(subject.to_string()),
         turns,
+        seller_record: None,
     }
 }
 
@@ -230,6 +233,7 @@ pub fn deal(id: i64, buyer: i64, seller: i64, price: i64, status: DealStatus) ->
             condition: l.condition.clone(),
             price,
             attributes: l.attributes.clone(),
+            claims: Default::default(),
         },
         created_at: 0,
         approval_deadline: None,
@@ -240,6 +244,8 @@ pub fn deal(id: i64, buyer: i64, seller: i64, price: i64, status: DealStatus) ->
         cancel_requested_by: None,
         finished_at: None,
         resolution: None,
+        inspection: None,
+        dispute: None,
     }
 }
 

@@ -828,5 +828,7 @@ pub fn new_listing(side: Side, category: &str, price: Money) -> NewListing {
         condition: "used".into(),
         price,
         attributes: BTreeMap::from([("colour".to_string(), "blue".to_string())]),
+        claims: Default::default(),
+        true_state: None,
     }
 }

@@ -35,6 +35,8 @@ pub fn item(id: &str, item_type: &str, floor: i64, ask: i64) -> SellItem {
         asking_price: ask,
         floor_price: floor,
         attributes: BTreeMap::new(),
+        claims: Default::default(),
+        true_state: None,
     }
 }
 
@@ -234,5 +236,6 @@ pub fn record(ada: &str, ben: &str) -> RunRecord {
         rounds: 12,
         simulated_ms: 6000,
         refusals,
+        trust: None,
     }
 }
