@@ -207,9 +207,12 @@ fn rate(x: u32, n: u32, nominal: Option<f64>) -> String {
     } else {
         f64::from(x) / f64::from(n)
     };
+    // Which side the nominal value falls on says how the method errs: fewer false positives
+    // than nominal is conservative (valid, less power), more is liberal (invalid).
     let flag = match nominal {
-        Some(v) if (lo..=hi).contains(&v) => "  ok",
-        Some(_) => " OFF",
+        Some(v) if (lo..=hi).contains(&v) => "     ok",
+        Some(v) if v > hi => "  BELOW",
+        Some(_) => "  ABOVE",
         None => "",
     };
     format!("{:>6} [{:>5}, {:>5}]{flag}", pct(r), pct(lo), pct(hi))
@@ -224,7 +227,7 @@ pub fn render(c: &Calibration, aa: bool) -> String {
         c.variant,
         c.seeds,
         if aa {
-            ": false positives (nominal 5%) and intervals covering 0 (nominal 95%), Wilson 95% intervals; OFF = the nominal value is outside"
+            ": false positives (nominal 5%) and intervals covering 0 (nominal 95%), Wilson 95% intervals; BELOW/ABOVE = the rate is below/above the nominal value beyond chance"
         } else {
             ": how often each difference is found (p < 0.05)"
         }
