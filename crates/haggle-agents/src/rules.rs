@@ -11,7 +11,7 @@
 //! | `rule:linear` | the same with `t¹` |
 //! | `rule:conceder` | the same with `t^¼` |
 //! | `rule:tit-for-tat` | its last price moved by the other side's last concession, at least one tick |
-//! | `rule:tit-for-tat-pure` | the same without the minimum tick (two of them deadlock) |
+//! | `rule:tit-for-tat-pure` | the same without the minimum tick and without the end-game acceptance (two of them deadlock) |
 //! | `rule:micro` | one step (a tenth of its range) only after receiving as many distinct offers as it sent |
 //! | `rule:split-difference` | the midpoint of its last and their last offer |
 //! | `rule:taker` | the listed price: a seller asks its ask, a buyer pays the ask if it is within its maximum |
@@ -28,15 +28,19 @@
 //!    `not_as_described`); finished deals are rated once (5 if completed, 2 if refunded or
 //!    partially refunded);
 //! 3. open threads: accept the other side's live offer if it is at least as good as the brain's own
-//!    next offer (on the last usable offer of a thread, or at `t = 1`: its offer at `t = 1`, which
-//!    is the limit for the time-dependent brains);
+//!    next offer; when the brain would end the thread this turn (its counter could no longer be
+//!    accepted — the last offer of a capped thread, or `t = 1` — or its patience is spent) it
+//!    takes any offer within its limit instead (except the taker, which trades at the listed
+//!    price, and pure tit-for-tat, the textbook deadlock);
 //!    otherwise, when it is the brain's move (the other side's offer is live, or no offer is),
 //!    counter with its next price — even when that equals its last price, so a firm brain still
-//!    moves the thread's offer-count clock and two Boulware agents do not stall; walk away when
-//!    `ThreadState::turns > style.patience` or when its counter could no longer be accepted
-//!    (the last offer of a capped thread closes it, `t = 1` ends it); when its own offer is
-//!    live it waits; a buyer walks away at once when the seller's record shows misdescribed
-//!    items (`ThreadState::seller_record`);
+//!    moves the thread's offer-count clock and two Boulware agents do not stall; end the thread
+//!    (a message saying so, [`ENDING_MESSAGE`], then a walk-away) when
+//!    `ThreadState::turns` passes its patience — `style.patience`, but never less than the
+//!    market's offer cap ([`patience_in`]) — when its counter could no longer be accepted, or
+//!    when the cap is used up and no offer of its own awaits an answer (never left open); when
+//!    its own offer is live it waits; a buyer walks away at once when the seller's record shows
+//!    misdescribed items (`ThreadState::seller_record`);
 //! 4. unmet wants: open threads on the cheapest `candidates` whose ask is at most 2·v and whose
 //!    seller's record shows no misdescribed item (`Reputation::misdescribes`), with an
 //!    opening offer `o` ([`BUYER_OPENING_PERCENT`] of min(ask, v)), at most
@@ -251,6 +255,12 @@ pub trait Strategy: Send {
     fn opening(&self, ask: Option<i64>, max: i64, _listing_id: i64) -> Option<i64> {
         Some(buyer_opening(ask, max, BUYER_OPENING_PERCENT))
     }
+    /// Whether, about to end a thread, the brain takes any offer within its limit (every
+    /// bargaining strategy: a deal within the limit beats none). A taker trades only at the
+    /// listed price, by definition.
+    fn settles_within_limit_at_the_end(&self) -> bool {
+        true
+    }
 }
 
 /// Time-dependent concession: `a − (a − f)·t^e` / `o + (v − o)·t^e`.
@@ -295,6 +305,11 @@ pub struct TitForTat {
 }
 
 impl Strategy for TitForTat {
+    /// The pure variant is the textbook one, kept to show that two of them deadlock: it never
+    /// takes an offer its own rule would not have reached.
+    fn settles_within_limit_at_the_end(&self) -> bool {
+        !self.pure
+    }
     fn name(&self) -> String {
         if self.pure {
             "rule:tit-for-tat-pure"
@@ -378,6 +393,9 @@ impl Strategy for Taker {
             None => Some(max),
         }
     }
+    fn settles_within_limit_at_the_end(&self) -> bool {
+        false
+    }
 }
 
 /// Odd behaviours of the adversaries, on top of a strategy.
@@ -453,6 +471,31 @@ struct Open<'v> {
     /// The brain's counter could not be accepted any more (last offer of a capped thread, or
     /// `t = 1`).
     last_chance: bool,
+    /// The brain would end the thread this turn (its last chance, or its patience is spent):
+    /// any offer within its limit is then better than none.
+    ending: bool,
+}
+
+/// The words a brain leaves when it ends a thread in which no agreement is possible, so the
+/// other side knows it is over (no number in it: nothing private can leak).
+pub const ENDING_MESSAGE: &str = "We are too far apart to agree here, so I am ending this negotiation. Thank you for your offers.";
+
+/// Ends a thread explicitly: the message, then the walk-away.
+fn end_thread(acts: &mut Vec<Action>, thread_id: i64) {
+    acts.push(Action::Message {
+        thread_id,
+        body: ENDING_MESSAGE.into(),
+    });
+    acts.push(Action::WalkAway { thread_id });
+}
+
+/// The brain's patience in a thread, in its own turns: its style's, but never less than the
+/// market's offer cap for the thread, so it does not give up long before the market would.
+pub fn patience_in(ts: &ThreadState, patience: u32) -> u32 {
+    match ts.thread.offers_remaining {
+        Some(left) => patience.max(left.saturating_add(ts.thread.detail.thread.offers_made)),
+        None => patience,
+    }
 }
 
 fn assert_within(role: Role, limit: i64, price: i64, what: &str) {
@@ -556,6 +599,12 @@ impl RuleBrain {
     pub fn acceptable(&self, n: &Negotiation, price: i64, last_chance: bool) -> bool {
         if !n.within_limit(price) {
             return false;
+        }
+        // About to end the thread: a deal within the limit beats none, whatever the strategy
+        // would have asked next (tit-for-tat, micro and split-difference stop short of their
+        // limit).
+        if last_chance && self.strategy.settles_within_limit_at_the_end() {
+            return true;
         }
         let next = if last_chance {
             self.next_price(&Negotiation {
@@ -795,6 +844,7 @@ impl RuleBrain {
                 .copied();
             let last_chance =
                 ts.thread.offers_remaining.is_some_and(|r| r <= 1) || neg.t_ppm >= PPM;
+            let ending = last_chance || ts.turns > patience_in(ts, profile.style.patience);
             open.push(Open {
                 ts,
                 thread_id: th.id,
@@ -804,6 +854,7 @@ impl RuleBrain {
                 live_theirs,
                 live_mine,
                 last_chance,
+                ending,
             });
         }
         // Listings per subject on which the brain has a live offer.
@@ -843,7 +894,7 @@ impl RuleBrain {
         for &i in &order {
             let o = &open[i];
             let Some(offer) = o.live_theirs else { continue };
-            if left[&o.key] == 0 || !self.acceptable(&o.neg, offer.price, o.last_chance) {
+            if left[&o.key] == 0 || !self.acceptable(&o.neg, offer.price, o.ending) {
                 continue;
             }
             if o.neg.role == Role::Buyer && offer.price > available {
@@ -889,7 +940,13 @@ impl RuleBrain {
             }
             let spam = self.quirks.spam;
             if o.ts.thread.offers_remaining == Some(0) {
-                // The cap is used up: only the spammer tries once more (and is refused).
+                // The cap is used up and the other side's last offer (if any) was out of range:
+                // unless its own offer still waits for an answer, the brain ends the thread
+                // rather than leave it open. Only the spammer tries once more (and is refused).
+                if !spam && o.live_mine.is_none() {
+                    end_thread(&mut acts, tid);
+                    continue;
+                }
                 if spam && self.mem.spam_done.insert(tid) {
                     let price = self.next_price(&o.neg);
                     let freed = o.live_mine.map_or(0, |m| m.price);
@@ -904,8 +961,8 @@ impl RuleBrain {
                 }
                 continue;
             }
-            if !spam && o.ts.turns > profile.style.patience {
-                acts.push(Action::WalkAway { thread_id: tid });
+            if !spam && o.ts.turns > patience_in(o.ts, profile.style.patience) {
+                end_thread(&mut acts, tid);
                 continue;
             }
             let my_move = o.live_theirs.is_some() || o.live_mine.is_none();
@@ -913,7 +970,7 @@ impl RuleBrain {
                 continue;
             }
             if !spam && o.last_chance {
-                acts.push(Action::WalkAway { thread_id: tid });
+                end_thread(&mut acts, tid);
                 continue;
             }
             if !spam && exposed_elsewhere(&exposure, &o.key, o.listing_id) >= left[&o.key] {
@@ -1318,6 +1375,26 @@ mod tests {
         let n = neg(Role::Buyer, 500, 900, 0, &[700], &[]);
         assert_eq!(n.settle(600), 700);
         assert_eq!(n.settle(950), 900);
+    }
+
+    #[test]
+    fn about_to_end_a_thread_every_bargainer_takes_an_offer_within_its_limit() {
+        // Tit-for-tat's and split-difference's next prices stop short of the floor; on the last
+        // chance they still take 601 (above the floor 600) rather than walk away.
+        let n = neg(Role::Seller, 1_000, 600, 500_000, &[950, 900], &[650, 601]);
+        for b in [
+            RuleBrain::tit_for_tat(0),
+            RuleBrain::split_difference(0),
+            RuleBrain::micro(0),
+        ] {
+            assert!(!b.acceptable(&n, 601, false), "{}: not yet", b.name());
+            assert!(b.acceptable(&n, 601, true), "{}: at the end", b.name());
+            assert!(
+                !b.acceptable(&n, 599, true),
+                "{}: never below the floor",
+                b.name()
+            );
+        }
     }
 
     #[test]

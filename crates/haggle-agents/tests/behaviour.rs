@@ -7,7 +7,7 @@ mod support;
 use haggle_agents::adversaries::{INJECTION, injector, never_ships};
 use haggle_agents::brain::{Action, Brain, Role};
 use haggle_agents::profile::Profile;
-use haggle_agents::rules::RuleBrain;
+use haggle_agents::rules::{ENDING_MESSAGE, RuleBrain};
 use haggle_api::haggle_core::{DealStatus, OfferState, Side};
 use support::*;
 
@@ -221,30 +221,95 @@ fn accepts_only_live_unexpired_offers_of_the_other_side() {
     assert_eq!(decide(&mut RuleBrain::linear(0), &p, &v), vec![]);
 }
 
+/// Ending a thread: the message that says so, then the walk-away.
+fn ends(thread_id: i64) -> Vec<Action> {
+    vec![
+        Action::Message {
+            thread_id,
+            body: ENDING_MESSAGE.into(),
+        },
+        Action::WalkAway { thread_id },
+    ]
+}
+
 #[test]
-fn walks_away_when_out_of_patience_or_time() {
+fn patience_is_never_shorter_than_the_markets_offer_cap() {
     let p = profile(&[("a", 1_000, 600)], &[], 0);
     let mut v = empty_view(ME, 0);
+    // Patience 12, but the market allows 20 offers: at its 13th turn it still bargains.
     let mut ts = seller_thread(4, 500, OfferState::Live, FAR_FUTURE);
     ts.turns = p.style.patience + 1;
     v.threads = vec![ts];
+    let acts = decide(&mut RuleBrain::linear(0), &p, &v);
+    assert!(
+        matches!(acts.as_slice(), [Action::Offer { .. }]),
+        "{acts:?}"
+    );
+    // Past the cap's worth of turns it ends the thread, saying so.
+    let mut ts = seller_thread(4, 500, OfferState::Live, FAR_FUTURE);
+    ts.turns = 21;
+    v.threads = vec![ts];
+    assert_eq!(decide(&mut RuleBrain::linear(0), &p, &v), ends(THREAD));
+}
+
+#[test]
+fn out_of_patience_it_takes_an_offer_within_its_limit_rather_than_walk_away() {
+    let p = profile(&[("a", 1_000, 600)], &[], 0);
+    let mut v = empty_view(ME, 0);
+    let mut ts = seller_thread(4, 650, OfferState::Live, FAR_FUTURE);
+    ts.turns = 21;
+    v.threads = vec![ts];
     assert_eq!(
         decide(&mut RuleBrain::linear(0), &p, &v),
-        vec![Action::WalkAway { thread_id: THREAD }]
-    );
-
-    // The last offer of the cap would close the thread unanswered: accept within the limit...
-    v.threads = vec![seller_thread(19, 650, OfferState::Live, FAR_FUTURE)];
-    assert_eq!(
-        decide(&mut RuleBrain::boulware(0), &p, &v),
         vec![Action::Accept { offer_id: 50 }]
     );
-    // ...or leave.
+}
+
+#[test]
+fn on_the_last_offer_of_the_cap_it_accepts_within_its_limit_or_ends_the_thread() {
+    let p = profile(&[("a", 1_000, 600)], &[], 0);
+    let mut v = empty_view(ME, 0);
+    // The last offer of the cap would close the thread unanswered: accept within the limit,
+    // whatever the strategy would have asked next...
+    v.threads = vec![seller_thread(19, 601, OfferState::Live, FAR_FUTURE)];
+    for mut b in [
+        RuleBrain::boulware(0),
+        RuleBrain::tit_for_tat(0),
+        RuleBrain::split_difference(0),
+    ] {
+        assert_eq!(
+            decide(&mut b, &p, &v),
+            vec![Action::Accept { offer_id: 50 }],
+            "{}",
+            b.name()
+        );
+    }
+    // ...or end it, saying so.
     v.threads = vec![seller_thread(19, 550, OfferState::Live, FAR_FUTURE)];
-    assert_eq!(
-        decide(&mut RuleBrain::boulware(0), &p, &v),
-        vec![Action::WalkAway { thread_id: THREAD }]
-    );
+    assert_eq!(decide(&mut RuleBrain::boulware(0), &p, &v), ends(THREAD));
+}
+
+#[test]
+fn a_thread_whose_cap_is_used_up_is_ended_not_left_open() {
+    let p = profile(&[("a", 1_000, 600)], &[], 0);
+    let mut v = empty_view(ME, 0);
+    // Twenty of twenty offers made; the buyer's last one is below the floor.
+    v.threads = vec![seller_thread(20, 550, OfferState::Live, FAR_FUTURE)];
+    assert_eq!(decide(&mut RuleBrain::linear(0), &p, &v), ends(THREAD));
+    // With its own last offer still waiting for an answer, it waits.
+    let l = listing(LISTING, ME, Side::Sell, 1_000, Some(("item_id", "a")));
+    let t = thread(THREAD, &l, OTHER, 20);
+    let mine = offer(51, &t, &l, ME, 700, OfferState::Live);
+    v.threads = vec![thread_state(
+        &t,
+        &l,
+        vec![mine],
+        Some(20),
+        Role::Seller,
+        "a",
+        10,
+    )];
+    assert_eq!(decide(&mut RuleBrain::linear(0), &p, &v), vec![]);
 }
 
 #[test]
