@@ -173,8 +173,14 @@ mod tests {
     fn a_fresh_thread_is_the_openers_move() {
         let d = detail();
         let r = rules(Some(4), false);
-        assert_eq!(ThreadSummary::of(&d, &r, Some(OPENER), 2_000).your_move, Some(true));
-        assert_eq!(ThreadSummary::of(&d, &r, Some(OWNER), 2_000).your_move, Some(false));
+        assert_eq!(
+            ThreadSummary::of(&d, &r, Some(OPENER), 2_000).your_move,
+            Some(true)
+        );
+        assert_eq!(
+            ThreadSummary::of(&d, &r, Some(OWNER), 2_000).your_move,
+            Some(false)
+        );
         assert_eq!(ThreadSummary::of(&d, &r, Some(99), 2_000).your_move, None);
         assert_eq!(ThreadSummary::of(&d, &r, None, 2_000).your_move, None);
     }
@@ -188,9 +194,17 @@ mod tests {
         assert_eq!(s.your_move, Some(true));
         assert_eq!(
             s.live_offer,
-            Some(LiveOffer { offer_id: 11, price: 500, by: OPENER, expires_at: 12_000 })
+            Some(LiveOffer {
+                offer_id: 11,
+                price: 500,
+                by: OPENER,
+                expires_at: 12_000
+            })
         );
-        assert_eq!(ThreadSummary::of(&d, &r, Some(OPENER), 3_000).your_move, Some(false));
+        assert_eq!(
+            ThreadSummary::of(&d, &r, Some(OPENER), 3_000).your_move,
+            Some(false)
+        );
     }
 
     #[test]
@@ -237,19 +251,31 @@ mod tests {
         offer(&mut d, 11, OPENER, 2_000);
         offer(&mut d, 12, OWNER, 2_100);
         let r = rules(Some(2), false);
-        assert_eq!(ThreadSummary::of(&d, &r, Some(OPENER), 2_200).offers_left, Some(0));
+        assert_eq!(
+            ThreadSummary::of(&d, &r, Some(OPENER), 2_200).offers_left,
+            Some(0)
+        );
         d.offers[1].state = OfferState::Rejected;
         let s = ThreadSummary::of(&d, &r, Some(OPENER), 2_200);
         assert_eq!((s.offers_made, s.your_move), (2, Some(false)));
-        assert_eq!(ThreadSummary::of(&d, &rules(None, false), Some(OPENER), 2_200).offers_left, None);
+        assert_eq!(
+            ThreadSummary::of(&d, &rules(None, false), Some(OPENER), 2_200).offers_left,
+            None
+        );
     }
 
     #[test]
     fn time_left_runs_to_the_deadline_and_ends_with_the_thread() {
         let mut d = detail();
         let r = rules(None, false);
-        assert_eq!(ThreadSummary::of(&d, &r, Some(OWNER), 11_000).time_left_ms, Some(50_000));
-        assert_eq!(ThreadSummary::of(&d, &r, Some(OWNER), 90_000).time_left_ms, Some(0));
+        assert_eq!(
+            ThreadSummary::of(&d, &r, Some(OWNER), 11_000).time_left_ms,
+            Some(50_000)
+        );
+        assert_eq!(
+            ThreadSummary::of(&d, &r, Some(OWNER), 90_000).time_left_ms,
+            Some(0)
+        );
         d.thread.status = ThreadStatus::Broken;
         let s = ThreadSummary::of(&d, &r, Some(OWNER), 11_000);
         assert_eq!((s.time_left_ms, s.your_move), (None, Some(false)));
