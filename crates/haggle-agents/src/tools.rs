@@ -218,6 +218,7 @@ pub struct MyThreadsArgs {
     #[schema(max_length = 100)]
     pub cursor: Option<String>,
     /// Only threads in this status (`open` for the ones still negotiating).
+    #[schema(inline)]
     pub status: Option<ThreadStatus>,
     /// Only threads where it is (`true`) or is not (`false`) your move.
     pub your_move: Option<bool>,
