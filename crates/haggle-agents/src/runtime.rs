@@ -331,7 +331,7 @@ impl<C: MarketClient> Agent<C> {
         let mut cursor: Option<String> = None;
         for _ in 0..20 {
             let page = self.client.threads(cursor.as_deref()).await?;
-            thread_list.extend(page.items);
+            thread_list.extend(page.items.into_iter().map(|i| i.thread));
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,

@@ -245,6 +245,8 @@ pub struct ThreadView {
     pub live_offer_expires_at: Option<i64>,
     /// The elapsed fraction `t` in [0, 1], in parts per million.
     pub elapsed_ppm: u32,
+    /// The thread at a glance for the reader: whose move, live offer, offers and time left.
+    pub summary: haggle_core::ThreadSummary,
 }
 
 /// Why an operator removes a listing or suspends a participant (shown to its owner).
@@ -277,8 +279,55 @@ pub struct EventPage {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ThreadList {
-    pub items: Vec<Thread>,
+    pub items: Vec<ThreadItem>,
+    /// May come with fewer than `limit` items when a filter is set: the filter applies to each
+    /// scanned page; follow it until absent.
     pub next_cursor: Option<String>,
+}
+
+/// A listed thread with its state at a glance for the reader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ThreadItem {
+    #[serde(flatten)]
+    pub thread: Thread,
+    pub summary: haggle_core::ThreadSummary,
+}
+
+/// Which threads a thread list keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadFilter {
+    pub status: Option<haggle_core::model::ThreadStatus>,
+    /// Only threads where it is (or is not) the reader's move; needs a participant reader.
+    pub your_move: Option<bool>,
+}
+
+impl ThreadFilter {
+    /// From query-string text; the error names the parameter and its allowed values.
+    pub fn parse(status: Option<&str>, your_move: Option<&str>) -> Result<ThreadFilter, String> {
+        let status = match status {
+            None => None,
+            Some(s) => Some(haggle_core::model::ThreadStatus::parse(s).ok_or_else(|| {
+                let all: Vec<&str> = haggle_core::model::ThreadStatus::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect();
+                format!("status must be one of {}, got '{s}'", all.join(", "))
+            })?),
+        };
+        let your_move = match your_move {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(v) => return Err(format!("your_move must be true or false, got '{v}'")),
+        };
+        Ok(ThreadFilter { status, your_move })
+    }
+    pub fn keeps(&self, item: &ThreadItem) -> bool {
+        self.status.is_none_or(|s| item.thread.status == s)
+            && self
+                .your_move
+                .is_none_or(|m| item.summary.your_move == Some(m))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

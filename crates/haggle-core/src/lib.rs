@@ -12,6 +12,7 @@ pub mod negotiation;
 pub mod plan;
 pub mod policy;
 pub mod settlement;
+pub mod summary;
 pub mod views;
 
 pub use claims::{
@@ -23,4 +24,5 @@ pub use ledger::{Account, Transfer, TransferKind};
 pub use model::*;
 pub use negotiation::Scene;
 pub use plan::{Change, Plan};
+pub use summary::{LiveOffer, ThreadSummary};
 pub use views::*;

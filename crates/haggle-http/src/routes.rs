@@ -25,6 +25,13 @@ pub struct PageParams {
 pub struct ThreadParams {
     /// Only the threads on this listing.
     pub listing: Option<i64>,
+    /// Only threads in this status (`open`, `agreed`, `broken`, `timed_out`, `void`).
+    #[param(value_type = Option<haggle_core::model::ThreadStatus>)]
+    pub status: Option<String>,
+    /// Only threads where it is (`true`) or is not (`false`) the caller's move; needs a
+    /// participant's token.
+    #[param(value_type = Option<bool>)]
+    pub your_move: Option<String>,
     /// Opaque cursor from the previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// Page size, 1..=500 (default 50); others are refused.
@@ -289,9 +296,11 @@ pub async fn threads(
     Path(m): Path<i64>,
     Query(q): Query<ThreadParams>,
 ) -> Result<Json> {
+    let filter = ThreadFilter::parse(q.status.as_deref(), q.your_move.as_deref())
+        .map_err(crate::extract::bad_request)?;
     Ok(ok(&s
         .svc
-        .threads(&c, m, q.listing, q.cursor.as_deref(), q.limit)
+        .threads(&c, m, q.listing, filter, q.cursor.as_deref(), q.limit)
         .await?))
 }
 

@@ -1067,3 +1067,69 @@ async fn a_not_as_described_dispute_through_mcp_tools_ends_in_a_refund() {
         "{rep}"
     );
 }
+
+/// `my_threads` and `read_thread` carry the thread's summary, and `my_threads` filters by
+/// `status` and `your_move`.
+#[tokio::test]
+async fn my_threads_says_whose_move_it_is_and_filters_by_it() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let bob = m.participant("Bob", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    let b = m.connect("bob", &bob.token).await;
+    let mut listings = Vec::new();
+    for title in ["Bike", "Lamp"] {
+        let l = a
+            .ok(
+                "post_listing",
+                json!({"title": title, "category": "misc", "price": 5000}),
+            )
+            .await;
+        listings.push(l["id"].clone());
+    }
+    let offer = b
+        .ok(
+            "make_offer",
+            json!({"listing_id": listings[0], "price": 4000}),
+        )
+        .await;
+    let bike_thread = offer["offer"]["thread_id"].as_i64().unwrap();
+    let hello = b
+        .ok(
+            "send_message",
+            json!({"listing_id": listings[1], "body": "Is the lamp still there?"}),
+        )
+        .await;
+    let lamp_thread = hello["thread_id"].as_i64().unwrap();
+    b.ok("walk_away", json!({"thread_id": lamp_thread})).await;
+
+    let listed = a.ok("my_threads", json!({"status": "open"})).await;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["id"], bike_thread);
+    let summary = &items[0]["summary"];
+    assert_eq!(summary["your_move"], true, "{summary}");
+    assert_eq!(summary["live_offer"]["price"], 4000);
+    assert_eq!(summary["live_offer"]["by"], bob.id);
+    assert_eq!(summary["offers_made"], 1);
+    let read = a.ok("read_thread", json!({"thread_id": bike_thread})).await;
+    assert_eq!(read["summary"]["live_offer"], summary["live_offer"]);
+    assert_eq!(read["summary"]["your_move"], true);
+
+    let waiting = a.ok("my_threads", json!({"your_move": true})).await;
+    let ids: Vec<i64> = waiting["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [bike_thread]);
+    let bobs = b.ok("my_threads", json!({"your_move": true})).await;
+    assert_eq!(bobs["items"].as_array().unwrap().len(), 0, "{bobs}");
+    let all = b.ok("my_threads", json!({"your_move": false})).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "{all}");
+
+    let e = a.refused("my_threads", json!({"status": "pending"})).await;
+    assert_eq!(e["error"]["code"], "invalid_request", "{e}");
+    assert!(e.to_string().contains("status"), "{e}");
+}

@@ -171,7 +171,14 @@ impl MarketClient for InProcess {
     }
     async fn threads(&self, cursor: Option<&str>) -> ClientResult<ThreadList> {
         self.svc
-            .threads(&self.caller, self.market, None, cursor, Some(500))
+            .threads(
+                &self.caller,
+                self.market,
+                None,
+                haggle_api::ThreadFilter::default(),
+                cursor,
+                Some(500),
+            )
             .await
             .map_err(err)
     }

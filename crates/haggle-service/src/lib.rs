@@ -1006,22 +1006,31 @@ impl Service {
                 .map(|cap| cap.saturating_sub(detail.thread.offers_made)),
             live_offer_expires_at: live.map(|o| o.expires_at),
             elapsed_ppm: detail.thread.elapsed_ppm(&m.rules, now),
+            summary: haggle_core::ThreadSummary::of(&detail, &m.rules, caller.participant, now),
             detail,
         })
     }
 
     /// The caller's own threads (agents, principals), or all/any listing's threads for readers of
-    /// everything (operators, observers where allowed).
+    /// everything (operators, observers where allowed), each with its summary for the caller.
+    /// The filter applies to each scanned page of `limit` threads, so a page may hold fewer.
     pub async fn threads(
         &self,
         caller: &Caller,
         market: i64,
         listing: Option<i64>,
+        filter: ThreadFilter,
         cursor: Option<&str>,
         limit: Option<u32>,
     ) -> ApiResult<ThreadList> {
         Self::require_in_market(caller, market)?;
         let limit = page_limit(limit)?;
+        if filter.your_move.is_some() && caller.participant.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "your_move needs a participant's token: only a thread's parties have a move",
+            ));
+        }
         let party = match caller.role {
             Role::Agent | Role::Principal => caller.participant,
             Role::Observer
@@ -1038,11 +1047,28 @@ impl Service {
             }
             _ => None,
         };
-        let items = self
+        let threads = self
             .store
             .threads(market, party, listing, parse_cursor(cursor)?, limit)
             .await?;
-        let next_cursor = next_cursor(&items, limit, |t| t.id);
+        let next_cursor = next_cursor(&threads, limit, |t| t.id);
+        let m = self.market_or_404(market).await?;
+        let now = m.now(self.now());
+        let mut items = Vec::with_capacity(threads.len());
+        for t in threads {
+            // The summary needs the thread's offers and messages: one read per listed thread,
+            // bounded by the page limit.
+            let Some(detail) = self.store.thread(market, t.id).await? else {
+                continue;
+            };
+            let item = ThreadItem {
+                summary: haggle_core::ThreadSummary::of(&detail, &m.rules, caller.participant, now),
+                thread: detail.thread,
+            };
+            if filter.keeps(&item) {
+                items.push(item);
+            }
+        }
         Ok(ThreadList { items, next_cursor })
     }
 

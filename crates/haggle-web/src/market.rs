@@ -282,12 +282,24 @@ pub async fn listing(
     let mut names = Names::new(&web.svc, &s.caller, m);
     let (threads, threads_note) = match web
         .svc
-        .threads(&s.caller, m, Some(id), None, Some(100))
+        .threads(
+            &s.caller,
+            m,
+            Some(id),
+            haggle_api::ThreadFilter::default(),
+            None,
+            Some(100),
+        )
         .await
     {
         Ok(list) => {
             let mut out = Vec::new();
-            for t in list.items.iter().filter(|t| t.listing_id == id) {
+            for t in list
+                .items
+                .iter()
+                .map(|i| &i.thread)
+                .filter(|t| t.listing_id == id)
+            {
                 let Ok(tv) = web.svc.thread(&s.caller, m, t.id).await else {
                     continue;
                 };

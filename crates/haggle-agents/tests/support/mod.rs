@@ -192,18 +192,24 @@ pub fn thread_state(
     turns: u32,
 ) -> ThreadState {
     let live = offers.iter().find(|o| o.state == OfferState::Live);
+    let detail = ThreadDetail {
+        thread: t.clone(),
+        messages: Vec::new(),
+        offers: offers.clone(),
+    };
+    let rules = haggle_api::haggle_core::MarketRules {
+        max_offers_per_thread: cap,
+        ..Default::default()
+    };
     ThreadState {
         thread: ThreadView {
+            summary: haggle_api::haggle_core::ThreadSummary::of(&detail, &rules, None, 0),
             offers_remaining: cap.map(|c| c.saturating_sub(t.offers_made)),
             live_offer_expires_at: live.map(|o| o.expires_at),
             elapsed_ppm: cap.map_or(0, |c| {
                 (t.offers_made as u64 * 1_000_000 / c as u64).min(1_000_000) as u32
             }),
-            detail: ThreadDetail {
-                thread: t.clone(),
-                messages: Vec::new(),
-                offers,
-            },
+            detail,
         },
         listing: l.clone(),
         role,
