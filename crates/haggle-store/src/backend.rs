@@ -1370,7 +1370,7 @@ impl Backend {
         }
         let after = listing_cursor(q)?;
         let limit = q.limit.unwrap_or(50).clamp(1, 500) as usize;
-        let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().take(16).map(str::to_lowercase).collect();
+        let words = crate::row::search_words(q.q.as_deref().unwrap_or(""));
         let category = q.category.as_deref().map(|c| c.trim().to_lowercase());
         let Some(mut all) = self.shelves() else { return Ok(None) };
         let Some(m) = all.markets.get_mut(&market) else { return Ok(None) };
@@ -1424,8 +1424,8 @@ impl Backend {
         let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = "));
         b.push_bind(market);
         b.push(" AND status = ").push_bind(q.status.unwrap_or(ListingStatus::Active).as_str().to_string());
-        for word in q.q.as_deref().unwrap_or("").split_whitespace().take(16) {
-            b.push(dialect::KEYWORD_MATCH.0).push_bind(dialect::keyword_arg(word)).push(dialect::KEYWORD_MATCH.1);
+        for word in crate::row::search_words(q.q.as_deref().unwrap_or("")) {
+            b.push(dialect::KEYWORD_MATCH.0).push_bind(dialect::keyword_arg(&word)).push(dialect::KEYWORD_MATCH.1);
         }
         if let Some(cat) = &q.category {
             b.push(" AND category = ").push_bind(cat.trim().to_lowercase());
