@@ -1418,6 +1418,12 @@ impl Backend {
     }
 
     pub async fn search_listings(&self, market: i64, q: &ListingQuery) -> StoreResult<Page<Listing>> {
+        // A query of punctuation only (`%`) names no word: nothing has all of its words.
+        let text = q.q.as_deref().unwrap_or("");
+        if crate::row::search_words(text).is_empty() && !text.trim().is_empty() {
+            listing_cursor(q)?;
+            return Ok(Page { items: Vec::new(), next_cursor: None });
+        }
         if let Some(page) = self.search_shelves(market, q).await? {
             return Ok(page);
         }
