@@ -5,7 +5,7 @@
 
 use anyhow::{Context, bail};
 use haggle_core::negotiation::NewListing;
-use haggle_core::{ClockMode, MarketRules, Mandate, Side};
+use haggle_core::{ClockMode, Mandate, MarketRules, Side};
 use haggle_store::{Command, ListingQuery, ListingSort, NewMarket, Outcome, Ran, Store};
 use serde_json::json;
 use std::time::Instant;
@@ -36,18 +36,40 @@ fn searches() -> Vec<(&'static str, ListingQuery)> {
         ..ListingQuery::default()
     };
     vec![
-        ("q=bike (whole market)", q(Some("bike"), None, None, ListingSort::Newest)),
-        ("q=table (whole market)", q(Some("table"), None, None, ListingSort::Newest)),
-        ("q=cook* (whole market)", q(Some("cook*"), None, None, ListingSort::Newest)),
+        (
+            "q=bike (whole market)",
+            q(Some("bike"), None, None, ListingSort::Newest),
+        ),
+        (
+            "q=table (whole market)",
+            q(Some("table"), None, None, ListingSort::Newest),
+        ),
+        (
+            "q=cook* (whole market)",
+            q(Some("cook*"), None, None, ListingSort::Newest),
+        ),
         (
             "q=road bike, bikes, sell",
-            q(Some("road bike"), Some("bikes"), Some(Side::Sell), ListingSort::Newest),
+            q(
+                Some("road bike"),
+                Some("bikes"),
+                Some(Side::Sell),
+                ListingSort::Newest,
+            ),
         ),
         (
             "q=coffee*, kitchen, sell, cheapest",
-            q(Some("coffee*"), Some("kitchen"), Some(Side::Sell), ListingSort::Cheapest),
+            q(
+                Some("coffee*"),
+                Some("kitchen"),
+                Some(Side::Sell),
+                ListingSort::Cheapest,
+            ),
         ),
-        ("no q, books, sell", q(None, Some("books"), Some(Side::Sell), ListingSort::Newest)),
+        (
+            "no q, books, sell",
+            q(None, Some("books"), Some(Side::Sell), ListingSort::Newest),
+        ),
     ]
 }
 
@@ -97,11 +119,19 @@ async fn fill(store: &Store, n: usize, seed: u64) -> anyhow::Result<i64> {
     let mut seed = seed;
     for i in 0..n {
         let kind = &catalogue[next(&mut seed, catalogue.len())];
-        let side = if next(&mut seed, 3) == 0 { Side::Buy } else { Side::Sell };
+        let side = if next(&mut seed, 3) == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
         let title = kind.titles[next(&mut seed, kind.titles.len())];
         let listing = NewListing {
             side,
-            title: if side == Side::Buy { format!("Wanted: {title}") } else { title.to_string() },
+            title: if side == Side::Buy {
+                format!("Wanted: {title}")
+            } else {
+                title.to_string()
+            },
             description: kind.details[next(&mut seed, kind.details.len())].to_string(),
             category: kind.category.to_string(),
             condition: "used".into(),
@@ -110,8 +140,13 @@ async fn fill(store: &Store, n: usize, seed: u64) -> anyhow::Result<i64> {
             claims: Default::default(),
             true_state: None,
         };
-        let cmd = Command::CreateListing { actor: owners[i % owners.len()], listing };
-        run(store, market, cmd).await.with_context(|| format!("listing {i}"))?;
+        let cmd = Command::CreateListing {
+            actor: owners[i % owners.len()],
+            listing,
+        };
+        run(store, market, cmd)
+            .await
+            .with_context(|| format!("listing {i}"))?;
     }
     store.flush().await?;
     Ok(market)
@@ -159,8 +194,14 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
         runs.push(json!({ "store": "PostgreSQL", "fill_s": fill_s, "searches": time(&store, market, args.searches).await? }));
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    println!("haggle bench search: {} listings, {} runs of each search", args.listings, args.searches);
-    println!("{:<30} {:<38} {:>6} {:>9} {:>9}", "store", "search", "found", "p50 ms", "p99 ms");
+    println!(
+        "haggle bench search: {} listings, {} runs of each search",
+        args.listings, args.searches
+    );
+    println!(
+        "{:<30} {:<38} {:>6} {:>9} {:>9}",
+        "store", "search", "found", "p50 ms", "p99 ms"
+    );
     for r in &runs {
         for s in r["searches"].as_array().into_iter().flatten() {
             println!(
