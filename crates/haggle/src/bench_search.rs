@@ -18,8 +18,8 @@ pub struct SearchArgs {
     /// Times each search is run.
     #[arg(long, default_value_t = 200)]
     searches: usize,
-    /// Also a PostgreSQL database to fill and search (e.g. `HAGGLE_TEST_POSTGRES_URL`).
-    #[arg(long, env = "HAGGLE_TEST_POSTGRES_URL")]
+    /// Also a PostgreSQL database to fill and search (a scratch one: a market is added to it).
+    #[arg(long)]
     postgres: Option<String>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
