@@ -420,7 +420,16 @@ impl<C: MarketClient> Agent<C> {
                 .filter(|w| unmet_wants.contains(&w.want_id))
             {
                 let q = ListingQuery {
-                    q: (!w.keywords.is_empty()).then(|| w.keywords.join(" ")),
+                    // Keywords are stems: `bike*` also finds "bikes" (search matches whole
+                    // words, and a starred word the words beginning with it).
+                    q: (!w.keywords.is_empty()).then(|| {
+                        w.keywords
+                            .iter()
+                            .flat_map(|k| k.split_whitespace())
+                            .map(|k| format!("{k}*"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    }),
                     category: Some(w.category.clone()),
                     side: Some(Side::Sell),
                     max_price: Some(w.max_price.saturating_mul(2)),

@@ -125,7 +125,8 @@ pub struct Tool {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchListingsArgs {
-    /// Words that must all appear in the title, description or category (case-insensitive).
+    /// Words that must all appear, whole, in the title, description or category
+    /// (case-insensitive); `tab*` finds words beginning with `tab`.
     #[schema(max_length = 200)]
     pub q: Option<String>,
     #[schema(max_length = 100)]

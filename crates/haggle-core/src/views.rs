@@ -68,7 +68,10 @@ pub struct ThreadDetail {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ListingQuery {
-    /// Words that must all appear in the title, description or category (case-insensitive).
+    /// Words that must all appear, whole, in the title, description or category
+    /// (case-insensitive): `table` does not find "comfortable". A word is a run of letters and
+    /// digits (any ASCII character else separates words); `tab*` finds words beginning with
+    /// `tab`. At most 16 words count.
     pub q: Option<String>,
     pub category: Option<String>,
     pub side: Option<Side>,

@@ -153,9 +153,22 @@ async fn search_matches_every_word_in_title_description_or_category() {
         c.ids_of(&["Oak desk"])
     );
     assert_eq!(c.found("?q=bike%20desk").await, Vec::<i64>::new());
-    // LIKE wildcards are plain characters.
+    // A query of punctuation only names no word: it finds nothing.
     assert_eq!(c.found("?q=%25").await, Vec::<i64>::new());
     assert_eq!(c.found("?q=_").await, Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn search_matches_whole_words_or_a_starred_prefix() {
+    let c = catalogue().await;
+    // "tyres" is not the word "tyre", nor "bike" the word "bik"; a `*` asks for the beginning.
+    assert_eq!(c.found("?q=tyre").await, Vec::<i64>::new());
+    assert_eq!(c.found("?q=tyre*").await, c.ids_of(&["Red road bike"]));
+    assert_eq!(c.found("?q=bik").await, Vec::<i64>::new());
+    assert_eq!(c.found("?q=bik%2A").await, c.found("?q=bike").await);
+    // Punctuation separates words: "Road-tested" has the word "tested".
+    assert_eq!(c.found("?q=tested").await, c.ids_of(&["Desk lamp"]));
+    assert_eq!(c.found("?q=oad").await, Vec::<i64>::new());
 }
 
 #[tokio::test]

@@ -1370,7 +1370,7 @@ impl Backend {
         }
         let after = listing_cursor(q)?;
         let limit = q.limit.unwrap_or(50).clamp(1, 500) as usize;
-        let words: Vec<String> = q.q.as_deref().unwrap_or("").split_whitespace().take(16).map(str::to_lowercase).collect();
+        let words = crate::row::search_words(q.q.as_deref().unwrap_or(""));
         let category = q.category.as_deref().map(|c| c.trim().to_lowercase());
         let Some(mut all) = self.shelves() else { return Ok(None) };
         let Some(m) = all.markets.get_mut(&market) else { return Ok(None) };
@@ -1418,14 +1418,20 @@ impl Backend {
     }
 
     pub async fn search_listings(&self, market: i64, q: &ListingQuery) -> StoreResult<Page<Listing>> {
+        // A query of punctuation only (`%`) names no word: nothing has all of its words.
+        let text = q.q.as_deref().unwrap_or("");
+        if crate::row::search_words(text).is_empty() && !text.trim().is_empty() {
+            listing_cursor(q)?;
+            return Ok(Page { items: Vec::new(), next_cursor: None });
+        }
         if let Some(page) = self.search_shelves(market, q).await? {
             return Ok(page);
         }
         let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = "));
         b.push_bind(market);
         b.push(" AND status = ").push_bind(q.status.unwrap_or(ListingStatus::Active).as_str().to_string());
-        for word in q.q.as_deref().unwrap_or("").split_whitespace().take(16) {
-            b.push(dialect::KEYWORD_MATCH.0).push_bind(dialect::keyword_arg(word)).push(dialect::KEYWORD_MATCH.1);
+        for word in crate::row::search_words(q.q.as_deref().unwrap_or("")) {
+            b.push(dialect::KEYWORD_MATCH.0).push_bind(dialect::keyword_arg(&word)).push(dialect::KEYWORD_MATCH.1);
         }
         if let Some(cat) = &q.category {
             b.push(" AND category = ").push_bind(cat.trim().to_lowercase());

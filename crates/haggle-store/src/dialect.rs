@@ -99,13 +99,12 @@ pub mod sqlite {
         pool.flush().await
     }
 
-    /// A listing search word as SQL: `contains_text` (see `lite.rs`) over the lower-cased
-    /// search text, the word bound as `keyword_arg` gives it (the same matches as `LIKE`, at a
-    /// fraction of the cost on the long texts a category walk reads).
-    pub const KEYWORD_MATCH: (&str, &str) = (" AND contains_text(search_text, ", ")");
+    /// A listing search word (one of `row::search_words`) as SQL: `contains_word` (see
+    /// `lite.rs`, which calls `row::has_word`) over the lower-cased search text.
+    pub const KEYWORD_MATCH: (&str, &str) = (" AND contains_word(search_text, ", ")");
 
     pub fn keyword_arg(word: &str) -> String {
-        word.to_lowercase()
+        word.to_string()
     }
 
     pub fn is_unique_violation(e: &Error) -> bool {
@@ -171,11 +170,20 @@ pub mod postgres {
         Ok(())
     }
 
-    /// A listing search word as SQL: `LIKE '%word%'` with the wildcards in the word escaped.
-    pub const KEYWORD_MATCH: (&str, &str) = (" AND search_text LIKE ", " ESCAPE '\\'");
+    /// A listing search word (one of `row::search_words`) as SQL: the search text with every
+    /// separator (each ASCII character but letters and digits, `row::is_word_char`) turned into
+    /// a space and padded with spaces, `LIKE '% word %'` (`'% word%'` for a starred prefix). A
+    /// word has no `%`, `_` or backslash, so the pattern needs no escapes.
+    pub const KEYWORD_MATCH: (&str, &str) = (
+        r##" AND (' ' || translate(search_text, ' !"#$%&''()*+,-./:;<=>?@[\]^_`{|}~' || E'\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f', repeat(' ', 65)) || ' ') LIKE "##,
+        "",
+    );
 
     pub fn keyword_arg(word: &str) -> String {
-        crate::row::like_pattern(word)
+        match word.strip_suffix('*') {
+            Some(stem) => format!("% {stem}%"),
+            None => format!("% {word} %"),
+        }
     }
 
     pub fn is_unique_violation(e: &sqlx::Error) -> bool {

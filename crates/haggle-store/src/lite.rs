@@ -641,20 +641,24 @@ pub mod profile {
     }
 }
 
-/// `contains_text(text, word)`: 1 when `word` occurs in `text` (exact bytes), else 0; NULL or
-/// non-text arguments give 0. Listing search filters a category's listings with it: a SIMD
-/// substring search costs a fraction of `LIKE '%word%'`, which walks the pattern a byte at a time.
-fn register_contains_text(raw: &rusqlite::Connection) -> rusqlite::Result<()> {
+/// `contains_word(text, word)`: 1 when `text` has `word` as a whole word (or, for `word*`, a
+/// word beginning so), by `row::has_word`, else 0; NULL or non-text arguments give 0. Listing
+/// search filters a category's listings with it, so SQLite matches words exactly as the
+/// shelves and PostgreSQL do (a SIMD substring search finds the candidates).
+fn register_contains_word(raw: &rusqlite::Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags as F;
     use rusqlite::types::ValueRef;
     raw.create_scalar_function(
-        "contains_text",
+        "contains_word",
         2,
         F::SQLITE_UTF8 | F::SQLITE_DETERMINISTIC | F::SQLITE_INNOCUOUS,
         |ctx| {
             Ok(match (ctx.get_raw(0), ctx.get_raw(1)) {
                 (ValueRef::Text(text), ValueRef::Text(word)) => {
-                    memchr::memmem::find(text, word).is_some()
+                    match (std::str::from_utf8(text), std::str::from_utf8(word)) {
+                        (Ok(text), Ok(word)) => crate::row::has_word(text, word),
+                        _ => false,
+                    }
                 }
                 _ => false,
             })
@@ -684,7 +688,7 @@ impl Options {
         };
         raw.busy_timeout(self.busy_timeout)?;
         raw.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        register_contains_text(&raw)?;
+        register_contains_word(&raw)?;
         for (k, v) in &self.pragmas {
             // `journal_mode` answers with a row; the others answer nothing.
             raw.query_row_and_then(&format!("PRAGMA {k} = {v}"), [], |_| {
@@ -1072,25 +1076,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn contains_text_is_an_exact_substring_match_without_wildcards() {
+    async fn contains_word_matches_whole_words_and_starred_prefixes() {
         let p = pool();
-        let cases: [(Option<&str>, &str, i64); 7] = [
+        let cases: [(Option<&str>, &str, i64); 8] = [
             (Some("red bike, 54cm"), "bike", 1),
-            (Some("red bike"), "Bike", 0),
-            (Some("100% cotton"), "100%", 1),
-            (Some("abc"), "_b", 0),
-            (Some("abc"), "a%c", 0),
-            (Some("ünïcode rider"), "nïc", 1),
+            (Some("red motorbike"), "bike", 0),
+            (Some("comfortable chair"), "table", 0),
+            (Some("comfortable tables"), "tab*", 1),
+            (Some("comfortable"), "tab*", 0),
+            (Some("100% cotton"), "100", 1),
+            (Some("ünïcode rider"), "ünïcode", 1),
             (None, "a", 0),
         ];
         for (text, word, want) in cases {
-            let got: i64 = query_scalar("SELECT contains_text($1, $2)")
+            let got: i64 = query_scalar("SELECT contains_word($1, $2)")
                 .bind(text)
                 .bind(word)
                 .fetch_one(&p)
                 .await
                 .unwrap();
-            assert_eq!(got, want, "{text:?} contains {word:?}");
+            assert_eq!(got, want, "{text:?} has {word:?}");
         }
     }
 

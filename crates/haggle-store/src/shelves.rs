@@ -11,7 +11,7 @@ use haggle_core::plan::Change;
 use haggle_core::views::ListingSort;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// What a search asks, in the shelves' terms (words already lower-cased). It names a category and
+/// What a search asks, in the shelves' terms (words as `row::search_words` gives them). It names a category and
 /// a side (one shelf), or an owner (their listings on any shelf).
 pub struct ShelfQuery<'a> {
     pub category: Option<&'a str>,
@@ -79,7 +79,7 @@ impl Shelf {
     /// only if it is in one of their postings.
     fn rarest_terms(
         &mut self,
-        words: &[String],
+        words: &[&str],
         finders: &[memchr::memmem::Finder<'_>],
     ) -> Vec<Box<str>> {
         let Shelf {
@@ -88,13 +88,13 @@ impl Shelf {
             ..
         } = self;
         for (w, f) in words.iter().zip(finders) {
-            if !expansions.contains_key(w) {
+            if !expansions.contains_key(*w) {
                 let terms = postings
                     .keys()
                     .filter(|t| f.find(t.as_bytes()).is_some())
                     .cloned()
                     .collect();
-                expansions.insert(w.clone(), terms);
+                expansions.insert(w.to_string(), terms);
             }
         }
         let size = |terms: &Vec<Box<str>>| -> usize {
@@ -105,7 +105,7 @@ impl Shelf {
         };
         words
             .iter()
-            .map(|w| &expansions[w])
+            .map(|w| &expansions[*w])
             .min_by_key(|terms| size(terms))
             .cloned()
             .unwrap_or_default()
@@ -249,8 +249,10 @@ impl MarketShelves {
             return Vec::new();
         };
         // Each word's searcher is built once per search, not once per listing it is tried on.
-        let finders: Vec<memchr::memmem::Finder<'_>> = q
-            .words
+        // A word (or a starred prefix) is found only where its stem is: the stems pick the
+        // candidates, `has_word` decides.
+        let stems: Vec<&str> = q.words.iter().map(|w| w.trim_end_matches('*')).collect();
+        let finders: Vec<memchr::memmem::Finder<'_>> = stems
             .iter()
             .map(|w| memchr::memmem::Finder::new(w.as_bytes()))
             .collect();
@@ -258,13 +260,11 @@ impl MarketShelves {
             q.min_price.is_none_or(|m| price >= m)
                 && q.max_price.is_none_or(|m| price <= m)
                 && q.owner.is_none_or(|o| item.owner == o)
-                && finders
-                    .iter()
-                    .all(|f| f.find(item.text.as_bytes()).is_some())
+                && q.words.iter().all(|w| crate::row::has_word(&item.text, w))
         };
         let mut out = Vec::new();
         if !q.words.is_empty() {
-            let terms = shelf.rarest_terms(q.words, &finders);
+            let terms = shelf.rarest_terms(&stems, &finders);
             let shelf = &*shelf;
             let postings: Vec<&BTreeSet<(i64, i64)>> =
                 terms.iter().filter_map(|t| shelf.postings.get(t)).collect();
@@ -381,7 +381,7 @@ impl MarketShelves {
                     && key.2 == q.status
                     && q.min_price.is_none_or(|m| *price >= m)
                     && q.max_price.is_none_or(|m| *price <= m)
-                    && q.words.iter().all(|w| item.text.contains(w.as_str()));
+                    && q.words.iter().all(|w| crate::row::has_word(&item.text, w));
                 fits.then_some((*price, id))
             })
             .collect();
@@ -446,11 +446,11 @@ mod tests {
             m.search(&query(&[], ListingSort::Cheapest)),
             vec![2, 4, 1, 3]
         );
+        // A motorbike is not a bike: words match whole.
         let words = vec!["bike".to_string()];
-        assert_eq!(
-            m.search(&query(&words, ListingSort::Cheapest)),
-            vec![2, 1, 3]
-        );
+        assert_eq!(m.search(&query(&words, ListingSort::Cheapest)), vec![2, 1]);
+        let words = vec!["motor*".to_string()];
+        assert_eq!(m.search(&query(&words, ListingSort::Cheapest)), vec![3]);
         let words = vec!["red".to_string(), "bike".to_string()];
         assert_eq!(m.search(&query(&words, ListingSort::Cheapest)), vec![1]);
     }
@@ -493,16 +493,16 @@ mod tests {
         let mut m = shop();
         let words = vec!["cycle".to_string()];
         assert!(m.search(&query(&words, ListingSort::Cheapest)).is_empty());
-        m.insert(shelved(5, 50, 9, "unicycle"));
+        m.insert(shelved(5, 50, 9, "unicycle, cycle"));
         assert_eq!(m.search(&query(&words, ListingSort::Newest)), vec![5]);
-        let words = vec!["bike".to_string()];
+        let words = vec!["red".to_string()];
         assert!(m.set_status(1, ListingStatus::Withdrawn));
-        assert_eq!(m.search(&query(&words, ListingSort::Newest)), vec![3, 2]);
+        assert_eq!(m.search(&query(&words, ListingSort::Newest)), vec![4]);
         let q = ShelfQuery {
             after: Some((100, 2)),
             ..query(&words, ListingSort::Cheapest)
         };
-        assert_eq!(m.search(&q), vec![3]);
+        assert_eq!(m.search(&q), vec![4]);
     }
 
     #[test]

@@ -54,6 +54,7 @@ conformance! {
     markets_and_participants => sqlite_markets_and_participants, postgres_markets_and_participants;
     listing_search_filters_orders_and_pages => sqlite_listing_search_filters_orders_and_pages, postgres_listing_search_filters_orders_and_pages;
     search_by_category_and_side_finds_what_reading_every_listing_finds => sqlite_search_by_category_and_side_finds_what_reading_every_listing_finds, postgres_search_by_category_and_side_finds_what_reading_every_listing_finds;
+    search_matches_whole_words_and_starred_prefixes => sqlite_search_matches_whole_words_and_starred_prefixes, postgres_search_matches_whole_words_and_starred_prefixes;
     thread_message_offer_and_counters => sqlite_thread_message_offer_and_counters, postgres_thread_message_offer_and_counters;
     acceptance_makes_one_deal_and_voids_the_rest => sqlite_acceptance_makes_one_deal_and_voids_the_rest, postgres_acceptance_makes_one_deal_and_voids_the_rest;
     withdraw_and_walk_away_release_commitments => sqlite_withdraw_and_walk_away_release_commitments, postgres_withdraw_and_walk_away_release_commitments;
@@ -181,6 +182,7 @@ macro_rules! batched {
 batched! {
     listing_search_filters_orders_and_pages => batched_sqlite_listing_search_filters_orders_and_pages;
     search_by_category_and_side_finds_what_reading_every_listing_finds => batched_sqlite_search_by_category_and_side_finds_what_reading_every_listing_finds;
+    search_matches_whole_words_and_starred_prefixes => batched_sqlite_search_matches_whole_words_and_starred_prefixes;
     acceptance_makes_one_deal_and_voids_the_rest => batched_sqlite_acceptance_makes_one_deal_and_voids_the_rest;
     withdraw_and_walk_away_release_commitments => batched_sqlite_withdraw_and_walk_away_release_commitments;
     closing_expires_listings_offers_and_threads_and_deals_still_settle => batched_sqlite_closing_expires_listings_offers_and_threads_and_deals_still_settle;
@@ -944,6 +946,97 @@ fn text(l: &Listing) -> String {
     format!("{} {} {}", l.title, l.description, l.category).to_lowercase()
 }
 
+/// Whether a listing has every word of query `q`, by the search contract written out
+/// independently of the stores: a word is a run of ASCII letters and digits or non-ASCII
+/// characters (any other character separates words, case is ignored); a query word matches a
+/// whole word of the title, description or category, or a word's beginning when `*` follows it.
+fn has_words(l: &Listing, q: &str) -> bool {
+    let sep = |c: char| c.is_ascii() && !c.is_ascii_alphanumeric();
+    let text = text(l);
+    let words: Vec<&str> = text.split(sep).filter(|w| !w.is_empty()).collect();
+    let q = q.to_lowercase();
+    let chars: Vec<char> = q.chars().collect();
+    let mut wanted: Vec<(String, bool)> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if sep(chars[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && !sep(chars[i]) {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        wanted.push((word, chars.get(i) == Some(&'*')));
+    }
+    wanted.iter().take(16).all(|(w, prefix)| {
+        words.iter().any(|t| {
+            if *prefix {
+                t.starts_with(w.as_str())
+            } else {
+                t == w
+            }
+        })
+    })
+}
+
+/// Words match whole (`table` is not found in "comfortable", `tv` not in "Fruitvale"), a `*`
+/// after a word matches words beginning with it, and every store answers alike, within one
+/// category and side (a simulation's shelves) and across the market.
+async fn search_matches_whole_words_and_starred_prefixes(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let ann = m.join("ann", 0).await;
+    let titles = [
+        "Comfortable chair",
+        "Oak table",
+        "Tables and chairs, set",
+        "Fruitvale apartment",
+        "TV stand (42\")",
+        "Smart-TV",
+        "Café table",
+        "cafés guide",
+    ];
+    let mut ids = Vec::new();
+    for t in titles {
+        ids.push(
+            m.list(ann, new_listing(Side::Sell, t, "home", 100))
+                .await
+                .id,
+        );
+    }
+    let id = |t: &str| ids[titles.iter().position(|x| *x == t).unwrap()];
+    let cases: [(&str, Vec<&str>); 9] = [
+        ("table", vec!["Café table", "Oak table"]),
+        (
+            "tab*",
+            vec!["Café table", "Tables and chairs, set", "Oak table"],
+        ),
+        ("TV", vec!["Smart-TV", "TV stand (42\")"]),
+        ("tv*", vec!["Smart-TV", "TV stand (42\")"]),
+        ("fruit", vec![]),
+        ("fruit*", vec!["Fruitvale apartment"]),
+        ("chair*  comfortable", vec!["Comfortable chair"]),
+        ("café", vec!["Café table"]),
+        ("caf*", vec!["cafés guide", "Café table"]),
+    ];
+    for (q, want) in cases {
+        let want: Vec<i64> = want.into_iter().map(id).collect();
+        for (category, side) in [(Some("home"), Some(Side::Sell)), (None, None)] {
+            let query = ListingQuery {
+                q: Some(q.into()),
+                category: category.map(Into::into),
+                side,
+                limit: Some(2),
+                ..ListingQuery::default()
+            };
+            assert_eq!(search_all(&m, &query).await, want, "{query:?}");
+        }
+    }
+    m.verified().await;
+}
+
 /// Searches in one category and side (what agents run most; a simulation's store answers them
 /// from memory) return what a scan of every listing returns, page by page, before and after
 /// listings change.
@@ -997,7 +1090,10 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
                 Some("bike"),
                 Some("BIKE road"),
                 Some("rail"),
+                Some("rail*"),
                 Some("parts"),
+                Some("bike*"),
+                Some("road bik*"),
                 Some("e-bike,"),
                 Some("zzz"),
             ] {
@@ -1036,9 +1132,7 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
                                 && min.is_none_or(|x| l.price >= x)
                                 && max.is_none_or(|x| l.price <= x)
                                 && owner.is_none_or(|o| l.owner == o)
-                                && q.unwrap_or("")
-                                    .split_whitespace()
-                                    .all(|w| text(l).contains(&w.to_lowercase()))
+                                && has_words(l, q.unwrap_or(""))
                         });
                         for limit in [3, 500] {
                             let query = ListingQuery {
@@ -1187,14 +1281,15 @@ async fn listing_search_filters_orders_and_pages(db: Db) {
         (
             "red bike",
             q(&|q| q.q = Some("red BIKE".into())),
-            Box::new(move |l| active(l) && text(l).contains("red") && text(l).contains("bike")),
+            Box::new(move |l| active(l) && has_words(l, "red bike")),
         ),
         (
             "novel",
             q(&|q| q.q = Some("  novel  ".into())),
-            Box::new(move |l| active(l) && text(l).contains("novel")),
+            Box::new(move |l| active(l) && has_words(l, "novel")),
         ),
-        // LIKE wildcards in the query are literal characters.
+        // Punctuation in a query separates words: `100%` is the word 100 (not 1000), `_ed`
+        // the word ed (in no listing).
         (
             "100%",
             q(&|q| q.q = Some("100%".into())),
@@ -1243,7 +1338,7 @@ async fn listing_search_filters_orders_and_pages(db: Db) {
                 q.limit = Some(3);
             }),
             Box::new(move |l| {
-                active(l) && text(l).contains("bike") && l.side == Side::Sell && l.price <= 2_000
+                active(l) && has_words(l, "bike") && l.side == Side::Sell && l.price <= 2_000
             }),
         ),
     ];

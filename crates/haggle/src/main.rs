@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod bench;
+mod bench_search;
 mod calibrate;
 mod config;
 mod demo;
@@ -258,6 +259,9 @@ enum BenchCmd {
     Api(bench::ApiArgs),
     /// Simulated market throughput: the demo market and a large one, with rule brains.
     Sim(bench::SimArgs),
+    /// Listing search latency (p50, p99) in a market of 50,000 listings, on SQLite (server and
+    /// simulation) and PostgreSQL if given.
+    Search(bench_search::SearchArgs),
     /// A market of LLM agents against a stand-in model server with a set latency: calls, calls
     /// in flight, wall time against the ideal, Haggle's overhead per call.
     Llm(bench::LlmBenchArgs),
@@ -545,6 +549,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench {
             command: BenchCmd::Llm(args),
         } => bench::llm(args).await?,
+        Cmd::Bench {
+            command: BenchCmd::Search(args),
+        } => bench_search::search(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
         Cmd::Prices { prices } => print!(
             "{}",

@@ -596,6 +596,33 @@ fn bench_summary(out: &std::process::Output) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
 }
 
+/// `bench search` fills a market and times every search on SQLite as a server reads it and on
+/// a simulation's shelves; both find the same number of listings for each search.
+#[test]
+fn bench_search_times_each_search_on_both_sqlite_paths() {
+    let dir = Scratch::new("bench-search");
+    let args = ["bench", "search", "--listings", "400", "--searches", "3"];
+    let v = bench_summary(&run_within(&dir.0, &args, Duration::from_secs(120)));
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{v}");
+    let found = |r: &Value| -> Vec<u64> {
+        r["searches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["found"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(found(&runs[0]), found(&runs[1]), "{v}");
+    assert!(found(&runs[0])[0] > 0, "q=bike finds bikes: {v}");
+    assert_eq!(
+        found(&runs[0])[1],
+        0,
+        "q=table finds no comfortable things: {v}"
+    );
+    assert!(runs[0]["searches"][0]["p99_ms"].as_f64().unwrap() > 0.0);
+}
+
 /// `bench api --server` drives a running server (here on SQLite) instead of starting one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_api_drives_a_running_server() {
