@@ -9,6 +9,18 @@ use haggle_core::policy::MarketPolicy;
 use haggle_store::{Command, Role};
 
 impl Service {
+    /// Runs `cmd` on `market` for an operator of it; anyone else is refused.
+    async fn operator_command(
+        &self,
+        caller: &Caller,
+        market: i64,
+        cmd: Command,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        Self::require_operator(caller, Some(market))?;
+        Ok(self.command(caller, market, cmd, idem).await?.0)
+    }
+
     /// The market's policy (anyone in the market may read it: it is part of the market's rules).
     pub async fn policy(&self, caller: &Caller, market: i64) -> ApiResult<MarketPolicy> {
         Ok(self.market(caller, market).await?.rules.policy)
@@ -22,11 +34,8 @@ impl Service {
         policy: MarketPolicy,
         idem: Option<&IdemKey>,
     ) -> ApiResult {
-        Self::require_operator(caller, Some(market))?;
-        Ok(self
-            .command(caller, market, Command::SetPolicy { policy }, idem)
-            .await?
-            .0)
+        self.operator_command(caller, market, Command::SetPolicy { policy }, idem)
+            .await
     }
 
     /// The moderation queue: held listings, oldest first, with the rules that held them and why.
@@ -58,11 +67,8 @@ impl Service {
         listing: i64,
         idem: Option<&IdemKey>,
     ) -> ApiResult {
-        Self::require_operator(caller, Some(market))?;
-        Ok(self
-            .command(caller, market, Command::ApproveListing { listing }, idem)
-            .await?
-            .0)
+        self.operator_command(caller, market, Command::ApproveListing { listing }, idem)
+            .await
     }
 
     /// Removes a held or active listing (operators): its live offers void, its threads end.
@@ -74,16 +80,13 @@ impl Service {
         reason: String,
         idem: Option<&IdemKey>,
     ) -> ApiResult {
-        Self::require_operator(caller, Some(market))?;
-        Ok(self
-            .command(
-                caller,
-                market,
-                Command::RemoveListing { listing, reason },
-                idem,
-            )
-            .await?
-            .0)
+        self.operator_command(
+            caller,
+            market,
+            Command::RemoveListing { listing, reason },
+            idem,
+        )
+        .await
     }
 
     /// Suspends a participant (operators): its agent tokens are refused from now on.
@@ -95,19 +98,16 @@ impl Service {
         reason: String,
         idem: Option<&IdemKey>,
     ) -> ApiResult {
-        Self::require_operator(caller, Some(market))?;
-        Ok(self
-            .command(
-                caller,
-                market,
-                Command::Suspend {
-                    participant,
-                    reason,
-                },
-                idem,
-            )
-            .await?
-            .0)
+        self.operator_command(
+            caller,
+            market,
+            Command::Suspend {
+                participant,
+                reason,
+            },
+            idem,
+        )
+        .await
     }
 
     /// Lifts a participant's suspension (operators).
@@ -118,11 +118,8 @@ impl Service {
         participant: i64,
         idem: Option<&IdemKey>,
     ) -> ApiResult {
-        Self::require_operator(caller, Some(market))?;
-        Ok(self
-            .command(caller, market, Command::Reinstate { participant }, idem)
-            .await?
-            .0)
+        self.operator_command(caller, market, Command::Reinstate { participant }, idem)
+            .await
     }
 
     /// Refuses an agent token whose participant an operator suspended (its principal's token
