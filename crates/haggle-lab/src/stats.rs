@@ -1,7 +1,6 @@
 //! The statistics of experiments, pure and seeded (no IO, no clock): two-group comparisons of
-//! means with a stratified permutation test and the interval that inverts it (a stratified
-//! percentile bootstrap is kept for callers that want one), Holm's adjustment, paired
-//! comparisons (sign-flip test, bootstrap), and least squares with group fixed effects (the
+//! means with a stratified permutation test and the interval that inverts it, Holm's adjustment,
+//! paired comparisons (sign-flip test, bootstrap), and least squares with group fixed effects (the
 //! within transformation) with classical standard errors and Student-t p-values.
 //!
 //! Callers keep money as integer minor units and convert to `f64` only when they hand values
@@ -307,39 +306,6 @@ fn percentile_interval(sorted: &[f64], level: f64) -> (f64, f64) {
     let lo = ((n as f64 * a).ceil() as usize).clamp(1, n) - 1;
     let hi = ((n as f64 * (1.0 - a)).ceil() as usize).clamp(1, n) - 1;
     (sorted[lo], sorted[hi])
-}
-
-/// Percentile bootstrap interval (`level`, e.g. 0.95) of the difference in means, resampling
-/// with replacement within each (stratum, group) cell. `None` when a group is empty.
-pub fn bootstrap_difference(obs: &[Obs], level: f64, r: &Resampling) -> Option<(f64, f64)> {
-    mean_difference(obs)?;
-    let mut cells: BTreeMap<(usize, bool), Vec<f64>> = BTreeMap::new();
-    for o in obs {
-        cells
-            .entry((o.stratum, o.second))
-            .or_default()
-            .push(o.value);
-    }
-    let n_first = obs.iter().filter(|o| !o.second).count() as f64;
-    let n_second = obs.len() as f64 - n_first;
-    let mut rng = StdRng::seed_from_u64(r.seed ^ 0x9e37_79b9_7f4a_7c15);
-    let mut draws = Vec::with_capacity(r.bootstrap as usize);
-    for _ in 0..r.bootstrap.max(1) {
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for ((_, second), xs) in &cells {
-            let s: f64 = (0..xs.len())
-                .map(|_| xs[rng.random_range(0..xs.len())])
-                .sum();
-            if *second {
-                s2 += s;
-            } else {
-                s1 += s;
-            }
-        }
-        draws.push(s1 / n_first - s2 / n_second);
-    }
-    draws.sort_by(f64::total_cmp);
-    Some(percentile_interval(&draws, level))
 }
 
 /// A comparison of two groups: sizes, means, difference, interval and test.
@@ -846,51 +812,6 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_interval_of_a_tiny_case_is_the_hand_computed_one() {
-        // Resampling [0, 0, 0, 1]: P(mean* = 1) = 0.4% < 2.5% ≤ P(mean* ≥ 0.75) = 5.1%,
-        // P(mean* = 0) = 31.6%: the 95% interval is [0, 0.75] (B is constant 0).
-        let obs = groups(&[0.0, 0.0, 0.0, 1.0], &[0.0]);
-        assert_eq!(bootstrap_difference(&obs, 0.95, &r()), Some((0.0, 0.75)));
-        // Constant groups: the interval is the difference itself.
-        let obs = groups(&[5.0, 5.0], &[2.0, 2.0, 2.0]);
-        assert_eq!(bootstrap_difference(&obs, 0.95, &r()), Some((3.0, 3.0)));
-        // [0, 1] against [0, 1]: differences −1 … 1, P(−1) = P(1) = 6.25% > 2.5%.
-        let obs = groups(&[0.0, 1.0], &[0.0, 1.0]);
-        assert_eq!(bootstrap_difference(&obs, 0.95, &r()), Some((-1.0, 1.0)));
-    }
-
-    /// Standard normal draws (Box–Muller).
-    fn normal(rng: &mut StdRng) -> f64 {
-        let u1: f64 = rng.random::<f64>().max(1e-300);
-        let u2: f64 = rng.random();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-
-    #[test]
-    fn bootstrap_intervals_cover_the_true_difference_about_95_percent_of_the_time() {
-        // 200 simulated datasets of 40 against 40 draws with a true difference of 1. The
-        // percentile bootstrap is slightly liberal at this size (about 94%); the binomial
-        // standard error of 200 trials is 1.5 points, so [90%, 98.5%] is a 3-SE band.
-        let mut rng = StdRng::seed_from_u64(99);
-        let mut covered = 0;
-        let trials = 200;
-        for t in 0..trials {
-            let a: Vec<f64> = (0..40).map(|_| 1.0 + 2.0 * normal(&mut rng)).collect();
-            let b: Vec<f64> = (0..40).map(|_| 2.0 * normal(&mut rng)).collect();
-            let res = Resampling {
-                seed: t,
-                bootstrap: 1000,
-                ..r()
-            };
-            let (lo, hi) = bootstrap_difference(&groups(&a, &b), 0.95, &res).unwrap();
-            covered += usize::from(lo <= 1.0 && 1.0 <= hi);
-        }
-        let share = covered as f64 / trials as f64;
-        eprintln!("coverage {share}");
-        assert!((0.90..=0.985).contains(&share), "coverage {share}");
-    }
-
-    #[test]
     fn the_permutation_test_matches_scipy() {
         // scipy.stats.permutation_test(([1, 2, 3, 4], [5, 6, 7, 8, 9]), lambda x, y:
         // np.mean(x) - np.mean(y), permutation_type="independent", n_resamples=np.inf,
@@ -915,6 +836,13 @@ mod tests {
         }
         // Adjusted values never pass 1.
         assert_eq!(holm(&[Some(0.6), Some(0.7)]), vec![Some(1.0), Some(1.0)]);
+    }
+
+    /// Standard normal draws (Box–Muller).
+    fn normal(rng: &mut StdRng) -> f64 {
+        let u1: f64 = rng.random::<f64>().max(1e-300);
+        let u2: f64 = rng.random();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 
     /// Data with a shift inside three strata, for the interval tests.
