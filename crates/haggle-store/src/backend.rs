@@ -69,8 +69,14 @@ const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, 
 const NOTE_COLS: &str = "market_id, id, deal_id, author, kind, body, created_at";
 const RATING_COLS: &str = "market_id, id, deal_id, rater, ratee, score, comment, created_at";
 const EVENT_COLS: &str = "market_id, seq, at, kind, actor, scope, party_a, party_b, payload, prev_hash, hash";
-const OPEN_DEAL_STATES: &str = "('awaiting_approval', 'agreed', 'handed_over', 'disputed')";
-const UNSPENT_DEAL_STATES: &str = "('cancelled', 'declined', 'refunded')";
+
+/// The deal states for which `keep` holds, as an SQL list: the spend rule lives once, in the
+/// core (`DealStatus::hold_is_open`, `DealStatus::is_spent`), and the SQL is written from it.
+fn deal_states(keep: fn(DealStatus) -> bool) -> String {
+    let states: Vec<String> = DealStatus::ALL.iter().filter(|s| keep(**s)).map(|s| format!("'{}'", s.as_str())).collect();
+    assert!(!states.is_empty(), "an SQL list of no deal states");
+    format!("({})", states.join(", "))
+}
 
 fn sql(s: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(s)
@@ -303,12 +309,15 @@ fn push_party_events(b: &mut sqlx::QueryBuilder<Db>, branches: &[&str], market: 
 
 /// A buyer's money as the rules read it (see `haggle_core::Funds`), in one round trip.
 async fn funds(c: &mut Conn, market: i64, p: i64, now: i64) -> StoreResult<Funds> {
+    static HELD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| deal_states(DealStatus::hold_is_open));
+    static SPENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| deal_states(DealStatus::is_spent));
+    let (held, spent) = (&*HELD, &*SPENT);
     let r = sqlx::query(sql(format!(
         "SELECT \
             CAST(COALESCE((SELECT balance FROM accounts WHERE market_id = $1 AND account = $4), 0) AS BIGINT) AS cash, \
             CAST(COALESCE((SELECT SUM(price) FROM offers WHERE market_id = $1 AND buyer = $2 AND proposer = $2 AND state = 'live' AND expires_at > $3), 0) AS BIGINT) AS committed, \
-            CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {OPEN_DEAL_STATES}), 0) AS BIGINT) AS held, \
-            CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status NOT IN {UNSPENT_DEAL_STATES}), 0) AS BIGINT) AS spent"
+            CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {held}), 0) AS BIGINT) AS held, \
+            CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {spent}), 0) AS BIGINT) AS spent"
     )))
     .bind(market)
     .bind(p)
@@ -1147,14 +1156,17 @@ impl Backend {
             if let (Some(sql), Some(_)) = (dialect::NOTIFY_EVENTS, events.last()) {
                 sqlx::query(sql).bind(market_id.to_string()).execute(&mut *tx).await?;
             }
+            // The memory follows the plan before the transaction hands its connection back: a
+            // batched store has one connection, so no read can see the tables ahead of the
+            // memory. A commit that fails makes both forget the market.
+            if let Some((changes, now)) = kept {
+                self.shelve(market_id, &changes);
+                self.remember(market_id, &changes, &events, now);
+            }
             if let Err(e) = tx.commit().await {
                 self.unshelve(market_id);
                 self.forget(market_id);
                 return Err(e.into());
-            }
-            if let Some((changes, now)) = kept {
-                self.shelve(market_id, &changes);
-                self.remember(market_id, &changes, &events, now);
             }
         } else {
             tx.rollback().await?;

@@ -61,6 +61,12 @@ pub mod sqlite {
             // them. 256 MB holds a 10,000-participant round.
             pragmas.retain(|(k, _)| *k != "cache_size");
             pragmas.push(("cache_size", "-262144"));
+            // The batched store keeps the file's rows in memory as their only writer: it takes
+            // the file exclusively (after WAL is set), so another process cannot write behind
+            // its back, nor read pages a batch has not committed yet.
+            if !memory {
+                pragmas.push(("locking_mode", "EXCLUSIVE"));
+            }
         }
         let options = Options {
             path: (!memory).then(|| std::path::PathBuf::from(path)),

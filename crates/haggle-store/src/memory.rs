@@ -159,25 +159,31 @@ impl MarketMemory {
         }
     }
 
-    /// Whether [`MarketMemory::apply`] does anything with this change.
+    /// Whether [`MarketMemory::apply`] does anything with this change. Exhaustive on purpose: a
+    /// new kind of change must be placed here (and in `apply`) or the build fails.
     pub fn follows(change: &Change) -> bool {
-        matches!(
-            change,
+        match change {
             Change::SetMarketRules(_)
-                | Change::InsertParticipant(_)
-                | Change::SetMandate { .. }
-                | Change::SetSuspension { .. }
-                | Change::InsertDeal(_)
-                | Change::UpdateDeal(_)
-                | Change::SetDealStatus { .. }
-                | Change::InsertRating(_)
-                | Change::InsertOffer(_)
-                | Change::InsertThread(_)
-                | Change::InsertMessage(_)
-                | Change::UpdateThread { .. }
-                | Change::SetOfferState { .. }
-                | Change::Transfer(_)
-        )
+            | Change::InsertParticipant(_)
+            | Change::SetMandate { .. }
+            | Change::SetSuspension { .. }
+            | Change::InsertDeal(_)
+            | Change::UpdateDeal(_)
+            | Change::SetDealStatus { .. }
+            | Change::InsertRating(_)
+            | Change::InsertOffer(_)
+            | Change::InsertThread(_)
+            | Change::InsertMessage(_)
+            | Change::UpdateThread { .. }
+            | Change::SetOfferState { .. }
+            | Change::Transfer(_) => true,
+            // Listings live on the shelves; holds and deal notes are read from their tables.
+            Change::InsertListing(_)
+            | Change::SetListingStatus { .. }
+            | Change::SetListingFirstOffer { .. }
+            | Change::InsertHold { .. }
+            | Change::InsertDealNote(_) => false,
+        }
     }
 
     /// Applies one committed change as the tables took it. False when it names a row this
@@ -285,7 +291,11 @@ impl MarketMemory {
                     }
                 }
             }
-            _ => {}
+            Change::InsertListing(_)
+            | Change::SetListingStatus { .. }
+            | Change::SetListingFirstOffer { .. }
+            | Change::InsertHold { .. }
+            | Change::InsertDealNote(_) => debug_assert!(!MarketMemory::follows(change)),
         }
         true
     }

@@ -151,14 +151,32 @@ impl MarketShelves {
         self.rows.insert(l.id, l);
     }
 
-    /// Whether [`MarketShelves::apply`] does anything with this change.
+    /// Whether [`MarketShelves::apply`] does anything with this change. Exhaustive on purpose: a
+    /// new kind of change must be placed here (and in `apply`) or the build fails.
     pub fn follows(change: &Change) -> bool {
-        matches!(
-            change,
+        match change {
             Change::InsertListing(_)
-                | Change::SetListingStatus { .. }
-                | Change::SetListingFirstOffer { .. }
-        )
+            | Change::SetListingStatus { .. }
+            | Change::SetListingFirstOffer { .. } => true,
+            // A hold's row is the moderation queue's; the listing's `held` status arrives as a
+            // `SetListingStatus`.
+            Change::InsertHold { .. }
+            | Change::SetMarketRules(_)
+            | Change::InsertParticipant(_)
+            | Change::SetMandate { .. }
+            | Change::SetSuspension { .. }
+            | Change::InsertThread(_)
+            | Change::UpdateThread { .. }
+            | Change::InsertMessage(_)
+            | Change::InsertOffer(_)
+            | Change::SetOfferState { .. }
+            | Change::InsertDeal(_)
+            | Change::SetDealStatus { .. }
+            | Change::UpdateDeal(_)
+            | Change::InsertDealNote(_)
+            | Change::InsertRating(_)
+            | Change::Transfer(_) => false,
+        }
     }
 
     /// Applies one committed change of market `market` as the listings table took it. False
@@ -185,7 +203,10 @@ impl MarketShelves {
                 }
                 None => false,
             },
-            _ => true,
+            _ => {
+                debug_assert!(!MarketShelves::follows(change));
+                true
+            }
         }
     }
 

@@ -180,6 +180,7 @@ macro_rules! batched {
 }
 
 batched! {
+    a_batched_store_holds_its_file_exclusively => batched_sqlite_a_batched_store_holds_its_file_exclusively;
     listing_search_filters_orders_and_pages => batched_sqlite_listing_search_filters_orders_and_pages;
     search_by_category_and_side_finds_what_reading_every_listing_finds => batched_sqlite_search_by_category_and_side_finds_what_reading_every_listing_finds;
     search_matches_whole_words_and_starred_prefixes => batched_sqlite_search_matches_whole_words_and_starred_prefixes;
@@ -1185,13 +1186,17 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
         .await
         .is_err()
     );
-    // Another process reads them from the table (a simulation's store commits what it holds
-    // back first: it is its file's only writer).
-    store.flush().await.unwrap();
+    check(all.clone()).await;
+    // Another process reads them from the table (a simulation's store holds its file
+    // exclusively: it commits what it holds back and closes first).
+    let market_id = m.id;
+    drop(check);
+    drop(m);
+    drop(store);
     let fresh = db.open().await;
     let again = Mkt {
         store: fresh,
-        id: m.id,
+        id: market_id,
     };
     let query = ListingQuery {
         category: Some("bikes".into()),
@@ -1207,7 +1212,37 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
             && l.category == "bikes"
             && l.side == Side::Sell)
     );
-    check(all).await;
+}
+
+/// A simulation's store keeps the file's rows in memory as their only writer: while it is open,
+/// another connection can neither write nor read the file; once it closes, both can.
+async fn a_batched_store_holds_its_file_exclusively(db: Db) {
+    assert!(db.batch > 1, "a batched store");
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    m.join("ann", 1_000).await;
+    let other = db.sqlite();
+    other.busy_timeout(std::time::Duration::ZERO).unwrap();
+    let busy = |r: rusqlite::Result<i64>| matches!(r, Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy);
+    let count = "SELECT COUNT(*) FROM participants";
+    assert!(
+        busy(other.query_row(count, [], |r| r.get(0))),
+        "a read while it is open"
+    );
+    assert!(
+        busy(
+            other
+                .execute("UPDATE markets SET name = 'x'", [])
+                .map(|n| n as i64)
+        ),
+        "a write while it is open"
+    );
+    drop(m);
+    drop(store);
+    assert_eq!(
+        other.query_row(count, [], |r| r.get::<_, i64>(0)).unwrap(),
+        1
+    );
 }
 
 async fn listing_search_filters_orders_and_pages(db: Db) {
@@ -3596,34 +3631,14 @@ async fn reputation_own_deals_and_news_follow_every_commit(db: Db) {
     );
     let handed = &store.deals(m.id, Some(buyer), 0, 10).await.unwrap()[0];
     assert_eq!(handed.handover_note.as_deref(), Some("at reception"));
-    // A fresh store reads the same from the tables.
-    store.flush().await.unwrap();
-    let fresh = db.open().await;
     for p in [seller, buyer, stranger] {
-        assert_eq!(
-            rep(fresh.clone(), p, T0).await,
-            rep(store.clone(), p, T0).await
-        );
-        assert_eq!(
-            fresh.deals(m.id, Some(p), 0, 10).await.unwrap(),
-            store.deals(m.id, Some(p), 0, 10).await.unwrap()
-        );
-        assert_eq!(
-            fresh.participant(m.id, p).await.unwrap(),
-            store.participant(m.id, p).await.unwrap()
-        );
         let threads = store.threads(m.id, Some(p), None, 0, 500).await.unwrap();
-        assert_eq!(
-            fresh.threads(m.id, Some(p), None, 0, 500).await.unwrap(),
-            threads
-        );
         for t in &threads {
             let detail = store.thread(m.id, t.id).await.unwrap().expect("the thread");
             assert!(
                 !detail.offers.is_empty(),
                 "each thread opened with an offer"
             );
-            assert_eq!(fresh.thread(m.id, t.id).await.unwrap(), Some(detail));
         }
         if let Some(first) = threads.first() {
             assert_eq!(
@@ -3634,24 +3649,68 @@ async fn reputation_own_deals_and_news_follow_every_commit(db: Db) {
                 threads[1..threads.len().min(2)].to_vec()
             );
         }
-        let last = m.events(Viewer::Own(p)).await.last().map_or(0, |e| e.seq);
-        for after in [0, last - 1, last] {
-            assert_eq!(
-                fresh
-                    .events(m.id, Viewer::Own(p), after, 100)
-                    .await
-                    .unwrap(),
-                store
-                    .events(m.id, Viewer::Own(p), after, 100)
-                    .await
-                    .unwrap()
-            );
-        }
     }
-    assert_eq!(
-        fresh.market(m.id).await.unwrap(),
-        store.market(m.id).await.unwrap()
-    );
+    // A fresh store reads the same from the tables. A simulation's store holds its file
+    // exclusively: it commits what it holds back and closes before another store opens it.
+    let parties = [seller, buyer, stranger];
+    let remembered = Reads::of(&store, m.id, &parties).await;
+    let market_id = m.id;
+    drop(m);
+    drop(store);
+    let fresh = db.open().await;
+    assert_eq!(Reads::of(&fresh, market_id, &parties).await, remembered);
+}
+
+/// Everything an agent reads about itself, as one store answers it (to compare two stores).
+#[derive(Debug, PartialEq)]
+struct Reads {
+    market: Option<Market>,
+    reputations: Vec<haggle_core::lifecycle::Reputation>,
+    deals: Vec<Vec<Deal>>,
+    participants: Vec<Option<haggle_core::Participant>>,
+    threads: Vec<Vec<Thread>>,
+    details: Vec<Option<haggle_core::ThreadDetail>>,
+    /// Each party's feed after seq 0, after its second-newest event and after its newest.
+    feeds: Vec<Vec<Event>>,
+}
+
+impl Reads {
+    async fn of(store: &Store, market: i64, parties: &[i64]) -> Reads {
+        let mut r = Reads {
+            market: store.market(market).await.unwrap(),
+            reputations: Vec::new(),
+            deals: Vec::new(),
+            participants: Vec::new(),
+            threads: Vec::new(),
+            details: Vec::new(),
+            feeds: Vec::new(),
+        };
+        for &p in parties {
+            r.reputations
+                .push(store.reputation(market, p, T0).await.unwrap());
+            r.deals
+                .push(store.deals(market, Some(p), 0, 10).await.unwrap());
+            r.participants
+                .push(store.participant(market, p).await.unwrap());
+            let threads = store.threads(market, Some(p), None, 0, 500).await.unwrap();
+            for t in &threads {
+                r.details.push(store.thread(market, t.id).await.unwrap());
+            }
+            r.threads.push(threads);
+            let feed = store.events(market, Viewer::Own(p), 0, 100).await.unwrap();
+            let last = feed.last().map_or(0, |e| e.seq);
+            r.feeds.push(feed);
+            for after in [last - 1, last] {
+                r.feeds.push(
+                    store
+                        .events(market, Viewer::Own(p), after, 100)
+                        .await
+                        .unwrap(),
+                );
+            }
+        }
+        r
+    }
 }
 
 async fn deals_are_listed_by_status(db: Db) {

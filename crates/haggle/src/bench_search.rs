@@ -178,12 +178,16 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Filled by a simulation's store (its batches commit fast); searched as a server reads the
     // file (SQL), then as a simulation does (its shelves, filled on the first search).
+    // The batched store holds the file exclusively: it is closed before the server opens it.
     let batched = Store::open_batched(&url, 500).await?;
     let market = fill(&batched, args.listings, args.seed).await?;
+    batched.flush().await?;
+    drop(batched);
     let fill_s = started.elapsed().as_secs_f64();
     let server = Store::open(&url).await?;
     runs.push(json!({ "store": "SQLite (server)", "fill_s": fill_s, "searches": time(&server, market, args.searches).await? }));
     drop(server);
+    let batched = Store::open_batched(&url, 500).await?;
     runs.push(json!({ "store": "SQLite (simulation shelves)", "searches": time(&batched, market, args.searches).await? }));
     drop(batched);
     if let Some(pg) = &args.postgres {

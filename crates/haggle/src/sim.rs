@@ -119,8 +119,9 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
             .check(b)
             .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
     }
-    // The simulation owns its database: commits are grouped (each command stays atomic), and
-    // the end of every round commits the rest, so a reader of the file is at most a round behind.
+    // The simulation owns its database: commits are grouped (each command stays atomic), the
+    // end of every round commits the rest, and the file is held exclusively until the
+    // simulation's store closes (its memory is the file's only writer).
     let store = Store::open_batched(&cfg.database, COMMANDS_PER_COMMIT)
         .await
         .with_context(|| format!("cannot open {}", cfg.database))?;
