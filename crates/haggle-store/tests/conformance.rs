@@ -1190,7 +1190,6 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
     // Another process reads them from the table (a simulation's store holds its file
     // exclusively: it commits what it holds back and closes first).
     let market_id = m.id;
-    drop(check);
     drop(m);
     drop(store);
     let fresh = db.open().await;
