@@ -33,6 +33,9 @@
 //! [analysis]
 //! seed = 2026
 //! ```
+//!
+//! Repeated markets: top-level `sessions = 5` (default 1) and `session_budget = "fresh"` (the
+//! default: cash topped up to the budget each session) or `"carry"` (see [`SessionBudget`]).
 
 use crate::scenario::Scenario;
 use crate::stats::Resampling;
@@ -67,6 +70,36 @@ pub struct Experiment {
     pub llm: LlmLimits,
     #[serde(default)]
     pub analysis: AnalysisSettings,
+    /// Repeated markets: each run's participants trade in this many consecutive sessions of
+    /// the same market (1: a one-off market). Omitted from the stored JSON while 1, so folders of
+    /// earlier experiments stay as they were.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub sessions: u32,
+    /// With `sessions` > 1: the cash a participant has when a later session starts.
+    #[serde(default, skip_serializing_if = "SessionBudget::is_fresh")]
+    pub session_budget: SessionBudget,
+}
+
+/// Repeated markets: the cash each participant starts a later session with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionBudget {
+    /// Topped up to the session's budget (the scenario's, e.g. $100): what was spent is given
+    /// back; takings above the budget are kept (the ledger takes no money back).
+    #[default]
+    Fresh,
+    /// What was left at the end of the last session, takings included; no new money.
+    Carry,
+}
+
+impl SessionBudget {
+    pub fn is_fresh(&self) -> bool {
+        *self == SessionBudget::Fresh
+    }
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -655,6 +688,16 @@ impl Experiment {
                 format!("required when an arm uses a language model (arm '{arm}' is '{brain}')"),
             );
         }
+        if !(1..=crate::scenario::MAX_SESSIONS).contains(&self.sessions) {
+            return err(
+                "sessions",
+                format!(
+                    "must be between 1 and {} (got {})",
+                    crate::scenario::MAX_SESSIONS,
+                    self.sessions
+                ),
+            );
+        }
         let a = &self.analysis;
         if !(100..=1_000_000).contains(&a.bootstrap) {
             return err(
@@ -684,13 +727,42 @@ impl Experiment {
             field: field.into(),
             message,
         };
-        let scenario = match (&self.scenario.generate, &self.scenario.file) {
+        let mut scenario = match (&self.scenario.generate, &self.scenario.file) {
             (Some(g), _) => crate::generator::generate(g.seed, g.participants, g.budget),
             (None, Some(f)) => {
                 Scenario::from_path(f).map_err(|x| e("scenario.file", x.to_string()))?
             }
             (None, None) => return Err(e("scenario", "give exactly one of generate, file".into())),
         };
+        // Repeated markets from the generator: new items and wants each session, generated
+        // with the session's own seed, for the first session's participants (by position) and
+        // budget. Kept in the scenario (`sessions`), so a stored run replays from its folder.
+        if let Some(g) = &self.scenario.generate
+            && self.sessions > 1
+        {
+            scenario.sessions = (2..=self.sessions)
+                .map(|k| {
+                    let next = crate::generator::generate(
+                        mix(g.seed, u64::from(k)),
+                        g.participants,
+                        g.budget,
+                    );
+                    let profiles = next
+                        .profiles
+                        .into_iter()
+                        .zip(&scenario.profiles)
+                        .map(|(p, first)| haggle_agents::profile::Profile {
+                            name: first.name.clone(),
+                            ..p
+                        })
+                        .collect();
+                    crate::scenario::SessionLists { profiles }
+                })
+                .collect();
+        }
+        scenario
+            .session_lists(self.sessions)
+            .map_err(|m| e("sessions", m))?;
         let names: Vec<String> = scenario.profiles.iter().map(|p| p.name.clone()).collect();
         for run in self.plan() {
             run.assignment(&names)
