@@ -948,6 +948,52 @@ arm = "boulware"
     }
 
     #[test]
+    fn sessions_default_to_one_and_are_left_out_of_the_stored_json() {
+        let x = parse(GOOD).unwrap();
+        assert_eq!((x.sessions, x.session_budget), (1, SessionBudget::Fresh));
+        let json = serde_json::to_string(&x).unwrap();
+        assert!(!json.contains("session"), "{json}");
+        let y = parse(&format!("sessions = 3\nsession_budget = \"carry\"\n{GOOD}")).unwrap();
+        assert_eq!((y.sessions, y.session_budget), (3, SessionBudget::Carry));
+        let back: Experiment = serde_json::from_str(&serde_json::to_string(&y).unwrap()).unwrap();
+        assert_eq!(back, y);
+        let e = parse(&format!("sessions = 101\n{GOOD}")).unwrap_err();
+        assert_eq!(e.field, "sessions", "{e}");
+    }
+
+    #[test]
+    fn generated_sessions_have_new_seeded_lists_for_the_same_participants() {
+        let x = parse(&format!("sessions = 3\n{GOOD}")).unwrap();
+        let s = x.scenario().unwrap();
+        assert_eq!(s, x.scenario().unwrap(), "deterministic");
+        assert_eq!(s.sessions.len(), 2);
+        let lists = s.session_lists(3).unwrap();
+        let names = |l: &Vec<haggle_agents::profile::Profile>| {
+            l.iter().map(|p| p.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&lists[1]), names(&lists[0]), "the same participants");
+        assert_eq!(names(&lists[2]), names(&lists[0]));
+        assert_ne!(lists[1][0].sell, lists[0][0].sell, "new items");
+        assert!(
+            lists[1][0]
+                .sell
+                .iter()
+                .all(|i| i.item_id.starts_with("s2-"))
+        );
+        assert!(
+            lists[2][0]
+                .want
+                .iter()
+                .all(|w| w.want_id.starts_with("s3-"))
+        );
+        let one = parse(GOOD).unwrap().scenario().unwrap();
+        assert!(
+            one.sessions.is_empty(),
+            "one session: the scenario as before"
+        );
+    }
+
+    #[test]
     fn a_table_names_every_participant_or_a_default() {
         let text = GOOD.replace(
             "arm = \"boulware\"",

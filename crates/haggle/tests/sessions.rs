@@ -42,7 +42,13 @@ fn run_into(dir: &Scratch, file: &str, out: &str) -> PathBuf {
     let out_dir = dir.path(out);
     let o = run_within(
         &dir.0,
-        &["experiment", "run", file, "--out", &out_dir.display().to_string()],
+        &[
+            "experiment",
+            "run",
+            file,
+            "--out",
+            &out_dir.display().to_string(),
+        ],
         Duration::from_secs(300),
     );
     assert!(
@@ -69,9 +75,19 @@ fn k_sessions_produce_per_session_metrics_a_csv_and_a_learning_curve() {
         assert_eq!(s.len(), 3, "{run}: one entry per session");
         for (k, x) in s.iter().enumerate() {
             assert_eq!(x["session"], k as u64 + 1);
-            assert!(x["deals"].as_u64().unwrap() > 0, "{run} session {}: {x}", k + 1);
+            assert!(
+                x["deals"].as_u64().unwrap() > 0,
+                "{run} session {}: {x}",
+                k + 1
+            );
             assert!(x["max_surplus"].as_i64().unwrap() > 0);
-            for f in ["surplus", "irrational_deals", "disputes", "efficiency", "rounds"] {
+            for f in [
+                "surplus",
+                "irrational_deals",
+                "disputes",
+                "efficiency",
+                "rounds",
+            ] {
                 assert!(!x[f].is_null(), "{f} in {x}");
             }
         }
@@ -81,7 +97,10 @@ fn k_sessions_produce_per_session_metrics_a_csv_and_a_learning_curve() {
         )
         .unwrap();
         let total: u64 = s.iter().map(|x| x["deals"].as_u64().unwrap()).sum();
-        assert_eq!(total, results["metrics"]["market"]["deals"].as_u64().unwrap());
+        assert_eq!(
+            total,
+            results["metrics"]["market"]["deals"].as_u64().unwrap()
+        );
     }
     let csv = std::fs::read_to_string(out.join("sessions.csv")).unwrap();
     assert!(csv.starts_with("run,group,session,"), "{csv}");
@@ -93,8 +112,7 @@ fn k_sessions_produce_per_session_metrics_a_csv_and_a_learning_curve() {
         "{curve}"
     );
     let analysis: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
     assert_eq!(analysis["learning_curve"]["sessions"], 3);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("Sessions (learning curve)"));
@@ -130,7 +148,11 @@ fn repeated_sessions_carry_the_markets_record_of_the_participants_over() {
         .lines()
         .filter(|l| l.contains("\"market_closing_set\""))
         .count();
-    assert_eq!(closes, 2 * 2, "closed and reopened between each pair of sessions");
+    assert_eq!(
+        closes,
+        2 * 2,
+        "closed and reopened between each pair of sessions"
+    );
     assert!(events.contains("\"reason\":\"market_closed\""));
 }
 
@@ -175,7 +197,10 @@ fn one_session_leaves_the_stored_files_as_before() {
     let out = run_into(&dir, &file, "out");
     let exp = std::fs::read_to_string(out.join("experiment.json")).unwrap();
     let run = std::fs::read_to_string(out.join("runs/split-01/run.json")).unwrap();
-    assert!(!exp.contains("\"sessions\"") && !exp.contains("session_budget"), "{exp}");
+    assert!(
+        !exp.contains("\"sessions\"") && !exp.contains("session_budget"),
+        "{exp}"
+    );
     assert!(!run.contains("\"sessions\"") && !run.contains("session_budget"));
     assert!(!out.join("runs/split-01/sessions.json").exists());
     assert!(!out.join("sessions.csv").exists());
@@ -189,7 +214,11 @@ fn a_bad_sessions_setting_is_refused_naming_the_field() {
     let file = repeated_file(&dir, 0, 1, "fresh");
     let o = run(&dir.0, &["experiment", "run", &file]);
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("sessions: must be between 1 and 100"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("sessions: must be between 1 and 100"),
+        "{}",
+        text(&o.stderr)
+    );
     let file = repeated_file(&dir, 2, 1, "keep");
     let o = run(&dir.0, &["experiment", "run", &file]);
     assert!(!o.status.success());
@@ -237,7 +266,10 @@ max_spend_usd = "1.00"
 
     let rd = out.join("runs/split-01");
     let log = std::fs::read_to_string(rd.join("llm_calls.jsonl")).unwrap();
-    let records: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let notes: Vec<&Value> = records.iter().filter(|r| r["kind"] == "memory").collect();
     assert_eq!(notes.len(), 3, "each of the 3 model agents wrote a note");
     let limit = haggle_agents::llm_brain::MAX_SESSION_MEMORY_CHARS;
@@ -265,7 +297,12 @@ max_spend_usd = "1.00"
     let calls = records.iter().filter(|r| r["kind"] == "call").count();
     let o = run_within(
         &dir.0,
-        &["experiment", "replay", &out.display().to_string(), "split-01"],
+        &[
+            "experiment",
+            "replay",
+            &out.display().to_string(),
+            "split-01",
+        ],
         Duration::from_secs(120),
     );
     let stdout = text(&o.stdout);
