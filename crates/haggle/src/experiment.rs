@@ -8,7 +8,8 @@
 //! `experiment.toml` (as given), `experiment.json`, `scenario.json`, `plan.json`, `journal.jsonl`
 //! (run started / finished / kept, appended; a shard of `--shard I/N` keeps
 //! `journal-shard-I-of-N.jsonl`), `runs/<id>/` with `run.json`, `prompts.json`,
-//! `llm_calls.jsonl`, `haggle.db`, `events.jsonl`, the one-run report files, `timing.json` and,
+//! `llm_calls.jsonl`, `haggle.db`, `events.jsonl`, the one-run report files, `timing.json`, with
+//! repeated markets (`sessions = K`) `sessions.json` and `memory.json` (LLM brains' notes), and,
 //! written last, `record.json`; then `analysis.json`, `report.html` and the CSVs of the analysis.
 
 use crate::sim::{self, SimConfig};
@@ -526,7 +527,8 @@ fn estimate_experiment(file: &Path, a: &crate::estimate::EstimateArgs) -> anyhow
         &scenario,
         &markets,
         &factory,
-        x.market.max_rounds,
+        // Every session of a repeated market runs up to max_rounds.
+        x.market.max_rounds * u64::from(x.sessions),
         x.llm.concurrency,
     );
     Ok(())

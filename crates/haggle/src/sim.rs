@@ -458,7 +458,7 @@ async fn next_session(
     let ended = session - 1;
     let mut notes = BTreeMap::new();
     if agents.iter().any(|a| a.brain.concurrent()) {
-        let outcomes = session_outcomes(svc, m, members).await?;
+        let outcomes = session_outcomes(svc, m, members, &cfg.scenario.currency).await?;
         for a in agents.iter_mut() {
             let outcome = outcomes.get(&a.profile.name).cloned().unwrap_or_default();
             if let Some(n) = a.end_session(ended, &outcome).await {
@@ -530,12 +530,12 @@ async fn session_outcomes(
     svc: &Service,
     m: i64,
     members: &[Member],
+    currency: &str,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let deals = svc.store().deals(m, None, 0, 100_000).await?;
     let mut out = BTreeMap::new();
     for x in members {
-        // Deals the agent has not seen in an earlier note: all of them, counted as the market
-        // shows them now.
+        // Every deal so far (earlier sessions too), counted as the market shows it now.
         let (mut sold, mut sold_sum, mut bought, mut spent) = (0u32, 0i64, 0u32, 0i64);
         for d in deals.iter().filter(|d| d.status.is_spent()) {
             if d.seller == x.participant_id {
@@ -554,8 +554,8 @@ async fn session_outcomes(
             x.name.clone(),
             format!(
                 "So far in this market you sold {sold} item(s) for {} in all and bought {bought} for {} in all; your record shows {} completed deal(s) and {} rating(s).",
-                haggle_lab::report::money(sold_sum, "USD"),
-                haggle_lab::report::money(spent, "USD"),
+                haggle_lab::report::money(sold_sum, currency),
+                haggle_lab::report::money(spent, currency),
                 r.completed_deals,
                 r.ratings
             ),
