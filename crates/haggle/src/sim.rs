@@ -459,12 +459,17 @@ async fn next_session(
     let mut notes = BTreeMap::new();
     if agents.iter().any(|a| a.brain.concurrent()) {
         let outcomes = session_outcomes(svc, m, members, &cfg.scenario.currency).await?;
-        for a in agents.iter_mut() {
+        // The agents' models write at once (within the factory's call slots); a replay matches
+        // each agent's calls in its own order, so the order of replies does not matter.
+        let written = futures_util::future::join_all(agents.iter_mut().map(|a| {
             let outcome = outcomes.get(&a.profile.name).cloned().unwrap_or_default();
-            if let Some(n) = a.end_session(ended, &outcome).await {
-                notes.insert(a.profile.name.clone(), n);
+            async move {
+                let note = a.end_session(ended, &outcome).await;
+                (a.profile.name.clone(), note)
             }
-        }
+        }))
+        .await;
+        notes.extend(written.into_iter().filter_map(|(n, x)| x.map(|x| (n, x))));
     }
     let now = svc
         .store()

@@ -233,10 +233,8 @@ fn a_bad_sessions_setting_is_refused_naming_the_field() {
 /// each model agent writes a note at the end of session 1 (a logged call and a `memory`
 /// record, stored in memory.json, within the limit) that its session-2 prompt carries; the run
 /// replays identically from its call log with the server gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_run_with_llm_notes_replays_identically_without_the_model() {
+async fn llm_sessions_run(dir: &Scratch) -> PathBuf {
     let (base, server) = fake_openai().await;
-    let dir = Scratch::new("sessions-llm");
     let text_file = format!(
         r#"
 name = "llm-sessions"
@@ -260,10 +258,29 @@ max_spend_usd = "1.00"
     let file = dir.path("llm.toml");
     std::fs::write(&file, text_file).unwrap();
     let file = file.display().to_string();
-    let out = tokio::task::block_in_place(|| run_into(&dir, &file, "out"));
+    let out = tokio::task::block_in_place(|| run_into(dir, &file, "out"));
     server.abort();
     let _ = server.await;
+    out
+}
 
+fn replay(dir: &Scratch, out: &Path) -> std::process::Output {
+    run_within(
+        &dir.0,
+        &[
+            "experiment",
+            "replay",
+            &out.display().to_string(),
+            "split-01",
+        ],
+        Duration::from_secs(120),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_run_with_llm_notes_replays_identically_without_the_model() {
+    let dir = Scratch::new("sessions-llm");
+    let out = llm_sessions_run(&dir).await;
     let rd = out.join("runs/split-01");
     let log = std::fs::read_to_string(rd.join("llm_calls.jsonl")).unwrap();
     let records: Vec<Value> = log
@@ -295,16 +312,7 @@ max_spend_usd = "1.00"
     assert!(prompts[1].contains(notes[0]["text"].as_str().unwrap()));
 
     let calls = records.iter().filter(|r| r["kind"] == "call").count();
-    let o = run_within(
-        &dir.0,
-        &[
-            "experiment",
-            "replay",
-            &out.display().to_string(),
-            "split-01",
-        ],
-        Duration::from_secs(120),
-    );
+    let o = replay(&dir, &out);
     let stdout = text(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", text(&o.stderr));
     for line in [
@@ -317,4 +325,43 @@ max_spend_usd = "1.00"
         assert!(stdout.contains(&line), "{line}: {stdout}");
     }
     assert!(stdout.trim_end().ends_with("identical"), "{stdout}");
+}
+
+/// The note comes from the call log in a replay, not from anywhere else: a changed note reply
+/// in the log makes the replay's notes, and the next session's requests, differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_note_in_the_call_log_makes_the_replay_differ() {
+    let dir = Scratch::new("sessions-llm-tamper");
+    let out = llm_sessions_run(&dir).await;
+    let path = out.join("runs/split-01/llm_calls.jsonl");
+    let mut tampered = 0;
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            let note_call = v["kind"] == "call" && v["request"].get("tools").is_none();
+            if let Some(c) = v
+                .pointer_mut("/response/choices/0/message/content")
+                .filter(|_| note_call && tampered == 0)
+            {
+                *c = Value::String("Notes: never sell below the asking price.".into());
+                tampered += 1;
+            }
+            v.to_string()
+        })
+        .collect();
+    assert_eq!(tampered, 1);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let o = replay(&dir, &out);
+    let stdout = text(&o.stdout);
+    assert!(!o.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("memory.json            DIFFERS"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("llm calls              DIFFERS"),
+        "{stdout}"
+    );
 }
