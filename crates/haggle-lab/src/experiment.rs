@@ -751,8 +751,12 @@ impl Experiment {
                         .profiles
                         .into_iter()
                         .zip(&scenario.profiles)
+                        // The same person: name, persona, patience and autonomy stay; the
+                        // items, wants and what it already owns are the session's.
                         .map(|(p, first)| haggle_agents::profile::Profile {
                             name: first.name.clone(),
+                            style: first.style.clone(),
+                            autonomy: first.autonomy.clone(),
                             ..p
                         })
                         .collect();
@@ -972,6 +976,7 @@ arm = "boulware"
             l.iter().map(|p| p.name.clone()).collect::<Vec<_>>()
         };
         assert_eq!(names(&lists[1]), names(&lists[0]), "the same participants");
+        assert_eq!(lists[2][1].style, lists[0][1].style, "the same persona and patience");
         assert_eq!(names(&lists[2]), names(&lists[0]));
         assert_ne!(lists[1][0].sell, lists[0][0].sell, "new items");
         assert!(
