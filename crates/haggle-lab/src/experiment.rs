@@ -976,7 +976,10 @@ arm = "boulware"
             l.iter().map(|p| p.name.clone()).collect::<Vec<_>>()
         };
         assert_eq!(names(&lists[1]), names(&lists[0]), "the same participants");
-        assert_eq!(lists[2][1].style, lists[0][1].style, "the same persona and patience");
+        assert_eq!(
+            lists[2][1].style, lists[0][1].style,
+            "the same persona and patience"
+        );
         assert_eq!(names(&lists[2]), names(&lists[0]));
         assert_ne!(lists[1][0].sell, lists[0][0].sell, "new items");
         assert!(

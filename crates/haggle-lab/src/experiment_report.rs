@@ -8,7 +8,9 @@
 //! - `report.html`: self-contained (inline CSS, hand-written SVG, the one-run report's style):
 //!   warnings first, the arms, the comparisons, charts (seller share by arm, surplus
 //!   distributions, deals over time per run, same-item price pairs), the same-item table, the
-//!   regression, the runs and the participants by arm, with links to each run's own report.
+//!   regression, with repeated markets the learning curve (surplus per participant by session and
+//!   arm, efficiency by session and run group, and its table), the runs and the participants by
+//!   arm, with links to each run's own report.
 //!
 //! [`write_comparison`] puts several experiments side by side (`compare.html`, `compare.json`).
 
