@@ -313,6 +313,70 @@ mod tests {
     }
 
     #[test]
+    fn a_session_holds_the_listings_posted_in_it_with_their_threads_and_deals() {
+        use crate::metrics::{DealRecord, ListingRecord, ThreadRecord};
+        use haggle_api::haggle_core::{Side, ThreadStatus};
+        let listing = |id: i64, at: i64| ListingRecord {
+            id,
+            owner: "ada".into(),
+            side: Side::Sell,
+            subject: None,
+            price: 100,
+            posted_at: at,
+        };
+        let deal = |id: i64, listing_id: i64| DealRecord {
+            id,
+            listing_id,
+            thread_id: Some(listing_id + 100),
+            item_id: None,
+            want_id: None,
+            seller: "ada".into(),
+            buyer: "bo".into(),
+            price: 90,
+            status: DealStatus::Completed,
+            // Agreed after the next session began: still the session of its listing.
+            created_at: 25,
+            first_offer_at: None,
+            offers: 1,
+        };
+        let record = RunRecord {
+            participants: BTreeMap::new(),
+            listings: vec![
+                listing(1, 0),
+                listing(2, 19),
+                listing(3, 20),
+                listing(4, 35),
+            ],
+            threads: (1..=4)
+                .map(|l| ThreadRecord {
+                    id: l + 100,
+                    listing_id: l,
+                    buyer: "bo".into(),
+                    seller: "ada".into(),
+                    status: ThreadStatus::Agreed,
+                    offers: Vec::new(),
+                })
+                .collect(),
+            deals: vec![deal(7, 2), deal(8, 3)],
+            started_at: 0,
+            rounds: 9,
+            simulated_ms: 50,
+            refusals: BTreeMap::new(),
+            trust: None,
+        };
+        let first = session_record(&record, 0, Some(20));
+        let ids = |r: &RunRecord| r.listings.iter().map(|l| l.id).collect::<Vec<_>>();
+        assert_eq!(ids(&first), [1, 2]);
+        assert_eq!(first.threads.len(), 2);
+        assert_eq!(first.deals.iter().map(|d| d.id).collect::<Vec<_>>(), [7]);
+        assert_eq!((first.started_at, first.simulated_ms), (0, 20));
+        let last = session_record(&record, 20, None);
+        assert_eq!(ids(&last), [3, 4]);
+        assert_eq!(last.deals.iter().map(|d| d.id).collect::<Vec<_>>(), [8]);
+        assert_eq!((last.started_at, last.simulated_ms), (20, 30));
+    }
+
+    #[test]
     fn the_curve_averages_each_session_per_arm_and_per_group() {
         let arms: BTreeMap<String, String> = [("ada", "a"), ("bo", "b")]
             .iter()
