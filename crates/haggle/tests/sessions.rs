@@ -365,3 +365,98 @@ async fn a_changed_note_in_the_call_log_makes_the_replay_differ() {
         "{stdout}"
     );
 }
+
+/// A scenario file's own lists for later sessions (`[[sessions]]`): each session is measured
+/// against its own list; asking for more sessions than it lists is refused naming `sessions`.
+#[test]
+fn a_scenario_files_session_lists_are_traded_and_measured_one_by_one() {
+    let dir = Scratch::new("sessions-file");
+    std::fs::write(
+        dir.path("two.toml"),
+        r#"
+name = "two colleagues"
+[[profiles]]
+name = "Ada"
+budget = 10000
+[[profiles.sell]]
+item_id = "bike"
+item_type = "road bike"
+title = "Road bike"
+category = "bikes"
+asking_price = 8000
+floor_price = 6000
+[[profiles]]
+name = "Ben"
+budget = 10000
+[[profiles.want]]
+want_id = "bike"
+item_type = "road bike"
+description = "A road bike"
+category = "bikes"
+max_price = 9000
+
+[[sessions]]
+[[sessions.profiles]]
+name = "Ben"
+budget = 10000
+[[sessions.profiles.sell]]
+item_id = "kettle"
+item_type = "kettle"
+title = "Kettle"
+category = "kitchen"
+asking_price = 2000
+floor_price = 1500
+[[sessions.profiles]]
+name = "Ada"
+budget = 10000
+[[sessions.profiles.want]]
+want_id = "kettle"
+item_type = "kettle"
+description = "A kettle"
+category = "kitchen"
+max_price = 2500
+"#,
+    )
+    .unwrap();
+    let exp = |sessions: u32| {
+        format!(
+            r#"
+name = "file-sessions"
+seed = 2
+sessions = {sessions}
+[scenario]
+file = "two.toml"
+[arms]
+a = "rule:linear"
+[[runs]]
+name = "all"
+arm = "a"
+[market]
+max_rounds = 40
+"#
+        )
+    };
+    std::fs::write(dir.path("x.toml"), exp(2)).unwrap();
+    let out = run_into(&dir, &dir.path("x.toml").display().to_string(), "out");
+    let s = sessions_of(&out, "all-01");
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0]["max_surplus"], 3000, "the bike: 9000 − 6000");
+    assert_eq!(s[1]["max_surplus"], 1000, "the kettle: 2500 − 1500");
+    let deals = std::fs::read_to_string(out.join("runs/all-01/deals.csv")).unwrap();
+    assert!(deals.contains("s2-kettle"), "{deals}");
+    std::fs::write(dir.path("y.toml"), exp(3)).unwrap();
+    let o = run(
+        &dir.0,
+        &[
+            "experiment",
+            "run",
+            &dir.path("y.toml").display().to_string(),
+        ],
+    );
+    assert!(!o.status.success());
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("sessions: the scenario lists 2 session(s)"),
+        "{e}"
+    );
+}
