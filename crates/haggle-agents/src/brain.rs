@@ -178,4 +178,21 @@ pub trait Brain: Send {
     fn concurrent(&self) -> bool {
         false
     }
+    /// The market's session ended (repeated markets): what the brain keeps for the next one.
+    /// `outcome` says how the session went for the agent. LLM brains ask their model for a note
+    /// (bounded, logged, replayable); rule brains keep nothing.
+    fn end_session<'a>(
+        &'a mut self,
+        profile: &'a Profile,
+        session: u32,
+        outcome: &'a str,
+    ) -> BoxFuture<'a, Option<String>> {
+        let _ = (profile, session, outcome);
+        Box::pin(async { None })
+    }
+    /// The next session starts (with a new profile: its items and wants): the note the brain
+    /// wrote at the end of the last one, if any.
+    fn start_session(&mut self, session: u32, memory: Option<&str>) {
+        let _ = (session, memory);
+    }
 }

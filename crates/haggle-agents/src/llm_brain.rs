@@ -102,6 +102,9 @@ pub struct LlmBrain {
     tools: Vec<ToolSpec>,
     system: Option<String>,
     memory: Memory,
+    /// The note written at the end of the last market session (repeated markets), read at the
+    /// top of every turn of this one.
+    notes: Option<String>,
     stats: LlmStats,
     admission: Admission,
 }
@@ -124,6 +127,12 @@ const MEMORY_LINES: usize = 12;
 const MAX_RESULT_CHARS: usize = 6_000;
 /// Text written by another party, at most this many characters per field.
 const MAX_UNTRUSTED_CHARS: usize = 600;
+/// The note an agent carries from one market session to the next, at most this many characters
+/// (longer replies are clipped): it is read at every turn of the next session.
+pub const MAX_SESSION_MEMORY_CHARS: usize = 2_000;
+/// Output tokens of the end-of-session call that writes the note (about four characters a token,
+/// so the limit above fits).
+const SESSION_MEMORY_TOKENS: u32 = 600;
 
 #[derive(Debug, Default)]
 struct Memory {
@@ -576,6 +585,7 @@ impl LlmBrain {
             tools,
             system: None,
             memory: Memory::default(),
+            notes: None,
             stats: LlmStats::default(),
             admission: Admission::Open,
         }
@@ -648,7 +658,10 @@ impl LlmBrain {
         if let Some(s) = &self.system {
             return s.clone();
         }
-        let s = render_system_prompt(profile, &self.currency);
+        let mut s = render_system_prompt(profile, &self.currency);
+        if let Some(notes) = &self.notes {
+            s.push_str(&session_notes(notes));
+        }
         self.log.write(&Record::Prompt {
             agent: self.agent.clone(),
             brain: self.name.clone(),
@@ -886,6 +899,106 @@ impl LlmBrain {
     }
 }
 
+/// The part of the system prompt that carries the last session's note.
+fn session_notes(notes: &str) -> String {
+    format!(
+        "\n\nYour own notes from the previous session of this market (you wrote them; prices and people may have changed):\n<notes>\n{}\n</notes>\n",
+        notes.replace('<', "‹").replace('>', "›")
+    )
+}
+
+impl LlmBrain {
+    /// The end-of-session call: the model reads how the session went and writes a note for the
+    /// next one. Logged as a call (replayed like any other) and as a `memory` record.
+    async fn write_notes(
+        &mut self,
+        profile: &Profile,
+        session: u32,
+        outcome: &str,
+    ) -> Option<String> {
+        if self.stats.usage.total() >= self.settings.token_budget {
+            return None;
+        }
+        let system = self.system_prompt(profile);
+        let text = format!(
+            "The market's session {session} has ended. {outcome}\n\nWrite notes for yourself for the next session of this market: the same participants return with new items and wants. Say what worked, what did not, and whom to trust. At most {MAX_SESSION_MEMORY_CHARS} characters; reply with the notes only, no tool calls."
+        );
+        let turn = self.stats.turns + 1;
+        let req = ChatRequest {
+            system,
+            messages: vec![ChatMessage::User { text }],
+            tools: Vec::new(),
+            max_tokens: self.settings.max_tokens.min(SESSION_MEMORY_TOKENS),
+            temperature: self.settings.temperature,
+            seed: self
+                .seed
+                .map(|s| s.wrapping_add(turn.wrapping_mul(1_000)).wrapping_add(999)),
+        };
+        let admission = self.admission.clone();
+        let permit = match self.admit(&admission, &req).await {
+            Ok(p) => p,
+            Err(reason) => {
+                self.stats.spend_refused += 1;
+                self.log.write(&Record::SpendRefused {
+                    agent: self.agent.clone(),
+                    brain: self.name.clone(),
+                    turn,
+                    step: 1,
+                    round: 0,
+                    reason,
+                });
+                return None;
+            }
+        };
+        let (result, exchange) = self.model.chat(&req).await;
+        self.stats.calls += 1;
+        let usage = result.as_ref().map(|r| r.usage).unwrap_or_default();
+        self.stats.usage.add(&usage);
+        let cost = self.price.map(|p| p.cost(&usage));
+        if let Some((p, worst)) = permit {
+            p.settle(cost.unwrap_or(worst));
+        }
+        match cost {
+            Some(c) => self.stats.cost_micro_usd += c,
+            None => self.stats.calls_without_price += 1,
+        }
+        self.log.write(&Record::Call {
+            agent: self.agent.clone(),
+            brain: self.name.clone(),
+            turn,
+            step: 1,
+            round: 0,
+            exchange,
+            usage,
+            cost_micro_usd: cost,
+            error: result.as_ref().err().map(|e| e.to_string()),
+            malformed: None,
+        });
+        let reply = match result {
+            Ok(r) if r.stop != StopReason::Refusal => r,
+            Ok(_) => {
+                self.stats.refusals += 1;
+                return None;
+            }
+            Err(_) => {
+                self.stats.failed_calls += 1;
+                return None;
+            }
+        };
+        let notes = clip(reply.text.trim(), MAX_SESSION_MEMORY_CHARS - 1);
+        if notes.is_empty() {
+            return None;
+        }
+        self.log.write(&Record::Memory {
+            agent: self.agent.clone(),
+            brain: self.name.clone(),
+            session,
+            text: notes.clone(),
+        });
+        Some(notes)
+    }
+}
+
 impl Brain for LlmBrain {
     fn name(&self) -> String {
         self.name.clone()
@@ -914,6 +1027,23 @@ impl Brain for LlmBrain {
 
     fn concurrent(&self) -> bool {
         true
+    }
+
+    fn end_session<'a>(
+        &'a mut self,
+        profile: &'a Profile,
+        session: u32,
+        outcome: &'a str,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.write_notes(profile, session, outcome))
+    }
+
+    /// A new session: a new profile (so a new system prompt, logged again, with the note), and
+    /// the turn notes of the last session left behind.
+    fn start_session(&mut self, _session: u32, memory: Option<&str>) {
+        self.notes = memory.map(|m| clip(m, MAX_SESSION_MEMORY_CHARS - 1));
+        self.system = None;
+        self.memory = Memory::default();
     }
 }
 

@@ -534,6 +534,25 @@ impl<C: MarketClient> Agent<C> {
         })
     }
 
+    /// The market's session ended (repeated markets): the brain's note for the next session
+    /// (LLM brains; `None` for rule brains).
+    pub async fn end_session(&mut self, session: u32, outcome: &str) -> Option<String> {
+        self.brain
+            .end_session(&self.profile, session, outcome)
+            .await
+    }
+
+    /// The next session of the same market: the participant trades its new items and wants
+    /// (`profile`, same name); listings and threads of earlier sessions stay in the agent's
+    /// books (their item and want ids differ), and the brain reads its note (`memory`).
+    pub fn next_session(&mut self, profile: Profile, session: u32, memory: Option<&str>) {
+        self.private = PrivateNumbers::of(&profile);
+        self.profile = profile;
+        self.pending = true;
+        self.awake = true;
+        self.brain.start_session(session, memory);
+    }
+
     /// Makes the next turn look at the market even without news (time-driven work: the clock
     /// moved past a deadline).
     pub fn wake(&mut self) {

@@ -551,3 +551,53 @@ async fn an_experiments_spend_guard_admits_each_call_and_is_charged_its_actual_c
     turn(&mut s3, &seller_view("hi"), &mut tools).await;
     assert_eq!(s3.brain.llm_stats().unwrap().spend_refused, 1);
 }
+
+/// Repeated markets: at the end of a session the model writes a note (one logged call without
+/// tools), clipped to the memory limit and logged as a `memory` record; the next session's system
+/// prompt carries it (logged again as the new session's prompt).
+#[tokio::test]
+async fn a_session_note_is_bounded_logged_and_read_in_the_next_session() {
+    use haggle_agents::llm_brain::MAX_SESSION_MEMORY_CHARS;
+    let mut s = setup(LlmSettings::default(), None, |req| {
+        if req.tools.is_empty() {
+            assert!(last_user_text(req).contains("session 1 has ended"));
+            ScriptReply::Text("Trust Ada. ".repeat(1_000))
+        } else {
+            ScriptReply::Text("nothing to do".into())
+        }
+    });
+    let mut tools = Recording::ok();
+    let view = seller_view("hello");
+    turn(&mut s, &view, &mut tools).await;
+    let profile = seller_profile(6_000, 4_500);
+    let note = s
+        .brain
+        .end_session(&profile, 1, "You sold 1 item.")
+        .await
+        .expect("a note");
+    assert_eq!(note.chars().count(), MAX_SESSION_MEMORY_CHARS, "clipped");
+    assert!(note.starts_with("Trust Ada."));
+    s.brain.start_session(2, Some(&note));
+    turn(&mut s, &view, &mut tools).await;
+    let reqs = s.model.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs[1].tools.is_empty(), "the note's call offers no tools");
+    assert!(reqs[1].max_tokens <= 600);
+    assert!(!reqs[0].system.contains("Trust Ada"));
+    assert!(reqs[2].system.contains("notes from the previous session"));
+    assert!(reqs[2].system.contains(&note));
+    let log = CallLog::read(&s.log_path).unwrap();
+    let memories: Vec<_> = log
+        .iter()
+        .filter_map(|r| match r {
+            Record::Memory { session, text, .. } => Some((*session, text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(memories, vec![(1, note.clone())]);
+    let prompts = log
+        .iter()
+        .filter(|r| matches!(r, Record::Prompt { .. }))
+        .count();
+    assert_eq!(prompts, 2, "each session's prompt is stored");
+}

@@ -95,6 +95,8 @@ pub struct RunData {
     /// Agent name → the rounds in which the market applied its action first (the order's
     /// fairness, issue 16; empty for runs recorded before it was counted).
     pub first_movers: BTreeMap<String, u64>,
+    /// Repeated markets: each session's figures (empty for a one-session run).
+    pub sessions: Vec<crate::sessions::SessionMetrics>,
 }
 
 /// One run's line in the analysis: its plan, its arms' sizes, every market metric.
@@ -286,6 +288,10 @@ pub struct Analysis {
     pub regression: Option<PriceRegression>,
     pub llm: LlmUsage,
     pub warnings: Vec<String>,
+    /// Repeated markets: each outcome by session, per arm and per run group (absent with one
+    /// session a run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_curve: Option<crate::sessions::LearningCurve>,
 }
 
 /// One participant in one run.
@@ -739,6 +745,16 @@ pub fn analyse(
         regression,
         llm: total_llm,
         warnings,
+        learning_curve: crate::sessions::learning_curve(
+            &runs
+                .iter()
+                .map(|r| crate::sessions::RunSessions {
+                    group: &r.plan.group,
+                    arms: &r.arms,
+                    sessions: &r.sessions,
+                })
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
@@ -1071,6 +1087,7 @@ max_price = 3000
                 .iter()
                 .map(|(n, k)| (n.to_string(), *k))
                 .collect(),
+            sessions: Vec::new(),
         }
     }
 

@@ -79,6 +79,20 @@ impl Default for Limits {
     }
 }
 
+impl Efficiency {
+    /// The efficient allocation of separate markets taken together (the sessions of a repeated
+    /// market: an item of one session cannot go to a want of another, so the maxima add up).
+    pub fn sum(parts: &[Efficiency]) -> Efficiency {
+        Efficiency {
+            max_welfare: parts.iter().map(|e| e.max_welfare).sum(),
+            exact: parts.iter().all(|e| e.exact),
+            upper_bound: parts.iter().map(|e| e.upper_bound).sum(),
+            assignment: parts.iter().flat_map(|e| e.assignment.clone()).collect(),
+            search_steps: parts.iter().map(|e| e.search_steps).sum(),
+        }
+    }
+}
+
 /// The maximum welfare of the scenario (see the module documentation), with default limits.
 pub fn max_welfare(scenario: &Scenario) -> Efficiency {
     max_welfare_with(scenario, Limits::default())

@@ -33,6 +33,9 @@
 //! [analysis]
 //! seed = 2026
 //! ```
+//!
+//! Repeated markets: top-level `sessions = 5` (default 1) and `session_budget = "fresh"` (the
+//! default: cash topped up to the budget each session) or `"carry"` (see [`SessionBudget`]).
 
 use crate::scenario::Scenario;
 use crate::stats::Resampling;
@@ -67,6 +70,36 @@ pub struct Experiment {
     pub llm: LlmLimits,
     #[serde(default)]
     pub analysis: AnalysisSettings,
+    /// Repeated markets: each run's participants trade in this many consecutive sessions of
+    /// the same market (1: a one-off market). Omitted from the stored JSON while 1, so folders of
+    /// earlier experiments stay as they were.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub sessions: u32,
+    /// With `sessions` > 1: the cash a participant has when a later session starts.
+    #[serde(default, skip_serializing_if = "SessionBudget::is_fresh")]
+    pub session_budget: SessionBudget,
+}
+
+/// Repeated markets: the cash each participant starts a later session with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionBudget {
+    /// Topped up to the session's budget (the scenario's, e.g. $100): what was spent is given
+    /// back; takings above the budget are kept (the ledger takes no money back).
+    #[default]
+    Fresh,
+    /// What was left at the end of the last session, takings included; no new money.
+    Carry,
+}
+
+impl SessionBudget {
+    pub fn is_fresh(&self) -> bool {
+        *self == SessionBudget::Fresh
+    }
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -655,6 +688,16 @@ impl Experiment {
                 format!("required when an arm uses a language model (arm '{arm}' is '{brain}')"),
             );
         }
+        if !(1..=crate::scenario::MAX_SESSIONS).contains(&self.sessions) {
+            return err(
+                "sessions",
+                format!(
+                    "must be between 1 and {} (got {})",
+                    crate::scenario::MAX_SESSIONS,
+                    self.sessions
+                ),
+            );
+        }
         let a = &self.analysis;
         if !(100..=1_000_000).contains(&a.bootstrap) {
             return err(
@@ -684,13 +727,46 @@ impl Experiment {
             field: field.into(),
             message,
         };
-        let scenario = match (&self.scenario.generate, &self.scenario.file) {
+        let mut scenario = match (&self.scenario.generate, &self.scenario.file) {
             (Some(g), _) => crate::generator::generate(g.seed, g.participants, g.budget),
             (None, Some(f)) => {
                 Scenario::from_path(f).map_err(|x| e("scenario.file", x.to_string()))?
             }
             (None, None) => return Err(e("scenario", "give exactly one of generate, file".into())),
         };
+        // Repeated markets from the generator: new items and wants each session, generated
+        // with the session's own seed, for the first session's participants (by position) and
+        // budget. Kept in the scenario (`sessions`), so a stored run replays from its folder.
+        if let Some(g) = &self.scenario.generate
+            && self.sessions > 1
+        {
+            scenario.sessions = (2..=self.sessions)
+                .map(|k| {
+                    let next = crate::generator::generate(
+                        mix(g.seed, u64::from(k)),
+                        g.participants,
+                        g.budget,
+                    );
+                    let profiles = next
+                        .profiles
+                        .into_iter()
+                        .zip(&scenario.profiles)
+                        // The same person: name, persona, patience and autonomy stay; the
+                        // items, wants and what it already owns are the session's.
+                        .map(|(p, first)| haggle_agents::profile::Profile {
+                            name: first.name.clone(),
+                            style: first.style.clone(),
+                            autonomy: first.autonomy.clone(),
+                            ..p
+                        })
+                        .collect();
+                    crate::scenario::SessionLists { profiles }
+                })
+                .collect();
+        }
+        scenario
+            .session_lists(self.sessions)
+            .map_err(|m| e("sessions", m))?;
         let names: Vec<String> = scenario.profiles.iter().map(|p| p.name.clone()).collect();
         for run in self.plan() {
             run.assignment(&names)
@@ -873,6 +949,56 @@ arm = "boulware"
         assert_eq!(field, "llm.max_spend_usd", "{message}");
         x.llm.max_spend_usd = Some(Usd::Text("5".into()));
         assert_eq!(x.validate_with(|_| Ok(())), Ok(()));
+    }
+
+    #[test]
+    fn sessions_default_to_one_and_are_left_out_of_the_stored_json() {
+        let x = parse(GOOD).unwrap();
+        assert_eq!((x.sessions, x.session_budget), (1, SessionBudget::Fresh));
+        let json = serde_json::to_string(&x).unwrap();
+        assert!(!json.contains("session"), "{json}");
+        let y = parse(&format!("sessions = 3\nsession_budget = \"carry\"\n{GOOD}")).unwrap();
+        assert_eq!((y.sessions, y.session_budget), (3, SessionBudget::Carry));
+        let back: Experiment = serde_json::from_str(&serde_json::to_string(&y).unwrap()).unwrap();
+        assert_eq!(back, y);
+        let e = parse(&format!("sessions = 101\n{GOOD}")).unwrap_err();
+        assert_eq!(e.field, "sessions", "{e}");
+    }
+
+    #[test]
+    fn generated_sessions_have_new_seeded_lists_for_the_same_participants() {
+        let x = parse(&format!("sessions = 3\n{GOOD}")).unwrap();
+        let s = x.scenario().unwrap();
+        assert_eq!(s, x.scenario().unwrap(), "deterministic");
+        assert_eq!(s.sessions.len(), 2);
+        let lists = s.session_lists(3).unwrap();
+        let names = |l: &Vec<haggle_agents::profile::Profile>| {
+            l.iter().map(|p| p.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&lists[1]), names(&lists[0]), "the same participants");
+        assert_eq!(
+            lists[2][1].style, lists[0][1].style,
+            "the same persona and patience"
+        );
+        assert_eq!(names(&lists[2]), names(&lists[0]));
+        assert_ne!(lists[1][0].sell, lists[0][0].sell, "new items");
+        assert!(
+            lists[1][0]
+                .sell
+                .iter()
+                .all(|i| i.item_id.starts_with("s2-"))
+        );
+        assert!(
+            lists[2][0]
+                .want
+                .iter()
+                .all(|w| w.want_id.starts_with("s3-"))
+        );
+        let one = parse(GOOD).unwrap().scenario().unwrap();
+        assert!(
+            one.sessions.is_empty(),
+            "one session: the scenario as before"
+        );
     }
 
     #[test]

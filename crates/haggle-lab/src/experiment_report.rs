@@ -4,10 +4,13 @@
 //!   comparisons with sample sizes, intervals and p-values, same-item pairs, regression,
 //!   warnings);
 //! - `runs.csv`, `arms.csv`, `comparisons.csv`, `same_item.csv`, `participants_by_arm.csv`;
+//!   with repeated markets also `sessions.csv` (per run and session) and `learning_curve.csv`;
 //! - `report.html`: self-contained (inline CSS, hand-written SVG, the one-run report's style):
 //!   warnings first, the arms, the comparisons, charts (seller share by arm, surplus
 //!   distributions, deals over time per run, same-item price pairs), the same-item table, the
-//!   regression, the runs and the participants by arm, with links to each run's own report.
+//!   regression, with repeated markets the learning curve (surplus per participant by session and
+//!   arm, efficiency by session and run group, and its table), the runs and the participants by
+//!   arm, with links to each run's own report.
 //!
 //! [`write_comparison`] puts several experiments side by side (`compare.html`, `compare.json`).
 
@@ -381,6 +384,163 @@ pub fn participants_csv(a: &Analysis) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Charts
+
+/// A learning curve: one line per series (an arm or a run group), a value per session.
+fn chart_by_session(
+    label: &str,
+    ylabel: &str,
+    series: &[(String, Vec<(u32, f64)>)],
+    colors: &BTreeMap<String, &'static str>,
+    fy: &dyn Fn(f64) -> String,
+) -> String {
+    let all: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .collect();
+    let last = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.0))
+        .max()
+        .unwrap_or(1);
+    if all.is_empty() {
+        return empty_chart(label);
+    }
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
+    let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let pad = (hi - lo).max(1e-9) * 0.05;
+    let plot = Plot::new((0.75, f64::from(last) + 0.25), (lo, hi + pad));
+    let mut svg = String::new();
+    plot.open(&mut svg, label);
+    let xt: Vec<f64> = (1..=last).map(f64::from).collect();
+    plot.axes(
+        &mut svg,
+        "session",
+        ylabel,
+        &|v| format!("{v}"),
+        fy,
+        &xt,
+        &ticks(plot.y.0, plot.y.1, 6),
+    );
+    for (name, points) in series {
+        let c = colors.get(name).copied().unwrap_or("#333");
+        let path: Vec<String> = points
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| {
+                format!(
+                    "{}{:.1},{:.1}",
+                    if i == 0 { "M" } else { " L" },
+                    plot.px(f64::from(*k)),
+                    plot.py(*v)
+                )
+            })
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<path d="{}" fill="none" stroke="{c}" stroke-width="2"/>"#,
+            path.concat()
+        );
+        for (k, v) in points {
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{}</title></circle>"#,
+                plot.px(f64::from(*k)),
+                plot.py(*v),
+                escape(&format!("{name}, session {k}: {}", fy(*v)))
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Repeated markets: the learning curve (surplus per participant by session and arm, the
+/// market's efficiency by session and run group) and its table.
+fn sessions_section(h: &mut String, a: &Analysis, c: &crate::sessions::LearningCurve) {
+    let cur = &a.currency;
+    let _ = writeln!(
+        h,
+        "<h2>Sessions (learning curve)</h2>\n<p class=\"note\">The same participants traded in {} consecutive sessions of each run's market, with new items and wants each session; the market's record of them (reputation) carried over. Each session is measured against its own lists. Per session: sessions.csv; the curve: learning_curve.csv.</p>",
+        c.sessions
+    );
+    let arm_colors = arm_colors(a);
+    let mut by_arm: BTreeMap<String, Vec<(u32, f64)>> = BTreeMap::new();
+    for p in &c.by_arm {
+        by_arm
+            .entry(p.arm.clone())
+            .or_default()
+            .push((p.session, p.mean_surplus));
+    }
+    let mut by_group: BTreeMap<String, Vec<(u32, f64)>> = BTreeMap::new();
+    for p in &c.by_group {
+        if let Some(e) = p.efficiency {
+            by_group
+                .entry(p.group.clone())
+                .or_default()
+                .push((p.session, e));
+        }
+    }
+    let group_colors = colors_for(by_group.keys());
+    h.push_str("<div class=\"grid2\">");
+    let _ = write!(
+        h,
+        "<figure>{}<figcaption>Mean surplus per participant by session, per arm.</figcaption>{}</figure>",
+        chart_by_session(
+            "Surplus per participant by session",
+            "surplus per participant",
+            &by_arm.into_iter().collect::<Vec<_>>(),
+            &arm_colors,
+            &|v| tick_money(v.round() as i64, cur),
+        ),
+        legend(&arm_colors, "arm")
+    );
+    let _ = write!(
+        h,
+        "<figure>{}<figcaption>Allocative efficiency by session, per run group (mean over runs).</figcaption>{}</figure>",
+        chart_by_session(
+            "Efficiency by session",
+            "allocative efficiency",
+            &by_group.into_iter().collect::<Vec<_>>(),
+            &group_colors,
+            &|v| format!("{:.0}%", v * 100.0),
+        ),
+        legend(&group_colors, "run group")
+    );
+    h.push_str("</div>\n");
+    table(
+        h,
+        &[
+            "run group",
+            "session",
+            "runs",
+            "deals",
+            "surplus",
+            "efficiency",
+            "irrational deals",
+            "disputes",
+            "settled deals on record at start",
+        ],
+        c.by_group
+            .iter()
+            .map(|p| {
+                (
+                    String::new(),
+                    vec![
+                        escape(&p.group),
+                        p.session.to_string(),
+                        p.runs.to_string(),
+                        format!("{:.1}", p.deals),
+                        money(p.surplus.round() as i64, cur),
+                        pct(p.efficiency),
+                        format!("{:.2}", p.irrational_deals),
+                        format!("{:.2}", p.disputes),
+                        format!("{:.1}", p.completed_deals_at_start),
+                    ],
+                )
+            })
+            .collect(),
+    );
+}
 
 fn arm_colors(a: &Analysis) -> BTreeMap<String, &'static str> {
     colors_for(a.arms.keys())
@@ -977,6 +1137,10 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
         );
     }
 
+    if let Some(c) = &a.learning_curve {
+        sessions_section(&mut h, a, c);
+    }
+
     // Runs.
     h.push_str("<h2>Runs</h2>\n");
     table(
@@ -1096,6 +1260,26 @@ pub fn write(
     std::fs::write(dir.join("comparisons.csv"), comparisons_csv(a))?;
     std::fs::write(dir.join("same_item.csv"), same_item_csv(a))?;
     std::fs::write(dir.join("participants_by_arm.csv"), participants_csv(a))?;
+    if let Some(c) = &a.learning_curve {
+        let per_run: Vec<(&str, &str, &[crate::sessions::SessionMetrics])> = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.plan.id.as_str(),
+                    r.plan.group.as_str(),
+                    r.sessions.as_slice(),
+                )
+            })
+            .collect();
+        std::fs::write(
+            dir.join("sessions.csv"),
+            crate::sessions::sessions_csv(&per_run),
+        )?;
+        std::fs::write(
+            dir.join("learning_curve.csv"),
+            crate::sessions::learning_curve_csv(c),
+        )?;
+    }
     let html = dir.join("report.html");
     std::fs::write(&html, report_html(x, a, runs, planned))?;
     Ok(html)

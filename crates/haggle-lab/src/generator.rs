@@ -567,6 +567,7 @@ pub fn generate(seed: u64, participants: usize, budget: i64) -> Scenario {
         reference_prices,
         truncate_long_text: false,
         truncated: Vec::new(),
+        sessions: Vec::new(),
         profiles,
     }
 }

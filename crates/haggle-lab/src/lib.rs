@@ -11,6 +11,7 @@
 //! - [`experiment_report`]: an experiment's `report.html`, `analysis.json`, CSVs, comparisons;
 //! - [`analysis`]: an experiment's runs → metrics per run, arm and participant, comparisons;
 //! - [`stats`]: permutation tests, bootstrap intervals, paired tests, fixed-effects regression;
+//! - [`sessions`]: repeated markets: each session's metrics and the learning curve;
 //! - [`trust`]: what misdescribed items cost in a run, and the simulated not-as-described ruling.
 
 pub mod analysis;
@@ -21,5 +22,6 @@ pub mod generator;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
+pub mod sessions;
 pub mod stats;
 pub mod trust;

@@ -75,6 +75,13 @@ pub struct Scenario {
     pub truncate_long_text: bool,
     #[serde(default)]
     pub profiles: Vec<Profile>,
+    /// Repeated markets (an experiment's `sessions = K`): the lists of the sessions after the
+    /// first, in order; `profiles` above are the first session's. A session's profiles name
+    /// participants of the scenario (a participant it leaves out has nothing to sell or want in
+    /// that session) and give their new items, wants and budget. Without them, every session
+    /// repeats `profiles`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<SessionLists>,
     /// What loading cut (`truncate_long_text`), one line per field, for the caller to print.
     #[serde(skip)]
     pub truncated: Vec<String>,
@@ -82,6 +89,28 @@ pub struct Scenario {
 
 fn default_currency() -> String {
     "USD".into()
+}
+
+/// One later session's lists (see [`Scenario::sessions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionLists {
+    #[serde(default)]
+    pub profiles: Vec<Profile>,
+}
+
+/// The most sessions a repeated market runs (a bound, like every count).
+pub const MAX_SESSIONS: u32 = 100;
+
+/// A profile's item and want ids with the prefix of session `k` (`s2-item-01-3`).
+fn session_ids(mut p: Profile, k: u32) -> Profile {
+    for i in &mut p.sell {
+        i.item_id = format!("s{k}-{}", i.item_id);
+    }
+    for w in &mut p.want {
+        w.want_id = format!("s{k}-{}", w.want_id);
+    }
+    p
 }
 
 /// A scenario file that cannot be used: the file, the line (when known), the field or column,
@@ -282,6 +311,14 @@ impl Scenario {
                 self.truncated
                     .extend(cut.into_iter().map(|c| format!("{who}, {c}")));
             }
+            for (k, session) in self.sessions.iter_mut().enumerate() {
+                for p in &mut session.profiles {
+                    let who = format!("session {}, participant '{}'", k + 2, p.name);
+                    let cut = p.truncate_long_texts();
+                    self.truncated
+                        .extend(cut.into_iter().map(|c| format!("{who}, {c}")));
+                }
+            }
         }
         self
     }
@@ -395,7 +432,109 @@ impl Scenario {
                 }
             }
         }
+        if self.sessions.len() >= MAX_SESSIONS as usize {
+            return top(
+                "sessions",
+                format!(
+                    "at most {} later sessions (got {})",
+                    MAX_SESSIONS - 1,
+                    self.sessions.len()
+                ),
+            );
+        }
+        for (k, session) in self.sessions.iter().enumerate() {
+            let mut seen = BTreeSet::new();
+            let mut ids = BTreeSet::new();
+            for (j, p) in session.profiles.iter().enumerate() {
+                let at = |f: &str| format!("sessions[{k}].profiles[{j}]{f}");
+                if let Err(e) = p.validate() {
+                    return top(&at(&format!(".{}", e.field)), e.message);
+                }
+                if !names.contains(p.name.as_str()) {
+                    return top(
+                        &at(".name"),
+                        format!(
+                            "'{}' is not a participant of the scenario (the same participants trade in every session)",
+                            p.name
+                        ),
+                    );
+                }
+                if !seen.insert(p.name.as_str()) {
+                    return top(&at(".name"), format!("'{}' is listed twice", p.name));
+                }
+                if p.currency != self.currency {
+                    return top(
+                        &at(".currency"),
+                        format!(
+                            "is {} but the scenario's currency is {}",
+                            p.currency, self.currency
+                        ),
+                    );
+                }
+                for (i, it) in p.sell.iter().enumerate() {
+                    if !ids.insert(it.item_id.as_str()) {
+                        return top(
+                            &at(&format!(".sell[{i}].item_id")),
+                            format!("'{}' is listed twice in this session", it.item_id),
+                        );
+                    }
+                }
+            }
+        }
         None
+    }
+
+    /// The lists of each of `count` sessions (1-based order), under the scenario's participant
+    /// names: the first session is `profiles`; a later one is the scenario's own list for it
+    /// (`sessions`), or `profiles` again without one. Item and want ids of session k ≥ 2 get the
+    /// prefix `s<k>-`, so they stay unique in the one market all sessions share.
+    pub fn session_lists(&self, count: u32) -> Result<Vec<Vec<Profile>>, String> {
+        if !(1..=MAX_SESSIONS).contains(&count) {
+            return Err(format!(
+                "must be between 1 and {MAX_SESSIONS} (got {count})"
+            ));
+        }
+        if !self.sessions.is_empty() && self.sessions.len() + 1 < count as usize {
+            return Err(format!(
+                "the scenario lists {} session(s) (its first and {} in `sessions`), fewer than {count}",
+                self.sessions.len() + 1,
+                self.sessions.len()
+            ));
+        }
+        let mut out = vec![self.profiles.clone()];
+        for k in 2..=count {
+            let lists = match self.sessions.get(k as usize - 2) {
+                Some(s) => self
+                    .profiles
+                    .iter()
+                    .map(|base| {
+                        s.profiles
+                            .iter()
+                            .find(|p| p.name == base.name)
+                            .cloned()
+                            .unwrap_or_else(|| Profile {
+                                sell: Vec::new(),
+                                want: Vec::new(),
+                                ..base.clone()
+                            })
+                    })
+                    .collect(),
+                None => self.profiles.clone(),
+            };
+            out.push(lists.into_iter().map(|p| session_ids(p, k)).collect());
+        }
+        Ok(out)
+    }
+
+    /// The scenario of one session: this one's name, currency and reference prices with the
+    /// session's profiles (what the session's metrics and efficiency are measured against).
+    pub fn with_profiles(&self, profiles: Vec<Profile>) -> Scenario {
+        Scenario {
+            profiles,
+            sessions: Vec::new(),
+            truncated: Vec::new(),
+            ..self.clone()
+        }
     }
 
     /// The total number of items for sale.
@@ -472,6 +611,7 @@ impl Scenario {
             reference_prices: BTreeMap::new(),
             truncate_long_text: false,
             truncated: Vec::new(),
+            sessions: Vec::new(),
             profiles: Vec::new(),
         };
         let (records, directives) = parse_csv(text, file)?;

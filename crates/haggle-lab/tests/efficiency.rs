@@ -63,6 +63,7 @@ fn scenario(profiles: Vec<Profile>) -> Scenario {
         reference_prices: BTreeMap::new(),
         truncate_long_text: false,
         truncated: Vec::new(),
+        sessions: Vec::new(),
         profiles,
     };
     s.validate().unwrap();

@@ -392,3 +392,67 @@ fn a_scenario_that_asks_for_it_has_long_texts_cut_with_a_warning() {
     assert_eq!(s.profile("Ben").unwrap().sell[0].title.chars().count(), 200);
     assert_eq!(s.truncated.len(), 1);
 }
+
+/// Repeated markets: a scenario's own lists for later sessions (`[[sessions]]`, each with
+/// `[[sessions.profiles]]`).
+const SESSIONS: &str = r#"
+
+[[sessions]]
+[[sessions.profiles]]
+name = "Ben"
+budget = 7000
+
+[[sessions.profiles.sell]]
+item_id = "ben-kettle"
+item_type = "kettle"
+title = "Kettle"
+category = "kitchen"
+asking_price = 2000
+floor_price = 1500
+"#;
+
+#[test]
+fn a_scenario_may_list_each_later_sessions_items_and_wants() {
+    let s = Scenario::from_toml_str(&format!("{TOML_OK}{SESSIONS}"), "two.toml").unwrap();
+    let lists = s.session_lists(2).unwrap();
+    assert_eq!(
+        lists[0], s.profiles,
+        "the first session is the scenario's profiles"
+    );
+    let (ada, ben) = (&lists[1][0], &lists[1][1]);
+    assert_eq!((ada.name.as_str(), ben.name.as_str()), ("Ada", "Ben"));
+    assert!(
+        ada.sell.is_empty() && ada.want.is_empty(),
+        "left out: nothing to trade"
+    );
+    assert_eq!(ben.budget, 7000);
+    assert_eq!(
+        ben.sell[0].item_id, "s2-ben-kettle",
+        "ids unique in the one market"
+    );
+    // JSON keeps the lists; a scenario without them stores none.
+    assert_eq!(Scenario::from_json_str(&s.to_json(), "x.json").unwrap(), s);
+    assert!(
+        !Scenario::from_toml_str(TOML_OK, "two.toml")
+            .unwrap()
+            .to_json()
+            .contains("sessions")
+    );
+    // More sessions than listed is refused; without lists every session repeats the profiles.
+    assert!(s.session_lists(3).unwrap_err().contains("fewer than 3"));
+    let plain = Scenario::from_toml_str(TOML_OK, "two.toml").unwrap();
+    let again = plain.session_lists(3).unwrap();
+    assert_eq!(again[2][0].sell[0].item_id, "s3-ada-bike");
+    assert_eq!(
+        again[2][0].sell[0].floor_price,
+        plain.profiles[0].sell[0].floor_price
+    );
+}
+
+#[test]
+fn a_later_sessions_list_naming_a_stranger_is_refused_naming_the_field() {
+    let text = format!("{TOML_OK}{}", SESSIONS.replace("\"Ben\"", "\"Cleo\""));
+    let e = toml_err(&text);
+    assert_eq!(e.field, "sessions[0].profiles[0].name", "{e}");
+    assert!(e.message.contains("not a participant"), "{e}");
+}

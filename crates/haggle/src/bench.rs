@@ -406,6 +406,8 @@ async fn sim_run(
         withhold_leaks: false,
         rules: crate::sim::market_rules(),
         hide_reputation: false,
+        sessions: Vec::new(),
+        session_budget: Default::default(),
     };
     let started = Instant::now();
     // Wall time at the end of each round (setup is in the first), so a slow phase shows.
@@ -588,6 +590,8 @@ pub async fn llm(args: LlmBenchArgs) -> anyhow::Result<()> {
         withhold_leaks: false,
         rules: crate::sim::market_rules(),
         hide_reputation: false,
+        sessions: Vec::new(),
+        session_budget: Default::default(),
     };
     eprintln!(
         "haggle bench llm: {} participants on the stand-in model ({} ms a call), {} calls at once, up to {} rounds",

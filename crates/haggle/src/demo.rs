@@ -160,6 +160,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         withhold_leaks: args.llm.withhold_leaks,
         rules: sim::market_rules(),
         hide_reputation: args.hide_reputation,
+        sessions: Vec::new(),
+        session_budget: Default::default(),
     };
     // The progress bar redraws a line: only on a terminal.
     let quiet = args.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());

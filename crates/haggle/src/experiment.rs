@@ -8,7 +8,8 @@
 //! `experiment.toml` (as given), `experiment.json`, `scenario.json`, `plan.json`, `journal.jsonl`
 //! (run started / finished / kept, appended; a shard of `--shard I/N` keeps
 //! `journal-shard-I-of-N.jsonl`), `runs/<id>/` with `run.json`, `prompts.json`,
-//! `llm_calls.jsonl`, `haggle.db`, `events.jsonl`, the one-run report files, `timing.json` and,
+//! `llm_calls.jsonl`, `haggle.db`, `events.jsonl`, the one-run report files, `timing.json`, with
+//! repeated markets (`sessions = K`) `sessions.json` and `memory.json` (LLM brains' notes), and,
 //! written last, `record.json`; then `analysis.json`, `report.html` and the CSVs of the analysis.
 
 use crate::sim::{self, SimConfig};
@@ -18,7 +19,7 @@ use haggle_agents::llm::replay::Recording;
 use haggle_agents::spend::SpendGuard;
 use haggle_api::haggle_core::MarketRules;
 use haggle_lab::analysis::{self, LlmUsage, RunData};
-use haggle_lab::experiment::{Experiment, RunPlan, is_llm_brain, usd};
+use haggle_lab::experiment::{Experiment, RunPlan, SessionBudget, is_llm_brain, usd};
 use haggle_lab::metrics::RunRecord;
 use haggle_lab::scenario::Scenario;
 use serde::{Deserialize, Serialize};
@@ -136,6 +137,62 @@ pub struct RunConfig {
     /// runs stored before groups could change them: those ran on the simulation's rules).
     #[serde(default)]
     pub rules: Option<MarketRules>,
+    /// Repeated markets: the sessions of the run's market (omitted while 1).
+    #[serde(default = "one_session", skip_serializing_if = "is_one_session")]
+    pub sessions: u32,
+    #[serde(default, skip_serializing_if = "SessionBudget::is_fresh")]
+    pub session_budget: SessionBudget,
+}
+
+fn one_session() -> u32 {
+    1
+}
+
+fn is_one_session(n: &u32) -> bool {
+    *n == 1
+}
+
+/// What a run's sessions are measured against, made once per experiment: each session's lists
+/// and efficient allocation, and the whole run's (one session: the scenario's own).
+pub struct Setup {
+    pub lists: Vec<Vec<haggle_agents::profile::Profile>>,
+    pub scenarios: Vec<Scenario>,
+    pub effs: Vec<haggle_lab::efficiency::Efficiency>,
+    pub whole: Scenario,
+    pub eff: haggle_lab::efficiency::Efficiency,
+}
+
+impl Setup {
+    pub fn new(scenario: &Scenario, sessions: u32) -> anyhow::Result<Setup> {
+        if sessions <= 1 {
+            let eff = haggle_lab::efficiency::max_welfare(scenario);
+            return Ok(Setup {
+                lists: vec![scenario.profiles.clone()],
+                scenarios: vec![scenario.clone()],
+                effs: vec![eff.clone()],
+                whole: scenario.clone(),
+                eff,
+            });
+        }
+        let lists = scenario
+            .session_lists(sessions)
+            .map_err(|e| anyhow::anyhow!("sessions: {e}"))?;
+        let scenarios: Vec<Scenario> = lists
+            .iter()
+            .map(|l| scenario.with_profiles(l.clone()))
+            .collect();
+        let effs: Vec<_> = scenarios
+            .iter()
+            .map(haggle_lab::efficiency::max_welfare)
+            .collect();
+        Ok(Setup {
+            whole: haggle_lab::sessions::whole_run_scenario(scenario, &lists),
+            eff: haggle_lab::efficiency::Efficiency::sum(&effs),
+            lists,
+            scenarios,
+            effs,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +332,8 @@ fn run_config(x: &Experiment, scenario: &Scenario, plan: &RunPlan) -> anyhow::Re
             haggle_lab::experiment::rules_over(&sim::market_rules(), &plan.rules)
                 .map_err(|e| anyhow::anyhow!("run {}: rules: {e}", plan.id))?,
         ),
+        sessions: x.sessions,
+        session_budget: x.session_budget,
     })
 }
 
@@ -283,7 +342,7 @@ fn run_config(x: &Experiment, scenario: &Scenario, plan: &RunPlan) -> anyhow::Re
 async fn execute(
     dir: &Path,
     scenario: &Scenario,
-    eff: &haggle_lab::efficiency::Efficiency,
+    setup: &Setup,
     cfg: &RunConfig,
     spend: Option<Arc<SpendGuard>>,
     replay: Option<Arc<Recording>>,
@@ -338,6 +397,15 @@ async fn execute(
             withhold_leaks: false,
             rules: cfg.rules.clone().unwrap_or_else(sim::market_rules),
             hide_reputation: false,
+            sessions: setup
+                .lists
+                .iter()
+                .skip(1)
+                .map(|profiles| sim::Session {
+                    profiles: profiles.clone(),
+                })
+                .collect(),
+            session_budget: cfg.session_budget,
         },
         &mut progress,
     )
@@ -359,9 +427,12 @@ async fn execute(
         &serde_json::to_string_pretty(&crate::report::conduct(&out))?,
     )?;
     let record = crate::results::record(&out).await?;
-    let metrics = haggle_lab::metrics::compute_with(scenario, &record, eff);
-    haggle_lab::report::write_report(dir, scenario, &metrics)
+    let metrics = haggle_lab::metrics::compute_with(&setup.whole, &record, &setup.eff);
+    haggle_lab::report::write_report(dir, &setup.whole, &metrics)
         .with_context(|| format!("cannot write the report to {}", dir.display()))?;
+    if out.sessions.len() > 1 {
+        write_sessions(dir, setup, &record, &out.sessions)?;
+    }
     // Every event of the market (the operator's view), and the head of its hash chain.
     let mut events = String::new();
     let (mut after, mut count, mut head) = (0i64, 0u64, String::new());
@@ -402,6 +473,40 @@ async fn execute(
     Ok((done, metrics))
 }
 
+/// Repeated markets: each session's figures (`sessions.json`) and the notes agents carried
+/// from one session to the next (`memory.json`, when any).
+fn write_sessions(
+    dir: &Path,
+    setup: &Setup,
+    record: &RunRecord,
+    marks: &[sim::SessionMark],
+) -> anyhow::Result<()> {
+    use haggle_lab::sessions::{Carried, measure, session_record};
+    let mut out = Vec::new();
+    for (k, mark) in marks.iter().enumerate() {
+        let to = marks.get(k + 1).map(|m| m.started_at);
+        let part = session_record(record, mark.started_at, to);
+        let m = haggle_lab::metrics::compute_with(&setup.scenarios[k], &part, &setup.effs[k]);
+        let carried = Carried {
+            completed_deals: mark.completed_deals_at_start,
+            ratings: mark.ratings_at_start,
+            participants_with_record: mark.participants_with_record,
+        };
+        out.push(measure(mark.session, mark.rounds, carried, &m));
+    }
+    write(&dir.join("sessions.json"), &json(&out)?)?;
+    let memories: BTreeMap<u32, &BTreeMap<String, String>> = marks
+        .iter()
+        .filter(|m| !m.memories.is_empty())
+        .map(|m| (m.session, &m.memories))
+        .collect();
+    if !memories.is_empty() {
+        // Keyed by the session that read the note (written at the end of the one before).
+        write(&dir.join("memory.json"), &json(&memories)?)?;
+    }
+    Ok(())
+}
+
 /// `experiment run --estimate`: the LLM calls, tokens, cost and wall time of every run of the
 /// plan, printed without calling a model or writing anything.
 fn estimate_experiment(file: &Path, a: &crate::estimate::EstimateArgs) -> anyhow::Result<()> {
@@ -422,7 +527,8 @@ fn estimate_experiment(file: &Path, a: &crate::estimate::EstimateArgs) -> anyhow
         &scenario,
         &markets,
         &factory,
-        x.market.max_rounds,
+        // Every session of a repeated market runs up to max_rounds.
+        x.market.max_rounds * u64::from(x.sessions),
         x.llm.concurrency,
     );
     Ok(())
@@ -558,7 +664,7 @@ pub async fn run_runs(
         );
     }
 
-    let eff = Arc::new(haggle_lab::efficiency::max_welfare(&scenario));
+    let eff = Arc::new(Setup::new(&scenario, x.sessions)?);
     let scenario = Arc::new(scenario);
     let mut pending = Vec::new();
     for p in &plan {
@@ -755,6 +861,12 @@ pub fn load_runs(dir: &Path) -> anyhow::Result<(Experiment, Vec<RunData>, usize)
             metrics: results.metrics,
             llm: llm_usage(&rd)?,
             first_movers: first_movers(&rd)?,
+            sessions: match rd.join("sessions.json") {
+                p if p.exists() => {
+                    serde_json::from_str(&read(&p)?).with_context(|| format!("{}", p.display()))?
+                }
+                _ => Vec::new(),
+            },
         });
     }
     Ok((x, runs, plan.len()))
@@ -797,7 +909,7 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
         Recording::default()
     };
     let recording = Arc::new(recording);
-    let eff = haggle_lab::efficiency::max_welfare(&scenario);
+    let eff = Setup::new(&scenario, cfg.sessions)?;
     let scratch = dir.join("replay").join(id);
     let t = Instant::now();
     let (again, _) = execute(
@@ -832,13 +944,19 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
         stored.chain_head.clone(),
         again.chain_head.clone(),
     );
+    let repeated = ["sessions.json", "memory.json"]
+        .into_iter()
+        .filter(|f| rd.join(f).exists());
     for f in [
         "record.json",
         "results.json",
         "deals.csv",
         "participants.csv",
         "events.jsonl",
-    ] {
+    ]
+    .into_iter()
+    .chain(repeated)
+    {
         let a = std::fs::read(rd.join(f)).with_context(|| format!("cannot read {f}"))?;
         let b = std::fs::read(scratch.join(f))?;
         check(
@@ -921,6 +1039,7 @@ fn same_calls(a: &Path, b: &Path) -> anyhow::Result<bool> {
             Record::Prompt { agent, .. } => (0, agent.clone()),
             Record::Call { agent, .. } | Record::SpendRefused { agent, .. } => (1, agent.clone()),
             Record::Market { .. } => (2, String::new()),
+            Record::Memory { agent, session, .. } => (3, format!("{session:09} {agent}")),
         });
         Ok(records)
     };

@@ -54,6 +54,42 @@ pub struct SimConfig {
     pub rules: MarketRules,
     /// Brains see every seller's record as empty (the arm without reputation).
     pub hide_reputation: bool,
+    /// Repeated markets: the sessions after the first, in order (empty: one session, as
+    /// before). The same participants trade again in the same market, so the record the
+    /// market keeps of them (reputation) carries over.
+    pub sessions: Vec<Session>,
+    /// Whether each later session tops the cash up to the session's budget or carries it over.
+    pub session_budget: SessionBudget,
+}
+
+pub use haggle_lab::experiment::SessionBudget;
+
+/// One later session of a repeated market.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Each participant's profile for the session (its items, wants and budget), in the
+    /// scenario's order, under the participant's name.
+    pub profiles: Vec<haggle_agents::profile::Profile>,
+}
+
+/// What one session of a run was (every run has at least one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionMark {
+    /// 1-based.
+    pub session: u32,
+    /// The market clock when its first round started (its listings are posted from then on).
+    pub started_at: i64,
+    pub rounds: u64,
+    /// The market's record of its participants when the session started: settled deals and
+    /// revealed ratings over all of them (what reputation carried over).
+    pub completed_deals_at_start: u64,
+    pub ratings_at_start: u64,
+    /// Participants whose record showed at least one settled deal when the session started.
+    pub participants_with_record: u64,
+    /// Agent name → the note it read at the start of the session (LLM brains; empty in the
+    /// first session).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub memories: BTreeMap<String, String>,
 }
 
 /// Live figures for the progress display.
@@ -90,6 +126,8 @@ pub struct SimOutput {
     pub prices: String,
     /// With misdescribers: their record at the end of each round (else empty).
     pub trust_timeline: Vec<haggle_lab::trust::ReputationPoint>,
+    /// Every session of the run, in order (one without repeated markets).
+    pub sessions: Vec<SessionMark>,
 }
 
 /// The brain that overstates its items' claims.
@@ -244,84 +282,113 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         Mode::Rounds => Due::Always,
         Mode::Events => Due::OnNews,
     };
-    for round in 0..cfg.max_rounds {
-        rounds = round + 1;
-        let now = svc
+    let n_sessions = 1 + cfg.sessions.len() as u32;
+    let (mut marks, mut total_rounds, mut now) = (Vec::new(), 0u64, SIM_START_MS);
+    for session in 1..=n_sessions {
+        let mut memories = BTreeMap::new();
+        if session > 1 {
+            memories = next_session(
+                &svc,
+                &operator,
+                m,
+                &cfg,
+                session,
+                &members,
+                &mut agents,
+                trust,
+            )
+            .await?;
+            (idle, rounds, done_before) =
+                (0, 0, agents.iter().map(|a| a.successful_actions()).sum());
+            last_turn.iter_mut().for_each(|t| *t = 0);
+        }
+        let mut mark = session_mark(&svc, m, &members, session).await?;
+        mark.memories = memories;
+        for round in 0..cfg.max_rounds {
+            rounds = round + 1;
+            let now = svc
+                .store()
+                .market(m)
+                .await?
+                .map_or(SIM_START_MS, |mk| mk.sim_now);
+            order.shuffle(&mut rng);
+            let round_turns = Turns {
+                order: &order,
+                seq: &seq,
+                now,
+                round,
+                due,
+            };
+            let peak = if concurrent {
+                round_turns.concurrent(&mut agents, &mut last_turn).await
+            } else {
+                round_turns.sequential(&mut agents, &mut last_turn).await
+            };
+            peak_turns = peak_turns.max(peak);
+            seq.end_round();
+            if trust {
+                arbitrate(&svc, &operator, m).await?;
+                record_misdescribers(&svc, m, &members, round + 1, &mut trust_timeline).await?;
+            }
+            svc.advance_clock(&operator, m, cfg.tick_ms, None)
+                .await
+                .map_err(api)?;
+            svc.store().flush().await?;
+            // The market grows fast at first: fresh planner statistics keep per-agent reads indexed.
+            if round == 0 || round.is_power_of_two() {
+                svc.store().analyze().await?;
+            }
+            let done: u64 = agents.iter().map(|a| a.successful_actions()).sum();
+            idle = if done == done_before { idle + 1 } else { 0 };
+            done_before = done;
+            let (deals, volume) = deal_totals(&svc, &operator, m).await?;
+            progress(&Progress {
+                round: rounds,
+                max_rounds: cfg.max_rounds,
+                sim_ms: now + cfg.tick_ms - SIM_START_MS,
+                deals,
+                volume,
+            });
+            // Quiet for several rounds: nobody can or will act any more.
+            if idle >= 4 {
+                break;
+            }
+        }
+        // Let the confirmation windows pass, so handed-over deals complete, then a last turn each.
+        svc.advance_clock(&operator, m, cfg.rules.confirmation_window_ms, None)
+            .await
+            .map_err(api)?;
+        now = svc
             .store()
             .market(m)
             .await?
             .map_or(SIM_START_MS, |mk| mk.sim_now);
-        order.shuffle(&mut rng);
-        let round_turns = Turns {
+        let last = Turns {
             order: &order,
             seq: &seq,
             now,
-            round,
-            due,
+            round: rounds,
+            due: Due::Last,
         };
         let peak = if concurrent {
-            round_turns.concurrent(&mut agents, &mut last_turn).await
+            last.concurrent(&mut agents, &mut last_turn).await
         } else {
-            round_turns.sequential(&mut agents, &mut last_turn).await
+            last.sequential(&mut agents, &mut last_turn).await
         };
         peak_turns = peak_turns.max(peak);
         seq.end_round();
+        if session == n_sessions {
+            seq.finish();
+        }
         if trust {
             arbitrate(&svc, &operator, m).await?;
-            record_misdescribers(&svc, m, &members, round + 1, &mut trust_timeline).await?;
+            record_misdescribers(&svc, m, &members, rounds + 1, &mut trust_timeline).await?;
         }
-        svc.advance_clock(&operator, m, cfg.tick_ms, None)
-            .await
-            .map_err(api)?;
-        svc.store().flush().await?;
-        // The market grows fast at first: fresh planner statistics keep per-agent reads indexed.
-        if round == 0 || round.is_power_of_two() {
-            svc.store().analyze().await?;
-        }
-        let done: u64 = agents.iter().map(|a| a.successful_actions()).sum();
-        idle = if done == done_before { idle + 1 } else { 0 };
-        done_before = done;
-        let (deals, volume) = deal_totals(&svc, &operator, m).await?;
-        progress(&Progress {
-            round: rounds,
-            max_rounds: cfg.max_rounds,
-            sim_ms: now + cfg.tick_ms - SIM_START_MS,
-            deals,
-            volume,
-        });
-        // Quiet for several rounds: nobody can or will act any more.
-        if idle >= 4 {
-            break;
-        }
+        mark.rounds = rounds;
+        total_rounds += rounds;
+        marks.push(mark);
     }
-    // Let the confirmation windows pass, so handed-over deals complete, then a last turn each.
-    svc.advance_clock(&operator, m, cfg.rules.confirmation_window_ms, None)
-        .await
-        .map_err(api)?;
-    let now = svc
-        .store()
-        .market(m)
-        .await?
-        .map_or(SIM_START_MS, |mk| mk.sim_now);
-    let last = Turns {
-        order: &order,
-        seq: &seq,
-        now,
-        round: rounds,
-        due: Due::Last,
-    };
-    let peak = if concurrent {
-        last.concurrent(&mut agents, &mut last_turn).await
-    } else {
-        last.sequential(&mut agents, &mut last_turn).await
-    };
-    peak_turns = peak_turns.max(peak);
-    seq.end_round();
-    seq.finish();
-    if trust {
-        arbitrate(&svc, &operator, m).await?;
-        record_misdescribers(&svc, m, &members, rounds + 1, &mut trust_timeline).await?;
-    }
+    let rounds = total_rounds;
     svc.store().flush().await?;
     let sim_ms = now - SIM_START_MS;
     Ok(SimOutput {
@@ -337,7 +404,170 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         peak_turns,
         prices: cfg.factory.prices.source.clone(),
         trust_timeline,
+        sessions: marks,
     })
+}
+
+/// The market's record of the participants as the session starts (reputation carried over).
+async fn session_mark(
+    svc: &Service,
+    m: i64,
+    members: &[Member],
+    session: u32,
+) -> anyhow::Result<SessionMark> {
+    let started_at = svc
+        .store()
+        .market(m)
+        .await?
+        .map_or(SIM_START_MS, |mk| mk.sim_now);
+    let mut mark = SessionMark {
+        session,
+        started_at,
+        ..SessionMark::default()
+    };
+    if session == 1 {
+        return Ok(mark);
+    }
+    for x in members {
+        let r = svc
+            .store()
+            .reputation(m, x.participant_id, SIM_START_MS)
+            .await?;
+        mark.completed_deals_at_start += u64::from(r.completed_deals);
+        mark.ratings_at_start += u64::from(r.ratings);
+        mark.participants_with_record += u64::from(r.completed_deals > 0);
+    }
+    Ok(mark)
+}
+
+/// Between two sessions of a repeated market: each agent writes its note on the session that
+/// ended; the operator closes the market (live offers expire, open negotiations end, unsold
+/// listings expire) and opens it again; each participant's cash is topped up to its budget
+/// ([`SessionBudget::Fresh`]) or left as it is (`Carry`), its mandate follows its new items, and
+/// its agent takes the new profile and its note. Returns the notes, by agent.
+#[allow(clippy::too_many_arguments)]
+async fn next_session(
+    svc: &Service,
+    operator: &Caller,
+    m: i64,
+    cfg: &SimConfig,
+    session: u32,
+    members: &[Member],
+    agents: &mut [Agent<InProcess>],
+    trust: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let ended = session - 1;
+    let mut notes = BTreeMap::new();
+    if agents.iter().any(|a| a.brain.concurrent()) {
+        let outcomes = session_outcomes(svc, m, members, &cfg.scenario.currency).await?;
+        // The agents' models write at once (within the factory's call slots); a replay matches
+        // each agent's calls in its own order, so the order of replies does not matter.
+        let written = futures_util::future::join_all(agents.iter_mut().map(|a| {
+            let outcome = outcomes.get(&a.profile.name).cloned().unwrap_or_default();
+            async move {
+                let note = a.end_session(ended, &outcome).await;
+                (a.profile.name.clone(), note)
+            }
+        }))
+        .await;
+        notes.extend(written.into_iter().filter_map(|(n, x)| x.map(|x| (n, x))));
+    }
+    let now = svc
+        .store()
+        .market(m)
+        .await?
+        .map_or(SIM_START_MS, |mk| mk.sim_now);
+    svc.set_closing_time(operator, m, Some(now), None)
+        .await
+        .map_err(api)?;
+    // A closed market's threads all time out this pass or the next.
+    for _ in 0..2 {
+        svc.advance_clock(operator, m, cfg.tick_ms, None)
+            .await
+            .map_err(api)?;
+    }
+    svc.set_closing_time(operator, m, None, None)
+        .await
+        .map_err(api)?;
+    let later = &cfg.sessions[(session - 2) as usize];
+    for (i, (x, a)) in members.iter().zip(agents.iter_mut()).enumerate() {
+        let mut profile = later.profiles[i].clone();
+        if trust {
+            let seed = cfg
+                .seed
+                .wrapping_add(i as u64)
+                .wrapping_add(u64::from(session) << 32);
+            if x.brain == MISDESCRIBER {
+                haggle_agents::adversaries::misdescribe_profile(&mut profile, seed);
+            } else {
+                haggle_agents::adversaries::describe_profile(&mut profile);
+            }
+        }
+        if cfg.session_budget == SessionBudget::Fresh {
+            let b = svc
+                .balance(operator, m, x.participant_id)
+                .await
+                .map_err(api)?;
+            let short = profile.budget - b.available;
+            if short > 0 {
+                svc.fund(
+                    operator,
+                    m,
+                    x.participant_id,
+                    haggle_api::Fund { amount: short },
+                    None,
+                )
+                .await
+                .map_err(api)?;
+            }
+        }
+        svc.set_mandate(operator, m, x.participant_id, profile.mandate(), None)
+            .await
+            .map_err(api)?;
+        a.next_session(profile, session, notes.get(&x.name).map(String::as_str));
+    }
+    svc.store().flush().await?;
+    Ok(notes)
+}
+
+/// Per participant name, a line on its trades in the session that just ended (deals on
+/// listings it took part in since the session began) and its record, for its note.
+async fn session_outcomes(
+    svc: &Service,
+    m: i64,
+    members: &[Member],
+    currency: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let deals = svc.store().deals(m, None, 0, 100_000).await?;
+    let mut out = BTreeMap::new();
+    for x in members {
+        // Every deal so far (earlier sessions too), counted as the market shows it now.
+        let (mut sold, mut sold_sum, mut bought, mut spent) = (0u32, 0i64, 0u32, 0i64);
+        for d in deals.iter().filter(|d| d.status.is_spent()) {
+            if d.seller == x.participant_id {
+                sold += 1;
+                sold_sum += d.price;
+            } else if d.buyer == x.participant_id {
+                bought += 1;
+                spent += d.price;
+            }
+        }
+        let r = svc
+            .store()
+            .reputation(m, x.participant_id, SIM_START_MS)
+            .await?;
+        out.insert(
+            x.name.clone(),
+            format!(
+                "So far in this market you sold {sold} item(s) for {} in all and bought {bought} for {} in all; your record shows {} completed deal(s) and {} rating(s).",
+                haggle_lab::report::money(sold_sum, currency),
+                haggle_lab::report::money(spent, currency),
+                r.completed_deals,
+                r.ratings
+            ),
+        );
+    }
+    Ok(out)
 }
 
 /// The market's operator rules on every open not-as-described dispute: the buyer keeps the item

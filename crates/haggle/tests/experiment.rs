@@ -417,6 +417,7 @@ fn stored_runs(out: &Path) -> Vec<(RunData, Vec<String>)> {
                 metrics: results.metrics,
                 llm: BTreeMap::new(),
                 first_movers: BTreeMap::new(),
+                sessions: Vec::new(),
             },
             names,
         ));

@@ -2,7 +2,8 @@
 //! rendered system prompt of each agent once (`kind: "prompt"`), then each call (`kind: "call"`)
 //! with the request as sent, the reply as received (and every earlier attempt), usage, cost and
 //! latency, the calls the spend guard refused (`kind: "spend_refused"`), and the order in which
-//! agents took the market (`kind: "market"`) — enough to audit a run and to replay it
+//! agents took the market (`kind: "market"`), the notes agents wrote at the end of a session of a
+//! repeated market (`kind: "memory"`) — enough to audit a run and to replay it
 //! (`replay.rs`).
 
 use super::{Exchange, Usage};
@@ -56,6 +57,15 @@ pub enum Record {
         round: u64,
         /// What the brain noted for the turn, word for word.
         reason: String,
+    },
+    /// The note an agent wrote at the end of a market session for the next one (repeated
+    /// markets): its model's reply to the end-of-session call, clipped to the memory limit.
+    Memory {
+        agent: String,
+        brain: String,
+        /// The session that ended (1-based); the note is read at the start of the next.
+        session: u32,
+        text: String,
     },
 }
 

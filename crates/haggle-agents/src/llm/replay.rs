@@ -68,7 +68,7 @@ impl Recording {
                     calls.entry(agent).or_default().push(Entry::Refused(reason))
                 }
                 Record::Market { agent } => market_order.push(agent),
-                Record::Prompt { .. } => {}
+                Record::Prompt { .. } | Record::Memory { .. } => {}
             }
         }
         Recording {

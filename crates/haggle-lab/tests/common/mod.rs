@@ -74,6 +74,7 @@ pub fn scenario(ada: &str, ben: &str) -> Scenario {
         reference_prices: BTreeMap::new(),
         truncate_long_text: false,
         truncated: Vec::new(),
+        sessions: Vec::new(),
         profiles: vec![a, b, c],
     };
     s.reference_prices.insert("road bike".into(), 8500);

@@ -379,7 +379,12 @@ pub async fn fake_openai() -> (String, tokio::task::JoinHandle<std::io::Result<(
         "/v1/chat/completions",
         axum::routing::post(|axum::Json(body): axum::Json<Value>| async move {
             let turns = body["messages"].as_array().map_or(0, Vec::len);
-            let message = if turns == 2 {
+            // A request without tools is the end-of-session call of a repeated market: the
+            // reply is the agent's note.
+            let note = body.get("tools").is_none();
+            let message = if note {
+                json!({"role": "assistant", "content": "Notes: the rule sellers settle near the middle."})
+            } else if turns == 2 {
                 json!({"role": "assistant", "content": null, "tool_calls": [
                     {"id": "a", "type": "function", "function": {"name": "my_balance", "arguments": "{}"}},
                     {"id": "b", "type": "function", "function": {"name": "post_listing", "arguments": "{\"title\": \"x\"}"}},
@@ -389,7 +394,7 @@ pub async fn fake_openai() -> (String, tokio::task::JoinHandle<std::io::Result<(
             };
             axum::Json(json!({
                 "choices": [{"index": 0, "message": message,
-                             "finish_reason": if turns == 2 { "tool_calls" } else { "stop" }}],
+                             "finish_reason": if turns == 2 && !note { "tool_calls" } else { "stop" }}],
                 "usage": {"prompt_tokens": 1000, "completion_tokens": 20},
             }))
         }),
