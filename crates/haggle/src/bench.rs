@@ -409,6 +409,7 @@ async fn sim_run(
         sessions: Vec::new(),
         session_budget: Default::default(),
     };
+    reset_peak_memory();
     let started = Instant::now();
     // Wall time at the end of each round (setup is in the first), so a slow phase shows.
     let mut round_end_s = Vec::new();
@@ -436,8 +437,29 @@ async fn sim_run(
         "run": label, "participants": participants, "listings": listings, "deals": deals, "rounds": out.rounds,
         "agent_turns": turns, "actions": actions, "events": v.events, "wall_s": wall,
         "turns_per_s": turns as f64 / wall, "deals_per_s": deals as f64 / wall,
-        "round_end_s": round_end_s,
+        "round_end_s": round_end_s, "peak_memory_mib": peak_memory_mib(),
     }))
+}
+
+/// Starts a new peak of this process's resident memory (Linux: `clear_refs` 5 resets
+/// `VmHWM`), so each run reports its own peak; elsewhere the peak is not reported.
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// This process's peak resident memory since the last reset, in MiB (`VmHWM`; `None` where
+/// /proc is absent).
+fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
 
 pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
@@ -501,19 +523,22 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     println!("haggle bench sim");
     println!(
-        "{:<50} {:>12} {:>9} {:>7} {:>8} {:>10} {:>10}",
-        "run", "participants", "listings", "deals", "wall s", "turns/s", "deals/s"
+        "{:<50} {:>12} {:>9} {:>7} {:>8} {:>10} {:>10} {:>10}",
+        "run", "participants", "listings", "deals", "wall s", "turns/s", "deals/s", "peak MiB"
     );
     for r in &runs {
         println!(
-            "{:<50} {:>12} {:>9} {:>7} {:>8.2} {:>10.0} {:>10.1}",
+            "{:<50} {:>12} {:>9} {:>7} {:>8.2} {:>10.0} {:>10.1} {:>10}",
             r["run"].as_str().unwrap_or(""),
             r["participants"].as_u64().unwrap_or(0),
             r["listings"].as_u64().unwrap_or(0),
             r["deals"].as_u64().unwrap_or(0),
             r["wall_s"].as_f64().unwrap_or(0.0),
             r["turns_per_s"].as_f64().unwrap_or(0.0),
-            r["deals_per_s"].as_f64().unwrap_or(0.0)
+            r["deals_per_s"].as_f64().unwrap_or(0.0),
+            r["peak_memory_mib"]
+                .as_f64()
+                .map_or("-".to_string(), |m| format!("{m:.0}"))
         );
     }
     println!("{}", json!({ "runs": runs }));

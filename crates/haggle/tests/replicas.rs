@@ -623,6 +623,22 @@ fn bench_search_times_each_search_on_both_sqlite_paths() {
     assert!(runs[0]["searches"][0]["p99_ms"].as_f64().unwrap() > 0.0);
 }
 
+/// `bench sim` reports each run's wall time, deals and its own peak resident memory.
+#[test]
+fn bench_sim_reports_each_runs_peak_memory() {
+    let dir = Scratch::new("bench-sim");
+    let args = ["bench", "sim", "--participants", "40", "--rounds", "4"];
+    let v = bench_summary(&run_within(&dir.0, &args, Duration::from_secs(300)));
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{v}");
+    for r in runs {
+        let peak = r["peak_memory_mib"].as_f64().unwrap_or(0.0);
+        // More than the binary's own pages, less than this machine has.
+        assert!(peak > 5.0 && peak < 24_000.0, "{r}");
+        assert!(r["deals"].as_u64().unwrap() > 0, "{r}");
+    }
+}
+
 /// `bench api --server` drives a running server (here on SQLite) instead of starting one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_api_drives_a_running_server() {
