@@ -618,11 +618,13 @@ pub struct MarketSummary {
     /// The market's clock now (simulated or real), ms since the epoch.
     pub now: i64,
     pub participants: u64,
-    /// Deals struck and not undone (cancelled, declined or awaiting approval excluded).
+    /// Deals that stand as trades (cancelled, declined and refunded ones excluded), as the
+    /// experiment report counts them (`haggle_core::figures::counts_as_trade`).
     pub deals: u64,
     /// Sum of those deals' prices, in minor units.
     pub volume: Money,
-    /// Median price of those deals (the lower middle of an even count); absent with none.
+    /// Median price of those deals (of an even count the mean of the middle two, rounded down:
+    /// `haggle_core::figures::median`, the report's); absent with none.
     pub median_price: Option<Money>,
     /// Deals whose escrow hold is still open (awaiting approval, agreed, handed over, disputed).
     pub open_deals: u64,

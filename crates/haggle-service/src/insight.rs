@@ -104,10 +104,8 @@ impl Service {
                     DealStatus::Disputed => disputed += 1,
                     _ => {}
                 }
-                if !matches!(
-                    d.status,
-                    DealStatus::Cancelled | DealStatus::Declined | DealStatus::AwaitingApproval
-                ) {
+                // The report's definition of a trade, so both show the same figures.
+                if haggle_core::figures::counts_as_trade(d.status) {
                     prices.push(d.price);
                 }
             }
@@ -116,8 +114,7 @@ impl Service {
                 _ => break,
             }
         }
-        prices.sort_unstable();
-        let median_price = (!prices.is_empty()).then(|| prices[(prices.len() - 1) / 2]);
+        let median_price = haggle_core::figures::median(&prices);
         let now = m.now(self.now());
         Ok(MarketSummary {
             market_id: m.id,
