@@ -1066,3 +1066,100 @@ async fn the_buyers_principal_reports_a_mismatch_against_the_claims_on_the_deal_
     );
     assert!(!after.body.contains("Inspect the item"));
 }
+
+/// A page's text with the apostrophe unescaped, and the number of its feed lines (`<li>`
+/// entries) that contain `text`.
+fn unescaped(body: &str) -> String {
+    body.replace("&#x27;", "'").replace("&#39;", "'")
+}
+
+fn lines_with(body: &str, text: &str) -> usize {
+    body.split("<li").filter(|l| l.contains(text)).count()
+}
+
+/// The id of the only thread `who` is party to.
+async fn only_thread(s: &Server, m: i64, who: &Party) -> i64 {
+    let list = s
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/markets/{m}/threads"),
+            &who.agent,
+            json!(null),
+        )
+        .await;
+    list["items"][0]["id"].as_i64().expect("a thread")
+}
+
+#[tokio::test]
+async fn the_feed_tells_a_counter_in_one_line_naming_both_sides() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let l = s.sell(f.m, &f.alice, "Lamp", 2_000).await;
+    s.bid(f.m, &f.bob, l, 1_208).await;
+    let thread = only_thread(&s, f.m, &f.bob).await;
+    s.post(
+        &format!("/v1/markets/{}/threads/{thread}/offers", f.m),
+        &f.alice.agent,
+        json!({"price": 1_604}),
+    )
+    .await;
+    let feed = s
+        .page(&format!("/m/{}", f.m), Some(&f.alice.principal))
+        .await;
+    let body = unescaped(&feed.body);
+    assert_eq!(lines_with(&body, "countered"), 1, "one line: {body}");
+    assert!(
+        body.contains("Alice countered Bob's $12.08 with $16.04 for “Lamp”"),
+        "{body}"
+    );
+    assert!(body.contains("Bob offered $12.08 for “Lamp”"), "{body}");
+}
+
+#[tokio::test]
+async fn a_walk_away_reads_as_ended_without_a_deal_not_broken() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let l = s.sell(f.m, &f.alice, "Kettle", 2_000).await;
+    s.bid(f.m, &f.bob, l, 1_500).await;
+    let thread = only_thread(&s, f.m, &f.bob).await;
+    s.post(
+        &format!("/v1/markets/{}/threads/{thread}/walk-away", f.m),
+        &f.bob.agent,
+        json!({}),
+    )
+    .await;
+    let feed = s
+        .page(&format!("/m/{}?show=offers", f.m), Some(&f.alice.principal))
+        .await;
+    assert!(
+        feed.body
+            .contains("Bob walked away: the negotiation for “Kettle” ended without a deal"),
+        "{}",
+        feed.body
+    );
+    assert!(!feed.body.contains("broken"), "{}", feed.body);
+}
+
+#[tokio::test]
+async fn a_mandate_change_is_told_as_the_principals() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    s.put(
+        &format!("/v1/markets/{}/participants/{}/mandate", f.m, f.bob.id),
+        &f.bob.principal,
+        json!({"approval_above": 1000}),
+    )
+    .await;
+    let me = s
+        .page(
+            &format!("/m/{}/p/{}", f.m, f.bob.id),
+            Some(&f.bob.principal),
+        )
+        .await;
+    let body = unescaped(&me.body);
+    assert!(
+        body.contains("Bob's principal changed the mandate"),
+        "{body}"
+    );
+    assert!(!body.contains("mandate changed"), "{body}");
+}
