@@ -29,6 +29,7 @@ pub struct AgentArgs {
     /// Real time between turns.
     #[arg(long, default_value_t = 2000)]
     interval_ms: u64,
+    /// The random seed: the same seed gives the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Where an LLM brain's calls are logged (JSON lines).

@@ -19,6 +19,7 @@ pub struct DemoArgs {
     /// A scenario file (TOML, JSON or CSV) instead of the generated office market.
     #[arg(long)]
     scenario: Option<PathBuf>,
+    /// The random seed: the same seed gives the same run.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Comma-separated brains, assigned to participants in turn.
