@@ -837,3 +837,20 @@ async fn policy_moderation_and_suspension_from_the_cli() {
     );
     assert_one_line_error(&o, "not_found");
 }
+
+#[test]
+fn a_missing_agent_token_names_its_environment_variable() {
+    let dir = Scratch::new("cli-token");
+    std::fs::write(dir.path("p.toml"), "name = \"Ana\"\nbudget = 100\n").unwrap();
+    let profile = dir.path("p.toml").display().to_string();
+    for args in [&["mcp"][..], &["agent", "run", "--profile", &profile]] {
+        let o = haggle(&dir.0)
+            .args(args)
+            .env_remove("HAGGLE_AGENT_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?}");
+        let line = assert_one_line_error(&o, "HAGGLE_AGENT_TOKEN");
+        assert!(line.contains("--token"), "{line}");
+    }
+}
