@@ -303,6 +303,7 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
+        rt.block_on(remove_stray_databases());
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
@@ -328,9 +329,44 @@ fn one_line(e: &anyhow::Error) -> String {
 
 async fn open(cfg: &config::File, db: &DbArg) -> anyhow::Result<Store> {
     let url = config::database_url(cfg, db.database.as_deref());
+    if let Some(path) = sqlite_file(&url)
+        && !path.exists()
+        && let Ok(mut created) = CREATED.lock()
+    {
+        created.push(path);
+    }
     Store::open(&url)
         .await
         .with_context(|| format!("cannot open database {url}"))
+}
+
+/// SQLite files this command created (they did not exist when it opened them).
+static CREATED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// The file of a `sqlite://PATH` / `sqlite:PATH` URL (none for in-memory ones and PostgreSQL).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:" && !url.contains("mode=memory")).then(|| path.into())
+}
+
+/// After a refused command: removes the SQLite databases it created that hold no market (a
+/// refusal leaves no stray `haggle.db` behind), keeping any that something was written to.
+async fn remove_stray_databases() {
+    let created = CREATED.lock().map(|c| c.clone()).unwrap_or_default();
+    for path in created {
+        let url = format!("sqlite://{}", path.display());
+        let empty = match Store::open(&url).await {
+            Ok(store) => store.markets().await.is_ok_and(|m| m.is_empty()),
+            Err(_) => true,
+        };
+        if empty {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
 }
 
 fn cli_operator() -> Caller {
