@@ -1163,3 +1163,21 @@ async fn a_mandate_change_is_told_as_the_principals() {
     );
     assert!(!body.contains("mandate changed"), "{body}");
 }
+
+#[tokio::test]
+async fn every_page_links_the_favicon_and_it_is_served() {
+    let s = Server::start().await;
+    let home = s.page("/", None).await;
+    assert!(
+        home.body
+            .contains("<link rel=\"icon\" href=\"/static/favicon.svg\""),
+        "{}",
+        home.body
+    );
+    for path in ["/static/favicon.svg", "/favicon.ico"] {
+        let p = s.page(path, None).await;
+        assert_eq!(p.status, 200, "{path}");
+        assert_eq!(p.headers["content-type"], "image/svg+xml", "{path}");
+        assert!(p.body.starts_with("<svg"), "{path}");
+    }
+}
