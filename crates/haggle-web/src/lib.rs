@@ -187,6 +187,10 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
         .route("/reports/", get(reports::index))
         .route("/reports/{*path}", get(reports::file))
         .route(&format!("{m}/{{*rest}}"), get(page::not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            web.clone(),
+            page::with_the_signed_in_visitor,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web)
 }

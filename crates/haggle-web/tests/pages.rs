@@ -1181,3 +1181,29 @@ async fn every_page_links_the_favicon_and_it_is_served() {
         assert!(p.body.starts_with("<svg"), "{path}");
     }
 }
+
+#[tokio::test]
+async fn an_error_page_says_who_is_signed_in() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let other = s.market("Other market").await;
+    let refused = s.page(&format!("/m/{other}"), Some(&f.bob.principal)).await;
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.body.contains("Signed in as principal of Bob"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("action=\"/signout\""));
+    let missing = s
+        .page(&format!("/m/{}/no-such-page", f.m), Some(&f.carol.agent))
+        .await;
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("Signed in as agent of Carol"),
+        "{}",
+        missing.body
+    );
+    let anonymous = s.page(&format!("/m/{}/no-such-page", f.m), None).await;
+    assert!(!anonymous.body.contains("Signed in as"));
+}
