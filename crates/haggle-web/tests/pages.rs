@@ -1207,3 +1207,26 @@ async fn an_error_page_says_who_is_signed_in() {
     let anonymous = s.page(&format!("/m/{}/no-such-page", f.m), None).await;
     assert!(!anonymous.body.contains("Signed in as"));
 }
+
+#[tokio::test]
+async fn a_listings_agreed_thread_links_its_deal_and_the_others_ended_without_one() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let l = s.sell(f.m, &f.alice, "Bench", 3_000).await;
+    let won = s.bid(f.m, &f.bob, l, 3_000).await;
+    s.bid(f.m, &f.carol, l, 2_500).await;
+    let deal = s.accept(f.m, &f.alice, won).await["id"].as_i64().unwrap();
+    let page = s
+        .page(&format!("/m/{}/listings/{l}", f.m), Some(&s.operator))
+        .await;
+    assert!(
+        page.body.contains(&format!(
+            "<a href=\"/m/{}/deals/{deal}\">Deal {deal}</a>",
+            f.m
+        )),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("ended without a deal"), "{}", page.body);
+    assert!(!page.body.contains(">void<") && !page.body.contains(">broken<"));
+}
