@@ -336,7 +336,10 @@ pub fn observation(
     sections.push(("Wants not met yet".into(), lines));
     sections.push((
         "Open threads".into(),
-        view.threads.iter().map(|t| thread_line(t, me)).collect(),
+        view.threads
+            .iter()
+            .map(|t| thread_line(t, me, view.now))
+            .collect(),
     ));
     let lines = view
         .deals
@@ -474,7 +477,12 @@ pub fn observation(
     out
 }
 
-fn thread_line(t: &ThreadState, me: i64) -> String {
+/// A duration as a model reads it: whole seconds, rounded down.
+fn seconds(ms: i64) -> String {
+    format!("{} s", ms.max(0) / 1000)
+}
+
+fn thread_line(t: &ThreadState, me: i64, now: i64) -> String {
     let d = &t.thread.detail;
     let th = &d.thread;
     let other = if t.listing.owner == me {
@@ -506,6 +514,16 @@ fn thread_line(t: &ThreadState, me: i64) -> String {
     if let Some(n) = t.thread.offers_remaining {
         let _ = write!(s, "; {n} offers left");
     }
+    // The thread at a glance, from its summary (the live offer's expiry is in the offer list).
+    let glance = &t.thread.summary;
+    match glance.your_move {
+        Some(true) => s.push_str("; your move"),
+        Some(false) => s.push_str("; their move"),
+        None => {}
+    }
+    if let Some(ms) = glance.time_left_ms {
+        let _ = write!(s, "; {} left", seconds(ms));
+    }
     s.push(')');
     let offers: Vec<String> = d
         .offers
@@ -513,8 +531,13 @@ fn thread_line(t: &ThreadState, me: i64) -> String {
         .rev()
         .take(4)
         .map(|o| {
+            let expiry = glance
+                .live_offer
+                .filter(|l| l.offer_id == o.id)
+                .map(|l| format!(" (expires in {})", seconds(l.expires_at - now)))
+                .unwrap_or_default();
             format!(
-                "offer {} by {} at {} [{}]",
+                "offer {} by {} at {} [{}]{expiry}",
                 o.id,
                 if o.proposer == me { "you" } else { "them" },
                 money(o.price),

@@ -13,6 +13,7 @@ use haggle_api::ErrorBody;
 use haggle_api::haggle_core::{Deal, Listing, ListingStatus, Side, ThreadStatus};
 use haggle_api::{
     ClientError, ListingQuery, ListingSort, MakeOffer, MarketClient, NewListing, OpenThread,
+    ThreadFilter,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -330,13 +331,19 @@ impl<C: MarketClient> Agent<C> {
         let mut thread_list = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..20 {
-            let page = self.client.threads(cursor.as_deref()).await?;
-            thread_list.extend(page.items.into_iter().map(|i| i.thread));
+            let page = self
+                .client
+                .threads(ThreadFilter::default(), cursor.as_deref(), 500)
+                .await?;
+            thread_list.extend(page.items);
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
         }
+        // The view lists threads in id order, as brains have always seen them, so no brain's
+        // decisions depend on the list's activity order.
+        thread_list.sort_by_key(|i| i.thread.id);
         // Every change to a thread appends an event its parties see, so only threads named by new
         // events (or never read) need reading again.
         let touched: BTreeSet<i64> = new_events
@@ -345,11 +352,12 @@ impl<C: MarketClient> Agent<C> {
             .collect();
         let mut seller_records: BTreeMap<i64, haggle_api::haggle_core::lifecycle::Reputation> =
             BTreeMap::new();
-        for t in thread_list
+        for item in thread_list
             .iter()
-            .filter(|t| t.status == ThreadStatus::Open)
+            .filter(|i| i.thread.status == ThreadStatus::Open)
         {
-            let view = match self.thread_cache.get(&t.id) {
+            let t = &item.thread;
+            let mut view = match self.thread_cache.get(&t.id) {
                 Some(v) if !touched.contains(&t.id) => v.clone(),
                 _ => {
                     let v = self.client.thread(t.id).await?;
@@ -357,6 +365,9 @@ impl<C: MarketClient> Agent<C> {
                     v
                 }
             };
+            // A cached read's summary is as old as the read (time left, an offer's expiry): the
+            // list's, computed now for this agent, replaces it.
+            view.summary = item.summary.clone();
             let listing = match my_listings.iter().find(|l| l.id == t.listing_id) {
                 Some(l) => l.clone(),
                 None => match self.listing_cache.get(&t.listing_id) {
@@ -404,8 +415,8 @@ impl<C: MarketClient> Agent<C> {
                 seller_record,
             });
         }
-        for t in &thread_list {
-            self.contacted.insert(t.listing_id);
+        for i in &thread_list {
+            self.contacted.insert(i.thread.listing_id);
         }
 
         let mut candidates = Vec::new();

@@ -9,7 +9,7 @@ use haggle_api::haggle_core::{
 use haggle_api::{
     Balance, ClientError, DealList, Done, ErrorBody, ErrorCode, EventPage, ListingPage,
     ListingQuery, ListingSort, ListingView, MakeOffer, MarketClient, NewListing, OpenThread,
-    ThreadFilter, ThreadItem, ThreadList, ThreadView,
+    ThreadFilter, ThreadList, ThreadView,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -218,9 +218,11 @@ pub struct MyThreadsArgs {
     /// `next_cursor` of the previous page.
     #[schema(max_length = 100)]
     pub cursor: Option<String>,
-    /// Only threads in this status (`open` for the ones still negotiating).
+    /// Only threads in this state (`open` for the ones still negotiating); `status` is accepted
+    /// as its older name.
     #[schema(inline)]
-    pub status: Option<ThreadStatus>,
+    #[serde(alias = "status")]
+    pub state: Option<ThreadStatus>,
     /// Only threads where it is (`true`) or is not (`false`) your move.
     pub your_move: Option<bool>,
 }
@@ -525,7 +527,7 @@ static CATALOGUE: LazyLock<Vec<Tool>> = LazyLock::new(|| {
              with a `summary`: whether it is `your_move`, the `live_offer` (id, price, by whom, \
              expiry), offers made and left under the cap, time left and the last activity. Open \
              threads first, then ended ones, each by newest activity first, 100 per page (pass \
-             `next_cursor` back as `cursor`). Filter with `status` (e.g. `open`) and \
+             `next_cursor` back as `cursor`). Filter with `state` (e.g. `open`) and \
              `your_move` (true: the threads waiting for you).",
             READ,
         ),
@@ -757,53 +759,18 @@ fn valid_key(k: &str) -> bool {
     (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Threads `my_threads` orders at most (one read per 500); a participant's threads beyond are
-/// left out of the order.
-pub const MY_THREADS_SCAN: usize = 50_000;
-const MY_THREADS_PAGE: usize = 100;
+/// `my_threads`'s page size: a page a model reads in one go.
+const MY_THREADS_PAGE: u32 = 100;
 
-/// The participant's threads, open ones first, then ended ones, each newest first; the cursor is
-/// the offset of the next page in that order.
+/// The participant's threads in the market's one thread order (`ThreadOrder`: open first, then
+/// ended, each newest activity first), filtered and paged by the market; the cursor is the
+/// market's.
 async fn my_threads<C: MarketClient>(
     client: &C,
     cursor: Option<&str>,
     filter: ThreadFilter,
 ) -> Result<ThreadList, ToolError> {
-    let offset = match cursor {
-        None => 0,
-        Some(c) => c.parse::<usize>().map_err(|_| {
-            ToolError::invalid_request(format!(
-                "my_threads: field `cursor`: '{c}' is not a `next_cursor` this tool returned"
-            ))
-        })?,
-    };
-    let mut all = Vec::new();
-    let mut scanned = 0;
-    let mut next: Option<String> = None;
-    loop {
-        let page = client.threads(next.as_deref()).await?;
-        scanned += page.items.len();
-        all.extend(page.items.into_iter().filter(|i| filter.keeps(i)));
-        next = page.next_cursor;
-        if next.is_none() || scanned >= MY_THREADS_SCAN {
-            break;
-        }
-    }
-    all.sort_by_key(|i| {
-        (
-            i.thread.status != ThreadStatus::Open,
-            std::cmp::Reverse((i.summary.last_activity_at, i.thread.id)),
-        )
-    });
-    let items: Vec<ThreadItem> = all
-        .into_iter()
-        .skip(offset)
-        .take(MY_THREADS_PAGE + 1)
-        .collect();
-    let more = items.len() > MY_THREADS_PAGE;
-    let items: Vec<ThreadItem> = items.into_iter().take(MY_THREADS_PAGE).collect();
-    let next_cursor = more.then(|| (offset + MY_THREADS_PAGE).to_string());
-    Ok(ThreadList { items, next_cursor })
+    Ok(client.threads(filter, cursor, MY_THREADS_PAGE).await?)
 }
 
 async fn dispatch<C: MarketClient>(
@@ -869,7 +836,7 @@ async fn dispatch<C: MarketClient>(
         "my_threads" => {
             let a: MyThreadsArgs = parse(name, args)?;
             let filter = ThreadFilter {
-                status: a.status,
+                status: a.state,
                 your_move: a.your_move,
             };
             to_json(&my_threads(client, a.cursor.as_deref(), filter).await?)

@@ -469,6 +469,29 @@ async fn other_parties_text_reaches_the_model_only_as_untrusted_data() {
 }
 
 #[test]
+fn a_thread_line_says_whose_move_it_is_the_time_left_and_when_the_live_offer_expires() {
+    let mut v = seller_view("hi");
+    v.now = 20_000;
+    let summary = &mut v.threads[0].thread.summary;
+    summary.your_move = Some(true);
+    summary.time_left_ms = Some(45_500);
+    if let Some(live) = summary.live_offer.as_mut() {
+        live.expires_at = 50_000;
+    }
+    let profile = seller_profile(6_000, 4_500);
+    let obs = observation(&profile, &v, 3, "", 4 * 1_000);
+    let line = obs
+        .lines()
+        .find(|l| l.contains("thread 200 on listing 100"))
+        .expect("the thread's line");
+    assert!(line.contains("; your move; 45 s left)"), "{line}");
+    assert!(
+        line.contains("offer 300 by them at 5000 [live] (expires in 30 s)"),
+        "{line}"
+    );
+}
+
+#[test]
 fn older_news_beyond_the_budget_is_summarised_not_dropped() {
     let mut v = seller_view("hi");
     for seq in 1..=400 {

@@ -77,9 +77,13 @@ pub trait MarketClient: Send + Sync {
         listing: i64,
         req: &OpenThread,
     ) -> impl Future<Output = ClientResult<ThreadOpened>> + Send;
+    /// A page of at most `limit` (1..=500) of the caller's threads that `filter` keeps, in
+    /// `ThreadOrder`.
     fn threads(
         &self,
+        filter: ThreadFilter,
         cursor: Option<&str>,
+        limit: u32,
     ) -> impl Future<Output = ClientResult<ThreadList>> + Send;
     fn thread(&self, id: i64) -> impl Future<Output = ClientResult<ThreadView>> + Send;
     fn post_message(

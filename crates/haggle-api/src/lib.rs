@@ -302,16 +302,30 @@ pub struct ThreadFilter {
 }
 
 impl ThreadFilter {
-    /// From query-string text; the error names the parameter and its allowed values.
-    pub fn parse(status: Option<&str>, your_move: Option<&str>) -> Result<ThreadFilter, String> {
-        let status = match status {
+    /// From query-string text; the error names the parameter and its allowed values. `state` is
+    /// the parameter's name; `status` is its older alias, accepted alone (both at once is
+    /// refused, so a caller never wonders which one won).
+    pub fn parse(
+        state: Option<&str>,
+        status: Option<&str>,
+        your_move: Option<&str>,
+    ) -> Result<ThreadFilter, String> {
+        let (name, state) = match (state, status) {
+            (Some(_), Some(_)) => {
+                return Err("give state or its alias status, not both".into());
+            }
+            (Some(s), None) => ("state", Some(s)),
+            (None, Some(s)) => ("status", Some(s)),
+            (None, None) => ("state", None),
+        };
+        let status = match state {
             None => None,
             Some(s) => Some(haggle_core::model::ThreadStatus::parse(s).ok_or_else(|| {
                 let all: Vec<&str> = haggle_core::model::ThreadStatus::ALL
                     .iter()
                     .map(|s| s.as_str())
                     .collect();
-                format!("status must be one of {}, got '{s}'", all.join(", "))
+                format!("{name} must be one of {}, got '{s}'", all.join(", "))
             })?),
         };
         let your_move = match your_move {
@@ -327,6 +341,67 @@ impl ThreadFilter {
             && self
                 .your_move
                 .is_none_or(|m| item.summary.your_move == Some(m))
+    }
+}
+
+/// Threads a thread list reads to order them, at most (one store page of 500 at a time): a
+/// reader's threads beyond the first 50,000 (by id) are left out of the list.
+pub const THREAD_SCAN: usize = 50_000;
+
+/// A thread's place in every thread list (HTTP, MCP, the web pages): open threads first, then
+/// ended ones, each by newest activity first (`summary.last_activity_at`), the higher id first on
+/// a tie. The one order of thread lists, and the key their cursors hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ThreadOrder {
+    ended: bool,
+    last_activity: std::cmp::Reverse<i64>,
+    id: std::cmp::Reverse<i64>,
+}
+
+impl ThreadOrder {
+    pub fn of(item: &ThreadItem) -> ThreadOrder {
+        ThreadOrder {
+            ended: item.thread.status != haggle_core::model::ThreadStatus::Open,
+            last_activity: std::cmp::Reverse(item.summary.last_activity_at),
+            id: std::cmp::Reverse(item.thread.id),
+        }
+    }
+
+    /// Sorts a list into the order.
+    pub fn sort(items: &mut [ThreadItem]) {
+        items.sort_by_key(ThreadOrder::of);
+    }
+
+    /// The cursor of a page ending at this place: the next page holds the threads after it.
+    /// Keyed, not an offset, so a thread never appears twice while a reader pages; a thread
+    /// with new activity meanwhile moves ahead of the cursor, to the top of the next poll.
+    pub fn cursor(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            u8::from(self.ended),
+            self.last_activity.0,
+            self.id.0
+        )
+    }
+
+    /// A cursor `cursor` made, or None for any other text.
+    pub fn parse_cursor(c: &str) -> Option<ThreadOrder> {
+        let mut parts = c.split('.');
+        let ended = match parts.next()? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        let last_activity = parts.next()?.parse().ok()?;
+        let id = parts.next()?.parse().ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(ThreadOrder {
+            ended,
+            last_activity: std::cmp::Reverse(last_activity),
+            id: std::cmp::Reverse(id),
+        })
     }
 }
 
@@ -543,11 +618,13 @@ pub struct MarketSummary {
     /// The market's clock now (simulated or real), ms since the epoch.
     pub now: i64,
     pub participants: u64,
-    /// Deals struck and not undone (cancelled, declined or awaiting approval excluded).
+    /// Deals that stand as trades (cancelled, declined and refunded ones excluded), as the
+    /// experiment report counts them (`haggle_core::figures::counts_as_trade`).
     pub deals: u64,
     /// Sum of those deals' prices, in minor units.
     pub volume: Money,
-    /// Median price of those deals (the lower middle of an even count); absent with none.
+    /// Median price of those deals (of an even count the mean of the middle two, rounded down:
+    /// `haggle_core::figures::median`, the report's); absent with none.
     pub median_price: Option<Money>,
     /// Deals whose escrow hold is still open (awaiting approval, agreed, handed over, disputed).
     pub open_deals: u64,

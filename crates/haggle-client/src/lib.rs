@@ -246,12 +246,23 @@ impl MarketClient for HttpClient {
         self.post(&self.path(&format!("/listings/{listing}/threads")), req)
             .await
     }
-    async fn threads(&self, cursor: Option<&str>) -> ClientResult<ThreadList> {
-        let c = cursor
-            .map(|c| format!("&cursor={}", urlencode(c)))
-            .unwrap_or_default();
-        self.get(&self.path(&format!("/threads?limit=500{c}")))
-            .await
+    async fn threads(
+        &self,
+        filter: ThreadFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> ClientResult<ThreadList> {
+        let mut q = format!("limit={limit}");
+        if let Some(s) = filter.status {
+            q.push_str(&format!("&state={}", s.as_str()));
+        }
+        if let Some(m) = filter.your_move {
+            q.push_str(&format!("&your_move={m}"));
+        }
+        if let Some(c) = cursor {
+            q.push_str(&format!("&cursor={}", urlencode(c)));
+        }
+        self.get(&self.path(&format!("/threads?{q}"))).await
     }
     async fn thread(&self, id: i64) -> ClientResult<ThreadView> {
         self.get(&self.path(&format!("/threads/{id}"))).await

@@ -160,7 +160,14 @@ async fn a_whole_deal_through_the_http_client() {
     assert_eq!(deal.price, 4_500);
     assert_eq!(bob.balance().await.unwrap().held_in_escrow, 4_500);
     assert_eq!(bob.thread(t).await.unwrap().detail.offers.len(), 2);
-    assert_eq!(bob.threads(None).await.unwrap().items.len(), 1);
+    assert_eq!(
+        bob.threads(ThreadFilter::default(), None, 500)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     alice
         .hand_over(deal.id, Some("at reception"))
         .await

@@ -5,6 +5,7 @@
 pub mod claims;
 pub mod error;
 pub mod event;
+pub mod figures;
 pub mod ledger;
 pub mod lifecycle;
 pub mod model;

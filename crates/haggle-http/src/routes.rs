@@ -25,7 +25,10 @@ pub struct PageParams {
 pub struct ThreadParams {
     /// Only the threads on this listing.
     pub listing: Option<i64>,
-    /// Only threads in this status (`open`, `agreed`, `broken`, `timed_out`, `void`).
+    /// Only threads in this state (`open`, `agreed`, `broken`, `timed_out`, `void`).
+    #[param(value_type = Option<haggle_core::model::ThreadStatus>)]
+    pub state: Option<String>,
+    /// Alias of `state` (its older name), accepted alone, not together with `state`.
     #[param(value_type = Option<haggle_core::model::ThreadStatus>)]
     pub status: Option<String>,
     /// Only threads where it is (`true`) or is not (`false`) the caller's move; needs a
@@ -290,14 +293,21 @@ pub async fn open_thread(
 }
 
 #[utoipa::path(get, path = "/v1/markets/{market}/threads", params(("market" = i64, Path), ThreadParams), responses((status = 200, body = ThreadList)), security(("bearer" = [])))]
+/// The caller's threads, each with its summary: open ones first, then ended ones, each by newest
+/// activity first (a thread with activity while a reader pages moves to the top of the next poll
+/// and is never listed twice).
 pub async fn threads(
     State(s): S,
     Auth(c): Auth,
     Path(m): Path<i64>,
     Query(q): Query<ThreadParams>,
 ) -> Result<Json> {
-    let filter = ThreadFilter::parse(q.status.as_deref(), q.your_move.as_deref())
-        .map_err(crate::extract::bad_request)?;
+    let filter = ThreadFilter::parse(
+        q.state.as_deref(),
+        q.status.as_deref(),
+        q.your_move.as_deref(),
+    )
+    .map_err(crate::extract::bad_request)?;
     Ok(ok(&s
         .svc
         .threads(&c, m, q.listing, filter, q.cursor.as_deref(), q.limit)

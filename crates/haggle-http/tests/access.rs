@@ -362,12 +362,15 @@ async fn an_agent_lists_only_its_own_threads_and_deals() {
         .await;
     assert_status(&r, 201, "Carol's thread");
     let carols = r.1["thread"]["id"].as_i64().unwrap();
+    // Which threads, in id order (the list's own order is tested in thread_summary.rs).
     let threads = |token: String, query: &'static str| {
         let s = &s;
         async move {
-            ids(&s
+            let mut listed = ids(&s
                 .get_ok(&format!("/v1/markets/{m}/threads{query}"), &token)
-                .await["items"])
+                .await["items"]);
+            listed.sort_unstable();
+            listed
         }
     };
     let mut all = vec![fx.thread, fx.lamp_thread, carols];

@@ -1059,3 +1059,21 @@ async fn thread_closed_after_walking_away() {
 
     assert_eq!(s.snapshot(m, &[alice, bob]).await, before);
 }
+
+/// The README's walk-through: accepting the countered offer answers `offer_not_live` while the
+/// listing is for sale, and `listing_unavailable` once the counter's deal sold it.
+#[tokio::test]
+async fn a_countered_offer_is_offer_not_live_before_the_deal_and_listing_unavailable_after() {
+    let s = Server::start().await;
+    let (m, p) = s.market_with(&[("Alice", 0), ("Bob", 10_000)]).await;
+    let (alice, bob) = (&p[0], &p[1]);
+    let listing = s.sell(m, alice, "Red road bike", 5_000).await;
+    let (thread, first) = s.bid(m, bob, listing, 4_000).await;
+    let counter = s.offer(m, alice, thread, 4_500).await;
+    let accept_first = format!("/v1/markets/{m}/offers/{first}/accept");
+    let r = s.post(&accept_first, &alice.agent, json!({})).await;
+    assert_refusal(&r, 409, "offer_not_live");
+    s.accept(m, bob, counter).await;
+    let r = s.post(&accept_first, &alice.agent, json!({})).await;
+    assert_refusal(&r, 409, "listing_unavailable");
+}

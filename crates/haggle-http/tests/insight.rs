@@ -166,3 +166,24 @@ async fn a_principal_rates_its_counterparty() {
         "forbidden",
     );
 }
+
+/// The summary's median is the experiment report's (`haggle_core::figures::median`): of an even
+/// count, the mean of the middle two rounded down, not the lower middle.
+#[tokio::test]
+async fn the_summary_median_of_an_even_count_is_the_reports() {
+    let s = Server::start().await;
+    let (m, p) = s
+        .market_with(&[("Alice", 0), ("Bob", 10_000), ("Cleo", 10_000)])
+        .await;
+    for (buyer, price) in [(1, 1_000), (1, 3_000), (2, 2_000), (2, 2_501)] {
+        handed_over(&s, m, &p[0], &p[buyer], price).await;
+    }
+    let sum = s
+        .get_ok(&format!("/v1/markets/{m}/summary"), &p[2].agent)
+        .await;
+    assert_eq!(sum["deals"], 4);
+    assert_eq!(
+        sum["median_price"], 2_250,
+        "(2000 + 2501) / 2, rounded down"
+    );
+}

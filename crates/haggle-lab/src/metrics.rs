@@ -135,10 +135,7 @@ pub struct DealRecord {
 
 /// Whether a deal in this status stands as a trade.
 pub fn counts_as_trade(status: DealStatus) -> bool {
-    !matches!(
-        status,
-        DealStatus::Cancelled | DealStatus::Declined | DealStatus::Refunded
-    )
+    haggle_api::haggle_core::figures::counts_as_trade(status)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,19 +357,9 @@ fn mean_i(xs: &[i64]) -> Option<i64> {
     Some(q as i64)
 }
 
-/// Median; for an even count the mean of the two middle values, rounded down.
+/// The market's one median (`haggle_core::figures::median`), also the web summary's.
 fn median_i(xs: &[i64]) -> Option<i64> {
-    if xs.is_empty() {
-        return None;
-    }
-    let mut v = xs.to_vec();
-    v.sort_unstable();
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        ((i128::from(v[n / 2 - 1]) + i128::from(v[n / 2])).div_euclid(2)) as i64
-    })
+    haggle_api::haggle_core::figures::median(xs)
 }
 
 fn correlation(pairs: &[(f64, f64)]) -> Option<f64> {

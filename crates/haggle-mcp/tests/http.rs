@@ -1069,7 +1069,7 @@ async fn a_not_as_described_dispute_through_mcp_tools_ends_in_a_refund() {
 }
 
 /// `my_threads` and `read_thread` carry the thread's summary, and `my_threads` filters by
-/// `status` and `your_move`.
+/// `state` and `your_move`.
 #[tokio::test]
 async fn my_threads_says_whose_move_it_is_and_filters_by_it() {
     let m = Market::start().await;
@@ -1103,7 +1103,12 @@ async fn my_threads_says_whose_move_it_is_and_filters_by_it() {
     let lamp_thread = hello["thread_id"].as_i64().unwrap();
     b.ok("walk_away", json!({"thread_id": lamp_thread})).await;
 
-    let listed = a.ok("my_threads", json!({"status": "open"})).await;
+    let listed = a.ok("my_threads", json!({"state": "open"})).await;
+    assert_eq!(
+        listed,
+        a.ok("my_threads", json!({"status": "open"})).await,
+        "`status` is the accepted older name of `state`"
+    );
     let items = listed["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{listed}");
     assert_eq!(items[0]["id"], bike_thread);
@@ -1129,7 +1134,63 @@ async fn my_threads_says_whose_move_it_is_and_filters_by_it() {
     let all = b.ok("my_threads", json!({"your_move": false})).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 2, "{all}");
 
-    let e = a.refused("my_threads", json!({"status": "pending"})).await;
+    let e = a.refused("my_threads", json!({"state": "pending"})).await;
     assert_eq!(e["error"]["code"], "invalid_request", "{e}");
-    assert!(e.to_string().contains("status"), "{e}");
+    assert!(e.to_string().contains("state"), "{e}");
+}
+
+/// `my_threads` lists as the HTTP thread list does: open threads first, each by newest activity,
+/// then ended ones, and pages in that order.
+#[tokio::test]
+async fn my_threads_lists_newest_activity_first_as_the_http_list_does() {
+    let m = Market::start().await;
+    let alice = m.participant("Alice", 10_000).await;
+    let bob = m.participant("Bob", 10_000).await;
+    let a = m.connect("alice", &alice.token).await;
+    let b = m.connect("bob", &bob.token).await;
+    let mut threads = Vec::new();
+    for title in ["Bike", "Lamp", "Desk", "Rug"] {
+        let l = a
+            .ok(
+                "post_listing",
+                json!({"title": title, "category": "misc", "price": 5000}),
+            )
+            .await;
+        let hello = b
+            .ok(
+                "send_message",
+                json!({"listing_id": l["id"], "body": "Still there?"}),
+            )
+            .await;
+        threads.push(hello["thread_id"].as_i64().unwrap());
+        m.clock.advance(1_000);
+    }
+    b.ok("walk_away", json!({"thread_id": threads[3]})).await;
+    m.clock.advance(1_000);
+    b.ok(
+        "send_message",
+        json!({"thread_id": threads[0], "body": "Any news on the bike?"}),
+    )
+    .await;
+
+    let listed = a.ok("my_threads", json!({})).await;
+    let order: Vec<i64> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, [threads[0], threads[2], threads[1], threads[3]]);
+    let http: Value = reqwest::Client::new()
+        .get(format!("{}/v1/markets/{}/threads", m.base, m.id))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(http["items"], listed["items"], "one order for MCP and HTTP");
+    let open = a.ok("my_threads", json!({"state": "open"})).await;
+    assert_eq!(open["items"].as_array().unwrap().len(), 3, "{open}");
 }

@@ -169,16 +169,14 @@ impl MarketClient for InProcess {
                 .await,
         )
     }
-    async fn threads(&self, cursor: Option<&str>) -> ClientResult<ThreadList> {
+    async fn threads(
+        &self,
+        filter: haggle_api::ThreadFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> ClientResult<ThreadList> {
         self.svc
-            .threads(
-                &self.caller,
-                self.market,
-                None,
-                haggle_api::ThreadFilter::default(),
-                cursor,
-                Some(500),
-            )
+            .threads(&self.caller, self.market, None, filter, cursor, Some(limit))
             .await
             .map_err(err)
     }

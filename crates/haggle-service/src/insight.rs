@@ -77,6 +77,39 @@ impl Service {
             .await?)
     }
 
+    /// The deal an agreed thread struck, for a reader of the thread (None while it has none):
+    /// found among its buyer's deals (an index read, bounded by that buyer's deals).
+    pub async fn deal_of_thread(
+        &self,
+        caller: &Caller,
+        market: i64,
+        thread: i64,
+    ) -> ApiResult<Option<haggle_core::Deal>> {
+        let view = self.thread(caller, market, thread).await?;
+        let Some(accepted) = view
+            .detail
+            .offers
+            .iter()
+            .find(|o| o.state == haggle_core::OfferState::Accepted)
+        else {
+            return Ok(None);
+        };
+        let mut after = 0;
+        loop {
+            let page = self
+                .store
+                .deals(market, Some(accepted.buyer), after, 500)
+                .await?;
+            if let Some(d) = page.iter().find(|d| d.offer_id == accepted.id) {
+                return Ok(Some(d.clone()));
+            }
+            match page.last() {
+                Some(d) if page.len() == 500 => after = d.id,
+                _ => return Ok(None),
+            }
+        }
+    }
+
     /// Deals, prices and participants at a glance. Every sale's price is public already, so every
     /// reader of the market may see the aggregates.
     pub async fn summary(&self, caller: &Caller, market: i64) -> ApiResult<MarketSummary> {
@@ -104,10 +137,8 @@ impl Service {
                     DealStatus::Disputed => disputed += 1,
                     _ => {}
                 }
-                if !matches!(
-                    d.status,
-                    DealStatus::Cancelled | DealStatus::Declined | DealStatus::AwaitingApproval
-                ) {
+                // The report's definition of a trade, so both show the same figures.
+                if haggle_core::figures::counts_as_trade(d.status) {
                     prices.push(d.price);
                 }
             }
@@ -116,8 +147,7 @@ impl Service {
                 _ => break,
             }
         }
-        prices.sort_unstable();
-        let median_price = (!prices.is_empty()).then(|| prices[(prices.len() - 1) / 2]);
+        let median_price = haggle_core::figures::median(&prices);
         let now = m.now(self.now());
         Ok(MarketSummary {
             market_id: m.id,

@@ -1012,8 +1012,9 @@ impl Service {
     }
 
     /// The caller's own threads (agents, principals), or all/any listing's threads for readers of
-    /// everything (operators, observers where allowed), each with its summary for the caller.
-    /// The filter applies to each scanned page of `limit` threads, so a page may hold fewer.
+    /// everything (operators, observers where allowed), each with its summary for the caller, in
+    /// `ThreadOrder` (open first, newest activity first), filtered before paging so each page is
+    /// full. Ordering by activity reads every thread of the reader (at most `THREAD_SCAN`).
     pub async fn threads(
         &self,
         caller: &Caller,
@@ -1047,28 +1048,55 @@ impl Service {
             }
             _ => None,
         };
-        let threads = self
-            .store
-            .threads(market, party, listing, parse_cursor(cursor)?, limit)
-            .await?;
-        let next_cursor = next_cursor(&threads, limit, |t| t.id);
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(ThreadOrder::parse_cursor(c).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidRequest, format!("bad cursor '{c}'"))
+            })?),
+        };
         let m = self.market_or_404(market).await?;
         let now = m.now(self.now());
-        let mut items = Vec::with_capacity(threads.len());
-        for t in threads {
-            // The summary needs the thread's offers and messages: one read per listed thread,
-            // bounded by the page limit.
-            let Some(detail) = self.store.thread(market, t.id).await? else {
-                continue;
-            };
-            let item = ThreadItem {
-                summary: haggle_core::ThreadSummary::of(&detail, &m.rules, caller.participant, now),
-                thread: detail.thread,
-            };
-            if filter.keeps(&item) {
-                items.push(item);
+        let mut items = Vec::new();
+        let (mut last_id, mut scanned) = (0, 0);
+        loop {
+            const SCAN_PAGE: u32 = 500;
+            let threads = self
+                .store
+                .threads(market, party, listing, last_id, SCAN_PAGE)
+                .await?;
+            let full = threads.len() as u32 == SCAN_PAGE;
+            scanned += threads.len();
+            for t in threads {
+                last_id = t.id;
+                // The summary (and the order, by last activity) needs the thread's offers and
+                // messages: one read per thread of the reader.
+                let Some(detail) = self.store.thread(market, t.id).await? else {
+                    continue;
+                };
+                let item = ThreadItem {
+                    summary: haggle_core::ThreadSummary::of(
+                        &detail,
+                        &m.rules,
+                        caller.participant,
+                        now,
+                    ),
+                    thread: detail.thread,
+                };
+                if filter.keeps(&item) && after.is_none_or(|a| ThreadOrder::of(&item) > a) {
+                    items.push(item);
+                }
+            }
+            if !full || scanned >= haggle_api::THREAD_SCAN {
+                break;
             }
         }
+        ThreadOrder::sort(&mut items);
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = items
+            .last()
+            .filter(|_| more)
+            .map(|i| ThreadOrder::of(i).cursor());
         Ok(ThreadList { items, next_cursor })
     }
 

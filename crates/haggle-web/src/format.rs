@@ -142,6 +142,8 @@ pub struct Names<'a> {
     market: i64,
     people: HashMap<i64, String>,
     titles: HashMap<i64, String>,
+    /// Threads read for the feed's counters and endings, as the viewer may read them.
+    threads: HashMap<i64, Option<haggle_core::ThreadDetail>>,
 }
 
 impl<'a> Names<'a> {
@@ -152,6 +154,7 @@ impl<'a> Names<'a> {
             market,
             people: HashMap::new(),
             titles: HashMap::new(),
+            threads: HashMap::new(),
         }
     }
 
@@ -169,6 +172,52 @@ impl<'a> Names<'a> {
         };
         self.people.insert(id, n.clone());
         n
+    }
+
+    /// A thread as the viewer may read it (None when it may not), read again when it does not
+    /// hold `offer` yet (a live page meets offers made after its first read).
+    async fn thread(&mut self, id: i64, offer: Option<i64>) -> Option<&haggle_core::ThreadDetail> {
+        let stale = match self.threads.get(&id) {
+            None => true,
+            Some(None) => false,
+            Some(Some(d)) => offer.is_some_and(|o| !d.offers.iter().any(|x| x.id == o)),
+        };
+        if stale {
+            let read = self
+                .svc
+                .thread(self.caller, self.market, id)
+                .await
+                .ok()
+                .map(|v| v.detail);
+            self.threads.insert(id, read);
+        }
+        self.threads.get(&id).and_then(Option::as_ref)
+    }
+
+    /// The offer made in the thread just before `offer`: (proposer, price).
+    pub async fn offer_before(&mut self, thread: i64, offer: i64) -> Option<(i64, Money)> {
+        self.thread(thread, Some(offer))
+            .await?
+            .offers
+            .iter()
+            .filter(|o| o.id < offer)
+            .max_by_key(|o| o.id)
+            .map(|o| (o.proposer, o.price))
+    }
+
+    /// An offer of a thread: (proposer, price, listing).
+    pub async fn offer_in(&mut self, thread: i64, offer: i64) -> Option<(i64, Money, i64)> {
+        self.thread(thread, Some(offer))
+            .await?
+            .offers
+            .iter()
+            .find(|o| o.id == offer)
+            .map(|o| (o.proposer, o.price, o.listing_id))
+    }
+
+    /// The listing a thread negotiates, when the viewer may read the thread.
+    pub async fn listing_of_thread(&mut self, thread: i64) -> Option<i64> {
+        self.thread(thread, None).await.map(|d| d.thread.listing_id)
     }
 
     pub fn remember_title(&mut self, listing: i64, title: &str) {
@@ -199,6 +248,12 @@ pub struct FeedEntry {
     pub link: Option<String>,
 }
 
+/// Events whose story another event's line tells: a counter is one line (`offer_made`, naming
+/// the countered offer), not two.
+pub fn told_elsewhere(kind: &str) -> bool {
+    matches!(kind, "offer_countered" | "offer_superseded")
+}
+
 /// Which feed filter an event kind belongs to.
 pub fn group_of(kind: &str) -> &'static str {
     match kind {
@@ -212,7 +267,8 @@ pub fn group_of(kind: &str) -> &'static str {
     }
 }
 
-/// The kinds a feed filter shows (the feed leaves out ledger and mandate bookkeeping).
+/// The kinds a feed filter shows (the feed leaves out ledger and mandate bookkeeping, and the
+/// countered or superseded offer's own event: the new offer's line tells the counter).
 pub fn kinds_of(group: &str) -> &'static [&'static str] {
     const LISTINGS: &[&str] = &[
         "listing_posted",
@@ -231,8 +287,6 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
         "offer_accepted",
         "offer_rejected",
         "offer_withdrawn",
-        "offer_countered",
-        "offer_superseded",
         "offer_expired",
         "offer_voided",
     ];
@@ -267,8 +321,6 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
         "offer_accepted",
         "offer_rejected",
         "offer_withdrawn",
-        "offer_countered",
-        "offer_superseded",
         "offer_expired",
         "offer_voided",
         "listing_sold",
@@ -414,19 +466,35 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
             let o = &p["offer"];
             let id = num(&o["listing_id"]);
             let title = names.title(id).await;
-            let verb = if num(&p["offers_made"]) > 1 {
-                "countered with"
+            let price = money(num(&o["price"]), currency);
+            let before = if num(&p["offers_made"]) > 1 {
+                names
+                    .offer_before(num(&o["thread_id"]), num(&o["id"]))
+                    .await
             } else {
-                "offered"
+                None
             };
-            (
-                format!(
-                    "{actor} {verb} {} for {}",
-                    money(num(&o["price"]), currency),
+            let text = match before {
+                // One line per counter: the countered offer's own event is left out of the feed.
+                Some((by, was)) if Some(by) != e.actor => {
+                    let other = names.person(by).await;
+                    format!(
+                        "{actor} countered {other}'s {} with {price} for {}",
+                        money(was, currency),
+                        quote(&title)
+                    )
+                }
+                Some((_, was)) => format!(
+                    "{actor} changed their offer from {} to {price} for {}",
+                    money(was, currency),
                     quote(&title)
                 ),
-                listing_link(id),
-            )
+                None if num(&p["offers_made"]) > 1 => {
+                    format!("{actor} countered with {price} for {}", quote(&title))
+                }
+                None => format!("{actor} offered {price} for {}", quote(&title)),
+            };
+            (text, listing_link(id))
         }
         "deal_created" => {
             let d = &p["deal"];
@@ -441,22 +509,80 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
                 deal_link(num(&d["id"])),
             )
         }
-        kind if kind.starts_with("offer_") => (
-            format!(
-                "{actor}: offer {} {}",
-                num(&p["offer_id"]),
-                words(kind.trim_start_matches("offer_"))
-            ),
-            None,
-        ),
-        "thread_closed" => (
-            format!(
-                "Negotiation {} ended ({})",
-                num(&p["thread_id"]),
-                words(p["reason"].as_str().unwrap_or("closed"))
-            ),
-            None,
-        ),
+        kind if kind.starts_with("offer_") => {
+            let offer = num(&p["offer_id"]);
+            match names.offer_in(num(&p["thread_id"]), offer).await {
+                Some((by, price, listing)) => {
+                    let whose = names.person(by).await;
+                    let what = format!(
+                        "{} offer of {} for {}",
+                        if Some(by) == e.actor {
+                            "their".to_string()
+                        } else {
+                            format!("{whose}'s")
+                        },
+                        money(price, currency),
+                        quote(&names.title(listing).await)
+                    );
+                    let text = match kind {
+                        "offer_accepted" => format!("{actor} accepted {what}"),
+                        "offer_rejected" => format!("{actor} rejected {what}"),
+                        "offer_withdrawn" => format!("{actor} withdrew {what}"),
+                        _ => format!(
+                            "{whose}'s offer of {} for {} {}",
+                            money(price, currency),
+                            quote(&names.title(listing).await),
+                            match kind {
+                                "offer_expired" => "expired".to_string(),
+                                "offer_voided" => "was voided".to_string(),
+                                other => words(other.trim_start_matches("offer_")),
+                            }
+                        ),
+                    };
+                    (text, listing_link(listing))
+                }
+                None => (
+                    format!(
+                        "{actor}: offer {offer} {}",
+                        words(kind.trim_start_matches("offer_"))
+                    ),
+                    None,
+                ),
+            }
+        }
+        "thread_closed" => {
+            let thread = num(&p["thread_id"]);
+            let listing = names.listing_of_thread(thread).await;
+            let about = match listing {
+                Some(l) => format!("for {}", quote(&names.title(l).await)),
+                None => thread.to_string(),
+            };
+            let reason = p["reason"].as_str().unwrap_or("");
+            let text = if reason == "walked_away" {
+                format!("{actor} walked away: the negotiation {about} ended without a deal")
+            } else {
+                let why = match reason {
+                    "offer_cap_reached" => " (no offers left)",
+                    "deadline_passed" => " (out of time)",
+                    "market_closed" => " (the market closed)",
+                    "listing_sold" => ": the item was sold in another negotiation",
+                    "listing_withdrawn" => ": the listing was withdrawn",
+                    "listing_removed" => ": the listing was removed",
+                    "participant_suspended" => ": a participant was suspended",
+                    _ => "",
+                };
+                format!("The negotiation {about} ended without a deal{why}")
+            };
+            (text, listing.and_then(listing_link))
+        }
+        "mandate_changed" => {
+            let who = names.person(num(&p["participant_id"])).await;
+            let text = match p["by"].as_str() {
+                Some("operator") => format!("An operator changed {who}'s mandate"),
+                _ => format!("{who}'s principal changed the mandate"),
+            };
+            (text, None)
+        }
         kind if p.get("deal_id").is_some() => {
             let id = num(&p["deal_id"]);
             let who = if e.actor.is_some() {

@@ -42,6 +42,7 @@ pub(crate) struct Web {
 const HTMX: &[u8] = include_bytes!("../static/htmx.min.js");
 const SSE: &[u8] = include_bytes!("../static/sse.min.js");
 const CSS: &[u8] = include_bytes!("../static/haggle.css");
+const FAVICON: &[u8] = include_bytes!("../static/favicon.svg");
 
 fn asset(body: &'static [u8], content_type: &'static str) -> Response {
     let mut r = body.into_response();
@@ -74,7 +75,7 @@ async fn security_headers(mut r: Response) -> Response {
     r
 }
 
-/// The web interface's routes: `/`, `/signin`, `/signout`, `/static/...`, `/m/{market}/...`,
+/// The web interface's routes: `/`, `/signin`, `/signout`, `/static/...`, `/favicon.ico`, `/m/{market}/...`,
 /// `/operator` and `/reports/...`. It leaves `/v1/...`, `/openapi.json`, `/healthz` and `/mcp`
 /// to the other interfaces, and has no fallback, so it merges with the JSON API's router.
 pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
@@ -102,6 +103,15 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
         .route(
             "/static/haggle.css",
             get(|| async { asset(CSS, "text/css; charset=utf-8") }),
+        )
+        // Pages link the icon; browsers that ask for /favicon.ico on their own get it too.
+        .route(
+            "/static/favicon.svg",
+            get(|| async { asset(FAVICON, "image/svg+xml") }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { asset(FAVICON, "image/svg+xml") }),
         )
         .route(m, get(feed::market_page))
         .route(&format!("{m}/live"), get(feed::live))
@@ -177,6 +187,10 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
         .route("/reports/", get(reports::index))
         .route("/reports/{*path}", get(reports::file))
         .route(&format!("{m}/{{*rest}}"), get(page::not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            web.clone(),
+            page::with_the_signed_in_visitor,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web)
 }

@@ -194,8 +194,25 @@ pub struct ThreadLine {
 pub struct ThreadView {
     pub id: i64,
     pub counterparty: String,
+    /// The thread's state in words ("open", "agreed", "ended without a deal").
     pub status: String,
+    /// The deal an agreed thread struck (its page).
+    pub deal: Option<i64>,
     pub lines: Vec<ThreadLine>,
+}
+
+/// A thread's state as people read it: a thread that ended without agreement says so, whatever
+/// its machine status (`broken`, `timed_out`, `void`).
+fn thread_words(status: haggle_core::ThreadStatus) -> String {
+    match status {
+        haggle_core::ThreadStatus::Open => "open".into(),
+        haggle_core::ThreadStatus::Agreed => "agreed".into(),
+        haggle_core::ThreadStatus::Broken => "ended without a deal".into(),
+        haggle_core::ThreadStatus::TimedOut => {
+            "ended without a deal (out of time or offers)".into()
+        }
+        haggle_core::ThreadStatus::Void => "ended without a deal (voided)".into(),
+    }
 }
 
 #[derive(Template)]
@@ -333,10 +350,21 @@ pub async fn listing(
                     ));
                 }
                 lines.sort_by_key(|(at, id, _)| (*at, *id));
+                let deal = if t.status == haggle_core::ThreadStatus::Agreed {
+                    web.svc
+                        .deal_of_thread(&s.caller, m, t.id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|d| d.id)
+                } else {
+                    None
+                };
                 out.push(ThreadView {
                     id: t.id,
                     counterparty: names.person(t.counterparty).await,
-                    status: t.status.to_string(),
+                    status: thread_words(t.status),
+                    deal,
                     lines: lines.into_iter().map(|(_, _, l)| l).collect(),
                 });
             }

@@ -79,7 +79,7 @@ pub fn forbidden(message: impl Into<String>) -> Failure {
     Failure::Api(ApiError::new(ErrorCode::Forbidden, message))
 }
 
-#[derive(Template)]
+#[derive(Template, Clone)]
 #[template(path = "error.html")]
 struct ErrorPage {
     nav: Nav,
@@ -108,10 +108,46 @@ impl IntoResponse for Failure {
                     code: e.body.error.code.to_string(),
                     message: e.body.error.message.clone(),
                 };
-                (status, render(&page)).into_response()
+                let mut r = (status, render(&page)).into_response();
+                r.extensions_mut().insert(ErrorShown(page));
+                r
             }
         }
     }
+}
+
+/// An error page as rendered without a session, kept on its response for
+/// [`with_the_signed_in_visitor`].
+#[derive(Clone)]
+struct ErrorShown(ErrorPage);
+
+/// Error pages say who is signed in, as every other page does: a refusal is rendered where no
+/// session is at hand (an extractor, a `?`), so this layer renders it again with the visitor's
+/// nav when the request's cookie signs someone in.
+pub async fn with_the_signed_in_visitor(
+    axum::extract::State(web): axum::extract::State<crate::Web>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers().clone();
+    let r = next.run(req).await;
+    let Some(ErrorShown(mut page)) = r.extensions().get::<ErrorShown>().cloned() else {
+        return r;
+    };
+    let Some(signed) = crate::session::signed_from(&web, &headers).await else {
+        return r;
+    };
+    let name = match (signed.caller.market, signed.caller.participant) {
+        (Some(m), Some(p)) => web
+            .svc
+            .participant(&signed.caller, m, p)
+            .await
+            .ok()
+            .map(|p| p.name),
+        _ => None,
+    };
+    page.nav.who = Some(signed.who(name.as_deref()));
+    (r.status(), render(&page)).into_response()
 }
 
 /// Renders a page; a template that fails to render is a bug, reported as a 500 page.

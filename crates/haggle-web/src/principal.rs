@@ -234,6 +234,9 @@ pub async fn page(
         .recent_activity(&s.caller, m, p, None, Some(30))
         .await?
     {
+        if crate::format::told_elsewhere(&e.kind) {
+            continue;
+        }
         activity.push(describe(&e, &mut names, m, &cur).await);
     }
     let settlement = web.svc.settlement(&s.caller, m).await?;

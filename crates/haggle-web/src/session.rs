@@ -66,6 +66,17 @@ impl FromRequestParts<Web> for Signed {
     }
 }
 
+/// The visitor a request's session cookie signs in, if any (for pages rendered outside a
+/// handler: the error page).
+pub async fn signed_from(web: &Web, headers: &HeaderMap) -> Option<Signed> {
+    let token = cookie_token(headers)?;
+    let caller = web.svc.authenticate(Some(&token)).await.ok()?;
+    Some(Signed {
+        caller,
+        csrf: csrf_for(&token),
+    })
+}
+
 /// The visitor if signed in (pages that also serve signed-out visitors).
 pub struct MaybeSigned(pub Option<Signed>);
 

@@ -87,7 +87,10 @@ async fn the_feed_updates_live_when_a_deal_happens() {
     let feed = b
         .wait_for_text("#feed", "Sold: “Road bike” for $58.00", 15)
         .await;
-    assert!(feed.contains("Alice countered with $58.00"), "{feed}");
+    assert!(
+        feed.contains("Alice countered Bob's $55.00 with $58.00 for “Road bike”"),
+        "{feed}"
+    );
     assert!(feed.contains("Deal: Bob buys “Road bike” from Alice for $58.00"));
     let first = b.text("#feed li:first-child").await;
     assert!(

@@ -1066,3 +1066,167 @@ async fn the_buyers_principal_reports_a_mismatch_against_the_claims_on_the_deal_
     );
     assert!(!after.body.contains("Inspect the item"));
 }
+
+/// A page's text with the apostrophe unescaped, and the number of its feed lines (`<li>`
+/// entries) that contain `text`.
+fn unescaped(body: &str) -> String {
+    body.replace("&#x27;", "'").replace("&#39;", "'")
+}
+
+fn lines_with(body: &str, text: &str) -> usize {
+    body.split("<li").filter(|l| l.contains(text)).count()
+}
+
+/// The id of the only thread `who` is party to.
+async fn only_thread(s: &Server, m: i64, who: &Party) -> i64 {
+    let list = s
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/markets/{m}/threads"),
+            &who.agent,
+            json!(null),
+        )
+        .await;
+    list["items"][0]["id"].as_i64().expect("a thread")
+}
+
+#[tokio::test]
+async fn the_feed_tells_a_counter_in_one_line_naming_both_sides() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let l = s.sell(f.m, &f.alice, "Lamp", 2_000).await;
+    s.bid(f.m, &f.bob, l, 1_208).await;
+    let thread = only_thread(&s, f.m, &f.bob).await;
+    s.post(
+        &format!("/v1/markets/{}/threads/{thread}/offers", f.m),
+        &f.alice.agent,
+        json!({"price": 1_604}),
+    )
+    .await;
+    let feed = s
+        .page(&format!("/m/{}", f.m), Some(&f.alice.principal))
+        .await;
+    let body = unescaped(&feed.body);
+    assert_eq!(lines_with(&body, "countered"), 1, "one line: {body}");
+    assert!(
+        body.contains("Alice countered Bob's $12.08 with $16.04 for “Lamp”"),
+        "{body}"
+    );
+    assert!(body.contains("Bob offered $12.08 for “Lamp”"), "{body}");
+}
+
+#[tokio::test]
+async fn a_walk_away_reads_as_ended_without_a_deal_not_broken() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let l = s.sell(f.m, &f.alice, "Kettle", 2_000).await;
+    s.bid(f.m, &f.bob, l, 1_500).await;
+    let thread = only_thread(&s, f.m, &f.bob).await;
+    s.post(
+        &format!("/v1/markets/{}/threads/{thread}/walk-away", f.m),
+        &f.bob.agent,
+        json!({}),
+    )
+    .await;
+    let feed = s
+        .page(&format!("/m/{}?show=offers", f.m), Some(&f.alice.principal))
+        .await;
+    assert!(
+        feed.body
+            .contains("Bob walked away: the negotiation for “Kettle” ended without a deal"),
+        "{}",
+        feed.body
+    );
+    assert!(!feed.body.contains("broken"), "{}", feed.body);
+}
+
+#[tokio::test]
+async fn a_mandate_change_is_told_as_the_principals() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    s.put(
+        &format!("/v1/markets/{}/participants/{}/mandate", f.m, f.bob.id),
+        &f.bob.principal,
+        json!({"approval_above": 1000}),
+    )
+    .await;
+    let me = s
+        .page(
+            &format!("/m/{}/p/{}", f.m, f.bob.id),
+            Some(&f.bob.principal),
+        )
+        .await;
+    let body = unescaped(&me.body);
+    assert!(
+        body.contains("Bob's principal changed the mandate"),
+        "{body}"
+    );
+    assert!(!body.contains("mandate changed"), "{body}");
+}
+
+#[tokio::test]
+async fn every_page_links_the_favicon_and_it_is_served() {
+    let s = Server::start().await;
+    let home = s.page("/", None).await;
+    assert!(
+        home.body
+            .contains("<link rel=\"icon\" href=\"/static/favicon.svg\""),
+        "{}",
+        home.body
+    );
+    for path in ["/static/favicon.svg", "/favicon.ico"] {
+        let p = s.page(path, None).await;
+        assert_eq!(p.status, 200, "{path}");
+        assert_eq!(p.headers["content-type"], "image/svg+xml", "{path}");
+        assert!(p.body.starts_with("<svg"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_error_page_says_who_is_signed_in() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let other = s.market("Other market").await;
+    let refused = s.page(&format!("/m/{other}"), Some(&f.bob.principal)).await;
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.body.contains("Signed in as principal of Bob"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("action=\"/signout\""));
+    let missing = s
+        .page(&format!("/m/{}/no-such-page", f.m), Some(&f.carol.agent))
+        .await;
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("Signed in as agent of Carol"),
+        "{}",
+        missing.body
+    );
+    let anonymous = s.page(&format!("/m/{}/no-such-page", f.m), None).await;
+    assert!(!anonymous.body.contains("Signed in as"));
+}
+
+#[tokio::test]
+async fn a_listings_agreed_thread_links_its_deal_and_the_others_ended_without_one() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    let l = s.sell(f.m, &f.alice, "Bench", 3_000).await;
+    let won = s.bid(f.m, &f.bob, l, 3_000).await;
+    s.bid(f.m, &f.carol, l, 2_500).await;
+    let deal = s.accept(f.m, &f.alice, won).await["id"].as_i64().unwrap();
+    let page = s
+        .page(&format!("/m/{}/listings/{l}", f.m), Some(&s.operator))
+        .await;
+    assert!(
+        page.body.contains(&format!(
+            "<a href=\"/m/{}/deals/{deal}\">Deal {deal}</a>",
+            f.m
+        )),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("ended without a deal"), "{}", page.body);
+    assert!(!page.body.contains(">void<") && !page.body.contains(">broken<"));
+}

@@ -22,13 +22,14 @@ pub struct AgentArgs {
     server: String,
     /// The agent token of the participant this agent trades for.
     #[arg(long, env = "HAGGLE_AGENT_TOKEN")]
-    token: String,
+    token: Option<String>,
     /// How many turns to take (0 = until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     turns: u64,
     /// Real time between turns.
     #[arg(long, default_value_t = 2000)]
     interval_ms: u64,
+    /// The random seed: the same seed gives the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Where an LLM brain's calls are logged (JSON lines).
@@ -56,7 +57,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .factory(Arc::new(CallLog::discard()), &profile.currency)?
         .check(&args.brain)
         .map_err(|e| anyhow::anyhow!("--brain: {e}"))?;
-    let client = HttpClient::connect(&args.server, &args.token)
+    let token = agent_token(args.token.as_deref())?;
+    let client = HttpClient::connect(&args.server, token)
         .await
         .map_err(|e| anyhow::anyhow!("cannot join {}: {e}", args.server))?;
     let currency = client
@@ -118,4 +120,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The agent token given by `--token` or `HAGGLE_AGENT_TOKEN`; without one the error names both.
+pub fn agent_token(token: Option<&str>) -> anyhow::Result<&str> {
+    token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no agent token: pass --token TOKEN or set the environment variable HAGGLE_AGENT_TOKEN \
+             (the agent token of the participant, from `haggle token create --role agent`)"
+        )
+    })
 }

@@ -367,6 +367,7 @@ pub struct SimArgs {
     /// Skip the large run (only the 69-participant demo market).
     #[arg(long)]
     demo_only: bool,
+    /// The random seed: the same seed gives the same run.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Also time every SQLite statement and print the 25 costliest to stderr (slows the runs a
@@ -559,6 +560,7 @@ pub struct LlmBenchArgs {
     /// Rounds of the market (one simulated hour each); each takes a few latencies.
     #[arg(long, default_value_t = 12)]
     rounds: u64,
+    /// The random seed: the same seed gives the same run.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// `rounds` or `events`.

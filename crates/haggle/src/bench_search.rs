@@ -21,6 +21,7 @@ pub struct SearchArgs {
     /// Also a PostgreSQL database to fill and search (a scratch one: a market is added to it).
     #[arg(long)]
     postgres: Option<String>,
+    /// The random seed: the same seed gives the same run.
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }

@@ -21,6 +21,7 @@ pub const MAX_SEEDS: u32 = 10_000;
 
 #[derive(clap::Args, Debug)]
 pub struct CalibrateArgs {
+    /// The experiment file (TOML) to calibrate.
     pub file: PathBuf,
     /// How many seeds (each a whole A/A experiment).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=MAX_SEEDS as i64))]

@@ -19,6 +19,7 @@ pub struct DemoArgs {
     /// A scenario file (TOML, JSON or CSV) instead of the generated office market.
     #[arg(long)]
     scenario: Option<PathBuf>,
+    /// The random seed: the same seed gives the same run.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Comma-separated brains, assigned to participants in turn.
@@ -198,10 +199,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         out.rounds
     );
     println!("report:  {}", args.out.join("report.html").display());
-    println!(
-        "browse the finished market:  haggle serve --database sqlite://{}",
-        db.display()
-    );
     println!("tokens:  {}", private.join("tokens.json").display());
+    print!("{}", next_steps(&args.out, &db, out.market_id));
     Ok(())
+}
+
+/// What to do next, with the exact command (absolute paths, so it works from any folder), the
+/// address, which token opens which view, and how the served market's simulated clock moves.
+fn next_steps(out: &std::path::Path, db: &std::path::Path, market: i64) -> String {
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let tokens = abs(&db.with_file_name("tokens.json"));
+    format!(
+        "\nNext steps:\n\
+         1. Serve the finished market and its report:\n\
+         \x20    haggle serve --database sqlite://{db} --reports {out}\n\
+         2. Open http://127.0.0.1:8080/signin and paste a token from {tokens}:\n\
+         \x20    \"operator\"  everything: the feed, Operate (tokens, funds, disputes) and Reports\n\
+         \x20    \"observer\"  watch the market and read the reports\n\
+         \x20    a participant's \"principal_token\"  that participant's My agent page (approvals, mandate, ratings)\n\
+         \x20    a participant's \"agent_token\"  trade as that agent: haggle agent run --token TOKEN --profile FILE,\n\
+         \x20        haggle mcp --token TOKEN, or the HTTP API (http://127.0.0.1:8080/openapi.json)\n\
+         3. The market (id {market}) runs on a simulated clock: it moves only when the operator\n\
+         \x20  advances it, e.g. by an hour:\n\
+         \x20    curl -X POST -H \"Authorization: Bearer OPERATOR_TOKEN\" -H 'Content-Type: application/json' \\\n\
+         \x20      -d '{{\"by_ms\": 3600000}}' http://127.0.0.1:8080/v1/markets/{market}/clock/advance\n",
+        db = abs(db).display(),
+        out = abs(out).display(),
+        tokens = tokens.display(),
+    )
 }

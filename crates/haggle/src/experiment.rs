@@ -32,6 +32,7 @@ use std::time::Instant;
 pub enum ExperimentCmd {
     /// Run every market of an experiment file (finished runs in --out are kept, not redone).
     Run {
+        /// The experiment file (TOML).
         file: PathBuf,
         /// Output folder (default: experiments/<name>).
         #[arg(long)]
@@ -47,16 +48,26 @@ pub enum ExperimentCmd {
         estimate: crate::estimate::EstimateArgs,
     },
     /// Re-run one finished run from its stored config and check it is identical.
-    Replay { dir: PathBuf, run: String },
+    Replay {
+        /// The experiment's output folder.
+        dir: PathBuf,
+        /// The run's id (its folder under runs/).
+        run: String,
+    },
     /// Analyse the finished runs and write report.html, analysis.json and CSVs into the folder.
-    Report { dir: PathBuf },
+    Report {
+        /// The experiment's output folder.
+        dir: PathBuf,
+    },
     /// How honest the statistics are here: the experiment's A/A version over many seeds, the
     /// false-positive rate and interval coverage of every compared outcome.
     Calibrate(crate::calibrate::CalibrateArgs),
     /// Put several experiments side by side (compare.html, compare.json).
     Compare {
+        /// The experiments' output folders, two or more.
         #[arg(required = true, num_args = 1..)]
         dirs: Vec<PathBuf>,
+        /// Where compare.html and compare.json go.
         #[arg(long, default_value = "experiment-comparison")]
         out: PathBuf,
     },

@@ -59,9 +59,23 @@ pub struct Terminal<'a> {
     pub input: &'a mut dyn BufRead,
     pub output: &'a mut dyn Write,
     pub transcript: Transcript,
+    /// The answers come from a pipe or a file, not typed: nothing echoes them, so each prompt
+    /// ends its own line instead of waiting on it.
+    pub piped: bool,
 }
 
 impl Terminal<'_> {
+    /// Writes a prompt: on the line the person types on, or on its own line when piped.
+    fn prompt(&mut self, text: &str) -> anyhow::Result<()> {
+        if self.piped {
+            writeln!(self.output, "{text}")?;
+        } else {
+            write!(self.output, "{text} ")?;
+        }
+        self.output.flush()?;
+        Ok(())
+    }
+
     fn show(&mut self, text: &str) -> anyhow::Result<()> {
         writeln!(self.output, "{text}")?;
         self.output.flush()?;
@@ -70,8 +84,7 @@ impl Terminal<'_> {
 
     /// Asks and reads one line (trimmed); the end of input is an error.
     fn ask(&mut self, question: &str) -> anyhow::Result<String> {
-        write!(self.output, "{question} ")?;
-        self.output.flush()?;
+        self.prompt(question)?;
         let mut line = String::new();
         if self.input.read_line(&mut line)? == 0 {
             bail!("the input ended before the profile was confirmed; nothing was written");
@@ -537,8 +550,7 @@ pub async fn conversation(
         });
         let Some(call) = reply.tool_calls.first() else {
             let answer = {
-                write!(t.output, "you: ")?;
-                t.output.flush()?;
+                t.prompt("you:")?;
                 let mut line = String::new();
                 if t.input.read_line(&mut line)? == 0 {
                     bail!("the input ended before the profile was confirmed; nothing was written");
@@ -695,10 +707,15 @@ pub async fn run(args: InterviewArgs) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
     let mut output = std::io::stdout();
+    let piped = {
+        use std::io::IsTerminal;
+        !stdin.is_terminal()
+    };
     let mut t = Terminal {
         input: &mut input,
         output: &mut output,
         transcript: Transcript::default(),
+        piped,
     };
     interview(&args, model, &mut t).await?;
     Ok(())
@@ -781,6 +798,7 @@ mod tests {
             input: &mut input,
             output: &mut output,
             transcript: Transcript::default(),
+            piped: false,
         };
         assert!(interview(&args(&out, true), None, &mut t).await.unwrap());
         let shown = String::from_utf8(output).unwrap();
@@ -824,6 +842,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn piped_answers_get_each_prompt_on_its_own_line() {
+        let dir = scratch("piped");
+        let out = dir.0.join("ada.toml");
+        let mut input = std::io::Cursor::new(FORM_ANSWERS.as_bytes());
+        let mut output = Vec::new();
+        let mut t = Terminal {
+            input: &mut input,
+            output: &mut output,
+            transcript: Transcript::default(),
+            piped: true,
+        };
+        assert!(interview(&args(&out, true), None, &mut t).await.unwrap());
+        let shown = String::from_utf8(output).unwrap();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert!(lines.contains(&"Your name?"), "{shown}");
+        assert!(lines.contains(&"Currency? [USD]"), "{shown}");
+        assert!(
+            !shown.contains("? Currency?"),
+            "no two prompts on one line: {shown}"
+        );
+    }
+
+    #[tokio::test]
     async fn nothing_is_written_without_confirmation() {
         let dir = scratch("quit");
         let out = dir.0.join("p.toml");
@@ -834,6 +875,7 @@ mod tests {
             input: &mut input,
             output: &mut output,
             transcript: Transcript::default(),
+            piped: false,
         };
         assert!(!interview(&args(&out, true), None, &mut t).await.unwrap());
         assert!(!out.exists());
@@ -844,6 +886,7 @@ mod tests {
             input: &mut input,
             output: &mut output,
             transcript: Transcript::default(),
+            piped: false,
         };
         let e = interview(&args(&out, true), None, &mut t)
             .await
@@ -940,6 +983,7 @@ mod tests {
             input: &mut input,
             output: &mut output,
             transcript: Transcript::default(),
+            piped: false,
         };
         let mut a = args(&out, false);
         a.brain = Some("scripted".into());

@@ -31,8 +31,10 @@ use std::sync::Arc;
     about = "A classified-ads marketplace where AI agents buy and sell"
 )]
 struct Cli {
-    /// Optional TOML config file with `listen`, `database` and `rate_limit` (default: ./haggle.toml if present).
-    #[arg(long, global = true, env = "HAGGLE_CONFIG")]
+    /// Optional TOML config file of the server and database commands, with `listen`, `database`
+    /// and `rate_limit` (default: ./haggle.toml if present); given before the command:
+    /// `haggle --config FILE serve`.
+    #[arg(long, env = "HAGGLE_CONFIG")]
     config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
@@ -104,6 +106,7 @@ enum Cmd {
     },
     /// The settlement report: the per-deal handover list and each participant's net position.
     Settlement {
+        /// The market's id.
         #[arg(long)]
         market: i64,
         /// `json` (one document on stdout) or `csv` (two files written to --out).
@@ -155,8 +158,10 @@ enum AgentCmd {
 enum DisputeCmd {
     /// Resolve a disputed deal as the operator: release to the seller, refund the buyer, or split.
     Resolve {
+        /// The market's id.
         #[arg(long)]
         market: i64,
+        /// The deal's id.
         #[arg(long)]
         deal: i64,
         /// `release`, `refund` or `split`.
@@ -165,6 +170,7 @@ enum DisputeCmd {
         /// With `split`: minor units back to the buyer (the rest goes to the seller).
         #[arg(long)]
         to_buyer: Option<i64>,
+        /// The operator's note on the ruling, shown to both sides.
         #[arg(long, default_value = "")]
         note: String,
         #[command(flatten)]
@@ -183,8 +189,10 @@ struct DbArg {
 enum MarketCmd {
     /// Create a market and print it as JSON.
     Create {
+        /// The market's name, shown on its pages.
         #[arg(long)]
         name: String,
+        /// The ISO 4217 code of the market's money, e.g. USD or EUR (amounts are in its minor unit).
         #[arg(long, default_value = "USD")]
         currency: String,
         /// `real` or `simulated`.
@@ -222,6 +230,7 @@ enum TokenCmd {
         /// The participant (agent and principal tokens).
         #[arg(long)]
         participant: Option<i64>,
+        /// A note to tell the token apart later (stored with it).
         #[arg(long, default_value = "")]
         label: String,
         #[command(flatten)]
@@ -294,6 +303,7 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
+        rt.block_on(remove_stray_databases());
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
@@ -319,9 +329,44 @@ fn one_line(e: &anyhow::Error) -> String {
 
 async fn open(cfg: &config::File, db: &DbArg) -> anyhow::Result<Store> {
     let url = config::database_url(cfg, db.database.as_deref());
+    if let Some(path) = sqlite_file(&url)
+        && !path.exists()
+        && let Ok(mut created) = CREATED.lock()
+    {
+        created.push(path);
+    }
     Store::open(&url)
         .await
         .with_context(|| format!("cannot open database {url}"))
+}
+
+/// SQLite files this command created (they did not exist when it opened them).
+static CREATED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// The file of a `sqlite://PATH` / `sqlite:PATH` URL (none for in-memory ones and PostgreSQL).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:" && !url.contains("mode=memory")).then(|| path.into())
+}
+
+/// After a refused command: removes the SQLite databases it created that hold no market (a
+/// refusal leaves no stray `haggle.db` behind), keeping any that something was written to.
+async fn remove_stray_databases() {
+    let created = CREATED.lock().map(|c| c.clone()).unwrap_or_default();
+    for path in created {
+        let url = format!("sqlite://{}", path.display());
+        let empty = match Store::open(&url).await {
+            Ok(store) => store.markets().await.is_ok_and(|m| m.is_empty()),
+            Err(_) => true,
+        };
+        if empty {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
 }
 
 fn cli_operator() -> Caller {
@@ -649,4 +694,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn api_error(e: haggle_service::ApiError) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", e.body.error.code, e.body.error.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command, with the command's path.
+    fn arguments(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for a in cmd.get_arguments() {
+            out.push((path.to_string(), a.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            arguments(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_cli_argument_has_a_description() {
+        let mut all = Vec::new();
+        arguments(&Cli::command(), "haggle", &mut all);
+        let missing: Vec<String> = all
+            .iter()
+            .filter(|(_, a)| a.get_help().is_none() && a.get_long_help().is_none())
+            .filter(|(_, a)| !matches!(a.get_id().as_str(), "help" | "version"))
+            .map(|(path, a)| format!("{path} --{}", a.get_id()))
+            .collect();
+        assert!(missing.is_empty(), "undescribed: {missing:#?}");
+    }
+
+    #[test]
+    fn interview_and_mcp_show_only_their_own_flags() {
+        let mut cli = Cli::command();
+        cli.build();
+        for name in ["interview", "mcp"] {
+            let sub = cli.find_subcommand(name).expect(name);
+            let ids: Vec<&str> = sub.get_arguments().map(|a| a.get_id().as_str()).collect();
+            for server_flag in ["config", "database", "listen", "rate_limit"] {
+                assert!(!ids.contains(&server_flag), "{name} shows --{server_flag}");
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ pub struct McpArgs {
     server: String,
     /// The agent token of the participant to trade for.
     #[arg(long, env = "HAGGLE_AGENT_TOKEN")]
-    token: String,
+    token: Option<String>,
     /// List argument schemas without a root `oneOf`, for clients that pass tool schemas on to
     /// Anthropic's API (which refuses `oneOf`/`anyOf`/`allOf` at a schema's root).
     #[arg(long)]
@@ -27,7 +27,8 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let client = HttpClient::connect(&args.server, &args.token)
+    let token = crate::agent_cmd::agent_token(args.token.as_deref())?;
+    let client = HttpClient::connect(&args.server, token)
         .await
         .map_err(|e| anyhow::anyhow!("cannot join {}: {e}", args.server))?;
     eprintln!(

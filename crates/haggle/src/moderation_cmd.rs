@@ -13,6 +13,7 @@ use std::sync::Arc;
 pub enum PolicyCmd {
     /// Print the market's policy as JSON.
     Show {
+        /// The market's id.
         #[arg(long)]
         market: i64,
         #[command(flatten)]
@@ -22,6 +23,7 @@ pub enum PolicyCmd {
     /// `{"prohibited_terms": ["replica"], "max_listings_per_day": 5,
     /// "actions": {"prohibited_terms": "hold"}}`; `{}` clears it.
     Set {
+        /// The market's id.
         #[arg(long)]
         market: i64,
         /// The policy as JSON text.
@@ -39,11 +41,13 @@ pub enum PolicyCmd {
 pub enum ModerationCmd {
     /// Print the moderation queue (held listings with the rules that held them and why) as JSON.
     List {
+        /// The market's id.
         #[arg(long)]
         market: i64,
         /// The first page starts after this listing id.
         #[arg(long)]
         after: Option<String>,
+        /// Listings per page, 1..=500 (default 50).
         #[arg(long)]
         limit: Option<u32>,
         #[command(flatten)]
@@ -51,8 +55,10 @@ pub enum ModerationCmd {
     },
     /// Approve a held listing: it goes on the market.
     Approve {
+        /// The market's id.
         #[arg(long)]
         market: i64,
+        /// The listing's id.
         #[arg(long)]
         listing: i64,
         #[command(flatten)]
@@ -60,10 +66,13 @@ pub enum ModerationCmd {
     },
     /// Remove a held or active listing: its live offers void and its threads end.
     Remove {
+        /// The market's id.
         #[arg(long)]
         market: i64,
+        /// The listing's id.
         #[arg(long)]
         listing: i64,
+        /// Why, in words the owner is shown (1 to 2000 characters).
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -76,10 +85,13 @@ pub enum ParticipantCmd {
     /// Suspend a participant: its agent tokens are refused, its listings withdrawn, its live
     /// offers void; deals it agreed still settle.
     Suspend {
+        /// The market's id.
         #[arg(long)]
         market: i64,
+        /// The participant's id.
         #[arg(long)]
         participant: i64,
+        /// Why, in words the owner is shown (1 to 2000 characters).
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -87,8 +99,10 @@ pub enum ParticipantCmd {
     },
     /// Lift a participant's suspension.
     Reinstate {
+        /// The market's id.
         #[arg(long)]
         market: i64,
+        /// The participant's id.
         #[arg(long)]
         participant: i64,
         #[command(flatten)]

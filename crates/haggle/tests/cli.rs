@@ -837,3 +837,47 @@ async fn policy_moderation_and_suspension_from_the_cli() {
     );
     assert_one_line_error(&o, "not_found");
 }
+
+#[test]
+fn a_refused_command_leaves_no_stray_database() {
+    let dir = Scratch::new("cli-stray");
+    for args in [
+        &["token", "create", "--role", "agent"][..],
+        &["market", "create", "--name", "x", "--closes-in", "soon"],
+        &["settlement", "--market", "1", "--format", "xml"],
+        &[
+            "dispute", "resolve", "--market", "1", "--deal", "1", "--ruling", "release",
+        ],
+        &["ledger", "verify", "--market", "1"],
+    ] {
+        let o = run(&dir.0, args);
+        assert!(!o.status.success(), "{args:?} is refused");
+        assert!(
+            !dir.path("haggle.db").exists(),
+            "{args:?} left a haggle.db behind: {}",
+            text(&o.stderr)
+        );
+    }
+    // A database that existed before a refusal stays.
+    run_ok(&dir.0, &["market", "create", "--name", "kept"]);
+    let o = run(&dir.0, &["token", "create", "--role", "agent"]);
+    assert!(!o.status.success());
+    assert!(dir.path("haggle.db").exists());
+}
+
+#[test]
+fn a_missing_agent_token_names_its_environment_variable() {
+    let dir = Scratch::new("cli-token");
+    std::fs::write(dir.path("p.toml"), "name = \"Ana\"\nbudget = 100\n").unwrap();
+    let profile = dir.path("p.toml").display().to_string();
+    for args in [&["mcp"][..], &["agent", "run", "--profile", &profile]] {
+        let o = haggle(&dir.0)
+            .args(args)
+            .env_remove("HAGGLE_AGENT_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?}");
+        let line = assert_one_line_error(&o, "HAGGLE_AGENT_TOKEN");
+        assert!(line.contains("--token"), "{line}");
+    }
+}

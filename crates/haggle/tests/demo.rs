@@ -17,10 +17,26 @@ fn demo(dir: &Scratch, out: &str, extra: &[&str]) -> Value {
         stdout.contains("report:"),
         "the demo says where the report is: {stdout}"
     );
-    assert!(
-        stdout.contains("haggle serve --database sqlite://"),
-        "and how to browse the market: {stdout}"
+    // The exact next steps: the whole serve command with absolute paths, the address, which
+    // token opens which view, and how the simulated clock moves on.
+    let db_abs = std::path::absolute(out_dir.join("private/haggle.db")).unwrap();
+    let out_abs = std::path::absolute(&out_dir).unwrap();
+    let serve = format!(
+        "haggle serve --database sqlite://{} --reports {}",
+        db_abs.display(),
+        out_abs.display()
     );
+    assert!(stdout.contains(&serve), "{serve} in: {stdout}");
+    for needle in [
+        "http://127.0.0.1:8080/signin",
+        "\"operator\"",
+        "\"observer\"",
+        "\"principal_token\"",
+        "\"agent_token\"",
+        "/clock/advance",
+    ] {
+        assert!(stdout.contains(needle), "{needle} in: {stdout}");
+    }
     // The ledger and hash chain of the finished market verify with the operator's own command.
     let db = format!("sqlite://{}", out_dir.join("private/haggle.db").display());
     run_ok(&dir.0, &["ledger", "verify", "--database", &db]);

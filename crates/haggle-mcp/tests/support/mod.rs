@@ -22,6 +22,8 @@ pub struct Market {
     pub base: String,
     pub svc: Arc<Service>,
     pub id: i64,
+    /// The server's clock (the market runs on it).
+    pub clock: Arc<ManualClock>,
     db: PathBuf,
 }
 
@@ -59,11 +61,8 @@ impl Market {
         let store = Store::open(&format!("sqlite://{}", db.display()))
             .await
             .expect("open the store");
-        let svc = Service::new(
-            store,
-            Arc::new(ManualClock::new(1_700_000_000_000)),
-            Config::default(),
-        );
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let svc = Service::new(store, clock.clone(), Config::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(haggle_http::serve(
@@ -89,6 +88,7 @@ impl Market {
             base,
             svc,
             id: m.id,
+            clock,
             db,
         }
     }
