@@ -67,7 +67,7 @@
 use crate::brain::{Action, BoxFuture, Brain, Candidate, Role, ThreadState, View};
 use crate::profile::{Profile, SellItem, Want};
 use haggle_api::haggle_core::{
-    Deal, DealStatus, DisputeGrounds, ListingStatus, Offer, OfferState, Side,
+    Deal, DealStatus, DisputeGrounds, EventBody, ListingStatus, Offer, OfferState, Side,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -671,11 +671,10 @@ impl RuleBrain {
             }
         }
         for e in &view.new_events {
-            if e.kind == "deal_rated"
+            if let EventBody::DealRated(p) = &e.body
                 && e.actor == Some(me)
-                && let Some(id) = e.payload.get("deal_id").and_then(|v| v.as_i64())
             {
-                self.mem.rated.insert(id);
+                self.mem.rated.insert(p.deal_id);
             }
         }
 

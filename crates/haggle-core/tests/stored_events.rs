@@ -1,8 +1,8 @@
 //! Events stored by earlier versions still parse, serialise to the same bytes and verify: the
 //! fixture holds chains written before events were typed (a demo market and the core's tests).
 
-use haggle_core::Event;
 use haggle_core::event::verify_chain;
+use haggle_core::{Event, EventBody};
 
 const FIXTURE: &str = include_str!("fixtures/events-v1.jsonl");
 
@@ -15,7 +15,10 @@ fn chains() -> Vec<Vec<(&'static str, Event)>> {
         if e.seq == 1 {
             chains.push(Vec::new());
         }
-        chains.last_mut().expect("a chain starts at seq 1").push((line, e));
+        chains
+            .last_mut()
+            .expect("a chain starts at seq 1")
+            .push((line, e));
     }
     chains
 }
@@ -35,4 +38,47 @@ fn stored_chains_still_verify() {
         let events: Vec<Event> = chain.into_iter().map(|(_, e)| e).collect();
         assert_eq!(verify_chain(&events), Vec::<String>::new());
     }
+}
+
+#[test]
+fn the_fixture_holds_every_kind() {
+    let seen: std::collections::BTreeSet<&str> = chains()
+        .into_iter()
+        .flatten()
+        .map(|(_, e)| e.kind())
+        .collect();
+    let missing: Vec<&&str> = EventBody::KINDS
+        .iter()
+        .filter(|k| !seen.contains(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "kinds with no stored example: {missing:?}"
+    );
+}
+
+#[test]
+fn an_unknown_kind_is_refused() {
+    let line = FIXTURE
+        .lines()
+        .next()
+        .unwrap()
+        .replace("participant_joined", "participant_renamed");
+    let err = serde_json::from_str::<Event>(&line).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown event kind `participant_renamed`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_payload_with_a_field_its_kind_lacks_is_refused() {
+    let line = FIXTURE
+        .lines()
+        .next()
+        .unwrap()
+        .replace(r#""payload":{"#, r#""payload":{"extra":1,"#);
+    let err = serde_json::from_str::<Event>(&line).unwrap_err();
+    assert!(err.to_string().contains("unknown field `extra`"), "{err}");
 }

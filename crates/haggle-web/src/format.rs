@@ -2,7 +2,8 @@
 //! (with participants' names and listings' titles looked up through the service, as the viewer
 //! may read them), and money typed into forms back into minor units.
 
-use haggle_core::{Event, Money};
+use haggle_core::event::*;
+use haggle_core::{DealId, Event, Money, Side};
 use haggle_service::{Caller, Service};
 use std::collections::HashMap;
 
@@ -303,118 +304,106 @@ fn quote(s: &str) -> String {
     }
 }
 
+/// The deal an event is about, for the events the feed words as "deal N — ...".
+fn deal_of(body: &EventBody) -> Option<DealId> {
+    match body {
+        EventBody::DealHandedOver(DealHandedOver { deal_id, .. })
+        | EventBody::DealInspected(DealInspected { deal_id, .. })
+        | EventBody::DealCancelRequested(DealCancelRequested { deal_id, .. })
+        | EventBody::DealDisputed(DealDisputed { deal_id, .. })
+        | EventBody::DisputeEvidenceAdded(DisputeEvidenceAdded { deal_id, .. })
+        | EventBody::DealApprovalGiven(DealApprovalGiven { deal_id, .. })
+        | EventBody::DealApproved(DealOnly { deal_id })
+        | EventBody::DealRated(DealRated { deal_id, .. })
+        | EventBody::DealCompleted(DealClosed { deal_id, .. })
+        | EventBody::DealCancelled(DealClosed { deal_id, .. })
+        | EventBody::DealDeclined(DealClosed { deal_id, .. })
+        | EventBody::DealRefunded(DealClosed { deal_id, .. })
+        | EventBody::DealPartiallyRefunded(DealClosed { deal_id, .. }) => Some(*deal_id),
+        EventBody::TransferBooked(p) => p.deal_id,
+        _ => None,
+    }
+}
+
 /// Describes an event in a sentence, with names and titles.
 pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &str) -> FeedEntry {
-    let p = &e.payload;
-    let num = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
     let actor = match e.actor {
         Some(a) => names.person(a).await,
         None => "The market".to_string(),
     };
     let listing_link = |id: i64| Some(format!("/m/{market}/listings/{id}"));
     let deal_link = |id: i64| Some(format!("/m/{market}/deals/{id}"));
-    let (text, link) = match e.kind.as_str() {
-        "participant_joined" => (
-            format!(
-                "{} joined the market",
-                p["name"].as_str().unwrap_or("someone")
-            ),
-            None,
-        ),
-        "listing_posted" => {
-            let l = &p["listing"];
-            let id = num(&l["id"]);
-            let title = l["title"].as_str().unwrap_or("").to_string();
-            names.remember_title(id, &title);
-            let price = money(num(&l["price"]), currency);
-            let text = if l["side"] == "buy" {
-                format!("{actor} wants {} (budget {price})", quote(&title))
+    let (text, link) = match &e.body {
+        EventBody::ParticipantJoined(p) => (format!("{} joined the market", p.name), None),
+        EventBody::ListingPosted(p) => {
+            let l = &p.listing;
+            names.remember_title(l.id, &l.title);
+            let price = money(l.price, currency);
+            let text = if l.side == Side::Buy {
+                format!("{actor} wants {} (budget {price})", quote(&l.title))
             } else {
-                format!("{actor} listed {} for {price}", quote(&title))
+                format!("{actor} listed {} for {price}", quote(&l.title))
             };
-            (text, listing_link(id))
+            (text, listing_link(l.id))
         }
-        "listing_withdrawn" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::ListingWithdrawn(p) => {
+            let title = names.title(p.listing_id).await;
             (
                 format!("{actor} withdrew {}", quote(&title)),
-                listing_link(id),
+                listing_link(p.listing_id),
             )
         }
-        "listing_relisted" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::ListingRelisted(p) => {
+            let title = names.title(p.listing_id).await;
             (
                 format!("{} is available again (its deal was undone)", quote(&title)),
-                listing_link(id),
+                listing_link(p.listing_id),
             )
         }
-        "listing_expired" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::ListingExpired(p) => {
+            let title = names.title(p.listing_id).await;
             (
                 format!("{} expired: the market has closed", quote(&title)),
-                listing_link(id),
+                listing_link(p.listing_id),
             )
         }
-        "listing_removed" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::ListingRemoved(p) => {
+            let title = names.title(p.listing_id).await;
             (
-                format!(
-                    "{} was removed by an operator: {}",
-                    quote(&title),
-                    p["reason"].as_str().unwrap_or("")
-                ),
-                listing_link(id),
+                format!("{} was removed by an operator: {}", quote(&title), p.reason),
+                listing_link(p.listing_id),
             )
         }
-        "market_closing_set" => (
-            match p["closes_at"].as_i64() {
+        EventBody::MarketClosingSet(p) => (
+            match p.closes_at {
                 Some(at) => format!("The market now closes at {}", time(at)),
                 None => "The market no longer has a closing time".to_string(),
             },
             None,
         ),
-        "listing_sold" => {
-            let id = num(&p["listing_id"]);
-            let title = p["title"].as_str().unwrap_or("").to_string();
-            (
-                format!(
-                    "Sold: {} for {}",
-                    quote(&title),
-                    money(num(&p["price"]), currency)
-                ),
-                listing_link(id),
-            )
-        }
-        "thread_opened" => {
-            let t = &p["thread"];
-            let id = num(&t["listing_id"]);
+        EventBody::ListingSold(p) => (
+            format!("Sold: {} for {}", quote(&p.title), money(p.price, currency)),
+            listing_link(p.listing_id),
+        ),
+        EventBody::ThreadOpened(p) => {
+            let id = p.thread.listing_id;
             let title = names.title(id).await;
             (
                 format!("{actor} started negotiating for {}", quote(&title)),
                 listing_link(id),
             )
         }
-        "message_posted" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::MessagePosted(p) => {
+            let title = names.title(p.listing_id).await;
             (
-                format!(
-                    "{actor} on {}: {}",
-                    quote(&title),
-                    quote(p["message"]["body"].as_str().unwrap_or(""))
-                ),
-                listing_link(id),
+                format!("{actor} on {}: {}", quote(&title), quote(&p.message.body)),
+                listing_link(p.listing_id),
             )
         }
-        "offer_made" => {
-            let o = &p["offer"];
-            let id = num(&o["listing_id"]);
-            let title = names.title(id).await;
-            let verb = if num(&p["offers_made"]) > 1 {
+        EventBody::OfferMade(p) => {
+            let o = &p.offer;
+            let title = names.title(o.listing_id).await;
+            let verb = if p.offers_made > 1 {
                 "countered with"
             } else {
                 "offered"
@@ -422,56 +411,60 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
             (
                 format!(
                     "{actor} {verb} {} for {}",
-                    money(num(&o["price"]), currency),
+                    money(o.price, currency),
                     quote(&title)
                 ),
-                listing_link(id),
+                listing_link(o.listing_id),
             )
         }
-        "deal_created" => {
-            let d = &p["deal"];
-            let buyer = names.person(num(&d["buyer"])).await;
-            let seller = names.person(num(&d["seller"])).await;
+        EventBody::DealCreated(p) => {
+            let d = &p.deal;
+            let buyer = names.person(d.buyer).await;
+            let seller = names.person(d.seller).await;
             (
                 format!(
                     "Deal: {buyer} buys {} from {seller} for {}",
-                    quote(d["snapshot"]["title"].as_str().unwrap_or("")),
-                    money(num(&d["price"]), currency)
+                    quote(&d.snapshot.title),
+                    money(d.price, currency)
                 ),
-                deal_link(num(&d["id"])),
+                deal_link(d.id),
             )
         }
-        kind if kind.starts_with("offer_") => (
+        EventBody::OfferCountered(OfferRef { offer_id, .. })
+        | EventBody::OfferSuperseded(OfferRef { offer_id, .. })
+        | EventBody::OfferAccepted(OfferRef { offer_id, .. })
+        | EventBody::OfferRejected(OfferRef { offer_id, .. })
+        | EventBody::OfferWithdrawn(OfferRef { offer_id, .. })
+        | EventBody::OfferVoided(OfferVoided { offer_id, .. })
+        | EventBody::OfferExpired(OfferExpired { offer_id, .. }) => (
             format!(
-                "{actor}: offer {} {}",
-                num(&p["offer_id"]),
-                words(kind.trim_start_matches("offer_"))
+                "{actor}: offer {offer_id} {}",
+                words(e.kind().trim_start_matches("offer_"))
             ),
             None,
         ),
-        "thread_closed" => (
-            format!(
-                "Negotiation {} ended ({})",
-                num(&p["thread_id"]),
-                words(p["reason"].as_str().unwrap_or("closed"))
-            ),
+        EventBody::ThreadClosed(p) => (
+            format!("Negotiation {} ended ({})", p.thread_id, words(&p.reason)),
             None,
         ),
-        kind if p.get("deal_id").is_some() => {
-            let id = num(&p["deal_id"]);
+        body if deal_of(body).is_some() => {
+            let id = deal_of(body).unwrap_or_default();
             let who = if e.actor.is_some() {
                 format!("{actor}: ")
             } else {
                 String::new()
             };
-            (format!("{who}deal {id} — {}", words(kind)), deal_link(id))
+            (
+                format!("{who}deal {id} — {}", words(e.kind())),
+                deal_link(id),
+            )
         }
-        kind => (format!("{actor}: {}", words(kind)), None),
+        _ => (format!("{actor}: {}", words(e.kind())), None),
     };
     FeedEntry {
         seq: e.seq,
         at: time(e.at),
-        group: group_of(&e.kind),
+        group: group_of(e.kind()),
         text,
         link,
     }
