@@ -733,7 +733,7 @@ impl RuleBrain {
         }
     }
 
-    /// 1. List what is not listed yet.
+    /// Step 1: List what is not listed yet.
     fn list_unlisted(&mut self, t: &mut Turn) {
         for item_id in &t.view.unlisted {
             if t.sold.contains(item_id) || self.mem.listed.contains(item_id) {
@@ -749,7 +749,7 @@ impl RuleBrain {
         }
     }
 
-    /// 2. Deals: hand over, confirm or dispute, cancel a deal never handed over, rate.
+    /// Step 2: Deals: hand over, confirm or dispute, cancel a deal never handed over, rate.
     fn tend_deals(&mut self, t: &mut Turn) {
         let (view, me) = (t.view, t.me);
         let acts = &mut t.acts;
@@ -805,7 +805,7 @@ impl RuleBrain {
         }
     }
 
-    /// 3. Open threads as this turn sees them (a buyer leaves a seller whose record shows
+    /// Step 3: Open threads as this turn sees them (a buyer leaves a seller whose record shows
     /// misdescribed items), with the listings each subject has live offers on.
     fn open_threads<'v>(&self, t: &mut Turn<'v>) -> Vec<Open<'v>> {
         let (view, me) = (t.view, t.me);
@@ -915,7 +915,7 @@ impl RuleBrain {
         still_open(t, open, &accepted)
     }
 
-    /// 3a. Acceptances, best offers first.
+    /// Step 3a: Acceptances, best offers first.
     fn accept_offers(
         &self,
         t: &mut Turn,
@@ -953,7 +953,7 @@ impl RuleBrain {
         (accepted, accepted_on)
     }
 
-    /// 3b. Counters, waits and walk-aways.
+    /// Step 3b: Counters, waits and walk-aways.
     fn counter_offers(
         &mut self,
         t: &mut Turn,
@@ -1087,7 +1087,7 @@ impl RuleBrain {
         }
     }
 
-    /// 4. Unmet wants: open threads on the cheapest candidates (and 6, a wanted ad when none
+    /// Step 4: Unmet wants: open threads on the cheapest candidates (and 6, a wanted ad when none
     /// has shown up for a while).
     fn pursue_wants(&mut self, t: &mut Turn, still: &mut StillOpen) {
         let (profile, view) = (t.profile, t.view);
@@ -1176,7 +1176,7 @@ impl RuleBrain {
         cands
     }
 
-    /// 6. No candidate for a while: post a wanted ad, once.
+    /// Step 6: No candidate for a while: post a wanted ad, once.
     fn post_wanted_ad(&mut self, t: &mut Turn, w: &Want, v: i64, threads_now: usize) {
         let since = self
             .mem
@@ -1205,7 +1205,7 @@ impl RuleBrain {
         }
     }
 
-    /// 5. Buyer leads: offer my item at its ask, one lead thread per item at a time.
+    /// Step 5: Buyer leads: offer my item at its ask, one lead thread per item at a time.
     fn offer_to_leads(&mut self, t: &mut Turn, still: &mut StillOpen) {
         let (profile, view, me) = (t.profile, t.view, t.me);
         let mut leads: Vec<&Candidate> = view.buyer_leads.iter().collect();

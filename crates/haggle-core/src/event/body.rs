@@ -22,6 +22,10 @@ pub enum EventParseError {
 macro_rules! event_bodies {
     ($( $(#[$doc:meta])* $variant:ident($payload:ty) = $kind:literal, )*) => {
         /// What happened, by kind, with its payload.
+        // Unboxed: each body is built once and moved into its event; boxing the few large
+        // payloads (a deal, a listing) would cost an allocation per event, and the untyped
+        // payload it replaces was a heap tree larger than the widest variant.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum EventBody {
             $( $(#[$doc])* $variant($payload), )*
