@@ -58,7 +58,8 @@ pub struct Event {
     pub hash: String,
 }
 
-/// The wire form of [`Event`]: what the store holds and the API serves.
+// The wire form of `Event`: what the store holds and the API serves. (A plain comment: a doc
+// comment would become the schema's description and change the OpenAPI document.)
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Deserialize)]
 struct EventWire {
