@@ -405,11 +405,11 @@ pub fn observation(
         .iter()
         .rev()
         .map(|e| {
-            let payload = wrap_untrusted(&e.payload, me).to_string();
+            let payload = wrap_untrusted(&e.body.payload_json(), me).to_string();
             format!(
                 "#{} {}{}: {}",
                 e.seq,
-                e.kind,
+                e.kind(),
                 e.actor
                     .map(|a| format!(" by participant {a}"))
                     .unwrap_or_default(),
@@ -461,7 +461,7 @@ pub fn observation(
         if shown < events.len() {
             let mut kinds: std::collections::BTreeMap<&str, u32> = Default::default();
             for e in view.new_events.iter().rev().skip(shown) {
-                *kinds.entry(e.kind.as_str()).or_default() += 1;
+                *kinds.entry(e.kind()).or_default() += 1;
             }
             let counts: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
             let _ = write!(

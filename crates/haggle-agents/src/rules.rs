@@ -67,7 +67,7 @@
 use crate::brain::{Action, BoxFuture, Brain, Candidate, Role, ThreadState, View};
 use crate::profile::{Profile, SellItem, Want};
 use haggle_api::haggle_core::{
-    Deal, DealStatus, DisputeGrounds, ListingStatus, Offer, OfferState, Side,
+    Deal, DealStatus, DisputeGrounds, EventBody, ListingStatus, Offer, OfferState, Side,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -659,10 +659,23 @@ impl RuleBrain {
         })
     }
 
-    /// Decides one turn (the synchronous core of [`Brain::decide`]).
+    /// Decides one turn (the synchronous core of [`Brain::decide`]), in the six steps of the
+    /// module's documentation.
     pub fn turn(&mut self, profile: &Profile, view: &View) -> Vec<Action> {
-        let me = view.me;
-        let mut acts = Vec::new();
+        self.remember(view);
+        let mut t = self.start_turn(profile, view);
+        self.list_unlisted(&mut t);
+        self.tend_deals(&mut t);
+        let open = self.open_threads(&mut t);
+        let mut still = self.answer_threads(&mut t, &open);
+        self.pursue_wants(&mut t, &mut still);
+        self.offer_to_leads(&mut t, &mut still);
+        self.mem.turns += 1;
+        t.acts
+    }
+
+    /// Notes each thread's subject and the deals this brain has rated (from its events).
+    fn remember(&mut self, view: &View) {
         for ts in &view.threads {
             if let Some(s) = &ts.subject {
                 self.mem
@@ -671,14 +684,17 @@ impl RuleBrain {
             }
         }
         for e in &view.new_events {
-            if e.kind == "deal_rated"
-                && e.actor == Some(me)
-                && let Some(id) = e.payload.get("deal_id").and_then(|v| v.as_i64())
+            if let EventBody::DealRated(p) = &e.body
+                && e.actor == Some(view.me)
             {
-                self.mem.rated.insert(id);
+                self.mem.rated.insert(p.deal_id);
             }
         }
+    }
 
+    /// The turn's starting point: what is sold or bought already, and all cash available.
+    fn start_turn<'v>(&self, profile: &'v Profile, view: &'v View) -> Turn<'v> {
+        let me = view.me;
         // What is sold or bought already.
         let subject_of = |d: &Deal, role: Role, attr: &str| -> Option<String> {
             match self.mem.subjects.get(&d.thread_id) {
@@ -704,38 +720,39 @@ impl RuleBrain {
                 *bought.entry(w).or_default() += 1;
             }
         }
-        // How many more of each subject the brain may still sell or buy.
-        let capacity = |key: &Subject| -> usize {
-            if key.selling {
-                return usize::from(!sold.contains(&key.id));
-            }
-            if !view.unmet_wants.contains(&key.id) {
-                return 0;
-            }
-            let q = profile
-                .want
-                .iter()
-                .find(|w| w.want_id == key.id)
-                .map_or(1, |w| w.quantity);
-            q.saturating_sub(bought.get(&key.id).copied().unwrap_or(0))
-                .max(1) as usize
-        };
+        Turn {
+            profile,
+            view,
+            me,
+            acts: Vec::new(),
+            available: view.balance.available,
+            sold,
+            bought,
+            left: BTreeMap::new(),
+            exposure: BTreeMap::new(),
+        }
+    }
 
-        // 1. List what is not listed yet.
-        for item_id in &view.unlisted {
-            if sold.contains(item_id) || self.mem.listed.contains(item_id) {
+    /// Step 1: List what is not listed yet.
+    fn list_unlisted(&mut self, t: &mut Turn) {
+        for item_id in &t.view.unlisted {
+            if t.sold.contains(item_id) || self.mem.listed.contains(item_id) {
                 continue;
             }
-            if let Some(item) = profile.sell.iter().find(|i| &i.item_id == item_id) {
+            if let Some(item) = t.profile.sell.iter().find(|i| &i.item_id == item_id) {
                 self.mem.listed.insert(item_id.clone());
-                acts.push(Action::ListItem {
+                t.acts.push(Action::ListItem {
                     item_id: item_id.clone(),
                     price: item.asking_price,
                 });
             }
         }
+    }
 
-        // 2. Deals.
+    /// Step 2: Deals: hand over, confirm or dispute, cancel a deal never handed over, rate.
+    fn tend_deals(&mut self, t: &mut Turn) {
+        let (view, me) = (t.view, t.me);
+        let acts = &mut t.acts;
         let mut deals: Vec<&Deal> = view.deals.iter().filter(|d| d.is_party(me)).collect();
         deals.sort_by_key(|d| d.id);
         for d in deals {
@@ -786,9 +803,12 @@ impl RuleBrain {
                 });
             }
         }
+    }
 
-        // 3. Open threads.
-        let mut available = view.balance.available;
+    /// Step 3: Open threads as this turn sees them (a buyer leaves a seller whose record shows
+    /// misdescribed items), with the listings each subject has live offers on.
+    fn open_threads<'v>(&self, t: &mut Turn<'v>) -> Vec<Open<'v>> {
+        let (view, me) = (t.view, t.me);
         let mut open: Vec<Open> = Vec::new();
         let mut threads: Vec<&ThreadState> = view.threads.iter().collect();
         threads.sort_by_key(|t| t.thread.detail.thread.id);
@@ -800,86 +820,84 @@ impl RuleBrain {
             // A seller whose record now shows misdescribed items: the buyer leaves.
             if ts.role == Role::Buyer && ts.seller_record.as_ref().is_some_and(|r| r.misdescribes())
             {
-                acts.push(Action::WalkAway { thread_id: th.id });
+                t.acts.push(Action::WalkAway { thread_id: th.id });
                 continue;
             }
-            let mut offers: Vec<&Offer> = ts
-                .thread
-                .detail
-                .offers
-                .iter()
-                .filter(|o| o.thread_id == th.id)
-                .collect();
-            offers.sort_by_key(|o| o.id);
-            let mine: Vec<i64> = offers
-                .iter()
-                .filter(|o| o.proposer == me)
-                .map(|o| o.price)
-                .collect();
-            let Some(mut neg) = self.terms(profile, view, ts, &mine) else {
-                continue;
-            };
-            neg.theirs = offers
-                .iter()
-                .filter(|o| o.proposer != me)
-                .map(|o| o.price)
-                .collect();
-            let i_am = |o: &Offer| match ts.role {
-                Role::Buyer => o.buyer == me,
-                Role::Seller => o.seller == me,
-            };
-            let live =
-                |o: &&&Offer| o.state == OfferState::Live && o.expires_at > view.now && i_am(o);
-            let live_theirs = offers
-                .iter()
-                .filter(live)
-                .filter(|o| o.proposer != me)
-                .max_by_key(|o| o.id)
-                .copied();
-            let live_mine = offers
-                .iter()
-                .filter(live)
-                .filter(|o| o.proposer == me)
-                .max_by_key(|o| o.id)
-                .copied();
-            let last_chance =
-                ts.thread.offers_remaining.is_some_and(|r| r <= 1) || neg.t_ppm >= PPM;
-            let ending = last_chance || ts.turns > patience_in(ts, profile.style.patience);
-            open.push(Open {
-                ts,
-                thread_id: th.id,
-                listing_id: ts.listing.id,
-                key: Subject::new(ts.role, ts.subject.as_deref().unwrap_or_default()),
-                neg,
-                live_theirs,
-                live_mine,
-                last_chance,
-                ending,
-            });
+            open.extend(self.open_thread(t, ts));
         }
         // Listings per subject on which the brain has a live offer.
-        let mut exposure: BTreeMap<Subject, BTreeSet<i64>> = BTreeMap::new();
         for o in &open {
             if o.live_mine.is_some() {
-                exposure
+                t.exposure
                     .entry(o.key.clone())
                     .or_default()
                     .insert(o.listing_id);
             }
         }
-        let exposed_elsewhere =
-            |exposure: &BTreeMap<Subject, BTreeSet<i64>>, key: &Subject, listing: i64| {
-                exposure
-                    .get(key)
-                    .map_or(0, |s| s.iter().filter(|l| **l != listing).count())
-            };
-        let mut left: BTreeMap<Subject, usize> = BTreeMap::new();
         for o in &open {
-            left.entry(o.key.clone())
-                .or_insert_with(|| capacity(&o.key));
+            t.left_for(&o.key);
         }
+        open
+    }
 
-        // 3a. Acceptances, best offers first.
+    /// One open thread: its offers, the brain's terms, and whether this is its last chance.
+    fn open_thread<'v>(&self, t: &Turn<'v>, ts: &'v ThreadState) -> Option<Open<'v>> {
+        let (profile, view, me) = (t.profile, t.view, t.me);
+        let th = &ts.thread.detail.thread;
+        let mut offers: Vec<&Offer> = ts
+            .thread
+            .detail
+            .offers
+            .iter()
+            .filter(|o| o.thread_id == th.id)
+            .collect();
+        offers.sort_by_key(|o| o.id);
+        let mine: Vec<i64> = offers
+            .iter()
+            .filter(|o| o.proposer == me)
+            .map(|o| o.price)
+            .collect();
+        let mut neg = self.terms(profile, view, ts, &mine)?;
+        neg.theirs = offers
+            .iter()
+            .filter(|o| o.proposer != me)
+            .map(|o| o.price)
+            .collect();
+        let i_am = |o: &Offer| match ts.role {
+            Role::Buyer => o.buyer == me,
+            Role::Seller => o.seller == me,
+        };
+        let live = |o: &&&Offer| o.state == OfferState::Live && o.expires_at > view.now && i_am(o);
+        let live_theirs = offers
+            .iter()
+            .filter(live)
+            .filter(|o| o.proposer != me)
+            .max_by_key(|o| o.id)
+            .copied();
+        let live_mine = offers
+            .iter()
+            .filter(live)
+            .filter(|o| o.proposer == me)
+            .max_by_key(|o| o.id)
+            .copied();
+        let last_chance = ts.thread.offers_remaining.is_some_and(|r| r <= 1) || neg.t_ppm >= PPM;
+        let ending = last_chance || ts.turns > patience_in(ts, profile.style.patience);
+        Some(Open {
+            ts,
+            thread_id: th.id,
+            listing_id: ts.listing.id,
+            key: Subject::new(ts.role, ts.subject.as_deref().unwrap_or_default()),
+            neg,
+            live_theirs,
+            live_mine,
+            last_chance,
+            ending,
+        })
+    }
+
+    /// 3a and 3b: acceptances (best offers first), then counters, waits and walk-aways; returns
+    /// what stays open for steps 4 and 5.
+    fn answer_threads(&mut self, t: &mut Turn, open: &[Open]) -> StillOpen {
         let mut order: Vec<usize> = (0..open.len()).collect();
         order.sort_by_key(|&i| {
             let o = &open[i];
@@ -889,50 +907,77 @@ impl RuleBrain {
                 .map_or(i64::MAX, |x| x.price * o.neg.toward_limit());
             (p, o.thread_id)
         });
+        let (accepted, accepted_on) = self.accept_offers(t, open, &order);
+        self.counter_offers(t, open, &order, &accepted, &accepted_on);
+        if self.quirks.spam {
+            self.spam_closed_threads(t, open);
+        }
+        still_open(t, open, &accepted)
+    }
+
+    /// Step 3a: Acceptances, best offers first.
+    fn accept_offers(
+        &self,
+        t: &mut Turn,
+        open: &[Open],
+        order: &[usize],
+    ) -> (BTreeSet<usize>, BTreeMap<Subject, BTreeSet<i64>>) {
+        let me = t.me;
         let mut accepted: BTreeSet<usize> = BTreeSet::new();
         let mut accepted_on: BTreeMap<Subject, BTreeSet<i64>> = BTreeMap::new();
-        for &i in &order {
+        for &i in order {
             let o = &open[i];
             let Some(offer) = o.live_theirs else { continue };
-            if left[&o.key] == 0 || !self.acceptable(&o.neg, offer.price, o.ending) {
+            if t.left[&o.key] == 0 || !self.acceptable(&o.neg, offer.price, o.ending) {
                 continue;
             }
-            if o.neg.role == Role::Buyer && offer.price > available {
+            if o.neg.role == Role::Buyer && offer.price > t.available {
                 continue;
             }
             assert_within(o.neg.role, o.neg.limit, offer.price, "accept");
             assert!(offer.proposer != me && offer.state == OfferState::Live);
             if o.neg.role == Role::Buyer {
-                available -= offer.price;
+                t.available -= offer.price;
             }
-            acts.push(Action::Accept { offer_id: offer.id });
+            t.acts.push(Action::Accept { offer_id: offer.id });
             accepted.insert(i);
-            *left.get_mut(&o.key).expect("subject") -= 1;
+            *t.left.get_mut(&o.key).expect("subject") -= 1;
             accepted_on
                 .entry(o.key.clone())
                 .or_default()
                 .insert(o.listing_id);
-            if let Some(s) = exposure.get_mut(&o.key) {
+            if let Some(s) = t.exposure.get_mut(&o.key) {
                 s.remove(&o.listing_id);
             }
         }
+        (accepted, accepted_on)
+    }
 
-        // 3b. Counters, waits and walk-aways.
-        for &i in &order {
+    /// Step 3b: Counters, waits and walk-aways.
+    fn counter_offers(
+        &mut self,
+        t: &mut Turn,
+        open: &[Open],
+        order: &[usize],
+        accepted: &BTreeSet<usize>,
+        accepted_on: &BTreeMap<Subject, BTreeSet<i64>>,
+    ) {
+        let profile = t.profile;
+        for &i in order {
             if accepted.contains(&i) {
                 continue;
             }
             let o = &open[i];
             let tid = o.thread_id;
-            if left[&o.key] == 0 {
+            if t.left[&o.key] == 0 {
                 // Used up by an acceptance this turn: leave the other threads (those on the same
                 // listing the market voids itself). Subjects used up before this turn are the
                 // runtime's housekeeping.
                 if let Some(on) = accepted_on.get(&o.key)
                     && !on.contains(&o.listing_id)
                 {
-                    acts.push(Action::WalkAway { thread_id: tid });
-                    if let Some(s) = exposure.get_mut(&o.key) {
+                    t.acts.push(Action::WalkAway { thread_id: tid });
+                    if let Some(s) = t.exposure.get_mut(&o.key) {
                         s.remove(&o.listing_id);
                     }
                 }
@@ -940,29 +985,11 @@ impl RuleBrain {
             }
             let spam = self.quirks.spam;
             if o.ts.thread.offers_remaining == Some(0) {
-                // The cap is used up and the other side's last offer (if any) was out of range:
-                // unless its own offer still waits for an answer, the brain ends the thread
-                // rather than leave it open. Only the spammer tries once more (and is refused).
-                if !spam && o.live_mine.is_none() {
-                    end_thread(&mut acts, tid);
-                    continue;
-                }
-                if spam && self.mem.spam_done.insert(tid) {
-                    let price = self.next_price(&o.neg);
-                    let freed = o.live_mine.map_or(0, |m| m.price);
-                    if o.neg.role == Role::Buyer && price - freed > available {
-                        continue;
-                    }
-                    assert_within(o.neg.role, o.neg.limit, price, "offer");
-                    acts.push(Action::Offer {
-                        thread_id: tid,
-                        price,
-                    });
-                }
+                self.cap_used_up(t, o);
                 continue;
             }
             if !spam && o.ts.turns > patience_in(o.ts, profile.style.patience) {
-                end_thread(&mut acts, tid);
+                end_thread(&mut t.acts, tid);
                 continue;
             }
             let my_move = o.live_theirs.is_some() || o.live_mine.is_none();
@@ -970,88 +997,100 @@ impl RuleBrain {
                 continue;
             }
             if !spam && o.last_chance {
-                end_thread(&mut acts, tid);
+                end_thread(&mut t.acts, tid);
                 continue;
             }
-            if !spam && exposed_elsewhere(&exposure, &o.key, o.listing_id) >= left[&o.key] {
+            if !spam && t.exposed_elsewhere(&o.key, o.listing_id) >= t.left[&o.key] {
                 continue;
             }
+            self.counter(t, o);
+        }
+    }
+
+    /// The cap is used up and the other side's last offer (if any) was out of range: unless its
+    /// own offer still waits for an answer, the brain ends the thread rather than leave it open.
+    /// Only the spammer tries once more (and is refused).
+    fn cap_used_up(&mut self, t: &mut Turn, o: &Open) {
+        let (spam, tid) = (self.quirks.spam, o.thread_id);
+        if !spam && o.live_mine.is_none() {
+            end_thread(&mut t.acts, tid);
+            return;
+        }
+        if spam && self.mem.spam_done.insert(tid) {
             let price = self.next_price(&o.neg);
-            if o.neg.role == Role::Buyer {
-                // Replacing its own live offer frees what that one committed.
-                let freed = o.live_mine.map_or(0, |m| m.price);
-                if price - freed > available {
-                    continue;
-                }
-                available -= price - freed;
+            let freed = o.live_mine.map_or(0, |m| m.price);
+            if o.neg.role == Role::Buyer && price - freed > t.available {
+                return;
             }
             assert_within(o.neg.role, o.neg.limit, price, "offer");
-            if let Some(text) = &self.quirks.injection {
-                acts.push(Action::Message {
-                    thread_id: tid,
-                    body: text.clone(),
-                });
-            }
-            acts.push(Action::Offer {
+            t.acts.push(Action::Offer {
                 thread_id: tid,
                 price,
             });
-            exposure
-                .entry(o.key.clone())
-                .or_default()
-                .insert(o.listing_id);
-            if spam {
-                self.mem
-                    .spam_last
-                    .insert(tid, (o.neg.role, o.neg.limit, price));
-            }
         }
-        if self.quirks.spam {
-            // Once more in each thread that closed since: the market refuses it.
-            let open_ids: BTreeSet<i64> = open.iter().map(|o| o.thread_id).collect();
-            let gone: Vec<(i64, (Role, i64, i64))> = self
-                .mem
-                .spam_last
-                .iter()
-                .filter(|(id, _)| !open_ids.contains(id) && !self.mem.spam_done.contains(id))
-                .map(|(id, v)| (*id, *v))
-                .collect();
-            for (tid, (role, limit, price)) in gone {
-                assert_within(role, limit, price, "offer");
-                self.mem.spam_done.insert(tid);
-                if role == Role::Buyer && price > available {
-                    continue;
-                }
-                acts.push(Action::Offer {
-                    thread_id: tid,
-                    price,
-                });
-            }
-        }
+    }
 
-        // Threads per subject still open after this turn.
-        let walked: BTreeSet<i64> = acts
+    /// Counters with the brain's next price, if its cash allows.
+    fn counter(&mut self, t: &mut Turn, o: &Open) {
+        let tid = o.thread_id;
+        let price = self.next_price(&o.neg);
+        if o.neg.role == Role::Buyer {
+            // Replacing its own live offer frees what that one committed.
+            let freed = o.live_mine.map_or(0, |m| m.price);
+            if price - freed > t.available {
+                return;
+            }
+            t.available -= price - freed;
+        }
+        assert_within(o.neg.role, o.neg.limit, price, "offer");
+        if let Some(text) = &self.quirks.injection {
+            t.acts.push(Action::Message {
+                thread_id: tid,
+                body: text.clone(),
+            });
+        }
+        t.acts.push(Action::Offer {
+            thread_id: tid,
+            price,
+        });
+        t.exposure
+            .entry(o.key.clone())
+            .or_default()
+            .insert(o.listing_id);
+        if self.quirks.spam {
+            self.mem
+                .spam_last
+                .insert(tid, (o.neg.role, o.neg.limit, price));
+        }
+    }
+
+    /// The spammer offers once more in each thread that closed since: the market refuses it.
+    fn spam_closed_threads(&mut self, t: &mut Turn, open: &[Open]) {
+        let open_ids: BTreeSet<i64> = open.iter().map(|o| o.thread_id).collect();
+        let gone: Vec<(i64, (Role, i64, i64))> = self
+            .mem
+            .spam_last
             .iter()
-            .filter_map(|a| match a {
-                Action::WalkAway { thread_id } => Some(*thread_id),
-                _ => None,
-            })
+            .filter(|(id, _)| !open_ids.contains(id) && !self.mem.spam_done.contains(id))
+            .map(|(id, v)| (*id, *v))
             .collect();
-        let mut open_count: BTreeMap<Subject, usize> = BTreeMap::new();
-        let mut lead_threads: BTreeMap<String, usize> = BTreeMap::new();
-        let mut open_listings: BTreeSet<i64> = BTreeSet::new();
-        for (i, o) in open.iter().enumerate() {
-            open_listings.insert(o.listing_id);
-            if accepted.contains(&i) || walked.contains(&o.thread_id) {
+        for (tid, (role, limit, price)) in gone {
+            assert_within(role, limit, price, "offer");
+            self.mem.spam_done.insert(tid);
+            if role == Role::Buyer && price > t.available {
                 continue;
             }
-            *open_count.entry(o.key.clone()).or_default() += 1;
-            if o.key.selling && o.ts.listing.side == Side::Buy {
-                *lead_threads.entry(o.key.id.clone()).or_default() += 1;
-            }
+            t.acts.push(Action::Offer {
+                thread_id: tid,
+                price,
+            });
         }
+    }
 
-        // 4. Unmet wants: open threads on the cheapest candidates.
+    /// Step 4: Unmet wants: open threads on the cheapest candidates (and 6, a wanted ad when none
+    /// has shown up for a while).
+    fn pursue_wants(&mut self, t: &mut Turn, still: &mut StillOpen) {
+        let (profile, view) = (t.profile, t.view);
         let mut wants: Vec<&Want> = profile
             .want
             .iter()
@@ -1061,25 +1100,9 @@ impl RuleBrain {
         for w in wants {
             let key = Subject::new(Role::Buyer, &w.want_id);
             let v = buyer_limit(profile, w);
-            let cap_left = *left.entry(key.clone()).or_insert_with(|| capacity(&key));
-            let mut cands: Vec<&Candidate> = view
-                .candidates
-                .iter()
-                .filter(|c| {
-                    let l = &c.listing.listing;
-                    c.want_id == w.want_id
-                        && l.side == Side::Sell
-                        && l.owner != me
-                        && l.status == ListingStatus::Active
-                        && l.price <= v.saturating_mul(CANDIDATE_ASK_FACTOR)
-                        // A seller whose record shows misdescribed items is avoided.
-                        && !c.listing.owner_reputation.misdescribes()
-                        && !self.mem.tried.contains(&l.id)
-                        && !open_listings.contains(&l.id)
-                })
-                .collect();
-            cands.sort_by_key(|c| (c.listing.listing.price, c.listing.listing.id));
-            let threads_now = open_count.get(&key).copied().unwrap_or(0);
+            let cap_left = t.left_for(&key);
+            let cands = self.candidates(t, w, v, still);
+            let threads_now = still.open_count.get(&key).copied().unwrap_or(0);
             if !cands.is_empty() || threads_now > 0 {
                 self.mem
                     .last_seen_candidate
@@ -1092,7 +1115,7 @@ impl RuleBrain {
             for c in cands {
                 let l = &c.listing.listing;
                 if threads_now >= MAX_THREADS_PER_WANT
-                    || exposed_elsewhere(&exposure, &key, l.id) >= cap_left
+                    || t.exposed_elsewhere(&key, l.id) >= cap_left
                 {
                     break;
                 }
@@ -1100,55 +1123,91 @@ impl RuleBrain {
                     continue;
                 };
                 let o = o.min(v);
-                if o > available || o <= 0 {
+                if o > t.available || o <= 0 {
                     continue;
                 }
                 assert_within(Role::Buyer, v, o, "opening offer");
-                available -= o;
+                t.available -= o;
                 self.mem.tried.insert(l.id);
                 let message =
                     self.quirks.injection.clone().unwrap_or_else(|| {
                         "Hello, is this still available? Here is my offer.".into()
                     });
-                acts.push(Action::OpenThread {
+                t.acts.push(Action::OpenThread {
                     listing_id: l.id,
                     message: Some(message),
                     price: Some(o),
                 });
-                exposure.entry(key.clone()).or_default().insert(l.id);
+                t.exposure.entry(key.clone()).or_default().insert(l.id);
                 threads_now += 1;
             }
-            *open_count.entry(key.clone()).or_default() = threads_now;
-
-            // 6. No candidate for a while: post a wanted ad, once.
-            let since = self
-                .mem
-                .last_seen_candidate
-                .get(&w.want_id)
-                .copied()
-                .unwrap_or(0);
-            let has_ad = view.my_listings.iter().any(|l| {
-                l.side == Side::Buy
-                    && l.status == ListingStatus::Active
-                    && l.attributes.get("want_id") == Some(&w.want_id)
-            });
-            if threads_now == 0
-                && self.mem.turns >= since + WANTED_AD_AFTER_TURNS
-                && !has_ad
-                && !self.mem.wanted_posted.contains(&w.want_id)
-                && let Some(price) = self.strategy.opening(None, v, 0)
-            {
-                let price = price.min(v);
-                assert_within(Role::Buyer, v, price, "wanted ad");
-                self.mem.wanted_posted.insert(w.want_id.clone());
-                acts.push(Action::PostWanted {
-                    want_id: w.want_id.clone(),
-                    price,
-                });
-            }
+            *still.open_count.entry(key.clone()).or_default() = threads_now;
+            self.post_wanted_ad(t, w, v, threads_now);
         }
+    }
 
-        // 5. Buyer leads: offer my item at its ask, one lead thread per item at a time.
+    /// The listings a want may open threads on, cheapest first.
+    fn candidates<'v>(
+        &self,
+        t: &Turn<'v>,
+        w: &Want,
+        v: i64,
+        still: &StillOpen,
+    ) -> Vec<&'v Candidate> {
+        let me = t.me;
+        let mut cands: Vec<&Candidate> = t
+            .view
+            .candidates
+            .iter()
+            .filter(|c| {
+                let l = &c.listing.listing;
+                c.want_id == w.want_id
+                    && l.side == Side::Sell
+                    && l.owner != me
+                    && l.status == ListingStatus::Active
+                    && l.price <= v.saturating_mul(CANDIDATE_ASK_FACTOR)
+                    // A seller whose record shows misdescribed items is avoided.
+                    && !c.listing.owner_reputation.misdescribes()
+                    && !self.mem.tried.contains(&l.id)
+                    && !still.open_listings.contains(&l.id)
+            })
+            .collect();
+        cands.sort_by_key(|c| (c.listing.listing.price, c.listing.listing.id));
+        cands
+    }
+
+    /// Step 6: No candidate for a while: post a wanted ad, once.
+    fn post_wanted_ad(&mut self, t: &mut Turn, w: &Want, v: i64, threads_now: usize) {
+        let since = self
+            .mem
+            .last_seen_candidate
+            .get(&w.want_id)
+            .copied()
+            .unwrap_or(0);
+        let has_ad = t.view.my_listings.iter().any(|l| {
+            l.side == Side::Buy
+                && l.status == ListingStatus::Active
+                && l.attributes.get("want_id") == Some(&w.want_id)
+        });
+        if threads_now == 0
+            && self.mem.turns >= since + WANTED_AD_AFTER_TURNS
+            && !has_ad
+            && !self.mem.wanted_posted.contains(&w.want_id)
+            && let Some(price) = self.strategy.opening(None, v, 0)
+        {
+            let price = price.min(v);
+            assert_within(Role::Buyer, v, price, "wanted ad");
+            self.mem.wanted_posted.insert(w.want_id.clone());
+            t.acts.push(Action::PostWanted {
+                want_id: w.want_id.clone(),
+                price,
+            });
+        }
+    }
+
+    /// Step 5: Buyer leads: offer my item at its ask, one lead thread per item at a time.
+    fn offer_to_leads(&mut self, t: &mut Turn, still: &mut StillOpen) {
+        let (profile, view, me) = (t.profile, t.view, t.me);
         let mut leads: Vec<&Candidate> = view.buyer_leads.iter().collect();
         leads.sort_by_key(|c| (-c.listing.listing.price, c.listing.listing.id));
         for c in leads {
@@ -1157,15 +1216,15 @@ impl RuleBrain {
                 continue;
             };
             let key = Subject::new(Role::Seller, &item.item_id);
-            let cap_left = *left.entry(key.clone()).or_insert_with(|| capacity(&key));
+            let cap_left = t.left_for(&key);
             if cap_left == 0
                 || l.side != Side::Buy
                 || l.owner == me
                 || l.status != ListingStatus::Active
                 || self.mem.tried.contains(&l.id)
-                || open_listings.contains(&l.id)
-                || lead_threads.get(&item.item_id).copied().unwrap_or(0) > 0
-                || exposed_elsewhere(&exposure, &key, l.id) >= cap_left
+                || still.open_listings.contains(&l.id)
+                || still.lead_threads.get(&item.item_id).copied().unwrap_or(0) > 0
+                || t.exposed_elsewhere(&key, l.id) >= cap_left
             {
                 continue;
             }
@@ -1177,18 +1236,102 @@ impl RuleBrain {
                 .injection
                 .clone()
                 .unwrap_or_else(|| format!("I have this for you: {}.", item.title));
-            acts.push(Action::OpenThread {
+            t.acts.push(Action::OpenThread {
                 listing_id: l.id,
                 message: Some(message),
                 price: Some(price),
             });
-            exposure.entry(key).or_default().insert(l.id);
-            *lead_threads.entry(item.item_id.clone()).or_default() += 1;
+            t.exposure.entry(key).or_default().insert(l.id);
+            *still.lead_threads.entry(item.item_id.clone()).or_default() += 1;
         }
-
-        self.mem.turns += 1;
-        acts
     }
+}
+
+/// What one turn knows and has decided so far: its actions, the cash its offers have not
+/// committed yet, and per subject how many more may be sold or bought and on which listings
+/// the brain has live offers.
+struct Turn<'v> {
+    profile: &'v Profile,
+    view: &'v View,
+    me: i64,
+    acts: Vec<Action>,
+    available: i64,
+    sold: BTreeSet<String>,
+    bought: BTreeMap<String, u32>,
+    left: BTreeMap<Subject, usize>,
+    exposure: BTreeMap<Subject, BTreeSet<i64>>,
+}
+
+impl Turn<'_> {
+    /// How many more of a subject the brain may still sell or buy.
+    fn capacity(&self, key: &Subject) -> usize {
+        if key.selling {
+            return usize::from(!self.sold.contains(&key.id));
+        }
+        if !self.view.unmet_wants.contains(&key.id) {
+            return 0;
+        }
+        let q = self
+            .profile
+            .want
+            .iter()
+            .find(|w| w.want_id == key.id)
+            .map_or(1, |w| w.quantity);
+        q.saturating_sub(self.bought.get(&key.id).copied().unwrap_or(0))
+            .max(1) as usize
+    }
+
+    /// What is left of a subject this turn (its capacity when first asked).
+    fn left_for(&mut self, key: &Subject) -> usize {
+        if let Some(n) = self.left.get(key) {
+            return *n;
+        }
+        let n = self.capacity(key);
+        self.left.insert(key.clone(), n);
+        n
+    }
+
+    /// Listings other than `listing` on which the brain has a live offer for `key`.
+    fn exposed_elsewhere(&self, key: &Subject, listing: i64) -> usize {
+        self.exposure
+            .get(key)
+            .map_or(0, |s| s.iter().filter(|l| **l != listing).count())
+    }
+}
+
+/// The threads still open after step 3 (not accepted, not walked away from): per subject, the
+/// lead threads per item, and the listings they are on.
+struct StillOpen {
+    open_count: BTreeMap<Subject, usize>,
+    lead_threads: BTreeMap<String, usize>,
+    open_listings: BTreeSet<i64>,
+}
+
+fn still_open(t: &Turn, open: &[Open], accepted: &BTreeSet<usize>) -> StillOpen {
+    let walked: BTreeSet<i64> = t
+        .acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::WalkAway { thread_id } => Some(*thread_id),
+            _ => None,
+        })
+        .collect();
+    let mut still = StillOpen {
+        open_count: BTreeMap::new(),
+        lead_threads: BTreeMap::new(),
+        open_listings: BTreeSet::new(),
+    };
+    for (i, o) in open.iter().enumerate() {
+        still.open_listings.insert(o.listing_id);
+        if accepted.contains(&i) || walked.contains(&o.thread_id) {
+            continue;
+        }
+        *still.open_count.entry(o.key.clone()).or_default() += 1;
+        if o.key.selling && o.ts.listing.side == Side::Buy {
+            *still.lead_threads.entry(o.key.id.clone()).or_default() += 1;
+        }
+    }
+    still
 }
 
 fn lead_price(item: &SellItem) -> i64 {

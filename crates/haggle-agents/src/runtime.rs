@@ -113,14 +113,6 @@ fn wanted_listing(w: &crate::profile::Want, price: i64) -> NewListing {
 }
 
 /// The thread an event is about, if any.
-fn thread_of_event(p: &serde_json::Value) -> Option<i64> {
-    p.get("thread_id")
-        .or_else(|| p.get("message").and_then(|m| m.get("thread_id")))
-        .or_else(|| p.get("offer").and_then(|o| o.get("thread_id")))
-        .or_else(|| p.get("thread").and_then(|t| t.get("id")))
-        .and_then(|v| v.as_i64())
-}
-
 /// Deals that count as bought or sold (not undone).
 fn counts(d: &Deal) -> bool {
     d.status.is_spent()
@@ -348,7 +340,7 @@ impl<C: MarketClient> Agent<C> {
         // events (or never read) need reading again.
         let touched: BTreeSet<i64> = new_events
             .iter()
-            .filter_map(|e| thread_of_event(&e.payload))
+            .filter_map(|e| e.body.thread_id())
             .collect();
         let mut seller_records: BTreeMap<i64, haggle_api::haggle_core::lifecycle::Reputation> =
             BTreeMap::new();

@@ -15,7 +15,8 @@ use haggle_agents::llm::{CallLog, ChatError, ChatMessage, Price};
 use haggle_agents::llm_brain::{LlmBrain, LlmSettings, observation};
 use haggle_agents::prompt::render_system_prompt;
 use haggle_agents::tools::ToolError;
-use haggle_api::haggle_core::{Event, Message, OfferState, Side, Visibility};
+use haggle_api::haggle_core::event::OfferRef;
+use haggle_api::haggle_core::{Event, EventBody, Message, OfferState, Side, Visibility};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use support::*;
@@ -499,15 +500,19 @@ fn older_news_beyond_the_budget_is_summarised_not_dropped() {
             market_id: 1,
             seq,
             at: 0,
-            kind: if seq % 2 == 0 {
-                "offer_made"
-            } else {
-                "message_posted"
-            }
-            .into(),
             actor: Some(BUYER),
             visibility: Visibility::Public,
-            payload: json!({"thread_id": THREAD, "price": 5000}),
+            body: {
+                let p = OfferRef {
+                    offer_id: 5000 + seq,
+                    thread_id: THREAD,
+                };
+                if seq % 2 == 0 {
+                    EventBody::OfferRejected(p)
+                } else {
+                    EventBody::OfferWithdrawn(p)
+                }
+            },
             prev_hash: String::new(),
             hash: String::new(),
         });
@@ -515,13 +520,16 @@ fn older_news_beyond_the_budget_is_summarised_not_dropped() {
     let profile = seller_profile(6_000, 4_500);
     let obs = observation(&profile, &v, 3, "", 4 * 1_000);
     assert!(obs.len() <= 4 * 1_000 + 300, "{} chars", obs.len());
-    assert!(obs.contains("#400 offer_made"), "the newest event is shown");
+    assert!(
+        obs.contains("#400 offer_rejected"),
+        "the newest event is shown"
+    );
     let summary = obs
         .lines()
         .find(|l| l.contains("older events not shown"))
         .expect("a summary line");
     assert!(
-        summary.contains("message_posted") && summary.contains("offer_made"),
+        summary.contains("offer_withdrawn") && summary.contains("offer_rejected"),
         "{summary}"
     );
     assert!(

@@ -188,10 +188,10 @@ async fn a_whole_deal_through_the_http_client() {
     assert_eq!(bob.deals(None).await.unwrap().items.len(), 1);
     let mine = bob.events(0, 1000, true).await.unwrap();
     assert!(
-        mine.events.iter().all(|e| e.kind != "listing_posted"),
+        mine.events.iter().all(|e| e.kind() != "listing_posted"),
         "mine=true leaves out the public feed"
     );
-    assert!(mine.events.iter().any(|e| e.kind == "deal_created"));
+    assert!(mine.events.iter().any(|e| e.kind() == "deal_created"));
     assert!(bob.mandate().await.unwrap().spend_cap.is_none());
     assert!(s.svc.store().verify(s.market).await.unwrap().ok());
 }

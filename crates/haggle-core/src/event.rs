@@ -1,9 +1,13 @@
 //! The audit log: every state change appends one event to its market's hash-chained log
 //! (`hash = H(prev_hash ‖ canonical event)`), so an edit or a deletion breaks the chain.
+//! What happened is an [`EventBody`] (see `body.rs`): a kind with its typed payload.
 
 use crate::model::{MarketId, ParticipantId, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+mod body;
+pub use body::*;
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -32,27 +36,111 @@ impl Visibility {
 }
 
 /// An event as a command produces it; the store gives it its sequence number and hash.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventDraft {
-    pub kind: String,
     pub actor: Option<ParticipantId>,
     pub visibility: Visibility,
-    pub payload: serde_json::Value,
+    pub body: EventBody,
 }
 
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A sealed event. On the wire (and in the hash) it is the flat object it always was: `kind` and
+/// `payload` next to the chain fields, the payload's keys sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "EventWire")]
 pub struct Event {
     pub market_id: MarketId,
     pub seq: i64,
     pub at: Timestamp,
-    pub kind: String,
     pub actor: Option<ParticipantId>,
     pub visibility: Visibility,
-    pub payload: serde_json::Value,
+    pub body: EventBody,
     pub prev_hash: String,
     pub hash: String,
+}
+
+// The wire form of `Event`: what the store holds and the API serves. (A plain comment: a doc
+// comment would become the schema's description and change the OpenAPI document.)
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Deserialize)]
+struct EventWire {
+    market_id: MarketId,
+    seq: i64,
+    at: Timestamp,
+    kind: String,
+    actor: Option<ParticipantId>,
+    visibility: Visibility,
+    payload: serde_json::Value,
+    prev_hash: String,
+    hash: String,
+}
+
+/// The same fields, borrowed, in the same order (the field order is part of the bytes).
+#[derive(Serialize)]
+struct EventWireRef<'a> {
+    market_id: MarketId,
+    seq: i64,
+    at: Timestamp,
+    kind: &'a str,
+    actor: Option<ParticipantId>,
+    visibility: &'a Visibility,
+    payload: serde_json::Value,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        EventWireRef {
+            market_id: self.market_id,
+            seq: self.seq,
+            at: self.at,
+            kind: self.kind(),
+            actor: self.actor,
+            visibility: &self.visibility,
+            payload: self.body.payload_json(),
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+        }
+        .serialize(s)
+    }
+}
+
+impl TryFrom<EventWire> for Event {
+    type Error = EventParseError;
+    fn try_from(w: EventWire) -> Result<Event, EventParseError> {
+        Ok(Event {
+            market_id: w.market_id,
+            seq: w.seq,
+            at: w.at,
+            actor: w.actor,
+            visibility: w.visibility,
+            body: EventBody::from_parts(&w.kind, w.payload)?,
+            prev_hash: w.prev_hash,
+            hash: w.hash,
+        })
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Event {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <EventWire as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Event {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Event")
+    }
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <EventWire as utoipa::ToSchema>::schemas(schemas)
+    }
 }
 
 #[derive(Serialize)]
@@ -79,15 +167,19 @@ impl Event {
             market_id,
             seq,
             at,
-            kind: d.kind,
             actor: d.actor,
             visibility: d.visibility,
-            payload: d.payload,
+            body: d.body,
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
         e.hash = e.compute_hash();
         e
+    }
+
+    /// The event's kind as the wire names it (`offer_made`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.body.kind()
     }
 
     /// The canonical form: fixed field order, and object keys sorted (serde_json's default map).
@@ -96,10 +188,10 @@ impl Event {
             market_id: self.market_id,
             seq: self.seq,
             at: self.at,
-            kind: &self.kind,
+            kind: self.kind(),
             actor: self.actor,
             visibility: &self.visibility,
-            payload: &self.payload,
+            payload: &self.body.payload_json(),
         })
         .expect("events serialise")
     }

@@ -20,7 +20,7 @@ pub use claims::{
     Claims, Condition, Dispute, DisputeGrounds, Inspection, InspectionSource, Working,
 };
 pub use error::{DomainError, ErrorCode};
-pub use event::{Event, EventDraft, GENESIS_HASH, Visibility};
+pub use event::{Event, EventBody, EventDraft, GENESIS_HASH, Visibility};
 pub use ledger::{Account, Transfer, TransferKind};
 pub use model::*;
 pub use negotiation::Scene;

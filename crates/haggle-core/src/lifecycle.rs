@@ -5,12 +5,11 @@
 
 use crate::claims::{Dispute, DisputeGrounds, Inspection, InspectionSource};
 use crate::error::{DomainError as E, Result};
-use crate::event::Visibility;
+use crate::event::*;
 use crate::ledger::{Account, TransferKind};
 use crate::model::*;
 use crate::negotiation::{Due, Scene, check_text};
 use crate::plan::{Change, Plan};
-use serde_json::json;
 
 pub const MAX_NOTE: usize = 2000;
 /// Evidence notes one party may add to one deal, so neither side can bury the other's evidence
@@ -104,7 +103,17 @@ fn close(
         note: why.to_string(),
     });
     plan.change(Change::UpdateDeal(closed.clone()));
-    plan.event(&format!("deal_{status}"), by, parties(d), json!({"deal_id": d.id, "status": status, "to_buyer": to_buyer, "to_seller": to_seller, "reason": why}));
+    plan.event(
+        by,
+        parties(d),
+        EventBody::deal_closed(DealClosed {
+            deal_id: d.id,
+            status,
+            to_buyer,
+            to_seller,
+            reason: why.to_string(),
+        }),
+    );
     if let Some((listing, to)) = relist {
         plan.change(Change::SetListingStatus {
             listing,
@@ -112,17 +121,23 @@ fn close(
         });
         if to == ListingStatus::Active {
             plan.event(
-                "listing_relisted",
                 None,
                 Visibility::Public,
-                json!({"listing_id": listing, "deal_id": d.id}),
+                EventBody::ListingRelisted(ListingRelisted {
+                    listing_id: listing,
+                    deal_id: d.id,
+                }),
             );
         } else {
             plan.event(
-                "listing_expired",
                 None,
                 Visibility::Public,
-                json!({"listing_id": listing, "deal_id": d.id, "reason": "market_closed"}),
+                EventBody::ListingExpired(ListingExpired {
+                    listing_id: listing,
+                    deal_id: Some(d.id),
+                    title: None,
+                    reason: "market_closed".into(),
+                }),
             );
         }
     }
@@ -164,10 +179,13 @@ pub fn hand_over(s: &mut Scene, plan: &mut Plan, handover_note: Option<&str>) ->
     }
     plan.change(Change::UpdateDeal(next.clone()));
     plan.event(
-        "deal_handed_over",
         Some(actor),
         parties(d),
-        json!({"deal_id": d.id, "note": handover_note, "confirm_deadline": next.confirm_deadline}),
+        EventBody::DealHandedOver(DealHandedOver {
+            deal_id: d.id,
+            note: handover_note.map(str::to_string),
+            confirm_deadline: next.confirm_deadline,
+        }),
     );
     s.deal = Some(next.clone());
     Ok(next)
@@ -256,10 +274,12 @@ pub fn cancel(s: &mut Scene, plan: &mut Plan, reason: Option<&str>) -> Result<bo
     next.cancel_requested_by = Some(actor);
     plan.change(Change::UpdateDeal(next));
     plan.event(
-        "deal_cancel_requested",
         Some(actor),
         parties(d),
-        json!({"deal_id": d.id, "by": actor}),
+        EventBody::DealCancelRequested(DealCancelRequested {
+            deal_id: d.id,
+            by: actor,
+        }),
     );
     Ok(false)
 }
@@ -320,10 +340,12 @@ pub fn report_inspection(s: &mut Scene, plan: &mut Plan, mismatched: Vec<String>
     });
     plan.change(Change::UpdateDeal(next.clone()));
     plan.event(
-        "deal_inspected",
         Some(principal),
         parties(d),
-        json!({"deal_id": d.id, "mismatched": next.inspection.as_ref().map(|i| &i.mismatched)}),
+        EventBody::DealInspected(DealInspected {
+            deal_id: d.id,
+            mismatched: next.inspection.as_ref().map(|i| i.mismatched.clone()),
+        }),
     );
     s.deal = Some(next.clone());
     Ok(next)
@@ -389,13 +411,23 @@ pub fn dispute_on(s: &mut Scene, plan: &mut Plan, reason: &str, grounds: Dispute
     next.status = DealStatus::Disputed;
     // The payload of an `other` dispute stays as it was before grounds existed.
     let payload = if grounds.grounds == DisputeGrounds::Other {
-        json!({"deal_id": d.id, "reason": reason})
+        DealDisputed {
+            deal_id: d.id,
+            reason: reason.to_string(),
+            grounds: None,
+            claims: None,
+        }
     } else {
-        json!({"deal_id": d.id, "reason": reason, "grounds": grounds.grounds, "claims": grounds.claims})
+        DealDisputed {
+            deal_id: d.id,
+            reason: reason.to_string(),
+            grounds: Some(grounds.grounds),
+            claims: Some(grounds.claims.clone()),
+        }
     };
     next.dispute = Some(grounds);
     plan.change(Change::UpdateDeal(next));
-    plan.event("deal_disputed", Some(actor), parties(d), payload);
+    plan.event(Some(actor), parties(d), EventBody::DealDisputed(payload));
     Ok(())
 }
 
@@ -438,10 +470,12 @@ pub fn add_evidence(s: &mut Scene, plan: &mut Plan, body: &str) -> Result<DealNo
     };
     plan.change(Change::InsertDealNote(n.clone()));
     plan.event(
-        "dispute_evidence_added",
         author,
         parties(d),
-        json!({"deal_id": d.id, "note_id": n.id}),
+        EventBody::DisputeEvidenceAdded(DisputeEvidenceAdded {
+            deal_id: d.id,
+            note_id: n.id,
+        }),
     );
     Ok(n)
 }
@@ -543,10 +577,12 @@ pub fn decide_approval(s: &mut Scene, plan: &mut Plan, approve: bool) -> Result<
         };
         plan.change(Change::UpdateDeal(next.clone()));
         plan.event(
-            "deal_approval_given",
             Some(principal),
             parties(d),
-            json!({"deal_id": d.id, "awaiting": next.approval_from}),
+            EventBody::DealApprovalGiven(DealApprovalGiven {
+                deal_id: d.id,
+                awaiting: next.approval_from,
+            }),
         );
     } else if approve {
         let mut next = d.clone();
@@ -555,10 +591,9 @@ pub fn decide_approval(s: &mut Scene, plan: &mut Plan, approve: bool) -> Result<
         next.approval_from = Approver::Buyer;
         plan.change(Change::UpdateDeal(next));
         plan.event(
-            "deal_approved",
             Some(principal),
             parties(d),
-            json!({"deal_id": d.id}),
+            EventBody::DealApproved(DealOnly { deal_id: d.id }),
         );
     } else {
         let l = s
@@ -629,10 +664,12 @@ pub fn rate(s: &mut Scene, plan: &mut Plan, score: u8, comment: &str) -> Result<
     plan.change(Change::InsertRating(r.clone()));
     // The score stays hidden until both sides rated or the window closes.
     plan.event(
-        "deal_rated",
         Some(actor),
         parties(d),
-        json!({"deal_id": d.id, "rater": actor}),
+        EventBody::DealRated(DealRated {
+            deal_id: d.id,
+            rater: actor,
+        }),
     );
     Ok(r)
 }

@@ -5,11 +5,10 @@
 //! rules of the spec, and appends changes and events to a [`Plan`]. A refusal leaves the plan unused.
 
 use crate::error::{DomainError as E, Result};
-use crate::event::Visibility;
+use crate::event::*;
 use crate::ledger::{Account, TransferKind};
 use crate::model::*;
 use crate::plan::{Change, Plan};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 pub const MAX_TITLE: usize = 200;
@@ -358,10 +357,12 @@ pub fn register_participant(
     };
     plan.change(Change::InsertParticipant(p.clone()));
     plan.event(
-        "participant_joined",
         None,
         Visibility::Public,
-        json!({"participant_id": p.id, "name": p.name}),
+        EventBody::ParticipantJoined(ParticipantJoined {
+            participant_id: p.id,
+            name: p.name.clone(),
+        }),
     );
     if budget > 0 {
         fund_participant(plan, p.id, budget);
@@ -439,10 +440,13 @@ pub fn set_mandate(
                 reason: Some(VoidReason::MandateChanged),
             });
             plan.event(
-                "offer_voided",
                 None,
                 Visibility::Parties(vec![o.buyer, o.seller]),
-                json!({"offer_id": o.id, "thread_id": o.thread_id, "reason": VoidReason::MandateChanged}),
+                EventBody::OfferVoided(OfferVoided {
+                    offer_id: o.id,
+                    thread_id: o.thread_id,
+                    reason: VoidReason::MandateChanged,
+                }),
             );
         }
     }
@@ -451,11 +455,14 @@ pub fn set_mandate(
         mandate: mandate.clone(),
     });
     plan.event(
-        "mandate_changed",
         None,
         Visibility::Parties(vec![participant.id]),
         // The agent reads its party's events: the seller side's values stay out of them.
-        json!({"participant_id": participant.id, "mandate": mandate.agent_view(), "by": author}),
+        EventBody::MandateChanged(MandateChanged {
+            participant_id: participant.id,
+            mandate: mandate.agent_view(),
+            by: author,
+        }),
     );
     Ok(())
 }
@@ -561,17 +568,19 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
                 reason: hold.reason.clone(),
             });
             plan.event(
-                "listing_held",
                 Some(owner),
                 Visibility::Parties(vec![owner]),
-                json!({"listing": l, "rules": hold.rules, "reason": hold.reason}),
+                EventBody::ListingHeld(ListingHeld {
+                    listing: l.clone(),
+                    rules: hold.rules.clone(),
+                    reason: hold.reason.clone(),
+                }),
             );
         }
         None => plan.event(
-            "listing_posted",
             Some(owner),
             Visibility::Public,
-            json!({"listing": l}),
+            EventBody::ListingPosted(ListingPosted { listing: l.clone() }),
         ),
     }
     s.recent_listings = s.recent_listings.saturating_add(1);
@@ -592,10 +601,13 @@ pub(crate) fn void_others(s: &Scene, plan: &mut Plan, keep: Option<ThreadId>, re
             reason: Some(reason),
         });
         plan.event(
-            "offer_voided",
             None,
             Visibility::Parties(vec![o.buyer, o.seller]),
-            json!({"offer_id": o.id, "thread_id": o.thread_id, "reason": reason}),
+            EventBody::OfferVoided(OfferVoided {
+                offer_id: o.id,
+                thread_id: o.thread_id,
+                reason,
+            }),
         );
     }
     for t in s.listing_open_threads.iter().filter(|t| Some(t.id) != keep) {
@@ -606,10 +618,13 @@ pub(crate) fn void_others(s: &Scene, plan: &mut Plan, keep: Option<ThreadId>, re
             last_offer_by: t.last_offer_by,
         });
         plan.event(
-            "thread_closed",
             None,
             s.thread_visibility(t),
-            json!({"thread_id": t.id, "status": ThreadStatus::Void, "reason": reason}),
+            EventBody::ThreadClosed(ThreadClosed {
+                thread_id: t.id,
+                status: ThreadStatus::Void,
+                reason: reason.as_str().to_string(),
+            }),
         );
     }
 }
@@ -636,10 +651,12 @@ pub fn withdraw_listing(s: &mut Scene, plan: &mut Plan) -> Result<()> {
         status: ListingStatus::Withdrawn,
     });
     plan.event(
-        "listing_withdrawn",
         Some(actor),
         Visibility::Public,
-        json!({"listing_id": id}),
+        EventBody::ListingWithdrawn(ListingWithdrawn {
+            listing_id: id,
+            reason: None,
+        }),
     );
     if let Some(l) = s.listing.as_mut() {
         l.status = ListingStatus::Withdrawn;
@@ -675,10 +692,9 @@ pub fn open_thread(s: &mut Scene, plan: &mut Plan) -> Result<Thread> {
     };
     plan.change(Change::InsertThread(t.clone()));
     plan.event(
-        "thread_opened",
         Some(actor),
         s.thread_visibility(&t),
-        json!({"thread": t}),
+        EventBody::ThreadOpened(ThreadOpened { thread: t.clone() }),
     );
     s.thread = Some(t.clone());
     Ok(t)
@@ -700,10 +716,12 @@ pub fn post_message(s: &mut Scene, plan: &mut Plan, body: &str) -> Result<Messag
     };
     plan.change(Change::InsertMessage(m.clone()));
     plan.event(
-        "message_posted",
         Some(actor),
         s.thread_visibility(t),
-        json!({"message": m, "listing_id": t.listing_id}),
+        EventBody::MessagePosted(MessagePosted {
+            message: m.clone(),
+            listing_id: t.listing_id,
+        }),
     );
     s.party_posts += 1;
     Ok(m)
@@ -783,10 +801,15 @@ pub fn make_offer(
             reason: None,
         });
         plan.event(
-            &format!("offer_{state}"),
             Some(actor),
             vis.clone(),
-            json!({"offer_id": o.id, "thread_id": t.id}),
+            EventBody::offer_replaced(
+                state,
+                OfferRef {
+                    offer_id: o.id,
+                    thread_id: t.id,
+                },
+            ),
         );
     }
     let offer = Offer {
@@ -827,10 +850,12 @@ pub fn make_offer(
         });
     }
     plan.event(
-        "offer_made",
         Some(actor),
         vis,
-        json!({"offer": offer, "offers_made": offers_made}),
+        EventBody::OfferMade(OfferMade {
+            offer: offer.clone(),
+            offers_made,
+        }),
     );
     // Keep the scene current for a command composed after this one.
     if let Some(funds) = s
@@ -994,10 +1019,12 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         reason: None,
     });
     plan.event(
-        "offer_accepted",
         Some(actor),
         vis,
-        json!({"offer_id": o.id, "thread_id": t.id}),
+        EventBody::OfferAccepted(OfferRef {
+            offer_id: o.id,
+            thread_id: t.id,
+        }),
     );
     plan.change(Change::UpdateThread {
         thread: t.id,
@@ -1012,16 +1039,19 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
     });
     plan.change(Change::InsertDeal(deal.clone()));
     plan.event(
-        "deal_created",
         Some(actor),
         Visibility::Parties(vec![deal.buyer, deal.seller]),
-        json!({"deal": deal}),
+        EventBody::DealCreated(DealCreated { deal: deal.clone() }),
     );
     plan.event(
-        "listing_sold",
         Some(actor),
         Visibility::Public,
-        json!({"listing_id": l.id, "deal_id": deal.id, "price": deal.price, "title": l.title}),
+        EventBody::ListingSold(ListingSold {
+            listing_id: l.id,
+            deal_id: deal.id,
+            price: deal.price,
+            title: l.title.clone(),
+        }),
     );
     plan.transfer(
         Account::Available(deal.buyer),
@@ -1062,10 +1092,13 @@ fn time_out_if_capped(
     });
     if capped {
         plan.event(
-            "thread_closed",
             None,
             s.thread_visibility(t),
-            json!({"thread_id": t.id, "status": status, "reason": "offer_cap_reached"}),
+            EventBody::ThreadClosed(ThreadClosed {
+                thread_id: t.id,
+                status,
+                reason: "offer_cap_reached".into(),
+            }),
         );
     }
 }
@@ -1080,10 +1113,12 @@ pub fn reject_offer(s: &mut Scene, plan: &mut Plan) -> Result<()> {
         reason: None,
     });
     plan.event(
-        "offer_rejected",
         Some(actor),
         s.thread_visibility(t),
-        json!({"offer_id": o.id, "thread_id": t.id}),
+        EventBody::OfferRejected(OfferRef {
+            offer_id: o.id,
+            thread_id: t.id,
+        }),
     );
     // Rejecting is the other side acting, so strict alternation lets the proposer offer again.
     time_out_if_capped(s, plan, t, None);
@@ -1106,10 +1141,12 @@ pub fn withdraw_offer(s: &mut Scene, plan: &mut Plan) -> Result<()> {
         reason: None,
     });
     plan.event(
-        "offer_withdrawn",
         Some(actor),
         s.thread_visibility(t),
-        json!({"offer_id": o.id, "thread_id": t.id}),
+        EventBody::OfferWithdrawn(OfferRef {
+            offer_id: o.id,
+            thread_id: t.id,
+        }),
     );
     time_out_if_capped(s, plan, t, t.last_offer_by);
     Ok(())
@@ -1129,10 +1166,13 @@ pub fn walk_away(s: &mut Scene, plan: &mut Plan) -> Result<()> {
             reason: Some(VoidReason::WalkedAway),
         });
         plan.event(
-            "offer_voided",
             Some(actor),
             s.thread_visibility(t),
-            json!({"offer_id": o.id, "thread_id": t.id, "reason": VoidReason::WalkedAway}),
+            EventBody::OfferVoided(OfferVoided {
+                offer_id: o.id,
+                thread_id: t.id,
+                reason: VoidReason::WalkedAway,
+            }),
         );
     }
     plan.change(Change::UpdateThread {
@@ -1142,10 +1182,13 @@ pub fn walk_away(s: &mut Scene, plan: &mut Plan) -> Result<()> {
         last_offer_by: t.last_offer_by,
     });
     plan.event(
-        "thread_closed",
         Some(actor),
         s.thread_visibility(t),
-        json!({"thread_id": t.id, "status": ThreadStatus::Broken, "reason": "walked_away"}),
+        EventBody::ThreadClosed(ThreadClosed {
+            thread_id: t.id,
+            status: ThreadStatus::Broken,
+            reason: "walked_away".into(),
+        }),
     );
     Ok(())
 }
@@ -1169,10 +1212,12 @@ pub fn set_closing_time(
     rules.closes_at = closes_at;
     plan.change(Change::SetMarketRules(rules.clone()));
     plan.event(
-        "market_closing_set",
         None,
         Visibility::Public,
-        json!({"closes_at": closes_at, "previous": previous}),
+        EventBody::MarketClosingSet(MarketClosingSet {
+            closes_at,
+            previous,
+        }),
     );
     s.market.rules = rules;
     Ok(())
@@ -1231,10 +1276,13 @@ pub fn sweep(s: &Scene, plan: &mut Plan, due: &Due) {
             "market_closed"
         };
         plan.event(
-            "thread_closed",
             None,
             s.thread_visibility(t),
-            json!({"thread_id": t.id, "status": ThreadStatus::TimedOut, "reason": reason}),
+            EventBody::ThreadClosed(ThreadClosed {
+                thread_id: t.id,
+                status: ThreadStatus::TimedOut,
+                reason: reason.to_string(),
+            }),
         );
         closed.insert(t.id);
     }
@@ -1264,10 +1312,14 @@ pub fn sweep(s: &Scene, plan: &mut Plan, due: &Due) {
                 status: ListingStatus::Expired,
             });
             plan.event(
-                "listing_expired",
                 None,
                 Visibility::Public,
-                json!({"listing_id": l.id, "title": l.title, "reason": "market_closed"}),
+                EventBody::ListingExpired(ListingExpired {
+                    listing_id: l.id,
+                    deal_id: None,
+                    title: Some(l.title.clone()),
+                    reason: "market_closed".into(),
+                }),
             );
         }
     }
@@ -1281,9 +1333,14 @@ fn expire_offer(s: &Scene, plan: &mut Plan, o: &Offer, t: &Thread, reason: Optio
         state: OfferState::Expired,
         reason: None,
     });
-    let payload = match reason {
-        None => json!({"offer_id": o.id, "thread_id": t.id}),
-        Some(r) => json!({"offer_id": o.id, "thread_id": t.id, "reason": r}),
+    let payload = OfferExpired {
+        offer_id: o.id,
+        thread_id: t.id,
+        reason: reason.map(str::to_string),
     };
-    plan.event("offer_expired", None, s.thread_visibility(t), payload);
+    plan.event(
+        None,
+        s.thread_visibility(t),
+        EventBody::OfferExpired(payload),
+    );
 }

@@ -1,7 +1,7 @@
 //! A plan is what a command decided: rows to insert or update and events to append, in order.
 //! The store applies a whole plan in one transaction or not at all.
 
-use crate::event::{EventDraft, Visibility};
+use crate::event::{EventBody, EventDraft, TransferBooked, Visibility};
 use crate::ledger::{Account, Transfer, TransferKind};
 use crate::model::*;
 
@@ -92,18 +92,11 @@ impl Plan {
         self.changes.push(c);
     }
 
-    pub fn event(
-        &mut self,
-        kind: &str,
-        actor: Option<ParticipantId>,
-        visibility: Visibility,
-        payload: serde_json::Value,
-    ) {
+    pub fn event(&mut self, actor: Option<ParticipantId>, visibility: Visibility, body: EventBody) {
         self.events.push(EventDraft {
-            kind: kind.to_string(),
             actor,
             visibility,
-            payload,
+            body,
         });
     }
 
@@ -136,12 +129,16 @@ impl Plan {
             _ => Visibility::Operators,
         };
         self.event(
-            "transfer_booked",
             None,
             visibility,
-            serde_json::json!({
-                "transfer_id": t.id, "debit": debit.key(), "credit": credit.key(), "amount": amount,
-                "kind": kind.as_str(), "deal_id": deal_id, "idempotency_id": t.idempotency_id,
+            EventBody::TransferBooked(TransferBooked {
+                transfer_id: t.id,
+                debit,
+                credit,
+                amount,
+                kind,
+                deal_id,
+                idempotency_id: t.idempotency_id.clone(),
             }),
         );
         self.changes.push(Change::Transfer(t));

@@ -3,12 +3,14 @@
 //! removal of listings, and suspension and reinstatement of participants.
 
 use crate::error::{DomainError as E, Result};
-use crate::event::Visibility;
+use crate::event::{
+    EventBody, ListingOnly, ListingPosted, ListingRemoved, ListingWithdrawn, OfferVoided,
+    ParticipantOnly, ParticipantSuspended, PolicyChanged, ThreadClosed, Visibility,
+};
 use crate::model::*;
 use crate::negotiation::{NewListing, Scene, check_plain_text, void_others};
 use crate::plan::{Change, Plan};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 /// Bounds on a policy's size, so a policy is checked in bounded time.
@@ -378,10 +380,11 @@ pub fn set_policy(s: &mut Scene, plan: &mut Plan, policy: MarketPolicy) -> Resul
     rules.policy = policy.clone();
     plan.change(Change::SetMarketRules(rules.clone()));
     plan.event(
-        "policy_changed",
         None,
         Visibility::Public,
-        json!({ "policy": policy }),
+        EventBody::PolicyChanged(PolicyChanged {
+            policy: policy.clone(),
+        }),
     );
     s.market.rules = rules;
     Ok(())
@@ -411,16 +414,14 @@ pub fn approve_listing(s: &mut Scene, plan: &mut Plan) -> Result<Listing> {
         status: ListingStatus::Active,
     });
     plan.event(
-        "listing_approved",
         None,
         Visibility::Parties(vec![l.owner]),
-        json!({"listing_id": l.id}),
+        EventBody::ListingApproved(ListingOnly { listing_id: l.id }),
     );
     plan.event(
-        "listing_posted",
         Some(l.owner),
         Visibility::Public,
-        json!({ "listing": l }),
+        EventBody::ListingPosted(ListingPosted { listing: l.clone() }),
     );
     s.listing = Some(l.clone());
     Ok(l)
@@ -450,10 +451,13 @@ pub fn remove_listing(s: &mut Scene, plan: &mut Plan, reason: &str) -> Result<()
         status: ListingStatus::Removed,
     });
     plan.event(
-        "listing_removed",
         None,
         visibility,
-        json!({"listing_id": id, "owner": owner, "reason": reason.trim()}),
+        EventBody::ListingRemoved(ListingRemoved {
+            listing_id: id,
+            owner,
+            reason: reason.trim().to_string(),
+        }),
     );
     if let Some(l) = s.listing.as_mut() {
         l.status = ListingStatus::Removed;
@@ -480,10 +484,13 @@ pub fn suspend(s: &mut Scene, plan: &mut Plan, who: &Participant, reason: &str) 
             reason: Some(why),
         });
         plan.event(
-            "offer_voided",
             None,
             Visibility::Parties(vec![o.buyer, o.seller]),
-            json!({"offer_id": o.id, "thread_id": o.thread_id, "reason": why}),
+            EventBody::OfferVoided(OfferVoided {
+                offer_id: o.id,
+                thread_id: o.thread_id,
+                reason: why,
+            }),
         );
     }
     for t in &s.party_open_threads {
@@ -494,10 +501,13 @@ pub fn suspend(s: &mut Scene, plan: &mut Plan, who: &Participant, reason: &str) 
             last_offer_by: t.last_offer_by,
         });
         plan.event(
-            "thread_closed",
             None,
             s.thread_visibility(t),
-            json!({"thread_id": t.id, "status": ThreadStatus::Void, "reason": why}),
+            EventBody::ThreadClosed(ThreadClosed {
+                thread_id: t.id,
+                status: ThreadStatus::Void,
+                reason: why.as_str().to_string(),
+            }),
         );
     }
     for l in s
@@ -515,10 +525,12 @@ pub fn suspend(s: &mut Scene, plan: &mut Plan, who: &Participant, reason: &str) 
             Visibility::Public
         };
         plan.event(
-            "listing_withdrawn",
             None,
             visibility,
-            json!({"listing_id": l.id, "reason": why}),
+            EventBody::ListingWithdrawn(ListingWithdrawn {
+                listing_id: l.id,
+                reason: Some(why),
+            }),
         );
     }
     let suspension = Suspension {
@@ -530,10 +542,12 @@ pub fn suspend(s: &mut Scene, plan: &mut Plan, who: &Participant, reason: &str) 
         suspension: Some(suspension.clone()),
     });
     plan.event(
-        "participant_suspended",
         None,
         Visibility::Parties(vec![who.id]),
-        json!({"participant_id": who.id, "reason": suspension.reason}),
+        EventBody::ParticipantSuspended(ParticipantSuspended {
+            participant_id: who.id,
+            reason: suspension.reason.clone(),
+        }),
     );
     Ok(())
 }
@@ -552,10 +566,11 @@ pub fn reinstate(s: &mut Scene, plan: &mut Plan, who: &Participant) -> Result<()
         suspension: None,
     });
     plan.event(
-        "participant_reinstated",
         None,
         Visibility::Parties(vec![who.id]),
-        json!({"participant_id": who.id}),
+        EventBody::ParticipantReinstated(ParticipantOnly {
+            participant_id: who.id,
+        }),
     );
     Ok(())
 }

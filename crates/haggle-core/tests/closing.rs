@@ -274,7 +274,7 @@ fn sweep_at_close_expires_listings_offers_and_threads() {
     assert!(
         closing
             .iter()
-            .any(|e| e.kind == "thread_closed" && e.payload["reason"] == "market_closed")
+            .any(|e| matches!(&e.body, EventBody::ThreadClosed(p) if p.reason == "market_closed"))
     );
     // The deal agreed before the close is untouched; its listing stays sold.
     assert_eq!(f.m.deals[&f.deal].status, DealStatus::Agreed);
@@ -319,9 +319,12 @@ fn an_offer_past_its_own_expiry_at_close_expires_without_a_closing_reason() {
     let e =
         f.m.events
             .iter()
-            .find(|e| e.kind == "offer_expired")
+            .find_map(|e| match &e.body {
+                EventBody::OfferExpired(p) => Some(p),
+                _ => None,
+            })
             .expect("expired");
-    assert_eq!(e.payload.get("reason"), None);
+    assert_eq!(e.reason, None);
 }
 
 // ----- setting the closing time ----------------------------------------------------------------
@@ -385,8 +388,10 @@ fn moving_the_closing_time_into_the_past_closes_at_the_next_sweep() {
     let listing = m.list(seller, Side::Sell, "books", 5_000);
     m.set_closing_time(Some(T0 - 1)).unwrap();
     let e = m.events.last().unwrap();
-    assert_eq!(e.kind, "market_closing_set");
-    assert_eq!(e.payload["closes_at"], T0 - 1);
+    let EventBody::MarketClosingSet(p) = &e.body else {
+        panic!("{e:?}")
+    };
+    assert_eq!(p.closes_at, Some(T0 - 1));
     assert_eq!(m.listings[&listing].status, ListingStatus::Active);
     m.sweep();
     assert_eq!(m.listings[&listing].status, ListingStatus::Expired);

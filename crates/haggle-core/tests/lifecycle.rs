@@ -858,8 +858,13 @@ fn each_side_rates_once_from_one_to_five() {
     assert_eq!(f.m.ratings_on(f.deal).len(), 2);
     assert!(f.m.event_kinds().contains(&"deal_rated"));
     // The event does not give the score away before it is revealed.
-    let e = f.m.events.iter().find(|e| e.kind == "deal_rated").unwrap();
-    assert!(e.payload.get("score").is_none(), "{:?}", e.payload);
+    let e =
+        f.m.events
+            .iter()
+            .find(|e| e.kind() == "deal_rated")
+            .unwrap();
+    let payload = e.body.payload_json();
+    assert!(payload.get("score").is_none(), "{payload:?}");
     sound(&f.m);
 }
 

@@ -321,9 +321,8 @@ fn acceptance_voids_other_live_offers_on_listing() {
     assert_eq!(m.funds(rival).committed, 0);
     // The rival is told.
     let told = m.events.iter().any(|e| {
-        e.kind == "offer_voided"
+        matches!(&e.body, EventBody::OfferVoided(p) if p.offer_id == rival_bid.id)
             && e.visibility.includes(rival)
-            && e.payload["offer_id"] == rival_bid.id
     });
     assert!(told, "the rival was not notified");
     sound(&m);
@@ -1392,9 +1391,12 @@ fn verify_chain_detects_altered_event() {
     let i = m
         .events
         .iter()
-        .position(|e| e.kind == "deal_created")
+        .position(|e| e.kind() == "deal_created")
         .unwrap();
-    m.events[i].payload["deal"]["price"] = 1.into();
+    let EventBody::DealCreated(p) = &mut m.events[i].body else {
+        unreachable!()
+    };
+    p.deal.price = 1;
     let breaks = verify_chain(&m.events);
     assert_eq!(breaks.len(), 1, "{breaks:?}");
     assert!(breaks[0].contains("altered"));
@@ -1442,7 +1444,7 @@ fn every_command_appends_events_to_one_chain() {
     let booked = m
         .events
         .iter()
-        .filter(|e| e.kind == "transfer_booked")
+        .filter(|e| e.kind() == "transfer_booked")
         .count();
     assert_eq!(booked, m.transfers.len());
 }

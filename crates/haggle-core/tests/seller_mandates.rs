@@ -230,9 +230,9 @@ fn mandate_changed_events_carry_the_agents_view() {
         .events
         .iter()
         .rev()
-        .find(|e| e.kind == "mandate_changed")
+        .find(|e| e.kind() == "mandate_changed")
         .unwrap();
-    let text = e.payload.to_string();
+    let text = e.body.payload_json().to_string();
     assert!(
         text.contains("has_minimum") && !text.contains("777") && !text.contains("1234"),
         "{text}"

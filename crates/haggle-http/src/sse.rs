@@ -38,7 +38,7 @@ pub async fn stream_events(
                 let data = serde_json::to_string(&e).expect("events serialise");
                 let sse = SseEvent::default()
                     .id(e.seq.to_string())
-                    .event(e.kind.clone())
+                    .event(e.kind())
                     .data(data);
                 return Some((Ok(sse), (s, rx, after, buf)));
             }

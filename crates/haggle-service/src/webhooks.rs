@@ -630,8 +630,8 @@ impl Service {
         };
         let wanted: Vec<(i64, String)> = events
             .iter()
-            .filter(|e| w.wants(&e.kind))
-            .map(|e| (e.seq, e.kind.clone()))
+            .filter(|e| w.wants(e.kind()))
+            .map(|e| (e.seq, e.kind().to_string()))
             .collect();
         self.store
             .enqueue_webhook_deliveries(w, last.seq, &wanted, self.now())
@@ -672,7 +672,7 @@ impl Service {
                 let sent = client
                     .post(&c.webhook.url)
                     .header("Content-Type", "application/json")
-                    .header("Haggle-Event-Type", event.kind.as_str())
+                    .header("Haggle-Event-Type", event.kind())
                     .header("Haggle-Delivery-Id", d.id.to_string())
                     .header("Haggle-Webhook-Id", c.webhook.id.to_string())
                     .header("Haggle-Timestamp", ts.to_string())

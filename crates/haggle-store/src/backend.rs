@@ -7,7 +7,7 @@
 use crate::row::{json, parsed, search_text, to_json};
 use crate::memory::MarketMemory;
 use crate::shelves::{MarketShelves, ShelfQuery};
-use haggle_core::event::{verify_chain, EventDraft};
+use haggle_core::event::{self, verify_chain, EventBody, EventDraft};
 use haggle_core::ledger::{self, Account, Transfer, TransferKind};
 use haggle_core::model::{
     Approver, Deal, DealNote, DealStatus, Listing, ListingStatus, Message, Offer, OfferState, Participant, Rating, Side,
@@ -236,14 +236,17 @@ fn event_row(r: &DbRow) -> StoreResult<Event> {
         "operators" => Visibility::Operators,
         other => return Err(StoreError::Corrupt(format!("column scope: unknown value '{other}'"))),
     };
+    let (seq, kind): (i64, String) = (r.try_get("seq")?, r.try_get("kind")?);
+    let payload = json("payload", &r.try_get::<String, _>("payload")?)?;
+    // A kind this version does not know, or a payload that does not fit it, is refused loudly.
+    let body = EventBody::from_parts(&kind, payload).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
     Ok(Event {
         market_id: r.try_get("market_id")?,
-        seq: r.try_get("seq")?,
+        seq,
         at: r.try_get("at")?,
-        kind: r.try_get("kind")?,
         actor: r.try_get("actor")?,
         visibility,
-        payload: json("payload", &r.try_get::<String, _>("payload")?)?,
+        body,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
     })
@@ -701,7 +704,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
                 None => return Ok(Err(DomainError::invalid_request("by_ms would move the simulated clock past 9999-12-31"))),
             };
             plan.now = s.now;
-            plan.event("clock_advanced", None, Visibility::Public, serde_json::json!({"now": s.now, "by_ms": by_ms}));
+            plan.event(None, Visibility::Public, EventBody::ClockAdvanced(event::ClockAdvanced { now: s.now, by_ms }));
             rules::sweep(&s, plan, &due(c, &s.market, s.now).await?);
             Ok(Outcome::Clock { now: s.now })
         }
@@ -924,8 +927,8 @@ async fn insert_event(c: &mut Conn, e: &Event) -> StoreResult<()> {
         }
     };
     sqlx::query("INSERT INTO events (market_id, seq, at, kind, actor, scope, party_a, party_b, payload, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-        .bind(e.market_id).bind(e.seq).bind(e.at).bind(&e.kind).bind(e.actor).bind(scope).bind(a).bind(b)
-        .bind(to_json(&e.payload)).bind(&e.prev_hash).bind(&e.hash).execute(&mut *c).await?;
+        .bind(e.market_id).bind(e.seq).bind(e.at).bind(e.kind()).bind(e.actor).bind(scope).bind(a).bind(b)
+        .bind(to_json(&e.body.payload_json())).bind(&e.prev_hash).bind(&e.hash).execute(&mut *c).await?;
     Ok(())
 }
 
@@ -1066,10 +1069,9 @@ impl Backend {
             let market = Market { id, name: nm.name.clone(), currency: nm.currency.clone(), clock_mode: nm.clock_mode, sim_now: nm.sim_start, rules: nm.rules.clone(), created_at: now };
             let at = market.now(now);
             let e = Event::seal(id, 1, at, GENESIS_HASH, EventDraft {
-                kind: "market_created".into(),
                 actor: None,
                 visibility: Visibility::Public,
-                payload: serde_json::json!({"market": market}),
+                body: EventBody::MarketCreated(event::MarketCreated { market: market.clone() }),
             });
             let inserted = sqlx::query("INSERT INTO markets (id, name, currency, clock_mode, sim_now, rules, created_at, next_id, last_seq, last_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 1, $8)")
                 .bind(id).bind(&market.name).bind(&market.currency).bind(market.clock_mode.as_str()).bind(market.sim_now)
@@ -1715,12 +1717,11 @@ impl Backend {
             }
         }
         // Every transfer is also an event on the chain, so a deleted or edited transfer shows.
-        let booked: std::collections::BTreeMap<i64, &serde_json::Value> = events.iter().filter(|e| e.kind == "transfer_booked")
-            .filter_map(|e| Some((e.payload.get("transfer_id")?.as_i64()?, &e.payload))).collect();
+        let booked: std::collections::BTreeMap<i64, &event::TransferBooked> = events.iter()
+            .filter_map(|e| match &e.body { EventBody::TransferBooked(p) => Some((p.transfer_id, p)), _ => None }).collect();
         for t in &transfers {
             let same = booked.get(&t.id).is_some_and(|p| {
-                p["amount"].as_i64() == Some(t.amount) && p["debit"].as_str() == Some(&t.debit.key()) && p["credit"].as_str() == Some(&t.credit.key())
-                    && p["kind"].as_str() == Some(t.kind.as_str()) && p["deal_id"].as_i64() == t.deal_id
+                p.amount == t.amount && p.debit == t.debit && p.credit == t.credit && p.kind == t.kind && p.deal_id == t.deal_id
             });
             if !same {
                 breaches.push(format!("transfers_match_events: transfer {} differs from its transfer_booked event", t.id));

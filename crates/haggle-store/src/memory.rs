@@ -582,10 +582,11 @@ mod tests {
             market_id: 1,
             seq,
             at: 0,
-            kind: "k".into(),
             actor: None,
             visibility,
-            payload: serde_json::json!({"seq": seq}),
+            body: haggle_core::EventBody::ListingApproved(haggle_core::event::ListingOnly {
+                listing_id: seq,
+            }),
             prev_hash: String::new(),
             hash: String::new(),
         }

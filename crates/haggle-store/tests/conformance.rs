@@ -10,9 +10,9 @@ use haggle_core::event::verify_chain;
 use haggle_core::negotiation::NewListing;
 use haggle_core::policy::{MarketPolicy, PolicyAction, PolicyRule};
 use haggle_core::{
-    Approver, BelowMin, ClockMode, Deal, DealStatus, DomainError, ErrorCode, Event, GENESIS_HASH,
-    HOUR_MS, Listing, ListingStatus, Mandate, Market, MarketRules, Offer, OfferState, Side, Thread,
-    ThreadStatus, Visibility,
+    Account, Approver, BelowMin, ClockMode, Deal, DealStatus, DomainError, ErrorCode, Event,
+    EventBody, GENESIS_HASH, HOUR_MS, Listing, ListingStatus, Mandate, Market, MarketRules, Offer,
+    OfferState, Side, Thread, ThreadStatus, Visibility,
 };
 use haggle_store::survey::SurveyAnswer;
 use haggle_store::{
@@ -1653,8 +1653,8 @@ async fn acceptance_makes_one_deal_and_voids_the_rest(db: Db) {
         .await
         .into_iter()
         .rev()
-        .take_while(|e| e.kind != "offer_made")
-        .map(|e| e.kind)
+        .take_while(|e| e.kind() != "offer_made")
+        .map(|e| e.kind().to_string())
         .collect();
     for kind in [
         "offer_accepted",
@@ -1671,7 +1671,7 @@ async fn acceptance_makes_one_deal_and_voids_the_rest(db: Db) {
         .events(Viewer::Participant(buyer))
         .await
         .into_iter()
-        .any(|e| e.kind == "offer_voided" && e.payload["offer_id"] == a.id);
+        .any(|e| matches!(&e.body, EventBody::OfferVoided(p) if p.offer_id == a.id));
     assert!(voided_for_buyer);
     m.verified().await;
 }
@@ -1810,7 +1810,7 @@ async fn simulated_clock_expires_offers_and_threads(db: Db) {
         .events(Viewer::All)
         .await
         .into_iter()
-        .map(|e| e.kind)
+        .map(|e| e.kind().to_string())
         .collect();
     assert!(kinds.contains(&"offer_expired".to_string()));
     assert!(kinds.contains(&"clock_advanced".to_string()));
@@ -2617,7 +2617,7 @@ async fn events_visibility(db: Db) {
 
     let all = m.events(Viewer::All).await;
     assert_eq!(all.len(), store.verify(m.id).await.unwrap().events);
-    assert_eq!(all.first().map(|e| e.kind.as_str()), Some("market_created"));
+    assert_eq!(all.first().map(|e| e.kind()), Some("market_created"));
     assert!(
         all.iter()
             .any(|e| matches!(e.visibility, Visibility::Parties(_)))
@@ -2656,12 +2656,7 @@ async fn events_visibility(db: Db) {
         );
     }
     let seen_by_buyer = m.events(Viewer::Participant(buyer)).await;
-    let thread_of = |e: &Event| {
-        e.payload["thread"]["id"]
-            .as_i64()
-            .or(e.payload["thread_id"].as_i64())
-            .or(e.payload["offer"]["thread_id"].as_i64())
-    };
+    let thread_of = |e: &Event| e.body.thread_id();
     assert!(
         seen_by_buyer
             .iter()
@@ -2678,17 +2673,17 @@ async fn events_visibility(db: Db) {
         "operators see every thread"
     );
     assert!(
-        !seen_by_buyer.iter().any(|e| e.kind == "mandate_changed"),
+        !seen_by_buyer.iter().any(|e| e.kind() == "mandate_changed"),
         "another participant's mandate is private"
     );
     assert!(
         seen_by_buyer
             .iter()
-            .any(|e| e.kind == "listing_posted" && e.visibility == Visibility::Public)
+            .any(|e| e.kind() == "listing_posted" && e.visibility == Visibility::Public)
     );
     let funded = |seen: &[Event], p: i64| {
         seen.iter()
-            .any(|e| e.kind == "transfer_booked" && e.payload["credit"] == format!("available:{p}"))
+            .any(|e| matches!(&e.body, EventBody::TransferBooked(t) if t.credit == Account::Available(p)))
     };
     assert!(funded(&seen_by_buyer, buyer));
     assert!(!funded(&seen_by_buyer, rival));
@@ -3430,7 +3425,7 @@ async fn recent_events_are_newest_first_filtered_by_viewer_and_kind(db: Db) {
     let sold: Vec<i64> = all
         .iter()
         .rev()
-        .filter(|e| e.kind == "listing_sold" || e.kind == "offer_made")
+        .filter(|e| e.kind() == "listing_sold" || e.kind() == "offer_made")
         .map(|e| e.seq)
         .collect();
     assert_eq!(sold.len(), 2);
@@ -3556,7 +3551,7 @@ async fn reputation_own_deals_and_news_follow_every_commit(db: Db) {
             .await
             .unwrap()
             .iter()
-            .all(|e| e.kind != "deal_created")
+            .all(|e| e.kind() != "deal_created")
     );
     let ids = |v: Vec<Deal>| v.iter().map(|d| d.id).collect::<Vec<_>>();
     assert_eq!(
@@ -3786,8 +3781,9 @@ async fn closing_expires_listings_offers_and_threads_and_deals_still_settle(db: 
         .events(Viewer::All)
         .await
         .into_iter()
-        .filter(|e| e.payload["reason"] == "market_closed")
-        .map(|e| e.kind)
+        // Every kind that gives a reason names the close the same way.
+        .filter(|e| e.body.payload_json()["reason"] == "market_closed")
+        .map(|e| e.kind().to_string())
         .collect();
     assert!(
         closing.contains(&"listing_expired".to_string()),
@@ -3861,7 +3857,7 @@ async fn closing_time_is_stored_and_moved_by_the_operator(db: Db) {
         MarketRules::default().offer_ttl_ms
     );
     let last = m.events(Viewer::Public).await.pop().unwrap();
-    assert_eq!(last.kind, "market_closing_set");
+    assert_eq!(last.kind(), "market_closing_set");
     // Moved into the past (by this real clock), the market closes at the next sweep.
     m.ok(Command::SetClosingTime {
         closes_at: Some(T0 - 1),

@@ -270,8 +270,8 @@ fn live_stream(state: LiveState) -> impl Stream<Item = Result<SseEvent, Infallib
             let mut names = Names::new(&st.web.svc, &st.signed.caller, st.market);
             let mut summary_moved = false;
             for e in &page.events {
-                summary_moved |= moves_summary(&e.kind);
-                if !kinds.contains(&e.kind.as_str()) {
+                summary_moved |= moves_summary(e.kind());
+                if !kinds.contains(&e.kind()) {
                     continue;
                 }
                 let entry = describe(e, &mut names, st.market, &st.currency).await;

@@ -2,7 +2,8 @@
 //! (with participants' names and listings' titles looked up through the service, as the viewer
 //! may read them), and money typed into forms back into minor units.
 
-use haggle_core::{Event, Money};
+use haggle_core::event::*;
+use haggle_core::{DealId, Event, MandateAuthor, Money, Side};
 use haggle_service::{Caller, Service};
 use std::collections::HashMap;
 
@@ -355,122 +356,108 @@ fn quote(s: &str) -> String {
     }
 }
 
+/// The deal an event is about, for the events the feed words as "deal N — ...".
+fn deal_of(body: &EventBody) -> Option<DealId> {
+    match body {
+        EventBody::DealHandedOver(DealHandedOver { deal_id, .. })
+        | EventBody::DealInspected(DealInspected { deal_id, .. })
+        | EventBody::DealCancelRequested(DealCancelRequested { deal_id, .. })
+        | EventBody::DealDisputed(DealDisputed { deal_id, .. })
+        | EventBody::DisputeEvidenceAdded(DisputeEvidenceAdded { deal_id, .. })
+        | EventBody::DealApprovalGiven(DealApprovalGiven { deal_id, .. })
+        | EventBody::DealApproved(DealOnly { deal_id })
+        | EventBody::DealRated(DealRated { deal_id, .. })
+        | EventBody::DealCompleted(DealClosed { deal_id, .. })
+        | EventBody::DealCancelled(DealClosed { deal_id, .. })
+        | EventBody::DealDeclined(DealClosed { deal_id, .. })
+        | EventBody::DealRefunded(DealClosed { deal_id, .. })
+        | EventBody::DealPartiallyRefunded(DealClosed { deal_id, .. }) => Some(*deal_id),
+        EventBody::TransferBooked(p) => p.deal_id,
+        _ => None,
+    }
+}
+
 /// Describes an event in a sentence, with names and titles.
 pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &str) -> FeedEntry {
-    let p = &e.payload;
-    let num = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
     let actor = match e.actor {
         Some(a) => names.person(a).await,
         None => "The market".to_string(),
     };
     let listing_link = |id: i64| Some(format!("/m/{market}/listings/{id}"));
     let deal_link = |id: i64| Some(format!("/m/{market}/deals/{id}"));
-    let (text, link) = match e.kind.as_str() {
-        "participant_joined" => (
-            format!(
-                "{} joined the market",
-                p["name"].as_str().unwrap_or("someone")
-            ),
-            None,
-        ),
-        "listing_posted" => {
-            let l = &p["listing"];
-            let id = num(&l["id"]);
-            let title = l["title"].as_str().unwrap_or("").to_string();
-            names.remember_title(id, &title);
-            let price = money(num(&l["price"]), currency);
-            let text = if l["side"] == "buy" {
-                format!("{actor} wants {} (budget {price})", quote(&title))
+    let (text, link) = match &e.body {
+        EventBody::ParticipantJoined(p) => (format!("{} joined the market", p.name), None),
+        EventBody::ListingPosted(p) => {
+            let l = &p.listing;
+            names.remember_title(l.id, &l.title);
+            let price = money(l.price, currency);
+            let text = if l.side == Side::Buy {
+                format!("{actor} wants {} (budget {price})", quote(&l.title))
             } else {
-                format!("{actor} listed {} for {price}", quote(&title))
+                format!("{actor} listed {} for {price}", quote(&l.title))
             };
-            (text, listing_link(id))
+            (text, listing_link(l.id))
         }
-        "listing_withdrawn" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::ListingWithdrawn(p) => {
+            let title = names.title(p.listing_id).await;
             (
                 format!("{actor} withdrew {}", quote(&title)),
-                listing_link(id),
+                listing_link(p.listing_id),
             )
         }
-        "listing_relisted" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::ListingRelisted(p) => {
+            let title = names.title(p.listing_id).await;
             (
                 format!("{} is available again (its deal was undone)", quote(&title)),
-                listing_link(id),
+                listing_link(p.listing_id),
             )
         }
-        "listing_expired" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::ListingExpired(p) => {
+            let title = names.title(p.listing_id).await;
             (
                 format!("{} expired: the market has closed", quote(&title)),
-                listing_link(id),
+                listing_link(p.listing_id),
             )
         }
-        "listing_removed" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::ListingRemoved(p) => {
+            let title = names.title(p.listing_id).await;
             (
-                format!(
-                    "{} was removed by an operator: {}",
-                    quote(&title),
-                    p["reason"].as_str().unwrap_or("")
-                ),
-                listing_link(id),
+                format!("{} was removed by an operator: {}", quote(&title), p.reason),
+                listing_link(p.listing_id),
             )
         }
-        "market_closing_set" => (
-            match p["closes_at"].as_i64() {
+        EventBody::MarketClosingSet(p) => (
+            match p.closes_at {
                 Some(at) => format!("The market now closes at {}", time(at)),
                 None => "The market no longer has a closing time".to_string(),
             },
             None,
         ),
-        "listing_sold" => {
-            let id = num(&p["listing_id"]);
-            let title = p["title"].as_str().unwrap_or("").to_string();
-            (
-                format!(
-                    "Sold: {} for {}",
-                    quote(&title),
-                    money(num(&p["price"]), currency)
-                ),
-                listing_link(id),
-            )
-        }
-        "thread_opened" => {
-            let t = &p["thread"];
-            let id = num(&t["listing_id"]);
+        EventBody::ListingSold(p) => (
+            format!("Sold: {} for {}", quote(&p.title), money(p.price, currency)),
+            listing_link(p.listing_id),
+        ),
+        EventBody::ThreadOpened(p) => {
+            let id = p.thread.listing_id;
             let title = names.title(id).await;
             (
                 format!("{actor} started negotiating for {}", quote(&title)),
                 listing_link(id),
             )
         }
-        "message_posted" => {
-            let id = num(&p["listing_id"]);
-            let title = names.title(id).await;
+        EventBody::MessagePosted(p) => {
+            let title = names.title(p.listing_id).await;
             (
-                format!(
-                    "{actor} on {}: {}",
-                    quote(&title),
-                    quote(p["message"]["body"].as_str().unwrap_or(""))
-                ),
-                listing_link(id),
+                format!("{actor} on {}: {}", quote(&title), quote(&p.message.body)),
+                listing_link(p.listing_id),
             )
         }
-        "offer_made" => {
-            let o = &p["offer"];
-            let id = num(&o["listing_id"]);
-            let title = names.title(id).await;
-            let price = money(num(&o["price"]), currency);
-            let before = if num(&p["offers_made"]) > 1 {
-                names
-                    .offer_before(num(&o["thread_id"]), num(&o["id"]))
-                    .await
+        EventBody::OfferMade(p) => {
+            let o = &p.offer;
+            let title = names.title(o.listing_id).await;
+            let price = money(o.price, currency);
+            let before = if p.offers_made > 1 {
+                names.offer_before(o.thread_id, o.id).await
             } else {
                 None
             };
@@ -489,29 +476,58 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
                     money(was, currency),
                     quote(&title)
                 ),
-                None if num(&p["offers_made"]) > 1 => {
+                None if p.offers_made > 1 => {
                     format!("{actor} countered with {price} for {}", quote(&title))
                 }
                 None => format!("{actor} offered {price} for {}", quote(&title)),
             };
-            (text, listing_link(id))
+            (text, listing_link(o.listing_id))
         }
-        "deal_created" => {
-            let d = &p["deal"];
-            let buyer = names.person(num(&d["buyer"])).await;
-            let seller = names.person(num(&d["seller"])).await;
+        EventBody::DealCreated(p) => {
+            let d = &p.deal;
+            let buyer = names.person(d.buyer).await;
+            let seller = names.person(d.seller).await;
             (
                 format!(
                     "Deal: {buyer} buys {} from {seller} for {}",
-                    quote(d["snapshot"]["title"].as_str().unwrap_or("")),
-                    money(num(&d["price"]), currency)
+                    quote(&d.snapshot.title),
+                    money(d.price, currency)
                 ),
-                deal_link(num(&d["id"])),
+                deal_link(d.id),
             )
         }
-        kind if kind.starts_with("offer_") => {
-            let offer = num(&p["offer_id"]);
-            match names.offer_in(num(&p["thread_id"]), offer).await {
+        EventBody::OfferCountered(OfferRef {
+            offer_id,
+            thread_id,
+        })
+        | EventBody::OfferSuperseded(OfferRef {
+            offer_id,
+            thread_id,
+        })
+        | EventBody::OfferAccepted(OfferRef {
+            offer_id,
+            thread_id,
+        })
+        | EventBody::OfferRejected(OfferRef {
+            offer_id,
+            thread_id,
+        })
+        | EventBody::OfferWithdrawn(OfferRef {
+            offer_id,
+            thread_id,
+        })
+        | EventBody::OfferVoided(OfferVoided {
+            offer_id,
+            thread_id,
+            ..
+        })
+        | EventBody::OfferExpired(OfferExpired {
+            offer_id,
+            thread_id,
+            ..
+        }) => {
+            let (offer, kind) = (*offer_id, e.kind());
+            match names.offer_in(*thread_id, offer).await {
                 Some((by, price, listing)) => {
                     let whose = names.person(by).await;
                     let what = format!(
@@ -524,18 +540,18 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
                         money(price, currency),
                         quote(&names.title(listing).await)
                     );
-                    let text = match kind {
-                        "offer_accepted" => format!("{actor} accepted {what}"),
-                        "offer_rejected" => format!("{actor} rejected {what}"),
-                        "offer_withdrawn" => format!("{actor} withdrew {what}"),
-                        _ => format!(
+                    let text = match &e.body {
+                        EventBody::OfferAccepted(_) => format!("{actor} accepted {what}"),
+                        EventBody::OfferRejected(_) => format!("{actor} rejected {what}"),
+                        EventBody::OfferWithdrawn(_) => format!("{actor} withdrew {what}"),
+                        body => format!(
                             "{whose}'s offer of {} for {} {}",
                             money(price, currency),
                             quote(&names.title(listing).await),
-                            match kind {
-                                "offer_expired" => "expired".to_string(),
-                                "offer_voided" => "was voided".to_string(),
-                                other => words(other.trim_start_matches("offer_")),
+                            match body {
+                                EventBody::OfferExpired(_) => "expired".to_string(),
+                                EventBody::OfferVoided(_) => "was voided".to_string(),
+                                _ => words(kind.trim_start_matches("offer_")),
                             }
                         ),
                     };
@@ -550,18 +566,17 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
                 ),
             }
         }
-        "thread_closed" => {
-            let thread = num(&p["thread_id"]);
+        EventBody::ThreadClosed(p) => {
+            let thread = p.thread_id;
             let listing = names.listing_of_thread(thread).await;
             let about = match listing {
                 Some(l) => format!("for {}", quote(&names.title(l).await)),
                 None => thread.to_string(),
             };
-            let reason = p["reason"].as_str().unwrap_or("");
-            let text = if reason == "walked_away" {
+            let text = if p.reason == "walked_away" {
                 format!("{actor} walked away: the negotiation {about} ended without a deal")
             } else {
-                let why = match reason {
+                let why = match p.reason.as_str() {
                     "offer_cap_reached" => " (no offers left)",
                     "deadline_passed" => " (out of time)",
                     "market_closed" => " (the market closed)",
@@ -575,29 +590,32 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
             };
             (text, listing.and_then(listing_link))
         }
-        "mandate_changed" => {
-            let who = names.person(num(&p["participant_id"])).await;
-            let text = match p["by"].as_str() {
-                Some("operator") => format!("An operator changed {who}'s mandate"),
-                _ => format!("{who}'s principal changed the mandate"),
+        EventBody::MandateChanged(p) => {
+            let who = names.person(p.participant_id).await;
+            let text = match p.by {
+                MandateAuthor::Operator => format!("An operator changed {who}'s mandate"),
+                MandateAuthor::Principal => format!("{who}'s principal changed the mandate"),
             };
             (text, None)
         }
-        kind if p.get("deal_id").is_some() => {
-            let id = num(&p["deal_id"]);
+        body if deal_of(body).is_some() => {
+            let id = deal_of(body).unwrap_or_default();
             let who = if e.actor.is_some() {
                 format!("{actor}: ")
             } else {
                 String::new()
             };
-            (format!("{who}deal {id} — {}", words(kind)), deal_link(id))
+            (
+                format!("{who}deal {id} — {}", words(e.kind())),
+                deal_link(id),
+            )
         }
-        kind => (format!("{actor}: {}", words(kind)), None),
+        _ => (format!("{actor}: {}", words(e.kind())), None),
     };
     FeedEntry {
         seq: e.seq,
         at: time(e.at),
-        group: group_of(&e.kind),
+        group: group_of(e.kind()),
         text,
         link,
     }

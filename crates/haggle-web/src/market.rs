@@ -489,12 +489,15 @@ pub async fn deals(
             .recent_events(&s.caller, m, &["listing_sold"], None, Some(100))
             .await?
         {
-            sales.push(SaleRow {
-                listing: e.payload["listing_id"].as_i64().unwrap_or(0),
-                title: e.payload["title"].as_str().unwrap_or("").to_string(),
-                price: money(e.payload["price"].as_i64().unwrap_or(0), &c.market.currency),
-                at: time(e.at),
-            });
+            // The query asks for `listing_sold` only.
+            if let haggle_core::EventBody::ListingSold(p) = e.body {
+                sales.push(SaleRow {
+                    listing: p.listing_id,
+                    title: p.title,
+                    price: money(p.price, &c.market.currency),
+                    at: time(e.at),
+                });
+            }
         }
     }
     Ok(render(&DealsPage {

@@ -234,7 +234,7 @@ pub async fn page(
         .recent_activity(&s.caller, m, p, None, Some(30))
         .await?
     {
-        if crate::format::told_elsewhere(&e.kind) {
+        if crate::format::told_elsewhere(e.kind()) {
             continue;
         }
         activity.push(describe(&e, &mut names, m, &cur).await);

@@ -443,7 +443,10 @@ async fn a_principal_approves_a_deal_once_even_when_the_form_is_sent_twice() {
         .await
         .unwrap();
     assert_eq!(
-        events.iter().filter(|e| e.kind == "deal_approved").count(),
+        events
+            .iter()
+            .filter(|e| e.kind() == "deal_approved")
+            .count(),
         1
     );
     let after = s

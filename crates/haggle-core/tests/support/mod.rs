@@ -815,7 +815,7 @@ impl Mem {
     }
 
     pub fn event_kinds(&self) -> Vec<&str> {
-        self.events.iter().map(|e| e.kind.as_str()).collect()
+        self.events.iter().map(|e| e.kind()).collect()
     }
 }
 

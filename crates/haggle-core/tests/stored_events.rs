@@ -1,0 +1,84 @@
+//! Events stored by earlier versions still parse, serialise to the same bytes and verify: the
+//! fixture holds chains written before events were typed (a demo market and the core's tests).
+
+use haggle_core::event::verify_chain;
+use haggle_core::{Event, EventBody};
+
+const FIXTURE: &str = include_str!("fixtures/events-v1.jsonl");
+
+/// The fixture's lines, as chains: each chain starts at sequence number 1.
+fn chains() -> Vec<Vec<(&'static str, Event)>> {
+    let mut chains: Vec<Vec<(&str, Event)>> = Vec::new();
+    for (i, line) in FIXTURE.lines().enumerate() {
+        let e: Event = serde_json::from_str(line)
+            .unwrap_or_else(|err| panic!("fixture line {} does not parse: {err}", i + 1));
+        if e.seq == 1 {
+            chains.push(Vec::new());
+        }
+        chains
+            .last_mut()
+            .expect("a chain starts at seq 1")
+            .push((line, e));
+    }
+    chains
+}
+
+#[test]
+fn stored_events_serialise_to_the_same_bytes() {
+    for (line, e) in chains().into_iter().flatten() {
+        assert_eq!(serde_json::to_string(&e).unwrap(), line);
+    }
+}
+
+#[test]
+fn stored_chains_still_verify() {
+    let chains = chains();
+    assert_eq!(chains.len(), 10);
+    for chain in chains {
+        let events: Vec<Event> = chain.into_iter().map(|(_, e)| e).collect();
+        assert_eq!(verify_chain(&events), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn the_fixture_holds_every_kind() {
+    let seen: std::collections::BTreeSet<&str> = chains()
+        .into_iter()
+        .flatten()
+        .map(|(_, e)| e.kind())
+        .collect();
+    let missing: Vec<&&str> = EventBody::KINDS
+        .iter()
+        .filter(|k| !seen.contains(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "kinds with no stored example: {missing:?}"
+    );
+}
+
+#[test]
+fn an_unknown_kind_is_refused() {
+    let line = FIXTURE
+        .lines()
+        .next()
+        .unwrap()
+        .replace("participant_joined", "participant_renamed");
+    let err = serde_json::from_str::<Event>(&line).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown event kind `participant_renamed`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_payload_with_a_field_its_kind_lacks_is_refused() {
+    let line = FIXTURE
+        .lines()
+        .next()
+        .unwrap()
+        .replace(r#""payload":{"#, r#""payload":{"extra":1,"#);
+    let err = serde_json::from_str::<Event>(&line).unwrap_err();
+    assert!(err.to_string().contains("unknown field `extra`"), "{err}");
+}
