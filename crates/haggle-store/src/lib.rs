@@ -11,6 +11,7 @@ mod shelves;
 /// Per-statement timings of the SQLite driver (see `haggle bench sim --sql-profile`).
 pub use lite::profile as sqlite_profile;
 mod row;
+pub mod payments;
 pub mod survey;
 pub mod webhooks;
 
@@ -151,6 +152,7 @@ pub mod sqlite {
     include!("backend.rs");
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
+    include!("payments_backend.rs");
 }
 
 pub mod postgres {
@@ -166,6 +168,7 @@ pub mod postgres {
     include!("backend.rs");
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
+    include!("payments_backend.rs");
 
     impl Backend {
         /// A connection listening for the markets other processes wrote events to.
