@@ -631,4 +631,3 @@ pub struct Reconciliation {
     pub compared: u32,
     pub differences: Vec<PaymentDifference>,
 }
-

@@ -48,10 +48,7 @@ pub fn target(deal: &Deal) -> Target {
         return Target::Hold;
     }
     let to_seller = match deal.status {
-        DealStatus::Completed => deal
-            .resolution
-            .as_ref()
-            .map_or(deal.price, |r| r.to_seller),
+        DealStatus::Completed => deal.resolution.as_ref().map_or(deal.price, |r| r.to_seller),
         DealStatus::PartiallyRefunded => deal.resolution.as_ref().map_or(0, |r| r.to_seller),
         _ => 0,
     };
@@ -187,7 +184,12 @@ impl Payment {
     /// provider already holds what the ledger says, or nothing more can be done by Haggle: a
     /// refused step waits for a deliberate retry (`retry`), a charge cannot grow after capture,
     /// and a cancelled hold cannot be charged (reconciliation reports both).
-    pub fn next_step(&self, target: Target, price: Money, retry: bool) -> Option<(PaymentStep, Money)> {
+    pub fn next_step(
+        &self,
+        target: Target,
+        price: Money,
+        retry: bool,
+    ) -> Option<(PaymentStep, Money)> {
         if self.failure.is_some() && !retry {
             return None;
         }

@@ -10,14 +10,13 @@
 
 use crate::{ApiError, ApiResult, Caller, Service};
 use futures_util::future::BoxFuture;
+pub use haggle_api::{AttachPaymentMethod, PaymentDifference, Reconciliation};
+use haggle_core::ErrorCode;
 use haggle_core::model::{Deal, Market, Money};
 use haggle_core::payment::{
-    Failure, IntentStatus, Observed, Payment, PaymentStep, PaymentView, Target,
-    target,
+    Failure, IntentStatus, Observed, Payment, PaymentStep, PaymentView, Target, target,
 };
-use haggle_core::ErrorCode;
 use haggle_store::payments::PaymentMethod;
-pub use haggle_api::{AttachPaymentMethod, PaymentDifference, Reconciliation};
 use std::sync::Arc;
 
 /// Why a provider call did not confirm.
@@ -50,13 +49,21 @@ pub trait PaymentProvider: Send + Sync {
     /// Authorises `amount` on the buyer's payment method, to capture later (the hold).
     fn hold<'a>(&'a self, r: &'a HoldRequest) -> BoxFuture<'a, ProviderResult>;
     /// Captures `amount` (all or part) of the hold; the rest is released.
-    fn capture<'a>(&'a self, key: &'a str, intent: &'a str, amount: Money)
-    -> BoxFuture<'a, ProviderResult>;
+    fn capture<'a>(
+        &'a self,
+        key: &'a str,
+        intent: &'a str,
+        amount: Money,
+    ) -> BoxFuture<'a, ProviderResult>;
     /// Cancels the hold.
     fn cancel<'a>(&'a self, key: &'a str, intent: &'a str) -> BoxFuture<'a, ProviderResult>;
     /// Refunds `amount` of what was captured.
-    fn refund<'a>(&'a self, key: &'a str, intent: &'a str, amount: Money)
-    -> BoxFuture<'a, ProviderResult>;
+    fn refund<'a>(
+        &'a self,
+        key: &'a str,
+        intent: &'a str,
+        amount: Money,
+    ) -> BoxFuture<'a, ProviderResult>;
     /// The intent as the provider holds it now.
     fn retrieve<'a>(&'a self, intent: &'a str) -> BoxFuture<'a, ProviderResult>;
 }
@@ -119,7 +126,10 @@ impl Stripe {
         form: &[(&str, String)],
     ) -> ProviderResult {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.key);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.key);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
@@ -232,8 +242,13 @@ impl PaymentProvider for Stripe {
                 ("metadata[haggle_deal]", r.deal.to_string()),
                 (EXPAND.0, EXPAND.1.into()),
             ];
-            self.send(reqwest::Method::POST, "/v1/payment_intents", Some(&r.key), &form)
-                .await
+            self.send(
+                reqwest::Method::POST,
+                "/v1/payment_intents",
+                Some(&r.key),
+                &form,
+            )
+            .await
         })
     }
 
@@ -257,8 +272,13 @@ impl PaymentProvider for Stripe {
     fn cancel<'a>(&'a self, key: &'a str, intent: &'a str) -> BoxFuture<'a, ProviderResult> {
         Box::pin(async move {
             let path = format!("/v1/payment_intents/{}/cancel", path_id(intent)?);
-            self.send(reqwest::Method::POST, &path, Some(key), &[(EXPAND.0, EXPAND.1.into())])
-                .await
+            self.send(
+                reqwest::Method::POST,
+                &path,
+                Some(key),
+                &[(EXPAND.0, EXPAND.1.into())],
+            )
+            .await
         })
     }
 
@@ -284,7 +304,9 @@ impl PaymentProvider for Stripe {
                 .body(form_body(&form))
                 .send()
                 .await
-                .map_err(|e| ProviderError::Unavailable(format!("cannot reach the provider: {e}")))?;
+                .map_err(|e| {
+                    ProviderError::Unavailable(format!("cannot reach the provider: {e}"))
+                })?;
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
                 let body: serde_json::Value = resp.json().await.unwrap_or_default();
@@ -321,7 +343,9 @@ impl PaymentProvider for Stripe {
 fn path_id(intent: &str) -> Result<&str, ProviderError> {
     if !intent.is_empty()
         && intent.len() <= 255
-        && intent.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && intent
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
     {
         Ok(intent)
     } else {
@@ -485,7 +509,7 @@ impl Service {
         }
         for d in deals {
             if let Ok(Some(deal)) = self.store.deal(market, d).await
-                && let Err(e) = self.drive_deal(&m, &deal, false).await
+                && let Err(e) = self.drive_deal(&m, &deal, false, false).await
             {
                 tracing::info!(market, deal = d, code = %e.code(), "payment step not done");
             }
@@ -500,11 +524,15 @@ impl Service {
         m: &Market,
         deal: &Deal,
         retry: bool,
+        look: bool,
     ) -> ApiResult<Payment> {
         let provider = self.payment_provider().ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
-                format!("this server has no payment provider ({} is not set)", STRIPE_KEY_ENV),
+                format!(
+                    "this server has no payment provider ({} is not set)",
+                    STRIPE_KEY_ENV
+                ),
             )
         })?;
         let mut p = self
@@ -519,7 +547,9 @@ impl Service {
         // A step called but not recorded (the process stopped, or no answer came): ask the
         // provider what it did before doing anything again. A hold without an intent id is sent
         // again with its key, which the provider answers with the first intent.
-        if p.pending.is_some() {
+        // An operator's sync also takes the provider's word first (something may have changed
+        // at the provider's dashboard).
+        if p.pending.is_some() || (look && p.intent.is_some()) {
             if let Some(intent) = p.intent.clone() {
                 let o = provider.retrieve(&intent).await.map_err(unavailable)?;
                 p.observe(&o);
@@ -540,7 +570,13 @@ impl Service {
                     Some(pm) => Some(pm),
                     None => {
                         return self
-                            .refused(m.id, p, step, "no_payment_method", "the buyer's principal has attached no payment method")
+                            .refused(
+                                m.id,
+                                p,
+                                step,
+                                "no_payment_method",
+                                "the buyer's principal has attached no payment method",
+                            )
                             .await;
                     }
                 }
@@ -603,9 +639,12 @@ impl Service {
         self.store.put_payment(market, &p, self.now()).await?;
         Err(ApiError::new(
             ErrorCode::PaymentFailed,
-            format!("the payment provider refused the {step} of deal {}: {code} {message}", p.deal_id)
-                .trim_end()
-                .to_string(),
+            format!(
+                "the payment provider refused the {step} of deal {}: {code} {message}",
+                p.deal_id
+            )
+            .trim_end()
+            .to_string(),
         ))
     }
 
@@ -642,7 +681,11 @@ impl Service {
 
     /// Operators: every deal whose provider state differs from its ledger state, asking the
     /// provider for each intent (not only Haggle's record of it).
-    pub async fn reconcile_payments(&self, caller: &Caller, market: i64) -> ApiResult<Reconciliation> {
+    pub async fn reconcile_payments(
+        &self,
+        caller: &Caller,
+        market: i64,
+    ) -> ApiResult<Reconciliation> {
         let m = self.payments_market(caller, market).await?;
         let provider = self.payment_provider();
         let deals = self.all_deals(market).await?;
@@ -697,7 +740,7 @@ impl Service {
     ) -> ApiResult<Reconciliation> {
         let m = self.payments_market(caller, market).await?;
         for d in self.all_deals(market).await? {
-            if let Err(e) = self.drive_deal(&m, &d, retry).await {
+            if let Err(e) = self.drive_deal(&m, &d, retry, true).await {
                 tracing::info!(market, deal = d.id, code = %e.code(), "payment step not done");
             }
         }
@@ -706,7 +749,12 @@ impl Service {
 
     /// A party's agent or principal, or an operator: one deal's payment retried now (a refused
     /// step under a new key). `payment_failed` when the provider refuses again.
-    pub async fn retry_payment(&self, caller: &Caller, market: i64, deal: i64) -> ApiResult<PaymentView> {
+    pub async fn retry_payment(
+        &self,
+        caller: &Caller,
+        market: i64,
+        deal: i64,
+    ) -> ApiResult<PaymentView> {
         let d = self.deal(caller, market, deal).await?;
         let m = self.market_or_404(market).await?;
         if !self.pays(&m) {
@@ -715,7 +763,7 @@ impl Service {
                 format!("market {market} has no payment provider"),
             ));
         }
-        let p = self.drive_deal(&m, &d, true).await?;
+        let p = self.drive_deal(&m, &d, true, true).await?;
         Ok(PaymentView::from(&p))
     }
 
@@ -807,7 +855,9 @@ impl Service {
         let (Some(provider), Some(secret)) = (provider, secret) else {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
-                format!("this server takes no payment webhooks ({STRIPE_WEBHOOK_SECRET_ENV} is not set)"),
+                format!(
+                    "this server takes no payment webhooks ({STRIPE_WEBHOOK_SECRET_ENV} is not set)"
+                ),
             ));
         };
         if !signature.is_some_and(|s| verify_stripe_signature(&secret, s, body)) {
@@ -817,7 +867,10 @@ impl Service {
             ));
         }
         let event: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(ErrorCode::InvalidRequest, format!("the event is not JSON: {e}"))
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("the event is not JSON: {e}"),
+            )
         })?;
         let obj = &event["data"]["object"];
         let intent = match obj["object"].as_str() {
@@ -861,7 +914,9 @@ fn provider_metadata(obj: &serde_json::Value) -> (Option<i64>, Option<i64>) {
 /// A provider id: its prefix, then `[A-Za-z0-9_]`, at most 255 characters (never a card number).
 fn check_provider_id(field: &str, v: &str, prefixes: &[&str]) -> ApiResult<()> {
     let ok = v.len() <= 255
-        && prefixes.iter().any(|p| v.starts_with(p) && v.len() > p.len())
+        && prefixes
+            .iter()
+            .any(|p| v.starts_with(p) && v.len() > p.len())
         && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok {
         Ok(())

@@ -10,8 +10,8 @@ mod memory;
 mod shelves;
 /// Per-statement timings of the SQLite driver (see `haggle bench sim --sql-profile`).
 pub use lite::profile as sqlite_profile;
-mod row;
 pub mod payments;
+mod row;
 pub mod survey;
 pub mod webhooks;
 

@@ -3,8 +3,8 @@
 //! outside the market's write lock, never in the event log. SQL in `payments_backend.rs`.
 
 use crate::{Store, StoreResult};
-use haggle_core::payment::Payment;
 use haggle_core::Timestamp;
+use haggle_core::payment::Payment;
 use serde::{Deserialize, Serialize};
 
 /// The provider's ids for a participant's way to pay (never a card number).
