@@ -549,19 +549,29 @@ impl Service {
         // again with its key, which the provider answers with the first intent.
         // An operator's sync also takes the provider's word first (something may have changed
         // at the provider's dashboard).
+        // (Whatever the deal's target is now: a hold the provider placed must be found to be
+        // released, or it would stay on the buyer's card.)
+        let mut resend_hold = false;
         if p.pending.is_some() || (look && p.intent.is_some()) {
             if let Some(intent) = p.intent.clone() {
                 let o = provider.retrieve(&intent).await.map_err(unavailable)?;
                 p.observe(&o);
+            } else if p.pending == Some(PaymentStep::Hold) {
+                resend_hold = true;
             } else {
                 p.pending = None;
             }
             self.store.put_payment(m.id, &p, self.now()).await?;
         }
         let t = target(deal);
-        // Three steps at most reach any target (hold, capture, refund).
-        for _ in 0..3 {
-            let Some((step, amount)) = p.next_step(t, deal.price, false) else {
+        // Three steps at most reach any target (hold, capture, refund), after a re-sent hold.
+        for _ in 0..4 {
+            let next = if std::mem::take(&mut resend_hold) {
+                Some((PaymentStep::Hold, deal.price))
+            } else {
+                p.next_step(t, deal.price, false)
+            };
+            let Some((step, amount)) = next else {
                 break;
             };
             let key = p.key(m.id, step);
