@@ -266,3 +266,90 @@ impl From<&Payment> for PaymentView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authorized(held: Money) -> Payment {
+        Payment {
+            confirmed: Confirmed::Authorized,
+            intent: Some("pi_1".into()),
+            held,
+            ..Payment::new(7)
+        }
+    }
+
+    #[test]
+    fn an_open_hold_asks_for_an_authorisation_of_the_price() {
+        assert_eq!(
+            Payment::new(7).next_step(Target::Hold, 900, false),
+            Some((PaymentStep::Hold, 900))
+        );
+        assert_eq!(authorized(900).next_step(Target::Hold, 900, false), None);
+    }
+
+    #[test]
+    fn a_split_captures_the_sellers_share_and_a_release_cancels() {
+        let p = authorized(900);
+        assert_eq!(
+            p.next_step(Target::Charge(600), 900, false),
+            Some((PaymentStep::Capture, 600))
+        );
+        assert_eq!(
+            p.next_step(Target::Release, 900, false),
+            Some((PaymentStep::Cancel, 900))
+        );
+    }
+
+    #[test]
+    fn a_release_after_a_capture_refunds_what_was_kept() {
+        let mut p = authorized(900);
+        p.observe(&Observed {
+            intent: "pi_1".into(),
+            status: IntentStatus::Succeeded,
+            capturable: 0,
+            charged: 900,
+        });
+        assert_eq!(p.state(), PaymentState::Captured);
+        assert_eq!(
+            p.next_step(Target::Release, 900, false),
+            Some((PaymentStep::Refund, 900))
+        );
+        p.observe(&Observed {
+            intent: "pi_1".into(),
+            status: IntentStatus::Succeeded,
+            capturable: 0,
+            charged: 0,
+        });
+        assert_eq!(p.state(), PaymentState::Refunded);
+        assert!(p.agrees_with(Target::Release, 900));
+    }
+
+    #[test]
+    fn a_refused_step_waits_for_a_deliberate_retry_under_a_new_key() {
+        let mut p = Payment::new(7);
+        p.failure = Some(Failure {
+            step: PaymentStep::Hold,
+            code: "card_declined".into(),
+        });
+        assert_eq!(p.state(), PaymentState::Failed);
+        assert_eq!(p.next_step(Target::Hold, 900, false), None);
+        assert_eq!(p.key(3, PaymentStep::Hold), "haggle-3-7-hold");
+        p.attempt = 1;
+        assert_eq!(p.key(3, PaymentStep::Hold), "haggle-3-7-hold-1");
+    }
+
+    #[test]
+    fn a_cancelled_hold_is_never_charged_by_haggle() {
+        let mut p = authorized(900);
+        p.observe(&Observed {
+            intent: "pi_1".into(),
+            status: IntentStatus::Canceled,
+            capturable: 0,
+            charged: 0,
+        });
+        assert_eq!(p.next_step(Target::Charge(900), 900, false), None);
+        assert!(!p.agrees_with(Target::Charge(900), 900));
+    }
+}

@@ -941,3 +941,36 @@ fn check_provider_id(field: &str, v: &str, prefixes: &[&str]) -> ApiResult<()> {
         ))
     }
 }
+
+impl Service {
+    /// The payouts of the settlement (markets with a provider): per deal, what the provider
+    /// charged and kept for the seller. Readers as for the settlement.
+    pub async fn payouts(
+        &self,
+        caller: &Caller,
+        market: i64,
+    ) -> ApiResult<Vec<haggle_core::settlement::Payout>> {
+        let report = self.settlement(caller, market).await?;
+        let m = self.market_or_404(market).await?;
+        if !self.pays(&m) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("market {market} has no payment provider, so no payouts"),
+            ));
+        }
+        let mut payments = std::collections::BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.payments(market, after, 500).await?;
+            let n = page.len();
+            for p in page {
+                after = p.deal_id;
+                payments.insert(p.deal_id, p);
+            }
+            if n < 500 {
+                break;
+            }
+        }
+        Ok(report.payouts(&payments))
+    }
+}
