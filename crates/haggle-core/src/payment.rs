@@ -115,6 +115,8 @@ pub struct Observed {
     pub capturable: Money,
     /// Captured minus refunded.
     pub charged: Money,
+    /// The market and deal the intent was placed for (its metadata), when the provider says.
+    pub tagged: Option<(MarketId, DealId)>,
 }
 
 string_enum!(
@@ -310,6 +312,7 @@ mod tests {
             status: IntentStatus::Succeeded,
             capturable: 0,
             charged: 900,
+            tagged: None,
         });
         assert_eq!(p.state(), PaymentState::Captured);
         assert_eq!(
@@ -321,6 +324,7 @@ mod tests {
             status: IntentStatus::Succeeded,
             capturable: 0,
             charged: 0,
+            tagged: None,
         });
         assert_eq!(p.state(), PaymentState::Refunded);
         assert!(p.agrees_with(Target::Release, 900));
@@ -348,6 +352,7 @@ mod tests {
             status: IntentStatus::Canceled,
             capturable: 0,
             charged: 0,
+            tagged: None,
         });
         assert_eq!(p.next_step(Target::Charge(900), 900, false), None);
         assert!(!p.agrees_with(Target::Charge(900), 900));

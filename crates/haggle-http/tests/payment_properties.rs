@@ -65,6 +65,7 @@ fn look(i: usize, x: &Intent) -> Observed {
         status,
         capturable: x.capturable,
         charged: x.captured - x.refunded,
+        tagged: None,
     }
 }
 

@@ -217,11 +217,16 @@ pub fn observed(v: &serde_json::Value) -> ProviderResult {
         }
         _ => 0,
     };
+    let meta = |k: &str| {
+        let v = &v["metadata"][k];
+        v.as_str().and_then(|s| s.parse().ok()).or(v.as_i64())
+    };
     Ok(Observed {
         intent: id.to_string(),
         status,
         capturable,
         charged,
+        tagged: meta("haggle_market").zip(meta("haggle_deal")),
     })
 }
 
@@ -778,8 +783,9 @@ impl Service {
     }
 
     /// Fills in each deal's payment (markets with a provider only).
+    /// Without a provider on this server nothing is read (simulations pay nothing for it).
     pub(crate) async fn with_payments(&self, market: i64, deals: &mut [Deal]) -> ApiResult<()> {
-        if deals.is_empty() {
+        if deals.is_empty() || self.payment_provider().is_none() {
             return Ok(());
         }
         let m = self.market_or_404(market).await?;
@@ -892,9 +898,8 @@ impl Service {
             return Ok(());
         };
         let o = provider.retrieve(intent).await.map_err(unavailable)?;
-        // The intent's own metadata names the deal (set by the hold); read it from the provider.
-        let meta = provider_metadata(obj);
-        let (Some(market), Some(deal)) = meta else {
+        // The intent's own metadata, as the provider holds it, names the deal.
+        let Some((market, deal)) = o.tagged else {
             return Ok(());
         };
         let Some(mut p) = self.store.payment(market, deal).await? else {
@@ -907,18 +912,6 @@ impl Service {
         self.store.put_payment(market, &p, self.now()).await?;
         Ok(())
     }
-}
-
-/// The `haggle_market` and `haggle_deal` metadata of an intent (or of the charge's intent).
-fn provider_metadata(obj: &serde_json::Value) -> (Option<i64>, Option<i64>) {
-    let meta = &obj["metadata"];
-    let num = |k: &str| {
-        meta[k]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .or(meta[k].as_i64())
-    };
-    (num("haggle_market"), num("haggle_deal"))
 }
 
 /// A provider id: its prefix, then `[A-Za-z0-9_]`, at most 255 characters (never a card number).
