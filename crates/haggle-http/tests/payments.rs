@@ -35,15 +35,9 @@ fn localstripe() -> Option<String> {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .ok()?;
-        // Bounded: the server ends by itself after 15 minutes even if this process dies first.
-        let started = std::process::Command::new("timeout")
-            .args([
-                "900",
-                "localstripe",
-                "--port",
-                &port.to_string(),
-                "--from-scratch",
-            ])
+        // The server ends within a second of this test process (a watcher polls its pid).
+        let started = std::process::Command::new("sh")
+            .args(["-c", &watched_localstripe(port)])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();
@@ -150,7 +144,10 @@ struct Fx {
 /// A market with Stripe behind its escrow; Alice sells, Bob buys with `card`.
 async fn fx(card: &str) -> Option<Fx> {
     let base = localstripe()?;
-    let s = Server::start().await;
+    fx_on(Server::start().await, base, card).await
+}
+
+async fn fx_on(s: Server, base: String, card: &str) -> Option<Fx> {
     s.svc.set_payment_provider(
         Arc::new(Stripe::new(&base, SECRET_KEY)),
         Some(WEBHOOK_SECRET.into()),
@@ -311,6 +308,25 @@ async fn an_agreed_deal_holds_the_price_and_completion_captures_it() {
     let intent = f.p.intent(&f.intent_id(d).await).await;
     assert_eq!(intent["status"], "succeeded");
     assert_eq!(kept(&intent), 2500);
+    assert_eq!(f.reconcile().await["differences"], json!([]));
+}
+
+#[tokio::test]
+async fn on_postgresql_a_hold_is_captured_and_recorded() {
+    let Some(base) = localstripe() else { return };
+    let Some(s) = Server::postgres().await else {
+        return;
+    };
+    let f = fx_on(s, base, GOOD_CARD).await.expect("fixture");
+    let d = f.deal(1700).await;
+    assert_eq!(f.payment(d).await["state"], "authorized");
+    f.complete(d).await;
+    let p = f.payment(d).await;
+    assert_eq!(
+        (p["state"].as_str(), p["charged"].as_i64()),
+        (Some("captured"), Some(1700)),
+        "{p}"
+    );
     assert_eq!(f.reconcile().await["differences"], json!([]));
 }
 
@@ -575,4 +591,13 @@ async fn a_market_without_payments_shows_no_payment_and_takes_no_payment_method(
         )
         .await;
     assert_refusal(&r, 422, "invalid_request");
+}
+
+/// A shell line running localstripe on `port` until this process ends.
+fn watched_localstripe(port: u16) -> String {
+    format!(
+        "localstripe --port {port} --from-scratch & ls=$!; \
+         while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $ls",
+        pid = std::process::id()
+    )
 }

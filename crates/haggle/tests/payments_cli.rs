@@ -23,15 +23,9 @@ fn localstripe() -> Option<String> {
         .map(|a| a.port())
         .ok();
     let started = port.and_then(|port| {
-        // Bounded: the server ends by itself after 5 minutes even if this process dies first.
-        std::process::Command::new("timeout")
-            .args([
-                "300",
-                "localstripe",
-                "--port",
-                &port.to_string(),
-                "--from-scratch",
-            ])
+        // The server ends within a second of this test process (a watcher polls its pid).
+        std::process::Command::new("sh")
+            .args(["-c", &watched_localstripe(port)])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -228,4 +222,13 @@ async fn settlement_reconcile_lists_an_intent_changed_at_the_provider_and_fails(
         "{out}"
     );
     drop(server);
+}
+
+/// A shell line running localstripe on `port` until this process ends.
+fn watched_localstripe(port: u16) -> String {
+    format!(
+        "localstripe --port {port} --from-scratch & ls=$!; \
+         while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $ls",
+        pid = std::process::id()
+    )
 }
