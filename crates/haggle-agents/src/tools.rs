@@ -590,7 +590,10 @@ static CATALOGUE: LazyLock<Vec<Tool>> = LazyLock::new(|| {
             "Your deals as buyer or seller, with price, status (awaiting_approval, agreed, \
              handed_over, completed, cancelled, disputed, ...) and deadlines. After handover a \
              deal may carry the buyer's `inspection`: `mismatched` names the seller's claims \
-             the item contradicts (grounds for a not_as_described dispute).",
+             the item contradicts (grounds for a not_as_described dispute). In a market with \
+             a payment provider each deal carries `payment`: `state` (authorized = the price is \
+             held on the buyer's card, captured, voided, refunded, failed with the provider's \
+             `failure_code`), `held` and `charged`.",
             READ,
         ),
         tool::<HandOverArgs, Deal>(

@@ -35,7 +35,8 @@ pub struct ErrorDetail {
     /// added as many messages to a thread, or notes to a deal, as one party may),
     /// `below_seller_minimum` (422: a price below the seller mandate's minimum, whose value is
     /// never told), `policy_violation` (422: a market policy rule, named in the message, refuses
-    /// it) and `participant_suspended` (403: an operator suspended the participant); `internal`
+    /// it), `participant_suspended` (403: an operator suspended the participant) and
+    /// `payment_failed` (409: the payment provider refused a step, its code in the message); `internal`
     /// is a 5xx; `unavailable` (503) is a client's own report that the server could not be
     /// reached (status 0 in `ClientError`).
     #[schema(value_type = String)]
@@ -671,4 +672,39 @@ pub struct SurveyAnswer {
 pub struct SurveyAnswerList {
     pub items: Vec<SurveyAnswer>,
     pub next_cursor: Option<String>,
+}
+
+// ---- payments (issue 23) ----
+
+/// The payment provider's ids for a participant's way to pay, attached by its principal after
+/// entering the card on the provider's own page (Haggle never sees card numbers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachPaymentMethod {
+    /// The provider's customer id (`cus_...`).
+    pub customer: String,
+    /// The provider's payment method id (`pm_...`), attached to that customer.
+    pub payment_method: String,
+}
+
+/// One deal whose provider state differs from the ledger's (reconciliation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PaymentDifference {
+    pub deal_id: i64,
+    pub deal_status: haggle_core::DealStatus,
+    /// What the ledger says should stand: `hold 1000`, `charge 600`, `release`.
+    pub ledger: String,
+    /// What Haggle recorded as confirmed.
+    pub recorded: haggle_core::payment::PaymentState,
+    /// What the provider holds now (`requires_capture 1000`, `succeeded 600`, `canceled`, or
+    /// `no intent`), or why it could not be asked.
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Reconciliation {
+    pub market_id: i64,
+    /// Deals compared (every deal of the market, up to the limit).
+    pub compared: u32,
+    pub differences: Vec<PaymentDifference>,
 }

@@ -45,12 +45,15 @@ pub enum ErrorCode {
     /// An operator suspended the participant: its agent tokens are refused and it can only
     /// settle the deals it already agreed.
     ParticipantSuspended,
+    /// The payment provider refused a step of a deal's payment (card declined, authorisation
+    /// expired); the message carries the provider's code (spec: trust.md, Payments).
+    PaymentFailed,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -77,6 +80,7 @@ impl ErrorCode {
         ErrorCode::BelowSellerMinimum,
         ErrorCode::PolicyViolation,
         ErrorCode::ParticipantSuspended,
+        ErrorCode::PaymentFailed,
         ErrorCode::Internal,
     ];
 
@@ -108,6 +112,7 @@ impl ErrorCode {
             ErrorCode::BelowSellerMinimum => "below_seller_minimum",
             ErrorCode::PolicyViolation => "policy_violation",
             ErrorCode::ParticipantSuspended => "participant_suspended",
+            ErrorCode::PaymentFailed => "payment_failed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -127,7 +132,8 @@ impl ErrorCode {
             | ErrorCode::OfferExpired
             | ErrorCode::InvalidTransition
             | ErrorCode::ThreadClosed
-            | ErrorCode::MarketClosed => 409,
+            | ErrorCode::MarketClosed
+            | ErrorCode::PaymentFailed => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
@@ -198,6 +204,7 @@ ctor! {
     thread_closed => ThreadClosed,
     market_closed => MarketClosed,
     below_seller_minimum => BelowSellerMinimum,
+    payment_failed => PaymentFailed,
     policy_violation => PolicyViolation,
     participant_suspended => ParticipantSuspended,
 }

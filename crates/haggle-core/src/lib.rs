@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod model;
 pub mod negotiation;
+pub mod payment;
 pub mod plan;
 pub mod policy;
 pub mod settlement;

@@ -148,6 +148,10 @@ pub struct MarketRules {
     /// empty, so rules stored and hashed before it existed read and chain unchanged.
     #[serde(skip_serializing_if = "crate::policy::MarketPolicy::is_empty")]
     pub policy: crate::policy::MarketPolicy,
+    /// The payment provider behind the escrow (spec, trust.md: Payments); `None` = the ledger
+    /// alone, as before. Omitted from JSON while `None`, so stored and hashed rules are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payments: Option<crate::payment::PaymentsConfig>,
 }
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -170,6 +174,7 @@ impl Default for MarketRules {
             arbiter: None,
             closes_at: None,
             policy: Default::default(),
+            payments: None,
         }
     }
 }
@@ -765,6 +770,10 @@ pub struct Deal {
     /// The grounds of the buyer's dispute, once opened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispute: Option<crate::claims::Dispute>,
+    /// The payment with the market's provider (markets with a provider only): filled in by the
+    /// service from the provider-confirmed record, never part of market state or the event log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<crate::payment::PaymentView>,
 }
 
 string_enum!(

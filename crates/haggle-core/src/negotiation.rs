@@ -1011,6 +1011,7 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         resolution: None,
         inspection: None,
         dispute: None,
+        payment: None,
     };
     let vis = s.thread_visibility(t);
     plan.change(Change::SetOfferState {

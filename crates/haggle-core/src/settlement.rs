@@ -227,3 +227,70 @@ impl Settlement {
         errs
     }
 }
+
+/// A seller's payout for one deal in a market with a payment provider: what the provider charged
+/// and kept (captured minus refunded), never what the ledger alone says (issue 23).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    pub seller: ParticipantId,
+    pub seller_name: String,
+    pub deal_id: DealId,
+    /// Haggle's reference for the deal's payment (`haggle-{market}-{deal}`).
+    pub reference: String,
+    /// The provider's PaymentIntent id.
+    pub intent: Option<String>,
+    pub amount: Money,
+}
+
+impl Settlement {
+    /// One payout per deal whose provider-confirmed charge is positive, by deal id.
+    pub fn payouts(&self, payments: &BTreeMap<DealId, crate::payment::Payment>) -> Vec<Payout> {
+        self.deals
+            .iter()
+            .filter_map(|d| {
+                let p = payments.get(&d.deal_id)?;
+                (p.charged > 0).then(|| Payout {
+                    seller: d.seller,
+                    seller_name: d.seller_name.clone(),
+                    deal_id: d.deal_id,
+                    reference: format!("haggle-{}-{}", self.market_id, d.deal_id),
+                    intent: p.intent.clone(),
+                    amount: p.charged,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Payouts per deal, for a finance team: one row per deal with its reference.
+pub fn payouts_csv(payouts: &[Payout]) -> String {
+    let mut out = String::from("seller_id,seller,deal_id,reference,intent,amount\n");
+    for p in payouts {
+        out += &format!(
+            "{},{},{},{},{},{}\n",
+            p.seller,
+            csv_field(&p.seller_name),
+            p.deal_id,
+            p.reference,
+            csv_field(p.intent.as_deref().unwrap_or("")),
+            p.amount
+        );
+    }
+    out
+}
+
+/// Payouts per seller: the sum to pay each, and over how many deals.
+pub fn payout_totals_csv(payouts: &[Payout]) -> String {
+    let mut totals: BTreeMap<ParticipantId, (&str, Money, u32)> = BTreeMap::new();
+    for p in payouts {
+        let e = totals.entry(p.seller).or_insert((&p.seller_name, 0, 0));
+        e.1 += p.amount;
+        e.2 += 1;
+    }
+    let mut out = String::from("seller_id,seller,amount,deals\n");
+    for (id, (name, amount, deals)) in totals {
+        out += &format!("{id},{},{amount},{deals}\n", csv_field(name));
+    }
+    out
+}

@@ -208,7 +208,9 @@ pub async fn reputation(
 pub struct SettlementParams {
     /// `json` (default) or `csv`.
     pub format: Option<String>,
-    /// With `format=csv`: `deals` (default, the handover list) or `positions`.
+    /// With `format=csv`: `deals` (default, the handover list), `positions`, or in a market with
+    /// a payment provider `payouts` (per deal, what the provider charged for the seller, with its
+    /// reference) and `payout_totals` (per seller).
     pub table: Option<String>,
 }
 
@@ -219,6 +221,22 @@ pub async fn settlement(
     Path(m): Path<i64>,
     Query(q): Query<SettlementParams>,
 ) -> Result<Response> {
+    if q.format.as_deref() == Some("csv")
+        && let Some(table @ ("payouts" | "payout_totals")) = q.table.as_deref()
+    {
+        let payouts = s.svc.payouts(&c, m).await?;
+        let body = if table == "payouts" {
+            haggle_core::settlement::payouts_csv(&payouts)
+        } else {
+            haggle_core::settlement::payout_totals_csv(&payouts)
+        };
+        let mut r = body.into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        return Ok(r);
+    }
     let report = s.svc.settlement(&c, m).await?;
     match (
         q.format.as_deref().unwrap_or("json"),
@@ -240,7 +258,9 @@ pub async fn settlement(
         }
         (f, t) => Err(Failure(haggle_service::ApiError::new(
             haggle_core::ErrorCode::InvalidRequest,
-            format!("format must be json or csv and table deals or positions, got {f}/{t}"),
+            format!(
+                "format must be json or csv and table deals, positions, payouts or payout_totals, got {f}/{t}"
+            ),
         ))),
     }
 }

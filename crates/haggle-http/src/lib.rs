@@ -8,6 +8,7 @@ pub mod extract;
 pub mod insight;
 pub mod mcp;
 pub mod moderation;
+pub mod payments;
 pub mod routes;
 pub mod sse;
 pub mod tokens;
@@ -45,6 +46,7 @@ pub struct AppState {
         insight::answer_survey,
         moderation::policy, moderation::set_policy, moderation::moderation, moderation::approve,
         moderation::remove, moderation::suspend, moderation::reinstate,
+        payments::attach_payment_method, payments::reconcile, payments::sync, payments::retry,
     ),
     components(schemas(haggle_api::ErrorBody)),
     modifiers(&Security, &IdempotencyKey, &ErrorResponses)
@@ -210,6 +212,20 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         .route(
             &format!("{m}/webhooks/{{webhook}}/deliveries"),
             get(webhooks::webhook_deliveries),
+        )
+        .route(
+            &format!("{p}/payment_method"),
+            put(payments::attach_payment_method),
+        )
+        .route(&format!("{m}/payments/reconcile"), get(payments::reconcile))
+        .route(&format!("{m}/payments/sync"), post(payments::sync))
+        .route(
+            &format!("{m}/deals/{{deal}}/payment/retry"),
+            post(payments::retry),
+        )
+        .route(
+            "/v1/payments/stripe/webhook",
+            post(payments::stripe_webhook),
         )
         .nest_service("/mcp", mcp::service(svc.clone(), mcp_shutdown))
         .fallback(not_found)

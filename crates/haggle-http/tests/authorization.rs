@@ -96,6 +96,11 @@ const MATRIX: &[(&str, &str, Subject, &str)] = &[
     ("put", "/v1/markets/{market}/participants/{participant}/mandate", Seller, "ufyfyff"),
     ("put", "/v1/markets/{market}/policy", Seller, "ufffyff"),
     ("put", "/v1/markets/{market}/participants/{participant}/survey", Seller, "ufyffff"),
+    // Payments (the fixture market has no provider: an allowed caller meets 422).
+    ("put", "/v1/markets/{market}/participants/{participant}/payment_method", Seller, "ufyfyff"),
+    ("get", "/v1/markets/{market}/payments/reconcile", Seller, "ufffyff"),
+    ("post", "/v1/markets/{market}/payments/sync", Seller, "ufffyff"),
+    ("post", "/v1/markets/{market}/deals/{deal}/payment/retry", Seller, "uyyyyff"),
 ];
 
 /// A valid body for each mutation (by its path's last segment), so a refusal is about the caller.
@@ -132,6 +137,7 @@ fn body(method: &str, template: &str) -> Option<Value> {
         ("post", "ratings") => json!({"score": 5}),
         ("post", "webhooks") => json!({"url": "http://127.0.0.1:9/other"}),
         ("put", "survey") => json!({"fairness": 5, "satisfaction": 5, "would_pay": 0}),
+        ("put", "payment_method") => json!({"customer": "cus_A1", "payment_method": "pm_B2"}),
         // withdraw, walk-away, accept, reject, confirm, deactivate
         _ => json!({}),
     })

@@ -68,6 +68,10 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/listings/{listing}/approve", &["post"]),
     ("/v1/markets/{market}/listings/{listing}/remove", &["post"]),
     ("/v1/markets/{market}/participants/{participant}/suspend", &["post"]),
+    ("/v1/markets/{market}/participants/{participant}/payment_method", &["put"]),
+    ("/v1/markets/{market}/payments/reconcile", &["get"]),
+    ("/v1/markets/{market}/payments/sync", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/payment/retry", &["post"]),
     ("/v1/markets/{market}/participants/{participant}/reinstate", &["post"]),
 ];
 

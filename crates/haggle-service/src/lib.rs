@@ -9,6 +9,7 @@ pub mod in_process;
 mod insight;
 mod limiter;
 mod moderation;
+pub mod payments;
 mod tokens;
 pub mod webhooks;
 
@@ -143,6 +144,8 @@ pub struct Service {
     revocations: tokio::sync::broadcast::Sender<String>,
     allow_private_webhooks: bool,
     feed_poll: std::time::Duration,
+    /// The payment provider behind markets created with `payments` (none: no such market).
+    payments: Mutex<payments::Payments>,
 }
 
 /// Removes an idempotency key from the in-flight set when its request ends, however it ends.
@@ -264,6 +267,7 @@ impl Service {
             revocations,
             allow_private_webhooks: config.allow_private_webhooks,
             feed_poll: config.feed_poll,
+            payments: Mutex::new(payments::Payments::default()),
         })
     }
 
@@ -428,6 +432,8 @@ impl Service {
                 if let Some(last) = events.last() {
                     let _ = self.feed.send(last.market_id);
                 }
+                // After the commit: the provider follows the ledger (see `payments`).
+                self.drive_payments_after(market, &events).await;
                 let resp = render(&result);
                 match result {
                     Err(e) => Err(e.into()),
@@ -462,6 +468,36 @@ impl Service {
                 ErrorCode::Forbidden,
                 "this needs an operator token",
             ))
+        }
+    }
+
+    /// The participant's principal, or an operator of the market.
+    fn require_principal_or_operator(
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+    ) -> ApiResult<()> {
+        if caller.is_operator_of(market)
+            || (caller.role == Role::Principal
+                && caller.market == Some(market)
+                && caller.participant == Some(participant))
+        {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only the participant's principal or an operator may do this",
+            ))
+        }
+    }
+
+    async fn participant_or_404(&self, market: i64, participant: i64) -> ApiResult<()> {
+        match self.store.participant(market, participant).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("participant {participant} not found"),
+            )),
         }
     }
 
@@ -566,6 +602,15 @@ impl Service {
             ClockMode::Real => self.now(),
         };
         rules.validate_new(start)?;
+        if rules.payments.is_some() && self.payment_provider().is_none() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "rules.payments needs a payment provider on this server ({} is not set)",
+                    payments::STRIPE_KEY_ENV
+                ),
+            ));
+        }
         Ok(NewMarket {
             name: name.to_string(),
             currency,
@@ -1119,6 +1164,9 @@ impl Service {
                 format!("deal {id} is private to its parties"),
             ));
         }
+        let mut one = [d];
+        self.with_payments(market, &mut one).await?;
+        let [d] = one;
         Ok(d)
     }
 
@@ -1135,10 +1183,11 @@ impl Service {
             Role::Agent | Role::Principal => caller.participant,
             _ => None,
         };
-        let items = self
+        let mut items = self
             .store
             .deals(market, party, parse_cursor(cursor)?, limit)
             .await?;
+        self.with_payments(market, &mut items).await?;
         let next_cursor = next_cursor(&items, limit, |d| d.id);
         Ok(DealList { items, next_cursor })
     }
@@ -1548,6 +1597,7 @@ impl Service {
                     match svc.store.run(m, svc.now(), Command::Sweep, None).await {
                         Ok(Ran::Fresh { events, .. }) if !events.is_empty() => {
                             let _ = svc.feed.send(m);
+                            svc.drive_payments_after(m, &events).await;
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(market = m, error = %e, "sweep failed"),

@@ -193,6 +193,7 @@ fn deal_row(r: &DbRow) -> StoreResult<Deal> {
         approval_from: r.try_get::<Option<String>, _>("approval_from")?.map(|a| parsed("approval_from", &a, Approver::parse)).transpose()?.unwrap_or_default(),
         inspection: r.try_get::<Option<String>, _>("inspection")?.as_deref().map(|s| json("inspection", s)).transpose()?,
         dispute: r.try_get::<Option<String>, _>("dispute")?.as_deref().map(|s| json("dispute", s)).transpose()?,
+        payment: None,
     })
 }
 

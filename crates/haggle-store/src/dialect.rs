@@ -26,6 +26,7 @@ pub mod sqlite {
         (8, include_str!("migrations/0008_seller_mandates.sql")),
         (9, include_str!("migrations/0009_market_policy.sql")),
         (10, include_str!("migrations/0010_claims.sql")),
+        (12, include_str!("migrations/0012_payments.sql")),
     ];
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
@@ -149,6 +150,7 @@ pub mod postgres {
         (8, include_str!("migrations/0008_seller_mandates.sql")),
         (9, include_str!("migrations/0009_market_policy.sql")),
         (10, include_str!("migrations/0010_claims.sql")),
+        (12, include_str!("migrations/0012_payments.sql")),
     ];
 
     /// `batch` is ignored: several servers share a PostgreSQL database, so each transaction

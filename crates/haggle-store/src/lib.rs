@@ -10,6 +10,7 @@ mod memory;
 mod shelves;
 /// Per-statement timings of the SQLite driver (see `haggle bench sim --sql-profile`).
 pub use lite::profile as sqlite_profile;
+pub mod payments;
 mod row;
 pub mod survey;
 pub mod webhooks;
@@ -151,6 +152,7 @@ pub mod sqlite {
     include!("backend.rs");
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
+    include!("payments_backend.rs");
 }
 
 pub mod postgres {
@@ -166,6 +168,7 @@ pub mod postgres {
     include!("backend.rs");
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
+    include!("payments_backend.rs");
 
     impl Backend {
         /// A connection listening for the markets other processes wrote events to.

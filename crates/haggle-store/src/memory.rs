@@ -221,6 +221,7 @@ impl MarketMemory {
                 resolution: None,
                 inspection: None,
                 dispute: None,
+                payment: None,
                 ..d.clone()
             }),
             Change::UpdateDeal(d) => match self.deals.get_mut(&d.id) {

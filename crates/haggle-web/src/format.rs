@@ -3,7 +3,7 @@
 //! may read them), and money typed into forms back into minor units.
 
 use haggle_core::event::*;
-use haggle_core::{DealId, Event, MandateAuthor, Money, Side};
+use haggle_core::{Event, MandateAuthor, Money, Side};
 use haggle_service::{Caller, Service};
 use std::collections::HashMap;
 
@@ -356,27 +356,6 @@ fn quote(s: &str) -> String {
     }
 }
 
-/// The deal an event is about, for the events the feed words as "deal N — ...".
-fn deal_of(body: &EventBody) -> Option<DealId> {
-    match body {
-        EventBody::DealHandedOver(DealHandedOver { deal_id, .. })
-        | EventBody::DealInspected(DealInspected { deal_id, .. })
-        | EventBody::DealCancelRequested(DealCancelRequested { deal_id, .. })
-        | EventBody::DealDisputed(DealDisputed { deal_id, .. })
-        | EventBody::DisputeEvidenceAdded(DisputeEvidenceAdded { deal_id, .. })
-        | EventBody::DealApprovalGiven(DealApprovalGiven { deal_id, .. })
-        | EventBody::DealApproved(DealOnly { deal_id })
-        | EventBody::DealRated(DealRated { deal_id, .. })
-        | EventBody::DealCompleted(DealClosed { deal_id, .. })
-        | EventBody::DealCancelled(DealClosed { deal_id, .. })
-        | EventBody::DealDeclined(DealClosed { deal_id, .. })
-        | EventBody::DealRefunded(DealClosed { deal_id, .. })
-        | EventBody::DealPartiallyRefunded(DealClosed { deal_id, .. }) => Some(*deal_id),
-        EventBody::TransferBooked(p) => p.deal_id,
-        _ => None,
-    }
-}
-
 /// Describes an event in a sentence, with names and titles.
 pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &str) -> FeedEntry {
     let actor = match e.actor {
@@ -598,8 +577,9 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
             };
             (text, None)
         }
-        body if deal_of(body).is_some() => {
-            let id = deal_of(body).unwrap_or_default();
+        // The deal's other events (its creation, sale and relisting have their own lines above).
+        body if body.deal_id().is_some() => {
+            let id = body.deal_id().unwrap_or_default();
             let who = if e.actor.is_some() {
                 format!("{actor}: ")
             } else {

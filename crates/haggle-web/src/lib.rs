@@ -8,6 +8,7 @@ mod market;
 mod moderation;
 mod operator;
 mod page;
+mod payments;
 mod principal;
 mod reports;
 mod session;
@@ -155,6 +156,12 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
             post(operator::closing_time),
         )
         .route(&format!("{m}/operate/moderation"), get(moderation::page))
+        .route(&format!("{m}/operate/payments"), get(payments::page))
+        .route(&format!("{m}/operate/payments/sync"), post(payments::sync))
+        .route(
+            &format!("{m}/p/{{participant}}/payment_method"),
+            post(payments::attach),
+        )
         .route(&format!("{m}/operate/policy"), post(moderation::set_policy))
         .route(&format!("{m}/operate/remove"), post(moderation::remove))
         .route(

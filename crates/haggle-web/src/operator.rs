@@ -165,6 +165,8 @@ struct OperatePage {
     closing_key: String,
     /// Listings waiting in the moderation queue (up to a page).
     held_count: String,
+    /// The market has a payment provider behind its escrow (a link to the payments page).
+    pays: bool,
 }
 
 pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) -> PageResult {
@@ -303,6 +305,7 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
         closes_value,
         closing_key: new_form_key(),
         held_count,
+        pays: c.market.rules.payments.is_some(),
     }))
 }
 

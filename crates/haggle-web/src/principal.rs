@@ -39,6 +39,12 @@ pub struct ToRate {
 #[template(path = "principal.html")]
 struct PrincipalPage {
     nav: Nav,
+    /// The market has a payment provider: the payment method section is shown.
+    pays: bool,
+    /// The attached method (`customer / payment_method`), if any.
+    payment_method: Option<String>,
+    /// The organisation's card page at the provider.
+    setup_url: Option<String>,
     market_id: i64,
     participant: i64,
     name: String,
@@ -243,7 +249,20 @@ pub async fn page(
     let position = settlement.positions.iter().find(|x| x.participant_id == p);
     let survey = web.svc.survey_answer(&s.caller, m, p).await?;
     let md = &person.mandate;
+    let pays = c.market.rules.payments.is_some();
+    let payment_method = if pays && is_principal_or_operator(&s, m, p) {
+        web.svc
+            .payment_method(&s.caller, m, p)
+            .await
+            .ok()
+            .map(|x| format!("{} / {}", x.customer, x.payment_method))
+    } else {
+        None
+    };
     Ok(render(&PrincipalPage {
+        pays,
+        payment_method,
+        setup_url: crate::payments::setup_url(),
         nav: c.nav,
         market_id: m,
         participant: p,
@@ -548,4 +567,12 @@ pub async fn survey(
         .answer_survey(&s.caller, m, p, req, idem.as_ref())
         .await?;
     Ok(back(m, p, "survey"))
+}
+
+/// Whether the signed-in caller is this participant's principal or an operator of the market.
+fn is_principal_or_operator(s: &Signed, m: i64, p: i64) -> bool {
+    s.caller.is_operator_of(m)
+        || (s.caller.role == haggle_service::Role::Principal
+            && s.caller.market == Some(m)
+            && s.caller.participant == Some(p))
 }

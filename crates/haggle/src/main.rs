@@ -41,6 +41,19 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum SettlementCmd {
+    /// Lists every deal whose payment at the provider differs from the ledger (asking the
+    /// provider for each; `HAGGLE_STRIPE_SECRET_KEY` and `HAGGLE_STRIPE_BASE_URL` as for `serve`)
+    /// and exits non-zero if there is one.
+    Reconcile {
+        #[arg(long)]
+        market: i64,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Serve the HTTP API.
     Serve {
@@ -104,11 +117,15 @@ enum Cmd {
         #[command(subcommand)]
         command: AgentCmd,
     },
-    /// The settlement report: the per-deal handover list and each participant's net position.
+    /// The settlement report: the per-deal handover list and each participant's net position
+    /// (and, in a market with a payment provider, the payouts per deal and per seller).
+    #[command(args_conflicts_with_subcommands = true)]
     Settlement {
+        #[command(subcommand)]
+        command: Option<SettlementCmd>,
         /// The market's id.
         #[arg(long)]
-        market: i64,
+        market: Option<i64>,
         /// `json` (one document on stdout) or `csv` (two files written to --out).
         #[arg(long, default_value = "json")]
         format: String,
@@ -369,6 +386,20 @@ async fn remove_stray_databases() {
     }
 }
 
+/// Puts Stripe behind payment markets when `HAGGLE_STRIPE_SECRET_KEY` is set (the key stays in
+/// memory, never stored or logged); whether it did.
+fn attach_payment_provider(svc: &Service) -> bool {
+    use haggle_service::payments::{STRIPE_WEBHOOK_SECRET_ENV, Stripe};
+    let Some(stripe) = Stripe::from_env() else {
+        return false;
+    };
+    let webhook_secret = std::env::var(STRIPE_WEBHOOK_SECRET_ENV)
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    svc.set_payment_provider(Arc::new(stripe), webhook_secret);
+    true
+}
+
 fn cli_operator() -> Caller {
     Caller {
         role: Role::Operator,
@@ -408,6 +439,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 feed_poll: std::time::Duration::from_millis(feed_poll_ms),
             };
             let svc = Service::new(store, Arc::new(SystemClock), config);
+            if attach_payment_provider(&svc) {
+                tracing::info!("payments: Stripe behind markets created with rules.payments");
+            }
             svc.spawn_sweeper(std::time::Duration::from_secs(1));
             svc.spawn_event_listener();
             svc.spawn_webhooks(std::time::Duration::from_secs(1));
@@ -461,6 +495,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Arc::new(SystemClock),
                 Config::default(),
             );
+            attach_payment_provider(&svc);
             // Both clocks start now, so a closing time "in 7d" counts from now either way.
             let close = match (closes_in, closes_at) {
                 (Some(d), _) => Some(svc.now().saturating_add(parse_duration(&d).with_context(
@@ -612,11 +647,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Moderation { command } => moderation_cmd::moderation(command, &cfg).await?,
         Cmd::Participant { command } => moderation_cmd::participant(command, &cfg).await?,
         Cmd::Settlement {
+            command: Some(SettlementCmd::Reconcile { market, db }),
+            ..
+        } => {
+            let svc = Service::new(
+                open(&cfg, &db).await?,
+                Arc::new(SystemClock),
+                Config::default(),
+            );
+            if !attach_payment_provider(&svc) {
+                bail!(
+                    "reconciling needs the payment provider: set {}",
+                    haggle_service::payments::STRIPE_KEY_ENV
+                );
+            }
+            let r = svc
+                .reconcile_payments(&cli_operator(), market)
+                .await
+                .map_err(api_error)?;
+            for d in &r.differences {
+                println!(
+                    "deal {} ({}): ledger {}, recorded {}, provider {}",
+                    d.deal_id, d.deal_status, d.ledger, d.recorded, d.provider
+                );
+            }
+            if !r.differences.is_empty() {
+                bail!(
+                    "{} of {} deals differ between the ledger and the provider",
+                    r.differences.len(),
+                    r.compared
+                );
+            }
+            println!("{} deals agree with the provider", r.compared);
+        }
+        Cmd::Settlement {
+            command: None,
             market,
             format,
             out,
             db,
         } => {
+            let market = market.context("--market is required")?;
             let svc = Service::new(
                 open(&cfg, &db).await?,
                 Arc::new(SystemClock),
@@ -639,10 +710,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let dir = out.unwrap_or_else(|| ".".into());
                     std::fs::create_dir_all(&dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
-                    for (name, body) in [
+                    let mut files = vec![
                         ("deals.csv", report.deals_csv()),
                         ("positions.csv", report.positions_csv()),
-                    ] {
+                    ];
+                    // Payouts: only what the payment provider charged (markets with one).
+                    if let Ok(payouts) = svc.payouts(&cli_operator(), market).await {
+                        files.push((
+                            "payouts.csv",
+                            haggle_core::settlement::payouts_csv(&payouts),
+                        ));
+                        files.push((
+                            "payout_totals.csv",
+                            haggle_core::settlement::payout_totals_csv(&payouts),
+                        ));
+                    }
+                    for (name, body) in files {
                         let path = dir.join(name);
                         std::fs::write(&path, body)
                             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -252,6 +252,7 @@ pub fn deal(id: i64, buyer: i64, seller: i64, price: i64, status: DealStatus) ->
         resolution: None,
         inspection: None,
         dispute: None,
+        payment: None,
     }
 }
 

@@ -140,6 +140,31 @@ impl EventBody {
         }
     }
 
+    /// The deal an event is about, when it is about one.
+    pub fn deal_id(&self) -> Option<DealId> {
+        match self {
+            EventBody::DealCreated(p) => Some(p.deal.id),
+            EventBody::ListingSold(p) => Some(p.deal_id),
+            EventBody::ListingRelisted(p) => Some(p.deal_id),
+            EventBody::ListingExpired(p) => p.deal_id,
+            EventBody::DealHandedOver(p) => Some(p.deal_id),
+            EventBody::DealInspected(p) => Some(p.deal_id),
+            EventBody::DealCancelRequested(p) => Some(p.deal_id),
+            EventBody::DealDisputed(p) => Some(p.deal_id),
+            EventBody::DisputeEvidenceAdded(p) => Some(p.deal_id),
+            EventBody::DealApprovalGiven(p) => Some(p.deal_id),
+            EventBody::DealApproved(p) => Some(p.deal_id),
+            EventBody::DealRated(p) => Some(p.deal_id),
+            EventBody::DealCompleted(p)
+            | EventBody::DealCancelled(p)
+            | EventBody::DealDeclined(p)
+            | EventBody::DealRefunded(p)
+            | EventBody::DealPartiallyRefunded(p) => Some(p.deal_id),
+            EventBody::TransferBooked(p) => p.deal_id,
+            _ => None,
+        }
+    }
+
     /// The thread an event is about, when it is about one.
     pub fn thread_id(&self) -> Option<ThreadId> {
         match self {

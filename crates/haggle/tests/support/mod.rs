@@ -168,8 +168,14 @@ impl Server {
 
     /// Starts the binary with exactly `args` (which must make it serve).
     pub async fn start_raw(cwd: &Path, args: &[&str]) -> Server {
+        Server::start_raw_env(cwd, args, &[]).await
+    }
+
+    /// As [`Server::start_raw`], with these environment variables set.
+    pub async fn start_raw_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = haggle(cwd)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
