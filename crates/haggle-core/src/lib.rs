@@ -7,6 +7,7 @@ pub mod error;
 pub mod event;
 pub mod ledger;
 pub mod lifecycle;
+pub mod limits;
 pub mod model;
 pub mod negotiation;
 pub mod plan;

@@ -158,9 +158,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-const MAX_PAGE: u32 = 500;
-/// The most events one read returns.
-const MAX_EVENTS: u32 = 1000;
+use haggle_core::limits::{MAX_EVENTS, MAX_PAGE};
 
 /// A page size: 50 by default, refused outside 1..=500 (a silent clamp would hide a client's bug).
 fn page_limit(limit: Option<u32>) -> ApiResult<u32> {

@@ -49,12 +49,11 @@ struct Run {
 
 impl Run {
     async fn start(dir: &Path, database: &str) -> Run {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Run {
             dir: dir.to_path_buf(),
             database: database.to_string(),
             server: Some(Server::start(dir, &["--database", database]).await),
-            client: reqwest::Client::builder()
+            client: haggle_tls::client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),

@@ -469,8 +469,7 @@ async fn postgres_two_replicas_create_one_market_per_key() {
     let args = ["--database", db.url.as_str()];
     let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));
     let op = operator_token(&dir.0, &db.url);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::new();
+    let client = haggle_tls::client();
     let mut ids = BTreeSet::new();
     for round in 0..20 {
         let key = format!("create-market-{round}");
@@ -543,7 +542,7 @@ async fn postgres_an_event_written_on_one_replica_streams_from_the_other_without
     let market = create_market(&http, &a.base, &op, "feed").await;
     let seller = register(&http, &a.base, &op, market, "Sella", 0).await;
     // The operator follows market events on B from now on.
-    let client = reqwest::Client::new();
+    let client = haggle_tls::client();
     let mut resp = client
         .get(b.url(&format!("/v1/markets/{market}/events/stream")))
         .bearer_auth(&op)

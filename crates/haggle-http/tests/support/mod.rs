@@ -116,10 +116,7 @@ impl Server {
         }));
         Server {
             base,
-            client: {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::Client::new()
-            },
+            client: { haggle_tls::client() },
             operator,
             svc,
             clock,

@@ -122,7 +122,7 @@ impl Market {
     pub async fn connect(&self, name: &'static str, token: &str) -> McpAgent {
         let config =
             StreamableHttpClientTransportConfig::with_uri(self.mcp_url()).auth_header(token);
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        haggle_tls::install_provider();
         let transport = StreamableHttpClientTransport::from_config(config);
         let client = ().serve(transport).await.expect("MCP handshake over HTTP");
         McpAgent::new(name, client).await
@@ -137,8 +137,7 @@ impl Market {
         body: Option<Value>,
     ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        let mut req = haggle_tls::client().request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }

@@ -81,8 +81,7 @@ impl Server {
         Server {
             base,
             client: {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::Client::builder()
+                haggle_tls::client_builder()
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .expect("client")

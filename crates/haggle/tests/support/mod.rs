@@ -216,8 +216,7 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::new();
+        let client = haggle_tls::client();
         loop {
             let up = client
                 .get(format!("{}/healthz", server.base))
@@ -266,8 +265,7 @@ impl Default for Http {
     fn default() -> Http {
         Http {
             client: {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::Client::builder()
+                haggle_tls::client_builder()
                     .timeout(Duration::from_secs(20))
                     .build()
                     .expect("HTTP client")
