@@ -20,3 +20,5 @@ pub const STORE_READ_ROWS: u32 = 10_000;
 pub const THREAD_WINDOW: usize = 500;
 /// Most webhook deliveries one worker claims at once.
 pub const DELIVERY_CLAIM_ROWS: u32 = 1000;
+/// Most events one batch of a live stream (the API's SSE feed, the web's live feed) reads.
+pub const STREAM_BATCH: u32 = 200;

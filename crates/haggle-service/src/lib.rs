@@ -1144,6 +1144,18 @@ impl Service {
         self.events_for(caller, market, after, limit, false).await
     }
 
+    /// Up to `limit` events after `after` as `viewer` sees them: the next batch of a live stream,
+    /// which resolved its viewer (and checked the market) once when it began.
+    pub async fn events_as(
+        &self,
+        market: i64,
+        viewer: Viewer,
+        after: i64,
+        limit: u32,
+    ) -> ApiResult<Vec<haggle_core::Event>> {
+        Ok(self.store.events(market, viewer, after, limit).await?)
+    }
+
     /// Events after `after`; with `mine`, only those naming the caller's participant (its threads,
     /// deals and money), without the public feed.
     pub async fn events_for(

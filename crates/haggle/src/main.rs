@@ -17,6 +17,8 @@ mod report;
 mod results;
 mod sim;
 mod standin;
+#[cfg(test)]
+mod tidy;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
