@@ -430,7 +430,7 @@ fn database_names_are_replaced_in_urls() {
 async fn postgres_two_replicas_one_winner_per_listing() {
     let Some(base) = postgres_url() else { return };
     let started = Instant::now();
-    let db = ScratchDatabase::create(&base).await;
+    let db = ScratchDatabase::create(&base, "haggle_replicas").await;
     let dir = Scratch::new("race-postgres");
     // Both replicas start at once on the empty database: they must not both migrate it.
     let args = ["--database", db.url.as_str()];
@@ -464,7 +464,7 @@ async fn postgres_two_replicas_one_winner_per_listing() {
 async fn postgres_two_replicas_create_one_market_per_key() {
     let Some(base) = postgres_url() else { return };
     let started = Instant::now();
-    let db = ScratchDatabase::create(&base).await;
+    let db = ScratchDatabase::create(&base, "haggle_replicas").await;
     let dir = Scratch::new("market-key-race");
     let args = ["--database", db.url.as_str()];
     let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));
@@ -533,7 +533,7 @@ async fn next_event_of(resp: &mut reqwest::Response, buf: &mut String, kind: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_an_event_written_on_one_replica_streams_from_the_other_without_a_poll() {
     let Some(base) = postgres_url() else { return };
-    let db = ScratchDatabase::create(&base).await;
+    let db = ScratchDatabase::create(&base, "haggle_replicas").await;
     let dir = Scratch::new("feed-postgres");
     let args = ["--database", db.url.as_str(), "--feed-poll-ms", "60000"];
     let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));
@@ -661,7 +661,7 @@ async fn bench_api_drives_a_running_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_bench_api_spreads_clients_over_two_replicas() {
     let Some(base) = postgres_url() else { return };
-    let db = ScratchDatabase::create(&base).await;
+    let db = ScratchDatabase::create(&base, "haggle_replicas").await;
     let dir = Scratch::new("bench-replicas");
     let args = ["--database", db.url.as_str(), "--rate-limit", "0"];
     let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));

@@ -13,24 +13,14 @@ use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 pub struct Market {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub svc: Arc<Service>,
     pub id: i64,
-    db: PathBuf,
-}
-
-impl Drop for Market {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
-        }
-    }
+    _db: haggle_testkit::TempSqlite,
 }
 
 /// A participant and its agent token.
@@ -50,22 +40,14 @@ pub fn operator() -> Caller {
 
 impl Market {
     pub async fn start() -> Market {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let db = std::env::temp_dir().join(format!(
-            "haggle-mcp-test-{}-{}.sqlite",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let store = Store::open(&format!("sqlite://{}", db.display()))
-            .await
-            .expect("open the store");
+        let db = haggle_testkit::TempSqlite::new("mcp-test");
+        let store = Store::open(&db.url()).await.expect("open the store");
         let svc = Service::new(
             store,
-            Arc::new(ManualClock::new(1_700_000_000_000)),
+            Arc::new(ManualClock::new(haggle_testkit::START_MS)),
             Config::default(),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, base) = haggle_testkit::loopback().await;
         tokio::spawn(haggle_http::serve(
             listener,
             svc.clone(),
@@ -89,7 +71,7 @@ impl Market {
             base,
             svc,
             id: m.id,
-            db,
+            _db: db,
         }
     }
 
