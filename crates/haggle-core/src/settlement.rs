@@ -168,10 +168,11 @@ pub fn spreadsheet_safe(s: &str) -> std::borrow::Cow<'_, str> {
 /// CSV text of `header` and the `rows` (each serialised by its `Serialize` type, in field
 /// order), with the csv crate's quoting and `\n` line ends.
 fn csv_text<R: Serialize>(header: &[&str], rows: impl IntoIterator<Item = R>) -> String {
+    // Writing to memory fails only on a type csv cannot write (none here) or on a row of another
+    // length than the header (every row is the same struct).
     let mut w = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::new());
-    // Writing to memory fails only on a type csv cannot write (none here).
     w.write_record(header).expect("CSV header");
     for row in rows {
         w.serialize(row).expect("CSV row");
