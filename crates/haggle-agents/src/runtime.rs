@@ -10,6 +10,7 @@ use crate::profile::Profile;
 use crate::sequencer::{MarketHold, Sequencer};
 use crate::tools::{self, ToolError};
 use haggle_api::ErrorBody;
+use haggle_api::haggle_core::limits::{MAX_EVENTS, MAX_PAGE};
 use haggle_api::haggle_core::{Deal, Listing, ListingStatus, Side, ThreadStatus};
 use haggle_api::{
     ClientError, ListingQuery, ListingSort, MakeOffer, MarketClient, NewListing, OpenThread,
@@ -220,7 +221,7 @@ impl<C: MarketClient> Agent<C> {
                 let q = ListingQuery {
                     owner: Some(self.me()),
                     status: Some(status),
-                    limit: Some(500),
+                    limit: Some(MAX_PAGE),
                     cursor: cursor.clone(),
                     ..Default::default()
                 };
@@ -253,8 +254,8 @@ impl<C: MarketClient> Agent<C> {
         let mut new_events = Vec::new();
         self.news = false;
         for _ in 0..MAX_EVENT_PAGES {
-            let page = self.client.events(self.last_seq, 1000, true).await?;
-            let done = page.events.len() < 1000;
+            let page = self.client.events(self.last_seq, MAX_EVENTS, true).await?;
+            let done = page.events.len() < MAX_EVENTS as usize;
             self.last_seq = page.next_after;
             new_events.extend(page.events);
             if done {
@@ -266,7 +267,7 @@ impl<C: MarketClient> Agent<C> {
             .client
             .search(&ListingQuery {
                 owner: Some(me),
-                limit: Some(500),
+                limit: Some(MAX_PAGE),
                 ..Default::default()
             })
             .await?

@@ -77,10 +77,7 @@ fn setup_with(
     guard: Option<Arc<haggle_agents::spend::SpendGuard>>,
     policy: impl Fn(&haggle_agents::llm::ChatRequest) -> ScriptReply + Send + Sync + 'static,
 ) -> Setup {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let log_path =
-        std::env::temp_dir().join(format!("haggle-llm-brain-{}-{n}.jsonl", std::process::id()));
+    let log_path = haggle_testkit::temp_path("llm-brain").with_extension("jsonl");
     let log = Arc::new(CallLog::create(&log_path).unwrap());
     let model = Arc::new(Scripted::new(policy));
     let brain = LlmBrain::new(

@@ -326,24 +326,19 @@ fn chaos_model(p: Profile) -> Scripted {
     })
 }
 
-struct TempDb(std::path::PathBuf);
+/// The market's SQLite file and the call log beside it, removed when the test ends.
+struct TempDb(haggle_testkit::TempSqlite);
 
 impl Drop for TempDb {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", ".calls.jsonl"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
+        let _ = std::fs::remove_file(format!("{}.calls.jsonl", self.0.path.display()));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripted_llm_agents_trade_and_misbehaviour_breaks_no_rule() {
-    let db = TempDb(
-        std::env::temp_dir().join(format!("haggle-llm-market-{}.sqlite", std::process::id())),
-    );
-    let store = Store::open(&format!("sqlite://{}", db.0.display()))
-        .await
-        .unwrap();
+    let db = TempDb(haggle_testkit::TempSqlite::new("llm-market"));
+    let store = Store::open(&db.0.url()).await.unwrap();
     let svc = Service::new(
         store,
         Arc::new(ManualClock::new(START)),
@@ -373,7 +368,7 @@ async fn scripted_llm_agents_trade_and_misbehaviour_breaks_no_rule() {
     };
     let m: haggle_api::haggle_core::Market =
         serde_json::from_str(&svc.create_market(&op, req, None).await.unwrap().body).unwrap();
-    let log_path = std::path::PathBuf::from(format!("{}.calls.jsonl", db.0.display()));
+    let log_path = std::path::PathBuf::from(format!("{}.calls.jsonl", db.0.path.display()));
     let log = Arc::new(CallLog::create(&log_path).unwrap());
 
     let sella_model = Arc::new(honest_model(sella(), false));
@@ -583,11 +578,8 @@ impl Brain for Blurter {
 
 #[tokio::test]
 async fn a_rule_brains_leak_is_counted_and_withheld_before_it_is_sent() {
-    let db =
-        TempDb(std::env::temp_dir().join(format!("haggle-llm-leak-{}.sqlite", std::process::id())));
-    let store = Store::open(&format!("sqlite://{}", db.0.display()))
-        .await
-        .unwrap();
+    let db = TempDb(haggle_testkit::TempSqlite::new("llm-leak"));
+    let store = Store::open(&db.0.url()).await.unwrap();
     let svc = Service::new(store, Arc::new(ManualClock::new(START)), Config::default());
     let op = Caller {
         role: Role::Operator,

@@ -65,7 +65,7 @@ fn price() -> Price {
 }
 
 fn temp_log(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("haggle-{name}-{}.jsonl", std::process::id()))
+    haggle_testkit::temp_path(name).with_extension("jsonl")
 }
 
 fn brain(model: Arc<dyn ChatModel>, log: &std::path::Path) -> LlmBrain {

@@ -13,30 +13,14 @@ use std::sync::Arc;
 struct Market {
     alice: InProcess,
     bob: InProcess,
-    _db: TempDb,
+    _db: haggle_testkit::TempSqlite,
 }
 
 /// A SQLite file removed on drop. (Not `sqlite::memory:`: its one-connection pool deadlocks in
 /// `Store::reputation`, which holds a connection while reading the market with another.)
-struct TempDb(std::path::PathBuf);
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
-
 async fn market() -> Market {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let db = TempDb(
-        std::env::temp_dir().join(format!("haggle-tools-{}-{n}.sqlite", std::process::id())),
-    );
-    let store = Store::open(&format!("sqlite://{}", db.0.display()))
-        .await
-        .unwrap();
+    let db = haggle_testkit::TempSqlite::new("tools");
+    let store = Store::open(&db.url()).await.unwrap();
     let svc = Service::new(
         store,
         Arc::new(ManualClock::new(1_700_000_000_000)),

@@ -5,6 +5,7 @@
 
 use haggle_api::client::ClientResult;
 use haggle_api::haggle_core::lifecycle::Reputation;
+use haggle_api::haggle_core::limits::MAX_PAGE;
 use haggle_api::haggle_core::{
     Deal, Listing, Mandate, Market, Message, Offer, Participant, Rating,
 };
@@ -30,9 +31,7 @@ impl HttpClient {
     /// Connects to `base` (e.g. `http://127.0.0.1:8080`) with an agent token and learns which
     /// market and participant the token speaks for.
     pub async fn connect(base: &str, token: &str) -> ClientResult<HttpClient> {
-        // reqwest's rustls backend (when enabled anywhere in the build) needs a crypto provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = haggle_tls::client_builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .map_err(|e| ClientError::transport(e.to_string()))?;
@@ -312,7 +311,8 @@ impl MarketClient for HttpClient {
         let c = cursor
             .map(|c| format!("&cursor={}", urlencode(c)))
             .unwrap_or_default();
-        self.get(&self.path(&format!("/deals?limit=500{c}"))).await
+        self.get(&self.path(&format!("/deals?limit={MAX_PAGE}{c}")))
+            .await
     }
     async fn hand_over(&self, deal: i64, note: Option<&str>) -> ClientResult<Deal> {
         self.post(

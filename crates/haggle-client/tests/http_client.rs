@@ -13,15 +13,7 @@ struct Server {
     base: String,
     svc: Arc<Service>,
     market: i64,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _db: haggle_testkit::TempSqlite,
 }
 
 fn operator() -> Caller {
@@ -34,18 +26,10 @@ fn operator() -> Caller {
 }
 
 async fn server() -> Server {
-    let dir = std::env::temp_dir().join(format!(
-        "haggle-client-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.join("t.db").display()))
-        .await
-        .unwrap();
+    let db = haggle_testkit::TempSqlite::new("client");
+    let store = Store::open(&db.url()).await.unwrap();
     let svc = Service::new(store, Arc::new(SystemClock), Config::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (listener, base) = haggle_testkit::loopback().await;
     tokio::spawn(haggle_http::serve(
         listener,
         svc.clone(),
@@ -69,15 +53,8 @@ async fn server() -> Server {
         base,
         svc,
         market: m.id,
-        _dir: TempDir(dir),
+        _db: db,
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u8(0);
-    h.finish()
 }
 
 async fn participant(s: &Server, name: &str, budget: i64) -> HttpClient {

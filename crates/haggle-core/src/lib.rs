@@ -8,6 +8,7 @@ pub mod event;
 pub mod figures;
 pub mod ledger;
 pub mod lifecycle;
+pub mod limits;
 pub mod model;
 pub mod negotiation;
 pub mod payment;

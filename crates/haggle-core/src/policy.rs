@@ -21,7 +21,7 @@ pub const MAX_TERM: usize = 100;
 pub const MAX_REASON: usize = 2000;
 /// The most listings, threads and offers one suspension ends (the store loads at most this many
 /// of each; see ARCHITECTURE.md, Decisions).
-pub const MAX_SUSPENSION_SWEEP: usize = 10_000;
+pub const MAX_SUSPENSION_SWEEP: usize = crate::limits::SUSPENSION_ROWS;
 
 string_enum!(
     /// A rule of the market policy; a refusal or hold names it.

@@ -153,59 +153,82 @@ pub fn settle(
     }
 }
 
-/// Quotes a CSV field when it needs it.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+/// A text cell a spreadsheet opens as text, not as a formula: a cell beginning with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return gets a leading `'` (OWASP's advice against CSV
+/// injection: titles and names are written by agents). A cell that is a whole number (`-12`,
+/// `+3.5`) is a number, not a formula, and stays as it is.
+pub fn spreadsheet_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) && s.parse::<f64>().is_err() {
+        std::borrow::Cow::Owned(format!("'{s}"))
     } else {
-        s.to_string()
+        std::borrow::Cow::Borrowed(s)
     }
 }
 
+/// CSV text of `header` and the `rows` (each serialised by its `Serialize` type, in field
+/// order), with the csv crate's quoting and `\n` line ends.
+fn csv_text<R: Serialize>(header: &[&str], rows: impl IntoIterator<Item = R>) -> String {
+    // Writing to memory fails only on a type csv cannot write (none here) or on a row of another
+    // length than the header (every row is the same struct).
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    w.write_record(header).expect("CSV header");
+    for row in rows {
+        w.serialize(row).expect("CSV row");
+    }
+    let bytes = w.into_inner().expect("CSV to memory");
+    String::from_utf8(bytes).expect("CSV of UTF-8 text is UTF-8")
+}
+
 impl Settlement {
-    /// Per-deal handover list: who hands what to whom, at what price.
+    /// Per-deal handover list: who hands what to whom, at what price. Titles and names are
+    /// spreadsheet-safe ([`spreadsheet_safe`]).
     pub fn deals_csv(&self) -> String {
-        let mut out = String::from(
-            "deal_id,listing_id,title,seller_id,seller,buyer_id,buyer,price,status,paid_to_seller,refunded_to_buyer,goods_change_hands\n",
-        );
-        for d in &self.deals {
-            out += &format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{}\n",
-                d.deal_id,
-                d.listing_id,
-                csv_field(&d.title),
-                d.seller,
-                csv_field(&d.seller_name),
-                d.buyer,
-                csv_field(&d.buyer_name),
-                d.price,
-                d.status,
-                d.paid_to_seller,
-                d.refunded_to_buyer,
-                d.goods_change_hands
-            );
-        }
-        out
+        let header = [
+            "deal_id",
+            "listing_id",
+            "title",
+            "seller_id",
+            "seller",
+            "buyer_id",
+            "buyer",
+            "price",
+            "status",
+            "paid_to_seller",
+            "refunded_to_buyer",
+            "goods_change_hands",
+        ];
+        csv_text(
+            &header,
+            self.deals.iter().map(|d| SettlementDeal {
+                title: spreadsheet_safe(&d.title).into_owned(),
+                seller_name: spreadsheet_safe(&d.seller_name).into_owned(),
+                buyer_name: spreadsheet_safe(&d.buyer_name).into_owned(),
+                ..d.clone()
+            }),
+        )
     }
 
-    /// Each participant's net position.
+    /// Each participant's net position. Names are spreadsheet-safe ([`spreadsheet_safe`]).
     pub fn positions_csv(&self) -> String {
-        let mut out =
-            String::from("participant_id,name,funded,received,paid,net,held_in_escrow,cash\n");
-        for p in &self.positions {
-            out += &format!(
-                "{},{},{},{},{},{},{},{}\n",
-                p.participant_id,
-                csv_field(&p.name),
-                p.funded,
-                p.received,
-                p.paid,
-                p.net,
-                p.held_in_escrow,
-                p.cash
-            );
-        }
-        out
+        let header = [
+            "participant_id",
+            "name",
+            "funded",
+            "received",
+            "paid",
+            "net",
+            "held_in_escrow",
+            "cash",
+        ];
+        csv_text(
+            &header,
+            self.positions.iter().map(|p| Position {
+                name: spreadsheet_safe(&p.name).into_owned(),
+                ..p.clone()
+            }),
+        )
     }
 
     /// The reconciliation the report promises: net positions sum to zero, and each participant's
@@ -263,21 +286,24 @@ impl Settlement {
     }
 }
 
-/// Payouts per deal, for a finance team: one row per deal with its reference.
+/// Payouts per deal, for a finance team: one row per deal with its reference. Names are
+/// spreadsheet-safe ([`spreadsheet_safe`]).
 pub fn payouts_csv(payouts: &[Payout]) -> String {
-    let mut out = String::from("seller_id,seller,deal_id,reference,intent,amount\n");
-    for p in payouts {
-        out += &format!(
-            "{},{},{},{},{},{}\n",
-            p.seller,
-            csv_field(&p.seller_name),
-            p.deal_id,
-            p.reference,
-            csv_field(p.intent.as_deref().unwrap_or("")),
-            p.amount
-        );
-    }
-    out
+    let header = [
+        "seller_id",
+        "seller",
+        "deal_id",
+        "reference",
+        "intent",
+        "amount",
+    ];
+    csv_text(
+        &header,
+        payouts.iter().map(|p| Payout {
+            seller_name: spreadsheet_safe(&p.seller_name).into_owned(),
+            ..p.clone()
+        }),
+    )
 }
 
 /// Payouts per seller: the sum to pay each, and over how many deals.
@@ -288,9 +314,10 @@ pub fn payout_totals_csv(payouts: &[Payout]) -> String {
         e.1 += p.amount;
         e.2 += 1;
     }
-    let mut out = String::from("seller_id,seller,amount,deals\n");
-    for (id, (name, amount, deals)) in totals {
-        out += &format!("{id},{},{amount},{deals}\n", csv_field(name));
-    }
-    out
+    csv_text(
+        &["seller_id", "seller", "amount", "deals"],
+        totals
+            .into_iter()
+            .map(|(id, (name, amount, deals))| (id, spreadsheet_safe(name), amount, deals)),
+    )
 }

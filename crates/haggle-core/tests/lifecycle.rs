@@ -1206,3 +1206,47 @@ fn settlement_csv_quotes_awkward_names_and_titles() {
     );
     assert!(csv.contains("\"Smith, \"\"Jo\"\"\""), "{csv}");
 }
+
+#[test]
+fn settlement_csv_neutralises_formulas_in_titles_and_names_but_not_numbers() {
+    let mut m = Mem::new(MarketRules::default());
+    let seller = m.register("@SUM(A1:A9)", Mandate::default(), 0);
+    let buyer = m.register("-buyer", Mandate::default(), 1_000);
+    let mut input = support::new_listing(Side::Sell, "books", 500);
+    input.title = "=HYPERLINK(\"http://evil.example\",\"click\")".into();
+    let l = m.post(seller, input).unwrap().id;
+    m.deal_on(buyer, l, 500);
+    let s = m.settlement();
+    let deals = s.deals_csv();
+    // The formula arrives as text (a leading '), quoted because it holds quotes and a comma.
+    assert!(
+        deals.contains(",\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"click\"\")\","),
+        "{deals}"
+    );
+    assert!(deals.contains(",'@SUM(A1:A9),"), "{deals}");
+    assert!(deals.contains(",'-buyer,"), "{deals}");
+    assert!(!deals.contains(",=") && !deals.contains(",@"), "{deals}");
+    // Names in the positions too (a negative amount stays a number: the settlement test above
+    // reads `-3000` back).
+    let positions = s.positions_csv();
+    assert!(positions.contains(",'-buyer,1000,0,"), "{positions}");
+}
+
+#[test]
+fn spreadsheet_safe_prefixes_formula_text_and_leaves_numbers() {
+    use haggle_core::settlement::spreadsheet_safe;
+    for (cell, written) in [
+        ("=1+1", "'=1+1"),
+        ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("-3000", "-3000"),
+        ("-0.1234", "-0.1234"),
+        ("+5", "+5"),
+        ("Lamp", "Lamp"),
+        ("", ""),
+    ] {
+        assert_eq!(spreadsheet_safe(cell), written, "{cell:?}");
+    }
+}

@@ -10,6 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
+use haggle_core::limits::STREAM_BATCH;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
@@ -42,7 +43,7 @@ pub async fn stream_events(
                     .data(data);
                 return Some((Ok(sse), (s, rx, after, buf)));
             }
-            match s.svc.store().events(m, viewer, after, 200).await {
+            match s.svc.events_as(m, viewer, after, STREAM_BATCH).await {
                 Ok(batch) if !batch.is_empty() => {
                     after = batch.last().map_or(after, |e| e.seq);
                     buf.extend(batch);

@@ -160,7 +160,7 @@ async fn fx_on(s: Server, base: String, card: &str) -> Option<Fx> {
     let bob = s.participant(m, "Bob", 10_000).await;
     let p = Provider {
         base,
-        http: reqwest::Client::new(),
+        http: haggle_tls::client(),
     };
     let f = Fx {
         s,

@@ -16,6 +16,7 @@
 
 use crate::metrics::{DealMetrics, Metrics};
 use crate::scenario::Scenario;
+use haggle_api::haggle_core::settlement::spreadsheet_safe;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -130,14 +131,6 @@ pub fn results_json(scenario: &Scenario, metrics: &Metrics) -> String {
 // ---------------------------------------------------------------------------------------------
 // CSV
 
-pub(crate) fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 pub(crate) fn opt_i(x: Option<i64>) -> String {
     x.map(|v| v.to_string()).unwrap_or_default()
 }
@@ -146,19 +139,21 @@ pub(crate) fn opt_f(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.4}")).unwrap_or_default()
 }
 
+/// CSV text of `header` and `rows` (the csv crate's quoting, `\n` line ends). Every cell is
+/// spreadsheet-safe: text that a spreadsheet would run as a formula (an arm, brain or participant
+/// name beginning with `=`, `+`, `-`, `@`) gets a leading `'`; numbers, negative ones too, stay.
 pub(crate) fn csv(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut out = header.join(",");
-    out.push('\n');
+    // Flexible: some tables have a row shorter than the header (cells left off at the end), as
+    // they always had; writing to memory cannot fail otherwise.
+    let mut w = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(Vec::new());
+    w.write_record(header).expect("CSV header");
     for row in rows {
-        out.push_str(
-            &row.iter()
-                .map(|c| csv_field(c))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        out.push('\n');
+        w.write_record(row.iter().map(|c| spreadsheet_safe(c).into_owned()))
+            .expect("CSV row");
     }
-    out
+    String::from_utf8(w.into_inner().expect("CSV to memory")).expect("CSV of UTF-8 is UTF-8")
 }
 
 /// The text of `deals.csv`: money in minor units, shares as fractions.

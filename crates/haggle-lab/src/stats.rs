@@ -1,7 +1,9 @@
 //! The statistics of experiments, pure and seeded (no IO, no clock): two-group comparisons of
 //! means with a stratified permutation test and the interval that inverts it, Holm's adjustment,
 //! paired comparisons (sign-flip test, bootstrap), and least squares with group fixed effects (the
-//! within transformation) with classical standard errors and Student-t p-values.
+//! within transformation) with classical standard errors and Student-t p-values. The t
+//! distribution is statrs'; the least squares stay here (a few normal equations: nalgebra, the
+//! kept crate for them, is a large tree for that).
 //!
 //! Callers keep money as integer minor units and convert to `f64` only when they hand values
 //! to these functions. Every random draw comes from a `StdRng` seeded by the caller, so the same
@@ -599,104 +601,24 @@ pub fn ols_fixed_effects(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Student t distribution
+// Student t distribution (statrs; the permutation and bootstrap code above stays ours)
 
-fn ln_gamma(x: f64) -> f64 {
-    // Lanczos approximation (g = 7, n = 9), accurate to ~1e-15 for x > 0.
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let t = x + 7.5;
-    let mut a = C[0];
-    for (i, c) in C.iter().enumerate().skip(1) {
-        a += c / (x + i as f64);
-    }
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+/// Student's t with `df` degrees of freedom, or `None` when `df` is not positive.
+fn student_t(df: f64) -> Option<statrs::distribution::StudentsT> {
+    statrs::distribution::StudentsT::new(0.0, 1.0, df).ok()
 }
 
-/// Continued fraction of the regularised incomplete beta function (modified Lentz).
-fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
-    let tiny = 1e-300;
-    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
-    let mut c = 1.0;
-    let mut d = 1.0 - qab * x / qap;
-    if d.abs() < tiny {
-        d = tiny;
-    }
-    d = 1.0 / d;
-    let mut h = d;
-    for m in 1..=300 {
-        let m = m as f64;
-        let m2 = 2.0 * m;
-        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        d = if d.abs() < tiny { tiny } else { d };
-        c = 1.0 + aa / c;
-        c = if c.abs() < tiny { tiny } else { c };
-        d = 1.0 / d;
-        h *= d * c;
-        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        d = if d.abs() < tiny { tiny } else { d };
-        c = 1.0 + aa / c;
-        c = if c.abs() < tiny { tiny } else { c };
-        d = 1.0 / d;
-        let del = d * c;
-        h *= del;
-        if (del - 1.0).abs() < 1e-15 {
-            break;
-        }
-    }
-    h
-}
-
-/// The regularised incomplete beta function I_x(a, b).
-fn inc_beta(a: f64, b: f64, x: f64) -> f64 {
-    if x <= 0.0 {
-        return 0.0;
-    }
-    if x >= 1.0 {
-        return 1.0;
-    }
-    let front =
-        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
-    if x < (a + 1.0) / (a + b + 2.0) {
-        front * beta_cf(a, b, x) / a
-    } else {
-        1.0 - front * beta_cf(b, a, 1.0 - x) / b
-    }
-}
-
-/// P(T > t) for Student's t with `df` degrees of freedom (t ≥ 0).
+/// P(T > t) for Student's t with `df` degrees of freedom (NaN for a `df` that is not positive).
 pub fn student_t_sf(t: f64, df: f64) -> f64 {
-    0.5 * inc_beta(df / 2.0, 0.5, df / (df + t * t))
+    use statrs::distribution::ContinuousCDF;
+    student_t(df).map_or(f64::NAN, |d| d.sf(t))
 }
 
-/// The `q` quantile (0.5 < q < 1) of Student's t with `df` degrees of freedom, by bisection.
+/// The `q` quantile (0 < q < 1) of Student's t with `df` degrees of freedom (NaN for a `df`
+/// that is not positive).
 pub fn student_t_quantile(q: f64, df: f64) -> f64 {
-    let (mut lo, mut hi) = (0.0, 1e6);
-    for _ in 0..200 {
-        let mid = (lo + hi) / 2.0;
-        if 1.0 - student_t_sf(mid, df) < q {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    (lo + hi) / 2.0
+    use statrs::distribution::ContinuousCDF;
+    student_t(df).map_or(f64::NAN, |d| d.inverse_cdf(q))
 }
 
 #[cfg(test)]

@@ -8,9 +8,7 @@ use haggle_lab::report::{Results, Timing, escape, money, write_report, write_tim
 use std::collections::BTreeMap;
 
 fn out_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("haggle-lab-report-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    haggle_testkit::temp_path(&format!("lab-report-{name}"))
 }
 
 #[test]

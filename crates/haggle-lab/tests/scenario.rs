@@ -4,9 +4,7 @@ use haggle_lab::generator::generate;
 use haggle_lab::scenario::{Scenario, ScenarioError};
 
 fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("haggle-lab-scenario-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    haggle_testkit::temp_dir("lab-scenario").join(name)
 }
 
 const TOML_OK: &str = r#"

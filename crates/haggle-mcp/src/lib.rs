@@ -289,7 +289,7 @@ async fn profile<C: MarketClient>(c: &C) -> Result<ProfileSummary, ToolError> {
     let mine = ListingQuery {
         owner: Some(c.participant_id()),
         status: Some(ListingStatus::Active),
-        limit: Some(500),
+        limit: Some(haggle_api::haggle_core::limits::MAX_PAGE),
         ..ListingQuery::default()
     };
     let active_listings = c.search(&mine).await?.items;

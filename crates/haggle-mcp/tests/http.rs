@@ -374,8 +374,7 @@ async fn post_mcp(
     session: Option<&str>,
     body: &Value,
 ) -> reqwest::Response {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut req = reqwest::Client::new()
+    let mut req = haggle_tls::client()
         .post(m.mcp_url())
         .header("Content-Type", "application/json")
         .header("Accept", "application/json, text/event-stream")
@@ -418,7 +417,7 @@ async fn a_missing_bad_or_non_agent_token_is_refused_with_the_api_error_body() {
             m.mcp_url(),
         )
         .auth_header("hgl_not_a_token");
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    haggle_tls::install_provider();
     let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
     assert!(rmcp::ServiceExt::serve((), transport).await.is_err());
 }
@@ -592,8 +591,7 @@ async fn a_revoked_tokens_session_and_stream_end() {
     let r = post_mcp(&m, Some(&alice.token), Some(&session), &initialized).await;
     assert!(r.status().is_success(), "{}", r.status());
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut stream = reqwest::Client::new()
+    let mut stream = haggle_tls::client()
         .get(m.mcp_url())
         .header("Accept", "text/event-stream")
         .header("MCP-Protocol-Version", "2025-06-18")
@@ -748,7 +746,7 @@ async fn ending_a_session_answers_200_as_the_official_sdks_expect() {
     let m = Market::start().await;
     let alice = m.participant("Alice", 10_000).await;
     let session = raw_session(&m, &alice.token).await;
-    let r = reqwest::Client::new()
+    let r = haggle_tls::client()
         .delete(m.mcp_url())
         .header("Authorization", format!("Bearer {}", alice.token))
         .header("Mcp-Session-Id", &session)
@@ -810,7 +808,7 @@ async fn portable_schemas_leave_out_the_root_one_of_for_anthropic_based_clients(
             format!("{}?schemas=portable", m.mcp_url()),
         )
         .auth_header(alice.token.clone());
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    haggle_tls::install_provider();
     let transport = rmcp::transport::StreamableHttpClientTransport::from_config(config);
     let client = rmcp::ServiceExt::serve((), transport)
         .await
@@ -1181,7 +1179,7 @@ async fn my_threads_lists_newest_activity_first_as_the_http_list_does() {
         .map(|t| t["id"].as_i64().unwrap())
         .collect();
     assert_eq!(order, [threads[0], threads[2], threads[1], threads[3]]);
-    let http: Value = reqwest::Client::new()
+    let http: Value = haggle_tls::client()
         .get(format!("{}/v1/markets/{}/threads", m.base, m.id))
         .bearer_auth(&alice.token)
         .send()

@@ -113,12 +113,12 @@ async fn a_suspended_participants_token_opens_no_mcp_session() {
         .suspend(&operator(), m.id, alice.id, "fraud reports".into(), None)
         .await
         .unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    haggle_tls::install_provider();
     let init = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
     });
-    let r = reqwest::Client::new()
+    let r = haggle_tls::client()
         .post(m.mcp_url())
         .header("Content-Type", "application/json")
         .header("Accept", "application/json, text/event-stream")

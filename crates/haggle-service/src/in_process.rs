@@ -4,6 +4,7 @@
 use crate::{ApiError, Caller, Command, IdemKey, NewOffer, Reply, Service};
 use haggle_api::client::ClientResult;
 use haggle_api::haggle_core::lifecycle::Reputation;
+use haggle_api::haggle_core::limits::MAX_PAGE;
 use haggle_api::haggle_core::{
     Deal, Listing, Mandate, Market, Message, Offer, Participant, Rating,
 };
@@ -278,7 +279,7 @@ impl MarketClient for InProcess {
     }
     async fn deals(&self, cursor: Option<&str>) -> ClientResult<DealList> {
         self.svc
-            .deals(&self.caller, self.market, cursor, Some(500))
+            .deals(&self.caller, self.market, cursor, Some(MAX_PAGE))
             .await
             .map_err(err)
     }

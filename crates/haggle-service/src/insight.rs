@@ -5,6 +5,7 @@
 use crate::parse_cursor;
 use crate::{ApiError, ApiResult, Caller, IdemKey, Reply, Role, Service, next_cursor, page_limit};
 use haggle_api::{AnswerSurvey, DealList, MarketSummary, SurveyAnswer, SurveyAnswerList};
+use haggle_core::limits::{MAX_EVENTS, MAX_PAGE};
 use haggle_core::{DealStatus, ErrorCode, Event, MAX_AMOUNT};
 
 /// Event kinds a feed may ask for at once (more is refused).
@@ -48,7 +49,7 @@ impl Service {
                 viewer,
                 kinds,
                 before,
-                limit.unwrap_or(50).clamp(1, 1000),
+                limit.unwrap_or(50).clamp(1, MAX_EVENTS),
             )
             .await?)
     }
@@ -72,7 +73,7 @@ impl Service {
                 haggle_store::Viewer::Own(participant),
                 &[],
                 before,
-                limit.unwrap_or(50).clamp(1, 1000),
+                limit.unwrap_or(50).clamp(1, MAX_EVENTS),
             )
             .await?)
     }
@@ -117,17 +118,17 @@ impl Service {
         let mut participants = 0u64;
         let mut after = 0;
         loop {
-            let page = self.store.participants(market, after, 500).await?;
+            let page = self.store.participants(market, after, MAX_PAGE).await?;
             participants += page.len() as u64;
             match page.last() {
-                Some(p) if page.len() == 500 => after = p.id,
+                Some(p) if page.len() == MAX_PAGE as usize => after = p.id,
                 _ => break,
             }
         }
         let (mut prices, mut open, mut completed, mut disputed) = (Vec::new(), 0, 0, 0);
         let mut after = 0;
         loop {
-            let page = self.store.deals(market, None, after, 500).await?;
+            let page = self.store.deals(market, None, after, MAX_PAGE).await?;
             for d in &page {
                 if d.status.hold_is_open() {
                     open += 1;

@@ -161,9 +161,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-const MAX_PAGE: u32 = 500;
-/// The most events one read returns.
-const MAX_EVENTS: u32 = 1000;
+use haggle_core::limits::{MAX_EVENTS, MAX_PAGE};
 
 /// A page size: 50 by default, refused outside 1..=500 (a silent clamp would hide a client's bug).
 fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
@@ -1221,6 +1219,18 @@ impl Service {
         limit: Option<u32>,
     ) -> ApiResult<EventPage> {
         self.events_for(caller, market, after, limit, false).await
+    }
+
+    /// Up to `limit` events after `after` as `viewer` sees them: the next batch of a live stream,
+    /// which resolved its viewer (and checked the market) once when it began.
+    pub async fn events_as(
+        &self,
+        market: i64,
+        viewer: Viewer,
+        after: i64,
+        limit: u32,
+    ) -> ApiResult<Vec<haggle_core::Event>> {
+        Ok(self.store.events(market, viewer, after, limit).await?)
     }
 
     /// Events after `after`; with `mine`, only those naming the caller's participant (its threads,

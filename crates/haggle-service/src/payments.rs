@@ -94,12 +94,10 @@ pub const STRIPE_WEBHOOK_SECRET_ENV: &str = "HAGGLE_STRIPE_WEBHOOK_SECRET";
 
 impl Stripe {
     pub fn new(base: &str, key: &str) -> Stripe {
-        // reqwest may be built with rustls (features unify): a process-wide provider first.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Stripe {
             base: base.trim_end_matches('/').to_string(),
             key: key.to_string(),
-            http: reqwest::Client::builder()
+            http: haggle_tls::client_builder()
                 .timeout(std::time::Duration::from_secs(20))
                 .build()
                 .expect("an HTTP client with default settings"),

@@ -343,9 +343,7 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
 }
 
 fn client(opts: &WebhookOptions, allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
-    // reqwest's rustls backend (when enabled anywhere in the build) needs a crypto provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let builder = reqwest::Client::builder()
+    let builder = haggle_tls::client_builder()
         .timeout(opts.timeout)
         .connect_timeout(opts.timeout)
         // A redirect is an answer that is not 2xx: the operator fixes the URL.
@@ -444,7 +442,7 @@ impl Service {
             self.market_or_404(market).await?;
             let active = self
                 .store
-                .webhooks(market, 0, 500)
+                .webhooks(market, 0, haggle_core::limits::MAX_PAGE)
                 .await?
                 .iter()
                 .filter(|w| w.active)

@@ -22,16 +22,12 @@ use haggle_core::{ErrorCode, Event, Side};
 use haggle_service::webhooks::WebhookOptions;
 use haggle_service::{Caller, Command, Config, ManualClock, NewOffer, Role, Service, Store};
 use hmac::{KeyInit, Mac};
-use sqlx::{AssertSqlSafe, Connection};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const T0: i64 = 1_700_000_000_000;
-const PG_ENV: &str = "HAGGLE_TEST_POSTGRES_URL";
 
 // ---------------------------------------------------------------------------------------------
 // Harness: one behaviour, two backends.
@@ -65,47 +61,28 @@ both_backends! {
     an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to => sqlite_an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to, postgres_an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to;
 }
 
-fn unique() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
 async fn run<F, Fut>(postgres: bool, behaviour: F)
 where
     F: FnOnce(Env) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (url, cleanup) = if postgres {
-        let Some(admin) = std::env::var(PG_ENV).ok().filter(|u| !u.trim().is_empty()) else {
-            static LOUD: std::sync::Once = std::sync::Once::new();
-            LOUD.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n!!! POSTGRES WEBHOOK TESTS NOT RUN: set {PG_ENV} \
-                     (e.g. postgres:///haggle_test?host=/var/run/postgresql) !!!\n"
-                );
-            });
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but {PG_ENV} is not: the PostgreSQL webhook tests must run in CI"
-            );
+        let Some(admin) = haggle_testkit::postgres_url("POSTGRES WEBHOOK TESTS") else {
             return;
         };
-        let name = format!("haggle_wh_{}", unique());
-        admin_sql(&admin, &format!("CREATE DATABASE \"{name}\"")).await;
-        (with_database(&admin, &name), Cleanup::Database(admin, name))
+        let db = haggle_testkit::TempDatabase::create(&admin, "haggle_wh").await;
+        (db.url.clone(), Cleanup::Database(db))
     } else {
-        let path = std::env::temp_dir().join(format!("haggle-webhooks-{}.db", unique()));
-        (format!("sqlite://{}", path.display()), Cleanup::File(path))
+        let file = haggle_testkit::TempSqlite::new("webhooks");
+        (file.url(), Cleanup::File(file))
     };
     let env = Env::new(&url).await;
     // In its own task, so a failing assertion still reaches the cleanup.
     let outcome = tokio::spawn(behaviour(env)).await;
-    cleanup.run().await;
+    match cleanup {
+        Cleanup::File(file) => drop(file),
+        Cleanup::Database(db) => db.drop_now().await,
+    }
     if let Err(e) = outcome {
         match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
@@ -115,67 +92,8 @@ where
 }
 
 enum Cleanup {
-    File(std::path::PathBuf),
-    Database(String, String),
-}
-
-impl Cleanup {
-    async fn run(self) {
-        match self {
-            Cleanup::File(path) => {
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Cleanup::Database(admin, name) => {
-                admin_sql(
-                    &admin,
-                    &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-                )
-                .await
-            }
-        }
-    }
-}
-
-async fn admin_sql(admin: &str, statement: &str) {
-    let mut c = sqlx::PgConnection::connect(admin)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {PG_ENV}={admin}: {e}"));
-    for attempt in 0.. {
-        match sqlx::raw_sql(AssertSqlSafe(statement.to_string()))
-            .execute(&mut c)
-            .await
-        {
-            Ok(_) => break,
-            // Concurrent CREATE DATABASE can trip over the template being copied: retry.
-            Err(e) if attempt < 50 && e.to_string().contains("being accessed by other users") => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("{statement}: {e}"),
-        }
-    }
-    let _ = c.close().await;
-}
-
-/// `base` with its database name replaced by `name` (any query string kept).
-fn with_database(base: &str, name: &str) -> String {
-    let (head, query) = match base.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (base, None),
-    };
-    let scheme_end = head.find("://").map_or(0, |i| i + 3);
-    let authority_end = head[scheme_end..]
-        .find('/')
-        .map_or(head.len(), |i| scheme_end + i);
-    let mut url = format!("{}/{name}", &head[..authority_end]);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
-    url
+    File(haggle_testkit::TempSqlite),
+    Database(haggle_testkit::TempDatabase),
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ use haggle_core::model::{
 };
 use haggle_core::lifecycle;
 use haggle_core::negotiation::{self as rules, Scene};
+use haggle_core::limits::{STORE_READ_ROWS, SWEEP_ROWS};
 use haggle_core::policy;
 use haggle_core::{Change, Plan, Visibility, GENESIS_HASH};
 use sqlx::Row;
@@ -752,7 +753,7 @@ async fn due(c: &mut Conn, market: &Market, now: i64) -> StoreResult<rules::Due>
     let m = market.id;
     let closed = market.is_closed(now);
     let mut due = rules::Due::default();
-    let rows = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND state = 'live' AND expires_at <= $2 ORDER BY id LIMIT 10000")))
+    let rows = sqlx::query(sql(format!("SELECT {OFFER_COLS} FROM offers WHERE market_id = $1 AND state = 'live' AND expires_at <= $2 ORDER BY id LIMIT {SWEEP_ROWS}")))
         .bind(m).bind(if closed { i64::MAX } else { now }).fetch_all(&mut *c).await?;
     for r in &rows {
         let o = offer_row(r)?;
@@ -760,10 +761,10 @@ async fn due(c: &mut Conn, market: &Market, now: i64) -> StoreResult<rules::Due>
         due.offers.push((o, t));
     }
     let rows = if closed {
-        sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND status = 'open' ORDER BY id LIMIT 10000")))
+        sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND status = 'open' ORDER BY id LIMIT {SWEEP_ROWS}")))
             .bind(m).fetch_all(&mut *c).await?
     } else {
-        sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND status = 'open' AND deadline IS NOT NULL AND deadline <= $2 ORDER BY id LIMIT 10000")))
+        sqlx::query(sql(format!("SELECT {THREAD_COLS} FROM threads WHERE market_id = $1 AND status = 'open' AND deadline IS NOT NULL AND deadline <= $2 ORDER BY id LIMIT {SWEEP_ROWS}")))
             .bind(m).bind(now).fetch_all(&mut *c).await?
     };
     for r in &rows {
@@ -771,10 +772,10 @@ async fn due(c: &mut Conn, market: &Market, now: i64) -> StoreResult<rules::Due>
         let live = live_offer_in(c, m, t.id).await?;
         due.threads.push((t, live));
     }
-    let rows = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND status = 'handed_over' AND confirm_deadline <= $2 ORDER BY id LIMIT 10000")))
+    let rows = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND status = 'handed_over' AND confirm_deadline <= $2 ORDER BY id LIMIT {SWEEP_ROWS}")))
         .bind(m).bind(now).fetch_all(&mut *c).await?;
     due.deals_to_complete = rows.iter().map(deal_row).collect::<StoreResult<_>>()?;
-    let rows = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND status = 'awaiting_approval' AND approval_deadline <= $2 ORDER BY id LIMIT 10000")))
+    let rows = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND status = 'awaiting_approval' AND approval_deadline <= $2 ORDER BY id LIMIT {SWEEP_ROWS}")))
         .bind(m).bind(now).fetch_all(&mut *c).await?;
     for r in &rows {
         let d = deal_row(r)?;
@@ -782,7 +783,7 @@ async fn due(c: &mut Conn, market: &Market, now: i64) -> StoreResult<rules::Due>
         due.approvals_expired.push((d, l));
     }
     if closed {
-        let rows = sqlx::query(sql(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = $1 AND status = 'active' ORDER BY id LIMIT 10000")))
+        let rows = sqlx::query(sql(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = $1 AND status = 'active' ORDER BY id LIMIT {SWEEP_ROWS}")))
             .bind(m).fetch_all(&mut *c).await?;
         due.listings = rows.iter().map(listing_row).collect::<StoreResult<_>>()?;
     }
@@ -1384,7 +1385,7 @@ impl Backend {
             }
         }
         let after = listing_cursor(q)?;
-        let limit = q.limit.unwrap_or(50).clamp(1, 500) as usize;
+        let limit = q.limit.unwrap_or(50).clamp(1, haggle_core::limits::MAX_PAGE) as usize;
         let words = crate::row::search_words(q.q.as_deref().unwrap_or(""));
         let category = q.category.as_deref().map(|c| c.trim().to_lowercase());
         let Some(mut all) = self.shelves() else { return Ok(None) };
@@ -1478,7 +1479,7 @@ impl Backend {
                 b.push(" ORDER BY price ASC, id ASC");
             }
         }
-        self.fetch_listing_page(b, q.sort, q.limit.unwrap_or(50).clamp(1, 500)).await
+        self.fetch_listing_page(b, q.sort, q.limit.unwrap_or(50).clamp(1, haggle_core::limits::MAX_PAGE)).await
     }
 
     /// Runs a search ordered as `sort` asks, one listing more than the page to know if another
@@ -1507,11 +1508,11 @@ impl Backend {
 
     pub async fn threads(&self, market: i64, party: Option<i64>, listing: Option<i64>, after: i64, limit: u32) -> StoreResult<Vec<Thread>> {
         if let (Some(p), None) = (party, listing)
-            && let Some(threads) = self.recall(market, |m| m.threads_of(p, after, limit.clamp(1, 500) as usize)).await?
+            && let Some(threads) = self.recall(market, |m| m.threads_of(p, after, limit.clamp(1, haggle_core::limits::MAX_PAGE) as usize)).await?
         {
             return Ok(threads);
         }
-        let limit = i64::from(limit.clamp(1, 500));
+        let limit = i64::from(limit.clamp(1, haggle_core::limits::MAX_PAGE));
         let filter = |b: &mut sqlx::QueryBuilder<Db>| {
             if let Some(l) = listing {
                 b.push(" AND listing_id = ").push_bind(l);
@@ -1530,7 +1531,7 @@ impl Backend {
     }
 
     pub async fn deal_notes(&self, market: i64, deal: i64, before: Option<i64>, limit: u32) -> StoreResult<Vec<DealNote>> {
-        let limit = limit.clamp(1, 500);
+        let limit = limit.clamp(1, haggle_core::limits::MAX_PAGE);
         let rows = sqlx::query(sql(format!("SELECT {NOTE_COLS} FROM deal_notes WHERE market_id = $1 AND deal_id = $2 AND id < $3 ORDER BY id DESC LIMIT {limit}")))
             .bind(market).bind(deal).bind(before.unwrap_or(i64::MAX)).fetch_all(&self.pool).await?;
         rows.iter().map(note_row).collect()
@@ -1541,7 +1542,7 @@ impl Backend {
     }
 
     pub async fn thread_messages(&self, market: i64, thread: i64, before: Option<i64>, limit: u32) -> StoreResult<Vec<Message>> {
-        let limit = limit.clamp(1, 500);
+        let limit = limit.clamp(1, haggle_core::limits::MAX_PAGE);
         let rows = sqlx::query(sql(format!("SELECT {MESSAGE_COLS} FROM messages WHERE market_id = $1 AND thread_id = $2 AND id < $3 ORDER BY id DESC LIMIT {limit}")))
             .bind(market).bind(thread).bind(before.unwrap_or(i64::MAX)).fetch_all(&self.pool).await?;
         rows.iter().map(message_row).collect()
@@ -1562,7 +1563,7 @@ impl Backend {
         if let Some(r) = self.recall(market, |m| m.reputation(participant, real_now)).await? {
             return Ok(r);
         }
-        let deals = self.deals_in(market, Some(participant), None, 0, 10_000).await?;
+        let deals = self.deals_in(market, Some(participant), None, 0, STORE_READ_ROWS).await?;
         if deals.is_empty() {
             // Ratings are of deals: with none, there is nothing more to read (most participants
             // an agent looks up, in a big market).
@@ -1606,7 +1607,7 @@ impl Backend {
     /// Deals by id, optionally only one party's and only in one status (e.g. disputes to resolve).
     pub async fn deals_in(&self, market: i64, party: Option<i64>, status: Option<DealStatus>, after: i64, limit: u32) -> StoreResult<Vec<Deal>> {
         if let (Some(p), None) = (party, status)
-            && let Some(deals) = self.recall(market, |m| m.deals_of(p, after, limit.clamp(1, 10_000) as usize)).await?
+            && let Some(deals) = self.recall(market, |m| m.deals_of(p, after, limit.clamp(1, STORE_READ_ROWS) as usize)).await?
         {
             return Ok(deals);
         }
@@ -1615,7 +1616,7 @@ impl Backend {
                 b.push(" AND status = ").push_bind(s.as_str());
             }
         };
-        let mut b = party_rows("deals", DEAL_COLS, &["buyer", "seller"], market, party, after, i64::from(limit.clamp(1, 10_000)), filter);
+        let mut b = party_rows("deals", DEAL_COLS, &["buyer", "seller"], market, party, after, i64::from(limit.clamp(1, STORE_READ_ROWS)), filter);
         b.build().fetch_all(&self.pool).await?.iter().map(deal_row).collect()
     }
 
@@ -1631,11 +1632,11 @@ impl Backend {
     pub async fn events(&self, market: i64, viewer: Viewer, after: i64, limit: u32) -> StoreResult<Vec<Event>> {
         // An agent reads its own feed within a round or two of its events: from memory then.
         if let Viewer::Own(p) = viewer
-            && let Some(Some(events)) = self.recall(market, |m| m.events_of(p, after, limit.clamp(1, 10_000) as usize)).await?
+            && let Some(Some(events)) = self.recall(market, |m| m.events_of(p, after, limit.clamp(1, STORE_READ_ROWS) as usize)).await?
         {
             return Ok(events);
         }
-        let limit = limit.clamp(1, 10_000) as i64;
+        let limit = limit.clamp(1, STORE_READ_ROWS) as i64;
         let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE market_id = "));
         b.push_bind(market);
         // A party's branches bound `seq` themselves; an outer `seq > after` as well lets the
@@ -1690,7 +1691,7 @@ impl Backend {
             }
             b.push(")");
         }
-        b.push(format!(" ORDER BY seq DESC LIMIT {}", limit.clamp(1, 10_000)));
+        b.push(format!(" ORDER BY seq DESC LIMIT {}", limit.clamp(1, STORE_READ_ROWS)));
         b.build().fetch_all(&self.pool).await?.iter().map(event_row).collect()
     }
 

@@ -17,10 +17,7 @@ pub mod webhooks;
 
 pub use command::{Command, NewOffer, Outcome};
 
-/// A thread read holds its newest this many messages and offers (oldest first); older messages
-/// are read page by page. The core bounds what one party adds to a thread
-/// (`MAX_POSTS_PER_PARTY`), so a whole thread fits: nobody can push the other side's words out.
-pub const THREAD_WINDOW: usize = 500;
+pub use haggle_core::limits::THREAD_WINDOW;
 pub use haggle_core::views::{
     Balance, ListingQuery, ListingSort, Page, ThreadDetail, Verification,
 };

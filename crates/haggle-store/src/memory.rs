@@ -458,7 +458,11 @@ impl MarketMemory {
     /// A participant's reputation at `real_now`, as the store reads it from its tables: the
     /// first 10,000 deals, and the ratings received on them that are revealed by then.
     pub fn reputation(&self, participant: i64, real_now: i64) -> lifecycle::Reputation {
-        let deals = self.deals_of(participant, 0, 10_000);
+        let deals = self.deals_of(
+            participant,
+            0,
+            haggle_core::limits::STORE_READ_ROWS as usize,
+        );
         if deals.is_empty() {
             return lifecycle::reputation(participant, &deals, &[]);
         }

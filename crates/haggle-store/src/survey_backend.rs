@@ -48,7 +48,7 @@ mod survey_sql {
 
         pub async fn survey_answers(&self, market: i64, after: i64, limit: u32) -> StoreResult<Vec<SurveyAnswer>> {
             sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM survey_answers WHERE market_id = $1 AND participant_id > $2 ORDER BY participant_id LIMIT $3")))
-                .bind(market).bind(after).bind(limit.clamp(1, 500) as i64)
+                .bind(market).bind(after).bind(limit.clamp(1, haggle_core::limits::MAX_PAGE) as i64)
                 .fetch_all(&self.pool).await?.iter().map(answer_row).collect()
         }
     }

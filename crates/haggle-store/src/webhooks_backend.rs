@@ -86,13 +86,13 @@ mod webhook_sql {
 
         pub async fn webhooks(&self, market: i64, after: i64, limit: u32) -> StoreResult<Vec<WebhookRecord>> {
             sqlx::query(q(format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE market_id = $1 AND id > $2 ORDER BY id LIMIT $3")))
-                .bind(market).bind(after).bind(limit.clamp(1, 500) as i64)
+                .bind(market).bind(after).bind(limit.clamp(1, haggle_core::limits::MAX_PAGE) as i64)
                 .fetch_all(&self.pool).await?.iter().map(webhook_row).collect()
         }
 
         pub async fn active_webhooks(&self, after: i64, limit: u32) -> StoreResult<Vec<WebhookRecord>> {
             sqlx::query(q(format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE active AND id > $1 ORDER BY id LIMIT $2")))
-                .bind(after).bind(limit.clamp(1, 500) as i64)
+                .bind(after).bind(limit.clamp(1, haggle_core::limits::MAX_PAGE) as i64)
                 .fetch_all(&self.pool).await?.iter().map(webhook_row).collect()
         }
 
@@ -160,7 +160,7 @@ mod webhook_sql {
                        ORDER BY d.next_attempt_at, d.id LIMIT $3) \
                      RETURNING {DELIVERY_COLS}"
                 )))
-                .bind(lease_until).bind(now).bind(limit.clamp(1, 1000) as i64)
+                .bind(lease_until).bind(now).bind(limit.clamp(1, haggle_core::limits::DELIVERY_CLAIM_ROWS) as i64)
                 .fetch_all(&self.pool).await?.iter().map(delivery_row).collect::<StoreResult<_>>()?
             };
             let mut hooks: std::collections::BTreeMap<i64, WebhookRecord> = std::collections::BTreeMap::new();
@@ -208,7 +208,7 @@ mod webhook_sql {
             if let Some(s) = status {
                 b.push(" AND status = ").push_bind(s.as_str());
             }
-            b.push(format!(" ORDER BY id LIMIT {}", limit.clamp(1, 500)));
+            b.push(format!(" ORDER BY id LIMIT {}", limit.clamp(1, haggle_core::limits::MAX_PAGE)));
             b.build().fetch_all(&self.pool).await?.iter().map(delivery_row).collect()
         }
     }

@@ -22,10 +22,7 @@ use haggle_store::{
 use sqlx::{AssertSqlSafe, Connection};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The (real) time every command runs at unless a test says otherwise.
 const T0: i64 = 1_700_000_000_000;
@@ -118,46 +115,12 @@ struct Db {
 
 /// What to remove when a test ends (whether it passed or not).
 enum Cleanup {
-    Files(PathBuf),
-    Database { admin_url: String, name: String },
+    File(haggle_testkit::TempSqlite),
+    Database(haggle_testkit::TempDatabase),
 }
 
 fn pg_url() -> Option<String> {
     std::env::var(PG_ENV).ok().filter(|u| !u.trim().is_empty())
-}
-
-fn unique() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static N: AtomicU64 = AtomicU64::new(0);
-    // Randomly seeded per call: unique across runs and processes without reading the clock.
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-        % 1_000_000_000_000;
-    format!(
-        "{}_{random}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// `url` with its database name replaced by `db` (keeps user, host, port and query parameters,
-/// e.g. `postgres:///haggle_test?host=/var/run/postgresql`).
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    let mut out = format!("{}/{db}", &base[..authority_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }
 
 async fn run<F, Fut>(backend: Backend, behaviour: F)
@@ -213,107 +176,34 @@ where
     F: FnOnce(Db) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (db, cleanup) = match backend {
+    let (url, cleanup) = match backend {
         Backend::Sqlite => {
-            let path = std::env::temp_dir().join(format!("haggle-conformance-{}.db", unique()));
-            let url = format!("sqlite://{}", path.display());
-            (
-                Db {
-                    backend,
-                    url,
-                    batch,
-                },
-                Cleanup::Files(path),
-            )
+            let file = haggle_testkit::TempSqlite::new("conformance");
+            (file.url(), Cleanup::File(file))
         }
         Backend::Postgres => {
-            let Some(admin_url) = pg_url() else {
-                static LOUD: std::sync::Once = std::sync::Once::new();
-                LOUD.call_once(|| {
-                    // Written straight to stderr, past the test harness's output capture.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "\n!!! POSTGRES CONFORMANCE NOT RUN: set {PG_ENV} \
-                         (e.g. postgres:///haggle_test?host=/var/run/postgresql) !!!\n"
-                    );
-                });
+            let Some(admin_url) = haggle_testkit::postgres_url("POSTGRES CONFORMANCE") else {
                 return;
             };
-            let name = format!("haggle_t_{}", unique());
-            create_database(&admin_url, &name).await;
-            let url = with_database(&admin_url, &name);
-            (
-                Db {
-                    backend,
-                    url,
-                    batch,
-                },
-                Cleanup::Database { admin_url, name },
-            )
+            let db = haggle_testkit::TempDatabase::create(&admin_url, "haggle_t").await;
+            (db.url.clone(), Cleanup::Database(db))
         }
+    };
+    let db = Db {
+        backend,
+        url,
+        batch,
     };
     // The behaviour runs in its own task so that a failing assertion still reaches the cleanup.
     let outcome = tokio::spawn(behaviour(db)).await;
-    cleanup.run().await;
+    match cleanup {
+        Cleanup::File(file) => drop(file),
+        Cleanup::Database(db) => db.drop_now().await,
+    }
     if let Err(e) = outcome {
         match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
             Err(e) => panic!("behaviour task failed: {e}"),
-        }
-    }
-}
-
-async fn create_database(admin_url: &str, name: &str) {
-    let mut c = sqlx::PgConnection::connect(admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {PG_ENV}={admin_url}: {e}"));
-    let mut attempt = 0;
-    loop {
-        let created = sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut c)
-            .await;
-        match created {
-            Ok(_) => break,
-            // Concurrent CREATE DATABASE can trip over the template being copied: retry.
-            Err(e) if attempt < 50 && e.to_string().contains("being accessed by other users") => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("CREATE DATABASE {name}: {e}"),
-        }
-    }
-    let _ = c.close().await;
-}
-
-impl Cleanup {
-    async fn run(self) {
-        match self {
-            Cleanup::Files(path) => {
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Cleanup::Database { admin_url, name } => {
-                let dropped = async {
-                    let mut c = sqlx::PgConnection::connect(&admin_url).await?;
-                    // FORCE ends the store's pooled connections that may still be closing.
-                    sqlx::raw_sql(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut c)
-                    .await?;
-                    c.close().await
-                }
-                .await;
-                if let Err(e) = dropped {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "could not drop test database {name}: {e}"
-                    );
-                }
-            }
         }
     }
 }

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use futures_util::stream::{self, Stream};
 use haggle_api::MarketSummary;
 use haggle_core::ClockMode;
+use haggle_core::limits::STREAM_BATCH;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -247,7 +248,7 @@ fn live_stream(state: LiveState) -> impl Stream<Item = Result<SseEvent, Infallib
             let page = match st
                 .web
                 .svc
-                .events(&st.signed.caller, st.market, st.after, Some(200))
+                .events(&st.signed.caller, st.market, st.after, Some(STREAM_BATCH))
                 .await
             {
                 Ok(p) => p,

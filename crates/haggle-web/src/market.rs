@@ -560,7 +560,7 @@ pub async fn deal(State(web): State<Web>, s: Signed, Ids((m, id)): Ids<(i64, i64
     // bounded, so one page of 500 holds a whole deal's).
     for n in web
         .svc
-        .deal_notes(&s.caller, m, id, None, Some(500))
+        .deal_notes(&s.caller, m, id, None, Some(haggle_core::limits::MAX_PAGE))
         .await?
         .items
     {

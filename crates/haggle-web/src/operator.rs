@@ -219,7 +219,13 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
         // Parties add at most MAX_NOTES_PER_PARTY notes each, so one full page holds them all.
         let notes = web
             .svc
-            .deal_notes(&s.caller, m, d.id, None, Some(500))
+            .deal_notes(
+                &s.caller,
+                m,
+                d.id,
+                None,
+                Some(haggle_core::limits::MAX_PAGE),
+            )
             .await?;
         evidence_counts.push(notes.items.len());
     }
@@ -228,7 +234,14 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
     for w in web.svc.webhooks(&s.caller, m, None, Some(50)).await?.items {
         let deliveries = web
             .svc
-            .webhook_deliveries(&s.caller, m, w.id, None, None, Some(500))
+            .webhook_deliveries(
+                &s.caller,
+                m,
+                w.id,
+                None,
+                None,
+                Some(haggle_core::limits::MAX_PAGE),
+            )
             .await?
             .items;
         hooks.push(HookLine {
@@ -272,7 +285,7 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
     let mut survey = Vec::new();
     for a in web
         .svc
-        .survey_answers(&s.caller, m, None, Some(500))
+        .survey_answers(&s.caller, m, None, Some(haggle_core::limits::MAX_PAGE))
         .await?
         .items
     {

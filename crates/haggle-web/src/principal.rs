@@ -146,7 +146,7 @@ pub async fn page(
     let is_principal = s.caller.role == Role::Principal && s.caller.participant == Some(p);
     let mine: Vec<haggle_core::Deal> = web
         .svc
-        .deals(&s.caller, m, None, Some(500))
+        .deals(&s.caller, m, None, Some(haggle_core::limits::MAX_PAGE))
         .await?
         .items
         .into_iter()

@@ -227,7 +227,7 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
     } = target(&args, cfg, &tmp).await?;
     let base = bases[0].clone();
 
-    let http = reqwest::Client::builder()
+    let http = haggle_tls::client_builder()
         .pool_max_idle_per_host(4 * args.clients)
         .build()?;
     let mut op = Client {
@@ -569,6 +569,7 @@ pub struct LlmBenchArgs {
 }
 
 /// CPU time (user + system) this process has used.
+#[allow(unsafe_code)]
 fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct it is given and touches nothing else.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };

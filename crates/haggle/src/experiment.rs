@@ -449,7 +449,12 @@ async fn execute(
     let (mut after, mut count, mut head) = (0i64, 0u64, String::new());
     loop {
         let page = store
-            .events(out.market_id, haggle_service::Viewer::All, after, 1000)
+            .events(
+                out.market_id,
+                haggle_service::Viewer::All,
+                after,
+                haggle_core::limits::MAX_EVENTS,
+            )
             .await?;
         for e in &page {
             events.push_str(&serde_json::to_string(e)?);

@@ -17,6 +17,8 @@ mod report;
 mod results;
 mod sim;
 mod standin;
+#[cfg(test)]
+mod tidy;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -302,13 +304,15 @@ fn main() {
     // Behave like a Unix tool when the reader of stdout goes away (`haggle ... | head`): exit
     // quietly instead of panicking on a broken pipe.
     #[cfg(unix)]
+    #[allow(unsafe_code)]
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    // HTTPS (LLM providers) uses rustls with ring; every reqwest client needs the provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // HTTPS (LLM providers) uses rustls with ring; every reqwest client needs the provider
+    // (also libraries' own clients, such as rmcp's).
+    haggle_tls::install_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -49,12 +49,11 @@ struct Run {
 
 impl Run {
     async fn start(dir: &Path, database: &str) -> Run {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Run {
             dir: dir.to_path_buf(),
             database: database.to_string(),
             server: Some(Server::start(dir, &["--database", database]).await),
-            client: reqwest::Client::builder()
+            client: haggle_tls::client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
@@ -429,7 +428,7 @@ async fn sqlite_server_killed_under_load_loses_and_repeats_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_server_killed_under_load_loses_and_repeats_nothing() {
     let Some(base) = postgres_url() else { return };
-    let db = ScratchDatabase::create(&base).await;
+    let db = ScratchDatabase::create(&base, "haggle_replicas").await;
     let dir = Scratch::new("crash-postgres");
     crash_under_load(&dir.0, &db.url).await;
 }

@@ -178,16 +178,11 @@ fn a_market_with_a_real_local_model_completes_without_breaches() {
         .ok()
         .filter(|u| !u.trim().is_empty())
     else {
-        // Straight to the process's stderr: the test harness captures `eprintln!`.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** LOCAL-MODEL END-TO-END TEST NOT RUN: set LOCAL_LLM_BASE_URL \
-             (eval \"$(../shared/local-llm/start.sh)\") ***\n"
-        );
         // It takes minutes on two cores, so CI runs it only when asked to.
-        assert!(
-            std::env::var_os("HAGGLE_CI_LOCAL_LLM").is_none(),
-            "HAGGLE_CI_LOCAL_LLM is set but LOCAL_LLM_BASE_URL is not: the local-model test must run"
+        haggle_testkit::not_run_unless_required(
+            "LOCAL-MODEL END-TO-END TEST",
+            "set LOCAL_LLM_BASE_URL (eval \"$(../shared/local-llm/start.sh)\")",
+            "HAGGLE_CI_LOCAL_LLM",
         );
         return;
     };

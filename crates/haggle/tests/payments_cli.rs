@@ -96,7 +96,7 @@ async fn settlement_reconcile_lists_an_intent_changed_at_the_provider_and_fails(
     let seller = register(&http, &base, &op, m, "Seller", 0).await;
     let buyer = register(&http, &base, &op, m, "Buyer", 5_000).await;
     // The buyer's card, as the provider's own page would leave it.
-    let raw = reqwest::Client::new();
+    let raw = haggle_tls::client();
     let cus = stripe(&raw, &ls, "/v1/customers", "email=b%40example.com").await["id"]
         .as_str()
         .unwrap()

@@ -430,7 +430,7 @@ fn database_names_are_replaced_in_urls() {
 async fn postgres_two_replicas_one_winner_per_listing() {
     let Some(base) = postgres_url() else { return };
     let started = Instant::now();
-    let db = ScratchDatabase::create(&base).await;
+    let db = ScratchDatabase::create(&base, "haggle_replicas").await;
     let dir = Scratch::new("race-postgres");
     // Both replicas start at once on the empty database: they must not both migrate it.
     let args = ["--database", db.url.as_str()];
@@ -464,13 +464,12 @@ async fn postgres_two_replicas_one_winner_per_listing() {
 async fn postgres_two_replicas_create_one_market_per_key() {
     let Some(base) = postgres_url() else { return };
     let started = Instant::now();
-    let db = ScratchDatabase::create(&base).await;
+    let db = ScratchDatabase::create(&base, "haggle_replicas").await;
     let dir = Scratch::new("market-key-race");
     let args = ["--database", db.url.as_str()];
     let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));
     let op = operator_token(&dir.0, &db.url);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::new();
+    let client = haggle_tls::client();
     let mut ids = BTreeSet::new();
     for round in 0..20 {
         let key = format!("create-market-{round}");
@@ -534,7 +533,7 @@ async fn next_event_of(resp: &mut reqwest::Response, buf: &mut String, kind: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_an_event_written_on_one_replica_streams_from_the_other_without_a_poll() {
     let Some(base) = postgres_url() else { return };
-    let db = ScratchDatabase::create(&base).await;
+    let db = ScratchDatabase::create(&base, "haggle_replicas").await;
     let dir = Scratch::new("feed-postgres");
     let args = ["--database", db.url.as_str(), "--feed-poll-ms", "60000"];
     let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));
@@ -543,7 +542,7 @@ async fn postgres_an_event_written_on_one_replica_streams_from_the_other_without
     let market = create_market(&http, &a.base, &op, "feed").await;
     let seller = register(&http, &a.base, &op, market, "Sella", 0).await;
     // The operator follows market events on B from now on.
-    let client = reqwest::Client::new();
+    let client = haggle_tls::client();
     let mut resp = client
         .get(b.url(&format!("/v1/markets/{market}/events/stream")))
         .bearer_auth(&op)
@@ -678,7 +677,7 @@ async fn bench_api_drives_a_running_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_bench_api_spreads_clients_over_two_replicas() {
     let Some(base) = postgres_url() else { return };
-    let db = ScratchDatabase::create(&base).await;
+    let db = ScratchDatabase::create(&base, "haggle_replicas").await;
     let dir = Scratch::new("bench-replicas");
     let args = ["--database", db.url.as_str(), "--rate-limit", "0"];
     let (a, b) = tokio::join!(Server::start(&dir.0, &args), Server::start(&dir.0, &args));

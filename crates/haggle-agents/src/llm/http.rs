@@ -242,8 +242,7 @@ pub(crate) async fn post_json(
 
 /// A client with no overall timeout (each request carries its own).
 pub(crate) fn client() -> Result<reqwest::Client, String> {
-    super::tls::install_crypto_provider();
-    reqwest::Client::builder()
+    haggle_tls::client_builder()
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }

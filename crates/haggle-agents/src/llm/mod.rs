@@ -10,7 +10,6 @@ pub mod log;
 pub mod openai;
 pub mod prices;
 pub mod replay;
-pub mod tls;
 
 use crate::brain::BoxFuture;
 use serde::{Deserialize, Serialize};

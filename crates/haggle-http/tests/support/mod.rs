@@ -11,10 +11,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Where the service's manual clock starts (ms since the epoch).
-pub const START_MS: i64 = 1_700_000_000_000;
+pub use haggle_testkit::START_MS;
 
 /// A status and a JSON body (a non-JSON body comes back as a JSON string).
 pub type Resp = (u16, Value);
@@ -27,9 +25,11 @@ pub struct Server {
     pub operator: String,
     pub svc: Arc<Service>,
     pub clock: Arc<ManualClock>,
-    /// The SQLite file behind this server (removed on drop).
+    /// The SQLite file behind this server (empty for PostgreSQL).
     pub db: PathBuf,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    // Dropped in this order: the server stops, then its file goes.
+    _shutdown: haggle_testkit::Shutdown,
+    _file: Option<haggle_testkit::TempSqlite>,
 }
 
 /// A participant and its two credentials.
@@ -38,21 +38,6 @@ pub struct Party {
     pub id: i64,
     pub agent: String,
     pub principal: String,
-}
-
-fn temp_db() -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!(
-            "haggle-http-test-{}-{n}.sqlite",
-            std::process::id()
-        ));
-        // A leftover of an earlier run with the same pid: pick the next name.
-        if !path.exists() {
-            return path;
-        }
-    }
 }
 
 impl Server {
@@ -70,61 +55,45 @@ impl Server {
     }
 
     pub async fn with_config(config: Config) -> Server {
-        let db = temp_db();
-        let store = Store::open(&format!("sqlite://{}", db.display()))
+        let file = haggle_testkit::TempSqlite::new("http-test");
+        let store = Store::open(&file.url())
             .await
             .expect("open the SQLite store");
-        Server::with_store(store, config, db).await
+        Server::with_store(store, config, Some(file)).await
     }
 
     /// A server on the PostgreSQL database of `HAGGLE_TEST_POSTGRES_URL` (each test makes its own
     /// markets, so tests share it), or `None` with a loud NOT RUN line when it is not set (and a
     /// failure under CI, which always sets it).
     pub async fn postgres() -> Option<Server> {
-        const PG_ENV: &str = "HAGGLE_TEST_POSTGRES_URL";
-        let Some(url) = std::env::var(PG_ENV).ok().filter(|u| !u.trim().is_empty()) else {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! POSTGRES HTTP TEST NOT RUN: set {PG_ENV} \
-                 (e.g. postgres:///haggle_test?host=/var/run/postgresql) !!!\n"
-            );
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but {PG_ENV} is not: the PostgreSQL HTTP tests must run in CI"
-            );
-            return None;
-        };
+        let url = haggle_testkit::postgres_url("POSTGRES HTTP TEST")?;
         let store = Store::open(&url).await.expect("open the PostgreSQL store");
-        Some(Server::with_store(store, Config::default(), PathBuf::new()).await)
+        Some(Server::with_store(store, Config::default(), None).await)
     }
 
-    async fn with_store(store: Store, config: Config, db: PathBuf) -> Server {
+    async fn with_store(
+        store: Store,
+        config: Config,
+        file: Option<haggle_testkit::TempSqlite>,
+    ) -> Server {
         let clock = Arc::new(ManualClock::new(START_MS));
         let svc = Service::new(store, clock.clone(), config);
         let operator = svc
             .create_token(Role::Operator, None, None, "test operator")
             .await
             .expect("operator token");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let base = format!("http://{}", listener.local_addr().expect("local addr"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(haggle_http::serve(listener, svc.clone(), async move {
-            let _ = rx.await;
-        }));
+        let (listener, base) = haggle_testkit::loopback().await;
+        let (shutdown, signal) = haggle_testkit::shutdown_signal();
+        tokio::spawn(haggle_http::serve(listener, svc.clone(), signal));
         Server {
             base,
-            client: {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::Client::new()
-            },
+            client: { haggle_tls::client() },
             operator,
             svc,
             clock,
-            db,
-            shutdown: Some(tx),
+            db: file.as_ref().map(|f| f.path.clone()).unwrap_or_default(),
+            _shutdown: shutdown,
+            _file: file,
         }
     }
 
@@ -358,25 +327,6 @@ impl Server {
             "deals": self.get_ok(&format!("/v1/markets/{market}/deals?limit=500"), op).await,
             "participants": self.get_ok(&format!("/v1/markets/{market}/participants?limit=500"), op).await,
         })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        // A PostgreSQL server has no file.
-        let files = if self.db.as_os_str().is_empty() {
-            &[][..]
-        } else {
-            &["", "-wal", "-shm"][..]
-        };
-        for suffix in files {
-            let mut p = self.db.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
     }
 }
 

@@ -13,9 +13,7 @@ use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 pub struct Market {
     /// `http://127.0.0.1:PORT`
@@ -24,15 +22,7 @@ pub struct Market {
     pub id: i64,
     /// The server's clock (the market runs on it).
     pub clock: Arc<ManualClock>,
-    db: PathBuf,
-}
-
-impl Drop for Market {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.db.display()));
-        }
-    }
+    _db: haggle_testkit::TempSqlite,
 }
 
 /// A participant and its agent token.
@@ -52,19 +42,11 @@ pub fn operator() -> Caller {
 
 impl Market {
     pub async fn start() -> Market {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let db = std::env::temp_dir().join(format!(
-            "haggle-mcp-test-{}-{}.sqlite",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let store = Store::open(&format!("sqlite://{}", db.display()))
-            .await
-            .expect("open the store");
-        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let db = haggle_testkit::TempSqlite::new("mcp-test");
+        let store = Store::open(&db.url()).await.expect("open the store");
+        let clock = Arc::new(ManualClock::new(haggle_testkit::START_MS));
         let svc = Service::new(store, clock.clone(), Config::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, base) = haggle_testkit::loopback().await;
         tokio::spawn(haggle_http::serve(
             listener,
             svc.clone(),
@@ -89,7 +71,7 @@ impl Market {
             svc,
             id: m.id,
             clock,
-            db,
+            _db: db,
         }
     }
 
@@ -122,7 +104,7 @@ impl Market {
     pub async fn connect(&self, name: &'static str, token: &str) -> McpAgent {
         let config =
             StreamableHttpClientTransportConfig::with_uri(self.mcp_url()).auth_header(token);
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        haggle_tls::install_provider();
         let transport = StreamableHttpClientTransport::from_config(config);
         let client = ().serve(transport).await.expect("MCP handshake over HTTP");
         McpAgent::new(name, client).await
@@ -137,8 +119,7 @@ impl Market {
         body: Option<Value>,
     ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        let mut req = haggle_tls::client().request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }

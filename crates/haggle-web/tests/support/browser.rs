@@ -57,8 +57,7 @@ impl Browser {
             .kill_on_drop(true)
             .spawn()
             .expect("start chromedriver");
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::new();
+        let http = haggle_tls::client();
         let base = format!("http://127.0.0.1:{port}");
         let mut ready = false;
         for _ in 0..100 {

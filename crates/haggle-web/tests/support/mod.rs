@@ -7,9 +7,8 @@ use haggle_service::{Config, ManualClock, Role, Service, Store};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-pub const START_MS: i64 = 1_700_000_000_000;
+pub use haggle_testkit::START_MS;
 
 pub struct Server {
     pub base: String,
@@ -17,8 +16,9 @@ pub struct Server {
     pub operator: String,
     pub svc: Arc<Service>,
     pub clock: Arc<ManualClock>,
-    db: PathBuf,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    // Dropped in this order: the server stops, then its file goes.
+    _shutdown: haggle_testkit::Shutdown,
+    _db: haggle_testkit::TempSqlite,
 }
 
 #[derive(Debug, Clone)]
@@ -29,38 +29,21 @@ pub struct Party {
     pub principal: String,
 }
 
-fn temp_path(what: &str) -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let p =
-            std::env::temp_dir().join(format!("haggle-web-test-{}-{n}-{what}", std::process::id()));
-        if !p.exists() {
-            return p;
-        }
-    }
-}
-
 impl Server {
     pub async fn start() -> Server {
         Server::with_reports(None).await
     }
 
     pub async fn with_reports(reports: Option<PathBuf>) -> Server {
-        let db = temp_path("db.sqlite");
-        let store = Store::open(&format!("sqlite://{}", db.display()))
-            .await
-            .expect("open the SQLite store");
+        let db = haggle_testkit::TempSqlite::new("web-test");
+        let store = Store::open(&db.url()).await.expect("open the SQLite store");
         let clock = Arc::new(ManualClock::new(START_MS));
         let svc = Service::new(store, clock.clone(), Config::default());
         let operator = svc
             .create_token(Role::Operator, None, None, "test operator")
             .await
             .expect("operator token");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (listener, base) = haggle_testkit::loopback().await;
         let mcp_shutdown = haggle_http::CancellationToken::new();
         let app = haggle_http::app(svc.clone(), mcp_shutdown.clone()).merge(haggle_web::router(
             svc.clone(),
@@ -69,20 +52,12 @@ impl Server {
                 ..Default::default()
             },
         ));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(haggle_http::serve_app(
-            listener,
-            app,
-            mcp_shutdown,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let (shutdown, signal) = haggle_testkit::shutdown_signal();
+        tokio::spawn(haggle_http::serve_app(listener, app, mcp_shutdown, signal));
         Server {
             base,
             client: {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::Client::builder()
+                haggle_tls::client_builder()
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .expect("client")
@@ -90,8 +65,8 @@ impl Server {
             operator,
             svc,
             clock,
-            db,
-            shutdown: Some(tx),
+            _shutdown: shutdown,
+            _db: db,
         }
     }
 
@@ -302,21 +277,5 @@ impl Page {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.db.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-pub fn temp_dir(what: &str) -> PathBuf {
-    let p = temp_path(what);
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
+#[allow(unused_imports)] // the report tests use it, not every test binary
+pub use haggle_testkit::temp_dir;

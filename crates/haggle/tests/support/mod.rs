@@ -6,29 +6,18 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_haggle");
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A number unique within this test process.
-pub fn unique() -> usize {
-    COUNTER.fetch_add(1, Ordering::SeqCst)
-}
 
 /// An empty scratch directory under the target directory, removed when dropped.
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "haggle-{tag}-{}-{}",
-            std::process::id(),
-            unique()
-        ));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("haggle-{tag}-{}", haggle_testkit::unique()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch directory");
         Scratch(dir)
@@ -224,8 +213,7 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::new();
+        let client = haggle_tls::client();
         loop {
             let up = client
                 .get(format!("{}/healthz", server.base))
@@ -274,8 +262,7 @@ impl Default for Http {
     fn default() -> Http {
         Http {
             client: {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::Client::builder()
+                haggle_tls::client_builder()
                     .timeout(Duration::from_secs(20))
                     .build()
                     .expect("HTTP client")
@@ -291,7 +278,7 @@ impl Http {
     }
 
     pub async fn post(&self, url: &str, token: &str, body: Value) -> (u16, Value) {
-        let key = format!("test-{}-{}", std::process::id(), unique());
+        let key = format!("test-{}", haggle_testkit::unique());
         let r = self
             .client
             .post(url)
@@ -415,96 +402,9 @@ pub async fn fake_openai() -> (String, tokio::task::JoinHandle<std::io::Result<(
 
 /// The PostgreSQL URL to test against; `None` (after saying so loudly) when there is none.
 pub fn postgres_url() -> Option<String> {
-    match std::env::var("HAGGLE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            // Straight to the process's stderr: the test harness captures `eprintln!`.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** POSTGRES TEST NOT RUN: set HAGGLE_TEST_POSTGRES_URL ***\n"
-            );
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but HAGGLE_TEST_POSTGRES_URL is not: the PostgreSQL tests must run in CI"
-            );
-            None
-        }
-    }
+    haggle_testkit::postgres_url("POSTGRES TEST")
 }
 
-/// `base` with its database name replaced by `name` (any query string kept).
-pub fn with_database(base: &str, name: &str) -> String {
-    let (head, query) = match base.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (base, None),
-    };
-    let scheme_end = head.find("://").map_or(0, |i| i + 3);
-    let authority_end = head[scheme_end..]
-        .find('/')
-        .map_or(head.len(), |i| scheme_end + i);
-    let mut url = format!("{}/{name}", &head[..authority_end]);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
-    url
-}
-
-/// A fresh database for this run, dropped (with anything still connected) when this is dropped.
-pub struct ScratchDatabase {
-    base: String,
-    name: String,
-    pub url: String,
-}
-
-impl ScratchDatabase {
-    pub async fn create(base: &str) -> ScratchDatabase {
-        use sqlx::Connection;
-        let name = format!("haggle_replicas_{}_{}", std::process::id(), unique());
-        let mut c = sqlx::PgConnection::connect(base)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to HAGGLE_TEST_POSTGRES_URL {base}: {e}"));
-        // One statement each: several in one string run as a transaction, which these refuse.
-        for statement in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut c)
-                .await
-                .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-        }
-        c.close().await.ok();
-        ScratchDatabase {
-            url: with_database(base, &name),
-            base: base.to_string(),
-            name,
-        }
-    }
-}
-
-impl Drop for ScratchDatabase {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // Dropped inside the test's runtime: do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut c)
-                    .await;
-                    let _ = c.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
+/// A fresh database per test (`ScratchDatabase::create(&base, tag)`), dropped with the value.
+#[allow(unused_imports)] // not every test binary uses PostgreSQL
+pub use haggle_testkit::{TempDatabase as ScratchDatabase, with_database};
