@@ -11,6 +11,7 @@ mod shelves;
 /// Per-statement timings of the SQLite driver (see `haggle bench sim --sql-profile`).
 pub use lite::profile as sqlite_profile;
 mod row;
+mod search;
 pub mod survey;
 pub mod webhooks;
 
