@@ -1027,7 +1027,7 @@ impl Backend {
             }
             sqlx::raw_sql(sqlx::AssertSqlSafe(*script)).execute(&mut *tx).await?;
             if dialect::FILL_SEARCH_DOCS_AFTER == Some(*version) {
-                fill_search_docs(&mut *tx).await?;
+                fill_search_docs(&mut tx).await?;
             }
             sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
             tracing::info!(version, "applied migration");

@@ -112,7 +112,7 @@ pub mod sqlite {
         // A market outside the index's range has no listings (the trigger refuses them).
         let Some(base) = (0..=i64::from(i32::MAX))
             .contains(&market)
-            .then(|| market << 32)
+            .then_some(market << 32)
         else {
             b.push(" AND 0 = 1");
             return;
