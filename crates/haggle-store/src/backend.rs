@@ -800,7 +800,9 @@ async fn due(c: &mut Conn, market: &Market, now: i64) -> StoreResult<rules::Due>
 }
 
 /// Writes a plan's changes and seals its events onto the chain; returns the sealed events.
-async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>> {
+/// `note_words`: a batched store notes new listings for the words index instead of indexing
+/// them in the command (see migration 11).
+async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> StoreResult<Vec<Event>> {
     let m = head.market.id;
     for ch in plan.changes {
         match ch {
@@ -829,6 +831,16 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>>
                     insert = insert.bind(doc);
                 }
                 insert.execute(&mut *c).await?;
+                match (dialect::INDEX_WORDS, dialect::INDEX_WORDS_LATER) {
+                    (_, Some(later)) if note_words => {
+                        sqlx::query(later).bind(m).bind(l.id).execute(&mut *c).await?;
+                    }
+                    (Some(now), _) => {
+                        let rowid = crate::search::fts5_rowid(m, l.id).ok_or_else(|| StoreError::Invariant(format!("listing {m}/{} is beyond the words index", l.id)))?;
+                        sqlx::query(now).bind(rowid).bind(search_text(&l.title, &l.description, &l.category)).execute(&mut *c).await?;
+                    }
+                    _ => {}
+                }
             }
             Change::SetListingStatus { listing, status } => {
                 sqlx::query("UPDATE listings SET status = $3 WHERE market_id = $1 AND id = $2")
@@ -1032,6 +1044,11 @@ impl Backend {
             sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
             tracing::info!(version, "applied migration");
         }
+        // Listings a batched store noted and did not index before it stopped (a crash after one
+        // of its batch commits).
+        if let Some(index) = dialect::INDEX_NOTED_WORDS {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(index)).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -1047,6 +1064,14 @@ impl Backend {
     /// Commits what a batched SQLite store holds back (nothing to do otherwise).
     pub async fn flush(&self) -> StoreResult<()> {
         let _w = self.write_guard().await;
+        if self.shelves.is_some()
+            && let Some(index) = dialect::INDEX_NOTED_WORDS
+        {
+            // The listings noted since the last flush, in one FTS5 write.
+            let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(index)).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
         dialect::flush(&self.pool).await?;
         Ok(())
     }
@@ -1160,7 +1185,7 @@ impl Backend {
                             let follows = |ch: &&Change| MarketMemory::follows(ch) || MarketShelves::follows(ch);
                             kept = Some((plan.changes.iter().filter(follows).cloned().collect(), plan.now));
                         }
-                        let events = if plan.is_empty() { Vec::new() } else { apply(&mut tx, &head, plan).await? };
+                        let events = if plan.is_empty() { Vec::new() } else { apply(&mut tx, &head, plan, self.shelves.is_some()).await? };
                         let out = match out {
                             // Lifecycle commands answer with the deal as they left it.
                             Outcome::DealChanged(id) => Outcome::DealUpdated(get_deal(&mut tx, market_id, id).await?.ok_or_else(|| StoreError::Invariant(format!("deal {id} vanished")))?),
@@ -1487,7 +1512,7 @@ impl Backend {
         b.push_bind(market);
         b.push(" AND status = ").push_bind(q.status.unwrap_or(ListingStatus::Active).as_str().to_string());
         if !words.is_empty() {
-            dialect::push_words(&mut b, market, &words);
+            dialect::push_words(&mut b, market, &words, self.shelves.is_some());
         }
         if let Some(cat) = &q.category {
             b.push(" AND category = ").push_bind(cat.trim().to_lowercase());

@@ -32,8 +32,23 @@ pub mod sqlite {
     /// The migration after which Rust fills listings' `search_doc` (PostgreSQL only: SQLite's
     /// FTS5 index is filled by its migration and kept by triggers).
     pub const FILL_SEARCH_DOCS_AFTER: Option<i64> = None;
-    /// The column and value a listing's insert adds for its words (none: a trigger indexes them).
+    /// The column and value a listing's insert adds for its words (none: FTS5 has its table).
     pub const LISTING_DOC: (&str, &str) = ("", "");
+    /// Indexes a listing's words in its transaction: its FTS5 rowid (`search::fts5_rowid`) and
+    /// its search text.
+    pub const INDEX_WORDS: Option<&str> =
+        Some("INSERT INTO listing_words (rowid, search_text) VALUES ($1, $2)");
+    /// Notes a listing (market, id) to index at the next flush (a batched store; see
+    /// migration 11).
+    pub const INDEX_WORDS_LATER: Option<&str> =
+        Some("INSERT INTO listing_words_pending (market_id, id) VALUES ($1, $2)");
+    /// Indexes the noted listings.
+    pub const INDEX_NOTED_WORDS: Option<&str> = Some(
+        "INSERT INTO listing_words (rowid, search_text) \
+         SELECT l.market_id * 4294967296 + l.id, l.search_text FROM listing_words_pending p \
+         JOIN listings l ON l.market_id = p.market_id AND l.id = p.id; \
+         DELETE FROM listing_words_pending;",
+    );
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
     /// database: exactly one connection, since each connection would get its own).
@@ -107,9 +122,19 @@ pub mod sqlite {
     }
 
     /// A search's words (`row::search_words`, at least one) as SQL: the listing is among the
-    /// market's FTS5 matches (migration 11: rowid = market * 2^32 + listing id).
-    pub fn push_words(b: &mut QueryBuilder<Sqlite>, market: i64, words: &[String]) {
-        // A market outside the index's range has no listings (the trigger refuses them).
+    /// market's FTS5 matches (migration 11: rowid = market * 2^32 + listing id). A batched
+    /// store (`noted`: its new listings are indexed at its flush) matches the text instead,
+    /// with `contains_word` (`row::has_word`), as before migration 11.
+    pub fn push_words(b: &mut QueryBuilder<Sqlite>, market: i64, words: &[String], noted: bool) {
+        if noted {
+            for word in words {
+                b.push(" AND contains_word(search_text, ")
+                    .push_bind(word.clone())
+                    .push(")");
+            }
+            return;
+        }
+        // A market outside the index's range has no listings (the store refuses to write them).
         let Some(base) = (0..=i64::from(i32::MAX))
             .contains(&market)
             .then_some(market << 32)
@@ -182,6 +207,10 @@ pub mod postgres {
     pub const FILL_SEARCH_DOCS_AFTER: Option<i64> = Some(11);
     /// The column and value a listing's insert adds: its `tsvector` (`search::tsvector`).
     pub const LISTING_DOC: (&str, &str) = (", search_doc", ", $17::tsvector");
+    /// The words are in the listing's row (`LISTING_DOC`): no other table.
+    pub const INDEX_WORDS: Option<&str> = None;
+    pub const INDEX_WORDS_LATER: Option<&str> = None;
+    pub const INDEX_NOTED_WORDS: Option<&str> = None;
 
     /// `batch` is ignored: several servers share a PostgreSQL database, so each transaction
     /// commits on its own.
@@ -228,7 +257,12 @@ pub mod postgres {
     /// A search's words (`row::search_words`, at least one) as SQL: the listing's `tsvector`
     /// has them all (its GIN index finds the candidates). A word too long to be a lexeme
     /// whole (`search::LEXEME_MAX`) is also matched against the text, as before migration 11.
-    pub fn push_words(b: &mut sqlx::QueryBuilder<sqlx::Postgres>, _market: i64, words: &[String]) {
+    pub fn push_words(
+        b: &mut sqlx::QueryBuilder<sqlx::Postgres>,
+        _market: i64,
+        words: &[String],
+        _noted: bool,
+    ) {
         use crate::search::{Weight, tsquery};
         let queries: Vec<(String, bool)> = words.iter().map(|w| tsquery(w, Weight::Any)).collect();
         let all: Vec<&str> = queries.iter().map(|(q, _)| q.as_str()).collect();

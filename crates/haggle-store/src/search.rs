@@ -33,6 +33,14 @@ pub fn fts5_query(words: &[String]) -> String {
         .join(" AND ")
 }
 
+/// A listing's rowid in SQLite's FTS5 table: its market's range (2^32 ids each) and its id;
+/// `None` beyond the ranges (a market id ≥ 2^31 or a listing id ≥ 2^32).
+pub fn fts5_rowid(market: i64, id: i64) -> Option<i64> {
+    let in_range =
+        (0..=i64::from(i32::MAX)).contains(&market) && (0..=i64::from(u32::MAX)).contains(&id);
+    in_range.then_some((market << 32) + id)
+}
+
 /// The longest PostgreSQL lexeme kept whole, in bytes (PostgreSQL refuses lexemes over 2046).
 /// A longer word (only a description holds one: a title has at most 200 characters, 800 bytes)
 /// is kept as its first bytes up to here and a `*`, a character no word has.
