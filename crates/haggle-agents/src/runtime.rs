@@ -437,7 +437,7 @@ impl<C: MarketClient> Agent<C> {
                     category: Some(w.category.clone()),
                     side: Some(Side::Sell),
                     max_price: Some(w.max_price.saturating_mul(2)),
-                    sort: ListingSort::Cheapest,
+                    sort: Some(ListingSort::Cheapest),
                     limit: Some(10),
                     ..Default::default()
                 };

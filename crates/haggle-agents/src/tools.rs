@@ -145,7 +145,8 @@ pub struct SearchListingsArgs {
     pub status: Option<ListingStatus>,
     /// Only listings of this participant id.
     pub owner: Option<i64>,
-    /// `newest` (default) or `cheapest`.
+    /// `relevance` (default when `q` is given: words in the title count twice, in the
+    /// description once, then newest), `newest` (default otherwise) or `cheapest`.
     #[schema(inline)]
     pub sort: Option<ListingSort>,
     /// Page size, 1..=500 (default 50).
@@ -792,7 +793,7 @@ async fn dispatch<C: MarketClient>(
                 max_price: a.max_price,
                 status: a.status,
                 owner: a.owner,
-                sort: a.sort.unwrap_or_default(),
+                sort: a.sort,
                 limit: a.limit,
                 cursor: a.cursor,
             };

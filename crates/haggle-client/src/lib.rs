@@ -170,14 +170,17 @@ fn query_string(q: &ListingQuery) -> String {
     if let Some(v) = q.owner {
         push("owner", v.to_string());
     }
-    push(
-        "sort",
-        if q.sort == ListingSort::Cheapest {
-            "cheapest".into()
-        } else {
-            "newest".into()
-        },
-    );
+    if let Some(sort) = q.sort {
+        push(
+            "sort",
+            match sort {
+                ListingSort::Newest => "newest",
+                ListingSort::Cheapest => "cheapest",
+                ListingSort::Relevance => "relevance",
+            }
+            .into(),
+        );
+    }
     if let Some(v) = q.limit {
         push("limit", v.to_string());
     }

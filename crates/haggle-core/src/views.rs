@@ -84,9 +84,10 @@ pub struct ListingQuery {
     /// Defaults to `active`.
     pub status: Option<ListingStatus>,
     pub owner: Option<i64>,
-    /// `newest` (default) or `cheapest`.
+    /// `relevance` (the default when `q` is given), `newest` (the default otherwise) or
+    /// `cheapest`. See [`ListingSort::Relevance`].
     #[cfg_attr(feature = "openapi", param(inline))]
-    pub sort: ListingSort,
+    pub sort: Option<ListingSort>,
     /// Page size, 1..=500 (default 50); others are refused.
     #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 500))]
@@ -95,11 +96,31 @@ pub struct ListingQuery {
     pub cursor: Option<String>,
 }
 
+impl ListingQuery {
+    /// The order the search returns: `sort` when given, else relevance when `q` has any text,
+    /// else newest first.
+    pub fn order(&self) -> ListingSort {
+        self.sort
+            .unwrap_or(if self.q.as_deref().is_some_and(|q| !q.trim().is_empty()) {
+                ListingSort::Relevance
+            } else {
+                ListingSort::Newest
+            })
+    }
+}
+
+/// The order of a listing search.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ListingSort {
+    /// Highest id (most recently posted) first.
     #[default]
     Newest,
+    /// Lowest price first, then lowest id.
     Cheapest,
+    /// Highest score first, then newest: each query word scores 2 when it matches a word of
+    /// the title and 1 when it matches a word of the description (matched as `q` matches;
+    /// the category scores nothing). Every store ranks alike.
+    Relevance,
 }

@@ -186,6 +186,7 @@ async fn invalid_request_for_bad_json_unknown_fields_bad_query_and_bad_cursor() 
     for q in [
         format!("/v1/markets/{m}/listings?cursor=zzz"),
         format!("/v1/markets/{m}/listings?sort=cheapest&cursor=12"),
+        format!("/v1/markets/{m}/listings?q=bike&cursor=12"),
         format!("/v1/markets/{m}/threads?cursor=zzz"),
         format!("/v1/markets/{m}/deals?cursor=zzz"),
         format!("/v1/markets/{m}/participants?cursor=zzz"),

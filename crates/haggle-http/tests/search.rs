@@ -128,7 +128,8 @@ async fn catalogue() -> Catalogue {
 #[tokio::test]
 async fn search_matches_every_word_in_title_description_or_category() {
     let c = catalogue().await;
-    // Newest first by default; only active listings.
+    // Only active listings; with words the most relevant first (here every title has "bike":
+    // a tie, so newest first).
     assert_eq!(
         c.found("?q=bike").await,
         c.ids_of(&[
@@ -144,7 +145,7 @@ async fn search_matches_every_word_in_title_description_or_category() {
         c.ids_of(&["Wanted: road bike", "Red road bike"])
     );
     assert_eq!(
-        c.found("?q=road").await,
+        c.found("?q=road&sort=newest").await,
         c.ids_of(&["Desk lamp", "Wanted: road bike", "Red road bike"])
     );
     assert_eq!(c.found("?q=tyres").await, c.ids_of(&["Red road bike"]));
@@ -169,6 +170,37 @@ async fn search_matches_whole_words_or_a_starred_prefix() {
     // Punctuation separates words: "Road-tested" has the word "tested".
     assert_eq!(c.found("?q=tested").await, c.ids_of(&["Desk lamp"]));
     assert_eq!(c.found("?q=oad").await, Vec::<i64>::new());
+}
+
+#[tokio::test]
+async fn a_search_with_words_ranks_by_relevance_unless_an_order_is_asked() {
+    let c = catalogue().await;
+    // "road" is in two titles (2 points each, the newer first) and one description (1 point).
+    let ranked = c.ids_of(&["Wanted: road bike", "Red road bike", "Desk lamp"]);
+    assert_eq!(c.found("?q=road").await, ranked);
+    assert_eq!(c.found("?q=road&sort=relevance").await, ranked);
+    assert_eq!(
+        c.found("?q=road&sort=newest").await,
+        c.ids_of(&["Desk lamp", "Wanted: road bike", "Red road bike"])
+    );
+    assert_eq!(
+        c.found("?q=road&sort=cheapest").await,
+        c.ids_of(&["Desk lamp", "Wanted: road bike", "Red road bike"])
+    );
+    // A wanted ad has no precedence: selling only, the ranking is the same without it.
+    assert_eq!(
+        c.found("?q=road&side=sell").await,
+        c.ids_of(&["Red road bike", "Desk lamp"])
+    );
+    // The ranking pages with its cursor (score and id).
+    let pages = c.pages("&q=road", 1).await;
+    assert_eq!(pages.concat(), ranked);
+    assert_eq!(pages.len(), 3);
+    // Without words there is nothing to rank: newest first.
+    assert_eq!(
+        c.found("?sort=relevance&category=furniture").await,
+        c.ids_of(&["Desk lamp", "Oak desk"])
+    );
 }
 
 #[tokio::test]

@@ -70,6 +70,62 @@ async fn the_tool_list_is_the_catalogue_with_schemas_and_truthful_annotations() 
 }
 
 #[tokio::test]
+async fn search_listings_ranks_by_relevance_by_default_as_its_schema_says() {
+    let m = Market::start().await;
+    let (alice, bob) = (
+        m.participant("Alice", 10_000).await,
+        m.participant("Bob", 10_000).await,
+    );
+    let (a, b) = (
+        m.connect("alice", &alice.token).await,
+        m.connect("bob", &bob.token).await,
+    );
+    let search = b
+        .tools
+        .iter()
+        .find(|t| t.name == "search_listings")
+        .unwrap();
+    let sort = Value::Object((*search.input_schema).clone())["properties"]["sort"].to_string();
+    for order in ["relevance", "newest", "cheapest"] {
+        assert!(sort.contains(&format!("\"{order}\"")), "{sort}");
+    }
+    // "road" in the older listing's title (2 points), in the newer one's description (1).
+    let bike = a
+        .ok(
+            "post_listing",
+            json!({"title": "Road bike", "category": "bikes", "price": 5000}),
+        )
+        .await;
+    let lamp = a
+        .ok(
+            "post_listing",
+            json!({"title": "Desk lamp", "description": "Road-tested", "category": "home",
+                   "price": 1500}),
+        )
+        .await;
+    let (bike, lamp) = (id(&bike, "/id"), id(&lamp, "/id"));
+    let found = |v: Value| -> Vec<i64> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        found(b.ok("search_listings", json!({"q": "road"})).await),
+        vec![bike, lamp]
+    );
+    assert_eq!(
+        found(
+            b.ok("search_listings", json!({"q": "road", "sort": "newest"}))
+                .await
+        ),
+        vec![lamp, bike]
+    );
+}
+
+#[tokio::test]
 async fn two_mcp_clients_negotiate_a_deal_to_completion() {
     let m = Market::start().await;
     let (alice, bob) = (

@@ -962,9 +962,9 @@ impl Service {
         }
         page_limit(q.limit)?;
         if let Some(c) = &q.cursor {
-            let ok = match q.sort {
+            let ok = match q.order() {
                 ListingSort::Newest => c.parse::<i64>().is_ok(),
-                ListingSort::Cheapest => c
+                ListingSort::Cheapest | ListingSort::Relevance => c
                     .split_once(':')
                     .is_some_and(|(a, b)| a.parse::<i64>().is_ok() && b.parse::<i64>().is_ok()),
             };

@@ -83,6 +83,29 @@ fn sql(s: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(s)
 }
 
+/// A listing's insert, with the dialect's words column (`dialect::LISTING_DOC`) if it has one.
+static INSERT_LISTING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let (column, value) = dialect::LISTING_DOC;
+    format!("INSERT INTO listings (market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, search_text, claims, true_state{column}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16{value})")
+});
+
+/// Fills the `tsvector` of every listing without one (PostgreSQL's migration 11, the only caller:
+/// the words are Rust's, see `search::tsvector`), a thousand rows at a time.
+async fn fill_search_docs(c: &mut Conn) -> StoreResult<()> {
+    loop {
+        let rows = sqlx::query("SELECT market_id, id, title, description, search_text FROM listings WHERE search_doc IS NULL ORDER BY market_id, id LIMIT 1000")
+            .fetch_all(&mut *c).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for r in &rows {
+            let doc = crate::search::tsvector(&r.try_get::<String, _>("title")?, &r.try_get::<String, _>("description")?, &r.try_get::<String, _>("search_text")?);
+            sqlx::query("UPDATE listings SET search_doc = $3::tsvector WHERE market_id = $1 AND id = $2")
+                .bind(r.try_get::<i64, _>("market_id")?).bind(r.try_get::<i64, _>("id")?).bind(doc).execute(&mut *c).await?;
+        }
+    }
+}
+
 fn market_row(r: &DbRow) -> StoreResult<Head> {
     let market = Market {
         id: r.try_get("id")?,
@@ -791,7 +814,9 @@ async fn due(c: &mut Conn, market: &Market, now: i64) -> StoreResult<rules::Due>
 }
 
 /// Writes a plan's changes and seals its events onto the chain; returns the sealed events.
-async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>> {
+/// `note_words`: a batched store notes new listings for the words index instead of indexing
+/// them in the command (see migration 11).
+async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> StoreResult<Vec<Event>> {
     let m = head.market.id;
     for ch in plan.changes {
         match ch {
@@ -807,11 +832,29 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan) -> StoreResult<Vec<Event>>
                     .bind(m).bind(participant).bind(to_json(&mandate)).execute(&mut *c).await?;
             }
             Change::InsertListing(l) => {
-                sqlx::query("INSERT INTO listings (market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, search_text, claims, true_state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
+                let text = search_text(&l.title, &l.description, &l.category);
+                // PostgreSQL's tsvector is written with the row (`dialect::LISTING_DOC`); SQLite's
+                // FTS5 index follows by trigger.
+                let doc = (!dialect::LISTING_DOC.0.is_empty()).then(|| crate::search::tsvector(&l.title, &l.description, &text));
+                let mut insert = sqlx::query(sql(INSERT_LISTING.clone()))
                     .bind(m).bind(l.id).bind(l.owner).bind(l.side.as_str()).bind(&l.title).bind(&l.description).bind(&l.category)
                     .bind(&l.condition).bind(l.price).bind(to_json(&l.attributes)).bind(l.status.as_str()).bind(l.created_at)
-                    .bind(l.first_offer_at).bind(search_text(&l.title, &l.description, &l.category)).bind(to_json(&l.claims))
-                    .bind(l.true_state.as_ref().map(to_json)).execute(&mut *c).await?;
+                    .bind(l.first_offer_at).bind(text).bind(to_json(&l.claims))
+                    .bind(l.true_state.as_ref().map(to_json));
+                if let Some(doc) = doc {
+                    insert = insert.bind(doc);
+                }
+                insert.execute(&mut *c).await?;
+                match (dialect::INDEX_WORDS, dialect::INDEX_WORDS_LATER) {
+                    (_, Some(later)) if note_words => {
+                        sqlx::query(later).bind(m).bind(l.id).execute(&mut *c).await?;
+                    }
+                    (Some(now), _) => {
+                        let rowid = crate::search::fts5_rowid(m, l.id).ok_or_else(|| StoreError::Invariant(format!("listing {m}/{} is beyond the words index", l.id)))?;
+                        sqlx::query(now).bind(rowid).bind(search_text(&l.title, &l.description, &l.category)).execute(&mut *c).await?;
+                    }
+                    _ => {}
+                }
             }
             Change::SetListingStatus { listing, status } => {
                 sqlx::query("UPDATE listings SET status = $3 WHERE market_id = $1 AND id = $2")
@@ -936,27 +979,29 @@ async fn insert_event(c: &mut Conn, e: &Event) -> StoreResult<()> {
 
 /// A page of a search that read up to `limit + 1` listings in its order: the extra one only says
 /// there is more, and the last listing shown is where the next page starts.
-fn listing_page(mut items: Vec<Listing>, sort: ListingSort, limit: usize) -> Page<Listing> {
+/// A page of a search's listings, each with its relevance score (0 unless ranked by relevance).
+fn listing_page(mut items: Vec<(Listing, i64)>, sort: ListingSort, limit: usize) -> Page<Listing> {
     let next_cursor = if items.len() > limit {
         items.truncate(limit);
-        items.last().map(|l| match sort {
+        items.last().map(|(l, score)| match sort {
             ListingSort::Newest => l.id.to_string(),
             ListingSort::Cheapest => format!("{}:{}", l.price, l.id),
+            ListingSort::Relevance => format!("{score}:{}", l.id),
         })
     } else {
         None
     };
-    Page { items, next_cursor }
+    Page { items: items.into_iter().map(|(l, _)| l).collect(), next_cursor }
 }
 
 /// A search's cursor as (price, id): `id` after newest first (price 0), `price:id` after
-/// cheapest first.
+/// cheapest first, `score:id` (the score in the price's place) after the most relevant first.
 fn listing_cursor(q: &ListingQuery) -> StoreResult<Option<(i64, i64)>> {
     let bad_cursor = || StoreError::Corrupt("bad cursor".into());
     let Some(c) = &q.cursor else { return Ok(None) };
-    Ok(Some(match q.sort {
+    Ok(Some(match q.order() {
         ListingSort::Newest => (0, c.parse().map_err(|_| bad_cursor())?),
-        ListingSort::Cheapest => {
+        ListingSort::Cheapest | ListingSort::Relevance => {
             let (p, id) = c.split_once(':').ok_or_else(bad_cursor)?;
             (p.parse().map_err(|_| bad_cursor())?, id.parse().map_err(|_| bad_cursor())?)
         }
@@ -1007,8 +1052,16 @@ impl Backend {
                 continue;
             }
             sqlx::raw_sql(sqlx::AssertSqlSafe(*script)).execute(&mut *tx).await?;
+            if dialect::FILL_SEARCH_DOCS_AFTER == Some(*version) {
+                fill_search_docs(&mut tx).await?;
+            }
             sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
             tracing::info!(version, "applied migration");
+        }
+        // Listings a batched store noted and did not index before it stopped (a crash after one
+        // of its batch commits).
+        if let Some(index) = dialect::INDEX_NOTED_WORDS {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(index)).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1025,6 +1078,14 @@ impl Backend {
     /// Commits what a batched SQLite store holds back (nothing to do otherwise).
     pub async fn flush(&self) -> StoreResult<()> {
         let _w = self.write_guard().await;
+        if self.shelves.is_some()
+            && let Some(index) = dialect::INDEX_NOTED_WORDS
+        {
+            // The listings noted since the last flush, in one FTS5 write.
+            let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(index)).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
         dialect::flush(&self.pool).await?;
         Ok(())
     }
@@ -1137,7 +1198,7 @@ impl Backend {
                             let follows = |ch: &&Change| MarketMemory::follows(ch) || MarketShelves::follows(ch);
                             kept = Some((plan.changes.iter().filter(follows).cloned().collect(), plan.now));
                         }
-                        let events = if plan.is_empty() { Vec::new() } else { apply(&mut tx, &head, plan).await? };
+                        let events = if plan.is_empty() { Vec::new() } else { apply(&mut tx, &head, plan, self.shelves.is_some()).await? };
                         let out = match out {
                             // Lifecycle commands answer with the deal as they left it.
                             Outcome::DealChanged(id) => Outcome::DealUpdated(get_deal(&mut tx, market_id, id).await?.ok_or_else(|| StoreError::Invariant(format!("deal {id} vanished")))?),
@@ -1390,6 +1451,7 @@ impl Backend {
         let category = q.category.as_deref().map(|c| c.trim().to_lowercase());
         let Some(mut all) = self.shelves() else { return Ok(None) };
         let Some(m) = all.markets.get_mut(&market) else { return Ok(None) };
+        let sort = q.order();
         let ids = m.search(&ShelfQuery {
             category: category.as_deref(),
             side: q.side.map(|s| s.as_str()),
@@ -1398,12 +1460,19 @@ impl Backend {
             min_price: q.min_price,
             max_price: q.max_price,
             owner: q.owner,
-            sort: q.sort,
+            sort,
             after,
             take: limit + 1,
         });
         match m.rows(&ids) {
-            Some(items) => Ok(Some(listing_page(items, q.sort, limit))),
+            Some(items) => {
+                let score = |l: &Listing| match sort {
+                    ListingSort::Relevance => crate::search::relevance(&l.title, &l.description, &words),
+                    _ => 0,
+                };
+                let items = items.into_iter().map(|l| { let s = score(&l); (l, s) }).collect();
+                Ok(Some(listing_page(items, sort, limit)))
+            }
             // A shelved listing without its row: read the market again.
             None => {
                 all.changes += 1;
@@ -1443,11 +1512,23 @@ impl Backend {
         if let Some(page) = self.search_shelves(market, q).await? {
             return Ok(page);
         }
-        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {LISTING_COLS} FROM listings WHERE market_id = "));
+        let sort = q.order();
+        let words = crate::row::search_words(q.q.as_deref().unwrap_or(""));
+        // Ranked by relevance: the listings found with their scores, then ordered (and the
+        // cursor applied) on the score outside.
+        let mut b = sqlx::QueryBuilder::<Db>::new("SELECT ");
+        if sort == ListingSort::Relevance {
+            b.push(format!("* FROM (SELECT {LISTING_COLS}, "));
+            dialect::push_score(&mut b, &words);
+            b.push(" AS score");
+        } else {
+            b.push(LISTING_COLS);
+        }
+        b.push(" FROM listings WHERE market_id = ");
         b.push_bind(market);
         b.push(" AND status = ").push_bind(q.status.unwrap_or(ListingStatus::Active).as_str().to_string());
-        for word in crate::row::search_words(q.q.as_deref().unwrap_or("")) {
-            b.push(dialect::KEYWORD_MATCH.0).push_bind(dialect::keyword_arg(&word)).push(dialect::KEYWORD_MATCH.1);
+        if !words.is_empty() {
+            dialect::push_words(&mut b, market, &words, self.shelves.is_some());
         }
         if let Some(cat) = &q.category {
             b.push(" AND category = ").push_bind(cat.trim().to_lowercase());
@@ -1465,7 +1546,14 @@ impl Backend {
             b.push(" AND owner = ").push_bind(owner);
         }
         let after = listing_cursor(q)?;
-        match q.sort {
+        match sort {
+            ListingSort::Relevance => {
+                b.push(") AS found");
+                if let Some((score, id)) = after {
+                    b.push(" WHERE score < ").push_bind(score).push(" OR (score = ").push_bind(score).push(" AND id < ").push_bind(id).push(")");
+                }
+                b.push(" ORDER BY score DESC, id DESC");
+            }
             ListingSort::Newest => {
                 if let Some((_, id)) = after {
                     b.push(" AND id < ").push_bind(id);
@@ -1479,7 +1567,7 @@ impl Backend {
                 b.push(" ORDER BY price ASC, id ASC");
             }
         }
-        self.fetch_listing_page(b, q.sort, q.limit.unwrap_or(50).clamp(1, haggle_core::limits::MAX_PAGE)).await
+        self.fetch_listing_page(b, sort, q.limit.unwrap_or(50).clamp(1, haggle_core::limits::MAX_PAGE)).await
     }
 
     /// Runs a search ordered as `sort` asks, one listing more than the page to know if another
@@ -1487,7 +1575,13 @@ impl Backend {
     async fn fetch_listing_page(&self, mut b: sqlx::QueryBuilder<Db>, sort: ListingSort, limit: u32) -> StoreResult<Page<Listing>> {
         b.push(format!(" LIMIT {}", limit as i64 + 1));
         let rows = b.build().fetch_all(&self.pool).await?;
-        let items: Vec<Listing> = rows.iter().map(listing_row).collect::<StoreResult<_>>()?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                let score = if sort == ListingSort::Relevance { r.try_get("score")? } else { 0 };
+                Ok((listing_row(r)?, score))
+            })
+            .collect::<StoreResult<_>>()?;
         Ok(listing_page(items, sort, limit as usize))
     }
 

@@ -2,7 +2,7 @@
 //! market's write lock is taken, migrations, and how a unique violation is recognised.
 
 pub mod sqlite {
-    use crate::lite::{Error, Options, Pool, Sqlite};
+    use crate::lite::{Error, Options, Pool, QueryBuilder, Sqlite};
 
     /// `IMMEDIATE` takes the write lock up front, so two writers never deadlock upgrading a read.
     pub const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -26,8 +26,30 @@ pub mod sqlite {
         (8, include_str!("migrations/0008_seller_mandates.sql")),
         (9, include_str!("migrations/0009_market_policy.sql")),
         (10, include_str!("migrations/0010_claims.sql")),
+        (11, include_str!("migrations/0011_listing_words_sqlite.sql")),
         (12, include_str!("migrations/0012_payments.sql")),
     ];
+
+    /// The migration after which Rust fills listings' `search_doc` (PostgreSQL only: SQLite's
+    /// FTS5 index is filled by its migration and kept by triggers).
+    pub const FILL_SEARCH_DOCS_AFTER: Option<i64> = None;
+    /// The column and value a listing's insert adds for its words (none: FTS5 has its table).
+    pub const LISTING_DOC: (&str, &str) = ("", "");
+    /// Indexes a listing's words in its transaction: its FTS5 rowid (`search::fts5_rowid`) and
+    /// its search text.
+    pub const INDEX_WORDS: Option<&str> =
+        Some("INSERT INTO listing_words (rowid, search_text) VALUES ($1, $2)");
+    /// Notes a listing (market, id) to index at the next flush (a batched store; see
+    /// migration 11).
+    pub const INDEX_WORDS_LATER: Option<&str> =
+        Some("INSERT INTO listing_words_pending (market_id, id) VALUES ($1, $2)");
+    /// Indexes the noted listings.
+    pub const INDEX_NOTED_WORDS: Option<&str> = Some(
+        "INSERT INTO listing_words (rowid, search_text) \
+         SELECT l.market_id * 4294967296 + l.id, l.search_text FROM listing_words_pending p \
+         JOIN listings l ON l.market_id = p.market_id AND l.id = p.id; \
+         DELETE FROM listing_words_pending;",
+    );
 
     /// Opens `sqlite://PATH`, `sqlite:PATH` or `sqlite::memory:` (a private in-memory
     /// database: exactly one connection, since each connection would get its own).
@@ -106,12 +128,43 @@ pub mod sqlite {
         pool.flush().await
     }
 
-    /// A listing search word (one of `row::search_words`) as SQL: `contains_word` (see
-    /// `lite.rs`, which calls `row::has_word`) over the lower-cased search text.
-    pub const KEYWORD_MATCH: (&str, &str) = (" AND contains_word(search_text, ", ")");
+    /// A search's words (`row::search_words`, at least one) as SQL: the listing is among the
+    /// market's FTS5 matches (migration 11: rowid = market * 2^32 + listing id). A batched
+    /// store (`noted`: its new listings are indexed at its flush) matches the text instead,
+    /// with `contains_word` (`row::has_word`), as before migration 11.
+    pub fn push_words(b: &mut QueryBuilder<Sqlite>, market: i64, words: &[String], noted: bool) {
+        if noted {
+            for word in words {
+                b.push(" AND contains_word(search_text, ")
+                    .push_bind(word.clone())
+                    .push(")");
+            }
+            return;
+        }
+        // A market outside the index's range has no listings (the store refuses to write them).
+        let Some(base) = (0..=i64::from(i32::MAX))
+            .contains(&market)
+            .then_some(market << 32)
+        else {
+            b.push(" AND 0 = 1");
+            return;
+        };
+        b.push(" AND id IN (SELECT rowid - ")
+            .push_bind(base)
+            .push(" FROM listing_words WHERE listing_words MATCH ")
+            .push_bind(crate::search::fts5_query(words))
+            .push(" AND rowid BETWEEN ")
+            .push_bind(base)
+            .push(" AND ")
+            .push_bind(base + i64::from(u32::MAX))
+            .push(")");
+    }
 
-    pub fn keyword_arg(word: &str) -> String {
-        word.to_string()
+    /// A listing's relevance to `words` as SQL (`search::relevance`, registered by `lite.rs`).
+    pub fn push_score(b: &mut QueryBuilder<Sqlite>, words: &[String]) {
+        b.push("listing_score(title, description, ")
+            .push_bind(words.join(" "))
+            .push(")");
     }
 
     pub fn is_unique_violation(e: &Error) -> bool {
@@ -150,8 +203,22 @@ pub mod postgres {
         (8, include_str!("migrations/0008_seller_mandates.sql")),
         (9, include_str!("migrations/0009_market_policy.sql")),
         (10, include_str!("migrations/0010_claims.sql")),
+        (
+            11,
+            include_str!("migrations/0011_listing_words_postgres.sql"),
+        ),
         (12, include_str!("migrations/0012_payments.sql")),
     ];
+
+    /// The migration after which Rust fills listings' `search_doc` (`search::tsvector`): the
+    /// words are Rust's, so SQL cannot compute them.
+    pub const FILL_SEARCH_DOCS_AFTER: Option<i64> = Some(11);
+    /// The column and value a listing's insert adds: its `tsvector` (`search::tsvector`).
+    pub const LISTING_DOC: (&str, &str) = (", search_doc", ", $17::tsvector");
+    /// The words are in the listing's row (`LISTING_DOC`): no other table.
+    pub const INDEX_WORDS: Option<&str> = None;
+    pub const INDEX_WORDS_LATER: Option<&str> = None;
+    pub const INDEX_NOTED_WORDS: Option<&str> = None;
 
     /// `batch` is ignored: several servers share a PostgreSQL database, so each transaction
     /// commits on its own.
@@ -178,7 +245,8 @@ pub mod postgres {
         Ok(())
     }
 
-    /// A listing search word (one of `row::search_words`) as SQL: the search text with every
+    /// A listing search word (one of `row::search_words`) matched against the text (for a word
+    /// too long to be a lexeme): the search text with every
     /// separator (each ASCII character but letters and digits, `row::is_word_char`) turned into
     /// a space and padded with spaces, `LIKE '% word %'` (`'% word%'` for a starred prefix). A
     /// word has no `%`, `_` or backslash, so the pattern needs no escapes.
@@ -192,6 +260,45 @@ pub mod postgres {
             Some(stem) => format!("% {stem}%"),
             None => format!("% {word} %"),
         }
+    }
+
+    /// A search's words (`row::search_words`, at least one) as SQL: the listing's `tsvector`
+    /// has them all (its GIN index finds the candidates). A word too long to be a lexeme
+    /// whole (`search::LEXEME_MAX`) is also matched against the text, as before migration 11.
+    pub fn push_words(
+        b: &mut sqlx::QueryBuilder<sqlx::Postgres>,
+        _market: i64,
+        words: &[String],
+        _noted: bool,
+    ) {
+        use crate::search::{Weight, tsquery};
+        let queries: Vec<(String, bool)> = words.iter().map(|w| tsquery(w, Weight::Any)).collect();
+        let all: Vec<&str> = queries.iter().map(|(q, _)| q.as_str()).collect();
+        b.push(" AND search_doc @@ ")
+            .push_bind(all.join(" & "))
+            .push("::tsquery");
+        for (word, (_, cut)) in words.iter().zip(&queries) {
+            if *cut {
+                b.push(KEYWORD_MATCH.0)
+                    .push_bind(keyword_arg(word))
+                    .push(KEYWORD_MATCH.1);
+            }
+        }
+    }
+
+    /// A listing's relevance to `words` as SQL, the score `search::relevance` gives: 2 for each
+    /// word among the title's lexemes (weight A), 1 among the description's (weight B).
+    pub fn push_score(b: &mut sqlx::QueryBuilder<sqlx::Postgres>, words: &[String]) {
+        use crate::search::{Weight, tsquery};
+        b.push("(0");
+        for word in words {
+            for (weight, points) in [(Weight::Title, 2), (Weight::Description, 1)] {
+                b.push(format!(" + {points} * (search_doc @@ "))
+                    .push_bind(tsquery(word, weight).0)
+                    .push("::tsquery)::int");
+            }
+        }
+        b.push(")::bigint");
     }
 
     pub fn is_unique_violation(e: &sqlx::Error) -> bool {

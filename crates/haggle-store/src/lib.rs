@@ -12,6 +12,7 @@ mod shelves;
 pub use lite::profile as sqlite_profile;
 pub mod payments;
 mod row;
+mod search;
 pub mod survey;
 pub mod webhooks;
 

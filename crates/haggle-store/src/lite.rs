@@ -666,6 +666,36 @@ fn register_contains_word(raw: &rusqlite::Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// `listing_score(title, description, words)`: a listing's relevance to `words` (the query's
+/// search words joined by spaces) by `search::relevance`, the function the shelves call too;
+/// NULL or non-text arguments give 0.
+fn register_listing_score(raw: &rusqlite::Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags as F;
+    use rusqlite::types::ValueRef;
+    raw.create_scalar_function(
+        "listing_score",
+        3,
+        F::SQLITE_UTF8 | F::SQLITE_DETERMINISTIC | F::SQLITE_INNOCUOUS,
+        |ctx| {
+            let text = |i| match ctx.get_raw(i) {
+                ValueRef::Text(t) => std::str::from_utf8(t).ok(),
+                _ => None,
+            };
+            Ok(match (text(0), text(1), text(2)) {
+                (Some(title), Some(description), Some(words)) => {
+                    let words: Vec<String> = words
+                        .split(' ')
+                        .filter(|w| !w.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    crate::search::relevance(title, description, &words)
+                }
+                _ => 0,
+            })
+        },
+    )
+}
+
 /// How to open a connection: the file and the settings every connection gets.
 #[derive(Clone)]
 pub struct Options {
@@ -689,6 +719,7 @@ impl Options {
         raw.busy_timeout(self.busy_timeout)?;
         raw.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         register_contains_word(&raw)?;
+        register_listing_score(&raw)?;
         for (k, v) in &self.pragmas {
             // `journal_mode` answers with a row; the others answer nothing.
             raw.query_row_and_then(&format!("PRAGMA {k} = {v}"), [], |_| {

@@ -22,7 +22,8 @@ pub struct ShelfQuery<'a> {
     pub max_price: Option<i64>,
     pub owner: Option<i64>,
     pub sort: ListingSort,
-    /// Past this listing (price and id for cheapest first, id for newest first).
+    /// Past this listing (price and id for cheapest first, id for newest first, score and id
+    /// for the most relevant first).
     pub after: Option<(i64, i64)>,
     /// Ids to return at most.
     pub take: usize,
@@ -262,6 +263,9 @@ impl MarketShelves {
 
     /// The ids a search returns, in its order, at most `q.take`.
     pub fn search(&mut self, q: &ShelfQuery<'_>) -> Vec<i64> {
+        if q.sort == ListingSort::Relevance {
+            return self.search_ranked(q);
+        }
         let (Some(category), Some(side)) = (q.category, q.side) else {
             return self.search_owned(q);
         };
@@ -331,7 +335,7 @@ impl MarketShelves {
                         }
                     }
                 }
-                ListingSort::Newest => {
+                ListingSort::Newest | ListingSort::Relevance => {
                     let below = q.after.map_or(i64::MAX, |(_, id)| id);
                     let mut found: Vec<(i64, i64)> = postings
                         .iter()
@@ -368,7 +372,7 @@ impl MarketShelves {
                     }
                 }
             }
-            ListingSort::Newest => {
+            ListingSort::Newest | ListingSort::Relevance => {
                 let below = q.after.map_or(i64::MAX, |(_, id)| id);
                 for (&id, &price) in shelf.newest.range(..below).rev() {
                     if out.len() == q.take {
@@ -385,6 +389,30 @@ impl MarketShelves {
             }
         }
         out
+    }
+
+    /// The most relevant first (`search::relevance`, then newest): every listing the search
+    /// finds is scored, as the databases do.
+    fn search_ranked(&mut self, q: &ShelfQuery<'_>) -> Vec<i64> {
+        let found = self.search(&ShelfQuery {
+            sort: ListingSort::Newest,
+            after: None,
+            take: usize::MAX,
+            ..*q
+        });
+        let mut ranked: Vec<(i64, i64)> = found
+            .into_iter()
+            .filter_map(|id| {
+                let l = self.rows.get(&id)?;
+                Some((
+                    crate::search::relevance(&l.title, &l.description, q.words),
+                    id,
+                ))
+            })
+            .filter(|&ranked| q.after.is_none_or(|after| ranked < after))
+            .collect();
+        ranked.sort_unstable_by_key(|&ranked| std::cmp::Reverse(ranked));
+        ranked.into_iter().take(q.take).map(|(_, id)| id).collect()
     }
 
     /// An owner's listings a search returns, on any shelf its category and side allow.
@@ -411,7 +439,7 @@ impl MarketShelves {
                 found.sort_unstable();
                 found.retain(|&p| q.after.is_none_or(|after| p > after));
             }
-            ListingSort::Newest => {
+            ListingSort::Newest | ListingSort::Relevance => {
                 found.sort_unstable_by_key(|&(_, id)| std::cmp::Reverse(id));
                 found.retain(|&(_, id)| q.after.is_none_or(|(_, after)| id < after));
             }

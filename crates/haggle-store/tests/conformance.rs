@@ -52,6 +52,9 @@ conformance! {
     listing_search_filters_orders_and_pages => sqlite_listing_search_filters_orders_and_pages, postgres_listing_search_filters_orders_and_pages;
     search_by_category_and_side_finds_what_reading_every_listing_finds => sqlite_search_by_category_and_side_finds_what_reading_every_listing_finds, postgres_search_by_category_and_side_finds_what_reading_every_listing_finds;
     search_matches_whole_words_and_starred_prefixes => sqlite_search_matches_whole_words_and_starred_prefixes, postgres_search_matches_whole_words_and_starred_prefixes;
+    search_ranks_by_relevance_by_default_when_words_are_given => sqlite_search_ranks_by_relevance_by_default_when_words_are_given, postgres_search_ranks_by_relevance_by_default_when_words_are_given;
+    search_splits_words_alike_in_edge_cases => sqlite_search_splits_words_alike_in_edge_cases, postgres_search_splits_words_alike_in_edge_cases;
+    migration_11_indexes_the_listings_already_there => sqlite_migration_11_indexes_the_listings_already_there, postgres_migration_11_indexes_the_listings_already_there;
     thread_message_offer_and_counters => sqlite_thread_message_offer_and_counters, postgres_thread_message_offer_and_counters;
     acceptance_makes_one_deal_and_voids_the_rest => sqlite_acceptance_makes_one_deal_and_voids_the_rest, postgres_acceptance_makes_one_deal_and_voids_the_rest;
     withdraw_and_walk_away_release_commitments => sqlite_withdraw_and_walk_away_release_commitments, postgres_withdraw_and_walk_away_release_commitments;
@@ -147,6 +150,8 @@ batched! {
     listing_search_filters_orders_and_pages => batched_sqlite_listing_search_filters_orders_and_pages;
     search_by_category_and_side_finds_what_reading_every_listing_finds => batched_sqlite_search_by_category_and_side_finds_what_reading_every_listing_finds;
     search_matches_whole_words_and_starred_prefixes => batched_sqlite_search_matches_whole_words_and_starred_prefixes;
+    search_ranks_by_relevance_by_default_when_words_are_given => batched_sqlite_search_ranks_by_relevance_by_default_when_words_are_given;
+    search_splits_words_alike_in_edge_cases => batched_sqlite_search_splits_words_alike_in_edge_cases;
     acceptance_makes_one_deal_and_voids_the_rest => batched_sqlite_acceptance_makes_one_deal_and_voids_the_rest;
     withdraw_and_walk_away_release_commitments => batched_sqlite_withdraw_and_walk_away_release_commitments;
     closing_expires_listings_offers_and_threads_and_deals_still_settle => batched_sqlite_closing_expires_listings_offers_and_threads_and_deals_still_settle;
@@ -823,14 +828,70 @@ async fn search_all(m: &Mkt, q: &ListingQuery) -> Vec<i64> {
     panic!("pagination does not end");
 }
 
-/// The expected result of a search, computed from the listings themselves.
-fn expected(all: &[Listing], sort: ListingSort, keep: impl Fn(&Listing) -> bool) -> Vec<i64> {
+/// The expected result of a search, computed from the listings themselves (`q` only ranks
+/// them, for `relevance`: `keep` decides which match).
+fn expected(
+    all: &[Listing],
+    sort: ListingSort,
+    q: &str,
+    keep: impl Fn(&Listing) -> bool,
+) -> Vec<i64> {
     let mut v: Vec<&Listing> = all.iter().filter(|l| keep(l)).collect();
     match sort {
         ListingSort::Newest => v.sort_by_key(|l| std::cmp::Reverse(l.id)),
         ListingSort::Cheapest => v.sort_by_key(|l| (l.price, l.id)),
+        ListingSort::Relevance => v.sort_by_key(|l| std::cmp::Reverse((score(l, q), l.id))),
     }
     v.iter().map(|l| l.id).collect()
+}
+
+/// A query's words as the contract defines them, independently of the stores: runs of ASCII
+/// letters and digits or non-ASCII characters, lower-cased, each with whether a `*` follows it
+/// (a prefix), the first 16.
+fn query_words(q: &str) -> Vec<(String, bool)> {
+    let q = q.to_lowercase();
+    let chars: Vec<char> = q.chars().collect();
+    let mut wanted: Vec<(String, bool)> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if separates(chars[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && !separates(chars[i]) {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        wanted.push((word, chars.get(i) == Some(&'*')));
+    }
+    wanted.truncate(16);
+    wanted
+}
+
+fn separates(c: char) -> bool {
+    c.is_ascii() && !c.is_ascii_alphanumeric()
+}
+
+/// Whether lower-cased `text` has a word matching `(word, prefix)`.
+fn text_has(text: &str, (word, prefix): &(String, bool)) -> bool {
+    text.split(separates).filter(|t| !t.is_empty()).any(|t| {
+        if *prefix {
+            t.starts_with(word.as_str())
+        } else {
+            t == word
+        }
+    })
+}
+
+/// A listing's relevance by the contract, independently of the stores: each query word scores
+/// 2 if it matches a word of the title and 1 if of the description.
+fn score(l: &Listing, q: &str) -> i64 {
+    let (title, description) = (l.title.to_lowercase(), l.description.to_lowercase());
+    query_words(q)
+        .iter()
+        .map(|w| 2 * i64::from(text_has(&title, w)) + i64::from(text_has(&description, w)))
+        .sum()
 }
 
 fn text(l: &Listing) -> String {
@@ -842,34 +903,8 @@ fn text(l: &Listing) -> String {
 /// characters (any other character separates words, case is ignored); a query word matches a
 /// whole word of the title, description or category, or a word's beginning when `*` follows it.
 fn has_words(l: &Listing, q: &str) -> bool {
-    let sep = |c: char| c.is_ascii() && !c.is_ascii_alphanumeric();
     let text = text(l);
-    let words: Vec<&str> = text.split(sep).filter(|w| !w.is_empty()).collect();
-    let q = q.to_lowercase();
-    let chars: Vec<char> = q.chars().collect();
-    let mut wanted: Vec<(String, bool)> = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        if sep(chars[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < chars.len() && !sep(chars[i]) {
-            i += 1;
-        }
-        let word: String = chars[start..i].iter().collect();
-        wanted.push((word, chars.get(i) == Some(&'*')));
-    }
-    wanted.iter().take(16).all(|(w, prefix)| {
-        words.iter().any(|t| {
-            if *prefix {
-                t.starts_with(w.as_str())
-            } else {
-                t == w
-            }
-        })
-    })
+    query_words(q).iter().all(|w| text_has(&text, w))
 }
 
 /// Words match whole (`table` is not found in "comfortable", `tv` not in "Fruitvale"), a `*`
@@ -926,6 +961,241 @@ async fn search_matches_whole_words_and_starred_prefixes(db: Db) {
         }
     }
     m.verified().await;
+}
+
+/// With words and no `sort`, a search ranks by relevance: each word scores 2 in the title and 1
+/// in the description (the category scores nothing), ties newest first; pages follow the
+/// ranking. An asked order is kept, and without words the default stays newest first.
+async fn search_ranks_by_relevance_by_default_when_words_are_given(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let ann = m.join("ann", 0).await;
+    // (title, description, category): score for "oak table".
+    let listings = [
+        ("Oak table", "", "home"),                       // 4
+        ("Table", "solid oak", "home"),                  // 3
+        ("Chair", "fits an oak table", "home"),          // 2
+        ("Oak table", "Oak table, barely used", "home"), // 6
+        ("Lamp", "for a table", "oak"),                  // 1: the category scores nothing
+        ("Oak table", "", "home"),                       // 4, newer than the first
+        ("Comfortable chair", "oak", "home"),            // no "table": not found
+        ("Wanted: oak table", "", "home"),               // 4, a wanted ad: no precedence
+    ];
+    let mut ids = Vec::new();
+    for (i, (title, description, category)) in listings.iter().enumerate() {
+        let side = if i == 7 { Side::Buy } else { Side::Sell };
+        let mut l = new_listing(side, title, category, 100 + i as i64);
+        l.description = description.to_string();
+        ids.push(m.list(ann, l).await.id);
+    }
+    let ranked: Vec<i64> = [3, 7, 5, 0, 1, 2, 4].iter().map(|&i| ids[i]).collect();
+    for limit in [1, 2, 500] {
+        for sort in [None, Some(ListingSort::Relevance)] {
+            let query = ListingQuery {
+                q: Some("Oak TABLE".into()),
+                sort,
+                limit: Some(limit),
+                ..ListingQuery::default()
+            };
+            assert_eq!(search_all(&m, &query).await, ranked, "{query:?}");
+            let mine = ListingQuery {
+                owner: Some(ann),
+                ..query.clone()
+            };
+            assert_eq!(search_all(&m, &mine).await, ranked, "{mine:?}");
+        }
+        // One category and side (a simulation's shelves), a starred word.
+        let query = ListingQuery {
+            q: Some("oak tab*".into()),
+            category: Some("home".into()),
+            side: Some(Side::Sell),
+            limit: Some(limit),
+            ..ListingQuery::default()
+        };
+        let home: Vec<i64> = [3, 5, 0, 1, 2].iter().map(|&i| ids[i]).collect();
+        assert_eq!(search_all(&m, &query).await, home, "{query:?}");
+        // An order asked for is kept.
+        let newest = ListingQuery {
+            sort: Some(ListingSort::Newest),
+            ..query.clone()
+        };
+        let by_id: Vec<i64> = [5, 3, 2, 1, 0].iter().map(|&i| ids[i]).collect();
+        assert_eq!(search_all(&m, &newest).await, by_id, "{newest:?}");
+    }
+    // No words: newest first, whatever the text.
+    let all = ListingQuery {
+        q: Some("  ".into()),
+        limit: Some(3),
+        ..ListingQuery::default()
+    };
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(search_all(&m, &all).await, newest_first);
+    // A server reading the same database ranks alike (a batched store indexes the listings'
+    // words when it flushes).
+    store.flush().await.unwrap();
+    let server = Mkt {
+        store: Store::open(&db.url).await.unwrap(),
+        id: m.id,
+    };
+    let query = ListingQuery {
+        q: Some("oak table".into()),
+        limit: Some(2),
+        ..ListingQuery::default()
+    };
+    assert_eq!(search_all(&server, &query).await, ranked);
+    m.verified().await;
+}
+
+/// Where words split, as the contract says (a word is a run of ASCII letters and digits or
+/// non-ASCII characters), in the cases where tokenizers usually differ: digits and decimal
+/// points, apostrophes, e-mail addresses, underscores, accents (kept, not folded), upper-case
+/// non-ASCII letters, non-ASCII symbols and dashes (word characters), other scripts, and words
+/// too long for a PostgreSQL lexeme. Every store finds, and ranks, what the contract's oracle does.
+async fn search_splits_words_alike_in_edge_cases(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let ann = m.join("ann", 0).await;
+    let long_a = format!("{}a", "é".repeat(1100));
+    let long_b = format!("{}b", "é".repeat(1100));
+    let texts: Vec<(String, String)> = vec![
+        ("1.5 litre kettle".into(), "100% steel".into()),
+        ("Don't panic".into(), "towel".into()),
+        ("Naïve art".into(), "ÉCRAN plat".into()),
+        ("Price €100".into(), "a–b test".into()),
+        ("東京 apartment".into(), "near 東京駅".into()),
+        ("Contact".into(), "bob@example.com or x_y".into()),
+        ("e-bike".into(), long_a.clone()),
+        ("long words".into(), long_b.clone()),
+        ("Fifteen".into(), "15 pieces, 1,5 kg".into()),
+    ];
+    let mut all = Vec::new();
+    for (i, (title, description)) in texts.iter().enumerate() {
+        let mut l = new_listing(Side::Sell, title, "misc", 100 + i as i64);
+        l.description = description.clone();
+        all.push(m.list(ann, l).await);
+    }
+    let queries = [
+        "1",
+        "5",
+        "1.5",
+        "15",
+        "100",
+        "100%",
+        "don't",
+        "dont",
+        "t",
+        "naïve",
+        "naive",
+        "NAÏVE",
+        "écran",
+        "ecran",
+        "€100",
+        "€*",
+        "price 100",
+        "a",
+        "a–b",
+        "a–*",
+        "東京",
+        "東*",
+        "駅",
+        "example",
+        "bob@example.com",
+        "x",
+        "y",
+        "x_y",
+        "e",
+        "bike",
+        "e-bike*",
+        long_a.as_str(),
+        &format!("{}*", "é".repeat(1100)),
+        &format!("{}*", "é".repeat(3)),
+        &"é".repeat(1100),
+        "kg",
+    ];
+    for q in queries {
+        let want_found: Vec<&Listing> = all.iter().filter(|l| has_words(l, q)).collect();
+        if q == "1" {
+            assert_eq!(want_found.len(), 2, "the oracle splits 1.5 and 1,5");
+        }
+        for (category, side) in [(Some("misc"), Some(Side::Sell)), (None, None)] {
+            for sort in [ListingSort::Newest, ListingSort::Relevance] {
+                let query = ListingQuery {
+                    q: Some(q.to_string()),
+                    category: category.map(Into::into),
+                    side,
+                    sort: Some(sort),
+                    limit: Some(2),
+                    ..ListingQuery::default()
+                };
+                let want = expected(&all, sort, q, |l| has_words(l, q));
+                assert_eq!(
+                    search_all(&m, &query).await,
+                    want,
+                    "{q:?} {sort:?} {category:?}"
+                );
+            }
+        }
+    }
+    // A server reading the same database (through the words index, also for a batched
+    // store's listings once it flushed) finds alike.
+    store.flush().await.unwrap();
+    let server = Mkt {
+        store: Store::open(&db.url).await.unwrap(),
+        id: m.id,
+    };
+    for q in queries {
+        let query = ListingQuery {
+            q: Some(q.to_string()),
+            limit: Some(500),
+            ..ListingQuery::default()
+        };
+        let want = expected(&all, ListingSort::Relevance, q, |l| has_words(l, q));
+        assert_eq!(search_all(&server, &query).await, want, "{q:?} on a server");
+    }
+    m.verified().await;
+}
+
+/// Migration 11 indexes the listings a database already holds (PostgreSQL: in Rust, in the
+/// migration's transaction), so a search finds them after an upgrade.
+async fn migration_11_indexes_the_listings_already_there(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let ann = m.join("ann", 0).await;
+    let mut l = new_listing(Side::Sell, "Oak table", "home", 100);
+    l.description = "Café crème stains".into();
+    let table = m.list(ann, l).await.id;
+    let chair = m
+        .list(ann, new_listing(Side::Sell, "Oak chair", "home", 90))
+        .await
+        .id;
+    store.flush().await.unwrap();
+    drop(store);
+    // The database as it was before migration 11.
+    let undo = match db.backend {
+        Backend::Sqlite => {
+            "DROP TABLE listing_words; DROP TABLE listing_words_pending; \
+             DELETE FROM schema_migrations WHERE version = 11"
+        }
+        Backend::Postgres => {
+            "DROP INDEX listings_by_words; ALTER TABLE listings DROP COLUMN search_doc; \
+             DELETE FROM schema_migrations WHERE version = 11"
+        }
+    };
+    db.exec(undo).await.unwrap();
+    let again = Mkt {
+        store: db.open().await,
+        id: m.id,
+    };
+    let search = |q: &str| ListingQuery {
+        q: Some(q.into()),
+        limit: Some(10),
+        ..ListingQuery::default()
+    };
+    assert_eq!(search_all(&again, &search("oak")).await, vec![chair, table]);
+    assert_eq!(search_all(&again, &search("oak crème")).await, vec![table]);
+    assert_eq!(search_all(&again, &search("tab* café")).await, vec![table]);
+    again.verified().await;
 }
 
 /// Searches in one category and side (what agents run most; a simulation's store answers them
@@ -1015,8 +1285,12 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
                     }
                 }
                 for (category, side) in scopes {
-                    for sort in [ListingSort::Cheapest, ListingSort::Newest] {
-                        let want = expected(&all, sort, |l| {
+                    for sort in [
+                        ListingSort::Cheapest,
+                        ListingSort::Newest,
+                        ListingSort::Relevance,
+                    ] {
+                        let want = expected(&all, sort, q.unwrap_or(""), |l| {
                             l.status == status.unwrap_or(ListingStatus::Active)
                                 && category.is_none_or(|c| l.category == c.trim().to_lowercase())
                                 && side.is_none_or(|s| l.side == s)
@@ -1034,7 +1308,7 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
                                 max_price: max,
                                 owner,
                                 status,
-                                sort,
+                                sort: Some(sort),
                                 limit: Some(limit),
                                 ..ListingQuery::default()
                             };
@@ -1090,13 +1364,13 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
     let query = ListingQuery {
         category: Some("bikes".into()),
         side: Some(Side::Sell),
-        sort: ListingSort::Cheapest,
+        sort: Some(ListingSort::Cheapest),
         limit: Some(500),
         ..ListingQuery::default()
     };
     assert_eq!(
         search_all(&again, &query).await,
-        expected(&all, ListingSort::Cheapest, |l| l.status
+        expected(&all, ListingSort::Cheapest, "", |l| l.status
             == ListingStatus::Active
             && l.category == "bikes"
             && l.side == Side::Sell)
@@ -1189,12 +1463,12 @@ async fn listing_search_filters_orders_and_pages(db: Db) {
     for sort in [ListingSort::Newest, ListingSort::Cheapest] {
         for limit in [10, 7, 1, 23, 500] {
             let query = q(&|q| {
-                q.sort = sort;
+                q.sort = Some(sort);
                 q.limit = Some(limit);
             });
             assert_eq!(
                 search_all(&m, &query).await,
-                expected(&all, sort, active),
+                expected(&all, sort, "", active),
                 "{sort:?} by {limit}"
             );
         }
@@ -1267,12 +1541,16 @@ async fn listing_search_filters_orders_and_pages(db: Db) {
         ),
     ];
     for (name, query, keep) in &cases {
-        for sort in [ListingSort::Newest, ListingSort::Cheapest] {
+        for sort in [
+            ListingSort::Newest,
+            ListingSort::Cheapest,
+            ListingSort::Relevance,
+        ] {
             let query = ListingQuery {
-                sort,
+                sort: Some(sort),
                 ..query.clone()
             };
-            let want = expected(&all, sort, keep);
+            let want = expected(&all, sort, query.q.as_deref().unwrap_or(""), keep);
             assert_eq!(search_all(&m, &query).await, want, "{name} {sort:?}");
         }
     }
@@ -1305,7 +1583,7 @@ async fn listing_search_filters_orders_and_pages(db: Db) {
             .search_listings(
                 m.id,
                 &q(&|q| {
-                    q.sort = sort;
+                    q.sort = Some(sort);
                     q.owner = Some(ben);
                 }),
             )
@@ -1322,7 +1600,7 @@ async fn listing_search_filters_orders_and_pages(db: Db) {
             .search_listings(
                 m.id,
                 &q(&|q| {
-                    q.sort = sort;
+                    q.sort = Some(sort);
                     q.owner = Some(ben);
                     q.cursor = first.next_cursor.clone();
                     q.limit = Some(500);
@@ -1332,7 +1610,7 @@ async fn listing_search_filters_orders_and_pages(db: Db) {
             .unwrap();
         let mut got: Vec<i64> = first.items.iter().map(|l| l.id).collect();
         got.extend(rest.items.iter().map(|l| l.id));
-        let want = expected(&all, sort, |l| active(l) && l.owner == ben);
+        let want = expected(&all, sort, "", |l| active(l) && l.owner == ben);
         assert_eq!(got, want, "{sort:?}: the pages neither shift nor repeat");
         all.push(late);
     }

@@ -381,8 +381,14 @@ async fn reads(store: &Store, market: i64, parties: &[i64]) -> Vec<String> {
     }
     for category in ["bikes", "home"] {
         for side in [Side::Sell, Side::Buy] {
-            for sort in [ListingSort::Newest, ListingSort::Cheapest] {
-                for q in [None, Some("bike"), Some("la*")] {
+            // `None`: the default order (relevance with words, else newest).
+            for sort in [
+                None,
+                Some(ListingSort::Newest),
+                Some(ListingSort::Cheapest),
+                Some(ListingSort::Relevance),
+            ] {
+                for q in [None, Some("bike"), Some("la*"), Some("number")] {
                     let query = ListingQuery {
                         q: q.map(Into::into),
                         category: Some(category.into()),

@@ -136,10 +136,11 @@ pub async fn listings(
         category: blank(&p.category),
         side: Side::parse(&p.side),
         status: ListingStatus::parse(&p.status),
-        sort: if p.sort == "cheapest" {
-            ListingSort::Cheapest
-        } else {
-            ListingSort::Newest
+        sort: match p.sort.as_str() {
+            "cheapest" => Some(ListingSort::Cheapest),
+            "newest" => Some(ListingSort::Newest),
+            // Relevance when words are given, else newest.
+            _ => None,
         },
         limit: Some(50),
         cursor: p.cursor.clone(),

@@ -1,6 +1,6 @@
 //! `haggle bench search`: fills a market with listings from the demo catalogue (50,000 by
-//! default) and times listing searches (whole words, a starred prefix, with and without a
-//! category and side) on SQLite as a server reads it, on a simulation's shelves, and on
+//! default) and times listing searches (whole words, a starred prefix, no match, ranked by
+//! relevance or not, with and without a category and side) on SQLite as a server reads it, on a simulation's shelves, and on
 //! PostgreSQL when given one; prints p50 and p99 per search and, last, a JSON line.
 
 use anyhow::{Context, bail};
@@ -26,17 +26,33 @@ pub struct SearchArgs {
     seed: u64,
 }
 
-/// The searches timed: a name and its query (page size 50, newest first unless it says).
+/// The searches timed: a name and its query (page size 50, newest first unless it says:
+/// `relevance` is the default order of a search with words).
 fn searches() -> Vec<(&'static str, ListingQuery)> {
     let q = |text: Option<&str>, category: Option<&str>, side: Option<Side>, sort| ListingQuery {
         q: text.map(str::to_string),
         category: category.map(str::to_string),
         side,
-        sort,
+        sort: Some(sort),
+        limit: Some(50),
+        ..ListingQuery::default()
+    };
+    let ranked = |text: &str| ListingQuery {
+        q: Some(text.to_string()),
         limit: Some(50),
         ..ListingQuery::default()
     };
     vec![
+        ("q=bike (whole market, relevance)", ranked("bike")),
+        (
+            "q=oak table* (whole market, relevance)",
+            ranked("oak table*"),
+        ),
+        ("q=zzyzx (no match, relevance)", ranked("zzyzx")),
+        (
+            "q=zzyzx (no match, newest)",
+            q(Some("zzyzx"), None, None, ListingSort::Newest),
+        ),
         (
             "q=bike (whole market)",
             q(Some("bike"), None, None, ListingSort::Newest),
