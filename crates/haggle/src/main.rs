@@ -48,6 +48,7 @@ enum SettlementCmd {
     /// provider for each; `HAGGLE_STRIPE_SECRET_KEY` and `HAGGLE_STRIPE_BASE_URL` as for `serve`)
     /// and exits non-zero if there is one.
     Reconcile {
+        /// The market's id.
         #[arg(long)]
         market: i64,
         #[command(flatten)]
