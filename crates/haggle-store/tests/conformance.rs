@@ -1034,9 +1034,14 @@ async fn search_ranks_by_relevance_by_default_when_words_are_given(db: Db) {
     // A server reading the same database ranks alike (a batched store indexes the listings'
     // words when it flushes).
     store.flush().await.unwrap();
+    m.verified().await;
+    // A simulation's store holds its file exclusively: it closes before a server opens it.
+    let market_id = m.id;
+    drop(m);
+    drop(store);
     let server = Mkt {
         store: Store::open(&db.url).await.unwrap(),
-        id: m.id,
+        id: market_id,
     };
     let query = ListingQuery {
         q: Some("oak table".into()),
@@ -1044,7 +1049,7 @@ async fn search_ranks_by_relevance_by_default_when_words_are_given(db: Db) {
         ..ListingQuery::default()
     };
     assert_eq!(search_all(&server, &query).await, ranked);
-    m.verified().await;
+    server.verified().await;
 }
 
 /// Where words split, as the contract says (a word is a run of ASCII letters and digits or
@@ -1140,9 +1145,14 @@ async fn search_splits_words_alike_in_edge_cases(db: Db) {
     // A server reading the same database (through the words index, also for a batched
     // store's listings once it flushed) finds alike.
     store.flush().await.unwrap();
+    m.verified().await;
+    // A simulation's store holds its file exclusively: it closes before a server opens it.
+    let market_id = m.id;
+    drop(m);
+    drop(store);
     let server = Mkt {
         store: Store::open(&db.url).await.unwrap(),
-        id: m.id,
+        id: market_id,
     };
     for q in queries {
         let query = ListingQuery {
@@ -1153,7 +1163,7 @@ async fn search_splits_words_alike_in_edge_cases(db: Db) {
         let want = expected(&all, ListingSort::Relevance, q, |l| has_words(l, q));
         assert_eq!(search_all(&server, &query).await, want, "{q:?} on a server");
     }
-    m.verified().await;
+    server.verified().await;
 }
 
 /// Migration 11 indexes the listings a database already holds (PostgreSQL: in Rust, in the
