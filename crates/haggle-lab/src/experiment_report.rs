@@ -112,9 +112,6 @@ pub fn runs_csv(a: &Analysis) -> String {
         "rounds",
         "llm_calls",
         "llm_cost_micro_usd",
-        "first_mover_rounds",
-        "rounds_with_actions",
-        "share_of_agents",
     ];
     let rows = a
         .runs

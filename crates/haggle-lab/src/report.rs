@@ -143,11 +143,10 @@ pub(crate) fn opt_f(x: Option<f64>) -> String {
 /// spreadsheet-safe: text that a spreadsheet would run as a formula (an arm, brain or participant
 /// name beginning with `=`, `+`, `-`, `@`) gets a leading `'`; numbers, negative ones too, stay.
 pub(crate) fn csv(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    // Flexible: some tables have a row shorter than the header (cells left off at the end), as
-    // they always had; writing to memory cannot fail otherwise.
-    let mut w = csv::WriterBuilder::new()
-        .flexible(true)
-        .from_writer(Vec::new());
+    // Not flexible: a row of another length than its header is a bug in the table's writer
+    // (`runs.csv` once named three per-arm columns its rows never had); writing to memory
+    // cannot fail otherwise.
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
     w.write_record(header).expect("CSV header");
     for row in rows {
         w.write_record(row.iter().map(|c| spreadsheet_safe(c).into_owned()))
