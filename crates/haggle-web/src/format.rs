@@ -475,38 +475,11 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
                 deal_link(d.id),
             )
         }
-        EventBody::OfferCountered(OfferRef {
-            offer_id,
-            thread_id,
-        })
-        | EventBody::OfferSuperseded(OfferRef {
-            offer_id,
-            thread_id,
-        })
-        | EventBody::OfferAccepted(OfferRef {
-            offer_id,
-            thread_id,
-        })
-        | EventBody::OfferRejected(OfferRef {
-            offer_id,
-            thread_id,
-        })
-        | EventBody::OfferWithdrawn(OfferRef {
-            offer_id,
-            thread_id,
-        })
-        | EventBody::OfferVoided(OfferVoided {
-            offer_id,
-            thread_id,
-            ..
-        })
-        | EventBody::OfferExpired(OfferExpired {
-            offer_id,
-            thread_id,
-            ..
-        }) => {
-            let (offer, kind) = (*offer_id, e.kind());
-            match names.offer_in(*thread_id, offer).await {
+        // Offers already made: the line names whose offer it was (`offer_made` is above).
+        body if body.offer_ref().is_some() => {
+            let (offer, thread) = body.offer_ref().unwrap_or_default();
+            let kind = e.kind();
+            match names.offer_in(thread, offer).await {
                 Some((by, price, listing)) => {
                     let whose = names.person(by).await;
                     let what = format!(

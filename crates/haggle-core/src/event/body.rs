@@ -165,6 +165,21 @@ impl EventBody {
         }
     }
 
+    /// The offer and thread of an event about an offer already made (its counter, acceptance,
+    /// rejection, withdrawal, supersession, voiding or expiry; not `offer_made`).
+    pub fn offer_ref(&self) -> Option<(OfferId, ThreadId)> {
+        match self {
+            EventBody::OfferCountered(p)
+            | EventBody::OfferSuperseded(p)
+            | EventBody::OfferAccepted(p)
+            | EventBody::OfferRejected(p)
+            | EventBody::OfferWithdrawn(p) => Some((p.offer_id, p.thread_id)),
+            EventBody::OfferVoided(p) => Some((p.offer_id, p.thread_id)),
+            EventBody::OfferExpired(p) => Some((p.offer_id, p.thread_id)),
+            _ => None,
+        }
+    }
+
     /// The thread an event is about, when it is about one.
     pub fn thread_id(&self) -> Option<ThreadId> {
         match self {
