@@ -241,7 +241,58 @@ impl<C: MarketClient> Agent<C> {
                 }
             }
         }
+        self.recover_bought_subjects().await?;
         self.synced = true;
+        Ok(())
+    }
+
+    /// After a restart (`haggle agent run` again), learns which want each deal this participant
+    /// bought through a seller's listing met: the thread's subject was this process's memory, and
+    /// without it a met want would look unmet and get a wanted ad again. A deal on its own wanted
+    /// ad names its want already; another is matched to a want of the listing's `item_type`
+    /// (else its category) that is not full yet. An agent that starts with the market (every
+    /// simulation) has no deals here, so nothing changes for it.
+    async fn recover_bought_subjects(&mut self) -> Result<(), ClientError> {
+        let me = self.me();
+        let mut deals = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..20 {
+            let page = self.client.deals(cursor.as_deref()).await?;
+            deals.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut filled: BTreeMap<String, u32> = BTreeMap::new();
+        let mine = deals.iter().filter(|d| d.buyer == me && counts(d));
+        let (named, unnamed): (Vec<&Deal>, Vec<&Deal>) =
+            mine.partition(|d| d.snapshot.attributes.contains_key("want_id"));
+        for d in named {
+            *filled
+                .entry(d.snapshot.attributes["want_id"].clone())
+                .or_default() += 1;
+        }
+        for d in unnamed {
+            if self.thread_subject.contains_key(&d.thread_id) {
+                continue;
+            }
+            let attrs = &d.snapshot.attributes;
+            let fits = |w: &&crate::profile::Want| match attrs.get("item_type") {
+                Some(t) => *t == w.item_type,
+                None => d.snapshot.category == w.category,
+            };
+            let want = self
+                .profile
+                .want
+                .iter()
+                .filter(fits)
+                .find(|w| filled.get(&w.want_id).copied().unwrap_or(0) < w.quantity);
+            if let Some(w) = want {
+                *filled.entry(w.want_id.clone()).or_default() += 1;
+                self.thread_subject.insert(d.thread_id, w.want_id.clone());
+            }
+        }
         Ok(())
     }
 
@@ -630,6 +681,11 @@ impl<C: MarketClient> Agent<C> {
         };
         let mut actions = self.brain.turn(&self.profile, &view, &mut tools).await;
         let mut hold = tools.hold.take();
+        // A wanted ad only for a want still unmet, whatever the brain asks.
+        actions.retain(|a| match a {
+            Action::PostWanted { want_id, .. } => view.unmet_wants.contains(want_id),
+            _ => true,
+        });
         actions.truncate(MAX_ACTIONS_PER_TURN);
         if !actions.is_empty() && hold.is_none() {
             hold = self.enter_market().await;

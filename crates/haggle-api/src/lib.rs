@@ -551,8 +551,61 @@ pub struct Webhook {
     pub url: String,
     /// Empty = every event.
     pub event_types: Vec<String>,
+    /// `event` (the signed event JSON) or `chat` (the market's chat channel: its URL is shown
+    /// shortened, since it is the channel's secret).
+    #[serde(default)]
+    pub format: WebhookFormat,
     pub active: bool,
     pub created_at: i64,
+}
+
+/// What a webhook's deliveries carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// One event as JSON, signed (`Haggle-Signature`).
+    #[default]
+    Event,
+    /// A chat line `{"text": ...}` (Slack's and Mattermost's incoming webhooks), set with
+    /// `PUT /v1/markets/{market}/channel`.
+    Chat,
+}
+
+/// Sets the market's chat channel (one per market; setting it again replaces it): the chosen
+/// event kinds are posted to an incoming-webhook URL as `{"text": ...}` lines with Slack-style
+/// links (`<url|label>`, which Mattermost also reads) back to the web pages, retried like
+/// webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetChannel {
+    /// The incoming-webhook URL (`http://` or `https://`, at most 2,000 characters). It is the
+    /// channel's secret: stored, and shown back shortened only.
+    pub url: String,
+    /// Event kinds to post (`listing_posted`, `deal_created`, `deal_disputed`, ...); empty or
+    /// absent = those three.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+}
+
+/// The market's chat channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Channel {
+    /// The webhook behind it (its deliveries: `GET .../webhooks/{webhook}/deliveries`).
+    pub webhook_id: i64,
+    pub market_id: i64,
+    /// The URL shortened to its host and last characters (`https://hooks.slack.com/…x7Qa`).
+    pub url: String,
+    pub kinds: Vec<String>,
+    /// Whether lines carry links to the web pages (the server knows its public URL:
+    /// `haggle serve --public-url`).
+    pub links: bool,
+    pub created_at: i64,
+}
+
+/// The market's chat channel, if one is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelState {
+    pub channel: Option<Channel>,
 }
 
 /// A new webhook and its signing secret (shown once; stored to sign deliveries).

@@ -41,7 +41,8 @@ pub struct AppState {
         deals::hand_over, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve, deals::inspection,
         deals::approval, deals::rate, deals::ratings, deals::notes, deals::reputation, deals::settlement,
         webhooks::create_webhook, webhooks::webhooks, webhooks::deactivate_webhook,
-        webhooks::webhook_deliveries,
+        webhooks::webhook_deliveries, webhooks::channel, webhooks::set_channel,
+        webhooks::remove_channel,
         insight::summary, insight::disputes, insight::survey_answers, insight::survey_answer,
         insight::answer_survey,
         moderation::policy, moderation::set_policy, moderation::moderation, moderation::approve,
@@ -212,6 +213,14 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         .route(
             &format!("{m}/webhooks/{{webhook}}/deliveries"),
             get(webhooks::webhook_deliveries),
+        )
+        .route(
+            &format!("{m}/channel"),
+            get(webhooks::channel).put(webhooks::set_channel),
+        )
+        .route(
+            &format!("{m}/channel/remove"),
+            post(webhooks::remove_channel),
         )
         .route(
             &format!("{p}/payment_method"),

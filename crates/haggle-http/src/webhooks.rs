@@ -76,3 +76,35 @@ pub async fn webhook_deliveries(
         .webhook_deliveries(&c, m, w, p.status.as_deref(), p.cursor.as_deref(), p.limit)
         .await?))
 }
+
+/// The market's chat channel (its URL shortened: it is the channel's secret), if one is set.
+#[utoipa::path(get, path = "/v1/markets/{market}/channel", params(("market" = i64, Path)), responses((status = 200, body = ChannelState)), security(("bearer" = [])))]
+pub async fn channel(State(s): S, Auth(c): Auth, Path(m): Path<i64>) -> Result<Json> {
+    Ok(ok(&s.svc.channel(&c, m).await?))
+}
+
+/// Sets the market's chat channel, replacing the one before: the chosen event kinds are posted
+/// to a Slack or Mattermost incoming-webhook URL as `{"text": ...}` lines linking back to the web
+/// pages, retried like webhooks.
+#[utoipa::path(put, path = "/v1/markets/{market}/channel", params(("market" = i64, Path)), request_body = SetChannel, responses((status = 200, body = ChannelState)), security(("bearer" = [])))]
+pub async fn set_channel(
+    State(s): S,
+    Auth(c): Auth,
+    Path(m): Path<i64>,
+    b: Mutation<SetChannel>,
+) -> Result<Json> {
+    Ok(Json(
+        s.svc.set_channel(&c, m, b.body, b.idem.as_ref()).await?,
+    ))
+}
+
+/// Stops the market's chat channel; its pending lines become `failed`.
+#[utoipa::path(post, path = "/v1/markets/{market}/channel/remove", params(("market" = i64, Path)), responses((status = 200, body = ChannelState)), security(("bearer" = [])))]
+pub async fn remove_channel(
+    State(s): S,
+    Auth(c): Auth,
+    Path(m): Path<i64>,
+    b: Mutation<Empty>,
+) -> Result<Json> {
+    Ok(Json(s.svc.remove_channel(&c, m, b.idem.as_ref()).await?))
+}

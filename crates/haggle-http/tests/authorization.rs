@@ -92,6 +92,9 @@ const MATRIX: &[(&str, &str, Subject, &str)] = &[
     ("post", "/v1/markets/{market}/tokens/{token_id}/revoke", Seller, "ufyfyff"),
     ("post", "/v1/markets/{market}/webhooks", Seller, "ufffyff"),
     ("post", "/v1/markets/{market}/webhooks/{webhook}/deactivate", Seller, "ufffyff"),
+    ("get", "/v1/markets/{market}/channel", Seller, "ufffyff"),
+    ("put", "/v1/markets/{market}/channel", Seller, "ufffyff"),
+    ("post", "/v1/markets/{market}/channel/remove", Seller, "ufffyff"),
     ("put", "/v1/markets/{market}/closes_at", Seller, "ufffyff"),
     ("put", "/v1/markets/{market}/participants/{participant}/mandate", Seller, "ufyfyff"),
     ("put", "/v1/markets/{market}/policy", Seller, "ufffyff"),
@@ -136,6 +139,7 @@ fn body(method: &str, template: &str) -> Option<Value> {
         ("post", "inspection") => json!({"mismatched": []}),
         ("post", "ratings") => json!({"score": 5}),
         ("post", "webhooks") => json!({"url": "http://127.0.0.1:9/other"}),
+        ("put", "channel") => json!({"url": "http://127.0.0.1:9/chat", "kinds": ["deal_created"]}),
         ("put", "survey") => json!({"fairness": 5, "satisfaction": 5, "would_pay": 0}),
         ("put", "payment_method") => json!({"customer": "cus_A1", "payment_method": "pm_B2"}),
         // withdraw, walk-away, accept, reject, confirm, deactivate

@@ -59,6 +59,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/webhooks", &["get", "post"]),
     ("/v1/markets/{market}/webhooks/{webhook}/deactivate", &["post"]),
     ("/v1/markets/{market}/webhooks/{webhook}/deliveries", &["get"]),
+    ("/v1/markets/{market}/channel", &["get", "put"]),
+    ("/v1/markets/{market}/channel/remove", &["post"]),
     ("/v1/markets/{market}/summary", &["get"]),
     ("/v1/markets/{market}/disputes", &["get"]),
     ("/v1/markets/{market}/survey", &["get"]),

@@ -4,12 +4,14 @@
 //! Every interface calls the same methods, so every rule and refusal is the same everywhere.
 
 pub mod auth;
+mod channels;
 pub mod clock;
 pub mod in_process;
 mod insight;
 mod limiter;
 mod moderation;
 pub mod payments;
+pub mod story;
 mod tokens;
 pub mod webhooks;
 
@@ -146,6 +148,8 @@ pub struct Service {
     feed_poll: std::time::Duration,
     /// The payment provider behind markets created with `payments` (none: no such market).
     payments: Mutex<payments::Payments>,
+    /// Where people reach the web pages (`haggle serve --public-url`), for links in chat lines.
+    public_url: Mutex<Option<String>>,
 }
 
 /// Removes an idempotency key from the in-flight set when its request ends, however it ends.
@@ -266,6 +270,7 @@ impl Service {
             allow_private_webhooks: config.allow_private_webhooks,
             feed_poll: config.feed_poll,
             payments: Mutex::new(payments::Payments::default()),
+            public_url: Mutex::new(None),
         })
     }
 

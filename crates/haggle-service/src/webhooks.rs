@@ -26,12 +26,12 @@ use crate::{
 };
 use haggle_api::{
     CreateWebhook, DeliveryStatus, Webhook, WebhookCreated, WebhookDelivery, WebhookDeliveryList,
-    WebhookList,
+    WebhookFormat as WireFormat, WebhookList,
 };
 use haggle_core::ErrorCode;
 use haggle_store::webhooks::{
     Attempt, ClaimedDelivery, DeliveryRecord, DeliveryStatus as StoredStatus, NewWebhook,
-    WebhookRecord,
+    WebhookFormat, WebhookRecord,
 };
 use haggle_store::{StoreError, StoredResponse, Viewer};
 use hmac::{KeyInit, Mac};
@@ -156,7 +156,7 @@ fn new_webhook_secret() -> String {
     format!("whsec_{}", hex::encode(bytes))
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, message)
 }
 
@@ -231,7 +231,7 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
+pub(crate) fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
     let url = url.trim();
     if url.is_empty() || url.len() > MAX_URL_LEN {
         return Err(invalid(format!(
@@ -257,7 +257,7 @@ fn validate_url(url: &str, allow_private: bool) -> ApiResult<String> {
     Ok(parsed.to_string())
 }
 
-fn validate_event_types(types: Vec<String>) -> ApiResult<Vec<String>> {
+pub(crate) fn validate_event_types(types: Vec<String>) -> ApiResult<Vec<String>> {
     if types.len() > MAX_EVENT_TYPES {
         return Err(invalid(format!(
             "at most {MAX_EVENT_TYPES} event types per webhook"
@@ -283,11 +283,17 @@ fn validate_event_types(types: Vec<String>) -> ApiResult<Vec<String>> {
 }
 
 fn webhook_view(w: &WebhookRecord) -> Webhook {
+    let (url, format) = match w.format {
+        WebhookFormat::Event => (w.url.clone(), WireFormat::Event),
+        // A channel's URL is its secret.
+        WebhookFormat::Chat => (crate::channels::shortened_url(&w.url), WireFormat::Chat),
+    };
     Webhook {
         id: w.id,
         market_id: w.market_id,
-        url: w.url.clone(),
+        url,
         event_types: w.event_types.clone(),
+        format,
         active: w.active,
         created_at: w.created_at,
     }
@@ -367,6 +373,39 @@ fn client(opts: &WebhookOptions, allow_private: bool) -> Result<reqwest::Client,
     builder.build()
 }
 
+/// Registers a webhook of a market that exists, within the market's limit of active ones.
+pub(crate) async fn insert_webhook_checked(
+    svc: &Service,
+    market: i64,
+    url: String,
+    event_types: Vec<String>,
+    format: WebhookFormat,
+) -> ApiResult<WebhookRecord> {
+    let active = svc
+        .store
+        .webhooks(market, 0, haggle_core::limits::MAX_PAGE)
+        .await?
+        .iter()
+        .filter(|w| w.active)
+        .count();
+    if active >= MAX_ACTIVE_PER_MARKET {
+        return Err(invalid(format!(
+            "a market has at most {MAX_ACTIVE_PER_MARKET} active webhooks; deactivate one first"
+        )));
+    }
+    let new = NewWebhook {
+        market_id: market,
+        url,
+        secret: new_webhook_secret(),
+        event_types,
+        format,
+    };
+    svc.store
+        .create_webhook(&new, svc.now())
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("market {market} not found")))
+}
+
 impl Service {
     /// Runs `run` once per idempotency key: a replay returns the first response, stored with
     /// `stored_body` (so secrets shown once are not replayed).
@@ -440,31 +479,8 @@ impl Service {
             let url = validate_url(&req.url, self.allow_private_webhooks)?;
             let event_types = validate_event_types(req.event_types)?;
             self.market_or_404(market).await?;
-            let active = self
-                .store
-                .webhooks(market, 0, haggle_core::limits::MAX_PAGE)
-                .await?
-                .iter()
-                .filter(|w| w.active)
-                .count();
-            if active >= MAX_ACTIVE_PER_MARKET {
-                return Err(invalid(format!(
-                    "a market has at most {MAX_ACTIVE_PER_MARKET} active webhooks; deactivate one first"
-                )));
-            }
-            let new = NewWebhook {
-                market_id: market,
-                url,
-                secret: new_webhook_secret(),
-                event_types,
-            };
-            let w = self
-                .store
-                .create_webhook(&new, self.now())
-                .await?
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::NotFound, format!("market {market} not found"))
-                })?;
+            let w = insert_webhook_checked(self, market, url, event_types, WebhookFormat::Event)
+                .await?;
             Ok(Reply::json(
                 201,
                 &WebhookCreated {
@@ -665,7 +681,10 @@ impl Service {
                 retry_at: None,
             },
             Some(event) => {
-                let body = serde_json::to_vec(&event).expect("events serialise");
+                let body = match c.webhook.format {
+                    WebhookFormat::Event => serde_json::to_vec(&event).expect("events serialise"),
+                    WebhookFormat::Chat => self.chat_body(d.market_id, &event).await,
+                };
                 let ts = self.now();
                 let sent = client
                     .post(&c.webhook.url)

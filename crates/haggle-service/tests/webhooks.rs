@@ -14,8 +14,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use haggle_api::{
-    CreateMarket, CreateWebhook, DeliveryStatus, ParticipantCreated, RegisterParticipant,
-    WebhookCreated, WebhookDelivery,
+    ChannelState, CreateMarket, CreateWebhook, DeliveryStatus, ParticipantCreated,
+    RegisterParticipant, SetChannel, WebhookCreated, WebhookDelivery, WebhookFormat,
 };
 use haggle_core::negotiation::NewListing;
 use haggle_core::{ErrorCode, Event, Side};
@@ -59,6 +59,9 @@ both_backends! {
     the_background_worker_delivers => sqlite_the_background_worker_delivers, postgres_the_background_worker_delivers;
     delivers_over_https_to_a_receiver_whose_certificate_is_trusted => sqlite_delivers_over_https_to_a_receiver_whose_certificate_is_trusted, postgres_delivers_over_https_to_a_receiver_whose_certificate_is_trusted;
     an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to => sqlite_an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to, postgres_an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to;
+    a_channel_posts_chosen_kinds_as_chat_lines_with_links => sqlite_a_channel_posts_chosen_kinds_as_chat_lines_with_links, postgres_a_channel_posts_chosen_kinds_as_chat_lines_with_links;
+    a_channel_line_is_retried_like_a_webhook_delivery => sqlite_a_channel_line_is_retried_like_a_webhook_delivery, postgres_a_channel_line_is_retried_like_a_webhook_delivery;
+    a_channel_is_one_per_market_and_its_url_is_never_shown_whole => sqlite_a_channel_is_one_per_market_and_its_url_is_never_shown_whole, postgres_a_channel_is_one_per_market_and_its_url_is_never_shown_whole;
 }
 
 async fn run<F, Fut>(postgres: bool, behaviour: F)
@@ -1074,4 +1077,171 @@ async fn an_https_receiver_with_an_untrusted_certificate_is_not_delivered_to(env
     assert_eq!(d.last_status_code, None);
     let error = d.last_error.as_deref().unwrap_or_default();
     assert!(error.to_lowercase().contains("certificate"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat channels: a webhook whose body is a chat line (issue 19)
+// ---------------------------------------------------------------------------------------------
+
+impl Env {
+    async fn set_channel(&self, url: &str, kinds: &[&str]) -> ChannelState {
+        let r = self
+            .svc
+            .set_channel(
+                &self.op,
+                self.market,
+                SetChannel {
+                    url: url.into(),
+                    kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                },
+                None,
+            )
+            .await
+            .expect("channel set");
+        assert_eq!(r.status, 200);
+        serde_json::from_str(&r.body).unwrap()
+    }
+}
+
+impl Got {
+    /// The chat line: a `{"text": ...}` object and nothing else, as Slack and Mattermost take it.
+    fn text(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).expect("a JSON body");
+        let obj = v.as_object().expect("an object");
+        assert_eq!(obj.len(), 1, "only text: {v}");
+        obj["text"].as_str().expect("text").to_string()
+    }
+}
+
+async fn a_channel_posts_chosen_kinds_as_chat_lines_with_links(env: Env) {
+    env.svc.set_public_url(Some("https://haggle.example.org/"));
+    let rx = Receiver::start(&[], None).await;
+    let set = env
+        .set_channel(&rx.url, &["listing_posted", "deal_created"])
+        .await;
+    assert!(set.channel.unwrap().links);
+    let seller = env.trader("Sam", 0).await;
+    let buyer = env.trader("Bea", 10_000).await;
+    let listing = env.sell(&seller, "Oak desk", 5_000).await;
+    let offer = env.bid(&buyer, listing, 4_500).await;
+    let deal = env.accept(&seller, offer).await;
+
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!((pass.enqueued, pass.delivered), (2, 2), "{pass:?}");
+    let mut got = rx.got();
+    got.sort_by_key(|g| g.text());
+    let m = env.market;
+    assert_eq!(
+        got.iter().map(Got::text).collect::<Vec<_>>(),
+        [
+            format!(
+                "Deal: Bea buys “Oak desk” from Sam for $45.00 <https://haggle.example.org/m/{m}/deals/{deal}|open>"
+            ),
+            format!(
+                "Sam listed “Oak desk” for $50.00 <https://haggle.example.org/m/{m}/listings/{listing}|open>"
+            ),
+        ]
+    );
+    assert!(
+        got.iter()
+            .all(|g| g.header("content-type") == "application/json")
+    );
+}
+
+async fn a_channel_line_is_retried_like_a_webhook_delivery(env: Env) {
+    let rx = Receiver::start(&[500, 503, 200], None).await;
+    let hook = env
+        .set_channel(&rx.url, &[])
+        .await
+        .channel
+        .unwrap()
+        .webhook_id;
+    let seller = env.trader("Sam", 0).await;
+    env.sell(&seller, "Lamp & shade", 1_200).await;
+
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!((pass.attempted, pass.retrying), (1, 1));
+    env.advance(1_000);
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!((pass.attempted, pass.retrying), (1, 1));
+    env.advance(1_999);
+    assert_eq!(env.svc.deliver_due_webhooks().await.unwrap().attempted, 0);
+    env.advance(1);
+    let pass = env.svc.deliver_due_webhooks().await.unwrap();
+    assert_eq!((pass.attempted, pass.delivered), (1, 1));
+    let d = &env.deliveries(hook, None).await[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 3));
+    // The same line each time, without a link (no public URL), escaped for Slack.
+    let got = rx.got();
+    assert_eq!(got.len(), 3);
+    for g in &got {
+        assert_eq!(g.text(), "Sam listed “Lamp &amp; shade” for $12.00");
+    }
+}
+
+async fn a_channel_is_one_per_market_and_its_url_is_never_shown_whole(env: Env) {
+    let secret_url = "http://127.0.0.1:9/services/T0/B0/abcdefSECRETx7Qa";
+    let none: ChannelState = env.svc.channel(&env.op, env.market).await.unwrap();
+    assert_eq!(none.channel, None);
+    let first = env.set_channel(secret_url, &[]).await.channel.unwrap();
+    assert_eq!(first.url, "http://127.0.0.1:9/…x7Qa");
+    assert_eq!(
+        first.kinds,
+        ["listing_posted", "deal_created", "deal_disputed"]
+    );
+    assert!(!first.links, "no public URL: no links");
+    let second = env
+        .set_channel(secret_url, &["deal_completed"])
+        .await
+        .channel
+        .unwrap();
+    assert_ne!(second.webhook_id, first.webhook_id);
+    let shown = env.svc.channel(&env.op, env.market).await.unwrap();
+    assert_eq!(shown.channel.as_ref(), Some(&second));
+    // Listed among the webhooks as the chat format, the URL shortened there too; the first
+    // channel was replaced.
+    let hooks = env
+        .svc
+        .webhooks(&env.op, env.market, None, None)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(hooks.len(), 2);
+    assert!(hooks.iter().all(|w| w.format == WebhookFormat::Chat));
+    assert!(hooks.iter().all(|w| !w.url.contains("SECRET")), "{hooks:?}");
+    assert_eq!(
+        hooks.iter().map(|w| w.active).collect::<Vec<_>>(),
+        [false, true]
+    );
+    // Kinds that are no event's are refused, and change nothing.
+    let refused = env
+        .svc
+        .set_channel(
+            &env.op,
+            env.market,
+            SetChannel {
+                url: secret_url.into(),
+                kinds: vec!["deal_agreed".into()],
+            },
+            None,
+        )
+        .await;
+    assert_refused(refused, ErrorCode::InvalidRequest);
+    assert_eq!(env.svc.channel(&env.op, env.market).await.unwrap(), shown);
+    // Only the market's operators see or set it.
+    let agent = env.trader("Sam", 0).await;
+    assert_refused(
+        env.svc.channel(&agent, env.market).await,
+        ErrorCode::Forbidden,
+    );
+    let removed = env
+        .svc
+        .remove_channel(&env.op, env.market, None)
+        .await
+        .unwrap();
+    assert_eq!(removed.status, 200);
+    assert_eq!(
+        env.svc.channel(&env.op, env.market).await.unwrap().channel,
+        None
+    );
 }

@@ -17,6 +17,8 @@ pub struct WebhookRecord {
     pub secret: String,
     /// Event kinds to deliver; empty = every event.
     pub event_types: Vec<String>,
+    /// What a delivery's body is: the signed event, or a chat line (a channel).
+    pub format: WebhookFormat,
     pub active: bool,
     /// The market's events up to this sequence number have been enqueued or filtered out.
     pub cursor_seq: i64,
@@ -36,6 +38,32 @@ pub struct NewWebhook {
     pub url: String,
     pub secret: String,
     pub event_types: Vec<String>,
+    pub format: WebhookFormat,
+}
+
+/// What a webhook's deliveries carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The event as JSON, signed (`Haggle-Signature`).
+    Event,
+    /// A chat channel: `{"text": ...}`, the event told in a sentence with a link, as Slack's
+    /// and Mattermost's incoming webhooks take it. Its URL is the secret.
+    Chat,
+}
+
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Event => "event",
+            WebhookFormat::Chat => "chat",
+        }
+    }
+    pub fn parse(s: &str) -> Option<WebhookFormat> {
+        [WebhookFormat::Event, WebhookFormat::Chat]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

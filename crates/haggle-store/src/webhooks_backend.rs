@@ -6,13 +6,13 @@
 mod webhook_sql {
     use super::{dialect, sqlx, Backend, Db};
     use crate::row::{json, parsed, to_json};
-    use crate::webhooks::{Attempt, ClaimedDelivery, DeliveryRecord, DeliveryStatus, NewWebhook, WebhookRecord};
+    use crate::webhooks::{Attempt, ClaimedDelivery, DeliveryRecord, DeliveryStatus, NewWebhook, WebhookFormat, WebhookRecord};
     use crate::{StoreError, StoreResult};
     use sqlx::Row;
 
     type DbRow = <Db as sqlx::Database>::Row;
 
-    const WEBHOOK_COLS: &str = "id, market_id, url, secret, event_types, active, cursor_seq, created_at";
+    const WEBHOOK_COLS: &str = "id, market_id, url, secret, event_types, format, active, cursor_seq, created_at";
     const DELIVERY_COLS: &str = "id, webhook_id, market_id, event_seq, event_type, status, attempts, next_attempt_at, last_status_code, last_error, delivered_at, created_at";
 
     fn q(s: String) -> sqlx::AssertSqlSafe<String> {
@@ -26,6 +26,7 @@ mod webhook_sql {
             url: r.try_get("url")?,
             secret: r.try_get("secret")?,
             event_types: json("event_types", &r.try_get::<String, _>("event_types")?)?,
+            format: parsed("format", &r.try_get::<String, _>("format")?, WebhookFormat::parse)?,
             active: r.try_get("active")?,
             cursor_seq: r.try_get("cursor_seq")?,
             created_at: r.try_get("created_at")?,
@@ -61,9 +62,9 @@ mod webhook_sql {
                 let head: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM markets WHERE id = $1").bind(w.market_id).fetch_optional(&mut *tx).await?;
                 let Some(cursor_seq) = head else { return Ok(None) };
                 let id: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) + 1 AS BIGINT) FROM webhooks").fetch_one(&mut *tx).await?;
-                let rec = WebhookRecord { id, market_id: w.market_id, url: w.url.clone(), secret: w.secret.clone(), event_types: w.event_types.clone(), active: true, cursor_seq, created_at: now };
-                let inserted = sqlx::query("INSERT INTO webhooks (id, market_id, url, secret, event_types, active, cursor_seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-                    .bind(rec.id).bind(rec.market_id).bind(&rec.url).bind(&rec.secret).bind(to_json(&rec.event_types)).bind(true).bind(rec.cursor_seq).bind(now)
+                let rec = WebhookRecord { id, market_id: w.market_id, url: w.url.clone(), secret: w.secret.clone(), event_types: w.event_types.clone(), format: w.format, active: true, cursor_seq, created_at: now };
+                let inserted = sqlx::query("INSERT INTO webhooks (id, market_id, url, secret, event_types, format, active, cursor_seq, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                    .bind(rec.id).bind(rec.market_id).bind(&rec.url).bind(&rec.secret).bind(to_json(&rec.event_types)).bind(rec.format.as_str()).bind(true).bind(rec.cursor_seq).bind(now)
                     .execute(&mut *tx).await;
                 match inserted {
                     // Another replica took this id first: try the next one.

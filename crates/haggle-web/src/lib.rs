@@ -2,6 +2,7 @@
 //! idempotency as the JSON API, live from the market's event stream (htmx and its SSE extension,
 //! vendored and served here). Pages read fully without JavaScript; only live updates need it.
 
+mod channel;
 mod feed;
 mod format;
 mod market;
@@ -151,6 +152,7 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
         .route(&format!("{m}/operate/tokens"), post(operator::token))
         .route(&format!("{m}/operate/revoke"), post(operator::revoke))
         .route(&format!("{m}/operate/fund"), post(operator::fund))
+        .route(&format!("{m}/operate/channel"), post(channel::set))
         .route(
             &format!("{m}/operate/closes_at"),
             post(operator::closing_time),

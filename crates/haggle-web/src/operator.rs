@@ -1,6 +1,6 @@
 //! The operator's pages: markets (and creating one), a market's closing time, its participants
 //! and tokens, funding, disputes to resolve (the deal page carries the ruling form and the evidence), webhook
-//! deliveries, ledger verification, survey answers and the settlement export. Each action is the
+//! deliveries (the chat channel's form: `channel.rs`), ledger verification, survey answers and the settlement export. Each action is the
 //! service's own command with the form's idempotency key.
 
 use crate::Web;
@@ -167,6 +167,10 @@ struct OperatePage {
     held_count: String,
     /// The market has a payment provider behind its escrow (a link to the payments page).
     pays: bool,
+    /// The chat channel in a sentence, and its kinds for the form.
+    channel: String,
+    channel_kinds: String,
+    channel_key: String,
 }
 
 pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) -> PageResult {
@@ -297,6 +301,7 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
             comment: a.comment,
         });
     }
+    let (channel, channel_kinds) = crate::channel::summary(&web.svc, &s.caller, m).await?;
     Ok(render(&OperatePage {
         nav: c.nav,
         market_id: m,
@@ -319,6 +324,9 @@ pub async fn market_page(State(web): State<Web>, s: Signed, Ids(m): Ids<i64>) ->
         closing_key: new_form_key(),
         held_count,
         pays: c.market.rules.payments.is_some(),
+        channel,
+        channel_kinds,
+        channel_key: new_form_key(),
     }))
 }
 

@@ -1,6 +1,8 @@
 //! `haggle agent run`: one agent, with its profile and brain, joins a market on any Haggle server
-//! over HTTP and trades until its rounds are used up (or Ctrl-C).
+//! over HTTP and trades until its rounds are used up (or Ctrl-C), printing what happens to it in
+//! words (`agent_lines.rs`) and a summary however the run ends.
 
+use crate::agent_lines::Tally;
 use anyhow::Context;
 use haggle_agents::llm::CallLog;
 use haggle_agents::profile::Profile;
@@ -87,29 +89,26 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         client.participant_id(),
         args.brain
     );
+    let name = profile.name.clone();
+    let mut tally = Tally::new(client.participant_id(), &currency);
     let mut agent = Agent::new(profile, client, brain).withhold_leaks(args.llm.withhold_leaks);
-    let mut turn = 0u64;
-    loop {
-        let actions = agent.turn(0, turn).await;
-        for a in &actions {
-            eprintln!("turn {turn}: {}", serde_json::to_string(a)?);
+    // Installed before the first turn, so Ctrl-C at any moment ends the run with its summary.
+    let mut stop = std::pin::pin!(tokio::signal::ctrl_c());
+    let outcome = tokio::select! {
+        r = trade(&args, &mut agent, &mut tally) => r,
+        _ = &mut stop => {
+            println!("interrupted (Ctrl-C)");
+            Ok(())
         }
-        turn += 1;
-        if args.turns != 0 && turn >= args.turns {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(args.interval_ms)) => {}
-            _ = tokio::signal::ctrl_c() => break,
-        }
+    };
+    // The last news (a deal the final turn closed) before the summary; not after an error.
+    if outcome.is_ok() {
+        let _ = news(&agent.client, &mut tally, true).await;
     }
+    println!("{}", tally.summary(&name, &agent.stats));
     eprintln!(
-        "haggle: {} turns, {} actions, refusals: {:?}, private-number leaks: {} ({} withheld)",
-        agent.stats.turns,
-        agent.stats.actions,
-        agent.stats.refusals,
-        agent.stats.leaks,
-        agent.stats.leaks_withheld
+        "haggle: private-number leaks: {} ({} withheld)",
+        agent.stats.leaks, agent.stats.leaks_withheld
     );
     if let Some(s) = agent.brain.llm_stats() {
         eprintln!(
@@ -118,6 +117,51 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             crate::llm_args::describe(&s),
             args.llm_log.display()
         );
+    }
+    outcome
+}
+
+/// Turns until `--turns` are used up, printing what happened after each.
+async fn trade(
+    args: &AgentArgs,
+    agent: &mut Agent<HttpClient>,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    // What happened before this run counts in the tally but is not printed again.
+    news(&agent.client, tally, false).await?;
+    let mut turn = 0u64;
+    loop {
+        let actions = agent.turn(0, turn).await;
+        tracing::debug!(turn, ?actions, "turn taken");
+        news(&agent.client, tally, true).await?;
+        turn += 1;
+        if args.turns != 0 && turn >= args.turns {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(args.interval_ms)).await;
+    }
+}
+
+/// Reads the events the agent has not seen yet (at most 20 pages) into the tally, printing a
+/// line for each that concerns the agent when `print`.
+async fn news(client: &HttpClient, tally: &mut Tally, print: bool) -> anyhow::Result<()> {
+    use haggle_core::limits::MAX_EVENTS;
+    for _ in 0..20 {
+        let page = client
+            .events(tally.seen, MAX_EVENTS, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the market's events: {e}"))?;
+        tally.seen = page.next_after;
+        for e in &page.events {
+            if let Some(line) = tally.see(e)
+                && print
+            {
+                println!("{line}");
+            }
+        }
+        if page.events.len() < MAX_EVENTS as usize {
+            break;
+        }
     }
     Ok(())
 }

@@ -2,9 +2,11 @@
 //! The binary's edge: errors become one clear line on stderr and a non-zero exit.
 
 mod agent_cmd;
+mod agent_lines;
 mod bench;
 mod bench_search;
 mod calibrate;
+mod channel_cmd;
 mod config;
 mod demo;
 mod estimate;
@@ -142,6 +144,11 @@ enum Cmd {
     Dispute {
         #[command(subcommand)]
         command: DisputeCmd,
+    },
+    /// A market's chat channel: market news posted to a Slack or Mattermost incoming webhook.
+    Channel {
+        #[command(subcommand)]
+        command: channel_cmd::ChannelCmd,
     },
     /// The market policy: prohibited categories and terms, price bounds, rate limits.
     Policy {
@@ -444,6 +451,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 feed_poll: std::time::Duration::from_millis(feed_poll_ms),
             };
             let svc = Service::new(store, Arc::new(SystemClock), config);
+            svc.set_public_url(public_url.as_deref());
             if attach_payment_provider(&svc) {
                 tracing::info!("payments: Stripe behind markets created with rules.payments");
             }
@@ -648,6 +656,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: AgentCmd::Run(args),
         } => agent_cmd::run(args).await?,
         Cmd::Experiment { command } => experiment::run(command).await?,
+        Cmd::Channel { command } => channel_cmd::run(command, &cfg).await?,
         Cmd::Policy { command } => moderation_cmd::policy(command, &cfg).await?,
         Cmd::Moderation { command } => moderation_cmd::moderation(command, &cfg).await?,
         Cmd::Participant { command } => moderation_cmd::participant(command, &cfg).await?,

@@ -6,6 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::process::Output;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -880,4 +881,203 @@ fn a_missing_agent_token_names_its_environment_variable() {
         let line = assert_one_line_error(&o, "HAGGLE_AGENT_TOKEN");
         assert!(line.contains("--token"), "{line}");
     }
+}
+
+/// `haggle channel set/show/remove`, and the running server posting a chat line with a link
+/// (`--public-url`) to a local receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_channel_from_the_cli_posts_market_news() {
+    let dir = Scratch::new("cli-channel");
+    let db = dir.sqlite("h.db");
+    let op = operator_token(&dir.0, &db);
+    let m = run_ok(
+        &dir.0,
+        &["market", "create", "--name", "m", "--database", &db],
+    );
+    let m = id(&serde_json::from_str(&m).unwrap()).to_string();
+    let lines = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let got = lines.clone();
+    let app = axum::Router::new().route(
+        "/services/T0/B0/secretx7Qa",
+        axum::routing::post(move |body: axum::Json<Value>| async move {
+            got.lock().unwrap().push(body.0);
+            "ok"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!(
+        "http://{}/services/T0/B0/secretx7Qa",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let refused = run(
+        &dir.0,
+        &[
+            "channel",
+            "set",
+            "--market",
+            &m,
+            "--url",
+            &hook,
+            "--database",
+            &db,
+        ],
+    );
+    assert_one_line_error(&refused, "invalid_request");
+    let set = run_ok(
+        &dir.0,
+        &[
+            "channel",
+            "set",
+            "--market",
+            &m,
+            "--url",
+            &hook,
+            "--kinds",
+            "listing_posted,deal_created",
+            "--allow-private-webhooks",
+            "--database",
+            &db,
+        ],
+    );
+    assert!(
+        !set.contains("secretx7Qa"),
+        "the URL is never shown whole: {set}"
+    );
+    let shown: Value = serde_json::from_str(&run_ok(
+        &dir.0,
+        &["channel", "show", "--market", &m, "--database", &db],
+    ))
+    .unwrap();
+    assert_eq!(
+        shown["channel"]["kinds"],
+        json!(["listing_posted", "deal_created"])
+    );
+    assert!(
+        shown["channel"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/…x7Qa")
+    );
+
+    let server = Server::start(
+        &dir.0,
+        &[
+            "--database",
+            &db,
+            "--allow-private-webhooks",
+            "--public-url",
+            "https://haggle.example.org",
+        ],
+    )
+    .await;
+    let http = Http::default();
+    let p = register(&http, &server.base, &op, m.parse().unwrap(), "Alice", 100).await;
+    let listing = http
+        .expect(
+            201,
+            "POST",
+            &server.url(&format!("/v1/markets/{m}/listings")),
+            &p.token,
+            json!({"side": "sell", "title": "Desk lamp", "category": "home", "price": 500}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let l = id(&listing);
+    assert_eq!(
+        lines.lock().unwrap().clone(),
+        [json!({"text": format!(
+            "Alice listed “Desk lamp” for $5.00 <https://haggle.example.org/m/{m}/listings/{l}|open>"
+        )})]
+    );
+    drop(server);
+    let removed = run_ok(
+        &dir.0,
+        &["channel", "remove", "--market", &m, "--database", &db],
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&removed).unwrap(),
+        json!({"channel": null})
+    );
+}
+
+/// `haggle agent run` prints what its agent does in words, money formatted, and on Ctrl-C
+/// (SIGINT) stops with its summary and exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_run_prints_its_trades_and_a_summary_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = Scratch::new("cli-agent-run");
+    let db = dir.sqlite("h.db");
+    let op = operator_token(&dir.0, &db);
+    let server = Server::start(&dir.0, &["--database", &db]).await;
+    let http = Http::default();
+    let m = create_market(&http, &server.base, &op, "desks").await;
+    let p = register(&http, &server.base, &op, m, "Ana", 0).await;
+    std::fs::write(
+        dir.path("ana.toml"),
+        "name = \"Ana\"\nbudget = 0\n[[sell]]\nitem_id = \"d1\"\nitem_type = \"desk\"\n\
+         title = \"Oak desk\"\ncategory = \"home\"\nasking_price = 123456\nfloor_price = 100000\n",
+    )
+    .unwrap();
+    let profile = dir.path("ana.toml").display().to_string();
+    let mut child = haggle(&dir.0)
+        .args([
+            "agent",
+            "run",
+            "--profile",
+            &profile,
+            "--server",
+            &server.base,
+            "--token",
+            &p.token,
+            "--interval-ms",
+            "100",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines.iter().any(|l: &String| l.starts_with("listed")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(e) => panic!("no listing line ({e}): {lines:?}"),
+        }
+    }
+    assert!(
+        lines.contains(&"listed “Oak desk” for $1,234.56".to_string()),
+        "{lines:?}"
+    );
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        lines.push(line);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {lines:?}");
+    assert!(
+        lines.contains(&"interrupted (Ctrl-C)".to_string()),
+        "{lines:?}"
+    );
+    let summary = lines.last().unwrap();
+    assert!(
+        summary.starts_with("summary for Ana: ")
+            && summary.contains("deals: 0 bought, 0 sold, 0 not closed yet; spent $0.00, earned $0.00; open offers: 0 ($0.00)"),
+        "{summary}"
+    );
 }
