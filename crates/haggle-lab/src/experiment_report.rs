@@ -15,11 +15,9 @@
 //! [`write_comparison`] puts several experiments side by side (`compare.html`, `compare.json`).
 
 use crate::analysis::{Analysis, ArmSummary, OUTCOMES, RUN_OUTCOMES, RunData};
+use crate::charts::{PALETTE, Plot, colors_for, empty_chart, escape, legend, tick_money, ticks};
 use crate::experiment::{Experiment, usd};
-use crate::report::{
-    CSS, PALETTE, Plot, colors_for, csv, empty_chart, escape, legend, money, num, opt_f, opt_i,
-    pct, tick_money, ticks,
-};
+use crate::report::{CSS, csv, money, num, opt_f, opt_i, pct};
 use crate::stats::{Comparison, PermutationTest};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -14,6 +14,8 @@
 //! Wall-clock figures are kept out of all of these: [`write_timing`] writes them, as given by
 //! the caller, to `timing.json`.
 
+pub use crate::charts::escape;
+use crate::charts::{Plot, colors_for, empty_chart, legend, tick_money, ticks};
 use crate::metrics::{DealMetrics, Metrics};
 use crate::scenario::Scenario;
 use haggle_api::haggle_core::settlement::spreadsheet_safe;
@@ -276,22 +278,6 @@ pub fn participants_csv(metrics: &Metrics) -> String {
 // ---------------------------------------------------------------------------------------------
 // HTML
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Money in minor units as text, e.g. `$12.50`, `-€3.00`, `12.50 CHF`.
 pub fn money(amount: i64, currency: &str) -> String {
     let sign = if amount < 0 { "-" } else { "" };
@@ -305,18 +291,6 @@ pub fn money(amount: i64, currency: &str) -> String {
     }
 }
 
-/// Money for an axis tick: whole units without the cents.
-pub(crate) fn tick_money(amount: i64, currency: &str) -> String {
-    let m = money(amount, currency);
-    m.strip_suffix(".00")
-        .map(str::to_string)
-        .or_else(|| {
-            m.strip_suffix(&format!(".00 {currency}"))
-                .map(|s| format!("{s} {currency}"))
-        })
-        .unwrap_or(m)
-}
-
 pub(crate) fn pct(x: Option<f64>) -> String {
     x.map_or_else(|| "–".to_string(), |v| format!("{:.1}%", v * 100.0))
 }
@@ -325,162 +299,8 @@ pub(crate) fn num(x: Option<f64>) -> String {
     x.map_or_else(|| "–".to_string(), |v| format!("{v:.2}"))
 }
 
-pub(crate) const PALETTE: &[&str] = &[
-    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#9c755f",
-];
-
-/// "Nice" tick values covering `lo..=hi`.
-pub(crate) fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
-        return vec![lo];
-    }
-    let raw = (hi - lo) / n.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
-    let mut out = Vec::new();
-    let mut t = (lo / step).floor() * step;
-    while t <= hi + step * 1e-9 {
-        out.push(t);
-        t += step;
-    }
-    out
-}
-
-/// A plot area with linear scales.
-pub(crate) struct Plot {
-    pub(crate) w: f64,
-    pub(crate) h: f64,
-    pub(crate) left: f64,
-    pub(crate) right: f64,
-    pub(crate) top: f64,
-    pub(crate) bottom: f64,
-    pub(crate) x: (f64, f64),
-    pub(crate) y: (f64, f64),
-}
-
-impl Plot {
-    pub(crate) fn new(x: (f64, f64), y: (f64, f64)) -> Plot {
-        let fix = |r: (f64, f64)| if r.1 > r.0 { r } else { (r.0 - 1.0, r.0 + 1.0) };
-        Plot {
-            w: 560.0,
-            h: 320.0,
-            left: 76.0,
-            right: 16.0,
-            top: 16.0,
-            bottom: 44.0,
-            x: fix(x),
-            y: fix(y),
-        }
-    }
-    pub(crate) fn px(&self, v: f64) -> f64 {
-        self.left + (v - self.x.0) / (self.x.1 - self.x.0) * (self.w - self.left - self.right)
-    }
-    pub(crate) fn py(&self, v: f64) -> f64 {
-        self.h
-            - self.bottom
-            - (v - self.y.0) / (self.y.1 - self.y.0) * (self.h - self.top - self.bottom)
-    }
-    pub(crate) fn open(&self, svg: &mut String, label: &str) {
-        let _ = write!(
-            svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" role="img" aria-label="{}" font-family="sans-serif" font-size="11">"#,
-            self.w,
-            self.h,
-            escape(label)
-        );
-    }
-    /// Axes with ticks; `fx`/`fy` format tick values.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn axes(
-        &self,
-        svg: &mut String,
-        xlabel: &str,
-        ylabel: &str,
-        fx: &dyn Fn(f64) -> String,
-        fy: &dyn Fn(f64) -> String,
-        xt: &[f64],
-        yt: &[f64],
-    ) {
-        let (x0, x1) = (self.left, self.w - self.right);
-        let (y0, y1) = (self.h - self.bottom, self.top);
-        let _ = write!(
-            svg,
-            r##"<g class="axis" stroke="#888"><line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}"/><line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}"/>"##
-        );
-        for &t in xt {
-            if t < self.x.0 - 1e-9 || t > self.x.1 + 1e-9 {
-                continue;
-            }
-            let x = self.px(t);
-            let _ = write!(
-                svg,
-                r#"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{:.1}"/><text stroke="none" x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                y0 + 4.0,
-                y0 + 16.0,
-                escape(&fx(t))
-            );
-        }
-        for &t in yt {
-            if t < self.y.0 - 1e-9 || t > self.y.1 + 1e-9 {
-                continue;
-            }
-            let y = self.py(t);
-            let _ = write!(
-                svg,
-                r##"<line class="grid" stroke="#eee" x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}"/><text stroke="none" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                x0 - 6.0,
-                y + 4.0,
-                escape(&fy(t))
-            );
-        }
-        let _ = write!(
-            svg,
-            r#"<text stroke="none" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text stroke="none" transform="translate(12 {:.1}) rotate(-90)" text-anchor="middle">{}</text></g>"#,
-            (x0 + x1) / 2.0,
-            self.h - 6.0,
-            escape(xlabel),
-            (y0 + y1) / 2.0,
-            escape(ylabel)
-        );
-    }
-}
-
-pub(crate) fn empty_chart(label: &str) -> String {
-    format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 560 80" role="img" aria-label="{0}"><text x="280" y="44" text-anchor="middle">{0}: no deals</text></svg>"#,
-        escape(label)
-    )
-}
-
 fn brain_colors(metrics: &Metrics) -> BTreeMap<String, &'static str> {
     colors_for(metrics.brains.keys())
-}
-
-/// One palette colour per name, in order (the same name keeps its colour across a report).
-pub(crate) fn colors_for<'a>(
-    names: impl Iterator<Item = &'a String>,
-) -> BTreeMap<String, &'static str> {
-    names
-        .enumerate()
-        .map(|(i, n)| (n.clone(), PALETTE[i % PALETTE.len()]))
-        .collect()
-}
-
-pub(crate) fn legend(colors: &BTreeMap<String, &'static str>, what: &str) -> String {
-    let mut s = format!(r#"<p class="legend">{}: "#, escape(what));
-    for (b, c) in colors {
-        let _ = write!(
-            s,
-            r#"<span><i style="background:{c}"></i>{}</span> "#,
-            escape(b)
-        );
-    }
-    s.push_str("</p>");
-    s
 }
 
 /// Price against the item type's reference price (or the asking price), one dot per deal,
