@@ -6,8 +6,8 @@
 //! - `deals.csv`: one row per deal (item, seller, buyer, brains, price, floor, valuation,
 //!   surpluses, ...);
 //! - `participants.csv`: one row per participant (its settlement);
-//! - `report.html`: self-contained (inline CSS, hand-written SVG charts, no external assets,
-//!   every text escaped): summary, price against reference per deal, surplus by brain, deals
+//! - `report.html`: self-contained (inline CSS, SVG charts drawn with [`crate::charts`], no
+//!   external assets), the askama template `templates/run_report.html` (every text escaped): summary, price against reference per deal, surplus by brain, deals
 //!   over time, the distribution of the seller's share, the deal table and each participant's
 //!   settlement.
 //!
@@ -575,29 +575,147 @@ svg .axis line{stroke:#888}svg line.grid{stroke:#eee}svg line.ref{stroke:#aaa;st
 svg text{fill:#444}.legend span{margin-right:1em}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
 .note{color:#666}";
 
+/// A table of a report page: its head, which columns are text (left-aligned), its rows.
+pub(crate) struct Table {
+    pub(crate) head: Vec<String>,
+    pub(crate) left: Vec<usize>,
+    pub(crate) rows: Vec<Row>,
+}
+
+impl Table {
+    /// A table whose first column is text.
+    pub(crate) fn new(head: &[&str], rows: Vec<Row>) -> Table {
+        Table {
+            head: head.iter().map(|h| h.to_string()).collect(),
+            left: vec![0],
+            rows,
+        }
+    }
+
+    pub(crate) fn is_left(&self, column: &usize) -> bool {
+        self.left.contains(column)
+    }
+}
+
+/// A table row: its class (`bad`, `void`) and cells.
+pub(crate) struct Row {
+    pub(crate) class: Option<&'static str>,
+    pub(crate) cells: Vec<Cell>,
+}
+
+impl Row {
+    pub(crate) fn new(cells: Vec<String>) -> Row {
+        Row {
+            class: None,
+            cells: cells.into_iter().map(Cell::from).collect(),
+        }
+    }
+
+    pub(crate) fn with_class(mut self, class: Option<&'static str>) -> Row {
+        self.class = class;
+        self
+    }
+}
+
+/// A table cell: text, a link when `href` is given, and a suffix after it.
+pub(crate) struct Cell {
+    pub(crate) text: String,
+    pub(crate) href: Option<String>,
+    pub(crate) after: &'static str,
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Cell {
+        Cell {
+            text,
+            href: None,
+            after: "",
+        }
+    }
+}
+
+/// A chart of a report page: the SVG and legend are HTML (made by [`crate::charts`]), the
+/// caption text.
+pub(crate) struct Figure {
+    pub(crate) caption: String,
+    pub(crate) svg: String,
+    pub(crate) legend: String,
+    pub(crate) caption_after: bool,
+}
+
+impl Figure {
+    pub(crate) fn new(caption: &str, svg: String, legend: String) -> Figure {
+        Figure {
+            caption: caption.to_string(),
+            svg,
+            legend,
+            caption_after: false,
+        }
+    }
+}
+
+/// A legend of fixed entries (name, colour).
+fn fixed_legend(entries: &[(&str, &str)]) -> String {
+    let spans: Vec<String> = entries
+        .iter()
+        .map(|(name, c)| format!(r#"<span><i style="background:{c}"></i>{name}</span>"#))
+        .collect();
+    format!(r#"<p class="legend">{}</p>"#, spans.join(" "))
+}
+
+/// The page `report.html` (templates/run_report.html).
+#[derive(askama::Template)]
+#[template(path = "run_report.html")]
+struct RunReport<'a> {
+    css: &'a str,
+    title: String,
+    scenario_name: &'a str,
+    seed: u64,
+    participants: usize,
+    items: usize,
+    currency: &'a str,
+    summary: Vec<(&'static str, String)>,
+    brains: Table,
+    charts: Vec<Figure>,
+    deals: Table,
+    settlement: Table,
+}
+
 /// The self-contained `report.html`.
 pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
+    let page = RunReport {
+        css: CSS,
+        title: format!("Haggle run report: {}", metrics.scenario),
+        scenario_name: &scenario.name,
+        seed: scenario.seed,
+        participants: scenario.profiles.len(),
+        items: scenario.item_count(),
+        currency: &metrics.currency,
+        summary: summary_rows(metrics),
+        brains: brains_table(metrics),
+        charts: run_charts(metrics),
+        deals: deals_table(metrics),
+        settlement: settlement_table(metrics),
+    };
+    render(&page)
+}
+
+/// A page's HTML, ending in a newline like every file the lab writes.
+pub(crate) fn render(page: &impl askama::Template) -> String {
+    // Rendering writes into a String and the templates call no fallible filter.
+    let mut html = page.render().expect("a report page renders into a String");
+    html.push('\n');
+    html
+}
+
+fn money_or(v: Option<i64>, cur: &str, none: &str) -> String {
+    v.map_or(none.into(), |v| money(v, cur))
+}
+
+/// The summary: the market's figures, one row each.
+fn summary_rows(metrics: &Metrics) -> Vec<(&'static str, String)> {
     let m = &metrics.market;
     let cur = &metrics.currency;
-    let mut h = String::new();
-    let title = format!("Haggle run report: {}", metrics.scenario);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{CSS}</style></head><body>\n<h1>{}</h1>\n",
-        escape(&title),
-        escape(&title)
-    );
-    let _ = writeln!(
-        h,
-        "<p class=\"note\">Scenario <b>{}</b> (seed {}), {} participants, {} items, currency {}. Prices in {}; floors and valuations are the scenario's ground truth, never seen by the agents.</p>",
-        escape(&scenario.name),
-        scenario.seed,
-        scenario.profiles.len(),
-        scenario.item_count(),
-        escape(cur),
-        escape(cur)
-    );
-    // Summary.
     let bound_note = if m.max_welfare_exact {
         "exact".to_string()
     } else {
@@ -606,7 +724,7 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
             money(m.max_welfare_upper_bound, cur)
         )
     };
-    let mut rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&'static str, String)> = vec![
         ("Allocative efficiency", pct(m.allocative_efficiency)),
         ("Welfare (sum of v − r)", money(m.welfare, cur)),
         (
@@ -626,6 +744,25 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
                 money(m.buyer_surplus, cur)
             ),
         ),
+    ];
+    rows.extend(activity_rows(&metrics.market));
+    rows.extend(conduct_rows(metrics));
+    // Shown with adversaries in the market (a reckless seller) or once any such refusal
+    // happened, so a default run's report keeps its rows.
+    if m.sales_refused_below_seller_minimum > 0
+        || metrics.brains.keys().any(|b| b.starts_with("adversary:"))
+    {
+        rows.push((
+            "Sales attempted below seller limits (refused)",
+            m.sales_refused_below_seller_minimum.to_string(),
+        ));
+    }
+    rows
+}
+
+/// The summary's rows on the market's activity: listings, threads, wants met, items sold.
+fn activity_rows(m: &crate::metrics::MarketMetrics) -> Vec<(&'static str, String)> {
+    vec![
         (
             "Listings (sell / wanted)",
             format!("{} ({} / {})", m.listings, m.sell_listings, m.buy_listings),
@@ -666,17 +803,26 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
                 pct(m.share_items_sold)
             ),
         ),
+    ]
+}
+
+/// The summary's rows on how deals were struck: prices, irrational and unwanted deals,
+/// first offers, time, refusals.
+fn conduct_rows(metrics: &Metrics) -> Vec<(&'static str, String)> {
+    let m = &metrics.market;
+    let cur = &metrics.currency;
+    vec![
         ("Mean seller share σ", num(m.mean_seller_share)),
         (
             "Mean distance to the Nash price",
-            m.mean_nash_distance.map_or("–".into(), |v| money(v, cur)),
+            money_or(m.mean_nash_distance, cur, "–"),
         ),
         (
             "Median / mean price",
             format!(
                 "{} / {}",
-                m.median_price.map_or("–".into(), |v| money(v, cur)),
-                m.mean_price.map_or("–".into(), |v| money(v, cur))
+                money_or(m.median_price, cur, "–"),
+                money_or(m.mean_price, cur, "–")
             ),
         ),
         (
@@ -735,80 +881,89 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
                     .join(", ")
             ),
         ),
+    ]
+}
+
+fn brains_table(metrics: &Metrics) -> Table {
+    let cur = &metrics.currency;
+    let head = [
+        "brain",
+        "participants",
+        "deals as seller",
+        "seller surplus",
+        "mean σ as seller",
+        "deals as buyer",
+        "buyer surplus",
+        "mean 1 − σ as buyer",
+        "irrational",
+        "refusals",
     ];
-    // Shown with adversaries in the market (a reckless seller) or once any such refusal
-    // happened, so a default run's report keeps its rows.
-    if m.sales_refused_below_seller_minimum > 0
-        || metrics.brains.keys().any(|b| b.starts_with("adversary:"))
-    {
-        rows.push((
-            "Sales attempted below seller limits (refused)",
-            m.sales_refused_below_seller_minimum.to_string(),
-        ));
-    }
-    h.push_str("<h2>Summary</h2>\n<table>");
-    for (k, v) in rows {
-        let _ = write!(
-            h,
-            "<tr><th class=\"t\">{}</th><td class=\"t\">{}</td></tr>",
-            escape(k),
-            escape(&v)
-        );
-    }
-    h.push_str("</table>\n");
-    // Arms.
-    h.push_str("<h2>By brain</h2>\n<table><tr><th class=\"t\">brain</th><th>participants</th><th>deals as seller</th><th>seller surplus</th><th>mean σ as seller</th><th>deals as buyer</th><th>buyer surplus</th><th>mean 1 − σ as buyer</th><th>irrational</th><th>refusals</th></tr>");
-    for (b, a) in &metrics.brains {
-        let _ = write!(
-            h,
-            "<tr><td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(b),
-            a.participants,
-            a.deals_as_seller,
-            escape(&money(a.seller_surplus, cur)),
+    let rows = metrics.brains.iter().map(|(b, a)| {
+        Row::new(vec![
+            b.clone(),
+            a.participants.to_string(),
+            a.deals_as_seller.to_string(),
+            money(a.seller_surplus, cur),
             num(a.mean_share_as_seller),
-            a.deals_as_buyer,
-            escape(&money(a.buyer_surplus, cur)),
+            a.deals_as_buyer.to_string(),
+            money(a.buyer_surplus, cur),
             num(a.mean_share_as_buyer),
-            a.irrational_deals,
-            a.refusals
-        );
-    }
-    h.push_str("</table>\n");
-    // Charts.
+            a.irrational_deals.to_string(),
+            a.refusals.to_string(),
+        ])
+    });
+    Table::new(&head, rows.collect())
+}
+
+fn run_charts(metrics: &Metrics) -> Vec<Figure> {
     let colors = brain_colors(metrics);
-    h.push_str("<h2>Charts</h2>\n<div class=\"grid2\">");
-    let _ = write!(
-        h,
-        "<figure><figcaption>Price against reference, by deal</figcaption>{}{}</figure>",
-        chart_price_vs_reference(metrics),
-        legend(&colors, "seller's brain")
-    );
-    let _ = write!(
-        h,
-        "<figure><figcaption>Surplus by brain</figcaption>{}<p class=\"legend\"><span><i style=\"background:#4e79a7\"></i>as seller</span> <span><i style=\"background:#f28e2b\"></i>as buyer</span></p></figure>",
-        chart_surplus_by_brain(metrics)
-    );
-    let _ = write!(
-        h,
-        "<figure><figcaption>Deals over time</figcaption>{}</figure>",
-        chart_deals_over_time(metrics)
-    );
-    let _ = write!(
-        h,
-        "<figure><figcaption>Seller's share of the deal's welfare</figcaption>{}<p class=\"legend\"><span><i style=\"background:#e15759\"></i>irrational (outside 0–1)</span></p></figure>",
-        chart_share_histogram(metrics)
-    );
-    h.push_str("</div>\n");
-    // Deals.
-    h.push_str("<h2>Deals</h2>\n<table><tr><th>deal</th><th class=\"t\">item</th><th class=\"t\">seller (brain)</th><th class=\"t\">buyer (brain)</th><th>price</th><th>floor r</th><th>valuation v</th><th>seller surplus</th><th>buyer surplus</th><th>σ</th><th>offers</th><th class=\"t\">status</th></tr>");
-    for d in &metrics.deals {
+    vec![
+        Figure::new(
+            "Price against reference, by deal",
+            chart_price_vs_reference(metrics),
+            legend(&colors, "seller's brain"),
+        ),
+        Figure::new(
+            "Surplus by brain",
+            chart_surplus_by_brain(metrics),
+            fixed_legend(&[("as seller", "#4e79a7"), ("as buyer", "#f28e2b")]),
+        ),
+        Figure::new(
+            "Deals over time",
+            chart_deals_over_time(metrics),
+            String::new(),
+        ),
+        Figure::new(
+            "Seller's share of the deal's welfare",
+            chart_share_histogram(metrics),
+            fixed_legend(&[("irrational (outside 0–1)", "#e15759")]),
+        ),
+    ]
+}
+
+fn deals_table(metrics: &Metrics) -> Table {
+    let cur = &metrics.currency;
+    let head = [
+        "deal",
+        "item",
+        "seller (brain)",
+        "buyer (brain)",
+        "price",
+        "floor r",
+        "valuation v",
+        "seller surplus",
+        "buyer surplus",
+        "σ",
+        "offers",
+        "status",
+    ];
+    let rows = metrics.deals.iter().map(|d| {
         let class = if !d.counted {
-            " class=\"void\""
+            Some("void")
         } else if d.irrational || d.unwanted {
-            " class=\"bad\""
+            Some("bad")
         } else {
-            ""
+            None
         };
         let item = format!(
             "{}{}",
@@ -818,51 +973,66 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
                 .map(|t| format!(" ({t})"))
                 .unwrap_or_default()
         );
-        let _ = write!(
-            h,
-            "<tr{class}><td>{}</td><td class=\"t\">{}</td><td class=\"t\">{} ({})</td><td class=\"t\">{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"t\">{}</td></tr>",
-            d.deal_id,
-            escape(&item),
-            escape(&d.seller),
-            escape(&d.seller_brain),
-            escape(&d.buyer),
-            escape(&d.buyer_brain),
-            escape(&money(d.price, cur)),
-            escape(&d.floor.map_or("?".into(), |v| money(v, cur))),
-            escape(&money(d.valuation, cur)),
-            escape(&d.seller_surplus.map_or("?".into(), |v| money(v, cur))),
-            escape(&money(d.buyer_surplus, cur)),
+        Row::new(vec![
+            d.deal_id.to_string(),
+            item,
+            format!("{} ({})", d.seller, d.seller_brain),
+            format!("{} ({})", d.buyer, d.buyer_brain),
+            money(d.price, cur),
+            money_or(d.floor, cur, "?"),
+            money(d.valuation, cur),
+            money_or(d.seller_surplus, cur, "?"),
+            money(d.buyer_surplus, cur),
             num(d.seller_share),
-            d.offers,
-            escape(d.status.as_str())
-        );
+            d.offers.to_string(),
+            d.status.as_str().to_string(),
+        ])
+        .with_class(class)
+    });
+    Table {
+        left: vec![1, 2, 3, 11],
+        ..Table::new(&head, rows.collect())
     }
-    h.push_str("</table>\n");
-    // Settlement.
-    h.push_str("<h2>Settlement by participant</h2>\n<table><tr><th class=\"t\">participant</th><th class=\"t\">brain</th><th>budget</th><th>sold</th><th>revenue</th><th>seller surplus</th><th>bought</th><th>spent</th><th>buyer surplus</th><th>wants met</th><th>net cash</th><th>final cash</th><th>refusals</th></tr>");
-    for (name, p) in &metrics.participants {
-        let _ = write!(
-            h,
-            "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(name),
-            escape(&p.brain),
-            escape(&money(p.budget, cur)),
-            p.items_sold,
-            p.items,
-            escape(&money(p.revenue, cur)),
-            escape(&money(p.seller_surplus, cur)),
-            p.bought,
-            escape(&money(p.spent, cur)),
-            escape(&money(p.buyer_surplus, cur)),
-            p.wants_met,
-            p.wants,
-            escape(&money(p.net_cash, cur)),
-            escape(&money(p.final_cash, cur)),
-            p.refusals.values().sum::<u64>()
-        );
+}
+
+fn settlement_table(metrics: &Metrics) -> Table {
+    let cur = &metrics.currency;
+    let head = [
+        "participant",
+        "brain",
+        "budget",
+        "sold",
+        "revenue",
+        "seller surplus",
+        "bought",
+        "spent",
+        "buyer surplus",
+        "wants met",
+        "net cash",
+        "final cash",
+        "refusals",
+    ];
+    let rows = metrics.participants.iter().map(|(name, p)| {
+        Row::new(vec![
+            name.clone(),
+            p.brain.clone(),
+            money(p.budget, cur),
+            format!("{} of {}", p.items_sold, p.items),
+            money(p.revenue, cur),
+            money(p.seller_surplus, cur),
+            p.bought.to_string(),
+            money(p.spent, cur),
+            money(p.buyer_surplus, cur),
+            format!("{} of {}", p.wants_met, p.wants),
+            money(p.net_cash, cur),
+            money(p.final_cash, cur),
+            p.refusals.values().sum::<u64>().to_string(),
+        ])
+    });
+    Table {
+        left: vec![0, 1],
+        ..Table::new(&head, rows.collect())
     }
-    h.push_str("</table>\n<p class=\"note\">Written by haggle-lab.</p>\n</body></html>\n");
-    h
 }
 
 pub(crate) fn duration(ms: Option<i64>) -> String {
