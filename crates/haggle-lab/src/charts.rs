@@ -181,15 +181,49 @@ pub fn colors_for<'a>(names: impl Iterator<Item = &'a String>) -> BTreeMap<Strin
 }
 
 /// A legend paragraph: one swatch per name, after `what: `.
-pub fn legend(colors: &BTreeMap<String, &'static str>, what: &str) -> String {
+pub fn legend<C: AsRef<str>>(colors: &BTreeMap<String, C>, what: &str) -> String {
     let mut s = format!(r#"<p class="legend">{}: "#, escape(what));
     for (b, c) in colors {
         let _ = write!(
             s,
-            r#"<span><i style="background:{c}"></i>{}</span> "#,
+            r#"<span><i style="background:{}"></i>{}</span> "#,
+            c.as_ref(),
             escape(b)
         );
     }
     s.push_str("</p>");
     s
+}
+
+/// `n` colours, all different from each other and from `taken` (the colours already given,
+/// say, to arms): the palette's colours not taken while they suffice, else `n` hues spread
+/// evenly around the colour wheel.
+pub fn distinct_colors(n: usize, taken: &[&str]) -> Vec<String> {
+    let free: Vec<&str> = PALETTE
+        .iter()
+        .copied()
+        .filter(|c| !taken.contains(c))
+        .collect();
+    if n <= free.len() {
+        return free[..n].iter().map(|c| c.to_string()).collect();
+    }
+    (0..n)
+        .map(|k| format!("hsl({:.1},65%,42%)", k as f64 * 360.0 / n as f64))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_colors_differ_from_each_other_and_from_the_taken_ones() {
+        let taken = &PALETTE[..3];
+        for n in [1, 5, 6, 9, 40] {
+            let c = distinct_colors(n, taken);
+            let set: std::collections::BTreeSet<&String> = c.iter().collect();
+            assert_eq!((c.len(), set.len()), (n, n), "{c:?}");
+            assert!(c.iter().all(|c| !taken.contains(&c.as_str())), "{c:?}");
+        }
+    }
 }

@@ -17,7 +17,9 @@
 //! `templates/compare.html`, and `compare.json`).
 
 use crate::analysis::{Analysis, ArmSummary, OUTCOMES, RUN_OUTCOMES, RunData};
-use crate::charts::{PALETTE, Plot, colors_for, empty_chart, escape, legend, tick_money, ticks};
+use crate::charts::{
+    Plot, colors_for, distinct_colors, empty_chart, escape, legend, tick_money, ticks,
+};
 use crate::experiment::{Experiment, usd};
 use crate::report::{CSS, Cell, Figure, Row, Table, csv, money, num, opt_f, opt_i, pct, render};
 use crate::stats::{Comparison, PermutationTest};
@@ -610,10 +612,19 @@ fn strip_chart(
     svg
 }
 
-/// Cumulative deals over simulated time, one line per run, coloured by run group.
-fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
+/// One colour per run, each different from the others and from the arms' colours.
+fn run_colors(arms: &BTreeMap<String, &'static str>, runs: &[RunData]) -> BTreeMap<String, String> {
+    let taken: Vec<&str> = arms.values().copied().collect();
+    runs.iter()
+        .map(|r| r.plan.id.clone())
+        .zip(distinct_colors(runs.len(), &taken))
+        .collect()
+}
+
+/// Cumulative deals over simulated time, one line per run in the run's colour.
+fn chart_deals_over_time(runs: &[RunData], colors: &BTreeMap<String, String>) -> String {
     let label = "Deals over time, per run";
-    let series: Vec<(String, Vec<f64>)> = runs
+    let series: Vec<(&str, Vec<f64>)> = runs
         .iter()
         .map(|r| {
             let t0 = r.metrics.market.started_at;
@@ -625,7 +636,7 @@ fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
                 .map(|d| (d.created_at - t0) as f64 / 3_600_000.0)
                 .collect();
             t.sort_by(f64::total_cmp);
-            (r.plan.group.clone(), t)
+            (r.plan.id.as_str(), t)
         })
         .collect();
     let xmax = series
@@ -636,11 +647,6 @@ fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
     if ymax == 0.0 {
         return empty_chart(label);
     }
-    let groups: Vec<&String> = {
-        let mut g: Vec<&String> = series.iter().map(|s| &s.0).collect();
-        g.dedup();
-        g
-    };
     let plot = Plot::new((0.0, xmax * 1.02), (0.0, ymax * 1.05));
     let mut svg = String::new();
     plot.open(&mut svg, label);
@@ -653,9 +659,8 @@ fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
         &ticks(0.0, xmax, 6),
         &ticks(0.0, ymax, 5),
     );
-    for (g, times) in &series {
-        let k = groups.iter().position(|x| *x == g).unwrap_or(0);
-        let c = PALETTE[(k + 3) % PALETTE.len()];
+    for (id, times) in &series {
+        let c = colors.get(*id).map_or("#333", String::as_str);
         let mut path = format!("M{:.1},{:.1}", plot.px(0.0), plot.py(0.0));
         for (n, t) in times.iter().enumerate() {
             let x = plot.px(*t);
@@ -668,11 +673,11 @@ fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
         }
         let _ = write!(
             svg,
-            r#"<path d="{path}" fill="none" stroke="{c}" stroke-width="1.5" stroke-opacity="0.8"/>"#
+            r#"<path d="{path}" fill="none" stroke="{c}" stroke-width="1.5" stroke-opacity="0.8"><title>{}</title></path>"#,
+            escape(&format!("{id}: {} deals", times.len()))
         );
     }
     svg.push_str("</svg>");
-    let _ = a;
     svg
 }
 
@@ -925,6 +930,7 @@ fn experiment_charts(a: &Analysis, runs: &[RunData]) -> Vec<Figure> {
     let colors = arm_colors(a);
     let shares = per_arm_values(a, runs, true);
     let surplus = per_arm_values(a, runs, false);
+    let run_colors = run_colors(&colors, runs);
     let mut charts = vec![
         Figure::new(
             "Seller's share σ of each sale, by the seller's arm",
@@ -946,8 +952,8 @@ fn experiment_charts(a: &Analysis, runs: &[RunData]) -> Vec<Figure> {
         ),
         Figure::new(
             "Deals over time, one line per run",
-            chart_deals_over_time(a, runs),
-            String::new(),
+            chart_deals_over_time(runs, &run_colors),
+            legend(&run_colors, "run"),
         ),
     ];
     for s in a.same_item.iter().filter(|s| s.side == "seller") {
@@ -1356,4 +1362,64 @@ fn compared_same_items_table(all: &[Compared]) -> Table {
         })
     });
     Table::new(&head, rows.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::{Design, RunPlan};
+
+    /// `n` runs of the stored run in tests/fixtures/run, named `r-01`, `r-02`, ...
+    fn runs(n: usize) -> Vec<RunData> {
+        let scenario: crate::scenario::Scenario =
+            serde_json::from_str(include_str!("../tests/fixtures/run/scenario.json")).unwrap();
+        let record: crate::metrics::RunRecord =
+            serde_json::from_str(include_str!("../tests/fixtures/run/record.json")).unwrap();
+        let metrics = crate::metrics::compute(&scenario, &record);
+        (1..=n)
+            .map(|k| RunData {
+                plan: RunPlan {
+                    id: format!("r-{k:02}"),
+                    group: "r".into(),
+                    index: k - 1,
+                    seed: k as u64,
+                    design: Design::All("a".into()),
+                    real: false,
+                    rules: BTreeMap::new(),
+                },
+                arms: BTreeMap::new(),
+                metrics: metrics.clone(),
+                llm: BTreeMap::new(),
+                first_movers: BTreeMap::new(),
+                sessions: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_run_has_its_own_colour_in_the_deals_over_time_chart() {
+        let arms = colors_for(["a".to_string(), "b".to_string(), "c".to_string()].iter());
+        for n in [3, 12] {
+            let runs = runs(n);
+            let svg = chart_deals_over_time(&runs, &run_colors(&arms, &runs));
+            let strokes: Vec<&str> = svg
+                .split("<path d=")
+                .skip(1)
+                .map(|p| {
+                    p.split("stroke=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap()
+                })
+                .collect();
+            let distinct: std::collections::BTreeSet<&&str> = strokes.iter().collect();
+            assert_eq!((strokes.len(), distinct.len()), (n, n), "{strokes:?}");
+            assert!(
+                strokes.iter().all(|c| !arms.values().any(|a| a == c)),
+                "a run shares an arm's colour: {strokes:?}"
+            );
+        }
+    }
 }

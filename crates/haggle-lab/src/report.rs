@@ -573,7 +573,7 @@ th{background:#f6f6f6;position:sticky;top:0}td.t,th.t{text-align:left}tr.bad td{
 figure{margin:0}figcaption{font-weight:600;margin-bottom:.3em}svg{width:100%;height:auto;font-size:11px}
 svg .axis line{stroke:#888}svg line.grid{stroke:#eee}svg line.ref{stroke:#aaa;stroke-dasharray:4 3}svg line.axis0{stroke:#444}
 svg text{fill:#444}.legend span{margin-right:1em}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
-.note{color:#666}";
+.note{color:#666}.scroll{overflow-x:auto;max-width:100%}td{white-space:nowrap}";
 
 /// A table of a report page: its head, which columns are text (left-aligned), its rows.
 pub(crate) struct Table {

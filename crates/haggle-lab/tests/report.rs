@@ -157,3 +157,22 @@ fn money_is_formatted_from_minor_units() {
     assert_eq!(money(-305, "EUR"), "-€3.05");
     assert_eq!(money(7, "CHF"), "0.07 CHF");
 }
+
+#[test]
+fn every_table_sits_in_its_own_sideways_scrolling_box() {
+    // A wide table scrolls inside its box instead of widening the page (a 1280 px window
+    // shows the whole page).
+    let s = common::scenario("Ada", "Ben");
+    let m = compute(&s, &common::record("Ada", "Ben"));
+    let html = haggle_lab::report::report_html(&s, &m);
+    assert_eq!(
+        html.matches("<table").count(),
+        4,
+        "summary, brains, deals, settlement"
+    );
+    assert_eq!(
+        html.matches("<div class=\"scroll\"><table").count(),
+        html.matches("<table").count()
+    );
+    assert!(html.contains(".scroll{overflow-x:auto"));
+}
