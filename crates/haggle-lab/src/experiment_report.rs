@@ -5,21 +5,23 @@
 //!   warnings);
 //! - `runs.csv`, `arms.csv`, `comparisons.csv`, `same_item.csv`, `participants_by_arm.csv`;
 //!   with repeated markets also `sessions.csv` (per run and session) and `learning_curve.csv`;
-//! - `report.html`: self-contained (inline CSS, hand-written SVG, the one-run report's style):
+//! - `report.html`: self-contained (inline CSS, SVG charts, the one-run report's style; the
+//!   askama template `templates/experiment_report.html`):
 //!   warnings first, the arms, the comparisons, charts (seller share by arm, surplus
 //!   distributions, deals over time per run, same-item price pairs), the same-item table, the
 //!   regression, with repeated markets the learning curve (surplus per participant by session and
 //!   arm, efficiency by session and run group, and its table), the runs and the participants by
 //!   arm, with links to each run's own report.
 //!
-//! [`write_comparison`] puts several experiments side by side (`compare.html`, `compare.json`).
+//! [`write_comparison`] puts several experiments side by side (`compare.html`, from
+//! `templates/compare.html`, and `compare.json`).
 
 use crate::analysis::{Analysis, ArmSummary, OUTCOMES, RUN_OUTCOMES, RunData};
-use crate::experiment::{Experiment, usd};
-use crate::report::{
-    CSS, PALETTE, Plot, colors_for, csv, empty_chart, escape, legend, money, num, opt_f, opt_i,
-    pct, tick_money, ticks,
+use crate::charts::{
+    Plot, colors_for, distinct_colors, empty_chart, escape, legend, tick_money, ticks,
 };
+use crate::experiment::{Experiment, usd};
+use crate::report::{CSS, Cell, Figure, Row, Table, csv, money, num, opt_f, opt_i, pct, render};
 use crate::stats::{Comparison, PermutationTest};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -453,13 +455,51 @@ fn chart_by_session(
 
 /// Repeated markets: the learning curve (surplus per participant by session and arm, the
 /// market's efficiency by session and run group) and its table.
-fn sessions_section(h: &mut String, a: &Analysis, c: &crate::sessions::LearningCurve) {
+struct SessionsSection {
+    sessions: u32,
+    charts: Vec<Figure>,
+    table: Table,
+}
+
+fn sessions_section(a: &Analysis, c: &crate::sessions::LearningCurve) -> SessionsSection {
+    SessionsSection {
+        sessions: c.sessions,
+        charts: session_charts(a, c),
+        table: Table::new(
+            &[
+                "run group",
+                "session",
+                "runs",
+                "deals",
+                "surplus",
+                "efficiency",
+                "irrational deals",
+                "disputes",
+                "settled deals on record at start",
+            ],
+            c.by_group
+                .iter()
+                .map(|p| {
+                    Row::new(vec![
+                        p.group.clone(),
+                        p.session.to_string(),
+                        p.runs.to_string(),
+                        format!("{:.1}", p.deals),
+                        money(p.surplus.round() as i64, &a.currency),
+                        pct(p.efficiency),
+                        format!("{:.2}", p.irrational_deals),
+                        format!("{:.2}", p.disputes),
+                        format!("{:.1}", p.completed_deals_at_start),
+                    ])
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Surplus per participant by session and arm; efficiency by session and run group.
+fn session_charts(a: &Analysis, c: &crate::sessions::LearningCurve) -> Vec<Figure> {
     let cur = &a.currency;
-    let _ = writeln!(
-        h,
-        "<h2>Sessions (learning curve)</h2>\n<p class=\"note\">The same participants traded in {} consecutive sessions of each run's market, with new items and wants each session; the market's record of them (reputation) carried over. Each session is measured against its own lists. Per session: sessions.csv; the curve: learning_curve.csv.</p>",
-        c.sessions
-    );
     let arm_colors = arm_colors(a);
     let mut by_arm: BTreeMap<String, Vec<(u32, f64)>> = BTreeMap::new();
     for p in &c.by_arm {
@@ -478,65 +518,38 @@ fn sessions_section(h: &mut String, a: &Analysis, c: &crate::sessions::LearningC
         }
     }
     let group_colors = colors_for(by_group.keys());
-    h.push_str("<div class=\"grid2\">");
-    let _ = write!(
-        h,
-        "<figure>{}<figcaption>Mean surplus per participant by session, per arm.</figcaption>{}</figure>",
-        chart_by_session(
-            "Surplus per participant by session",
-            "surplus per participant",
-            &by_arm.into_iter().collect::<Vec<_>>(),
-            &arm_colors,
-            &|v| tick_money(v.round() as i64, cur),
-        ),
-        legend(&arm_colors, "arm")
+    let surplus = chart_by_session(
+        "Surplus per participant by session",
+        "surplus per participant",
+        &by_arm.into_iter().collect::<Vec<_>>(),
+        &arm_colors,
+        &|v| tick_money(v.round() as i64, cur),
     );
-    let _ = write!(
-        h,
-        "<figure>{}<figcaption>Allocative efficiency by session, per run group (mean over runs).</figcaption>{}</figure>",
-        chart_by_session(
-            "Efficiency by session",
-            "allocative efficiency",
-            &by_group.into_iter().collect::<Vec<_>>(),
-            &group_colors,
-            &|v| format!("{:.0}%", v * 100.0),
-        ),
-        legend(&group_colors, "run group")
+    let efficiency = chart_by_session(
+        "Efficiency by session",
+        "allocative efficiency",
+        &by_group.into_iter().collect::<Vec<_>>(),
+        &group_colors,
+        &|v| format!("{:.0}%", v * 100.0),
     );
-    h.push_str("</div>\n");
-    table(
-        h,
-        &[
-            "run group",
-            "session",
-            "runs",
-            "deals",
-            "surplus",
-            "efficiency",
-            "irrational deals",
-            "disputes",
-            "settled deals on record at start",
-        ],
-        c.by_group
-            .iter()
-            .map(|p| {
-                (
-                    String::new(),
-                    vec![
-                        escape(&p.group),
-                        p.session.to_string(),
-                        p.runs.to_string(),
-                        format!("{:.1}", p.deals),
-                        money(p.surplus.round() as i64, cur),
-                        pct(p.efficiency),
-                        format!("{:.2}", p.irrational_deals),
-                        format!("{:.2}", p.disputes),
-                        format!("{:.1}", p.completed_deals_at_start),
-                    ],
-                )
-            })
-            .collect(),
-    );
+    vec![
+        Figure {
+            caption_after: true,
+            ..Figure::new(
+                "Mean surplus per participant by session, per arm.",
+                surplus,
+                legend(&arm_colors, "arm"),
+            )
+        },
+        Figure {
+            caption_after: true,
+            ..Figure::new(
+                "Allocative efficiency by session, per run group (mean over runs).",
+                efficiency,
+                legend(&group_colors, "run group"),
+            )
+        },
+    ]
 }
 
 fn arm_colors(a: &Analysis) -> BTreeMap<String, &'static str> {
@@ -599,10 +612,19 @@ fn strip_chart(
     svg
 }
 
-/// Cumulative deals over simulated time, one line per run, coloured by run group.
-fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
+/// One colour per run, each different from the others and from the arms' colours.
+fn run_colors(arms: &BTreeMap<String, &'static str>, runs: &[RunData]) -> BTreeMap<String, String> {
+    let taken: Vec<&str> = arms.values().copied().collect();
+    runs.iter()
+        .map(|r| r.plan.id.clone())
+        .zip(distinct_colors(runs.len(), &taken))
+        .collect()
+}
+
+/// Cumulative deals over simulated time, one line per run in the run's colour.
+fn chart_deals_over_time(runs: &[RunData], colors: &BTreeMap<String, String>) -> String {
     let label = "Deals over time, per run";
-    let series: Vec<(String, Vec<f64>)> = runs
+    let series: Vec<(&str, Vec<f64>)> = runs
         .iter()
         .map(|r| {
             let t0 = r.metrics.market.started_at;
@@ -614,7 +636,7 @@ fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
                 .map(|d| (d.created_at - t0) as f64 / 3_600_000.0)
                 .collect();
             t.sort_by(f64::total_cmp);
-            (r.plan.group.clone(), t)
+            (r.plan.id.as_str(), t)
         })
         .collect();
     let xmax = series
@@ -625,11 +647,6 @@ fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
     if ymax == 0.0 {
         return empty_chart(label);
     }
-    let groups: Vec<&String> = {
-        let mut g: Vec<&String> = series.iter().map(|s| &s.0).collect();
-        g.dedup();
-        g
-    };
     let plot = Plot::new((0.0, xmax * 1.02), (0.0, ymax * 1.05));
     let mut svg = String::new();
     plot.open(&mut svg, label);
@@ -642,9 +659,8 @@ fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
         &ticks(0.0, xmax, 6),
         &ticks(0.0, ymax, 5),
     );
-    for (g, times) in &series {
-        let k = groups.iter().position(|x| *x == g).unwrap_or(0);
-        let c = PALETTE[(k + 3) % PALETTE.len()];
+    for (id, times) in &series {
+        let c = colors.get(*id).map_or("#333", String::as_str);
         let mut path = format!("M{:.1},{:.1}", plot.px(0.0), plot.py(0.0));
         for (n, t) in times.iter().enumerate() {
             let x = plot.px(*t);
@@ -657,11 +673,11 @@ fn chart_deals_over_time(a: &Analysis, runs: &[RunData]) -> String {
         }
         let _ = write!(
             svg,
-            r#"<path d="{path}" fill="none" stroke="{c}" stroke-width="1.5" stroke-opacity="0.8"/>"#
+            r#"<path d="{path}" fill="none" stroke="{c}" stroke-width="1.5" stroke-opacity="0.8"><title>{}</title></path>"#,
+            escape(&format!("{id}: {} deals", times.len()))
         );
     }
     svg.push_str("</svg>");
-    let _ = a;
     svg
 }
 
@@ -724,59 +740,39 @@ fn chart_pairs(s: &crate::analysis::SameItem, cur: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // HTML
 
-fn table(h: &mut String, head: &[&str], rows: Vec<(String, Vec<String>)>) {
-    h.push_str("<table><tr>");
-    for (i, c) in head.iter().enumerate() {
-        let class = if i == 0 { " class=\"t\"" } else { "" };
-        let _ = write!(h, "<th{class}>{}</th>", escape(c));
-    }
-    h.push_str("</tr>");
-    for (class, row) in rows {
-        let _ = write!(h, "<tr{class}>");
-        for (i, c) in row.iter().enumerate() {
-            let class = if i == 0 { " class=\"t\"" } else { "" };
-            let _ = write!(h, "<td{class}>{c}</td>");
-        }
-        h.push_str("</tr>");
-    }
-    h.push_str("</table>\n");
+fn void_if(too_small: bool) -> Option<&'static str> {
+    too_small.then_some("void")
 }
 
-fn comparison_rows(a: &Analysis) -> Vec<(String, Vec<String>)> {
+fn too_few(too_small: bool) -> String {
+    if too_small { "too few" } else { "" }.to_string()
+}
+
+fn comparison_rows(a: &Analysis) -> Vec<Row> {
     let cur = &a.currency;
     a.comparisons
         .iter()
         .map(|c| {
             let k = &c.comparison;
             let sig = k.test.is_some_and(|t| t.p_value < 0.05);
-            (
-                if c.too_small {
-                    " class=\"void\"".to_string()
-                } else {
-                    String::new()
-                },
-                vec![
-                    escape(outcome_label(&c.outcome)),
-                    escape(&format!("{} − {}", c.first, c.second)),
-                    escape(&format!("{} ({} runs)", c.design, c.runs)),
-                    format!("{} / {}", k.n_first, k.n_second),
-                    escape(&value(&c.outcome, k.mean_first, cur)),
-                    escape(&value(&c.outcome, k.mean_second, cur)),
-                    format!(
-                        "{}{}",
-                        escape(&value(&c.outcome, k.difference, cur)),
-                        if sig { " *" } else { "" }
-                    ),
-                    escape(&ci_text(&c.outcome, k, cur)),
-                    escape(&p_text(&k.test)),
-                    holm_text(c.p_holm),
-                    if c.too_small {
-                        "too few".into()
-                    } else {
-                        String::new()
-                    },
-                ],
-            )
+            Row::new(vec![
+                outcome_label(&c.outcome).to_string(),
+                format!("{} − {}", c.first, c.second),
+                format!("{} ({} runs)", c.design, c.runs),
+                format!("{} / {}", k.n_first, k.n_second),
+                value(&c.outcome, k.mean_first, cur),
+                value(&c.outcome, k.mean_second, cur),
+                format!(
+                    "{}{}",
+                    value(&c.outcome, k.difference, cur),
+                    if sig { " *" } else { "" }
+                ),
+                ci_text(&c.outcome, k, cur),
+                p_text(&k.test),
+                holm_text(c.p_holm),
+                too_few(c.too_small),
+            ])
+            .with_class(void_if(c.too_small))
         })
         .collect()
 }
@@ -795,417 +791,401 @@ const COMPARISON_HEAD: &[&str] = &[
     "",
 ];
 
+/// The page `report.html` of an experiment (templates/experiment_report.html).
+#[derive(askama::Template)]
+#[template(path = "experiment_report.html")]
+struct ExperimentReport<'a> {
+    css: &'a str,
+    title: String,
+    x: &'a Experiment,
+    a: &'a Analysis,
+    description: &'a str,
+    finished: usize,
+    planned: usize,
+    participants: usize,
+    arms: Table,
+    comparisons: Table,
+    charts: Vec<Figure>,
+    same_items: Vec<SameItemSection>,
+    regression: Option<RegressionSection>,
+    run_groups: Option<Table>,
+    sessions: Option<SessionsSection>,
+    runs: Table,
+    participants_by_arm: Table,
+}
+
 /// The self-contained `report.html` of an experiment.
 pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usize) -> String {
+    let page = ExperimentReport {
+        css: CSS,
+        title: format!("Haggle experiment: {}", x.name),
+        x,
+        a,
+        description: x.description.trim(),
+        finished: runs.len(),
+        planned,
+        participants: runs.first().map_or(0, |r| r.metrics.market.participants),
+        arms: arms_table(a),
+        comparisons: Table::new(COMPARISON_HEAD, comparison_rows(a)),
+        charts: experiment_charts(a, runs),
+        same_items: a
+            .same_item
+            .iter()
+            .map(|s| same_item_section(s, &a.currency))
+            .collect(),
+        regression: a
+            .regression
+            .as_ref()
+            .map(|r| regression_section(r, &a.currency)),
+        run_groups: (!a.group_comparisons.is_empty()).then(|| run_groups_table(a)),
+        sessions: a.learning_curve.as_ref().map(|c| sessions_section(a, c)),
+        runs: runs_table(a),
+        participants_by_arm: participants_by_arm_table(a),
+    };
+    render(&page)
+}
+
+fn arms_table(a: &Analysis) -> Table {
     let cur = &a.currency;
-    let mut h = String::new();
-    let title = format!("Haggle experiment: {}", x.name);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{0}</title><style>{CSS}\n.warn{{background:#fff4e5;border-left:4px solid #f28e2b;padding:.5em 1em}}.caution{{border-left:4px solid #f28e2b;padding:.2em 1em}}</style></head><body>\n<h1>{0}</h1>\n",
-        escape(&title)
-    );
-    if !x.description.trim().is_empty() {
-        let _ = writeln!(h, "<p>{}</p>", escape(x.description.trim()));
-    }
-    let participants = runs.first().map_or(0, |r| r.metrics.market.participants);
-    let _ = writeln!(
-        h,
-        "<p class=\"note\">{} of {planned} runs finished, {participants} participants each; scheduler {} (≤ {} rounds); experiment seed {}. Resampling: permutation tests exact up to {} relabelings else {} random ones, seed {} ({} bootstrap draws for same-item pairs). Differences are first arm minus second; * marks p &lt; 0.05. Prices in {}.</p>",
-        runs.len(),
-        escape(&x.market.mode),
-        x.market.max_rounds,
-        x.seed,
-        a.resampling.max_exact,
-        a.resampling.permutations,
-        a.resampling.seed,
-        a.resampling.bootstrap,
-        escape(cur)
-    );
-    if !a.warnings.is_empty() {
-        h.push_str("<div class=\"warn\"><b>Warnings</b><ul>");
-        for w in &a.warnings {
-            let _ = write!(h, "<li>{}</li>", escape(w));
-        }
-        h.push_str("</ul></div>\n");
-    }
+    let head = [
+        "arm",
+        "brain",
+        "runs",
+        "participant-runs",
+        "sales",
+        "purchases",
+        "seller surplus",
+        "buyer surplus",
+        "per sale",
+        "per purchase",
+        "mean σ as seller",
+        "mean 1 − σ as buyer",
+        "deals per participant",
+        "irrational",
+        "unwanted",
+        "refusals",
+        "LLM calls",
+        "LLM cost",
+        "first to act",
+    ];
+    let rows = a.arm_summaries.iter().map(|(arm, s)| {
+        Row::new(vec![
+            arm.clone(),
+            s.brain.clone(),
+            s.runs.to_string(),
+            s.participant_runs.to_string(),
+            s.deals_as_seller.to_string(),
+            s.deals_as_buyer.to_string(),
+            money(s.seller_surplus, cur),
+            money(s.buyer_surplus, cur),
+            value("surplus", s.mean_seller_surplus_per_sale, cur),
+            value("surplus", s.mean_buyer_surplus_per_purchase, cur),
+            num(s.mean_share_as_seller),
+            num(s.mean_share_as_buyer),
+            num(s.deals_per_participant),
+            s.irrational_deals.to_string(),
+            s.unwanted_purchases.to_string(),
+            s.refusals.to_string(),
+            s.llm.calls.to_string(),
+            usd(s.llm.cost_micro_usd),
+            first_to_act(s),
+        ])
+    });
+    Table::new(&head, rows.collect())
+}
 
-    // Arms.
-    h.push_str("<h2>Arms</h2>\n");
-    table(
-        &mut h,
-        &[
-            "arm",
-            "brain",
-            "runs",
-            "participant-runs",
-            "sales",
-            "purchases",
-            "seller surplus",
-            "buyer surplus",
-            "per sale",
-            "per purchase",
-            "mean σ as seller",
-            "mean 1 − σ as buyer",
-            "deals per participant",
-            "irrational",
-            "unwanted",
-            "refusals",
-            "LLM calls",
-            "LLM cost",
-            "first to act",
-        ],
-        a.arm_summaries
-            .iter()
-            .map(|(arm, s)| {
-                (
-                    String::new(),
-                    vec![
-                        escape(arm),
-                        escape(&s.brain),
-                        s.runs.to_string(),
-                        s.participant_runs.to_string(),
-                        s.deals_as_seller.to_string(),
-                        s.deals_as_buyer.to_string(),
-                        escape(&money(s.seller_surplus, cur)),
-                        escape(&money(s.buyer_surplus, cur)),
-                        escape(&value("surplus", s.mean_seller_surplus_per_sale, cur)),
-                        escape(&value("surplus", s.mean_buyer_surplus_per_purchase, cur)),
-                        num(s.mean_share_as_seller),
-                        num(s.mean_share_as_buyer),
-                        num(s.deals_per_participant),
-                        s.irrational_deals.to_string(),
-                        s.unwanted_purchases.to_string(),
-                        s.refusals.to_string(),
-                        s.llm.calls.to_string(),
-                        escape(&usd(s.llm.cost_micro_usd)),
-                        escape(&first_to_act(s)),
-                    ],
-                )
-            })
-            .collect(),
-    );
+/// Per arm, one value per unit: the seller's share σ of each sale by the seller's arm, or
+/// each participant's surplus in each run.
+fn per_arm_values(a: &Analysis, runs: &[RunData], shares: bool) -> Vec<(String, Vec<f64>)> {
+    a.arms
+        .keys()
+        .map(|arm| {
+            let v = runs
+                .iter()
+                .flat_map(|r| -> Vec<f64> {
+                    if shares {
+                        r.metrics
+                            .deals
+                            .iter()
+                            .filter(|d| d.counted && r.arms.get(&d.seller) == Some(arm))
+                            .filter_map(|d| d.seller_share)
+                            .collect()
+                    } else {
+                        r.metrics
+                            .participants
+                            .iter()
+                            .filter(|(n, _)| r.arms.get(*n) == Some(arm))
+                            .map(|(_, p)| (p.seller_surplus + p.buyer_surplus) as f64)
+                            .collect()
+                    }
+                })
+                .collect();
+            (arm.clone(), v)
+        })
+        .collect()
+}
 
-    // Comparisons.
-    h.push_str("<h2>Arm comparisons</h2>\n<p class=\"caution\"><b>Several outcomes are tested at once:</b> a raw p just under 0.05 among them is weak evidence; read the Holm-adjusted p, which holds the error rate over all the outcomes of a pair of arms.</p>\n<p class=\"note\">Unit: one participant in one run. <i>Within runs</i>: only runs that split participants between both arms; the p-value is a randomisation test that re-draws the labels within each run as the split drew them (exact when the arms make no difference, however the participants of one market affect each other), and the 95% interval inverts that test (the shifts of the first arm it does not reject), so it excludes 0 exactly when p &lt; 0.05. <i>Between runs</i>: each run's mean is one unit. Greyed rows have fewer than ")
-        ;
-    let _ = writeln!(h, "{} units in a group.</p>", a.min_units);
-    table(&mut h, COMPARISON_HEAD, comparison_rows(a));
-
-    // Charts.
+fn experiment_charts(a: &Analysis, runs: &[RunData]) -> Vec<Figure> {
+    let cur = &a.currency;
     let colors = arm_colors(a);
-    let shares: Vec<(String, Vec<f64>)> = a
-        .arms
-        .keys()
-        .map(|arm| {
-            let v = runs
-                .iter()
-                .flat_map(|r| {
-                    r.metrics
-                        .deals
-                        .iter()
-                        .filter(|d| d.counted && r.arms.get(&d.seller) == Some(arm))
-                        .filter_map(|d| d.seller_share)
-                })
-                .collect();
-            (arm.clone(), v)
-        })
-        .collect();
-    let surplus: Vec<(String, Vec<f64>)> = a
-        .arms
-        .keys()
-        .map(|arm| {
-            let v = runs
-                .iter()
-                .flat_map(|r| {
-                    r.metrics
-                        .participants
-                        .iter()
-                        .filter(|(n, _)| r.arms.get(*n) == Some(arm))
-                        .map(|(_, p)| (p.seller_surplus + p.buyer_surplus) as f64)
-                })
-                .collect();
-            (arm.clone(), v)
-        })
-        .collect();
-    h.push_str("<h2>Charts</h2>\n<div class=\"grid2\">");
-    let _ = write!(
-        h,
-        "<figure><figcaption>Seller's share σ of each sale, by the seller's arm</figcaption>{}{}</figure>",
-        strip_chart(
-            "Seller share by arm",
-            "σ = (p − r)/(v − r)",
-            &shares,
-            &colors,
-            &|v| format!("{v:.2}")
+    let shares = per_arm_values(a, runs, true);
+    let surplus = per_arm_values(a, runs, false);
+    let run_colors = run_colors(&colors, runs);
+    let mut charts = vec![
+        Figure::new(
+            "Seller's share σ of each sale, by the seller's arm",
+            strip_chart(
+                "Seller share by arm",
+                "σ = (p − r)/(v − r)",
+                &shares,
+                &colors,
+                &|v| format!("{v:.2}"),
+            ),
+            legend(&colors, "arm"),
         ),
-        legend(&colors, "arm")
-    );
-    let _ = write!(
-        h,
-        "<figure><figcaption>Surplus of each participant in each run, by arm</figcaption>{}</figure>",
-        strip_chart("Surplus by arm", "surplus", &surplus, &colors, &|v| {
-            tick_money(v.round() as i64, cur)
-        })
-    );
-    let _ = write!(
-        h,
-        "<figure><figcaption>Deals over time, one line per run</figcaption>{}</figure>",
-        chart_deals_over_time(a, runs)
-    );
+        Figure::new(
+            "Surplus of each participant in each run, by arm",
+            strip_chart("Surplus by arm", "surplus", &surplus, &colors, &|v| {
+                tick_money(v.round() as i64, cur)
+            }),
+            String::new(),
+        ),
+        Figure::new(
+            "Deals over time, one line per run",
+            chart_deals_over_time(runs, &run_colors),
+            legend(&run_colors, "run"),
+        ),
+    ];
     for s in a.same_item.iter().filter(|s| s.side == "seller") {
-        let _ = write!(
-            h,
-            "<figure><figcaption>Same item sold by sellers of {} and of {}</figcaption>{}</figure>",
-            escape(&s.first),
-            escape(&s.second),
-            chart_pairs(s, cur)
-        );
+        charts.push(Figure::new(
+            &format!(
+                "Same item sold by sellers of {} and of {}",
+                s.first, s.second
+            ),
+            chart_pairs(s, cur),
+            String::new(),
+        ));
     }
-    h.push_str("</div>\n");
+    charts
+}
 
-    // Same items.
-    h.push_str("<h2>Same-item comparisons</h2>\n<p class=\"note\">An item sold (or bought) under both arms in different runs: its mean price under each, the paired difference, a sign-flip permutation test and a bootstrap interval over items. The full list is in same_item.csv.</p>\n");
-    for s in &a.same_item {
-        let _ = write!(
-            h,
-            "<h3>{} vs {} as {}: {} items</h3><p>mean difference {}, 95% interval {}, p {}</p>",
-            escape(&s.first),
-            escape(&s.second),
-            escape(&s.side),
-            s.pairs.len(),
-            escape(&value("surplus", s.paired.mean_difference, cur)),
-            escape(&s.paired.ci95.map_or("–".into(), |(l, u)| format!(
-                "[{}, {}]",
-                money(l.round() as i64, cur),
-                money(u.round() as i64, cur)
-            ))),
-            escape(&p_text(&s.paired.test))
-        );
-        let mut pairs: Vec<&crate::analysis::ItemPair> = s.pairs.iter().collect();
-        pairs.sort_by(|p, q| q.difference.abs().total_cmp(&p.difference.abs()));
-        let prices = |v: &[i64]| {
-            v.iter()
-                .map(|p| money(*p, cur))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        table(
-            &mut h,
-            &[
-                "item",
-                "type",
-                &format!("prices, {}", s.first),
-                &format!("prices, {}", s.second),
-                "difference of means",
-            ],
-            pairs
-                .iter()
-                .take(30)
-                .map(|p| {
-                    (
-                        String::new(),
-                        vec![
-                            escape(&p.item_id),
-                            escape(p.item_type.as_deref().unwrap_or("?")),
-                            escape(&prices(&p.prices_first)),
-                            escape(&prices(&p.prices_second)),
-                            escape(&money(p.difference.round() as i64, cur)),
-                        ],
-                    )
-                })
-                .collect(),
-        );
+/// An interval of money, or a dash.
+fn money_interval(ci: Option<(f64, f64)>, cur: &str) -> String {
+    ci.map_or("–".into(), |(l, u)| {
+        format!(
+            "[{}, {}]",
+            money(l.round() as i64, cur),
+            money(u.round() as i64, cur)
+        )
+    })
+}
+
+/// The same items sold (or bought) under two arms: the paired test and the 30 largest
+/// differences.
+struct SameItemSection {
+    heading: String,
+    summary: String,
+    table: Table,
+}
+
+fn same_item_section(s: &crate::analysis::SameItem, cur: &str) -> SameItemSection {
+    let mut pairs: Vec<&crate::analysis::ItemPair> = s.pairs.iter().collect();
+    pairs.sort_by(|p, q| q.difference.abs().total_cmp(&p.difference.abs()));
+    let prices = |v: &[i64]| {
+        v.iter()
+            .map(|p| money(*p, cur))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rows = pairs.iter().take(30).map(|p| {
+        Row::new(vec![
+            p.item_id.clone(),
+            p.item_type.as_deref().unwrap_or("?").to_string(),
+            prices(&p.prices_first),
+            prices(&p.prices_second),
+            money(p.difference.round() as i64, cur),
+        ])
+    });
+    let head = [
+        "item",
+        "type",
+        &format!("prices, {}", s.first),
+        &format!("prices, {}", s.second),
+        "difference of means",
+    ];
+    SameItemSection {
+        heading: format!(
+            "{} vs {} as {}: {} items",
+            s.first,
+            s.second,
+            s.side,
+            s.pairs.len()
+        ),
+        summary: format!(
+            "mean difference {}, 95% interval {}, p {}",
+            value("surplus", s.paired.mean_difference, cur),
+            money_interval(s.paired.ci95, cur),
+            p_text(&s.paired.test)
+        ),
+        table: Table::new(&head, rows.collect()),
     }
+}
 
-    // Regression.
-    if let Some(reg) = &a.regression {
-        let _ = write!(
-            h,
-            "<h2>Price regression with item fixed effects</h2>\n<p class=\"note\">price = item effect + arm effects + error, by the within transformation over every counted deal of a known item ({} items with deals under more than one arm combination). Reference arm: {}. Classical standard errors: deals of one run are not independent, so read these beside the permutation tests.{}</p>\n",
-            reg.items_with_variation,
-            escape(&reg.reference_arm),
-            if reg.dropped.is_empty() {
-                String::new()
-            } else {
-                escape(&format!(
-                    " Dropped for want of variation within items: {}.",
-                    reg.dropped.join(", ")
-                ))
-            }
-        );
-        match &reg.result {
-            Some(r) => {
-                let _ = write!(
-                    h,
-                    "<p>n = {} deals, {} items, {} residual degrees of freedom, residual sd {}</p>",
-                    r.n,
-                    r.groups,
-                    r.df,
-                    escape(&money(r.sigma2.sqrt().round() as i64, cur))
-                );
-                table(
-                    &mut h,
-                    &[
-                        "regressor",
-                        "coefficient",
-                        "std. error",
-                        "95% interval",
-                        "p (t)",
-                    ],
-                    reg.regressors
-                        .iter()
-                        .enumerate()
-                        .map(|(i, name)| {
-                            (
-                                String::new(),
-                                vec![
-                                    escape(name),
-                                    escape(&money(r.coefficients[i].round() as i64, cur)),
-                                    escape(&money(r.std_errors[i].round() as i64, cur)),
-                                    escape(&format!(
-                                        "[{}, {}]",
-                                        money(r.ci95[i].0.round() as i64, cur),
-                                        money(r.ci95[i].1.round() as i64, cur)
-                                    )),
-                                    format!("{:.4}", r.p_values[i]),
-                                ],
-                            )
-                        })
-                        .collect(),
-                );
-            }
-            None => {
-                let _ = write!(
-                    h,
-                    "<p>Not estimated: {}</p>",
-                    escape(reg.error.as_deref().unwrap_or("?"))
-                );
-            }
+/// The price regression with item fixed effects: its fit and coefficients, or why not.
+struct RegressionSection {
+    items_with_variation: usize,
+    reference_arm: String,
+    /// " Dropped for want of variation within items: …." or nothing.
+    dropped: String,
+    fit: Option<RegressionFit>,
+    error: String,
+}
+
+struct RegressionFit {
+    summary: String,
+    table: Table,
+}
+
+fn regression_section(reg: &crate::analysis::PriceRegression, cur: &str) -> RegressionSection {
+    let fit = reg.result.as_ref().map(|r| {
+        let rows = reg.regressors.iter().enumerate().map(|(i, name)| {
+            Row::new(vec![
+                name.clone(),
+                money(r.coefficients[i].round() as i64, cur),
+                money(r.std_errors[i].round() as i64, cur),
+                money_interval(Some(r.ci95[i]), cur),
+                format!("{:.4}", r.p_values[i]),
+            ])
+        });
+        RegressionFit {
+            summary: format!(
+                "n = {} deals, {} items, {} residual degrees of freedom, residual sd {}",
+                r.n,
+                r.groups,
+                r.df,
+                money(r.sigma2.sqrt().round() as i64, cur)
+            ),
+            table: Table::new(
+                &[
+                    "regressor",
+                    "coefficient",
+                    "std. error",
+                    "95% interval",
+                    "p (t)",
+                ],
+                rows.collect(),
+            ),
         }
+    });
+    RegressionSection {
+        items_with_variation: reg.items_with_variation,
+        reference_arm: reg.reference_arm.clone(),
+        dropped: if reg.dropped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Dropped for want of variation within items: {}.",
+                reg.dropped.join(", ")
+            )
+        },
+        fit,
+        error: reg.error.as_deref().unwrap_or("?").to_string(),
     }
+}
 
-    // Run groups.
-    if !a.group_comparisons.is_empty() {
-        h.push_str("<h2>Run groups compared</h2>\n<p class=\"note\">Market-level outcomes, runs as units.</p>\n");
-        table(
-            &mut h,
-            &[
-                "outcome",
-                "groups",
-                "n",
-                "mean first",
-                "mean second",
-                "difference",
-                "95% interval",
-                "p (permutation)",
-                "p (Holm)",
-                "",
-            ],
-            a.group_comparisons
-                .iter()
-                .map(|c| {
-                    let k = &c.comparison;
-                    (
-                        if c.too_small {
-                            " class=\"void\"".into()
-                        } else {
-                            String::new()
-                        },
-                        vec![
-                            escape(outcome_label(&c.outcome)),
-                            escape(&format!("{} − {}", c.first, c.second)),
-                            format!("{} / {}", k.n_first, k.n_second),
-                            escape(&value(&c.outcome, k.mean_first, cur)),
-                            escape(&value(&c.outcome, k.mean_second, cur)),
-                            escape(&value(&c.outcome, k.difference, cur)),
-                            escape(&ci_text(&c.outcome, k, cur)),
-                            escape(&p_text(&k.test)),
-                            holm_text(c.p_holm),
-                            if c.too_small {
-                                "too few".into()
-                            } else {
-                                String::new()
-                            },
-                        ],
-                    )
-                })
-                .collect(),
-        );
-    }
+fn run_groups_table(a: &Analysis) -> Table {
+    let cur = &a.currency;
+    let head = [
+        "outcome",
+        "groups",
+        "n",
+        "mean first",
+        "mean second",
+        "difference",
+        "95% interval",
+        "p (permutation)",
+        "p (Holm)",
+        "",
+    ];
+    let rows = a.group_comparisons.iter().map(|c| {
+        let k = &c.comparison;
+        Row::new(vec![
+            outcome_label(&c.outcome).to_string(),
+            format!("{} − {}", c.first, c.second),
+            format!("{} / {}", k.n_first, k.n_second),
+            value(&c.outcome, k.mean_first, cur),
+            value(&c.outcome, k.mean_second, cur),
+            value(&c.outcome, k.difference, cur),
+            ci_text(&c.outcome, k, cur),
+            p_text(&k.test),
+            holm_text(c.p_holm),
+            too_few(c.too_small),
+        ])
+        .with_class(void_if(c.too_small))
+    });
+    Table::new(&head, rows.collect())
+}
 
-    if let Some(c) = &a.learning_curve {
-        sessions_section(&mut h, a, c);
-    }
-
-    // Runs.
-    h.push_str("<h2>Runs</h2>\n");
-    table(
-        &mut h,
-        &[
-            "run",
-            "group",
-            "seed",
-            "arms",
-            "deals",
-            "volume",
-            "efficiency",
-            "mean price",
-            "agreement",
-            "mean σ",
-            "irrational",
-            "wants met",
-            "items sold",
-            "first-proposal bias",
-            "refusals",
-            "rounds",
-            "LLM calls",
-            "LLM cost",
-            "first to act",
-        ],
-        a.runs
+fn runs_table(a: &Analysis) -> Table {
+    let cur = &a.currency;
+    let head = [
+        "run",
+        "group",
+        "seed",
+        "arms",
+        "deals",
+        "volume",
+        "efficiency",
+        "mean price",
+        "agreement",
+        "mean σ",
+        "irrational",
+        "wants met",
+        "items sold",
+        "first-proposal bias",
+        "refusals",
+        "rounds",
+        "LLM calls",
+        "LLM cost",
+        "first to act",
+    ];
+    let rows = a.runs.iter().map(|r| {
+        let m = &r.market;
+        let arms: Vec<String> = r
+            .arm_sizes
             .iter()
-            .map(|r| {
-                let m = &r.market;
-                (
-                    String::new(),
-                    vec![
-                        format!(
-                            "<a href=\"runs/{0}/report.html\">{0}</a>{1}",
-                            escape(&r.id),
-                            if r.real { " (real)" } else { "" }
-                        ),
-                        escape(&r.group),
-                        r.seed.to_string(),
-                        escape(
-                            &r.arm_sizes
-                                .iter()
-                                .map(|(k, v)| format!("{k} {v}"))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        ),
-                        m.deals.to_string(),
-                        escape(&money(m.gross_volume, cur)),
-                        pct(m.allocative_efficiency),
-                        escape(&m.mean_price.map_or("–".into(), |p| money(p, cur))),
-                        pct(m.agreement_rate),
-                        num(m.mean_seller_share),
-                        m.irrational_deals.to_string(),
-                        pct(m.share_wants_met),
-                        pct(m.share_items_sold),
-                        pct(m.first_proposal_bias),
-                        m.refusals.to_string(),
-                        m.rounds.to_string(),
-                        r.llm.calls.to_string(),
-                        escape(&usd(r.llm.cost_micro_usd)),
-                    ],
-                )
-            })
-            .collect(),
-    );
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let mut row = Row::new(vec![
+            r.id.clone(),
+            r.group.clone(),
+            r.seed.to_string(),
+            arms.join(", "),
+            m.deals.to_string(),
+            money(m.gross_volume, cur),
+            pct(m.allocative_efficiency),
+            m.mean_price.map_or("–".into(), |p| money(p, cur)),
+            pct(m.agreement_rate),
+            num(m.mean_seller_share),
+            m.irrational_deals.to_string(),
+            pct(m.share_wants_met),
+            pct(m.share_items_sold),
+            pct(m.first_proposal_bias),
+            m.refusals.to_string(),
+            m.rounds.to_string(),
+            r.llm.calls.to_string(),
+            usd(r.llm.cost_micro_usd),
+        ]);
+        row.cells[0].href = Some(format!("runs/{}/report.html", r.id));
+        row.cells[0].after = if r.real { " (real)" } else { "" };
+        row
+    });
+    Table::new(&head, rows.collect())
+}
 
-    // Deals per participant by arm.
-    h.push_str("<h2>Participants by arm</h2>\n<p class=\"note\">Deals (sales + purchases) and surplus per run, over the runs in which the participant was in that arm.</p>\n");
+/// Deals and surplus per run of each participant, per arm it was in.
+fn participants_by_arm_table(a: &Analysis) -> Table {
+    let cur = &a.currency;
     let mut by: BTreeMap<&str, BTreeMap<&str, &crate::analysis::ParticipantArm>> = BTreeMap::new();
     for p in &a.participants {
         by.entry(&p.participant).or_default().insert(&p.arm, p);
@@ -1218,28 +1198,21 @@ pub fn report_html(x: &Experiment, a: &Analysis, runs: &[RunData], planned: usiz
         head.push(format!("{arm}: surplus/run"));
     }
     let head_ref: Vec<&str> = head.iter().map(String::as_str).collect();
-    table(
-        &mut h,
-        &head_ref,
-        by.iter()
-            .map(|(name, m)| {
-                let mut row = vec![escape(name)];
-                for arm in &arms {
-                    match m.get(arm.as_str()) {
-                        Some(p) => {
-                            row.push(p.runs.to_string());
-                            row.push(format!("{:.2}", p.deals_per_run));
-                            row.push(escape(&money(p.surplus_per_run.round() as i64, cur)));
-                        }
-                        None => row.extend(["–".into(), "–".into(), "–".into()]),
-                    }
+    let rows = by.iter().map(|(name, m)| {
+        let mut row = vec![name.to_string()];
+        for arm in &arms {
+            match m.get(arm.as_str()) {
+                Some(p) => {
+                    row.push(p.runs.to_string());
+                    row.push(format!("{:.2}", p.deals_per_run));
+                    row.push(money(p.surplus_per_run.round() as i64, cur));
                 }
-                (String::new(), row)
-            })
-            .collect(),
-    );
-    h.push_str("<p class=\"note\">Written by haggle-lab. Machine-readable: analysis.json, runs.csv, arms.csv, comparisons.csv, same_item.csv, participants_by_arm.csv.</p>\n</body></html>\n");
-    h
+                None => row.extend(["–".into(), "–".into(), "–".into()]),
+            }
+        }
+        Row::new(row)
+    });
+    Table::new(&head_ref, rows.collect())
 }
 
 /// Writes `analysis.json`, the CSVs and `report.html` into `dir`; returns the HTML's path.
@@ -1290,12 +1263,37 @@ pub fn write_comparison(out: &Path, all: &[Compared]) -> io::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     let analyses: Vec<&Analysis> = all.iter().map(|c| &c.2).collect();
     std::fs::write(out.join("compare.json"), json_text(&analyses)?)?;
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Haggle experiments compared</title><style>{CSS}</style></head><body>\n<h1>Haggle experiments compared</h1>\n"
-    );
-    h.push_str("<h2>Experiments</h2>\n");
+    let mut head = vec!["experiment"];
+    head.extend_from_slice(COMPARISON_HEAD);
+    let comparisons = all.iter().flat_map(|(_, x, a, _)| {
+        comparison_rows(a).into_iter().map(|mut row| {
+            row.cells.insert(0, Cell::from(x.name.clone()));
+            row
+        })
+    });
+    let page = ComparePage {
+        css: CSS,
+        experiments: experiments_table(all),
+        comparisons: Table::new(&head, comparisons.collect()),
+        same_items: compared_same_items_table(all),
+    };
+    let path = out.join("compare.html");
+    std::fs::write(&path, render(&page))?;
+    Ok(path)
+}
+
+/// The page `compare.html` (templates/compare.html).
+#[derive(askama::Template)]
+#[template(path = "compare.html")]
+struct ComparePage<'a> {
+    css: &'a str,
+    experiments: Table,
+    comparisons: Table,
+    same_items: Table,
+}
+
+/// One row per experiment: its arms, runs and mean market outcomes.
+fn experiments_table(all: &[Compared]) -> Table {
     let mean_of = |a: &Analysis, f: &dyn Fn(&crate::metrics::MarketMetrics) -> Option<f64>| {
         crate::stats::mean(
             &a.runs
@@ -1304,109 +1302,124 @@ pub fn write_comparison(out: &Path, all: &[Compared]) -> io::Result<PathBuf> {
                 .collect::<Vec<_>>(),
         )
     };
-    table(
-        &mut h,
-        &[
-            "experiment",
-            "folder",
-            "arms",
-            "runs",
-            "participants",
-            "mean deals",
-            "mean efficiency",
-            "mean price",
-            "warnings",
-            "LLM cost",
-        ],
-        all.iter()
-            .map(|(dir, x, a, planned)| {
-                (
-                    String::new(),
-                    vec![
-                        escape(&x.name),
-                        escape(dir),
-                        escape(
-                            &a.arms
-                                .iter()
-                                .map(|(k, v)| format!("{k} = {v}"))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        ),
-                        format!("{} of {planned}", a.runs.len()),
-                        a.runs
-                            .first()
-                            .map_or(0, |r| r.market.participants)
-                            .to_string(),
-                        num(mean_of(a, &|m| Some(m.deals as f64))),
-                        pct(mean_of(a, &|m| m.allocative_efficiency)),
-                        escape(&value(
-                            "mean_price",
-                            mean_of(a, &|m| m.mean_price.map(|p| p as f64)),
-                            &a.currency,
-                        )),
-                        a.warnings.len().to_string(),
-                        escape(&usd(a.llm.cost_micro_usd)),
-                    ],
-                )
-            })
-            .collect(),
-    );
-    h.push_str("<h2>Arm comparisons</h2>\n");
-    let mut head = vec!["experiment"];
-    head.extend_from_slice(COMPARISON_HEAD);
-    let rows = all
-        .iter()
-        .flat_map(|(_, x, a, _)| {
-            comparison_rows(a).into_iter().map(move |(class, mut row)| {
-                row.insert(0, escape(&x.name));
-                (class, row)
-            })
+    let head = [
+        "experiment",
+        "folder",
+        "arms",
+        "runs",
+        "participants",
+        "mean deals",
+        "mean efficiency",
+        "mean price",
+        "warnings",
+        "LLM cost",
+    ];
+    let rows = all.iter().map(|(dir, x, a, planned)| {
+        let arms: Vec<String> = a.arms.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        let mean_price = mean_of(a, &|m| m.mean_price.map(|p| p as f64));
+        Row::new(vec![
+            x.name.clone(),
+            dir.clone(),
+            arms.join(", "),
+            format!("{} of {planned}", a.runs.len()),
+            a.runs
+                .first()
+                .map_or(0, |r| r.market.participants)
+                .to_string(),
+            num(mean_of(a, &|m| Some(m.deals as f64))),
+            pct(mean_of(a, &|m| m.allocative_efficiency)),
+            value("mean_price", mean_price, &a.currency),
+            a.warnings.len().to_string(),
+            usd(a.llm.cost_micro_usd),
+        ])
+    });
+    Table::new(&head, rows.collect())
+}
+
+/// Every experiment's same-item comparisons, one row each.
+fn compared_same_items_table(all: &[Compared]) -> Table {
+    let head = [
+        "experiment",
+        "arms",
+        "side",
+        "items",
+        "mean difference",
+        "95% interval",
+        "p",
+    ];
+    let rows = all.iter().flat_map(|(_, x, a, _)| {
+        a.same_item.iter().map(move |s| {
+            Row::new(vec![
+                x.name.clone(),
+                format!("{} − {}", s.first, s.second),
+                s.side.clone(),
+                s.pairs.len().to_string(),
+                value("surplus", s.paired.mean_difference, &a.currency),
+                money_interval(s.paired.ci95, &a.currency),
+                p_text(&s.paired.test),
+            ])
+            .with_class(void_if(s.too_small))
         })
-        .collect();
-    table(&mut h, &head, rows);
-    h.push_str("<h2>Same-item comparisons</h2>\n");
-    table(
-        &mut h,
-        &[
-            "experiment",
-            "arms",
-            "side",
-            "items",
-            "mean difference",
-            "95% interval",
-            "p",
-        ],
-        all.iter()
-            .flat_map(|(_, x, a, _)| {
-                a.same_item.iter().map(move |s| {
-                    (
-                        if s.too_small {
-                            " class=\"void\"".into()
-                        } else {
-                            String::new()
-                        },
-                        vec![
-                            escape(&x.name),
-                            escape(&format!("{} − {}", s.first, s.second)),
-                            escape(&s.side),
-                            s.pairs.len().to_string(),
-                            escape(&value("surplus", s.paired.mean_difference, &a.currency)),
-                            escape(&s.paired.ci95.map_or("–".into(), |(l, u)| {
-                                format!(
-                                    "[{}, {}]",
-                                    money(l.round() as i64, &a.currency),
-                                    money(u.round() as i64, &a.currency)
-                                )
-                            })),
-                            escape(&p_text(&s.paired.test)),
-                        ],
-                    )
-                })
+    });
+    Table::new(&head, rows.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::{Design, RunPlan};
+
+    /// `n` runs of the stored run in tests/fixtures/run, named `r-01`, `r-02`, ...
+    fn runs(n: usize) -> Vec<RunData> {
+        let scenario: crate::scenario::Scenario =
+            serde_json::from_str(include_str!("../tests/fixtures/run/scenario.json")).unwrap();
+        let record: crate::metrics::RunRecord =
+            serde_json::from_str(include_str!("../tests/fixtures/run/record.json")).unwrap();
+        let metrics = crate::metrics::compute(&scenario, &record);
+        (1..=n)
+            .map(|k| RunData {
+                plan: RunPlan {
+                    id: format!("r-{k:02}"),
+                    group: "r".into(),
+                    index: k - 1,
+                    seed: k as u64,
+                    design: Design::All("a".into()),
+                    real: false,
+                    rules: BTreeMap::new(),
+                },
+                arms: BTreeMap::new(),
+                metrics: metrics.clone(),
+                llm: BTreeMap::new(),
+                first_movers: BTreeMap::new(),
+                sessions: Vec::new(),
             })
-            .collect(),
-    );
-    h.push_str("</body></html>\n");
-    let path = out.join("compare.html");
-    std::fs::write(&path, h)?;
-    Ok(path)
+            .collect()
+    }
+
+    #[test]
+    fn every_run_has_its_own_colour_in_the_deals_over_time_chart() {
+        let arms = colors_for(["a".to_string(), "b".to_string(), "c".to_string()].iter());
+        for n in [3, 12] {
+            let runs = runs(n);
+            let svg = chart_deals_over_time(&runs, &run_colors(&arms, &runs));
+            let strokes: Vec<&str> = svg
+                .split("<path d=")
+                .skip(1)
+                .map(|p| {
+                    p.split("stroke=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap()
+                })
+                .collect();
+            let distinct: std::collections::BTreeSet<&&str> = strokes.iter().collect();
+            assert_eq!((strokes.len(), distinct.len()), (n, n), "{strokes:?}");
+            assert!(
+                strokes.iter().all(|c| !arms.values().any(|a| a == c)),
+                "a run shares an arm's colour: {strokes:?}"
+            );
+        }
+    }
 }

@@ -6,6 +6,8 @@
 //! - [`efficiency`]: the maximum welfare under budgets ([`efficiency::max_welfare`]);
 //! - [`metrics`]: what happened in a run ([`metrics::RunRecord`]) and its
 //!   [`metrics::Metrics`];
+//! - [`charts`]: SVG chart primitives (plot area, axes, ticks, palette, legend) the reports
+//!   and the web pages draw with;
 //! - [`report`]: `results.json`, `deals.csv`, `participants.csv`, `report.html`, `timing.json`;
 //! - [`experiment`]: experiment files (arms, run designs, seeds, limits) and their run plan;
 //! - [`experiment_report`]: an experiment's `report.html`, `analysis.json`, CSVs, comparisons;
@@ -15,6 +17,7 @@
 //! - [`trust`]: what misdescribed items cost in a run, and the simulated not-as-described ruling.
 
 pub mod analysis;
+pub mod charts;
 pub mod efficiency;
 pub mod experiment;
 pub mod experiment_report;

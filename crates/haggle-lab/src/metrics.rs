@@ -25,6 +25,7 @@
 use crate::efficiency::{self, Efficiency};
 use crate::scenario::Scenario;
 use haggle_agents::brain::Role;
+use haggle_agents::profile::{Profile, SellItem, Want};
 use haggle_api::haggle_core::ErrorCode;
 use haggle_api::haggle_core::model::{DealStatus, Side, ThreadStatus};
 use serde::{Deserialize, Serialize};
@@ -381,502 +382,30 @@ fn correlation(pairs: &[(f64, f64)]) -> Option<f64> {
     (den > 0.0).then(|| sxy / den)
 }
 
-/// The metrics of a run given the scenario's efficiency benchmark.
+/// The metrics of a run given the scenario's efficiency benchmark, in the steps the module's
+/// doc names: each deal matched to its item and the buyer's want in time order
+/// ([`deal_metrics`]), the threads' agreement and feasibility ([`thread_counts`]), the market's
+/// totals over counted deals ([`market_metrics`]), then per brain ([`arm_metrics`]) and per
+/// participant ([`participant_metrics`]).
 pub fn compute_with(scenario: &Scenario, record: &RunRecord, eff: &Efficiency) -> Metrics {
-    let brain_of = |name: &str| -> String {
-        record
-            .participants
-            .get(name)
-            .map_or_else(|| "unknown".to_string(), |p| p.brain.clone())
-    };
-    let listings: BTreeMap<i64, &ListingRecord> =
-        record.listings.iter().map(|l| (l.id, l)).collect();
-    let threads_by_listing: BTreeMap<i64, Vec<&ThreadRecord>> =
-        record.threads.iter().fold(BTreeMap::new(), |mut m, t| {
-            m.entry(t.listing_id).or_insert_with(Vec::new).push(t);
-            m
-        });
-    let thread_of_deal = |d: &DealRecord| -> Option<&ThreadRecord> {
-        match d.thread_id {
-            Some(id) => record.threads.iter().find(|t| t.id == id),
-            None => record.threads.iter().find(|t| {
-                t.listing_id == d.listing_id && t.buyer == d.buyer && t.seller == d.seller
-            }),
-        }
-    };
-
-    // Deals in time order: wants are used up in that order.
-    let mut order: Vec<&DealRecord> = record.deals.iter().collect();
-    order.sort_by_key(|d| (d.created_at, d.id));
-    // Units of each (buyer, want) still open.
-    let mut open_units: BTreeMap<(String, String), u32> = BTreeMap::new();
-    for p in &scenario.profiles {
-        for w in &p.want {
-            open_units.insert((p.name.clone(), w.want_id.clone()), w.quantity);
-        }
-    }
-    let mut deals: Vec<DealMetrics> = Vec::new();
-    for d in order {
-        let listing = listings.get(&d.listing_id).copied();
-        let counted = counts_as_trade(d.status);
-        // The item.
-        let item_id = d.item_id.clone().or_else(|| {
-            listing
-                .filter(|l| l.side == Side::Sell)
-                .and_then(|l| l.subject.clone())
-        });
-        let item = item_id
-            .as_deref()
-            .and_then(|id| scenario.item(id))
-            .map(|(_, s)| s);
-        let item_type = item.map(|s| s.item_type.clone());
-        let floor = item.map(|s| s.floor_price);
-        // The want.
-        let buyer_profile = scenario.profile(&d.buyer);
-        let explicit_want = d.want_id.clone().or_else(|| {
-            listing
-                .filter(|l| l.side == Side::Buy)
-                .and_then(|l| l.subject.clone())
-        });
-        let mut want_id = None;
-        let mut valuation = 0;
-        if let Some(bp) = buyer_profile {
-            let candidates: Vec<&haggle_agents::profile::Want> = match &explicit_want {
-                Some(id) => bp.want.iter().filter(|w| &w.want_id == id).collect(),
-                None => {
-                    let mut ws: Vec<_> = bp
-                        .want
-                        .iter()
-                        .filter(|w| Some(&w.item_type) == item_type.as_ref())
-                        .collect();
-                    ws.sort_by(|a, b| {
-                        b.max_price
-                            .cmp(&a.max_price)
-                            .then(a.want_id.cmp(&b.want_id))
-                    });
-                    ws
-                }
-            };
-            for w in candidates {
-                let key = (bp.name.clone(), w.want_id.clone());
-                let left = open_units.get(&key).copied().unwrap_or(0);
-                if left > 0 || !counted {
-                    if counted {
-                        open_units.insert(key, left - 1);
-                    }
-                    want_id = Some(w.want_id.clone());
-                    valuation = w.max_price;
-                    break;
-                }
-            }
-        }
-        let unwanted = want_id.is_none();
-        let owned_type = match (&item_type, buyer_profile) {
-            (Some(t), Some(bp)) => bp.owns.contains(t),
-            _ => false,
-        };
-        let item_type = item_type.or_else(|| {
-            let w = want_id.as_ref()?;
-            buyer_profile?
-                .want
-                .iter()
-                .find(|x| &x.want_id == w)
-                .map(|x| x.item_type.clone())
-        });
-        let p = d.price;
-        let thread = thread_of_deal(d);
-        let ask = listing
-            .filter(|l| l.side == Side::Sell)
-            .map(|l| l.price)
-            .or_else(|| item.map(|s| s.asking_price));
-        let opening = thread
-            .and_then(|t| {
-                t.offers
-                    .iter()
-                    .find(|o| o.proposer == Role::Buyer)
-                    .map(|o| o.price)
-            })
-            .or_else(|| listing.filter(|l| l.side == Side::Buy).map(|l| l.price));
-        let reference = item_type
-            .as_ref()
-            .and_then(|t| scenario.reference_prices.get(t).copied());
-        let seller_surplus = floor.map(|r| p - r);
-        let buyer_surplus = valuation - p;
-        let welfare = floor.map(|r| valuation - r);
-        let seller_share =
-            floor.and_then(|r| (valuation > r).then(|| (p - r) as f64 / (valuation - r) as f64));
-        let nash_distance = floor.map(|r| (2 * p - r - valuation).abs() / 2);
-        let seller_advantage = match (floor, ask) {
-            (Some(r), Some(a)) if a > r => Some((p - r) as f64 / (a - r) as f64),
-            _ => None,
-        };
-        let buyer_advantage = match opening {
-            Some(o) if valuation > o => Some((valuation - p) as f64 / (valuation - o) as f64),
-            _ => None,
-        };
-        let below_floor = floor.is_some_and(|r| p < r);
-        let above_valuation = p > valuation;
-        let first_offer_at = d
-            .first_offer_at
-            .or_else(|| thread.and_then(|t| t.offers.first().map(|o| o.at)));
-        // First-proposal bias: the earliest buyer offer on the listing, over all its threads.
-        let first_offer_won = listing.filter(|l| l.side == Side::Sell).and_then(|l| {
-            let threads = threads_by_listing.get(&l.id)?;
-            threads
-                .iter()
-                .flat_map(|t| {
-                    t.offers
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, o)| o.proposer == Role::Buyer)
-                        .map(move |(k, o)| ((o.at, t.id, k), &t.buyer))
-                })
-                .min_by(|a, b| a.0.cmp(&b.0))
-                .map(|(_, buyer)| *buyer == d.buyer)
-        });
-        deals.push(DealMetrics {
-            deal_id: d.id,
-            listing_id: d.listing_id,
-            item_id,
-            item_type,
-            want_id,
-            seller: d.seller.clone(),
-            buyer: d.buyer.clone(),
-            seller_brain: brain_of(&d.seller),
-            buyer_brain: brain_of(&d.buyer),
-            status: d.status,
-            counted,
-            price: p,
-            floor,
-            valuation,
-            ask,
-            opening,
-            reference,
-            seller_surplus,
-            buyer_surplus,
-            welfare,
-            seller_share,
-            nash_distance,
-            seller_advantage,
-            buyer_advantage,
-            irrational: below_floor || above_valuation,
-            unwanted,
-            owned_type,
-            created_at: d.created_at,
-            offers: d.offers,
-            time_to_deal_ms: first_offer_at.map(|t| d.created_at - t),
-            time_from_listing_ms: listing.map(|l| d.created_at - l.posted_at),
-            first_offer_won,
-        });
-    }
-    deals.sort_by_key(|d| d.deal_id);
+    let run = RunIndex::new(record);
+    let mut open_units = open_wants(scenario);
+    let deals = deal_metrics(scenario, &run, &mut open_units);
     let counted: Vec<&DealMetrics> = deals.iter().filter(|d| d.counted).collect();
-
-    // Threads: agreement, and feasibility (v ≥ r for the thread's pair).
-    let deal_threads: BTreeSet<i64> = record
-        .deals
-        .iter()
-        .filter_map(|d| thread_of_deal(d).map(|t| t.id))
-        .collect();
-    let mut feasible_threads = 0;
-    let mut feasible_with_deal = 0;
-    let mut threads_with_deal = 0;
-    for t in &record.threads {
-        let with_deal = deal_threads.contains(&t.id) || t.status == ThreadStatus::Agreed;
-        threads_with_deal += usize::from(with_deal);
-        let Some(l) = listings.get(&t.listing_id) else {
-            continue;
-        };
-        let (r, v) = match l.side {
-            Side::Sell => {
-                let item = l
-                    .subject
-                    .as_deref()
-                    .and_then(|id| scenario.item(id))
-                    .map(|(_, s)| s);
-                let r = item.map(|s| s.floor_price);
-                let v = item.and_then(|s| {
-                    scenario.profile(&t.buyer).map(|bp| {
-                        bp.want
-                            .iter()
-                            .filter(|w| w.item_type == s.item_type)
-                            .map(|w| w.max_price)
-                            .max()
-                            .unwrap_or(0)
-                    })
-                });
-                (r, v)
-            }
-            Side::Buy => {
-                let want = l.subject.as_deref().and_then(|id| {
-                    scenario
-                        .profile(&t.buyer)?
-                        .want
-                        .iter()
-                        .find(|w| w.want_id == id)
-                });
-                let r = want.and_then(|w| {
-                    scenario
-                        .profile(&t.seller)?
-                        .sell
-                        .iter()
-                        .filter(|s| s.item_type == w.item_type)
-                        .map(|s| s.floor_price)
-                        .min()
-                });
-                (r, want.map(|w| w.max_price))
-            }
-        };
-        if let (Some(r), Some(v)) = (r, v)
-            && v >= r
-        {
-            feasible_threads += 1;
-            feasible_with_deal += usize::from(with_deal);
-        }
-    }
-
-    // Market totals over counted deals.
-    let sum = |f: &dyn Fn(&DealMetrics) -> Option<i64>| -> i64 {
-        counted.iter().filter_map(|d| f(d)).sum()
-    };
-    let welfare = sum(&|d| d.welfare);
-    let prices: Vec<i64> = counted.iter().map(|d| d.price).collect();
-    let shares: Vec<f64> = counted.iter().filter_map(|d| d.seller_share).collect();
-    let nash: Vec<i64> = counted.iter().filter_map(|d| d.nash_distance).collect();
-    let times: Vec<i64> = counted.iter().filter_map(|d| d.time_to_deal_ms).collect();
-    let first_offer: Vec<&&DealMetrics> = counted
-        .iter()
-        .filter(|d| d.first_offer_won.is_some())
-        .collect();
-    let first_wins = first_offer
-        .iter()
-        .filter(|d| d.first_offer_won == Some(true))
-        .count();
-    let anchors: Vec<(f64, f64)> = counted
-        .iter()
-        .filter_map(|d| Some((d.opening? as f64, d.price as f64)))
-        .collect();
-    let anchor_ratios: Vec<f64> = counted
-        .iter()
-        .filter_map(|d| match (d.opening, d.ask) {
-            (Some(o), Some(a)) if a > 0 => Some(o as f64 / a as f64),
-            _ => None,
-        })
-        .collect();
-    let wants_total: u64 = scenario
-        .profiles
-        .iter()
-        .flat_map(|p| p.want.iter().map(|w| u64::from(w.quantity)))
-        .sum();
-    let wants_open: u64 = open_units.values().map(|&u| u64::from(u)).sum();
-    let wants_met = wants_total - wants_open;
     let sold_items: BTreeSet<&str> = counted
         .iter()
         .filter_map(|d| d.item_id.as_deref())
         .filter(|id| scenario.item(id).is_some())
         .collect();
-    let mut refusals_by_code: BTreeMap<String, u64> = BTreeMap::new();
-    for codes in record.refusals.values() {
-        for (code, n) in codes {
-            *refusals_by_code.entry(code.clone()).or_default() += n;
-        }
-    }
-    let total_offers: u64 = record.threads.iter().map(|t| t.offers.len() as u64).sum();
-    let market = MarketMetrics {
-        participants: scenario.profiles.len(),
-        listings: record.listings.len(),
-        sell_listings: record
-            .listings
-            .iter()
-            .filter(|l| l.side == Side::Sell)
-            .count(),
-        buy_listings: record
-            .listings
-            .iter()
-            .filter(|l| l.side == Side::Buy)
-            .count(),
-        threads: record.threads.len(),
-        threads_with_deal,
-        agreement_rate: ratio(threads_with_deal as f64, record.threads.len() as f64),
-        feasible_threads,
-        feasible_threads_with_deal: feasible_with_deal,
-        agreement_rate_feasible: ratio(feasible_with_deal as f64, feasible_threads as f64),
-        deals: counted.len(),
-        deals_not_counted: deals.len() - counted.len(),
-        gross_volume: prices.iter().sum(),
-        welfare,
-        seller_surplus: sum(&|d| d.seller_surplus),
-        buyer_surplus: counted.iter().map(|d| d.buyer_surplus).sum(),
-        max_welfare: eff.max_welfare,
-        max_welfare_exact: eff.exact,
-        max_welfare_upper_bound: eff.upper_bound,
-        allocative_efficiency: ratio(welfare as f64, eff.max_welfare as f64),
-        mean_seller_share: mean_f(&shares),
-        mean_nash_distance: mean_i(&nash),
-        irrational_deals: counted.iter().filter(|d| d.irrational).count(),
-        below_floor_deals: counted
-            .iter()
-            .filter(|d| d.floor.is_some_and(|r| d.price < r))
-            .count(),
-        above_valuation_deals: counted.iter().filter(|d| d.price > d.valuation).count(),
-        unwanted_deals: counted.iter().filter(|d| d.unwanted).count(),
-        owned_type_deals: counted.iter().filter(|d| d.owned_type).count(),
-        offers: total_offers,
-        mean_offers_per_deal: mean_f(
-            &counted
-                .iter()
-                .map(|d| f64::from(d.offers))
-                .collect::<Vec<_>>(),
-        ),
-        mean_time_to_deal_ms: mean_i(&times),
-        median_time_to_deal_ms: median_i(&times),
-        rounds: record.rounds,
-        started_at: record.started_at,
-        simulated_ms: record.simulated_ms,
-        wants: wants_total,
-        wants_met,
-        share_wants_met: ratio(wants_met as f64, wants_total as f64),
-        items: scenario.item_count(),
-        items_sold: sold_items.len(),
-        share_items_sold: ratio(sold_items.len() as f64, scenario.item_count() as f64),
-        first_offer_deals: first_offer.len(),
-        first_offer_wins: first_wins,
-        first_proposal_bias: ratio(first_wins as f64, first_offer.len() as f64),
-        mean_first_offer_to_ask: mean_f(&anchor_ratios),
-        first_offer_price_correlation: correlation(&anchors),
-        median_price: median_i(&prices),
-        mean_price: mean_i(&prices),
-        refusals: refusals_by_code.values().sum(),
-        sales_refused_below_seller_minimum: refusals_by_code
-            .get(ErrorCode::BelowSellerMinimum.as_str())
-            .copied()
-            .unwrap_or(0),
-        refusals_by_code,
+    let tally = Tally {
+        deals: deals.len(),
+        counted: &counted,
+        open_units: &open_units,
+        sold_items: &sold_items,
     };
-
-    // Per brain.
-    let mut brain_names: BTreeSet<String> = record
-        .participants
-        .values()
-        .map(|p| p.brain.clone())
-        .collect();
-    for d in &counted {
-        brain_names.insert(d.seller_brain.clone());
-        brain_names.insert(d.buyer_brain.clone());
-    }
-    let mut brains = BTreeMap::new();
-    for brain in brain_names {
-        let as_seller: Vec<&&DealMetrics> =
-            counted.iter().filter(|d| d.seller_brain == brain).collect();
-        let as_buyer: Vec<&&DealMetrics> =
-            counted.iter().filter(|d| d.buyer_brain == brain).collect();
-        let ss: Vec<i64> = as_seller.iter().filter_map(|d| d.seller_surplus).collect();
-        let bs: Vec<i64> = as_buyer.iter().map(|d| d.buyer_surplus).collect();
-        let seller_surplus: i64 = ss.iter().sum();
-        let buyer_surplus: i64 = bs.iter().sum();
-        let members: Vec<&String> = record
-            .participants
-            .iter()
-            .filter(|(_, p)| p.brain == brain)
-            .map(|(n, _)| n)
-            .collect();
-        brains.insert(
-            brain.clone(),
-            ArmMetrics {
-                participants: members.len(),
-                deals_as_seller: as_seller.len(),
-                deals_as_buyer: as_buyer.len(),
-                volume_sold: as_seller.iter().map(|d| d.price).sum(),
-                volume_bought: as_buyer.iter().map(|d| d.price).sum(),
-                seller_surplus,
-                buyer_surplus,
-                surplus: seller_surplus + buyer_surplus,
-                mean_seller_surplus: mean_i(&ss),
-                mean_buyer_surplus: mean_i(&bs),
-                mean_share_as_seller: mean_f(
-                    &as_seller
-                        .iter()
-                        .filter_map(|d| d.seller_share)
-                        .collect::<Vec<_>>(),
-                ),
-                mean_share_as_buyer: mean_f(
-                    &as_buyer
-                        .iter()
-                        .filter_map(|d| d.seller_share.map(|s| 1.0 - s))
-                        .collect::<Vec<_>>(),
-                ),
-                irrational_deals: as_seller
-                    .iter()
-                    .filter(|d| d.floor.is_some_and(|r| d.price < r))
-                    .count()
-                    + as_buyer.iter().filter(|d| d.price > d.valuation).count(),
-                refusals: members
-                    .iter()
-                    .filter_map(|n| record.refusals.get(*n))
-                    .flat_map(|m| m.values())
-                    .sum(),
-            },
-        );
-    }
-
-    // Per participant.
-    let mut participants = BTreeMap::new();
-    for p in &scenario.profiles {
-        let sold: Vec<&&DealMetrics> = counted.iter().filter(|d| d.seller == p.name).collect();
-        let bought: Vec<&&DealMetrics> = counted.iter().filter(|d| d.buyer == p.name).collect();
-        let revenue: i64 = sold.iter().map(|d| d.price).sum();
-        let spent: i64 = bought.iter().map(|d| d.price).sum();
-        let wants: u64 = p.want.iter().map(|w| u64::from(w.quantity)).sum();
-        let left: u64 = p
-            .want
-            .iter()
-            .map(|w| {
-                u64::from(
-                    open_units
-                        .get(&(p.name.clone(), w.want_id.clone()))
-                        .copied()
-                        .unwrap_or(0),
-                )
-            })
-            .sum();
-        let own_items: BTreeSet<&str> = p.sell.iter().map(|s| s.item_id.as_str()).collect();
-        participants.insert(
-            p.name.clone(),
-            ParticipantMetrics {
-                participant_id: record.participants.get(&p.name).map(|r| r.participant_id),
-                brain: brain_of(&p.name),
-                budget: p.budget,
-                items: p.sell.len(),
-                items_sold: sold_items
-                    .iter()
-                    .filter(|id| own_items.contains(*id))
-                    .count(),
-                revenue,
-                seller_surplus: sold.iter().filter_map(|d| d.seller_surplus).sum(),
-                wants,
-                wants_met: wants - left,
-                bought: bought.len(),
-                spent,
-                buyer_surplus: bought.iter().map(|d| d.buyer_surplus).sum(),
-                net_cash: revenue - spent,
-                final_cash: p.budget - spent + revenue,
-                listings: record.listings.iter().filter(|l| l.owner == p.name).count(),
-                threads: record
-                    .threads
-                    .iter()
-                    .filter(|t| t.buyer == p.name || t.seller == p.name)
-                    .count(),
-                irrational_deals: sold
-                    .iter()
-                    .filter(|d| d.floor.is_some_and(|r| d.price < r))
-                    .count()
-                    + bought.iter().filter(|d| d.price > d.valuation).count(),
-                unwanted_deals: bought.iter().filter(|d| d.unwanted).count(),
-                refusals: record.refusals.get(&p.name).cloned().unwrap_or_default(),
-            },
-        );
-    }
-
+    let market = market_metrics(scenario, &run, eff, &tally);
+    let brains = arm_metrics(record, &counted);
+    let participants = participant_metrics(scenario, &run, &tally);
     Metrics {
         scenario: scenario.name.clone(),
         currency: scenario.currency.clone(),
@@ -885,5 +414,650 @@ pub fn compute_with(scenario: &Scenario, record: &RunRecord, eff: &Efficiency) -
         brains,
         participants,
         trust: record.trust.clone(),
+    }
+}
+
+/// The run's record with its listings and threads looked up by id.
+struct RunIndex<'a> {
+    record: &'a RunRecord,
+    listings: BTreeMap<i64, &'a ListingRecord>,
+    threads_by_listing: BTreeMap<i64, Vec<&'a ThreadRecord>>,
+}
+
+impl<'a> RunIndex<'a> {
+    fn new(record: &'a RunRecord) -> RunIndex<'a> {
+        RunIndex {
+            record,
+            listings: record.listings.iter().map(|l| (l.id, l)).collect(),
+            threads_by_listing: record.threads.iter().fold(BTreeMap::new(), |mut m, t| {
+                m.entry(t.listing_id).or_insert_with(Vec::new).push(t);
+                m
+            }),
+        }
+    }
+
+    fn brain_of(&self, name: &str) -> String {
+        self.record
+            .participants
+            .get(name)
+            .map_or_else(|| "unknown".to_string(), |p| p.brain.clone())
+    }
+
+    /// The deal's thread: by id, else the listing's thread between the deal's two parties.
+    fn thread_of_deal(&self, d: &DealRecord) -> Option<&'a ThreadRecord> {
+        let threads = &self.record.threads;
+        match d.thread_id {
+            Some(id) => threads.iter().find(|t| t.id == id),
+            None => threads.iter().find(|t| {
+                t.listing_id == d.listing_id && t.buyer == d.buyer && t.seller == d.seller
+            }),
+        }
+    }
+}
+
+/// Units of each (buyer, want) still open.
+type OpenUnits = BTreeMap<(String, String), u32>;
+
+/// Every want's units, all open before the first deal.
+fn open_wants(scenario: &Scenario) -> OpenUnits {
+    let mut open_units = OpenUnits::new();
+    for p in &scenario.profiles {
+        for w in &p.want {
+            open_units.insert((p.name.clone(), w.want_id.clone()), w.quantity);
+        }
+    }
+    open_units
+}
+
+/// Every deal's metrics, by deal id. Deals are matched in time order: wants are used up in
+/// that order (counted deals take a unit from `open_units`).
+fn deal_metrics(
+    scenario: &Scenario,
+    run: &RunIndex,
+    open_units: &mut OpenUnits,
+) -> Vec<DealMetrics> {
+    let mut order: Vec<&DealRecord> = run.record.deals.iter().collect();
+    order.sort_by_key(|d| (d.created_at, d.id));
+    let mut deals: Vec<DealMetrics> = order
+        .into_iter()
+        .map(|d| deal_metric(scenario, run, d, open_units))
+        .collect();
+    deals.sort_by_key(|d| d.deal_id);
+    deals
+}
+
+/// The ground truth a deal is matched to: its item (and so the floor and type) and the buyer's
+/// want (and so the valuation; 0 and no want when unwanted).
+struct Matched<'a> {
+    item_id: Option<String>,
+    item: Option<&'a SellItem>,
+    item_type: Option<String>,
+    want_id: Option<String>,
+    valuation: i64,
+    owned_type: bool,
+}
+
+/// The item is the deal's `item_id`, else the listing's subject when the listing sells; the
+/// want is the deal's `want_id`, else the wanted ad's subject, else the buyer's want of the
+/// item's type with units left and the highest `max_price`.
+fn match_deal<'a>(
+    scenario: &'a Scenario,
+    d: &DealRecord,
+    listing: Option<&ListingRecord>,
+    counted: bool,
+    open_units: &mut OpenUnits,
+) -> Matched<'a> {
+    let subject = |side: Side| {
+        listing
+            .filter(|l| l.side == side)
+            .and_then(|l| l.subject.clone())
+    };
+    let item_id = d.item_id.clone().or_else(|| subject(Side::Sell));
+    let item = item_id
+        .as_deref()
+        .and_then(|id| scenario.item(id))
+        .map(|(_, s)| s);
+    let item_type = item.map(|s| s.item_type.clone());
+    let buyer_profile = scenario.profile(&d.buyer);
+    let explicit_want = d.want_id.clone().or_else(|| subject(Side::Buy));
+    let want = buyer_profile.and_then(|bp| {
+        take_want(
+            bp,
+            explicit_want.as_ref(),
+            item_type.as_ref(),
+            counted,
+            open_units,
+        )
+    });
+    let owned_type = match (&item_type, buyer_profile) {
+        (Some(t), Some(bp)) => bp.owns.contains(t),
+        _ => false,
+    };
+    Matched {
+        item_id,
+        item,
+        // Without a known item, the type of the want it met.
+        item_type: item_type.or_else(|| {
+            let w = want?;
+            buyer_profile?
+                .want
+                .iter()
+                .find(|x| x.want_id == w.want_id)
+                .map(|x| x.item_type.clone())
+        }),
+        want_id: want.map(|w| w.want_id.clone()),
+        valuation: want.map_or(0, |w| w.max_price),
+        owned_type,
+    }
+}
+
+/// The buyer's want a deal meets, taking one of its open units when the deal counts (a deal
+/// that does not count takes the first candidate, open or not).
+fn take_want<'a>(
+    bp: &'a Profile,
+    explicit_want: Option<&String>,
+    item_type: Option<&String>,
+    counted: bool,
+    open_units: &mut OpenUnits,
+) -> Option<&'a Want> {
+    let candidates: Vec<&Want> = match explicit_want {
+        Some(id) => bp.want.iter().filter(|w| &w.want_id == id).collect(),
+        None => {
+            let mut ws: Vec<_> = bp
+                .want
+                .iter()
+                .filter(|w| Some(&w.item_type) == item_type)
+                .collect();
+            ws.sort_by(|a, b| {
+                b.max_price
+                    .cmp(&a.max_price)
+                    .then(a.want_id.cmp(&b.want_id))
+            });
+            ws
+        }
+    };
+    for w in candidates {
+        let key = (bp.name.clone(), w.want_id.clone());
+        let left = open_units.get(&key).copied().unwrap_or(0);
+        if left > 0 || !counted {
+            if counted {
+                open_units.insert(key, left - 1);
+            }
+            return Some(w);
+        }
+    }
+    None
+}
+
+/// One deal's metrics (see the module's doc for the figures).
+fn deal_metric(
+    scenario: &Scenario,
+    run: &RunIndex,
+    d: &DealRecord,
+    open_units: &mut OpenUnits,
+) -> DealMetrics {
+    let listing = run.listings.get(&d.listing_id).copied();
+    let counted = counts_as_trade(d.status);
+    let m = match_deal(scenario, d, listing, counted, open_units);
+    let (p, floor, valuation) = (d.price, m.item.map(|s| s.floor_price), m.valuation);
+    let thread = run.thread_of_deal(d);
+    let sells = listing.filter(|l| l.side == Side::Sell);
+    let ask = sells
+        .map(|l| l.price)
+        .or_else(|| m.item.map(|s| s.asking_price));
+    let opening = opening(thread, listing);
+    let first_offer_at = d
+        .first_offer_at
+        .or_else(|| thread.and_then(|t| t.offers.first().map(|o| o.at)));
+    DealMetrics {
+        deal_id: d.id,
+        listing_id: d.listing_id,
+        reference: m
+            .item_type
+            .as_ref()
+            .and_then(|t| scenario.reference_prices.get(t).copied()),
+        item_id: m.item_id,
+        item_type: m.item_type,
+        want_id: m.want_id.clone(),
+        seller: d.seller.clone(),
+        buyer: d.buyer.clone(),
+        seller_brain: run.brain_of(&d.seller),
+        buyer_brain: run.brain_of(&d.buyer),
+        status: d.status,
+        counted,
+        price: p,
+        floor,
+        valuation,
+        ask,
+        opening,
+        seller_surplus: floor.map(|r| p - r),
+        buyer_surplus: valuation - p,
+        welfare: floor.map(|r| valuation - r),
+        seller_share: floor
+            .and_then(|r| (valuation > r).then(|| (p - r) as f64 / (valuation - r) as f64)),
+        nash_distance: floor.map(|r| (2 * p - r - valuation).abs() / 2),
+        seller_advantage: match (floor, ask) {
+            (Some(r), Some(a)) if a > r => Some((p - r) as f64 / (a - r) as f64),
+            _ => None,
+        },
+        buyer_advantage: match opening {
+            Some(o) if valuation > o => Some((valuation - p) as f64 / (valuation - o) as f64),
+            _ => None,
+        },
+        irrational: floor.is_some_and(|r| p < r) || p > valuation,
+        unwanted: m.want_id.is_none(),
+        owned_type: m.owned_type,
+        created_at: d.created_at,
+        offers: d.offers,
+        time_to_deal_ms: first_offer_at.map(|t| d.created_at - t),
+        time_from_listing_ms: listing.map(|l| d.created_at - l.posted_at),
+        first_offer_won: sells.and_then(|l| first_offer_won(run, l, &d.buyer)),
+    }
+}
+
+/// The buyer's first offer in the thread, else the wanted ad's price.
+fn opening(thread: Option<&ThreadRecord>, listing: Option<&ListingRecord>) -> Option<i64> {
+    thread
+        .and_then(|t| {
+            t.offers
+                .iter()
+                .find(|o| o.proposer == Role::Buyer)
+                .map(|o| o.price)
+        })
+        .or_else(|| listing.filter(|l| l.side == Side::Buy).map(|l| l.price))
+}
+
+/// First-proposal bias: whether the earliest buyer offer on the listing, over all its threads,
+/// is the deal's buyer's.
+fn first_offer_won(run: &RunIndex, listing: &ListingRecord, buyer: &str) -> Option<bool> {
+    let threads = run.threads_by_listing.get(&listing.id)?;
+    threads
+        .iter()
+        .flat_map(|t| {
+            t.offers
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.proposer == Role::Buyer)
+                .map(move |(k, o)| ((o.at, t.id, k), &t.buyer))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, b)| *b == buyer)
+}
+
+/// What the market, arm and participant totals are taken over: the deals (how many in all),
+/// the counted ones, the wants' units left open and the scenario's items sold.
+struct Tally<'a, 'b> {
+    deals: usize,
+    counted: &'b [&'a DealMetrics],
+    open_units: &'b OpenUnits,
+    sold_items: &'b BTreeSet<&'a str>,
+}
+
+/// Threads that ended in a deal; threads whose pair is feasible (the buyer's valuation is at
+/// least the seller's floor), and those of them with a deal.
+struct ThreadCounts {
+    with_deal: usize,
+    feasible: usize,
+    feasible_with_deal: usize,
+}
+
+fn thread_counts(scenario: &Scenario, run: &RunIndex) -> ThreadCounts {
+    let deal_threads: BTreeSet<i64> = run
+        .record
+        .deals
+        .iter()
+        .filter_map(|d| run.thread_of_deal(d).map(|t| t.id))
+        .collect();
+    let mut c = ThreadCounts {
+        with_deal: 0,
+        feasible: 0,
+        feasible_with_deal: 0,
+    };
+    for t in &run.record.threads {
+        let with_deal = deal_threads.contains(&t.id) || t.status == ThreadStatus::Agreed;
+        c.with_deal += usize::from(with_deal);
+        let Some(l) = run.listings.get(&t.listing_id) else {
+            continue;
+        };
+        if let (Some(r), Some(v)) = floor_and_valuation(scenario, l, t)
+            && v >= r
+        {
+            c.feasible += 1;
+            c.feasible_with_deal += usize::from(with_deal);
+        }
+    }
+    c
+}
+
+/// The floor `r` and valuation `v` of a thread's pair: on an item for sale, the item's floor
+/// and the buyer's highest want of its type (0 without one); on a wanted ad, the seller's
+/// lowest floor of the want's type and the want's `max_price`.
+fn floor_and_valuation(
+    scenario: &Scenario,
+    l: &ListingRecord,
+    t: &ThreadRecord,
+) -> (Option<i64>, Option<i64>) {
+    match l.side {
+        Side::Sell => {
+            let item = l
+                .subject
+                .as_deref()
+                .and_then(|id| scenario.item(id))
+                .map(|(_, s)| s);
+            let r = item.map(|s| s.floor_price);
+            let v = item.and_then(|s| {
+                scenario.profile(&t.buyer).map(|bp| {
+                    bp.want
+                        .iter()
+                        .filter(|w| w.item_type == s.item_type)
+                        .map(|w| w.max_price)
+                        .max()
+                        .unwrap_or(0)
+                })
+            });
+            (r, v)
+        }
+        Side::Buy => {
+            let want = l.subject.as_deref().and_then(|id| {
+                scenario
+                    .profile(&t.buyer)?
+                    .want
+                    .iter()
+                    .find(|w| w.want_id == id)
+            });
+            let r = want.and_then(|w| {
+                scenario
+                    .profile(&t.seller)?
+                    .sell
+                    .iter()
+                    .filter(|s| s.item_type == w.item_type)
+                    .map(|s| s.floor_price)
+                    .min()
+            });
+            (r, want.map(|w| w.max_price))
+        }
+    }
+}
+
+/// The market's figures over counted deals that take more than a sum: prices, shares, Nash
+/// distances, times to deal, the first-proposal bias and the anchoring of first offers.
+struct DealTotals {
+    welfare: i64,
+    seller_surplus: i64,
+    buyer_surplus: i64,
+    prices: Vec<i64>,
+    shares: Vec<f64>,
+    nash: Vec<i64>,
+    times: Vec<i64>,
+    offers: Vec<f64>,
+    first_offer_deals: usize,
+    first_offer_wins: usize,
+    /// (buyer's first offer, price) and first offer / ask.
+    anchors: Vec<(f64, f64)>,
+    anchor_ratios: Vec<f64>,
+}
+
+fn deal_totals(counted: &[&DealMetrics]) -> DealTotals {
+    let first_offer: Vec<&&DealMetrics> = counted
+        .iter()
+        .filter(|d| d.first_offer_won.is_some())
+        .collect();
+    DealTotals {
+        welfare: counted.iter().filter_map(|d| d.welfare).sum(),
+        seller_surplus: counted.iter().filter_map(|d| d.seller_surplus).sum(),
+        buyer_surplus: counted.iter().map(|d| d.buyer_surplus).sum(),
+        prices: counted.iter().map(|d| d.price).collect(),
+        shares: counted.iter().filter_map(|d| d.seller_share).collect(),
+        nash: counted.iter().filter_map(|d| d.nash_distance).collect(),
+        times: counted.iter().filter_map(|d| d.time_to_deal_ms).collect(),
+        offers: counted.iter().map(|d| f64::from(d.offers)).collect(),
+        first_offer_deals: first_offer.len(),
+        first_offer_wins: first_offer
+            .iter()
+            .filter(|d| d.first_offer_won == Some(true))
+            .count(),
+        anchors: counted
+            .iter()
+            .filter_map(|d| Some((d.opening? as f64, d.price as f64)))
+            .collect(),
+        anchor_ratios: counted
+            .iter()
+            .filter_map(|d| match (d.opening, d.ask) {
+                (Some(o), Some(a)) if a > 0 => Some(o as f64 / a as f64),
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+/// Wanted units (Σ quantity), and units met (no longer open).
+fn wanted_units(scenario: &Scenario, open_units: &OpenUnits) -> (u64, u64) {
+    let wants: u64 = scenario
+        .profiles
+        .iter()
+        .flat_map(|p| p.want.iter().map(|w| u64::from(w.quantity)))
+        .sum();
+    let open: u64 = open_units.values().map(|&u| u64::from(u)).sum();
+    (wants, wants - open)
+}
+
+/// Refusals summed over participants, by error code.
+fn refusals_by_code(record: &RunRecord) -> BTreeMap<String, u64> {
+    let mut by_code: BTreeMap<String, u64> = BTreeMap::new();
+    for codes in record.refusals.values() {
+        for (code, n) in codes {
+            *by_code.entry(code.clone()).or_default() += n;
+        }
+    }
+    by_code
+}
+
+/// The market's totals over counted deals (and its threads, wants and items).
+fn market_metrics(
+    scenario: &Scenario,
+    run: &RunIndex,
+    eff: &Efficiency,
+    tally: &Tally,
+) -> MarketMetrics {
+    let (record, counted) = (run.record, tally.counted);
+    let threads = thread_counts(scenario, run);
+    let t = deal_totals(counted);
+    let listings_on = |side: Side| record.listings.iter().filter(|l| l.side == side).count();
+    let (wants, wants_met) = wanted_units(scenario, tally.open_units);
+    let (items, items_sold) = (scenario.item_count(), tally.sold_items.len());
+    let refusals_by_code = refusals_by_code(record);
+    let below_minimum = refusals_by_code.get(ErrorCode::BelowSellerMinimum.as_str());
+    MarketMetrics {
+        participants: scenario.profiles.len(),
+        listings: record.listings.len(),
+        sell_listings: listings_on(Side::Sell),
+        buy_listings: listings_on(Side::Buy),
+        threads: record.threads.len(),
+        threads_with_deal: threads.with_deal,
+        agreement_rate: ratio(threads.with_deal as f64, record.threads.len() as f64),
+        feasible_threads: threads.feasible,
+        feasible_threads_with_deal: threads.feasible_with_deal,
+        agreement_rate_feasible: ratio(threads.feasible_with_deal as f64, threads.feasible as f64),
+        deals: counted.len(),
+        deals_not_counted: tally.deals - counted.len(),
+        gross_volume: t.prices.iter().sum(),
+        welfare: t.welfare,
+        seller_surplus: t.seller_surplus,
+        buyer_surplus: t.buyer_surplus,
+        max_welfare: eff.max_welfare,
+        max_welfare_exact: eff.exact,
+        max_welfare_upper_bound: eff.upper_bound,
+        allocative_efficiency: ratio(t.welfare as f64, eff.max_welfare as f64),
+        mean_seller_share: mean_f(&t.shares),
+        mean_nash_distance: mean_i(&t.nash),
+        irrational_deals: counted.iter().filter(|d| d.irrational).count(),
+        below_floor_deals: counted.iter().filter(|d| below_floor(d)).count(),
+        above_valuation_deals: counted.iter().filter(|d| d.price > d.valuation).count(),
+        unwanted_deals: counted.iter().filter(|d| d.unwanted).count(),
+        owned_type_deals: counted.iter().filter(|d| d.owned_type).count(),
+        offers: record.threads.iter().map(|t| t.offers.len() as u64).sum(),
+        mean_offers_per_deal: mean_f(&t.offers),
+        mean_time_to_deal_ms: mean_i(&t.times),
+        median_time_to_deal_ms: median_i(&t.times),
+        rounds: record.rounds,
+        started_at: record.started_at,
+        simulated_ms: record.simulated_ms,
+        wants,
+        wants_met,
+        share_wants_met: ratio(wants_met as f64, wants as f64),
+        items,
+        items_sold,
+        share_items_sold: ratio(items_sold as f64, items as f64),
+        first_offer_deals: t.first_offer_deals,
+        first_offer_wins: t.first_offer_wins,
+        first_proposal_bias: ratio(t.first_offer_wins as f64, t.first_offer_deals as f64),
+        mean_first_offer_to_ask: mean_f(&t.anchor_ratios),
+        first_offer_price_correlation: correlation(&t.anchors),
+        median_price: median_i(&t.prices),
+        mean_price: mean_i(&t.prices),
+        refusals: refusals_by_code.values().sum(),
+        sales_refused_below_seller_minimum: below_minimum.copied().unwrap_or(0),
+        refusals_by_code,
+    }
+}
+
+/// Sold below the seller's floor.
+fn below_floor(d: &DealMetrics) -> bool {
+    d.floor.is_some_and(|r| d.price < r)
+}
+
+/// Deals irrational for one side: sold below its floor, or paid above its valuation.
+fn irrational_for(sold: &[&&DealMetrics], bought: &[&&DealMetrics]) -> usize {
+    sold.iter().filter(|d| below_floor(d)).count()
+        + bought.iter().filter(|d| d.price > d.valuation).count()
+}
+
+/// Per brain (arm): every brain of a participant or of a counted deal's side.
+fn arm_metrics(record: &RunRecord, counted: &[&DealMetrics]) -> BTreeMap<String, ArmMetrics> {
+    let mut brain_names: BTreeSet<String> = record
+        .participants
+        .values()
+        .map(|p| p.brain.clone())
+        .collect();
+    for d in counted {
+        brain_names.insert(d.seller_brain.clone());
+        brain_names.insert(d.buyer_brain.clone());
+    }
+    brain_names
+        .into_iter()
+        .map(|brain| {
+            let arm = arm_metric(record, counted, &brain);
+            (brain, arm)
+        })
+        .collect()
+}
+
+fn arm_metric(record: &RunRecord, counted: &[&DealMetrics], brain: &str) -> ArmMetrics {
+    let as_seller: Vec<&&DealMetrics> =
+        counted.iter().filter(|d| d.seller_brain == brain).collect();
+    let as_buyer: Vec<&&DealMetrics> = counted.iter().filter(|d| d.buyer_brain == brain).collect();
+    let ss: Vec<i64> = as_seller.iter().filter_map(|d| d.seller_surplus).collect();
+    let bs: Vec<i64> = as_buyer.iter().map(|d| d.buyer_surplus).collect();
+    let seller_surplus: i64 = ss.iter().sum();
+    let buyer_surplus: i64 = bs.iter().sum();
+    let members: Vec<&String> = record
+        .participants
+        .iter()
+        .filter(|(_, p)| p.brain == brain)
+        .map(|(n, _)| n)
+        .collect();
+    ArmMetrics {
+        participants: members.len(),
+        deals_as_seller: as_seller.len(),
+        deals_as_buyer: as_buyer.len(),
+        volume_sold: as_seller.iter().map(|d| d.price).sum(),
+        volume_bought: as_buyer.iter().map(|d| d.price).sum(),
+        seller_surplus,
+        buyer_surplus,
+        surplus: seller_surplus + buyer_surplus,
+        mean_seller_surplus: mean_i(&ss),
+        mean_buyer_surplus: mean_i(&bs),
+        mean_share_as_seller: mean_f(
+            &as_seller
+                .iter()
+                .filter_map(|d| d.seller_share)
+                .collect::<Vec<_>>(),
+        ),
+        mean_share_as_buyer: mean_f(
+            &as_buyer
+                .iter()
+                .filter_map(|d| d.seller_share.map(|s| 1.0 - s))
+                .collect::<Vec<_>>(),
+        ),
+        irrational_deals: irrational_for(&as_seller, &as_buyer),
+        refusals: members
+            .iter()
+            .filter_map(|n| record.refusals.get(*n))
+            .flat_map(|m| m.values())
+            .sum(),
+    }
+}
+
+/// Per participant of the scenario: its settlement and results.
+fn participant_metrics(
+    scenario: &Scenario,
+    run: &RunIndex,
+    tally: &Tally,
+) -> BTreeMap<String, ParticipantMetrics> {
+    scenario
+        .profiles
+        .iter()
+        .map(|p| (p.name.clone(), participant_metric(p, run, tally)))
+        .collect()
+}
+
+fn participant_metric(p: &Profile, run: &RunIndex, tally: &Tally) -> ParticipantMetrics {
+    let record = run.record;
+    let sold: Vec<&&DealMetrics> = tally
+        .counted
+        .iter()
+        .filter(|d| d.seller == p.name)
+        .collect();
+    let bought: Vec<&&DealMetrics> = tally.counted.iter().filter(|d| d.buyer == p.name).collect();
+    let revenue: i64 = sold.iter().map(|d| d.price).sum();
+    let spent: i64 = bought.iter().map(|d| d.price).sum();
+    let wants: u64 = p.want.iter().map(|w| u64::from(w.quantity)).sum();
+    let left: u64 = p
+        .want
+        .iter()
+        .map(|w| {
+            let key = (p.name.clone(), w.want_id.clone());
+            u64::from(tally.open_units.get(&key).copied().unwrap_or(0))
+        })
+        .sum();
+    let own_items: BTreeSet<&str> = p.sell.iter().map(|s| s.item_id.as_str()).collect();
+    ParticipantMetrics {
+        participant_id: record.participants.get(&p.name).map(|r| r.participant_id),
+        brain: run.brain_of(&p.name),
+        budget: p.budget,
+        items: p.sell.len(),
+        items_sold: tally
+            .sold_items
+            .iter()
+            .filter(|id| own_items.contains(*id))
+            .count(),
+        revenue,
+        seller_surplus: sold.iter().filter_map(|d| d.seller_surplus).sum(),
+        wants,
+        wants_met: wants - left,
+        bought: bought.len(),
+        spent,
+        buyer_surplus: bought.iter().map(|d| d.buyer_surplus).sum(),
+        net_cash: revenue - spent,
+        final_cash: p.budget - spent + revenue,
+        listings: record.listings.iter().filter(|l| l.owner == p.name).count(),
+        threads: record
+            .threads
+            .iter()
+            .filter(|t| t.buyer == p.name || t.seller == p.name)
+            .count(),
+        irrational_deals: irrational_for(&sold, &bought),
+        unwanted_deals: bought.iter().filter(|d| d.unwanted).count(),
+        refusals: record.refusals.get(&p.name).cloned().unwrap_or_default(),
     }
 }

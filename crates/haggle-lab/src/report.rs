@@ -6,14 +6,16 @@
 //! - `deals.csv`: one row per deal (item, seller, buyer, brains, price, floor, valuation,
 //!   surpluses, ...);
 //! - `participants.csv`: one row per participant (its settlement);
-//! - `report.html`: self-contained (inline CSS, hand-written SVG charts, no external assets,
-//!   every text escaped): summary, price against reference per deal, surplus by brain, deals
+//! - `report.html`: self-contained (inline CSS, SVG charts drawn with [`crate::charts`], no
+//!   external assets), the askama template `templates/run_report.html` (every text escaped): summary, price against reference per deal, surplus by brain, deals
 //!   over time, the distribution of the seller's share, the deal table and each participant's
 //!   settlement.
 //!
 //! Wall-clock figures are kept out of all of these: [`write_timing`] writes them, as given by
 //! the caller, to `timing.json`.
 
+pub use crate::charts::escape;
+use crate::charts::{Plot, colors_for, empty_chart, legend, tick_money, ticks};
 use crate::metrics::{DealMetrics, Metrics};
 use crate::scenario::Scenario;
 use haggle_api::haggle_core::settlement::spreadsheet_safe;
@@ -276,22 +278,6 @@ pub fn participants_csv(metrics: &Metrics) -> String {
 // ---------------------------------------------------------------------------------------------
 // HTML
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Money in minor units as text, e.g. `$12.50`, `-€3.00`, `12.50 CHF`.
 pub fn money(amount: i64, currency: &str) -> String {
     let sign = if amount < 0 { "-" } else { "" };
@@ -305,18 +291,6 @@ pub fn money(amount: i64, currency: &str) -> String {
     }
 }
 
-/// Money for an axis tick: whole units without the cents.
-pub(crate) fn tick_money(amount: i64, currency: &str) -> String {
-    let m = money(amount, currency);
-    m.strip_suffix(".00")
-        .map(str::to_string)
-        .or_else(|| {
-            m.strip_suffix(&format!(".00 {currency}"))
-                .map(|s| format!("{s} {currency}"))
-        })
-        .unwrap_or(m)
-}
-
 pub(crate) fn pct(x: Option<f64>) -> String {
     x.map_or_else(|| "–".to_string(), |v| format!("{:.1}%", v * 100.0))
 }
@@ -325,162 +299,8 @@ pub(crate) fn num(x: Option<f64>) -> String {
     x.map_or_else(|| "–".to_string(), |v| format!("{v:.2}"))
 }
 
-pub(crate) const PALETTE: &[&str] = &[
-    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#edc948", "#9c755f",
-];
-
-/// "Nice" tick values covering `lo..=hi`.
-pub(crate) fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
-        return vec![lo];
-    }
-    let raw = (hi - lo) / n.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
-    let mut out = Vec::new();
-    let mut t = (lo / step).floor() * step;
-    while t <= hi + step * 1e-9 {
-        out.push(t);
-        t += step;
-    }
-    out
-}
-
-/// A plot area with linear scales.
-pub(crate) struct Plot {
-    pub(crate) w: f64,
-    pub(crate) h: f64,
-    pub(crate) left: f64,
-    pub(crate) right: f64,
-    pub(crate) top: f64,
-    pub(crate) bottom: f64,
-    pub(crate) x: (f64, f64),
-    pub(crate) y: (f64, f64),
-}
-
-impl Plot {
-    pub(crate) fn new(x: (f64, f64), y: (f64, f64)) -> Plot {
-        let fix = |r: (f64, f64)| if r.1 > r.0 { r } else { (r.0 - 1.0, r.0 + 1.0) };
-        Plot {
-            w: 560.0,
-            h: 320.0,
-            left: 76.0,
-            right: 16.0,
-            top: 16.0,
-            bottom: 44.0,
-            x: fix(x),
-            y: fix(y),
-        }
-    }
-    pub(crate) fn px(&self, v: f64) -> f64 {
-        self.left + (v - self.x.0) / (self.x.1 - self.x.0) * (self.w - self.left - self.right)
-    }
-    pub(crate) fn py(&self, v: f64) -> f64 {
-        self.h
-            - self.bottom
-            - (v - self.y.0) / (self.y.1 - self.y.0) * (self.h - self.top - self.bottom)
-    }
-    pub(crate) fn open(&self, svg: &mut String, label: &str) {
-        let _ = write!(
-            svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" role="img" aria-label="{}" font-family="sans-serif" font-size="11">"#,
-            self.w,
-            self.h,
-            escape(label)
-        );
-    }
-    /// Axes with ticks; `fx`/`fy` format tick values.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn axes(
-        &self,
-        svg: &mut String,
-        xlabel: &str,
-        ylabel: &str,
-        fx: &dyn Fn(f64) -> String,
-        fy: &dyn Fn(f64) -> String,
-        xt: &[f64],
-        yt: &[f64],
-    ) {
-        let (x0, x1) = (self.left, self.w - self.right);
-        let (y0, y1) = (self.h - self.bottom, self.top);
-        let _ = write!(
-            svg,
-            r##"<g class="axis" stroke="#888"><line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}"/><line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}"/>"##
-        );
-        for &t in xt {
-            if t < self.x.0 - 1e-9 || t > self.x.1 + 1e-9 {
-                continue;
-            }
-            let x = self.px(t);
-            let _ = write!(
-                svg,
-                r#"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{:.1}"/><text stroke="none" x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                y0 + 4.0,
-                y0 + 16.0,
-                escape(&fx(t))
-            );
-        }
-        for &t in yt {
-            if t < self.y.0 - 1e-9 || t > self.y.1 + 1e-9 {
-                continue;
-            }
-            let y = self.py(t);
-            let _ = write!(
-                svg,
-                r##"<line class="grid" stroke="#eee" x1="{x0}" y1="{y:.1}" x2="{x1}" y2="{y:.1}"/><text stroke="none" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                x0 - 6.0,
-                y + 4.0,
-                escape(&fy(t))
-            );
-        }
-        let _ = write!(
-            svg,
-            r#"<text stroke="none" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text stroke="none" transform="translate(12 {:.1}) rotate(-90)" text-anchor="middle">{}</text></g>"#,
-            (x0 + x1) / 2.0,
-            self.h - 6.0,
-            escape(xlabel),
-            (y0 + y1) / 2.0,
-            escape(ylabel)
-        );
-    }
-}
-
-pub(crate) fn empty_chart(label: &str) -> String {
-    format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 560 80" role="img" aria-label="{0}"><text x="280" y="44" text-anchor="middle">{0}: no deals</text></svg>"#,
-        escape(label)
-    )
-}
-
 fn brain_colors(metrics: &Metrics) -> BTreeMap<String, &'static str> {
     colors_for(metrics.brains.keys())
-}
-
-/// One palette colour per name, in order (the same name keeps its colour across a report).
-pub(crate) fn colors_for<'a>(
-    names: impl Iterator<Item = &'a String>,
-) -> BTreeMap<String, &'static str> {
-    names
-        .enumerate()
-        .map(|(i, n)| (n.clone(), PALETTE[i % PALETTE.len()]))
-        .collect()
-}
-
-pub(crate) fn legend(colors: &BTreeMap<String, &'static str>, what: &str) -> String {
-    let mut s = format!(r#"<p class="legend">{}: "#, escape(what));
-    for (b, c) in colors {
-        let _ = write!(
-            s,
-            r#"<span><i style="background:{c}"></i>{}</span> "#,
-            escape(b)
-        );
-    }
-    s.push_str("</p>");
-    s
 }
 
 /// Price against the item type's reference price (or the asking price), one dot per deal,
@@ -753,31 +573,149 @@ th{background:#f6f6f6;position:sticky;top:0}td.t,th.t{text-align:left}tr.bad td{
 figure{margin:0}figcaption{font-weight:600;margin-bottom:.3em}svg{width:100%;height:auto;font-size:11px}
 svg .axis line{stroke:#888}svg line.grid{stroke:#eee}svg line.ref{stroke:#aaa;stroke-dasharray:4 3}svg line.axis0{stroke:#444}
 svg text{fill:#444}.legend span{margin-right:1em}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
-.note{color:#666}";
+.note{color:#666}.scroll{overflow-x:auto;max-width:100%}td{white-space:nowrap}";
+
+/// A table of a report page: its head, which columns are text (left-aligned), its rows.
+pub(crate) struct Table {
+    pub(crate) head: Vec<String>,
+    pub(crate) left: Vec<usize>,
+    pub(crate) rows: Vec<Row>,
+}
+
+impl Table {
+    /// A table whose first column is text.
+    pub(crate) fn new(head: &[&str], rows: Vec<Row>) -> Table {
+        Table {
+            head: head.iter().map(|h| h.to_string()).collect(),
+            left: vec![0],
+            rows,
+        }
+    }
+
+    pub(crate) fn is_left(&self, column: &usize) -> bool {
+        self.left.contains(column)
+    }
+}
+
+/// A table row: its class (`bad`, `void`) and cells.
+pub(crate) struct Row {
+    pub(crate) class: Option<&'static str>,
+    pub(crate) cells: Vec<Cell>,
+}
+
+impl Row {
+    pub(crate) fn new(cells: Vec<String>) -> Row {
+        Row {
+            class: None,
+            cells: cells.into_iter().map(Cell::from).collect(),
+        }
+    }
+
+    pub(crate) fn with_class(mut self, class: Option<&'static str>) -> Row {
+        self.class = class;
+        self
+    }
+}
+
+/// A table cell: text, a link when `href` is given, and a suffix after it.
+pub(crate) struct Cell {
+    pub(crate) text: String,
+    pub(crate) href: Option<String>,
+    pub(crate) after: &'static str,
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Cell {
+        Cell {
+            text,
+            href: None,
+            after: "",
+        }
+    }
+}
+
+/// A chart of a report page: the SVG and legend are HTML (made by [`crate::charts`]), the
+/// caption text.
+pub(crate) struct Figure {
+    pub(crate) caption: String,
+    pub(crate) svg: String,
+    pub(crate) legend: String,
+    pub(crate) caption_after: bool,
+}
+
+impl Figure {
+    pub(crate) fn new(caption: &str, svg: String, legend: String) -> Figure {
+        Figure {
+            caption: caption.to_string(),
+            svg,
+            legend,
+            caption_after: false,
+        }
+    }
+}
+
+/// A legend of fixed entries (name, colour).
+fn fixed_legend(entries: &[(&str, &str)]) -> String {
+    let spans: Vec<String> = entries
+        .iter()
+        .map(|(name, c)| format!(r#"<span><i style="background:{c}"></i>{name}</span>"#))
+        .collect();
+    format!(r#"<p class="legend">{}</p>"#, spans.join(" "))
+}
+
+/// The page `report.html` (templates/run_report.html).
+#[derive(askama::Template)]
+#[template(path = "run_report.html")]
+struct RunReport<'a> {
+    css: &'a str,
+    title: String,
+    scenario_name: &'a str,
+    seed: u64,
+    participants: usize,
+    items: usize,
+    currency: &'a str,
+    summary: Vec<(&'static str, String)>,
+    brains: Table,
+    charts: Vec<Figure>,
+    deals: Table,
+    settlement: Table,
+}
 
 /// The self-contained `report.html`.
 pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
+    let page = RunReport {
+        css: CSS,
+        title: format!("Haggle run report: {}", metrics.scenario),
+        scenario_name: &scenario.name,
+        seed: scenario.seed,
+        participants: scenario.profiles.len(),
+        items: scenario.item_count(),
+        currency: &metrics.currency,
+        summary: summary_rows(metrics),
+        brains: brains_table(metrics),
+        charts: run_charts(metrics),
+        deals: deals_table(metrics),
+        settlement: settlement_table(metrics),
+    };
+    render(&page)
+}
+
+/// A page's HTML, ending in a newline like every file the lab writes.
+pub(crate) fn render(page: &impl askama::Template) -> String {
+    // Rendering writes into a String and the templates call no fallible filter.
+    let mut html = page.render().expect("a report page renders into a String");
+    html.push('\n');
+    html
+}
+
+fn money_or(v: Option<i64>, cur: &str, none: &str) -> String {
+    v.map_or(none.into(), |v| money(v, cur))
+}
+
+/// The summary: the market's figures, one row each.
+fn summary_rows(metrics: &Metrics) -> Vec<(&'static str, String)> {
     let m = &metrics.market;
     let cur = &metrics.currency;
-    let mut h = String::new();
-    let title = format!("Haggle run report: {}", metrics.scenario);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{CSS}</style></head><body>\n<h1>{}</h1>\n",
-        escape(&title),
-        escape(&title)
-    );
-    let _ = writeln!(
-        h,
-        "<p class=\"note\">Scenario <b>{}</b> (seed {}), {} participants, {} items, currency {}. Prices in {}; floors and valuations are the scenario's ground truth, never seen by the agents.</p>",
-        escape(&scenario.name),
-        scenario.seed,
-        scenario.profiles.len(),
-        scenario.item_count(),
-        escape(cur),
-        escape(cur)
-    );
-    // Summary.
     let bound_note = if m.max_welfare_exact {
         "exact".to_string()
     } else {
@@ -786,7 +724,7 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
             money(m.max_welfare_upper_bound, cur)
         )
     };
-    let mut rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&'static str, String)> = vec![
         ("Allocative efficiency", pct(m.allocative_efficiency)),
         ("Welfare (sum of v − r)", money(m.welfare, cur)),
         (
@@ -806,6 +744,25 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
                 money(m.buyer_surplus, cur)
             ),
         ),
+    ];
+    rows.extend(activity_rows(&metrics.market));
+    rows.extend(conduct_rows(metrics));
+    // Shown with adversaries in the market (a reckless seller) or once any such refusal
+    // happened, so a default run's report keeps its rows.
+    if m.sales_refused_below_seller_minimum > 0
+        || metrics.brains.keys().any(|b| b.starts_with("adversary:"))
+    {
+        rows.push((
+            "Sales attempted below seller limits (refused)",
+            m.sales_refused_below_seller_minimum.to_string(),
+        ));
+    }
+    rows
+}
+
+/// The summary's rows on the market's activity: listings, threads, wants met, items sold.
+fn activity_rows(m: &crate::metrics::MarketMetrics) -> Vec<(&'static str, String)> {
+    vec![
         (
             "Listings (sell / wanted)",
             format!("{} ({} / {})", m.listings, m.sell_listings, m.buy_listings),
@@ -846,17 +803,26 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
                 pct(m.share_items_sold)
             ),
         ),
+    ]
+}
+
+/// The summary's rows on how deals were struck: prices, irrational and unwanted deals,
+/// first offers, time, refusals.
+fn conduct_rows(metrics: &Metrics) -> Vec<(&'static str, String)> {
+    let m = &metrics.market;
+    let cur = &metrics.currency;
+    vec![
         ("Mean seller share σ", num(m.mean_seller_share)),
         (
             "Mean distance to the Nash price",
-            m.mean_nash_distance.map_or("–".into(), |v| money(v, cur)),
+            money_or(m.mean_nash_distance, cur, "–"),
         ),
         (
             "Median / mean price",
             format!(
                 "{} / {}",
-                m.median_price.map_or("–".into(), |v| money(v, cur)),
-                m.mean_price.map_or("–".into(), |v| money(v, cur))
+                money_or(m.median_price, cur, "–"),
+                money_or(m.mean_price, cur, "–")
             ),
         ),
         (
@@ -915,80 +881,89 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
                     .join(", ")
             ),
         ),
+    ]
+}
+
+fn brains_table(metrics: &Metrics) -> Table {
+    let cur = &metrics.currency;
+    let head = [
+        "brain",
+        "participants",
+        "deals as seller",
+        "seller surplus",
+        "mean σ as seller",
+        "deals as buyer",
+        "buyer surplus",
+        "mean 1 − σ as buyer",
+        "irrational",
+        "refusals",
     ];
-    // Shown with adversaries in the market (a reckless seller) or once any such refusal
-    // happened, so a default run's report keeps its rows.
-    if m.sales_refused_below_seller_minimum > 0
-        || metrics.brains.keys().any(|b| b.starts_with("adversary:"))
-    {
-        rows.push((
-            "Sales attempted below seller limits (refused)",
-            m.sales_refused_below_seller_minimum.to_string(),
-        ));
-    }
-    h.push_str("<h2>Summary</h2>\n<table>");
-    for (k, v) in rows {
-        let _ = write!(
-            h,
-            "<tr><th class=\"t\">{}</th><td class=\"t\">{}</td></tr>",
-            escape(k),
-            escape(&v)
-        );
-    }
-    h.push_str("</table>\n");
-    // Arms.
-    h.push_str("<h2>By brain</h2>\n<table><tr><th class=\"t\">brain</th><th>participants</th><th>deals as seller</th><th>seller surplus</th><th>mean σ as seller</th><th>deals as buyer</th><th>buyer surplus</th><th>mean 1 − σ as buyer</th><th>irrational</th><th>refusals</th></tr>");
-    for (b, a) in &metrics.brains {
-        let _ = write!(
-            h,
-            "<tr><td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(b),
-            a.participants,
-            a.deals_as_seller,
-            escape(&money(a.seller_surplus, cur)),
+    let rows = metrics.brains.iter().map(|(b, a)| {
+        Row::new(vec![
+            b.clone(),
+            a.participants.to_string(),
+            a.deals_as_seller.to_string(),
+            money(a.seller_surplus, cur),
             num(a.mean_share_as_seller),
-            a.deals_as_buyer,
-            escape(&money(a.buyer_surplus, cur)),
+            a.deals_as_buyer.to_string(),
+            money(a.buyer_surplus, cur),
             num(a.mean_share_as_buyer),
-            a.irrational_deals,
-            a.refusals
-        );
-    }
-    h.push_str("</table>\n");
-    // Charts.
+            a.irrational_deals.to_string(),
+            a.refusals.to_string(),
+        ])
+    });
+    Table::new(&head, rows.collect())
+}
+
+fn run_charts(metrics: &Metrics) -> Vec<Figure> {
     let colors = brain_colors(metrics);
-    h.push_str("<h2>Charts</h2>\n<div class=\"grid2\">");
-    let _ = write!(
-        h,
-        "<figure><figcaption>Price against reference, by deal</figcaption>{}{}</figure>",
-        chart_price_vs_reference(metrics),
-        legend(&colors, "seller's brain")
-    );
-    let _ = write!(
-        h,
-        "<figure><figcaption>Surplus by brain</figcaption>{}<p class=\"legend\"><span><i style=\"background:#4e79a7\"></i>as seller</span> <span><i style=\"background:#f28e2b\"></i>as buyer</span></p></figure>",
-        chart_surplus_by_brain(metrics)
-    );
-    let _ = write!(
-        h,
-        "<figure><figcaption>Deals over time</figcaption>{}</figure>",
-        chart_deals_over_time(metrics)
-    );
-    let _ = write!(
-        h,
-        "<figure><figcaption>Seller's share of the deal's welfare</figcaption>{}<p class=\"legend\"><span><i style=\"background:#e15759\"></i>irrational (outside 0–1)</span></p></figure>",
-        chart_share_histogram(metrics)
-    );
-    h.push_str("</div>\n");
-    // Deals.
-    h.push_str("<h2>Deals</h2>\n<table><tr><th>deal</th><th class=\"t\">item</th><th class=\"t\">seller (brain)</th><th class=\"t\">buyer (brain)</th><th>price</th><th>floor r</th><th>valuation v</th><th>seller surplus</th><th>buyer surplus</th><th>σ</th><th>offers</th><th class=\"t\">status</th></tr>");
-    for d in &metrics.deals {
+    vec![
+        Figure::new(
+            "Price against reference, by deal",
+            chart_price_vs_reference(metrics),
+            legend(&colors, "seller's brain"),
+        ),
+        Figure::new(
+            "Surplus by brain",
+            chart_surplus_by_brain(metrics),
+            fixed_legend(&[("as seller", "#4e79a7"), ("as buyer", "#f28e2b")]),
+        ),
+        Figure::new(
+            "Deals over time",
+            chart_deals_over_time(metrics),
+            String::new(),
+        ),
+        Figure::new(
+            "Seller's share of the deal's welfare",
+            chart_share_histogram(metrics),
+            fixed_legend(&[("irrational (outside 0–1)", "#e15759")]),
+        ),
+    ]
+}
+
+fn deals_table(metrics: &Metrics) -> Table {
+    let cur = &metrics.currency;
+    let head = [
+        "deal",
+        "item",
+        "seller (brain)",
+        "buyer (brain)",
+        "price",
+        "floor r",
+        "valuation v",
+        "seller surplus",
+        "buyer surplus",
+        "σ",
+        "offers",
+        "status",
+    ];
+    let rows = metrics.deals.iter().map(|d| {
         let class = if !d.counted {
-            " class=\"void\""
+            Some("void")
         } else if d.irrational || d.unwanted {
-            " class=\"bad\""
+            Some("bad")
         } else {
-            ""
+            None
         };
         let item = format!(
             "{}{}",
@@ -998,51 +973,66 @@ pub fn report_html(scenario: &Scenario, metrics: &Metrics) -> String {
                 .map(|t| format!(" ({t})"))
                 .unwrap_or_default()
         );
-        let _ = write!(
-            h,
-            "<tr{class}><td>{}</td><td class=\"t\">{}</td><td class=\"t\">{} ({})</td><td class=\"t\">{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"t\">{}</td></tr>",
-            d.deal_id,
-            escape(&item),
-            escape(&d.seller),
-            escape(&d.seller_brain),
-            escape(&d.buyer),
-            escape(&d.buyer_brain),
-            escape(&money(d.price, cur)),
-            escape(&d.floor.map_or("?".into(), |v| money(v, cur))),
-            escape(&money(d.valuation, cur)),
-            escape(&d.seller_surplus.map_or("?".into(), |v| money(v, cur))),
-            escape(&money(d.buyer_surplus, cur)),
+        Row::new(vec![
+            d.deal_id.to_string(),
+            item,
+            format!("{} ({})", d.seller, d.seller_brain),
+            format!("{} ({})", d.buyer, d.buyer_brain),
+            money(d.price, cur),
+            money_or(d.floor, cur, "?"),
+            money(d.valuation, cur),
+            money_or(d.seller_surplus, cur, "?"),
+            money(d.buyer_surplus, cur),
             num(d.seller_share),
-            d.offers,
-            escape(d.status.as_str())
-        );
+            d.offers.to_string(),
+            d.status.as_str().to_string(),
+        ])
+        .with_class(class)
+    });
+    Table {
+        left: vec![1, 2, 3, 11],
+        ..Table::new(&head, rows.collect())
     }
-    h.push_str("</table>\n");
-    // Settlement.
-    h.push_str("<h2>Settlement by participant</h2>\n<table><tr><th class=\"t\">participant</th><th class=\"t\">brain</th><th>budget</th><th>sold</th><th>revenue</th><th>seller surplus</th><th>bought</th><th>spent</th><th>buyer surplus</th><th>wants met</th><th>net cash</th><th>final cash</th><th>refusals</th></tr>");
-    for (name, p) in &metrics.participants {
-        let _ = write!(
-            h,
-            "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(name),
-            escape(&p.brain),
-            escape(&money(p.budget, cur)),
-            p.items_sold,
-            p.items,
-            escape(&money(p.revenue, cur)),
-            escape(&money(p.seller_surplus, cur)),
-            p.bought,
-            escape(&money(p.spent, cur)),
-            escape(&money(p.buyer_surplus, cur)),
-            p.wants_met,
-            p.wants,
-            escape(&money(p.net_cash, cur)),
-            escape(&money(p.final_cash, cur)),
-            p.refusals.values().sum::<u64>()
-        );
+}
+
+fn settlement_table(metrics: &Metrics) -> Table {
+    let cur = &metrics.currency;
+    let head = [
+        "participant",
+        "brain",
+        "budget",
+        "sold",
+        "revenue",
+        "seller surplus",
+        "bought",
+        "spent",
+        "buyer surplus",
+        "wants met",
+        "net cash",
+        "final cash",
+        "refusals",
+    ];
+    let rows = metrics.participants.iter().map(|(name, p)| {
+        Row::new(vec![
+            name.clone(),
+            p.brain.clone(),
+            money(p.budget, cur),
+            format!("{} of {}", p.items_sold, p.items),
+            money(p.revenue, cur),
+            money(p.seller_surplus, cur),
+            p.bought.to_string(),
+            money(p.spent, cur),
+            money(p.buyer_surplus, cur),
+            format!("{} of {}", p.wants_met, p.wants),
+            money(p.net_cash, cur),
+            money(p.final_cash, cur),
+            p.refusals.values().sum::<u64>().to_string(),
+        ])
+    });
+    Table {
+        left: vec![0, 1],
+        ..Table::new(&head, rows.collect())
     }
-    h.push_str("</table>\n<p class=\"note\">Written by haggle-lab.</p>\n</body></html>\n");
-    h
 }
 
 pub(crate) fn duration(ms: Option<i64>) -> String {

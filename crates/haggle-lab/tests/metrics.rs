@@ -232,3 +232,27 @@ fn an_empty_run_has_no_deals_and_no_ratios() {
     assert_eq!(m.participants.len(), 3);
     assert_eq!(m.participants["Ada"].brain, "unknown");
 }
+
+#[test]
+fn a_stored_runs_results_json_is_reproduced_byte_for_byte() {
+    // A real run (12 generated colleagues, Boulware, Conceder and Linear, 60 rounds; run
+    // `split-01` of an experiment) as fixtures: its scenario, its record and the results.json
+    // written when it ran. Any change to what `compute` yields, or to its serialisation, shows
+    // here (the demo's results.json must stay byte-identical for a seed).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let scenario: haggle_lab::scenario::Scenario =
+        serde_json::from_str(&read("scenario.json")).unwrap();
+    let record: haggle_lab::metrics::RunRecord =
+        serde_json::from_str(&read("record.json")).unwrap();
+    let m = compute(&scenario, &record);
+    assert!(
+        m.market.deals > 10 && m.market.buy_listings > 0,
+        "{:?}",
+        m.market
+    );
+    assert!(
+        haggle_lab::report::results_json(&scenario, &m) == read("results.json"),
+        "results.json differs from the fixture"
+    );
+}

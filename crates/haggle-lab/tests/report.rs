@@ -86,8 +86,9 @@ fn all_text_is_escaped() {
     let files = write_report(&dir, &s, &m).unwrap();
     let html = std::fs::read_to_string(&files.report_html).unwrap();
     assert!(!html.contains("<script"), "unescaped name");
+    // The tables are askama templates (numeric character references); the charts use `escape`.
     assert!(
-        html.contains("Ada &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;Co&quot;")
+        html.contains("Ada &#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62; &#38; &#34;Co&#34;")
     );
     // CSV quotes it.
     let parts = std::fs::read_to_string(&files.participants_csv).unwrap();
@@ -155,4 +156,23 @@ fn money_is_formatted_from_minor_units() {
     assert_eq!(money(1250, "USD"), "$12.50");
     assert_eq!(money(-305, "EUR"), "-€3.05");
     assert_eq!(money(7, "CHF"), "0.07 CHF");
+}
+
+#[test]
+fn every_table_sits_in_its_own_sideways_scrolling_box() {
+    // A wide table scrolls inside its box instead of widening the page (a 1280 px window
+    // shows the whole page).
+    let s = common::scenario("Ada", "Ben");
+    let m = compute(&s, &common::record("Ada", "Ben"));
+    let html = haggle_lab::report::report_html(&s, &m);
+    assert_eq!(
+        html.matches("<table").count(),
+        4,
+        "summary, brains, deals, settlement"
+    );
+    assert_eq!(
+        html.matches("<div class=\"scroll\"><table").count(),
+        html.matches("<table").count()
+    );
+    assert!(html.contains(".scroll{overflow-x:auto"));
 }
