@@ -22,3 +22,6 @@ pub const THREAD_WINDOW: usize = 500;
 pub const DELIVERY_CLAIM_ROWS: u32 = 1000;
 /// Most events one batch of a live stream (the API's SSE feed, the web's live feed) reads.
 pub const STREAM_BATCH: u32 = 200;
+/// Rows one web chart reads (deals of a market, events of a participant's ledger): a market
+/// with more is charted on its newest rows, and the chart says so.
+pub const CHART_ROWS: usize = 5_000;

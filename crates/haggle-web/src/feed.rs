@@ -111,6 +111,7 @@ struct MarketPage {
     older: Option<i64>,
     live: bool,
     live_url: String,
+    charts: crate::charts::MarketCharts,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +167,9 @@ pub async fn market_page(
     .into_iter()
     .map(|(v, l)| (v, l, if v == show { "true" } else { "false" }))
     .collect();
+    let charts = crate::charts::market(&web.svc, &s.caller, m, &c.market.currency).await?;
     Ok(render(&MarketPage {
+        charts,
         nav: c.nav,
         market_id: m,
         market_name: c.market.name.clone(),

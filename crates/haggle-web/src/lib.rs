@@ -3,6 +3,7 @@
 //! vendored and served here). Pages read fully without JavaScript; only live updates need it.
 
 mod channel;
+mod charts;
 mod feed;
 mod format;
 mod market;

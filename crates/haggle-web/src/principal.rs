@@ -76,6 +76,8 @@ struct PrincipalPage {
     mandate_key: String,
     pause_key: String,
     approvals: Vec<Approval>,
+    /// Available cash over time (SVG).
+    balance_chart: String,
     todos: Vec<Todo>,
     deals: Vec<DealRow>,
     to_rate: Vec<ToRate>,
@@ -259,7 +261,9 @@ pub async fn page(
     } else {
         None
     };
+    let balance_chart = crate::charts::balance(&web.svc, &s.caller, m, p, &cur).await?;
     Ok(render(&PrincipalPage {
+        balance_chart,
         pays,
         payment_method,
         setup_url: crate::payments::setup_url(),
