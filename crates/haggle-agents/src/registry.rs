@@ -35,6 +35,7 @@ pub const ADVERSARY_BRAINS: &[&str] = &[
     "adversary:spammer",
     "adversary:reckless-seller",
     "adversary:misdescriber",
+    "adversary:gullible",
 ];
 
 /// The language-model brains, by the form of their names.
@@ -369,6 +370,7 @@ pub fn brain_from_name(name: &str, seed: u64) -> Result<Box<dyn Brain>, UnknownB
         "adversary:spammer" => adversaries::spammer(seed),
         "adversary:reckless-seller" => return Ok(Box::new(adversaries::reckless_seller(seed))),
         "adversary:misdescriber" => adversaries::misdescriber(seed),
+        "adversary:gullible" => return Ok(Box::new(adversaries::gullible(seed))),
         _ => {
             return Err(UnknownBrain {
                 name: name.to_string(),
