@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod estimate;
 mod experiment;
+mod external;
 mod interview;
 mod llm_args;
 mod mcp_cmd;
