@@ -45,6 +45,11 @@ pub const LLM_BRAINS: &[&str] = &[
     "openai-json:<model>@<base-url>",
 ];
 
+/// Brains driven from outside the process: `external` (any program, over the market's HTTP API
+/// or MCP) and `human` (a person at the web UI). A simulation makes them itself (it serves the
+/// market and waits for their turns); this registry only knows their names.
+pub const OUTSIDE_BRAINS: &[&str] = &["external", "human"];
+
 /// A brain name this crate does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown brain '{name}' (known: {})", known())]
@@ -57,6 +62,7 @@ fn known() -> String {
         .iter()
         .chain(ADVERSARY_BRAINS)
         .chain(LLM_BRAINS)
+        .chain(OUTSIDE_BRAINS)
         .copied()
         .collect::<Vec<_>>()
         .join(", ")
@@ -67,6 +73,8 @@ fn known() -> String {
 pub enum BrainSpec {
     /// A rule brain or an adversary (`rule:*`, `adversary:*`).
     Rule(String),
+    /// A participant driven from outside ([`OUTSIDE_BRAINS`]).
+    Outside(String),
     Anthropic {
         model: String,
         base_url: Option<String>,
@@ -86,6 +94,9 @@ impl BrainSpec {
         };
         if RULE_BRAINS.contains(&name) || ADVERSARY_BRAINS.contains(&name) {
             return Ok(BrainSpec::Rule(name.to_string()));
+        }
+        if OUTSIDE_BRAINS.contains(&name) {
+            return Ok(BrainSpec::Outside(name.to_string()));
         }
         let (provider, rest) = name.split_once(':').ok_or_else(unknown)?;
         let (model, base_url) = match rest.split_once('@') {
@@ -121,6 +132,10 @@ pub enum BrainError {
     Unknown(#[from] UnknownBrain),
     #[error("brain '{name}': {error}")]
     Model { name: String, error: ChatError },
+    #[error(
+        "brain '{name}' is driven from outside: only a simulation, which serves the market, makes it"
+    )]
+    Outside { name: String },
 }
 
 /// Keys and base URLs from the environment (read once, at the binary's edge).
@@ -198,7 +213,7 @@ impl BrainFactory {
     /// What a call of `spec` costs: a model on this machine nothing, elsewhere the table's price.
     fn price(&self, spec: &BrainSpec) -> Option<Price> {
         let (model, base) = match spec {
-            BrainSpec::Rule(_) => return None,
+            BrainSpec::Rule(_) | BrainSpec::Outside(_) => return None,
             BrainSpec::Anthropic { model, base_url } => (
                 model,
                 base_url
@@ -239,7 +254,7 @@ impl BrainFactory {
         let spec = BrainSpec::parse(name)?;
         let key = name.trim().to_string();
         let made = || match &spec {
-            BrainSpec::Rule(_) => None,
+            BrainSpec::Rule(_) | BrainSpec::Outside(_) => None,
             BrainSpec::Anthropic { model, .. } => Some(ReplayWire::anthropic(model)),
             BrainSpec::OpenAi { model, mode, .. } => Some(ReplayWire::openai(model, *mode)),
         };
@@ -275,7 +290,7 @@ impl BrainFactory {
         };
         let price = self.price(&spec);
         let made: PricedModel = match spec {
-            BrainSpec::Rule(_) => return Ok(None),
+            BrainSpec::Rule(_) | BrainSpec::Outside(_) => return Ok(None),
             BrainSpec::Anthropic { model, base_url } => {
                 let base = base_url.or_else(|| self.env.anthropic_base_url.clone());
                 let m = Anthropic::new(
@@ -328,6 +343,9 @@ impl BrainFactory {
 
     /// The brain `name` for the agent `agent` (its label in the call log), seeded with `seed`.
     pub fn make(&self, name: &str, seed: u64, agent: &str) -> Result<Box<dyn Brain>, BrainError> {
+        if let Ok(BrainSpec::Outside(name)) = BrainSpec::parse(name) {
+            return Err(BrainError::Outside { name });
+        }
         let model = match &self.replay {
             Some(recording) => self.recorded(recording, name, agent)?,
             None => self.model(name)?,

@@ -22,3 +22,14 @@ pub const THREAD_WINDOW: usize = 500;
 pub const DELIVERY_CLAIM_ROWS: u32 = 1000;
 /// Most events one batch of a live stream (the API's SSE feed, the web's live feed) reads.
 pub const STREAM_BATCH: u32 = 200;
+/// Most commands a participant driven from outside a simulated market makes in one turn (each
+/// is recorded for the run's replay); further ones are refused with `rate_limited`.
+pub const MAX_TURN_COMMANDS: usize = 500;
+/// The longest real (wall-clock) time a simulation waits for an outside participant to end one
+/// turn (`--turn-budget`); a turn not ended by then counts as a timeout.
+pub const MAX_TURN_BUDGET_MS: u64 = 3_600_000;
+/// The time budget of an outside participant's turn when the run names none: long enough for a
+/// script or an agent with a model, short enough that a silent one does not hold the market.
+pub const DEFAULT_TURN_BUDGET_MS: u64 = 30_000;
+/// A person at the web UI (the `human` brain) gets this long per turn by default.
+pub const DEFAULT_HUMAN_TURN_BUDGET_MS: u64 = 300_000;

@@ -10,6 +10,7 @@ mod demo;
 mod estimate;
 mod eval;
 mod experiment;
+mod external;
 mod interview;
 mod llm_args;
 mod mcp_cmd;
