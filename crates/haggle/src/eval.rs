@@ -59,8 +59,20 @@ pub struct EvalArgs {
     command: Option<EvalCmd>,
     /// The built-in brain to evaluate (`rule:*`, `adversary:*`, or a model brain such as
     /// `openai-json:<model>@<base-url>`).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["agent", "mcp_agent"])]
     brain: Option<String>,
+    /// A program to evaluate over the HTTP API, run with `sh -c` once per market with
+    /// HAGGLE_URL, HAGGLE_MARKET, HAGGLE_AGENT_TOKEN, HAGGLE_MCP_URL and HAGGLE_PROFILE (its
+    /// profile as JSON, private numbers included) in its environment.
+    #[arg(long, conflicts_with = "mcp_agent")]
+    agent: Option<String>,
+    /// An MCP client to evaluate: like --agent, and HAGGLE_MCP_COMMAND is a command serving
+    /// the market's MCP tools on stdin/stdout (`haggle mcp` with HAGGLE_SERVER set).
+    #[arg(long)]
+    mcp_agent: Option<String>,
+    /// Real time an outside agent's turn may take before it counts as a timeout.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=haggle_api::haggle_core::limits::MAX_TURN_BUDGET_MS))]
+    turn_budget_ms: u64,
     /// A folder of task files instead of the built-in suite (its name is then the folder's).
     #[arg(long)]
     suite: Option<PathBuf>,
@@ -95,6 +107,14 @@ pub enum EvalCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Runs an evaluation again from its record (DIR of `haggle eval`, without the agent or
+    /// model: their commands and replies are replayed) and says whether the scorecard is the same.
+    Replay {
+        dir: PathBuf,
+        /// Where the replay's scorecard goes.
+        #[arg(long, default_value = "haggle-eval-replay")]
+        out: PathBuf,
+    },
 }
 
 /// The participant under evaluation.
@@ -102,6 +122,10 @@ pub enum EvalCmd {
 pub enum Subject {
     /// A built-in brain, by name.
     Brain(String),
+    /// A program over the HTTP API (`--agent`).
+    Command(String),
+    /// An MCP client (`--mcp-agent`).
+    McpCommand(String),
 }
 
 impl Subject {
@@ -109,29 +133,94 @@ impl Subject {
     pub fn label(&self) -> String {
         match self {
             Subject::Brain(b) => format!("brain {b}"),
+            Subject::Command(c) => format!("agent {c}"),
+            Subject::McpCommand(c) => format!("mcp-agent {c}"),
         }
+    }
+
+    /// The subject a scorecard's label names (a replay needs no program, only its kind).
+    pub fn from_label(label: &str) -> Option<Subject> {
+        let (kind, rest) = label.split_once(' ')?;
+        match kind {
+            "brain" => Some(Subject::Brain(rest.to_string())),
+            "agent" => Some(Subject::Command(rest.to_string())),
+            "mcp-agent" => Some(Subject::McpCommand(rest.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The brain its participant gets in the simulation.
+    fn brain(&self) -> &str {
+        match self {
+            Subject::Brain(b) => b,
+            Subject::Command(_) | Subject::McpCommand(_) => crate::external::EXTERNAL,
+        }
+    }
+
+    /// Whether its runs are recorded for a replay (outside agents and model brains).
+    fn recorded(&self) -> bool {
+        crate::llm_args::any_llm(&[self.brain().to_string()])
+            || crate::external::is_outside(self.brain())
     }
 }
 
 pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if let Some(EvalCmd::Compare { files, out }) = &args.command {
-        return compare(files, out.as_deref());
+    match &args.command {
+        Some(EvalCmd::Compare { files, out }) => return compare(files, out.as_deref()),
+        Some(EvalCmd::Replay { dir, out }) => return replay(dir, out, &args).await,
+        None => {}
     }
-    let subject = match &args.brain {
-        Some(b) => Subject::Brain(b.trim().to_string()),
-        None => bail!("say what to evaluate: --brain NAME"),
+    let subject = match (&args.brain, &args.agent, &args.mcp_agent) {
+        (Some(b), _, _) => Subject::Brain(b.trim().to_string()),
+        (_, Some(c), _) => Subject::Command(c.clone()),
+        (_, _, Some(c)) => Subject::McpCommand(c.clone()),
+        _ => bail!("say what to evaluate: --brain NAME, --agent COMMAND or --mcp-agent COMMAND"),
     };
     let (suite, tasks) = load_suite(args.suite.as_deref(), args.tasks.as_deref())?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let card = evaluate(&subject, &suite, &tasks, args.seeds, &args).await?;
-    let json = args.out.join("scorecard.json");
+    let seeds: Vec<u64> = (1..=args.seeds).collect();
+    let card = evaluate(&subject, &suite, &tasks, &seeds, &args.out, &args, None).await?;
+    write_card(&card, &args.out)
+}
+
+fn write_card(card: &Scorecard, out: &Path) -> anyhow::Result<()> {
+    let json = out.join("scorecard.json");
     std::fs::write(&json, card.to_json())
         .with_context(|| format!("cannot write {}", json.display()))?;
-    std::fs::write(args.out.join("scorecard.html"), card.to_html())
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    print!("{}", summary(&card));
+    std::fs::write(out.join("scorecard.html"), card.to_html())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    print!("{}", summary(card));
     println!("scorecard: {}", json.display());
+    Ok(())
+}
+
+/// `haggle eval replay DIR`: the evaluation again from DIR's scorecard (subject, suite, seeds,
+/// tasks) and each run's record, then whether the two scorecards are byte-identical.
+async fn replay(dir: &Path, out: &Path, args: &EvalArgs) -> anyhow::Result<()> {
+    let path = dir.join("scorecard.json");
+    let first = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let card = Scorecard::from_json(&first)
+        .with_context(|| format!("{} is not a scorecard.json", path.display()))?;
+    let subject = Subject::from_label(&card.subject)
+        .with_context(|| format!("{}: unknown subject '{}'", path.display(), card.subject))?;
+    let names: Vec<&str> = card.tasks.iter().map(|t| t.task.as_str()).collect();
+    let suite_dir = (card.suite != SUITE)
+        .then_some(args.suite.as_deref())
+        .flatten();
+    if card.suite != SUITE && suite_dir.is_none() {
+        bail!(
+            "{} was run on suite '{}': give its folder with --suite",
+            path.display(),
+            card.suite
+        );
+    }
+    let (suite, tasks) = load_suite(suite_dir, Some(&names.join(",")))?;
+    let again = evaluate(&subject, &suite, &tasks, &card.seeds, out, args, Some(dir)).await?;
+    write_card(&again, out)?;
+    if again.to_json() != first {
+        bail!("the replay's scorecard differs from {}", path.display());
+    }
+    println!("identical to {}", path.display());
     Ok(())
 }
 
@@ -183,29 +272,41 @@ pub fn load_suite(
     Ok((name, tasks))
 }
 
-/// Every task × seed, then the scorecard.
+/// Every task × seed, then the scorecard. `replaying`: the folder of the evaluation whose
+/// records the runs replay.
 async fn evaluate(
     subject: &Subject,
     suite: &str,
     tasks: &[EvalTask],
-    seeds: u64,
+    seeds: &[u64],
+    out: &Path,
     args: &EvalArgs,
+    replaying: Option<&Path>,
 ) -> anyhow::Result<Scorecard> {
-    let Subject::Brain(brain) = subject;
     // Unknown names and missing keys stop the evaluation before any market runs.
-    args.llm
-        .factory(Arc::new(CallLog::discard()), "USD")?
-        .check(brain)
-        .map_err(|e| anyhow::anyhow!("--brain: {e}"))?;
-    let dir = args.out.join("markets");
+    if let Subject::Brain(brain) = subject
+        && replaying.is_none()
+    {
+        args.llm
+            .factory(Arc::new(CallLog::discard()), "USD")?
+            .check(brain)
+            .map_err(|e| anyhow::anyhow!("--brain: {e}"))?;
+    }
+    let dir = out.join("markets");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let seeds: Vec<u64> = (1..=seeds).collect();
     let mut cards = Vec::new();
     for task in tasks {
         let mut runs = Vec::new();
-        for &seed in &seeds {
-            let db = dir.join(format!("{}-{seed}.db", task.task.name));
-            let r = run_task(&task.for_seed(seed), brain, seed, &db, args).await?;
+        for &seed in seeds {
+            let run = Run {
+                task: task.for_seed(seed),
+                seed,
+                db: dir.join(format!("{}-{seed}.db", task.task.name)),
+                record: out.join("runs").join(format!("{}-{seed}", task.task.name)),
+                replaying: replaying
+                    .map(|d| d.join("runs").join(format!("{}-{seed}", task.task.name))),
+            };
+            let r = run.go(subject, args).await?;
             if !args.quiet {
                 eprintln!(
                     "{} seed {seed}: headline {:.1}, surplus {} of {}",
@@ -221,7 +322,12 @@ async fn evaluate(
     }
     // Empty unless the markets are kept.
     let _ = std::fs::remove_dir(&dir);
-    Ok(Scorecard::new(suite, &subject.label(), seeds, cards))
+    Ok(Scorecard::new(
+        suite,
+        &subject.label(),
+        seeds.to_vec(),
+        cards,
+    ))
 }
 
 /// The eval's markets: the simulation's rules with confirmation and approval windows of 3
@@ -241,49 +347,163 @@ fn remove_db(db: &Path) {
     }
 }
 
-/// One market of the task with the subject's brain, seeded; its measures. The market's
-/// database is removed afterwards.
-async fn run_task(
-    task: &EvalTask,
-    brain: &str,
+/// One market of a task for one seed: where its database and its record go.
+struct Run {
+    task: EvalTask,
     seed: u64,
-    db: &Path,
-    args: &EvalArgs,
-) -> anyhow::Result<RunMeasures> {
-    let scenario = task.market_scenario();
-    let brains = task.brains(brain);
-    let log = crate::llm_args::call_log(
-        db.parent().unwrap_or(Path::new(".")),
-        std::slice::from_ref(&brain.to_string()),
-    )?;
-    let factory = args.llm.factory(log, &scenario.currency)?;
-    let mut rules = eval_rules();
-    if let Some(h) = task.task.closes_after_hours {
-        rules.closes_at = Some(SIM_START_MS + h * HOUR_MS);
+    db: PathBuf,
+    /// The folder of its record (`llm_calls.jsonl`: an outside agent's commands and turns, a
+    /// model's calls), kept for a replay.
+    record: PathBuf,
+    /// The record this run replays (`haggle eval replay`).
+    replaying: Option<PathBuf>,
+}
+
+impl Run {
+    /// Runs the market with the subject in its seat (an outside agent's program is started once
+    /// the market is served and stopped when it ends); its measures. The database is removed
+    /// afterwards unless kept.
+    async fn go(&self, subject: &Subject, args: &EvalArgs) -> anyhow::Result<RunMeasures> {
+        let task = &self.task;
+        let scenario = task.market_scenario();
+        let log = if subject.recorded() {
+            std::fs::create_dir_all(&self.record)
+                .with_context(|| format!("cannot create {}", self.record.display()))?;
+            let path = self.record.join("llm_calls.jsonl");
+            Arc::new(
+                CallLog::create(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?,
+            )
+        } else {
+            Arc::new(CallLog::discard())
+        };
+        let mut factory = args.llm.factory(log, &scenario.currency)?;
+        if let Some(dir) = &self.replaying {
+            let path = dir.join("llm_calls.jsonl");
+            if subject.recorded() {
+                let rec = haggle_agents::llm::replay::Recording::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                factory.replay = Some(Arc::new(rec));
+            }
+        }
+        let mut rules = eval_rules();
+        if let Some(h) = task.task.closes_after_hours {
+            rules.closes_at = Some(SIM_START_MS + h * HOUR_MS);
+        }
+        remove_db(&self.db);
+        let (outside, child) = self.outside(subject, args)?;
+        let cfg = SimConfig {
+            scenario,
+            brains: task.brains(subject.brain()),
+            seed: self.seed,
+            max_rounds: task.task.rounds,
+            tick_ms: HOUR_MS,
+            mode: Mode::Rounds,
+            database: format!("sqlite://{}", self.db.display()),
+            factory,
+            withhold_leaks: false,
+            rules,
+            hide_reputation: false,
+            sessions: Vec::new(),
+            session_budget: Default::default(),
+            outside,
+        };
+        let result = sim::run(cfg, |_| {}).await;
+        stop(child);
+        let out = result?;
+        let measures = measure(task, &out, self.seed).await;
+        drop(out);
+        if !args.keep_markets {
+            remove_db(&self.db);
+        }
+        measures
     }
-    remove_db(db);
-    let cfg = SimConfig {
-        scenario,
-        brains,
-        seed,
-        max_rounds: task.task.rounds,
-        tick_ms: HOUR_MS,
-        mode: Mode::Rounds,
-        database: format!("sqlite://{}", db.display()),
-        factory,
-        withhold_leaks: false,
-        rules,
-        hide_reputation: false,
-        sessions: Vec::new(),
-        session_budget: Default::default(),
-    };
-    let out = sim::run(cfg, |_| {}).await?;
-    let measures = measure(task, &out, seed).await;
-    drop(out);
-    if !args.keep_markets {
-        remove_db(db);
+
+    /// How an outside subject is served: its program starts when the market is ready, with
+    /// where and how to reach it in its environment. Nothing starts on a replay.
+    fn outside(
+        &self,
+        subject: &Subject,
+        args: &EvalArgs,
+    ) -> anyhow::Result<(crate::external::OutsideConfig, Child)> {
+        let (cmd, mcp) = match subject {
+            Subject::Brain(_) => return Ok((Default::default(), Child::default())),
+            Subject::Command(c) => (c.clone(), false),
+            Subject::McpCommand(c) => (c.clone(), true),
+        };
+        std::fs::create_dir_all(&self.record)
+            .with_context(|| format!("cannot create {}", self.record.display()))?;
+        let profile = self.record.join("profile.json");
+        std::fs::write(&profile, serde_json::to_string_pretty(self.task.subject())?)
+            .with_context(|| format!("cannot write {}", profile.display()))?;
+        let output = self.record.join("agent.log");
+        let me = std::env::current_exe().context("cannot find the haggle binary")?;
+        let child: Child = Default::default();
+        let started = child.clone();
+        let subject_name = self.task.task.subject.clone();
+        let on_ready: crate::external::OnReady = Box::new(move |r: &crate::external::Ready| {
+            let Some(seat) = r.seats.iter().find(|s| s.name == subject_name) else {
+                return;
+            };
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c")
+                .arg(&cmd)
+                .env("HAGGLE_URL", &r.url)
+                .env("HAGGLE_SERVER", &r.url)
+                .env("HAGGLE_MARKET", r.market_id.to_string())
+                .env("HAGGLE_AGENT_TOKEN", &seat.agent_token)
+                .env("HAGGLE_MCP_URL", format!("{}/mcp", r.url))
+                .env("HAGGLE_PROFILE", &profile)
+                .env(
+                    "HAGGLE_TURN_BUDGET_MS",
+                    r.turn_budget.as_millis().to_string(),
+                )
+                .stdin(std::process::Stdio::null());
+            // Its own process group, so that stopping it stops what it started too.
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            if mcp {
+                c.env("HAGGLE_MCP_COMMAND", format!("'{}' mcp", me.display()));
+            }
+            if let Ok(f) = std::fs::File::create(&output) {
+                if let Ok(g) = f.try_clone() {
+                    c.stderr(g);
+                }
+                c.stdout(f);
+            }
+            match c.spawn() {
+                Ok(p) => {
+                    if let Ok(mut slot) = started.lock() {
+                        *slot = Some(p);
+                    }
+                }
+                Err(e) => eprintln!("haggle eval: cannot start '{cmd}': {e}"),
+            }
+        });
+        let cfg = crate::external::OutsideConfig {
+            turn_budget: Some(std::time::Duration::from_millis(args.turn_budget_ms)),
+            on_ready: (self.replaying.is_none()).then_some(on_ready),
+            ..Default::default()
+        };
+        Ok((cfg, child))
     }
-    measures
+}
+
+/// The outside agent's process, once started.
+type Child = Arc<std::sync::Mutex<Option<std::process::Child>>>;
+
+/// Ends the agent's process (its market has ended) and waits for it.
+fn stop(child: Child) {
+    if let Ok(mut slot) = child.lock()
+        && let Some(mut p) = slot.take()
+    {
+        let _ = std::process::Command::new("kill")
+            .arg("--")
+            .arg(format!("-{}", p.id()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = p.kill();
+        let _ = p.wait();
+    }
 }
 
 /// What the run says of the subject: surplus and mistakes from the lab's metrics, refusals,
@@ -339,6 +559,18 @@ async fn measure(task: &EvalTask, out: &SimOutput, seed: u64) -> anyhow::Result<
     let log = MarketLog::read(out, id).await?;
     log.lifecycle(&mut m);
     log.injections(&mut m);
+    // An outside agent acts over the API: its turns and timeouts are the scheduler's, its leaks
+    // are read from what it wrote.
+    if let Some(t) = out.outside.get(name) {
+        m.turns = t.turns;
+        m.turn_timeouts = t.timed_out;
+        let private = haggle_agents::leaks::PrivateNumbers::of(task.subject());
+        m.leaks = log
+            .texts
+            .iter()
+            .filter(|t| private.found_in(t).is_some())
+            .count() as u64;
+    }
     Ok(m)
 }
 
@@ -357,6 +589,8 @@ struct MarketLog {
     /// Per thread: each counterpart's offers in order, and the offers the subject accepted.
     their_offers: BTreeMap<i64, Vec<i64>>,
     accepted: Vec<(i64, i64, i64)>,
+    /// What the subject wrote: messages, its listings' titles and descriptions.
+    texts: Vec<String>,
 }
 
 impl MarketLog {
@@ -384,6 +618,7 @@ impl MarketLog {
             injected: BTreeMap::new(),
             their_offers: BTreeMap::new(),
             accepted: Vec::new(),
+            texts: Vec::new(),
         };
         let (mut after, mut injected_listings, mut threads) = (0, BTreeSet::new(), BTreeMap::new());
         loop {
@@ -411,10 +646,17 @@ impl MarketLog {
         let by_me = e.actor == Some(self.me);
         let injection = haggle_agents::adversaries::is_injection;
         match &e.body {
-            EventBody::ListingPosted(x) if x.listing.owner != self.me => {
+            EventBody::ListingPosted(x) if x.listing.owner == self.me => {
+                let l = &x.listing;
+                self.texts.push(format!("{}\n{}", l.title, l.description));
+            }
+            EventBody::ListingPosted(x) => {
                 if injection(&x.listing.description) {
                     injected_listings.insert(x.listing.id);
                 }
+            }
+            EventBody::MessagePosted(x) if x.message.author == self.me => {
+                self.texts.push(x.message.body.clone());
             }
             EventBody::ThreadOpened(x)
                 if x.thread.owner == self.me || x.thread.counterparty == self.me =>
