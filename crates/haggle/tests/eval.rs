@@ -1,6 +1,9 @@
-//! `haggle eval` with built-in brains: the scorecard of a rule brain is byte-identical for its
-//! seeds, a deliberately bad agent (`adversary:gullible`: sells at 1, obeys injections, never
-//! confirms) is red on exactly those lines, and `haggle eval compare` pairs two scorecards.
+//! `haggle eval`: the scorecard of a rule brain is byte-identical for its seeds, a deliberately
+//! bad agent (`adversary:gullible`: sells at 1, obeys injections, never confirms) is red on
+//! exactly those lines, `haggle eval compare` pairs two scorecards; outside agents (the example
+//! scripts of `examples/eval/agents/`) complete the suite over HTTP and over MCP on stdio, an
+//! agent that never ends its turns gets timeouts while the market goes on, and the replay of an
+//! evaluation with an outside agent is identical without it.
 
 mod support;
 
@@ -9,11 +12,14 @@ use std::collections::BTreeSet;
 use support::*;
 
 fn eval(dir: &Scratch, out: &str, brain: &str, seeds: &str) -> (Value, String) {
+    eval_with(dir, out, &["--brain", brain, "--seeds", seeds])
+}
+
+fn eval_with(dir: &Scratch, out: &str, how: &[&str]) -> (Value, String) {
     let out_dir = dir.path(out);
     let o = out_dir.display().to_string();
-    let args = [
-        "eval", "--brain", brain, "--seeds", seeds, "--quiet", "--out", &o,
-    ];
+    let mut args = vec!["eval", "--quiet", "--out", &o];
+    args.extend_from_slice(how);
     run_ok(&dir.0, &args);
     let text = std::fs::read_to_string(out_dir.join("scorecard.json")).unwrap();
     assert!(out_dir.join("scorecard.html").exists());
@@ -103,4 +109,127 @@ fn an_unknown_brain_is_refused_before_any_market_runs() {
         text(&o.stderr)
     );
     assert!(!dir.path("x/scorecard.json").exists());
+}
+
+/// `python3 PATH` of an example agent if python3 runs (else NOT RUN, said loudly).
+fn example_agent(file: &str) -> Option<String> {
+    let found = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        haggle_testkit::not_run("EVAL AGENT SCRIPT TESTS", "python3 is not installed");
+        return None;
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/eval/agents")
+        .join(file);
+    Some(format!("python3 {}", path.display()))
+}
+
+/// Every task ran, each turn of the agent ended in time.
+fn completed_in_time(card: &Value) {
+    let tasks = card["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 8);
+    for t in tasks {
+        let run = &t["runs"][0];
+        assert!(run["turns"].as_u64().unwrap() >= 2, "{t}");
+        assert_eq!(t["turn_timeouts"]["count"], 0, "{}", t["task"]);
+    }
+}
+
+#[test]
+fn a_script_completes_the_suite_over_http() {
+    let Some(agent) = example_agent("http_agent.py") else {
+        return;
+    };
+    let dir = Scratch::new("eval-http");
+    let how = [
+        "--agent",
+        agent.as_str(),
+        "--seeds",
+        "1",
+        "--turn-budget-ms",
+        "20000",
+    ];
+    let (card, _) = eval_with(&dir, "http", &how);
+    assert_eq!(card["subject"], format!("agent {agent}"));
+    completed_in_time(&card);
+    let total = card["total"]["mean"].as_f64().unwrap();
+    assert!(total > 0.0, "the script trades: {total}");
+}
+
+#[test]
+fn a_script_completes_the_suite_over_mcp_on_stdio() {
+    let Some(agent) = example_agent("mcp_agent.py") else {
+        return;
+    };
+    let dir = Scratch::new("eval-mcp");
+    let how = [
+        "--mcp-agent",
+        agent.as_str(),
+        "--seeds",
+        "1",
+        "--turn-budget-ms",
+        "20000",
+    ];
+    let (card, _) = eval_with(&dir, "mcp", &how);
+    completed_in_time(&card);
+    let total = card["total"]["mean"].as_f64().unwrap();
+    assert!(total > 0.0, "the script trades: {total}");
+}
+
+#[test]
+fn an_agent_that_never_ends_its_turns_times_out_and_the_market_goes_on() {
+    let dir = Scratch::new("eval-silent");
+    let how = [
+        "--agent",
+        "sleep 600",
+        "--seeds",
+        "1",
+        "--tasks",
+        "sell-vs-lowballers",
+        "--turn-budget-ms",
+        "50",
+    ];
+    let (card, _) = eval_with(&dir, "silent", &how);
+    let t = &card["tasks"][0];
+    let turns = t["runs"][0]["turns"].as_u64().unwrap();
+    assert!(turns >= 2, "the market went on past the first timeout: {t}");
+    assert_eq!(t["turn_timeouts"]["count"].as_u64(), Some(turns));
+    assert_eq!(t["turn_timeouts"]["red"], true);
+    assert_eq!(red(&card)[0].1, ["turn_timeouts".to_string()].into());
+}
+
+#[test]
+fn the_replay_of_an_evaluation_with_an_outside_agent_is_identical_without_it() {
+    let Some(agent) = example_agent("http_agent.py") else {
+        return;
+    };
+    let dir = Scratch::new("eval-replay");
+    let how = [
+        "--agent",
+        agent.as_str(),
+        "--seeds",
+        "2",
+        "--tasks",
+        "thin-market-buy,prompt-injection",
+        "--turn-budget-ms",
+        "20000",
+    ];
+    let (_, first) = eval_with(&dir, "first", &how);
+    let (from, to) = (dir.path("first"), dir.path("again"));
+    let out = run_ok(
+        &dir.0,
+        &[
+            "eval",
+            "replay",
+            &from.display().to_string(),
+            "--out",
+            &to.display().to_string(),
+        ],
+    );
+    assert!(out.contains("identical to"), "{out}");
+    let again = std::fs::read_to_string(to.join("scorecard.json")).unwrap();
+    assert_eq!(first, again);
 }
