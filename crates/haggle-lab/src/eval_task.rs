@@ -231,63 +231,66 @@ pub fn best_surplus(scenario: &Scenario, subject: &str) -> i64 {
         .iter()
         .filter(|p| p.name != subject)
         .collect();
-    // Selling: (gain, my item, their want unit).
-    let mut sells = Vec::new();
+    best_sales(me, &others) + best_purchases(me, &others)
+}
+
+/// Selling: each item to a distinct wanted unit, largest (valuation − floor) first.
+fn best_sales(me: &Profile, others: &[&Profile]) -> i64 {
+    let mut pairs = Vec::new();
     for (i, item) in me.sell.iter().enumerate() {
-        for p in &others {
+        for p in others.iter().filter(|p| !p.owns.contains(&item.item_type)) {
             for w in p.want.iter().filter(|w| w.item_type == item.item_type) {
-                if w.max_price >= item.floor_price && !p.owns.contains(&item.item_type) {
+                if w.max_price >= item.floor_price {
                     for u in 0..w.quantity {
-                        sells.push((
-                            w.max_price - item.floor_price,
-                            i,
-                            (p.name.clone(), w.want_id.clone(), u),
-                        ));
+                        let unit = (p.name.clone(), w.want_id.clone(), u);
+                        pairs.push((w.max_price - item.floor_price, i, unit));
                     }
                 }
             }
         }
     }
+    pairs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let (mut total, mut items, mut units) = (0i64, BTreeSet::new(), BTreeSet::new());
+    for (gain, item, unit) in pairs {
+        if !items.contains(&item) && !units.contains(&unit) {
+            items.insert(item);
+            units.insert(unit);
+            total += gain;
+        }
+    }
+    total
+}
+
+/// Buying: each wanted unit from a distinct item at its floor, within the budget, the approval
+/// threshold and the per-deal cap, largest (maximum − floor) first.
+fn best_purchases(me: &Profile, others: &[&Profile]) -> i64 {
     let limit = [me.autonomy.approval_above, me.autonomy.per_deal_cap]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(i64::MAX);
-    // Buying: (gain, floor, my want unit, their item).
-    let mut buys = Vec::new();
+    let mut pairs = Vec::new();
     for w in me.want.iter().filter(|w| !me.owns.contains(&w.item_type)) {
-        for p in &others {
+        for p in others {
             for item in p.sell.iter().filter(|i| i.item_type == w.item_type) {
                 if item.floor_price <= w.max_price.min(limit) {
                     for u in 0..w.quantity {
-                        buys.push((
-                            w.max_price - item.floor_price,
-                            item.floor_price,
-                            (w.want_id.clone(), u),
-                            (p.name.clone(), item.item_id.clone()),
-                        ));
+                        let theirs = (p.name.clone(), item.item_id.clone());
+                        let gain = w.max_price - item.floor_price;
+                        pairs.push((gain, item.floor_price, (w.want_id.clone(), u), theirs));
                     }
                 }
             }
         }
     }
-    sells.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    buys.sort_by(|a, b| {
+    pairs.sort_by(|a, b| {
         b.0.cmp(&a.0)
             .then(a.1.cmp(&b.1))
             .then(a.2.cmp(&b.2))
             .then(a.3.cmp(&b.3))
     });
-    let (mut total, mut used_items, mut used_wants) = (0i64, BTreeSet::new(), BTreeSet::new());
-    for (gain, item, want) in sells {
-        if !used_items.contains(&item) && !used_wants.contains(&want) {
-            used_items.insert(item);
-            used_wants.insert(want);
-            total += gain;
-        }
-    }
-    let (mut spent, mut mine, mut theirs) = (0i64, BTreeSet::new(), BTreeSet::new());
-    for (gain, floor, want, item) in buys {
+    let (mut total, mut spent, mut mine, mut theirs) = (0, 0i64, BTreeSet::new(), BTreeSet::new());
+    for (gain, floor, want, item) in pairs {
         if mine.contains(&want) || theirs.contains(&item) || spent + floor > me.budget {
             continue;
         }
