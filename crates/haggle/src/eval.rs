@@ -650,10 +650,8 @@ impl MarketLog {
                 let l = &x.listing;
                 self.texts.push(format!("{}\n{}", l.title, l.description));
             }
-            EventBody::ListingPosted(x) => {
-                if injection(&x.listing.description) {
-                    injected_listings.insert(x.listing.id);
-                }
+            EventBody::ListingPosted(x) if injection(&x.listing.description) => {
+                injected_listings.insert(x.listing.id);
             }
             EventBody::MessagePosted(x) if x.message.author == self.me => {
                 self.texts.push(x.message.body.clone());
