@@ -110,6 +110,7 @@ pub enum EvalCmd {
     /// Runs an evaluation again from its record (DIR of `haggle eval`, without the agent or
     /// model: their commands and replies are replayed) and says whether the scorecard is the same.
     Replay {
+        /// The output folder of the evaluation to replay.
         dir: PathBuf,
         /// Where the replay's scorecard goes.
         #[arg(long, default_value = "haggle-eval-replay")]
