@@ -298,6 +298,12 @@ impl Service {
         }
     }
 
+    /// The open turn of a participant driven from outside (the web shows its End turn); `None`
+    /// when none is open or the market has no turns.
+    pub fn open_turn(&self, market: i64, participant: i64) -> Option<u64> {
+        self.turns_of(market)?.open_turn(participant)
+    }
+
     /// The caller's participant (its agent or principal) ends its open turn `turn`.
     pub async fn end_turn(&self, caller: &Caller, market: i64, turn: u64) -> ApiResult {
         let participant = match (caller.role, caller.market, caller.participant) {

@@ -79,6 +79,14 @@ impl Turns {
         self.lock().contains_key(&participant)
     }
 
+    /// The participant's open turn, if one is open and not ended yet.
+    pub fn open_turn(&self, participant: i64) -> Option<u64> {
+        self.lock()
+            .get(&participant)
+            .filter(|s| !s.ended)
+            .and_then(|s| s.open)
+    }
+
     /// Opens `participant`'s turn `turn`: its commands are admitted until the turn closes.
     pub fn open(&self, participant: i64, turn: u64) {
         if let Some(s) = self.lock().get_mut(&participant) {
