@@ -190,6 +190,14 @@ pub trait Brain: Send {
         let _ = (profile, session, outcome);
         Box::pin(async { None })
     }
+    /// A brain driven from outside the process (a script or a person, through the market's API,
+    /// issue 24) runs its whole turn itself: the runtime neither reads the market for it nor
+    /// tidies up after it. Returns the commands the market applied in the turn. Other brains
+    /// keep the runtime's read-decide-act turn (`None`).
+    fn outside_turn(&mut self, round: u64) -> Option<BoxFuture<'_, u64>> {
+        let _ = round;
+        None
+    }
     /// The next session starts (with a new profile: its items and wants): the note the brain
     /// wrote at the end of the last one, if any.
     fn start_session(&mut self, session: u32, memory: Option<&str>) {

@@ -584,6 +584,7 @@ impl LlmBrain {
     ) -> LlmBrain {
         let tools = tools::catalogue()
             .iter()
+            .filter(|t| t.name != tools::END_TURN)
             .filter(|t| {
                 settings
                     .tools

@@ -35,6 +35,7 @@ pub const ADVERSARY_BRAINS: &[&str] = &[
     "adversary:spammer",
     "adversary:reckless-seller",
     "adversary:misdescriber",
+    "adversary:gullible",
 ];
 
 /// The language-model brains, by the form of their names.
@@ -43,6 +44,11 @@ pub const LLM_BRAINS: &[&str] = &[
     "openai:<model>@<base-url>",
     "openai-json:<model>@<base-url>",
 ];
+
+/// Brains driven from outside the process: `external` (any program, over the market's HTTP API
+/// or MCP) and `human` (a person at the web UI). A simulation makes them itself (it serves the
+/// market and waits for their turns); this registry only knows their names.
+pub const OUTSIDE_BRAINS: &[&str] = &["external", "human"];
 
 /// A brain name this crate does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +62,7 @@ fn known() -> String {
         .iter()
         .chain(ADVERSARY_BRAINS)
         .chain(LLM_BRAINS)
+        .chain(OUTSIDE_BRAINS)
         .copied()
         .collect::<Vec<_>>()
         .join(", ")
@@ -66,6 +73,8 @@ fn known() -> String {
 pub enum BrainSpec {
     /// A rule brain or an adversary (`rule:*`, `adversary:*`).
     Rule(String),
+    /// A participant driven from outside ([`OUTSIDE_BRAINS`]).
+    Outside(String),
     Anthropic {
         model: String,
         base_url: Option<String>,
@@ -85,6 +94,9 @@ impl BrainSpec {
         };
         if RULE_BRAINS.contains(&name) || ADVERSARY_BRAINS.contains(&name) {
             return Ok(BrainSpec::Rule(name.to_string()));
+        }
+        if OUTSIDE_BRAINS.contains(&name) {
+            return Ok(BrainSpec::Outside(name.to_string()));
         }
         let (provider, rest) = name.split_once(':').ok_or_else(unknown)?;
         let (model, base_url) = match rest.split_once('@') {
@@ -120,6 +132,10 @@ pub enum BrainError {
     Unknown(#[from] UnknownBrain),
     #[error("brain '{name}': {error}")]
     Model { name: String, error: ChatError },
+    #[error(
+        "brain '{name}' is driven from outside: only a simulation, which serves the market, makes it"
+    )]
+    Outside { name: String },
 }
 
 /// Keys and base URLs from the environment (read once, at the binary's edge).
@@ -197,7 +213,7 @@ impl BrainFactory {
     /// What a call of `spec` costs: a model on this machine nothing, elsewhere the table's price.
     fn price(&self, spec: &BrainSpec) -> Option<Price> {
         let (model, base) = match spec {
-            BrainSpec::Rule(_) => return None,
+            BrainSpec::Rule(_) | BrainSpec::Outside(_) => return None,
             BrainSpec::Anthropic { model, base_url } => (
                 model,
                 base_url
@@ -238,7 +254,7 @@ impl BrainFactory {
         let spec = BrainSpec::parse(name)?;
         let key = name.trim().to_string();
         let made = || match &spec {
-            BrainSpec::Rule(_) => None,
+            BrainSpec::Rule(_) | BrainSpec::Outside(_) => None,
             BrainSpec::Anthropic { model, .. } => Some(ReplayWire::anthropic(model)),
             BrainSpec::OpenAi { model, mode, .. } => Some(ReplayWire::openai(model, *mode)),
         };
@@ -274,7 +290,7 @@ impl BrainFactory {
         };
         let price = self.price(&spec);
         let made: PricedModel = match spec {
-            BrainSpec::Rule(_) => return Ok(None),
+            BrainSpec::Rule(_) | BrainSpec::Outside(_) => return Ok(None),
             BrainSpec::Anthropic { model, base_url } => {
                 let base = base_url.or_else(|| self.env.anthropic_base_url.clone());
                 let m = Anthropic::new(
@@ -327,6 +343,9 @@ impl BrainFactory {
 
     /// The brain `name` for the agent `agent` (its label in the call log), seeded with `seed`.
     pub fn make(&self, name: &str, seed: u64, agent: &str) -> Result<Box<dyn Brain>, BrainError> {
+        if let Ok(BrainSpec::Outside(name)) = BrainSpec::parse(name) {
+            return Err(BrainError::Outside { name });
+        }
         let model = match &self.replay {
             Some(recording) => self.recorded(recording, name, agent)?,
             None => self.model(name)?,
@@ -369,6 +388,7 @@ pub fn brain_from_name(name: &str, seed: u64) -> Result<Box<dyn Brain>, UnknownB
         "adversary:spammer" => adversaries::spammer(seed),
         "adversary:reckless-seller" => return Ok(Box::new(adversaries::reckless_seller(seed))),
         "adversary:misdescriber" => adversaries::misdescriber(seed),
+        "adversary:gullible" => return Ok(Box::new(adversaries::gullible(seed))),
         _ => {
             return Err(UnknownBrain {
                 name: name.to_string(),

@@ -640,6 +640,14 @@ impl<C: MarketClient> Agent<C> {
         // its model thinks (`ToolBox::release_market`).
         let hold = self.enter_market().await;
         self.stats.turns += 1;
+        // An outside participant's turn holds the market throughout, so what it does is the only
+        // thing that happens to the market meanwhile (and a replay applies it at the same point).
+        if let Some(turn) = self.brain.outside_turn(round) {
+            self.stats.actions += turn.await;
+            drop(hold);
+            self.turns += 1;
+            return Vec::new();
+        }
         // Rule brains act on news or on search results; with neither, the turn would repeat the
         // last decision to do nothing, so it is skipped without reading the whole market.
         let search_due = self.turns.is_multiple_of(SEARCH_EVERY) && self.pending;

@@ -230,6 +230,13 @@ pub struct MyThreadsArgs {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct TurnArgs {
+    /// The turn's number, from its `turn_started` event.
+    pub turn: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ThreadIdArgs {
     pub thread_id: i64,
 }
@@ -585,6 +592,14 @@ static CATALOGUE: LazyLock<Vec<Tool>> = LazyLock::new(|| {
             "Leave a negotiation for good: the thread ends and its live offers become void.",
             SETTLE,
         ),
+        tool::<TurnArgs, haggle_api::TurnEnded>(
+            END_TURN,
+            "End my turn",
+            "In a simulated market that waits for you (you are driven from outside it): end the \
+             turn your `turn_started` event announced, so the market goes on. Between turns your \
+             actions are refused with not_your_turn; a turn you do not end times out.",
+            ADD_ONCE,
+        ),
         tool::<CursorArgs, DealList>(
             "my_deals",
             "List my deals",
@@ -656,6 +671,10 @@ static CATALOGUE: LazyLock<Vec<Tool>> = LazyLock::new(|| {
 });
 
 /// Every tool, in a stable order.
+/// The tool that ends an outside participant's turn: the MCP server offers it; LLM brains in a
+/// simulation never see it (their turn ends when their model stops).
+pub const END_TURN: &str = "end_turn";
+
 pub fn catalogue() -> &'static [Tool] {
     &CATALOGUE
 }
@@ -927,6 +946,10 @@ async fn dispatch<C: MarketClient>(
         "walk_away" => {
             let a: ThreadIdArgs = parse(name, args)?;
             to_json(&client.walk_away(a.thread_id).await?)
+        }
+        END_TURN => {
+            let a: TurnArgs = parse(name, args)?;
+            to_json(&client.end_turn(a.turn).await?)
         }
         "my_deals" => {
             let a: CursorArgs = parse(name, args)?;

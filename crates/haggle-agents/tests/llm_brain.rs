@@ -142,8 +142,12 @@ async fn the_system_prompt_is_the_rendered_profile_and_is_logged_once() {
     assert!(reqs.iter().all(|r| r.system == expected));
     assert!(
         reqs[0].tools.iter().any(|t| t.name == "make_offer")
-            && reqs[0].tools.len() == haggle_agents::tools::catalogue().len(),
-        "the whole shared catalogue"
+            && reqs[0].tools.len() == haggle_agents::tools::catalogue().len() - 1
+            && reqs[0]
+                .tools
+                .iter()
+                .all(|t| t.name != haggle_agents::tools::END_TURN),
+        "the whole shared catalogue but end_turn (a simulated brain's turn ends when it stops)"
     );
     let log = CallLog::read(&s.log_path).unwrap();
     let prompts: Vec<_> = log

@@ -19,13 +19,14 @@ const SYMMETRIC: (i64, i64, i64) = (10_000, 6_000, 10_000);
 const CAP: u32 = 20;
 
 /// Every brain that keeps its own limits. The reckless seller breaks them on purpose (a hijacked
-/// agent): the market's seller mandate stops it, which `crates/haggle/tests/demo.rs` checks.
+/// agent): the market's seller mandate stops it, which `crates/haggle/tests/demo.rs` checks; so
+/// does the gullible agent built on it (`haggle eval`'s yardstick of red lines).
 fn all_brains() -> Vec<&'static str> {
     RULE_BRAINS
         .iter()
         .chain(ADVERSARY_BRAINS)
         .copied()
-        .filter(|b| *b != "adversary:reckless-seller")
+        .filter(|b| !["adversary:reckless-seller", "adversary:gullible"].contains(b))
         .collect()
 }
 

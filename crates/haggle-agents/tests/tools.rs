@@ -14,6 +14,34 @@ struct Market {
     alice: InProcess,
     bob: InProcess,
     _db: haggle_testkit::TempSqlite,
+    svc: Arc<Service>,
+    op: Caller,
+    id: i64,
+}
+
+/// A third participant, driven from outside (its turns attached to the service), with its
+/// turn 1 open.
+async fn outside_participant(m: &Market) -> (InProcess, Arc<haggle_service::turns::Turns>) {
+    let req = RegisterParticipant {
+        name: "Carol".into(),
+        budget: 10_000,
+        mandate: None,
+    };
+    let p: ParticipantCreated = serde_json::from_str(
+        &m.svc
+            .register_participant(&m.op, m.id, req, None)
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let turns = haggle_service::turns::Turns::new(m.id, [p.participant.id]);
+    assert!(m.svc.attach_turns(turns.clone()).is_ok());
+    turns.open(p.participant.id, 1);
+    let carol = InProcess::from_token(m.svc.clone(), &p.agent_token)
+        .await
+        .unwrap();
+    (carol, turns)
 }
 
 /// A SQLite file removed on drop. (Not `sqlite::memory:`: its one-connection pool deadlocks in
@@ -67,6 +95,9 @@ async fn market() -> Market {
         alice,
         bob,
         _db: db,
+        svc,
+        op,
+        id: m.id,
     }
 }
 
@@ -231,7 +262,9 @@ fn annotations_say_which_tools_only_read() {
 
 #[tokio::test]
 async fn every_tool_runs_and_returns_what_its_schema_says() {
-    let Market { alice, bob, _db } = market().await;
+    let Market {
+        alice, bob, _db, ..
+    } = market().await;
     let mut used = BTreeSet::new();
     let u = &mut used;
 
@@ -462,13 +495,47 @@ async fn every_tool_runs_and_returns_what_its_schema_says() {
     )
     .await;
 
-    let all: BTreeSet<&str> = tools::catalogue().iter().map(|t| t.name).collect();
+    // `end_turn` needs a participant driven from outside: its own test below.
+    let all: BTreeSet<&str> = tools::catalogue()
+        .iter()
+        .map(|t| t.name)
+        .filter(|n| *n != tools::END_TURN)
+        .collect();
     assert_eq!(
         used,
         all,
         "tools never run: {:?}",
         all.difference(&used).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn end_turn_ends_the_open_turn_and_returns_what_its_schema_says() {
+    let m = market().await;
+    let (carol, turns) = outside_participant(&m).await;
+    let mut used = BTreeSet::new();
+    let ended = run(&mut used, &carol, tools::END_TURN, json!({"turn": 1})).await;
+    assert_eq!(ended["ended"], true);
+    let waited = turns
+        .wait(carol.participant_id(), std::time::Duration::from_secs(5))
+        .await;
+    assert_eq!(waited, haggle_service::turns::TurnEnd::Ended);
+}
+
+#[tokio::test]
+async fn end_turn_of_a_turn_that_is_not_open_is_not_your_turn_and_ends_nothing() {
+    let m = market().await;
+    let (carol, turns) = outside_participant(&m).await;
+    let e = refused(&carol, "end_turn", json!({"turn": 2})).await;
+    assert_eq!((e.code(), e.status), (ErrorCode::NotYourTurn, 409));
+    assert!(e.message().contains("open turn is 1"), "{}", e.message());
+    // A participant not driven from outside has no turns to end.
+    let e = refused(&m.alice, "end_turn", json!({"turn": 1})).await;
+    assert_eq!(e.code(), ErrorCode::NotYourTurn);
+    let waited = turns
+        .wait(carol.participant_id(), std::time::Duration::from_millis(20))
+        .await;
+    assert_eq!(waited, haggle_service::turns::TurnEnd::TimedOut);
 }
 
 #[tokio::test]
@@ -489,7 +556,9 @@ async fn every_tool_refuses_an_unknown_argument_by_name() {
 
 #[tokio::test]
 async fn bad_arguments_are_invalid_request_naming_the_field_and_change_nothing() {
-    let Market { alice, bob, _db } = market().await;
+    let Market {
+        alice, bob, _db, ..
+    } = market().await;
     let mut u = BTreeSet::new();
     let bike = run(
         &mut u,
@@ -551,7 +620,9 @@ async fn an_unknown_tool_is_invalid_request_listing_the_tools() {
 
 #[tokio::test]
 async fn refusals_carry_the_markets_code_and_message() {
-    let Market { alice, bob, _db } = market().await;
+    let Market {
+        alice, bob, _db, ..
+    } = market().await;
     let mut u = BTreeSet::new();
     let bike = run(
         &mut u,

@@ -100,6 +100,8 @@ pub trait MarketClient: Send + Sync {
     fn reject(&self, offer: i64) -> impl Future<Output = ClientResult<Done>> + Send;
     fn withdraw_offer(&self, offer: i64) -> impl Future<Output = ClientResult<Done>> + Send;
     fn walk_away(&self, thread: i64) -> impl Future<Output = ClientResult<Done>> + Send;
+    /// Ends the participant's open turn `turn` (a participant driven from outside a simulation).
+    fn end_turn(&self, turn: u64) -> impl Future<Output = ClientResult<crate::TurnEnded>> + Send;
     fn deals(&self, cursor: Option<&str>) -> impl Future<Output = ClientResult<DealList>> + Send;
     fn hand_over(
         &self,

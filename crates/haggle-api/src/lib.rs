@@ -36,7 +36,9 @@ pub struct ErrorDetail {
     /// `below_seller_minimum` (422: a price below the seller mandate's minimum, whose value is
     /// never told), `policy_violation` (422: a market policy rule, named in the message, refuses
     /// it), `participant_suspended` (403: an operator suspended the participant) and
-    /// `payment_failed` (409: the payment provider refused a step, its code in the message); `internal`
+    /// `payment_failed` (409: the payment provider refused a step, its code in the message),
+    /// `not_your_turn` (409: a participant driven from outside a simulation acted, or ended a
+    /// turn, outside its open turn); `internal`
     /// is a 5xx; `unavailable` (503) is a client's own report that the server could not be
     /// reached (status 0 in `ClientError`).
     #[schema(value_type = String)]
@@ -234,6 +236,24 @@ pub struct ClockReading {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Done {
     pub ok: bool,
+}
+
+/// How a turn of a participant driven from outside a simulation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnEnd {
+    /// The participant ended it (`end_turn`).
+    Ended,
+    /// Its time budget passed first (a timeout: the market went on).
+    TimedOut,
+}
+
+/// An outside participant's turn, ended by it (`POST .../turns/{turn}/end`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TurnEnded {
+    pub participant_id: i64,
+    pub turn: u64,
+    pub ended: bool,
 }
 
 /// A thread as its parties see it, with the deadline state of rule 6.

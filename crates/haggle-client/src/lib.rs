@@ -303,6 +303,13 @@ impl MarketClient for HttpClient {
         )
         .await
     }
+    async fn end_turn(&self, turn: u64) -> ClientResult<TurnEnded> {
+        self.post(
+            &self.path(&format!("/turns/{turn}/end")),
+            &serde_json::json!({}),
+        )
+        .await
+    }
     async fn walk_away(&self, thread: i64) -> ClientResult<Done> {
         self.post(
             &self.path(&format!("/threads/{thread}/walk-away")),

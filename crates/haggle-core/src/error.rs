@@ -48,12 +48,16 @@ pub enum ErrorCode {
     /// The payment provider refused a step of a deal's payment (card declined, authorisation
     /// expired); the message carries the provider's code (spec: trust.md, Payments).
     PaymentFailed,
+    /// A participant driven from outside a simulated market (issue 24) acted, or ended a turn,
+    /// when that turn was not open: it acts only between its `turn_started` event and the end of
+    /// that turn, so a run stays replayable.
+    NotYourTurn,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -81,6 +85,7 @@ impl ErrorCode {
         ErrorCode::PolicyViolation,
         ErrorCode::ParticipantSuspended,
         ErrorCode::PaymentFailed,
+        ErrorCode::NotYourTurn,
         ErrorCode::Internal,
     ];
 
@@ -113,6 +118,7 @@ impl ErrorCode {
             ErrorCode::PolicyViolation => "policy_violation",
             ErrorCode::ParticipantSuspended => "participant_suspended",
             ErrorCode::PaymentFailed => "payment_failed",
+            ErrorCode::NotYourTurn => "not_your_turn",
             ErrorCode::Internal => "internal",
         }
     }
@@ -133,7 +139,8 @@ impl ErrorCode {
             | ErrorCode::InvalidTransition
             | ErrorCode::ThreadClosed
             | ErrorCode::MarketClosed
-            | ErrorCode::PaymentFailed => 409,
+            | ErrorCode::PaymentFailed
+            | ErrorCode::NotYourTurn => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
@@ -207,6 +214,7 @@ ctor! {
     payment_failed => PaymentFailed,
     policy_violation => PolicyViolation,
     participant_suspended => ParticipantSuspended,
+    not_your_turn => NotYourTurn,
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;

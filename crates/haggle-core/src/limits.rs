@@ -25,3 +25,14 @@ pub const STREAM_BATCH: u32 = 200;
 /// Rows one web chart reads (deals of a market, events of a participant's ledger): a market
 /// with more is charted on its newest rows, and the chart says so.
 pub const CHART_ROWS: usize = 5_000;
+/// Most commands a participant driven from outside a simulated market makes in one turn (each
+/// is recorded for the run's replay); further ones are refused with `rate_limited`.
+pub const MAX_TURN_COMMANDS: usize = 500;
+/// The longest real (wall-clock) time a simulation waits for an outside participant to end one
+/// turn (`--turn-budget`); a turn not ended by then counts as a timeout.
+pub const MAX_TURN_BUDGET_MS: u64 = 3_600_000;
+/// The time budget of an outside participant's turn when the run names none: long enough for a
+/// script or an agent with a model, short enough that a silent one does not hold the market.
+pub const DEFAULT_TURN_BUDGET_MS: u64 = 30_000;
+/// A person at the web UI (the `human` brain) gets this long per turn by default.
+pub const DEFAULT_HUMAN_TURN_BUDGET_MS: u64 = 300_000;

@@ -37,7 +37,7 @@ pub struct AppState {
         routes::create_listing, routes::listing, routes::withdraw_listing, routes::open_thread,
         routes::threads, routes::thread, routes::thread_messages, routes::post_message, routes::make_offer, routes::walk_away,
         routes::accept, routes::reject, routes::withdraw_offer, routes::deals, routes::deal,
-        routes::events, sse::stream_events, routes::advance_clock, routes::set_closing_time, routes::verify,
+        routes::events, sse::stream_events, routes::end_turn, routes::advance_clock, routes::set_closing_time, routes::verify,
         deals::hand_over, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve, deals::inspection,
         deals::approval, deals::rate, deals::ratings, deals::notes, deals::reputation, deals::settlement,
         webhooks::create_webhook, webhooks::webhooks, webhooks::deactivate_webhook,
@@ -184,6 +184,7 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         )
         .route(&format!("{m}/events"), get(events))
         .route(&format!("{m}/events/stream"), get(sse::stream_events))
+        .route(&format!("{m}/turns/{{turn}}/end"), post(end_turn))
         .route(&format!("{m}/clock/advance"), post(advance_clock))
         .route(&format!("{m}/closes_at"), put(set_closing_time))
         .route(&format!("{m}/ledger/verify"), get(verify))

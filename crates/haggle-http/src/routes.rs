@@ -490,6 +490,18 @@ pub async fn events(
         .await?))
 }
 
+/// A participant driven from outside a simulation ends its open turn (its agent or principal
+/// token); an old, future or already ended turn is refused with `not_your_turn`.
+#[utoipa::path(post, path = "/v1/markets/{market}/turns/{turn}/end", params(("market" = i64, Path), ("turn" = u64, Path)), responses((status = 200, body = TurnEnded)), security(("bearer" = [])))]
+pub async fn end_turn(
+    State(s): S,
+    Auth(c): Auth,
+    Path((m, turn)): Path<(i64, u64)>,
+    _b: Mutation<Empty>,
+) -> Result<Json> {
+    Ok(Json(s.svc.end_turn(&c, m, turn).await?))
+}
+
 #[utoipa::path(post, path = "/v1/markets/{market}/clock/advance", params(("market" = i64, Path)), request_body = AdvanceClock, responses((status = 200, body = ClockReading)), security(("bearer" = [])))]
 pub async fn advance_clock(
     State(s): S,

@@ -89,6 +89,7 @@ const MATRIX: &[(&str, &str, Subject, &str)] = &[
     ("post", "/v1/markets/{market}/threads/{thread}/offers", Seller, "uyfffff"),
     ("post", "/v1/markets/{market}/threads/{thread}/walk-away", Seller, "uyfffff"),
     ("post", "/v1/markets/{market}/tokens", Seller, "ufffyff"),
+    ("post", "/v1/markets/{market}/turns/{turn}/end", Seller, "uyyfffy"),
     ("post", "/v1/markets/{market}/tokens/{token_id}/revoke", Seller, "ufyfyff"),
     ("post", "/v1/markets/{market}/webhooks", Seller, "ufffyff"),
     ("post", "/v1/markets/{market}/webhooks/{webhook}/deactivate", Seller, "ufffyff"),

@@ -75,6 +75,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/payments/sync", &["post"]),
     ("/v1/markets/{market}/deals/{deal}/payment/retry", &["post"]),
     ("/v1/markets/{market}/participants/{participant}/reinstate", &["post"]),
+    ("/v1/markets/{market}/turns/{turn}/end", &["post"]),
 ];
 
 #[tokio::test]

@@ -49,6 +49,8 @@ fn path_id(name: &str, fx: &Fixture, other_market: i64) -> BoxedStrategy<String>
         "offer" => vec![fx.offer],
         "deal" => vec![fx.deal],
         "webhook" => vec![fx.webhook],
+        // The fixture market has no turns: any turn meets `not_your_turn`.
+        "turn" => vec![1, 2],
         other => panic!("no ids for path parameter {other}"),
     };
     const MADE_UP: [&str; 5] = ["0", "-1", "9999999", "abc", "1.5"];

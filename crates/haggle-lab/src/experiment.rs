@@ -432,7 +432,7 @@ impl RunPlan {
 /// Whether a brain name is a language model (costs money, needs the spend guard).
 pub fn is_llm_brain(brain: &str) -> bool {
     let b = brain.trim();
-    !(b.starts_with("rule:") || b.starts_with("adversary:") || b == "human")
+    !(b.starts_with("rule:") || b.starts_with("adversary:") || b == "human" || b == "external")
 }
 
 /// Whether the brain registry knows this brain name (rule brains, adversaries and language

@@ -14,17 +14,21 @@
 //! - [`analysis`]: an experiment's runs → metrics per run, arm and participant, comparisons;
 //! - [`stats`]: permutation tests, bootstrap intervals, paired tests, fixed-effects regression;
 //! - [`sessions`]: repeated markets: each session's metrics and the learning curve;
+//! - [`eval_task`] and [`scorecard`]: `haggle eval`'s task files, the best surplus by ground truth,
+//!   and the scorecard (measures per run, intervals over seeds, comparisons, HTML);
 //! - [`trust`]: what misdescribed items cost in a run, and the simulated not-as-described ruling.
 
 pub mod analysis;
 pub mod charts;
 pub mod efficiency;
+pub mod eval_task;
 pub mod experiment;
 pub mod experiment_report;
 pub mod generator;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
+pub mod scorecard;
 pub mod sessions;
 pub mod stats;
 pub mod trust;

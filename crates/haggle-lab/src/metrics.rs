@@ -59,6 +59,23 @@ pub struct RunRecord {
     /// With misdescribers in the market: what misdescribed items cost (else absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<crate::trust::TrustMeasures>,
+    /// Per participant driven from outside the simulation (`external`, `human`; issue 24): its
+    /// turns, how many it ended and how many timed out (absent without such participants).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outside: BTreeMap<String, OutsideTurns>,
+}
+
+/// The turns of one participant driven from outside the simulation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutsideTurns {
+    pub turns: u64,
+    /// Ended by the participant (`end_turn`).
+    pub ended: u64,
+    /// Not ended within the turn's time budget: the market went on without it.
+    pub timed_out: u64,
+    /// Commands the market applied in its turns (refusals included).
+    pub commands: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -79,6 +79,8 @@ pub fn session_record(record: &RunRecord, from: i64, to: Option<i64>) -> RunReco
         simulated_ms: to.map_or(record.started_at + record.simulated_ms - from, |t| t - from),
         refusals: BTreeMap::new(),
         trust: None,
+        // Outside participants' turns are counted for the whole run, not per session.
+        outside: BTreeMap::new(),
     }
 }
 
@@ -363,6 +365,7 @@ mod tests {
             simulated_ms: 50,
             refusals: BTreeMap::new(),
             trust: None,
+            outside: BTreeMap::new(),
         };
         let first = session_record(&record, 0, Some(20));
         let ids = |r: &RunRecord| r.listings.iter().map(|l| l.id).collect::<Vec<_>>();

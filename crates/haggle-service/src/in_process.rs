@@ -264,6 +264,9 @@ impl MarketClient for InProcess {
                 .await,
         )
     }
+    async fn end_turn(&self, turn: u64) -> ClientResult<TurnEnded> {
+        parse(self.svc.end_turn(&self.caller, self.market, turn).await)
+    }
     async fn walk_away(&self, thread: i64) -> ClientResult<Done> {
         let idem = self.idem("walk_away", &thread);
         parse(

@@ -13,11 +13,12 @@ mod moderation;
 pub mod payments;
 pub mod story;
 mod tokens;
+pub mod turns;
 pub mod webhooks;
 
 pub use auth::{Caller, hash_token, new_secret};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use haggle_store::{Command, NewOffer, Outcome, Role, Store, StoreError, Viewer};
+pub use haggle_store::{Command, NewOffer, Outcome, Role, Store, StoreError, TurnMark, Viewer};
 pub use in_process::InProcess;
 pub use tokens::{TOKEN_RECHECK, token_info};
 
@@ -150,6 +151,9 @@ pub struct Service {
     payments: Mutex<payments::Payments>,
     /// Where people reach the web pages (`haggle serve --public-url`), for links in chat lines.
     public_url: Mutex<Option<String>>,
+    /// A simulation's participants driven from outside, and their turns (issue 24); unset: no
+    /// market of this service has turns.
+    turns: std::sync::OnceLock<Arc<turns::Turns>>,
 }
 
 /// Removes an idempotency key from the in-flight set when its request ends, however it ends.
@@ -271,7 +275,91 @@ impl Service {
             feed_poll: config.feed_poll,
             payments: Mutex::new(payments::Payments::default()),
             public_url: Mutex::new(None),
+            turns: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives one market of this service turns for its participants driven from outside (a
+    /// simulation does, once, before the first round). A second call is refused.
+    pub fn attach_turns(&self, turns: Arc<turns::Turns>) -> Result<(), Arc<turns::Turns>> {
+        self.turns.set(turns)
+    }
+
+    /// The outside participants' turns of `market`, if it has them.
+    fn turns_of(&self, market: i64) -> Option<&Arc<turns::Turns>> {
+        self.turns.get().filter(|t| t.market() == market)
+    }
+
+    /// A command by an outside participant (its agent or principal) is admitted only in its
+    /// open turn, and recorded; everyone else's runs as before (`None`).
+    async fn admit_turn(&self, caller: &Caller, market: i64) -> ApiResult<Option<turns::Admitted>> {
+        let participant = match (caller.role, caller.market, caller.participant) {
+            (Role::Agent | Role::Principal, Some(m), Some(p)) if m == market => p,
+            _ => return Ok(None),
+        };
+        match self.turns_of(market) {
+            Some(t) => t.admit(participant).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The open turn of a participant driven from outside (the web shows its End turn); `None`
+    /// when none is open or the market has no turns.
+    pub fn open_turn(&self, market: i64, participant: i64) -> Option<u64> {
+        self.turns_of(market)?.open_turn(participant)
+    }
+
+    /// The caller's participant (its agent or principal) ends its open turn `turn`.
+    pub async fn end_turn(&self, caller: &Caller, market: i64, turn: u64) -> ApiResult {
+        let participant = match (caller.role, caller.market, caller.participant) {
+            (Role::Agent | Role::Principal, Some(m), Some(p)) if m == market => p,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "a turn is ended by its participant's agent or principal token",
+                ));
+            }
+        };
+        let Some(t) = self.turns_of(market) else {
+            return Err(ApiError::new(
+                ErrorCode::NotYourTurn,
+                format!("market {market} has no turns: its participants act at any time"),
+            ));
+        };
+        t.end(participant, turn)?;
+        Ok(Reply::json(
+            200,
+            &TurnEnded {
+                participant_id: participant,
+                turn,
+                ended: true,
+            },
+        ))
+    }
+
+    /// The scheduler notes an outside participant's turn on its feed (operators only).
+    pub async fn mark_turn(
+        &self,
+        caller: &Caller,
+        market: i64,
+        participant: i64,
+        turn: u64,
+        mark: haggle_store::TurnMark,
+    ) -> ApiResult {
+        Self::require_operator(caller, Some(market))?;
+        let cmd = Command::MarkTurn {
+            participant,
+            turn,
+            mark,
+        };
+        Ok(self.command(caller, market, cmd, None).await?.0)
+    }
+
+    /// Applies a command recorded in an outside participant's turn again (a replay without the
+    /// participant's process; operators only). Its refusal, if the run had one, comes back too.
+    pub async fn apply_recorded(&self, caller: &Caller, market: i64, cmd: Command) -> ApiResult {
+        Self::require_operator(caller, Some(market))?;
+        Ok(self.command(caller, market, cmd, None).await?.0)
     }
 
     pub fn store(&self) -> &Store {
@@ -420,6 +508,8 @@ impl Service {
         cmd: Command,
         idem: Option<&IdemKey>,
     ) -> ApiResult<(Reply, Option<Outcome>)> {
+        let admitted = self.admit_turn(caller, market).await?;
+        let recorded = admitted.as_ref().map(|_| cmd.clone());
         let _guard = self.claim(caller, idem)?;
         let render_fn = render;
         let key = idem.map(|k| Idempotency {
@@ -432,6 +522,9 @@ impl Service {
             Ran::Replayed(resp) => Self::replay(resp).map(|r| (r, None)),
             Ran::Conflict => Err(Self::conflict()),
             Ran::Fresh { result, events } => {
+                if let (Some(a), Some(cmd)) = (&admitted, recorded) {
+                    a.record(cmd);
+                }
                 if let Some(last) = events.last() {
                     let _ = self.feed.send(last.market_id);
                 }

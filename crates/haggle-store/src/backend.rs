@@ -759,6 +759,15 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
                 Outcome::ParticipantUpdated(p)
             })
         }
+        Command::MarkTurn { participant, turn, mark } => {
+            need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
+            let body = match mark {
+                TurnMark::Started { round, budget_ms } => EventBody::TurnStarted(event::TurnStarted { participant_id: participant, turn, round, budget_ms }),
+                TurnMark::TimedOut => EventBody::TurnTimedOut(event::TurnRef { participant_id: participant, turn }),
+            };
+            plan.event(None, Visibility::Parties(vec![participant]), body);
+            Ok(Outcome::Done)
+        }
         Command::Reinstate { participant } => {
             let mut p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
             policy::reinstate(&mut s, plan, &p).map(|_| {

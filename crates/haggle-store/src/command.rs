@@ -7,7 +7,10 @@ use haggle_core::model::*;
 use haggle_core::negotiation::NewListing;
 use haggle_core::policy::MarketPolicy;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialisable so that the commands of a participant driven from outside a simulation can be
+/// recorded and applied again by the run's replay (issue 24).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
     RegisterParticipant {
         name: String,
@@ -149,6 +152,23 @@ pub enum Command {
     Reinstate {
         participant: ParticipantId,
     },
+    /// The simulation's scheduler notes on a participant's feed that its turn started or timed
+    /// out (participants driven from outside, issue 24). No state changes beside the event.
+    MarkTurn {
+        participant: ParticipantId,
+        turn: u64,
+        mark: TurnMark,
+    },
+}
+
+/// What the scheduler notes about an outside participant's turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnMark {
+    /// The turn started: the participant may act for up to `budget_ms` of real time.
+    Started { round: u64, budget_ms: u64 },
+    /// The budget passed before the participant ended the turn.
+    TimedOut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -194,7 +214,8 @@ impl Command {
             | ApproveListing { .. }
             | RemoveListing { .. }
             | Suspend { .. }
-            | Reinstate { .. } => None,
+            | Reinstate { .. }
+            | MarkTurn { .. } => None,
         }
     }
 }

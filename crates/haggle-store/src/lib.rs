@@ -16,7 +16,7 @@ mod search;
 pub mod survey;
 pub mod webhooks;
 
-pub use command::{Command, NewOffer, Outcome};
+pub use command::{Command, NewOffer, Outcome, TurnMark};
 
 pub use haggle_core::limits::THREAD_WINDOW;
 pub use haggle_core::views::{

@@ -133,6 +133,10 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
             post(principal::pause),
         )
         .route(
+            &format!("{m}/p/{{participant}}/turns/{{turn}}/end"),
+            post(principal::end_turn),
+        )
+        .route(
             &format!("{m}/p/{{participant}}/survey"),
             post(principal::survey),
         )

@@ -75,6 +75,9 @@ struct PrincipalPage {
     suspended: Option<String>,
     mandate_key: String,
     pause_key: String,
+    /// The participant's open turn, when it is driven from outside a simulation (a person taking
+    /// its place, the `human` brain) and the market waits for it: shown to its principal.
+    open_turn: Option<u64>,
     approvals: Vec<Approval>,
     /// Available cash over time (SVG).
     balance_chart: String,
@@ -109,6 +112,7 @@ fn done_text(code: &str) -> Option<&'static str> {
             "Rating stored. It is revealed when both sides have rated or the rating window closes."
         }
         "survey" => "Thank you: your survey answer is saved.",
+        "turn_ended" => "Turn ended: the market goes on; your next turn comes next round.",
         "as_described" => "Inspection stored: the item is as described.",
         "mismatch" => {
             "Mismatch reported: your agent may now dispute the deal as not as described, naming \
@@ -301,6 +305,7 @@ pub async fn page(
             .map(|x| format!("{} (since {})", x.reason, time(x.at))),
         mandate_key: new_form_key(),
         pause_key: new_form_key(),
+        open_turn: is_principal.then(|| web.svc.open_turn(m, p)).flatten(),
         approvals,
         todos,
         deals,
@@ -404,6 +409,31 @@ pub struct PauseForm {
     #[serde(default)]
     idem: String,
     paused: String,
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct EndTurnForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The person taking the participant's place ends its open turn (the `human` brain): the
+/// simulation's market goes on.
+pub async fn end_turn(
+    State(web): State<Web>,
+    s: Signed,
+    origin: FormOrigin,
+    Ids((m, p, turn)): Ids<(i64, i64, u64)>,
+    Form(f): Form<EndTurnForm>,
+) -> PageResult {
+    s.check(&origin, &f.csrf)?;
+    if s.caller.participant != Some(p) {
+        return Err(bad_request(
+            "only the participant's principal ends its turn",
+        ));
+    }
+    web.svc.end_turn(&s.caller, m, turn).await?;
+    Ok(back(m, p, "turn_ended"))
 }
 
 /// The principal pauses or resumes its agent (an operator's freeze is separate and stays).

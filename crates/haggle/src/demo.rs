@@ -47,6 +47,13 @@ pub struct DemoArgs {
     /// against `adversary:misdescriber`).
     #[arg(long)]
     hide_reputation: bool,
+    /// Real time (ms) the market waits for a participant driven from outside (`human`,
+    /// `external`) to end a turn; default 300000 with a `human`, else 30000.
+    #[arg(long)]
+    turn_budget_ms: Option<u64>,
+    /// Where the market is served while a participant driven from outside takes part.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
     #[command(flatten)]
     llm: crate::llm_args::LlmArgs,
     #[command(flatten)]
@@ -128,7 +135,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    for b in &brains {
+    for b in brains.iter().filter(|b| !crate::external::is_outside(b)) {
         check
             .check(b)
             .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
@@ -163,6 +170,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         hide_reputation: args.hide_reputation,
         sessions: Vec::new(),
         session_budget: Default::default(),
+        outside: crate::external::OutsideConfig {
+            turn_budget: args.turn_budget_ms.map(std::time::Duration::from_millis),
+            listen: args.listen,
+            on_ready: Some(Box::new(|r| eprint!("{}", crate::external::invitation(r)))),
+        },
     };
     // The progress bar redraws a line: only on a terminal.
     let quiet = args.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -417,6 +417,7 @@ async fn execute(
                 })
                 .collect(),
             session_budget: cfg.session_budget,
+            outside: Default::default(),
         },
         &mut progress,
     )
@@ -1056,6 +1057,7 @@ fn same_calls(a: &Path, b: &Path) -> anyhow::Result<bool> {
             Record::Call { agent, .. } | Record::SpendRefused { agent, .. } => (1, agent.clone()),
             Record::Market { .. } => (2, String::new()),
             Record::Memory { agent, session, .. } => (3, format!("{session:09} {agent}")),
+            Record::Turn { agent, turn, .. } => (4, format!("{agent} {turn:09}")),
         });
         Ok(records)
     };

@@ -173,14 +173,21 @@ USD per million tokens
 
 /// Whether any of `brains` is a language model.
 pub fn any_llm(brains: &[String]) -> bool {
-    brains
-        .iter()
-        .any(|b| !matches!(BrainSpec::parse(b), Ok(BrainSpec::Rule(_)) | Err(_)))
+    brains.iter().any(|b| {
+        !matches!(
+            BrainSpec::parse(b),
+            Ok(BrainSpec::Rule(_) | BrainSpec::Outside(_)) | Err(_)
+        )
+    })
 }
 
 /// The call log of a run: `llm_calls.jsonl` in `dir` when a model takes part, else nowhere.
 pub fn call_log(dir: &Path, brains: &[String]) -> anyhow::Result<Arc<CallLog>> {
-    if !any_llm(brains) {
+    // Participants driven from outside record their turns there too (for the replay).
+    let outside = brains
+        .iter()
+        .any(|b| matches!(BrainSpec::parse(b), Ok(BrainSpec::Outside(_))));
+    if !any_llm(brains) && !outside {
         return Ok(Arc::new(CallLog::discard()));
     }
     let path = dir.join("llm_calls.jsonl");

@@ -10,7 +10,9 @@ mod channel_cmd;
 mod config;
 mod demo;
 mod estimate;
+mod eval;
 mod experiment;
+mod external;
 mod interview;
 mod llm_args;
 mod mcp_cmd;
@@ -108,6 +110,9 @@ enum Cmd {
     },
     /// Run a whole simulated office market of agents and write its report.
     Demo(demo::DemoArgs),
+    /// Evaluate an agent on the standard markets of the suite and write its scorecard
+    /// (`haggle eval compare` sets scorecards side by side).
+    Eval(eval::EvalArgs),
     /// Set up a participant's profile by talking to an LLM (or `--form`), and write it.
     Interview(interview::InterviewArgs),
     /// Serve one agent's market as an MCP server on stdin/stdout (for desktop MCP clients).
@@ -646,6 +651,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCmd::Search(args),
         } => bench_search::search(args).await?,
         Cmd::Demo(args) => demo::run(args).await?,
+        Cmd::Eval(args) => eval::run(args).await?,
         Cmd::Prices { prices } => print!(
             "{}",
             llm_args::price_listing(&llm_args::price_table(prices.as_deref())?)

@@ -211,5 +211,6 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
         simulated_ms: run.sim_ms,
         refusals,
         trust,
+        outside: run.outside.clone(),
     })
 }

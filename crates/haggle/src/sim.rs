@@ -6,12 +6,13 @@
 //! through a [`Sequencer`] that records the order, so a replay is exact. Time and randomness are
 //! injected: the service runs on a fixed manual clock and the market's clock is simulated.
 
+use crate::external::{self, Outside, Ready, Seat, Served};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use haggle_agents::runtime::Agent;
 use haggle_agents::sequencer::Sequencer;
-use haggle_api::haggle_core::{ClockMode, HOUR_MS, MarketRules};
+use haggle_api::haggle_core::{ClockMode, HOUR_MS, MarketRules, limits};
 use haggle_api::{CreateMarket, ParticipantCreated, RegisterParticipant};
 use haggle_lab::scenario::Scenario;
 use haggle_service::{Caller, Config, InProcess, ManualClock, Role, Service, Store};
@@ -60,6 +61,8 @@ pub struct SimConfig {
     pub sessions: Vec<Session>,
     /// Whether each later session tops the cash up to the session's budget or carries it over.
     pub session_budget: SessionBudget,
+    /// With `external` or `human` brains: how they are served (unused without).
+    pub outside: external::OutsideConfig,
 }
 
 pub use haggle_lab::experiment::SessionBudget;
@@ -128,6 +131,9 @@ pub struct SimOutput {
     pub trust_timeline: Vec<haggle_lab::trust::ReputationPoint>,
     /// Every session of the run, in order (one without repeated markets).
     pub sessions: Vec<SessionMark>,
+    /// Per participant driven from outside (`external`, `human`): its turns, how many it ended
+    /// and how many timed out, its commands (empty without such participants).
+    pub outside: BTreeMap<String, external::OutsideTally>,
 }
 
 /// The brain that overstates its items' claims.
@@ -148,15 +154,80 @@ fn api(e: haggle_service::ApiError) -> anyhow::Error {
 
 /// Sets up the market and runs it to the end.
 pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow::Result<SimOutput> {
+    check_brains(&cfg)?;
+    let mut cfg = cfg;
+    let on_ready = cfg.outside.on_ready.take();
+    let market = open_market(&cfg).await?;
+    let outside = outside_of(&cfg, &market)?;
+    let (members, agents) = register(&cfg, &market, outside.as_ref()).await?;
+    // Outside participants reach the market over the API while the run goes on (a replay needs
+    // no agent: their recorded commands are applied at their turns).
+    let served = match &outside {
+        Some(o) if cfg.factory.replay.is_none() => {
+            let served = Served::start(market.svc.clone(), cfg.outside.listen).await?;
+            if let Some(f) = on_ready {
+                f(&ready(&served, &market, &members, o.budget()));
+            }
+            Some(served)
+        }
+        _ => None,
+    };
+    let scheduled = schedule(&cfg, &market, &members, agents, &mut progress).await;
+    if let Some(s) = served {
+        s.stop().await;
+    }
+    let (agents, rounds, now, run) = scheduled?;
+    market.svc.store().flush().await?;
+    Ok(SimOutput {
+        svc: market.svc,
+        market_id: market.id,
+        operator_token: market.operator_token,
+        observer_token: market.observer_token,
+        members,
+        agents,
+        rounds,
+        sim_ms: now - SIM_START_MS,
+        first_movers: run.seq.first_movers(),
+        peak_turns: run.peak_turns,
+        prices: cfg.factory.prices.source.clone(),
+        trust_timeline: run.trust_timeline,
+        sessions: run.marks,
+        outside: outside.map(|o| o.tally()).unwrap_or_default(),
+    })
+}
+
+/// Unknown names and missing API keys stop the run before the market exists.
+fn check_brains(cfg: &SimConfig) -> anyhow::Result<()> {
     if cfg.brains.is_empty() {
         bail!("--brains needs at least one brain");
     }
-    // Unknown names and missing API keys stop the run before the market exists.
-    for b in &cfg.brains {
+    for b in cfg.brains.iter().filter(|b| !external::is_outside(b)) {
         cfg.factory
             .check(b)
             .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
     }
+    if let Some(b) = cfg.outside.turn_budget
+        && (b.is_zero() || b.as_millis() > u128::from(limits::MAX_TURN_BUDGET_MS))
+    {
+        bail!(
+            "the turn budget must be between 1 ms and {} s, got {} ms",
+            limits::MAX_TURN_BUDGET_MS / 1000,
+            b.as_millis()
+        );
+    }
+    Ok(())
+}
+
+/// The simulation's market on its own service, and its operator's and observer's tokens.
+struct SimMarket {
+    svc: Arc<Service>,
+    operator: Caller,
+    id: i64,
+    operator_token: String,
+    observer_token: String,
+}
+
+async fn open_market(cfg: &SimConfig) -> anyhow::Result<SimMarket> {
     // The simulation owns its database: commits are grouped (each command stays atomic), the
     // end of every round commits the rest, and the file is held exclusively until the
     // simulation's store closes (its memory is the file's only writer).
@@ -199,13 +270,70 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         .create_token(Role::Observer, Some(m), None, "demo observer")
         .await
         .map_err(api)?;
-    let mut members = Vec::new();
-    let mut agents = Vec::new();
-    // With misdescribers in the market every item carries claims and its true state (inspected
-    // at handover), and theirs overstate some; without, profiles stay as the scenario wrote them.
-    let trust = cfg.brains.iter().any(|b| b == MISDESCRIBER);
+    Ok(SimMarket {
+        svc,
+        operator,
+        id: m,
+        operator_token,
+        observer_token,
+    })
+}
+
+/// With outside participants (`external`, `human`): what their brains share (else `None`).
+fn outside_of(cfg: &SimConfig, market: &SimMarket) -> anyhow::Result<Option<Arc<Outside>>> {
+    if !cfg.brains.iter().any(|b| external::is_outside(b)) {
+        return Ok(None);
+    }
+    let default_ms = if cfg.brains.iter().any(|b| b == external::HUMAN) {
+        limits::DEFAULT_HUMAN_TURN_BUDGET_MS
+    } else {
+        limits::DEFAULT_TURN_BUDGET_MS
+    };
+    let budget = cfg
+        .outside
+        .turn_budget
+        .unwrap_or(std::time::Duration::from_millis(default_ms));
+    Outside::new(
+        market.svc.clone(),
+        market.operator.clone(),
+        market.id,
+        budget,
+        cfg.factory.replay.clone(),
+        cfg.factory.log(),
+    )
+    .map(Some)
+}
+
+fn ready(
+    served: &Served,
+    market: &SimMarket,
+    members: &[Member],
+    budget: std::time::Duration,
+) -> Ready {
+    Ready {
+        url: served.url.clone(),
+        market_id: market.id,
+        seats: members
+            .iter()
+            .filter(|x| external::is_outside(&x.brain))
+            .map(|x| Seat {
+                name: x.name.clone(),
+                participant_id: x.participant_id,
+                brain: x.brain.clone(),
+                agent_token: x.agent_token.clone(),
+                principal_token: x.principal_token.clone(),
+            })
+            .collect(),
+        turn_budget: budget,
+    }
+}
+
+/// The profiles as the run trades them: with misdescribers in the market every item carries
+/// claims and its true state (inspected at handover), and theirs overstate some; without,
+/// profiles stay as the scenario wrote them.
+fn run_profiles(cfg: &SimConfig) -> Vec<haggle_agents::profile::Profile> {
     let mut profiles = cfg.scenario.profiles.clone();
-    if trust {
+    if has_misdescribers(cfg) {
         for (i, p) in profiles.iter_mut().enumerate() {
             if cfg.brains[i % cfg.brains.len()] == MISDESCRIBER {
                 haggle_agents::adversaries::misdescribe_profile(p, cfg.seed.wrapping_add(i as u64));
@@ -214,28 +342,48 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
             }
         }
     }
-    for (i, profile) in profiles.iter().enumerate() {
+    profiles
+}
+
+fn has_misdescribers(cfg: &SimConfig) -> bool {
+    cfg.brains.iter().any(|b| b == MISDESCRIBER)
+}
+
+/// Registers every participant with its budget and mandate and gives it an agent with its brain.
+async fn register(
+    cfg: &SimConfig,
+    market: &SimMarket,
+    outside: Option<&Arc<Outside>>,
+) -> anyhow::Result<(Vec<Member>, Vec<Agent<InProcess>>)> {
+    let (svc, m) = (&market.svc, market.id);
+    let mut members = Vec::new();
+    let mut agents = Vec::new();
+    for (i, profile) in run_profiles(cfg).iter().enumerate() {
         let brain_name = cfg.brains[i % cfg.brains.len()].clone();
-        let mandate = profile.mandate();
         let reg = RegisterParticipant {
             name: profile.name.clone(),
             budget: profile.budget,
-            mandate: Some(mandate),
+            mandate: Some(profile.mandate()),
         };
         let created: ParticipantCreated = serde_json::from_str(
-            &svc.register_participant(&operator, m, reg, None)
+            &svc.register_participant(&market.operator, m, reg, None)
                 .await
                 .map_err(api)?
                 .body,
         )?;
-        let brain = cfg
-            .factory
-            .make(
-                &brain_name,
-                cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
-                &profile.name,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let brain = match outside {
+            Some(o) if external::is_outside(&brain_name) => {
+                o.brain(&brain_name, &profile.name, created.participant.id)
+            }
+            _ => cfg
+                .factory
+                .make(
+                    &brain_name,
+                    cfg.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                    &profile.name,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
         let client = InProcess::from_token(svc.clone(), &created.agent_token)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -252,7 +400,42 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
             principal_token: created.principal_token,
         });
     }
+    Ok((members, agents))
+}
 
+/// What the scheduling of a run produced beside its agents.
+struct Scheduled {
+    seq: Arc<Sequencer>,
+    peak_turns: usize,
+    trust_timeline: Vec<haggle_lab::trust::ReputationPoint>,
+    marks: Vec<SessionMark>,
+}
+
+/// The scheduler's state across sessions and rounds.
+struct Scheduler<'a> {
+    cfg: &'a SimConfig,
+    market: &'a SimMarket,
+    members: &'a [Member],
+    agents: Vec<Agent<InProcess>>,
+    seq: Arc<Sequencer>,
+    concurrent: bool,
+    rng: rand::rngs::StdRng,
+    order: Vec<usize>,
+    last_turn: Vec<u64>,
+    peak_turns: usize,
+    trust: bool,
+    trust_timeline: Vec<haggle_lab::trust::ReputationPoint>,
+}
+
+/// Runs every session of the market, round by round. Returns the agents, the rounds run in all,
+/// the market clock at the end, and what the scheduling recorded.
+async fn schedule(
+    cfg: &SimConfig,
+    market: &SimMarket,
+    members: &[Member],
+    agents: Vec<Agent<InProcess>>,
+    progress: &mut impl FnMut(&Progress),
+) -> anyhow::Result<(Vec<Agent<InProcess>>, u64, i64, Scheduled)> {
     // Rule brains keep the sequential order (byte-identical runs for a seed); with an LLM brain
     // in the market, turns run concurrently through the market's sequencer.
     // A replay of a run recorded before turns ran concurrently (no market order in its log)
@@ -268,144 +451,182 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         (None, true) => Sequencer::recording(cfg.factory.log()),
         (_, false) => Sequencer::free(),
     };
-    let mut agents: Vec<Agent<InProcess>> = agents
+    let agents: Vec<Agent<InProcess>> = agents
         .into_iter()
         .map(|a| a.sequenced(seq.clone()))
         .collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let mut order: Vec<usize> = (0..agents.len()).collect();
-    let mut last_turn = vec![0u64; agents.len()];
-    let (mut idle, mut rounds, mut peak_turns) = (0, 0, 0);
-    let mut done_before = 0u64;
-    let mut trust_timeline = Vec::new();
-    let due = match cfg.mode {
-        Mode::Rounds => Due::Always,
-        Mode::Events => Due::OnNews,
+    let mut s = Scheduler {
+        cfg,
+        market,
+        members,
+        order: (0..agents.len()).collect(),
+        last_turn: vec![0u64; agents.len()],
+        agents,
+        seq,
+        concurrent,
+        rng: rand::rngs::StdRng::seed_from_u64(cfg.seed),
+        peak_turns: 0,
+        trust: has_misdescribers(cfg),
+        trust_timeline: Vec::new(),
     };
     let n_sessions = 1 + cfg.sessions.len() as u32;
     let (mut marks, mut total_rounds, mut now) = (Vec::new(), 0u64, SIM_START_MS);
     for session in 1..=n_sessions {
+        let (mark, end) = s.session(session, n_sessions, progress).await?;
+        total_rounds += mark.rounds;
+        now = end;
+        marks.push(mark);
+    }
+    let scheduled = Scheduled {
+        seq: s.seq,
+        peak_turns: s.peak_turns,
+        trust_timeline: s.trust_timeline,
+        marks,
+    };
+    Ok((s.agents, total_rounds, now, scheduled))
+}
+
+impl Scheduler<'_> {
+    fn m(&self) -> i64 {
+        self.market.id
+    }
+
+    async fn sim_now(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .market
+            .svc
+            .store()
+            .market(self.m())
+            .await?
+            .map_or(SIM_START_MS, |mk| mk.sim_now))
+    }
+
+    /// One session: its rounds until the market is quiet or the last round, then the
+    /// confirmation windows pass and every agent takes a last turn. Returns the session's mark
+    /// and the market clock at its end.
+    async fn session(
+        &mut self,
+        session: u32,
+        n_sessions: u32,
+        progress: &mut impl FnMut(&Progress),
+    ) -> anyhow::Result<(SessionMark, i64)> {
+        let (svc, cfg) = (&self.market.svc, self.cfg);
         let mut memories = BTreeMap::new();
         if session > 1 {
             memories = next_session(
-                &svc,
-                &operator,
-                m,
-                &cfg,
+                svc,
+                &self.market.operator,
+                self.m(),
+                cfg,
                 session,
-                &members,
-                &mut agents,
-                trust,
+                self.members,
+                &mut self.agents,
+                self.trust,
             )
             .await?;
-            (idle, rounds, done_before) =
-                (0, 0, agents.iter().map(|a| a.successful_actions()).sum());
-            last_turn.iter_mut().for_each(|t| *t = 0);
+            self.last_turn.iter_mut().for_each(|t| *t = 0);
         }
-        let mut mark = session_mark(&svc, m, &members, session).await?;
+        let mut mark = session_mark(svc, self.m(), self.members, session).await?;
         mark.memories = memories;
+        let (mut idle, mut rounds) = (0, 0);
+        let mut done_before: u64 = self.agents.iter().map(|a| a.successful_actions()).sum();
         for round in 0..cfg.max_rounds {
             rounds = round + 1;
-            let now = svc
-                .store()
-                .market(m)
-                .await?
-                .map_or(SIM_START_MS, |mk| mk.sim_now);
-            order.shuffle(&mut rng);
-            let round_turns = Turns {
-                order: &order,
-                seq: &seq,
-                now,
-                round,
-                due,
-            };
-            let peak = if concurrent {
-                round_turns.concurrent(&mut agents, &mut last_turn).await
-            } else {
-                round_turns.sequential(&mut agents, &mut last_turn).await
-            };
-            peak_turns = peak_turns.max(peak);
-            seq.end_round();
-            if trust {
-                arbitrate(&svc, &operator, m).await?;
-                record_misdescribers(&svc, m, &members, round + 1, &mut trust_timeline).await?;
-            }
-            svc.advance_clock(&operator, m, cfg.tick_ms, None)
-                .await
-                .map_err(api)?;
-            svc.store().flush().await?;
-            // The market grows fast at first: fresh planner statistics keep per-agent reads indexed.
-            if round == 0 || round.is_power_of_two() {
-                svc.store().analyze().await?;
-            }
-            let done: u64 = agents.iter().map(|a| a.successful_actions()).sum();
+            self.round(round, progress).await?;
+            let done: u64 = self.agents.iter().map(|a| a.successful_actions()).sum();
             idle = if done == done_before { idle + 1 } else { 0 };
             done_before = done;
-            let (deals, volume) = deal_totals(&svc, &operator, m).await?;
-            progress(&Progress {
-                round: rounds,
-                max_rounds: cfg.max_rounds,
-                sim_ms: now + cfg.tick_ms - SIM_START_MS,
-                deals,
-                volume,
-            });
             // Quiet for several rounds: nobody can or will act any more.
             if idle >= 4 {
                 break;
             }
         }
         // Let the confirmation windows pass, so handed-over deals complete, then a last turn each.
-        svc.advance_clock(&operator, m, cfg.rules.confirmation_window_ms, None)
+        svc.advance_clock(
+            &self.market.operator,
+            self.m(),
+            cfg.rules.confirmation_window_ms,
+            None,
+        )
+        .await
+        .map_err(api)?;
+        let now = self.sim_now().await?;
+        self.turns(now, rounds, Due::Last).await;
+        if session == n_sessions {
+            self.seq.finish();
+        }
+        self.after_turns(rounds + 1).await?;
+        mark.rounds = rounds;
+        Ok((mark, now))
+    }
+
+    /// Runs the due turns of one round (`round` counts from 0) in a fresh seeded order.
+    async fn turns(&mut self, now: i64, round: u64, due: Due) {
+        let turns = Turns {
+            order: &self.order,
+            seq: &self.seq,
+            now,
+            round,
+            due,
+        };
+        let peak = if self.concurrent {
+            turns
+                .concurrent(&mut self.agents, &mut self.last_turn)
+                .await
+        } else {
+            turns
+                .sequential(&mut self.agents, &mut self.last_turn)
+                .await
+        };
+        self.peak_turns = self.peak_turns.max(peak);
+        self.seq.end_round();
+    }
+
+    /// After a round's turns: with misdescribers, the operator rules on disputes and their
+    /// record is kept (`point` is the round the record is of).
+    async fn after_turns(&mut self, point: u64) -> anyhow::Result<()> {
+        if self.trust {
+            let (svc, m) = (&self.market.svc, self.m());
+            arbitrate(svc, &self.market.operator, m).await?;
+            record_misdescribers(svc, m, self.members, point, &mut self.trust_timeline).await?;
+        }
+        Ok(())
+    }
+
+    /// One round: every due agent's turn, the operator's work, the clock moves on a tick, the
+    /// round commits.
+    async fn round(
+        &mut self,
+        round: u64,
+        progress: &mut impl FnMut(&Progress),
+    ) -> anyhow::Result<()> {
+        let (svc, cfg) = (self.market.svc.clone(), self.cfg);
+        let now = self.sim_now().await?;
+        self.order.shuffle(&mut self.rng);
+        let due = match cfg.mode {
+            Mode::Rounds => Due::Always,
+            Mode::Events => Due::OnNews,
+        };
+        self.turns(now, round, due).await;
+        self.after_turns(round + 1).await?;
+        svc.advance_clock(&self.market.operator, self.m(), cfg.tick_ms, None)
             .await
             .map_err(api)?;
-        now = svc
-            .store()
-            .market(m)
-            .await?
-            .map_or(SIM_START_MS, |mk| mk.sim_now);
-        let last = Turns {
-            order: &order,
-            seq: &seq,
-            now,
-            round: rounds,
-            due: Due::Last,
-        };
-        let peak = if concurrent {
-            last.concurrent(&mut agents, &mut last_turn).await
-        } else {
-            last.sequential(&mut agents, &mut last_turn).await
-        };
-        peak_turns = peak_turns.max(peak);
-        seq.end_round();
-        if session == n_sessions {
-            seq.finish();
+        svc.store().flush().await?;
+        // The market grows fast at first: fresh planner statistics keep per-agent reads indexed.
+        if round == 0 || round.is_power_of_two() {
+            svc.store().analyze().await?;
         }
-        if trust {
-            arbitrate(&svc, &operator, m).await?;
-            record_misdescribers(&svc, m, &members, rounds + 1, &mut trust_timeline).await?;
-        }
-        mark.rounds = rounds;
-        total_rounds += rounds;
-        marks.push(mark);
+        let (deals, volume) = deal_totals(&svc, &self.market.operator, self.m()).await?;
+        progress(&Progress {
+            round: round + 1,
+            max_rounds: cfg.max_rounds,
+            sim_ms: now + cfg.tick_ms - SIM_START_MS,
+            deals,
+            volume,
+        });
+        Ok(())
     }
-    let rounds = total_rounds;
-    svc.store().flush().await?;
-    let sim_ms = now - SIM_START_MS;
-    Ok(SimOutput {
-        svc,
-        market_id: m,
-        operator_token,
-        observer_token,
-        members,
-        agents,
-        rounds,
-        sim_ms,
-        first_movers: seq.first_movers(),
-        peak_turns,
-        prices: cfg.factory.prices.source.clone(),
-        trust_timeline,
-        sessions: marks,
-    })
 }
 
 /// The market's record of the participants as the session starts (reputation carried over).

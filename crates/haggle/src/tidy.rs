@@ -212,6 +212,9 @@ fn parse_example(path: &Path) -> Result<(), String> {
         "experiments" => haggle_lab::experiment::Experiment::from_path(path)
             .map(drop)
             .map_err(|e| e.to_string()),
+        "eval" => haggle_lab::eval_task::EvalTask::from_path(path)
+            .map(drop)
+            .map_err(|e| e.to_string()),
         _ => Err("no parser known for this folder (teach tidy.rs which one reads it)".into()),
     }
 }

@@ -58,6 +58,18 @@ pub enum Record {
         /// What the brain noted for the turn, word for word.
         reason: String,
     },
+    /// A turn of a participant driven from outside the simulation (issue 24): the commands the
+    /// market applied in it, in order (the store's `Command`s as JSON, refusals included), and
+    /// how it ended. A replay applies the same commands at the same turn without the agent.
+    Turn {
+        agent: String,
+        turn: u64,
+        round: u64,
+        /// The turn's real-time budget (its `turn_started` event says so).
+        budget_ms: u64,
+        commands: Vec<serde_json::Value>,
+        end: haggle_api::TurnEnd,
+    },
     /// The note an agent wrote at the end of a market session for the next one (repeated
     /// markets): its model's reply to the end-of-session call, clipped to the memory limit.
     Memory {

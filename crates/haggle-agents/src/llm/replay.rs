@@ -31,12 +31,26 @@ enum Entry {
     Refused(String),
 }
 
+/// A recorded turn of a participant driven from outside the simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutsideTurn {
+    pub budget_ms: u64,
+    /// The store's commands, as JSON, in the order the market applied them.
+    pub commands: Vec<serde_json::Value>,
+    pub end: haggle_api::TurnEnd,
+}
+
 /// The calls of a run, per agent in the order made, and what the replay found different.
 #[derive(Debug, Default)]
 pub struct Recording {
     calls: BTreeMap<String, Vec<Entry>>,
     /// The agents in the order they took the market (`market` records).
     market_order: Vec<String>,
+    /// Outside participants' turns (`turn` records) by agent and turn: the commands the market
+    /// applied and how the turn ended.
+    turns: BTreeMap<(String, u64), OutsideTurn>,
+    /// The outside turns the replay took so far.
+    turns_taken: Mutex<usize>,
     /// Per agent, how many calls were asked for so far.
     asked: Mutex<BTreeMap<String, usize>>,
     divergences: Mutex<Vec<String>>,
@@ -46,6 +60,7 @@ impl Recording {
     pub fn new(records: Vec<Record>) -> Recording {
         let mut calls: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         let mut market_order = Vec::new();
+        let mut turns = BTreeMap::new();
         for r in records {
             match r {
                 Record::Call {
@@ -68,12 +83,28 @@ impl Recording {
                     calls.entry(agent).or_default().push(Entry::Refused(reason))
                 }
                 Record::Market { agent } => market_order.push(agent),
+                Record::Turn {
+                    agent,
+                    turn,
+                    budget_ms,
+                    commands,
+                    end,
+                    ..
+                } => {
+                    let t = OutsideTurn {
+                        budget_ms,
+                        commands,
+                        end,
+                    };
+                    turns.insert((agent, turn), t);
+                }
                 Record::Prompt { .. } | Record::Memory { .. } => {}
             }
         }
         Recording {
             calls,
             market_order,
+            turns,
             ..Recording::default()
         }
     }
@@ -106,6 +137,27 @@ impl Recording {
         &self.market_order
     }
 
+    /// The recorded outside turn `turn` of `agent`; a turn the run did not record is a divergence
+    /// (the replay goes on as if it had timed out without a command).
+    pub fn outside_turn(&self, agent: &str, turn: u64) -> OutsideTurn {
+        if let Ok(mut n) = self.turns_taken.lock() {
+            *n += 1;
+        }
+        match self.turns.get(&(agent.to_string(), turn)) {
+            Some(t) => t.clone(),
+            None => {
+                self.diverged(format!(
+                    "agent {agent}: the run recorded no turn {turn} of it"
+                ));
+                OutsideTurn {
+                    budget_ms: 0,
+                    commands: Vec::new(),
+                    end: haggle_api::TurnEnd::TimedOut,
+                }
+            }
+        }
+    }
+
     /// Everything the replay did differently so far, including recorded calls it never asked for
     /// (call this once the replay has ended).
     pub fn divergences(&self) -> Vec<String> {
@@ -114,6 +166,13 @@ impl Recording {
             .lock()
             .map(|d| d.clone())
             .unwrap_or_default();
+        let taken = self.turns_taken.lock().map(|n| *n).unwrap_or(0);
+        if taken < self.turns.len() {
+            out.push(format!(
+                "{} outside turns were recorded, the replay took {taken}",
+                self.turns.len()
+            ));
+        }
         let asked = self.asked.lock().map(|a| a.clone()).unwrap_or_default();
         for (agent, calls) in &self.calls {
             let made = asked.get(agent).copied().unwrap_or(0);

@@ -111,6 +111,11 @@ event_bodies! {
     DealRefunded(DealClosed) = "deal_refunded",
     DealPartiallyRefunded(DealClosed) = "deal_partially_refunded",
     TransferBooked(TransferBooked) = "transfer_booked",
+    /// A participant driven from outside a simulated market may act now, until it ends the turn
+    /// or the turn's time budget passes (issue 24). On that participant's feed only.
+    TurnStarted(TurnStarted) = "turn_started",
+    /// The turn's time budget passed before the participant ended it: the market went on.
+    TurnTimedOut(TurnRef) = "turn_timed_out",
 }
 
 impl EventBody {
@@ -237,6 +242,26 @@ pub struct ParticipantJoined {
 pub struct ParticipantSuspended {
     pub participant_id: ParticipantId,
     pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnStarted {
+    pub participant_id: ParticipantId,
+    /// The participant's turn, counted from 1 (end it with `POST .../turns/{turn}/end`).
+    pub turn: u64,
+    /// The scheduler's round.
+    pub round: u64,
+    /// How long the scheduler waits for the end of the turn, in real (wall-clock) ms; the market's
+    /// clock does not move meanwhile.
+    pub budget_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnRef {
+    pub participant_id: ParticipantId,
+    pub turn: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

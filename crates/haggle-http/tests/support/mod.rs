@@ -413,6 +413,8 @@ impl Fixture {
             .replace("{offer}", &self.offer.to_string())
             .replace("{deal}", &self.deal.to_string())
             .replace("{webhook}", &self.webhook.to_string())
+            // A market without turns: every end_turn meets `not_your_turn` (409) when allowed.
+            .replace("{turn}", "1")
             .replace("{token_id}", &token_id(&self.subject(who).agent))
     }
 }

@@ -238,5 +238,6 @@ pub fn record(ada: &str, ben: &str) -> RunRecord {
         simulated_ms: 6000,
         refusals,
         trust: None,
+        outside: BTreeMap::new(),
     }
 }

@@ -1,0 +1,40 @@
+//! The End turn control of a participant a person drives in a simulation (the `human` brain,
+//! issue 19): shown on its principal's page while its turn is open, and ending that turn.
+
+mod support;
+
+use haggle_service::turns::{TurnEnd, Turns};
+use std::time::Duration;
+use support::*;
+
+#[tokio::test]
+async fn the_principal_page_ends_the_open_turn_of_a_participant_driven_by_a_person() {
+    let s = Server::start().await;
+    let m = s.market("Turns").await;
+    let alice = s.participant(m, "Alice", 10_000).await;
+    let page = format!("/m/{m}/p/{}", alice.id);
+    let turns = Turns::new(m, [alice.id]);
+    assert!(s.svc.attach_turns(turns.clone()).is_ok());
+    let closed = s.page(&page, Some(&alice.principal)).await;
+    assert!(!closed.body.contains("End turn"), "no turn is open yet");
+
+    turns.open(alice.id, 3);
+    let open = s.page(&page, Some(&alice.principal)).await;
+    assert!(open.body.contains("Your turn 3 is open"), "{}", open.body);
+    let ended = s
+        .form(
+            &format!("{page}/turns/3/end"),
+            &alice.principal,
+            &[("csrf", &open.hidden("csrf"))],
+        )
+        .await;
+    assert_eq!(ended.status, 303, "{}", ended.body);
+    assert_eq!(
+        ended.location.as_deref(),
+        Some(format!("{page}?done=turn_ended").as_str())
+    );
+    let waited = turns.wait(alice.id, Duration::from_secs(5)).await;
+    assert_eq!(waited, TurnEnd::Ended);
+    let after = s.page(&page, Some(&alice.principal)).await;
+    assert!(!after.body.contains("End turn"), "the ended turn is gone");
+}
