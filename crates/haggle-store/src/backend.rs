@@ -34,6 +34,18 @@ pub struct Backend {
     shelves: Option<Arc<std::sync::Mutex<Shelves>>>,
     /// Markets' hot rows in memory (see `memory.rs`): only when this store is the sole writer.
     memory: Option<Arc<std::sync::Mutex<Memory>>>,
+    /// Group commit on the server path (`group_backend.rs`): absent in a batched store, which
+    /// commits its own groups.
+    lanes: Option<Arc<Lanes>>,
+}
+
+/// One command's work, before its transaction or savepoint is ended.
+struct Attempt {
+    ran: Ran,
+    /// Whether its writes stay (a refusal without an idempotency key leaves nothing).
+    keep: bool,
+    /// The plan's changes (and clock) the memory of a sole-writer store follows.
+    kept: Option<(Vec<Change>, i64)>,
 }
 
 /// The markets remembered so far, and a count of commits: a market read from the tables is kept
@@ -1040,6 +1052,7 @@ impl Backend {
             writer: Arc::new(tokio::sync::Mutex::new(())),
             shelves: sole_writer.then(Arc::default),
             memory: sole_writer.then(Arc::default),
+            lanes: (batch <= 1).then(Arc::default),
         };
         b.migrate().await?;
         // A batched store would otherwise hold the file's write lock from here to its first
@@ -1181,18 +1194,52 @@ impl Backend {
         rows.iter().map(|r| market_row(r).map(|h| h.market)).collect()
     }
 
+    /// Runs one command: in the open group commit on the server path (`group_backend.rs`), or
+    /// alone in its own transaction in a batched simulation store.
     pub async fn run(&self, market_id: i64, real_now: i64, cmd: Command, idem: Option<Idempotency<'_>>) -> StoreResult<Ran> {
+        match &self.lanes {
+            Some(lanes) => self.run_grouped(lanes, market_id, real_now, cmd, idem.as_ref()).await,
+            None => self.run_alone(market_id, real_now, cmd, idem.as_ref()).await,
+        }
+    }
+
+    /// One command in its own transaction (commits it, or rolls it back when nothing is kept).
+    async fn run_alone(&self, market_id: i64, real_now: i64, cmd: Command, idem: Option<&Idempotency<'_>>) -> StoreResult<Ran> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await?;
+        let attempt = self.attempt(&mut tx, market_id, real_now, cmd, idem).await?;
+        if !attempt.keep {
+            tx.rollback().await?;
+            return Ok(attempt.ran);
+        }
+        // The memory follows the plan before the transaction hands its connection back: a
+        // batched store has one connection, so no read can see the tables ahead of the
+        // memory. A commit that fails makes both forget the market.
+        if let (Some((changes, now)), Ran::Fresh { events, .. }) = (&attempt.kept, &attempt.ran) {
+            self.shelve(market_id, changes);
+            self.remember(market_id, changes, events, *now);
+        }
+        if let Err(e) = tx.commit().await {
+            self.unshelve(market_id);
+            self.forget(market_id);
+            return Err(e.into());
+        }
+        Ok(attempt.ran)
+    }
+
+    /// One command's work on a connection inside a transaction: lock the market row, answer a
+    /// seen idempotency key, run the rules, apply the plan, store the response. Whether its
+    /// writes are to be kept is the caller's to enact (commit, or release a savepoint).
+    async fn attempt(&self, tx: &mut Conn, market_id: i64, real_now: i64, cmd: Command, idem: Option<&Idempotency<'_>>) -> StoreResult<Attempt> {
         let head = sqlx::query(sql(format!("SELECT {MARKET_COLS} FROM markets WHERE id = $1{}", dialect::FOR_UPDATE)))
             .bind(market_id).fetch_optional(&mut *tx).await?;
         // Checked under the market's lock, so a concurrent replay of the same key waits for the
         // first to commit and then sees its response.
-        if let Some(i) = &idem
-            && let Some((hash, resp)) = idempotent_response(&mut tx, i.scope, i.key).await?
+        if let Some(i) = idem
+            && let Some((hash, resp)) = idempotent_response(tx, i.scope, i.key).await?
         {
-            tx.rollback().await?;
-            return Ok(if hash == i.request_hash { Ran::Replayed(resp) } else { Ran::Conflict });
+            let ran = if hash == i.request_hash { Ran::Replayed(resp) } else { Ran::Conflict };
+            return Ok(Attempt { ran, keep: false, kept: None });
         }
         // What the store keeps in memory follows the committed plan: its changes and clock.
         let mut kept: Option<(Vec<Change>, i64)> = None;
@@ -1201,16 +1248,16 @@ impl Backend {
             Some(head) => {
                 let now = head.market.now(real_now);
                 let mut plan = Plan::new(market_id, now, head.next_id);
-                match execute(self, &mut tx, &head, now, cmd, &mut plan).await? {
+                match execute(self, tx, &head, now, cmd, &mut plan).await? {
                     Ok(out) => {
                         if self.memory.is_some() && !plan.is_empty() {
                             let follows = |ch: &&Change| MarketMemory::follows(ch) || MarketShelves::follows(ch);
                             kept = Some((plan.changes.iter().filter(follows).cloned().collect(), plan.now));
                         }
-                        let events = if plan.is_empty() { Vec::new() } else { apply(&mut tx, &head, plan, self.shelves.is_some()).await? };
+                        let events = if plan.is_empty() { Vec::new() } else { apply(tx, &head, plan, self.shelves.is_some()).await? };
                         let out = match out {
                             // Lifecycle commands answer with the deal as they left it.
-                            Outcome::DealChanged(id) => Outcome::DealUpdated(get_deal(&mut tx, market_id, id).await?.ok_or_else(|| StoreError::Invariant(format!("deal {id} vanished")))?),
+                            Outcome::DealChanged(id) => Outcome::DealUpdated(get_deal(tx, market_id, id).await?.ok_or_else(|| StoreError::Invariant(format!("deal {id} vanished")))?),
                             out => out,
                         };
                         (Ok(out), events)
@@ -1219,33 +1266,19 @@ impl Backend {
                 }
             }
         };
-        if let Some(i) = &idem {
+        if let Some(i) = idem {
             let resp = (i.render)(&result);
             // A 5xx is never stored (spec): the caller may retry it.
             if resp.status < 500 {
-                insert_idempotent(&mut tx, i.scope, i.key, i.request_hash, &resp, real_now).await?;
+                insert_idempotent(tx, i.scope, i.key, i.request_hash, &resp, real_now).await?;
             }
         }
-        if result.is_ok() || idem.is_some() {
-            if let (Some(sql), Some(_)) = (dialect::NOTIFY_EVENTS, events.last()) {
-                sqlx::query(sql).bind(market_id.to_string()).execute(&mut *tx).await?;
-            }
-            // The memory follows the plan before the transaction hands its connection back: a
-            // batched store has one connection, so no read can see the tables ahead of the
-            // memory. A commit that fails makes both forget the market.
-            if let Some((changes, now)) = kept {
-                self.shelve(market_id, &changes);
-                self.remember(market_id, &changes, &events, now);
-            }
-            if let Err(e) = tx.commit().await {
-                self.unshelve(market_id);
-                self.forget(market_id);
-                return Err(e.into());
-            }
-        } else {
-            tx.rollback().await?;
+        // A refusal keeps nothing, unless its response is stored under the caller's key.
+        let keep = result.is_ok() || idem.is_some();
+        if keep && let (Some(sql), Some(_)) = (dialect::NOTIFY_EVENTS, events.last()) {
+            sqlx::query(sql).bind(market_id.to_string()).execute(&mut *tx).await?;
         }
-        Ok(Ran::Fresh { result, events })
+        Ok(Attempt { ran: Ran::Fresh { result, events }, keep, kept })
     }
 
     pub async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {

@@ -37,11 +37,24 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invariant breached, transaction rolled back: {0}")]
     Invariant(String),
+    /// The group commit holding the command did not commit (nothing of it was written): retry.
+    #[error("the commit holding this command failed: {0}")]
+    Batch(String),
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://...")]
     BadUrl(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// At most this many commands share one group commit: a batch is never an unbounded transaction.
+pub const GROUP_COMMIT_COMMANDS: usize = 256;
+
+/// How many commits group commit has made, and how many commands they held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GroupCommitStats {
+    pub commits: u64,
+    pub commands: u64,
+}
 
 /// A stored HTTP-level response for an idempotency key (status and JSON body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,8 +159,10 @@ pub mod sqlite {
     // The backend's `sqlx::` paths resolve to the in-thread SQLite driver here.
     use crate::lite as sqlx;
     pub type Db = sqlx::Sqlite;
+    type Tx = sqlx::Transaction;
     use crate::dialect::sqlite as dialect;
     include!("backend.rs");
+    include!("group_backend.rs");
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
     include!("payments_backend.rs");
@@ -162,8 +177,10 @@ pub mod postgres {
     #[allow(clippy::single_component_path_imports)]
     use sqlx;
     pub type Db = sqlx::Postgres;
+    type Tx = sqlx::Transaction<'static, Db>;
     use crate::dialect::postgres as dialect;
     include!("backend.rs");
+    include!("group_backend.rs");
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
     include!("payments_backend.rs");
@@ -234,6 +251,12 @@ impl Store {
     /// Commits what a batched store holds back ([`Store::open_batched`]).
     pub async fn flush(&self) -> StoreResult<()> {
         dispatch!(self, b => b.flush().await)
+    }
+
+    /// Group commit's counts on the server path (`None` for a batched store, which commits its
+    /// own groups): commits made and the commands they held.
+    pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        dispatch!(self, b => b.group_commit_stats())
     }
 
     pub fn backend_name(&self) -> &'static str {

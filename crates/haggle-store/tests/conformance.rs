@@ -4282,3 +4282,97 @@ async fn claims_true_state_inspection_and_dispute_are_stored(db: Db) {
     assert_eq!(r.upheld_not_as_described, 1);
     assert_eq!(r.claim_accuracy_pct, Some(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Group commit on the server path: on one thread, commands that arrive together share one
+// commit, each in its own savepoint. (Not in the conformance macro: its four worker threads
+// would make the grouping a race.)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_group_commit_keeps_the_others_when_one_command_is_refused() {
+    run(
+        Backend::Sqlite,
+        group_commit_keeps_the_others_when_one_command_is_refused,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn postgres_group_commit_keeps_the_others_when_one_command_is_refused() {
+    run(
+        Backend::Postgres,
+        group_commit_keeps_the_others_when_one_command_is_refused,
+    )
+    .await
+}
+
+async fn group_commit_keeps_the_others_when_one_command_is_refused(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let seller = m.join("seller", 0).await;
+    let before = store
+        .group_commit_stats()
+        .expect("a server's store groups commits");
+    // Every fourth listing has no price: refused, and rolled back alone.
+    let cmds: Vec<Command> = (0..40)
+        .map(|i| Command::CreateListing {
+            actor: seller,
+            listing: new_listing(
+                Side::Sell,
+                &format!("Lamp {i}"),
+                "home",
+                if i % 4 == 3 { 0 } else { 100 + i },
+            ),
+        })
+        .collect();
+    let ran = all_at_once(&store, m.id, cmds).await;
+    let after = store.group_commit_stats().unwrap();
+    assert_eq!(
+        after.commands - before.commands,
+        40,
+        "every command went through group commit"
+    );
+    assert_eq!(
+        after.commits - before.commits,
+        1,
+        "the forty commands arrived together and shared one commit"
+    );
+    let mut listed = BTreeSet::new();
+    for (i, r) in ran.iter().enumerate() {
+        match r {
+            Ran::Fresh {
+                result: Ok(Outcome::Listing(l)),
+                events,
+            } if i % 4 != 3 => {
+                assert!(!events.is_empty());
+                listed.insert(l.id);
+            }
+            Ran::Fresh {
+                result: Err(e),
+                events,
+            } if i % 4 == 3 => {
+                assert_eq!(e.code, ErrorCode::InvalidPrice, "{e}");
+                assert!(events.is_empty());
+            }
+            other => panic!("command {i}: {other:?}"),
+        }
+    }
+    assert_eq!(listed.len(), 30);
+    let stored: BTreeSet<i64> = search_all(
+        &m,
+        &ListingQuery {
+            limit: Some(50),
+            ..ListingQuery::default()
+        },
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(
+        stored, listed,
+        "the refused commands left nothing; the others are all committed"
+    );
+    m.verified().await;
+    assert!(verify_chain(&m.events(Viewer::All).await).is_empty());
+}

@@ -35,6 +35,8 @@ struct Target {
     bases: Vec<String>,
     operator: String,
     label: String,
+    /// The store of a server started here: its group commit counts go into the summary.
+    store: Option<Store>,
     local: Option<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<std::io::Result<()>>,
@@ -65,6 +67,7 @@ async fn target(
             bases,
             operator,
             label,
+            store: None,
             local: None,
         });
     }
@@ -80,7 +83,7 @@ async fn target(
         .with_context(|| format!("cannot open database {url}"))?;
     let label = store.backend_name().to_string();
     let svc = Service::new(
-        store,
+        store.clone(),
         Arc::new(SystemClock),
         Config {
             rate_per_sec: 0,
@@ -101,6 +104,7 @@ async fn target(
         bases: vec![base],
         operator,
         label,
+        store: Some(store),
         local: Some((stop_tx, server)),
     })
 }
@@ -223,6 +227,7 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         bases,
         operator,
         label: backend,
+        store,
         local,
     } = target(&args, cfg, &tmp).await?;
     let base = bases[0].clone();
@@ -277,6 +282,7 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
 
     let deadline = Instant::now() + Duration::from_secs(args.seconds.clamp(1, 3600));
     let started = Instant::now();
+    let grouped_before = store.as_ref().and_then(Store::group_commit_stats);
     let mut tasks = Vec::new();
     for (seller, buyer) in pairs {
         tasks.push(tokio::spawn(async move {
@@ -301,6 +307,16 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         deals += d;
     }
     let wall = started.elapsed().as_secs_f64();
+    // Commands per commit over the timed run (a server started here only).
+    let per_commit = match (
+        grouped_before,
+        store.as_ref().and_then(Store::group_commit_stats),
+    ) {
+        (Some(a), Some(b)) if b.commits > a.commits => {
+            Some((b.commands - a.commands) as f64 / (b.commits - a.commits) as f64)
+        }
+        _ => None,
+    };
     let verify = op
         .call(
             reqwest::Method::GET,
@@ -343,12 +359,16 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         ("p99 ms", format!("{p99:.2}")),
         ("max ms", format!("{max:.2}")),
         ("ledger breaches", breaches.to_string()),
+        (
+            "commands per commit",
+            per_commit.map_or("-".into(), |c| format!("{c:.1}")),
+        ),
     ] {
         println!("{k:<22} {v:>12}");
     }
     println!(
         "{}",
-        json!({"backend": backend, "clients": args.clients, "wall_s": wall, "actions": actions, "actions_per_s": per_s, "deals": deals, "errors": errors, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "ledger_breaches": breaches})
+        json!({"backend": backend, "clients": args.clients, "wall_s": wall, "actions": actions, "actions_per_s": per_s, "deals": deals, "errors": errors, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "ledger_breaches": breaches, "commands_per_commit": per_commit})
     );
     if breaches != 0 {
         bail!("the ledger did not verify after the benchmark");

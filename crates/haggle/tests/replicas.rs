@@ -560,7 +560,7 @@ async fn postgres_an_event_written_on_one_replica_streams_from_the_other_without
     .await;
     buf.clear();
     let mut latencies = Vec::new();
-    for n in 0..20 {
+    for n in 0..100 {
         create_listing(&http, &a.base, market, &seller, n).await;
         let written = Instant::now();
         let arrived = tokio::time::timeout(
@@ -577,13 +577,16 @@ async fn postgres_an_event_written_on_one_replica_streams_from_the_other_without
         latencies.push(arrived.saturating_duration_since(written));
     }
     latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100 - 1];
     eprintln!(
-        "replica A write -> replica B SSE: median {:?}, max {:?} over {} listings",
+        "replica A write -> replica B SSE: p50 {:?}, p99 {p99:?}, max {:?} over {} listings",
         latencies[latencies.len() / 2],
         latencies.last().unwrap(),
         latencies.len()
     );
-    assert!(*latencies.last().unwrap() < Duration::from_secs(10));
+    // The target is 50 ms at p99 (issue 18, measured on an idle machine); a loaded test machine
+    // gets slack, but never a poll's worth (60 s here).
+    assert!(p99 < Duration::from_secs(2), "p99 {p99:?}");
     drop((a, b));
     drop(db);
 }
