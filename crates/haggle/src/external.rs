@@ -75,11 +75,11 @@ pub struct Seat {
 /// tokens and how long a turn waits.
 pub fn invitation(r: &Ready) -> String {
     let mut out = format!(
-        "haggle: the market waits for {} participant(s) driven from outside at {} (market {}; each turn waits up to {:.0} s)\n",
+        "haggle: the market waits for {} participant(s) driven from outside at {} (market {}; each turn waits up to {} ms)\n",
         r.seats.len(),
         r.url,
         r.market_id,
-        r.turn_budget.as_secs_f64()
+        r.turn_budget.as_millis()
     );
     for s in &r.seats {
         let how = match s.brain.as_str() {
