@@ -347,93 +347,21 @@ impl Scenario {
         }
     }
 
+    /// The first problem of the scenario: its own fields, then each profile, then each later
+    /// session's list.
     fn problem(&self) -> Option<Problem> {
-        let top = |field: &str, message: String| {
-            Some(Problem {
-                profile: None,
-                field: field.into(),
-                message,
-                prefix: None,
-            })
-        };
-        if self.name.trim().is_empty() {
-            return top("name", "must not be empty".into());
-        }
-        if self.currency.trim().is_empty() {
-            return top("currency", "must not be empty".into());
-        }
-        if !(0..=MAX_AMOUNT).contains(&self.budget_default) {
-            return top(
-                "budget_default",
-                "must be between 0 and 10^12 minor units".into(),
-            );
-        }
-        for (t, &price) in &self.reference_prices {
-            if !(1..=MAX_AMOUNT).contains(&price) {
-                return top(
-                    &format!("reference_prices.{t}"),
-                    "must be between 1 and 10^12 minor units".into(),
-                );
-            }
-        }
-        if self.profiles.is_empty() {
-            return top(
-                "profiles",
-                "a scenario needs at least one participant".into(),
-            );
+        if let Some(p) = self.fields_problem() {
+            return Some(p);
         }
         let mut names = BTreeSet::new();
         let mut item_ids: BTreeMap<&str, &str> = BTreeMap::new();
         for (i, p) in self.profiles.iter().enumerate() {
-            let prefix = Some(format!("participant '{}'", p.name));
-            let inside = |field: String, message: String| {
-                Some(Problem {
-                    profile: Some(i),
-                    field,
-                    message,
-                    prefix: prefix.clone(),
-                })
-            };
-            if let Err(e) = p.validate() {
-                return inside(e.field, e.message);
-            }
-            if !names.insert(p.name.as_str()) {
-                return inside(
-                    "name".into(),
-                    "another participant has the same name".into(),
-                );
-            }
-            if p.currency != self.currency {
-                return inside(
-                    "currency".into(),
-                    format!(
-                        "is {} but the scenario's currency is {}",
-                        p.currency, self.currency
-                    ),
-                );
-            }
-            for (j, s) in p.sell.iter().enumerate() {
-                if s.item_type.trim().is_empty() {
-                    return inside(format!("sell[{j}].item_type"), "must not be empty".into());
-                }
-                if let Some(other) = item_ids.insert(&s.item_id, &p.name) {
-                    return inside(
-                        format!("sell[{j}].item_id"),
-                        format!(
-                            "'{}' is also an item of '{other}': item ids must be unique",
-                            s.item_id
-                        ),
-                    );
-                }
-            }
-            for (j, w) in p.want.iter().enumerate() {
-                if w.item_type.trim().is_empty() {
-                    return inside(format!("want[{j}].item_type"), "must not be empty".into());
-                }
+            if let Some(problem) = self.profile_problem(i, p, &mut names, &mut item_ids) {
+                return Some(problem);
             }
         }
         if self.sessions.len() >= MAX_SESSIONS as usize {
-            return top(
+            return top_problem(
                 "sessions",
                 format!(
                     "at most {} later sessions (got {})",
@@ -442,42 +370,143 @@ impl Scenario {
                 ),
             );
         }
-        for (k, session) in self.sessions.iter().enumerate() {
-            let mut seen = BTreeSet::new();
-            let mut ids = BTreeSet::new();
-            for (j, p) in session.profiles.iter().enumerate() {
-                let at = |f: &str| format!("sessions[{k}].profiles[{j}]{f}");
-                if let Err(e) = p.validate() {
-                    return top(&at(&format!(".{}", e.field)), e.message);
-                }
-                if !names.contains(p.name.as_str()) {
-                    return top(
-                        &at(".name"),
-                        format!(
-                            "'{}' is not a participant of the scenario (the same participants trade in every session)",
-                            p.name
-                        ),
+        self.sessions
+            .iter()
+            .enumerate()
+            .find_map(|(k, session)| self.session_problem(k, session, &names))
+    }
+
+    /// The scenario's own fields: name, currency, default budget, reference prices, at least
+    /// one participant.
+    fn fields_problem(&self) -> Option<Problem> {
+        if self.name.trim().is_empty() {
+            return top_problem("name", "must not be empty".into());
+        }
+        if self.currency.trim().is_empty() {
+            return top_problem("currency", "must not be empty".into());
+        }
+        if !(0..=MAX_AMOUNT).contains(&self.budget_default) {
+            return top_problem(
+                "budget_default",
+                "must be between 0 and 10^12 minor units".into(),
+            );
+        }
+        for (t, &price) in &self.reference_prices {
+            if !(1..=MAX_AMOUNT).contains(&price) {
+                return top_problem(
+                    &format!("reference_prices.{t}"),
+                    "must be between 1 and 10^12 minor units".into(),
+                );
+            }
+        }
+        if self.profiles.is_empty() {
+            return top_problem(
+                "profiles",
+                "a scenario needs at least one participant".into(),
+            );
+        }
+        None
+    }
+
+    /// The `i`th profile: valid, a new name, the scenario's currency, item types given and item
+    /// ids unique across the scenario (`names` and `item_ids` collect what came before).
+    fn profile_problem<'a>(
+        &self,
+        i: usize,
+        p: &'a Profile,
+        names: &mut BTreeSet<&'a str>,
+        item_ids: &mut BTreeMap<&'a str, &'a str>,
+    ) -> Option<Problem> {
+        let inside = |field: String, message: String| {
+            Some(Problem {
+                profile: Some(i),
+                field,
+                message,
+                prefix: Some(format!("participant '{}'", p.name)),
+            })
+        };
+        if let Err(e) = p.validate() {
+            return inside(e.field, e.message);
+        }
+        if !names.insert(p.name.as_str()) {
+            return inside(
+                "name".into(),
+                "another participant has the same name".into(),
+            );
+        }
+        if p.currency != self.currency {
+            return inside(
+                "currency".into(),
+                format!(
+                    "is {} but the scenario's currency is {}",
+                    p.currency, self.currency
+                ),
+            );
+        }
+        for (j, s) in p.sell.iter().enumerate() {
+            if s.item_type.trim().is_empty() {
+                return inside(format!("sell[{j}].item_type"), "must not be empty".into());
+            }
+            if let Some(other) = item_ids.insert(&s.item_id, &p.name) {
+                return inside(
+                    format!("sell[{j}].item_id"),
+                    format!(
+                        "'{}' is also an item of '{other}': item ids must be unique",
+                        s.item_id
+                    ),
+                );
+            }
+        }
+        for (j, w) in p.want.iter().enumerate() {
+            if w.item_type.trim().is_empty() {
+                return inside(format!("want[{j}].item_type"), "must not be empty".into());
+            }
+        }
+        None
+    }
+
+    /// The `k`th later session's list: valid profiles of the scenario's participants, each
+    /// once, in its currency, item ids unique within the session.
+    fn session_problem(
+        &self,
+        k: usize,
+        session: &SessionLists,
+        names: &BTreeSet<&str>,
+    ) -> Option<Problem> {
+        let mut seen = BTreeSet::new();
+        let mut ids = BTreeSet::new();
+        for (j, p) in session.profiles.iter().enumerate() {
+            let at = |f: &str| format!("sessions[{k}].profiles[{j}]{f}");
+            if let Err(e) = p.validate() {
+                return top_problem(&at(&format!(".{}", e.field)), e.message);
+            }
+            if !names.contains(p.name.as_str()) {
+                return top_problem(
+                    &at(".name"),
+                    format!(
+                        "'{}' is not a participant of the scenario (the same participants trade in every session)",
+                        p.name
+                    ),
+                );
+            }
+            if !seen.insert(p.name.as_str()) {
+                return top_problem(&at(".name"), format!("'{}' is listed twice", p.name));
+            }
+            if p.currency != self.currency {
+                return top_problem(
+                    &at(".currency"),
+                    format!(
+                        "is {} but the scenario's currency is {}",
+                        p.currency, self.currency
+                    ),
+                );
+            }
+            for (i, it) in p.sell.iter().enumerate() {
+                if !ids.insert(it.item_id.as_str()) {
+                    return top_problem(
+                        &at(&format!(".sell[{i}].item_id")),
+                        format!("'{}' is listed twice in this session", it.item_id),
                     );
-                }
-                if !seen.insert(p.name.as_str()) {
-                    return top(&at(".name"), format!("'{}' is listed twice", p.name));
-                }
-                if p.currency != self.currency {
-                    return top(
-                        &at(".currency"),
-                        format!(
-                            "is {} but the scenario's currency is {}",
-                            p.currency, self.currency
-                        ),
-                    );
-                }
-                for (i, it) in p.sell.iter().enumerate() {
-                    if !ids.insert(it.item_id.as_str()) {
-                        return top(
-                            &at(&format!(".sell[{i}].item_id")),
-                            format!("'{}' is listed twice in this session", it.item_id),
-                        );
-                    }
                 }
             }
         }
@@ -584,6 +613,16 @@ const CSV_COLUMNS: &[&str] = &[
 struct Record {
     line: usize,
     fields: Vec<String>,
+}
+
+/// A problem of the scenario's own fields (no profile).
+fn top_problem(field: &str, message: String) -> Option<Problem> {
+    Some(Problem {
+        profile: None,
+        field: field.into(),
+        message,
+        prefix: None,
+    })
 }
 
 /// A participant as its first CSV row makes it (budget and currency set once all rows are read).
