@@ -559,9 +559,45 @@ impl Problem {
     /// its step limit (only with many slots and candidates), when the bound ignores the budget.
     fn knapsack(&self, b: usize, mu: &[i64], banned: &dyn Fn(usize) -> bool) -> (i64, Vec<usize>) {
         let buyer = &self.buyers[b];
-        // Candidate items per type for this buyer, after dominance: an item is useless when at
-        // least as many other items as the buyer has slots of that type are no dearer in floor
-        // and no dearer in floor + price.
+        let kept = self.candidate_items(b, mu, banned);
+        let slots = self.knapsack_slots(b, mu, banned, &kept);
+        if slots.is_empty() {
+            return (0, Vec::new());
+        }
+        // The most each remaining slot could add, ignoring the budget.
+        let mut rest = vec![0i64; slots.len() + 1];
+        for s in (0..slots.len()).rev() {
+            rest[s] = rest[s + 1] + slots[s].cands[0].0;
+        }
+        let mut d = Dfs {
+            p: self,
+            slots: &slots,
+            rest: &rest,
+            chosen: Vec::new(),
+            pos: vec![usize::MAX; slots.len()],
+            best: 0,
+            best_chosen: Vec::new(),
+            steps: 0,
+        };
+        dfs(&mut d, 0, 0, buyer.budget);
+        let bound = if d.steps > KNAPSACK_MAX_STEPS {
+            rest[0]
+        } else {
+            d.best
+        };
+        (bound, d.best_chosen)
+    }
+
+    /// Candidate items per type for buyer `b`, after dominance: an item is useless when at
+    /// least as many other items as the buyer has slots of that type are no dearer in floor
+    /// and no dearer in floor + price.
+    fn candidate_items(
+        &self,
+        b: usize,
+        mu: &[i64],
+        banned: &dyn Fn(usize) -> bool,
+    ) -> BTreeMap<usize, Vec<usize>> {
+        let buyer = &self.buyers[b];
         let mut by_type: BTreeMap<usize, (u32, Vec<usize>)> = BTreeMap::new();
         for &w in &buyer.wants {
             by_type.entry(self.wants[w].ty).or_default().0 += self.wants[w].qty;
@@ -599,11 +635,19 @@ impl Problem {
                 .collect();
             kept.insert(t, list);
         }
-        // Slots: one per unit of each want, with candidate pairs by value.
-        struct Slot {
-            want: usize,
-            cands: Vec<(i64, usize)>, // (value at mu, pair)
-        }
+        kept
+    }
+
+    /// Buyer `b`'s slots: one per unit of each want (at most as many as it has candidates),
+    /// with its candidate pairs of positive value at `mu`, best first.
+    fn knapsack_slots(
+        &self,
+        b: usize,
+        mu: &[i64],
+        banned: &dyn Fn(usize) -> bool,
+        kept: &BTreeMap<usize, Vec<usize>>,
+    ) -> Vec<Slot> {
+        let buyer = &self.buyers[b];
         let mut slots: Vec<Slot> = Vec::new();
         for &w in &buyer.wants {
             let want = &self.wants[w];
@@ -630,83 +674,76 @@ impl Problem {
                 });
             }
         }
-        if slots.is_empty() {
-            return (0, Vec::new());
-        }
-        const MAX_STEPS: u64 = 200_000;
-        // The most each remaining slot could add, ignoring the budget.
-        let mut rest = vec![0i64; slots.len() + 1];
-        for s in (0..slots.len()).rev() {
-            rest[s] = rest[s + 1] + slots[s].cands[0].0;
-        }
-        struct Dfs<'a> {
-            p: &'a Problem,
-            slots: &'a [Slot],
-            rest: &'a [i64],
-            chosen: Vec<usize>,
-            /// Candidate position chosen in each slot (`usize::MAX` = none).
-            pos: Vec<usize>,
-            best: i64,
-            best_chosen: Vec<usize>,
-            steps: u64,
-        }
-        fn dfs(d: &mut Dfs, s: usize, value: i64, budget: i64) {
-            d.steps += 1;
-            if d.steps > MAX_STEPS {
-                return;
-            }
-            if value > d.best {
-                d.best = value;
-                d.best_chosen = d.chosen.clone();
-            }
-            if s == d.slots.len() || value + d.rest[s] <= d.best {
-                return;
-            }
-            let slot = &d.slots[s];
-            // Copies of one want take candidates in increasing position (symmetry).
-            let same_as_prev = s > 0 && d.slots[s - 1].want == slot.want;
-            let start = if same_as_prev {
-                match d.pos[s - 1] {
-                    usize::MAX => {
-                        d.pos[s] = usize::MAX;
-                        return dfs(d, s + 1, value, budget);
-                    }
-                    k => k + 1,
-                }
-            } else {
-                0
-            };
-            for k in start..slot.cands.len() {
-                let (v, p) = slot.cands[k];
-                if value + v + d.rest[s + 1] <= d.best {
-                    break; // candidates are sorted by value
-                }
-                let pair = d.p.pairs[p];
-                if pair.floor > budget || d.chosen.iter().any(|&q| d.p.pairs[q].item == pair.item) {
-                    continue;
-                }
-                d.chosen.push(p);
-                d.pos[s] = k;
-                dfs(d, s + 1, value + v, budget - pair.floor);
-                d.chosen.pop();
-            }
-            d.pos[s] = usize::MAX;
-            dfs(d, s + 1, value, budget);
-        }
-        let mut d = Dfs {
-            p: self,
-            slots: &slots,
-            rest: &rest,
-            chosen: Vec::new(),
-            pos: vec![usize::MAX; slots.len()],
-            best: 0,
-            best_chosen: Vec::new(),
-            steps: 0,
-        };
-        dfs(&mut d, 0, 0, buyer.budget);
-        let bound = if d.steps > MAX_STEPS { rest[0] } else { d.best };
-        (bound, d.best_chosen)
+        slots
     }
+}
+
+/// The knapsack search's step limit (see [`Problem::knapsack`]).
+const KNAPSACK_MAX_STEPS: u64 = 200_000;
+
+/// One unit of a buyer's want in the knapsack, with its candidate pairs by value.
+struct Slot {
+    want: usize,
+    cands: Vec<(i64, usize)>, // (value at mu, pair)
+}
+
+/// The knapsack's depth-first search: the choice so far and the best found.
+struct Dfs<'a> {
+    p: &'a Problem,
+    slots: &'a [Slot],
+    rest: &'a [i64],
+    chosen: Vec<usize>,
+    /// Candidate position chosen in each slot (`usize::MAX` = none).
+    pos: Vec<usize>,
+    best: i64,
+    best_chosen: Vec<usize>,
+    steps: u64,
+}
+
+/// Tries each candidate of slot `s` (or none) within the `budget` left, pruning by the most
+/// the remaining slots could add.
+fn dfs(d: &mut Dfs, s: usize, value: i64, budget: i64) {
+    d.steps += 1;
+    if d.steps > KNAPSACK_MAX_STEPS {
+        return;
+    }
+    if value > d.best {
+        d.best = value;
+        d.best_chosen = d.chosen.clone();
+    }
+    if s == d.slots.len() || value + d.rest[s] <= d.best {
+        return;
+    }
+    let slot = &d.slots[s];
+    // Copies of one want take candidates in increasing position (symmetry).
+    let same_as_prev = s > 0 && d.slots[s - 1].want == slot.want;
+    let start = if same_as_prev {
+        match d.pos[s - 1] {
+            usize::MAX => {
+                d.pos[s] = usize::MAX;
+                return dfs(d, s + 1, value, budget);
+            }
+            k => k + 1,
+        }
+    } else {
+        0
+    };
+    for k in start..slot.cands.len() {
+        let (v, p) = slot.cands[k];
+        if value + v + d.rest[s + 1] <= d.best {
+            break; // candidates are sorted by value
+        }
+        let pair = d.p.pairs[p];
+        if pair.floor > budget || d.chosen.iter().any(|&q| d.p.pairs[q].item == pair.item) {
+            continue;
+        }
+        d.chosen.push(p);
+        d.pos[s] = k;
+        dfs(d, s + 1, value + v, budget - pair.floor);
+        d.chosen.pop();
+    }
+    d.pos[s] = usize::MAX;
+    dfs(d, s + 1, value, budget);
 }
 
 // ---------------------------------------------------------------------------------------------
