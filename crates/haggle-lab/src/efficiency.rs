@@ -1271,39 +1271,17 @@ impl Problem {
         beam: Option<usize>,
         work: &mut u64,
     ) -> Result<(i64, Vec<usize>), Exhausted> {
-        // Suffix bounds ignoring budgets: plain and priced (scaled by SCALE).
         let n = order.len();
-        let mut sfx_plain = vec![0i64; n + 1];
-        let mut sfx_priced = vec![0i128; n + 1];
-        for d in (0..n).rev() {
-            let blk = &blocks[order[d]];
-            sfx_plain[d] =
-                sfx_plain[d + 1] + blk.options.iter().map(|o| o.value).max().unwrap_or(0);
-            let priced = blk
-                .options
-                .iter()
-                .map(|o| {
-                    SCALE * i128::from(o.value)
-                        - blk
-                            .buyers
-                            .iter()
-                            .zip(&o.costs)
-                            .map(|(b, c)| i128::from(lambda[b]) * i128::from(*c))
-                            .sum::<i128>()
-                })
-                .max()
-                .unwrap_or(0);
-            sfx_priced[d] = sfx_priced[d + 1] + priced;
-        }
-        #[derive(Clone)]
-        struct St {
-            open: Vec<(usize, i64)>,
-            value: i64,
-            bound: i64,
-            prev: usize,
-            option: usize,
-        }
-        let mut layers: Vec<Vec<St>> = vec![vec![St {
+        let (sfx_plain, sfx_priced) = suffix_bounds(blocks, order, lambda);
+        let dp = Dp {
+            budget,
+            last,
+            lambda,
+            target,
+            sfx_plain: &sfx_plain,
+            sfx_priced: &sfx_priced,
+        };
+        let mut layers: Vec<Vec<DpState>> = vec![vec![DpState {
             open: Vec::new(),
             value: 0,
             bound: i64::MAX,
@@ -1311,86 +1289,8 @@ impl Problem {
             option: usize::MAX,
         }]];
         for (d, &k) in order.iter().enumerate() {
-            let blk = &blocks[k];
-            let mut next: BTreeMap<Vec<(usize, i64)>, St> = BTreeMap::new();
-            for (si, st) in layers[d].iter().enumerate() {
-                'options: for (oi, o) in blk.options.iter().enumerate() {
-                    *work += 1;
-                    if *work > self.max_work {
-                        return Err(Exhausted);
-                    }
-                    let mut open = st.open.clone();
-                    for (&b, &c) in blk.buyers.iter().zip(&o.costs) {
-                        let pos = match open.binary_search_by_key(&b, |e| e.0) {
-                            Ok(pos) => pos,
-                            Err(pos) => {
-                                open.insert(pos, (b, self.buyers[b].budget));
-                                pos
-                            }
-                        };
-                        if c > open[pos].1 {
-                            continue 'options;
-                        }
-                        open[pos].1 -= c;
-                    }
-                    open.retain(|&(b, _)| last[&b] > d);
-                    let value = st.value + o.value;
-                    // Bound: the rest at its best, budgets priced at λ (unopened buyers whole).
-                    let mut priced = SCALE * i128::from(value) + sfx_priced[d + 1];
-                    for (&b, &full) in budget {
-                        let rem = match open.binary_search_by_key(&b, |e| e.0) {
-                            Ok(pos) => open[pos].1,
-                            Err(_) if last[&b] <= d => 0,
-                            Err(_) if blk.buyers.contains(&b) => 0,
-                            Err(_) => full,
-                        };
-                        priced += i128::from(lambda[&b]) * i128::from(rem);
-                    }
-                    let priced = i64::try_from(priced.div_euclid(SCALE)).unwrap_or(i64::MAX);
-                    let bound = (value + sfx_plain[d + 1]).min(priced);
-                    if bound < target {
-                        continue;
-                    }
-                    let st2 = St {
-                        open: open.clone(),
-                        value,
-                        bound,
-                        prev: si,
-                        option: oi,
-                    };
-                    match next.get(&open) {
-                        Some(e) if e.value >= value => {}
-                        _ => {
-                            next.insert(open, st2);
-                        }
-                    }
-                }
-            }
-            // Drop dominated states (the open buyers are the same for every state of a layer).
-            let mut states: Vec<St> = next.into_values().collect();
-            states.sort_by(|a, b| b.value.cmp(&a.value).then(a.open.cmp(&b.open)));
-            let mut kept: Vec<St> = Vec::with_capacity(states.len());
-            // (Checked against the most valuable kept states only, to stay near-linear; the
-            // pruning is an optimisation, not needed for exactness.)
-            const CHECK: usize = 256;
-            for s in states {
-                *work += 1 + kept.len().min(CHECK) as u64 / 8;
-                if *work > self.max_work {
-                    return Err(Exhausted);
-                }
-                let dominated = kept
-                    .iter()
-                    .take(CHECK)
-                    .any(|k| k.open.iter().zip(&s.open).all(|(a, b)| a.1 >= b.1));
-                if !dominated {
-                    kept.push(s);
-                }
-            }
-            if let Some(width) = beam {
-                kept.sort_by(|a, b| b.bound.cmp(&a.bound).then(b.value.cmp(&a.value)));
-                kept.truncate(width);
-            }
-            layers.push(kept);
+            let next = self.dp_layer(&dp, &blocks[k], d, &layers[d], work)?;
+            layers.push(self.undominated(next, beam, work)?);
         }
         // Every buyer is closed at the end: one state at most (the empty budget vector).
         let end = layers[n]
@@ -1409,6 +1309,168 @@ impl Problem {
             si = st.prev;
         }
         Ok((value, picks_in_order))
+    }
+
+    /// The states after block `blk` (the `d`th in order): each state of `layer` with each of
+    /// the block's options its open buyers can afford and whose bound reaches the target; the
+    /// best state per vector of open budgets.
+    fn dp_layer(
+        &self,
+        dp: &Dp,
+        blk: &Block,
+        d: usize,
+        layer: &[DpState],
+        work: &mut u64,
+    ) -> Result<BTreeMap<Vec<(usize, i64)>, DpState>, Exhausted> {
+        let mut next: BTreeMap<Vec<(usize, i64)>, DpState> = BTreeMap::new();
+        for (si, st) in layer.iter().enumerate() {
+            'options: for (oi, o) in blk.options.iter().enumerate() {
+                *work += 1;
+                if *work > self.max_work {
+                    return Err(Exhausted);
+                }
+                let mut open = st.open.clone();
+                for (&b, &c) in blk.buyers.iter().zip(&o.costs) {
+                    let pos = match open.binary_search_by_key(&b, |e| e.0) {
+                        Ok(pos) => pos,
+                        Err(pos) => {
+                            open.insert(pos, (b, self.buyers[b].budget));
+                            pos
+                        }
+                    };
+                    if c > open[pos].1 {
+                        continue 'options;
+                    }
+                    open[pos].1 -= c;
+                }
+                open.retain(|&(b, _)| dp.last[&b] > d);
+                let value = st.value + o.value;
+                let bound = dp.bound(blk, d, &open, value);
+                if bound < dp.target {
+                    continue;
+                }
+                let st2 = DpState {
+                    open: open.clone(),
+                    value,
+                    bound,
+                    prev: si,
+                    option: oi,
+                };
+                match next.get(&open) {
+                    Some(e) if e.value >= value => {}
+                    _ => {
+                        next.insert(open, st2);
+                    }
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// A layer's states without dominated ones (the open buyers are the same for every state
+    /// of a layer), most valuable first; with a `beam`, only that many, by bound.
+    fn undominated(
+        &self,
+        next: BTreeMap<Vec<(usize, i64)>, DpState>,
+        beam: Option<usize>,
+        work: &mut u64,
+    ) -> Result<Vec<DpState>, Exhausted> {
+        let mut states: Vec<DpState> = next.into_values().collect();
+        states.sort_by(|a, b| b.value.cmp(&a.value).then(a.open.cmp(&b.open)));
+        let mut kept: Vec<DpState> = Vec::with_capacity(states.len());
+        // (Checked against the most valuable kept states only, to stay near-linear; the
+        // pruning is an optimisation, not needed for exactness.)
+        const CHECK: usize = 256;
+        for s in states {
+            *work += 1 + kept.len().min(CHECK) as u64 / 8;
+            if *work > self.max_work {
+                return Err(Exhausted);
+            }
+            let dominated = kept
+                .iter()
+                .take(CHECK)
+                .any(|k| k.open.iter().zip(&s.open).all(|(a, b)| a.1 >= b.1));
+            if !dominated {
+                kept.push(s);
+            }
+        }
+        if let Some(width) = beam {
+            kept.sort_by(|a, b| b.bound.cmp(&a.bound).then(b.value.cmp(&a.value)));
+            kept.truncate(width);
+        }
+        Ok(kept)
+    }
+}
+
+/// Suffix bounds of the blocks in `order`, ignoring budgets: the best option of each block
+/// from there on, plain and priced at λ (scaled by `SCALE`).
+fn suffix_bounds(
+    blocks: &[Block],
+    order: &[usize],
+    lambda: &BTreeMap<usize, i64>,
+) -> (Vec<i64>, Vec<i128>) {
+    let n = order.len();
+    let mut sfx_plain = vec![0i64; n + 1];
+    let mut sfx_priced = vec![0i128; n + 1];
+    for d in (0..n).rev() {
+        let blk = &blocks[order[d]];
+        sfx_plain[d] = sfx_plain[d + 1] + blk.options.iter().map(|o| o.value).max().unwrap_or(0);
+        let priced = blk
+            .options
+            .iter()
+            .map(|o| {
+                SCALE * i128::from(o.value)
+                    - blk
+                        .buyers
+                        .iter()
+                        .zip(&o.costs)
+                        .map(|(b, c)| i128::from(lambda[b]) * i128::from(*c))
+                        .sum::<i128>()
+            })
+            .max()
+            .unwrap_or(0);
+        sfx_priced[d] = sfx_priced[d + 1] + priced;
+    }
+    (sfx_plain, sfx_priced)
+}
+
+/// A state of the component's dynamic program: the open buyers' budgets left, the value so
+/// far, its bound, and the way back (the previous layer's state and the option picked).
+#[derive(Clone)]
+struct DpState {
+    open: Vec<(usize, i64)>,
+    value: i64,
+    bound: i64,
+    prev: usize,
+    option: usize,
+}
+
+/// What every layer of the dynamic program reads.
+struct Dp<'a> {
+    budget: &'a BTreeMap<usize, i64>,
+    last: &'a BTreeMap<usize, usize>,
+    lambda: &'a BTreeMap<usize, i64>,
+    target: i64,
+    sfx_plain: &'a [i64],
+    sfx_priced: &'a [i128],
+}
+
+impl Dp<'_> {
+    /// A state's bound after block `blk` (the `d`th): the rest at its best, budgets priced at
+    /// λ (unopened buyers whole), and no more than the rest at its best ignoring budgets.
+    fn bound(&self, blk: &Block, d: usize, open: &[(usize, i64)], value: i64) -> i64 {
+        let mut priced = SCALE * i128::from(value) + self.sfx_priced[d + 1];
+        for (&b, &full) in self.budget {
+            let rem = match open.binary_search_by_key(&b, |e| e.0) {
+                Ok(pos) => open[pos].1,
+                Err(_) if self.last[&b] <= d => 0,
+                Err(_) if blk.buyers.contains(&b) => 0,
+                Err(_) => full,
+            };
+            priced += i128::from(self.lambda[&b]) * i128::from(rem);
+        }
+        let priced = i64::try_from(priced.div_euclid(SCALE)).unwrap_or(i64::MAX);
+        (value + self.sfx_plain[d + 1]).min(priced)
     }
 }
 
