@@ -843,7 +843,9 @@ impl Problem {
         Ok(out)
     }
 
-    /// The undominated options of type `t` for its critical buyers `buyers`.
+    /// The undominated options of type `t` for its critical buyers `buyers`: each buyer's
+    /// choices among the items it may need, their joint choices with distinct items (each
+    /// valued with the best assignment of the rest), less the dominated ones.
     fn block(
         &self,
         t: usize,
@@ -851,6 +853,23 @@ impl Problem {
         critical: &[bool],
         work: &mut u64,
     ) -> Result<Block, Exhausted> {
+        let per_buyer = self.critical_choices(t, &buyers, critical, work)?;
+        let options = self.joint_options(t, critical, &per_buyer, work)?;
+        Ok(Block {
+            ty: t,
+            buyers,
+            options: self.undominated_options(options, work)?,
+        })
+    }
+
+    /// Each critical buyer's choices in type `t`, among the items it may need.
+    fn critical_choices(
+        &self,
+        t: usize,
+        buyers: &[usize],
+        critical: &[bool],
+        work: &mut u64,
+    ) -> Result<Vec<Vec<Vec<usize>>>, Exhausted> {
         // Which items a critical buyer may need. Rank the type's items not sold by buyer b by
         // (floor, index). Some optimum gives b an item i only if every cheaper one (not b's)
         // is held by b itself, by another critical buyer, by i's seller, or by a buyer whose
@@ -876,7 +895,7 @@ impl Problem {
             .filter(|&(_, q)| q > 0)
             .collect();
         let mut per_buyer = Vec::with_capacity(buyers.len());
-        for &b in &buyers {
+        for &b in buyers {
             let others: usize = buyers.iter().filter(|&&c| c != b).map(|&c| wanted(c)).sum();
             let mut allowed = vec![false; self.items.len()];
             for (rank, &i) in ladder
@@ -901,6 +920,18 @@ impl Problem {
                 .collect();
             per_buyer.push(self.buyer_options(b, &own, work)?);
         }
+        Ok(per_buyer)
+    }
+
+    /// The critical buyers' joint choices (one of each buyer's, no item twice), each valued
+    /// with the best assignment of the type's other items to the other buyers.
+    fn joint_options(
+        &self,
+        t: usize,
+        critical: &[bool],
+        per_buyer: &[Vec<Vec<usize>>],
+        work: &mut u64,
+    ) -> Result<Vec<TypeOption>, Exhausted> {
         let mut rest_cache: BTreeMap<Vec<usize>, i64> = BTreeMap::new();
         // Joint choices with distinct items, each valued with the best assignment of the rest.
         let mut options = Vec::new();
@@ -911,7 +942,7 @@ impl Problem {
             if *work > self.max_work || options.len() > MAX_OPTIONS {
                 return Err(Exhausted);
             }
-            if k == buyers.len() {
+            if k == per_buyer.len() {
                 let mut items: Vec<usize> = pairs.iter().map(|&q| self.pairs[q].item).collect();
                 items.sort();
                 let rest = match rest_cache.get(&items) {
@@ -946,6 +977,15 @@ impl Problem {
                 stack.push((k + 1, p2, c2));
             }
         }
+        Ok(options)
+    }
+
+    /// The options no other is as valuable as and no dearer than for every buyer.
+    fn undominated_options(
+        &self,
+        mut options: Vec<TypeOption>,
+        work: &mut u64,
+    ) -> Result<Vec<TypeOption>, Exhausted> {
         // Keep the undominated ones (no other is as valuable and no dearer for every buyer).
         let n = options.len() as u64;
         *work += n * u64::from(64 - n.leading_zeros());
@@ -971,11 +1011,7 @@ impl Problem {
                 kept.push(o);
             }
         }
-        Ok(Block {
-            ty: t,
-            buyers,
-            options: kept,
-        })
+        Ok(kept)
     }
 
     /// The optimum when only `critical` buyers' budgets count (a relaxation of the problem:
