@@ -396,7 +396,9 @@ pub fn compare_arms(
 /// An item's type and its prices under the first and the second arm.
 type ItemPrices<'a> = (Option<&'a str>, Vec<i64>, Vec<i64>);
 
-/// Analyses the runs of one experiment.
+/// Analyses the runs of one experiment: its units (every participant of every run), each run,
+/// each arm, each participant per arm, then the comparisons of arms, of run groups and of the
+/// same items under two arms, and the price regression. Warnings come in that order.
 pub fn analyse(
     experiment: &str,
     arms: &BTreeMap<String, String>,
@@ -408,7 +410,53 @@ pub fn analyse(
     let currency = runs
         .first()
         .map_or_else(|| "USD".to_string(), |x| x.metrics.currency.clone());
-    // Units: every participant of every run.
+    let units = units(runs);
+    let (run_summaries, total_llm) = run_summaries(runs);
+    let arm_summaries = arms
+        .iter()
+        .map(|(arm, brain)| (arm.clone(), arm_summary(arm, brain, &units, runs)))
+        .collect();
+    let arm_names: Vec<&String> = arms.keys().collect();
+    let mut arm_pairs = Vec::new();
+    for (i, a) in arm_names.iter().enumerate() {
+        for b in &arm_names[i + 1..] {
+            arm_pairs.push((a.as_str(), b.as_str()));
+        }
+    }
+    let comparisons = arm_comparisons(&arm_pairs, &units, r, min_units, &mut warnings);
+    let group_comparisons = group_comparisons(runs, r, &mut warnings);
+    let same_item = same_item_comparisons(&arm_pairs, runs, r, min_units, &mut warnings);
+    let regression = (arms.len() >= 2).then(|| price_regression(arms, runs, &mut warnings));
+    Analysis {
+        experiment: experiment.to_string(),
+        currency,
+        arms: arms.clone(),
+        resampling: *r,
+        min_units,
+        runs: run_summaries,
+        arm_summaries,
+        participants: participant_arms(&units),
+        comparisons,
+        group_comparisons,
+        same_item,
+        regression,
+        llm: total_llm,
+        warnings,
+        learning_curve: crate::sessions::learning_curve(
+            &runs
+                .iter()
+                .map(|r| crate::sessions::RunSessions {
+                    group: &r.plan.group,
+                    arms: &r.arms,
+                    sessions: &r.sessions,
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// The units: every participant (with an arm) of every run, with its counted deals.
+fn units(runs: &[RunData]) -> Vec<Unit<'_>> {
     let mut units: Vec<Unit> = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         for name in run.metrics.participants.keys() {
@@ -425,10 +473,13 @@ pub fn analyse(
             });
         }
     }
+    units
+}
 
-    // Per run.
+/// Each run's line, and the model use of all of them.
+fn run_summaries(runs: &[RunData]) -> (Vec<RunSummary>, LlmUsage) {
     let mut total_llm = LlmUsage::default();
-    let run_summaries: Vec<RunSummary> = runs
+    let summaries = runs
         .iter()
         .map(|run| {
             let mut llm = LlmUsage::default();
@@ -451,88 +502,90 @@ pub fn analyse(
             }
         })
         .collect();
+    (summaries, total_llm)
+}
 
-    // Per arm.
-    let mut arm_summaries: BTreeMap<String, ArmSummary> = BTreeMap::new();
-    for (arm, brain) in arms {
-        let mine: Vec<&Unit> = units.iter().filter(|u| u.arm == arm).collect();
-        let sales: Vec<_> = mine.iter().flat_map(|u| u.sales.iter().copied()).collect();
-        let buys: Vec<_> = mine
-            .iter()
-            .flat_map(|u| u.purchases.iter().copied())
-            .collect();
-        let ss: Vec<f64> = sales
-            .iter()
-            .filter_map(|d| d.seller_surplus.map(|x| x as f64))
-            .collect();
-        let bs: Vec<f64> = buys.iter().map(|d| d.buyer_surplus as f64).collect();
-        let mut s = ArmSummary {
-            brain: brain.clone(),
-            runs: mine.iter().map(|u| u.run).collect::<BTreeSet<_>>().len(),
-            participant_runs: mine.len(),
-            deals_as_seller: sales.len(),
-            deals_as_buyer: buys.len(),
-            volume_sold: sales.iter().map(|d| d.price).sum(),
-            volume_bought: buys.iter().map(|d| d.price).sum(),
-            seller_surplus: sales.iter().filter_map(|d| d.seller_surplus).sum(),
-            buyer_surplus: buys.iter().map(|d| d.buyer_surplus).sum(),
-            mean_seller_surplus_per_sale: stats::mean(&ss),
-            mean_buyer_surplus_per_purchase: stats::mean(&bs),
-            mean_share_as_seller: stats::mean(
-                &sales
-                    .iter()
-                    .filter_map(|d| d.seller_share)
-                    .collect::<Vec<_>>(),
-            ),
-            mean_share_as_buyer: stats::mean(
-                &buys
-                    .iter()
-                    .filter_map(|d| d.seller_share.map(|s| 1.0 - s))
-                    .collect::<Vec<_>>(),
-            ),
-            mean_nash_distance_as_seller: stats::mean(
-                &sales
-                    .iter()
-                    .filter_map(|d| d.nash_distance.map(|x| x as f64))
-                    .collect::<Vec<_>>(),
-            ),
-            deals_per_participant: (!mine.is_empty())
-                .then(|| (sales.len() + buys.len()) as f64 / mine.len() as f64),
-            irrational_deals: sales
-                .iter()
-                .filter(|d| d.floor.is_some_and(|f| d.price < f))
-                .count()
-                + buys.iter().filter(|d| d.price > d.valuation).count(),
-            unwanted_purchases: buys.iter().filter(|d| d.unwanted).count(),
-            ..ArmSummary::default()
-        };
-        for u in &mine {
-            let run = &runs[u.run];
-            if let Some(p) = run.metrics.participants.get(u.participant) {
-                s.refusals += p.refusals.values().sum::<u64>();
-                s.wants += p.wants;
-                s.wants_met += p.wants_met;
-                s.items += p.items;
-                s.items_sold += p.items_sold;
-            }
-            if let Some(l) = run.llm.get(u.participant) {
-                s.llm.add(l);
-            }
-            s.first_mover_rounds += run.first_movers.get(u.participant).copied().unwrap_or(0);
+/// One arm over every run: its deals, then its participants' settlements, model use and turns.
+fn arm_summary(arm: &str, brain: &str, units: &[Unit], runs: &[RunData]) -> ArmSummary {
+    let mine: Vec<&Unit> = units.iter().filter(|u| u.arm == arm).collect();
+    let mut s = arm_deals(brain, &mine);
+    for u in &mine {
+        let run = &runs[u.run];
+        if let Some(p) = run.metrics.participants.get(u.participant) {
+            s.refusals += p.refusals.values().sum::<u64>();
+            s.wants += p.wants;
+            s.wants_met += p.wants_met;
+            s.items += p.items;
+            s.items_sold += p.items_sold;
         }
-        let arm_runs: BTreeSet<usize> = mine.iter().map(|u| u.run).collect();
-        s.rounds_with_actions = arm_runs
-            .iter()
-            .map(|&r| runs[r].first_movers.values().sum::<u64>())
-            .sum();
-        let agents_in_runs: usize = arm_runs.iter().map(|&r| runs[r].arms.len()).sum();
-        s.share_of_agents = (agents_in_runs > 0).then(|| mine.len() as f64 / agents_in_runs as f64);
-        arm_summaries.insert(arm.clone(), s);
+        if let Some(l) = run.llm.get(u.participant) {
+            s.llm.add(l);
+        }
+        s.first_mover_rounds += run.first_movers.get(u.participant).copied().unwrap_or(0);
     }
+    let arm_runs: BTreeSet<usize> = mine.iter().map(|u| u.run).collect();
+    s.rounds_with_actions = arm_runs
+        .iter()
+        .map(|&r| runs[r].first_movers.values().sum::<u64>())
+        .sum();
+    let agents_in_runs: usize = arm_runs.iter().map(|&r| runs[r].arms.len()).sum();
+    s.share_of_agents = (agents_in_runs > 0).then(|| mine.len() as f64 / agents_in_runs as f64);
+    s
+}
 
-    // Per participant and arm.
+/// An arm's figures from its units' deals (the rest left at zero).
+fn arm_deals(brain: &str, mine: &[&Unit]) -> ArmSummary {
+    let sales: Vec<_> = mine.iter().flat_map(|u| u.sales.iter().copied()).collect();
+    let buys: Vec<_> = mine
+        .iter()
+        .flat_map(|u| u.purchases.iter().copied())
+        .collect();
+    let ss: Vec<f64> = sales
+        .iter()
+        .filter_map(|d| d.seller_surplus.map(|x| x as f64))
+        .collect();
+    let bs: Vec<f64> = buys.iter().map(|d| d.buyer_surplus as f64).collect();
+    let mean_of = |xs: Vec<f64>| stats::mean(&xs);
+    ArmSummary {
+        brain: brain.to_string(),
+        runs: mine.iter().map(|u| u.run).collect::<BTreeSet<_>>().len(),
+        participant_runs: mine.len(),
+        deals_as_seller: sales.len(),
+        deals_as_buyer: buys.len(),
+        volume_sold: sales.iter().map(|d| d.price).sum(),
+        volume_bought: buys.iter().map(|d| d.price).sum(),
+        seller_surplus: sales.iter().filter_map(|d| d.seller_surplus).sum(),
+        buyer_surplus: buys.iter().map(|d| d.buyer_surplus).sum(),
+        mean_seller_surplus_per_sale: stats::mean(&ss),
+        mean_buyer_surplus_per_purchase: stats::mean(&bs),
+        mean_share_as_seller: mean_of(sales.iter().filter_map(|d| d.seller_share).collect()),
+        mean_share_as_buyer: mean_of(
+            buys.iter()
+                .filter_map(|d| d.seller_share.map(|s| 1.0 - s))
+                .collect(),
+        ),
+        mean_nash_distance_as_seller: mean_of(
+            sales
+                .iter()
+                .filter_map(|d| d.nash_distance.map(|x| x as f64))
+                .collect(),
+        ),
+        deals_per_participant: (!mine.is_empty())
+            .then(|| (sales.len() + buys.len()) as f64 / mine.len() as f64),
+        irrational_deals: sales
+            .iter()
+            .filter(|d| d.floor.is_some_and(|f| d.price < f))
+            .count()
+            + buys.iter().filter(|d| d.price > d.valuation).count(),
+        unwanted_purchases: buys.iter().filter(|d| d.unwanted).count(),
+        ..ArmSummary::default()
+    }
+}
+
+/// Each participant in each arm it was in: its deals and surplus per run.
+fn participant_arms(units: &[Unit]) -> Vec<ParticipantArm> {
     let mut per: BTreeMap<(&str, &str), ParticipantArm> = BTreeMap::new();
-    for u in &units {
+    for u in units {
         let e = per
             .entry((u.participant, u.arm))
             .or_insert_with(|| ParticipantArm {
@@ -546,25 +599,26 @@ pub fn analyse(
         e.seller_surplus += u.seller_surplus();
         e.buyer_surplus += u.buyer_surplus();
     }
-    let participants: Vec<ParticipantArm> = per
-        .into_values()
+    per.into_values()
         .map(|mut p| {
             p.deals_per_run = (p.sales + p.purchases) as f64 / p.runs as f64;
             p.surplus_per_run = (p.seller_surplus + p.buyer_surplus) as f64 / p.runs as f64;
             p
         })
-        .collect();
+        .collect()
+}
 
-    // Arm comparisons.
-    let arm_names: Vec<&String> = arms.keys().collect();
-    let mut arm_pairs = Vec::new();
-    for (i, a) in arm_names.iter().enumerate() {
-        for b in &arm_names[i + 1..] {
-            arm_pairs.push((a.as_str(), b.as_str()));
-        }
-    }
+/// Every pair of arms on every outcome, Holm-adjusted over the pair's outcomes; a warning per
+/// comparison with too few units.
+fn arm_comparisons(
+    arm_pairs: &[(&str, &str)],
+    units: &[Unit],
+    r: &Resampling,
+    min_units: usize,
+    warnings: &mut Vec<String>,
+) -> Vec<ArmComparison> {
     let mut comparisons = Vec::new();
-    for &(a, b) in &arm_pairs {
+    for &(a, b) in arm_pairs {
         for (k, (outcome, _)) in OUTCOMES.iter().enumerate() {
             let values: Vec<(usize, &str, f64)> = units
                 .iter()
@@ -604,39 +658,33 @@ pub fn analyse(
             .filter(|c| c.first == a && c.second == b);
         adjust_holm(family.map(|c| (&c.comparison, &mut c.p_holm)));
     }
+    comparisons
+}
 
-    // Run-group comparisons.
-    let groups: Vec<&str> = {
-        let mut seen = Vec::new();
-        for run in runs {
-            if !seen.contains(&run.plan.group.as_str()) {
-                seen.push(run.plan.group.as_str());
-            }
+/// Every pair of run groups (in the order they first appear) on the market outcomes, runs as
+/// units, Holm-adjusted over the pair's outcomes; a warning for a group of fewer than two runs.
+fn group_comparisons(
+    runs: &[RunData],
+    r: &Resampling,
+    warnings: &mut Vec<String>,
+) -> Vec<GroupComparison> {
+    let mut groups: Vec<&str> = Vec::new();
+    for run in runs {
+        if !groups.contains(&run.plan.group.as_str()) {
+            groups.push(run.plan.group.as_str());
         }
-        seen
-    };
-    let mut group_comparisons = Vec::new();
+    }
+    let mut comparisons = Vec::new();
     for (i, g1) in groups.iter().enumerate() {
         for g2 in &groups[i + 1..] {
             for (k, (outcome, _)) in RUN_OUTCOMES.iter().enumerate() {
-                let obs: Vec<Obs> = runs
-                    .iter()
-                    .filter(|x| x.plan.group == *g1 || x.plan.group == *g2)
-                    .filter_map(|x| {
-                        Some(Obs {
-                            stratum: 0,
-                            second: x.plan.group == *g2,
-                            value: run_outcome(&x.metrics.market, outcome)?,
-                        })
-                    })
-                    .collect();
                 let rr = Resampling {
                     seed: stats_seed(r.seed, 100 + k as u64),
                     ..*r
                 };
-                let comparison = stats::compare(&obs, &rr);
+                let comparison = stats::compare(&group_obs(runs, g1, g2, outcome), &rr);
                 let too_small = comparison.n_first < 2 || comparison.n_second < 2;
-                group_comparisons.push(GroupComparison {
+                comparisons.push(GroupComparison {
                     outcome: outcome.to_string(),
                     first: g1.to_string(),
                     second: g2.to_string(),
@@ -645,65 +693,48 @@ pub fn analyse(
                     too_small,
                 });
             }
-            let family = group_comparisons
+            let family = comparisons
                 .iter_mut()
                 .filter(|c| c.first == *g1 && c.second == *g2);
             adjust_holm(family.map(|c| (&c.comparison, &mut c.p_holm)));
-            if runs.iter().filter(|x| x.plan.group == *g1).count() < 2
-                || runs.iter().filter(|x| x.plan.group == *g2).count() < 2
-            {
+            let size = |g: &str| runs.iter().filter(|x| x.plan.group == g).count();
+            if size(g1) < 2 || size(g2) < 2 {
                 warnings.push(format!(
                     "run groups {g1} vs {g2}: fewer than two runs in a group, so no interval or p-value can be trusted (runs are the units)"
                 ));
             }
         }
     }
+    comparisons
+}
 
-    // Same-item comparisons.
+/// One observation per run of the two groups: the run's market outcome.
+fn group_obs(runs: &[RunData], g1: &str, g2: &str, outcome: &str) -> Vec<Obs> {
+    runs.iter()
+        .filter(|x| x.plan.group == g1 || x.plan.group == g2)
+        .filter_map(|x| {
+            Some(Obs {
+                stratum: 0,
+                second: x.plan.group == g2,
+                value: run_outcome(&x.metrics.market, outcome)?,
+            })
+        })
+        .collect()
+}
+
+/// Every pair of arms, as sellers and as buyers: the items traded under both, paired; a
+/// warning when too few items were.
+fn same_item_comparisons(
+    arm_pairs: &[(&str, &str)],
+    runs: &[RunData],
+    r: &Resampling,
+    min_units: usize,
+    warnings: &mut Vec<String>,
+) -> Vec<SameItem> {
     let mut same_item = Vec::new();
-    for &(a, b) in &arm_pairs {
+    for &(a, b) in arm_pairs {
         for side in ["seller", "buyer"] {
-            let mut prices: BTreeMap<&str, ItemPrices> = BTreeMap::new();
-            for run in runs {
-                for d in run.metrics.deals.iter().filter(|d| d.counted) {
-                    let Some(item) = d.item_id.as_deref() else {
-                        continue;
-                    };
-                    let party = if side == "seller" {
-                        &d.seller
-                    } else {
-                        &d.buyer
-                    };
-                    let arm = run.arms.get(party).map(String::as_str);
-                    let e = prices.entry(item).or_insert((
-                        d.item_type.as_deref(),
-                        Vec::new(),
-                        Vec::new(),
-                    ));
-                    if arm == Some(a) {
-                        e.1.push(d.price);
-                    } else if arm == Some(b) {
-                        e.2.push(d.price);
-                    }
-                }
-            }
-            let pairs: Vec<ItemPair> = prices
-                .into_iter()
-                .filter(|(_, (_, x, y))| !x.is_empty() && !y.is_empty())
-                .map(|(item, (t, x, y))| {
-                    let mean = |v: &[i64]| v.iter().sum::<i64>() as f64 / v.len() as f64;
-                    let (m1, m2) = (mean(&x), mean(&y));
-                    ItemPair {
-                        item_id: item.to_string(),
-                        item_type: t.map(str::to_string),
-                        prices_first: x,
-                        prices_second: y,
-                        mean_first: m1,
-                        mean_second: m2,
-                        difference: m1 - m2,
-                    }
-                })
-                .collect();
+            let pairs = item_pairs(runs, a, b, side);
             let diffs: Vec<f64> = pairs.iter().map(|p| p.difference).collect();
             let rr = Resampling {
                 seed: stats_seed(r.seed, if side == "seller" { 200 } else { 201 }),
@@ -727,35 +758,51 @@ pub fn analyse(
             });
         }
     }
+    same_item
+}
 
-    let regression = (arms.len() >= 2).then(|| price_regression(arms, runs, &mut warnings));
-
-    Analysis {
-        experiment: experiment.to_string(),
-        currency,
-        arms: arms.clone(),
-        resampling: *r,
-        min_units,
-        runs: run_summaries,
-        arm_summaries,
-        participants,
-        comparisons,
-        group_comparisons,
-        same_item,
-        regression,
-        llm: total_llm,
-        warnings,
-        learning_curve: crate::sessions::learning_curve(
-            &runs
-                .iter()
-                .map(|r| crate::sessions::RunSessions {
-                    group: &r.plan.group,
-                    arms: &r.arms,
-                    sessions: &r.sessions,
-                })
-                .collect::<Vec<_>>(),
-        ),
+/// The items sold (or bought) under arm `a` and under arm `b` (the `side`'s arm), with their
+/// prices under each, by item id.
+fn item_pairs(runs: &[RunData], a: &str, b: &str, side: &str) -> Vec<ItemPair> {
+    let mut prices: BTreeMap<&str, ItemPrices> = BTreeMap::new();
+    for run in runs {
+        for d in run.metrics.deals.iter().filter(|d| d.counted) {
+            let Some(item) = d.item_id.as_deref() else {
+                continue;
+            };
+            let party = if side == "seller" {
+                &d.seller
+            } else {
+                &d.buyer
+            };
+            let arm = run.arms.get(party).map(String::as_str);
+            let e = prices
+                .entry(item)
+                .or_insert((d.item_type.as_deref(), Vec::new(), Vec::new()));
+            if arm == Some(a) {
+                e.1.push(d.price);
+            } else if arm == Some(b) {
+                e.2.push(d.price);
+            }
+        }
     }
+    prices
+        .into_iter()
+        .filter(|(_, (_, x, y))| !x.is_empty() && !y.is_empty())
+        .map(|(item, (t, x, y))| {
+            let mean = |v: &[i64]| v.iter().sum::<i64>() as f64 / v.len() as f64;
+            let (m1, m2) = (mean(&x), mean(&y));
+            ItemPair {
+                item_id: item.to_string(),
+                item_type: t.map(str::to_string),
+                prices_first: x,
+                prices_second: y,
+                mean_first: m1,
+                mean_second: m2,
+                difference: m1 - m2,
+            }
+        })
+        .collect()
 }
 
 /// Sets each comparison's Holm-adjusted p-value over the family given.

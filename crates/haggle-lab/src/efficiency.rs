@@ -559,9 +559,45 @@ impl Problem {
     /// its step limit (only with many slots and candidates), when the bound ignores the budget.
     fn knapsack(&self, b: usize, mu: &[i64], banned: &dyn Fn(usize) -> bool) -> (i64, Vec<usize>) {
         let buyer = &self.buyers[b];
-        // Candidate items per type for this buyer, after dominance: an item is useless when at
-        // least as many other items as the buyer has slots of that type are no dearer in floor
-        // and no dearer in floor + price.
+        let kept = self.candidate_items(b, mu, banned);
+        let slots = self.knapsack_slots(b, mu, banned, &kept);
+        if slots.is_empty() {
+            return (0, Vec::new());
+        }
+        // The most each remaining slot could add, ignoring the budget.
+        let mut rest = vec![0i64; slots.len() + 1];
+        for s in (0..slots.len()).rev() {
+            rest[s] = rest[s + 1] + slots[s].cands[0].0;
+        }
+        let mut d = Dfs {
+            p: self,
+            slots: &slots,
+            rest: &rest,
+            chosen: Vec::new(),
+            pos: vec![usize::MAX; slots.len()],
+            best: 0,
+            best_chosen: Vec::new(),
+            steps: 0,
+        };
+        dfs(&mut d, 0, 0, buyer.budget);
+        let bound = if d.steps > KNAPSACK_MAX_STEPS {
+            rest[0]
+        } else {
+            d.best
+        };
+        (bound, d.best_chosen)
+    }
+
+    /// Candidate items per type for buyer `b`, after dominance: an item is useless when at
+    /// least as many other items as the buyer has slots of that type are no dearer in floor
+    /// and no dearer in floor + price.
+    fn candidate_items(
+        &self,
+        b: usize,
+        mu: &[i64],
+        banned: &dyn Fn(usize) -> bool,
+    ) -> BTreeMap<usize, Vec<usize>> {
+        let buyer = &self.buyers[b];
         let mut by_type: BTreeMap<usize, (u32, Vec<usize>)> = BTreeMap::new();
         for &w in &buyer.wants {
             by_type.entry(self.wants[w].ty).or_default().0 += self.wants[w].qty;
@@ -599,11 +635,19 @@ impl Problem {
                 .collect();
             kept.insert(t, list);
         }
-        // Slots: one per unit of each want, with candidate pairs by value.
-        struct Slot {
-            want: usize,
-            cands: Vec<(i64, usize)>, // (value at mu, pair)
-        }
+        kept
+    }
+
+    /// Buyer `b`'s slots: one per unit of each want (at most as many as it has candidates),
+    /// with its candidate pairs of positive value at `mu`, best first.
+    fn knapsack_slots(
+        &self,
+        b: usize,
+        mu: &[i64],
+        banned: &dyn Fn(usize) -> bool,
+        kept: &BTreeMap<usize, Vec<usize>>,
+    ) -> Vec<Slot> {
+        let buyer = &self.buyers[b];
         let mut slots: Vec<Slot> = Vec::new();
         for &w in &buyer.wants {
             let want = &self.wants[w];
@@ -630,83 +674,76 @@ impl Problem {
                 });
             }
         }
-        if slots.is_empty() {
-            return (0, Vec::new());
-        }
-        const MAX_STEPS: u64 = 200_000;
-        // The most each remaining slot could add, ignoring the budget.
-        let mut rest = vec![0i64; slots.len() + 1];
-        for s in (0..slots.len()).rev() {
-            rest[s] = rest[s + 1] + slots[s].cands[0].0;
-        }
-        struct Dfs<'a> {
-            p: &'a Problem,
-            slots: &'a [Slot],
-            rest: &'a [i64],
-            chosen: Vec<usize>,
-            /// Candidate position chosen in each slot (`usize::MAX` = none).
-            pos: Vec<usize>,
-            best: i64,
-            best_chosen: Vec<usize>,
-            steps: u64,
-        }
-        fn dfs(d: &mut Dfs, s: usize, value: i64, budget: i64) {
-            d.steps += 1;
-            if d.steps > MAX_STEPS {
-                return;
-            }
-            if value > d.best {
-                d.best = value;
-                d.best_chosen = d.chosen.clone();
-            }
-            if s == d.slots.len() || value + d.rest[s] <= d.best {
-                return;
-            }
-            let slot = &d.slots[s];
-            // Copies of one want take candidates in increasing position (symmetry).
-            let same_as_prev = s > 0 && d.slots[s - 1].want == slot.want;
-            let start = if same_as_prev {
-                match d.pos[s - 1] {
-                    usize::MAX => {
-                        d.pos[s] = usize::MAX;
-                        return dfs(d, s + 1, value, budget);
-                    }
-                    k => k + 1,
-                }
-            } else {
-                0
-            };
-            for k in start..slot.cands.len() {
-                let (v, p) = slot.cands[k];
-                if value + v + d.rest[s + 1] <= d.best {
-                    break; // candidates are sorted by value
-                }
-                let pair = d.p.pairs[p];
-                if pair.floor > budget || d.chosen.iter().any(|&q| d.p.pairs[q].item == pair.item) {
-                    continue;
-                }
-                d.chosen.push(p);
-                d.pos[s] = k;
-                dfs(d, s + 1, value + v, budget - pair.floor);
-                d.chosen.pop();
-            }
-            d.pos[s] = usize::MAX;
-            dfs(d, s + 1, value, budget);
-        }
-        let mut d = Dfs {
-            p: self,
-            slots: &slots,
-            rest: &rest,
-            chosen: Vec::new(),
-            pos: vec![usize::MAX; slots.len()],
-            best: 0,
-            best_chosen: Vec::new(),
-            steps: 0,
-        };
-        dfs(&mut d, 0, 0, buyer.budget);
-        let bound = if d.steps > MAX_STEPS { rest[0] } else { d.best };
-        (bound, d.best_chosen)
+        slots
     }
+}
+
+/// The knapsack search's step limit (see [`Problem::knapsack`]).
+const KNAPSACK_MAX_STEPS: u64 = 200_000;
+
+/// One unit of a buyer's want in the knapsack, with its candidate pairs by value.
+struct Slot {
+    want: usize,
+    cands: Vec<(i64, usize)>, // (value at mu, pair)
+}
+
+/// The knapsack's depth-first search: the choice so far and the best found.
+struct Dfs<'a> {
+    p: &'a Problem,
+    slots: &'a [Slot],
+    rest: &'a [i64],
+    chosen: Vec<usize>,
+    /// Candidate position chosen in each slot (`usize::MAX` = none).
+    pos: Vec<usize>,
+    best: i64,
+    best_chosen: Vec<usize>,
+    steps: u64,
+}
+
+/// Tries each candidate of slot `s` (or none) within the `budget` left, pruning by the most
+/// the remaining slots could add.
+fn dfs(d: &mut Dfs, s: usize, value: i64, budget: i64) {
+    d.steps += 1;
+    if d.steps > KNAPSACK_MAX_STEPS {
+        return;
+    }
+    if value > d.best {
+        d.best = value;
+        d.best_chosen = d.chosen.clone();
+    }
+    if s == d.slots.len() || value + d.rest[s] <= d.best {
+        return;
+    }
+    let slot = &d.slots[s];
+    // Copies of one want take candidates in increasing position (symmetry).
+    let same_as_prev = s > 0 && d.slots[s - 1].want == slot.want;
+    let start = if same_as_prev {
+        match d.pos[s - 1] {
+            usize::MAX => {
+                d.pos[s] = usize::MAX;
+                return dfs(d, s + 1, value, budget);
+            }
+            k => k + 1,
+        }
+    } else {
+        0
+    };
+    for k in start..slot.cands.len() {
+        let (v, p) = slot.cands[k];
+        if value + v + d.rest[s + 1] <= d.best {
+            break; // candidates are sorted by value
+        }
+        let pair = d.p.pairs[p];
+        if pair.floor > budget || d.chosen.iter().any(|&q| d.p.pairs[q].item == pair.item) {
+            continue;
+        }
+        d.chosen.push(p);
+        d.pos[s] = k;
+        dfs(d, s + 1, value + v, budget - pair.floor);
+        d.chosen.pop();
+    }
+    d.pos[s] = usize::MAX;
+    dfs(d, s + 1, value, budget);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -806,7 +843,9 @@ impl Problem {
         Ok(out)
     }
 
-    /// The undominated options of type `t` for its critical buyers `buyers`.
+    /// The undominated options of type `t` for its critical buyers `buyers`: each buyer's
+    /// choices among the items it may need, their joint choices with distinct items (each
+    /// valued with the best assignment of the rest), less the dominated ones.
     fn block(
         &self,
         t: usize,
@@ -814,6 +853,23 @@ impl Problem {
         critical: &[bool],
         work: &mut u64,
     ) -> Result<Block, Exhausted> {
+        let per_buyer = self.critical_choices(t, &buyers, critical, work)?;
+        let options = self.joint_options(t, critical, &per_buyer, work)?;
+        Ok(Block {
+            ty: t,
+            buyers,
+            options: self.undominated_options(options, work)?,
+        })
+    }
+
+    /// Each critical buyer's choices in type `t`, among the items it may need.
+    fn critical_choices(
+        &self,
+        t: usize,
+        buyers: &[usize],
+        critical: &[bool],
+        work: &mut u64,
+    ) -> Result<Vec<Vec<Vec<usize>>>, Exhausted> {
         // Which items a critical buyer may need. Rank the type's items not sold by buyer b by
         // (floor, index). Some optimum gives b an item i only if every cheaper one (not b's)
         // is held by b itself, by another critical buyer, by i's seller, or by a buyer whose
@@ -839,7 +895,7 @@ impl Problem {
             .filter(|&(_, q)| q > 0)
             .collect();
         let mut per_buyer = Vec::with_capacity(buyers.len());
-        for &b in &buyers {
+        for &b in buyers {
             let others: usize = buyers.iter().filter(|&&c| c != b).map(|&c| wanted(c)).sum();
             let mut allowed = vec![false; self.items.len()];
             for (rank, &i) in ladder
@@ -864,6 +920,18 @@ impl Problem {
                 .collect();
             per_buyer.push(self.buyer_options(b, &own, work)?);
         }
+        Ok(per_buyer)
+    }
+
+    /// The critical buyers' joint choices (one of each buyer's, no item twice), each valued
+    /// with the best assignment of the type's other items to the other buyers.
+    fn joint_options(
+        &self,
+        t: usize,
+        critical: &[bool],
+        per_buyer: &[Vec<Vec<usize>>],
+        work: &mut u64,
+    ) -> Result<Vec<TypeOption>, Exhausted> {
         let mut rest_cache: BTreeMap<Vec<usize>, i64> = BTreeMap::new();
         // Joint choices with distinct items, each valued with the best assignment of the rest.
         let mut options = Vec::new();
@@ -874,7 +942,7 @@ impl Problem {
             if *work > self.max_work || options.len() > MAX_OPTIONS {
                 return Err(Exhausted);
             }
-            if k == buyers.len() {
+            if k == per_buyer.len() {
                 let mut items: Vec<usize> = pairs.iter().map(|&q| self.pairs[q].item).collect();
                 items.sort();
                 let rest = match rest_cache.get(&items) {
@@ -909,6 +977,15 @@ impl Problem {
                 stack.push((k + 1, p2, c2));
             }
         }
+        Ok(options)
+    }
+
+    /// The options no other is as valuable as and no dearer than for every buyer.
+    fn undominated_options(
+        &self,
+        mut options: Vec<TypeOption>,
+        work: &mut u64,
+    ) -> Result<Vec<TypeOption>, Exhausted> {
         // Keep the undominated ones (no other is as valuable and no dearer for every buyer).
         let n = options.len() as u64;
         *work += n * u64::from(64 - n.leading_zeros());
@@ -934,11 +1011,7 @@ impl Problem {
                 kept.push(o);
             }
         }
-        Ok(Block {
-            ty: t,
-            buyers,
-            options: kept,
-        })
+        Ok(kept)
     }
 
     /// The optimum when only `critical` buyers' budgets count (a relaxation of the problem:
@@ -1234,39 +1307,17 @@ impl Problem {
         beam: Option<usize>,
         work: &mut u64,
     ) -> Result<(i64, Vec<usize>), Exhausted> {
-        // Suffix bounds ignoring budgets: plain and priced (scaled by SCALE).
         let n = order.len();
-        let mut sfx_plain = vec![0i64; n + 1];
-        let mut sfx_priced = vec![0i128; n + 1];
-        for d in (0..n).rev() {
-            let blk = &blocks[order[d]];
-            sfx_plain[d] =
-                sfx_plain[d + 1] + blk.options.iter().map(|o| o.value).max().unwrap_or(0);
-            let priced = blk
-                .options
-                .iter()
-                .map(|o| {
-                    SCALE * i128::from(o.value)
-                        - blk
-                            .buyers
-                            .iter()
-                            .zip(&o.costs)
-                            .map(|(b, c)| i128::from(lambda[b]) * i128::from(*c))
-                            .sum::<i128>()
-                })
-                .max()
-                .unwrap_or(0);
-            sfx_priced[d] = sfx_priced[d + 1] + priced;
-        }
-        #[derive(Clone)]
-        struct St {
-            open: Vec<(usize, i64)>,
-            value: i64,
-            bound: i64,
-            prev: usize,
-            option: usize,
-        }
-        let mut layers: Vec<Vec<St>> = vec![vec![St {
+        let (sfx_plain, sfx_priced) = suffix_bounds(blocks, order, lambda);
+        let dp = Dp {
+            budget,
+            last,
+            lambda,
+            target,
+            sfx_plain: &sfx_plain,
+            sfx_priced: &sfx_priced,
+        };
+        let mut layers: Vec<Vec<DpState>> = vec![vec![DpState {
             open: Vec::new(),
             value: 0,
             bound: i64::MAX,
@@ -1274,86 +1325,8 @@ impl Problem {
             option: usize::MAX,
         }]];
         for (d, &k) in order.iter().enumerate() {
-            let blk = &blocks[k];
-            let mut next: BTreeMap<Vec<(usize, i64)>, St> = BTreeMap::new();
-            for (si, st) in layers[d].iter().enumerate() {
-                'options: for (oi, o) in blk.options.iter().enumerate() {
-                    *work += 1;
-                    if *work > self.max_work {
-                        return Err(Exhausted);
-                    }
-                    let mut open = st.open.clone();
-                    for (&b, &c) in blk.buyers.iter().zip(&o.costs) {
-                        let pos = match open.binary_search_by_key(&b, |e| e.0) {
-                            Ok(pos) => pos,
-                            Err(pos) => {
-                                open.insert(pos, (b, self.buyers[b].budget));
-                                pos
-                            }
-                        };
-                        if c > open[pos].1 {
-                            continue 'options;
-                        }
-                        open[pos].1 -= c;
-                    }
-                    open.retain(|&(b, _)| last[&b] > d);
-                    let value = st.value + o.value;
-                    // Bound: the rest at its best, budgets priced at λ (unopened buyers whole).
-                    let mut priced = SCALE * i128::from(value) + sfx_priced[d + 1];
-                    for (&b, &full) in budget {
-                        let rem = match open.binary_search_by_key(&b, |e| e.0) {
-                            Ok(pos) => open[pos].1,
-                            Err(_) if last[&b] <= d => 0,
-                            Err(_) if blk.buyers.contains(&b) => 0,
-                            Err(_) => full,
-                        };
-                        priced += i128::from(lambda[&b]) * i128::from(rem);
-                    }
-                    let priced = i64::try_from(priced.div_euclid(SCALE)).unwrap_or(i64::MAX);
-                    let bound = (value + sfx_plain[d + 1]).min(priced);
-                    if bound < target {
-                        continue;
-                    }
-                    let st2 = St {
-                        open: open.clone(),
-                        value,
-                        bound,
-                        prev: si,
-                        option: oi,
-                    };
-                    match next.get(&open) {
-                        Some(e) if e.value >= value => {}
-                        _ => {
-                            next.insert(open, st2);
-                        }
-                    }
-                }
-            }
-            // Drop dominated states (the open buyers are the same for every state of a layer).
-            let mut states: Vec<St> = next.into_values().collect();
-            states.sort_by(|a, b| b.value.cmp(&a.value).then(a.open.cmp(&b.open)));
-            let mut kept: Vec<St> = Vec::with_capacity(states.len());
-            // (Checked against the most valuable kept states only, to stay near-linear; the
-            // pruning is an optimisation, not needed for exactness.)
-            const CHECK: usize = 256;
-            for s in states {
-                *work += 1 + kept.len().min(CHECK) as u64 / 8;
-                if *work > self.max_work {
-                    return Err(Exhausted);
-                }
-                let dominated = kept
-                    .iter()
-                    .take(CHECK)
-                    .any(|k| k.open.iter().zip(&s.open).all(|(a, b)| a.1 >= b.1));
-                if !dominated {
-                    kept.push(s);
-                }
-            }
-            if let Some(width) = beam {
-                kept.sort_by(|a, b| b.bound.cmp(&a.bound).then(b.value.cmp(&a.value)));
-                kept.truncate(width);
-            }
-            layers.push(kept);
+            let next = self.dp_layer(&dp, &blocks[k], d, &layers[d], work)?;
+            layers.push(self.undominated(next, beam, work)?);
         }
         // Every buyer is closed at the end: one state at most (the empty budget vector).
         let end = layers[n]
@@ -1372,6 +1345,168 @@ impl Problem {
             si = st.prev;
         }
         Ok((value, picks_in_order))
+    }
+
+    /// The states after block `blk` (the `d`th in order): each state of `layer` with each of
+    /// the block's options its open buyers can afford and whose bound reaches the target; the
+    /// best state per vector of open budgets.
+    fn dp_layer(
+        &self,
+        dp: &Dp,
+        blk: &Block,
+        d: usize,
+        layer: &[DpState],
+        work: &mut u64,
+    ) -> Result<BTreeMap<Vec<(usize, i64)>, DpState>, Exhausted> {
+        let mut next: BTreeMap<Vec<(usize, i64)>, DpState> = BTreeMap::new();
+        for (si, st) in layer.iter().enumerate() {
+            'options: for (oi, o) in blk.options.iter().enumerate() {
+                *work += 1;
+                if *work > self.max_work {
+                    return Err(Exhausted);
+                }
+                let mut open = st.open.clone();
+                for (&b, &c) in blk.buyers.iter().zip(&o.costs) {
+                    let pos = match open.binary_search_by_key(&b, |e| e.0) {
+                        Ok(pos) => pos,
+                        Err(pos) => {
+                            open.insert(pos, (b, self.buyers[b].budget));
+                            pos
+                        }
+                    };
+                    if c > open[pos].1 {
+                        continue 'options;
+                    }
+                    open[pos].1 -= c;
+                }
+                open.retain(|&(b, _)| dp.last[&b] > d);
+                let value = st.value + o.value;
+                let bound = dp.bound(blk, d, &open, value);
+                if bound < dp.target {
+                    continue;
+                }
+                let st2 = DpState {
+                    open: open.clone(),
+                    value,
+                    bound,
+                    prev: si,
+                    option: oi,
+                };
+                match next.get(&open) {
+                    Some(e) if e.value >= value => {}
+                    _ => {
+                        next.insert(open, st2);
+                    }
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// A layer's states without dominated ones (the open buyers are the same for every state
+    /// of a layer), most valuable first; with a `beam`, only that many, by bound.
+    fn undominated(
+        &self,
+        next: BTreeMap<Vec<(usize, i64)>, DpState>,
+        beam: Option<usize>,
+        work: &mut u64,
+    ) -> Result<Vec<DpState>, Exhausted> {
+        let mut states: Vec<DpState> = next.into_values().collect();
+        states.sort_by(|a, b| b.value.cmp(&a.value).then(a.open.cmp(&b.open)));
+        let mut kept: Vec<DpState> = Vec::with_capacity(states.len());
+        // (Checked against the most valuable kept states only, to stay near-linear; the
+        // pruning is an optimisation, not needed for exactness.)
+        const CHECK: usize = 256;
+        for s in states {
+            *work += 1 + kept.len().min(CHECK) as u64 / 8;
+            if *work > self.max_work {
+                return Err(Exhausted);
+            }
+            let dominated = kept
+                .iter()
+                .take(CHECK)
+                .any(|k| k.open.iter().zip(&s.open).all(|(a, b)| a.1 >= b.1));
+            if !dominated {
+                kept.push(s);
+            }
+        }
+        if let Some(width) = beam {
+            kept.sort_by(|a, b| b.bound.cmp(&a.bound).then(b.value.cmp(&a.value)));
+            kept.truncate(width);
+        }
+        Ok(kept)
+    }
+}
+
+/// Suffix bounds of the blocks in `order`, ignoring budgets: the best option of each block
+/// from there on, plain and priced at λ (scaled by `SCALE`).
+fn suffix_bounds(
+    blocks: &[Block],
+    order: &[usize],
+    lambda: &BTreeMap<usize, i64>,
+) -> (Vec<i64>, Vec<i128>) {
+    let n = order.len();
+    let mut sfx_plain = vec![0i64; n + 1];
+    let mut sfx_priced = vec![0i128; n + 1];
+    for d in (0..n).rev() {
+        let blk = &blocks[order[d]];
+        sfx_plain[d] = sfx_plain[d + 1] + blk.options.iter().map(|o| o.value).max().unwrap_or(0);
+        let priced = blk
+            .options
+            .iter()
+            .map(|o| {
+                SCALE * i128::from(o.value)
+                    - blk
+                        .buyers
+                        .iter()
+                        .zip(&o.costs)
+                        .map(|(b, c)| i128::from(lambda[b]) * i128::from(*c))
+                        .sum::<i128>()
+            })
+            .max()
+            .unwrap_or(0);
+        sfx_priced[d] = sfx_priced[d + 1] + priced;
+    }
+    (sfx_plain, sfx_priced)
+}
+
+/// A state of the component's dynamic program: the open buyers' budgets left, the value so
+/// far, its bound, and the way back (the previous layer's state and the option picked).
+#[derive(Clone)]
+struct DpState {
+    open: Vec<(usize, i64)>,
+    value: i64,
+    bound: i64,
+    prev: usize,
+    option: usize,
+}
+
+/// What every layer of the dynamic program reads.
+struct Dp<'a> {
+    budget: &'a BTreeMap<usize, i64>,
+    last: &'a BTreeMap<usize, usize>,
+    lambda: &'a BTreeMap<usize, i64>,
+    target: i64,
+    sfx_plain: &'a [i64],
+    sfx_priced: &'a [i128],
+}
+
+impl Dp<'_> {
+    /// A state's bound after block `blk` (the `d`th): the rest at its best, budgets priced at
+    /// λ (unopened buyers whole), and no more than the rest at its best ignoring budgets.
+    fn bound(&self, blk: &Block, d: usize, open: &[(usize, i64)], value: i64) -> i64 {
+        let mut priced = SCALE * i128::from(value) + self.sfx_priced[d + 1];
+        for (&b, &full) in self.budget {
+            let rem = match open.binary_search_by_key(&b, |e| e.0) {
+                Ok(pos) => open[pos].1,
+                Err(_) if self.last[&b] <= d => 0,
+                Err(_) if blk.buyers.contains(&b) => 0,
+                Err(_) => full,
+            };
+            priced += i128::from(self.lambda[&b]) * i128::from(rem);
+        }
+        let priced = i64::try_from(priced.div_euclid(SCALE)).unwrap_or(i64::MAX);
+        (value + self.sfx_plain[d + 1]).min(priced)
     }
 }
 

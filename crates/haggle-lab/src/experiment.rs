@@ -381,6 +381,11 @@ pub struct RunPlan {
     pub rules: BTreeMap<String, serde_json::Value>,
 }
 
+/// A validation error: the field and what is wrong with it.
+fn invalid(field: &str, message: String) -> Result<(), (String, String)> {
+    Err((field.to_string(), message))
+}
+
 /// SplitMix64: run seeds from the experiment seed, well spread even for 0, 1, 2, ...
 pub fn mix(seed: u64, n: u64) -> u64 {
     let mut z = seed
@@ -496,142 +501,170 @@ impl Experiment {
     }
 
     /// [`Experiment::validate`] with the brain check given (tests use brains this build lacks).
+    /// Checks in the order of the file: name, scenario, arms, runs, market and execution, the
+    /// model limits, sessions, analysis; the first problem is the error.
     fn validate_with(
         &self,
         check_brain: impl Fn(&str) -> Result<(), String>,
     ) -> Result<(), (String, String)> {
-        let err = |f: &str, m: String| Err((f.to_string(), m));
         if !valid_name(&self.name) {
-            return err("name", "use 1–64 letters, digits, '-' or '_'".into());
+            return invalid("name", "use 1–64 letters, digits, '-' or '_'".into());
         }
+        self.validate_scenario_source()?;
+        if self.arms.is_empty() {
+            return invalid("arms", "name at least one arm (name = \"brain\")".into());
+        }
+        for (arm, brain) in &self.arms {
+            if !valid_name(arm) {
+                return invalid(
+                    &format!("arms.{arm}"),
+                    "an arm's name uses 1–64 letters, digits, '-' or '_'".into(),
+                );
+            }
+            check_brain(brain).or_else(|m| invalid(&format!("arms.{arm}"), m))?;
+        }
+        if self.runs.is_empty() {
+            return invalid("runs", "add at least one [[runs]] group".into());
+        }
+        let mut names = BTreeSet::new();
+        for (i, g) in self.runs.iter().enumerate() {
+            self.validate_run_group(i, g, &mut names)?;
+        }
+        let real: u32 = self.runs.iter().filter(|g| g.real).map(|g| g.count).sum();
+        if real > 1 {
+            return invalid(
+                "runs",
+                format!("at most one run may be real (marked: {real})"),
+            );
+        }
+        self.validate_market_and_execution()?;
+        self.validate_llm_limits()?;
+        self.validate_sessions_and_analysis()
+    }
+
+    /// Exactly one of `generate` and `file`; a generated market's size and budget in range.
+    fn validate_scenario_source(&self) -> Result<(), (String, String)> {
         match (&self.scenario.generate, &self.scenario.file) {
             (Some(_), Some(_)) | (None, None) => {
-                return err("scenario", "give exactly one of generate, file".into());
+                invalid("scenario", "give exactly one of generate, file".into())
             }
             (Some(g), None) => {
                 if !(2..=100_000).contains(&g.participants) {
-                    return err(
+                    return invalid(
                         "scenario.generate.participants",
                         format!("must be between 2 and 100000 (got {})", g.participants),
                     );
                 }
                 if !(0..=crate::scenario::MAX_AMOUNT).contains(&g.budget) {
-                    return err(
+                    return invalid(
                         "scenario.generate.budget",
                         format!("must be between 0 and 10^12 minor units (got {})", g.budget),
                     );
                 }
-            }
-            (None, Some(_)) => {}
-        }
-        if self.arms.is_empty() {
-            return err("arms", "name at least one arm (name = \"brain\")".into());
-        }
-        for (arm, brain) in &self.arms {
-            if !valid_name(arm) {
-                return err(
-                    &format!("arms.{arm}"),
-                    "an arm's name uses 1–64 letters, digits, '-' or '_'".into(),
-                );
-            }
-            check_brain(brain).or_else(|m| err(&format!("arms.{arm}"), m))?;
-        }
-        let arm_names = || self.arms.keys().cloned().collect::<Vec<_>>().join(", ");
-        let known = |field: String, arm: &str| -> Result<(), (String, String)> {
-            if self.arms.contains_key(arm) {
                 Ok(())
-            } else {
-                Err((
-                    field,
-                    format!("no arm named '{arm}' (arms: {})", arm_names()),
-                ))
             }
-        };
-        if self.runs.is_empty() {
-            return err("runs", "add at least one [[runs]] group".into());
+            (None, Some(_)) => Ok(()),
         }
-        let mut names = BTreeSet::new();
-        let mut real = 0;
-        for (i, g) in self.runs.iter().enumerate() {
-            let at = |f: &str| format!("runs[{i}].{f}");
-            if !valid_name(&g.name) {
-                return err(&at("name"), "use 1–64 letters, digits, '-' or '_'".into());
-            }
-            if !names.insert(g.name.clone()) {
-                return err(&at("name"), format!("'{}' is used twice", g.name));
-            }
-            if !(1..=1000).contains(&g.count) {
-                return err(
-                    &at("count"),
-                    format!("must be between 1 and 1000 (got {})", g.count),
-                );
-            }
-            let given = usize::from(g.arm.is_some())
-                + usize::from(g.split.is_some())
-                + usize::from(g.table.is_some());
-            if given != 1 {
-                return err(
-                    &format!("runs[{i}]"),
-                    "give exactly one of arm, split, table".into(),
-                );
-            }
-            if let Some(a) = &g.arm {
-                known(at("arm"), a)?;
-            }
-            if let Some(s) = &g.split {
-                if s.len() < 2 {
-                    return err(
-                        &at("split"),
-                        "name at least two arms to split between".into(),
-                    );
-                }
-                let mut seen = BTreeSet::new();
-                for (j, a) in s.iter().enumerate() {
-                    known(format!("runs[{i}].split[{j}]"), a)?;
-                    if !seen.insert(a) {
-                        return err(
-                            &format!("runs[{i}].split[{j}]"),
-                            format!("'{a}' is named twice"),
-                        );
-                    }
-                }
-            }
-            if let Some(t) = &g.table {
-                for (p, a) in t {
-                    known(format!("runs[{i}].table.{p}"), a)?;
-                }
-            }
-            match (&g.default_arm, &g.table) {
-                (Some(a), Some(_)) => known(at("default_arm"), a)?,
-                (Some(_), None) => {
-                    return err(&at("default_arm"), "goes only with table".into());
-                }
-                _ => {}
-            }
-            if g.real {
-                real += g.count;
-            }
-            if let Err(m) = rules_over(&MarketRules::default(), &g.rules) {
-                return err(&at("rules"), m);
-            }
+    }
+
+    /// `field` names an arm of the experiment.
+    fn known_arm(&self, field: String, arm: &str) -> Result<(), (String, String)> {
+        if self.arms.contains_key(arm) {
+            Ok(())
+        } else {
+            let arms = self.arms.keys().cloned().collect::<Vec<_>>().join(", ");
+            Err((field, format!("no arm named '{arm}' (arms: {arms})")))
         }
-        if real > 1 {
-            return err(
-                "runs",
-                format!("at most one run may be real (marked: {real})"),
+    }
+
+    /// The `i`th `[[runs]]` group: a new name, its count, exactly one design naming known arms,
+    /// its rules.
+    fn validate_run_group(
+        &self,
+        i: usize,
+        g: &RunGroup,
+        names: &mut BTreeSet<String>,
+    ) -> Result<(), (String, String)> {
+        let at = |f: &str| format!("runs[{i}].{f}");
+        if !valid_name(&g.name) {
+            return invalid(&at("name"), "use 1–64 letters, digits, '-' or '_'".into());
+        }
+        if !names.insert(g.name.clone()) {
+            return invalid(&at("name"), format!("'{}' is used twice", g.name));
+        }
+        if !(1..=1000).contains(&g.count) {
+            return invalid(
+                &at("count"),
+                format!("must be between 1 and 1000 (got {})", g.count),
             );
         }
+        let given = usize::from(g.arm.is_some())
+            + usize::from(g.split.is_some())
+            + usize::from(g.table.is_some());
+        if given != 1 {
+            return invalid(
+                &format!("runs[{i}]"),
+                "give exactly one of arm, split, table".into(),
+            );
+        }
+        if let Some(a) = &g.arm {
+            self.known_arm(at("arm"), a)?;
+        }
+        if let Some(s) = &g.split {
+            self.validate_split(i, s)?;
+        }
+        if let Some(t) = &g.table {
+            for (p, a) in t {
+                self.known_arm(format!("runs[{i}].table.{p}"), a)?;
+            }
+        }
+        match (&g.default_arm, &g.table) {
+            (Some(a), Some(_)) => self.known_arm(at("default_arm"), a)?,
+            (Some(_), None) => {
+                return invalid(&at("default_arm"), "goes only with table".into());
+            }
+            _ => {}
+        }
+        if let Err(m) = rules_over(&MarketRules::default(), &g.rules) {
+            return invalid(&at("rules"), m);
+        }
+        Ok(())
+    }
+
+    /// A split names at least two known arms, each once.
+    fn validate_split(&self, i: usize, split: &[String]) -> Result<(), (String, String)> {
+        if split.len() < 2 {
+            return invalid(
+                &format!("runs[{i}].split"),
+                "name at least two arms to split between".into(),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (j, a) in split.iter().enumerate() {
+            self.known_arm(format!("runs[{i}].split[{j}]"), a)?;
+            if !seen.insert(a) {
+                return invalid(
+                    &format!("runs[{i}].split[{j}]"),
+                    format!("'{a}' is named twice"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The scheduler's mode and rounds, and the runs at once.
+    fn validate_market_and_execution(&self) -> Result<(), (String, String)> {
         match self.market.mode.as_str() {
             "rounds" | "events" => {}
             other => {
-                return err(
+                return invalid(
                     "market.mode",
                     format!("must be rounds or events (got '{other}')"),
                 );
             }
         }
         if !(1..=100_000).contains(&self.market.max_rounds) {
-            return err(
+            return invalid(
                 "market.max_rounds",
                 format!(
                     "must be between 1 and 100000 (got {})",
@@ -640,7 +673,7 @@ impl Experiment {
             );
         }
         if !(1..=64).contains(&self.execution.concurrency) {
-            return err(
+            return invalid(
                 "execution.concurrency",
                 format!(
                     "must be between 1 and 64 (got {})",
@@ -648,8 +681,14 @@ impl Experiment {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// The model calls at once and the spend: the estimate within the maximum, a maximum
+    /// whenever an arm uses a language model.
+    fn validate_llm_limits(&self) -> Result<(), (String, String)> {
         if !(1..=1024).contains(&self.llm.concurrency) {
-            return err(
+            return invalid(
                 "llm.concurrency",
                 format!("must be between 1 and 1024 (got {})", self.llm.concurrency),
             );
@@ -671,7 +710,7 @@ impl Experiment {
         if let (Some(e), Some(m)) = (estimated, max)
             && e > m
         {
-            return err(
+            return invalid(
                 "llm.estimated_spend_usd",
                 format!(
                     "the estimate ({}) is above llm.max_spend_usd ({}): raise the maximum or shrink the experiment",
@@ -683,13 +722,18 @@ impl Experiment {
         if max.is_none()
             && let Some((arm, brain)) = self.arms.iter().find(|(_, b)| is_llm_brain(b))
         {
-            return err(
+            return invalid(
                 "llm.max_spend_usd",
                 format!("required when an arm uses a language model (arm '{arm}' is '{brain}')"),
             );
         }
+        Ok(())
+    }
+
+    /// The sessions of a repeated market, and the analysis' resampling sizes.
+    fn validate_sessions_and_analysis(&self) -> Result<(), (String, String)> {
         if !(1..=crate::scenario::MAX_SESSIONS).contains(&self.sessions) {
-            return err(
+            return invalid(
                 "sessions",
                 format!(
                     "must be between 1 and {} (got {})",
@@ -700,13 +744,13 @@ impl Experiment {
         }
         let a = &self.analysis;
         if !(100..=1_000_000).contains(&a.bootstrap) {
-            return err(
+            return invalid(
                 "analysis.bootstrap",
                 format!("must be between 100 and 1000000 (got {})", a.bootstrap),
             );
         }
         if !(99..=1_000_000).contains(&a.permutations) {
-            return err(
+            return invalid(
                 "analysis.permutations",
                 format!("must be between 99 and 1000000 (got {})", a.permutations),
             );

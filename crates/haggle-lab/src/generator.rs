@@ -426,9 +426,125 @@ fn shuffle<T>(rng: &mut StdRng, xs: &mut [T]) {
     }
 }
 
+/// One participant with its items (3–11) and style; also the catalogue indices of the types
+/// it sells.
+fn generated_participant(
+    rng: &mut StdRng,
+    name: String,
+    pid: &str,
+    budget: i64,
+) -> (Profile, BTreeSet<usize>) {
+    let n_items = rng.random_range(3..=11);
+    let mut sell = Vec::with_capacity(n_items);
+    let mut types = BTreeSet::new();
+    for n in 1..=n_items {
+        let k = rng.random_range(0..CATALOGUE.len());
+        types.insert(k);
+        sell.push(generated_item(
+            rng,
+            &CATALOGUE[k],
+            format!("item-{pid}-{n}"),
+        ));
+    }
+    let persona = pick(rng, PERSONAS).to_string();
+    let patience = rng.random_range(8..=16);
+    let profile = Profile {
+        version: haggle_agents::profile::PROFILE_VERSION,
+        name,
+        budget,
+        currency: "USD".into(),
+        sell,
+        want: Vec::new(),
+        owns: Vec::new(),
+        style: Style {
+            persona,
+            patience,
+            may_reveal_limits: false,
+        },
+        autonomy: Autonomy::default(),
+    };
+    (profile, types)
+}
+
+/// An item of the catalogue's `kind`: its condition, floor (50–90% of the reference, less for
+/// wear), asking price (a 20–80% markup), title and description.
+fn generated_item(rng: &mut StdRng, kind: &Kind, item_id: String) -> SellItem {
+    let (cond, factor, sentence) = if kind.service {
+        ("n/a", 1000, "Offered as a service: no wear and tear.")
+    } else {
+        condition(rng)
+    };
+    let floor_share = rng.random_range(500..=900);
+    let floor = whole_dollars(kind.reference * factor / 1000 * floor_share / 1000);
+    let markup = rng.random_range(1200..=1800);
+    let asking = whole_dollars_up(floor * markup / 1000).max(floor + 100);
+    let title = pick(rng, kind.titles).to_string();
+    let detail = pick(rng, kind.details);
+    let pickup = *pick(
+        rng,
+        &[
+            "Pick-up at the office.",
+            "Can bring it on Monday.",
+            "Collect from my desk.",
+        ],
+    );
+    SellItem {
+        item_id,
+        item_type: kind.item_type.to_string(),
+        title,
+        description: format!("{detail} {sentence} {pickup}"),
+        category: kind.category.to_string(),
+        condition: cond.to_string(),
+        asking_price: asking,
+        floor_price: floor,
+        attributes: BTreeMap::new(),
+        claims: Default::default(),
+        true_state: None,
+    }
+}
+
+/// 3–5 wants (fewer if fewer types are `available`) of types others sell, shuffled, with
+/// shuffled priorities; sometimes one or two further available types already owned.
+fn add_wants(rng: &mut StdRng, profile: &mut Profile, pid: &str, mut available: Vec<usize>) {
+    shuffle(rng, &mut available);
+    let n_wants = rng.random_range(3..=5).min(available.len());
+    let mut priorities: Vec<u32> = (1..=n_wants as u32).collect();
+    shuffle(rng, &mut priorities);
+    for (n, &k) in available[..n_wants].iter().enumerate() {
+        let kind = &CATALOGUE[k];
+        let spread = rng.random_range(700..=1400);
+        let max_price = whole_dollars(kind.reference * spread / 1000);
+        let quantity = if kind.multi && rng.random_range(0..10) == 0 {
+            2
+        } else {
+            1
+        };
+        let description = pick(rng, WANT_PHRASES).replace("{t}", kind.item_type);
+        profile.want.push(Want {
+            want_id: format!("want-{pid}-{}", n + 1),
+            item_type: kind.item_type.to_string(),
+            description,
+            category: kind.category.to_string(),
+            keywords: kind.keywords.iter().map(|k| k.to_string()).collect(),
+            max_price,
+            priority: priorities[n],
+            quantity,
+        });
+    }
+    // Some already own a type others sell (a duplicate they should not buy).
+    if rng.random_range(0..100) < 35 {
+        let owned = rng.random_range(1..=2);
+        for &k in available[n_wants..].iter().take(owned) {
+            profile.owns.push(CATALOGUE[k].item_type.to_string());
+        }
+    }
+}
+
 /// A realistic office classifieds market of `participants` colleagues, each with `budget`
 /// (minor units, USD). About 7 items per participant (3–11), 3–5 wants per participant of item
-/// types others sell, and sometimes an item type already owned. Same arguments, same scenario.
+/// types others sell, and sometimes an item type already owned. Same arguments, same scenario:
+/// the random draws come in one order (names, then each participant's items and style, then
+/// each participant's wants and owned types), which the steps below keep.
 pub fn generate(seed: u64, participants: usize, budget: i64) -> Scenario {
     let mut rng = StdRng::seed_from_u64(seed);
     let width = participants.to_string().len();
@@ -446,64 +562,8 @@ pub fn generate(seed: u64, participants: usize, budget: i64) -> Scenario {
             format!("{base} {}", p / names.len() + 1)
         };
         let pid = format!("{:0width$}", p + 1);
-        let n_items = rng.random_range(3..=11);
-        let mut sell = Vec::with_capacity(n_items);
-        let mut types = BTreeSet::new();
-        for n in 1..=n_items {
-            let k = rng.random_range(0..CATALOGUE.len());
-            let kind = &CATALOGUE[k];
-            types.insert(k);
-            let (cond, factor, sentence) = if kind.service {
-                ("n/a", 1000, "Offered as a service: no wear and tear.")
-            } else {
-                condition(&mut rng)
-            };
-            let floor_share = rng.random_range(500..=900);
-            let floor = whole_dollars(kind.reference * factor / 1000 * floor_share / 1000);
-            let markup = rng.random_range(1200..=1800);
-            let asking = whole_dollars_up(floor * markup / 1000).max(floor + 100);
-            let title = pick(&mut rng, kind.titles).to_string();
-            let detail = pick(&mut rng, kind.details);
-            let pickup = *pick(
-                &mut rng,
-                &[
-                    "Pick-up at the office.",
-                    "Can bring it on Monday.",
-                    "Collect from my desk.",
-                ],
-            );
-            let description = format!("{detail} {sentence} {pickup}");
-            sell.push(SellItem {
-                item_id: format!("item-{pid}-{n}"),
-                item_type: kind.item_type.to_string(),
-                title,
-                description,
-                category: kind.category.to_string(),
-                condition: cond.to_string(),
-                asking_price: asking,
-                floor_price: floor,
-                attributes: BTreeMap::new(),
-                claims: Default::default(),
-                true_state: None,
-            });
-        }
-        let persona = pick(&mut rng, PERSONAS).to_string();
-        let patience = rng.random_range(8..=16);
-        profiles.push(Profile {
-            version: haggle_agents::profile::PROFILE_VERSION,
-            name,
-            budget,
-            currency: "USD".into(),
-            sell,
-            want: Vec::new(),
-            owns: Vec::new(),
-            style: Style {
-                persona,
-                patience,
-                may_reveal_limits: false,
-            },
-            autonomy: Autonomy::default(),
-        });
+        let (profile, types) = generated_participant(&mut rng, name, &pid, budget);
+        profiles.push(profile);
         sells.push(types);
     }
 
@@ -516,43 +576,12 @@ pub fn generate(seed: u64, participants: usize, budget: i64) -> Scenario {
     }
     for (p, profile) in profiles.iter_mut().enumerate() {
         let pid = format!("{:0width$}", p + 1);
-        let mut available: Vec<usize> = sellers_of
+        let available: Vec<usize> = sellers_of
             .iter()
             .filter(|(k, s)| !sells[p].contains(k) && s.iter().any(|&q| q != p))
             .map(|(&k, _)| k)
             .collect();
-        shuffle(&mut rng, &mut available);
-        let n_wants = rng.random_range(3..=5).min(available.len());
-        let mut priorities: Vec<u32> = (1..=n_wants as u32).collect();
-        shuffle(&mut rng, &mut priorities);
-        for (n, &k) in available[..n_wants].iter().enumerate() {
-            let kind = &CATALOGUE[k];
-            let spread = rng.random_range(700..=1400);
-            let max_price = whole_dollars(kind.reference * spread / 1000);
-            let quantity = if kind.multi && rng.random_range(0..10) == 0 {
-                2
-            } else {
-                1
-            };
-            let description = pick(&mut rng, WANT_PHRASES).replace("{t}", kind.item_type);
-            profile.want.push(Want {
-                want_id: format!("want-{pid}-{}", n + 1),
-                item_type: kind.item_type.to_string(),
-                description,
-                category: kind.category.to_string(),
-                keywords: kind.keywords.iter().map(|k| k.to_string()).collect(),
-                max_price,
-                priority: priorities[n],
-                quantity,
-            });
-        }
-        // Some already own a type others sell (a duplicate they should not buy).
-        if rng.random_range(0..100) < 35 {
-            let owned = rng.random_range(1..=2);
-            for &k in available[n_wants..].iter().take(owned) {
-                profile.owns.push(CATALOGUE[k].item_type.to_string());
-            }
-        }
+        add_wants(&mut rng, profile, &pid, available);
     }
 
     let reference_prices = CATALOGUE

@@ -347,93 +347,21 @@ impl Scenario {
         }
     }
 
+    /// The first problem of the scenario: its own fields, then each profile, then each later
+    /// session's list.
     fn problem(&self) -> Option<Problem> {
-        let top = |field: &str, message: String| {
-            Some(Problem {
-                profile: None,
-                field: field.into(),
-                message,
-                prefix: None,
-            })
-        };
-        if self.name.trim().is_empty() {
-            return top("name", "must not be empty".into());
-        }
-        if self.currency.trim().is_empty() {
-            return top("currency", "must not be empty".into());
-        }
-        if !(0..=MAX_AMOUNT).contains(&self.budget_default) {
-            return top(
-                "budget_default",
-                "must be between 0 and 10^12 minor units".into(),
-            );
-        }
-        for (t, &price) in &self.reference_prices {
-            if !(1..=MAX_AMOUNT).contains(&price) {
-                return top(
-                    &format!("reference_prices.{t}"),
-                    "must be between 1 and 10^12 minor units".into(),
-                );
-            }
-        }
-        if self.profiles.is_empty() {
-            return top(
-                "profiles",
-                "a scenario needs at least one participant".into(),
-            );
+        if let Some(p) = self.fields_problem() {
+            return Some(p);
         }
         let mut names = BTreeSet::new();
         let mut item_ids: BTreeMap<&str, &str> = BTreeMap::new();
         for (i, p) in self.profiles.iter().enumerate() {
-            let prefix = Some(format!("participant '{}'", p.name));
-            let inside = |field: String, message: String| {
-                Some(Problem {
-                    profile: Some(i),
-                    field,
-                    message,
-                    prefix: prefix.clone(),
-                })
-            };
-            if let Err(e) = p.validate() {
-                return inside(e.field, e.message);
-            }
-            if !names.insert(p.name.as_str()) {
-                return inside(
-                    "name".into(),
-                    "another participant has the same name".into(),
-                );
-            }
-            if p.currency != self.currency {
-                return inside(
-                    "currency".into(),
-                    format!(
-                        "is {} but the scenario's currency is {}",
-                        p.currency, self.currency
-                    ),
-                );
-            }
-            for (j, s) in p.sell.iter().enumerate() {
-                if s.item_type.trim().is_empty() {
-                    return inside(format!("sell[{j}].item_type"), "must not be empty".into());
-                }
-                if let Some(other) = item_ids.insert(&s.item_id, &p.name) {
-                    return inside(
-                        format!("sell[{j}].item_id"),
-                        format!(
-                            "'{}' is also an item of '{other}': item ids must be unique",
-                            s.item_id
-                        ),
-                    );
-                }
-            }
-            for (j, w) in p.want.iter().enumerate() {
-                if w.item_type.trim().is_empty() {
-                    return inside(format!("want[{j}].item_type"), "must not be empty".into());
-                }
+            if let Some(problem) = self.profile_problem(i, p, &mut names, &mut item_ids) {
+                return Some(problem);
             }
         }
         if self.sessions.len() >= MAX_SESSIONS as usize {
-            return top(
+            return top_problem(
                 "sessions",
                 format!(
                     "at most {} later sessions (got {})",
@@ -442,42 +370,143 @@ impl Scenario {
                 ),
             );
         }
-        for (k, session) in self.sessions.iter().enumerate() {
-            let mut seen = BTreeSet::new();
-            let mut ids = BTreeSet::new();
-            for (j, p) in session.profiles.iter().enumerate() {
-                let at = |f: &str| format!("sessions[{k}].profiles[{j}]{f}");
-                if let Err(e) = p.validate() {
-                    return top(&at(&format!(".{}", e.field)), e.message);
-                }
-                if !names.contains(p.name.as_str()) {
-                    return top(
-                        &at(".name"),
-                        format!(
-                            "'{}' is not a participant of the scenario (the same participants trade in every session)",
-                            p.name
-                        ),
+        self.sessions
+            .iter()
+            .enumerate()
+            .find_map(|(k, session)| self.session_problem(k, session, &names))
+    }
+
+    /// The scenario's own fields: name, currency, default budget, reference prices, at least
+    /// one participant.
+    fn fields_problem(&self) -> Option<Problem> {
+        if self.name.trim().is_empty() {
+            return top_problem("name", "must not be empty".into());
+        }
+        if self.currency.trim().is_empty() {
+            return top_problem("currency", "must not be empty".into());
+        }
+        if !(0..=MAX_AMOUNT).contains(&self.budget_default) {
+            return top_problem(
+                "budget_default",
+                "must be between 0 and 10^12 minor units".into(),
+            );
+        }
+        for (t, &price) in &self.reference_prices {
+            if !(1..=MAX_AMOUNT).contains(&price) {
+                return top_problem(
+                    &format!("reference_prices.{t}"),
+                    "must be between 1 and 10^12 minor units".into(),
+                );
+            }
+        }
+        if self.profiles.is_empty() {
+            return top_problem(
+                "profiles",
+                "a scenario needs at least one participant".into(),
+            );
+        }
+        None
+    }
+
+    /// The `i`th profile: valid, a new name, the scenario's currency, item types given and item
+    /// ids unique across the scenario (`names` and `item_ids` collect what came before).
+    fn profile_problem<'a>(
+        &self,
+        i: usize,
+        p: &'a Profile,
+        names: &mut BTreeSet<&'a str>,
+        item_ids: &mut BTreeMap<&'a str, &'a str>,
+    ) -> Option<Problem> {
+        let inside = |field: String, message: String| {
+            Some(Problem {
+                profile: Some(i),
+                field,
+                message,
+                prefix: Some(format!("participant '{}'", p.name)),
+            })
+        };
+        if let Err(e) = p.validate() {
+            return inside(e.field, e.message);
+        }
+        if !names.insert(p.name.as_str()) {
+            return inside(
+                "name".into(),
+                "another participant has the same name".into(),
+            );
+        }
+        if p.currency != self.currency {
+            return inside(
+                "currency".into(),
+                format!(
+                    "is {} but the scenario's currency is {}",
+                    p.currency, self.currency
+                ),
+            );
+        }
+        for (j, s) in p.sell.iter().enumerate() {
+            if s.item_type.trim().is_empty() {
+                return inside(format!("sell[{j}].item_type"), "must not be empty".into());
+            }
+            if let Some(other) = item_ids.insert(&s.item_id, &p.name) {
+                return inside(
+                    format!("sell[{j}].item_id"),
+                    format!(
+                        "'{}' is also an item of '{other}': item ids must be unique",
+                        s.item_id
+                    ),
+                );
+            }
+        }
+        for (j, w) in p.want.iter().enumerate() {
+            if w.item_type.trim().is_empty() {
+                return inside(format!("want[{j}].item_type"), "must not be empty".into());
+            }
+        }
+        None
+    }
+
+    /// The `k`th later session's list: valid profiles of the scenario's participants, each
+    /// once, in its currency, item ids unique within the session.
+    fn session_problem(
+        &self,
+        k: usize,
+        session: &SessionLists,
+        names: &BTreeSet<&str>,
+    ) -> Option<Problem> {
+        let mut seen = BTreeSet::new();
+        let mut ids = BTreeSet::new();
+        for (j, p) in session.profiles.iter().enumerate() {
+            let at = |f: &str| format!("sessions[{k}].profiles[{j}]{f}");
+            if let Err(e) = p.validate() {
+                return top_problem(&at(&format!(".{}", e.field)), e.message);
+            }
+            if !names.contains(p.name.as_str()) {
+                return top_problem(
+                    &at(".name"),
+                    format!(
+                        "'{}' is not a participant of the scenario (the same participants trade in every session)",
+                        p.name
+                    ),
+                );
+            }
+            if !seen.insert(p.name.as_str()) {
+                return top_problem(&at(".name"), format!("'{}' is listed twice", p.name));
+            }
+            if p.currency != self.currency {
+                return top_problem(
+                    &at(".currency"),
+                    format!(
+                        "is {} but the scenario's currency is {}",
+                        p.currency, self.currency
+                    ),
+                );
+            }
+            for (i, it) in p.sell.iter().enumerate() {
+                if !ids.insert(it.item_id.as_str()) {
+                    return top_problem(
+                        &at(&format!(".sell[{i}].item_id")),
+                        format!("'{}' is listed twice in this session", it.item_id),
                     );
-                }
-                if !seen.insert(p.name.as_str()) {
-                    return top(&at(".name"), format!("'{}' is listed twice", p.name));
-                }
-                if p.currency != self.currency {
-                    return top(
-                        &at(".currency"),
-                        format!(
-                            "is {} but the scenario's currency is {}",
-                            p.currency, self.currency
-                        ),
-                    );
-                }
-                for (i, it) in p.sell.iter().enumerate() {
-                    if !ids.insert(it.item_id.as_str()) {
-                        return top(
-                            &at(&format!(".sell[{i}].item_id")),
-                            format!("'{}' is listed twice in this session", it.item_id),
-                        );
-                    }
                 }
             }
         }
@@ -586,6 +615,200 @@ struct Record {
     fields: Vec<String>,
 }
 
+/// A problem of the scenario's own fields (no profile).
+fn top_problem(field: &str, message: String) -> Option<Problem> {
+    Some(Problem {
+        profile: None,
+        field: field.into(),
+        message,
+        prefix: None,
+    })
+}
+
+/// A participant as its first CSV row makes it (budget and currency set once all rows are read).
+fn new_csv_profile(name: &str, currency: &str) -> Profile {
+    Profile {
+        version: haggle_agents::profile::PROFILE_VERSION,
+        name: name.to_string(),
+        budget: 0,
+        currency: currency.to_string(),
+        sell: Vec::new(),
+        want: Vec::new(),
+        owns: Vec::new(),
+        style: Default::default(),
+        autonomy: Default::default(),
+    }
+}
+
+/// The header's columns by name: each known (see `CSV_COLUMNS`), none twice, the required
+/// ones present.
+fn csv_columns(
+    header: &Record,
+    file: &str,
+) -> Result<BTreeMap<&'static str, usize>, ScenarioError> {
+    let mut columns: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (i, name) in header.fields.iter().enumerate() {
+        let key = name.trim().to_ascii_lowercase();
+        let Some(&known) = CSV_COLUMNS.iter().find(|c| **c == key) else {
+            return Err(serr(
+                file,
+                Some(header.line),
+                format!("column {}", name.trim()),
+                format!("unknown column (known: {})", CSV_COLUMNS.join(", ")),
+            ));
+        };
+        if columns.insert(known, i).is_some() {
+            return Err(serr(
+                file,
+                Some(header.line),
+                format!("column {known}"),
+                "appears twice",
+            ));
+        }
+    }
+    for required in ["participant", "kind", "item_type"] {
+        if !columns.contains_key(required) {
+            return Err(serr(
+                file,
+                Some(header.line),
+                format!("column {required}"),
+                "missing from the header",
+            ));
+        }
+    }
+    Ok(columns)
+}
+
+/// One data row of the CSV form, its cells read by column name.
+struct CsvRow<'a> {
+    file: &'a str,
+    line: usize,
+    fields: &'a [String],
+    columns: &'a BTreeMap<&'static str, usize>,
+}
+
+impl CsvRow<'_> {
+    /// The cell, trimmed ("" when the column is absent or the row short).
+    fn cell(&self, c: &str) -> String {
+        self.columns
+            .get(c)
+            .and_then(|&i| self.fields.get(i))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn fail(&self, c: &str, m: String) -> ScenarioError {
+        serr(self.file, Some(self.line), format!("column {c}"), m)
+    }
+
+    /// An integer cell (`None` when blank).
+    fn int(&self, c: &str) -> Result<Option<i64>, ScenarioError> {
+        let v = self.cell(c);
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse::<i64>()
+            .map(Some)
+            .map_err(|_| self.fail(c, format!("not an integer (got '{v}')")))
+    }
+
+    fn must_be_blank(&self, c: &str, kind: &str, hint: &str) -> Result<(), ScenarioError> {
+        if self.cell(c).is_empty() {
+            Ok(())
+        } else {
+            Err(self.fail(c, format!("must be blank on a {kind} row{hint}")))
+        }
+    }
+
+    /// A `sell` row: the item (`n`th of the participant's, for a default id).
+    fn sell_item(
+        &self,
+        name: &str,
+        item_type: String,
+        n: usize,
+    ) -> Result<SellItem, ScenarioError> {
+        for c in ["quantity", "priority", "keywords"] {
+            self.must_be_blank(c, "sell", "")?;
+        }
+        let asking = self
+            .int("price")?
+            .ok_or_else(|| self.fail("price", "the asking price is required".into()))?;
+        let floor = self.int("limit")?.ok_or_else(|| {
+            self.fail(
+                "limit",
+                "the floor price (lowest acceptable) is required".into(),
+            )
+        })?;
+        let mut id = self.cell("id");
+        if id.is_empty() {
+            id = format!("{}-item-{n}", slug(name));
+        }
+        let mut title = self.cell("title");
+        if title.is_empty() {
+            title = item_type.clone();
+        }
+        Ok(SellItem {
+            item_id: id,
+            item_type,
+            title,
+            description: self.cell("description"),
+            category: self.cell("category"),
+            condition: self.cell("condition"),
+            asking_price: asking,
+            floor_price: floor,
+            attributes: BTreeMap::new(),
+            claims: Default::default(),
+            true_state: None,
+        })
+    }
+
+    /// A `want` row: the want (`n`th of the participant's, for a default id).
+    fn want(&self, name: &str, item_type: String, n: usize) -> Result<Want, ScenarioError> {
+        self.must_be_blank("price", "want", " (put the maximum price in limit)")?;
+        self.must_be_blank("condition", "want", "")?;
+        let max = self.int("limit")?.ok_or_else(|| {
+            self.fail("limit", "the maximum price (valuation) is required".into())
+        })?;
+        let quantity = match self.int("quantity")? {
+            None => 1,
+            Some(q) => u32::try_from(q)
+                .map_err(|_| self.fail("quantity", format!("must be 1 to 100 (got {q})")))?,
+        };
+        let priority = match self.int("priority")? {
+            None => 1,
+            Some(q) => u32::try_from(q)
+                .map_err(|_| self.fail("priority", format!("must be positive (got {q})")))?,
+        };
+        let mut id = self.cell("id");
+        if id.is_empty() {
+            id = format!("{}-want-{n}", slug(name));
+        }
+        let mut description = self.cell("description");
+        if description.is_empty() {
+            description = self.cell("title");
+        }
+        if description.is_empty() {
+            description = item_type.clone();
+        }
+        let keywords = self
+            .cell("keywords")
+            .split(';')
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .collect();
+        Ok(Want {
+            want_id: id,
+            item_type,
+            description,
+            category: self.cell("category"),
+            keywords,
+            max_price: max,
+            priority,
+            quantity,
+        })
+    }
+}
+
 /// Where a profile's entries came from in the CSV (to locate validation errors).
 #[derive(Default)]
 struct Origin {
@@ -615,44 +838,7 @@ impl Scenario {
             profiles: Vec::new(),
         };
         let (records, directives) = parse_csv(text, file)?;
-        for (line, key, value) in directives {
-            let col = format!("directive {key}");
-            match key.as_str() {
-                "name" => scenario.name = value,
-                "currency" => scenario.currency = value,
-                "seed" => {
-                    scenario.seed = value.parse().map_err(|_| {
-                        serr(
-                            file,
-                            Some(line),
-                            col,
-                            format!("not a whole number (got '{value}')"),
-                        )
-                    })?
-                }
-                "truncate_long_text" => {
-                    scenario.truncate_long_text = value.parse().map_err(|_| {
-                        serr(
-                            file,
-                            Some(line),
-                            col.clone(),
-                            format!("true or false (got '{value}')"),
-                        )
-                    })?
-                }
-                "budget_default" => {
-                    scenario.budget_default = value.parse().map_err(|_| {
-                        serr(
-                            file,
-                            Some(line),
-                            col,
-                            format!("not an integer (got '{value}')"),
-                        )
-                    })?
-                }
-                _ => {}
-            }
-        }
+        scenario.apply_csv_directives(directives, file)?;
         let mut records = records.into_iter();
         let header = records.next().ok_or_else(|| {
             serr(
@@ -662,45 +848,14 @@ impl Scenario {
                 "no header row (participant,kind,item_type,...)",
             )
         })?;
-        let mut columns: BTreeMap<&'static str, usize> = BTreeMap::new();
-        for (i, name) in header.fields.iter().enumerate() {
-            let key = name.trim().to_ascii_lowercase();
-            let Some(&known) = CSV_COLUMNS.iter().find(|c| **c == key) else {
-                return Err(serr(
-                    file,
-                    Some(header.line),
-                    format!("column {}", name.trim()),
-                    format!("unknown column (known: {})", CSV_COLUMNS.join(", ")),
-                ));
-            };
-            if columns.insert(known, i).is_some() {
-                return Err(serr(
-                    file,
-                    Some(header.line),
-                    format!("column {known}"),
-                    "appears twice",
-                ));
-            }
-        }
-        for required in ["participant", "kind", "item_type"] {
-            if !columns.contains_key(required) {
-                return Err(serr(
-                    file,
-                    Some(header.line),
-                    format!("column {required}"),
-                    "missing from the header",
-                ));
-            }
-        }
-
+        let columns = csv_columns(&header, file)?;
         let mut origins: Vec<Origin> = Vec::new();
         let mut budgets: Vec<Option<i64>> = Vec::new();
         for rec in records {
-            let line = rec.line;
             if rec.fields.len() > header.fields.len() {
                 return Err(serr(
                     file,
-                    Some(line),
+                    Some(rec.line),
                     "",
                     format!(
                         "{} fields but the header has {} columns",
@@ -709,189 +864,13 @@ impl Scenario {
                     ),
                 ));
             }
-            let cell = |c: &str| -> String {
-                columns
-                    .get(c)
-                    .and_then(|&i| rec.fields.get(i))
-                    .map(|s| s.trim().to_string())
-                    .unwrap_or_default()
+            let row = CsvRow {
+                file,
+                line: rec.line,
+                fields: &rec.fields,
+                columns: &columns,
             };
-            let fail = |c: &str, m: String| serr(file, Some(line), format!("column {c}"), m);
-            let int = |c: &str| -> Result<Option<i64>, ScenarioError> {
-                let v = cell(c);
-                if v.is_empty() {
-                    return Ok(None);
-                }
-                v.parse::<i64>()
-                    .map(Some)
-                    .map_err(|_| fail(c, format!("not an integer (got '{v}')")))
-            };
-            let must_be_blank = |c: &str, kind: &str, hint: &str| -> Result<(), ScenarioError> {
-                if cell(c).is_empty() {
-                    Ok(())
-                } else {
-                    Err(fail(c, format!("must be blank on a {kind} row{hint}")))
-                }
-            };
-            let name = cell("participant");
-            if name.is_empty() {
-                return Err(fail("participant", "must not be empty".into()));
-            }
-            let kind = cell("kind").to_ascii_lowercase();
-            let item_type = cell("item_type");
-            if item_type.is_empty() {
-                return Err(fail("item_type", "must not be empty".into()));
-            }
-            let budget = int("budget")?;
-            let idx = match scenario.profiles.iter().position(|p| p.name == name) {
-                Some(i) => i,
-                None => {
-                    scenario.profiles.push(Profile {
-                        version: haggle_agents::profile::PROFILE_VERSION,
-                        name: name.clone(),
-                        budget: 0,
-                        currency: scenario.currency.clone(),
-                        sell: Vec::new(),
-                        want: Vec::new(),
-                        owns: Vec::new(),
-                        style: Default::default(),
-                        autonomy: Default::default(),
-                    });
-                    origins.push(Origin {
-                        first_line: line,
-                        ..Origin::default()
-                    });
-                    budgets.push(None);
-                    scenario.profiles.len() - 1
-                }
-            };
-            if let Some(b) = budget {
-                match budgets[idx] {
-                    Some(prev) if prev != b => {
-                        return Err(fail(
-                            "budget",
-                            format!(
-                                "{b} conflicts with {name}'s budget {prev} on line {}",
-                                origins[idx].budget_line.unwrap_or(0)
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        budgets[idx] = Some(b);
-                        origins[idx].budget_line = Some(line);
-                    }
-                }
-            }
-            let profile = &mut scenario.profiles[idx];
-            let origin = &mut origins[idx];
-            match kind.as_str() {
-                "sell" => {
-                    for c in ["quantity", "priority", "keywords"] {
-                        must_be_blank(c, "sell", "")?;
-                    }
-                    let asking = int("price")?
-                        .ok_or_else(|| fail("price", "the asking price is required".into()))?;
-                    let floor = int("limit")?.ok_or_else(|| {
-                        fail(
-                            "limit",
-                            "the floor price (lowest acceptable) is required".into(),
-                        )
-                    })?;
-                    let mut id = cell("id");
-                    if id.is_empty() {
-                        id = format!("{}-item-{}", slug(&name), profile.sell.len() + 1);
-                    }
-                    let mut title = cell("title");
-                    if title.is_empty() {
-                        title = item_type.clone();
-                    }
-                    profile.sell.push(SellItem {
-                        item_id: id,
-                        item_type,
-                        title,
-                        description: cell("description"),
-                        category: cell("category"),
-                        condition: cell("condition"),
-                        asking_price: asking,
-                        floor_price: floor,
-                        attributes: BTreeMap::new(),
-                        claims: Default::default(),
-                        true_state: None,
-                    });
-                    origin.sell_lines.push(line);
-                }
-                "want" => {
-                    must_be_blank("price", "want", " (put the maximum price in limit)")?;
-                    must_be_blank("condition", "want", "")?;
-                    let max = int("limit")?.ok_or_else(|| {
-                        fail("limit", "the maximum price (valuation) is required".into())
-                    })?;
-                    let quantity = match int("quantity")? {
-                        None => 1,
-                        Some(q) => u32::try_from(q)
-                            .map_err(|_| fail("quantity", format!("must be 1 to 100 (got {q})")))?,
-                    };
-                    let priority = match int("priority")? {
-                        None => 1,
-                        Some(q) => u32::try_from(q)
-                            .map_err(|_| fail("priority", format!("must be positive (got {q})")))?,
-                    };
-                    let mut id = cell("id");
-                    if id.is_empty() {
-                        id = format!("{}-want-{}", slug(&name), profile.want.len() + 1);
-                    }
-                    let mut description = cell("description");
-                    if description.is_empty() {
-                        description = cell("title");
-                    }
-                    if description.is_empty() {
-                        description = item_type.clone();
-                    }
-                    let keywords = cell("keywords")
-                        .split(';')
-                        .map(|k| k.trim().to_string())
-                        .filter(|k| !k.is_empty())
-                        .collect();
-                    profile.want.push(Want {
-                        want_id: id,
-                        item_type,
-                        description,
-                        category: cell("category"),
-                        keywords,
-                        max_price: max,
-                        priority,
-                        quantity,
-                    });
-                    origin.want_lines.push(line);
-                }
-                "owns" => {
-                    for c in [
-                        "id",
-                        "title",
-                        "description",
-                        "category",
-                        "condition",
-                        "price",
-                        "limit",
-                        "quantity",
-                        "priority",
-                        "keywords",
-                    ] {
-                        must_be_blank(c, "owns", "")?;
-                    }
-                    if !profile.owns.contains(&item_type) {
-                        profile.owns.push(item_type);
-                    }
-                }
-                "" => return Err(fail("kind", "must be sell, want or owns".into())),
-                other => {
-                    return Err(fail(
-                        "kind",
-                        format!("must be sell, want or owns (got '{other}')"),
-                    ));
-                }
-            }
+            scenario.add_csv_row(&row, &mut origins, &mut budgets)?;
         }
         for (p, b) in scenario.profiles.iter_mut().zip(&budgets) {
             p.budget = b.unwrap_or(scenario.budget_default);
@@ -910,6 +889,145 @@ impl Scenario {
             return Err(serr(file, line, field, problem.message));
         }
         Ok(scenario)
+    }
+
+    /// The `# key: value` directives of the CSV form: name, currency, seed,
+    /// truncate_long_text, budget_default (others are ignored).
+    fn apply_csv_directives(
+        &mut self,
+        directives: Vec<Directive>,
+        file: &str,
+    ) -> Result<(), ScenarioError> {
+        for (line, key, value) in directives {
+            let col = format!("directive {key}");
+            let bad = |what: &str| {
+                serr(
+                    file,
+                    Some(line),
+                    col.clone(),
+                    format!("{what} (got '{value}')"),
+                )
+            };
+            match key.as_str() {
+                "name" => self.name = value.clone(),
+                "currency" => self.currency = value.clone(),
+                "seed" => self.seed = value.parse().map_err(|_| bad("not a whole number"))?,
+                "truncate_long_text" => {
+                    self.truncate_long_text = value.parse().map_err(|_| bad("true or false"))?
+                }
+                "budget_default" => {
+                    self.budget_default = value.parse().map_err(|_| bad("not an integer"))?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of the row's participant (added at its first row, with where it came from),
+    /// its budget taken from the row when given (the same on every row that gives one).
+    fn csv_participant(
+        &mut self,
+        row: &CsvRow,
+        name: &str,
+        origins: &mut Vec<Origin>,
+        budgets: &mut Vec<Option<i64>>,
+    ) -> Result<usize, ScenarioError> {
+        let line = row.line;
+        let budget = row.int("budget")?;
+        let idx = match self.profiles.iter().position(|p| p.name == name) {
+            Some(i) => i,
+            None => {
+                self.profiles.push(new_csv_profile(name, &self.currency));
+                origins.push(Origin {
+                    first_line: line,
+                    ..Origin::default()
+                });
+                budgets.push(None);
+                self.profiles.len() - 1
+            }
+        };
+        if let Some(b) = budget {
+            match budgets[idx] {
+                Some(prev) if prev != b => {
+                    return Err(row.fail(
+                        "budget",
+                        format!(
+                            "{b} conflicts with {name}'s budget {prev} on line {}",
+                            origins[idx].budget_line.unwrap_or(0)
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    budgets[idx] = Some(b);
+                    origins[idx].budget_line = Some(line);
+                }
+            }
+        }
+        Ok(idx)
+    }
+
+    /// One CSV row: its participant and budget ([`Scenario::csv_participant`]) and its sell,
+    /// want or owns entry.
+    fn add_csv_row(
+        &mut self,
+        row: &CsvRow,
+        origins: &mut Vec<Origin>,
+        budgets: &mut Vec<Option<i64>>,
+    ) -> Result<(), ScenarioError> {
+        let line = row.line;
+        let name = row.cell("participant");
+        if name.is_empty() {
+            return Err(row.fail("participant", "must not be empty".into()));
+        }
+        let kind = row.cell("kind").to_ascii_lowercase();
+        let item_type = row.cell("item_type");
+        if item_type.is_empty() {
+            return Err(row.fail("item_type", "must not be empty".into()));
+        }
+        let idx = self.csv_participant(row, &name, origins, budgets)?;
+        let profile = &mut self.profiles[idx];
+        let origin = &mut origins[idx];
+        match kind.as_str() {
+            "sell" => {
+                let item = row.sell_item(&name, item_type, profile.sell.len() + 1)?;
+                profile.sell.push(item);
+                origin.sell_lines.push(line);
+            }
+            "want" => {
+                let want = row.want(&name, item_type, profile.want.len() + 1)?;
+                profile.want.push(want);
+                origin.want_lines.push(line);
+            }
+            "owns" => {
+                for c in [
+                    "id",
+                    "title",
+                    "description",
+                    "category",
+                    "condition",
+                    "price",
+                    "limit",
+                    "quantity",
+                    "priority",
+                    "keywords",
+                ] {
+                    row.must_be_blank(c, "owns", "")?;
+                }
+                if !profile.owns.contains(&item_type) {
+                    profile.owns.push(item_type);
+                }
+            }
+            "" => return Err(row.fail("kind", "must be sell, want or owns".into())),
+            other => {
+                return Err(row.fail(
+                    "kind",
+                    format!("must be sell, want or owns (got '{other}')"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The CSV form (see the module documentation). Style, autonomy, item attributes and

@@ -481,7 +481,9 @@ pub struct Regression {
     pub sigma2: f64,
 }
 
-/// Least squares of `y` on the rows of `x` with a fixed effect per `group` value.
+/// Least squares of `y` on the rows of `x` with a fixed effect per `group` value: the within
+/// transformation (demeaned by group), the normal equations solved by inverting X̃'X̃, then
+/// Student-t standard errors, p-values and intervals.
 pub fn ols_fixed_effects(
     y: &[f64],
     x: &[Vec<f64>],
@@ -498,12 +500,62 @@ pub fn ols_fixed_effects(
             });
         }
     }
+    let (yt, xt, groups) = demeaned_within_groups(y, x, group, k);
+    // Normal equations (X̃'X̃) β = X̃'ỹ.
+    let mut a = vec![vec![0.0; k]; k];
+    let mut b = vec![0.0; k];
+    for i in 0..n {
+        for p in 0..k {
+            b[p] += xt[i][p] * yt[i];
+            for q in 0..k {
+                a[p][q] += xt[i][p] * xt[i][q];
+            }
+        }
+    }
+    let inv = inverse(a)?;
+    // Collinearity is reported before the degrees of freedom, so callers can drop a column.
+    let df = n
+        .checked_sub(groups + k)
+        .filter(|d| *d > 0)
+        .ok_or(RegressionError::NoDegreesOfFreedom { n, groups, k })?;
+    let beta: Vec<f64> = (0..k)
+        .map(|p| (0..k).map(|q| inv[p][q] * b[q]).sum())
+        .collect();
+    let ssr: f64 = (0..n)
+        .map(|i| {
+            let fit: f64 = (0..k).map(|j| xt[i][j] * beta[j]).sum();
+            (yt[i] - fit).powi(2)
+        })
+        .sum();
+    let sigma2 = ssr / df as f64;
+    let se: Vec<f64> = (0..k)
+        .map(|j| (sigma2 * inv[j][j]).max(0.0).sqrt())
+        .collect();
+    let (p_values, ci95) = t_inference(&beta, &se, df);
+    Ok(Regression {
+        coefficients: beta,
+        std_errors: se,
+        p_values,
+        ci95,
+        n,
+        groups,
+        df,
+        sigma2,
+    })
+}
+
+/// `y` and the `k` columns of `x`, each less its mean within the row's group; and the number
+/// of groups.
+fn demeaned_within_groups(
+    y: &[f64],
+    x: &[Vec<f64>],
+    group: &[usize],
+    k: usize,
+) -> (Vec<f64>, Vec<Vec<f64>>, usize) {
     let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, g) in group.iter().enumerate().take(n) {
+    for (i, g) in group.iter().enumerate().take(y.len()) {
         members.entry(*g).or_default().push(i);
     }
-    let groups = members.len();
-    // Demean within groups.
     let mut yt = y.to_vec();
     let mut xt: Vec<Vec<f64>> = x.to_vec();
     for rows in members.values() {
@@ -515,21 +567,24 @@ pub fn ols_fixed_effects(
             rows.iter().for_each(|&i| xt[i][j] -= mx);
         }
     }
-    // Normal equations (X̃'X̃) β = X̃'ỹ, inverted by Gauss–Jordan with partial pivoting.
-    let mut a = vec![vec![0.0; 2 * k]; k];
-    let mut b = vec![0.0; k];
-    for i in 0..n {
-        for p in 0..k {
-            b[p] += xt[i][p] * yt[i];
-            for q in 0..k {
-                a[p][q] += xt[i][p] * xt[i][q];
-            }
-        }
-    }
-    let scale: f64 = (0..k).map(|p| a[p][p]).fold(0.0, f64::max).max(1.0);
-    for (p, row) in a.iter_mut().enumerate() {
-        row[k + p] = 1.0;
-    }
+    (yt, xt, members.len())
+}
+
+/// The inverse of the square matrix `m` by Gauss–Jordan with partial pivoting; a pivot below
+/// 10⁻¹⁰ of the largest diagonal entry is collinearity in that column.
+fn inverse(m: Vec<Vec<f64>>) -> Result<Vec<Vec<f64>>, RegressionError> {
+    let k = m.len();
+    let scale: f64 = (0..k).map(|p| m[p][p]).fold(0.0, f64::max).max(1.0);
+    // [M | I], reduced to [I | M⁻¹].
+    let mut a: Vec<Vec<f64>> = m
+        .into_iter()
+        .enumerate()
+        .map(|(p, mut row)| {
+            row.resize(2 * k, 0.0);
+            row[k + p] = 1.0;
+            row
+        })
+        .collect();
     for col in 0..k {
         let pivot = (col..k)
             .max_by(|&r1, &r2| a[r1][col].abs().total_cmp(&a[r2][col].abs()))
@@ -550,29 +605,15 @@ pub fn ols_fixed_effects(
             }
         }
     }
-    let inv: Vec<Vec<f64>> = a.iter().map(|row| row[k..].to_vec()).collect();
-    // Collinearity is reported before the degrees of freedom, so callers can drop a column.
-    let df = n
-        .checked_sub(groups + k)
-        .filter(|d| *d > 0)
-        .ok_or(RegressionError::NoDegreesOfFreedom { n, groups, k })?;
-    let beta: Vec<f64> = (0..k)
-        .map(|p| (0..k).map(|q| inv[p][q] * b[q]).sum())
-        .collect();
-    let ssr: f64 = (0..n)
-        .map(|i| {
-            let fit: f64 = (0..k).map(|j| xt[i][j] * beta[j]).sum();
-            (yt[i] - fit).powi(2)
-        })
-        .sum();
-    let sigma2 = ssr / df as f64;
-    let se: Vec<f64> = (0..k)
-        .map(|j| (sigma2 * inv[j][j]).max(0.0).sqrt())
-        .collect();
+    Ok(a.iter().map(|row| row[k..].to_vec()).collect())
+}
+
+/// Two-sided p-values of β = 0 and 95% intervals, Student t with `df` degrees of freedom.
+fn t_inference(beta: &[f64], se: &[f64], df: usize) -> (Vec<f64>, Vec<(f64, f64)>) {
     let tcrit = student_t_quantile(0.975, df as f64);
     let p_values = beta
         .iter()
-        .zip(&se)
+        .zip(se)
         .map(|(b, s)| {
             if *s > 0.0 {
                 2.0 * student_t_sf((b / s).abs(), df as f64)
@@ -585,19 +626,10 @@ pub fn ols_fixed_effects(
         .collect();
     let ci95 = beta
         .iter()
-        .zip(&se)
+        .zip(se)
         .map(|(b, s)| (b - tcrit * s, b + tcrit * s))
         .collect();
-    Ok(Regression {
-        coefficients: beta,
-        std_errors: se,
-        p_values,
-        ci95,
-        n,
-        groups,
-        df,
-        sigma2,
-    })
+    (p_values, ci95)
 }
 
 // ---------------------------------------------------------------------------------------------
