@@ -69,12 +69,9 @@ async fn a_market_that_went_away_is_unavailable_not_invalid_request() {
     let m = Market::start().await;
     let alice = m.participant("Alice", 10_000).await;
     // A second server over the same market, which the test stops.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(haggle_http::serve(listener, m.svc.clone(), async {
-        let _ = stopped.await;
-    }));
+    let (listener, base) = haggle_testkit::loopback().await;
+    let (mut stop, stopped) = haggle_testkit::shutdown_signal();
+    let server = tokio::spawn(haggle_http::serve(listener, m.svc.clone(), stopped));
     let market_client = HttpClient::connect(&base, &alice.token)
         .await
         .expect("agent token");
@@ -89,7 +86,7 @@ async fn a_market_that_went_away_is_unavailable_not_invalid_request() {
     let a = McpAgent::new("alice", client).await;
     a.ok("my_balance", json!({})).await;
 
-    let _ = stop.send(());
+    stop.now();
     server.await.unwrap().unwrap();
     for (tool, args) in [
         ("my_balance", json!({})),
