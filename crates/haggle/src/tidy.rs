@@ -400,8 +400,6 @@ const LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
     ("crates/haggle-service/src/payments.rs", "drive_deal", OWNED),
     ("crates/haggle-agents/src/tools.rs", "check_at", OWNED),
     ("crates/haggle-lab/src/scenario.rs", "json_positions", OWNED),
-    ("crates/haggle/src/main.rs", "run", MINE),
-    ("crates/haggle-agents/src/runtime.rs", "observe", MINE),
     ("crates/haggle/src/experiment.rs", "run_runs", MINE),
     ("crates/haggle-agents/src/llm_brain.rs", "observation", MINE),
     ("crates/haggle-agents/src/llm_brain.rs", "play", MINE),
@@ -415,7 +413,6 @@ const LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
     ("crates/haggle-agents/src/llm/http.rs", "post_json", MINE),
     ("crates/haggle-store/src/memory.rs", "apply", MINE),
     ("crates/haggle/src/demo.rs", "run", MINE),
-    ("crates/haggle-agents/src/runtime.rs", "act", MINE),
 ];
 
 /// The reason of the entries this change is splitting, one by one (issue 22).
