@@ -10,8 +10,8 @@ use crate::profile::Profile;
 use crate::sequencer::{MarketHold, Sequencer};
 use crate::tools::{self, ToolError};
 use haggle_api::ErrorBody;
-use haggle_api::haggle_core::limits::{MAX_EVENTS, MAX_PAGE};
 use haggle_api::haggle_core::lifecycle::Reputation;
+use haggle_api::haggle_core::limits::{MAX_EVENTS, MAX_PAGE};
 use haggle_api::haggle_core::{Deal, Event, Listing, ListingStatus, Side, ThreadStatus};
 use haggle_api::{
     ClientError, ListingQuery, ListingSort, MakeOffer, MarketClient, NewListing, OpenThread,
