@@ -267,7 +267,15 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         .and_then(|v| v["breaches"].as_array().map(Vec::len))
         .unwrap_or(usize::MAX);
     latencies.sort_by(f64::total_cmp);
-    print_api(&backend, args.clients, wall, &latencies, errors, deals, breaches);
+    print_api(
+        &backend,
+        args.clients,
+        wall,
+        &latencies,
+        errors,
+        deals,
+        breaches,
+    );
     if breaches != 0 {
         bail!("the ledger did not verify after the benchmark");
     }
@@ -798,9 +806,20 @@ impl LlmFigures {
         println!("{:<36} {:>12}", "peak turns in flight", self.peak_turns);
         println!("{:<36} {:>12.1}", "wall time s", self.wall);
         println!("{:<36} {:>12.1}", "ideal wall time s", self.ideal);
-        println!("{:<36} {:>12.2}", "wall / ideal", self.wall / self.ideal.max(1e-9));
-        println!("{:<36} {:>12.1}", "round-bound wall time s", self.round_bound);
-        println!("{:<36} {:>12.2}", "haggle CPU ms per call", per_call(self.cpu));
+        println!(
+            "{:<36} {:>12.2}",
+            "wall / ideal",
+            self.wall / self.ideal.max(1e-9)
+        );
+        println!(
+            "{:<36} {:>12.1}",
+            "round-bound wall time s", self.round_bound
+        );
+        println!(
+            "{:<36} {:>12.2}",
+            "haggle CPU ms per call",
+            per_call(self.cpu)
+        );
         println!("{:<36} {:>12}", "deals", self.deals);
         println!(
             "{}",

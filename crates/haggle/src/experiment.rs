@@ -844,9 +844,8 @@ fn spawn_run(
                 })
         });
         // A panicking run is reported like a failed one, so the others go on.
-        let result = std::panic::catch_unwind(work).unwrap_or_else(|_| {
-            Err(anyhow::anyhow!("the run panicked (see the message above)"))
-        });
+        let result = std::panic::catch_unwind(work)
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the run panicked (see the message above)")));
         let _ = tx.send((id, t.elapsed(), result));
     });
 }

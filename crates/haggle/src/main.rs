@@ -513,14 +513,13 @@ async fn serve(args: ServeArgs, cfg: &config::File) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     };
     let mcp_shutdown = haggle_http::CancellationToken::new();
-    let app =
-        haggle_http::app(svc.clone(), mcp_shutdown.clone()).merge(haggle_web::router(
-            svc,
-            haggle_web::WebOptions {
-                reports,
-                public_url,
-            },
-        ));
+    let app = haggle_http::app(svc.clone(), mcp_shutdown.clone()).merge(haggle_web::router(
+        svc,
+        haggle_web::WebOptions {
+            reports,
+            public_url,
+        },
+    ));
     haggle_http::serve_app(listener, app, mcp_shutdown, shutdown).await?;
     Ok(())
 }
@@ -561,15 +560,16 @@ async fn create_market(args: CreateMarketArgs, cfg: &config::File) -> anyhow::Re
     );
     attach_payment_provider(&svc);
     // Both clocks start now, so a closing time "in 7d" counts from now either way.
-    let close = match (closes_in, closes_at) {
-        (Some(d), _) => Some(svc.now().saturating_add(parse_duration(&d).with_context(
-            || format!("--closes-in must be a duration like 7d, 12h or 2d4h, got '{d}'"),
-        )?)),
-        (None, Some(t)) => Some(parse_utc(&t).with_context(|| {
-            format!("--closes-at must be a UTC time like '2026-01-12 09:00', got '{t}'")
-        })?),
-        (None, None) => None,
-    };
+    let close =
+        match (closes_in, closes_at) {
+            (Some(d), _) => Some(svc.now().saturating_add(parse_duration(&d).with_context(
+                || format!("--closes-in must be a duration like 7d, 12h or 2d4h, got '{d}'"),
+            )?)),
+            (None, Some(t)) => Some(parse_utc(&t).with_context(|| {
+                format!("--closes-at must be a UTC time like '2026-01-12 09:00', got '{t}'")
+            })?),
+            (None, None) => None,
+        };
     if close.is_some() {
         rules.get_or_insert_with(MarketRules::default).closes_at = close;
     }
