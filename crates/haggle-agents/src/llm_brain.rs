@@ -6,7 +6,7 @@
 //! arguments) is shown back to the model a bounded number of times, then the turn ends; calls per
 //! turn and tokens per agent are capped; every call is logged with its usage and cost.
 
-use crate::brain::{Action, BoxFuture, Brain, Role, ThreadState, ToolBox, View};
+use crate::brain::{Action, BoxFuture, Brain, Candidate, Role, ThreadState, ToolBox, View};
 use crate::llm::log::Record;
 use crate::llm::replay::Recording;
 use crate::llm::{
@@ -281,27 +281,7 @@ pub fn observation(
             memory.lines().map(str::to_string).collect(),
         ));
     }
-    let mut lines = Vec::new();
-    for l in &view.my_listings {
-        let subject = l
-            .attributes
-            .get("item_id")
-            .or_else(|| l.attributes.get("want_id"))
-            .map(|s| format!(" for `{s}`"))
-            .unwrap_or_default();
-        lines.push(format!(
-            "listing {} [{}] {}{subject}: \"{}\" at {}",
-            l.id,
-            l.status.as_str(),
-            if l.side == haggle_api::haggle_core::Side::Sell {
-                "selling"
-            } else {
-                "wanted ad"
-            },
-            clip(&l.title, 120),
-            money(l.price)
-        ));
-    }
+    let lines = listing_lines(view);
     sections.push(("Your listings".into(), lines));
     let lines = view
         .unlisted
@@ -341,7 +321,71 @@ pub fn observation(
             .map(|t| thread_line(t, me, view.now))
             .collect(),
     ));
-    let lines = view
+    let lines = deal_lines(view, me);
+    sections.push(("Deals in progress".into(), lines));
+    for (title, leads) in [
+        (
+            "Listings that match your wants (open a thread with make_offer and listing_id)",
+            &view.candidates,
+        ),
+        (
+            "Wanted ads that match your items (answer with make_offer and listing_id)",
+            &view.buyer_leads,
+        ),
+    ] {
+        let lines = leads.iter().map(lead_line).collect();
+        sections.push((title.into(), lines));
+    }
+    let events: Vec<String> = view
+        .new_events
+        .iter()
+        .rev()
+        .map(|e| {
+            let payload = wrap_untrusted(&e.body.payload_json(), me).to_string();
+            format!(
+                "#{} {}{}: {}",
+                e.seq,
+                e.kind(),
+                e.actor
+                    .map(|a| format!(" by participant {a}"))
+                    .unwrap_or_default(),
+                clip(&payload, 400)
+            )
+        })
+        .collect();
+
+    fit(head, &sections, &events, view, budget_chars)
+}
+
+/// The agent's own listings, one line each.
+fn listing_lines(view: &View) -> Vec<String> {
+    let mut lines = Vec::new();
+    for l in &view.my_listings {
+        let subject = l
+            .attributes
+            .get("item_id")
+            .or_else(|| l.attributes.get("want_id"))
+            .map(|s| format!(" for `{s}`"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "listing {} [{}] {}{subject}: \"{}\" at {}",
+            l.id,
+            l.status.as_str(),
+            if l.side == haggle_api::haggle_core::Side::Sell {
+                "selling"
+            } else {
+                "wanted ad"
+            },
+            clip(&l.title, 120),
+            money(l.price)
+        ));
+    }
+    lines
+}
+
+/// The agent's deals still in progress, one line each (with what an inspection found).
+fn deal_lines(view: &View, me: i64) -> Vec<String> {
+    view
         .deals
         .iter()
         .filter(|d| !d.is_finished())
@@ -368,62 +412,39 @@ pub fn observation(
                 d.status.as_str()
             )
         })
-        .collect();
-    sections.push(("Deals in progress".into(), lines));
-    for (title, leads) in [
-        (
-            "Listings that match your wants (open a thread with make_offer and listing_id)",
-            &view.candidates,
-        ),
-        (
-            "Wanted ads that match your items (answer with make_offer and listing_id)",
-            &view.buyer_leads,
-        ),
-    ] {
-        let lines = leads
-            .iter()
-            .map(|c| {
-                let l = &c.listing.listing;
-                let r = &c.listing.owner_reputation;
-                format!(
-                    "listing {} for your `{}`: {} at {} by participant {} ({} completed deals{}){}",
-                    l.id,
-                    c.want_id,
-                    untrusted(Some(l.owner), &l.title),
-                    money(l.price),
-                    l.owner,
-                    r.completed_deals,
-                    crate::prompt::trust_record(r),
-                    crate::prompt::claim_words(&l.claims),
-                )
-            })
-            .collect();
-        sections.push((title.into(), lines));
-    }
-    let events: Vec<String> = view
-        .new_events
-        .iter()
-        .rev()
-        .map(|e| {
-            let payload = wrap_untrusted(&e.body.payload_json(), me).to_string();
-            format!(
-                "#{} {}{}: {}",
-                e.seq,
-                e.kind(),
-                e.actor
-                    .map(|a| format!(" by participant {a}"))
-                    .unwrap_or_default(),
-                clip(&payload, 400)
-            )
-        })
-        .collect();
+        .collect()
+}
 
-    // Fit: state sections first, in order, each cut to what is left; then the newest events;
-    // whatever does not fit is summarised, never silently dropped.
+/// A listing that may match a want (or a wanted ad an item may meet), with its owner's record.
+fn lead_line(c: &Candidate) -> String {
+    let l = &c.listing.listing;
+    let r = &c.listing.owner_reputation;
+    format!(
+        "listing {} for your `{}`: {} at {} by participant {} ({} completed deals{}){}",
+        l.id,
+        c.want_id,
+        untrusted(Some(l.owner), &l.title),
+        money(l.price),
+        l.owner,
+        r.completed_deals,
+        crate::prompt::trust_record(r),
+        crate::prompt::claim_words(&l.claims),
+    )
+}
+
+/// Fits the observation into `budget_chars`: state sections first, in order, each cut to what
+/// is left; then the newest events; whatever does not fit is summarised, never silently dropped.
+fn fit(
+    head: String,
+    sections: &[(String, Vec<String>)],
+    events: &[String],
+    view: &View,
+    budget_chars: usize,
+) -> String {
     let tail = "\nAct with the tools. When you have nothing more to do this turn, answer with a short plain-text note (it ends your turn).";
     let mut out = head;
     let mut left = budget_chars.saturating_sub(out.len() + tail.len() + 200);
-    for (title, lines) in &sections {
+    for (title, lines) in sections {
         if lines.is_empty() {
             continue;
         }
@@ -450,7 +471,7 @@ pub fn observation(
     if !events.is_empty() {
         let _ = write!(out, "\n\n## New events since your last turn (newest first)");
         let mut shown = 0;
-        for l in &events {
+        for l in events {
             if l.len() + 3 > left {
                 break;
             }

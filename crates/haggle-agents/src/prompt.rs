@@ -16,8 +16,17 @@ fn block(text: &str) -> String {
 
 /// Renders the system prompt for `profile` in a market whose currency is `market_currency`.
 pub fn render_system_prompt(profile: &Profile, market_currency: &str) -> String {
-    let cur = market_currency;
     let mut s = String::new();
+    intro_and_money(&mut s, profile, market_currency);
+    to_sell(&mut s, profile);
+    to_buy(&mut s, profile);
+    owned_and_style(&mut s, profile);
+    autonomy_and_rules(&mut s, profile);
+    s
+}
+
+/// The title, who the agent acts for, and money (the budget in the market's currency).
+fn intro_and_money(s: &mut String, profile: &Profile, cur: &str) {
     let mut w = |line: String| {
         s.push_str(&line);
         s.push('\n');
@@ -49,7 +58,14 @@ pub fn render_system_prompt(profile: &Profile, market_currency: &str) -> String 
         ));
     }
     w(String::new());
+}
 
+/// The items to sell, with their asking and (private) lowest prices.
+fn to_sell(s: &mut String, profile: &Profile) {
+    let mut w = |line: String| {
+        s.push_str(&line);
+        s.push('\n');
+    };
     w("## What to sell".into());
     if profile.sell.is_empty() {
         w("Nothing.".into());
@@ -84,7 +100,14 @@ pub fn render_system_prompt(profile: &Profile, market_currency: &str) -> String 
         }
     }
     w(String::new());
+}
 
+/// The wants, with their (private) maximum prices.
+fn to_buy(s: &mut String, profile: &Profile) {
+    let mut w = |line: String| {
+        s.push_str(&line);
+        s.push('\n');
+    };
     w("## What to buy".into());
     if profile.want.is_empty() {
         w("Nothing.".into());
@@ -108,7 +131,14 @@ pub fn render_system_prompt(profile: &Profile, market_currency: &str) -> String 
         ));
     }
     w(String::new());
+}
 
+/// What the principal owns already, and how the agent bargains.
+fn owned_and_style(s: &mut String, profile: &Profile) {
+    let mut w = |line: String| {
+        s.push_str(&line);
+        s.push('\n');
+    };
     w("## Already owned (never buy a duplicate of these)".into());
     if profile.owns.is_empty() {
         w("Nothing noted.".into());
@@ -133,7 +163,14 @@ pub fn render_system_prompt(profile: &Profile, market_currency: &str) -> String 
         profile.style.patience
     ));
     w(String::new());
+}
 
+/// When the principal approves, and the rules every agent keeps.
+fn autonomy_and_rules(s: &mut String, profile: &Profile) {
+    let mut w = |line: String| {
+        s.push_str(&line);
+        s.push('\n');
+    };
     w("## Autonomy".into());
     match profile.autonomy.approval_above {
         Some(x) => w(format!(
@@ -165,7 +202,6 @@ pub fn render_system_prompt(profile: &Profile, market_currency: &str) -> String 
     w("5. After a deal: as the seller, hand over what you sold; as the buyer, confirm receipt once you have \
        it; then rate the other party honestly."
         .into());
-    s
 }
 
 /// A seller's trust record beside its listing (trust.md, Reputation): empty while the record

@@ -10,8 +10,9 @@ use crate::profile::Profile;
 use crate::sequencer::{MarketHold, Sequencer};
 use crate::tools::{self, ToolError};
 use haggle_api::ErrorBody;
+use haggle_api::haggle_core::lifecycle::Reputation;
 use haggle_api::haggle_core::limits::{MAX_EVENTS, MAX_PAGE};
-use haggle_api::haggle_core::{Deal, Listing, ListingStatus, Side, ThreadStatus};
+use haggle_api::haggle_core::{Deal, Event, Listing, ListingStatus, Side, ThreadStatus};
 use haggle_api::{
     ClientError, ListingQuery, ListingSort, MakeOffer, MarketClient, NewListing, OpenThread,
     ThreadFilter,
@@ -302,17 +303,8 @@ impl<C: MarketClient> Agent<C> {
             self.sync().await?;
         }
         let me = self.me();
-        let mut new_events = Vec::new();
         self.news = false;
-        for _ in 0..MAX_EVENT_PAGES {
-            let page = self.client.events(self.last_seq, MAX_EVENTS, true).await?;
-            let done = page.events.len() < MAX_EVENTS as usize;
-            self.last_seq = page.next_after;
-            new_events.extend(page.events);
-            if done {
-                break;
-            }
-        }
+        let new_events = self.new_events().await?;
         let balance = self.client.balance().await?;
         let my_listings = self
             .client
@@ -323,6 +315,48 @@ impl<C: MarketClient> Agent<C> {
             })
             .await?
             .items;
+        let deals = self.all_deals().await?;
+        let (sold, unlisted, unmet_wants) = self.progress(me, &deals);
+        let threads = self.open_threads(me, &my_listings, &new_events).await?;
+        let (mut candidates, mut buyer_leads) = (Vec::new(), Vec::new());
+        if self.turns.is_multiple_of(SEARCH_EVERY) {
+            let mut reputations = BTreeMap::new();
+            candidates = self.candidates(me, &unmet_wants, &mut reputations).await?;
+            buyer_leads = self.buyer_leads(me, &sold, &mut reputations).await?;
+        }
+        Ok(View {
+            now,
+            round,
+            me,
+            balance,
+            my_listings,
+            unlisted,
+            unmet_wants,
+            threads,
+            deals,
+            candidates,
+            buyer_leads,
+            new_events,
+        })
+    }
+
+    /// The events since the last turn (at most [`MAX_EVENT_PAGES`] pages).
+    async fn new_events(&mut self) -> Result<Vec<Event>, ClientError> {
+        let mut new_events = Vec::new();
+        for _ in 0..MAX_EVENT_PAGES {
+            let page = self.client.events(self.last_seq, MAX_EVENTS, true).await?;
+            let done = page.events.len() < MAX_EVENTS as usize;
+            self.last_seq = page.next_after;
+            new_events.extend(page.events);
+            if done {
+                break;
+            }
+        }
+        Ok(new_events)
+    }
+
+    /// The agent's deals, in every state.
+    async fn all_deals(&mut self) -> Result<Vec<Deal>, ClientError> {
         let mut deals = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..20 {
@@ -333,6 +367,11 @@ impl<C: MarketClient> Agent<C> {
                 None => break,
             }
         }
+        Ok(deals)
+    }
+
+    /// What is sold already (by item), and what is still to list and to buy.
+    fn progress(&self, me: i64, deals: &[Deal]) -> (BTreeSet<String>, Vec<String>, Vec<String>) {
         // What is sold or bought already, by item and want.
         let sold: BTreeSet<String> = deals
             .iter()
@@ -371,20 +410,19 @@ impl<C: MarketClient> Agent<C> {
             .map(|w| w.want_id.clone())
             .collect();
 
+        (sold, unlisted, unmet_wants)
+    }
+
+    /// The open threads the agent is party to, each with its listing, role and subject; a thread
+    /// is read again only when a new event names it.
+    async fn open_threads(
+        &mut self,
+        me: i64,
+        my_listings: &[Listing],
+        new_events: &[Event],
+    ) -> Result<Vec<ThreadState>, ClientError> {
         let mut threads = Vec::new();
-        let mut thread_list = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..20 {
-            let page = self
-                .client
-                .threads(ThreadFilter::default(), cursor.as_deref(), 500)
-                .await?;
-            thread_list.extend(page.items);
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
+        let mut thread_list = self.thread_list().await?;
         // The view lists threads in id order, as brains have always seen them, so no brain's
         // decisions depend on the list's activity order.
         thread_list.sort_by_key(|i| i.thread.id);
@@ -394,8 +432,7 @@ impl<C: MarketClient> Agent<C> {
             .iter()
             .filter_map(|e| e.body.thread_id())
             .collect();
-        let mut seller_records: BTreeMap<i64, haggle_api::haggle_core::lifecycle::Reputation> =
-            BTreeMap::new();
+        let mut seller_records = BTreeMap::new();
         for item in thread_list
             .iter()
             .filter(|i| i.thread.status == ThreadStatus::Open)
@@ -412,17 +449,7 @@ impl<C: MarketClient> Agent<C> {
             // A cached read's summary is as old as the read (time left, an offer's expiry): the
             // list's, computed now for this agent, replaces it.
             view.summary = item.summary.clone();
-            let listing = match my_listings.iter().find(|l| l.id == t.listing_id) {
-                Some(l) => l.clone(),
-                None => match self.listing_cache.get(&t.listing_id) {
-                    Some(l) => l.clone(),
-                    None => {
-                        let l = self.client.listing(t.listing_id).await?.listing;
-                        self.listing_cache.insert(l.id, l.clone());
-                        l
-                    }
-                },
-            };
+            let listing = self.thread_listing(t.listing_id, my_listings).await?;
             let role = if listing.buyer_with(t.counterparty) == me {
                 Role::Buyer
             } else {
@@ -440,14 +467,7 @@ impl<C: MarketClient> Agent<C> {
             let turns = *self.thread_turns.entry(t.id).or_default();
             let seller = listing.seller_with(t.counterparty);
             let seller_record = match (role, self.hide_reputation) {
-                (Role::Buyer, false) => Some(match seller_records.get(&seller) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let r = self.client.reputation(seller).await?;
-                        seller_records.insert(seller, r.clone());
-                        r
-                    }
-                }),
+                (Role::Buyer, false) => Some(self.reputation(seller, &mut seller_records).await?),
                 _ => None,
             };
             threads.push(ThreadState {
@@ -462,131 +482,161 @@ impl<C: MarketClient> Agent<C> {
         for i in &thread_list {
             self.contacted.insert(i.thread.listing_id);
         }
+        Ok(threads)
+    }
 
-        let mut candidates = Vec::new();
-        let mut buyer_leads = Vec::new();
-        let mut reputations: BTreeMap<i64, haggle_api::haggle_core::lifecycle::Reputation> =
-            BTreeMap::new();
-        if self.turns.is_multiple_of(SEARCH_EVERY) {
-            for w in self
-                .profile
-                .want
-                .iter()
-                .filter(|w| unmet_wants.contains(&w.want_id))
-            {
-                let q = ListingQuery {
-                    // Keywords are stems: `bike*` also finds "bikes" (search matches whole
-                    // words, and a starred word the words beginning with it).
-                    q: (!w.keywords.is_empty()).then(|| {
-                        w.keywords
-                            .iter()
-                            .flat_map(|k| k.split_whitespace())
-                            .map(|k| format!("{k}*"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    }),
-                    category: Some(w.category.clone()),
-                    side: Some(Side::Sell),
-                    max_price: Some(w.max_price.saturating_mul(2)),
-                    sort: Some(ListingSort::Cheapest),
-                    limit: Some(10),
-                    ..Default::default()
-                };
-                for l in self.client.search(&q).await?.items {
-                    let same_type = l
-                        .attributes
-                        .get("item_type")
-                        .is_none_or(|t| *t == w.item_type);
-                    if l.owner != me && same_type && !self.contacted.contains(&l.id) {
-                        let owner_reputation = match reputations.get(&l.owner) {
-                            Some(r) => r.clone(),
-                            None => {
-                                let r = if self.hide_reputation {
-                                    haggle_api::haggle_core::lifecycle::Reputation {
-                                        participant_id: l.owner,
-                                        ..Default::default()
-                                    }
-                                } else {
-                                    self.client.reputation(l.owner).await?
-                                };
-                                reputations.insert(l.owner, r.clone());
-                                r
-                            }
-                        };
-                        self.listing_cache.insert(l.id, l.clone());
-                        candidates.push(Candidate {
-                            want_id: w.want_id.clone(),
-                            listing: haggle_api::ListingView {
-                                listing: l,
-                                owner_reputation,
-                            },
-                        });
-                    }
-                }
+    /// Every thread the agent is party to (at most 20 pages).
+    async fn thread_list(&mut self) -> Result<Vec<haggle_api::ThreadItem>, ClientError> {
+        let mut thread_list = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..20 {
+            let page = self
+                .client
+                .threads(ThreadFilter::default(), cursor.as_deref(), 500)
+                .await?;
+            thread_list.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
             }
-            let unsold: Vec<&crate::profile::SellItem> = self
-                .profile
-                .sell
-                .iter()
-                .filter(|i| !sold.contains(&i.item_id))
-                .collect();
-            let categories: BTreeSet<&str> = unsold.iter().map(|i| i.category.as_str()).collect();
-            for cat in categories {
-                let q = ListingQuery {
-                    category: Some(cat.to_string()),
-                    side: Some(Side::Buy),
-                    limit: Some(20),
-                    ..Default::default()
-                };
-                for l in self.client.search(&q).await?.items {
-                    if l.owner == me || self.contacted.contains(&l.id) {
-                        continue;
-                    }
-                    let wanted_type = l.attributes.get("item_type");
-                    if let Some(item) = unsold.iter().find(|i| {
-                        wanted_type.is_none_or(|t| *t == i.item_type) && i.category == l.category
-                    }) {
-                        let owner_reputation = match reputations.get(&l.owner) {
-                            Some(r) => r.clone(),
-                            None => {
-                                let r = if self.hide_reputation {
-                                    haggle_api::haggle_core::lifecycle::Reputation {
-                                        participant_id: l.owner,
-                                        ..Default::default()
-                                    }
-                                } else {
-                                    self.client.reputation(l.owner).await?
-                                };
-                                reputations.insert(l.owner, r.clone());
-                                r
-                            }
-                        };
-                        self.listing_cache.insert(l.id, l.clone());
-                        buyer_leads.push(Candidate {
-                            want_id: item.item_id.clone(),
-                            listing: haggle_api::ListingView {
-                                listing: l,
-                                owner_reputation,
-                            },
-                        });
-                    }
+        }
+        Ok(thread_list)
+    }
+
+    /// A thread's listing: the agent's own, or one read before, or read now.
+    async fn thread_listing(
+        &mut self,
+        id: i64,
+        my_listings: &[Listing],
+    ) -> Result<Listing, ClientError> {
+        if let Some(l) = my_listings.iter().find(|l| l.id == id) {
+            return Ok(l.clone());
+        }
+        if let Some(l) = self.listing_cache.get(&id) {
+            return Ok(l.clone());
+        }
+        let l = self.client.listing(id).await?.listing;
+        self.listing_cache.insert(l.id, l.clone());
+        Ok(l)
+    }
+
+    /// A participant's reputation, read once per turn (blank when reputations are hidden).
+    async fn reputation(
+        &self,
+        owner: i64,
+        reputations: &mut BTreeMap<i64, Reputation>,
+    ) -> Result<Reputation, ClientError> {
+        if let Some(r) = reputations.get(&owner) {
+            return Ok(r.clone());
+        }
+        let r = if self.hide_reputation {
+            Reputation {
+                participant_id: owner,
+                ..Default::default()
+            }
+        } else {
+            self.client.reputation(owner).await?
+        };
+        reputations.insert(owner, r.clone());
+        Ok(r)
+    }
+
+    /// Listings for sale that may meet an unmet want, not yet contacted.
+    async fn candidates(
+        &mut self,
+        me: i64,
+        unmet_wants: &[String],
+        reputations: &mut BTreeMap<i64, Reputation>,
+    ) -> Result<Vec<Candidate>, ClientError> {
+        let mut candidates = Vec::new();
+        for w in self
+            .profile
+            .want
+            .iter()
+            .filter(|w| unmet_wants.contains(&w.want_id))
+        {
+            let q = ListingQuery {
+                // Keywords are stems: `bike*` also finds "bikes" (search matches whole
+                // words, and a starred word the words beginning with it).
+                q: (!w.keywords.is_empty()).then(|| {
+                    w.keywords
+                        .iter()
+                        .flat_map(|k| k.split_whitespace())
+                        .map(|k| format!("{k}*"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }),
+                category: Some(w.category.clone()),
+                side: Some(Side::Sell),
+                max_price: Some(w.max_price.saturating_mul(2)),
+                sort: Some(ListingSort::Cheapest),
+                limit: Some(10),
+                ..Default::default()
+            };
+            for l in self.client.search(&q).await?.items {
+                let same_type = l
+                    .attributes
+                    .get("item_type")
+                    .is_none_or(|t| *t == w.item_type);
+                if l.owner != me && same_type && !self.contacted.contains(&l.id) {
+                    let owner_reputation = self.reputation(l.owner, reputations).await?;
+                    self.listing_cache.insert(l.id, l.clone());
+                    candidates.push(Candidate {
+                        want_id: w.want_id.clone(),
+                        listing: haggle_api::ListingView {
+                            listing: l,
+                            owner_reputation,
+                        },
+                    });
                 }
             }
         }
-        Ok(View {
-            now,
-            round,
-            me,
-            balance,
-            my_listings,
-            unlisted,
-            unmet_wants,
-            threads,
-            deals,
-            candidates,
-            buyer_leads,
-            new_events,
-        })
+        Ok(candidates)
+    }
+
+    /// Wanted ads an unsold item may meet, not yet contacted.
+    async fn buyer_leads(
+        &mut self,
+        me: i64,
+        sold: &BTreeSet<String>,
+        reputations: &mut BTreeMap<i64, Reputation>,
+    ) -> Result<Vec<Candidate>, ClientError> {
+        let mut buyer_leads = Vec::new();
+        let unsold: Vec<&crate::profile::SellItem> = self
+            .profile
+            .sell
+            .iter()
+            .filter(|i| !sold.contains(&i.item_id))
+            .collect();
+        let categories: BTreeSet<&str> = unsold.iter().map(|i| i.category.as_str()).collect();
+        for cat in categories {
+            let q = ListingQuery {
+                category: Some(cat.to_string()),
+                side: Some(Side::Buy),
+                limit: Some(20),
+                ..Default::default()
+            };
+            for l in self.client.search(&q).await?.items {
+                if l.owner == me || self.contacted.contains(&l.id) {
+                    continue;
+                }
+                let wanted_type = l.attributes.get("item_type");
+                if let Some(item) = unsold.iter().find(|i| {
+                    wanted_type.is_none_or(|t| *t == i.item_type) && i.category == l.category
+                }) {
+                    let owner_reputation = self.reputation(l.owner, reputations).await?;
+                    self.listing_cache.insert(l.id, l.clone());
+                    buyer_leads.push(Candidate {
+                        want_id: item.item_id.clone(),
+                        listing: haggle_api::ListingView {
+                            listing: l,
+                            owner_reputation,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(buyer_leads)
     }
 
     /// The market's session ended (repeated markets): the brain's note for the next session
@@ -767,33 +817,59 @@ impl<C: MarketClient> Agent<C> {
         }
     }
 
+    /// Lists an item of the profile for sale.
+    async fn list_item(&mut self, item_id: &str, price: i64) -> Result<(), ClientError> {
+        let item = self
+            .profile
+            .sell
+            .iter()
+            .find(|i| i.item_id == item_id)
+            .ok_or_else(|| ClientError::transport(format!("no item {item_id} in the profile")))?;
+        let l: Listing = self
+            .client
+            .create_listing(&item_listing(item, price))
+            .await?;
+        self.listing_subject.insert(l.id, item_id.to_string());
+        Ok(())
+    }
+
+    /// Posts a wanted ad for a want of the profile.
+    async fn post_wanted(&mut self, want_id: &str, price: i64) -> Result<(), ClientError> {
+        let w = self
+            .profile
+            .want
+            .iter()
+            .find(|w| w.want_id == want_id)
+            .ok_or_else(|| ClientError::transport(format!("no want {want_id} in the profile")))?;
+        let l = self
+            .client
+            .create_listing(&wanted_listing(w, price))
+            .await?;
+        self.listing_subject.insert(l.id, want_id.to_string());
+        Ok(())
+    }
+
+    /// Opens a thread on a listing (contacted from now on); a lead's subject becomes the
+    /// thread's.
+    async fn open_thread(
+        &mut self,
+        listing_id: i64,
+        req: &OpenThread,
+        leads: &BTreeMap<i64, String>,
+    ) -> Result<(), ClientError> {
+        self.contacted.insert(listing_id);
+        let opened = self.client.open_thread(listing_id, req).await?;
+        if let Some(s) = leads.get(&listing_id) {
+            self.thread_subject.insert(opened.thread.id, s.clone());
+        }
+        Ok(())
+    }
+
     async fn act(&mut self, a: &Action, leads: &BTreeMap<i64, String>) -> Result<(), ClientError> {
         let c = &self.client;
         match a {
-            Action::ListItem { item_id, price } => {
-                let item = self
-                    .profile
-                    .sell
-                    .iter()
-                    .find(|i| &i.item_id == item_id)
-                    .ok_or_else(|| {
-                        ClientError::transport(format!("no item {item_id} in the profile"))
-                    })?;
-                let l: Listing = c.create_listing(&item_listing(item, *price)).await?;
-                self.listing_subject.insert(l.id, item_id.clone());
-            }
-            Action::PostWanted { want_id, price } => {
-                let w = self
-                    .profile
-                    .want
-                    .iter()
-                    .find(|w| &w.want_id == want_id)
-                    .ok_or_else(|| {
-                        ClientError::transport(format!("no want {want_id} in the profile"))
-                    })?;
-                let l = c.create_listing(&wanted_listing(w, *price)).await?;
-                self.listing_subject.insert(l.id, want_id.clone());
-            }
+            Action::ListItem { item_id, price } => self.list_item(item_id, *price).await?,
+            Action::PostWanted { want_id, price } => self.post_wanted(want_id, *price).await?,
             Action::WithdrawListing { listing_id } => {
                 c.withdraw_listing(*listing_id).await?;
             }
@@ -802,20 +878,12 @@ impl<C: MarketClient> Agent<C> {
                 message,
                 price,
             } => {
-                self.contacted.insert(*listing_id);
-                let opened = c
-                    .open_thread(
-                        *listing_id,
-                        &OpenThread {
-                            message: message.clone(),
-                            price: *price,
-                            expires_in_ms: None,
-                        },
-                    )
-                    .await?;
-                if let Some(s) = leads.get(listing_id) {
-                    self.thread_subject.insert(opened.thread.id, s.clone());
-                }
+                let req = OpenThread {
+                    message: message.clone(),
+                    price: *price,
+                    expires_in_ms: None,
+                };
+                self.open_thread(*listing_id, &req, leads).await?;
             }
             Action::Message { thread_id, body } => {
                 c.post_message(*thread_id, body).await?;

@@ -14,16 +14,6 @@ use std::sync::{Arc, Mutex};
 
 const START: i64 = 1_767_603_600_000;
 
-struct TempDb(std::path::PathBuf);
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-        }
-    }
-}
-
 /// A brain that does nothing and keeps every view it was shown.
 struct Recorder(Arc<Mutex<Vec<View>>>);
 
@@ -57,12 +47,8 @@ async fn participant(svc: &Arc<Service>, op: &Caller, market: i64, name: &str) -
 
 #[tokio::test]
 async fn each_thread_in_the_view_carries_its_summary_as_of_the_turn() {
-    let db = TempDb(
-        std::env::temp_dir().join(format!("haggle-view-summary-{}.sqlite", std::process::id())),
-    );
-    let store = Store::open(&format!("sqlite://{}", db.0.display()))
-        .await
-        .unwrap();
+    let db = haggle_testkit::TempSqlite::new("view-summary");
+    let store = Store::open(&db.url()).await.unwrap();
     let clock = Arc::new(ManualClock::new(START));
     let svc = Service::new(store, clock.clone(), Config::default());
     let op = Caller {

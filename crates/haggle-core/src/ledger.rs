@@ -129,11 +129,51 @@ pub fn verify(
     stored: &BTreeMap<Account, Money>,
 ) -> Vec<Breach> {
     let mut breaches = Vec::new();
+    let (balances, per_deal) = check_transfers(transfers, &mut breaches);
+    let mut b =
+        |invariant: &'static str, detail: String| breaches.push(Breach { invariant, detail });
+    let sum: Money = balances.0.values().sum();
+    if sum != 0 {
+        b("sum_is_zero", format!("balances sum to {sum}"));
+    }
+    let open_holds = check_deals(deals, per_deal, &mut breaches);
+    let mut b =
+        |invariant: &'static str, detail: String| breaches.push(Breach { invariant, detail });
+    if balances.get(Account::Escrow) != open_holds {
+        b(
+            "escrow_equals_open_holds",
+            format!(
+                "escrow {} but open holds {}",
+                balances.get(Account::Escrow),
+                open_holds
+            ),
+        );
+    }
+    let accounts: std::collections::BTreeSet<_> =
+        balances.0.keys().chain(stored.keys()).copied().collect();
+    for a in accounts {
+        let (want, got) = (balances.get(a), stored.get(&a).copied().unwrap_or(0));
+        if want != got {
+            b(
+                "stored_balance_matches_transfers",
+                format!("{}: stored {got}, transfers say {want}", a.key()),
+            );
+        }
+    }
+    breaches
+}
+
+/// What moved in and out of escrow for each deal: held, returned, and the number of holds.
+type Escrowed = BTreeMap<DealId, (Money, Money, u32)>;
+
+/// The per-transfer invariants, in id order (breaches appended to `breaches`); the balances the
+/// transfers add up to and what each deal's escrow saw.
+fn check_transfers(transfers: &[Transfer], breaches: &mut Vec<Breach>) -> (Balances, Escrowed) {
     let mut b =
         |invariant: &'static str, detail: String| breaches.push(Breach { invariant, detail });
     let mut balances = Balances::default();
     let mut ids = std::collections::BTreeSet::new();
-    let mut per_deal: BTreeMap<DealId, (Money, Money, u32)> = BTreeMap::new(); // held, returned, holds
+    let mut per_deal = Escrowed::new();
     let mut last_id = i64::MIN;
     for t in transfers {
         if t.id <= last_id {
@@ -199,10 +239,14 @@ pub fn verify(
             }
         }
     }
-    let sum: Money = balances.0.values().sum();
-    if sum != 0 {
-        b("sum_is_zero", format!("balances sum to {sum}"));
-    }
+    (balances, per_deal)
+}
+
+/// Each deal's hold against its escrow moves, and escrow moved for no known deal (breaches
+/// appended to `breaches`); the sum of the holds still open.
+fn check_deals(deals: &[Deal], mut per_deal: Escrowed, breaches: &mut Vec<Breach>) -> Money {
+    let mut b =
+        |invariant: &'static str, detail: String| breaches.push(Breach { invariant, detail });
     let mut open_holds = 0;
     for d in deals {
         let (held, returned, holds) = per_deal.remove(&d.id).unwrap_or_default();
@@ -242,26 +286,5 @@ pub fn verify(
             format!("escrow moved for unknown deal {deal}"),
         );
     }
-    if balances.get(Account::Escrow) != open_holds {
-        b(
-            "escrow_equals_open_holds",
-            format!(
-                "escrow {} but open holds {}",
-                balances.get(Account::Escrow),
-                open_holds
-            ),
-        );
-    }
-    let accounts: std::collections::BTreeSet<_> =
-        balances.0.keys().chain(stored.keys()).copied().collect();
-    for a in accounts {
-        let (want, got) = (balances.get(a), stored.get(&a).copied().unwrap_or(0));
-        if want != got {
-            b(
-                "stored_balance_matches_transfers",
-                format!("{}: stored {got}, transfers say {want}", a.key()),
-            );
-        }
-    }
-    breaches
+    open_holds
 }

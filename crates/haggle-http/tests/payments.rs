@@ -23,50 +23,7 @@ const DECLINED_CARD: &str = "4000000000000341";
 
 /// The localstripe to use: the environment's, or one started for this test binary.
 fn localstripe() -> Option<String> {
-    static URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    URL.get_or_init(|| {
-        if let Some(u) = std::env::var("HAGGLE_TEST_LOCALSTRIPE_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-        {
-            return Some(u.trim_end_matches('/').to_string());
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .ok()?;
-        // The server ends within a second of this test process (a watcher polls its pid).
-        let started = std::process::Command::new("sh")
-            .args(["-c", &watched_localstripe(port)])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        if started.is_err() {
-            return None;
-        }
-        let url = format!("http://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(url);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        None
-    })
-    .clone()
-    .or_else(|| {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** LOCALSTRIPE PAYMENT TEST NOT RUN: set HAGGLE_TEST_LOCALSTRIPE_URL or install \
-             localstripe (pip install localstripe) ***\n"
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but localstripe is missing: the payment tests must run in CI"
-        );
-        None
-    })
+    haggle_testkit::localstripe("LOCALSTRIPE PAYMENT TEST")
 }
 
 /// Direct calls to localstripe, standing for the provider's own pages and dashboard.
@@ -591,13 +548,4 @@ async fn a_market_without_payments_shows_no_payment_and_takes_no_payment_method(
         )
         .await;
     assert_refusal(&r, 422, "invalid_request");
-}
-
-/// A shell line running localstripe on `port` until this process ends.
-fn watched_localstripe(port: u16) -> String {
-    format!(
-        "localstripe --port {port} --from-scratch & ls=$!; \
-         while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $ls",
-        pid = std::process::id()
-    )
 }

@@ -45,10 +45,8 @@ async fn receiver(
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, got)
+    let (base, _) = haggle_testkit::serve_router(app).await;
+    (format!("{base}/hook"), got)
 }
 
 #[tokio::test]

@@ -12,9 +12,12 @@ use support::*;
 
 /// An MCP client connected through a pair of pipes to the stdio server acting for `token`.
 async fn stdio_agent(m: &Market, name: &'static str, token: &str) -> McpAgent {
-    let market_client = HttpClient::connect(&m.base, token)
-        .await
-        .expect("agent token");
+    stdio_agent_at(&m.base, name, token).await
+}
+
+/// [`stdio_agent`] against the server at `base`.
+async fn stdio_agent_at(base: &str, name: &'static str, token: &str) -> McpAgent {
+    let market_client = HttpClient::connect(base, token).await.expect("agent token");
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let (server_read, server_write) = tokio::io::split(server_io);
     tokio::spawn(haggle_mcp::serve_io(
@@ -69,27 +72,13 @@ async fn a_market_that_went_away_is_unavailable_not_invalid_request() {
     let m = Market::start().await;
     let alice = m.participant("Alice", 10_000).await;
     // A second server over the same market, which the test stops.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(haggle_http::serve(listener, m.svc.clone(), async {
-        let _ = stopped.await;
-    }));
-    let market_client = HttpClient::connect(&base, &alice.token)
-        .await
-        .expect("agent token");
-    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let (server_read, server_write) = tokio::io::split(server_io);
-    tokio::spawn(haggle_mcp::serve_io(
-        market_client,
-        server_read,
-        server_write,
-    ));
-    let client = ().serve(client_io).await.expect("MCP handshake over the pipe");
-    let a = McpAgent::new("alice", client).await;
+    let (listener, base) = haggle_testkit::loopback().await;
+    let (mut stop, stopped) = haggle_testkit::shutdown_signal();
+    let server = tokio::spawn(haggle_http::serve(listener, m.svc.clone(), stopped));
+    let a = stdio_agent_at(&base, "alice", &alice.token).await;
     a.ok("my_balance", json!({})).await;
 
-    let _ = stop.send(());
+    stop.now();
     server.await.unwrap().unwrap();
     for (tool, args) in [
         ("my_balance", json!({})),

@@ -389,10 +389,11 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { url, state }
+        let (base, _) = haggle_testkit::serve_router(app).await;
+        Receiver {
+            url: format!("{base}/hook"),
+            state,
+        }
     }
 
     /// The same receiver at an `https://` URL, presenting the test certificate.
@@ -472,10 +473,7 @@ impl axum::serve::Listener for TlsListener {
 
 /// A URL on a loopback port nothing listens on.
 async fn dead_url() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    drop(listener);
-    url
+    format!("{}/hook", haggle_testkit::dead_base())
 }
 
 fn assert_refused<T: std::fmt::Debug>(r: Result<T, haggle_service::ApiError>, code: ErrorCode) {

@@ -308,16 +308,7 @@ struct TempDb(PathBuf);
 
 impl TempDb {
     fn new(name: &str) -> TempDb {
-        use std::hash::{BuildHasher, Hasher};
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let dir = std::env::temp_dir().join(format!(
-            "haggle-differential-{}-{random:x}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDb(dir.join(format!("{name}.db")))
+        TempDb(haggle_testkit::temp_dir("differential").join(format!("{name}.db")))
     }
 
     fn url(&self) -> String {

@@ -1,6 +1,7 @@
 //! What Haggle's tests share (a dev-dependency only): one scheme for temporary names, temporary
 //! SQLite files and PostgreSQL databases removed when the test ends, the loud NOT RUN guard for
-//! tests whose prerequisite is missing, and a loopback listener on port 0 for real servers.
+//! tests whose prerequisite is missing, loopback listeners on port 0 for real servers and fakes
+//! of outside services, and the localstripe payment tests run against.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -234,6 +235,82 @@ pub async fn loopback() -> (tokio::net::TcpListener, String) {
         .expect("bind a loopback port");
     let base = format!("http://{}", listener.local_addr().expect("local addr"));
     (listener, base)
+}
+
+/// A loopback port free at the time of the call, for a server in another process that must be
+/// told its port up front (the OS may hand it out again: bind at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A base URL `http://127.0.0.1:PORT` on a loopback port nothing listens on (a server that went
+/// away).
+pub fn dead_base() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+/// Serves `app` (a fake of an outside service: an LLM provider, a webhook receiver) on a fresh
+/// loopback port; returns its base URL `http://127.0.0.1:PORT` and the task, which runs until
+/// the runtime ends or the caller aborts it.
+pub async fn serve_router(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let (listener, base) = loopback().await;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, task)
+}
+
+/// The environment variable naming a running localstripe (a Stripe-compatible server).
+pub const LOCALSTRIPE_ENV: &str = "HAGGLE_TEST_LOCALSTRIPE_URL";
+
+/// The localstripe to test payments against: [`LOCALSTRIPE_ENV`]'s, or one started once for this
+/// test process (from the `localstripe` command, ended within a second of the process), or
+/// `None` after [`not_run`] for `what`.
+pub fn localstripe(what: &str) -> Option<String> {
+    static URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let url = URL.get_or_init(|| {
+        if let Some(u) = std::env::var(LOCALSTRIPE_ENV)
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        {
+            return Some(u.trim_end_matches('/').to_string());
+        }
+        start_localstripe()
+    });
+    if url.is_none() {
+        not_run(
+            what,
+            &format!("set {LOCALSTRIPE_ENV} or install localstripe (pip install localstripe)"),
+        );
+    }
+    url.clone()
+}
+
+/// Starts `localstripe` on a free port, watched so it ends with this process, and waits up to
+/// ten seconds for it to answer.
+fn start_localstripe() -> Option<String> {
+    let port = free_port();
+    let watched = format!(
+        "localstripe --port {port} --from-scratch & ls=$!; \
+         while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $ls",
+        pid = std::process::id()
+    );
+    std::process::Command::new("sh")
+        .args(["-c", &watched])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(format!("http://127.0.0.1:{port}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
 }
 
 /// Ends a server when dropped (or on [`Shutdown::now`]): pair it with the future

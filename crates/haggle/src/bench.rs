@@ -250,8 +250,67 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         )
         .await?;
     let m = id(&market, &["id"]).context("could not create the bench market")?;
+    let pairs = register_pairs(&mut op, &http, &bases, m, args.clients).await?;
+    let started = Instant::now();
+    let grouped_before = store.as_ref().and_then(Store::group_commit_stats);
+    let (mut latencies, errors, deals) = drive(pairs, m, args.seconds).await?;
+    let wall = started.elapsed().as_secs_f64();
+    // Commands per commit over the timed run (a server started here only).
+    let per_commit = match (
+        grouped_before,
+        store.as_ref().and_then(Store::group_commit_stats),
+    ) {
+        (Some(a), Some(b)) if b.commits > a.commits => {
+            Some((b.commands - a.commands) as f64 / (b.commits - a.commits) as f64)
+        }
+        _ => None,
+    };
+    let verify = op
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/markets/{m}/ledger/verify"),
+            None,
+        )
+        .await?;
+    if let Some((stop_tx, server)) = local {
+        let _ = stop_tx.send(());
+        server.await??;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    let breaches = verify
+        .as_ref()
+        .and_then(|v| v["breaches"].as_array().map(Vec::len))
+        .unwrap_or(usize::MAX);
+    latencies.sort_by(f64::total_cmp);
+    print_api(
+        &backend,
+        args.clients,
+        &latencies,
+        ApiRun {
+            wall,
+            errors,
+            deals,
+            breaches,
+            per_commit,
+        },
+    );
+    if breaches != 0 {
+        bail!("the ledger did not verify after the benchmark");
+    }
+    Ok(())
+}
+
+/// Registers `clients` seller and buyer pairs in market `m`, spread over the servers.
+async fn register_pairs(
+    op: &mut Client,
+    http: &reqwest::Client,
+    bases: &[String],
+    m: i64,
+    clients: usize,
+) -> anyhow::Result<Vec<(Client, Client)>> {
     let mut pairs = Vec::new();
-    for i in 0..args.clients {
+    for i in 0..clients {
         let mut tokens = Vec::new();
         for (k, role) in ["seller", "buyer"].into_iter().enumerate() {
             let p = op
@@ -280,9 +339,17 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         pairs.push((seller, buyer));
     }
 
-    let deadline = Instant::now() + Duration::from_secs(args.seconds.clamp(1, 3600));
-    let started = Instant::now();
-    let grouped_before = store.as_ref().and_then(Store::group_commit_stats);
+    Ok(pairs)
+}
+
+/// Each pair negotiates until `seconds` have passed: every request's latency (ms), the errors,
+/// the deals.
+async fn drive(
+    pairs: Vec<(Client, Client)>,
+    m: i64,
+    seconds: u64,
+) -> anyhow::Result<(Vec<f64>, u64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(seconds.clamp(1, 3600));
     let mut tasks = Vec::new();
     for (seller, buyer) in pairs {
         tasks.push(tokio::spawn(async move {
@@ -306,46 +373,39 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         }
         deals += d;
     }
-    let wall = started.elapsed().as_secs_f64();
-    // Commands per commit over the timed run (a server started here only).
-    let per_commit = match (
-        grouped_before,
-        store.as_ref().and_then(Store::group_commit_stats),
-    ) {
-        (Some(a), Some(b)) if b.commits > a.commits => {
-            Some((b.commands - a.commands) as f64 / (b.commits - a.commits) as f64)
-        }
-        _ => None,
-    };
-    let verify = op
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/markets/{m}/ledger/verify"),
-            None,
-        )
-        .await?;
-    if let Some((stop_tx, server)) = local {
-        let _ = stop_tx.send(());
-        server.await??;
-    }
-    let _ = std::fs::remove_dir_all(&tmp);
+    Ok((latencies, errors, deals))
+}
 
-    latencies.sort_by(f64::total_cmp);
+/// What one `bench api` run counted besides its latencies.
+struct ApiRun {
+    wall: f64,
+    errors: u64,
+    deals: u64,
+    breaches: usize,
+    /// Commands per group commit (a server started here only).
+    per_commit: Option<f64>,
+}
+
+/// Prints the figures of `bench api` as a table and as one JSON line (`latencies` sorted).
+fn print_api(backend: &str, clients: usize, latencies: &[f64], run: ApiRun) {
+    let ApiRun {
+        wall,
+        errors,
+        deals,
+        breaches,
+        per_commit,
+    } = run;
     let actions = latencies.len();
     let per_s = actions as f64 / wall;
     let (p50, p90, p99, max) = (
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.9),
-        percentile(&latencies, 0.99),
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.9),
+        percentile(latencies, 0.99),
         latencies.last().copied().unwrap_or(0.0),
     );
-    let breaches = verify
-        .as_ref()
-        .and_then(|v| v["breaches"].as_array().map(Vec::len))
-        .unwrap_or(usize::MAX);
     println!(
         "haggle bench api — {backend}, {} client pairs, {:.1} s",
-        args.clients, wall
+        clients, wall
     );
     println!("{:<22} {:>12}", "metric", "value");
     for (k, v) in [
@@ -368,12 +428,8 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
     }
     println!(
         "{}",
-        json!({"backend": backend, "clients": args.clients, "wall_s": wall, "actions": actions, "actions_per_s": per_s, "deals": deals, "errors": errors, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "ledger_breaches": breaches, "commands_per_commit": per_commit})
+        json!({"backend": backend, "clients": clients, "wall_s": wall, "actions": actions, "actions_per_s": per_s, "deals": deals, "errors": errors, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "ledger_breaches": breaches, "commands_per_commit": per_commit})
     );
-    if breaches != 0 {
-        bail!("the ledger did not verify after the benchmark");
-    }
-    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -526,29 +582,40 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
         );
     }
     if args.sql_profile {
-        let report = haggle_store::sqlite_profile::report();
-        let total: u128 = report.iter().map(|e| e.2).sum();
-        eprintln!("SQLite statements, all runs: {:.2} s", total as f64 / 1e9);
-        eprintln!(
-            "{:>9} {:>10} {:>9}  statement",
-            "total s", "runs", "µs each"
-        );
-        for (sql, n, ns) in report.iter().take(25) {
-            let text: String = sql.chars().take(160).collect();
-            eprintln!(
-                "{:>9.2} {n:>10} {:>9.1}  {text}",
-                *ns as f64 / 1e9,
-                *ns as f64 / 1e3 / *n as f64
-            );
-        }
+        print_sql_profile();
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    print_sim_runs(&runs);
+    Ok(())
+}
+
+/// The SQLite statements that took the most time over all runs (`--sql-profile`), on stderr.
+fn print_sql_profile() {
+    let report = haggle_store::sqlite_profile::report();
+    let total: u128 = report.iter().map(|e| e.2).sum();
+    eprintln!("SQLite statements, all runs: {:.2} s", total as f64 / 1e9);
+    eprintln!(
+        "{:>9} {:>10} {:>9}  statement",
+        "total s", "runs", "µs each"
+    );
+    for (sql, n, ns) in report.iter().take(25) {
+        let text: String = sql.chars().take(160).collect();
+        eprintln!(
+            "{:>9.2} {n:>10} {:>9.1}  {text}",
+            *ns as f64 / 1e9,
+            *ns as f64 / 1e3 / *n as f64
+        );
+    }
+}
+
+/// The figures of `bench sim`: a table of the runs, then one JSON line.
+fn print_sim_runs(runs: &[Value]) {
     println!("haggle bench sim");
     println!(
         "{:<50} {:>12} {:>9} {:>7} {:>8} {:>10} {:>10} {:>10}",
         "run", "participants", "listings", "deals", "wall s", "turns/s", "deals/s", "peak MiB"
     );
-    for r in &runs {
+    for r in runs {
         println!(
             "{:<50} {:>12} {:>9} {:>7} {:>8.2} {:>10.0} {:>10.1} {:>10}",
             r["run"].as_str().unwrap_or(""),
@@ -564,7 +631,6 @@ pub async fn sim(args: SimArgs) -> anyhow::Result<()> {
         );
     }
     println!("{}", json!({ "runs": runs }));
-    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -613,36 +679,9 @@ pub async fn llm(args: LlmBenchArgs) -> anyhow::Result<()> {
     .context("cannot start the stand-in model server")?;
     let tmp = std::env::temp_dir().join(format!("haggle-bench-llm-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let scenario =
-        haggle_lab::generator::generate(args.seed, args.participants.clamp(2, 10_000), 10_000);
-    let brain = format!("openai:stand-in@{}", server.base);
-    let mut factory = haggle_agents::registry::BrainFactory::new(
-        haggle_agents::registry::LlmEnv::default(),
-        Arc::new(haggle_agents::llm::CallLog::discard()),
-        &scenario.currency,
-    );
     let concurrency = args.concurrency.max(1);
-    factory.spend = Some(Arc::new(haggle_agents::spend::SpendGuard::new(
-        concurrency,
-        None,
-        0,
-    )));
-    let cfg = crate::sim::SimConfig {
-        scenario,
-        brains: vec![brain],
-        seed: args.seed,
-        max_rounds: args.rounds.clamp(1, 10_000),
-        tick_ms: haggle_api::haggle_core::HOUR_MS,
-        mode: crate::demo::parse_mode(&args.mode)?,
-        database: format!("sqlite://{}", tmp.join("llm.db").display()),
-        factory,
-        withhold_leaks: false,
-        rules: crate::sim::market_rules(),
-        hide_reputation: false,
-        sessions: Vec::new(),
-        session_budget: Default::default(),
-        outside: Default::default(),
-    };
+    let db = format!("sqlite://{}", tmp.join("llm.db").display());
+    let cfg = llm_sim_config(&args, &server.base, db, concurrency)?;
     eprintln!(
         "haggle bench llm: {} participants on the stand-in model ({} ms a call), {} calls at once, up to {} rounds",
         args.participants, args.latency_ms, concurrency, args.rounds
@@ -689,46 +728,142 @@ pub async fn llm(args: LlmBenchArgs) -> anyhow::Result<()> {
     // With a barrier at each round's end, a round takes at least ceil(its calls ÷ concurrency)
     // latencies: the best this scheduler can do, against which Haggle's own cost shows.
     calls_at_round_end.push(calls);
-    let mut before = 0;
-    let mut round_bound = 0.0;
-    for c in calls_at_round_end {
-        round_bound += (c - before).div_ceil(concurrency as u64) as f64 * latency.as_secs_f64();
-        before = c;
-    }
-    let per_call = |s: f64| {
-        if calls == 0 {
-            0.0
-        } else {
-            s * 1000.0 / calls as f64
-        }
-    };
+    let round_bound = round_bound(&calls_at_round_end, concurrency, latency);
     let tool_calls: u64 = out.agents.iter().map(|a| a.stats.tool_calls).sum();
     let _ = std::fs::remove_dir_all(&tmp);
-    println!("haggle bench llm");
-    println!("{:<36} {:>12}", "participants", args.participants);
-    println!("{:<36} {:>12}", "rounds", out.rounds);
-    println!("{:<36} {:>12}", "model calls", calls);
-    println!(
-        "{:<36} {:>12}",
-        "tool calls (market reads and writes)", tool_calls
-    );
-    println!("{:<36} {:>12}", "peak calls in flight", peak);
-    println!("{:<36} {:>12}", "peak turns in flight", out.peak_turns);
-    println!("{:<36} {:>12.1}", "wall time s", wall);
-    println!("{:<36} {:>12.1}", "ideal wall time s", ideal);
-    println!("{:<36} {:>12.2}", "wall / ideal", wall / ideal.max(1e-9));
-    println!("{:<36} {:>12.1}", "round-bound wall time s", round_bound);
-    println!("{:<36} {:>12.2}", "haggle CPU ms per call", per_call(cpu));
-    println!("{:<36} {:>12}", "deals", deals);
-    println!(
-        "{}",
-        json!({
-            "participants": args.participants, "rounds": out.rounds, "latency_ms": args.latency_ms,
-            "concurrency": concurrency, "calls": calls, "tool_calls": tool_calls,
-            "peak_in_flight": peak, "peak_turns": out.peak_turns, "wall_s": wall, "ideal_wall_s": ideal,
-            "round_bound_wall_s": round_bound,
-            "overhead_ms_per_call": per_call(cpu), "deals": deals,
-        })
-    );
+    LlmFigures {
+        participants: args.participants,
+        latency_ms: args.latency_ms,
+        concurrency,
+        rounds: out.rounds,
+        calls,
+        tool_calls,
+        peak,
+        peak_turns: out.peak_turns,
+        wall,
+        ideal,
+        round_bound,
+        cpu,
+        deals,
+    }
+    .print();
     Ok(())
+}
+
+/// The market of `bench llm`: every participant on the stand-in model at `base`.
+fn llm_sim_config(
+    args: &LlmBenchArgs,
+    base: &str,
+    db: String,
+    concurrency: usize,
+) -> anyhow::Result<crate::sim::SimConfig> {
+    let scenario =
+        haggle_lab::generator::generate(args.seed, args.participants.clamp(2, 10_000), 10_000);
+    let brain = format!("openai:stand-in@{base}");
+    let mut factory = haggle_agents::registry::BrainFactory::new(
+        haggle_agents::registry::LlmEnv::default(),
+        Arc::new(haggle_agents::llm::CallLog::discard()),
+        &scenario.currency,
+    );
+    factory.spend = Some(Arc::new(haggle_agents::spend::SpendGuard::new(
+        concurrency,
+        None,
+        0,
+    )));
+    Ok(crate::sim::SimConfig {
+        scenario,
+        brains: vec![brain],
+        seed: args.seed,
+        max_rounds: args.rounds.clamp(1, 10_000),
+        tick_ms: haggle_api::haggle_core::HOUR_MS,
+        mode: crate::demo::parse_mode(&args.mode)?,
+        database: db,
+        factory,
+        withhold_leaks: false,
+        rules: crate::sim::market_rules(),
+        hide_reputation: false,
+        sessions: Vec::new(),
+        session_budget: Default::default(),
+        outside: Default::default(),
+    })
+}
+
+/// The least wall time a barrier at each round's end allows: each round takes at least
+/// ceil(its calls ÷ concurrency) latencies (`calls_at_round_end`: the running count of calls).
+fn round_bound(calls_at_round_end: &[u64], concurrency: usize, latency: Duration) -> f64 {
+    let mut before = 0;
+    let mut bound = 0.0;
+    for &c in calls_at_round_end {
+        bound += (c - before).div_ceil(concurrency as u64) as f64 * latency.as_secs_f64();
+        before = c;
+    }
+    bound
+}
+
+/// What `bench llm` measured.
+struct LlmFigures {
+    participants: usize,
+    latency_ms: u64,
+    concurrency: usize,
+    rounds: u64,
+    calls: u64,
+    tool_calls: u64,
+    peak: usize,
+    peak_turns: usize,
+    wall: f64,
+    ideal: f64,
+    round_bound: f64,
+    cpu: f64,
+    deals: usize,
+}
+
+impl LlmFigures {
+    /// A table, then one JSON line.
+    fn print(&self) {
+        let calls = self.calls;
+        let per_call = |s: f64| {
+            if calls == 0 {
+                0.0
+            } else {
+                s * 1000.0 / calls as f64
+            }
+        };
+        println!("haggle bench llm");
+        println!("{:<36} {:>12}", "participants", self.participants);
+        println!("{:<36} {:>12}", "rounds", self.rounds);
+        println!("{:<36} {:>12}", "model calls", self.calls);
+        println!(
+            "{:<36} {:>12}",
+            "tool calls (market reads and writes)", self.tool_calls
+        );
+        println!("{:<36} {:>12}", "peak calls in flight", self.peak);
+        println!("{:<36} {:>12}", "peak turns in flight", self.peak_turns);
+        println!("{:<36} {:>12.1}", "wall time s", self.wall);
+        println!("{:<36} {:>12.1}", "ideal wall time s", self.ideal);
+        println!(
+            "{:<36} {:>12.2}",
+            "wall / ideal",
+            self.wall / self.ideal.max(1e-9)
+        );
+        println!(
+            "{:<36} {:>12.1}",
+            "round-bound wall time s", self.round_bound
+        );
+        println!(
+            "{:<36} {:>12.2}",
+            "haggle CPU ms per call",
+            per_call(self.cpu)
+        );
+        println!("{:<36} {:>12}", "deals", self.deals);
+        println!(
+            "{}",
+            json!({
+                "participants": self.participants, "rounds": self.rounds, "latency_ms": self.latency_ms,
+                "concurrency": self.concurrency, "calls": calls, "tool_calls": self.tool_calls,
+                "peak_in_flight": self.peak, "peak_turns": self.peak_turns, "wall_s": self.wall,
+                "ideal_wall_s": self.ideal, "round_bound_wall_s": self.round_bound,
+                "overhead_ms_per_call": per_call(self.cpu), "deals": self.deals,
+            })
+        );
+    }
 }

@@ -119,21 +119,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .llm
         .factory(Arc::new(CallLog::discard()), &scenario.currency)?;
     if args.estimate.estimate {
-        for b in &brains {
-            haggle_agents::registry::BrainSpec::parse(b)
-                .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
-        }
-        crate::estimate::print(
-            &args.estimate,
-            &scenario,
-            &[(0..scenario.profiles.len())
-                .map(|i| brains[i % brains.len()].clone())
-                .collect()],
-            &check,
-            args.rounds.clamp(1, 100_000),
-            args.llm.llm_concurrency as usize,
-        );
-        return Ok(());
+        return estimate(&args, &scenario, &brains, &check);
     }
     for b in brains.iter().filter(|b| !crate::external::is_outside(b)) {
         check
@@ -179,22 +165,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The progress bar redraws a line: only on a terminal.
     let quiet = args.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let out = sim::run(cfg, |p| {
-        if quiet {
-            return;
+        if !quiet {
+            progress_bar(p);
         }
-        let width = 30;
-        let filled = (p.round as usize * width / p.max_rounds.max(1) as usize).min(width);
-        eprint!(
-            "\r[{}{}] round {:>4}/{}  day {:>4.1}  deals {:>4}  volume {:>10}",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            p.round,
-            p.max_rounds,
-            p.sim_ms as f64 / 86_400_000.0,
-            p.deals,
-            dollars(p.volume)
-        );
-        let _ = std::io::stderr().flush();
     })
     .await?;
     if !quiet {
@@ -214,6 +187,47 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("tokens:  {}", private.join("tokens.json").display());
     print!("{}", next_steps(&args.out, &db, out.market_id));
     Ok(())
+}
+
+/// `--estimate`: what the run would cost, without running it (the brains must parse).
+fn estimate(
+    args: &DemoArgs,
+    scenario: &haggle_lab::scenario::Scenario,
+    brains: &[String],
+    check: &haggle_agents::registry::BrainFactory,
+) -> anyhow::Result<()> {
+    for b in brains {
+        haggle_agents::registry::BrainSpec::parse(b)
+            .map_err(|e| anyhow::anyhow!("--brains: {e}"))?;
+    }
+    crate::estimate::print(
+        &args.estimate,
+        scenario,
+        &[(0..scenario.profiles.len())
+            .map(|i| brains[i % brains.len()].clone())
+            .collect()],
+        check,
+        args.rounds.clamp(1, 100_000),
+        args.llm.llm_concurrency as usize,
+    );
+    Ok(())
+}
+
+/// Redraws the progress line on stderr.
+fn progress_bar(p: &sim::Progress) {
+    let width = 30;
+    let filled = (p.round as usize * width / p.max_rounds.max(1) as usize).min(width);
+    eprint!(
+        "\r[{}{}] round {:>4}/{}  day {:>4.1}  deals {:>4}  volume {:>10}",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        p.round,
+        p.max_rounds,
+        p.sim_ms as f64 / 86_400_000.0,
+        p.deals,
+        dollars(p.volume)
+    );
+    let _ = std::io::stderr().flush();
 }
 
 /// What to do next, with the exact command (absolute paths, so it works from any folder), the

@@ -365,63 +365,9 @@ async fn execute(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let started = Instant::now();
     write(&dir.join("run.json"), &json(cfg)?)?;
-    let prompts: BTreeMap<&str, serde_json::Value> = scenario
-        .profiles
-        .iter()
-        .zip(&cfg.participants)
-        .map(|(p, a)| {
-            (
-                p.name.as_str(),
-                serde_json::json!({
-                    "brain": a.brain,
-                    "template_version": cfg.prompt_template,
-                    "system_prompt": haggle_agents::prompt::render_system_prompt(p, &scenario.currency),
-                }),
-            )
-        })
-        .collect();
-    write(&dir.join("prompts.json"), &json(&prompts)?)?;
-    // The LLM-call log: LLM brains append one record per call; rule brains make none.
-    let log_path = dir.join("llm_calls.jsonl");
-    let log = Arc::new(
-        haggle_agents::llm::CallLog::create(&log_path)
-            .with_context(|| format!("cannot create {}", log_path.display()))?,
-    );
-    let mut factory = haggle_agents::registry::BrainFactory::new(
-        haggle_agents::registry::LlmEnv::from_env(),
-        log,
-        &scenario.currency,
-    );
-    factory.spend = spend;
-    factory.replay = replay;
-    let db = dir.join("haggle.db");
-    let out = sim::run(
-        SimConfig {
-            scenario: scenario.clone(),
-            brains: cfg.participants.iter().map(|a| a.brain.clone()).collect(),
-            seed: cfg.plan.seed,
-            max_rounds: cfg.max_rounds,
-            tick_ms: cfg.tick_ms,
-            mode: crate::demo::parse_mode(&cfg.mode)?,
-            database: format!("sqlite://{}", db.display()),
-            factory,
-            withhold_leaks: false,
-            rules: cfg.rules.clone().unwrap_or_else(sim::market_rules),
-            hide_reputation: false,
-            sessions: setup
-                .lists
-                .iter()
-                .skip(1)
-                .map(|profiles| sim::Session {
-                    profiles: profiles.clone(),
-                })
-                .collect(),
-            session_budget: cfg.session_budget,
-            outside: Default::default(),
-        },
-        &mut progress,
-    )
-    .await?;
+    write_prompts(dir, scenario, cfg)?;
+    let config = sim_config(dir, scenario, setup, cfg, spend, replay)?;
+    let out = sim::run(config, &mut progress).await?;
     let store = out.svc.store();
     let v = store.verify(out.market_id).await?;
     if !v.ok() {
@@ -445,30 +391,7 @@ async fn execute(
     if out.sessions.len() > 1 {
         write_sessions(dir, setup, &record, &out.sessions)?;
     }
-    // Every event of the market (the operator's view), and the head of its hash chain.
-    let mut events = String::new();
-    let (mut after, mut count, mut head) = (0i64, 0u64, String::new());
-    loop {
-        let page = store
-            .events(
-                out.market_id,
-                haggle_service::Viewer::All,
-                after,
-                haggle_core::limits::MAX_EVENTS,
-            )
-            .await?;
-        for e in &page {
-            events.push_str(&serde_json::to_string(e)?);
-            events.push('\n');
-            after = e.seq;
-            head = e.hash.clone();
-            count += 1;
-        }
-        if page.len() < 1000 {
-            break;
-        }
-    }
-    write(&dir.join("events.jsonl"), &events)?;
+    let (count, head) = write_events(dir, store, out.market_id).await?;
     let mut timing = haggle_lab::report::Timing {
         total_ms: started.elapsed().as_secs_f64() * 1000.0,
         ..Default::default()
@@ -488,6 +411,108 @@ async fn execute(
     std::fs::rename(&tmp, dir.join("record.json"))
         .with_context(|| format!("cannot finish {}", dir.display()))?;
     Ok((done, metrics))
+}
+
+/// The system prompt each participant's brain would get, with its brain (`prompts.json`).
+fn write_prompts(dir: &Path, scenario: &Scenario, cfg: &RunConfig) -> anyhow::Result<()> {
+    let prompts: BTreeMap<&str, serde_json::Value> = scenario
+        .profiles
+        .iter()
+        .zip(&cfg.participants)
+        .map(|(p, a)| {
+            (
+                p.name.as_str(),
+                serde_json::json!({
+                    "brain": a.brain,
+                    "template_version": cfg.prompt_template,
+                    "system_prompt": haggle_agents::prompt::render_system_prompt(p, &scenario.currency),
+                }),
+            )
+        })
+        .collect();
+    write(&dir.join("prompts.json"), &json(&prompts)?)
+}
+
+/// The market of one run: its brains (LLM ones log every call to `llm_calls.jsonl` in `dir`)
+/// on a fresh SQLite file in `dir`.
+fn sim_config(
+    dir: &Path,
+    scenario: &Scenario,
+    setup: &Setup,
+    cfg: &RunConfig,
+    spend: Option<Arc<SpendGuard>>,
+    replay: Option<Arc<Recording>>,
+) -> anyhow::Result<SimConfig> {
+    // The LLM-call log: LLM brains append one record per call; rule brains make none.
+    let log_path = dir.join("llm_calls.jsonl");
+    let log = Arc::new(
+        haggle_agents::llm::CallLog::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?,
+    );
+    let mut factory = haggle_agents::registry::BrainFactory::new(
+        haggle_agents::registry::LlmEnv::from_env(),
+        log,
+        &scenario.currency,
+    );
+    factory.spend = spend;
+    factory.replay = replay;
+    let db = dir.join("haggle.db");
+    Ok(SimConfig {
+        scenario: scenario.clone(),
+        brains: cfg.participants.iter().map(|a| a.brain.clone()).collect(),
+        seed: cfg.plan.seed,
+        max_rounds: cfg.max_rounds,
+        tick_ms: cfg.tick_ms,
+        mode: crate::demo::parse_mode(&cfg.mode)?,
+        database: format!("sqlite://{}", db.display()),
+        factory,
+        withhold_leaks: false,
+        rules: cfg.rules.clone().unwrap_or_else(sim::market_rules),
+        hide_reputation: false,
+        sessions: setup
+            .lists
+            .iter()
+            .skip(1)
+            .map(|profiles| sim::Session {
+                profiles: profiles.clone(),
+            })
+            .collect(),
+        session_budget: cfg.session_budget,
+        outside: Default::default(),
+    })
+}
+
+/// Every event of the market (the operator's view) into `events.jsonl`; their count and the
+/// head of the hash chain.
+async fn write_events(
+    dir: &Path,
+    store: &haggle_service::Store,
+    market: i64,
+) -> anyhow::Result<(u64, String)> {
+    let mut events = String::new();
+    let (mut after, mut count, mut head) = (0i64, 0u64, String::new());
+    loop {
+        let page = store
+            .events(
+                market,
+                haggle_service::Viewer::All,
+                after,
+                haggle_core::limits::MAX_EVENTS,
+            )
+            .await?;
+        for e in &page {
+            events.push_str(&serde_json::to_string(e)?);
+            events.push('\n');
+            after = e.seq;
+            head = e.hash.clone();
+            count += 1;
+        }
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    write(&dir.join("events.jsonl"), &events)?;
+    Ok((count, head))
 }
 
 /// Repeated markets: each session's figures (`sessions.json`) and the notes agents carried
@@ -623,63 +648,11 @@ pub async fn run_runs(
             plan.len()
         ));
     }
-    let (estimated, max) = x.spend_limits();
-    // Spend of runs finished in earlier sessions counts against the maximum.
-    let mut spent_before = 0;
-    for p in &plan {
-        if finished(&dir, &p.id).is_some() {
-            spent_before += llm_usage(&run_dir(&dir, &p.id))?
-                .values()
-                .map(|u| u.cost_micro_usd)
-                .sum::<i64>();
-        }
-    }
+    let (_, max) = x.spend_limits();
+    let spent_before = spent_before(&dir, &plan)?;
     let guard = Arc::new(SpendGuard::new(x.llm.concurrency, max, spent_before));
-    let uses_llm = x.arms.values().any(|b| is_llm_brain(b));
-    // Every arm's brain can be made (API keys set) before any run starts.
-    let check = haggle_agents::registry::BrainFactory::new(
-        haggle_agents::registry::LlmEnv::from_env(),
-        Arc::new(haggle_agents::llm::CallLog::discard()),
-        &scenario.currency,
-    );
-    for (arm, brain) in &x.arms {
-        check
-            .check(brain)
-            .map_err(|e| anyhow::anyhow!("arm {arm}: {e}"))?;
-    }
-    say(format!(
-        "experiment {}: {} runs of {} participants, arms {}; {} markets at once; results in {}",
-        x.name,
-        plan.len(),
-        scenario.profiles.len(),
-        x.arms
-            .iter()
-            .map(|(a, b)| format!("{a}={b}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        x.execution.concurrency,
-        dir.display()
-    ));
-    if uses_llm {
-        say(format!(
-            "LLM spend: estimated {}, maximum {}, already spent {}; {} calls at once",
-            estimated.map_or("not given".into(), usd),
-            max.map_or("none".into(), usd),
-            usd(spent_before),
-            x.llm.concurrency
-        ));
-    } else {
-        say("LLM spend: none (rule brains only)".into());
-    }
-    if let Some(m) = max
-        && uses_llm
-        && spent_before >= m
-    {
-        bail!(
-            "the LLM spend maximum ({}) is used up by earlier runs; raise llm.max_spend_usd to continue",
-            usd(m)
-        );
-    }
+    check_arms(x, &scenario.currency)?;
+    announce(x, plan.len(), &scenario, &dir, spent_before, &say)?;
 
     let eff = Arc::new(Setup::new(&scenario, x.sessions)?);
     let scenario = Arc::new(scenario);
@@ -710,45 +683,7 @@ pub async fn run_runs(
             let guard = guard.clone();
             journal(&dir, shard, &cfg.plan.id, "started", serde_json::json!({}))?;
             say(format!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed));
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                let id = cfg.plan.id.clone();
-                let mut last_line = 0u64;
-                let label = id.clone();
-                let work = std::panic::AssertUnwindSafe(|| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .context("cannot start a run's runtime")
-                        .and_then(|rt| {
-                            rt.block_on(execute(
-                                &run_dir(&dir, &id),
-                                &scenario,
-                                &eff,
-                                &cfg,
-                                Some(guard.clone()),
-                                None,
-                                move |p| {
-                                    if verbose && p.round >= last_line + 24 {
-                                        last_line = p.round;
-                                        eprintln!(
-                                            "{label}: round {:>4}/{}  deals {:>4}  volume {}",
-                                            p.round,
-                                            p.max_rounds,
-                                            p.deals,
-                                            haggle_lab::report::money(p.volume, "USD")
-                                        );
-                                    }
-                                },
-                            ))
-                        })
-                });
-                // A panicking run is reported like a failed one, so the others go on.
-                let result = std::panic::catch_unwind(work).unwrap_or_else(|_| {
-                    Err(anyhow::anyhow!("the run panicked (see the message above)"))
-                });
-                let _ = tx.send((id, t.elapsed(), result));
-            });
+            spawn_run(dir, scenario, eff, cfg, guard, verbose, tx);
         }
         if running == 0 {
             break;
@@ -757,38 +692,9 @@ pub async fn run_runs(
             break;
         };
         running -= 1;
-        let (id, took, result) = joined;
-        match result {
-            Ok((f, m)) => {
-                done += 1;
-                journal(
-                    &dir,
-                    shard,
-                    &id,
-                    "finished",
-                    serde_json::json!({"events": f.events, "deals": m.market.deals, "wall_ms": took.as_millis() as u64}),
-                )?;
-                say(format!(
-                    "{id}: finished in {:.1} s: {} deals, volume {}, efficiency {}",
-                    took.as_secs_f64(),
-                    m.market.deals,
-                    haggle_lab::report::money(m.market.gross_volume, &m.currency),
-                    m.market
-                        .allocative_efficiency
-                        .map_or("–".into(), |e| format!("{:.1}%", e * 100.0))
-                ));
-            }
-            Err(e) => {
-                journal(
-                    &dir,
-                    shard,
-                    &id,
-                    "failed",
-                    serde_json::json!({"error": e.to_string()}),
-                )?;
-                eprintln!("{id}: FAILED: {e:#}");
-                failed.push(id);
-            }
+        match finish(&dir, shard, joined, &say)? {
+            Some(failed_id) => failed.push(failed_id),
+            None => done += 1,
         }
         if guard.refused() > 0 && !stop {
             stop = true;
@@ -809,6 +715,181 @@ pub async fn run_runs(
         plan.len()
     ));
     Ok(Ran { failed, remaining })
+}
+
+/// What a run's thread sends back: its id, how long it took, and its outcome.
+type Joined = (
+    String,
+    std::time::Duration,
+    anyhow::Result<(Finished, haggle_lab::metrics::Metrics)>,
+);
+
+/// The LLM spend of the runs finished in earlier sessions (it counts against the maximum).
+fn spent_before(dir: &Path, plan: &[RunPlan]) -> anyhow::Result<i64> {
+    let mut spent_before = 0;
+    for p in plan {
+        if finished(dir, &p.id).is_some() {
+            spent_before += llm_usage(&run_dir(dir, &p.id))?
+                .values()
+                .map(|u| u.cost_micro_usd)
+                .sum::<i64>();
+        }
+    }
+    Ok(spent_before)
+}
+
+/// Every arm's brain can be made (API keys set) before any run starts.
+fn check_arms(x: &Experiment, currency: &str) -> anyhow::Result<()> {
+    let check = haggle_agents::registry::BrainFactory::new(
+        haggle_agents::registry::LlmEnv::from_env(),
+        Arc::new(haggle_agents::llm::CallLog::discard()),
+        currency,
+    );
+    for (arm, brain) in &x.arms {
+        check
+            .check(brain)
+            .map_err(|e| anyhow::anyhow!("arm {arm}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Says what the experiment will run and spend; fails when earlier runs used up the maximum.
+fn announce(
+    x: &Experiment,
+    runs: usize,
+    scenario: &Scenario,
+    dir: &Path,
+    spent_before: i64,
+    say: &dyn Fn(String),
+) -> anyhow::Result<()> {
+    let (estimated, max) = x.spend_limits();
+    let uses_llm = x.arms.values().any(|b| is_llm_brain(b));
+    say(format!(
+        "experiment {}: {} runs of {} participants, arms {}; {} markets at once; results in {}",
+        x.name,
+        runs,
+        scenario.profiles.len(),
+        x.arms
+            .iter()
+            .map(|(a, b)| format!("{a}={b}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        x.execution.concurrency,
+        dir.display()
+    ));
+    if uses_llm {
+        say(format!(
+            "LLM spend: estimated {}, maximum {}, already spent {}; {} calls at once",
+            estimated.map_or("not given".into(), usd),
+            max.map_or("none".into(), usd),
+            usd(spent_before),
+            x.llm.concurrency
+        ));
+    } else {
+        say("LLM spend: none (rule brains only)".into());
+    }
+    if let Some(m) = max
+        && uses_llm
+        && spent_before >= m
+    {
+        bail!(
+            "the LLM spend maximum ({}) is used up by earlier runs; raise llm.max_spend_usd to continue",
+            usd(m)
+        );
+    }
+    Ok(())
+}
+
+/// Runs one market on a thread and single-threaded runtime of its own, sending back what it
+/// [`Joined`] with.
+fn spawn_run(
+    dir: PathBuf,
+    scenario: Arc<Scenario>,
+    eff: Arc<Setup>,
+    cfg: RunConfig,
+    guard: Arc<SpendGuard>,
+    verbose: bool,
+    tx: tokio::sync::mpsc::UnboundedSender<Joined>,
+) {
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let id = cfg.plan.id.clone();
+        let mut last_line = 0u64;
+        let label = id.clone();
+        let work = std::panic::AssertUnwindSafe(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a run's runtime")
+                .and_then(|rt| {
+                    rt.block_on(execute(
+                        &run_dir(&dir, &id),
+                        &scenario,
+                        &eff,
+                        &cfg,
+                        Some(guard.clone()),
+                        None,
+                        move |p| {
+                            if verbose && p.round >= last_line + 24 {
+                                last_line = p.round;
+                                eprintln!(
+                                    "{label}: round {:>4}/{}  deals {:>4}  volume {}",
+                                    p.round,
+                                    p.max_rounds,
+                                    p.deals,
+                                    haggle_lab::report::money(p.volume, "USD")
+                                );
+                            }
+                        },
+                    ))
+                })
+        });
+        // A panicking run is reported like a failed one, so the others go on.
+        let result = std::panic::catch_unwind(work)
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the run panicked (see the message above)")));
+        let _ = tx.send((id, t.elapsed(), result));
+    });
+}
+
+/// Journals a run that ended and says how it went; the run's id when it failed.
+fn finish(
+    dir: &Path,
+    shard: Option<Shard>,
+    (id, took, result): Joined,
+    say: &dyn Fn(String),
+) -> anyhow::Result<Option<String>> {
+    match result {
+        Ok((f, m)) => {
+            journal(
+                dir,
+                shard,
+                &id,
+                "finished",
+                serde_json::json!({"events": f.events, "deals": m.market.deals, "wall_ms": took.as_millis() as u64}),
+            )?;
+            say(format!(
+                "{id}: finished in {:.1} s: {} deals, volume {}, efficiency {}",
+                took.as_secs_f64(),
+                m.market.deals,
+                haggle_lab::report::money(m.market.gross_volume, &m.currency),
+                m.market
+                    .allocative_efficiency
+                    .map_or("–".into(), |e| format!("{:.1}%", e * 100.0))
+            ));
+        }
+        Err(e) => {
+            journal(
+                dir,
+                shard,
+                &id,
+                "failed",
+                serde_json::json!({"error": e.to_string()}),
+            )?;
+            eprintln!("{id}: FAILED: {e:#}");
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
 }
 
 async fn run_experiment(
@@ -939,92 +1020,35 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
         |_| {},
     )
     .await?;
-    let mut rows = Vec::new();
-    let mut same = true;
-    let mut check = |what: &str, a: String, b: String| {
-        let ok = a == b;
-        same &= ok;
-        rows.push(format!(
-            "{:<22} {:<12} {}",
-            what,
-            if ok { "identical" } else { "DIFFERS" },
-            if ok { a } else { format!("{a} ≠ {b}") }
-        ));
+    let mut cmp = Comparison {
+        rows: Vec::new(),
+        same: true,
     };
-    check(
+    cmp.check(
         "events",
         stored.events.to_string(),
         again.events.to_string(),
     );
-    check(
+    cmp.check(
         "event chain head",
         stored.chain_head.clone(),
         again.chain_head.clone(),
     );
-    let repeated = ["sessions.json", "memory.json"]
-        .into_iter()
-        .filter(|f| rd.join(f).exists());
-    for f in [
-        "record.json",
-        "results.json",
-        "deals.csv",
-        "participants.csv",
-        "events.jsonl",
-    ]
-    .into_iter()
-    .chain(repeated)
-    {
-        let a = std::fs::read(rd.join(f)).with_context(|| format!("cannot read {f}"))?;
-        let b = std::fs::read(scratch.join(f))?;
-        check(
-            f,
-            format!("{} bytes", a.len()),
-            if a == b {
-                format!("{} bytes", a.len())
-            } else {
-                format!("{} bytes, other content", b.len())
-            },
-        );
-    }
-    // Each model call: asked for in the same order with the same request, answered the same.
-    let divergences = recording.divergences();
-    let replayed = match recording.spend_refusals() {
-        0 => format!("{} replayed", recording.len()),
-        n => format!(
-            "{} replayed, {n} refused by the spend guard",
-            recording.len()
-        ),
-    };
-    check(
-        "llm calls",
-        replayed.clone(),
-        match divergences.first() {
-            None => replayed,
-            Some(d) => format!("{} divergence(s), first: {d}", divergences.len()),
-        },
-    );
-    check(
-        "llm_calls.jsonl",
-        "same records (latency aside)".into(),
-        if same_calls(&log_path, &scratch.join("llm_calls.jsonl"))? {
-            "same records (latency aside)".into()
-        } else {
-            "other records".into()
-        },
-    );
+    cmp.files(&rd, &scratch)?;
+    let divergences = cmp.calls(&recording, &log_path, &scratch)?;
     println!(
         "replay of {id} (seed {}, {} participants) in {:.1} s:",
         cfg.plan.seed,
         cfg.participants.len(),
         t.elapsed().as_secs_f64()
     );
-    for r in rows {
+    for r in cmp.rows {
         println!("  {r}");
     }
     for d in divergences.iter().skip(1).take(9) {
         println!("  {:<22} {d}", "");
     }
-    if !same {
+    if !cmp.same {
         bail!(
             "the replay of {id} differs from the stored run (kept in {} for inspection)",
             scratch.display()
@@ -1033,6 +1057,91 @@ async fn replay(dir: &Path, id: &str) -> anyhow::Result<()> {
     std::fs::remove_dir_all(dir.join("replay")).ok();
     println!("identical");
     Ok(())
+}
+
+/// The rows of a replay's comparison with the stored run, and whether every one is identical.
+struct Comparison {
+    rows: Vec<String>,
+    same: bool,
+}
+
+impl Comparison {
+    fn check(&mut self, what: &str, a: String, b: String) {
+        let ok = a == b;
+        self.same &= ok;
+        self.rows.push(format!(
+            "{:<22} {:<12} {}",
+            what,
+            if ok { "identical" } else { "DIFFERS" },
+            if ok { a } else { format!("{a} ≠ {b}") }
+        ));
+    }
+
+    /// The stored run's files against the replay's (`rd` against `scratch`), byte for byte.
+    fn files(&mut self, rd: &Path, scratch: &Path) -> anyhow::Result<()> {
+        let repeated = ["sessions.json", "memory.json"]
+            .into_iter()
+            .filter(|f| rd.join(f).exists());
+        for f in [
+            "record.json",
+            "results.json",
+            "deals.csv",
+            "participants.csv",
+            "events.jsonl",
+        ]
+        .into_iter()
+        .chain(repeated)
+        {
+            let a = std::fs::read(rd.join(f)).with_context(|| format!("cannot read {f}"))?;
+            let b = std::fs::read(scratch.join(f))?;
+            self.check(
+                f,
+                format!("{} bytes", a.len()),
+                if a == b {
+                    format!("{} bytes", a.len())
+                } else {
+                    format!("{} bytes, other content", b.len())
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The model calls: asked for in the same order with the same request, answered the same;
+    /// the divergences.
+    fn calls(
+        &mut self,
+        recording: &Recording,
+        log_path: &Path,
+        scratch: &Path,
+    ) -> anyhow::Result<Vec<String>> {
+        let divergences = recording.divergences();
+        let replayed = match recording.spend_refusals() {
+            0 => format!("{} replayed", recording.len()),
+            n => format!(
+                "{} replayed, {n} refused by the spend guard",
+                recording.len()
+            ),
+        };
+        self.check(
+            "llm calls",
+            replayed.clone(),
+            match divergences.first() {
+                None => replayed,
+                Some(d) => format!("{} divergence(s), first: {d}", divergences.len()),
+            },
+        );
+        self.check(
+            "llm_calls.jsonl",
+            "same records (latency aside)".into(),
+            if same_calls(log_path, &scratch.join("llm_calls.jsonl"))? {
+                "same records (latency aside)".into()
+            } else {
+                "other records".into()
+            },
+        );
+        Ok(divergences)
+    }
 }
 
 /// Whether two call logs hold the same records apart from wall-clock latency and the order in

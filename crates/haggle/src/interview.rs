@@ -257,42 +257,8 @@ pub fn form(t: &mut Terminal) -> anyhow::Result<Profile> {
         },
         false,
     )? {
-        let title = t.ask_parsed("  Title of the listing?", None, non_empty)?;
-        let item_type = t.ask_parsed(
-            "  What kind of thing is it (e.g. road bike)?",
-            None,
-            non_empty,
-        )?;
-        let category = t.ask_parsed("  Category (e.g. bikes, books, kitchen)?", None, non_empty)?;
-        let condition = t.ask_parsed("  Condition?", Some("good"), |a| Ok(a.to_string()))?;
-        let description = t.ask("  A short description?")?;
-        let asking_price = t.ask_parsed("  Asking price?", None, money_parser(1))?;
-        let floor_price = t.ask_parsed(
-            "  Lowest price you would accept (kept private)?",
-            None,
-            move |a| {
-                let v = money_parser(1)(a)?;
-                if v > asking_price {
-                    Err("must not be above the asking price".into())
-                } else {
-                    Ok(v)
-                }
-            },
-        )?;
-        let taken: Vec<String> = sell.iter().map(|i| i.item_id.clone()).collect();
-        sell.push(SellItem {
-            item_id: slug("", &title, &taken),
-            item_type,
-            title,
-            description,
-            category,
-            condition,
-            asking_price,
-            floor_price,
-            attributes: Default::default(),
-            claims: Default::default(),
-            true_state: None,
-        });
+        let item = ask_sell_item(t, &sell)?;
+        sell.push(item);
     }
     let mut want: Vec<Want> = Vec::new();
     while t.yes(
@@ -303,33 +269,98 @@ pub fn form(t: &mut Terminal) -> anyhow::Result<Profile> {
         },
         false,
     )? {
-        let description = t.ask_parsed("  What are you looking for?", None, non_empty)?;
-        let item_type = t.ask_parsed(
-            "  What kind of thing is it (e.g. road bike)?",
-            None,
-            non_empty,
-        )?;
-        let category = t.ask_parsed("  Category?", None, non_empty)?;
-        let keywords = list(&t.ask("  Words a matching listing would contain (comma-separated)?")?);
-        let max_price = t.ask_parsed(
-            "  The most you would pay (kept private)?",
-            None,
-            money_parser(1),
-        )?;
-        let priority = t.ask_parsed("  Priority (1 = most wanted)?", Some("1"), number(1, 100))?;
-        let quantity = t.ask_parsed("  How many?", Some("1"), number(1, 100))?;
-        let taken: Vec<String> = want.iter().map(|w| w.want_id.clone()).collect();
-        want.push(Want {
-            want_id: slug("want-", &item_type, &taken),
-            item_type,
-            description,
-            category,
-            keywords,
-            max_price,
-            priority,
-            quantity,
-        });
+        let w = ask_want(t, &want)?;
+        want.push(w);
     }
+    let (owns, style, autonomy) = ask_style(t)?;
+    let p = Profile {
+        version: haggle_agents::profile::PROFILE_VERSION,
+        name,
+        budget,
+        currency,
+        sell,
+        want,
+        owns,
+        style,
+        autonomy,
+    };
+    p.validate()
+        .map_err(|e| anyhow::anyhow!("the profile is not valid: {e}"))?;
+    Ok(p)
+}
+
+/// One item to sell, by plain prompts (`sell`: the items so far, whose ids it must not take).
+fn ask_sell_item(t: &mut Terminal, sell: &[SellItem]) -> anyhow::Result<SellItem> {
+    let title = t.ask_parsed("  Title of the listing?", None, non_empty)?;
+    let item_type = t.ask_parsed(
+        "  What kind of thing is it (e.g. road bike)?",
+        None,
+        non_empty,
+    )?;
+    let category = t.ask_parsed("  Category (e.g. bikes, books, kitchen)?", None, non_empty)?;
+    let condition = t.ask_parsed("  Condition?", Some("good"), |a| Ok(a.to_string()))?;
+    let description = t.ask("  A short description?")?;
+    let asking_price = t.ask_parsed("  Asking price?", None, money_parser(1))?;
+    let floor_price = t.ask_parsed(
+        "  Lowest price you would accept (kept private)?",
+        None,
+        move |a| {
+            let v = money_parser(1)(a)?;
+            if v > asking_price {
+                Err("must not be above the asking price".into())
+            } else {
+                Ok(v)
+            }
+        },
+    )?;
+    let taken: Vec<String> = sell.iter().map(|i| i.item_id.clone()).collect();
+    Ok(SellItem {
+        item_id: slug("", &title, &taken),
+        item_type,
+        title,
+        description,
+        category,
+        condition,
+        asking_price,
+        floor_price,
+        attributes: Default::default(),
+        claims: Default::default(),
+        true_state: None,
+    })
+}
+
+/// One thing to buy, by plain prompts (`want`: the wants so far, whose ids it must not take).
+fn ask_want(t: &mut Terminal, want: &[Want]) -> anyhow::Result<Want> {
+    let description = t.ask_parsed("  What are you looking for?", None, non_empty)?;
+    let item_type = t.ask_parsed(
+        "  What kind of thing is it (e.g. road bike)?",
+        None,
+        non_empty,
+    )?;
+    let category = t.ask_parsed("  Category?", None, non_empty)?;
+    let keywords = list(&t.ask("  Words a matching listing would contain (comma-separated)?")?);
+    let max_price = t.ask_parsed(
+        "  The most you would pay (kept private)?",
+        None,
+        money_parser(1),
+    )?;
+    let priority = t.ask_parsed("  Priority (1 = most wanted)?", Some("1"), number(1, 100))?;
+    let quantity = t.ask_parsed("  How many?", Some("1"), number(1, 100))?;
+    let taken: Vec<String> = want.iter().map(|w| w.want_id.clone()).collect();
+    Ok(Want {
+        want_id: slug("want-", &item_type, &taken),
+        item_type,
+        description,
+        category,
+        keywords,
+        max_price,
+        priority,
+        quantity,
+    })
+}
+
+/// What the agent must not buy again, how it bargains, and when it asks first, by plain prompts.
+fn ask_style(t: &mut Terminal) -> anyhow::Result<(Vec<String>, Style, Autonomy)> {
     let owns = list(
         &t.ask("What do you already own that your agent must not buy again (comma-separated)?")?,
     );
@@ -354,27 +385,18 @@ pub fn form(t: &mut Terminal) -> anyhow::Result<Profile> {
             }
         },
     )?;
-    let p = Profile {
-        version: haggle_agents::profile::PROFILE_VERSION,
-        name,
-        budget,
-        currency,
-        sell,
-        want,
+    Ok((
         owns,
-        style: Style {
+        Style {
             persona,
             patience,
             may_reveal_limits,
         },
-        autonomy: Autonomy {
+        Autonomy {
             approval_above,
             per_deal_cap: None,
         },
-    };
-    p.validate()
-        .map_err(|e| anyhow::anyhow!("the profile is not valid: {e}"))?;
-    Ok(p)
+    ))
 }
 
 /// The interviewer's instructions.
@@ -549,54 +571,16 @@ pub async fn conversation(
             thinking: reply.thinking.clone(),
         });
         let Some(call) = reply.tool_calls.first() else {
-            let answer = {
-                t.prompt("you:")?;
-                let mut line = String::new();
-                if t.input.read_line(&mut line)? == 0 {
-                    bail!("the input ended before the profile was confirmed; nothing was written");
-                }
-                line.trim().to_string()
-            };
+            let answer = read_answer(t)?;
             t.transcript.say("you", &answer);
             messages.push(ChatMessage::User { text: answer });
             continue;
         };
         // Every call in the reply gets an answer; only the first proposal is considered.
-        let mut results: Vec<ToolResult> = reply
-            .tool_calls
-            .iter()
-            .skip(1)
-            .map(|c| ToolResult {
-                call_id: c.id.clone(),
-                name: c.name.clone(),
-                content: "ignored: propose one profile at a time".into(),
-                is_error: true,
-            })
-            .collect();
-        let proposed = match (&call.malformed, call.name.as_str()) {
-            (Some(m), _) => Err(m.clone()),
-            (None, "propose_profile") => read_profile(&call.arguments),
-            (None, other) => Err(format!("unknown tool `{other}`; use propose_profile")),
-        };
-        let (content, is_error) = match proposed {
-            Err(e) => {
-                t.transcript.say("interviewer (invalid profile)", &e);
-                (
-                    format!("The profile is not valid: {e}. Fix it or ask the person."),
-                    true,
-                )
-            }
-            Ok(p) => {
-                t.transcript.say(
-                    "interviewer (proposed profile)",
-                    &toml::to_string_pretty(&p).unwrap_or_default(),
-                );
-                match decide(t, &p, out)? {
-                    Decision::Accept => return Ok(Some(p)),
-                    Decision::Quit => return Ok(None),
-                    Decision::Change(what) => (format!("The person wants changes: {what}"), false),
-                }
-            }
+        let mut results = ignored(&reply.tool_calls[1..]);
+        let (content, is_error) = match weigh_proposal(t, call, out)? {
+            Weighed::Answer(content, is_error) => (content, is_error),
+            Weighed::Done(profile) => return Ok(profile),
         };
         results.insert(
             0,
@@ -613,6 +597,72 @@ pub async fn conversation(
         });
     }
     bail!("the interviewer did not propose an accepted profile within {max_turns} turns")
+}
+
+/// The answers to the calls after the first of a reply: only one proposal is weighed at a time.
+fn ignored(calls: &[haggle_agents::llm::ToolCall]) -> Vec<ToolResult> {
+    calls
+        .iter()
+        .map(|c| ToolResult {
+            call_id: c.id.clone(),
+            name: c.name.clone(),
+            content: "ignored: propose one profile at a time".into(),
+            is_error: true,
+        })
+        .collect()
+}
+
+/// The person's answer: one line of input (its end before a confirmed profile ends the interview).
+fn read_answer(t: &mut Terminal) -> anyhow::Result<String> {
+    t.prompt("you:")?;
+    let mut line = String::new();
+    if t.input.read_line(&mut line)? == 0 {
+        bail!("the input ended before the profile was confirmed; nothing was written");
+    }
+    Ok(line.trim().to_string())
+}
+
+/// What the interview makes of the interviewer's first tool call.
+enum Weighed {
+    /// The tool's answer to the interviewer (and whether it is an error).
+    Answer(String, bool),
+    /// The interview is over: the accepted profile, or none when the person quit.
+    Done(Option<Profile>),
+}
+
+/// Reads a proposed profile and, when it is valid, asks the person about it.
+fn weigh_proposal(
+    t: &mut Terminal,
+    call: &haggle_agents::llm::ToolCall,
+    out: &Path,
+) -> anyhow::Result<Weighed> {
+    let proposed = match (&call.malformed, call.name.as_str()) {
+        (Some(m), _) => Err(m.clone()),
+        (None, "propose_profile") => read_profile(&call.arguments),
+        (None, other) => Err(format!("unknown tool `{other}`; use propose_profile")),
+    };
+    Ok(match proposed {
+        Err(e) => {
+            t.transcript.say("interviewer (invalid profile)", &e);
+            Weighed::Answer(
+                format!("The profile is not valid: {e}. Fix it or ask the person."),
+                true,
+            )
+        }
+        Ok(p) => {
+            t.transcript.say(
+                "interviewer (proposed profile)",
+                &toml::to_string_pretty(&p).unwrap_or_default(),
+            );
+            match decide(t, &p, out)? {
+                Decision::Accept => Weighed::Done(Some(p)),
+                Decision::Quit => Weighed::Done(None),
+                Decision::Change(what) => {
+                    Weighed::Answer(format!("The person wants changes: {what}"), false)
+                }
+            }
+        }
+    })
 }
 
 /// The transcript file beside a profile: `alice.toml` → `alice.transcript.md`.

@@ -63,31 +63,7 @@ enum SettlementCmd {
 #[derive(Subcommand)]
 enum Cmd {
     /// Serve the HTTP API.
-    Serve {
-        /// Address to listen on (default 127.0.0.1:8080).
-        #[arg(long, env = "HAGGLE_LISTEN")]
-        listen: Option<String>,
-        #[command(flatten)]
-        db: DbArg,
-        /// Requests per second per token (0 = unlimited; default 2000).
-        #[arg(long, env = "HAGGLE_RATE_LIMIT")]
-        rate_limit: Option<u32>,
-        /// A folder of experiment or demo reports to browse at /reports/ (operators, observers).
-        #[arg(long, env = "HAGGLE_REPORTS")]
-        reports: Option<std::path::PathBuf>,
-        /// The address people reach this server at, e.g. https://haggle.example.org behind a
-        /// TLS proxy: an https:// one marks the session cookie Secure.
-        #[arg(long, env = "HAGGLE_PUBLIC_URL")]
-        public_url: Option<String>,
-        /// Accept webhooks to loopback, private and link-local addresses (refused by default:
-        /// they would let an operator make this server call into its own network).
-        #[arg(long)]
-        allow_private_webhooks: bool,
-        /// How often live streams also look for new events, in ms (they wake at once on this
-        /// server's writes and, on PostgreSQL, on other replicas' announcements).
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=600_000))]
-        feed_poll_ms: u64,
-    },
+    Serve(ServeArgs),
     /// Markets.
     Market {
         #[command(subcommand)]
@@ -130,21 +106,7 @@ enum Cmd {
     /// The settlement report: the per-deal handover list and each participant's net position
     /// (and, in a market with a payment provider, the payouts per deal and per seller).
     #[command(args_conflicts_with_subcommands = true)]
-    Settlement {
-        #[command(subcommand)]
-        command: Option<SettlementCmd>,
-        /// The market's id.
-        #[arg(long)]
-        market: Option<i64>,
-        /// `json` (one document on stdout) or `csv` (two files written to --out).
-        #[arg(long, default_value = "json")]
-        format: String,
-        /// Folder for `deals.csv` and `positions.csv` (with --format csv; default: the working directory).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-        #[command(flatten)]
-        db: DbArg,
-    },
+    Settlement(SettlementArgs),
     /// Disputes.
     Dispute {
         #[command(subcommand)]
@@ -189,25 +151,132 @@ enum AgentCmd {
 #[derive(Subcommand)]
 enum DisputeCmd {
     /// Resolve a disputed deal as the operator: release to the seller, refund the buyer, or split.
-    Resolve {
-        /// The market's id.
-        #[arg(long)]
-        market: i64,
-        /// The deal's id.
-        #[arg(long)]
-        deal: i64,
-        /// `release`, `refund` or `split`.
-        #[arg(long)]
-        ruling: String,
-        /// With `split`: minor units back to the buyer (the rest goes to the seller).
-        #[arg(long)]
-        to_buyer: Option<i64>,
-        /// The operator's note on the ruling, shown to both sides.
-        #[arg(long, default_value = "")]
-        note: String,
-        #[command(flatten)]
-        db: DbArg,
-    },
+    Resolve(ResolveArgs),
+}
+
+// The options of `haggle serve` (its doc is the variant's).
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "HAGGLE_LISTEN")]
+    listen: Option<String>,
+    #[command(flatten)]
+    db: DbArg,
+    /// Requests per second per token (0 = unlimited; default 2000).
+    #[arg(long, env = "HAGGLE_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+    /// A folder of experiment or demo reports to browse at /reports/ (operators, observers).
+    #[arg(long, env = "HAGGLE_REPORTS")]
+    reports: Option<std::path::PathBuf>,
+    /// The address people reach this server at, e.g. https://haggle.example.org behind a
+    /// TLS proxy: an https:// one marks the session cookie Secure.
+    #[arg(long, env = "HAGGLE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Accept webhooks to loopback, private and link-local addresses (refused by default:
+    /// they would let an operator make this server call into its own network).
+    #[arg(long)]
+    allow_private_webhooks: bool,
+    /// How often live streams also look for new events, in ms (they wake at once on this
+    /// server's writes and, on PostgreSQL, on other replicas' announcements).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    feed_poll_ms: u64,
+}
+
+// The options of `haggle settlement` (its doc is the variant's).
+#[derive(clap::Args)]
+struct SettlementArgs {
+    #[command(subcommand)]
+    command: Option<SettlementCmd>,
+    /// The market's id.
+    #[arg(long)]
+    market: Option<i64>,
+    /// `json` (one document on stdout) or `csv` (two files written to --out).
+    #[arg(long, default_value = "json")]
+    format: String,
+    /// Folder for `deals.csv` and `positions.csv` (with --format csv; default: the working directory).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+// The options of `haggle dispute resolve`.
+#[derive(clap::Args)]
+struct ResolveArgs {
+    /// The market's id.
+    #[arg(long)]
+    market: i64,
+    /// The deal's id.
+    #[arg(long)]
+    deal: i64,
+    /// `release`, `refund` or `split`.
+    #[arg(long)]
+    ruling: String,
+    /// With `split`: minor units back to the buyer (the rest goes to the seller).
+    #[arg(long)]
+    to_buyer: Option<i64>,
+    /// The operator's note on the ruling, shown to both sides.
+    #[arg(long, default_value = "")]
+    note: String,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+// The options of `haggle market create`.
+#[derive(clap::Args)]
+struct CreateMarketArgs {
+    /// The market's name, shown on its pages.
+    #[arg(long)]
+    name: String,
+    /// The ISO 4217 code of the market's money, e.g. USD or EUR (amounts are in its minor unit).
+    #[arg(long, default_value = "USD")]
+    currency: String,
+    /// `real` or `simulated`.
+    #[arg(long, default_value = "real")]
+    clock: String,
+    /// Market rules as a TOML or JSON file (fields of MarketRules; missing ones take defaults).
+    #[arg(long)]
+    rules: Option<std::path::PathBuf>,
+    /// Close the market this long after it starts: `7d`, `12h`, `2d4h` (default: open-ended).
+    #[arg(long, conflicts_with = "closes_at")]
+    closes_in: Option<String>,
+    /// Close the market at this UTC time: `2026-01-12 09:00`.
+    #[arg(long)]
+    closes_at: Option<String>,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+// The options of `haggle token create`.
+#[derive(clap::Args)]
+struct CreateTokenArgs {
+    /// operator, observer, agent or principal.
+    #[arg(long)]
+    role: String,
+    /// The market (required for observer, agent and principal; optional for operator).
+    #[arg(long)]
+    market: Option<i64>,
+    /// The participant (agent and principal tokens).
+    #[arg(long)]
+    participant: Option<i64>,
+    /// A note to tell the token apart later (stored with it).
+    #[arg(long, default_value = "")]
+    label: String,
+    #[command(flatten)]
+    db: DbArg,
+}
+
+// The options of `haggle token revoke`.
+#[derive(clap::Args)]
+struct RevokeTokenArgs {
+    /// The token's id (the hex SHA-256 of its secret, `token_id` when it was created).
+    #[arg(long, required_unless_present = "secret", conflicts_with = "secret")]
+    id: Option<String>,
+    /// The token's secret itself.
+    #[arg(long)]
+    secret: Option<String>,
+    #[command(flatten)]
+    db: DbArg,
 }
 
 #[derive(clap::Args, Clone)]
@@ -220,28 +289,7 @@ struct DbArg {
 #[derive(Subcommand)]
 enum MarketCmd {
     /// Create a market and print it as JSON.
-    Create {
-        /// The market's name, shown on its pages.
-        #[arg(long)]
-        name: String,
-        /// The ISO 4217 code of the market's money, e.g. USD or EUR (amounts are in its minor unit).
-        #[arg(long, default_value = "USD")]
-        currency: String,
-        /// `real` or `simulated`.
-        #[arg(long, default_value = "real")]
-        clock: String,
-        /// Market rules as a TOML or JSON file (fields of MarketRules; missing ones take defaults).
-        #[arg(long)]
-        rules: Option<std::path::PathBuf>,
-        /// Close the market this long after it starts: `7d`, `12h`, `2d4h` (default: open-ended).
-        #[arg(long, conflicts_with = "closes_at")]
-        closes_in: Option<String>,
-        /// Close the market at this UTC time: `2026-01-12 09:00`.
-        #[arg(long)]
-        closes_at: Option<String>,
-        #[command(flatten)]
-        db: DbArg,
-    },
+    Create(CreateMarketArgs),
     /// List markets as JSON.
     List {
         #[command(flatten)]
@@ -252,34 +300,10 @@ enum MarketCmd {
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Create a token and print its secret (it is stored only as a hash).
-    Create {
-        /// operator, observer, agent or principal.
-        #[arg(long)]
-        role: String,
-        /// The market (required for observer, agent and principal; optional for operator).
-        #[arg(long)]
-        market: Option<i64>,
-        /// The participant (agent and principal tokens).
-        #[arg(long)]
-        participant: Option<i64>,
-        /// A note to tell the token apart later (stored with it).
-        #[arg(long, default_value = "")]
-        label: String,
-        #[command(flatten)]
-        db: DbArg,
-    },
+    Create(CreateTokenArgs),
     /// Revoke a token: it stops authenticating, and running servers end its live streams and
     /// MCP sessions within seconds. Prints the revoked token (without its secret).
-    Revoke {
-        /// The token's id (the hex SHA-256 of its secret, `token_id` when it was created).
-        #[arg(long, required_unless_present = "secret", conflicts_with = "secret")]
-        id: Option<String>,
-        /// The token's secret itself.
-        #[arg(long)]
-        secret: Option<String>,
-        #[command(flatten)]
-        db: DbArg,
-    },
+    Revoke(RevokeTokenArgs),
 }
 
 #[derive(Subcommand)]
@@ -429,369 +453,428 @@ fn cli_operator() -> Caller {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config::load(cli.config.as_deref())?;
     match cli.command {
-        Cmd::Serve {
-            listen,
-            db,
-            rate_limit,
-            reports,
-            public_url,
-            allow_private_webhooks,
-            feed_poll_ms,
-        } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info,sqlx=warn".into()),
-                )
-                .init();
-            let listen = listen
-                .or(cfg.listen.clone())
-                .unwrap_or_else(|| "127.0.0.1:8080".into());
-            let store = open(&cfg, &db).await?;
-            let config = Config {
-                rate_per_sec: rate_limit
-                    .or(cfg.rate_limit)
-                    .unwrap_or(Config::default().rate_per_sec),
-                allow_private_webhooks,
-                feed_poll: std::time::Duration::from_millis(feed_poll_ms),
-            };
-            let svc = Service::new(store, Arc::new(SystemClock), config);
-            svc.set_public_url(public_url.as_deref());
-            if attach_payment_provider(&svc) {
-                tracing::info!("payments: Stripe behind markets created with rules.payments");
-            }
-            svc.spawn_sweeper(std::time::Duration::from_secs(1));
-            svc.spawn_event_listener();
-            svc.spawn_webhooks(std::time::Duration::from_secs(1));
-            let listener = tokio::net::TcpListener::bind(&listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            if let Some(dir) = &reports
-                && !dir.is_dir()
-            {
-                bail!("--reports {} is not a folder", dir.display());
-            }
-            eprintln!(
-                "haggle: serving {} on http://{} (web pages at /, OpenAPI at /openapi.json)",
-                svc.store().backend_name(),
-                listener.local_addr()?
-            );
-            let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            let mcp_shutdown = haggle_http::CancellationToken::new();
-            let app =
-                haggle_http::app(svc.clone(), mcp_shutdown.clone()).merge(haggle_web::router(
-                    svc,
-                    haggle_web::WebOptions {
-                        reports,
-                        public_url,
-                    },
-                ));
-            haggle_http::serve_app(listener, app, mcp_shutdown, shutdown).await?;
-        }
-        Cmd::Market {
-            command:
-                MarketCmd::Create {
-                    name,
-                    currency,
-                    clock,
-                    rules,
-                    closes_in,
-                    closes_at,
-                    db,
-                },
-        } => {
-            let clock = ClockMode::parse(&clock)
-                .with_context(|| format!("--clock must be real or simulated, got '{clock}'"))?;
-            let mut rules: Option<MarketRules> = match rules {
-                None => None,
-                Some(path) => Some(config::read_rules(&path)?),
-            };
-            let svc = Service::new(
-                open(&cfg, &db).await?,
-                Arc::new(SystemClock),
-                Config::default(),
-            );
-            attach_payment_provider(&svc);
-            // Both clocks start now, so a closing time "in 7d" counts from now either way.
-            let close = match (closes_in, closes_at) {
-                (Some(d), _) => Some(svc.now().saturating_add(parse_duration(&d).with_context(
-                    || format!("--closes-in must be a duration like 7d, 12h or 2d4h, got '{d}'"),
-                )?)),
-                (None, Some(t)) => Some(parse_utc(&t).with_context(|| {
-                    format!("--closes-at must be a UTC time like '2026-01-12 09:00', got '{t}'")
-                })?),
-                (None, None) => None,
-            };
-            if close.is_some() {
-                rules.get_or_insert_with(MarketRules::default).closes_at = close;
-            }
-            let req = haggle_api::CreateMarket {
-                name,
-                currency,
-                clock: Some(clock),
-                sim_start_ms: None,
-                rules,
-            };
-            let reply = svc
-                .create_market(&cli_operator(), req, None)
-                .await
-                .map_err(api_error)?;
-            println!("{}", reply.body);
-        }
-        Cmd::Market {
-            command: MarketCmd::List { db },
-        } => {
-            let store = open(&cfg, &db).await?;
-            println!("{}", serde_json::to_string_pretty(&store.markets().await?)?);
-        }
-        Cmd::Token {
-            command:
-                TokenCmd::Create {
-                    role,
-                    market,
-                    participant,
-                    label,
-                    db,
-                },
-        } => {
-            let role = Role::parse(&role).with_context(|| {
-                format!("--role must be operator, observer, agent or principal, got '{role}'")
-            })?;
-            let store = open(&cfg, &db).await?;
-            if role != Role::Operator && market.is_none() {
-                bail!("--market is required for {} tokens", role.as_str());
-            }
-            if let Some(m) = market {
-                store
-                    .market(m)
-                    .await?
-                    .with_context(|| format!("market {m} not found"))?;
-            }
-            if matches!(role, Role::Agent | Role::Principal) {
-                let (Some(m), Some(p)) = (market, participant) else {
-                    bail!("--participant is required for {} tokens", role.as_str())
-                };
-                store
-                    .participant(m, p)
-                    .await?
-                    .with_context(|| format!("participant {p} not found in market {m}"))?;
-            }
-            let svc = Service::new(store, Arc::new(SystemClock), Config::default());
-            let secret = svc
-                .create_token(role, market, participant, &label)
-                .await
-                .map_err(api_error)?;
-            println!("{secret}");
-        }
-        Cmd::Token {
-            command: TokenCmd::Revoke { id, secret, db },
-        } => {
-            let id = match (id, secret) {
-                (Some(id), _) => id.trim().to_ascii_lowercase(),
-                (None, Some(secret)) => haggle_service::hash_token(secret.trim()),
-                (None, None) => bail!("--id or --secret names the token to revoke"),
-            };
-            use haggle_service::Clock as _;
-            let store = open(&cfg, &db).await?;
-            let t = store
-                .revoke_token(&id, SystemClock.now_ms())
-                .await?
-                .with_context(|| format!("no token with id {id}"))?;
-            let info = haggle_service::token_info(&t);
-            println!("{}", serde_json::to_string_pretty(&info)?);
-        }
-        Cmd::Ledger {
-            command: LedgerCmd::Verify { market, db },
-        } => {
-            let store = open(&cfg, &db).await?;
-            let ids: Vec<i64> = match market {
-                Some(m) => {
-                    store
-                        .market(m)
-                        .await?
-                        .with_context(|| format!("market {m} not found"))?;
-                    vec![m]
-                }
-                None => store.markets().await?.into_iter().map(|m| m.id).collect(),
-            };
-            let mut breaches = 0;
-            for id in ids {
-                let v = store.verify(id).await?;
-                println!(
-                    "market {id}: {} transfers, {} events, {}",
-                    v.transfers,
-                    v.events,
-                    if v.ok() {
-                        "ok".to_string()
-                    } else {
-                        format!("{} BREACHES", v.breaches.len())
-                    }
-                );
-                for b in &v.breaches {
-                    println!("  breach: {b}");
-                }
-                breaches += v.breaches.len();
-            }
-            if breaches > 0 {
-                bail!("ledger verification found {breaches} breach(es)");
-            }
-        }
-        Cmd::Bench {
-            command: BenchCmd::Api(args),
-        } => bench::api(args, &cfg).await?,
-        Cmd::Bench {
-            command: BenchCmd::Sim(args),
-        } => bench::sim(args).await?,
-        Cmd::Bench {
-            command: BenchCmd::Llm(args),
-        } => bench::llm(args).await?,
-        Cmd::Bench {
-            command: BenchCmd::Search(args),
-        } => bench_search::search(args).await?,
+        Cmd::Serve(args) => serve(args, &cfg).await?,
+        Cmd::Market { command } => market(command, &cfg).await?,
+        Cmd::Token { command } => token(command, &cfg).await?,
+        Cmd::Ledger { command } => ledger(command, &cfg).await?,
+        Cmd::Bench { command } => bench(command, &cfg).await?,
         Cmd::Demo(args) => demo::run(args).await?,
         Cmd::Eval(args) => eval::run(args).await?,
-        Cmd::Prices { prices } => print!(
-            "{}",
-            llm_args::price_listing(&llm_args::price_table(prices.as_deref())?)
-        ),
+        Cmd::Prices { prices } => prices_cmd(prices)?,
         Cmd::Interview(args) => interview::run(args).await?,
         Cmd::Mcp(args) => mcp_cmd::run(args).await?,
-        Cmd::Agent {
-            command: AgentCmd::Run(args),
-        } => agent_cmd::run(args).await?,
+        Cmd::Agent { command } => agent(command).await?,
         Cmd::Experiment { command } => experiment::run(command).await?,
         Cmd::Channel { command } => channel_cmd::run(command, &cfg).await?,
         Cmd::Policy { command } => moderation_cmd::policy(command, &cfg).await?,
         Cmd::Moderation { command } => moderation_cmd::moderation(command, &cfg).await?,
         Cmd::Participant { command } => moderation_cmd::participant(command, &cfg).await?,
-        Cmd::Settlement {
-            command: Some(SettlementCmd::Reconcile { market, db }),
-            ..
-        } => {
-            let svc = Service::new(
-                open(&cfg, &db).await?,
-                Arc::new(SystemClock),
-                Config::default(),
-            );
-            if !attach_payment_provider(&svc) {
-                bail!(
-                    "reconciling needs the payment provider: set {}",
-                    haggle_service::payments::STRIPE_KEY_ENV
-                );
-            }
-            let r = svc
-                .reconcile_payments(&cli_operator(), market)
-                .await
-                .map_err(api_error)?;
-            for d in &r.differences {
-                println!(
-                    "deal {} ({}): ledger {}, recorded {}, provider {}",
-                    d.deal_id, d.deal_status, d.ledger, d.recorded, d.provider
-                );
-            }
-            if !r.differences.is_empty() {
-                bail!(
-                    "{} of {} deals differ between the ledger and the provider",
-                    r.differences.len(),
-                    r.compared
-                );
-            }
-            println!("{} deals agree with the provider", r.compared);
-        }
-        Cmd::Settlement {
-            command: None,
-            market,
-            format,
-            out,
-            db,
-        } => {
-            let market = market.context("--market is required")?;
-            let svc = Service::new(
-                open(&cfg, &db).await?,
-                Arc::new(SystemClock),
-                Config::default(),
-            );
-            let report = svc
-                .settlement(&cli_operator(), market)
-                .await
-                .map_err(api_error)?;
-            let problems = report.reconcile();
-            if !problems.is_empty() {
-                bail!(
-                    "the settlement does not reconcile with the ledger: {}",
-                    problems.join("; ")
-                );
-            }
-            match format.as_str() {
-                "json" => println!("{}", serde_json::to_string_pretty(&report)?),
-                "csv" => {
-                    let dir = out.unwrap_or_else(|| ".".into());
-                    std::fs::create_dir_all(&dir)
-                        .with_context(|| format!("cannot create {}", dir.display()))?;
-                    let mut files = vec![
-                        ("deals.csv", report.deals_csv()),
-                        ("positions.csv", report.positions_csv()),
-                    ];
-                    // Payouts: only what the payment provider charged (markets with one).
-                    if let Ok(payouts) = svc.payouts(&cli_operator(), market).await {
-                        files.push((
-                            "payouts.csv",
-                            haggle_core::settlement::payouts_csv(&payouts),
-                        ));
-                        files.push((
-                            "payout_totals.csv",
-                            haggle_core::settlement::payout_totals_csv(&payouts),
-                        ));
-                    }
-                    for (name, body) in files {
-                        let path = dir.join(name);
-                        std::fs::write(&path, body)
-                            .with_context(|| format!("cannot write {}", path.display()))?;
-                        println!("wrote {}", path.display());
-                    }
-                }
-                other => bail!("--format must be json or csv, got '{other}'"),
-            }
-        }
-        Cmd::Dispute {
-            command:
-                DisputeCmd::Resolve {
-                    market,
-                    deal,
-                    ruling,
-                    to_buyer,
-                    note,
-                    db,
-                },
-        } => {
-            use haggle_core::lifecycle::Ruling;
-            let ruling = match (ruling.as_str(), to_buyer) {
-                ("release", None) => Ruling::Release,
-                ("refund", None) => Ruling::Refund,
-                ("split", Some(to_buyer)) => Ruling::Split { to_buyer },
-                ("split", None) => {
-                    bail!("--ruling split needs --to-buyer N (minor units back to the buyer)")
-                }
-                (r @ ("release" | "refund"), Some(_)) => {
-                    bail!("--to-buyer goes only with --ruling split, not {r}")
-                }
-                (other, _) => bail!("--ruling must be release, refund or split, got '{other}'"),
-            };
-            let svc = Service::new(
-                open(&cfg, &db).await?,
-                Arc::new(SystemClock),
-                Config::default(),
-            );
-            let req = haggle_api::ResolveDispute { ruling, note };
-            let reply = svc
-                .resolve(&cli_operator(), market, deal, req, None)
-                .await
-                .map_err(api_error)?;
-            println!("{}", reply.body);
+        Cmd::Settlement(args) => settlement(args, &cfg).await?,
+        Cmd::Dispute { command } => dispute(command, &cfg).await?,
+    }
+    Ok(())
+}
+
+/// `haggle serve`: the HTTP API and the web pages, until Ctrl-C.
+async fn serve(args: ServeArgs, cfg: &config::File) -> anyhow::Result<()> {
+    let ServeArgs {
+        listen,
+        db,
+        rate_limit,
+        reports,
+        public_url,
+        allow_private_webhooks,
+        feed_poll_ms,
+    } = args;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let listen = listen
+        .or(cfg.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let store = open(cfg, &db).await?;
+    let config = Config {
+        rate_per_sec: rate_limit
+            .or(cfg.rate_limit)
+            .unwrap_or(Config::default().rate_per_sec),
+        allow_private_webhooks,
+        feed_poll: std::time::Duration::from_millis(feed_poll_ms),
+    };
+    let svc = Service::new(store, Arc::new(SystemClock), config);
+    svc.set_public_url(public_url.as_deref());
+    if attach_payment_provider(&svc) {
+        tracing::info!("payments: Stripe behind markets created with rules.payments");
+    }
+    svc.spawn_sweeper(std::time::Duration::from_secs(1));
+    svc.spawn_event_listener();
+    svc.spawn_webhooks(std::time::Duration::from_secs(1));
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    if let Some(dir) = &reports
+        && !dir.is_dir()
+    {
+        bail!("--reports {} is not a folder", dir.display());
+    }
+    eprintln!(
+        "haggle: serving {} on http://{} (web pages at /, OpenAPI at /openapi.json)",
+        svc.store().backend_name(),
+        listener.local_addr()?
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let mcp_shutdown = haggle_http::CancellationToken::new();
+    let app = haggle_http::app(svc.clone(), mcp_shutdown.clone()).merge(haggle_web::router(
+        svc,
+        haggle_web::WebOptions {
+            reports,
+            public_url,
+        },
+    ));
+    haggle_http::serve_app(listener, app, mcp_shutdown, shutdown).await?;
+    Ok(())
+}
+
+/// `haggle market ...`.
+async fn market(command: MarketCmd, cfg: &config::File) -> anyhow::Result<()> {
+    match command {
+        MarketCmd::Create(args) => create_market(args, cfg).await,
+        MarketCmd::List { db } => {
+            let store = open(cfg, &db).await?;
+            println!("{}", serde_json::to_string_pretty(&store.markets().await?)?);
+            Ok(())
         }
     }
+}
+
+/// `haggle market create`: prints the market as JSON.
+async fn create_market(args: CreateMarketArgs, cfg: &config::File) -> anyhow::Result<()> {
+    let CreateMarketArgs {
+        name,
+        currency,
+        clock,
+        rules,
+        closes_in,
+        closes_at,
+        db,
+    } = args;
+    let clock = ClockMode::parse(&clock)
+        .with_context(|| format!("--clock must be real or simulated, got '{clock}'"))?;
+    let mut rules: Option<MarketRules> = match rules {
+        None => None,
+        Some(path) => Some(config::read_rules(&path)?),
+    };
+    let svc = Service::new(
+        open(cfg, &db).await?,
+        Arc::new(SystemClock),
+        Config::default(),
+    );
+    attach_payment_provider(&svc);
+    // Both clocks start now, so a closing time "in 7d" counts from now either way.
+    let close =
+        match (closes_in, closes_at) {
+            (Some(d), _) => Some(svc.now().saturating_add(parse_duration(&d).with_context(
+                || format!("--closes-in must be a duration like 7d, 12h or 2d4h, got '{d}'"),
+            )?)),
+            (None, Some(t)) => Some(parse_utc(&t).with_context(|| {
+                format!("--closes-at must be a UTC time like '2026-01-12 09:00', got '{t}'")
+            })?),
+            (None, None) => None,
+        };
+    if close.is_some() {
+        rules.get_or_insert_with(MarketRules::default).closes_at = close;
+    }
+    let req = haggle_api::CreateMarket {
+        name,
+        currency,
+        clock: Some(clock),
+        sim_start_ms: None,
+        rules,
+    };
+    let reply = svc
+        .create_market(&cli_operator(), req, None)
+        .await
+        .map_err(api_error)?;
+    println!("{}", reply.body);
+    Ok(())
+}
+
+/// `haggle token ...`.
+async fn token(command: TokenCmd, cfg: &config::File) -> anyhow::Result<()> {
+    match command {
+        TokenCmd::Create(args) => create_token(args, cfg).await,
+        TokenCmd::Revoke(args) => revoke_token(args, cfg).await,
+    }
+}
+
+/// `haggle token create`: prints the secret.
+async fn create_token(args: CreateTokenArgs, cfg: &config::File) -> anyhow::Result<()> {
+    let CreateTokenArgs {
+        role,
+        market,
+        participant,
+        label,
+        db,
+    } = args;
+    let role = Role::parse(&role).with_context(|| {
+        format!("--role must be operator, observer, agent or principal, got '{role}'")
+    })?;
+    let store = open(cfg, &db).await?;
+    if role != Role::Operator && market.is_none() {
+        bail!("--market is required for {} tokens", role.as_str());
+    }
+    if let Some(m) = market {
+        store
+            .market(m)
+            .await?
+            .with_context(|| format!("market {m} not found"))?;
+    }
+    if matches!(role, Role::Agent | Role::Principal) {
+        let (Some(m), Some(p)) = (market, participant) else {
+            bail!("--participant is required for {} tokens", role.as_str())
+        };
+        store
+            .participant(m, p)
+            .await?
+            .with_context(|| format!("participant {p} not found in market {m}"))?;
+    }
+    let svc = Service::new(store, Arc::new(SystemClock), Config::default());
+    let secret = svc
+        .create_token(role, market, participant, &label)
+        .await
+        .map_err(api_error)?;
+    println!("{secret}");
+    Ok(())
+}
+
+/// `haggle token revoke`: prints the revoked token (without its secret).
+async fn revoke_token(args: RevokeTokenArgs, cfg: &config::File) -> anyhow::Result<()> {
+    let RevokeTokenArgs { id, secret, db } = args;
+    let id = match (id, secret) {
+        (Some(id), _) => id.trim().to_ascii_lowercase(),
+        (None, Some(secret)) => haggle_service::hash_token(secret.trim()),
+        (None, None) => bail!("--id or --secret names the token to revoke"),
+    };
+    use haggle_service::Clock as _;
+    let store = open(cfg, &db).await?;
+    let t = store
+        .revoke_token(&id, SystemClock.now_ms())
+        .await?
+        .with_context(|| format!("no token with id {id}"))?;
+    let info = haggle_service::token_info(&t);
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
+}
+
+/// `haggle ledger verify`: fails when any market's ledger has a breach.
+async fn ledger(command: LedgerCmd, cfg: &config::File) -> anyhow::Result<()> {
+    let LedgerCmd::Verify { market, db } = command;
+    let store = open(cfg, &db).await?;
+    let ids: Vec<i64> = match market {
+        Some(m) => {
+            store
+                .market(m)
+                .await?
+                .with_context(|| format!("market {m} not found"))?;
+            vec![m]
+        }
+        None => store.markets().await?.into_iter().map(|m| m.id).collect(),
+    };
+    let mut breaches = 0;
+    for id in ids {
+        let v = store.verify(id).await?;
+        println!(
+            "market {id}: {} transfers, {} events, {}",
+            v.transfers,
+            v.events,
+            if v.ok() {
+                "ok".to_string()
+            } else {
+                format!("{} BREACHES", v.breaches.len())
+            }
+        );
+        for b in &v.breaches {
+            println!("  breach: {b}");
+        }
+        breaches += v.breaches.len();
+    }
+    if breaches > 0 {
+        bail!("ledger verification found {breaches} breach(es)");
+    }
+    Ok(())
+}
+
+/// `haggle bench ...`.
+async fn bench(command: BenchCmd, cfg: &config::File) -> anyhow::Result<()> {
+    match command {
+        BenchCmd::Api(args) => bench::api(args, cfg).await,
+        BenchCmd::Sim(args) => bench::sim(args).await,
+        BenchCmd::Llm(args) => bench::llm(args).await,
+        BenchCmd::Search(args) => bench_search::search(args).await,
+    }
+}
+
+/// `haggle prices`: the price table of model calls in use.
+fn prices_cmd(prices: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    print!(
+        "{}",
+        llm_args::price_listing(&llm_args::price_table(prices.as_deref())?)
+    );
+    Ok(())
+}
+
+/// `haggle agent run`.
+async fn agent(command: AgentCmd) -> anyhow::Result<()> {
+    let AgentCmd::Run(args) = command;
+    agent_cmd::run(args).await
+}
+
+/// `haggle settlement`: the report, or with `reconcile` the deals the provider disagrees on.
+async fn settlement(args: SettlementArgs, cfg: &config::File) -> anyhow::Result<()> {
+    let SettlementArgs {
+        command,
+        market,
+        format,
+        out,
+        db,
+    } = args;
+    match command {
+        Some(SettlementCmd::Reconcile { market, db }) => reconcile(market, &db, cfg).await,
+        None => settlement_report(market, &format, out, &db, cfg).await,
+    }
+}
+
+/// `haggle settlement reconcile`: fails when a deal's payment at the provider differs from the
+/// ledger.
+async fn reconcile(market: i64, db: &DbArg, cfg: &config::File) -> anyhow::Result<()> {
+    let svc = Service::new(
+        open(cfg, db).await?,
+        Arc::new(SystemClock),
+        Config::default(),
+    );
+    if !attach_payment_provider(&svc) {
+        bail!(
+            "reconciling needs the payment provider: set {}",
+            haggle_service::payments::STRIPE_KEY_ENV
+        );
+    }
+    let r = svc
+        .reconcile_payments(&cli_operator(), market)
+        .await
+        .map_err(api_error)?;
+    for d in &r.differences {
+        println!(
+            "deal {} ({}): ledger {}, recorded {}, provider {}",
+            d.deal_id, d.deal_status, d.ledger, d.recorded, d.provider
+        );
+    }
+    if !r.differences.is_empty() {
+        bail!(
+            "{} of {} deals differ between the ledger and the provider",
+            r.differences.len(),
+            r.compared
+        );
+    }
+    println!("{} deals agree with the provider", r.compared);
+    Ok(())
+}
+
+/// The settlement report as JSON on stdout, or as CSV files in `out`.
+async fn settlement_report(
+    market: Option<i64>,
+    format: &str,
+    out: Option<std::path::PathBuf>,
+    db: &DbArg,
+    cfg: &config::File,
+) -> anyhow::Result<()> {
+    let market = market.context("--market is required")?;
+    let svc = Service::new(
+        open(cfg, db).await?,
+        Arc::new(SystemClock),
+        Config::default(),
+    );
+    let report = svc
+        .settlement(&cli_operator(), market)
+        .await
+        .map_err(api_error)?;
+    let problems = report.reconcile();
+    if !problems.is_empty() {
+        bail!(
+            "the settlement does not reconcile with the ledger: {}",
+            problems.join("; ")
+        );
+    }
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        "csv" => {
+            let dir = out.unwrap_or_else(|| ".".into());
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let mut files = vec![
+                ("deals.csv", report.deals_csv()),
+                ("positions.csv", report.positions_csv()),
+            ];
+            // Payouts: only what the payment provider charged (markets with one).
+            if let Ok(payouts) = svc.payouts(&cli_operator(), market).await {
+                files.push((
+                    "payouts.csv",
+                    haggle_core::settlement::payouts_csv(&payouts),
+                ));
+                files.push((
+                    "payout_totals.csv",
+                    haggle_core::settlement::payout_totals_csv(&payouts),
+                ));
+            }
+            for (name, body) in files {
+                let path = dir.join(name);
+                std::fs::write(&path, body)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+        }
+        other => bail!("--format must be json or csv, got '{other}'"),
+    }
+    Ok(())
+}
+
+/// `haggle dispute resolve`: prints the resolved deal.
+async fn dispute(command: DisputeCmd, cfg: &config::File) -> anyhow::Result<()> {
+    let DisputeCmd::Resolve(ResolveArgs {
+        market,
+        deal,
+        ruling,
+        to_buyer,
+        note,
+        db,
+    }) = command;
+    use haggle_core::lifecycle::Ruling;
+    let ruling = match (ruling.as_str(), to_buyer) {
+        ("release", None) => Ruling::Release,
+        ("refund", None) => Ruling::Refund,
+        ("split", Some(to_buyer)) => Ruling::Split { to_buyer },
+        ("split", None) => {
+            bail!("--ruling split needs --to-buyer N (minor units back to the buyer)")
+        }
+        (r @ ("release" | "refund"), Some(_)) => {
+            bail!("--to-buyer goes only with --ruling split, not {r}")
+        }
+        (other, _) => bail!("--ruling must be release, refund or split, got '{other}'"),
+    };
+    let svc = Service::new(
+        open(cfg, &db).await?,
+        Arc::new(SystemClock),
+        Config::default(),
+    );
+    let req = haggle_api::ResolveDispute { ruling, note };
+    let reply = svc
+        .resolve(&cli_operator(), market, deal, req, None)
+        .await
+        .map_err(api_error)?;
+    println!("{}", reply.body);
     Ok(())
 }
 

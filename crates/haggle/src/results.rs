@@ -8,28 +8,33 @@ use haggle_api::haggle_core::{ListingStatus, Side, Thread};
 use haggle_lab::metrics::{
     DealRecord, ListingRecord, OfferRecord, ParticipantRecord, RunRecord, ThreadRecord,
 };
+use haggle_service::Store;
 use std::collections::BTreeMap;
+
+/// The market's participants' names by id (a participant outside the run is named by its id).
+struct Names(BTreeMap<i64, String>);
+
+impl Names {
+    fn of(&self, id: i64) -> String {
+        self.0
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("participant {id}"))
+    }
+}
+
+/// Each thread's first offer: when it was made, and how many offers the thread has.
+type FirstOffers = BTreeMap<i64, (i64, u32)>;
 
 pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
     let store = run.svc.store();
     let m = run.market_id;
-    let names: BTreeMap<i64, String> = run
-        .members
-        .iter()
-        .map(|x| (x.participant_id, x.name.clone()))
-        .collect();
-    let name = |id: i64| {
-        names
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| format!("participant {id}"))
-    };
-    let agent_of: BTreeMap<i64, usize> = run
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, x)| (x.participant_id, i))
-        .collect();
+    let names = Names(
+        run.members
+            .iter()
+            .map(|x| (x.participant_id, x.name.clone()))
+            .collect(),
+    );
     let participants = run
         .members
         .iter()
@@ -43,7 +48,31 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
             )
         })
         .collect();
+    let listings = listings(store, m, &names).await?;
+    let (threads, first_offer) = threads(store, m, &names).await?;
+    let deals = deals(run, store, &names, &first_offer).await?;
+    let refusals = run
+        .members
+        .iter()
+        .zip(&run.agents)
+        .map(|(x, a)| (x.name.clone(), a.stats.refusals.clone()))
+        .collect();
+    Ok(RunRecord {
+        participants,
+        listings,
+        threads,
+        deals,
+        started_at: crate::sim::SIM_START_MS,
+        rounds: run.rounds,
+        simulated_ms: run.sim_ms,
+        refusals,
+        trust: trust(run, store).await?,
+        outside: run.outside.clone(),
+    })
+}
 
+/// Every listing of the market, in every status, by id.
+async fn listings(store: &Store, m: i64, names: &Names) -> anyhow::Result<Vec<ListingRecord>> {
     let mut listings = Vec::new();
     for status in [
         ListingStatus::Active,
@@ -68,7 +97,7 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
                 };
                 listings.push(ListingRecord {
                     id: l.id,
-                    owner: name(l.owner),
+                    owner: names.of(l.owner),
                     side: l.side,
                     subject: l.attributes.get(key).cloned(),
                     price: l.price,
@@ -82,7 +111,15 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
         }
     }
     listings.sort_by_key(|l| l.id);
+    Ok(listings)
+}
 
+/// Every thread of the market with its offers, and each thread's [`FirstOffers`] entry.
+async fn threads(
+    store: &Store,
+    m: i64,
+    names: &Names,
+) -> anyhow::Result<(Vec<ThreadRecord>, FirstOffers)> {
     let mut all_threads: Vec<Thread> = Vec::new();
     loop {
         let after = all_threads.last().map_or(0, |t| t.id);
@@ -94,7 +131,7 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
         }
     }
     let mut threads = Vec::new();
-    let mut first_offer: BTreeMap<i64, (i64, u32)> = BTreeMap::new(); // thread → (first offer at, offers)
+    let mut first_offer = FirstOffers::new();
     for t in &all_threads {
         let detail = store
             .thread(m, t.id)
@@ -129,15 +166,31 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
         threads.push(ThreadRecord {
             id: t.id,
             listing_id: t.listing_id,
-            buyer: name(buyer),
-            seller: name(seller),
+            buyer: names.of(buyer),
+            seller: names.of(seller),
             status: t.status,
             offers,
         });
     }
+    Ok((threads, first_offer))
+}
 
+/// Every deal of the market, with the profile items it sold (from the agents when the listing
+/// names none) and its thread's first offer.
+async fn deals(
+    run: &SimOutput,
+    store: &Store,
+    names: &Names,
+    first_offer: &FirstOffers,
+) -> anyhow::Result<Vec<DealRecord>> {
+    let agent_of: BTreeMap<i64, usize> = run
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (x.participant_id, i))
+        .collect();
     let mut deals = Vec::new();
-    for d in store.deals(m, None, 0, 100_000).await? {
+    for d in store.deals(run.market_id, None, 0, 100_000).await? {
         let subject = |p: i64| {
             agent_of
                 .get(&p)
@@ -166,8 +219,8 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
             thread_id: Some(d.thread_id),
             item_id,
             want_id,
-            seller: name(d.seller),
-            buyer: name(d.buyer),
+            seller: names.of(d.seller),
+            buyer: names.of(d.buyer),
             price: d.price,
             status: d.status,
             created_at: d.created_at,
@@ -175,42 +228,32 @@ pub async fn record(run: &SimOutput) -> anyhow::Result<RunRecord> {
             offers,
         });
     }
-    let refusals = run
-        .members
-        .iter()
-        .zip(&run.agents)
-        .map(|(x, a)| (x.name.clone(), a.stats.refusals.clone()))
-        .collect();
-    let trust = if run
+    Ok(deals)
+}
+
+/// The trust measures, in a run with a misdescriber (each deal beside its listing's true state).
+async fn trust(
+    run: &SimOutput,
+    store: &Store,
+) -> anyhow::Result<Option<haggle_lab::trust::TrustMeasures>> {
+    if !run
         .members
         .iter()
         .any(|x| x.brain == crate::sim::MISDESCRIBER)
     {
-        let mut with_truth = Vec::new();
-        for d in store.deals(m, None, 0, 100_000).await? {
-            let truth = store
-                .listing(m, d.listing_id)
-                .await?
-                .and_then(|l| l.true_state);
-            with_truth.push((d, truth));
-        }
-        Some(haggle_lab::trust::measure(
-            &with_truth,
-            run.trust_timeline.clone(),
-        ))
-    } else {
-        None
-    };
-    Ok(RunRecord {
-        participants,
-        listings,
-        threads,
-        deals,
-        started_at: crate::sim::SIM_START_MS,
-        rounds: run.rounds,
-        simulated_ms: run.sim_ms,
-        refusals,
-        trust,
-        outside: run.outside.clone(),
-    })
+        return Ok(None);
+    }
+    let m = run.market_id;
+    let mut with_truth = Vec::new();
+    for d in store.deals(m, None, 0, 100_000).await? {
+        let truth = store
+            .listing(m, d.listing_id)
+            .await?
+            .and_then(|l| l.true_state);
+        with_truth.push((d, truth));
+    }
+    Ok(Some(haggle_lab::trust::measure(
+        &with_truth,
+        run.trust_timeline.clone(),
+    )))
 }

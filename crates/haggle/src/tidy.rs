@@ -1,6 +1,7 @@
 //! Tidy checks (in the spirit of rust-analyzer's): what ARCHITECTURE.md and the README say that a
 //! machine can check. Crate edges against `cargo metadata`, a `//!` doc atop every module, the
-//! examples parse, the README's `haggle ...` lines parse with the CLI, no stubs left in.
+//! examples parse, the README's `haggle ...` lines parse with the CLI, no stubs left in, no
+//! function over [`MAX_FN_LINES`] lines but the allowlisted ones.
 
 use clap::Parser;
 use std::collections::{BTreeMap, BTreeSet};
@@ -363,4 +364,218 @@ fn shell_words_handle_quotes_and_comments() {
         ["haggle", "token", "revoke", "--secret", "$ALICE"]
     );
     assert_eq!(shell_words("a '' b"), ["a", "", "b"]);
+}
+
+/// The longest a function in `crates/*/src` may be, in lines (issue 22: split long functions along
+/// the seams their docs name). Longer ones must be on [`LONG_FUNCTIONS`].
+const MAX_FN_LINES: usize = 100;
+
+/// The functions allowed over [`MAX_FN_LINES`]: `(file, function, why)`. An entry whose function
+/// is no longer over the limit fails the test too, so the list only shrinks.
+const LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
+    (
+        "crates/haggle-core/src/model.rs",
+        "as_str",
+        "macro-generated: one arm per variant of every enum",
+    ),
+    (
+        "crates/haggle-core/src/model.rs",
+        "parse",
+        "macro-generated: one arm per variant of every enum",
+    ),
+    (
+        "crates/haggle-core/src/model.rs",
+        "fmt",
+        "macro-generated: one arm per variant of every enum",
+    ),
+    (
+        "crates/haggle-http/src/lib.rs",
+        "app",
+        "a table: the route table of the HTTP API",
+    ),
+    (
+        "crates/haggle-web/src/lib.rs",
+        "router",
+        "a table: the route table of the web pages",
+    ),
+    ("crates/haggle-lab/src/metrics.rs", "compute_with", OWNED),
+    (
+        "crates/haggle-lab/src/experiment_report.rs",
+        "report_html",
+        OWNED,
+    ),
+    ("crates/haggle-lab/src/analysis.rs", "analyse", OWNED),
+    ("crates/haggle-lab/src/scenario.rs", "from_csv_str", OWNED),
+    ("crates/haggle-lab/src/report.rs", "report_html", OWNED),
+    ("crates/haggle/src/sim.rs", "run", OWNED),
+    (
+        "crates/haggle-lab/src/experiment.rs",
+        "validate_with",
+        OWNED,
+    ),
+    ("crates/haggle-web/src/format.rs", "describe", OWNED),
+    ("crates/haggle-agents/src/tools.rs", "dispatch", OWNED),
+    ("crates/haggle-web/src/principal.rs", "page", OWNED),
+    (
+        "crates/haggle-core/src/negotiation.rs",
+        "accept_offer",
+        OWNED,
+    ),
+    ("crates/haggle-web/src/operator.rs", "market_page", OWNED),
+    ("crates/haggle-core/src/negotiation.rs", "make_offer", OWNED),
+    ("crates/haggle-lab/src/efficiency.rs", "component_dp", OWNED),
+    ("crates/haggle-lab/src/efficiency.rs", "knapsack", OWNED),
+    ("crates/haggle-lab/src/generator.rs", "generate", OWNED),
+    ("crates/haggle-lab/src/scenario.rs", "problem", OWNED),
+    ("crates/haggle-lab/src/efficiency.rs", "block", OWNED),
+    (
+        "crates/haggle-lab/src/experiment_report.rs",
+        "write_comparison",
+        OWNED,
+    ),
+    ("crates/haggle-lab/src/stats.rs", "ols_fixed_effects", OWNED),
+    ("crates/haggle-lab/src/scenario.rs", "parse_csv", OWNED),
+    ("crates/haggle-web/src/market.rs", "listing", OWNED),
+    ("crates/haggle-service/src/payments.rs", "drive_deal", OWNED),
+    ("crates/haggle-agents/src/tools.rs", "check_at", OWNED),
+    ("crates/haggle-lab/src/scenario.rs", "json_positions", OWNED),
+    ("crates/haggle-agents/src/llm_brain.rs", "play", MINE),
+    ("crates/haggle-store/src/backend.rs", "execute", MINE),
+    ("crates/haggle-store/src/backend.rs", "apply", MINE),
+    ("crates/haggle-store/src/shelves.rs", "search", MINE),
+    ("crates/haggle-store/src/memory.rs", "apply", MINE),
+];
+
+/// The reason of the entries this change is splitting, one by one (issue 22).
+const MINE: &str = "long: to split along the seams its doc names";
+
+/// The reason of the entries a parallel change is splitting (the lead trims them after merging).
+const OWNED: &str = "owned by a parallel change; to split";
+
+/// The name of the function a line opens (`[pub[(..)]] [const] [async] [unsafe] fn NAME`), and
+/// its indentation; `None` for other lines and for declarations ending in `;`.
+fn fn_opening(line: &str) -> Option<(&str, &str)> {
+    let rest = line.trim_start();
+    let indent = &line[..line.len() - rest.len()];
+    let mut rest = rest;
+    if let Some(r) = rest.strip_prefix("pub") {
+        let r = match r.strip_prefix('(') {
+            Some(inner) => &inner[inner.find(')')? + 1..],
+            None => r,
+        };
+        let trimmed = r.trim_start();
+        if trimmed.len() == r.len() {
+            return None; // `pub` must be followed by white space (`pubfn`, `pub_x` are not it)
+        }
+        rest = trimmed;
+    }
+    for word in ["const", "async", "unsafe"] {
+        if let Some(r) = rest.strip_prefix(word) {
+            let trimmed = r.trim_start();
+            if trimmed.len() < r.len() {
+                rest = trimmed;
+            }
+        }
+    }
+    let r = rest.strip_prefix("fn")?;
+    let after = r.trim_start();
+    if after.len() == r.len() || line.trim_end().ends_with(';') {
+        return None;
+    }
+    let end = after
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(after.len());
+    (end > 0).then(|| (indent, &after[..end]))
+}
+
+/// The functions of `text` longer than `limit` lines, as `(name, first line, lines)`. A function
+/// opening at indentation I ends at the first line that is I spaces and `}` (rustfmt's layout).
+fn long_functions(text: &str, limit: usize) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some((indent, name)) = fn_opening(line) else {
+            continue;
+        };
+        let close = format!("{indent}}}");
+        if let Some(j) = (i + 1..lines.len()).find(|&j| lines[j] == close) {
+            let n = j - i + 1;
+            if n > limit {
+                out.push((name.to_string(), i + 1, n));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_the_limit_unless_allowlisted() {
+    let mut sources = Vec::new();
+    for krate in files_in(&root().join("crates")) {
+        sources.extend(files(&krate.join("src"), ".rs"));
+    }
+    assert!(sources.len() > 100, "the walk found the sources");
+    let mut too_long = Vec::new();
+    let mut over = BTreeSet::new();
+    for f in &sources {
+        let file = rel(f);
+        for (name, line, n) in long_functions(&read(f), MAX_FN_LINES) {
+            if LONG_FUNCTIONS
+                .iter()
+                .any(|(lf, ln, _)| *lf == file && *ln == name)
+            {
+                over.insert((file.clone(), name));
+            } else {
+                too_long.push(format!("{file}:{line} {name}: {n} lines"));
+            }
+        }
+    }
+    assert!(
+        too_long.is_empty(),
+        "functions over {MAX_FN_LINES} lines (split them along their seams):\n{}",
+        too_long.join("\n")
+    );
+    let stale: Vec<String> = LONG_FUNCTIONS
+        .iter()
+        .filter(|(f, n, _)| !over.contains(&(f.to_string(), n.to_string())))
+        .map(|(f, n, _)| format!("{f} {n}"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "allowlisted functions no longer over {MAX_FN_LINES} lines (remove them from LONG_FUNCTIONS):\n{}",
+        stale.join("\n")
+    );
+    assert!(
+        LONG_FUNCTIONS
+            .iter()
+            .all(|(_, _, why)| !why.trim().is_empty()),
+        "every allowlisted function says why"
+    );
+}
+
+/// The folders directly in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_function_ends_at_the_closing_brace_of_its_indentation() {
+    let text = "pub(crate) async fn a() {\n    x();\n    y();\n}\n    fn b();\nfn c() {\n}\n";
+    assert_eq!(long_functions(text, 3), [("a".to_string(), 1, 4)]);
+    assert!(long_functions(text, 4).is_empty());
+    assert_eq!(
+        fn_opening("    pub const unsafe fn go_2(x: u8) {"),
+        Some(("    ", "go_2"))
+    );
+    assert_eq!(fn_opening("let fn_name = 1;"), None);
+    assert_eq!(fn_opening("    fn decl(&self);"), None);
 }

@@ -669,9 +669,7 @@ async fn a_run_with_an_anthropic_model_replays_identically() {
             }))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (base, server) = haggle_testkit::serve_router(app).await;
     let dir = Scratch::new("exp-anthropic-replay");
     let out = tokio::task::block_in_place(|| {
         finished_run_with(
@@ -716,9 +714,8 @@ async fn a_json_mode_run_that_switched_form_replays_identically() {
             )
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (base, server) = haggle_testkit::serve_router(app).await;
+    let base = format!("{base}/v1");
     let dir = Scratch::new("exp-json-switch-replay");
     let out = tokio::task::block_in_place(|| {
         finished_run_with(&dir, &format!("openai-json:fake-model@{base}"), &[])

@@ -90,12 +90,7 @@ async fn haggle_mcp_with_a_bad_token_fails_with_one_line() {
 #[tokio::test]
 async fn haggle_mcp_with_no_server_answering_says_unavailable() {
     let dir = Scratch::new("mcp-no-server");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = haggle_testkit::dead_base();
     let o = run(&dir.0, &["mcp", "--server", &base, "--token", "hgl_x"]);
     assert!(!o.status.success());
     assert!(o.stdout.is_empty(), "{}", text(&o.stdout));

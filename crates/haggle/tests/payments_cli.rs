@@ -12,45 +12,7 @@ use support::*;
 const KEY: &str = "sk_test_haggle_cli";
 
 fn localstripe() -> Option<String> {
-    if let Some(u) = std::env::var("HAGGLE_TEST_LOCALSTRIPE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    {
-        return Some(u.trim_end_matches('/').to_string());
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .ok();
-    let started = port.and_then(|port| {
-        // The server ends within a second of this test process (a watcher polls its pid).
-        std::process::Command::new("sh")
-            .args(["-c", &watched_localstripe(port)])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()
-            .map(|_| port)
-    });
-    if let Some(port) = started {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(format!("http://127.0.0.1:{port}"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** LOCALSTRIPE CLI TEST NOT RUN: set HAGGLE_TEST_LOCALSTRIPE_URL or install \
-         localstripe (pip install localstripe) ***\n"
-    );
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but localstripe is missing: the payment tests must run in CI"
-    );
-    None
+    haggle_testkit::localstripe("LOCALSTRIPE CLI TEST")
 }
 
 async fn stripe(http: &reqwest::Client, base: &str, path: &str, form: &str) -> Value {
@@ -222,13 +184,4 @@ async fn settlement_reconcile_lists_an_intent_changed_at_the_provider_and_fails(
         "{out}"
     );
     drop(server);
-}
-
-/// A shell line running localstripe on `port` until this process ends.
-fn watched_localstripe(port: u16) -> String {
-    format!(
-        "localstripe --port {port} --from-scratch & ls=$!; \
-         while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $ls",
-        pid = std::process::id()
-    )
 }

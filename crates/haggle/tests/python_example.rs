@@ -129,12 +129,7 @@ async fn the_python_example_lists_searches_negotiates_and_settles_a_deal() {
 async fn the_python_example_says_unavailable_when_no_server_answers() {
     let Some(python) = python() else { return };
     let dir = Scratch::new("python-example-down");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = haggle_testkit::dead_base();
     let (ok, _, stderr) = run_example(
         python,
         &dir.0,

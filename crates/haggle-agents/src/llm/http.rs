@@ -159,29 +159,12 @@ pub(crate) async fn post_json(
             .base_backoff
             .saturating_mul(1 << (attempt - 1).min(16))
             .min(policy.max_backoff);
-        let sent = async {
-            let resp = req.send().await?;
-            let status = resp.status().as_u16();
-            let wait = retry_after(resp.headers());
-            let text = resp.text().await?;
-            Ok::<_, reqwest::Error>((status, wait, text))
-        }
-        .await;
+        let sent = send(req).await;
         out.last_ms = sent_at.elapsed().as_millis() as u64;
         let (status, wait, text) = match sent {
             Ok(x) => x,
             Err(e) => {
-                out.result = Err(if e.is_timeout() {
-                    ChatError::Timeout {
-                        provider,
-                        timeout_ms: policy.timeout.as_millis() as u64,
-                    }
-                } else {
-                    ChatError::Transport {
-                        provider,
-                        message: e.to_string(),
-                    }
-                });
+                out.result = Err(transport_error(&e, provider, policy));
                 out.response = None;
                 out.status = None;
                 if attempt < max_attempts {
@@ -206,20 +189,7 @@ pub(crate) async fn post_json(
             });
             break;
         }
-        let message = parsed
-            .as_ref()
-            .map(error_message)
-            .unwrap_or_else(|| clip(text.trim(), 300));
-        let message = if message.trim().is_empty() {
-            "(no error message in the reply)".to_string()
-        } else {
-            message
-        };
-        out.result = Err(ChatError::Http {
-            provider,
-            status,
-            message,
-        });
+        out.result = Err(http_error(parsed.as_ref(), &text, provider, status));
         if retryable(status) && attempt < max_attempts {
             out.retrying();
             match wait {
@@ -238,6 +208,54 @@ pub(crate) async fn post_json(
     // Every attempt but the last is kept as an earlier one, so the log holds them all.
     assert_eq!(out.earlier.len() + 1, out.attempts as usize);
     out
+}
+
+/// Sends one request: the status, the pause the provider asked for (`Retry-After`), the body.
+async fn send(
+    req: reqwest::RequestBuilder,
+) -> Result<(u16, Option<Duration>, String), reqwest::Error> {
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let wait = retry_after(resp.headers());
+    let text = resp.text().await?;
+    Ok((status, wait, text))
+}
+
+/// A request that got no answer: timed out, or failed in transport.
+fn transport_error(e: &reqwest::Error, provider: &'static str, policy: &CallPolicy) -> ChatError {
+    if e.is_timeout() {
+        ChatError::Timeout {
+            provider,
+            timeout_ms: policy.timeout.as_millis() as u64,
+        }
+    } else {
+        ChatError::Transport {
+            provider,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A non-2xx answer, with the provider's error message (or the start of the body).
+fn http_error(
+    parsed: Option<&Value>,
+    text: &str,
+    provider: &'static str,
+    status: u16,
+) -> ChatError {
+    let message = parsed
+        .map(error_message)
+        .unwrap_or_else(|| clip(text.trim(), 300));
+    let message = if message.trim().is_empty() {
+        "(no error message in the reply)".to_string()
+    } else {
+        message
+    };
+    ChatError::Http {
+        provider,
+        status,
+        message,
+    }
 }
 
 /// A client with no overall timeout (each request carries its own).

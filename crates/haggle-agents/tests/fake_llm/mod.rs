@@ -78,9 +78,7 @@ impl FakeLlm {
                 async move { handle(s, uri.path().to_string(), headers, body).await }
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (base, _) = haggle_testkit::serve_router(app).await;
         FakeLlm { base, state }
     }
 

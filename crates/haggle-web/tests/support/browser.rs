@@ -38,12 +38,7 @@ pub struct Browser {
     _driver: tokio::process::Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+use haggle_testkit::free_port;
 
 impl Browser {
     /// Starts chromedriver on a free port and a headless Chromium session (a phone-sized window

@@ -367,7 +367,7 @@ pub async fn create_market(http: &Http, base: &str, op: &str, name: &str) -> i64
 /// call of every agent turn with a `my_balance` tool call (then a `post_listing` that is refused
 /// for a missing field), and later calls with words. Returns its base URL and the task serving
 /// it (abort it to shut the server down).
-pub async fn fake_openai() -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+pub async fn fake_openai() -> (String, tokio::task::JoinHandle<()>) {
     let app = axum::Router::new().route(
         "/v1/chat/completions",
         axum::routing::post(|axum::Json(body): axum::Json<Value>| async move {
@@ -392,10 +392,8 @@ pub async fn fake_openai() -> (String, tokio::task::JoinHandle<std::io::Result<(
             }))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, server)
+    let (base, server) = haggle_testkit::serve_router(app).await;
+    (format!("{base}/v1"), server)
 }
 
 // ---- PostgreSQL: the tests that need it say NOT RUN without HAGGLE_TEST_POSTGRES_URL ----
