@@ -48,12 +48,15 @@ pub enum ErrorCode {
     /// The payment provider refused a step of a deal's payment (card declined, authorisation
     /// expired); the message carries the provider's code (spec: trust.md, Payments).
     PaymentFailed,
+    /// The participant's trading mode is `propose`: the agent's offer, counter or acceptance
+    /// did not run; it waits as a proposal its principal confirms or declines (issue 19).
+    AwaitingPrincipal,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -81,6 +84,7 @@ impl ErrorCode {
         ErrorCode::PolicyViolation,
         ErrorCode::ParticipantSuspended,
         ErrorCode::PaymentFailed,
+        ErrorCode::AwaitingPrincipal,
         ErrorCode::Internal,
     ];
 
@@ -113,6 +117,7 @@ impl ErrorCode {
             ErrorCode::PolicyViolation => "policy_violation",
             ErrorCode::ParticipantSuspended => "participant_suspended",
             ErrorCode::PaymentFailed => "payment_failed",
+            ErrorCode::AwaitingPrincipal => "awaiting_principal",
             ErrorCode::Internal => "internal",
         }
     }
@@ -133,7 +138,8 @@ impl ErrorCode {
             | ErrorCode::InvalidTransition
             | ErrorCode::ThreadClosed
             | ErrorCode::MarketClosed
-            | ErrorCode::PaymentFailed => 409,
+            | ErrorCode::PaymentFailed
+            | ErrorCode::AwaitingPrincipal => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
@@ -207,6 +213,7 @@ ctor! {
     payment_failed => PaymentFailed,
     policy_violation => PolicyViolation,
     participant_suspended => ParticipantSuspended,
+    awaiting_principal => AwaitingPrincipal,
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;

@@ -22,3 +22,6 @@ pub const THREAD_WINDOW: usize = 500;
 pub const DELIVERY_CLAIM_ROWS: u32 = 1000;
 /// Most events one batch of a live stream (the API's SSE feed, the web's live feed) reads.
 pub const STREAM_BATCH: u32 = 200;
+/// Most proposals (trading mode `propose`) one participant's agent may leave waiting for its
+/// principal: past it the agent's next offer, counter or acceptance is refused.
+pub const MAX_WAITING_PROPOSALS: u32 = 100;

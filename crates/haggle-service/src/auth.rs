@@ -2,6 +2,7 @@
 //! names a role and, for agents and principals, the participant it speaks for.
 
 use haggle_core::ErrorCode;
+use haggle_core::model::ActedBy;
 use haggle_store::{Role, TokenRecord};
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -63,6 +64,19 @@ impl Caller {
                     role.as_str()
                 ),
             )),
+        }
+    }
+
+    /// The participant a trading command acts for in `market`, and who acts: an agent token
+    /// trades for its participant, and a principal token by hand for its own (trading by hand).
+    pub fn trader_for(&self, market: i64) -> Result<(i64, ActedBy), (ErrorCode, String)> {
+        match (self.role, self.market, self.participant) {
+            (Role::Principal, Some(m), Some(p)) if m == market => Ok((p, ActedBy::Principal)),
+            (Role::Principal, _, _) => Err((
+                ErrorCode::Forbidden,
+                format!("this principal token is not for market {market}"),
+            )),
+            _ => self.agent_for(market).map(|p| (p, ActedBy::Agent)),
         }
     }
 

@@ -4,6 +4,7 @@
 //! Every interface calls the same methods, so every rule and refusal is the same everywhere.
 
 pub mod auth;
+mod by_hand;
 pub mod clock;
 pub mod in_process;
 mod insight;
@@ -14,13 +15,14 @@ mod tokens;
 pub mod webhooks;
 
 pub use auth::{Caller, hash_token, new_secret};
+pub use by_hand::{ProposalPage, ProposalView};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use haggle_store::{Command, NewOffer, Outcome, Role, Store, StoreError, Viewer};
+pub use haggle_store::{Command, NewOffer, Outcome, Role, Store, StoreError, Viewer, proposals};
 pub use in_process::InProcess;
 pub use tokens::{TOKEN_RECHECK, token_info};
 
 use haggle_api::*;
-use haggle_core::model::{ClockMode, ListingStatus, MandateAuthor, Market, MarketRules};
+use haggle_core::model::{ActedBy, ClockMode, ListingStatus, MandateAuthor, Market, MarketRules};
 use haggle_core::{DomainError, ErrorCode};
 use haggle_store::{Idempotency, NewMarket, Ran, StoredResponse, TokenRecord};
 use serde::Serialize;
@@ -415,6 +417,20 @@ impl Service {
         cmd: Command,
         idem: Option<&IdemKey>,
     ) -> ApiResult<(Reply, Option<Outcome>)> {
+        self.command_by(caller, market, cmd, ActedBy::Agent, idem)
+            .await
+    }
+
+    /// [`Service::command`], naming who acts for the command's actor (its agent, or its
+    /// principal by hand): the events record it.
+    async fn command_by(
+        &self,
+        caller: &Caller,
+        market: i64,
+        cmd: Command,
+        by: ActedBy,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult<(Reply, Option<Outcome>)> {
         let _guard = self.claim(caller, idem)?;
         let render_fn = render;
         let key = idem.map(|k| Idempotency {
@@ -423,7 +439,7 @@ impl Service {
             request_hash: &k.request_hash,
             render: &render_fn,
         });
-        match self.store.run(market, self.now(), cmd, key).await? {
+        match self.store.run_by(market, self.now(), cmd, by, key).await? {
             Ran::Replayed(resp) => Self::replay(resp).map(|r| (r, None)),
             Ran::Conflict => Err(Self::conflict()),
             Ran::Fresh { result, events } => {
@@ -912,6 +928,9 @@ impl Service {
 
     // ---- listings and negotiation (agents) ----
 
+    /// A trading command for the caller's participant: by its agent (agent token), or by its
+    /// principal trading by hand (principal token), which the events record. The same rules,
+    /// mandate and idempotency apply either way; a principal's pause stops the agent only.
     pub async fn trade(
         &self,
         caller: &Caller,
@@ -919,8 +938,13 @@ impl Service {
         build: impl FnOnce(i64) -> Command,
         idem: Option<&IdemKey>,
     ) -> ApiResult {
-        let actor = caller.agent_for(market)?;
-        Ok(self.command(caller, market, build(actor), idem).await?.0)
+        let (actor, by) = caller.trader_for(market)?;
+        let cmd = build(actor);
+        if by == ActedBy::Agent {
+            self.propose_instead(caller, market, actor, &cmd, idem)
+                .await?;
+        }
+        Ok(self.command_by(caller, market, cmd, by, idem).await?.0)
     }
 
     pub async fn listing(
@@ -1269,7 +1293,7 @@ impl Service {
 
     // ---- deal lifecycle ----
 
-    /// A deal action by the caller's agent (hand over, confirm, cancel, dispute, evidence, rate).
+    /// A deal action by the caller's agent or principal (hand over, confirm, cancel, dispute, evidence, rate).
     pub async fn deal_action(
         &self,
         caller: &Caller,

@@ -23,6 +23,11 @@ pub enum Command {
         mandate: Mandate,
         author: MandateAuthor,
     },
+    /// Its principal sets how a participant trades (`agent`, `propose`, `principal`).
+    SetTradingMode {
+        participant: ParticipantId,
+        mode: TradingMode,
+    },
     CreateListing {
         actor: ParticipantId,
         listing: NewListing,
@@ -187,6 +192,7 @@ impl Command {
             RegisterParticipant { .. }
             | Fund { .. }
             | SetMandate { .. }
+            | SetTradingMode { .. }
             | AdvanceClock { .. }
             | Sweep
             | SetClosingTime { .. }

@@ -28,6 +28,7 @@ pub mod sqlite {
         (10, include_str!("migrations/0010_claims.sql")),
         (11, include_str!("migrations/0011_listing_words_sqlite.sql")),
         (12, include_str!("migrations/0012_payments.sql")),
+        (14, include_str!("migrations/0014_by_hand.sql")),
     ];
 
     /// The migration after which Rust fills listings' `search_doc` (PostgreSQL only: SQLite's
@@ -208,6 +209,7 @@ pub mod postgres {
             include_str!("migrations/0011_listing_words_postgres.sql"),
         ),
         (12, include_str!("migrations/0012_payments.sql")),
+        (14, include_str!("migrations/0014_by_hand.sql")),
     ];
 
     /// The migration after which Rust fills listings' `search_doc` (`search::tsvector`): the

@@ -11,6 +11,7 @@ mod shelves;
 /// Per-statement timings of the SQLite driver (see `haggle bench sim --sql-profile`).
 pub use lite::profile as sqlite_profile;
 pub mod payments;
+pub mod proposals;
 mod row;
 mod search;
 pub mod survey;
@@ -22,6 +23,7 @@ pub use haggle_core::limits::THREAD_WINDOW;
 pub use haggle_core::views::{
     Balance, ListingQuery, ListingSort, Page, ThreadDetail, Verification,
 };
+use haggle_core::model::ActedBy;
 use haggle_core::{ClockMode, DomainError, Event, Market, MarketRules, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +153,7 @@ pub mod sqlite {
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
     include!("payments_backend.rs");
+    include!("proposals_backend.rs");
 }
 
 pub mod postgres {
@@ -167,6 +170,7 @@ pub mod postgres {
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
     include!("payments_backend.rs");
+    include!("proposals_backend.rs");
 
     impl Backend {
         /// A connection listening for the markets other processes wrote events to.
@@ -285,7 +289,19 @@ impl Store {
         cmd: Command,
         idem: Option<Idempotency<'_>>,
     ) -> StoreResult<Ran> {
-        dispatch!(self, b => b.run(market, real_now, cmd, idem).await)
+        self.run_by(market, real_now, cmd, ActedBy::Agent, idem)
+            .await
+    }
+    /// Runs a command its actor's principal gives by hand (`ActedBy::Principal`) or its agent.
+    pub async fn run_by(
+        &self,
+        market: i64,
+        real_now: Timestamp,
+        cmd: Command,
+        by: ActedBy,
+        idem: Option<Idempotency<'_>>,
+    ) -> StoreResult<Ran> {
+        dispatch!(self, b => b.run(market, real_now, cmd, by, idem).await)
     }
     pub async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
         dispatch!(self, b => b.insert_token(t).await)

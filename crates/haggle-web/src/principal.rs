@@ -76,6 +76,8 @@ struct PrincipalPage {
     mandate_key: String,
     pause_key: String,
     approvals: Vec<Approval>,
+    /// The Trade section, for the participant's own principal.
+    trade: Option<crate::trade::TradeSection>,
     todos: Vec<Todo>,
     deals: Vec<DealRow>,
     to_rate: Vec<ToRate>,
@@ -94,11 +96,17 @@ struct PrincipalPage {
 pub struct DoneParam {
     #[serde(default)]
     done: String,
+    /// Where the Trade section's list of proposals continues.
+    proposals: Option<String>,
 }
 
 fn done_text(code: &str) -> Option<&'static str> {
     Some(match code {
         "mandate" => "Mandate saved.",
+        "mode" => "Trading mode saved.",
+        "confirmed" => "Confirmed: your agent's step ran.",
+        "declined_proposal" => "Declined: your agent's step will not run.",
+        "withdrawn" => "Withdrawn: its live offers are void and its negotiations ended.",
         "paused" => "Your agent is paused: it can read but not act until you resume it.",
         "resumed" => "Your agent may act again.",
         "approved" => "Deal approved.",
@@ -249,6 +257,7 @@ pub async fn page(
     let position = settlement.positions.iter().find(|x| x.participant_id == p);
     let survey = web.svc.survey_answer(&s.caller, m, p).await?;
     let md = &person.mandate;
+    let trade = crate::trade::section(&web, &s, (m, p), &cur, q.proposals.as_deref()).await?;
     let pays = c.market.rules.payments.is_some();
     let payment_method = if pays && is_principal_or_operator(&s, m, p) {
         web.svc
@@ -298,6 +307,7 @@ pub async fn page(
         mandate_key: new_form_key(),
         pause_key: new_form_key(),
         approvals,
+        trade,
         todos,
         deals,
         to_rate,
@@ -384,6 +394,7 @@ pub async fn set_mandate(
         min_price_by_listing: current.min_price_by_listing,
         min_price_by_item: current.min_price_by_item,
         has_minimum: false,
+        trading_mode: current.trading_mode,
     };
     let path = format!("/m/{m}/p/{p}/mandate");
     let idem = idem_key(&f.idem, &path, &f)?;
