@@ -366,10 +366,13 @@ pub async fn listing(
         description: l.description,
         category: l.category,
         condition: l.condition,
+        csrf: s.csrf.clone(),
+        // A principal already negotiating here offers in its thread's own form.
+        offer_key: (crate::trade::may_offer(&s, m, l.owner, l.status)
+            && !threads.iter().any(|t| t.actions.is_some()))
+        .then(new_form_key),
         threads,
         threads_note,
-        csrf: s.csrf.clone(),
-        offer_key: crate::trade::may_offer(&s, m, l.owner, l.status).then(new_form_key),
         done: !q.done.is_empty(),
     }))
 }

@@ -44,6 +44,15 @@ async fn verify(s: &Server, m: i64) -> Value {
     .await
 }
 
+async fn available(s: &Server, m: i64, p: i64) -> i64 {
+    s.svc
+        .store()
+        .balance(m, p, START_MS)
+        .await
+        .unwrap()
+        .available
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn principals_trade_by_hand_from_listing_to_confirmed_handover() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -98,16 +107,8 @@ async fn principals_trade_by_hand_from_listing_to_confirmed_handover() {
     let deal = s.svc.store().deal(m, d).await.unwrap().unwrap();
     assert_eq!(deal.status.as_str(), "completed");
     assert_eq!(deal.price, 5_500);
-    let bal = |p: i64| async move {
-        s.svc
-            .store()
-            .balance(m, p, START_MS)
-            .await
-            .unwrap()
-            .available
-    };
-    assert_eq!(bal(alice.id).await, 5_500);
-    assert_eq!(bal(bob.id).await, 4_500);
+    assert_eq!(available(&s, m, alice.id).await, 5_500);
+    assert_eq!(available(&s, m, bob.id).await, 4_500);
     let v = verify(&s, m).await;
     assert_eq!(v["breaches"], json!([]), "{v}");
     // The feed says the principals did it.
