@@ -3,9 +3,9 @@
 //! principal confirms (the step then runs as the agent's command, with its idempotency key) or declines.
 
 use crate::{ApiError, ApiResult, Caller, IdemKey, Reply, Service};
+use haggle_core::ErrorCode;
 use haggle_core::limits::{MAX_PAGE, MAX_WAITING_PROPOSALS};
 use haggle_core::model::{ActedBy, TradingMode};
-use haggle_core::ErrorCode;
 use haggle_store::proposals::{Proposal, ProposalStatus, ProposedStep};
 use haggle_store::{Command, Role};
 
@@ -80,7 +80,12 @@ impl Service {
         }
         if let Some(k) = idem {
             // A key that already ran (before the mode changed, or a confirmed proposal) replays.
-            if self.store.stored_response(&caller.scope, &k.key).await?.is_some() {
+            if self
+                .store
+                .stored_response(&caller.scope, &k.key)
+                .await?
+                .is_some()
+            {
                 return Ok(());
             }
             if let Some(p) = self
@@ -91,7 +96,21 @@ impl Service {
                 return Err(awaiting(&p));
             }
         }
-        if self.store.waiting_proposals(market, actor).await? >= MAX_WAITING_PROPOSALS {
+        // An agent that asks again (a new key, the same step) is told of the proposal it made.
+        let waiting = self
+            .store
+            .proposals(
+                market,
+                actor,
+                ProposalStatus::Waiting,
+                0,
+                MAX_WAITING_PROPOSALS,
+            )
+            .await?;
+        if let Some(p) = waiting.iter().find(|p| p.step == step) {
+            return Err(awaiting(p));
+        }
+        if waiting.len() >= MAX_WAITING_PROPOSALS as usize {
             return Err(ApiError::new(
                 ErrorCode::TooManyOffers,
                 format!(
@@ -132,7 +151,13 @@ impl Service {
         let after = crate::parse_cursor(cursor)?;
         let items = self
             .store
-            .proposals(market, participant, ProposalStatus::Waiting, after, limit.min(MAX_PAGE))
+            .proposals(
+                market,
+                participant,
+                ProposalStatus::Waiting,
+                after,
+                limit.min(MAX_PAGE),
+            )
             .await?;
         let next_cursor = crate::next_cursor(&items, limit, |p| p.id);
         let mut views = Vec::with_capacity(items.len());
@@ -178,7 +203,9 @@ impl Service {
             .proposal(market, id)
             .await?
             .filter(|x| x.participant_id == p)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("proposal {id} not found")))?;
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("proposal {id} not found"))
+            })?;
         let to = if confirm {
             ProposalStatus::Confirmed
         } else {

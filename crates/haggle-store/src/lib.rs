@@ -20,10 +20,10 @@ pub mod webhooks;
 pub use command::{Command, NewOffer, Outcome};
 
 pub use haggle_core::limits::THREAD_WINDOW;
+use haggle_core::model::ActedBy;
 pub use haggle_core::views::{
     Balance, ListingQuery, ListingSort, Page, ThreadDetail, Verification,
 };
-use haggle_core::model::ActedBy;
 use haggle_core::{ClockMode, DomainError, Event, Market, MarketRules, Timestamp};
 use serde::{Deserialize, Serialize};
 

@@ -28,7 +28,9 @@ pub enum ProposedStep {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_in_ms: Option<i64>,
     },
-    Accept { offer: i64 },
+    Accept {
+        offer: i64,
+    },
 }
 
 impl ProposedStep {
@@ -173,10 +175,6 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<Proposal>> {
         on_backend!(self, b => b.proposals(market, participant, status, after, limit).await)
-    }
-    /// How many of a participant's proposals wait (up to `cap`).
-    pub async fn waiting_proposals(&self, market: i64, participant: i64) -> StoreResult<u32> {
-        on_backend!(self, b => b.waiting_proposals(market, participant).await)
     }
     /// Moves a proposal from `from` to `to`; `false` if it was not in `from` (another decision
     /// came first).

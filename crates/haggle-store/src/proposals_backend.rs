@@ -69,15 +69,6 @@ mod proposals_sql {
                 .fetch_all(&self.pool).await?.iter().map(proposal_row).collect()
         }
 
-        pub async fn waiting_proposals(&self, market: i64, participant: i64) -> StoreResult<u32> {
-            let cap = haggle_core::limits::MAX_WAITING_PROPOSALS as i64;
-            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT 1 FROM proposals WHERE market_id = $1 AND participant_id = $2 AND status = 'waiting' LIMIT {cap}) AS w"
-            )))
-            .bind(market).bind(participant).fetch_one(&self.pool).await?;
-            Ok(n as u32)
-        }
-
         pub async fn set_proposal_status(&self, market: i64, id: i64, from: ProposalStatus, to: ProposalStatus, now: i64) -> StoreResult<bool> {
             let _w = self.write_guard().await;
             let done = sqlx::query("UPDATE proposals SET status = $1, decided_at = $2 WHERE market_id = $3 AND id = $4 AND status = $5")

@@ -165,14 +165,16 @@ pub async fn make_offer(
     let price = price_of(&web, &s, m, &f.price).await?;
     let path = format!("/m/{m}/listings/{l}/offer");
     let message = optional_text(&f.text);
-    run(&web, &s, &origin, m, &path, &f, |actor| Command::OpenThread {
-        actor,
-        listing: l,
-        message,
-        offer: Some(NewOffer {
-            price,
-            expires_in_ms: None,
-        }),
+    run(&web, &s, &origin, m, &path, &f, |actor| {
+        Command::OpenThread {
+            actor,
+            listing: l,
+            message,
+            offer: Some(NewOffer {
+                price,
+                expires_in_ms: None,
+            }),
+        }
     })
     .await?;
     Ok(to(format!("/m/{m}/listings/{l}?done=1")))
@@ -353,9 +355,16 @@ pub async fn section(
     Ok(Some(TradeSection {
         mode: person.mandate.trading_mode.as_str(),
         mode_key: new_form_key(),
-        proposals: page.items.iter().map(|v| proposal_row(v, currency)).collect(),
+        proposals: page
+            .items
+            .iter()
+            .map(|v| proposal_row(v, currency))
+            .collect(),
         more_proposals: page.next_cursor.map(|c| {
-            format!("/m/{m}/p/{p}?proposals={}#trade", crate::format::url_encode(&c))
+            format!(
+                "/m/{m}/p/{p}?proposals={}#trade",
+                crate::format::url_encode(&c)
+            )
         }),
         post_key: new_form_key(),
         listings,
@@ -416,7 +425,11 @@ pub async fn decide(
         other => return Err(bad_request(format!("unknown decision '{other}'"))),
     };
     web.svc.decide_proposal(&s.caller, m, id, confirm).await?;
-    let done = if confirm { "confirmed" } else { "declined_proposal" };
+    let done = if confirm {
+        "confirmed"
+    } else {
+        "declined_proposal"
+    };
     Ok(to(format!("/m/{m}/p/{p}?done={done}#trade")))
 }
 
