@@ -96,6 +96,23 @@ impl Service {
                 return Err(awaiting(&p));
             }
         }
+        Err(awaiting(
+            &self
+                .store_proposal(caller, market, actor, step, idem)
+                .await?,
+        ))
+    }
+
+    /// A new waiting proposal, or the one the agent made of the same step before; refused past
+    /// [`MAX_WAITING_PROPOSALS`].
+    async fn store_proposal(
+        &self,
+        caller: &Caller,
+        market: i64,
+        actor: i64,
+        step: ProposedStep,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult<Proposal> {
         // An agent that asks again (a new key, the same step) is told of the proposal it made.
         let waiting = self
             .store
@@ -107,10 +124,11 @@ impl Service {
                 MAX_WAITING_PROPOSALS,
             )
             .await?;
-        if let Some(p) = waiting.iter().find(|p| p.step == step) {
-            return Err(awaiting(p));
+        let waiting_count = waiting.len();
+        if let Some(p) = waiting.into_iter().find(|p| p.step == step) {
+            return Ok(p);
         }
-        if waiting.len() >= MAX_WAITING_PROPOSALS as usize {
+        if waiting_count >= MAX_WAITING_PROPOSALS as usize {
             return Err(ApiError::new(
                 ErrorCode::TooManyOffers,
                 format!(
@@ -119,7 +137,7 @@ impl Service {
                 ),
             ));
         }
-        let p = self
+        Ok(self
             .store
             .insert_proposal(&Proposal {
                 market_id: market,
@@ -133,8 +151,7 @@ impl Service {
                 created_at: self.now(),
                 decided_at: None,
             })
-            .await?;
-        Err(awaiting(&p))
+            .await?)
     }
 
     /// The participant's waiting proposals, for its principal (or an operator), paged by id.

@@ -160,87 +160,11 @@ pub async fn page(
         .into_iter()
         .filter(|d| d.is_party(p))
         .collect();
-    let mut approvals = Vec::new();
-    let mut todos = Vec::new();
-    let mut to_rate = Vec::new();
-    for d in mine.iter().rev() {
-        let title = format!("“{}”", d.snapshot.title);
-        let other = names
-            .person(if d.buyer == p { d.seller } else { d.buyer })
-            .await;
-        let price = money(d.price, &cur);
-        let i_buy = d.buyer == p;
-        match (d.status, i_buy) {
-            (DealStatus::AwaitingApproval, _) if d.awaits_approval_of(p) => {
-                approvals.push(Approval {
-                    deal: d.id,
-                    text: if i_buy {
-                        format!("Buy {title} from {other} for {price}")
-                    } else {
-                        format!("Sell {title} to {other} for {price}, below your lowest price")
-                    },
-                    deadline: d.approval_deadline.map_or(String::new(), time),
-                    key_yes: new_form_key(),
-                    key_no: new_form_key(),
-                })
-            }
-            (DealStatus::AwaitingApproval, _) => todos.push(Todo {
-                deal: d.id,
-                text: format!(
-                    "{title} {} {other} for {price}: waiting for the {}'s principal to approve",
-                    if i_buy { "from" } else { "to" },
-                    if i_buy { "seller" } else { "buyer" }
-                ),
-            }),
-            (DealStatus::Agreed, false) => todos.push(Todo {
-                deal: d.id,
-                text: format!("Hand over {title} to {other} ({price} is held in escrow for you)"),
-            }),
-            (DealStatus::Agreed, true) => todos.push(Todo {
-                deal: d.id,
-                text: format!(
-                    "Collect {title} from {other} once handed over (you paid {price} into escrow)"
-                ),
-            }),
-            (DealStatus::HandedOver, true) => todos.push(Todo {
-                deal: d.id,
-                text: format!(
-                    "Collect {title} from {other}: handed over{}; check it before {}",
-                    d.handover_note
-                        .as_ref()
-                        .map_or(String::new(), |n| format!(" (“{n}”)")),
-                    d.confirm_deadline.map_or(String::new(), time)
-                ),
-            }),
-            (DealStatus::HandedOver, false) => todos.push(Todo {
-                deal: d.id,
-                text: format!("{title} handed over to {other}: waiting for confirmation"),
-            }),
-            (DealStatus::Disputed, _) => todos.push(Todo {
-                deal: d.id,
-                text: format!("{title} with {other} is disputed: an operator will rule"),
-            }),
-            _ => {}
-        }
-        if d.is_finished() {
-            let rated = web
-                .svc
-                .deal_ratings(&s.caller, m, d.id)
-                .await?
-                .iter()
-                .any(|r| r.rater == p);
-            if !rated {
-                to_rate.push(ToRate {
-                    deal: d.id,
-                    text: format!(
-                        "{title} ({}) with {other}",
-                        if i_buy { "bought" } else { "sold" }
-                    ),
-                    key: new_form_key(),
-                });
-            }
-        }
-    }
+    let Tasks {
+        approvals,
+        todos,
+        to_rate,
+    } = tasks(&web, &s, &mut names, &mine, (m, p), &cur).await?;
     let deals = deal_rows(&mut names, &mine, &cur).await;
     let mut activity = Vec::new();
     for e in web
@@ -322,6 +246,112 @@ pub async fn page(
         comment: survey.as_ref().map_or(String::new(), |a| a.comment.clone()),
         answered: survey.as_ref().map(|a| time(a.answered_at)),
     }))
+}
+
+/// What the participant's deals ask of its principal: approvals, handovers and collections,
+/// and finished deals to rate.
+struct Tasks {
+    approvals: Vec<Approval>,
+    todos: Vec<Todo>,
+    to_rate: Vec<ToRate>,
+}
+
+async fn tasks(
+    web: &Web,
+    s: &Signed,
+    names: &mut Names<'_>,
+    mine: &[haggle_core::Deal],
+    (m, p): (i64, i64),
+    cur: &str,
+) -> PageResult<Tasks> {
+    let mut approvals = Vec::new();
+    let mut todos = Vec::new();
+    let mut to_rate = Vec::new();
+    for d in mine.iter().rev() {
+        let title = format!("“{}”", d.snapshot.title);
+        let other = names
+            .person(if d.buyer == p { d.seller } else { d.buyer })
+            .await;
+        let price = money(d.price, cur);
+        let i_buy = d.buyer == p;
+        if let Some(text) = todo_text(d, p, &title, &other, &price) {
+            todos.push(Todo { deal: d.id, text });
+        } else if d.status == DealStatus::AwaitingApproval && d.awaits_approval_of(p) {
+            approvals.push(Approval {
+                deal: d.id,
+                text: if i_buy {
+                    format!("Buy {title} from {other} for {price}")
+                } else {
+                    format!("Sell {title} to {other} for {price}, below your lowest price")
+                },
+                deadline: d.approval_deadline.map_or(String::new(), time),
+                key_yes: new_form_key(),
+                key_no: new_form_key(),
+            })
+        }
+        if d.is_finished() {
+            let rated = web
+                .svc
+                .deal_ratings(&s.caller, m, d.id)
+                .await?
+                .iter()
+                .any(|r| r.rater == p);
+            if !rated {
+                to_rate.push(ToRate {
+                    deal: d.id,
+                    text: format!(
+                        "{title} ({}) with {other}",
+                        if i_buy { "bought" } else { "sold" }
+                    ),
+                    key: new_form_key(),
+                });
+            }
+        }
+    }
+    Ok(Tasks {
+        approvals,
+        todos,
+        to_rate,
+    })
+}
+
+/// What a deal asks of its party `p` that is not an approval (those have their own forms).
+fn todo_text(
+    d: &haggle_core::Deal,
+    p: i64,
+    title: &str,
+    other: &str,
+    price: &str,
+) -> Option<String> {
+    let i_buy = d.buyer == p;
+    Some(match (d.status, i_buy) {
+        (DealStatus::AwaitingApproval, _) if d.awaits_approval_of(p) => return None,
+        (DealStatus::AwaitingApproval, _) => format!(
+            "{title} {} {other} for {price}: waiting for the {}'s principal to approve",
+            if i_buy { "from" } else { "to" },
+            if i_buy { "seller" } else { "buyer" }
+        ),
+        (DealStatus::Agreed, false) => {
+            format!("Hand over {title} to {other} ({price} is held in escrow for you)")
+        }
+        (DealStatus::Agreed, true) => {
+            format!("Collect {title} from {other} once handed over (you paid {price} into escrow)")
+        }
+        (DealStatus::HandedOver, true) => format!(
+            "Collect {title} from {other}: handed over{}; check it before {}",
+            d.handover_note
+                .as_ref()
+                .map_or(String::new(), |n| format!(" (“{n}”)")),
+            d.confirm_deadline.map_or(String::new(), time)
+        ),
+        (DealStatus::HandedOver, false) => {
+            format!("{title} handed over to {other}: waiting for confirmation")
+        }
+        (DealStatus::Disputed, _) => {
+            format!("{title} with {other} is disputed: an operator will rule")
+        }
+        _ => return None,
+    })
 }
 
 fn back(m: i64, p: i64, done: &str) -> axum::response::Response {
