@@ -2,7 +2,6 @@
 //! names a role and, for agents and principals, the participant it speaks for.
 
 use haggle_core::ErrorCode;
-use haggle_core::model::ActedBy;
 use haggle_store::{Role, TokenRecord};
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -67,16 +66,18 @@ impl Caller {
         }
     }
 
-    /// The participant a trading command acts for in `market`, and who acts: an agent token
-    /// trades for its participant, and a principal token by hand for its own (trading by hand).
-    pub fn trader_for(&self, market: i64) -> Result<(i64, ActedBy), (ErrorCode, String)> {
+    /// The participant a principal token trades for by hand in `market` (its own).
+    pub fn principal_for(&self, market: i64) -> Result<i64, (ErrorCode, String)> {
         match (self.role, self.market, self.participant) {
-            (Role::Principal, Some(m), Some(p)) if m == market => Ok((p, ActedBy::Principal)),
-            (Role::Principal, _, _) => Err((
+            (Role::Principal, Some(m), Some(p)) if m == market => Ok(p),
+            (role, _, _) => Err((
                 ErrorCode::Forbidden,
-                format!("this principal token is not for market {market}"),
+                format!(
+                    "trading by hand needs the participant's principal token for market \
+                     {market}; this is a {} token",
+                    role.as_str()
+                ),
             )),
-            _ => self.agent_for(market).map(|p| (p, ActedBy::Agent)),
         }
     }
 

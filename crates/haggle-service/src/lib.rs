@@ -928,9 +928,8 @@ impl Service {
 
     // ---- listings and negotiation (agents) ----
 
-    /// A trading command for the caller's participant: by its agent (agent token), or by its
-    /// principal trading by hand (principal token), which the events record. The same rules,
-    /// mandate and idempotency apply either way; a principal's pause stops the agent only.
+    /// A trading command by the caller's agent (agent token) for its participant. In trading
+    /// mode `propose` an offer, counter or acceptance waits for the principal instead.
     pub async fn trade(
         &self,
         caller: &Caller,
@@ -938,13 +937,31 @@ impl Service {
         build: impl FnOnce(i64) -> Command,
         idem: Option<&IdemKey>,
     ) -> ApiResult {
-        let (actor, by) = caller.trader_for(market)?;
+        let actor = caller.agent_for(market)?;
         let cmd = build(actor);
-        if by == ActedBy::Agent {
-            self.propose_instead(caller, market, actor, &cmd, idem)
-                .await?;
-        }
-        Ok(self.command_by(caller, market, cmd, by, idem).await?.0)
+        self.propose_instead(caller, market, actor, &cmd, idem)
+            .await?;
+        Ok(self
+            .command_by(caller, market, cmd, ActedBy::Agent, idem)
+            .await?
+            .0)
+    }
+
+    /// The same trading command by the participant's principal, by hand in the web UI
+    /// (principal token): the same rules, mandate and idempotency; the events record that the
+    /// principal acted, and a principal's pause or trading mode stops its agent only.
+    pub async fn trade_by_hand(
+        &self,
+        caller: &Caller,
+        market: i64,
+        build: impl FnOnce(i64) -> Command,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let actor = caller.principal_for(market)?;
+        Ok(self
+            .command_by(caller, market, build(actor), ActedBy::Principal, idem)
+            .await?
+            .0)
     }
 
     pub async fn listing(
@@ -1293,7 +1310,7 @@ impl Service {
 
     // ---- deal lifecycle ----
 
-    /// A deal action by the caller's agent or principal (hand over, confirm, cancel, dispute, evidence, rate).
+    /// A deal action by the caller's agent (hand over, confirm, cancel, dispute, evidence, rate).
     pub async fn deal_action(
         &self,
         caller: &Caller,

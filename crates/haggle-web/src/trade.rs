@@ -80,7 +80,10 @@ async fn run(
     s.check(origin, &f.csrf)?;
     principal_of(s, m)?;
     let idem = idem_key(&f.idem, path, f)?;
-    let reply = web.svc.trade(&s.caller, m, build, idem.as_ref()).await?;
+    let reply = web
+        .svc
+        .trade_by_hand(&s.caller, m, build, idem.as_ref())
+        .await?;
     Ok(serde_json::from_str(&reply.body).unwrap_or_default())
 }
 
