@@ -502,6 +502,7 @@ fn older_news_beyond_the_budget_is_summarised_not_dropped() {
             seq,
             at: 0,
             actor: Some(BUYER),
+            by: Default::default(),
             visibility: Visibility::Public,
             body: {
                 let p = OfferRef {

@@ -39,6 +39,8 @@ pub struct ErrorDetail {
     /// `payment_failed` (409: the payment provider refused a step, its code in the message),
     /// `not_your_turn` (409: a participant driven from outside a simulation acted, or ended a
     /// turn, outside its open turn); `internal`
+    /// `awaiting_principal` (409: in trading mode `propose` the agent's offer, counter or
+    /// acceptance waits as a proposal for its principal to confirm or decline); `internal`
     /// is a 5xx; `unavailable` (503) is a client's own report that the server could not be
     /// reached (status 0 in `ClientError`).
     #[schema(value_type = String)]
@@ -124,6 +126,16 @@ pub struct Freeze {
 #[serde(deny_unknown_fields)]
 pub struct Pause {
     pub paused: bool,
+}
+
+/// A principal sets how its participant trades (`PUT .../trading_mode`): `agent` (its agent
+/// trades alone), `propose` (the agent's offers, counters and acceptances wait for the principal's
+/// confirmation in the web UI; the agent is answered `awaiting_principal`) or `principal` (the
+/// principal trades by hand; the agent is paused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTradingMode {
+    pub mode: haggle_core::TradingMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

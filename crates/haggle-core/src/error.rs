@@ -52,12 +52,15 @@ pub enum ErrorCode {
     /// when that turn was not open: it acts only between its `turn_started` event and the end of
     /// that turn, so a run stays replayable.
     NotYourTurn,
+    /// The participant's trading mode is `propose`: the agent's offer, counter or acceptance
+    /// did not run; it waits as a proposal its principal confirms or declines (issue 19).
+    AwaitingPrincipal,
     /// A server fault (a 5xx): never a refusal by the rules, always a bug to report.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -86,6 +89,7 @@ impl ErrorCode {
         ErrorCode::ParticipantSuspended,
         ErrorCode::PaymentFailed,
         ErrorCode::NotYourTurn,
+        ErrorCode::AwaitingPrincipal,
         ErrorCode::Internal,
     ];
 
@@ -119,6 +123,7 @@ impl ErrorCode {
             ErrorCode::ParticipantSuspended => "participant_suspended",
             ErrorCode::PaymentFailed => "payment_failed",
             ErrorCode::NotYourTurn => "not_your_turn",
+            ErrorCode::AwaitingPrincipal => "awaiting_principal",
             ErrorCode::Internal => "internal",
         }
     }
@@ -141,6 +146,7 @@ impl ErrorCode {
             | ErrorCode::MarketClosed
             | ErrorCode::PaymentFailed
             | ErrorCode::NotYourTurn => 409,
+            ErrorCode::AwaitingPrincipal => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
@@ -215,6 +221,7 @@ ctor! {
     policy_violation => PolicyViolation,
     participant_suspended => ParticipantSuspended,
     not_your_turn => NotYourTurn,
+    awaiting_principal => AwaitingPrincipal,
 }
 
 pub type Result<T, E = DomainError> = std::result::Result<T, E>;

@@ -2,7 +2,7 @@
 //! (`hash = H(prev_hash ‖ canonical event)`), so an edit or a deletion breaks the chain.
 //! What happened is an [`EventBody`] (see `body.rs`): a kind with its typed payload.
 
-use crate::model::{MarketId, ParticipantId, Timestamp};
+use crate::model::{ActedBy, MarketId, ParticipantId, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -39,6 +39,8 @@ impl Visibility {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventDraft {
     pub actor: Option<ParticipantId>,
+    /// Whether the actor's agent or its principal (by hand) acted.
+    pub by: ActedBy,
     pub visibility: Visibility,
     pub body: EventBody,
 }
@@ -52,6 +54,9 @@ pub struct Event {
     pub seq: i64,
     pub at: Timestamp,
     pub actor: Option<ParticipantId>,
+    /// Whether the actor's agent or its principal (by hand) acted; on the wire and in the hash
+    /// only when the principal did, so events stored before it read and chain unchanged.
+    pub by: ActedBy,
     pub visibility: Visibility,
     pub body: EventBody,
     pub prev_hash: String,
@@ -68,6 +73,8 @@ struct EventWire {
     at: Timestamp,
     kind: String,
     actor: Option<ParticipantId>,
+    #[serde(default)]
+    by: ActedBy,
     visibility: Visibility,
     payload: serde_json::Value,
     prev_hash: String,
@@ -82,6 +89,8 @@ struct EventWireRef<'a> {
     at: Timestamp,
     kind: &'a str,
     actor: Option<ParticipantId>,
+    #[serde(skip_serializing_if = "ActedBy::is_agent")]
+    by: ActedBy,
     visibility: &'a Visibility,
     payload: serde_json::Value,
     prev_hash: &'a str,
@@ -96,6 +105,7 @@ impl Serialize for Event {
             at: self.at,
             kind: self.kind(),
             actor: self.actor,
+            by: self.by,
             visibility: &self.visibility,
             payload: self.body.payload_json(),
             prev_hash: &self.prev_hash,
@@ -113,6 +123,7 @@ impl TryFrom<EventWire> for Event {
             seq: w.seq,
             at: w.at,
             actor: w.actor,
+            by: w.by,
             visibility: w.visibility,
             body: EventBody::from_parts(&w.kind, w.payload)?,
             prev_hash: w.prev_hash,
@@ -150,6 +161,8 @@ struct Canonical<'a> {
     at: Timestamp,
     kind: &'a str,
     actor: Option<ParticipantId>,
+    #[serde(skip_serializing_if = "ActedBy::is_agent")]
+    by: ActedBy,
     visibility: &'a Visibility,
     payload: &'a serde_json::Value,
 }
@@ -168,6 +181,7 @@ impl Event {
             seq,
             at,
             actor: d.actor,
+            by: d.by,
             visibility: d.visibility,
             body: d.body,
             prev_hash: prev_hash.to_string(),
@@ -190,6 +204,7 @@ impl Event {
             at: self.at,
             kind: self.kind(),
             actor: self.actor,
+            by: self.by,
             visibility: &self.visibility,
             payload: &self.body.payload_json(),
         })

@@ -36,3 +36,6 @@ pub const MAX_TURN_BUDGET_MS: u64 = 3_600_000;
 pub const DEFAULT_TURN_BUDGET_MS: u64 = 30_000;
 /// A person at the web UI (the `human` brain) gets this long per turn by default.
 pub const DEFAULT_HUMAN_TURN_BUDGET_MS: u64 = 300_000;
+/// Most proposals (trading mode `propose`) one participant's agent may leave waiting for its
+/// principal: past it the agent's next offer, counter or acceptance is refused.
+pub const MAX_WAITING_PROPOSALS: u32 = 100;

@@ -54,6 +54,49 @@ string_enum!(
     /// operators only; `removed`: taken down by an operator (spec, trust.md: Market policy).
     ListingStatus { Active => "active", Sold => "sold", Withdrawn => "withdrawn", Expired => "expired", Held => "held", Removed => "removed" }
 );
+string_enum!(
+    /// Who acted for a participant: its agent (through an agent token), or its principal trading
+    /// by hand in the web UI (through its principal token). Events record it beside the actor.
+    ActedBy { Agent => "agent", Principal => "principal" }
+);
+
+// `string_enum!` cannot mark a default variant.
+#[allow(clippy::derivable_impls)]
+impl Default for ActedBy {
+    fn default() -> ActedBy {
+        ActedBy::Agent
+    }
+}
+
+impl ActedBy {
+    /// The agent acted (the default, omitted from events so those stored before it chain unchanged).
+    pub fn is_agent(&self) -> bool {
+        *self == ActedBy::Agent
+    }
+}
+
+string_enum!(
+    /// How a participant trades (issue 19), set by its principal: its `agent` trades alone; its
+    /// agent `propose`s each binding step (an offer, a counter, an acceptance) and the principal
+    /// confirms or declines it in the web UI; or the `principal` trades by hand, its agent paused.
+    TradingMode { Agent => "agent", Propose => "propose", Principal => "principal" }
+);
+
+// `string_enum!` cannot mark a default variant.
+#[allow(clippy::derivable_impls)]
+impl Default for TradingMode {
+    fn default() -> TradingMode {
+        TradingMode::Agent
+    }
+}
+
+impl TradingMode {
+    /// The agent trades alone (the default, omitted from mandates so older ones hash unchanged).
+    pub fn is_agent(&self) -> bool {
+        *self == TradingMode::Agent
+    }
+}
+
 string_enum!(ThreadStatus { Open => "open", Agreed => "agreed", Broken => "broken", TimedOut => "timed_out", Void => "void" });
 string_enum!(OfferState {
     Live => "live", Accepted => "accepted", Rejected => "rejected", Withdrawn => "withdrawn",
@@ -407,6 +450,10 @@ pub struct Mandate {
     /// What the market does with a price below a seller minimum.
     #[serde(skip_serializing_if = "BelowMin::is_refuse")]
     pub below_min: BelowMin,
+    /// How the participant trades; changed only by its principal's `trading_mode` command
+    /// (a mandate set through the API keeps the current one).
+    #[serde(skip_serializing_if = "TradingMode::is_agent")]
+    pub trading_mode: TradingMode,
     /// Set only in the agent's view of its mandate ([`Mandate::agent_view`]): a seller minimum
     /// exists, its value withheld. Ignored when a mandate is set.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

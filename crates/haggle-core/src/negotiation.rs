@@ -27,6 +27,9 @@ pub struct Scene {
     pub now: Timestamp,
     /// The acting participant (an agent or principal acting for it); `None` for operators.
     pub actor: Option<Participant>,
+    /// Whether the actor's agent or its principal (by hand) acts: a principal's pause stops
+    /// its agent only.
+    pub by: ActedBy,
     pub listing: Option<Listing>,
     pub thread: Option<Thread>,
     /// The thread's live offer (state `live`, possibly past its expiry).
@@ -69,6 +72,7 @@ impl Scene {
             market,
             now,
             actor: None,
+            by: ActedBy::Agent,
             listing: None,
             thread: None,
             live_offer: None,
@@ -132,11 +136,21 @@ impl Scene {
                 a.id
             )));
         }
-        if a.mandate.paused {
-            return Err(E::agent_paused(format!(
-                "the agent of participant {} is paused by its principal: it can read but not act",
-                a.id
-            )));
+        if self.by == ActedBy::Agent {
+            if a.mandate.paused {
+                return Err(E::agent_paused(format!(
+                    "the agent of participant {} is paused by its principal: it can read but \
+                     not act",
+                    a.id
+                )));
+            }
+            if a.mandate.trading_mode == TradingMode::Principal {
+                return Err(E::agent_paused(format!(
+                    "the principal of participant {} trades by hand (trading mode `principal`): \
+                     its agent is paused and can read but not act",
+                    a.id
+                )));
+            }
         }
         Ok(a)
     }
@@ -405,6 +419,8 @@ pub fn set_mandate(
     mandate.validate()?;
     // `has_minimum` only describes the agent's view; the stored mandate holds the values.
     mandate.has_minimum = false;
+    // The trading mode has its own command (and event); a mandate keeps it.
+    mandate.trading_mode = participant.mandate.trading_mode;
     if author == MandateAuthor::Principal && mandate.frozen != participant.mandate.frozen {
         return Err(E::forbidden(if participant.mandate.frozen {
             "an operator froze this agent: only an operator lifts the freeze (a principal may \
@@ -462,6 +478,35 @@ pub fn set_mandate(
             participant_id: participant.id,
             mandate: mandate.agent_view(),
             by: author,
+        }),
+    );
+    Ok(())
+}
+
+/// The principal sets how its participant trades (issue 19): `agent`, `propose` or `principal`
+/// (its agent paused). Setting the mode it has changes nothing and records nothing.
+pub fn set_trading_mode(
+    plan: &mut Plan,
+    participant: &Participant,
+    mode: TradingMode,
+) -> Result<()> {
+    if participant.mandate.trading_mode == mode {
+        return Ok(());
+    }
+    let mandate = Mandate {
+        trading_mode: mode,
+        ..participant.mandate.clone()
+    };
+    plan.change(Change::SetMandate {
+        participant: participant.id,
+        mandate,
+    });
+    plan.event(
+        Some(participant.id),
+        Visibility::Parties(vec![participant.id]),
+        EventBody::TradingModeChanged(TradingModeChanged {
+            participant_id: participant.id,
+            mode,
         }),
     );
     Ok(())

@@ -69,6 +69,8 @@ pub struct Plan {
     pub next_id: i64,
     pub changes: Vec<Change>,
     pub events: Vec<EventDraft>,
+    /// Who acts for the command's actor: its events with an actor record it.
+    pub by: ActedBy,
 }
 
 impl Plan {
@@ -79,6 +81,7 @@ impl Plan {
             next_id,
             changes: Vec::new(),
             events: Vec::new(),
+            by: ActedBy::Agent,
         }
     }
 
@@ -93,8 +96,15 @@ impl Plan {
     }
 
     pub fn event(&mut self, actor: Option<ParticipantId>, visibility: Visibility, body: EventBody) {
+        // The market's own events (transfers, sweeps) have no actor, so no one acted by hand.
+        let by = if actor.is_some() {
+            self.by
+        } else {
+            ActedBy::Agent
+        };
         self.events.push(EventDraft {
             actor,
+            by,
             visibility,
             body,
         });

@@ -33,7 +33,7 @@ fn stored_events_serialise_to_the_same_bytes() {
 #[test]
 fn stored_chains_still_verify() {
     let chains = chains();
-    assert_eq!(chains.len(), 11);
+    assert_eq!(chains.len(), 12);
     for chain in chains {
         let events: Vec<Event> = chain.into_iter().map(|(_, e)| e).collect();
         assert_eq!(verify_chain(&events), Vec::<String>::new());

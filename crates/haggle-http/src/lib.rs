@@ -33,7 +33,7 @@ pub struct AppState {
         routes::me, routes::markets, routes::create_market, routes::market, routes::create_token,
         tokens::revoke_token,
         routes::participants, routes::register_participant, routes::participant, routes::balance,
-        routes::mandate, routes::set_mandate, routes::fund, routes::freeze, routes::pause, routes::search,
+        routes::mandate, routes::set_mandate, routes::fund, routes::freeze, routes::pause, routes::set_trading_mode, routes::search,
         routes::create_listing, routes::listing, routes::withdraw_listing, routes::open_thread,
         routes::threads, routes::thread, routes::thread_messages, routes::post_message, routes::make_offer, routes::walk_away,
         routes::accept, routes::reject, routes::withdraw_offer, routes::deals, routes::deal,
@@ -119,6 +119,7 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
         .route(&format!("{p}/fund"), post(fund))
         .route(&format!("{p}/freeze"), post(freeze))
         .route(&format!("{p}/pause"), post(pause))
+        .route(&format!("{p}/trading_mode"), put(set_trading_mode))
         .route(&format!("{m}/listings"), get(search).post(create_listing))
         .route(&format!("{m}/listings/{{listing}}"), get(listing))
         .route(

@@ -203,6 +203,21 @@ pub async fn pause(
     ))
 }
 
+#[utoipa::path(put, path = "/v1/markets/{market}/participants/{participant}/trading_mode", params(("market" = i64, Path), ("participant" = i64, Path)), request_body = haggle_api::SetTradingMode, responses((status = 200, body = Done)), security(("bearer" = [])))]
+/// The participant's principal sets how it trades: `agent`, `propose` or `principal`.
+pub async fn set_trading_mode(
+    State(s): S,
+    Auth(c): Auth,
+    Path((m, p)): Path<(i64, i64)>,
+    b: Mutation<haggle_api::SetTradingMode>,
+) -> Result<Json> {
+    Ok(Json(
+        s.svc
+            .set_trading_mode(&c, m, p, b.body.mode, b.idem.as_ref())
+            .await?,
+    ))
+}
+
 #[utoipa::path(get, path = "/v1/markets/{market}/listings", params(("market" = i64, Path), ListingQuery), responses((status = 200, body = ListingPage)), security(("bearer" = [])))]
 pub async fn search(
     State(s): S,

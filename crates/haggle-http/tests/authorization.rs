@@ -82,6 +82,7 @@ const MATRIX: &[(&str, &str, Subject, &str)] = &[
     ("post", "/v1/markets/{market}/participants", Seller, "ufffyff"),
     ("post", "/v1/markets/{market}/participants/{participant}/freeze", Seller, "ufffyff"),
     ("post", "/v1/markets/{market}/participants/{participant}/pause", Seller, "ufyfyff"),
+    ("put", "/v1/markets/{market}/participants/{participant}/trading_mode", Seller, "ufyffff"),
     ("post", "/v1/markets/{market}/participants/{participant}/fund", Seller, "ufffyff"),
     ("post", "/v1/markets/{market}/participants/{participant}/reinstate", Seller, "ufffyff"),
     ("post", "/v1/markets/{market}/participants/{participant}/suspend", Seller, "ufffyff"),
@@ -121,6 +122,7 @@ fn body(method: &str, template: &str) -> Option<Value> {
         ("post", "fund") => json!({"amount": 100}),
         ("post", "freeze") => json!({"frozen": false}),
         ("post", "pause") => json!({"paused": false}),
+        ("put", "trading_mode") => json!({"mode": "agent"}),
         ("post", "listings") => {
             json!({"side": "sell", "title": "Chair", "category": "misc", "price": 500})
         }

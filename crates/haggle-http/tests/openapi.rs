@@ -25,6 +25,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/participants/{participant}/fund", &["post"]),
     ("/v1/markets/{market}/participants/{participant}/freeze", &["post"]),
     ("/v1/markets/{market}/participants/{participant}/pause", &["post"]),
+    ("/v1/markets/{market}/participants/{participant}/trading_mode", &["put"]),
     ("/v1/markets/{market}/listings", &["get", "post"]),
     ("/v1/markets/{market}/listings/{listing}", &["get"]),
     ("/v1/markets/{market}/listings/{listing}/withdraw", &["post"]),

@@ -66,6 +66,21 @@ impl Caller {
         }
     }
 
+    /// The participant a principal token trades for by hand in `market` (its own).
+    pub fn principal_for(&self, market: i64) -> Result<i64, (ErrorCode, String)> {
+        match (self.role, self.market, self.participant) {
+            (Role::Principal, Some(m), Some(p)) if m == market => Ok(p),
+            (role, _, _) => Err((
+                ErrorCode::Forbidden,
+                format!(
+                    "trading by hand needs the participant's principal token for market \
+                     {market}; this is a {} token",
+                    role.as_str()
+                ),
+            )),
+        }
+    }
+
     /// May this caller read `participant`'s private data (balance, mandate, threads, deals)?
     pub fn may_read_participant(&self, market: i64, participant: i64) -> bool {
         match self.role {

@@ -4,6 +4,7 @@
 //! Every interface calls the same methods, so every rule and refusal is the same everywhere.
 
 pub mod auth;
+mod by_hand;
 mod channels;
 pub mod clock;
 pub mod in_process;
@@ -17,13 +18,16 @@ pub mod turns;
 pub mod webhooks;
 
 pub use auth::{Caller, hash_token, new_secret};
+pub use by_hand::{ProposalPage, ProposalView};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use haggle_store::{Command, NewOffer, Outcome, Role, Store, StoreError, TurnMark, Viewer};
+pub use haggle_store::{
+    Command, NewOffer, Outcome, Role, Store, StoreError, TurnMark, Viewer, proposals,
+};
 pub use in_process::InProcess;
 pub use tokens::{TOKEN_RECHECK, token_info};
 
 use haggle_api::*;
-use haggle_core::model::{ClockMode, ListingStatus, MandateAuthor, Market, MarketRules};
+use haggle_core::model::{ActedBy, ClockMode, ListingStatus, MandateAuthor, Market, MarketRules};
 use haggle_core::{DomainError, ErrorCode};
 use haggle_store::{Idempotency, NewMarket, Ran, StoredResponse, TokenRecord};
 use serde::Serialize;
@@ -508,6 +512,20 @@ impl Service {
         cmd: Command,
         idem: Option<&IdemKey>,
     ) -> ApiResult<(Reply, Option<Outcome>)> {
+        self.command_by(caller, market, cmd, ActedBy::Agent, idem)
+            .await
+    }
+
+    /// [`Service::command`], naming who acts for the command's actor (its agent, or its
+    /// principal by hand): the events record it.
+    async fn command_by(
+        &self,
+        caller: &Caller,
+        market: i64,
+        cmd: Command,
+        by: ActedBy,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult<(Reply, Option<Outcome>)> {
         let admitted = self.admit_turn(caller, market).await?;
         let recorded = admitted.as_ref().map(|_| cmd.clone());
         let _guard = self.claim(caller, idem)?;
@@ -518,7 +536,7 @@ impl Service {
             request_hash: &k.request_hash,
             render: &render_fn,
         });
-        match self.store.run(market, self.now(), cmd, key).await? {
+        match self.store.run_by(market, self.now(), cmd, by, key).await? {
             Ran::Replayed(resp) => Self::replay(resp).map(|r| (r, None)),
             Ran::Conflict => Err(Self::conflict()),
             Ran::Fresh { result, events } => {
@@ -1010,6 +1028,8 @@ impl Service {
 
     // ---- listings and negotiation (agents) ----
 
+    /// A trading command by the caller's agent (agent token) for its participant. In trading
+    /// mode `propose` an offer, counter or acceptance waits for the principal instead.
     pub async fn trade(
         &self,
         caller: &Caller,
@@ -1018,7 +1038,30 @@ impl Service {
         idem: Option<&IdemKey>,
     ) -> ApiResult {
         let actor = caller.agent_for(market)?;
-        Ok(self.command(caller, market, build(actor), idem).await?.0)
+        let cmd = build(actor);
+        self.propose_instead(caller, market, actor, &cmd, idem)
+            .await?;
+        Ok(self
+            .command_by(caller, market, cmd, ActedBy::Agent, idem)
+            .await?
+            .0)
+    }
+
+    /// The same trading command by the participant's principal, by hand in the web UI
+    /// (principal token): the same rules, mandate and idempotency; the events record that the
+    /// principal acted, and a principal's pause or trading mode stops its agent only.
+    pub async fn trade_by_hand(
+        &self,
+        caller: &Caller,
+        market: i64,
+        build: impl FnOnce(i64) -> Command,
+        idem: Option<&IdemKey>,
+    ) -> ApiResult {
+        let actor = caller.principal_for(market)?;
+        Ok(self
+            .command_by(caller, market, build(actor), ActedBy::Principal, idem)
+            .await?
+            .0)
     }
 
     pub async fn listing(

@@ -196,6 +196,10 @@ fn quote(s: &str) -> String {
 /// Describes an event in a sentence, with names and titles.
 pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &str) -> FeedEntry {
     let actor = match e.actor {
+        // Trading by hand: the feed says the principal did it, not its agent.
+        Some(a) if e.by == haggle_core::ActedBy::Principal => {
+            format!("{}'s principal", names.person(a).await)
+        }
         Some(a) => names.person(a).await,
         None => "The market".to_string(),
     };

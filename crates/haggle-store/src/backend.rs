@@ -10,7 +10,7 @@ use crate::shelves::{MarketShelves, ShelfQuery};
 use haggle_core::event::{self, verify_chain, EventBody, EventDraft};
 use haggle_core::ledger::{self, Account, Transfer, TransferKind};
 use haggle_core::model::{
-    Approver, Deal, DealNote, DealStatus, Listing, ListingStatus, Message, Offer, OfferState, Participant, Rating, Side,
+    ActedBy, Approver, Deal, DealNote, DealStatus, Listing, ListingStatus, Message, Offer, OfferState, Participant, Rating, Side,
     Thread, ThreadStatus, Funds,
 };
 use haggle_core::lifecycle;
@@ -81,7 +81,7 @@ const OFFER_COLS: &str = "market_id, id, thread_id, listing_id, proposer, buyer,
 const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, handover_note, handed_over_at, confirm_deadline, cancel_requested_by, finished_at, resolution, approval_from, inspection, dispute";
 const NOTE_COLS: &str = "market_id, id, deal_id, author, kind, body, created_at";
 const RATING_COLS: &str = "market_id, id, deal_id, rater, ratee, score, comment, created_at";
-const EVENT_COLS: &str = "market_id, seq, at, kind, actor, scope, party_a, party_b, payload, prev_hash, hash";
+const EVENT_COLS: &str = "market_id, seq, at, kind, actor, acted_by, scope, party_a, party_b, payload, prev_hash, hash";
 
 /// The deal states for which `keep` holds, as an SQL list: the spend rule lives once, in the
 /// core (`DealStatus::hold_is_open`, `DealStatus::is_spent`), and the SQL is written from it.
@@ -282,6 +282,7 @@ fn event_row(r: &DbRow) -> StoreResult<Event> {
         seq,
         at: r.try_get("at")?,
         actor: r.try_get("actor")?,
+        by: parsed("acted_by", &r.try_get::<String, _>("acted_by")?, ActedBy::parse)?,
         visibility,
         body,
         prev_hash: r.try_get("prev_hash")?,
@@ -591,6 +592,7 @@ async fn load_party(c: &mut Conn, s: &mut Scene, p: i64) -> StoreResult<()> {
 async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command, plan: &mut Plan) -> StoreResult<Result<Outcome, DomainError>> {
     let m = head.market.id;
     let mut s = Scene::new(head.market.clone(), now);
+    s.by = plan.by;
     if let Some(a) = cmd.actor() {
         s.actor = Some(need!(participant_in(b, c, m, a).await?, "participant {a} not found in market {m}"));
     }
@@ -599,6 +601,10 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
         Command::Fund { participant, amount } => {
             let p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
             rules::fund(&s, plan, &p, amount).map(|_| Outcome::Done)
+        }
+        Command::SetTradingMode { participant, mode } => {
+            let p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
+            rules::set_trading_mode(plan, &p, mode).map(|_| Outcome::Done)
         }
         Command::SetMandate { participant, mandate, author } => {
             let p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
@@ -992,8 +998,8 @@ async fn insert_event(c: &mut Conn, e: &Event) -> StoreResult<()> {
             ("parties", ps.first().copied(), ps.get(1).copied())
         }
     };
-    sqlx::query("INSERT INTO events (market_id, seq, at, kind, actor, scope, party_a, party_b, payload, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-        .bind(e.market_id).bind(e.seq).bind(e.at).bind(e.kind()).bind(e.actor).bind(scope).bind(a).bind(b)
+    sqlx::query("INSERT INTO events (market_id, seq, at, kind, actor, acted_by, scope, party_a, party_b, payload, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        .bind(e.market_id).bind(e.seq).bind(e.at).bind(e.kind()).bind(e.actor).bind(e.by.as_str()).bind(scope).bind(a).bind(b)
         .bind(to_json(&e.body.payload_json())).bind(&e.prev_hash).bind(&e.hash).execute(&mut *c).await?;
     Ok(())
 }
@@ -1155,6 +1161,7 @@ impl Backend {
             let at = market.now(now);
             let e = Event::seal(id, 1, at, GENESIS_HASH, EventDraft {
                 actor: None,
+                by: ActedBy::Agent,
                 visibility: Visibility::Public,
                 body: EventBody::MarketCreated(event::MarketCreated { market: market.clone() }),
             });
@@ -1196,18 +1203,18 @@ impl Backend {
 
     /// Runs one command: in the open group commit on the server path (`group_backend.rs`), or
     /// alone in its own transaction in a batched simulation store.
-    pub async fn run(&self, market_id: i64, real_now: i64, cmd: Command, idem: Option<Idempotency<'_>>) -> StoreResult<Ran> {
+    pub async fn run(&self, market_id: i64, real_now: i64, cmd: Command, by: ActedBy, idem: Option<Idempotency<'_>>) -> StoreResult<Ran> {
         match &self.lanes {
-            Some(lanes) => self.run_grouped(lanes, market_id, real_now, cmd, idem.as_ref()).await,
-            None => self.run_alone(market_id, real_now, cmd, idem.as_ref()).await,
+            Some(lanes) => self.run_grouped(lanes, market_id, real_now, cmd, by, idem.as_ref()).await,
+            None => self.run_alone(market_id, real_now, cmd, by, idem.as_ref()).await,
         }
     }
 
     /// One command in its own transaction (commits it, or rolls it back when nothing is kept).
-    async fn run_alone(&self, market_id: i64, real_now: i64, cmd: Command, idem: Option<&Idempotency<'_>>) -> StoreResult<Ran> {
+    async fn run_alone(&self, market_id: i64, real_now: i64, cmd: Command, by: ActedBy, idem: Option<&Idempotency<'_>>) -> StoreResult<Ran> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await?;
-        let attempt = self.attempt(&mut tx, market_id, real_now, cmd, idem).await?;
+        let attempt = self.attempt(&mut tx, market_id, real_now, cmd, by, idem).await?;
         if !attempt.keep {
             tx.rollback().await?;
             return Ok(attempt.ran);
@@ -1230,7 +1237,7 @@ impl Backend {
     /// One command's work on a connection inside a transaction: lock the market row, answer a
     /// seen idempotency key, run the rules, apply the plan, store the response. Whether its
     /// writes are to be kept is the caller's to enact (commit, or release a savepoint).
-    async fn attempt(&self, tx: &mut Conn, market_id: i64, real_now: i64, cmd: Command, idem: Option<&Idempotency<'_>>) -> StoreResult<Attempt> {
+    async fn attempt(&self, tx: &mut Conn, market_id: i64, real_now: i64, cmd: Command, by: ActedBy, idem: Option<&Idempotency<'_>>) -> StoreResult<Attempt> {
         let head = sqlx::query(sql(format!("SELECT {MARKET_COLS} FROM markets WHERE id = $1{}", dialect::FOR_UPDATE)))
             .bind(market_id).fetch_optional(&mut *tx).await?;
         // Checked under the market's lock, so a concurrent replay of the same key waits for the
@@ -1248,6 +1255,7 @@ impl Backend {
             Some(head) => {
                 let now = head.market.now(real_now);
                 let mut plan = Plan::new(market_id, now, head.next_id);
+                plan.by = by;
                 match execute(self, tx, &head, now, cmd, &mut plan).await? {
                     Ok(out) => {
                         if self.memory.is_some() && !plan.is_empty() {

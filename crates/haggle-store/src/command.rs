@@ -26,6 +26,11 @@ pub enum Command {
         mandate: Mandate,
         author: MandateAuthor,
     },
+    /// Its principal sets how a participant trades (`agent`, `propose`, `principal`).
+    SetTradingMode {
+        participant: ParticipantId,
+        mode: TradingMode,
+    },
     CreateListing {
         actor: ParticipantId,
         listing: NewListing,
@@ -207,6 +212,7 @@ impl Command {
             RegisterParticipant { .. }
             | Fund { .. }
             | SetMandate { .. }
+            | SetTradingMode { .. }
             | AdvanceClock { .. }
             | Sweep
             | SetClosingTime { .. }

@@ -28,6 +28,7 @@ pub mod sqlite {
         (10, include_str!("migrations/0010_claims.sql")),
         (11, include_str!("migrations/0011_listing_words_sqlite.sql")),
         (12, include_str!("migrations/0012_payments.sql")),
+        (14, include_str!("migrations/0014_by_hand.sql")),
         (15, include_str!("migrations/0015_channels.sql")),
     ];
 
@@ -209,6 +210,7 @@ pub mod postgres {
             include_str!("migrations/0011_listing_words_postgres.sql"),
         ),
         (12, include_str!("migrations/0012_payments.sql")),
+        (14, include_str!("migrations/0014_by_hand.sql")),
         (15, include_str!("migrations/0015_channels.sql")),
     ];
 

@@ -72,7 +72,7 @@ impl Backend {
 
     /// Runs a command in its lane's open batch (opening one if none is open, and then seeing it
     /// committed), and answers once that batch is committed.
-    async fn run_grouped(&self, lanes: &Arc<Lanes>, market_id: i64, real_now: i64, cmd: Command, idem: Option<&Idempotency<'_>>) -> StoreResult<Ran> {
+    async fn run_grouped(&self, lanes: &Arc<Lanes>, market_id: i64, real_now: i64, cmd: Command, by: ActedBy, idem: Option<&Idempotency<'_>>) -> StoreResult<Ran> {
         let lane = lanes.lane(market_id);
         lane.joining.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut open = lane.open.lock().await;
@@ -89,7 +89,7 @@ impl Backend {
         let mut entered = Entered { open, done: false };
         let batch = entered.open.as_mut().expect("opened above");
         let (id, mut done) = (batch.id, batch.done.subscribe());
-        let attempt = Self::attempt_in(self, batch, market_id, real_now, cmd, idem).await;
+        let attempt = Self::attempt_in(self, batch, market_id, real_now, cmd, by, idem).await;
         entered.done = true;
         if let Err(e) = &attempt
             && let Some(broken) = entered.open.take()
@@ -130,9 +130,9 @@ impl Backend {
     /// One command inside its own savepoint of the batch: released when its writes are kept,
     /// rolled back to otherwise (a refusal or a failure leaves the batch's other commands be).
     /// The outer error is the batch's (a savepoint not ended), the inner the command's.
-    async fn attempt_in(&self, batch: &mut OpenBatch, market_id: i64, real_now: i64, cmd: Command, idem: Option<&Idempotency<'_>>) -> StoreResult<StoreResult<Ran>> {
+    async fn attempt_in(&self, batch: &mut OpenBatch, market_id: i64, real_now: i64, cmd: Command, by: ActedBy, idem: Option<&Idempotency<'_>>) -> StoreResult<StoreResult<Ran>> {
         sqlx::query("SAVEPOINT command").execute(&mut *batch.tx).await?;
-        let attempt = self.attempt(&mut batch.tx, market_id, real_now, cmd, idem).await;
+        let attempt = self.attempt(&mut batch.tx, market_id, real_now, cmd, by, idem).await;
         debug_assert!(attempt.as_ref().map_or(true, |a| a.kept.is_none()), "group commit runs only where no memory follows plans");
         if !matches!(attempt, Ok(Attempt { keep: true, .. })) {
             sqlx::query("ROLLBACK TO SAVEPOINT command").execute(&mut *batch.tx).await?;

@@ -11,6 +11,7 @@ mod shelves;
 /// Per-statement timings of the SQLite driver (see `haggle bench sim --sql-profile`).
 pub use lite::profile as sqlite_profile;
 pub mod payments;
+pub mod proposals;
 mod row;
 mod search;
 pub mod survey;
@@ -19,6 +20,7 @@ pub mod webhooks;
 pub use command::{Command, NewOffer, Outcome, TurnMark};
 
 pub use haggle_core::limits::THREAD_WINDOW;
+use haggle_core::model::ActedBy;
 pub use haggle_core::views::{
     Balance, ListingQuery, ListingSort, Page, ThreadDetail, Verification,
 };
@@ -166,6 +168,7 @@ pub mod sqlite {
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
     include!("payments_backend.rs");
+    include!("proposals_backend.rs");
 }
 
 pub mod postgres {
@@ -184,6 +187,7 @@ pub mod postgres {
     include!("webhooks_backend.rs");
     include!("survey_backend.rs");
     include!("payments_backend.rs");
+    include!("proposals_backend.rs");
 
     impl Backend {
         /// A connection listening for the markets other processes wrote events to.
@@ -308,7 +312,19 @@ impl Store {
         cmd: Command,
         idem: Option<Idempotency<'_>>,
     ) -> StoreResult<Ran> {
-        dispatch!(self, b => b.run(market, real_now, cmd, idem).await)
+        self.run_by(market, real_now, cmd, ActedBy::Agent, idem)
+            .await
+    }
+    /// Runs a command its actor's principal gives by hand (`ActedBy::Principal`) or its agent.
+    pub async fn run_by(
+        &self,
+        market: i64,
+        real_now: Timestamp,
+        cmd: Command,
+        by: ActedBy,
+        idem: Option<Idempotency<'_>>,
+    ) -> StoreResult<Ran> {
+        dispatch!(self, b => b.run(market, real_now, cmd, by, idem).await)
     }
     pub async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
         dispatch!(self, b => b.insert_token(t).await)

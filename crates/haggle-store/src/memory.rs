@@ -588,6 +588,7 @@ mod tests {
             seq,
             at: 0,
             actor: None,
+            by: haggle_core::model::ActedBy::Agent,
             visibility,
             body: haggle_core::EventBody::ListingApproved(haggle_core::event::ListingOnly {
                 listing_id: seq,

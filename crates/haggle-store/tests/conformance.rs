@@ -79,6 +79,7 @@ conformance! {
     fifty_buyers_accept_at_once => sqlite_fifty_buyers_accept_at_once, postgres_fifty_buyers_accept_at_once;
     many_listings_accept_at_once_with_limited_funds => sqlite_many_listings_accept_at_once_with_limited_funds, postgres_many_listings_accept_at_once_with_limited_funds;
     survey_answers_are_one_per_participant_and_replaced => sqlite_survey_answers_are_one_per_participant_and_replaced, postgres_survey_answers_are_one_per_participant_and_replaced;
+    proposals_wait_are_found_by_key_and_decided_once => sqlite_proposals_wait_are_found_by_key_and_decided_once, postgres_proposals_wait_are_found_by_key_and_decided_once;
     recent_events_are_newest_first_filtered_by_viewer_and_kind => sqlite_recent_events_are_newest_first_filtered_by_viewer_and_kind, postgres_recent_events_are_newest_first_filtered_by_viewer_and_kind;
     deals_are_listed_by_status => sqlite_deals_are_listed_by_status, postgres_deals_are_listed_by_status;
     closing_expires_listings_offers_and_threads_and_deals_still_settle => sqlite_closing_expires_listings_offers_and_threads_and_deals_still_settle, postgres_closing_expires_listings_offers_and_threads_and_deals_still_settle;
@@ -3472,6 +3473,58 @@ async fn many_listings_accept_at_once_with_limited_funds(db: Db) {
         }
     }
     m.verified().await;
+}
+
+/// Trading mode `propose`: proposals get the market's next id, are found by the agent's key,
+/// listed by participant and status in id order, and leave `waiting` once.
+async fn proposals_wait_are_found_by_key_and_decided_once(db: Db) {
+    use haggle_store::proposals::{Proposal, ProposalStatus as S, ProposedStep};
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let bob = m.join("bob", 0).await;
+    let proposal = |key: &str, offer| Proposal {
+        market_id: m.id,
+        id: 0,
+        participant_id: bob,
+        step: ProposedStep::Accept { offer },
+        scope: "agent-scope".into(),
+        idem_key: Some(key.into()),
+        request_hash: Some("h".into()),
+        status: S::Waiting,
+        created_at: T0,
+        decided_at: None,
+    };
+    let first = store.insert_proposal(&proposal("k1", 7)).await.unwrap();
+    let second = store.insert_proposal(&proposal("k2", 8)).await.unwrap();
+    assert_eq!((first.id, second.id), (1, 2));
+    let found = store
+        .proposal_by_key(m.id, "agent-scope", "k2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.step, ProposedStep::Accept { offer: 8 });
+    assert_eq!(found.request_hash.as_deref(), Some("h"));
+    let waiting = store.proposals(m.id, bob, S::Waiting, 0, 10).await.unwrap();
+    assert_eq!(waiting.iter().map(|p| p.id).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(
+        store
+            .set_proposal_status(m.id, 1, S::Waiting, S::Declined, T0 + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_proposal_status(m.id, 1, S::Waiting, S::Confirmed, T0 + 2)
+            .await
+            .unwrap()
+    );
+    let declined = store.proposal(m.id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (declined.status, declined.decided_at),
+        (S::Declined, Some(T0 + 1))
+    );
+    let waiting = store.proposals(m.id, bob, S::Waiting, 0, 10).await.unwrap();
+    assert_eq!(waiting.len(), 1);
 }
 
 async fn survey_answers_are_one_per_participant_and_replaced(db: Db) {

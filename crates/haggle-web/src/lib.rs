@@ -14,6 +14,7 @@ mod payments;
 mod principal;
 mod reports;
 mod session;
+mod trade;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -118,7 +119,10 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
         )
         .route(m, get(feed::market_page))
         .route(&format!("{m}/live"), get(feed::live))
-        .route(&format!("{m}/listings"), get(market::listings))
+        .route(
+            &format!("{m}/listings"),
+            get(market::listings).post(trade::post_listing),
+        )
         .route(&format!("{m}/listings/{{listing}}"), get(market::listing))
         .route(&format!("{m}/deals"), get(market::deals))
         .route(&format!("{m}/deals/{{deal}}"), get(market::deal))
@@ -148,6 +152,34 @@ pub fn router(svc: Arc<Service>, opts: WebOptions) -> Router {
         .route(
             &format!("{m}/deals/{{deal}}/inspection"),
             post(principal::inspection),
+        )
+        .route(
+            &format!("{m}/p/{{participant}}/trading_mode"),
+            post(trade::set_mode),
+        )
+        .route(
+            &format!("{m}/proposals/{{proposal}}/{{decision}}"),
+            post(trade::decide),
+        )
+        .route(
+            &format!("{m}/listings/{{listing}}/withdraw"),
+            post(trade::withdraw_listing),
+        )
+        .route(
+            &format!("{m}/listings/{{listing}}/offer"),
+            post(trade::make_offer),
+        )
+        .route(
+            &format!("{m}/threads/{{thread}}/{{action}}"),
+            post(trade::thread_action),
+        )
+        .route(
+            &format!("{m}/offers/{{offer}}/{{action}}"),
+            post(trade::offer_action),
+        )
+        .route(
+            &format!("{m}/deals/{{deal}}/{{step}}"),
+            post(trade::deal_step),
         )
         .route(&format!("{m}/operate"), get(operator::market_page))
         .route(

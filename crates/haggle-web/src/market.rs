@@ -200,6 +200,8 @@ pub struct ThreadView {
     /// The deal an agreed thread struck (its page).
     pub deal: Option<i64>,
     pub lines: Vec<ThreadLine>,
+    /// What the signed-in principal may do in it by hand.
+    pub actions: Option<crate::trade::ThreadActions>,
 }
 
 /// A thread's state as people read it: a thread that ended without agreement says so, whatever
@@ -237,6 +239,17 @@ struct ListingPage {
     claims: Vec<String>,
     threads: Vec<ThreadView>,
     threads_note: Option<String>,
+    csrf: String,
+    /// The signed-in principal may make an offer: the form's key.
+    offer_key: Option<String>,
+    /// The page follows a by-hand step that succeeded.
+    done: bool,
+}
+
+#[derive(Deserialize, Default)]
+pub struct DoneParam {
+    #[serde(default)]
+    done: String,
 }
 
 fn reputation_words(r: &haggle_core::lifecycle::Reputation) -> String {
@@ -293,6 +306,7 @@ pub async fn listing(
     State(web): State<Web>,
     s: Signed,
     Ids((m, id)): Ids<(i64, i64)>,
+    Params(q): Params<DoneParam>,
 ) -> PageResult {
     let c = ctx(&web.svc, &s, m, "Listing", "listings").await?;
     let v = web.svc.listing_view(&s.caller, m, id).await?;
@@ -318,56 +332,9 @@ pub async fn listing(
                 .map(|i| &i.thread)
                 .filter(|t| t.listing_id == id)
             {
-                let Ok(tv) = web.svc.thread(&s.caller, m, t.id).await else {
-                    continue;
-                };
-                let d = tv.detail;
-                let mut lines: Vec<(i64, i64, ThreadLine)> = Vec::new();
-                for msg in &d.messages {
-                    lines.push((
-                        msg.created_at,
-                        msg.id,
-                        ThreadLine {
-                            at: time(msg.created_at),
-                            who: names.person(msg.author).await,
-                            text: msg.body.clone(),
-                        },
-                    ));
+                if let Some(tv) = thread_view(&web, &s, m, t, &mut names, cur).await {
+                    out.push(tv);
                 }
-                for o in &d.offers {
-                    let state = if o.state == OfferState::Live {
-                        format!("live until {}", time(o.expires_at))
-                    } else {
-                        o.state.to_string()
-                    };
-                    lines.push((
-                        o.created_at,
-                        o.id,
-                        ThreadLine {
-                            at: time(o.created_at),
-                            who: names.person(o.proposer).await,
-                            text: format!("offers {} ({state})", money(o.price, cur)),
-                        },
-                    ));
-                }
-                lines.sort_by_key(|(at, id, _)| (*at, *id));
-                let deal = if t.status == haggle_core::ThreadStatus::Agreed {
-                    web.svc
-                        .deal_of_thread(&s.caller, m, t.id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|d| d.id)
-                } else {
-                    None
-                };
-                out.push(ThreadView {
-                    id: t.id,
-                    counterparty: names.person(t.counterparty).await,
-                    status: thread_words(t.status),
-                    deal,
-                    lines: lines.into_iter().map(|(_, _, l)| l).collect(),
-                });
             }
             let note = out.is_empty().then(|| match s.caller.role {
                 Role::Agent | Role::Principal => {
@@ -399,9 +366,76 @@ pub async fn listing(
         description: l.description,
         category: l.category,
         condition: l.condition,
+        csrf: s.csrf.clone(),
+        // A principal already negotiating here offers in its thread's own form.
+        offer_key: (crate::trade::may_offer(&s, m, l.owner, l.status)
+            && !threads.iter().any(|t| t.actions.is_some()))
+        .then(new_form_key),
         threads,
         threads_note,
+        done: !q.done.is_empty(),
     }))
+}
+
+/// One thread as the listing page shows it: its messages and offers in order, and what the
+/// signed-in principal may do in it (`None` if the viewer may not read it).
+async fn thread_view(
+    web: &Web,
+    s: &Signed,
+    m: i64,
+    t: &haggle_core::Thread,
+    names: &mut Names<'_>,
+    cur: &str,
+) -> Option<ThreadView> {
+    let tv = web.svc.thread(&s.caller, m, t.id).await.ok()?;
+    let d = tv.detail;
+    let mut lines: Vec<(i64, i64, ThreadLine)> = Vec::new();
+    for msg in &d.messages {
+        lines.push((
+            msg.created_at,
+            msg.id,
+            ThreadLine {
+                at: time(msg.created_at),
+                who: names.person(msg.author).await,
+                text: msg.body.clone(),
+            },
+        ));
+    }
+    for o in &d.offers {
+        let state = if o.state == OfferState::Live {
+            format!("live until {}", time(o.expires_at))
+        } else {
+            o.state.to_string()
+        };
+        lines.push((
+            o.created_at,
+            o.id,
+            ThreadLine {
+                at: time(o.created_at),
+                who: names.person(o.proposer).await,
+                text: format!("offers {} ({state})", money(o.price, cur)),
+            },
+        ));
+    }
+    lines.sort_by_key(|(at, id, _)| (*at, *id));
+    let deal = if t.status == haggle_core::ThreadStatus::Agreed {
+        web.svc
+            .deal_of_thread(&s.caller, m, t.id)
+            .await
+            .ok()
+            .flatten()
+            .map(|d| d.id)
+    } else {
+        None
+    };
+    Some(ThreadView {
+        id: t.id,
+        counterparty: names.person(t.counterparty).await,
+        status: thread_words(t.status),
+        deal,
+        actions: crate::trade::thread_actions(s, m, t, &d.offers, cur),
+        lines: lines.into_iter().map(|(_, _, l)| l).collect(),
+    })
 }
 
 pub struct DealRow {
@@ -546,6 +580,8 @@ struct DealPage {
     /// The buyer's principal may inspect now: the claims it can report contradicted.
     inspect: Option<Vec<String>>,
     inspect_key: String,
+    /// The steps the signed-in principal may take by hand.
+    actions: Option<crate::trade::DealActions>,
 }
 
 pub async fn deal(State(web): State<Web>, s: Signed, Ids((m, id)): Ids<(i64, i64)>) -> PageResult {
@@ -638,6 +674,7 @@ pub async fn deal(State(web): State<Web>, s: Signed, Ids((m, id)): Ids<(i64, i64
             && d.inspection.is_none())
         .then(|| d.snapshot.claims.names()),
         inspect_key: new_form_key(),
+        actions: crate::trade::deal_actions(&s, m, &d),
     }))
 }
 

@@ -81,6 +81,8 @@ struct PrincipalPage {
     approvals: Vec<Approval>,
     /// Available cash over time (SVG).
     balance_chart: String,
+    /// The Trade section, for the participant's own principal.
+    trade: Option<crate::trade::TradeSection>,
     todos: Vec<Todo>,
     deals: Vec<DealRow>,
     to_rate: Vec<ToRate>,
@@ -99,11 +101,17 @@ struct PrincipalPage {
 pub struct DoneParam {
     #[serde(default)]
     done: String,
+    /// Where the Trade section's list of proposals continues.
+    proposals: Option<String>,
 }
 
 fn done_text(code: &str) -> Option<&'static str> {
     Some(match code {
         "mandate" => "Mandate saved.",
+        "mode" => "Trading mode saved.",
+        "confirmed" => "Confirmed: your agent's step ran.",
+        "declined_proposal" => "Declined: your agent's step will not run.",
+        "withdrawn" => "Withdrawn: its live offers are void and its negotiations ended.",
         "paused" => "Your agent is paused: it can read but not act until you resume it.",
         "resumed" => "Your agent may act again.",
         "approved" => "Deal approved.",
@@ -158,87 +166,11 @@ pub async fn page(
         .into_iter()
         .filter(|d| d.is_party(p))
         .collect();
-    let mut approvals = Vec::new();
-    let mut todos = Vec::new();
-    let mut to_rate = Vec::new();
-    for d in mine.iter().rev() {
-        let title = format!("“{}”", d.snapshot.title);
-        let other = names
-            .person(if d.buyer == p { d.seller } else { d.buyer })
-            .await;
-        let price = money(d.price, &cur);
-        let i_buy = d.buyer == p;
-        match (d.status, i_buy) {
-            (DealStatus::AwaitingApproval, _) if d.awaits_approval_of(p) => {
-                approvals.push(Approval {
-                    deal: d.id,
-                    text: if i_buy {
-                        format!("Buy {title} from {other} for {price}")
-                    } else {
-                        format!("Sell {title} to {other} for {price}, below your lowest price")
-                    },
-                    deadline: d.approval_deadline.map_or(String::new(), time),
-                    key_yes: new_form_key(),
-                    key_no: new_form_key(),
-                })
-            }
-            (DealStatus::AwaitingApproval, _) => todos.push(Todo {
-                deal: d.id,
-                text: format!(
-                    "{title} {} {other} for {price}: waiting for the {}'s principal to approve",
-                    if i_buy { "from" } else { "to" },
-                    if i_buy { "seller" } else { "buyer" }
-                ),
-            }),
-            (DealStatus::Agreed, false) => todos.push(Todo {
-                deal: d.id,
-                text: format!("Hand over {title} to {other} ({price} is held in escrow for you)"),
-            }),
-            (DealStatus::Agreed, true) => todos.push(Todo {
-                deal: d.id,
-                text: format!(
-                    "Collect {title} from {other} once handed over (you paid {price} into escrow)"
-                ),
-            }),
-            (DealStatus::HandedOver, true) => todos.push(Todo {
-                deal: d.id,
-                text: format!(
-                    "Collect {title} from {other}: handed over{}; check it before {}",
-                    d.handover_note
-                        .as_ref()
-                        .map_or(String::new(), |n| format!(" (“{n}”)")),
-                    d.confirm_deadline.map_or(String::new(), time)
-                ),
-            }),
-            (DealStatus::HandedOver, false) => todos.push(Todo {
-                deal: d.id,
-                text: format!("{title} handed over to {other}: waiting for confirmation"),
-            }),
-            (DealStatus::Disputed, _) => todos.push(Todo {
-                deal: d.id,
-                text: format!("{title} with {other} is disputed: an operator will rule"),
-            }),
-            _ => {}
-        }
-        if d.is_finished() {
-            let rated = web
-                .svc
-                .deal_ratings(&s.caller, m, d.id)
-                .await?
-                .iter()
-                .any(|r| r.rater == p);
-            if !rated {
-                to_rate.push(ToRate {
-                    deal: d.id,
-                    text: format!(
-                        "{title} ({}) with {other}",
-                        if i_buy { "bought" } else { "sold" }
-                    ),
-                    key: new_form_key(),
-                });
-            }
-        }
-    }
+    let Tasks {
+        approvals,
+        todos,
+        to_rate,
+    } = tasks(&web, &s, &mut names, &mine, (m, p), &cur).await?;
     let deals = deal_rows(&mut names, &mine, &cur).await;
     let mut activity = Vec::new();
     for e in web
@@ -255,6 +187,7 @@ pub async fn page(
     let position = settlement.positions.iter().find(|x| x.participant_id == p);
     let survey = web.svc.survey_answer(&s.caller, m, p).await?;
     let md = &person.mandate;
+    let trade = crate::trade::section(&web, &s, (m, p), &cur, q.proposals.as_deref()).await?;
     let pays = c.market.rules.payments.is_some();
     let payment_method = if pays && is_principal_or_operator(&s, m, p) {
         web.svc
@@ -307,6 +240,7 @@ pub async fn page(
         pause_key: new_form_key(),
         open_turn: is_principal.then(|| web.svc.open_turn(m, p)).flatten(),
         approvals,
+        trade,
         todos,
         deals,
         to_rate,
@@ -321,6 +255,112 @@ pub async fn page(
         comment: survey.as_ref().map_or(String::new(), |a| a.comment.clone()),
         answered: survey.as_ref().map(|a| time(a.answered_at)),
     }))
+}
+
+/// What the participant's deals ask of its principal: approvals, handovers and collections,
+/// and finished deals to rate.
+struct Tasks {
+    approvals: Vec<Approval>,
+    todos: Vec<Todo>,
+    to_rate: Vec<ToRate>,
+}
+
+async fn tasks(
+    web: &Web,
+    s: &Signed,
+    names: &mut Names<'_>,
+    mine: &[haggle_core::Deal],
+    (m, p): (i64, i64),
+    cur: &str,
+) -> PageResult<Tasks> {
+    let mut approvals = Vec::new();
+    let mut todos = Vec::new();
+    let mut to_rate = Vec::new();
+    for d in mine.iter().rev() {
+        let title = format!("“{}”", d.snapshot.title);
+        let other = names
+            .person(if d.buyer == p { d.seller } else { d.buyer })
+            .await;
+        let price = money(d.price, cur);
+        let i_buy = d.buyer == p;
+        if let Some(text) = todo_text(d, p, &title, &other, &price) {
+            todos.push(Todo { deal: d.id, text });
+        } else if d.status == DealStatus::AwaitingApproval && d.awaits_approval_of(p) {
+            approvals.push(Approval {
+                deal: d.id,
+                text: if i_buy {
+                    format!("Buy {title} from {other} for {price}")
+                } else {
+                    format!("Sell {title} to {other} for {price}, below your lowest price")
+                },
+                deadline: d.approval_deadline.map_or(String::new(), time),
+                key_yes: new_form_key(),
+                key_no: new_form_key(),
+            })
+        }
+        if d.is_finished() {
+            let rated = web
+                .svc
+                .deal_ratings(&s.caller, m, d.id)
+                .await?
+                .iter()
+                .any(|r| r.rater == p);
+            if !rated {
+                to_rate.push(ToRate {
+                    deal: d.id,
+                    text: format!(
+                        "{title} ({}) with {other}",
+                        if i_buy { "bought" } else { "sold" }
+                    ),
+                    key: new_form_key(),
+                });
+            }
+        }
+    }
+    Ok(Tasks {
+        approvals,
+        todos,
+        to_rate,
+    })
+}
+
+/// What a deal asks of its party `p` that is not an approval (those have their own forms).
+fn todo_text(
+    d: &haggle_core::Deal,
+    p: i64,
+    title: &str,
+    other: &str,
+    price: &str,
+) -> Option<String> {
+    let i_buy = d.buyer == p;
+    Some(match (d.status, i_buy) {
+        (DealStatus::AwaitingApproval, _) if d.awaits_approval_of(p) => return None,
+        (DealStatus::AwaitingApproval, _) => format!(
+            "{title} {} {other} for {price}: waiting for the {}'s principal to approve",
+            if i_buy { "from" } else { "to" },
+            if i_buy { "seller" } else { "buyer" }
+        ),
+        (DealStatus::Agreed, false) => {
+            format!("Hand over {title} to {other} ({price} is held in escrow for you)")
+        }
+        (DealStatus::Agreed, true) => {
+            format!("Collect {title} from {other} once handed over (you paid {price} into escrow)")
+        }
+        (DealStatus::HandedOver, true) => format!(
+            "Collect {title} from {other}: handed over{}; check it before {}",
+            d.handover_note
+                .as_ref()
+                .map_or(String::new(), |n| format!(" (“{n}”)")),
+            d.confirm_deadline.map_or(String::new(), time)
+        ),
+        (DealStatus::HandedOver, false) => {
+            format!("{title} handed over to {other}: waiting for confirmation")
+        }
+        (DealStatus::Disputed, _) => {
+            format!("{title} with {other} is disputed: an operator will rule")
+        }
+        _ => return None,
+    })
 }
 
 fn back(m: i64, p: i64, done: &str) -> axum::response::Response {
@@ -393,6 +433,7 @@ pub async fn set_mandate(
         min_price_by_listing: current.min_price_by_listing,
         min_price_by_item: current.min_price_by_item,
         has_minimum: false,
+        trading_mode: current.trading_mode,
     };
     let path = format!("/m/{m}/p/{p}/mandate");
     let idem = idem_key(&f.idem, &path, &f)?;

@@ -237,6 +237,7 @@ mod tests {
             seq,
             at: 0,
             actor: None,
+            by: haggle_core::ActedBy::Agent,
             visibility: Visibility::Public,
             body: EventBody::from_parts(kind, payload).expect("a payload of its kind"),
             prev_hash: String::new(),

@@ -77,6 +77,8 @@ event_bodies! {
     ParticipantSuspended(ParticipantSuspended) = "participant_suspended",
     ParticipantReinstated(ParticipantOnly) = "participant_reinstated",
     MandateChanged(MandateChanged) = "mandate_changed",
+    /// Its principal changed how a participant trades (issue 19).
+    TradingModeChanged(TradingModeChanged) = "trading_mode_changed",
     ListingPosted(ListingPosted) = "listing_posted",
     ListingHeld(ListingHeld) = "listing_held",
     ListingApproved(ListingOnly) = "listing_approved",
@@ -277,6 +279,13 @@ pub struct MandateChanged {
     pub participant_id: ParticipantId,
     pub mandate: Mandate,
     pub by: MandateAuthor,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TradingModeChanged {
+    pub participant_id: ParticipantId,
+    pub mode: TradingMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
