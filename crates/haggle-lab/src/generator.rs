@@ -485,6 +485,8 @@ pub fn generate(seed: u64, participants: usize, budget: i64) -> Scenario {
                 attributes: BTreeMap::new(),
                 claims: Default::default(),
                 true_state: None,
+                shipping_price: None,
+                true_transit: None,
             });
         }
         let persona = pick(&mut rng, PERSONAS).to_string();

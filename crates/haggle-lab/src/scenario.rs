@@ -818,6 +818,8 @@ impl Scenario {
                         attributes: BTreeMap::new(),
                         claims: Default::default(),
                         true_state: None,
+                        shipping_price: None,
+                        true_transit: None,
                     });
                     origin.sell_lines.push(line);
                 }

@@ -185,6 +185,8 @@ impl Env {
             attributes: Default::default(),
             claims: Default::default(),
             true_state: None,
+            fulfilment: Default::default(),
+            true_transit: None,
         };
         let r = self
             .svc

@@ -331,6 +331,8 @@ fn new_listing(side: Side, title: &str, category: &str, price: i64) -> NewListin
         attributes: BTreeMap::new(),
         claims: Default::default(),
         true_state: None,
+        fulfilment: Default::default(),
+        true_transit: None,
     }
 }
 
@@ -4234,6 +4236,8 @@ async fn claims_true_state_inspection_and_dispute_are_stored(db: Db) {
             NewListing {
                 claims: said.clone(),
                 true_state: Some(truth.clone()),
+                fulfilment: Default::default(),
+                true_transit: None,
                 ..new_listing(Side::Sell, "Phone", "phones", 2_000)
             },
         )

@@ -292,6 +292,8 @@ pub fn form(t: &mut Terminal) -> anyhow::Result<Profile> {
             attributes: Default::default(),
             claims: Default::default(),
             true_state: None,
+            shipping_price: None,
+            true_transit: None,
         });
     }
     let mut want: Vec<Want> = Vec::new();
