@@ -240,6 +240,7 @@ fn table() -> Vec<Row> {
         row(M::GET,  "/v1/markets/{m}/deals", None, Bob, EVERYONE),
         row(M::GET,  "/v1/markets/{m}/deals/{D}", None, Bob, READERS_OF_SELF),
         row(M::POST, "/v1/markets/{m}/deals/{D}/handover", Some(json!({"note": "at the desk"})), Alice, &[AgentSelf]),
+        row(M::POST, "/v1/markets/{m}/deals/{D}/ship", Some(json!({"carrier": "DHL", "tracking": "JJD01"})), Alice, &[AgentSelf]),
         row(M::POST, "/v1/markets/{m}/deals/{D}/cancel", Some(json!({"reason": "sold out"})), Alice, &[AgentSelf]),
         row(M::POST, "/v1/markets/{m}/deals/{H}/confirm", None, Bob, &[AgentSelf]),
         row(M::POST, "/v1/markets/{m}/deals/{H}/dispute", Some(json!({"reason": "broken"})), Bob, &[AgentSelf]),

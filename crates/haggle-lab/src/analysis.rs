@@ -885,6 +885,7 @@ mod tests {
             design: Design::Split(vec!["a".into(), "b".into()]),
             real: false,
             rules: BTreeMap::new(),
+            shipping: None,
         }
     }
 

@@ -23,5 +23,6 @@ pub mod metrics;
 pub mod report;
 pub mod scenario;
 pub mod sessions;
+pub mod shipping;
 pub mod stats;
 pub mod trust;

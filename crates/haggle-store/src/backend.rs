@@ -921,7 +921,7 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> Store
                 sqlx::query("INSERT INTO deals (market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, approval_from, shipping) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
                     .bind(m).bind(d.id).bind(d.listing_id).bind(d.thread_id).bind(d.offer_id).bind(d.buyer).bind(d.seller)
                     .bind(d.price).bind(d.status.as_str()).bind(to_json(&d.snapshot)).bind(d.created_at).bind(d.approval_deadline).bind(approval_col(d.approval_from))
-                    .bind(d.shipping.as_ref().map(to_json)).bind(d.arrives_at)
+                    .bind(d.shipping.as_ref().map(to_json))
                     .execute(&mut *c).await?;
             }
             Change::UpdateDeal(d) => {
@@ -930,7 +930,7 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> Store
                     .bind(d.confirm_deadline).bind(d.cancel_requested_by).bind(d.finished_at).bind(d.resolution.as_ref().map(to_json))
                     .bind(approval_col(d.approval_from))
                     .bind(d.inspection.as_ref().map(to_json)).bind(d.dispute.as_ref().map(to_json))
-                    .bind(d.shipping.as_ref().map(to_json))
+                    .bind(d.shipping.as_ref().map(to_json)).bind(d.arrives_at)
                     .execute(&mut *c).await?;
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Invariant(format!("deal {} to update does not exist", d.id)));

@@ -409,6 +409,7 @@ async fn sim_run(
         hide_reputation: false,
         sessions: Vec::new(),
         session_budget: Default::default(),
+        shipping: None,
     };
     reset_peak_memory();
     let started = Instant::now();
@@ -620,6 +621,7 @@ pub async fn llm(args: LlmBenchArgs) -> anyhow::Result<()> {
         hide_reputation: false,
         sessions: Vec::new(),
         session_budget: Default::default(),
+        shipping: None,
     };
     eprintln!(
         "haggle bench llm: {} participants on the stand-in model ({} ms a call), {} calls at once, up to {} rounds",

@@ -163,6 +163,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         hide_reputation: args.hide_reputation,
         sessions: Vec::new(),
         session_budget: Default::default(),
+        shipping: None,
     };
     // The progress bar redraws a line: only on a terminal.
     let quiet = args.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());

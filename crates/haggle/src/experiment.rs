@@ -417,6 +417,7 @@ async fn execute(
                 })
                 .collect(),
             session_budget: cfg.session_budget,
+            shipping: cfg.plan.shipping,
         },
         &mut progress,
     )

@@ -60,6 +60,9 @@ pub struct SimConfig {
     pub sessions: Vec<Session>,
     /// Whether each later session tops the cash up to the session's budget or carries it over.
     pub session_budget: SessionBudget,
+    /// Items shipped instead of handed over, their delivery times and losses drawn from the
+    /// run's seed (`None`: in person, and nothing more is drawn).
+    pub shipping: Option<haggle_lab::shipping::ShippingModel>,
 }
 
 pub use haggle_lab::experiment::SessionBudget;
@@ -214,6 +217,9 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
             }
         }
     }
+    if let Some(model) = &cfg.shipping {
+        haggle_lab::shipping::ship_profiles(&mut profiles, model, cfg.seed);
+    }
     for (i, profile) in profiles.iter().enumerate() {
         let brain_name = cfg.brains[i % cfg.brains.len()].clone();
         let mandate = profile.mandate();
@@ -326,7 +332,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
             };
             peak_turns = peak_turns.max(peak);
             seq.end_round();
-            if trust {
+            if trust || cfg.shipping.is_some() {
                 arbitrate(&svc, &operator, m).await?;
                 record_misdescribers(&svc, m, &members, round + 1, &mut trust_timeline).await?;
             }
@@ -380,7 +386,7 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         if session == n_sessions {
             seq.finish();
         }
-        if trust {
+        if trust || cfg.shipping.is_some() {
             arbitrate(&svc, &operator, m).await?;
             record_misdescribers(&svc, m, &members, rounds + 1, &mut trust_timeline).await?;
         }
@@ -503,6 +509,13 @@ async fn next_session(
                 haggle_agents::adversaries::describe_profile(&mut profile);
             }
         }
+        if let Some(model) = &cfg.shipping {
+            let seed = cfg
+                .seed
+                .wrapping_add(i as u64)
+                .wrapping_add(u64::from(session) << 32);
+            haggle_lab::shipping::ship_profiles(std::slice::from_mut(&mut profile), model, seed);
+        }
         if cfg.session_budget == SessionBudget::Fresh {
             let b = svc
                 .balance(operator, m, x.participant_id)
@@ -572,7 +585,9 @@ async fn session_outcomes(
 
 /// The market's operator rules on every open not-as-described dispute: the buyer keeps the item
 /// and gets back the value gap between claimed and found ([`haggle_lab::trust::value_gap_refund`];
-/// nothing found worse: released). Other disputes are left as before.
+/// nothing found worse: released); and on every not-received one by the simulated carrier's
+/// ground truth: a lost parcel is refunded in full, one that arrived is released. Other disputes
+/// are left as before.
 async fn arbitrate(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<()> {
     use haggle_api::haggle_core::lifecycle::Ruling;
     use haggle_api::haggle_core::{DealStatus, DisputeGrounds};
@@ -581,7 +596,12 @@ async fn arbitrate(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<(
         .deals_in_status(m, DealStatus::Disputed, 0, 10_000)
         .await?;
     for d in open {
-        if d.dispute.as_ref().map(|x| x.grounds) != Some(DisputeGrounds::NotAsDescribed) {
+        let grounds = d.dispute.as_ref().map(|x| x.grounds);
+        if grounds == Some(DisputeGrounds::NotReceived) {
+            arbitrate_not_received(svc, operator, m, &d).await?;
+            continue;
+        }
+        if grounds != Some(DisputeGrounds::NotAsDescribed) {
             continue;
         }
         let found = d
@@ -598,6 +618,35 @@ async fn arbitrate(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<(
             .await
             .map_err(api)?;
     }
+    Ok(())
+}
+
+/// A not-received dispute, ruled on the simulated carrier's ground truth (the listing's
+/// `true_transit`): lost, the buyer gets everything back; delivered, the seller is paid.
+async fn arbitrate_not_received(
+    svc: &Service,
+    operator: &Caller,
+    m: i64,
+    d: &haggle_api::haggle_core::Deal,
+) -> anyhow::Result<()> {
+    use haggle_api::haggle_core::lifecycle::Ruling;
+    let listing = svc.store().listing(m, d.listing_id).await?;
+    let lost = listing.and_then(|l| l.true_transit).is_some_and(|t| t.lost);
+    let req = haggle_api::ResolveDispute {
+        ruling: if lost {
+            Ruling::Refund
+        } else {
+            Ruling::Release
+        },
+        note: if lost {
+            "the carrier lost the parcel: the buyer is refunded".into()
+        } else {
+            "the carrier delivered the parcel: the seller is paid".into()
+        },
+    };
+    svc.resolve(operator, m, d.id, req, None)
+        .await
+        .map_err(api)?;
     Ok(())
 }
 
