@@ -334,6 +334,8 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
             seq.end_round();
             if trust || cfg.shipping.is_some() {
                 arbitrate(&svc, &operator, m).await?;
+            }
+            if trust {
                 record_misdescribers(&svc, m, &members, round + 1, &mut trust_timeline).await?;
             }
             svc.advance_clock(&operator, m, cfg.tick_ms, None)
@@ -355,8 +357,9 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
                 deals,
                 volume,
             });
-            // Quiet for several rounds: nobody can or will act any more.
-            if idle >= 4 {
+            // Quiet for several rounds: nobody can or will act any more (unless parcels are
+            // still on their way: their buyers act once they arrive or are overdue).
+            if idle >= 4 && !(cfg.shipping.is_some() && in_transit(&svc, m).await?) {
                 break;
             }
         }
@@ -388,6 +391,8 @@ pub async fn run(cfg: SimConfig, mut progress: impl FnMut(&Progress)) -> anyhow:
         }
         if trust || cfg.shipping.is_some() {
             arbitrate(&svc, &operator, m).await?;
+        }
+        if trust {
             record_misdescribers(&svc, m, &members, rounds + 1, &mut trust_timeline).await?;
         }
         mark.rounds = rounds;
@@ -619,6 +624,20 @@ async fn arbitrate(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<(
             .map_err(api)?;
     }
     Ok(())
+}
+
+/// Whether a shipped deal of the market is still on its way (shipped, not yet delivered).
+async fn in_transit(svc: &Service, m: i64) -> anyhow::Result<bool> {
+    use haggle_api::haggle_core::{DealStatus, ShippingStatus};
+    let handed = svc
+        .store()
+        .deals_in_status(m, DealStatus::HandedOver, 0, 10_000)
+        .await?;
+    Ok(handed.iter().any(|d| {
+        d.shipping
+            .as_ref()
+            .is_some_and(|s| s.status == ShippingStatus::Shipped)
+    }))
 }
 
 /// A not-received dispute, ruled on the simulated carrier's ground truth (the listing's
