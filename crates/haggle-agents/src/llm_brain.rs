@@ -1073,6 +1073,30 @@ impl Brain for LlmBrain {
     }
 }
 
+/// A shipped deal's shipping as the observation states it (nothing for an in-person deal, so the
+/// observations of markets without shipping are unchanged).
+fn shipping_note(d: &Deal) -> String {
+    let Some(s) = &d.shipping else {
+        return String::new();
+    };
+    match s.status {
+        ShippingStatus::NotShipped => format!(
+            "; shipped, not yet sent: the seller must ship (carrier and tracking) by {}",
+            utc(s.ship_by)
+        ),
+        ShippingStatus::Shipped => "; shipped, in transit (not yet delivered)".into(),
+        ShippingStatus::Delivered => "; shipped and delivered".into(),
+    }
+}
+
+/// The deal's payment with the market's provider, when it has one.
+fn payment_note(d: &Deal) -> String {
+    d.payment
+        .as_ref()
+        .map(|p| format!("; payment {}", p.state))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1140,28 +1164,4 @@ mod tests {
         ));
         assert!(r.contains("turn 19: make_offer ok") && !r.contains("turn 7:"));
     }
-}
-
-/// A shipped deal's shipping as the observation states it (nothing for an in-person deal, so the
-/// observations of markets without shipping are unchanged).
-fn shipping_note(d: &Deal) -> String {
-    let Some(s) = &d.shipping else {
-        return String::new();
-    };
-    match s.status {
-        ShippingStatus::NotShipped => format!(
-            "; shipped, not yet sent: the seller must ship (carrier and tracking) by {}",
-            utc(s.ship_by)
-        ),
-        ShippingStatus::Shipped => "; shipped, in transit (not yet delivered)".into(),
-        ShippingStatus::Delivered => "; shipped and delivered".into(),
-    }
-}
-
-/// The deal's payment with the market's provider, when it has one.
-fn payment_note(d: &Deal) -> String {
-    d.payment
-        .as_ref()
-        .map(|p| format!("; payment {}", p.state))
-        .unwrap_or_default()
 }
