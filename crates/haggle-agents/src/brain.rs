@@ -117,6 +117,12 @@ pub enum Action {
         deal_id: i64,
         note: Option<String>,
     },
+    /// The seller of a shipped deal records how it was sent.
+    Ship {
+        deal_id: i64,
+        carrier: String,
+        tracking: String,
+    },
     ConfirmReceipt {
         deal_id: i64,
     },

@@ -17,6 +17,7 @@ use crate::profile::Profile;
 use crate::prompt::{PROMPT_TEMPLATE_VERSION, render_system_prompt};
 use crate::spend::{CallPermit, SpendGuard};
 use crate::tools;
+use haggle_api::haggle_core::{Deal, ShippingStatus, utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt::Write;
@@ -405,11 +406,13 @@ fn deal_lines(view: &View, me: i64) -> Vec<String> {
                 ),
             };
             format!(
-                "deal {} ({role}, with participant {other}): listing {} at {}, status {}{inspected}",
+                "deal {} ({role}, with participant {other}): listing {} at {}, status {}{}{}{inspected}",
                 d.id,
                 d.listing_id,
                 money(d.price),
-                d.status.as_str()
+                d.status.as_str(),
+                shipping_note(d),
+                payment_note(d)
             )
         })
         .collect()
@@ -1090,6 +1093,30 @@ impl Brain for LlmBrain {
         self.system = None;
         self.memory = Memory::default();
     }
+}
+
+/// A shipped deal's shipping as the observation states it (nothing for an in-person deal, so the
+/// observations of markets without shipping are unchanged).
+fn shipping_note(d: &Deal) -> String {
+    let Some(s) = &d.shipping else {
+        return String::new();
+    };
+    match s.status {
+        ShippingStatus::NotShipped => format!(
+            "; shipped, not yet sent: the seller must ship (carrier and tracking) by {}",
+            utc(s.ship_by)
+        ),
+        ShippingStatus::Shipped => "; shipped, in transit (not yet delivered)".into(),
+        ShippingStatus::Delivered => "; shipped and delivered".into(),
+    }
+}
+
+/// The deal's payment with the market's provider, when it has one.
+fn payment_note(d: &Deal) -> String {
+    d.payment
+        .as_ref()
+        .map(|p| format!("; payment {}", p.state))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

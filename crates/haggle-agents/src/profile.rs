@@ -66,6 +66,14 @@ pub struct SellItem {
     /// market, which alone reads it, at inspection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub true_state: Option<haggle_api::haggle_core::Claims>,
+    /// Shipped instead of handed over in person, the buyer paying this shipping price on top of
+    /// the agreed price; absent = in person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_price: Option<i64>,
+    /// A simulated shipment's ground truth (from the scenario: delivery time or lost), sent with
+    /// a shipped listing to a simulated market, which alone reads it, when the seller ships.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_transit: Option<haggle_api::haggle_core::shipping::Transit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,7 +67,8 @@
 use crate::brain::{Action, BoxFuture, Brain, Candidate, Role, ThreadState, View};
 use crate::profile::{Profile, SellItem, Want};
 use haggle_api::haggle_core::{
-    Deal, DealStatus, DisputeGrounds, EventBody, ListingStatus, Offer, OfferState, Side,
+    Deal, DealStatus, DisputeGrounds, EventBody, ListingStatus, Offer, OfferState, ShippingStatus,
+    Side,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -413,6 +414,8 @@ pub struct Quirks {
 /// How long a buyer waits for a handover before cancelling (the demo market's confirmation
 /// window; the market refuses an earlier lone cancellation, which costs only the refusal).
 const HANDOVER_PATIENCE_MS: i64 = 48 * 3_600_000;
+/// The carrier a rule seller names when it ships.
+const SHIPPING_CARRIER: &str = "Haggle Post";
 
 #[derive(Debug, Default)]
 struct Memory {
@@ -749,7 +752,8 @@ impl RuleBrain {
         }
     }
 
-    /// Step 2: Deals: hand over, confirm or dispute, cancel a deal never handed over, rate.
+    /// Step 2: Deals: hand over or ship, confirm or dispute, cancel a deal never handed over
+    /// (or shipped), rate.
     fn tend_deals(&mut self, t: &mut Turn) {
         let (view, me) = (t.view, t.me);
         let acts = &mut t.acts;
@@ -761,34 +765,21 @@ impl RuleBrain {
                 && !self.quirks.never_ships
                 && self.mem.handed_over.insert(d.id)
             {
-                acts.push(Action::HandOver {
-                    deal_id: d.id,
-                    note: Some("Handed over as described.".into()),
+                acts.push(match d.shipping {
+                    // Shipped promptly, on its first turn after the agreement.
+                    Some(_) => Action::Ship {
+                        deal_id: d.id,
+                        carrier: SHIPPING_CARRIER.into(),
+                        tracking: format!("HP{:08}", d.id),
+                    },
+                    None => Action::HandOver {
+                        deal_id: d.id,
+                        note: Some("Handed over as described.".into()),
+                    },
                 });
             }
-            if d.buyer == me
-                && d.status == DealStatus::HandedOver
-                && self.mem.confirmed.insert(d.id)
-            {
-                // The inspection at handover found claims contradicted: dispute them instead.
-                match d.inspection.as_ref().filter(|i| !i.matched()) {
-                    Some(i) => acts.push(Action::Dispute {
-                        deal_id: d.id,
-                        reason: format!("Not as described: {}.", i.mismatched.join(", ")),
-                        grounds: DisputeGrounds::NotAsDescribed,
-                        claims: i.mismatched.clone(),
-                    }),
-                    None => acts.push(Action::ConfirmReceipt { deal_id: d.id }),
-                }
-            }
-            // A seller who never hands over: once the market lets the buyer cancel alone (the
-            // confirmation window after agreement), the buyer takes its money back.
-            if d.buyer == me
-                && d.status == DealStatus::Agreed
-                && view.now >= d.created_at + HANDOVER_PATIENCE_MS
-                && self.mem.cancelled.insert(d.id)
-            {
-                acts.push(Action::CancelDeal { deal_id: d.id });
+            if d.buyer == me {
+                self.settle_as_buyer(d, view.now, acts);
             }
             if d.is_finished() && self.mem.rated.insert(d.id) {
                 let (score, comment) = if d.status == DealStatus::Completed {
@@ -802,6 +793,52 @@ impl RuleBrain {
                     comment: comment.into(),
                 });
             }
+        }
+    }
+
+    /// The buyer's side of a deal: confirm what arrived as described (a shipped deal once its
+    /// carrier delivered it), dispute what did not (`not_as_described`, or a parcel still not
+    /// delivered in the last quarter of the confirmation window: `not_received`), and cancel
+    /// a deal the seller never handed over or shipped.
+    fn settle_as_buyer(&mut self, d: &Deal, now: i64, acts: &mut Vec<Action>) {
+        let waiting = d
+            .shipping
+            .as_ref()
+            .is_some_and(|s| s.status == ShippingStatus::Shipped);
+        if d.status == DealStatus::HandedOver && waiting {
+            let (from, until) = (
+                d.handed_over_at.unwrap_or(now),
+                d.confirm_deadline.unwrap_or(now),
+            );
+            if now >= until - (until - from) / 4 && self.mem.confirmed.insert(d.id) {
+                acts.push(Action::Dispute {
+                    deal_id: d.id,
+                    reason: "The parcel has not arrived.".into(),
+                    grounds: DisputeGrounds::NotReceived,
+                    claims: Vec::new(),
+                });
+            }
+        } else if d.status == DealStatus::HandedOver && self.mem.confirmed.insert(d.id) {
+            // The inspection at handover found claims contradicted: dispute them instead.
+            match d.inspection.as_ref().filter(|i| !i.matched()) {
+                Some(i) => acts.push(Action::Dispute {
+                    deal_id: d.id,
+                    reason: format!("Not as described: {}.", i.mismatched.join(", ")),
+                    grounds: DisputeGrounds::NotAsDescribed,
+                    claims: i.mismatched.clone(),
+                }),
+                None => acts.push(Action::ConfirmReceipt { deal_id: d.id }),
+            }
+        }
+        // A seller who never hands over: once the market lets the buyer cancel alone (the
+        // confirmation window after agreement, or a shipped deal's shipping deadline), the buyer
+        // takes its money back.
+        let late = match &d.shipping {
+            Some(s) => now >= s.ship_by,
+            None => now >= d.created_at + HANDOVER_PATIENCE_MS,
+        };
+        if d.status == DealStatus::Agreed && late && self.mem.cancelled.insert(d.id) {
+            acts.push(Action::CancelDeal { deal_id: d.id });
         }
     }
 

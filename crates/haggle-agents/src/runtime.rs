@@ -12,7 +12,9 @@ use crate::tools::{self, ToolError};
 use haggle_api::ErrorBody;
 use haggle_api::haggle_core::lifecycle::Reputation;
 use haggle_api::haggle_core::limits::{MAX_EVENTS, MAX_PAGE};
-use haggle_api::haggle_core::{Deal, Event, Listing, ListingStatus, Side, ThreadStatus};
+use haggle_api::haggle_core::{
+    Deal, Event, Fulfilment, Listing, ListingStatus, Side, ThreadStatus,
+};
 use haggle_api::{
     ClientError, ListingQuery, ListingSort, MakeOffer, MarketClient, NewListing, OpenThread,
     ThreadFilter,
@@ -94,6 +96,12 @@ fn item_listing(item: &crate::profile::SellItem, price: i64) -> NewListing {
         attributes,
         claims: item.claims.clone(),
         true_state: item.true_state.clone(),
+        true_transit: item.true_transit,
+        fulfilment: item
+            .shipping_price
+            .map_or(Fulfilment::InPerson, |p| Fulfilment::Shipping {
+                shipping_price: p,
+            }),
     }
 }
 
@@ -111,6 +119,8 @@ fn wanted_listing(w: &crate::profile::Want, price: i64) -> NewListing {
         attributes,
         claims: Default::default(),
         true_state: None,
+        true_transit: None,
+        fulfilment: Fulfilment::InPerson,
     }
 }
 
@@ -912,6 +922,13 @@ impl<C: MarketClient> Agent<C> {
             }
             Action::HandOver { deal_id, note } => {
                 c.hand_over(*deal_id, note.as_deref()).await?;
+            }
+            Action::Ship {
+                deal_id,
+                carrier,
+                tracking,
+            } => {
+                c.ship(*deal_id, carrier, tracking).await?;
             }
             Action::ConfirmReceipt { deal_id } => {
                 c.confirm_receipt(*deal_id).await?;

@@ -184,6 +184,11 @@ pub struct PostListingArgs {
     /// handover: `condition`, `working`, `included` parts and free `details`.
     #[schema(inline)]
     pub claims: Option<haggle_api::haggle_core::Claims>,
+    /// Ship the item instead of handing it over in person: the buyer pays this shipping price
+    /// (minor units, 0 = free) on top of the agreed price, and you `ship` with a tracking
+    /// reference before the market's shipping deadline. Omit to hand over in person.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    pub shipping_price: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -290,6 +295,18 @@ pub struct HandOverArgs {
     /// What the buyer should know ("left it at reception", a tracking number).
     #[schema(max_length = 4000)]
     pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShipArgs {
+    pub deal_id: i64,
+    /// The carrier ("DHL", "La Poste").
+    #[schema(max_length = 100)]
+    pub carrier: String,
+    /// The carrier's tracking reference.
+    #[schema(max_length = 200)]
+    pub tracking: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -609,7 +626,9 @@ static CATALOGUE: LazyLock<Vec<Tool>> = LazyLock::new(|| {
              the item contradicts (grounds for a not_as_described dispute). In a market with \
              a payment provider each deal carries `payment`: `state` (authorized = the price is \
              held on the buyer's card, captured, voided, refunded, failed with the provider's \
-             `failure_code`), `held` and `charged`.",
+             `failure_code`), `held` and `charged`. A shipped deal carries `shipping`: its \
+             `shipping_price` (part of the price), `status` (not_shipped, shipped, delivered), \
+             `ship_by` (the seller's deadline), `carrier` and `tracking`.",
             READ,
         ),
         tool::<HandOverArgs, Deal>(
@@ -617,6 +636,16 @@ static CATALOGUE: LazyLock<Vec<Tool>> = LazyLock::new(|| {
             "Hand over",
             "As the seller of an agreed deal, declare the item handed over (with a note for the \
              buyer). The buyer then confirms receipt or disputes within the confirmation window.",
+            SETTLE,
+        ),
+        tool::<ShipArgs, Deal>(
+            "ship",
+            "Ship",
+            "As the seller of an agreed shipped deal, record the carrier and tracking reference \
+             before the deal's `shipping.ship_by` deadline (a shipped deal is not handed over \
+             with hand_over). The buyer then confirms delivery or disputes (not_received, \
+             not_as_described) within the confirmation window; after the deadline the buyer \
+             may cancel alone.",
             SETTLE,
         ),
         tool::<DealIdArgs, Deal>(
@@ -834,6 +863,12 @@ async fn dispatch<C: MarketClient>(
                 attributes: a.attributes.unwrap_or_default(),
                 claims: a.claims.unwrap_or_default(),
                 true_state: None,
+                true_transit: None,
+                fulfilment: a
+                    .shipping_price
+                    .map_or(haggle_api::haggle_core::Fulfilment::InPerson, |p| {
+                        haggle_api::haggle_core::Fulfilment::Shipping { shipping_price: p }
+                    }),
             };
             to_json(&client.create_listing(&l).await?)
         }
@@ -853,6 +888,8 @@ async fn dispatch<C: MarketClient>(
                 attributes: a.attributes.unwrap_or_default(),
                 claims: Default::default(),
                 true_state: None,
+                true_transit: None,
+                fulfilment: haggle_api::haggle_core::Fulfilment::InPerson,
             };
             to_json(&client.create_listing(&l).await?)
         }
@@ -958,6 +995,10 @@ async fn dispatch<C: MarketClient>(
         "hand_over" => {
             let a: HandOverArgs = parse(name, args)?;
             to_json(&client.hand_over(a.deal_id, a.note.as_deref()).await?)
+        }
+        "ship" => {
+            let a: ShipArgs = parse(name, args)?;
+            to_json(&client.ship(a.deal_id, &a.carrier, &a.tracking).await?)
         }
         "confirm_receipt" => {
             let a: DealIdArgs = parse(name, args)?;

@@ -117,6 +117,8 @@ async fn desk(seller: &InProcess) -> i64 {
         attributes: [("item_type".to_string(), "desk".to_string())].into(),
         claims: Default::default(),
         true_state: None,
+        fulfilment: Default::default(),
+        true_transit: None,
     };
     seller.create_listing(&listing).await.unwrap().id
 }

@@ -173,6 +173,7 @@ fn tool_names_are_unique_snake_case_and_cover_the_agent_actions() {
         "walk_away",
         "my_deals",
         "hand_over",
+        "ship",
         "confirm_receipt",
         "open_dispute",
         "rate_deal",
@@ -442,6 +443,54 @@ async fn every_tool_runs_and_returns_what_its_schema_says() {
     )
     .await;
     assert_eq!(disputed["status"], "disputed");
+
+    // A shipped deal: the shipping price is added to the deal's, the seller ships with a
+    // tracking reference, the buyer confirms delivery, and `my_deals` shows it.
+    let lamp2 = run(
+        u,
+        &alice,
+        "post_listing",
+        json!({"title": "Floor lamp", "category": "home", "price": 1200, "shipping_price": 300}),
+    )
+    .await;
+    let bid = run(
+        u,
+        &bob,
+        "make_offer",
+        json!({"listing_id": id(&lamp2, "/id"), "price": 1100}),
+    )
+    .await;
+    let shipped_deal = run(
+        u,
+        &alice,
+        "accept_offer",
+        json!({"offer_id": id(&bid, "/offer/id")}),
+    )
+    .await;
+    assert_eq!(shipped_deal["price"], 1400);
+    let shipped = run(
+        u,
+        &alice,
+        "ship",
+        json!({"deal_id": id(&shipped_deal, "/id"), "carrier": "DHL", "tracking": "JJD01"}),
+    )
+    .await;
+    assert_eq!(shipped["shipping"]["status"], "shipped");
+    let deals = run(u, &bob, "my_deals", json!({})).await;
+    let mine = deals["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == shipped_deal["id"])
+        .expect("the shipped deal is listed");
+    assert_eq!(mine["shipping"]["tracking"], "JJD01", "{mine}");
+    run(
+        u,
+        &bob,
+        "confirm_receipt",
+        json!({"deal_id": id(&shipped_deal, "/id")}),
+    )
+    .await;
 
     // A cancelled deal, a walk-away and a withdrawn wanted ad.
     let kettle = run(

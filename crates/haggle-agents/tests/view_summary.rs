@@ -83,6 +83,8 @@ async fn each_thread_in_the_view_carries_its_summary_as_of_the_turn() {
             attributes: Default::default(),
             claims: Default::default(),
             true_state: None,
+            fulfilment: Default::default(),
+            true_transit: None,
         })
         .await
         .unwrap();

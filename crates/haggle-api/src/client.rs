@@ -108,6 +108,13 @@ pub trait MarketClient: Send + Sync {
         deal: i64,
         note: Option<&str>,
     ) -> impl Future<Output = ClientResult<Deal>> + Send;
+    /// The seller of a shipped deal records its carrier and tracking reference.
+    fn ship(
+        &self,
+        deal: i64,
+        carrier: &str,
+        tracking: &str,
+    ) -> impl Future<Output = ClientResult<Deal>> + Send;
     fn confirm_receipt(&self, deal: i64) -> impl Future<Output = ClientResult<Deal>> + Send;
     fn cancel_deal(
         &self,

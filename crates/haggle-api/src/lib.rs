@@ -472,6 +472,16 @@ pub struct Me {
     pub participant_id: Option<i64>,
 }
 
+/// The seller of a shipped deal records how it was sent (spec trust.md, Shipping).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Ship {
+    /// The carrier ("DHL", "La Poste"), at most 100 characters.
+    pub carrier: String,
+    /// The carrier's tracking reference, at most 200 characters.
+    pub tracking: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HandOver {

@@ -333,6 +333,16 @@ impl MarketClient for HttpClient {
         )
         .await
     }
+    async fn ship(&self, deal: i64, carrier: &str, tracking: &str) -> ClientResult<Deal> {
+        self.post(
+            &self.path(&format!("/deals/{deal}/ship")),
+            &Ship {
+                carrier: carrier.to_string(),
+                tracking: tracking.to_string(),
+            },
+        )
+        .await
+    }
     async fn confirm_receipt(&self, deal: i64) -> ClientResult<Deal> {
         self.post(
             &self.path(&format!("/deals/{deal}/confirm")),

@@ -90,6 +90,8 @@ async fn a_whole_deal_through_the_http_client() {
         attributes: Default::default(),
         claims: Default::default(),
         true_state: None,
+        fulfilment: Default::default(),
+        true_transit: None,
     };
     let l = alice.create_listing(&listing).await.unwrap();
     let found = bob

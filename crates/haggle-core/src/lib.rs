@@ -15,6 +15,7 @@ pub mod payment;
 pub mod plan;
 pub mod policy;
 pub mod settlement;
+pub mod shipping;
 pub mod summary;
 pub mod views;
 
@@ -27,5 +28,6 @@ pub use ledger::{Account, Transfer, TransferKind};
 pub use model::*;
 pub use negotiation::Scene;
 pub use plan::{Change, Plan};
+pub use shipping::{Fulfilment, Shipping, ShippingStatus};
 pub use summary::{LiveOffer, ThreadSummary};
 pub use views::*;

@@ -10,8 +10,15 @@ use crate::ledger::{Account, TransferKind};
 use crate::model::*;
 use crate::negotiation::{Due, Scene, check_text};
 use crate::plan::{Change, Plan};
+use crate::shipping::{
+    MAX_CARRIER, MAX_TRACKING, ShippingStatus, arrived, delivered, missed_shipping,
+};
 
 pub const MAX_NOTE: usize = 2000;
+/// Why a buyer cancelled alone: the seller missed the handover (the confirmation window after
+/// the agreement) or, on a shipped deal, its shipping deadline.
+pub const SELLER_DID_NOT_HAND_OVER: &str = "seller_did_not_hand_over";
+pub const SELLER_DID_NOT_SHIP: &str = "seller_did_not_ship";
 /// Evidence notes one party may add to one deal, so neither side can bury the other's evidence
 /// (a deal's other notes come once per step of its lifecycle).
 pub const MAX_NOTES_PER_PARTY: u32 = 100;
@@ -143,7 +150,7 @@ fn close(
     }
 }
 
-/// The seller says the goods were handed over or shipped.
+/// The seller says the goods were handed over (in person; a shipped deal is shipped with [`ship`]).
 pub fn hand_over(s: &mut Scene, plan: &mut Plan, handover_note: Option<&str>) -> Result<Deal> {
     let actor = s.settler()?.id;
     let d = deal(s)?;
@@ -153,27 +160,20 @@ pub fn hand_over(s: &mut Scene, plan: &mut Plan, handover_note: Option<&str>) ->
             d.id
         )));
     }
+    if d.shipping.is_some() {
+        return Err(E::invalid_transition(format!(
+            "deal {} is shipped, not handed over in person: record the carrier and tracking reference with ship",
+            d.id
+        )));
+    }
     if d.status != DealStatus::Agreed {
         return Err(wrong_state(d, "handover", "agreed"));
     }
     if let Some(n) = handover_note {
         check_text("note", n, MAX_NOTE, false)?;
     }
-    let mut next = d.clone();
-    next.status = DealStatus::HandedOver;
-    next.handed_over_at = Some(s.now);
-    next.confirm_deadline = Some(later(s.now, s.market.rules.confirmation_window_ms));
+    let mut next = handed_over(s, d);
     next.handover_note = handover_note.map(str::to_string);
-    next.cancel_requested_by = None;
-    // In a simulation the buyer inspects at handover: it finds the item's true state.
-    if let Some(truth) = s.listing.as_ref().and_then(|l| l.true_state.as_ref()) {
-        next.inspection = Some(Inspection {
-            source: InspectionSource::Simulation,
-            found: Some(truth.clone()),
-            mismatched: d.snapshot.claims.contradicted_by(truth),
-            at: s.now,
-        });
-    }
     if let Some(n) = handover_note.filter(|n| !n.trim().is_empty()) {
         note(plan, d, Some(actor), "handover", n);
     }
@@ -184,6 +184,82 @@ pub fn hand_over(s: &mut Scene, plan: &mut Plan, handover_note: Option<&str>) ->
         EventBody::DealHandedOver(DealHandedOver {
             deal_id: d.id,
             note: handover_note.map(str::to_string),
+            confirm_deadline: next.confirm_deadline,
+        }),
+    );
+    s.deal = Some(next.clone());
+    Ok(next)
+}
+
+/// `d` once the goods have left the seller (handed over or shipped) at the scene's time: the
+/// confirmation window starts, and in a simulation the buyer inspects (it finds the true state).
+fn handed_over(s: &Scene, d: &Deal) -> Deal {
+    let mut next = d.clone();
+    next.status = DealStatus::HandedOver;
+    next.handed_over_at = Some(s.now);
+    next.confirm_deadline = Some(later(s.now, s.market.rules.confirmation_window_ms));
+    next.cancel_requested_by = None;
+    if let Some(truth) = s.listing.as_ref().and_then(|l| l.true_state.as_ref()) {
+        next.inspection = Some(Inspection {
+            source: InspectionSource::Simulation,
+            found: Some(truth.clone()),
+            mismatched: d.snapshot.claims.contradicted_by(truth),
+            at: s.now,
+        });
+    }
+    next
+}
+
+/// The seller of a shipped deal records the carrier and tracking reference before its shipping
+/// deadline: the deal is handed over (`shipping.status` = `shipped`) and the confirmation window
+/// starts, within which the buyer confirms delivery or disputes (`not_received`, ...).
+pub fn ship(s: &mut Scene, plan: &mut Plan, carrier: &str, tracking: &str) -> Result<Deal> {
+    let actor = s.settler()?.id;
+    let d = deal(s)?;
+    if d.seller != actor {
+        return Err(E::forbidden(format!("only the seller ships deal {}", d.id)));
+    }
+    let Some(shipping) = &d.shipping else {
+        return Err(E::invalid_transition(format!(
+            "deal {} is handed over in person, not shipped: use hand_over",
+            d.id
+        )));
+    };
+    if d.status != DealStatus::Agreed {
+        return Err(wrong_state(d, "shipping", "agreed"));
+    }
+    if shipping.ship_by <= s.now {
+        return Err(E::invalid_transition(format!(
+            "the shipping deadline of deal {} passed at {}",
+            d.id,
+            utc(shipping.ship_by)
+        )));
+    }
+    check_text("carrier", carrier, MAX_CARRIER, true)?;
+    check_text("tracking", tracking, MAX_TRACKING, true)?;
+    let (carrier, tracking) = (carrier.trim().to_string(), tracking.trim().to_string());
+    let mut next = handed_over(s, d);
+    if let Some(sh) = next.shipping.as_mut() {
+        sh.status = ShippingStatus::Shipped;
+        sh.carrier = Some(carrier.clone());
+        sh.tracking = Some(tracking.clone());
+        sh.shipped_at = Some(s.now);
+    }
+    // In a simulation the carrier's ground truth decides when (or whether) it arrives.
+    next.arrives_at = s
+        .listing
+        .as_ref()
+        .and_then(|l| l.true_transit)
+        .filter(|t| !t.lost)
+        .map(|t| later(s.now, t.delivery_ms));
+    plan.change(Change::UpdateDeal(next.clone()));
+    plan.event(
+        Some(actor),
+        parties(d),
+        EventBody::DealShipped(DealShipped {
+            deal_id: d.id,
+            carrier,
+            tracking,
             confirm_deadline: next.confirm_deadline,
         }),
     );
@@ -206,7 +282,7 @@ pub fn confirm_receipt(s: &mut Scene, plan: &mut Plan) -> Result<()> {
     }
     close(
         plan,
-        d,
+        &delivered(d, s.now),
         DealStatus::Completed,
         0,
         Some(actor),
@@ -238,9 +314,15 @@ pub fn cancel(s: &mut Scene, plan: &mut Plan, reason: Option<&str>) -> Result<bo
         .listing
         .as_ref()
         .ok_or_else(|| E::not_found("listing not found"))?;
-    // A seller who has not handed over within the confirmation window of the agreement cannot
-    // hold the buyer's money hostage: the buyer may then cancel alone.
-    let late = actor == d.buyer && s.now >= d.created_at + s.market.rules.confirmation_window_ms;
+    // A seller who has not handed over within the confirmation window of the agreement (or not
+    // shipped by the shipping deadline) cannot hold the buyer's money hostage: the buyer may then
+    // cancel alone.
+    let unshipped = missed_shipping(d, s.now);
+    let late = actor == d.buyer
+        && match &d.shipping {
+            Some(_) => unshipped,
+            None => s.now >= d.created_at + s.market.rules.confirmation_window_ms,
+        };
     let alone = (actor == d.seller && s.market.rules.seller_may_cancel) || late;
     let mutual = d.cancel_requested_by.is_some_and(|p| p != actor);
     if let Some(r) = reason.filter(|r| !r.trim().is_empty()) {
@@ -253,8 +335,10 @@ pub fn cancel(s: &mut Scene, plan: &mut Plan, reason: Option<&str>) -> Result<bo
             DealStatus::Cancelled,
             d.price,
             Some(actor),
-            if late {
-                "seller_did_not_hand_over"
+            if late && unshipped {
+                SELLER_DID_NOT_SHIP
+            } else if late {
+                SELLER_DID_NOT_HAND_OVER
             } else if alone {
                 "cancelled_by_seller"
             } else {
@@ -674,14 +758,33 @@ pub fn rate(s: &mut Scene, plan: &mut Plan, score: u8, comment: &str) -> Result<
     Ok(r)
 }
 
-/// The deal clock: handed-over deals past their window complete; approvals past their deadline
-/// are declined.
+/// The deal clock: a simulated carrier delivers shipped deals; handed-over deals past their window
+/// complete; approvals past their deadline are declined.
 pub fn sweep_deals(s: &Scene, plan: &mut Plan, due: &Due) {
+    // A deal whose window has passed completes below (delivered then) instead.
+    for d in due
+        .deliveries
+        .iter()
+        .filter(|d| arrived(d, s.now) && d.confirm_deadline.is_some_and(|x| x > s.now))
+    {
+        let at = d.arrives_at.unwrap_or(s.now);
+        let mut next = delivered(d, at);
+        next.arrives_at = None;
+        plan.change(Change::UpdateDeal(next));
+        plan.event(
+            None,
+            parties(d),
+            EventBody::DealDelivered(DealDelivered {
+                deal_id: d.id,
+                delivered_at: at,
+            }),
+        );
+    }
     for d in &due.deals_to_complete {
         if d.status == DealStatus::HandedOver && d.confirm_deadline.is_some_and(|x| x <= s.now) {
             close(
                 plan,
-                d,
+                &delivered(d, s.now),
                 DealStatus::Completed,
                 0,
                 None,
@@ -784,7 +887,7 @@ pub fn reputation(p: ParticipantId, deals: &[Deal], revealed: &[Rating]) -> Repu
         let seller_failed = d
             .resolution
             .as_ref()
-            .is_some_and(|r| r.note == "seller_did_not_hand_over");
+            .is_some_and(|r| r.note == SELLER_DID_NOT_HAND_OVER || r.note == SELLER_DID_NOT_SHIP);
         match d.status {
             DealStatus::Completed => rep.completed_deals += 1,
             DealStatus::Cancelled if seller_failed && p == d.seller => rep.cancellations += 1,

@@ -195,6 +195,15 @@ pub struct MarketRules {
     /// alone, as before. Omitted from JSON while `None`, so stored and hashed rules are unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payments: Option<crate::payment::PaymentsConfig>,
+    /// How long a seller of a shipped deal has from the agreement to ship it (spec trust.md,
+    /// Shipping); `None` = `shipping::DEFAULT_SHIPPING_WINDOW_MS`. Omitted from JSON while
+    /// `None`, so stored and hashed rules are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
+    pub shipping_window_ms: Option<i64>,
 }
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -218,11 +227,18 @@ impl Default for MarketRules {
             closes_at: None,
             policy: Default::default(),
             payments: None,
+            shipping_window_ms: None,
         }
     }
 }
 
 impl MarketRules {
+    /// How long a seller has to ship after the agreement.
+    pub fn shipping_window(&self) -> i64 {
+        self.shipping_window_ms
+            .unwrap_or(crate::shipping::DEFAULT_SHIPPING_WINDOW_MS)
+    }
+
     pub fn validate(&self) -> crate::error::Result<()> {
         use crate::error::DomainError as E;
         let positive = [
@@ -231,6 +247,7 @@ impl MarketRules {
             ("approval_window_ms", Some(self.approval_window_ms)),
             ("thread_time_limit_ms", self.thread_time_limit_ms),
             ("rating_window_ms", Some(self.rating_window_ms)),
+            ("shipping_window_ms", self.shipping_window_ms),
         ];
         for (name, v) in positive {
             if let Some(v) = v
@@ -635,6 +652,16 @@ pub struct Listing {
     /// store keeps it in its own column and the core reads it only at inspection.
     #[serde(skip)]
     pub true_state: Option<crate::claims::Claims>,
+    /// How the goods change hands: in person (default, omitted) or shipped at a price.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::shipping::Fulfilment::is_in_person"
+    )]
+    pub fulfilment: crate::shipping::Fulfilment,
+    /// A simulated shipment's ground truth, like `true_state`: never serialized; the store keeps
+    /// it in its own column and the core reads it only when the seller ships.
+    #[serde(skip)]
+    pub true_transit: Option<crate::shipping::Transit>,
 }
 
 impl Listing {
@@ -661,6 +688,7 @@ impl Listing {
             price: self.price,
             attributes: self.attributes.clone(),
             claims: self.claims.clone(),
+            fulfilment: self.fulfilment,
         }
     }
 }
@@ -679,6 +707,12 @@ pub struct ListingSnapshot {
     /// The seller's claims as they stood at acceptance.
     #[serde(default, skip_serializing_if = "crate::claims::Claims::is_empty")]
     pub claims: crate::claims::Claims,
+    /// How the goods change hands, as the listing stated it at acceptance.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::shipping::Fulfilment::is_in_person"
+    )]
+    pub fulfilment: crate::shipping::Fulfilment,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -783,6 +817,8 @@ pub struct Deal {
     pub offer_id: OfferId,
     pub buyer: ParticipantId,
     pub seller: ParticipantId,
+    /// What the buyer pays and the escrow holds: the accepted offer's price plus, on a shipped
+    /// deal, the listing's shipping price (`shipping.shipping_price`).
     pub price: Money,
     pub status: DealStatus,
     pub snapshot: ListingSnapshot,
@@ -821,6 +857,14 @@ pub struct Deal {
     /// service from the provider-confirmed record, never part of market state or the event log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment: Option<crate::payment::PaymentView>,
+    /// A shipped deal's shipping (its price is part of `price`); absent when handed over in person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<crate::shipping::Shipping>,
+    /// When a simulated carrier delivers a shipped deal (from the listing's `true_transit`; `None`
+    /// when lost, not simulated or already delivered). Never serialized, like `true_state`: no
+    /// party knows it before the sweep reports the delivery.
+    #[serde(skip)]
+    pub arrives_at: Option<Timestamp>,
 }
 
 string_enum!(

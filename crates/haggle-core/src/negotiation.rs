@@ -533,6 +533,16 @@ pub struct NewListing {
     /// inspection at handover compares the claims with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub true_state: Option<crate::claims::Claims>,
+    /// How the goods change hands: `in_person` (default) or `{"shipping": {"shipping_price": N}}`.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::shipping::Fulfilment::is_in_person"
+    )]
+    pub fulfilment: crate::shipping::Fulfilment,
+    /// A simulated shipment's ground truth (delivery time, or lost), accepted only by a simulated
+    /// market on a shipped listing and never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_transit: Option<crate::shipping::Transit>,
 }
 
 /// Checks a set of claims: sizes, names and every text in it.
@@ -566,6 +576,15 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
         check_text("attribute value", v, MAX_TITLE, false)?;
     }
     check_claims("claims", &input.claims)?;
+    input.fulfilment.validate()?;
+    if let Some(t) = &input.true_transit {
+        if s.market.clock_mode != ClockMode::Simulated || input.fulfilment.is_in_person() {
+            return Err(E::invalid_request(
+                "true_transit is a simulated shipment's ground truth: only a simulated market takes it, on a shipped listing",
+            ));
+        }
+        t.validate()?;
+    }
     if let Some(t) = &input.true_state {
         if s.market.clock_mode != ClockMode::Simulated {
             return Err(E::invalid_request(
@@ -596,6 +615,8 @@ pub fn create_listing(s: &mut Scene, plan: &mut Plan, input: NewListing) -> Resu
         first_offer_at: None,
         claims: input.claims,
         true_state: input.true_state,
+        fulfilment: input.fulfilment,
+        true_transit: input.true_transit,
     };
     // A sell listing below its seller minimum: refused, or (`ask`) posted, its sale then
     // waiting for the principal's approval.
@@ -785,16 +806,7 @@ pub fn make_offer(
     check_price("price", price)?;
     crate::policy::check_offer_rate(&s.market.rules.policy, s.recent_offers)?;
     let rules = &s.market.rules;
-    let ttl = match expires_in_ms {
-        None => rules.offer_ttl_ms,
-        Some(v) if v > 0 && v <= rules.offer_ttl_ms => v,
-        Some(v) => {
-            return Err(E::invalid_request(format!(
-                "expires_in_ms must be between 1 and {}, got {v}",
-                rules.offer_ttl_ms
-            )));
-        }
-    };
+    let ttl = offer_ttl(rules, expires_in_ms)?;
     let l = s.active_listing()?;
     let t = s.open_thread_for(actor)?;
     if let Some(cap) = rules.max_offers_per_thread
@@ -815,47 +827,10 @@ pub fn make_offer(
             "strict alternation: wait for the other side to act before offering again",
         ));
     }
-    let buyer = l.buyer_with(t.counterparty);
-    let seller = l.seller_with(t.counterparty);
-    if actor == buyer {
-        let (bp, funds) = s
-            .buyer
-            .as_ref()
-            .filter(|(b, _)| b.id == buyer)
-            .ok_or_else(|| E::not_found("buyer not loaded"))?;
-        let released = live
-            .filter(|o| o.commits_funds(s.now))
-            .map_or(0, |o| o.price);
-        check_commitment(bp, funds, l, price, released, s.now)?;
-    }
-    if actor == seller {
-        check_seller_minimum(s.actor()?, l, price, actor)?;
-    }
+    let (buyer, seller) = check_offer_authority(s, l, t, actor, price, live)?;
     let vis = s.thread_visibility(t);
     if let Some(o) = live {
-        let state = if o.expires_at <= s.now {
-            OfferState::Expired
-        } else if o.proposer == actor {
-            OfferState::Superseded
-        } else {
-            OfferState::Countered
-        };
-        plan.change(Change::SetOfferState {
-            offer: o.id,
-            state,
-            reason: None,
-        });
-        plan.event(
-            Some(actor),
-            vis.clone(),
-            EventBody::offer_replaced(
-                state,
-                OfferRef {
-                    offer_id: o.id,
-                    thread_id: t.id,
-                },
-            ),
-        );
+        replace_live_offer(s, plan, o, t.id, actor, vis.clone());
     }
     let offer = Offer {
         id: plan.alloc_id(),
@@ -902,21 +877,105 @@ pub fn make_offer(
             offers_made,
         }),
     );
-    // Keep the scene current for a command composed after this one.
+    let released = live
+        .filter(|o| o.commits_funds(s.now))
+        .map_or(0, |o| o.price);
+    note_offer_in_scene(s, &offer, released, offers_made);
+    Ok(offer)
+}
+
+/// An offer's lifetime: the market's offer TTL, or a shorter one the offer names.
+fn offer_ttl(rules: &MarketRules, expires_in_ms: Option<i64>) -> Result<i64> {
+    match expires_in_ms {
+        None => Ok(rules.offer_ttl_ms),
+        Some(v) if v > 0 && v <= rules.offer_ttl_ms => Ok(v),
+        Some(v) => Err(E::invalid_request(format!(
+            "expires_in_ms must be between 1 and {}, got {v}",
+            rules.offer_ttl_ms
+        ))),
+    }
+}
+
+/// Whether the actor may offer `price` in `t` on `l`: a buyer's funds and mandate must cover it
+/// (with the listing's shipping price, which the deal adds), a seller's minimum must allow it.
+/// Returns the thread's buyer and seller.
+fn check_offer_authority(
+    s: &Scene,
+    l: &Listing,
+    t: &Thread,
+    actor: ParticipantId,
+    price: Money,
+    live: Option<&Offer>,
+) -> Result<(ParticipantId, ParticipantId)> {
+    let buyer = l.buyer_with(t.counterparty);
+    let seller = l.seller_with(t.counterparty);
+    if actor == buyer {
+        let (bp, funds) = s
+            .buyer
+            .as_ref()
+            .filter(|(b, _)| b.id == buyer)
+            .ok_or_else(|| E::not_found("buyer not loaded"))?;
+        let released = live
+            .filter(|o| o.commits_funds(s.now))
+            .map_or(0, |o| o.price);
+        let total = price + l.fulfilment.shipping_price();
+        check_commitment(bp, funds, l, total, released, s.now)?;
+    }
+    if actor == seller {
+        check_seller_minimum(s.actor()?, l, price, actor)?;
+    }
+    Ok((buyer, seller))
+}
+
+/// A new offer ends the thread's live one: superseded (the actor's own), countered (the other
+/// side's) or, past its expiry, expired.
+fn replace_live_offer(
+    s: &Scene,
+    plan: &mut Plan,
+    o: &Offer,
+    thread: ThreadId,
+    actor: ParticipantId,
+    vis: Visibility,
+) {
+    let state = if o.expires_at <= s.now {
+        OfferState::Expired
+    } else if o.proposer == actor {
+        OfferState::Superseded
+    } else {
+        OfferState::Countered
+    };
+    plan.change(Change::SetOfferState {
+        offer: o.id,
+        state,
+        reason: None,
+    });
+    plan.event(
+        Some(actor),
+        vis,
+        EventBody::offer_replaced(
+            state,
+            OfferRef {
+                offer_id: o.id,
+                thread_id: thread,
+            },
+        ),
+    );
+}
+
+/// Keeps the scene current for a command composed after this offer: the buyer's committed
+/// funds (less `released`, the live offer it replaced), the thread, the listing, the counts.
+fn note_offer_in_scene(s: &mut Scene, offer: &Offer, released: Money, offers_made: u32) {
     if let Some(funds) = s
         .buyer
         .as_mut()
-        .filter(|_| actor == buyer)
+        .filter(|_| offer.proposer == offer.buyer)
         .map(|b| &mut b.1)
     {
-        funds.committed += price
-            - live
-                .filter(|o| o.commits_funds(s.now))
-                .map_or(0, |o| o.price);
+        funds.committed += offer.price - released;
     }
     if let Some(t) = s.thread.as_mut() {
         t.offers_made = offers_made;
-        t.last_offer_by = Some(actor);
+        t.last_offer_by = Some(offer.proposer);
     }
     if let Some(l) = s.listing.as_mut() {
         l.first_offer_at.get_or_insert(s.now);
@@ -924,7 +983,6 @@ pub fn make_offer(
     s.live_offer = Some(offer.clone());
     s.party_posts += 1;
     s.recent_offers = s.recent_offers.saturating_add(1);
-    Ok(offer)
 }
 
 /// Looks up the named offer, refusing an outsider (`forbidden`) or a closed offer (`offer_not_live`).
@@ -962,102 +1020,9 @@ fn answerable_offer(s: &Scene, actor: ParticipantId) -> Result<&Offer> {
 pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
     let actor = s.trader()?.id;
     s.open_market()?;
-    let l = s.listing()?;
-    if let Some(o) = &s.offer
-        && o.buyer != actor
-        && o.seller != actor
-    {
-        return Err(E::forbidden(format!(
-            "participant {actor} is not a party to offer {}",
-            o.id
-        )));
-    }
-    if l.status != ListingStatus::Active {
-        return Err(E::listing_unavailable(format!(
-            "listing {} is {}",
-            l.id, l.status
-        )));
-    }
-    // Rule 5 holds whether or not a sweep has already marked the offer `expired` (advancing a
-    // simulated clock sweeps at once, so otherwise `offer_expired` could never be seen there).
-    if let Some(o) = &s.offer
-        && o.state == OfferState::Expired
-    {
-        return Err(E::offer_expired(format!("offer {} expired", o.id)));
-    }
-    let o = answerable_offer(s, actor)?;
-    if o.expires_at <= s.now {
-        return Err(E::offer_expired(format!("offer {} expired", o.id)));
-    }
-    let t = s.open_thread_for(actor)?;
-    if actor == o.seller
-        && let (Some(window), Some(first)) = (s.market.rules.collection_window_ms, l.first_offer_at)
-        && s.now < first + window
-    {
-        return Err(E::invalid_transition(format!(
-            "the collection window is open until {}: offers cannot be accepted yet",
-            first + window
-        )));
-    }
-    let (buyer, funds) = s
-        .buyer
-        .as_ref()
-        .filter(|(b, _)| b.id == o.buyer)
-        .ok_or_else(|| E::not_found("buyer not loaded"))?;
-    // This acceptance ends the accepted offer and (voiding the listing's other threads) every other
-    // live offer the buyer has on the listing: none of them still counts against the new hold.
-    let released: Money = s
-        .listing_live_offers
-        .iter()
-        .filter(|x| x.thread_id != t.id && x.buyer == o.buyer && x.commits_funds(s.now))
-        .map(|x| x.price)
-        .sum::<Money>()
-        + if o.commits_funds(s.now) { o.price } else { 0 };
-    check_commitment(buyer, funds, l, o.price, released, s.now)?;
-    let seller = if actor == o.seller {
-        s.actor()?
-    } else {
-        s.seller
-            .as_ref()
-            .filter(|p| p.id == o.seller)
-            .ok_or_else(|| E::not_found("seller not loaded"))?
-    };
-    let seller_asks = check_seller_minimum(seller, l, o.price, actor)?;
-    let buyer_asks = buyer.mandate.approval_above.is_some_and(|x| o.price > x);
-    let awaiting = buyer_asks || seller_asks;
-    let approval_from = match (buyer_asks, seller_asks) {
-        (true, true) => Approver::Both,
-        (false, true) => Approver::Seller,
-        _ => Approver::Buyer,
-    };
-    let deal = Deal {
-        id: plan.alloc_id(),
-        market_id: s.market.id,
-        listing_id: l.id,
-        thread_id: t.id,
-        offer_id: o.id,
-        buyer: o.buyer,
-        seller: o.seller,
-        price: o.price,
-        status: if awaiting {
-            DealStatus::AwaitingApproval
-        } else {
-            DealStatus::Agreed
-        },
-        snapshot: l.snapshot(),
-        created_at: s.now,
-        approval_deadline: awaiting.then_some(later(s.now, s.market.rules.approval_window_ms)),
-        approval_from,
-        handover_note: None,
-        handed_over_at: None,
-        confirm_deadline: None,
-        cancel_requested_by: None,
-        finished_at: None,
-        resolution: None,
-        inspection: None,
-        dispute: None,
-        payment: None,
-    };
+    let (l, o, t) = acceptable_offer(s, actor)?;
+    let approval_from = check_acceptance_authority(s, l, o, t, actor)?;
+    let deal = new_deal(s, plan, l, o, t, approval_from);
     let vis = s.thread_visibility(t);
     plan.change(Change::SetOfferState {
         offer: o.id,
@@ -1111,6 +1076,146 @@ pub fn accept_offer(s: &mut Scene, plan: &mut Plan) -> Result<Deal> {
         l.status = ListingStatus::Sold;
     }
     Ok(deal)
+}
+
+/// The listing, offer and thread of an acceptance, once the actor may accept the offer now: a
+/// party, not its proposer, on an active listing, before the offer expires and (for a seller)
+/// after the collection window.
+fn acceptable_offer(s: &Scene, actor: ParticipantId) -> Result<(&Listing, &Offer, &Thread)> {
+    let l = s.listing()?;
+    if let Some(o) = &s.offer
+        && o.buyer != actor
+        && o.seller != actor
+    {
+        return Err(E::forbidden(format!(
+            "participant {actor} is not a party to offer {}",
+            o.id
+        )));
+    }
+    if l.status != ListingStatus::Active {
+        return Err(E::listing_unavailable(format!(
+            "listing {} is {}",
+            l.id, l.status
+        )));
+    }
+    // Rule 5 holds whether or not a sweep has already marked the offer `expired` (advancing a
+    // simulated clock sweeps at once, so otherwise `offer_expired` could never be seen there).
+    if let Some(o) = &s.offer
+        && o.state == OfferState::Expired
+    {
+        return Err(E::offer_expired(format!("offer {} expired", o.id)));
+    }
+    let o = answerable_offer(s, actor)?;
+    if o.expires_at <= s.now {
+        return Err(E::offer_expired(format!("offer {} expired", o.id)));
+    }
+    let t = s.open_thread_for(actor)?;
+    if actor == o.seller
+        && let (Some(window), Some(first)) = (s.market.rules.collection_window_ms, l.first_offer_at)
+        && s.now < first + window
+    {
+        return Err(E::invalid_transition(format!(
+            "the collection window is open until {}: offers cannot be accepted yet",
+            first + window
+        )));
+    }
+    Ok((l, o, t))
+}
+
+/// The buyer's funds and mandate must cover the deal's price (the offer plus any shipping), the
+/// seller's minimum must allow the offer's; returns whose principal must approve, if anyone's.
+fn check_acceptance_authority(
+    s: &Scene,
+    l: &Listing,
+    o: &Offer,
+    t: &Thread,
+    actor: ParticipantId,
+) -> Result<Option<Approver>> {
+    let (buyer, funds) = s
+        .buyer
+        .as_ref()
+        .filter(|(b, _)| b.id == o.buyer)
+        .ok_or_else(|| E::not_found("buyer not loaded"))?;
+    // This acceptance ends the accepted offer and (voiding the listing's other threads) every other
+    // live offer the buyer has on the listing: none of them still counts against the new hold.
+    let released: Money = s
+        .listing_live_offers
+        .iter()
+        .filter(|x| x.thread_id != t.id && x.buyer == o.buyer && x.commits_funds(s.now))
+        .map(|x| x.price)
+        .sum::<Money>()
+        + if o.commits_funds(s.now) { o.price } else { 0 };
+    let total = o.price + l.fulfilment.shipping_price();
+    check_commitment(buyer, funds, l, total, released, s.now)?;
+    let seller = if actor == o.seller {
+        s.actor()?
+    } else {
+        s.seller
+            .as_ref()
+            .filter(|p| p.id == o.seller)
+            .ok_or_else(|| E::not_found("seller not loaded"))?
+    };
+    let seller_asks = check_seller_minimum(seller, l, o.price, actor)?;
+    let buyer_asks = buyer.mandate.approval_above.is_some_and(|x| total > x);
+    Ok(match (buyer_asks, seller_asks) {
+        (true, true) => Some(Approver::Both),
+        (false, true) => Some(Approver::Seller),
+        (true, false) => Some(Approver::Buyer),
+        (false, false) => None,
+    })
+}
+
+/// The deal an acceptance creates: agreed, or awaiting `approval_from`'s approval; a shipped
+/// listing's deal adds its shipping price to the offer's and starts the shipping window.
+fn new_deal(
+    s: &Scene,
+    plan: &mut Plan,
+    l: &Listing,
+    o: &Offer,
+    t: &Thread,
+    approval_from: Option<Approver>,
+) -> Deal {
+    let awaiting = approval_from.is_some();
+    let shipping = match l.fulfilment {
+        crate::shipping::Fulfilment::InPerson => None,
+        crate::shipping::Fulfilment::Shipping { shipping_price } => {
+            Some(crate::shipping::Shipping::agreed(
+                shipping_price,
+                s.now,
+                s.market.rules.shipping_window(),
+            ))
+        }
+    };
+    Deal {
+        id: plan.alloc_id(),
+        market_id: s.market.id,
+        listing_id: l.id,
+        thread_id: t.id,
+        offer_id: o.id,
+        buyer: o.buyer,
+        seller: o.seller,
+        price: o.price + l.fulfilment.shipping_price(),
+        status: if awaiting {
+            DealStatus::AwaitingApproval
+        } else {
+            DealStatus::Agreed
+        },
+        snapshot: l.snapshot(),
+        created_at: s.now,
+        approval_deadline: awaiting.then_some(later(s.now, s.market.rules.approval_window_ms)),
+        approval_from: approval_from.unwrap_or_default(),
+        handover_note: None,
+        handed_over_at: None,
+        confirm_deadline: None,
+        cancel_requested_by: None,
+        finished_at: None,
+        resolution: None,
+        inspection: None,
+        dispute: None,
+        payment: None,
+        shipping,
+        arrives_at: None,
+    }
 }
 
 /// Ends a thread whose offers are used up without a deal (rule 7).
@@ -1280,6 +1385,8 @@ pub struct Due {
     pub deals_to_complete: Vec<Deal>,
     /// Deals awaiting approval past their approval deadline, with their listings.
     pub approvals_expired: Vec<(Deal, Listing)>,
+    /// Shipped deals a simulated carrier delivers by now (`Deal::arrives_at`).
+    pub deliveries: Vec<Deal>,
     /// Active listings of a closed market.
     pub listings: Vec<Listing>,
 }

@@ -36,6 +36,30 @@ pub async fn hand_over(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/markets/{market}/deals/{deal}/ship", params(("market" = i64, Path), ("deal" = i64, Path)), request_body = Ship, responses((status = 200, body = haggle_core::Deal)), security(("bearer" = [])))]
+pub async fn ship(
+    State(s): S,
+    Auth(c): Auth,
+    Path((m, d)): Path<(i64, i64)>,
+    b: Mutation<Ship>,
+) -> Result<Json> {
+    Ok(Json(
+        s.svc
+            .deal_action(
+                &c,
+                m,
+                |actor| Command::Ship {
+                    actor,
+                    deal: d,
+                    carrier: b.body.carrier,
+                    tracking: b.body.tracking,
+                },
+                b.idem.as_ref(),
+            )
+            .await?,
+    ))
+}
+
 #[utoipa::path(post, path = "/v1/markets/{market}/deals/{deal}/confirm", params(("market" = i64, Path), ("deal" = i64, Path)), responses((status = 200, body = haggle_core::Deal)), security(("bearer" = [])))]
 pub async fn confirm(
     State(s): S,

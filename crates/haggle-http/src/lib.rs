@@ -38,7 +38,7 @@ pub struct AppState {
         routes::threads, routes::thread, routes::thread_messages, routes::post_message, routes::make_offer, routes::walk_away,
         routes::accept, routes::reject, routes::withdraw_offer, routes::deals, routes::deal,
         routes::events, sse::stream_events, routes::end_turn, routes::advance_clock, routes::set_closing_time, routes::verify,
-        deals::hand_over, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve, deals::inspection,
+        deals::hand_over, deals::ship, deals::confirm, deals::cancel, deals::dispute, deals::evidence, deals::resolve, deals::inspection,
         deals::approval, deals::rate, deals::ratings, deals::notes, deals::reputation, deals::settlement,
         webhooks::create_webhook, webhooks::webhooks, webhooks::deactivate_webhook,
         webhooks::webhook_deliveries, webhooks::channel, webhooks::set_channel,
@@ -153,6 +153,7 @@ pub fn app(svc: Arc<Service>, mcp_shutdown: CancellationToken) -> Router {
             &format!("{m}/deals/{{deal}}/handover"),
             post(deals::hand_over),
         )
+        .route(&format!("{m}/deals/{{deal}}/ship"), post(deals::ship))
         .route(&format!("{m}/deals/{{deal}}/confirm"), post(deals::confirm))
         .route(&format!("{m}/deals/{{deal}}/cancel"), post(deals::cancel))
         .route(&format!("{m}/deals/{{deal}}/dispute"), post(deals::dispute))

@@ -54,11 +54,13 @@ struct Fixture {
     deal: i64,
     lamp_thread: i64,
     /// Deals of the lifecycle (only in [`full_fixture`], else 0): handed over, disputed, finished
-    /// (completed), and awaiting Bob's principal's approval. Alice sells, Bob buys.
+    /// (completed), awaiting Bob's principal's approval, and shipped (not yet sent). Alice
+    /// sells, Bob buys.
     handed_over: i64,
     disputed: i64,
     finished: i64,
     awaiting: i64,
+    shipped: i64,
 }
 
 async fn fixture(s: &Server) -> Fixture {
@@ -99,6 +101,7 @@ async fn fixture(s: &Server) -> Fixture {
         disputed: 0,
         finished: 0,
         awaiting: 0,
+        shipped: 0,
     }
 }
 
@@ -145,6 +148,17 @@ async fn full_fixture(s: &Server) -> Fixture {
     fx.disputed = disputed;
     fx.finished = finished;
     fx.awaiting = awaiting;
+    let r = s
+        .post(
+            &format!("/v1/markets/{m}/listings"),
+            &fx.alice.agent,
+            json!({"side": "sell", "title": "Vase", "category": "home", "price": 150,
+                   "fulfilment": {"shipping": {"shipping_price": 50}}}),
+        )
+        .await;
+    assert_status(&r, 201, "a shipped listing");
+    let (_, o) = s.bid(m, &fx.bob, r.1["id"].as_i64().unwrap(), 150).await;
+    fx.shipped = s.accept(m, &fx.alice, o).await["id"].as_i64().unwrap();
     fx
 }
 
@@ -176,6 +190,7 @@ impl Fixture {
             .replace("{X}", &self.disputed.to_string())
             .replace("{F}", &self.finished.to_string())
             .replace("{A}", &self.awaiting.to_string())
+            .replace("{S}", &self.shipped.to_string())
     }
 }
 
@@ -240,6 +255,7 @@ fn table() -> Vec<Row> {
         row(M::GET,  "/v1/markets/{m}/deals", None, Bob, EVERYONE),
         row(M::GET,  "/v1/markets/{m}/deals/{D}", None, Bob, READERS_OF_SELF),
         row(M::POST, "/v1/markets/{m}/deals/{D}/handover", Some(json!({"note": "at the desk"})), Alice, &[AgentSelf]),
+        row(M::POST, "/v1/markets/{m}/deals/{S}/ship", Some(json!({"carrier": "DHL", "tracking": "JJD01"})), Alice, &[AgentSelf]),
         row(M::POST, "/v1/markets/{m}/deals/{D}/cancel", Some(json!({"reason": "sold out"})), Alice, &[AgentSelf]),
         row(M::POST, "/v1/markets/{m}/deals/{H}/confirm", None, Bob, &[AgentSelf]),
         row(M::POST, "/v1/markets/{m}/deals/{H}/dispute", Some(json!({"reason": "broken"})), Bob, &[AgentSelf]),

@@ -46,6 +46,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/markets/{market}/closes_at", &["put"]),
     ("/v1/markets/{market}/ledger/verify", &["get"]),
     ("/v1/markets/{market}/deals/{deal}/handover", &["post"]),
+    ("/v1/markets/{market}/deals/{deal}/ship", &["post"]),
     ("/v1/markets/{market}/deals/{deal}/confirm", &["post"]),
     ("/v1/markets/{market}/deals/{deal}/cancel", &["post"]),
     ("/v1/markets/{market}/deals/{deal}/dispute", &["post"]),

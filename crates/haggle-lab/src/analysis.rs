@@ -932,6 +932,7 @@ mod tests {
             design: Design::Split(vec!["a".into(), "b".into()]),
             real: false,
             rules: BTreeMap::new(),
+            shipping: None,
         }
     }
 

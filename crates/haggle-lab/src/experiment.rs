@@ -154,6 +154,10 @@ pub struct RunGroup {
     /// `strict_alternation = true`, `max_offers_per_thread = 4`): a market-structure arm.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rules: BTreeMap<String, serde_json::Value>,
+    /// Items shipped instead of handed over, with seeded delivery times and losses (absent: in
+    /// person, as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<crate::shipping::ShippingModel>,
 }
 
 /// `base` with `changes` applied, checked as the market checks rules: an unknown field, a value
@@ -379,6 +383,9 @@ pub struct RunPlan {
     /// The market rules its group changes (see [`RunGroup::rules`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rules: BTreeMap<String, serde_json::Value>,
+    /// How its group ships items (see [`RunGroup::shipping`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<crate::shipping::ShippingModel>,
 }
 
 /// A validation error: the field and what is wrong with it.
@@ -628,6 +635,9 @@ impl Experiment {
         if let Err(m) = rules_over(&MarketRules::default(), &g.rules) {
             return invalid(&at("rules"), m);
         }
+        if let Some(Err(m)) = g.shipping.as_ref().map(|s| s.validate()) {
+            return invalid(&at("shipping"), m);
+        }
         Ok(())
     }
 
@@ -844,6 +854,7 @@ impl Experiment {
                     design: design.clone(),
                     real: g.real,
                     rules: g.rules.clone(),
+                    shipping: g.shipping,
                 });
             }
         }

@@ -1386,6 +1386,7 @@ mod tests {
                     design: Design::All("a".into()),
                     real: false,
                     rules: BTreeMap::new(),
+                    shipping: None,
                 },
                 arms: BTreeMap::new(),
                 metrics: metrics.clone(),

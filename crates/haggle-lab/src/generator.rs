@@ -500,6 +500,8 @@ fn generated_item(rng: &mut StdRng, kind: &Kind, item_id: String) -> SellItem {
         attributes: BTreeMap::new(),
         claims: Default::default(),
         true_state: None,
+        shipping_price: None,
+        true_transit: None,
     }
 }
 

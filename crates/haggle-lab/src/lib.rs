@@ -30,5 +30,6 @@ pub mod report;
 pub mod scenario;
 pub mod scorecard;
 pub mod sessions;
+pub mod shipping;
 pub mod stats;
 pub mod trust;

@@ -759,6 +759,8 @@ impl CsvRow<'_> {
             attributes: BTreeMap::new(),
             claims: Default::default(),
             true_state: None,
+            shipping_price: None,
+            true_transit: None,
         })
     }
 

@@ -36,6 +36,8 @@ fn sells(mut p: Profile, id: &str, item_type: &str, floor: i64) -> Profile {
         attributes: BTreeMap::new(),
         claims: Default::default(),
         true_state: None,
+        shipping_price: None,
+        true_transit: None,
     });
     p
 }

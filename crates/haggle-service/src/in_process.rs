@@ -300,6 +300,25 @@ impl MarketClient for InProcess {
                 .await,
         )
     }
+    async fn ship(&self, deal: i64, carrier: &str, tracking: &str) -> ClientResult<Deal> {
+        let idem = self.idem("ship", &(deal, carrier, tracking));
+        let (carrier, tracking) = (carrier.to_string(), tracking.to_string());
+        parse(
+            self.svc
+                .deal_action(
+                    &self.caller,
+                    self.market,
+                    |actor| Command::Ship {
+                        actor,
+                        deal,
+                        carrier,
+                        tracking,
+                    },
+                    idem.as_ref(),
+                )
+                .await,
+        )
+    }
     async fn confirm_receipt(&self, deal: i64) -> ClientResult<Deal> {
         let idem = self.idem("confirm_receipt", &deal);
         parse(

@@ -188,6 +188,8 @@ impl Env {
             attributes: Default::default(),
             claims: Default::default(),
             true_state: None,
+            fulfilment: Default::default(),
+            true_transit: None,
         };
         let r = self
             .svc

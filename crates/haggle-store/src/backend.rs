@@ -74,11 +74,11 @@ struct Head {
 
 const MARKET_COLS: &str = "id, name, currency, clock_mode, sim_now, rules, created_at, next_id, last_seq, last_hash";
 const PARTICIPANT_COLS: &str = "market_id, id, name, mandate, created_at, suspension";
-const LISTING_COLS: &str = "market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, claims, true_state";
+const LISTING_COLS: &str = "market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, claims, true_state, fulfilment, true_transit";
 const THREAD_COLS: &str = "market_id, id, listing_id, owner, counterparty, status, offers_made, last_offer_by, created_at, deadline";
 const MESSAGE_COLS: &str = "market_id, id, thread_id, author, body, created_at";
 const OFFER_COLS: &str = "market_id, id, thread_id, listing_id, proposer, buyer, seller, price, state, created_at, expires_at";
-const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, handover_note, handed_over_at, confirm_deadline, cancel_requested_by, finished_at, resolution, approval_from, inspection, dispute";
+const DEAL_COLS: &str = "market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, handover_note, handed_over_at, confirm_deadline, cancel_requested_by, finished_at, resolution, approval_from, inspection, dispute, shipping, arrives_at";
 const NOTE_COLS: &str = "market_id, id, deal_id, author, kind, body, created_at";
 const RATING_COLS: &str = "market_id, id, deal_id, rater, ratee, score, comment, created_at";
 const EVENT_COLS: &str = "market_id, seq, at, kind, actor, acted_by, scope, party_a, party_b, payload, prev_hash, hash";
@@ -98,7 +98,7 @@ fn sql(s: String) -> sqlx::AssertSqlSafe<String> {
 /// A listing's insert, with the dialect's words column (`dialect::LISTING_DOC`) if it has one.
 static INSERT_LISTING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let (column, value) = dialect::LISTING_DOC;
-    format!("INSERT INTO listings (market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, search_text, claims, true_state{column}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16{value})")
+    format!("INSERT INTO listings (market_id, id, owner, side, title, description, category, item_condition, price, attributes, status, created_at, first_offer_at, search_text, claims, true_state, fulfilment, true_transit{column}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18{value})")
 });
 
 /// Fills the `tsvector` of every listing without one (PostgreSQL's migration 11, the only caller:
@@ -159,7 +159,15 @@ fn listing_row(r: &DbRow) -> StoreResult<Listing> {
         first_offer_at: r.try_get("first_offer_at")?,
         claims: json("claims", &r.try_get::<String, _>("claims")?)?,
         true_state: r.try_get::<Option<String>, _>("true_state")?.as_deref().map(|s| json("true_state", s)).transpose()?,
+        // NULL: in person (every listing stored before shipping).
+        fulfilment: r.try_get::<Option<String>, _>("fulfilment")?.as_deref().map(|s| json("fulfilment", s)).transpose()?.unwrap_or_default(),
+        true_transit: r.try_get::<Option<String>, _>("true_transit")?.as_deref().map(|s| json("true_transit", s)).transpose()?,
     })
+}
+
+/// The stored `fulfilment`: NULL in person, as every listing stored before shipping existed.
+fn fulfilment_col(f: &haggle_core::Fulfilment) -> Option<String> {
+    (!f.is_in_person()).then(|| to_json(f))
 }
 
 fn thread_row(r: &DbRow) -> StoreResult<Thread> {
@@ -230,6 +238,8 @@ fn deal_row(r: &DbRow) -> StoreResult<Deal> {
         inspection: r.try_get::<Option<String>, _>("inspection")?.as_deref().map(|s| json("inspection", s)).transpose()?,
         dispute: r.try_get::<Option<String>, _>("dispute")?.as_deref().map(|s| json("dispute", s)).transpose()?,
         payment: None,
+        shipping: r.try_get::<Option<String>, _>("shipping")?.as_deref().map(|s| json("shipping", s)).transpose()?,
+        arrives_at: r.try_get("arrives_at")?,
     })
 }
 
@@ -699,6 +709,10 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::hand_over(&mut s, plan, note.as_deref()).map(Outcome::DealUpdated)
         }
+        Command::Ship { deal, carrier, tracking, .. } => {
+            need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
+            lifecycle::ship(&mut s, plan, &carrier, &tracking).map(Outcome::DealUpdated)
+        }
         Command::ConfirmReceipt { deal, .. } => {
             need!(load_deal(b, c, &mut s, deal).await?, "deal {deal} not found");
             lifecycle::confirm_receipt(&mut s, plan).map(|_| Outcome::DealChanged(deal))
@@ -825,6 +839,9 @@ async fn due(c: &mut Conn, market: &Market, now: i64) -> StoreResult<rules::Due>
     let rows = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND status = 'handed_over' AND confirm_deadline <= $2 ORDER BY id LIMIT {SWEEP_ROWS}")))
         .bind(m).bind(now).fetch_all(&mut *c).await?;
     due.deals_to_complete = rows.iter().map(deal_row).collect::<StoreResult<_>>()?;
+    let rows = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND status = 'handed_over' AND arrives_at <= $2 ORDER BY id LIMIT {SWEEP_ROWS}")))
+        .bind(m).bind(now).fetch_all(&mut *c).await?;
+    due.deliveries = rows.iter().map(deal_row).collect::<StoreResult<_>>()?;
     let rows = sqlx::query(sql(format!("SELECT {DEAL_COLS} FROM deals WHERE market_id = $1 AND status = 'awaiting_approval' AND approval_deadline <= $2 ORDER BY id LIMIT {SWEEP_ROWS}")))
         .bind(m).bind(now).fetch_all(&mut *c).await?;
     for r in &rows {
@@ -867,7 +884,9 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> Store
                     .bind(m).bind(l.id).bind(l.owner).bind(l.side.as_str()).bind(&l.title).bind(&l.description).bind(&l.category)
                     .bind(&l.condition).bind(l.price).bind(to_json(&l.attributes)).bind(l.status.as_str()).bind(l.created_at)
                     .bind(l.first_offer_at).bind(text).bind(to_json(&l.claims))
-                    .bind(l.true_state.as_ref().map(to_json));
+                    .bind(l.true_state.as_ref().map(to_json))
+                    .bind(fulfilment_col(&l.fulfilment))
+                    .bind(l.true_transit.as_ref().map(to_json));
                 if let Some(doc) = doc {
                     insert = insert.bind(doc);
                 }
@@ -926,17 +945,19 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> Store
                 }
             }
             Change::InsertDeal(d) => {
-                sqlx::query("INSERT INTO deals (market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, approval_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+                sqlx::query("INSERT INTO deals (market_id, id, listing_id, thread_id, offer_id, buyer, seller, price, status, snapshot, created_at, approval_deadline, approval_from, shipping) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
                     .bind(m).bind(d.id).bind(d.listing_id).bind(d.thread_id).bind(d.offer_id).bind(d.buyer).bind(d.seller)
                     .bind(d.price).bind(d.status.as_str()).bind(to_json(&d.snapshot)).bind(d.created_at).bind(d.approval_deadline).bind(approval_col(d.approval_from))
+                    .bind(d.shipping.as_ref().map(to_json))
                     .execute(&mut *c).await?;
             }
             Change::UpdateDeal(d) => {
-                let done = sqlx::query("UPDATE deals SET status = $3, approval_deadline = $4, handover_note = $5, handed_over_at = $6, confirm_deadline = $7, cancel_requested_by = $8, finished_at = $9, resolution = $10, approval_from = $11, inspection = $12, dispute = $13 WHERE market_id = $1 AND id = $2")
+                let done = sqlx::query("UPDATE deals SET status = $3, approval_deadline = $4, handover_note = $5, handed_over_at = $6, confirm_deadline = $7, cancel_requested_by = $8, finished_at = $9, resolution = $10, approval_from = $11, inspection = $12, dispute = $13, shipping = $14, arrives_at = $15 WHERE market_id = $1 AND id = $2")
                     .bind(m).bind(d.id).bind(d.status.as_str()).bind(d.approval_deadline).bind(&d.handover_note).bind(d.handed_over_at)
                     .bind(d.confirm_deadline).bind(d.cancel_requested_by).bind(d.finished_at).bind(d.resolution.as_ref().map(to_json))
                     .bind(approval_col(d.approval_from))
                     .bind(d.inspection.as_ref().map(to_json)).bind(d.dispute.as_ref().map(to_json))
+                    .bind(d.shipping.as_ref().map(to_json)).bind(d.arrives_at)
                     .execute(&mut *c).await?;
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Invariant(format!("deal {} to update does not exist", d.id)));

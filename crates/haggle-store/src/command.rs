@@ -77,6 +77,13 @@ pub enum Command {
         deal: DealId,
         note: Option<String>,
     },
+    /// The seller of a shipped deal records its carrier and tracking reference.
+    Ship {
+        actor: ParticipantId,
+        deal: DealId,
+        carrier: String,
+        tracking: String,
+    },
     ConfirmReceipt {
         actor: ParticipantId,
         deal: DealId,
@@ -197,6 +204,7 @@ impl Command {
             | WithdrawOffer { actor, .. }
             | WalkAway { actor, .. }
             | HandOver { actor, .. }
+            | Ship { actor, .. }
             | ConfirmReceipt { actor, .. }
             | CancelDeal { actor, .. }
             | Dispute { actor, .. }

@@ -28,6 +28,7 @@ pub mod sqlite {
         (10, include_str!("migrations/0010_claims.sql")),
         (11, include_str!("migrations/0011_listing_words_sqlite.sql")),
         (12, include_str!("migrations/0012_payments.sql")),
+        (13, include_str!("migrations/0013_shipping.sql")),
         (14, include_str!("migrations/0014_by_hand.sql")),
         (15, include_str!("migrations/0015_channels.sql")),
     ];
@@ -210,6 +211,7 @@ pub mod postgres {
             include_str!("migrations/0011_listing_words_postgres.sql"),
         ),
         (12, include_str!("migrations/0012_payments.sql")),
+        (13, include_str!("migrations/0013_shipping.sql")),
         (14, include_str!("migrations/0014_by_hand.sql")),
         (15, include_str!("migrations/0015_channels.sql")),
     ];
@@ -218,7 +220,7 @@ pub mod postgres {
     /// words are Rust's, so SQL cannot compute them.
     pub const FILL_SEARCH_DOCS_AFTER: Option<i64> = Some(11);
     /// The column and value a listing's insert adds: its `tsvector` (`search::tsvector`).
-    pub const LISTING_DOC: (&str, &str) = (", search_doc", ", $17::tsvector");
+    pub const LISTING_DOC: (&str, &str) = (", search_doc", ", $19::tsvector");
     /// The words are in the listing's row (`LISTING_DOC`): no other table.
     pub const INDEX_WORDS: Option<&str> = None;
     pub const INDEX_WORDS_LATER: Option<&str> = None;

@@ -222,6 +222,7 @@ impl MarketMemory {
                 inspection: None,
                 dispute: None,
                 payment: None,
+                arrives_at: None,
                 ..d.clone()
             }),
             Change::UpdateDeal(d) => match self.deals.get_mut(&d.id) {
@@ -237,6 +238,8 @@ impl MarketMemory {
                     kept.resolution = d.resolution.clone();
                     kept.inspection = d.inspection.clone();
                     kept.dispute = d.dispute.clone();
+                    kept.shipping = d.shipping.clone();
+                    kept.arrives_at = d.arrives_at;
                 }
                 None => return false,
             },

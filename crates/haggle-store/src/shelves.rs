@@ -591,6 +591,8 @@ mod tests {
             first_offer_at: None,
             claims: Default::default(),
             true_state: None,
+            fulfilment: Default::default(),
+            true_transit: None,
         }
     }
 

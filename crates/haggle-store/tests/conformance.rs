@@ -89,6 +89,7 @@ conformance! {
     an_expired_bid_no_longer_holds_the_buyers_money => sqlite_an_expired_bid_no_longer_holds_the_buyers_money, postgres_an_expired_bid_no_longer_holds_the_buyers_money;
     policy_holds_and_moderation_follow_every_store => sqlite_policy_holds_and_moderation_follow_every_store, postgres_policy_holds_and_moderation_follow_every_store;
     suspension_withdraws_voids_and_is_stored => sqlite_suspension_withdraws_voids_and_is_stored, postgres_suspension_withdraws_voids_and_is_stored;
+    shipping_is_stored_and_a_simulated_carrier_delivers => sqlite_shipping_is_stored_and_a_simulated_carrier_delivers, postgres_shipping_is_stored_and_a_simulated_carrier_delivers;
 }
 
 #[test]
@@ -175,6 +176,7 @@ batched! {
     many_listings_accept_at_once_with_limited_funds => batched_sqlite_many_listings_accept_at_once_with_limited_funds;
     policy_holds_and_moderation_follow_every_store => batched_sqlite_policy_holds_and_moderation_follow_every_store;
     suspension_withdraws_voids_and_is_stored => batched_sqlite_suspension_withdraws_voids_and_is_stored;
+    shipping_is_stored_and_a_simulated_carrier_delivers => batched_sqlite_shipping_is_stored_and_a_simulated_carrier_delivers;
 }
 
 async fn run_with<F, Fut>(backend: Backend, batch: usize, behaviour: F)
@@ -332,6 +334,8 @@ fn new_listing(side: Side, title: &str, category: &str, price: i64) -> NewListin
         attributes: BTreeMap::new(),
         claims: Default::default(),
         true_state: None,
+        fulfilment: Default::default(),
+        true_transit: None,
     }
 }
 
@@ -4287,6 +4291,8 @@ async fn claims_true_state_inspection_and_dispute_are_stored(db: Db) {
             NewListing {
                 claims: said.clone(),
                 true_state: Some(truth.clone()),
+                fulfilment: Default::default(),
+                true_transit: None,
                 ..new_listing(Side::Sell, "Phone", "phones", 2_000)
             },
         )
@@ -4428,4 +4434,76 @@ async fn group_commit_keeps_the_others_when_one_command_is_refused(db: Db) {
     );
     m.verified().await;
     assert!(verify_chain(&m.events(Viewer::All).await).is_empty());
+}
+
+/// A shipped listing's fulfilment and ground truth are stored (the truth never serialised), the
+/// deal's price and hold include the shipping price, `ship` stores carrier and tracking, the
+/// sweep's simulated carrier delivers at the truth's time, and the buyer's confirmation pays the
+/// seller price and shipping; the ledger verifies.
+async fn shipping_is_stored_and_a_simulated_carrier_delivers(db: Db) {
+    use haggle_core::shipping::Transit;
+    use haggle_core::{DealStatus, Fulfilment, ShippingStatus};
+    let store = db.open().await;
+    let m = market_with(&store, ClockMode::Simulated, MarketRules::default()).await;
+    let seller = m.join("seller", 0).await;
+    let buyer = m.join("buyer", 10_000).await;
+    let fulfilment = Fulfilment::Shipping {
+        shipping_price: 450,
+    };
+    let transit = Transit {
+        delivery_ms: 5 * HOUR_MS,
+        lost: false,
+    };
+    let listing = m
+        .list(
+            seller,
+            NewListing {
+                fulfilment,
+                true_transit: Some(transit),
+                ..new_listing(Side::Sell, "Lamp", "home", 2_000)
+            },
+        )
+        .await;
+    let stored = store.listing(m.id, listing.id).await.unwrap().unwrap();
+    assert_eq!(stored.fulfilment, fulfilment);
+    assert_eq!(stored.true_transit, Some(transit));
+    assert!(
+        !serde_json::to_string(&stored)
+            .unwrap()
+            .contains("delivery_ms")
+    );
+    let deal = m
+        .deal(seller, m.bid(buyer, listing.id, 2_000).await.id)
+        .await;
+    assert_eq!(deal.price, 2_450);
+    assert_eq!(deal.snapshot.fulfilment, fulfilment);
+    m.ok(Command::Ship {
+        actor: seller,
+        deal: deal.id,
+        carrier: "DHL".into(),
+        tracking: "JJD01".into(),
+    })
+    .await;
+    let shipped = store.deal(m.id, deal.id).await.unwrap().unwrap();
+    let s = shipped.shipping.clone().expect("a shipped deal");
+    assert_eq!(
+        (s.status, s.carrier.as_deref(), s.tracking.as_deref()),
+        (ShippingStatus::Shipped, Some("DHL"), Some("JJD01"))
+    );
+    assert!(shipped.arrives_at.is_some());
+    m.ok(Command::AdvanceClock { by_ms: 5 * HOUR_MS }).await;
+    let delivered = store.deal(m.id, deal.id).await.unwrap().unwrap();
+    let s = delivered.shipping.clone().expect("a shipped deal");
+    assert_eq!(s.status, ShippingStatus::Delivered);
+    assert_eq!(delivered.arrives_at, None, "delivered once");
+    assert_eq!(delivered.status, DealStatus::HandedOver);
+    m.ok(Command::ConfirmReceipt {
+        actor: buyer,
+        deal: deal.id,
+    })
+    .await;
+    let done = store.deal(m.id, deal.id).await.unwrap().unwrap();
+    assert_eq!(done.status, DealStatus::Completed);
+    assert_eq!(done.resolution.map(|r| r.to_seller), Some(2_450));
+    m.verified().await;
 }

@@ -155,6 +155,8 @@ impl Rows {
                     attributes: BTreeMap::new(),
                     claims: Default::default(),
                     true_state: None,
+                    fulfilment: Default::default(),
+                    true_transit: None,
                 },
             },
             Step::Withdraw { actor, listing } => {

@@ -128,6 +128,9 @@ pub async fn post_listing(
         attributes: Default::default(),
         claims: Default::default(),
         true_state: None,
+        // Posted by hand: handed over in person (shipping is set through the API).
+        fulfilment: haggle_core::Fulfilment::InPerson,
+        true_transit: None,
     };
     let path = format!("/m/{m}/listings");
     let made = run(&web, &s, &origin, m, &path, &f, |actor| {

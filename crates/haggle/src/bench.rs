@@ -486,6 +486,7 @@ async fn sim_run(
         sessions: Vec::new(),
         session_budget: Default::default(),
         outside: Default::default(),
+        shipping: None,
     };
     reset_peak_memory();
     let started = Instant::now();
@@ -785,6 +786,7 @@ fn llm_sim_config(
         sessions: Vec::new(),
         session_budget: Default::default(),
         outside: Default::default(),
+        shipping: None,
     })
 }
 

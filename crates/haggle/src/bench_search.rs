@@ -156,6 +156,8 @@ async fn fill(store: &Store, n: usize, seed: u64) -> anyhow::Result<i64> {
             attributes: Default::default(),
             claims: Default::default(),
             true_state: None,
+            fulfilment: Default::default(),
+            true_transit: None,
         };
         let cmd = Command::CreateListing {
             actor: owners[i % owners.len()],

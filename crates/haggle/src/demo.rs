@@ -161,6 +161,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             listen: args.listen,
             on_ready: Some(Box::new(|r| eprint!("{}", crate::external::invitation(r)))),
         },
+        shipping: None,
     };
     // The progress bar redraws a line: only on a terminal.
     let quiet = args.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());

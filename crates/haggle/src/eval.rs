@@ -407,6 +407,7 @@ impl Run {
             hide_reputation: false,
             sessions: Vec::new(),
             session_budget: Default::default(),
+            shipping: None,
             outside,
         };
         let result = sim::run(cfg, |_| {}).await;

@@ -479,6 +479,7 @@ fn sim_config(
             .collect(),
         session_budget: cfg.session_budget,
         outside: Default::default(),
+        shipping: cfg.plan.shipping,
     })
 }
 

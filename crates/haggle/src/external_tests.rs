@@ -57,6 +57,7 @@ fn config(
         hide_reputation: false,
         sessions: Vec::new(),
         session_budget: sim::SessionBudget::Fresh,
+        shipping: None,
         outside,
     }
 }

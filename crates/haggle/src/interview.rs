@@ -326,6 +326,8 @@ fn ask_sell_item(t: &mut Terminal, sell: &[SellItem]) -> anyhow::Result<SellItem
         attributes: Default::default(),
         claims: Default::default(),
         true_state: None,
+        shipping_price: None,
+        true_transit: None,
     })
 }
 

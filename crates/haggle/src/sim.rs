@@ -63,6 +63,9 @@ pub struct SimConfig {
     pub session_budget: SessionBudget,
     /// With `external` or `human` brains: how they are served (unused without).
     pub outside: external::OutsideConfig,
+    /// Items shipped instead of handed over, their delivery times and losses drawn from the
+    /// run's seed (`None`: in person, and nothing more is drawn).
+    pub shipping: Option<haggle_lab::shipping::ShippingModel>,
 }
 
 pub use haggle_lab::experiment::SessionBudget;
@@ -358,7 +361,11 @@ async fn register(
     let (svc, m) = (&market.svc, market.id);
     let mut members = Vec::new();
     let mut agents = Vec::new();
-    for (i, profile) in run_profiles(cfg).iter().enumerate() {
+    let mut profiles = run_profiles(cfg);
+    if let Some(model) = &cfg.shipping {
+        haggle_lab::shipping::ship_profiles(&mut profiles, model, cfg.seed);
+    }
+    for (i, profile) in profiles.iter().enumerate() {
         let brain_name = cfg.brains[i % cfg.brains.len()].clone();
         let reg = RegisterParticipant {
             name: profile.name.clone(),
@@ -536,8 +543,9 @@ impl Scheduler<'_> {
             let done: u64 = self.agents.iter().map(|a| a.successful_actions()).sum();
             idle = if done == done_before { idle + 1 } else { 0 };
             done_before = done;
-            // Quiet for several rounds: nobody can or will act any more.
-            if idle >= 4 {
+            // Quiet for several rounds: nobody can or will act any more (unless parcels are
+            // still on their way: their buyers act once they arrive or are overdue).
+            if idle >= 4 && !(cfg.shipping.is_some() && in_transit(svc, self.m()).await?) {
                 break;
             }
         }
@@ -582,12 +590,14 @@ impl Scheduler<'_> {
         self.seq.end_round();
     }
 
-    /// After a round's turns: with misdescribers, the operator rules on disputes and their
-    /// record is kept (`point` is the round the record is of).
+    /// After a round's turns: with misdescribers or shipping, the operator rules on disputes;
+    /// misdescribers' record is kept (`point` is the round the record is of).
     async fn after_turns(&mut self, point: u64) -> anyhow::Result<()> {
-        if self.trust {
-            let (svc, m) = (&self.market.svc, self.m());
+        let (svc, m) = (&self.market.svc, self.m());
+        if self.trust || self.cfg.shipping.is_some() {
             arbitrate(svc, &self.market.operator, m).await?;
+        }
+        if self.trust {
             record_misdescribers(svc, m, self.members, point, &mut self.trust_timeline).await?;
         }
         Ok(())
@@ -724,6 +734,13 @@ async fn next_session(
                 haggle_agents::adversaries::describe_profile(&mut profile);
             }
         }
+        if let Some(model) = &cfg.shipping {
+            let seed = cfg
+                .seed
+                .wrapping_add(i as u64)
+                .wrapping_add(u64::from(session) << 32);
+            haggle_lab::shipping::ship_profiles(std::slice::from_mut(&mut profile), model, seed);
+        }
         if cfg.session_budget == SessionBudget::Fresh {
             let b = svc
                 .balance(operator, m, x.participant_id)
@@ -793,7 +810,9 @@ async fn session_outcomes(
 
 /// The market's operator rules on every open not-as-described dispute: the buyer keeps the item
 /// and gets back the value gap between claimed and found ([`haggle_lab::trust::value_gap_refund`];
-/// nothing found worse: released). Other disputes are left as before.
+/// nothing found worse: released); and on every not-received one by the simulated carrier's
+/// ground truth: a lost parcel is refunded in full, one that arrived is released. Other disputes
+/// are left as before.
 async fn arbitrate(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<()> {
     use haggle_api::haggle_core::lifecycle::Ruling;
     use haggle_api::haggle_core::{DealStatus, DisputeGrounds};
@@ -802,7 +821,12 @@ async fn arbitrate(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<(
         .deals_in_status(m, DealStatus::Disputed, 0, 10_000)
         .await?;
     for d in open {
-        if d.dispute.as_ref().map(|x| x.grounds) != Some(DisputeGrounds::NotAsDescribed) {
+        let grounds = d.dispute.as_ref().map(|x| x.grounds);
+        if grounds == Some(DisputeGrounds::NotReceived) {
+            arbitrate_not_received(svc, operator, m, &d).await?;
+            continue;
+        }
+        if grounds != Some(DisputeGrounds::NotAsDescribed) {
             continue;
         }
         let found = d
@@ -819,6 +843,49 @@ async fn arbitrate(svc: &Service, operator: &Caller, m: i64) -> anyhow::Result<(
             .await
             .map_err(api)?;
     }
+    Ok(())
+}
+
+/// Whether a shipped deal of the market is still on its way (shipped, not yet delivered).
+async fn in_transit(svc: &Service, m: i64) -> anyhow::Result<bool> {
+    use haggle_api::haggle_core::{DealStatus, ShippingStatus};
+    let handed = svc
+        .store()
+        .deals_in_status(m, DealStatus::HandedOver, 0, 10_000)
+        .await?;
+    Ok(handed.iter().any(|d| {
+        d.shipping
+            .as_ref()
+            .is_some_and(|s| s.status == ShippingStatus::Shipped)
+    }))
+}
+
+/// A not-received dispute, ruled on the simulated carrier's ground truth (the listing's
+/// `true_transit`): lost, the buyer gets everything back; delivered, the seller is paid.
+async fn arbitrate_not_received(
+    svc: &Service,
+    operator: &Caller,
+    m: i64,
+    d: &haggle_api::haggle_core::Deal,
+) -> anyhow::Result<()> {
+    use haggle_api::haggle_core::lifecycle::Ruling;
+    let listing = svc.store().listing(m, d.listing_id).await?;
+    let lost = listing.and_then(|l| l.true_transit).is_some_and(|t| t.lost);
+    let req = haggle_api::ResolveDispute {
+        ruling: if lost {
+            Ruling::Refund
+        } else {
+            Ruling::Release
+        },
+        note: if lost {
+            "the carrier lost the parcel: the buyer is refunded".into()
+        } else {
+            "the carrier delivered the parcel: the seller is paid".into()
+        },
+    };
+    svc.resolve(operator, m, d.id, req, None)
+        .await
+        .map_err(api)?;
     Ok(())
 }
 

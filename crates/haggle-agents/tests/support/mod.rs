@@ -94,6 +94,8 @@ pub fn listing(id: i64, owner: i64, side: Side, price: i64, attr: Option<(&str, 
         first_offer_at: None,
         claims: Default::default(),
         true_state: None,
+        fulfilment: Default::default(),
+        true_transit: None,
     }
 }
 
@@ -240,6 +242,7 @@ pub fn deal(id: i64, buyer: i64, seller: i64, price: i64, status: DealStatus) ->
             price,
             attributes: l.attributes.clone(),
             claims: Default::default(),
+            fulfilment: Default::default(),
         },
         created_at: 0,
         approval_deadline: None,
@@ -253,6 +256,8 @@ pub fn deal(id: i64, buyer: i64, seller: i64, price: i64, status: DealStatus) ->
         inspection: None,
         dispute: None,
         payment: None,
+        shipping: None,
+        arrives_at: None,
     }
 }
 

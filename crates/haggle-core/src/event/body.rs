@@ -100,6 +100,10 @@ event_bodies! {
     OfferExpired(OfferExpired) = "offer_expired",
     DealCreated(DealCreated) = "deal_created",
     DealHandedOver(DealHandedOver) = "deal_handed_over",
+    /// The seller of a shipped deal recorded its carrier and tracking reference.
+    DealShipped(DealShipped) = "deal_shipped",
+    /// A simulated carrier delivered a shipped deal (its ground truth's delivery time).
+    DealDelivered(DealDelivered) = "deal_delivered",
     DealInspected(DealInspected) = "deal_inspected",
     DealCancelRequested(DealCancelRequested) = "deal_cancel_requested",
     DealDisputed(DealDisputed) = "deal_disputed",
@@ -155,6 +159,8 @@ impl EventBody {
             EventBody::ListingRelisted(p) => Some(p.deal_id),
             EventBody::ListingExpired(p) => p.deal_id,
             EventBody::DealHandedOver(p) => Some(p.deal_id),
+            EventBody::DealShipped(p) => Some(p.deal_id),
+            EventBody::DealDelivered(p) => Some(p.deal_id),
             EventBody::DealInspected(p) => Some(p.deal_id),
             EventBody::DealCancelRequested(p) => Some(p.deal_id),
             EventBody::DealDisputed(p) => Some(p.deal_id),
@@ -421,6 +427,22 @@ pub struct DealHandedOver {
     pub deal_id: DealId,
     pub note: Option<String>,
     pub confirm_deadline: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DealShipped {
+    pub deal_id: DealId,
+    pub carrier: String,
+    pub tracking: String,
+    pub confirm_deadline: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DealDelivered {
+    pub deal_id: DealId,
+    pub delivered_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -272,6 +272,14 @@ impl Mem {
                 })
                 .map(|d| (d.clone(), self.listings[&d.listing_id].clone()))
                 .collect(),
+            deliveries: self
+                .deals
+                .values()
+                .filter(|d| {
+                    d.status == DealStatus::HandedOver && d.arrives_at.is_some_and(|x| x <= now)
+                })
+                .cloned()
+                .collect(),
         }
     }
 
@@ -715,6 +723,17 @@ impl Mem {
         self.run(s, |s, p| lifecycle::hand_over(s, p, note))
     }
 
+    pub fn ship(
+        &mut self,
+        actor: ParticipantId,
+        deal: DealId,
+        carrier: &str,
+        tracking: &str,
+    ) -> Outcome<Deal> {
+        let s = self.deal_scene(Some(actor), deal);
+        self.run(s, |s, p| lifecycle::ship(s, p, carrier, tracking))
+    }
+
     pub fn confirm(&mut self, actor: ParticipantId, deal: DealId) -> Outcome<()> {
         let s = self.deal_scene(Some(actor), deal);
         self.run(s, lifecycle::confirm_receipt)
@@ -830,5 +849,7 @@ pub fn new_listing(side: Side, category: &str, price: Money) -> NewListing {
         attributes: BTreeMap::from([("colour".to_string(), "blue".to_string())]),
         claims: Default::default(),
         true_state: None,
+        fulfilment: Default::default(),
+        true_transit: None,
     }
 }

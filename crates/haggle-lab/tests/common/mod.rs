@@ -37,6 +37,8 @@ pub fn item(id: &str, item_type: &str, floor: i64, ask: i64) -> SellItem {
         attributes: BTreeMap::new(),
         claims: Default::default(),
         true_state: None,
+        shipping_price: None,
+        true_transit: None,
     }
 }
 
