@@ -398,59 +398,51 @@ const LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
         "router",
         "a table: the route table of the web pages",
     ),
-    ("crates/haggle-lab/src/metrics.rs", "compute_with", OWNED),
     (
-        "crates/haggle-lab/src/experiment_report.rs",
-        "report_html",
-        OWNED,
+        "crates/haggle-service/src/story.rs",
+        "describe",
+        "a table: one sentence per event kind",
     ),
-    ("crates/haggle-lab/src/analysis.rs", "analyse", OWNED),
-    ("crates/haggle-lab/src/scenario.rs", "from_csv_str", OWNED),
-    ("crates/haggle-lab/src/report.rs", "report_html", OWNED),
-    ("crates/haggle/src/sim.rs", "run", OWNED),
     (
-        "crates/haggle-lab/src/experiment.rs",
-        "validate_with",
-        OWNED,
+        "crates/haggle-agents/src/tools.rs",
+        "dispatch",
+        "a table: one arm per tool",
     ),
-    ("crates/haggle-web/src/format.rs", "describe", OWNED),
-    ("crates/haggle-agents/src/tools.rs", "dispatch", OWNED),
-    ("crates/haggle-web/src/principal.rs", "page", OWNED),
+    ("crates/haggle-web/src/principal.rs", "page", TO_SPLIT),
+    ("crates/haggle-web/src/operator.rs", "market_page", TO_SPLIT),
+    ("crates/haggle-lab/src/scenario.rs", "parse_csv", TO_SPLIT),
     (
-        "crates/haggle-core/src/negotiation.rs",
-        "accept_offer",
-        OWNED,
+        "crates/haggle-service/src/payments.rs",
+        "drive_deal",
+        TO_SPLIT,
     ),
-    ("crates/haggle-web/src/operator.rs", "market_page", OWNED),
-    ("crates/haggle-core/src/negotiation.rs", "make_offer", OWNED),
-    ("crates/haggle-lab/src/efficiency.rs", "component_dp", OWNED),
-    ("crates/haggle-lab/src/efficiency.rs", "knapsack", OWNED),
-    ("crates/haggle-lab/src/generator.rs", "generate", OWNED),
-    ("crates/haggle-lab/src/scenario.rs", "problem", OWNED),
-    ("crates/haggle-lab/src/efficiency.rs", "block", OWNED),
+    ("crates/haggle-agents/src/tools.rs", "check_at", TO_SPLIT),
     (
-        "crates/haggle-lab/src/experiment_report.rs",
-        "write_comparison",
-        OWNED,
+        "crates/haggle-lab/src/scenario.rs",
+        "json_positions",
+        TO_SPLIT,
     ),
-    ("crates/haggle-lab/src/stats.rs", "ols_fixed_effects", OWNED),
-    ("crates/haggle-lab/src/scenario.rs", "parse_csv", OWNED),
-    ("crates/haggle-web/src/market.rs", "listing", OWNED),
-    ("crates/haggle-service/src/payments.rs", "drive_deal", OWNED),
-    ("crates/haggle-agents/src/tools.rs", "check_at", OWNED),
-    ("crates/haggle-lab/src/scenario.rs", "json_positions", OWNED),
-    ("crates/haggle-agents/src/llm_brain.rs", "play", MINE),
-    ("crates/haggle-store/src/backend.rs", "execute", MINE),
-    ("crates/haggle-store/src/backend.rs", "apply", MINE),
-    ("crates/haggle-store/src/shelves.rs", "search", MINE),
-    ("crates/haggle-store/src/memory.rs", "apply", MINE),
+    ("crates/haggle-agents/src/llm_brain.rs", "play", TO_SPLIT),
+    (
+        "crates/haggle-store/src/backend.rs",
+        "execute",
+        "a table: one arm per command",
+    ),
+    (
+        "crates/haggle-store/src/backend.rs",
+        "apply",
+        "a table: one arm per change kind",
+    ),
+    ("crates/haggle-store/src/shelves.rs", "search", TO_SPLIT),
+    (
+        "crates/haggle-store/src/memory.rs",
+        "apply",
+        "a table: one arm per change kind",
+    ),
 ];
 
-/// The reason of the entries this change is splitting, one by one (issue 22).
-const MINE: &str = "long: to split along the seams its doc names";
-
-/// The reason of the entries a parallel change is splitting (the lead trims them after merging).
-const OWNED: &str = "owned by a parallel change; to split";
+/// The reason of the entries still to split, one by one (issue 22).
+const TO_SPLIT: &str = "long: to split along the seams its doc names";
 
 /// The name of the function a line opens (`[pub[(..)]] [const] [async] [unsafe] fn NAME`), and
 /// its indentation; `None` for other lines and for declarations ending in `;`.
