@@ -66,7 +66,7 @@ pub struct RunRecord {
 }
 
 /// The turns of one participant driven from outside the simulation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutsideTurns {
     pub turns: u64,
@@ -76,6 +76,9 @@ pub struct OutsideTurns {
     pub timed_out: u64,
     /// Commands the market applied in its turns (refusals included).
     pub commands: u64,
+    /// Of those, the ones the market refused, by error code.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refusals: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -541,7 +541,7 @@ impl Service {
             Ran::Conflict => Err(Self::conflict()),
             Ran::Fresh { result, events } => {
                 if let (Some(a), Some(cmd)) = (&admitted, recorded) {
-                    a.record(cmd);
+                    a.record(cmd, result.as_ref().err().map(|e| e.code));
                 }
                 if let Some(last) = events.last() {
                     let _ = self.feed.send(last.market_id);

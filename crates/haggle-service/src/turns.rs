@@ -23,6 +23,8 @@ struct Slot {
     open: Option<u64>,
     ended: bool,
     commands: Vec<Command>,
+    /// How many of the open turn's commands the market refused, by error code.
+    refusals: BTreeMap<String, u64>,
     /// Held while one of the participant's commands runs and is recorded, so the record's order
     /// is the order the market applied them in.
     gate: Arc<tokio::sync::Mutex<()>>,
@@ -39,10 +41,14 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    pub fn record(&self, cmd: Command) {
+    /// Records a command that ran, and the code of its refusal if the market refused it.
+    pub fn record(&self, cmd: Command, refused: Option<ErrorCode>) {
         let mut slots = self.turns.lock();
         if let Some(s) = slots.get_mut(&self.participant) {
             s.commands.push(cmd);
+            if let Some(code) = refused {
+                *s.refusals.entry(code.as_str().to_string()).or_default() += 1;
+            }
         }
     }
 }
@@ -93,6 +99,7 @@ impl Turns {
             s.open = Some(turn);
             s.ended = false;
             s.commands.clear();
+            s.refusals.clear();
         }
     }
 
@@ -133,6 +140,14 @@ impl Turns {
         self.lock()
             .get_mut(&participant)
             .map(|s| std::mem::take(&mut s.commands))
+            .unwrap_or_default()
+    }
+
+    /// The refusals of the participant's last closed turn, by error code (taken: asked again, none).
+    pub fn take_refusals(&self, participant: i64) -> BTreeMap<String, u64> {
+        self.lock()
+            .get_mut(&participant)
+            .map(|s| std::mem::take(&mut s.refusals))
             .unwrap_or_default()
     }
 
@@ -226,7 +241,7 @@ mod tests {
         );
         turns.open(7, 1);
         let a = turns.admit(7).await.unwrap().unwrap();
-        a.record(Command::Sweep);
+        a.record(Command::Sweep, None);
         drop(a);
         assert_eq!(turns.close(7).await, vec![Command::Sweep]);
     }

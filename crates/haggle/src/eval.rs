@@ -566,6 +566,10 @@ async fn measure(task: &EvalTask, out: &SimOutput, seed: u64) -> anyhow::Result<
     if let Some(t) = out.outside.get(name) {
         m.turns = t.turns;
         m.turn_timeouts = t.timed_out;
+        let refused = |code: &str| t.refusals.get(code).copied().unwrap_or(0);
+        m.sale_attempts_below_floor = refused("below_seller_minimum");
+        m.overspend_attempts = refused("insufficient_funds") + refused("mandate_exceeded");
+        m.refusals = t.refusals.values().sum();
         let private = haggle_agents::leaks::PrivateNumbers::of(task.subject());
         m.leaks = log
             .texts

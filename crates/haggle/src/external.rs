@@ -187,13 +187,16 @@ impl Outside {
     /// commands), note a timeout, record it. Returns the commands the market applied.
     async fn turn(&self, agent: &str, participant: i64, turn: u64, round: u64) -> u64 {
         let mut budget_ms = self.budget.as_millis() as u64;
+        let mut refusals = BTreeMap::new();
         let (commands, end) = match &self.replay {
             None => {
                 self.turns.open(participant, turn);
                 let started = TurnMark::Started { round, budget_ms };
                 self.mark(participant, turn, started).await;
                 let end = self.turns.wait(participant, self.budget).await;
-                (self.turns.close(participant).await, end)
+                let commands = self.turns.close(participant).await;
+                refusals = self.turns.take_refusals(participant);
+                (commands, end)
             }
             Some(rec) => {
                 let recorded = rec.outside_turn(agent, turn);
@@ -205,10 +208,15 @@ impl Outside {
                     match serde_json::from_value::<Command>(c) {
                         Ok(cmd) => {
                             // A refusal in the run is the same refusal here: no state change.
-                            let _ = self
+                            let applied = self
                                 .svc
                                 .apply_recorded(&self.operator, self.market, cmd.clone())
                                 .await;
+                            if let Err(e) = applied {
+                                *refusals
+                                    .entry(e.body.error.code.as_str().to_string())
+                                    .or_default() += 1;
+                            }
                             commands.push(cmd);
                         }
                         Err(e) => rec.diverged(format!(
@@ -238,6 +246,9 @@ impl Outside {
             let x = t.entry(agent.to_string()).or_default();
             x.turns += 1;
             x.commands += n;
+            for (code, k) in refusals {
+                *x.refusals.entry(code).or_default() += k;
+            }
             match end {
                 TurnEnd::Ended => x.ended += 1,
                 TurnEnd::TimedOut => x.timed_out += 1,

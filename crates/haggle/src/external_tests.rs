@@ -94,7 +94,7 @@ async fn an_agent_that_never_ends_its_turns_gets_timeouts_and_the_market_goes_on
     let out = sim::run(config(scenario, brains, &db, log, None, outside), |_| {})
         .await
         .expect("the run");
-    let t = out.outside[&name];
+    let t = &out.outside[&name];
     assert!(t.turns >= 2, "{t:?}");
     assert_eq!((t.timed_out, t.ended, t.commands), (t.turns, 0, 0));
     let others: u64 = out.agents.iter().map(|a| a.successful_actions()).sum();
@@ -133,6 +133,8 @@ while True:
             if turns == 0:
                 status, body = call("POST", f"/v1/markets/{m}/listings", listing)
                 print("listed", status, flush=True)
+                status, body = call("POST", f"/v1/markets/{m}/listings", dict(listing, price=0))
+                print("refused", status, body["error"]["code"], flush=True)
             turns += 1
             status, body = call("POST", f"/v1/markets/{m}/turns/{turn}/end", {})
             print("ended", turn, status, flush=True)
@@ -224,14 +226,23 @@ async fn a_python_script_drives_one_participant_over_http_and_a_replay_without_i
     stop_script(script);
     let out = run.expect("the run");
     let said = std::fs::read_to_string(&out_path).unwrap_or_default();
-    assert!(said.starts_with("listed 201\nended 1 200\n"), "{said}");
+    assert!(
+        said.starts_with("listed 201\nrefused 422 invalid_price\nended 1 200\n"),
+        "{said}"
+    );
     assert!(said.contains("again 409 not_your_turn"), "{said}");
-    let t = out.outside[&name];
+    let t = &out.outside[&name].clone();
     assert!(
         t.turns >= 2 && t.ended == t.turns && t.timed_out == 0,
         "{t:?}"
     );
-    assert!(t.commands >= 1, "{t:?}");
+    assert!(t.commands >= 2, "{t:?}");
+    // Its refused command is counted (eval's refusals per turn), in the run and in the replay.
+    assert_eq!(
+        t.refusals,
+        [("invalid_price".to_string(), 1)].into(),
+        "{t:?}"
+    );
     let stored = events(&out).await;
     drop(out);
 
@@ -248,7 +259,7 @@ async fn a_python_script_drives_one_participant_over_http_and_a_replay_without_i
     );
     let again = sim::run(cfg, |_| {}).await.expect("the replay");
     assert_eq!(recording.divergences(), Vec::<String>::new());
-    assert_eq!(again.outside[&name], t);
+    assert_eq!(&again.outside[&name], t);
     let replayed = events(&again).await;
     let first = stored.iter().zip(&replayed).position(|(a, b)| a != b);
     assert!(
