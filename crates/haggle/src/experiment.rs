@@ -801,6 +801,10 @@ fn announce(
     Ok(())
 }
 
+/// The stack of a run's thread: a market's future is deep (the simulation, its outside seats,
+/// agents, the service and the store), and a debug build's frames are large.
+const RUN_THREAD_STACK: usize = 16 * 1024 * 1024;
+
 /// Runs one market on a thread and single-threaded runtime of its own, sending back what it
 /// [`Joined`] with.
 fn spawn_run(
@@ -812,44 +816,57 @@ fn spawn_run(
     verbose: bool,
     tx: tokio::sync::mpsc::UnboundedSender<Joined>,
 ) {
-    std::thread::spawn(move || {
-        let t = Instant::now();
-        let id = cfg.plan.id.clone();
-        let mut last_line = 0u64;
-        let label = id.clone();
-        let work = std::panic::AssertUnwindSafe(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start a run's runtime")
-                .and_then(|rt| {
-                    rt.block_on(execute(
-                        &run_dir(&dir, &id),
-                        &scenario,
-                        &eff,
-                        &cfg,
-                        Some(guard.clone()),
-                        None,
-                        move |p| {
-                            if verbose && p.round >= last_line + 24 {
-                                last_line = p.round;
-                                eprintln!(
-                                    "{label}: round {:>4}/{}  deals {:>4}  volume {}",
-                                    p.round,
-                                    p.max_rounds,
-                                    p.deals,
-                                    haggle_lab::report::money(p.volume, "USD")
-                                );
-                            }
-                        },
-                    ))
-                })
+    let failed = (tx.clone(), cfg.plan.id.clone());
+    let spawned = std::thread::Builder::new()
+        .stack_size(RUN_THREAD_STACK)
+        .spawn(move || {
+            let t = Instant::now();
+            let id = cfg.plan.id.clone();
+            let mut last_line = 0u64;
+            let label = id.clone();
+            let work = std::panic::AssertUnwindSafe(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start a run's runtime")
+                    .and_then(|rt| {
+                        // On the heap: the future is larger than a thread's stack likes.
+                        rt.block_on(Box::pin(execute(
+                            &run_dir(&dir, &id),
+                            &scenario,
+                            &eff,
+                            &cfg,
+                            Some(guard.clone()),
+                            None,
+                            move |p| {
+                                if verbose && p.round >= last_line + 24 {
+                                    last_line = p.round;
+                                    eprintln!(
+                                        "{label}: round {:>4}/{}  deals {:>4}  volume {}",
+                                        p.round,
+                                        p.max_rounds,
+                                        p.deals,
+                                        haggle_lab::report::money(p.volume, "USD")
+                                    );
+                                }
+                            },
+                        )))
+                    })
+            });
+            // A panicking run is reported like a failed one, so the others go on.
+            let result = std::panic::catch_unwind(work).unwrap_or_else(|_| {
+                Err(anyhow::anyhow!("the run panicked (see the message above)"))
+            });
+            let _ = tx.send((id, t.elapsed(), result));
         });
-        // A panicking run is reported like a failed one, so the others go on.
-        let result = std::panic::catch_unwind(work)
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the run panicked (see the message above)")));
-        let _ = tx.send((id, t.elapsed(), result));
-    });
+    if let Err(e) = spawned {
+        let (tx, id) = failed;
+        let _ = tx.send((
+            id,
+            std::time::Duration::ZERO,
+            Err(anyhow::anyhow!("cannot start the run's thread: {e}")),
+        ));
+    }
 }
 
 /// Journals a run that ended and says how it went; the run's id when it failed.
