@@ -1235,7 +1235,9 @@ impl Backend {
     async fn run_alone(&self, market_id: i64, real_now: i64, cmd: Command, by: ActedBy, idem: Option<&Idempotency<'_>>) -> StoreResult<Ran> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin_with(dialect::BEGIN_WRITE).await?;
-        let attempt = self.attempt(&mut tx, market_id, real_now, cmd, by, idem).await?;
+        // Boxed: a command's future (the rules' loads and the plan's writes) is large, and a debug
+        // build's callers nest it several levels deep on a 2 MiB thread stack.
+        let attempt = Box::pin(self.attempt(&mut tx, market_id, real_now, cmd, by, idem)).await?;
         if !attempt.keep {
             tx.rollback().await?;
             return Ok(attempt.ran);

@@ -132,7 +132,8 @@ impl Backend {
     /// The outer error is the batch's (a savepoint not ended), the inner the command's.
     async fn attempt_in(&self, batch: &mut OpenBatch, market_id: i64, real_now: i64, cmd: Command, by: ActedBy, idem: Option<&Idempotency<'_>>) -> StoreResult<StoreResult<Ran>> {
         sqlx::query("SAVEPOINT command").execute(&mut *batch.tx).await?;
-        let attempt = self.attempt(&mut batch.tx, market_id, real_now, cmd, by, idem).await;
+        // Boxed for the stack, as in `run_alone`.
+        let attempt = Box::pin(self.attempt(&mut batch.tx, market_id, real_now, cmd, by, idem)).await;
         debug_assert!(attempt.as_ref().map_or(true, |a| a.kept.is_none()), "group commit runs only where no memory follows plans");
         if !matches!(attempt, Ok(Attempt { keep: true, .. })) {
             sqlx::query("ROLLBACK TO SAVEPOINT command").execute(&mut *batch.tx).await?;
