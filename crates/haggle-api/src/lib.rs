@@ -458,6 +458,13 @@ pub struct MessagePage {
     pub next_cursor: Option<String>,
 }
 
+/// A page of the markets the caller may see, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MarketList {
+    pub items: Vec<haggle_core::Market>,
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ParticipantList {
     pub items: Vec<Participant>,

@@ -75,9 +75,9 @@ pub async fn me(Auth(c): Auth) -> Json {
     })
 }
 
-#[utoipa::path(get, path = "/v1/markets", responses((status = 200, body = Vec<haggle_core::Market>)), security(("bearer" = [])))]
-pub async fn markets(State(s): S, Auth(c): Auth) -> Result<Json> {
-    Ok(ok(&s.svc.markets(&c).await?))
+#[utoipa::path(get, path = "/v1/markets", params(PageParams), responses((status = 200, body = MarketList)), security(("bearer" = [])))]
+pub async fn markets(State(s): S, Auth(c): Auth, Query(p): Query<PageParams>) -> Result<Json> {
+    Ok(ok(&s.svc.markets(&c, p.cursor.as_deref(), p.limit).await?))
 }
 
 #[utoipa::path(post, path = "/v1/markets", request_body = CreateMarket, responses((status = 201, body = haggle_core::Market)), security(("bearer" = [])))]

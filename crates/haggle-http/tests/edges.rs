@@ -356,3 +356,30 @@ async fn a_429_says_when_to_retry() {
         "after Retry-After",
     );
 }
+
+#[tokio::test]
+async fn the_markets_list_is_paged_and_a_market_token_sees_only_its_market() {
+    let s = Server::start().await;
+    let ids = [s.market().await, s.market().await, s.market().await];
+    let first = s.get_ok("/v1/markets?limit=2", &s.operator).await;
+    let page: Vec<i64> = first["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|m| m["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(page, ids[..2]);
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let second = s
+        .get_ok(&format!("/v1/markets?limit=2&cursor={cursor}"), &s.operator)
+        .await;
+    assert_eq!(second["items"][0]["id"], ids[2]);
+    assert_eq!(second["next_cursor"], Value::Null, "{second}");
+    let r = s.get("/v1/markets?limit=501", &s.operator).await;
+    assert_refusal(&r, 422, "invalid_request");
+
+    let observer = s.observer(ids[1]).await;
+    let mine = s.get_ok("/v1/markets", &observer).await;
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(1), "{mine}");
+    assert_eq!(mine["items"][0]["id"], ids[1]);
+}

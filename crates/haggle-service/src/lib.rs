@@ -739,14 +739,26 @@ impl Service {
         self.market_or_404(market).await
     }
 
-    pub async fn markets(&self, caller: &Caller) -> ApiResult<Vec<Market>> {
-        Ok(self
-            .store
-            .markets()
-            .await?
-            .into_iter()
-            .filter(|m| caller.in_market(m.id))
-            .collect())
+    /// A page of the markets the caller may see: all for a global operator, its own for a
+    /// token of one market.
+    pub async fn markets(
+        &self,
+        caller: &Caller,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> ApiResult<MarketList> {
+        let limit = page_limit(limit)?;
+        let after = parse_cursor(cursor)?;
+        let items = match caller.market {
+            Some(m) if m > after && caller.in_market(m) => {
+                self.store.market(m).await?.into_iter().collect()
+            }
+            Some(_) => Vec::new(),
+            None if caller.role == Role::Operator => self.store.markets_after(after, limit).await?,
+            None => Vec::new(),
+        };
+        let next_cursor = next_cursor(&items, limit, |m| m.id);
+        Ok(MarketList { items, next_cursor })
     }
 
     pub async fn create_market_token(

@@ -1222,6 +1222,13 @@ impl Backend {
         rows.iter().map(|r| market_row(r).map(|h| h.market)).collect()
     }
 
+    /// A page of markets: at most `limit` with an id above `after`, oldest first.
+    pub async fn markets_after(&self, after: i64, limit: u32) -> StoreResult<Vec<Market>> {
+        let rows = sqlx::query(sql(format!("SELECT {MARKET_COLS} FROM markets WHERE id > $1 ORDER BY id LIMIT $2")))
+            .bind(after).bind(limit as i64).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| market_row(r).map(|h| h.market)).collect()
+    }
+
     /// Runs one command: in the open group commit on the server path (`group_backend.rs`), or
     /// alone in its own transaction in a batched simulation store.
     pub async fn run(&self, market_id: i64, real_now: i64, cmd: Command, by: ActedBy, idem: Option<Idempotency<'_>>) -> StoreResult<Ran> {

@@ -301,8 +301,13 @@ impl Store {
     pub async fn market(&self, id: i64) -> StoreResult<Option<Market>> {
         dispatch!(self, b => b.market(id).await)
     }
+    /// Every market: for the command line on its own database. Callers of the service page.
     pub async fn markets(&self) -> StoreResult<Vec<Market>> {
         dispatch!(self, b => b.markets().await)
+    }
+    /// A page of markets: at most `limit` with an id above `after`, oldest first.
+    pub async fn markets_after(&self, after: i64, limit: u32) -> StoreResult<Vec<Market>> {
+        dispatch!(self, b => b.markets_after(after, limit).await)
     }
     /// Runs one command in one transaction, with its idempotency key if given.
     pub async fn run(

@@ -28,9 +28,17 @@ struct HomePage {
     markets: Vec<MarketRow>,
     participant: Option<i64>,
     global_operator: bool,
+    next: Option<String>,
 }
 
-pub async fn home(State(web): State<Web>, signed: MaybeSigned) -> PageResult {
+/// Markets shown per page of the home and operator pages.
+pub const MARKETS_PER_PAGE: u32 = 100;
+
+pub async fn home(
+    State(web): State<Web>,
+    signed: MaybeSigned,
+    Params(p): Params<CursorParam>,
+) -> PageResult {
     let Some(s) = signed.0 else {
         return Ok(render(&HomePage {
             nav: Nav {
@@ -42,9 +50,13 @@ pub async fn home(State(web): State<Web>, signed: MaybeSigned) -> PageResult {
             markets: Vec::new(),
             participant: None,
             global_operator: false,
+            next: None,
         }));
     };
-    let markets = web.svc.markets(&s.caller).await?;
+    let markets = web
+        .svc
+        .markets(&s.caller, p.cursor.as_deref(), Some(MARKETS_PER_PAGE))
+        .await?;
     let name = match (s.caller.market, s.caller.participant) {
         (Some(m), Some(p)) => web
             .svc
@@ -62,7 +74,11 @@ pub async fn home(State(web): State<Web>, signed: MaybeSigned) -> PageResult {
             ..Nav::default()
         },
         signed_in: true,
+        next: markets
+            .next_cursor
+            .map(|cur| format!("/?cursor={}", format::url_encode(&cur))),
         markets: markets
+            .items
             .into_iter()
             .map(|m| MarketRow {
                 id: m.id,
@@ -478,7 +494,7 @@ pub fn badge(s: DealStatus) -> &'static str {
 
 #[derive(Deserialize)]
 pub struct CursorParam {
-    cursor: Option<String>,
+    pub cursor: Option<String>,
 }
 
 pub async fn deal_rows(

@@ -5,8 +5,8 @@
 
 use crate::Web;
 use crate::format::{Names, money, parse_money, span, time, words};
-use crate::market::{DealRow, deal_rows};
-use crate::page::{Form, Ids, Nav, PageResult, bad_request, ctx, render};
+use crate::market::{CursorParam, DealRow, MARKETS_PER_PAGE, deal_rows};
+use crate::page::{Form, Ids, Nav, PageResult, Params, bad_request, ctx, render};
 use crate::session::{FormOrigin, Signed, idem_key, new_form_key, operator_of};
 use askama::Template;
 use axum::extract::State;
@@ -35,13 +35,21 @@ struct MarketsPage {
     csrf: String,
     form_key: String,
     global: bool,
+    next: Option<String>,
 }
 
-pub async fn markets_page(State(web): State<Web>, s: Signed) -> PageResult {
+pub async fn markets_page(
+    State(web): State<Web>,
+    s: Signed,
+    Params(p): Params<CursorParam>,
+) -> PageResult {
     if s.caller.role != Role::Operator {
         return Err(crate::page::forbidden("this page needs an operator token"));
     }
-    let markets = web.svc.markets(&s.caller).await?;
+    let markets = web
+        .svc
+        .markets(&s.caller, p.cursor.as_deref(), Some(MARKETS_PER_PAGE))
+        .await?;
     Ok(render(&MarketsPage {
         nav: Nav {
             title: "Operator".into(),
@@ -49,7 +57,11 @@ pub async fn markets_page(State(web): State<Web>, s: Signed) -> PageResult {
             current: "operate",
             ..Nav::default()
         },
+        next: markets
+            .next_cursor
+            .map(|cur| format!("/operator?cursor={}", crate::format::url_encode(&cur))),
         markets: markets
+            .items
             .into_iter()
             .map(|m| MarketLine {
                 id: m.id,

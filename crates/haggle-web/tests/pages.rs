@@ -1233,3 +1233,34 @@ async fn a_listings_agreed_thread_links_its_deal_and_the_others_ended_without_on
     assert!(page.body.contains("ended without a deal"), "{}", page.body);
     assert!(!page.body.contains(">void<") && !page.body.contains(">broken<"));
 }
+
+#[tokio::test]
+async fn the_operators_market_list_is_paged() {
+    let s = Server::start().await;
+    for i in 0..101 {
+        s.market(&format!("Market {i:03}")).await;
+    }
+    let first = s.page("/operator", Some(&s.operator)).await;
+    assert_eq!(first.status, 200);
+    assert!(
+        first.body.contains("Market 099"),
+        "the first page holds 100"
+    );
+    assert!(!first.body.contains("Market 100"));
+    let more = first
+        .body
+        .split("href=\"/operator?cursor=")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to more markets");
+    let second = s
+        .page(&format!("/operator?cursor={more}"), Some(&s.operator))
+        .await;
+    assert!(second.body.contains("Market 100"), "{}", second.body);
+    assert!(!second.body.contains("More markets"));
+    let home = s.page("/", Some(&s.operator)).await;
+    assert!(
+        home.body.contains("href=\"/?cursor="),
+        "the home page pages too"
+    );
+}

@@ -588,7 +588,7 @@ async fn config_file_is_honoured() {
     let markets = Http::default()
         .expect(200, "GET", &server.url("/v1/markets"), &op, Value::Null)
         .await;
-    assert_eq!(markets[0]["id"], m["id"], "{markets}");
+    assert_eq!(markets["items"][0]["id"], m["id"], "{markets}");
     drop(server);
 
     // `./haggle.toml` is read when present.

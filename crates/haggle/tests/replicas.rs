@@ -503,7 +503,7 @@ async fn postgres_two_replicas_create_one_market_per_key() {
     let (status, markets) = Http::default().get(&a.url("/v1/markets"), &op).await;
     assert_eq!(status, 200);
     assert_eq!(
-        markets.as_array().map(Vec::len),
+        markets["items"].as_array().map(Vec::len),
         Some(20),
         "no market created twice"
     );
