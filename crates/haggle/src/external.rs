@@ -102,6 +102,23 @@ pub fn invitation(r: &Ready) -> String {
 
 pub use haggle_lab::metrics::OutsideTurns as OutsideTally;
 
+/// The outside participants' settings of a market that invites them (`haggle demo`, each run of
+/// an experiment): once it is served, the [`invitation`] goes to stderr, headed by `label` (a
+/// run's id) when given.
+pub fn inviting(
+    settings: &haggle_lab::experiment::OutsideSettings,
+    label: Option<String>,
+) -> OutsideConfig {
+    OutsideConfig {
+        turn_budget: settings.turn_budget_ms.map(Duration::from_millis),
+        listen: settings.listen,
+        on_ready: Some(Box::new(move |r: &Ready| match label {
+            Some(l) => eprint!("{l}: {}", invitation(r)),
+            None => eprint!("{}", invitation(r)),
+        })),
+    }
+}
+
 /// Called once with where and how to reach a served simulation.
 pub type OnReady = Box<dyn FnOnce(&Ready) + Send>;
 
