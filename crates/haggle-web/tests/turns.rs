@@ -38,3 +38,43 @@ async fn the_principal_page_ends_the_open_turn_of_a_participant_driven_by_a_pers
     let after = s.page(&page, Some(&alice.principal)).await;
     assert!(!after.body.contains("End turn"), "the ended turn is gone");
 }
+
+#[tokio::test]
+async fn the_feed_tells_a_participants_turns_in_sentences() {
+    let s = Server::start().await;
+    let m = s.market("Turns").await;
+    let alice = s.participant(m, "Alice", 10_000).await;
+    let turns = Turns::new(m, [alice.id]);
+    assert!(s.svc.attach_turns(turns.clone()).is_ok());
+    let operator = haggle_service::Caller {
+        role: haggle_service::Role::Operator,
+        market: None,
+        participant: None,
+        scope: "test".into(),
+    };
+    let marks = [
+        haggle_service::TurnMark::Started {
+            round: 0,
+            budget_ms: 30_000,
+        },
+        haggle_service::TurnMark::TimedOut,
+    ];
+    for mark in marks {
+        let marked = s.svc.mark_turn(&operator, m, alice.id, 3, mark).await;
+        assert!(marked.is_ok());
+    }
+    // Turn events are on the participant's own feed (the page escapes the apostrophe).
+    let feed = s.page(&format!("/m/{m}"), Some(&alice.principal)).await;
+    assert!(
+        feed.body
+            .contains("Alice&#39;s turn 3 is open: the market waits up to 30 s"),
+        "{}",
+        feed.body
+    );
+    assert!(
+        feed.body
+            .contains("Alice&#39;s turn 3 timed out: the market went on"),
+        "{}",
+        feed.body
+    );
+}
