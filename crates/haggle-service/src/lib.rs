@@ -1488,7 +1488,8 @@ impl Service {
             }
         };
         Ok(self
-            .command(
+            // The principal decides, not its agent: the events say so.
+            .command_by(
                 caller,
                 market,
                 Command::DecideApproval {
@@ -1496,6 +1497,7 @@ impl Service {
                     deal,
                     approve,
                 },
+                ActedBy::Principal,
                 idem,
             )
             .await?
@@ -1522,7 +1524,8 @@ impl Service {
             }
         };
         Ok(self
-            .command(
+            // The principal decides, not its agent: the events say so.
+            .command_by(
                 caller,
                 market,
                 Command::ReportInspection {
@@ -1530,6 +1533,7 @@ impl Service {
                     deal,
                     mismatched,
                 },
+                ActedBy::Principal,
                 idem,
             )
             .await?
