@@ -579,4 +579,8 @@ async fn a_person_plays_a_human_seat_through_the_web_forms_turn_by_turn() {
     let db = format!("sqlite://{}", rd.join("haggle.db").display());
     let verified = run_ok(&dir.0, &["ledger", "verify", "--database", &db]);
     assert!(!verified.contains("breach"), "{verified}");
+    // The replay applies the person's commands again as the principal's, without a browser.
+    let out = dir.path("out").display().to_string();
+    let replayed = run_ok(&dir.0, &["experiment", "replay", &out, "by-hand-01"]);
+    assert!(replayed.contains("identical"), "{replayed}");
 }
