@@ -161,10 +161,6 @@ pub fn kinds_of(group: &str) -> &'static [&'static str] {
         "deal_declined",
         "deal_refunded",
         "deal_partially_refunded",
-        // Under Everything only: the turns of a participant a person or a program drives in a
-        // simulation (on that participant's feed only). The list is at its limit (32 kinds).
-        "turn_started",
-        "turn_timed_out",
     ];
     match group {
         "listings" => LISTINGS,
