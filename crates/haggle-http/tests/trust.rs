@@ -93,6 +93,34 @@ async fn a_real_market_refuses_a_true_state() {
     assert_refusal(&r, 422, "invalid_request");
 }
 
+#[tokio::test]
+async fn an_inspection_is_recorded_as_the_principals_not_its_agents() {
+    let s = Server::start().await;
+    let (m, p) = s.market_with(&[("Alice", 0), ("Bob", BUDGET)]).await;
+    let (alice, bob) = (&p[0], &p[1]);
+    let d = id(&claimed_deal(&s, m, alice, bob, None).await);
+    let handover = s
+        .post(&path(m, d, "handover"), &alice.agent, json!({}))
+        .await;
+    assert_status(&handover, 200, "handover");
+    let inspection = json!({"mismatched": ["condition"]});
+    let inspected = s
+        .post(&path(m, d, "inspection"), &bob.principal, inspection)
+        .await;
+    assert_status(&inspected, 200, "inspection");
+    let events = s
+        .svc
+        .store()
+        .events(m, haggle_service::Viewer::All, 0, 1000)
+        .await
+        .unwrap();
+    let last = events.last().expect("events");
+    assert_eq!(
+        (last.kind(), last.by.as_str()),
+        ("deal_inspected", "principal")
+    );
+}
+
 /// The whole path of the issue over HTTP: inspection by the principal, a not-as-described
 /// dispute naming the contradicted claim, a refund, the ledger verified, the reputation.
 #[tokio::test]

@@ -78,6 +78,60 @@ pub struct Experiment {
     /// With `sessions` > 1: the cash a participant has when a later session starts.
     #[serde(default, skip_serializing_if = "SessionBudget::is_fresh")]
     pub session_budget: SessionBudget,
+    /// Participants driven from outside (arms whose brain is `human` or `external`): where the
+    /// run's market is served and how long each of their turns waits (absent: a free port and
+    /// the brain's default). Omitted from the stored JSON when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside: Option<OutsideSettings>,
+}
+
+/// How a market with participants driven from outside serves them: the settings of `haggle
+/// demo --listen --turn-budget-ms`, under the same names in an experiment's `[outside]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutsideSettings {
+    /// Where the market is served (port 0: a free port for each run, named in its invitation).
+    #[serde(default = "any_port")]
+    pub listen: std::net::SocketAddr,
+    /// Real time (ms) one outside turn may take; absent: 300000 with a `human`, else 30000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_budget_ms: Option<u64>,
+}
+
+fn any_port() -> std::net::SocketAddr {
+    ([127, 0, 0, 1], 0).into()
+}
+
+impl Default for OutsideSettings {
+    fn default() -> OutsideSettings {
+        OutsideSettings {
+            listen: any_port(),
+            turn_budget_ms: None,
+        }
+    }
+}
+
+impl OutsideSettings {
+    /// A fixed port is one market's at a time: runs serving on it cannot overlap.
+    pub fn fixed_port(&self) -> bool {
+        self.listen.port() != 0
+    }
+
+    /// The turn budget within `1 ms ..= MAX_TURN_BUDGET_MS`.
+    pub fn validate(&self) -> Result<(), String> {
+        let max = haggle_api::haggle_core::limits::MAX_TURN_BUDGET_MS;
+        match self.turn_budget_ms {
+            Some(b) if b == 0 || b > max => Err(format!(
+                "turn_budget_ms must be between 1 and {max} (got {b})"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether a brain is driven from outside the simulation (`human`, `external`).
+pub fn is_outside_brain(brain: &str) -> bool {
+    haggle_agents::registry::OUTSIDE_BRAINS.contains(&brain.trim())
 }
 
 /// Repeated markets: the cash each participant starts a later session with.
@@ -444,7 +498,7 @@ impl RunPlan {
 /// Whether a brain name is a language model (costs money, needs the spend guard).
 pub fn is_llm_brain(brain: &str) -> bool {
     let b = brain.trim();
-    !(b.starts_with("rule:") || b.starts_with("adversary:") || b == "human" || b == "external")
+    !(b.starts_with("rule:") || b.starts_with("adversary:") || is_outside_brain(b))
 }
 
 /// Whether the brain registry knows this brain name (rule brains, adversaries and language
@@ -546,7 +600,22 @@ impl Experiment {
         }
         self.validate_market_and_execution()?;
         self.validate_llm_limits()?;
+        self.validate_outside()?;
         self.validate_sessions_and_analysis()
+    }
+
+    /// `[outside]` goes with an arm driven from outside, and its turn budget is in range.
+    fn validate_outside(&self) -> Result<(), (String, String)> {
+        let Some(o) = &self.outside else {
+            return Ok(());
+        };
+        if !self.arms.values().any(|b| is_outside_brain(b)) {
+            return invalid(
+                "outside",
+                "no arm's brain is human or external: drop [outside] or add such an arm".into(),
+            );
+        }
+        o.validate().or_else(|m| invalid("outside", m))
     }
 
     /// Exactly one of `generate` and `file`; a generated market's size and budget in range.
@@ -1004,6 +1073,29 @@ arm = "boulware"
         assert_eq!(field, "llm.max_spend_usd", "{message}");
         x.llm.max_spend_usd = Some(Usd::Text("5".into()));
         assert_eq!(x.validate_with(|_| Ok(())), Ok(()));
+    }
+
+    #[test]
+    fn outside_settings_go_with_an_outside_arm_and_are_left_out_of_the_stored_json() {
+        let x = parse(GOOD).unwrap();
+        assert!(!serde_json::to_string(&x).unwrap().contains("outside"));
+        let e = parse(&format!("{GOOD}\n[outside]\nturn_budget_ms = 1000\n")).unwrap_err();
+        assert_eq!(e.field, "outside", "{e}");
+        let person = GOOD.replace("\"rule:conceder\"", "\"human\"");
+        let y = parse(&format!(
+            "{person}\n[outside]\nlisten = \"127.0.0.1:8090\"\nturn_budget_ms = 1000\n"
+        ))
+        .unwrap();
+        let o = y.outside.unwrap();
+        assert_eq!(
+            (o.listen.port(), o.turn_budget_ms, o.fixed_port()),
+            (8090, Some(1000), true)
+        );
+        for budget in [0, haggle_api::haggle_core::limits::MAX_TURN_BUDGET_MS + 1] {
+            let text = format!("{person}\n[outside]\nturn_budget_ms = {budget}\n");
+            assert_eq!(parse(&text).unwrap_err().field, "outside");
+        }
+        assert!(!is_llm_brain("human") && is_outside_brain("external"));
     }
 
     #[test]

@@ -361,9 +361,15 @@ impl Service {
 
     /// Applies a command recorded in an outside participant's turn again (a replay without the
     /// participant's process; operators only). Its refusal, if the run had one, comes back too.
-    pub async fn apply_recorded(&self, caller: &Caller, market: i64, cmd: Command) -> ApiResult {
+    pub async fn apply_recorded(
+        &self,
+        caller: &Caller,
+        market: i64,
+        cmd: Command,
+        by: ActedBy,
+    ) -> ApiResult {
         Self::require_operator(caller, Some(market))?;
-        Ok(self.command(caller, market, cmd, None).await?.0)
+        Ok(self.command_by(caller, market, cmd, by, None).await?.0)
     }
 
     pub fn store(&self) -> &Store {
@@ -541,7 +547,7 @@ impl Service {
             Ran::Conflict => Err(Self::conflict()),
             Ran::Fresh { result, events } => {
                 if let (Some(a), Some(cmd)) = (&admitted, recorded) {
-                    a.record(cmd, result.as_ref().err().map(|e| e.code));
+                    a.record(cmd, by, result.as_ref().err().map(|e| e.code));
                 }
                 if let Some(last) = events.last() {
                     let _ = self.feed.send(last.market_id);
@@ -1500,7 +1506,8 @@ impl Service {
             }
         };
         Ok(self
-            .command(
+            // The principal decides, not its agent: the events say so.
+            .command_by(
                 caller,
                 market,
                 Command::DecideApproval {
@@ -1508,6 +1515,7 @@ impl Service {
                     deal,
                     approve,
                 },
+                ActedBy::Principal,
                 idem,
             )
             .await?
@@ -1534,7 +1542,8 @@ impl Service {
             }
         };
         Ok(self
-            .command(
+            // The principal decides, not its agent: the events say so.
+            .command_by(
                 caller,
                 market,
                 Command::ReportInspection {
@@ -1542,6 +1551,7 @@ impl Service {
                     deal,
                     mismatched,
                 },
+                ActedBy::Principal,
                 idem,
             )
             .await?

@@ -391,6 +391,27 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
             };
             (text, None)
         }
+        EventBody::TradingModeChanged(p) => {
+            let who = names.person(p.participant_id).await;
+            (format!("{who}'s principal {}", mode_sentence(p.mode)), None)
+        }
+        EventBody::TurnStarted(p) => (
+            format!(
+                "{}'s turn {} is open: the market waits up to {} s",
+                names.person(p.participant_id).await,
+                p.turn,
+                p.budget_ms.div_ceil(1000)
+            ),
+            None,
+        ),
+        EventBody::TurnTimedOut(p) => (
+            format!(
+                "{}'s turn {} timed out: the market went on",
+                names.person(p.participant_id).await,
+                p.turn
+            ),
+            None,
+        ),
         // The deal's other events (its creation, sale and relisting have their own lines above).
         body if body.deal_id().is_some() => {
             let id = body.deal_id().unwrap_or_default();
@@ -412,6 +433,15 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
         group: group_of(e.kind()),
         text,
         link,
+    }
+}
+
+/// What a principal's choice of trading mode means, as the end of a sentence.
+fn mode_sentence(mode: haggle_core::TradingMode) -> &'static str {
+    match mode {
+        haggle_core::TradingMode::Agent => "lets its agent trade alone",
+        haggle_core::TradingMode::Propose => "confirms each binding step of its agent",
+        haggle_core::TradingMode::Principal => "trades by hand (its agent is paused)",
     }
 }
 

@@ -4,8 +4,8 @@
 //! without one has no turns, and its participants act whenever they like.
 
 use crate::ApiError;
-use haggle_core::ErrorCode;
 use haggle_core::limits::MAX_TURN_COMMANDS;
+use haggle_core::{ActedBy, ErrorCode};
 use haggle_store::Command;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +22,8 @@ struct Slot {
     /// The open turn, if any.
     open: Option<u64>,
     ended: bool,
-    commands: Vec<Command>,
+    /// With who acted: an agent, or its principal by hand (a replay applies it as either).
+    commands: Vec<(Command, ActedBy)>,
     /// How many of the open turn's commands the market refused, by error code.
     refusals: BTreeMap<String, u64>,
     /// Held while one of the participant's commands runs and is recorded, so the record's order
@@ -41,11 +42,12 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// Records a command that ran, and the code of its refusal if the market refused it.
-    pub fn record(&self, cmd: Command, refused: Option<ErrorCode>) {
+    /// Records a command that ran, who acted, and the code of its refusal if the market
+    /// refused it.
+    pub fn record(&self, cmd: Command, by: ActedBy, refused: Option<ErrorCode>) {
         let mut slots = self.turns.lock();
         if let Some(s) = slots.get_mut(&self.participant) {
-            s.commands.push(cmd);
+            s.commands.push((cmd, by));
             if let Some(code) = refused {
                 *s.refusals.entry(code.as_str().to_string()).or_default() += 1;
             }
@@ -128,7 +130,7 @@ impl Turns {
 
     /// Closes the participant's turn (no command of it is admitted any more) once the commands
     /// already running are recorded; returns them in the order the market applied them.
-    pub async fn close(&self, participant: i64) -> Vec<Command> {
+    pub async fn close(&self, participant: i64) -> Vec<(Command, ActedBy)> {
         let Some(gate) = self.lock().get(&participant).map(|s| s.gate.clone()) else {
             return Vec::new();
         };
@@ -241,9 +243,12 @@ mod tests {
         );
         turns.open(7, 1);
         let a = turns.admit(7).await.unwrap().unwrap();
-        a.record(Command::Sweep, None);
+        a.record(Command::Sweep, ActedBy::Principal, None);
         drop(a);
-        assert_eq!(turns.close(7).await, vec![Command::Sweep]);
+        assert_eq!(
+            turns.close(7).await,
+            vec![(Command::Sweep, ActedBy::Principal)]
+        );
     }
 
     #[tokio::test]

@@ -54,6 +54,12 @@ pub struct TradeForm {
     /// A trading mode (`agent`, `propose`, `principal`).
     #[serde(default)]
     mode: String,
+    /// How a listing's goods change hands: `in_person` (the default) or `shipping`.
+    #[serde(default)]
+    fulfilment: String,
+    /// With `shipping`: what the buyer pays for it on top of the price (empty: free).
+    #[serde(default)]
+    shipping_price: String,
 }
 
 /// The signed-in principal's participant in market `m`; anyone else is refused (agents trade
@@ -96,6 +102,31 @@ async fn price_of(web: &Web, s: &Signed, m: i64, input: &str) -> PageResult<i64>
     parse_money(input, &market.currency).map_err(|e| bad_request(format!("price: {e}")))
 }
 
+/// The listing form's fulfilment: in person, or shipped at the given price (the market checks
+/// the amount as it does through the API).
+async fn fulfilment_of(
+    web: &Web,
+    s: &Signed,
+    m: i64,
+    f: &TradeForm,
+) -> PageResult<haggle_core::Fulfilment> {
+    match f.fulfilment.as_str() {
+        "" | "in_person" => Ok(haggle_core::Fulfilment::InPerson),
+        "shipping" if f.shipping_price.trim().is_empty() => {
+            Ok(haggle_core::Fulfilment::Shipping { shipping_price: 0 })
+        }
+        "shipping" => {
+            let market = web.svc.market(&s.caller, m).await?;
+            let shipping_price = parse_money(&f.shipping_price, &market.currency)
+                .map_err(|e| bad_request(format!("shipping price: {e}")))?;
+            Ok(haggle_core::Fulfilment::Shipping { shipping_price })
+        }
+        other => Err(bad_request(format!(
+            "fulfilment must be in_person or shipping, got '{other}'"
+        ))),
+    }
+}
+
 fn listing_back(m: i64, f: &TradeForm) -> Response {
     match f.listing.parse::<i64>() {
         Ok(l) => to(format!("/m/{m}/listings/{l}?done=1")),
@@ -118,6 +149,7 @@ pub async fn post_listing(
 ) -> PageResult {
     let side = Side::parse(&f.side).ok_or_else(|| bad_request("choose for sale or wanted"))?;
     let price = price_of(&web, &s, m, &f.price).await?;
+    let fulfilment = fulfilment_of(&web, &s, m, &f).await?;
     let listing = NewListing {
         side,
         title: f.title.trim().to_string(),
@@ -128,8 +160,7 @@ pub async fn post_listing(
         attributes: Default::default(),
         claims: Default::default(),
         true_state: None,
-        // Posted by hand: handed over in person (shipping is set through the API).
-        fulfilment: haggle_core::Fulfilment::InPerson,
+        fulfilment,
         true_transit: None,
     };
     let path = format!("/m/{m}/listings");

@@ -292,6 +292,38 @@ async fn a_principal_sets_the_trading_mode_and_its_agent_sees_it() {
 }
 
 #[tokio::test]
+async fn a_trading_mode_change_is_told_in_a_sentence() {
+    let s = Server::start().await;
+    let m = s.market("Office market").await;
+    let alice = s.participant(m, "Alice", 0).await;
+    let (status, _) = mode(&s, m, &alice, &alice.principal, "principal").await;
+    assert_eq!(status, 200);
+    // Told as the chat channels tell it (the web feed's filters leave mandates aside).
+    let events = s
+        .svc
+        .store()
+        .events(m, haggle_service::Viewer::All, 0, 100)
+        .await
+        .unwrap();
+    let changed = events
+        .iter()
+        .find(|e| e.kind() == "trading_mode_changed")
+        .expect("a trading_mode_changed event");
+    let operator = haggle_service::Caller {
+        role: haggle_service::Role::Operator,
+        market: None,
+        participant: None,
+        scope: "test".into(),
+    };
+    let mut names = haggle_service::story::Names::new(&s.svc, &operator, m);
+    let told = haggle_service::story::describe(changed, &mut names, m, "USD").await;
+    assert_eq!(
+        told.text,
+        "Alice's principal trades by hand (its agent is paused)"
+    );
+}
+
+#[tokio::test]
 async fn only_its_principal_sets_the_trading_mode() {
     let s = Server::start().await;
     let m = s.market("Office market").await;
@@ -525,4 +557,45 @@ async fn in_propose_mode_an_agents_offer_waits_and_its_retry_gets_the_confirmed_
     )
     .await;
     assert!(again.body.contains("invalid_transition"), "{}", again.body);
+}
+
+#[tokio::test]
+async fn a_by_hand_listing_may_be_shipped_at_a_shipping_price() {
+    let s = Server::start().await;
+    let m = s.market("Office market").await;
+    let alice = s.participant(m, "Alice", 0).await;
+    let page = format!("/m/{m}/p/{}", alice.id);
+    let post = |fulfilment: &'static str| {
+        [
+            ("side", "sell"),
+            ("title", "Lamp"),
+            ("category", "misc"),
+            ("price", "10.00"),
+            ("fulfilment", fulfilment),
+            ("shipping_price", "4.50"),
+        ]
+    };
+    let listings = format!("/m/{m}/listings");
+    let bad = by_hand(&s, &alice.principal, &page, &listings, &post("by_pigeon")).await;
+    assert_eq!(bad.status, 422);
+    let shipped = by_hand(&s, &alice.principal, &page, &listings, &post("shipping")).await;
+    assert_eq!(shipped.status, 303);
+    let events = s
+        .svc
+        .store()
+        .events(m, haggle_service::Viewer::All, 0, 100)
+        .await
+        .unwrap();
+    let posted: Vec<Value> = events
+        .iter()
+        .filter(|e| e.kind() == "listing_posted")
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(posted.len(), 1, "the refused form changed nothing");
+    assert_eq!(
+        posted[0]["payload"]["listing"]["fulfilment"],
+        json!({"shipping": {"shipping_price": 450}}),
+        "{}",
+        posted[0]
+    );
 }

@@ -400,6 +400,46 @@ async fn forms_need_this_sessions_csrf_token_and_this_origin() {
 }
 
 #[tokio::test]
+async fn a_principals_approval_is_recorded_as_the_principals_not_its_agents() {
+    let s = Server::start().await;
+    let f = fx(&s).await;
+    s.put(
+        &format!("/v1/markets/{}/participants/{}/mandate", f.m, f.bob.id),
+        &f.bob.principal,
+        json!({"approval_above": 1000}),
+    )
+    .await;
+    let d = s.deal(f.m, &f.alice, &f.bob, "Bike", 4_000).await["id"]
+        .as_i64()
+        .unwrap();
+    let page = s
+        .page(
+            &format!("/m/{}/p/{}", f.m, f.bob.id),
+            Some(&f.bob.principal),
+        )
+        .await;
+    let fields = [
+        ("csrf", page.hidden("csrf")),
+        ("idem", page.hidden("idem")),
+        ("decision", "approve".to_string()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let action = format!("/m/{}/deals/{d}/approval", f.m);
+    assert_eq!(s.form(&action, &f.bob.principal, &fields).await.status, 303);
+    let events = s
+        .svc
+        .store()
+        .events(f.m, haggle_service::Viewer::All, 0, 1000)
+        .await
+        .unwrap();
+    let approved = events
+        .iter()
+        .find(|e| e.kind() == "deal_approved")
+        .expect("a deal_approved event");
+    assert_eq!(approved.by.as_str(), "principal");
+}
+
+#[tokio::test]
 async fn a_principal_approves_a_deal_once_even_when_the_form_is_sent_twice() {
     let s = Server::start().await;
     let f = fx(&s).await;

@@ -51,7 +51,8 @@ pub struct DemoArgs {
     /// `external`) to end a turn; default 300000 with a `human`, else 30000.
     #[arg(long)]
     turn_budget_ms: Option<u64>,
-    /// Where the market is served while a participant driven from outside takes part.
+    /// Where the market is served while a participant driven from outside takes part (an
+    /// experiment's `[outside]` takes the same two settings, `listen` and `turn_budget_ms`).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
     #[command(flatten)]
@@ -156,11 +157,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         hide_reputation: args.hide_reputation,
         sessions: Vec::new(),
         session_budget: Default::default(),
-        outside: crate::external::OutsideConfig {
-            turn_budget: args.turn_budget_ms.map(std::time::Duration::from_millis),
-            listen: args.listen,
-            on_ready: Some(Box::new(|r| eprint!("{}", crate::external::invitation(r)))),
-        },
+        outside: crate::external::inviting(
+            &haggle_lab::experiment::OutsideSettings {
+                listen: args.listen,
+                turn_budget_ms: args.turn_budget_ms,
+            },
+            None,
+        ),
         shipping: None,
     };
     // The progress bar redraws a line: only on a terminal.

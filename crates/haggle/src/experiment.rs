@@ -19,11 +19,13 @@ use haggle_agents::llm::replay::Recording;
 use haggle_agents::spend::SpendGuard;
 use haggle_api::haggle_core::MarketRules;
 use haggle_lab::analysis::{self, LlmUsage, RunData};
-use haggle_lab::experiment::{Experiment, RunPlan, SessionBudget, is_llm_brain, usd};
+use haggle_lab::experiment::{
+    Experiment, OutsideSettings, RunPlan, SessionBudget, is_llm_brain, is_outside_brain, usd,
+};
 use haggle_lab::metrics::RunRecord;
 use haggle_lab::scenario::Scenario;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -153,6 +155,18 @@ pub struct RunConfig {
     pub sessions: u32,
     #[serde(default, skip_serializing_if = "SessionBudget::is_fresh")]
     pub session_budget: SessionBudget,
+    /// With participants driven from outside (`human`, `external`): where the market is served
+    /// and how long their turns wait (the experiment's `[outside]`, or the defaults). A replay
+    /// needs neither: their recorded commands are applied at their turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside: Option<OutsideSettings>,
+}
+
+impl RunConfig {
+    /// Whether the run serves on a fixed port (so no other such run may overlap it).
+    fn holds_port(&self) -> bool {
+        self.outside.is_some_and(|o| o.fixed_port())
+    }
 }
 
 fn one_session() -> u32 {
@@ -316,7 +330,7 @@ fn run_config(x: &Experiment, scenario: &Scenario, plan: &RunPlan) -> anyhow::Re
     let arms = plan
         .assignment(&names)
         .map_err(|e| anyhow::anyhow!("run {}: {e}", plan.id))?;
-    let participants = names
+    let participants: Vec<Assigned> = names
         .into_iter()
         .zip(arms)
         .map(|(name, arm)| {
@@ -338,13 +352,17 @@ fn run_config(x: &Experiment, scenario: &Scenario, plan: &RunPlan) -> anyhow::Re
         sim_start_ms: sim::SIM_START_MS,
         brain_seed_rule: "run seed × 1000003 + participant index".into(),
         prompt_template: haggle_agents::prompt::PROMPT_TEMPLATE_VERSION.into(),
-        participants,
         rules: Some(
             haggle_lab::experiment::rules_over(&sim::market_rules(), &plan.rules)
                 .map_err(|e| anyhow::anyhow!("run {}: rules: {e}", plan.id))?,
         ),
         sessions: x.sessions,
         session_budget: x.session_budget,
+        outside: participants
+            .iter()
+            .any(|a| is_outside_brain(&a.brain))
+            .then(|| x.outside.unwrap_or_default()),
+        participants,
     })
 }
 
@@ -454,6 +472,11 @@ fn sim_config(
         log,
         &scenario.currency,
     );
+    // A live run with outside participants invites them; a replay serves nobody.
+    let outside = match (&cfg.outside, &replay) {
+        (Some(o), None) => crate::external::inviting(o, Some(cfg.plan.id.clone())),
+        _ => Default::default(),
+    };
     factory.spend = spend;
     factory.replay = replay;
     let db = dir.join("haggle.db");
@@ -478,7 +501,7 @@ fn sim_config(
             })
             .collect(),
         session_budget: cfg.session_budget,
-        outside: Default::default(),
+        outside,
         shipping: cfg.plan.shipping,
     })
 }
@@ -655,56 +678,26 @@ pub async fn run_runs(
     check_arms(x, &scenario.currency)?;
     announce(x, plan.len(), &scenario, &dir, spent_before, &say)?;
 
-    let eff = Arc::new(Setup::new(&scenario, x.sessions)?);
-    let scenario = Arc::new(scenario);
-    let mut pending = Vec::new();
+    let shared = Shared {
+        dir: dir.clone(),
+        shard,
+        eff: Arc::new(Setup::new(&scenario, x.sessions)?),
+        scenario: Arc::new(scenario),
+        guard,
+        verbose,
+    };
+    let mut pending = VecDeque::new();
     for p in &plan {
         if finished(&dir, &p.id).is_some() {
             say(format!("{}: finished earlier, kept", p.id));
             journal(&dir, shard, &p.id, "kept", serde_json::json!({}))?;
         } else {
-            pending.push(run_config(x, &scenario, p)?);
+            pending.push_back(run_config(x, &shared.scenario, p)?);
         }
     }
-    let limit = max_runs.unwrap_or(usize::MAX);
     let started_at = Instant::now();
-    // Each market runs on its own thread and single-threaded runtime: agents hold their brains
-    // across awaits and brains need not be `Sync`, so a run cannot move between threads.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut running = 0usize;
-    let mut queue = pending.into_iter();
-    let (mut started, mut done, mut failed) = (0usize, 0usize, Vec::new());
-    let mut stop = false;
-    loop {
-        while !stop && running < x.execution.concurrency && started < limit {
-            let Some(cfg) = queue.next() else { break };
-            started += 1;
-            running += 1;
-            let (dir, scenario, eff, tx) = (dir.clone(), scenario.clone(), eff.clone(), tx.clone());
-            let guard = guard.clone();
-            journal(&dir, shard, &cfg.plan.id, "started", serde_json::json!({}))?;
-            say(format!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed));
-            spawn_run(dir, scenario, eff, cfg, guard, verbose, tx);
-        }
-        if running == 0 {
-            break;
-        }
-        let Some(joined) = rx.recv().await else {
-            break;
-        };
-        running -= 1;
-        match finish(&dir, shard, joined, &say)? {
-            Some(failed_id) => failed.push(failed_id),
-            None => done += 1,
-        }
-        if guard.refused() > 0 && !stop {
-            stop = true;
-            say(format!(
-                "the LLM spend maximum was reached ({} spent): no further runs start",
-                usd(guard.spent())
-            ));
-        }
-    }
+    let (done, failed) =
+        run_pending(&shared, x, pending, max_runs.unwrap_or(usize::MAX), &say).await?;
     let remaining = plan
         .iter()
         .filter(|p| finished(&dir, &p.id).is_none())
@@ -716,6 +709,90 @@ pub async fn run_runs(
         plan.len()
     ));
     Ok(Ran { failed, remaining })
+}
+
+/// What every run of one invocation shares.
+struct Shared {
+    dir: PathBuf,
+    shard: Option<Shard>,
+    scenario: Arc<Scenario>,
+    eff: Arc<Setup>,
+    guard: Arc<SpendGuard>,
+    verbose: bool,
+}
+
+/// Runs the `pending` runs, at most `limit` of them, `x.execution.concurrency` at once; runs
+/// serving participants driven from outside on a fixed port one at a time (the port is one
+/// market's). Returns how many finished and the ids of those that failed.
+async fn run_pending(
+    s: &Shared,
+    x: &Experiment,
+    mut pending: VecDeque<RunConfig>,
+    limit: usize,
+    say: &dyn Fn(String),
+) -> anyhow::Result<(usize, Vec<String>)> {
+    if pending.iter().filter(|c| c.holds_port()).count() > 1 && x.execution.concurrency > 1 {
+        say(
+            "runs with participants driven from outside share one port: they run one at a time"
+                .into(),
+        );
+    }
+    // Each market runs on its own thread and single-threaded runtime: agents hold their brains
+    // across awaits and brains need not be `Sync`, so a run cannot move between threads.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (mut running, mut started, mut done) = (0usize, 0usize, 0usize);
+    let mut failed = Vec::new();
+    // The run serving on the fixed port, if one is.
+    let mut port_held: Option<String> = None;
+    let mut stop = false;
+    loop {
+        while !stop && running < x.execution.concurrency && started < limit {
+            let free = |c: &RunConfig| !(c.holds_port() && port_held.is_some());
+            let Some(cfg) = pending
+                .iter()
+                .position(free)
+                .and_then(|at| pending.remove(at))
+            else {
+                break;
+            };
+            started += 1;
+            running += 1;
+            if cfg.holds_port() {
+                port_held = Some(cfg.plan.id.clone());
+            }
+            journal(
+                &s.dir,
+                s.shard,
+                &cfg.plan.id,
+                "started",
+                serde_json::json!({}),
+            )?;
+            say(format!("{}: started (seed {})", cfg.plan.id, cfg.plan.seed));
+            spawn_run(s, cfg, tx.clone());
+        }
+        if running == 0 {
+            break;
+        }
+        let Some(joined) = rx.recv().await else {
+            break;
+        };
+        running -= 1;
+        if port_held.as_deref() == Some(joined.0.as_str()) {
+            port_held = None;
+        }
+        match finish(&s.dir, s.shard, joined, say)? {
+            Some(failed_id) => failed.push(failed_id),
+            None => done += 1,
+        }
+        if s.guard.refused() > 0 && !stop {
+            stop = true;
+            say(format!(
+                "the LLM spend maximum was reached ({} spent): no further runs start",
+                usd(s.guard.spent())
+            ));
+        }
+    }
+    Ok((done, failed))
 }
 
 /// What a run's thread sends back: its id, how long it took, and its outcome.
@@ -807,15 +884,9 @@ const RUN_THREAD_STACK: usize = 16 * 1024 * 1024;
 
 /// Runs one market on a thread and single-threaded runtime of its own, sending back what it
 /// [`Joined`] with.
-fn spawn_run(
-    dir: PathBuf,
-    scenario: Arc<Scenario>,
-    eff: Arc<Setup>,
-    cfg: RunConfig,
-    guard: Arc<SpendGuard>,
-    verbose: bool,
-    tx: tokio::sync::mpsc::UnboundedSender<Joined>,
-) {
+fn spawn_run(s: &Shared, cfg: RunConfig, tx: tokio::sync::mpsc::UnboundedSender<Joined>) {
+    let (dir, scenario, eff) = (s.dir.clone(), s.scenario.clone(), s.eff.clone());
+    let (guard, verbose) = (s.guard.clone(), s.verbose);
     let failed = (tx.clone(), cfg.plan.id.clone());
     let spawned = std::thread::Builder::new()
         .stack_size(RUN_THREAD_STACK)

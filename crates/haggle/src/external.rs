@@ -11,6 +11,7 @@ use haggle_agents::llm::log::Record;
 use haggle_agents::llm::replay::Recording;
 use haggle_agents::profile::Profile;
 use haggle_api::TurnEnd;
+use haggle_api::haggle_core::ActedBy;
 use haggle_service::turns::Turns;
 use haggle_service::{Caller, Command, Service, TurnMark};
 use std::collections::BTreeMap;
@@ -101,6 +102,23 @@ pub fn invitation(r: &Ready) -> String {
 }
 
 pub use haggle_lab::metrics::OutsideTurns as OutsideTally;
+
+/// The outside participants' settings of a market that invites them (`haggle demo`, each run of
+/// an experiment): once it is served, the [`invitation`] goes to stderr, headed by `label` (a
+/// run's id) when given.
+pub fn inviting(
+    settings: &haggle_lab::experiment::OutsideSettings,
+    label: Option<String>,
+) -> OutsideConfig {
+    OutsideConfig {
+        turn_budget: settings.turn_budget_ms.map(Duration::from_millis),
+        listen: settings.listen,
+        on_ready: Some(Box::new(move |r: &Ready| match label {
+            Some(l) => eprint!("{l}: {}", invitation(r)),
+            None => eprint!("{}", invitation(r)),
+        })),
+    }
+}
 
 /// Called once with where and how to reach a served simulation.
 pub type OnReady = Box<dyn FnOnce(&Ready) + Send>;
@@ -205,19 +223,19 @@ impl Outside {
                 self.mark(participant, turn, started).await;
                 let mut commands = Vec::new();
                 for c in recorded.commands {
-                    match serde_json::from_value::<Command>(c) {
-                        Ok(cmd) => {
+                    match from_record(c) {
+                        Ok((cmd, by)) => {
                             // A refusal in the run is the same refusal here: no state change.
                             let applied = self
                                 .svc
-                                .apply_recorded(&self.operator, self.market, cmd.clone())
+                                .apply_recorded(&self.operator, self.market, cmd.clone(), by)
                                 .await;
                             if let Err(e) = applied {
                                 *refusals
                                     .entry(e.body.error.code.as_str().to_string())
                                     .or_default() += 1;
                             }
-                            commands.push(cmd);
+                            commands.push((cmd, by));
                         }
                         Err(e) => rec.diverged(format!(
                             "agent {agent}: turn {turn}: a recorded command does not parse: {e}"
@@ -235,10 +253,7 @@ impl Outside {
             turn,
             round,
             budget_ms,
-            commands: commands
-                .iter()
-                .map(|c| serde_json::to_value(c).unwrap_or_default())
-                .collect(),
+            commands: commands.iter().map(|(c, by)| to_record(c, *by)).collect(),
             end,
         });
         let n = commands.len() as u64;
@@ -256,6 +271,29 @@ impl Outside {
         });
         n
     }
+}
+
+/// A command as the call log's `turn` record holds it: the store command, with `"acted_by":
+/// "principal"` when a person made it by hand (an agent's is the command alone, as before).
+fn to_record(cmd: &Command, by: ActedBy) -> serde_json::Value {
+    let mut v = serde_json::to_value(cmd).unwrap_or_default();
+    if let (ActedBy::Principal, Some(o)) = (by, v.as_object_mut()) {
+        o.insert("acted_by".into(), serde_json::json!(by.as_str()));
+    }
+    v
+}
+
+/// The command of a `turn` record and who made it (see [`to_record`]).
+fn from_record(mut v: serde_json::Value) -> Result<(Command, ActedBy), String> {
+    let by = match v.as_object_mut().and_then(|o| o.remove("acted_by")) {
+        Some(b) => b
+            .as_str()
+            .and_then(ActedBy::parse)
+            .ok_or_else(|| format!("unknown acted_by {b}"))?,
+        None => ActedBy::Agent,
+    };
+    let cmd = serde_json::from_value::<Command>(v).map_err(|e| e.to_string())?;
+    Ok((cmd, by))
 }
 
 /// The brain of a participant driven from outside: its turns are [`Outside::turn`].
