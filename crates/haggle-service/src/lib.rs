@@ -363,6 +363,13 @@ impl Service {
     /// participant's process; operators only). Its refusal, if the run had one, comes back too.
     pub async fn apply_recorded(&self, caller: &Caller, market: i64, cmd: Command) -> ApiResult {
         Self::require_operator(caller, Some(market))?;
+        // A payment record follows the provider only (see `payments`): no one records it by hand.
+        if matches!(cmd, Command::RecordPayment { .. }) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "a payment record is written by the payment driver only",
+            ));
+        }
         Ok(self.command(caller, market, cmd, None).await?.0)
     }
 

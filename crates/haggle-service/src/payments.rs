@@ -6,7 +6,8 @@
 //! record the provider's answer. A process that stops in between finds the step pending and asks
 //! the provider for the intent before acting again, so a retry never captures twice even against
 //! a provider that ignores idempotency keys (localstripe does). Nothing here touches the market's
-//! ledger: the payment record holds only what the provider confirmed.
+//! ledger: the payment record holds only what the provider confirmed, and each write of it is a
+//! market command (`RecordPayment`) that puts each change on the chain as a `payment_*` event.
 
 use crate::{ApiError, ApiResult, Caller, Service};
 use futures_util::future::BoxFuture;
@@ -14,9 +15,10 @@ pub use haggle_api::{AttachPaymentMethod, PaymentDifference, Reconciliation};
 use haggle_core::ErrorCode;
 use haggle_core::model::{Deal, Market, Money};
 use haggle_core::payment::{
-    Failure, IntentStatus, Observed, Payment, PaymentStep, PaymentView, Target, target,
+    Failure, IntentStatus, Observed, Payment, PaymentStep, PaymentVia, PaymentView, Target, target,
 };
 use haggle_store::payments::PaymentMethod;
+use haggle_store::{Command, Ran};
 use std::sync::Arc;
 
 /// Why a provider call did not confirm.
@@ -561,7 +563,7 @@ impl Service {
             } else {
                 p.pending = None;
             }
-            self.store.put_payment(m.id, &p, self.now()).await?;
+            self.record(m.id, &p, PaymentVia::Lookup).await?;
         }
         let t = target(deal);
         // Three steps at most reach any target (hold, capture, refund), after a re-sent hold.
@@ -594,7 +596,7 @@ impl Service {
                 None
             };
             p.pending = Some(step);
-            self.store.put_payment(m.id, &p, self.now()).await?;
+            self.record(m.id, &p, PaymentVia::Call).await?;
             let intent = p.intent.clone().unwrap_or_default();
             let answer = match step {
                 PaymentStep::Hold => {
@@ -622,7 +624,7 @@ impl Service {
                 Ok(o) => {
                     p.observe(&o);
                     p.failure = None;
-                    self.store.put_payment(m.id, &p, self.now()).await?;
+                    self.record(m.id, &p, PaymentVia::Call).await?;
                 }
                 Err(ProviderError::Refused { code, message }) => {
                     return self.refused(m.id, p, step, &code, &message).await;
@@ -631,6 +633,27 @@ impl Service {
             }
         }
         Ok(p)
+    }
+
+    /// Writes a deal's payment record through the market command `RecordPayment`: under the
+    /// market's write lock, with an event per confirmed change or refusal in the same
+    /// transaction, so the record and the chain never disagree. Live readers are woken.
+    async fn record(&self, market: i64, p: &Payment, via: PaymentVia) -> ApiResult<()> {
+        let cmd = Command::RecordPayment {
+            deal: p.deal_id,
+            payment: p.clone(),
+            via,
+        };
+        match self.store.run(market, self.now(), cmd, None).await? {
+            Ran::Fresh { result, events } => {
+                if let Some(last) = events.last() {
+                    let _ = self.feed.send(last.market_id);
+                }
+                result.map(|_| ()).map_err(Into::into)
+            }
+            // Only a command with an idempotency key is ever replayed or in conflict.
+            Ran::Replayed(_) | Ran::Conflict => Ok(()),
+        }
     }
 
     async fn refused(
@@ -646,7 +669,7 @@ impl Service {
             step,
             code: code.to_string(),
         });
-        self.store.put_payment(market, &p, self.now()).await?;
+        self.record(market, &p, PaymentVia::Call).await?;
         Err(ApiError::new(
             ErrorCode::PaymentFailed,
             format!(
@@ -904,7 +927,7 @@ impl Service {
             return Ok(());
         }
         p.observe(&o);
-        self.store.put_payment(market, &p, self.now()).await?;
+        self.record(market, &p, PaymentVia::Webhook).await?;
         Ok(())
     }
 }

@@ -171,6 +171,14 @@ pub enum Command {
         turn: u64,
         mark: TurnMark,
     },
+    /// The payment driver records a deal's payment (issue 23): the record replaces the stored
+    /// one, and each confirmed change or refusal between them is an event on the chain, in the
+    /// same transaction. Never from a client (`Service::apply_recorded` refuses it).
+    RecordPayment {
+        deal: DealId,
+        payment: haggle_core::payment::Payment,
+        via: haggle_core::payment::PaymentVia,
+    },
 }
 
 /// What the scheduler notes about an outside participant's turn.
@@ -229,7 +237,8 @@ impl Command {
             | RemoveListing { .. }
             | Suspend { .. }
             | Reinstate { .. }
-            | MarkTurn { .. } => None,
+            | MarkTurn { .. }
+            | RecordPayment { .. } => None,
         }
     }
 }
