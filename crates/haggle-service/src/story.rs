@@ -392,26 +392,10 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
             };
             (text, None)
         }
-        EventBody::PaymentAuthorized(_)
-        | EventBody::PaymentCaptured(_)
-        | EventBody::PaymentVoided(_)
-        | EventBody::PaymentRefunded(_)
-        | EventBody::PaymentFailed(_) => {
-            let id = e.body.deal_id().unwrap_or_default();
-            (payment_sentence(&e.body, currency), deal_link(id))
-        }
         // The deal's other events (its creation, sale and relisting have their own lines above).
         body if body.deal_id().is_some() => {
             let id = body.deal_id().unwrap_or_default();
-            let who = if e.actor.is_some() {
-                format!("{actor}: ")
-            } else {
-                String::new()
-            };
-            (
-                format!("{who}deal {id} — {}", words(e.kind())),
-                deal_link(id),
-            )
+            (deal_sentence(e, &actor, currency), deal_link(id))
         }
         _ => (format!("{actor}: {}", words(e.kind())), None),
     };
@@ -422,6 +406,21 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
         text,
         link,
     }
+}
+
+/// A deal's event without a line of its own: a payment step says what happened to the money,
+/// any other names the event (and who acted).
+fn deal_sentence(e: &Event, actor: &str, currency: &str) -> String {
+    if e.kind().starts_with("payment_") {
+        return payment_sentence(&e.body, currency);
+    }
+    let id = e.body.deal_id().unwrap_or_default();
+    let who = if e.actor.is_some() {
+        format!("{actor}: ")
+    } else {
+        String::new()
+    };
+    format!("{who}deal {id} — {}", words(e.kind()))
 }
 
 /// A payment event told for people (issue 23): what the provider did with the buyer's money.
