@@ -441,6 +441,52 @@ async fn a_capture_whose_answer_was_lost_is_told_once_when_found() {
 }
 
 #[tokio::test]
+async fn a_restart_after_a_lost_capture_answer_captures_once_and_tells_it_once() {
+    let Some(f) = fx(GOOD_CARD).await else { return };
+    let d = f.deal(2000).await;
+    f.s.svc.drop_next_payment_answer(PaymentStep::Capture);
+    f.complete(d).await;
+    let intent = f.intent_id(d).await;
+    // The process stops: a new one on the same database knows only what was committed.
+    let r = f.s.restarted().await;
+    r.svc.set_payment_provider(
+        Arc::new(Stripe::new(&f.p.base, SECRET_KEY)),
+        Some(WEBHOOK_SECRET.into()),
+    );
+    for retry in [false, true] {
+        let done = r
+            .post(
+                &format!("/v1/markets/{}/payments/sync", f.m),
+                &r.operator,
+                json!({ "retry": retry }),
+            )
+            .await;
+        assert_status(&done, 200, "sync after the restart");
+        assert_eq!(done.1["differences"], json!([]), "{}", done.1);
+    }
+    // One capture at the provider (a second would have been refused and shown as failed).
+    assert_eq!(kept(&f.p.intent(&intent).await), 2000);
+    let paid: Vec<Value> = r
+        .events(f.m, &r.operator)
+        .await
+        .into_iter()
+        .filter(|e| e["payload"]["deal_id"] == d)
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("payment_"))
+        })
+        .collect();
+    let kinds: Vec<&str> = paid.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["payment_authorized", "payment_captured"]);
+    assert_eq!(paid[1]["payload"]["via"], "lookup");
+    let v = r
+        .get_ok(&format!("/v1/markets/{}/ledger/verify", f.m), &r.operator)
+        .await;
+    assert_eq!(v["breaches"], json!([]), "{v}");
+}
+
+#[tokio::test]
 async fn on_postgresql_a_hold_is_captured_and_recorded() {
     let Some(base) = localstripe() else { return };
     let Some(s) = Server::postgres().await else {
