@@ -800,9 +800,9 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             plan.event(None, Visibility::Parties(vec![participant]), body);
             Ok(Outcome::Done)
         }
-        Command::RecordPayment { deal, payment, via } => {
+        Command::RecordPayment { deal, read, payment, via } => {
             let d = need!(deal_in(b, c, m, deal).await?, "deal {deal} not found in market {m}");
-            payment_sql::record_in(c, m, &d, &payment, via, now, plan).await.map(Ok)?
+            payment_sql::record_in(c, m, &d, (&read, &payment), via, now, plan).await?
         }
         Command::Reinstate { participant } => {
             let mut p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");

@@ -172,10 +172,13 @@ pub enum Command {
         mark: TurnMark,
     },
     /// The payment driver records a deal's payment (issue 23): the record replaces the stored
-    /// one, and each confirmed change or refusal between them is an event on the chain, in the
-    /// same transaction. Never from a client (`Service::apply_recorded` refuses it).
+    /// one if that is still `read` (the record the writer started from; a fresh record when
+    /// none was stored), else `invalid_transition` and nothing changes; each confirmed change
+    /// or refusal between them is an event on the chain, in the same transaction. Never from a
+    /// client (`Service::apply_recorded` refuses it).
     RecordPayment {
         deal: DealId,
+        read: haggle_core::payment::Payment,
         payment: haggle_core::payment::Payment,
         via: haggle_core::payment::PaymentVia,
     },

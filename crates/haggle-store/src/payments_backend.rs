@@ -10,17 +10,22 @@ mod payment_sql {
     use crate::row::{json, to_json};
     use crate::StoreResult;
     use haggle_core::payment::{self, Payment, PaymentVia};
-    use haggle_core::{Deal, Plan, Visibility};
+    use haggle_core::{Deal, DomainError, ErrorCode, Plan, Visibility};
     use sqlx::Row;
 
-    /// Replaces a deal's payment record inside the command's transaction and plans one event per
-    /// change from the stored record (none when it is written again unchanged). The buyer, the
-    /// seller and operators see them.
-    pub(super) async fn record_in(c: &mut Conn, market: i64, deal: &Deal, p: &Payment, via: PaymentVia, now: i64, plan: &mut Plan) -> StoreResult<Outcome> {
+    /// Replaces a deal's payment record inside the command's transaction, if it is still the one
+    /// the writer read (two writers of one deal, a driver and a webhook, never overwrite each
+    /// other's news with an older record), and plans one event per change from the stored record
+    /// (none when it is written again unchanged). The buyer, the seller and operators see them.
+    pub(super) async fn record_in(c: &mut Conn, market: i64, deal: &Deal, (read, p): (&Payment, &Payment), via: PaymentVia, now: i64, plan: &mut Plan) -> StoreResult<Result<Outcome, DomainError>> {
         let old = sqlx::query("SELECT record FROM payments WHERE market_id = $1 AND deal_id = $2")
             .bind(market).bind(deal.id).fetch_optional(&mut *c).await?
             .map(|r| json::<Payment>("record", &r.try_get::<String, _>("record")?)).transpose()?
             .unwrap_or_else(|| Payment::new(deal.id));
+        if &old != read {
+            return Ok(Err(DomainError::new(ErrorCode::InvalidTransition, format!(
+                "the payment of deal {} changed since it was read (now {}); read it again", deal.id, old.state()))));
+        }
         let mut p = p.clone();
         p.deal_id = deal.id;
         for body in payment::events(&old, &p, deal.price, via) {
@@ -32,7 +37,7 @@ mod payment_sql {
         )
         .bind(market).bind(p.deal_id).bind(p.state().as_str().to_string()).bind(to_json(&p)).bind(now)
         .execute(&mut *c).await?;
-        Ok(Outcome::Done)
+        Ok(Ok(Outcome::Done))
     }
 
     impl Backend {

@@ -3533,18 +3533,21 @@ async fn proposals_wait_are_found_by_key_and_decided_once(db: Db) {
 }
 
 /// Issue 23: a deal's payment record is written by `RecordPayment` under the market's lock, with
-/// one event per confirmed change or refusal; a rewrite or a step in flight adds none.
+/// one event per confirmed change or refusal; a rewrite or a step in flight adds none, and a
+/// writer that read an older record is refused.
 async fn payment_records_are_written_with_one_event_per_change(db: Db) {
     use haggle_core::payment::{Confirmed, Failure, Payment, PaymentStep, PaymentVia};
     let store = db.open().await;
     let f = fx(&store, MarketRules::default()).await;
     let o = f.m.bid(f.buyer, f.listing.id, 5_000).await;
     let d = f.m.deal(f.seller, o.id).await;
-    let record = |p: &Payment, via| Command::RecordPayment {
+    let record = |read: &Payment, p: &Payment, via| Command::RecordPayment {
         deal: d.id,
+        read: read.clone(),
         payment: p.clone(),
         via,
     };
+    let fresh = Payment::new(d.id);
     let payment_kinds = |events: &[Event]| -> Vec<&'static str> {
         events
             .iter()
@@ -3556,7 +3559,7 @@ async fn payment_records_are_written_with_one_event_per_change(db: Db) {
     p.pending = Some(PaymentStep::Hold);
     // A rewrite that changes no state: recorded, no event.
     let ran = store
-        .run(f.m.id, T0, record(&p, PaymentVia::Call), None)
+        .run(f.m.id, T0, record(&fresh, &p, PaymentVia::Call), None)
         .await
         .unwrap();
     assert!(
@@ -3564,24 +3567,33 @@ async fn payment_records_are_written_with_one_event_per_change(db: Db) {
         "{ran:?}"
     );
     assert_eq!(store.payment(f.m.id, d.id).await.unwrap(), Some(p.clone()));
+    let pending = p.clone();
     p.pending = None;
     p.confirmed = Confirmed::Authorized;
     p.intent = Some("pi_1".into());
     p.held = 5_000;
-    f.m.ok(record(&p, PaymentVia::Call)).await;
+    f.m.ok(record(&pending, &p, PaymentVia::Call)).await;
+    // A writer that read the record before that write is refused: nothing older overwrites it.
+    let stale =
+        f.m.try_run(record(&pending, &fresh, PaymentVia::Webhook))
+            .await
+            .unwrap_err();
+    assert_eq!(stale.code, ErrorCode::InvalidTransition);
+    assert_eq!(store.payment(f.m.id, d.id).await.unwrap(), Some(p.clone()));
     let again = store
-        .run(f.m.id, T0, record(&p, PaymentVia::Lookup), None)
+        .run(f.m.id, T0, record(&p, &p, PaymentVia::Lookup), None)
         .await
         .unwrap();
     assert!(
         matches!(again, Ran::Fresh { result: Ok(_), ref events } if events.is_empty()),
         "{again:?}"
     );
+    let held = p.clone();
     p.failure = Some(Failure {
         step: PaymentStep::Capture,
         code: "expired_for_capture".into(),
     });
-    f.m.ok(record(&p, PaymentVia::Call)).await;
+    f.m.ok(record(&held, &p, PaymentVia::Call)).await;
     let all = f.m.events(Viewer::All).await;
     assert_eq!(
         payment_kinds(&all),
@@ -3604,6 +3616,7 @@ async fn payment_records_are_written_with_one_event_per_change(db: Db) {
     let err =
         f.m.try_run(Command::RecordPayment {
             deal: 999,
+            read: Payment::new(999),
             payment: Payment::new(999),
             via: PaymentVia::Call,
         })
