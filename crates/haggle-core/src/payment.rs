@@ -2,6 +2,7 @@
 //! payment provider, the next provider step towards it, and each step's idempotency key. Pure:
 //! the provider adapter (haggle-service `payments`) makes the calls and records what they did.
 
+use crate::event::{EventBody, PaymentFailed, PaymentMoved};
 use crate::model::{Deal, DealId, DealStatus, MarketId, Money, string_enum};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,12 @@ string_enum!(
 string_enum!(
     /// One provider call: place the hold, capture (all or part of) it, cancel it, refund a capture.
     PaymentStep { Hold => "hold", Capture => "capture", Cancel => "cancel", Refund => "refund" }
+);
+string_enum!(
+    /// How Haggle learnt of a payment change: the provider's answer to its own call, its reading
+    /// of the intent (after a restart with a step in flight, or an operator's sync), or a
+    /// provider webhook.
+    PaymentVia { Call => "call", Lookup => "lookup", Webhook => "webhook" }
 );
 string_enum!(
     /// Payment providers Haggle speaks to.
@@ -244,6 +251,103 @@ pub fn idempotency_key(market: MarketId, deal: DealId, step: PaymentStep, attemp
     }
 }
 
+/// The events a change of a deal's payment record from `old` to `new` puts on the market's chain
+/// (issue 23): one per confirmed state reached (or per change of the amount kept), and one per
+/// refusal recorded. A record written again unchanged (a retry, a replayed webhook, a lookup
+/// after a restart that finds what was recorded) yields none, so each step appears once.
+pub fn events(old: &Payment, new: &Payment, price: Money, via: PaymentVia) -> Vec<EventBody> {
+    let mut out = Vec::new();
+    let moved = |amount: Money, partial: bool| PaymentMoved {
+        deal_id: new.deal_id,
+        intent: new.intent.clone().unwrap_or_default(),
+        amount,
+        held: new.held,
+        charged: new.charged,
+        partial,
+        via,
+    };
+    // Any change of what the provider holds or charged is told, so the last event always says
+    // what the record says (`disagreement`).
+    let changed = new.confirmed != old.confirmed
+        || (new.confirmed != Confirmed::None
+            && (new.held != old.held || new.charged != old.charged || new.intent != old.intent));
+    if changed {
+        match new.confirmed {
+            Confirmed::None => {}
+            Confirmed::Authorized => out.push(EventBody::PaymentAuthorized(moved(new.held, false))),
+            Confirmed::Captured => {
+                // A capture after a refund (never by Haggle) is still told as a capture.
+                let amount = new.charged - old.charged.min(new.charged);
+                out.push(EventBody::PaymentCaptured(moved(
+                    amount,
+                    new.charged < price,
+                )))
+            }
+            Confirmed::Voided => out.push(EventBody::PaymentVoided(moved(old.held, false))),
+            Confirmed::Refunded => {
+                let amount = (old.charged - new.charged).max(0);
+                out.push(EventBody::PaymentRefunded(moved(amount, new.charged > 0)))
+            }
+        }
+    }
+    if let Some(f) = &new.failure
+        && (old.failure.as_ref() != Some(f) || old.attempt != new.attempt)
+    {
+        out.push(EventBody::PaymentFailed(PaymentFailed {
+            deal_id: new.deal_id,
+            step: f.step,
+            code: f.code.clone(),
+            attempt: new.attempt,
+        }));
+    }
+    out
+}
+
+/// Whether a deal's payment record says what its `payment_*` events on the chain say (the
+/// ledger verifier's `payments_match_events`): the last confirmed change's intent, hold and
+/// charge, and the last refusal. `None` when they agree, else what differs.
+pub fn disagreement(p: &Payment, bodies: &[&EventBody]) -> Option<String> {
+    let last_moved = bodies.iter().rev().find_map(|b| match b {
+        EventBody::PaymentAuthorized(m)
+        | EventBody::PaymentCaptured(m)
+        | EventBody::PaymentVoided(m)
+        | EventBody::PaymentRefunded(m) => Some(m),
+        _ => None,
+    });
+    let last_failed = bodies.iter().rev().find_map(|b| match b {
+        EventBody::PaymentFailed(f) => Some(f),
+        _ => None,
+    });
+    let moved_agrees = match (p.confirmed, last_moved) {
+        (Confirmed::None, None) => true,
+        (_, Some(m)) => {
+            p.intent.as_deref() == Some(m.intent.as_str())
+                && p.held == m.held
+                && p.charged == m.charged
+        }
+        _ => false,
+    };
+    let failure_agrees = match &p.failure {
+        None => true,
+        Some(f) => last_failed
+            .is_some_and(|e| e.step == f.step && e.code == f.code && e.attempt == p.attempt),
+    };
+    if moved_agrees && failure_agrees {
+        return None;
+    }
+    Some(format!(
+        "payment of deal {} is {} (held {}, charged {}) but its events say {}",
+        p.deal_id,
+        p.state(),
+        p.held,
+        p.charged,
+        match last_moved {
+            Some(m) => format!("held {}, charged {}", m.held, m.charged),
+            None => "nothing moved".to_string(),
+        }
+    ))
+}
+
 /// The payment summary shown on a deal (`payment: held|captured|failed`, ...).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -342,6 +446,128 @@ mod tests {
         assert_eq!(p.key(3, PaymentStep::Hold), "haggle-3-7-hold");
         p.attempt = 1;
         assert_eq!(p.key(3, PaymentStep::Hold), "haggle-3-7-hold-1");
+    }
+
+    fn kinds(v: &[EventBody]) -> Vec<&'static str> {
+        v.iter().map(EventBody::kind).collect()
+    }
+
+    #[test]
+    fn each_confirmed_step_is_one_event_and_a_rewrite_is_none() {
+        let none = Payment::new(7);
+        let held = authorized(900);
+        assert_eq!(
+            kinds(&events(&none, &held, 900, PaymentVia::Call)),
+            ["payment_authorized"]
+        );
+        assert_eq!(events(&held, &held, 900, PaymentVia::Lookup), vec![]);
+        let mut pending = held.clone();
+        pending.pending = Some(PaymentStep::Capture);
+        assert_eq!(events(&held, &pending, 900, PaymentVia::Call), vec![]);
+        let mut captured = pending.clone();
+        captured.observe(&Observed {
+            intent: "pi_1".into(),
+            status: IntentStatus::Succeeded,
+            capturable: 0,
+            charged: 600,
+            tagged: None,
+        });
+        let e = events(&pending, &captured, 900, PaymentVia::Lookup);
+        let EventBody::PaymentCaptured(m) = &e[0] else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (m.amount, m.charged, m.partial, m.via),
+            (600, 600, true, PaymentVia::Lookup)
+        );
+        assert_eq!(e.len(), 1);
+    }
+
+    #[test]
+    fn a_refusal_is_one_event_with_the_code_and_a_retry_refused_again_another() {
+        let none = Payment::new(7);
+        let mut failed = none.clone();
+        failed.failure = Some(Failure {
+            step: PaymentStep::Hold,
+            code: "card_declined".into(),
+        });
+        let e = events(&none, &failed, 900, PaymentVia::Call);
+        assert_eq!(
+            e,
+            vec![EventBody::PaymentFailed(PaymentFailed {
+                deal_id: 7,
+                step: PaymentStep::Hold,
+                code: "card_declined".into(),
+                attempt: 0,
+            })]
+        );
+        assert_eq!(events(&failed, &failed, 900, PaymentVia::Call), vec![]);
+        let mut again = failed.clone();
+        again.attempt = 1;
+        assert_eq!(
+            kinds(&events(&failed, &again, 900, PaymentVia::Call)),
+            ["payment_failed"]
+        );
+    }
+
+    #[test]
+    fn a_void_and_a_refund_say_what_they_released() {
+        let held = authorized(900);
+        let mut voided = held.clone();
+        voided.observe(&Observed {
+            intent: "pi_1".into(),
+            status: IntentStatus::Canceled,
+            capturable: 0,
+            charged: 0,
+            tagged: None,
+        });
+        let e = events(&held, &voided, 900, PaymentVia::Webhook);
+        assert!(matches!(&e[..], [EventBody::PaymentVoided(m)] if m.amount == 900 && m.held == 0));
+        let captured = Payment {
+            confirmed: Confirmed::Captured,
+            charged: 900,
+            held: 0,
+            ..held.clone()
+        };
+        let mut refunded = captured.clone();
+        refunded.observe(&Observed {
+            intent: "pi_1".into(),
+            status: IntentStatus::Succeeded,
+            capturable: 0,
+            charged: 300,
+            tagged: None,
+        });
+        let e = events(&captured, &refunded, 900, PaymentVia::Call);
+        assert!(
+            matches!(&e[..], [EventBody::PaymentRefunded(m)] if m.amount == 600 && m.charged == 300 && m.partial),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_record_its_events_do_not_tell_is_a_disagreement() {
+        let none = Payment::new(7);
+        let held = authorized(900);
+        let told = events(&none, &held, 900, PaymentVia::Call);
+        let told: Vec<&EventBody> = told.iter().collect();
+        assert_eq!(disagreement(&held, &told), None);
+        assert_eq!(disagreement(&none, &[]), None);
+        assert!(disagreement(&held, &[]).is_some(), "a hold with no event");
+        let mut changed = held.clone();
+        changed.charged = 900;
+        assert!(
+            disagreement(&changed, &told).is_some(),
+            "a charge no event tells"
+        );
+        let mut failed = held.clone();
+        failed.failure = Some(Failure {
+            step: PaymentStep::Capture,
+            code: "expired_for_capture".into(),
+        });
+        assert!(
+            disagreement(&failed, &told).is_some(),
+            "a refusal no event tells"
+        );
     }
 
     #[test]

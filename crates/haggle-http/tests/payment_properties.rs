@@ -4,6 +4,8 @@
 //! faults stop an operator's sync (with retries) brings every deal's provider state to its ledger
 //! state. The provider is an in-process fake with Stripe's idempotency-key replay: the mapping
 //! and the driver are under test here; `payments.rs` runs the real adapter against localstripe.
+//! At every step the chain verifies (each payment record is what its `payment_*` events say) and
+//! no deal has a capture or a cancellation told twice.
 
 mod support;
 
@@ -384,6 +386,23 @@ async fn check(s: &Server, m: i64, fake: &Fake, deals: &[(i64, i64)]) {
                 p.charged <= x.captured - x.refunded || x.refunded > 0,
                 "deal {d}: {p:?} vs {x:?}"
             );
+        }
+    }
+    // The chain verifies, and every payment record is what its deal's `payment_*` events say.
+    let v = s
+        .get_ok(&format!("/v1/markets/{m}/ledger/verify"), &s.operator)
+        .await;
+    assert_eq!(v["breaches"], json!([]), "{v}");
+    // A capture or a cancellation happens once per intent, so its event appears once at most,
+    // whatever was retried, lost or looked up again.
+    let events = s.events(m, &s.operator).await;
+    for &(d, _) in deals {
+        for kind in ["payment_captured", "payment_voided"] {
+            let n = events
+                .iter()
+                .filter(|e| e["kind"] == kind && e["payload"]["deal_id"] == d)
+                .count();
+            assert!(n <= 1, "deal {d}: {n} {kind} events");
         }
     }
     // Each deal has at most one intent.

@@ -2,7 +2,9 @@
 //! Stripe-compatible server): hold at agreement, capture at completion, partial capture for a
 //! split, cancel before capture, refund after a capture made outside Haggle, a declined card, a
 //! lost answer after a capture (recovered without a second capture), reconciliation finding an
-//! intent changed at the provider, and a webhook. `HAGGLE_TEST_LOCALSTRIPE_URL` names a running
+//! intent changed at the provider, and a webhook; and each of those steps as one `payment_*`
+//! event on the market's chain, in order with the deal's events, seen by the parties and
+//! operators only. `HAGGLE_TEST_LOCALSTRIPE_URL` names a running
 //! localstripe (`.ci/run` starts one); without it the tests start `localstripe` themselves, and
 //! without that they say NOT RUN (and fail under `CI`).
 
@@ -199,6 +201,56 @@ impl Fx {
             .await
     }
 
+    /// The kinds of deal `d`'s events (`deal_*` and `payment_*`) in chain order, as `token` reads
+    /// the market's log, with each payload.
+    async fn deal_events(&self, d: i64, token: &str) -> Vec<(String, Value)> {
+        self.s
+            .events(self.m, token)
+            .await
+            .into_iter()
+            .filter(|e| {
+                let p = &e["payload"];
+                p["deal_id"] == d || p["deal"]["id"] == d
+            })
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap_or("").to_string(),
+                    e["payload"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The `payment_*` events of deal `d`, as an operator reads them.
+    async fn payment_events(&self, d: i64) -> Vec<(String, Value)> {
+        let mut v = self.deal_events(d, &self.s.operator).await;
+        v.retain(|(k, _)| k.starts_with("payment_"));
+        v
+    }
+
+    /// The ledger verifier's breaches (the chain, and each payment record against its events).
+    async fn breaches(&self) -> Value {
+        self.s
+            .get_ok(
+                &format!("/v1/markets/{}/ledger/verify", self.m),
+                &self.s.operator,
+            )
+            .await["breaches"]
+            .clone()
+    }
+
+    async fn sync(&self, retry: bool) {
+        let r = self
+            .s
+            .post(
+                &format!("/v1/markets/{}/payments/sync", self.m),
+                &self.s.operator,
+                json!({ "retry": retry }),
+            )
+            .await;
+        assert_status(&r, 200, "sync");
+    }
+
     async fn complete(&self, deal: i64) {
         self.act(
             &self.alice.agent,
@@ -226,6 +278,17 @@ impl Fx {
         )
         .await;
     }
+}
+
+fn kinds(v: &[(String, Value)]) -> Vec<&str> {
+    v.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+/// The position of the first event of `kind`.
+fn at(v: &[(String, Value)], kind: &str) -> usize {
+    v.iter()
+        .position(|(k, _)| k == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {:?}", kinds(v)))
 }
 
 /// The charge kept on an intent as localstripe shows it (a partial capture refunds the rest).
@@ -269,6 +332,161 @@ async fn an_agreed_deal_holds_the_price_and_completion_captures_it() {
 }
 
 #[tokio::test]
+async fn each_payment_step_is_one_event_on_the_chain_in_order_with_the_deals_events() {
+    let Some(f) = fx(GOOD_CARD).await else { return };
+    let d = f.deal(2500).await;
+    f.complete(d).await;
+    // Operators' syncs look at the intent again and find nothing new: no second event.
+    f.sync(false).await;
+    f.sync(true).await;
+    let all = f.deal_events(d, &f.s.operator).await;
+    assert!(
+        at(&all, "deal_created") < at(&all, "payment_authorized"),
+        "{:?}",
+        kinds(&all)
+    );
+    assert!(at(&all, "payment_authorized") < at(&all, "deal_completed"));
+    assert!(at(&all, "deal_completed") < at(&all, "payment_captured"));
+    let paid = f.payment_events(d).await;
+    assert_eq!(kinds(&paid), ["payment_authorized", "payment_captured"]);
+    let captured = &paid[1].1;
+    assert_eq!(
+        (
+            captured["amount"].as_i64(),
+            captured["charged"].as_i64(),
+            captured["held"].as_i64()
+        ),
+        (Some(2500), Some(2500), Some(0)),
+        "{captured}"
+    );
+    assert_eq!(captured["via"], "call");
+    assert_eq!(captured["intent"], f.intent_id(d).await.as_str());
+    assert!(captured.get("partial").is_none(), "{captured}");
+    assert_eq!(f.breaches().await, json!([]));
+}
+
+#[tokio::test]
+async fn payment_events_are_seen_by_the_buyer_the_seller_and_operators_only() {
+    let Some(f) = fx(GOOD_CARD).await else { return };
+    let carol = f.s.participant(f.m, "Carol", 100).await;
+    let d = f.deal(800).await;
+    for token in [&f.bob.agent, &f.alice.agent, &f.s.operator] {
+        let seen = f.deal_events(d, token).await;
+        assert_eq!(
+            seen.iter()
+                .filter(|(k, _)| k == "payment_authorized")
+                .count(),
+            1,
+            "{:?}",
+            kinds(&seen)
+        );
+    }
+    let others = f.s.events(f.m, &carol.agent).await;
+    assert!(
+        !others.iter().any(|e| e["kind"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("payment_"))),
+        "another participant saw a payment event"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_provider_call_is_a_payment_failed_event_with_the_providers_code() {
+    let Some(f) = fx(DECLINED_CARD).await else {
+        return;
+    };
+    let d = f.deal(700).await;
+    let retry = format!("/v1/markets/{}/deals/{d}/payment/retry", f.m);
+    let r = f.s.post(&retry, &f.bob.principal, json!({})).await;
+    assert_refusal(&r, 409, "payment_failed");
+    f.attach(GOOD_CARD).await;
+    let r = f.s.post(&retry, &f.bob.principal, json!({})).await;
+    assert_status(&r, 200, "retry");
+    let paid = f.payment_events(d).await;
+    assert_eq!(
+        kinds(&paid),
+        ["payment_failed", "payment_failed", "payment_authorized"]
+    );
+    for (i, (_, p)) in paid[..2].iter().enumerate() {
+        assert_eq!(
+            (
+                p["step"].as_str(),
+                p["code"].as_str(),
+                p["attempt"].as_u64()
+            ),
+            (Some("hold"), Some("card_declined"), Some(i as u64)),
+            "{p}"
+        );
+    }
+    assert_eq!(f.breaches().await, json!([]));
+}
+
+#[tokio::test]
+async fn a_capture_whose_answer_was_lost_is_told_once_when_found() {
+    let Some(f) = fx(GOOD_CARD).await else { return };
+    let d = f.deal(3100).await;
+    // The provider captures, and the process stops before recording it: no event yet, and the
+    // chain still agrees with the record (a step in flight is not a change).
+    f.s.svc.drop_next_payment_answer(PaymentStep::Capture);
+    f.complete(d).await;
+    assert_eq!(kinds(&f.payment_events(d).await), ["payment_authorized"]);
+    assert_eq!(f.breaches().await, json!([]));
+    f.sync(false).await;
+    f.sync(true).await;
+    let paid = f.payment_events(d).await;
+    assert_eq!(kinds(&paid), ["payment_authorized", "payment_captured"]);
+    assert_eq!(paid[1].1["via"], "lookup");
+    assert_eq!(paid[1].1["amount"], 3100);
+    assert_eq!(f.breaches().await, json!([]));
+}
+
+#[tokio::test]
+async fn a_restart_after_a_lost_capture_answer_captures_once_and_tells_it_once() {
+    let Some(f) = fx(GOOD_CARD).await else { return };
+    let d = f.deal(2000).await;
+    f.s.svc.drop_next_payment_answer(PaymentStep::Capture);
+    f.complete(d).await;
+    let intent = f.intent_id(d).await;
+    // The process stops: a new one on the same database knows only what was committed.
+    let r = f.s.restarted().await;
+    r.svc.set_payment_provider(
+        Arc::new(Stripe::new(&f.p.base, SECRET_KEY)),
+        Some(WEBHOOK_SECRET.into()),
+    );
+    for retry in [false, true] {
+        let done = r
+            .post(
+                &format!("/v1/markets/{}/payments/sync", f.m),
+                &r.operator,
+                json!({ "retry": retry }),
+            )
+            .await;
+        assert_status(&done, 200, "sync after the restart");
+        assert_eq!(done.1["differences"], json!([]), "{}", done.1);
+    }
+    // One capture at the provider (a second would have been refused and shown as failed).
+    assert_eq!(kept(&f.p.intent(&intent).await), 2000);
+    let paid: Vec<Value> = r
+        .events(f.m, &r.operator)
+        .await
+        .into_iter()
+        .filter(|e| e["payload"]["deal_id"] == d)
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("payment_"))
+        })
+        .collect();
+    let kinds: Vec<&str> = paid.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["payment_authorized", "payment_captured"]);
+    assert_eq!(paid[1]["payload"]["via"], "lookup");
+    let v = r
+        .get_ok(&format!("/v1/markets/{}/ledger/verify", f.m), &r.operator)
+        .await;
+    assert_eq!(v["breaches"], json!([]), "{v}");
+}
+
+#[tokio::test]
 async fn on_postgresql_a_hold_is_captured_and_recorded() {
     let Some(base) = localstripe() else { return };
     let Some(s) = Server::postgres().await else {
@@ -285,6 +503,10 @@ async fn on_postgresql_a_hold_is_captured_and_recorded() {
         "{p}"
     );
     assert_eq!(f.reconcile().await["differences"], json!([]));
+    f.sync(false).await;
+    let paid = f.payment_events(d).await;
+    assert_eq!(kinds(&paid), ["payment_authorized", "payment_captured"]);
+    assert_eq!(f.breaches().await, json!([]));
 }
 
 #[tokio::test]
@@ -308,6 +530,12 @@ async fn a_split_ruling_captures_the_sellers_share_only() {
     );
     assert_eq!(kept(&f.p.intent(&f.intent_id(d).await).await), 2500);
     assert_eq!(f.reconcile().await["differences"], json!([]));
+    let paid = f.payment_events(d).await;
+    assert_eq!(kinds(&paid), ["payment_authorized", "payment_captured"]);
+    assert_eq!(
+        (paid[1].1["amount"].as_i64(), paid[1].1["partial"].as_bool()),
+        (Some(2500), Some(true))
+    );
 }
 
 #[tokio::test]
@@ -334,6 +562,9 @@ async fn a_cancellation_before_capture_cancels_the_hold() {
         "canceled"
     );
     assert_eq!(f.reconcile().await["differences"], json!([]));
+    let paid = f.payment_events(d).await;
+    assert_eq!(kinds(&paid), ["payment_authorized", "payment_voided"]);
+    assert_eq!(paid[1].1["amount"], 1200);
 }
 
 #[tokio::test]
@@ -392,6 +623,18 @@ async fn a_refund_ruling_after_a_capture_refunds_it() {
     );
     assert_eq!(kept(&f.p.intent(&intent).await), 0);
     assert_eq!(f.reconcile().await["differences"], json!([]));
+    // The capture made at the dashboard was found by the sync; the refund was Haggle's call.
+    let paid = f.payment_events(d).await;
+    assert_eq!(
+        kinds(&paid),
+        ["payment_authorized", "payment_captured", "payment_refunded"]
+    );
+    assert_eq!(paid[1].1["via"], "lookup");
+    assert_eq!(
+        (paid[2].1["amount"].as_i64(), paid[2].1["via"].as_str()),
+        (Some(1800), Some("call"))
+    );
+    assert_eq!(f.breaches().await, json!([]));
 }
 
 #[tokio::test]
@@ -505,6 +748,9 @@ async fn a_signed_provider_webhook_updates_the_deal_and_a_forged_one_is_refused(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(state, "captured", "the webhook did not arrive");
+    let paid = f.payment_events(d).await;
+    assert_eq!(kinds(&paid), ["payment_authorized", "payment_captured"]);
+    assert_eq!(paid[1].1["via"], "webhook");
     let forged = f
         .s
         .client

@@ -369,6 +369,13 @@ impl Service {
         by: ActedBy,
     ) -> ApiResult {
         Self::require_operator(caller, Some(market))?;
+        // A payment record follows the provider only (see `payments`): no one records it by hand.
+        if matches!(cmd, Command::RecordPayment { .. }) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "a payment record is written by the payment driver only",
+            ));
+        }
         Ok(self.command_by(caller, market, cmd, by, None).await?.0)
     }
 

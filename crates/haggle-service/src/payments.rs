@@ -6,7 +6,8 @@
 //! record the provider's answer. A process that stops in between finds the step pending and asks
 //! the provider for the intent before acting again, so a retry never captures twice even against
 //! a provider that ignores idempotency keys (localstripe does). Nothing here touches the market's
-//! ledger: the payment record holds only what the provider confirmed.
+//! ledger: the payment record holds only what the provider confirmed, and each write of it is a
+//! market command (`RecordPayment`) that puts each change on the chain as a `payment_*` event.
 
 use crate::{ApiError, ApiResult, Caller, Service};
 use futures_util::future::BoxFuture;
@@ -14,9 +15,10 @@ pub use haggle_api::{AttachPaymentMethod, PaymentDifference, Reconciliation};
 use haggle_core::ErrorCode;
 use haggle_core::model::{Deal, Market, Money};
 use haggle_core::payment::{
-    Failure, IntentStatus, Observed, Payment, PaymentStep, PaymentView, Target, target,
+    Failure, IntentStatus, Observed, Payment, PaymentStep, PaymentVia, PaymentView, Target, target,
 };
 use haggle_store::payments::PaymentMethod;
+use haggle_store::{Command, Ran};
 use std::sync::Arc;
 
 /// Why a provider call did not confirm.
@@ -535,11 +537,9 @@ impl Service {
                 ),
             )
         })?;
-        let mut p = self
-            .store
-            .payment(m.id, deal.id)
-            .await?
-            .unwrap_or_else(|| Payment::new(deal.id));
+        // `stored`: the record as stored, which each write must still find (see `record`).
+        let mut stored = self.stored_payment(m.id, deal.id).await?;
+        let mut p = stored.clone();
         if retry && p.failure.is_some() {
             p.failure = None;
             p.attempt += 1;
@@ -561,7 +561,8 @@ impl Service {
             } else {
                 p.pending = None;
             }
-            self.store.put_payment(m.id, &p, self.now()).await?;
+            self.record(m.id, &mut stored, &p, PaymentVia::Lookup)
+                .await?;
         }
         let t = target(deal);
         // Three steps at most reach any target (hold, capture, refund), after a re-sent hold.
@@ -581,7 +582,7 @@ impl Service {
                     None => {
                         return self
                             .refused(
-                                m.id,
+                                (m.id, stored),
                                 p,
                                 step,
                                 "no_payment_method",
@@ -594,7 +595,7 @@ impl Service {
                 None
             };
             p.pending = Some(step);
-            self.store.put_payment(m.id, &p, self.now()).await?;
+            self.record(m.id, &mut stored, &p, PaymentVia::Call).await?;
             let intent = p.intent.clone().unwrap_or_default();
             let answer = match step {
                 PaymentStep::Hold => {
@@ -622,10 +623,10 @@ impl Service {
                 Ok(o) => {
                     p.observe(&o);
                     p.failure = None;
-                    self.store.put_payment(m.id, &p, self.now()).await?;
+                    self.record(m.id, &mut stored, &p, PaymentVia::Call).await?;
                 }
                 Err(ProviderError::Refused { code, message }) => {
-                    return self.refused(m.id, p, step, &code, &message).await;
+                    return self.refused((m.id, stored), p, step, &code, &message).await;
                 }
                 Err(e @ ProviderError::Unavailable(_)) => return Err(unavailable(e)),
             }
@@ -633,9 +634,49 @@ impl Service {
         Ok(p)
     }
 
-    async fn refused(
+    /// A deal's payment record as stored (a fresh one when none is).
+    async fn stored_payment(&self, market: i64, deal: i64) -> ApiResult<Payment> {
+        let p = self.store.payment(market, deal).await?;
+        Ok(p.unwrap_or_else(|| Payment::new(deal)))
+    }
+
+    /// Writes a deal's payment record through the market command `RecordPayment`: under the
+    /// market's write lock, with an event per confirmed change or refusal in the same
+    /// transaction, so the record and the chain never disagree. The write is refused
+    /// (`invalid_transition`) when the stored record is no longer `stored` (another writer, a
+    /// webhook or a second driver, recorded news meanwhile): nothing older overwrites it, and
+    /// the next drive starts from what is stored. On success `stored` becomes `p`. Live readers
+    /// are woken.
+    async fn record(
         &self,
         market: i64,
+        stored: &mut Payment,
+        p: &Payment,
+        via: PaymentVia,
+    ) -> ApiResult<()> {
+        let cmd = Command::RecordPayment {
+            deal: p.deal_id,
+            read: stored.clone(),
+            payment: p.clone(),
+            via,
+        };
+        match self.store.run(market, self.now(), cmd, None).await? {
+            Ran::Fresh { result, events } => {
+                if let Some(last) = events.last() {
+                    let _ = self.feed.send(last.market_id);
+                }
+                result?;
+                *stored = p.clone();
+                Ok(())
+            }
+            // Only a command with an idempotency key is ever replayed or in conflict.
+            Ran::Replayed(_) | Ran::Conflict => Ok(()),
+        }
+    }
+
+    async fn refused(
+        &self,
+        (market, mut stored): (i64, Payment),
         mut p: Payment,
         step: PaymentStep,
         code: &str,
@@ -646,7 +687,8 @@ impl Service {
             step,
             code: code.to_string(),
         });
-        self.store.put_payment(market, &p, self.now()).await?;
+        self.record(market, &mut stored, &p, PaymentVia::Call)
+            .await?;
         Err(ApiError::new(
             ErrorCode::PaymentFailed,
             format!(
@@ -903,8 +945,10 @@ impl Service {
         if p.intent.as_deref() != Some(o.intent.as_str()) {
             return Ok(());
         }
+        let mut stored = p.clone();
         p.observe(&o);
-        self.store.put_payment(market, &p, self.now()).await?;
+        self.record(market, &mut stored, &p, PaymentVia::Webhook)
+            .await?;
         Ok(())
     }
 }

@@ -179,6 +179,7 @@ pub fn group_of(kind: &str) -> &'static str {
         "thread_opened" | "message_posted" | "thread_closed" => "offers",
         k if k.starts_with("offer_") => "offers",
         "listing_sold" | "receipt_confirmed" | "dispute_evidence_added" => "deals",
+        k if k.starts_with("payment_") => "deals",
         k if k.starts_with("deal_") => "deals",
         _ => "other",
     }
@@ -415,15 +416,7 @@ pub async fn describe(e: &Event, names: &mut Names<'_>, market: i64, currency: &
         // The deal's other events (its creation, sale and relisting have their own lines above).
         body if body.deal_id().is_some() => {
             let id = body.deal_id().unwrap_or_default();
-            let who = if e.actor.is_some() {
-                format!("{actor}: ")
-            } else {
-                String::new()
-            };
-            (
-                format!("{who}deal {id} — {}", words(e.kind())),
-                deal_link(id),
-            )
+            (deal_sentence(e, &actor, currency), deal_link(id))
         }
         _ => (format!("{actor}: {}", words(e.kind())), None),
     };
@@ -445,6 +438,67 @@ fn mode_sentence(mode: haggle_core::TradingMode) -> &'static str {
     }
 }
 
+/// A deal's event without a line of its own: a payment step says what happened to the money,
+/// any other names the event (and who acted).
+fn deal_sentence(e: &Event, actor: &str, currency: &str) -> String {
+    if e.kind().starts_with("payment_") {
+        return payment_sentence(&e.body, currency);
+    }
+    let id = e.body.deal_id().unwrap_or_default();
+    let who = if e.actor.is_some() {
+        format!("{actor}: ")
+    } else {
+        String::new()
+    };
+    format!("{who}deal {id} — {}", words(e.kind()))
+}
+
+/// A payment event told for people (issue 23): what the provider did with the buyer's money.
+pub fn payment_sentence(body: &EventBody, currency: &str) -> String {
+    let how = |v: haggle_core::payment::PaymentVia| match v {
+        haggle_core::payment::PaymentVia::Call => "",
+        haggle_core::payment::PaymentVia::Lookup => " (found at the provider)",
+        haggle_core::payment::PaymentVia::Webhook => " (reported by the provider)",
+    };
+    match body {
+        EventBody::PaymentAuthorized(p) => format!(
+            "Payment for deal {}: {} held on the buyer's card{}",
+            p.deal_id,
+            money(p.amount, currency),
+            how(p.via)
+        ),
+        EventBody::PaymentCaptured(p) => format!(
+            "Payment for deal {}: {} charged{}{}",
+            p.deal_id,
+            money(p.amount, currency),
+            if p.partial { ", the rest released" } else { "" },
+            how(p.via)
+        ),
+        EventBody::PaymentVoided(p) => format!(
+            "Payment for deal {}: the hold of {} was cancelled, nothing charged{}",
+            p.deal_id,
+            money(p.amount, currency),
+            how(p.via)
+        ),
+        EventBody::PaymentRefunded(p) => format!(
+            "Payment for deal {}: {} refunded to the buyer{}{}",
+            p.deal_id,
+            money(p.amount, currency),
+            if p.partial {
+                format!(", {} kept", money(p.charged, currency))
+            } else {
+                String::new()
+            },
+            how(p.via)
+        ),
+        EventBody::PaymentFailed(p) => format!(
+            "Payment for deal {}: the provider refused the {} ({})",
+            p.deal_id, p.step, p.code
+        ),
+        other => words(other.kind()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +510,41 @@ mod tests {
         assert_eq!(money(-250, "GBP"), "-£2.50");
         assert_eq!(money(1200, "JPY"), "1,200 JPY");
         assert_eq!(money(1_000, "CHF"), "10.00 CHF");
+    }
+
+    #[test]
+    fn payment_events_say_what_happened_to_the_buyers_money() {
+        use haggle_core::payment::{PaymentStep, PaymentVia};
+        let moved = |amount, partial, via| PaymentMoved {
+            deal_id: 4,
+            intent: "pi_1".into(),
+            amount,
+            held: 0,
+            charged: 600,
+            partial,
+            via,
+        };
+        let captured = EventBody::PaymentCaptured(moved(600, true, PaymentVia::Call));
+        assert_eq!(
+            payment_sentence(&captured, "EUR"),
+            "Payment for deal 4: €6.00 charged, the rest released"
+        );
+        let refunded = EventBody::PaymentRefunded(moved(300, true, PaymentVia::Webhook));
+        assert_eq!(
+            payment_sentence(&refunded, "EUR"),
+            "Payment for deal 4: €3.00 refunded to the buyer, €6.00 kept (reported by the provider)"
+        );
+        let failed = EventBody::PaymentFailed(PaymentFailed {
+            deal_id: 4,
+            step: PaymentStep::Hold,
+            code: "card_declined".into(),
+            attempt: 0,
+        });
+        assert_eq!(
+            payment_sentence(&failed, "EUR"),
+            "Payment for deal 4: the provider refused the hold (card_declined)"
+        );
+        assert_eq!(group_of("payment_failed"), "deals");
     }
 
     #[test]

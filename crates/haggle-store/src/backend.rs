@@ -800,6 +800,10 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             plan.event(None, Visibility::Parties(vec![participant]), body);
             Ok(Outcome::Done)
         }
+        Command::RecordPayment { deal, read, payment, via } => {
+            let d = need!(deal_in(b, c, m, deal).await?, "deal {deal} not found in market {m}");
+            payment_sql::record_in(c, m, &d, (&read, &payment), via, now, plan).await?
+        }
         Command::Reinstate { participant } => {
             let mut p = need!(participant_in(b, c, m, participant).await?, "participant {participant} not found");
             policy::reinstate(&mut s, plan, &p).map(|_| {
@@ -1905,6 +1909,21 @@ impl Backend {
         }
         if booked.len() != transfers.len() {
             breaches.push(format!("transfers_match_events: {} transfer events but {} transfers", booked.len(), transfers.len()));
+        }
+        // Every payment record is what its deal's `payment_*` events say (issue 23).
+        let records: Vec<haggle_core::payment::Payment> = sqlx::query("SELECT record FROM payments WHERE market_id = $1 ORDER BY deal_id")
+            .bind(market).fetch_all(&mut *c).await?.iter().map(|r| json("record", &r.try_get::<String, _>("record")?)).collect::<StoreResult<_>>()?;
+        let mut told: std::collections::BTreeMap<i64, Vec<&EventBody>> = std::collections::BTreeMap::new();
+        for e in events.iter().filter(|e| e.kind().starts_with("payment_")) {
+            if let Some(d) = e.body.deal_id() {
+                told.entry(d).or_default().push(&e.body);
+            }
+        }
+        for p in &records {
+            let bodies = told.get(&p.deal_id).map_or(&[][..], Vec::as_slice);
+            if let Some(d) = haggle_core::payment::disagreement(p, bodies) {
+                breaches.push(format!("payments_match_events: {d}"));
+            }
         }
         Ok(Verification { market_id: market, transfers: transfers.len(), events: events.len(), breaches })
     }

@@ -171,6 +171,17 @@ pub enum Command {
         turn: u64,
         mark: TurnMark,
     },
+    /// The payment driver records a deal's payment (issue 23): the record replaces the stored
+    /// one if that is still `read` (the record the writer started from; a fresh record when
+    /// none was stored), else `invalid_transition` and nothing changes; each confirmed change
+    /// or refusal between them is an event on the chain, in the same transaction. Never from a
+    /// client (`Service::apply_recorded` refuses it).
+    RecordPayment {
+        deal: DealId,
+        read: haggle_core::payment::Payment,
+        payment: haggle_core::payment::Payment,
+        via: haggle_core::payment::PaymentVia,
+    },
 }
 
 /// What the scheduler notes about an outside participant's turn.
@@ -229,7 +240,8 @@ impl Command {
             | RemoveListing { .. }
             | Suspend { .. }
             | Reinstate { .. }
-            | MarkTurn { .. } => None,
+            | MarkTurn { .. }
+            | RecordPayment { .. } => None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Payments as stored (issue 23): per deal the provider-confirmed record, per participant the
-//! provider's customer and payment method ids its principal attached. Not market state: written
-//! outside the market's write lock, never in the event log. SQL in `payments_backend.rs`.
+//! provider's customer and payment method ids its principal attached. A deal's record is written
+//! only by the market command `Command::RecordPayment`, with its events on the chain; payment
+//! methods are not market state. SQL in `payments_backend.rs`.
 
 use crate::{Store, StoreResult};
 use haggle_core::Timestamp;
@@ -24,10 +25,6 @@ macro_rules! on_backend {
 }
 
 impl Store {
-    /// Records a deal's payment, replacing the earlier record.
-    pub async fn put_payment(&self, market: i64, p: &Payment, now: Timestamp) -> StoreResult<()> {
-        on_backend!(self, b => b.put_payment(market, p, now).await)
-    }
     pub async fn payment(&self, market: i64, deal: i64) -> StoreResult<Option<Payment>> {
         on_backend!(self, b => b.payment(market, deal).await)
     }

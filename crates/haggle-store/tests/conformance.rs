@@ -79,6 +79,7 @@ conformance! {
     fifty_buyers_accept_at_once => sqlite_fifty_buyers_accept_at_once, postgres_fifty_buyers_accept_at_once;
     many_listings_accept_at_once_with_limited_funds => sqlite_many_listings_accept_at_once_with_limited_funds, postgres_many_listings_accept_at_once_with_limited_funds;
     survey_answers_are_one_per_participant_and_replaced => sqlite_survey_answers_are_one_per_participant_and_replaced, postgres_survey_answers_are_one_per_participant_and_replaced;
+    payment_records_are_written_with_one_event_per_change => sqlite_payment_records_are_written_with_one_event_per_change, postgres_payment_records_are_written_with_one_event_per_change;
     proposals_wait_are_found_by_key_and_decided_once => sqlite_proposals_wait_are_found_by_key_and_decided_once, postgres_proposals_wait_are_found_by_key_and_decided_once;
     recent_events_are_newest_first_filtered_by_viewer_and_kind => sqlite_recent_events_are_newest_first_filtered_by_viewer_and_kind, postgres_recent_events_are_newest_first_filtered_by_viewer_and_kind;
     deals_are_listed_by_status => sqlite_deals_are_listed_by_status, postgres_deals_are_listed_by_status;
@@ -3529,6 +3530,101 @@ async fn proposals_wait_are_found_by_key_and_decided_once(db: Db) {
     );
     let waiting = store.proposals(m.id, bob, S::Waiting, 0, 10).await.unwrap();
     assert_eq!(waiting.len(), 1);
+}
+
+/// Issue 23: a deal's payment record is written by `RecordPayment` under the market's lock, with
+/// one event per confirmed change or refusal; a rewrite or a step in flight adds none, and a
+/// writer that read an older record is refused.
+async fn payment_records_are_written_with_one_event_per_change(db: Db) {
+    use haggle_core::payment::{Confirmed, Failure, Payment, PaymentStep, PaymentVia};
+    let store = db.open().await;
+    let f = fx(&store, MarketRules::default()).await;
+    let o = f.m.bid(f.buyer, f.listing.id, 5_000).await;
+    let d = f.m.deal(f.seller, o.id).await;
+    let record = |read: &Payment, p: &Payment, via| Command::RecordPayment {
+        deal: d.id,
+        read: read.clone(),
+        payment: p.clone(),
+        via,
+    };
+    let fresh = Payment::new(d.id);
+    let payment_kinds = |events: &[Event]| -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|e| e.kind())
+            .filter(|k| k.starts_with("payment_"))
+            .collect()
+    };
+    let mut p = Payment::new(d.id);
+    p.pending = Some(PaymentStep::Hold);
+    // A rewrite that changes no state: recorded, no event.
+    let ran = store
+        .run(f.m.id, T0, record(&fresh, &p, PaymentVia::Call), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(ran, Ran::Fresh { result: Ok(_), ref events } if events.is_empty()),
+        "{ran:?}"
+    );
+    assert_eq!(store.payment(f.m.id, d.id).await.unwrap(), Some(p.clone()));
+    let pending = p.clone();
+    p.pending = None;
+    p.confirmed = Confirmed::Authorized;
+    p.intent = Some("pi_1".into());
+    p.held = 5_000;
+    f.m.ok(record(&pending, &p, PaymentVia::Call)).await;
+    // A writer that read the record before that write is refused: nothing older overwrites it.
+    let stale =
+        f.m.try_run(record(&pending, &fresh, PaymentVia::Webhook))
+            .await
+            .unwrap_err();
+    assert_eq!(stale.code, ErrorCode::InvalidTransition);
+    assert_eq!(store.payment(f.m.id, d.id).await.unwrap(), Some(p.clone()));
+    let again = store
+        .run(f.m.id, T0, record(&p, &p, PaymentVia::Lookup), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Ran::Fresh { result: Ok(_), ref events } if events.is_empty()),
+        "{again:?}"
+    );
+    let held = p.clone();
+    p.failure = Some(Failure {
+        step: PaymentStep::Capture,
+        code: "expired_for_capture".into(),
+    });
+    f.m.ok(record(&held, &p, PaymentVia::Call)).await;
+    let all = f.m.events(Viewer::All).await;
+    assert_eq!(
+        payment_kinds(&all),
+        ["payment_authorized", "payment_failed"]
+    );
+    let told = all.iter().find(|e| e.kind() == "payment_failed").unwrap();
+    assert_eq!(
+        told.visibility,
+        Visibility::Parties(vec![f.buyer, f.seller])
+    );
+    assert!(payment_kinds(&f.m.events(Viewer::Participant(f.rival)).await).is_empty());
+    assert_eq!(
+        payment_kinds(&f.m.events(Viewer::Participant(f.buyer)).await).len(),
+        2
+    );
+    assert_eq!(store.payment(f.m.id, d.id).await.unwrap(), Some(p.clone()));
+    f.m.verified().await;
+    // A record for a deal the market does not have is refused, and nothing is written.
+    let before = f.m.events(Viewer::All).await.len();
+    let err =
+        f.m.try_run(Command::RecordPayment {
+            deal: 999,
+            read: Payment::new(999),
+            payment: Payment::new(999),
+            via: PaymentVia::Call,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(store.payment(f.m.id, 999).await.unwrap(), None);
+    assert_eq!(f.m.events(Viewer::All).await.len(), before);
 }
 
 async fn survey_answers_are_one_per_participant_and_replaced(db: Db) {

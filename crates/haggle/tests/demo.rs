@@ -132,6 +132,68 @@ fn the_same_seed_gives_byte_identical_results() {
     );
 }
 
+/// Issue 23: payments run only for a market created with a provider. The demo's market has none,
+/// so a Stripe key in the environment (pointing at a provider that is not there) changes
+/// nothing: the same results byte for byte, no payment record, no `payment_*` event.
+#[test]
+fn the_demo_is_unchanged_by_a_payment_provider_in_the_environment() {
+    let dir = Scratch::new("nopay");
+    demo(&dir, "a", &["--participants", "8", "--seed", "5"]);
+    let out = dir.path("b").display().to_string();
+    let args = [
+        "demo",
+        "--quiet",
+        "--out",
+        &out,
+        "--participants",
+        "8",
+        "--seed",
+        "5",
+    ];
+    let env = [
+        ("HAGGLE_STRIPE_SECRET_KEY", "sk_test_unused"),
+        ("HAGGLE_STRIPE_BASE_URL", "http://127.0.0.1:9"),
+    ];
+    let ran = run_within_env(&dir.0, &args, &env, std::time::Duration::from_secs(90));
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    for f in ["results.json", "deals.csv", "participants.csv"] {
+        let a = std::fs::read(dir.path("a").join(f)).unwrap();
+        let b = std::fs::read(dir.path("b").join(f)).unwrap();
+        assert!(a == b, "{f} differs with a provider key in the environment");
+    }
+    let db = format!(
+        "sqlite://{}",
+        dir.path("b").join("private/haggle.db").display()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = haggle_store::Store::open(&db)
+            .await
+            .expect("open the demo's database");
+        let markets = store.markets().await.unwrap();
+        assert!(!markets.is_empty());
+        for m in markets {
+            assert!(m.rules.payments.is_none());
+            assert!(store.payments(m.id, 0, 500).await.unwrap().is_empty());
+            let (mut after, mut seen) = (0, 0);
+            loop {
+                let page = store
+                    .events(m.id, haggle_store::Viewer::All, after, 1_000)
+                    .await
+                    .unwrap();
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                seen += page.len();
+                assert!(
+                    !page.iter().any(|e| e.kind().starts_with("payment_")),
+                    "a payment event in a market without a provider"
+                );
+            }
+            assert!(seen > 0, "the demo's market has events");
+        }
+    });
+}
+
 /// Two item types, two sellers, two buyers: the best allocation gives each buyer the item it
 /// wants, welfare (5000 − 1000) + (3000 − 2000) = 5000, and nothing else is feasible.
 const KNOWN: &str = r#"

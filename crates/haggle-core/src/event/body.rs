@@ -5,6 +5,7 @@
 use crate::claims::DisputeGrounds;
 use crate::ledger::{Account, TransferKind};
 use crate::model::*;
+use crate::payment::{PaymentStep, PaymentVia};
 use crate::policy::{MarketPolicy, PolicyRule};
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,17 @@ event_bodies! {
     DealRefunded(DealClosed) = "deal_refunded",
     DealPartiallyRefunded(DealClosed) = "deal_partially_refunded",
     TransferBooked(TransferBooked) = "transfer_booked",
+    /// The provider holds the deal's price on the buyer's card (spec, trust.md: Payments).
+    PaymentAuthorized(PaymentMoved) = "payment_authorized",
+    /// The provider charged (all or part of) the hold.
+    PaymentCaptured(PaymentMoved) = "payment_captured",
+    /// The hold was cancelled at the provider: nothing charged.
+    PaymentVoided(PaymentMoved) = "payment_voided",
+    /// The provider refunded (all or part of) a charge.
+    PaymentRefunded(PaymentMoved) = "payment_refunded",
+    /// The provider refused a step, with its code; the money stays where the last confirmed step
+    /// left it.
+    PaymentFailed(PaymentFailed) = "payment_failed",
     /// A participant driven from outside a simulated market may act now, until it ends the turn
     /// or the turn's time budget passes (issue 24). On that participant's feed only.
     TurnStarted(TurnStarted) = "turn_started",
@@ -174,6 +186,11 @@ impl EventBody {
             | EventBody::DealRefunded(p)
             | EventBody::DealPartiallyRefunded(p) => Some(p.deal_id),
             EventBody::TransferBooked(p) => p.deal_id,
+            EventBody::PaymentAuthorized(p)
+            | EventBody::PaymentCaptured(p)
+            | EventBody::PaymentVoided(p)
+            | EventBody::PaymentRefunded(p) => Some(p.deal_id),
+            EventBody::PaymentFailed(p) => Some(p.deal_id),
             _ => None,
         }
     }
@@ -521,6 +538,33 @@ pub struct TransferBooked {
     pub kind: TransferKind,
     pub deal_id: Option<DealId>,
     pub idempotency_id: String,
+}
+
+/// A payment step the provider confirmed, or a change it reported (issue 23): `amount` is what
+/// this change moved (held, charged, released or refunded); `held` and `charged` are the deal's
+/// payment after it. `partial`: a capture of less than the price, or a refund of less than the
+/// charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentMoved {
+    pub deal_id: DealId,
+    pub intent: String,
+    pub amount: Money,
+    pub held: Money,
+    pub charged: Money,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    pub via: PaymentVia,
+}
+
+/// A provider's refusal of a step (`attempt` counts deliberate retries, each a new key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentFailed {
+    pub deal_id: DealId,
+    pub step: PaymentStep,
+    pub code: String,
+    pub attempt: u32,
 }
 
 /// Accounts appear in transfer events by their storage key (`available:12`, `escrow`).

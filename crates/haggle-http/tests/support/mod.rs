@@ -71,6 +71,14 @@ impl Server {
         Some(Server::with_store(store, Config::default(), None).await)
     }
 
+    /// Another server on this server's SQLite file, with a fresh service: what a process
+    /// restarted after a crash finds (nothing of this one's memory, only what was committed).
+    pub async fn restarted(&self) -> Server {
+        let url = format!("sqlite://{}", self.db.display());
+        let store = Store::open(&url).await.expect("reopen the SQLite store");
+        Server::with_store(store, Config::default(), None).await
+    }
+
     async fn with_store(
         store: Store,
         config: Config,
