@@ -333,6 +333,10 @@ impl<C: MarketClient> Agent<C> {
         let deals = self.all_deals().await?;
         let (sold, unlisted, unmet_wants) = self.progress(me, &deals);
         let threads = self.open_threads(me, &my_listings, &new_events).await?;
+        // Only open threads are read from the cache; a 10,000-participant market closes most of
+        // its threads, and each party kept every view it ever read.
+        self.thread_cache
+            .retain(|id, _| threads.iter().any(|t| t.thread.detail.thread.id == *id));
         let (mut candidates, mut buyer_leads) = (Vec::new(), Vec::new());
         if self.turns.is_multiple_of(SEARCH_EVERY) {
             let mut reputations = BTreeMap::new();
@@ -497,10 +501,6 @@ impl<C: MarketClient> Agent<C> {
         for i in &thread_list {
             self.contacted.insert(i.thread.listing_id);
         }
-        // Only open threads are read from the cache; a 10,000-participant market closes most of
-        // its threads, and each party kept every view it ever read.
-        self.thread_cache
-            .retain(|id, _| threads.iter().any(|t| t.thread.detail.thread.id == *id));
         Ok(threads)
     }
 
