@@ -66,9 +66,12 @@ pub struct Agent<C: MarketClient> {
     thread_turns: BTreeMap<i64, u32>,
     /// Listings this agent opened a thread on (never reopen).
     contacted: BTreeSet<i64>,
-    /// Others' listings this agent negotiates on (their content is frozen once a thread exists).
+    /// Listings of this agent's threads as first read (others' content is frozen once a thread
+    /// exists), and this turn's candidates and leads (a brain opens threads on those); the turn
+    /// forgets the candidates it did not contact ([`Agent::forget_candidates`]).
     listing_cache: BTreeMap<i64, Listing>,
-    /// Thread views as last read; a thread is read again only when an event names it.
+    /// Open threads' views as last read; a thread is read again only when an event names it, and
+    /// forgotten once it is no longer open (a thread never reopens).
     thread_cache: BTreeMap<i64, haggle_api::ThreadView>,
     /// Whether the last view left something to do without any news (items to list, wants or
     /// items to search for), so the next turn must look even if nothing happened.
@@ -312,6 +315,8 @@ impl<C: MarketClient> Agent<C> {
         if !self.synced {
             self.sync().await?;
         }
+        // A turn that failed half-way may have left its candidates.
+        self.forget_candidates();
         let me = self.me();
         self.news = false;
         let new_events = self.new_events().await?;
@@ -328,6 +333,10 @@ impl<C: MarketClient> Agent<C> {
         let deals = self.all_deals().await?;
         let (sold, unlisted, unmet_wants) = self.progress(me, &deals);
         let threads = self.open_threads(me, &my_listings, &new_events).await?;
+        // Only open threads are read from the cache; a 10,000-participant market closes most of
+        // its threads, and each party kept every view it ever read.
+        self.thread_cache
+            .retain(|id, _| threads.iter().any(|t| t.thread.detail.thread.id == *id));
         let (mut candidates, mut buyer_leads) = (Vec::new(), Vec::new());
         if self.turns.is_multiple_of(SEARCH_EVERY) {
             let mut reputations = BTreeMap::new();
@@ -511,6 +520,17 @@ impl<C: MarketClient> Agent<C> {
             }
         }
         Ok(thread_list)
+    }
+
+    /// Forgets the candidates and leads this agent saw but did not contact: a search result is
+    /// read again when it comes up again, and only a contacted listing (or the agent's own) can
+    /// be a thread's listing. Every result of every search, kept, and every closed thread's
+    /// view were ~150 KB per participant of a 2,000-participant simulation.
+    fn forget_candidates(&mut self) {
+        let me = self.me();
+        let contacted = &self.contacted;
+        self.listing_cache
+            .retain(|id, l| l.owner == me || contacted.contains(id));
     }
 
     /// A thread's listing: the agent's own, or one read before, or read now.
@@ -778,6 +798,7 @@ impl<C: MarketClient> Agent<C> {
             }
         }
         drop(hold);
+        self.forget_candidates();
         self.turns += 1;
         actions
     }

@@ -222,23 +222,53 @@ impl Event {
 /// Checks one market's chain, in sequence order: contiguous sequence numbers from 1, each event's
 /// `prev_hash` equal to the previous hash, each hash recomputed. Returns a description of each break.
 pub fn verify_chain(events: &[Event]) -> Vec<String> {
-    let mut breaks = Vec::new();
-    let mut prev = GENESIS_HASH.to_string();
-    for (i, e) in events.iter().enumerate() {
-        let want_seq = i as i64 + 1;
+    let mut check = ChainCheck::default();
+    for e in events {
+        check.next(e);
+    }
+    check.breaks
+}
+
+/// [`verify_chain`] one event at a time, so a store can check a long chain page by page without
+/// holding it whole.
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    /// Events checked so far (the next one's expected seq is one more).
+    pub checked: usize,
+    prev: String,
+    /// A description of each break found so far.
+    pub breaks: Vec<String>,
+}
+
+impl Default for ChainCheck {
+    fn default() -> ChainCheck {
+        ChainCheck {
+            checked: 0,
+            prev: GENESIS_HASH.to_string(),
+            breaks: Vec::new(),
+        }
+    }
+}
+
+impl ChainCheck {
+    /// Checks the chain's next event against the ones before it.
+    pub fn next(&mut self, e: &Event) {
+        let want_seq = self.checked as i64 + 1;
         if e.seq != want_seq {
-            breaks.push(format!(
+            self.breaks.push(format!(
                 "event seq {} where {want_seq} was expected (deleted or reordered)",
                 e.seq
             ));
         }
-        if e.prev_hash != prev {
-            breaks.push(format!("event {} does not link to its predecessor", e.seq));
+        if e.prev_hash != self.prev {
+            self.breaks
+                .push(format!("event {} does not link to its predecessor", e.seq));
         }
         if e.compute_hash() != e.hash {
-            breaks.push(format!("event {} was altered (hash mismatch)", e.seq));
+            self.breaks
+                .push(format!("event {} was altered (hash mismatch)", e.seq));
         }
-        prev = e.hash.clone();
+        self.prev.clone_from(&e.hash);
+        self.checked += 1;
     }
-    breaks
 }
