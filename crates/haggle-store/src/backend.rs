@@ -1904,10 +1904,8 @@ impl Backend {
                 if let EventBody::TransferBooked(p) = &e.body {
                     booked.insert(p.transfer_id, p.clone());
                 }
-                if e.kind().starts_with("payment_") {
-                    if let Some(d) = e.body.deal_id() {
-                        told.entry(d).or_default().push(e.body.clone());
-                    }
+                if let Some(d) = e.body.deal_id().filter(|_| e.kind().starts_with("payment_")) {
+                    told.entry(d).or_default().push(e.body.clone());
                 }
             }
             match page.last() {
