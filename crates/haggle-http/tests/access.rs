@@ -505,7 +505,7 @@ async fn tokens_are_bound_to_their_market() {
         .await;
     assert_refusal(&r, 403, "forbidden");
     let markets = s.get_ok("/v1/markets", &fx.alice.agent).await;
-    assert_eq!(ids(&markets), [fx.m]);
+    assert_eq!(ids(&markets["items"]), [fx.m]);
 }
 
 #[tokio::test]

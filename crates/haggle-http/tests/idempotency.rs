@@ -192,7 +192,7 @@ async fn creating_a_market_twice_with_one_key_creates_it_once() {
         .await;
     assert_eq!(again, first);
     let markets = s.get_ok("/v1/markets", &s.operator).await;
-    assert_eq!(ids(&markets), [first.1["id"].as_i64().unwrap()]);
+    assert_eq!(ids(&markets["items"]), [first.1["id"].as_i64().unwrap()]);
 }
 
 /// Registering a participant replays the participant, but not its credentials: secrets are stored
