@@ -441,7 +441,7 @@ fn mode_sentence(mode: haggle_core::TradingMode) -> &'static str {
 /// A deal's event without a line of its own: a payment step says what happened to the money,
 /// any other names the event (and who acted).
 fn deal_sentence(e: &Event, actor: &str, currency: &str) -> String {
-    if e.kind().starts_with("payment_") {
+    if e.body.payment_deal().is_some() {
         return payment_sentence(&e.body, currency);
     }
     let id = e.body.deal_id().unwrap_or_default();

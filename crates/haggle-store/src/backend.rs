@@ -1904,7 +1904,7 @@ impl Backend {
                 if let EventBody::TransferBooked(p) = &e.body {
                     booked.insert(p.transfer_id, p.clone());
                 }
-                if let Some(d) = e.body.deal_id().filter(|_| e.kind().starts_with("payment_")) {
+                if let Some(d) = e.body.payment_deal() {
                     told.entry(d).or_default().push(e.body.clone());
                 }
             }

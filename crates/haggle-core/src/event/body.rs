@@ -163,6 +163,19 @@ impl EventBody {
         }
     }
 
+    /// The deal whose payment a `payment_*` event tells of (issue 23); `None` for every other
+    /// kind.
+    pub fn payment_deal(&self) -> Option<DealId> {
+        match self {
+            EventBody::PaymentAuthorized(p)
+            | EventBody::PaymentCaptured(p)
+            | EventBody::PaymentVoided(p)
+            | EventBody::PaymentRefunded(p) => Some(p.deal_id),
+            EventBody::PaymentFailed(p) => Some(p.deal_id),
+            _ => None,
+        }
+    }
+
     /// The deal an event is about, when it is about one.
     pub fn deal_id(&self) -> Option<DealId> {
         match self {
