@@ -18,6 +18,10 @@ pub struct ApiArgs {
     /// Concurrent client pairs (a seller and a buyer each).
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Markets the pairs trade in (pair i in market i mod N): one market's commands serialise on
+    /// its lock, so several show what replicas and cores add beyond one market.
+    #[arg(long, default_value_t = 1)]
+    markets: usize,
     /// How long to drive the load.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -223,6 +227,9 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
     if args.clients == 0 || args.clients > 1000 {
         bail!("--clients must be between 1 and 1000");
     }
+    if args.markets == 0 || args.markets > args.clients.min(MAX_BENCH_MARKETS) {
+        bail!("--markets must be between 1 and the client pairs (at most {MAX_BENCH_MARKETS})");
+    }
     let Target {
         bases,
         operator,
@@ -242,18 +249,11 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         latencies: vec![],
         errors: 0,
     };
-    let market = op
-        .call(
-            reqwest::Method::POST,
-            "/v1/markets",
-            Some(json!({"name": "bench", "rules": {"max_offers_per_thread": 20}})),
-        )
-        .await?;
-    let m = id(&market, &["id"]).context("could not create the bench market")?;
-    let pairs = register_pairs(&mut op, &http, &bases, m, args.clients).await?;
+    let markets = create_markets(&mut op, args.markets).await?;
+    let pairs = register_pairs(&mut op, &http, &bases, &markets, args.clients).await?;
     let started = Instant::now();
     let grouped_before = store.as_ref().and_then(Store::group_commit_stats);
-    let (mut latencies, errors, deals) = drive(pairs, m, args.seconds).await?;
+    let (mut latencies, errors, deals) = drive(pairs, args.seconds).await?;
     let wall = started.elapsed().as_secs_f64();
     // Commands per commit over the timed run (a server started here only).
     let per_commit = match (
@@ -265,27 +265,17 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let verify = op
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/markets/{m}/ledger/verify"),
-            None,
-        )
-        .await?;
+    let breaches = breaches(&mut op, &markets).await?;
     if let Some((stop_tx, server)) = local {
         let _ = stop_tx.send(());
         server.await??;
     }
     let _ = std::fs::remove_dir_all(&tmp);
 
-    let breaches = verify
-        .as_ref()
-        .and_then(|v| v["breaches"].as_array().map(Vec::len))
-        .unwrap_or(usize::MAX);
     latencies.sort_by(f64::total_cmp);
     print_api(
         &backend,
-        args.clients,
+        (args.clients, markets.len()),
         &latencies,
         ApiRun {
             wall,
@@ -301,16 +291,64 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Registers `clients` seller and buyer pairs in market `m`, spread over the servers.
+/// At most this many markets in one `bench api` run.
+const MAX_BENCH_MARKETS: usize = 64;
+
+/// Creates the bench's `n` markets.
+async fn create_markets(op: &mut Client, n: usize) -> anyhow::Result<Vec<i64>> {
+    let mut markets = Vec::with_capacity(n);
+    for i in 0..n {
+        let market = op
+            .call(
+                reqwest::Method::POST,
+                "/v1/markets",
+                Some(json!({"name": format!("bench {i}"), "rules": {"max_offers_per_thread": 20}})),
+            )
+            .await?;
+        markets.push(id(&market, &["id"]).context("could not create a bench market")?);
+    }
+    Ok(markets)
+}
+
+/// The ledger breaches `verify` reports over the bench's markets (`usize::MAX` if one cannot
+/// be verified).
+async fn breaches(op: &mut Client, markets: &[i64]) -> anyhow::Result<usize> {
+    let mut total = 0usize;
+    for m in markets {
+        let verify = op
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/markets/{m}/ledger/verify"),
+                None,
+            )
+            .await?;
+        let found = verify
+            .as_ref()
+            .and_then(|v| v["breaches"].as_array().map(Vec::len))
+            .unwrap_or(usize::MAX);
+        total = total.saturating_add(found);
+    }
+    Ok(total)
+}
+
+/// A seller and a buyer trading in one market.
+struct Pair {
+    market: i64,
+    seller: Client,
+    buyer: Client,
+}
+
+/// Registers `clients` seller and buyer pairs, pair i in market i mod N, spread over the servers.
 async fn register_pairs(
     op: &mut Client,
     http: &reqwest::Client,
     bases: &[String],
-    m: i64,
+    markets: &[i64],
     clients: usize,
-) -> anyhow::Result<Vec<(Client, Client)>> {
+) -> anyhow::Result<Vec<Pair>> {
     let mut pairs = Vec::new();
     for i in 0..clients {
+        let m = markets[i % markets.len()];
         let mut tokens = Vec::new();
         for (k, role) in ["seller", "buyer"].into_iter().enumerate() {
             let p = op
@@ -336,7 +374,11 @@ async fn register_pairs(
         }
         let buyer = tokens.pop().expect("two tokens");
         let seller = tokens.pop().expect("two tokens");
-        pairs.push((seller, buyer));
+        pairs.push(Pair {
+            market: m,
+            seller,
+            buyer,
+        });
     }
 
     Ok(pairs)
@@ -344,16 +386,16 @@ async fn register_pairs(
 
 /// Each pair negotiates until `seconds` have passed: every request's latency (ms), the errors,
 /// the deals.
-async fn drive(
-    pairs: Vec<(Client, Client)>,
-    m: i64,
-    seconds: u64,
-) -> anyhow::Result<(Vec<f64>, u64, u64)> {
+async fn drive(pairs: Vec<Pair>, seconds: u64) -> anyhow::Result<(Vec<f64>, u64, u64)> {
     let deadline = Instant::now() + Duration::from_secs(seconds.clamp(1, 3600));
     let mut tasks = Vec::new();
-    for (seller, buyer) in pairs {
+    for pair in pairs {
         tasks.push(tokio::spawn(async move {
-            let (mut seller, mut buyer) = (seller, buyer);
+            let Pair {
+                market: m,
+                mut seller,
+                mut buyer,
+            } = pair;
             let (mut after, mut deals, mut n) = (0i64, 0u64, 0u64);
             while Instant::now() < deadline {
                 n += 1;
@@ -387,7 +429,7 @@ struct ApiRun {
 }
 
 /// Prints the figures of `bench api` as a table and as one JSON line (`latencies` sorted).
-fn print_api(backend: &str, clients: usize, latencies: &[f64], run: ApiRun) {
+fn print_api(backend: &str, (clients, markets): (usize, usize), latencies: &[f64], run: ApiRun) {
     let ApiRun {
         wall,
         errors,
@@ -404,8 +446,7 @@ fn print_api(backend: &str, clients: usize, latencies: &[f64], run: ApiRun) {
         latencies.last().copied().unwrap_or(0.0),
     );
     println!(
-        "haggle bench api — {backend}, {} client pairs, {:.1} s",
-        clients, wall
+        "haggle bench api — {backend}, {clients} client pairs in {markets} market(s), {wall:.1} s"
     );
     println!("{:<22} {:>12}", "metric", "value");
     for (k, v) in [
@@ -428,7 +469,7 @@ fn print_api(backend: &str, clients: usize, latencies: &[f64], run: ApiRun) {
     }
     println!(
         "{}",
-        json!({"backend": backend, "clients": clients, "wall_s": wall, "actions": actions, "actions_per_s": per_s, "deals": deals, "errors": errors, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "ledger_breaches": breaches, "commands_per_commit": per_commit})
+        json!({"backend": backend, "clients": clients, "markets": markets, "wall_s": wall, "actions": actions, "actions_per_s": per_s, "deals": deals, "errors": errors, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max, "ledger_breaches": breaches, "commands_per_commit": per_commit})
     );
 }
 

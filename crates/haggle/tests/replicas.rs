@@ -675,6 +675,59 @@ async fn bench_api_drives_a_running_server() {
     );
 }
 
+/// `bench api --markets N` spreads the pairs over N markets: each of them trades and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_api_spreads_pairs_over_markets() {
+    let dir = Scratch::new("bench-markets");
+    let db = dir.sqlite("market.db");
+    let op = operator_token(&dir.0, &db);
+    let server = Server::start(&dir.0, &["--database", &db, "--rate-limit", "0"]).await;
+    let base = server.base.as_str();
+    let bench = |markets| {
+        [
+            "bench",
+            "api",
+            "--server",
+            base,
+            "--token",
+            &op,
+            "--seconds",
+            "2",
+            "--clients",
+            "4",
+            "--markets",
+            markets,
+        ]
+    };
+    let v = bench_summary(&run_within(&dir.0, &bench("2"), Duration::from_secs(120)));
+    assert_eq!(v["markets"], 2, "{v}");
+    assert_eq!(v["ledger_breaches"], 0, "{v}");
+    let http = Http::default();
+    let (_, list) = http.get(&format!("{}/v1/markets", server.base), &op).await;
+    let bench_markets: Vec<i64> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"].as_str().unwrap_or("").starts_with("bench "))
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(bench_markets.len(), 2, "{list}");
+    for m in bench_markets {
+        let url = format!("{}/v1/markets/{m}/deals?limit=1", server.base);
+        let (status, deals) = http.get(&url, &op).await;
+        assert_eq!(status, 200, "{deals}");
+        assert_eq!(
+            deals["items"].as_array().map(Vec::len),
+            Some(1),
+            "market {m}: {deals}"
+        );
+    }
+    // More markets than pairs is refused before anything is created.
+    let o = run(&dir.0, &bench("5"));
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--markets"), "{}", text(&o.stderr));
+}
+
 /// Two replicas on one PostgreSQL under one load: pairs spread over both, sellers and buyers
 /// on different replicas, and the ledger holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
