@@ -50,6 +50,9 @@ struct Attempt {
     keep: bool,
     /// The plan's changes (and clock) the memory of a sole-writer store follows.
     kept: Option<(Vec<Change>, i64)>,
+    /// Whether the market's listeners are to hear of new events (`notify_events`) before the
+    /// commit: once per transaction is enough, so a group commit sends it once per batch.
+    notify: bool,
 }
 
 /// The markets remembered so far, and a count of commits: a market read from the tables is kept
@@ -362,25 +365,36 @@ fn push_party_events(b: &mut sqlx::QueryBuilder<Db>, branches: &[&str], market: 
     b.push(")");
 }
 
-/// A buyer's money as the rules read it (see `haggle_core::Funds`), in one round trip.
-async fn funds(c: &mut Conn, market: i64, p: i64, now: i64) -> StoreResult<Funds> {
+/// The columns of a buyer's funds (`$1` market, `$2` participant, `$3` now, `$4` its available
+/// account), for a query of their own or beside the participant's row.
+static FUNDS_COLS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     static HELD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| deal_states(DealStatus::hold_is_open));
     static SPENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| deal_states(DealStatus::is_spent));
     let (held, spent) = (&*HELD, &*SPENT);
-    let r = sqlx::query(sql(format!(
-        "SELECT \
-            CAST(COALESCE((SELECT balance FROM accounts WHERE market_id = $1 AND account = $4), 0) AS BIGINT) AS cash, \
-            CAST(COALESCE((SELECT SUM(price) FROM offers WHERE market_id = $1 AND buyer = $2 AND proposer = $2 AND state = 'live' AND expires_at > $3), 0) AS BIGINT) AS committed, \
-            CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {held}), 0) AS BIGINT) AS held, \
-            CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {spent}), 0) AS BIGINT) AS spent"
-    )))
-    .bind(market)
-    .bind(p)
-    .bind(now)
-    .bind(Account::Available(p).key())
-    .fetch_one(&mut *c)
-    .await?;
+    format!(
+        "CAST(COALESCE((SELECT balance FROM accounts WHERE market_id = $1 AND account = $4), 0) AS BIGINT) AS cash, \
+         CAST(COALESCE((SELECT SUM(price) FROM offers WHERE market_id = $1 AND buyer = $2 AND proposer = $2 AND state = 'live' AND expires_at > $3), 0) AS BIGINT) AS committed, \
+         CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {held}), 0) AS BIGINT) AS held, \
+         CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {spent}), 0) AS BIGINT) AS spent"
+    )
+});
+
+fn funds_row(r: &DbRow) -> StoreResult<Funds> {
     Ok(Funds { cash: r.try_get("cash")?, committed: r.try_get("committed")?, held: r.try_get("held")?, spent: r.try_get("spent")? })
+}
+
+/// A buyer's money as the rules read it (see `haggle_core::Funds`), in one round trip.
+async fn funds(c: &mut Conn, market: i64, p: i64, now: i64) -> StoreResult<Funds> {
+    let r = sqlx::query(sql(format!("SELECT {}", &*FUNDS_COLS)))
+        .bind(market).bind(p).bind(now).bind(Account::Available(p).key()).fetch_one(&mut *c).await?;
+    funds_row(&r)
+}
+
+/// A participant and its funds in one round trip (`None` when it does not exist).
+async fn participant_funds(c: &mut Conn, market: i64, p: i64, now: i64) -> StoreResult<Option<(Participant, Funds)>> {
+    let r = sqlx::query(sql(format!("SELECT {PARTICIPANT_COLS}, {} FROM participants WHERE market_id = $1 AND id = $2", &*FUNDS_COLS)))
+        .bind(market).bind(p).bind(now).bind(Account::Available(p).key()).fetch_optional(&mut *c).await?;
+    r.map(|r| Ok((participant_row(&r)?, funds_row(&r)?))).transpose()
 }
 
 async fn get_participant(c: &mut Conn, market: i64, id: i64) -> StoreResult<Option<Participant>> {
@@ -452,15 +466,31 @@ async fn listing_open_threads(c: &mut Conn, market: i64, listing: i64) -> StoreR
     rows.iter().map(thread_row).collect()
 }
 
-/// Loads the buyer of a thread on `listing` with `counterparty` into the scene.
-async fn load_buyer(b: &Backend, c: &mut Conn, s: &mut Scene, counterparty: i64) -> StoreResult<()> {
+/// Loads the buyer of a thread on `listing` with `counterparty` into the scene (`actor_funds`:
+/// the actor's, when `load_actor` read them).
+async fn load_buyer(b: &Backend, c: &mut Conn, s: &mut Scene, counterparty: i64, actor_funds: Option<Funds>) -> StoreResult<()> {
     let Some(l) = &s.listing else { return Ok(()) };
     let buyer = l.buyer_with(counterparty);
-    if let Some(p) = participant_in(b, c, s.market.id, buyer).await? {
-        let f = funds_in(b, c, s.market.id, buyer, s.now).await?;
-        s.buyer = Some((p, f));
-    }
+    let (m, now) = (s.market.id, s.now);
+    s.buyer = match s.actor.clone().filter(|a| a.id == buyer) {
+        // The actor's row (and funds), read at the command's start (same transaction, under the
+        // lock, nothing written since).
+        Some(p) => Some((p, match actor_funds { Some(f) => f, None => funds_in(b, c, m, buyer, now).await? })),
+        None if b.memory.is_some() => match participant_in(b, c, m, buyer).await? {
+            Some(p) => Some((p, funds_in(b, c, m, buyer, now).await?)),
+            None => None,
+        },
+        None => participant_funds(c, m, buyer, now).await?,
+    };
     Ok(())
+}
+
+/// A participant, from the scene's actor when it is the one asked for.
+async fn participant_or_actor(b: &Backend, c: &mut Conn, s: &Scene, id: i64) -> StoreResult<Option<Participant>> {
+    match s.actor.as_ref().filter(|a| a.id == id) {
+        Some(a) => Ok(Some(a.clone())),
+        None => participant_in(b, c, s.market.id, id).await,
+    }
 }
 
 /// Loads a deal and its listing into the scene; `None` when the deal does not exist.
@@ -479,6 +509,21 @@ macro_rules! need {
             None => return Ok(Err(DomainError::not_found(format!($($msg)*)))),
         }
     };
+}
+
+/// Loads the command's actor into the scene (a refusal when it does not exist), with its funds
+/// in the same round trip for the commands whose actor is mostly the buyer (opening a thread,
+/// accepting an offer) when they are read from the tables.
+async fn load_actor(b: &Backend, c: &mut Conn, s: &mut Scene, cmd: &Command) -> StoreResult<Result<Option<Funds>, DomainError>> {
+    let Some(a) = cmd.actor() else { return Ok(Ok(None)) };
+    let m = s.market.id;
+    let (actor, funds) = if b.memory.is_none() && matches!(cmd, Command::OpenThread { .. } | Command::AcceptOffer { .. }) {
+        participant_funds(c, m, a, s.now).await?.map_or((None, None), |(p, f)| (Some(p), Some(f)))
+    } else {
+        (participant_in(b, c, m, a).await?, None)
+    };
+    s.actor = Some(need!(actor, "participant {a} not found in market {m}"));
+    Ok(Ok(funds))
 }
 
 /// A participant, from the market's memory when it is remembered.
@@ -607,9 +652,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
     let m = head.market.id;
     let mut s = Scene::new(head.market.clone(), now);
     s.by = plan.by;
-    if let Some(a) = cmd.actor() {
-        s.actor = Some(need!(participant_in(b, c, m, a).await?, "participant {a} not found in market {m}"));
-    }
+    let actor_funds = match load_actor(b, c, &mut s, &cmd).await? { Ok(f) => f, Err(refused) => return Ok(Err(refused)) };
     let out = match cmd {
         Command::RegisterParticipant { name, mandate, budget } => rules::register_participant(&s, plan, &name, mandate, budget).map(Outcome::Participant),
         Command::Fund { participant, amount } => {
@@ -651,7 +694,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
                 s.live_offer = live_offer_of(b, c, m, t.id).await?;
                 s.party_posts = party_posts(b, c, m, t.id, actor).await?;
             }
-            load_buyer(b, c, &mut s, actor).await?;
+            load_buyer(b, c, &mut s, actor, actor_funds).await?;
             recent_activity(c, &mut s, actor, false, offer.is_some()).await?;
             (|| {
                 let thread = rules::open_thread(&mut s, plan)?;
@@ -674,7 +717,7 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             s.live_offer = live_offer_of(b, c, m, t.id).await?;
             let counterparty = t.counterparty;
             s.thread = Some(t);
-            load_buyer(b, c, &mut s, counterparty).await?;
+            load_buyer(b, c, &mut s, counterparty, actor_funds).await?;
             recent_activity(c, &mut s, actor, false, true).await?;
             rules::make_offer(&mut s, plan, offer.price, offer.expires_in_ms).map(Outcome::Offer)
         }
@@ -687,9 +730,9 @@ async fn execute(b: &Backend, c: &mut Conn, head: &Head, now: i64, cmd: Command,
             let counterparty = t.counterparty;
             s.thread = Some(t);
             s.offer = Some(o);
-            load_buyer(b, c, &mut s, counterparty).await?;
+            load_buyer(b, c, &mut s, counterparty, actor_funds).await?;
             if let Some(l) = &s.listing {
-                s.seller = participant_in(b, c, m, l.seller_with(counterparty)).await?;
+                s.seller = participant_or_actor(b, c, &s, l.seller_with(counterparty)).await?;
             }
             rules::accept_offer(&mut s, plan).map(Outcome::Deal)
         }
@@ -865,12 +908,29 @@ async fn due(c: &mut Conn, market: &Market, now: i64) -> StoreResult<rules::Due>
     Ok(due)
 }
 
+/// A plan's changes with each `UpdateThread` of a thread the plan itself inserts folded into
+/// that `InsertThread` (opening a thread with an offer: one statement instead of two).
+fn fold_thread_updates(changes: Vec<Change>) -> Vec<Change> {
+    let mut out: Vec<Change> = Vec::with_capacity(changes.len());
+    for ch in changes {
+        if let Change::UpdateThread { thread, status, offers_made, last_offer_by } = &ch
+            && let Some(Change::InsertThread(t)) = out.iter_mut().find(|c| matches!(c, Change::InsertThread(t) if t.id == *thread))
+        {
+            (t.status, t.offers_made, t.last_offer_by) = (*status, *offers_made, *last_offer_by);
+            continue;
+        }
+        out.push(ch);
+    }
+    out
+}
+
 /// Writes a plan's changes and seals its events onto the chain; returns the sealed events.
 /// `note_words`: a batched store notes new listings for the words index instead of indexing
 /// them in the command (see migration 11).
 async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> StoreResult<Vec<Event>> {
     let m = head.market.id;
-    for ch in plan.changes {
+    let mut transfers = Vec::new();
+    for ch in fold_thread_updates(plan.changes) {
         match ch {
             Change::SetMarketRules(r) => {
                 sqlx::query("UPDATE markets SET rules = $2 WHERE id = $1").bind(m).bind(to_json(&r)).execute(&mut *c).await?;
@@ -984,31 +1044,21 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> Store
                 sqlx::query("UPDATE deals SET status = $3 WHERE market_id = $1 AND id = $2")
                     .bind(m).bind(deal).bind(status.as_str()).execute(&mut *c).await?;
             }
-            Change::Transfer(t) => {
-                sqlx::query("INSERT INTO transfers (market_id, id, debit, credit, amount, kind, deal_id, at, idempotency_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-                    .bind(m).bind(t.id).bind(t.debit.key()).bind(t.credit.key()).bind(t.amount).bind(t.kind.as_str())
-                    .bind(t.deal_id).bind(t.at).bind(&t.idempotency_id).execute(&mut *c).await?;
-                for (account, delta) in [(t.debit, -t.amount), (t.credit, t.amount)] {
-                    let balance: i64 = sqlx::query_scalar("INSERT INTO accounts (market_id, account, balance) VALUES ($1, $2, $3) ON CONFLICT (market_id, account) DO UPDATE SET balance = accounts.balance + excluded.balance RETURNING balance")
-                        .bind(m).bind(account.key()).bind(delta).fetch_one(&mut *c).await?;
-                    // Assert where data is written: the rules already refused any overdraft.
-                    if matches!(account, Account::Available(_)) && balance < 0 {
-                        return Err(StoreError::Invariant(format!("{} would be {balance}", account.key())));
-                    }
-                }
-            }
+            // Written together after the other changes (their deals exist by then).
+            Change::Transfer(t) => transfers.push(t),
         }
     }
+    insert_transfers(c, m, &transfers).await?;
     let mut prev = head.last_hash.clone();
     let mut seq = head.last_seq;
     let mut sealed = Vec::with_capacity(plan.events.len());
     for d in plan.events {
         seq += 1;
         let e = Event::seal(m, seq, plan.now, &prev, d);
-        insert_event(c, &e).await?;
         prev = e.hash.clone();
         sealed.push(e);
     }
+    insert_events(c, &sealed).await?;
     sqlx::query("UPDATE markets SET next_id = $2, last_seq = $3, last_hash = $4, sim_now = $5 WHERE id = $1")
         .bind(m).bind(plan.next_id).bind(seq).bind(&prev)
         .bind(if head.market.clock_mode == ClockMode::Simulated { plan.now } else { head.market.sim_now })
@@ -1016,20 +1066,94 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> Store
     Ok(sealed)
 }
 
-async fn insert_event(c: &mut Conn, e: &Event) -> StoreResult<()> {
-    let (scope, a, b) = match &e.visibility {
-        Visibility::Public => ("public", None, None),
-        Visibility::Operators => ("operators", None, None),
-        Visibility::Parties(ps) => {
-            if ps.is_empty() || ps.len() > 2 {
-                return Err(StoreError::Invariant(format!("event names {} parties", ps.len())));
+/// A plan's transfers and the balances they move, in two statements: the transfers (one INSERT
+/// per `INSERT_ROWS`) and each account's net change (one upsert per `INSERT_ROWS` accounts).
+/// No available account may go below zero after any one of the transfers, in plan order (checked
+/// from the new balances: the rules already refused any overdraft; this asserts it where data
+/// is written).
+async fn insert_transfers(c: &mut Conn, m: i64, transfers: &[Transfer]) -> StoreResult<()> {
+    for chunk in transfers.chunks(INSERT_ROWS) {
+        let mut q = sqlx::QueryBuilder::<Db>::new("INSERT INTO transfers (market_id, id, debit, credit, amount, kind, deal_id, at, idempotency_id) ");
+        q.push_values(chunk, |mut v, t| {
+            v.push_bind(m).push_bind(t.id).push_bind(t.debit.key()).push_bind(t.credit.key()).push_bind(t.amount).push_bind(t.kind.as_str())
+                .push_bind(t.deal_id).push_bind(t.at).push_bind(t.idempotency_id.clone());
+        });
+        q.build().execute(&mut *c).await?;
+    }
+    // Each account's net change, in the order the transfers first name it.
+    let mut deltas: Vec<(Account, i64)> = Vec::new();
+    for t in transfers {
+        for (account, delta) in [(t.debit, -t.amount), (t.credit, t.amount)] {
+            match deltas.iter_mut().find(|(a, _)| *a == account) {
+                Some((_, d)) => *d += delta,
+                None => deltas.push((account, delta)),
             }
-            ("parties", ps.first().copied(), ps.get(1).copied())
         }
-    };
-    sqlx::query("INSERT INTO events (market_id, seq, at, kind, actor, acted_by, scope, party_a, party_b, payload, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-        .bind(e.market_id).bind(e.seq).bind(e.at).bind(e.kind()).bind(e.actor).bind(e.by.as_str()).bind(scope).bind(a).bind(b)
-        .bind(to_json(&e.body.payload_json())).bind(&e.prev_hash).bind(&e.hash).execute(&mut *c).await?;
+    }
+    let mut balances = std::collections::HashMap::with_capacity(deltas.len());
+    for chunk in deltas.chunks(INSERT_ROWS) {
+        let mut q = sqlx::QueryBuilder::<Db>::new("INSERT INTO accounts (market_id, account, balance) ");
+        q.push_values(chunk, |mut v, (account, delta)| {
+            v.push_bind(m).push_bind(account.key()).push_bind(*delta);
+        });
+        q.push(" ON CONFLICT (market_id, account) DO UPDATE SET balance = accounts.balance + excluded.balance RETURNING account, balance");
+        for r in q.build().fetch_all(&mut *c).await? {
+            balances.insert(r.try_get::<String, _>("account")?, r.try_get::<i64, _>("balance")?);
+        }
+    }
+    // Walk the transfers again from each account's balance before them.
+    for (account, delta) in &deltas {
+        if let Some(b) = balances.get_mut(&account.key()) {
+            *b -= delta;
+        }
+    }
+    for t in transfers {
+        for (account, delta) in [(t.debit, -t.amount), (t.credit, t.amount)] {
+            let key = account.key();
+            let balance = balances.get_mut(&key).ok_or_else(|| StoreError::Invariant(format!("{key} was not written")))?;
+            *balance += delta;
+            if matches!(account, Account::Available(_)) && *balance < 0 {
+                return Err(StoreError::Invariant(format!("{key} would be {balance}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn insert_event(c: &mut Conn, e: &Event) -> StoreResult<()> {
+    insert_events(c, std::slice::from_ref(e)).await
+}
+
+/// Rows per multi-row INSERT: a plan's few events (or transfers) go in one statement, a sweep's
+/// thousands in statements of this many (bounded: SQLite's bound parameters, and each row count
+/// is a statement text of its own in the prepared-statement caches).
+const INSERT_ROWS: usize = 16;
+
+/// A plan's events in one round trip per `INSERT_ROWS` (on PostgreSQL each statement is a round
+/// trip to another process, made while the market's row is locked).
+async fn insert_events(c: &mut Conn, events: &[Event]) -> StoreResult<()> {
+    let mut rows = Vec::with_capacity(events.len());
+    for e in events {
+        let (scope, a, b) = match &e.visibility {
+            Visibility::Public => ("public", None, None),
+            Visibility::Operators => ("operators", None, None),
+            Visibility::Parties(ps) => {
+                if ps.is_empty() || ps.len() > 2 {
+                    return Err(StoreError::Invariant(format!("event names {} parties", ps.len())));
+                }
+                ("parties", ps.first().copied(), ps.get(1).copied())
+            }
+        };
+        rows.push((e, scope, a, b, to_json(&e.body.payload_json())));
+    }
+    for chunk in rows.chunks(INSERT_ROWS) {
+        let mut q = sqlx::QueryBuilder::<Db>::new("INSERT INTO events (market_id, seq, at, kind, actor, acted_by, scope, party_a, party_b, payload, prev_hash, hash) ");
+        q.push_values(chunk, |mut v, (e, scope, a, b, payload)| {
+            v.push_bind(e.market_id).push_bind(e.seq).push_bind(e.at).push_bind(e.kind()).push_bind(e.actor).push_bind(e.by.as_str())
+                .push_bind(*scope).push_bind(*a).push_bind(*b).push_bind(payload.clone()).push_bind(e.prev_hash.clone()).push_bind(e.hash.clone());
+        });
+        q.build().execute(&mut *c).await?;
+    }
     Ok(())
 }
 
@@ -1062,6 +1186,14 @@ fn listing_cursor(q: &ListingQuery) -> StoreResult<Option<(i64, i64)>> {
             (p.parse().map_err(|_| bad_cursor())?, id.parse().map_err(|_| bad_cursor())?)
         }
     }))
+}
+
+/// Announces `market`'s new events to every replica listening (PostgreSQL; delivered at commit).
+async fn notify_events(c: &mut Conn, market: i64) -> StoreResult<()> {
+    if let Some(sql) = dialect::NOTIFY_EVENTS {
+        sqlx::query(sql).bind(market.to_string()).execute(&mut *c).await?;
+    }
+    Ok(())
 }
 
 async fn idempotent_response(c: &mut Conn, scope: &str, key: &str) -> StoreResult<Option<(String, StoredResponse)>> {
@@ -1264,6 +1396,9 @@ impl Backend {
             self.shelve(market_id, changes);
             self.remember(market_id, changes, events, *now);
         }
+        if attempt.notify {
+            notify_events(&mut tx, market_id).await?;
+        }
         if let Err(e) = tx.commit().await {
             self.unshelve(market_id);
             self.forget(market_id);
@@ -1284,7 +1419,7 @@ impl Backend {
             && let Some((hash, resp)) = idempotent_response(tx, i.scope, i.key).await?
         {
             let ran = if hash == i.request_hash { Ran::Replayed(resp) } else { Ran::Conflict };
-            return Ok(Attempt { ran, keep: false, kept: None });
+            return Ok(Attempt { ran, keep: false, kept: None, notify: false });
         }
         // What the store keeps in memory follows the committed plan: its changes and clock.
         let mut kept: Option<(Vec<Change>, i64)> = None;
@@ -1321,10 +1456,8 @@ impl Backend {
         }
         // A refusal keeps nothing, unless its response is stored under the caller's key.
         let keep = result.is_ok() || idem.is_some();
-        if keep && let (Some(sql), Some(_)) = (dialect::NOTIFY_EVENTS, events.last()) {
-            sqlx::query(sql).bind(market_id.to_string()).execute(&mut *tx).await?;
-        }
-        Ok(Attempt { ran: Ran::Fresh { result, events }, keep, kept })
+        let notify = keep && !events.is_empty();
+        Ok(Attempt { ran: Ran::Fresh { result, events }, keep, kept, notify })
     }
 
     pub async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {

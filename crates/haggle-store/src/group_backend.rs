@@ -28,6 +28,9 @@ struct OpenBatch {
     id: u64,
     tx: Tx,
     commands: usize,
+    /// The markets whose listeners hear of the batch's new events at its commit (PostgreSQL
+    /// delivers a notification at commit, so one per market per batch is enough).
+    notify: Vec<i64>,
     /// SQLite's in-process writer lock, held from the batch's first command to its commit.
     _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// How the batch ended: `Ok` once committed, `Err` when it was rolled back.
@@ -122,24 +125,37 @@ impl Backend {
             id: lanes.next_batch.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             tx,
             commands: 0,
+            notify: Vec::new(),
             _writer: writer,
             done: tokio::sync::watch::channel(None).0,
         })
     }
 
-    /// One command inside its own savepoint of the batch: released when its writes are kept,
-    /// rolled back to otherwise (a refusal or a failure leaves the batch's other commands be).
+    /// One command inside its own savepoint of the batch (the first command's taken here, the
+    /// others' by the ending of the command before): released when its writes are kept, rolled
+    /// back to otherwise (a refusal or a failure leaves the batch's other commands be).
     /// The outer error is the batch's (a savepoint not ended), the inner the command's.
     async fn attempt_in(&self, batch: &mut OpenBatch, market_id: i64, real_now: i64, cmd: Command, by: ActedBy, idem: Option<&Idempotency<'_>>) -> StoreResult<StoreResult<Ran>> {
-        sqlx::query("SAVEPOINT command").execute(&mut *batch.tx).await?;
+        if batch.commands == 0 {
+            sqlx::query("SAVEPOINT command").execute(&mut *batch.tx).await?;
+        }
         // Boxed for the stack, as in `run_alone`.
         let attempt = Box::pin(self.attempt(&mut batch.tx, market_id, real_now, cmd, by, idem)).await;
         debug_assert!(attempt.as_ref().map_or(true, |a| a.kept.is_none()), "group commit runs only where no memory follows plans");
-        if !matches!(attempt, Ok(Attempt { keep: true, .. })) {
+        // Each ending leaves the next command's savepoint open, in the same round trip: rolled
+        // back to, a savepoint stays; released, a new one follows it (and an open savepoint
+        // with nothing after it commits with the batch).
+        if matches!(attempt, Ok(Attempt { keep: true, .. })) {
+            sqlx::raw_sql("RELEASE SAVEPOINT command; SAVEPOINT command").execute(&mut *batch.tx).await?;
+        } else {
             sqlx::query("ROLLBACK TO SAVEPOINT command").execute(&mut *batch.tx).await?;
         }
-        sqlx::query("RELEASE SAVEPOINT command").execute(&mut *batch.tx).await?;
         batch.commands += 1;
+        if let Ok(Attempt { notify: true, .. }) = &attempt
+            && !batch.notify.contains(&market_id)
+        {
+            batch.notify.push(market_id);
+        }
         Ok(attempt.map(|a| a.ran))
     }
 
@@ -163,8 +179,16 @@ impl Backend {
 
     /// Commits a batch and tells its commands how it ended.
     async fn end_batch(lanes: &Lanes, batch: OpenBatch) {
-        let OpenBatch { tx, commands, _writer, done, .. } = batch;
-        let ended = tx.commit().await.map_err(|e| e.to_string());
+        let OpenBatch { mut tx, commands, notify, _writer, done, .. } = batch;
+        let ended = async {
+            for market in notify {
+                notify_events(&mut tx, market).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        }
+        .await
+        .map_err(|e| e.to_string());
         drop(_writer);
         if ended.is_ok() {
             lanes.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
