@@ -39,3 +39,6 @@ pub const DEFAULT_HUMAN_TURN_BUDGET_MS: u64 = 300_000;
 /// Most proposals (trading mode `propose`) one participant's agent may leave waiting for its
 /// principal: past it the agent's next offer, counter or acceptance is refused.
 pub const MAX_WAITING_PROPOSALS: u32 = 100;
+/// Most token checks one server process remembers (`haggle-service`'s token cache); when full,
+/// the stale ones go, and if none is stale all of them (the next requests re-read their tokens).
+pub const CACHED_TOKENS: usize = 10_000;

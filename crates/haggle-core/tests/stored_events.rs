@@ -84,3 +84,13 @@ fn a_payload_with_a_field_its_kind_lacks_is_refused() {
     let err = serde_json::from_str::<Event>(&line).unwrap_err();
     assert!(err.to_string().contains("unknown field `extra`"), "{err}");
 }
+
+#[test]
+fn stored_payload_texts_read_as_the_same_bodies() {
+    for (line, e) in chains().into_iter().flatten() {
+        let wire: serde_json::Value = serde_json::from_str(line).unwrap();
+        let kind = wire["kind"].as_str().unwrap();
+        let text = serde_json::to_string(&wire["payload"]).unwrap();
+        assert_eq!(EventBody::from_stored(kind, &text).unwrap(), e.body);
+    }
+}

@@ -234,3 +234,35 @@ async fn a_revocation_through_another_server_ends_the_stream_too() {
         t.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_revocation_through_another_server_is_honoured_within_a_second() {
+    let s = Server::start().await;
+    let (m, p) = s.market_with(&[("Alice", 1000)]).await;
+    let path = format!("/v1/markets/{m}");
+    // Checked once: this server now remembers the token (for at most a second).
+    assert_eq!(s.get(&path, &p[0].agent).await.0, 200);
+    let replica = haggle_service::Store::open(&format!("sqlite://{}", s.db.display()))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    replica
+        .revoke_token(&hash_token(&p[0].agent), START_MS)
+        .await
+        .unwrap();
+    loop {
+        let r = s.get(&path, &p[0].agent).await;
+        if r.0 == 401 {
+            break;
+        }
+        assert_eq!(r.0, 200);
+        // The bound (TOKEN_RECHECK, one second) and some slack for a loaded machine.
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "still accepted {:?} after the replica's revocation",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("refused {:?} after the replica's revocation", t.elapsed());
+}

@@ -13,6 +13,7 @@ mod limiter;
 mod moderation;
 pub mod payments;
 pub mod story;
+mod token_cache;
 mod tokens;
 pub mod turns;
 pub mod webhooks;
@@ -149,6 +150,8 @@ pub struct Service {
     limiter: limiter::Limiter,
     /// Hashes of tokens revoked by this process: wakes their live streams at once.
     revocations: tokio::sync::broadcast::Sender<String>,
+    /// Recent successful token checks (`token_cache`).
+    token_checks: token_cache::TokenCache,
     allow_private_webhooks: bool,
     feed_poll: std::time::Duration,
     /// The payment provider behind markets created with `payments` (none: no such market).
@@ -275,6 +278,7 @@ impl Service {
             in_flight: Mutex::new(HashSet::new()),
             limiter: limiter::Limiter::new(config.rate_per_sec),
             revocations,
+            token_checks: token_cache::TokenCache::default(),
             allow_private_webhooks: config.allow_private_webhooks,
             feed_poll: config.feed_poll,
             payments: Mutex::new(payments::Payments::default()),
@@ -435,19 +439,32 @@ impl Service {
                 "missing bearer token: send 'Authorization: Bearer <token>'",
             )
         })?;
-        let rec = self.store.token(&hash_token(secret)).await?;
+        let hash = hash_token(secret);
+        if let Some(caller) = self.token_checks.fresh(&hash) {
+            self.admit_rate(&caller)?;
+            return Ok(caller);
+        }
+        let (generation, read_at) = (self.token_checks.generation(), std::time::Instant::now());
+        let rec = self.store.token(&hash).await?;
         let rec = rec
             .filter(|t| t.revoked_at.is_none())
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown or revoked token"))?;
         let caller = Caller::from_record(&rec);
+        self.admit_rate(&caller)?;
+        self.refuse_suspended(&caller).await?;
+        self.token_checks.keep(&caller, generation, read_at);
+        Ok(caller)
+    }
+
+    /// Refuses a request over its token's rate.
+    fn admit_rate(&self, caller: &Caller) -> ApiResult<()> {
         if !self.limiter.allow(&caller.scope, self.now()) {
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 "too many requests for this token; slow down and retry",
             ));
         }
-        self.refuse_suspended(&caller).await?;
-        Ok(caller)
+        Ok(())
     }
 
     /// Creates a token and returns its secret (shown once).
@@ -559,6 +576,7 @@ impl Service {
                 if let Some(last) = events.last() {
                     let _ = self.feed.send(last.market_id);
                 }
+                self.forget_moderated_tokens(&events);
                 // After the commit: the provider follows the ledger (see `payments`).
                 self.drive_payments_after(market, &events).await;
                 let resp = render(&result);

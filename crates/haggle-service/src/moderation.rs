@@ -122,6 +122,23 @@ impl Service {
             .await
     }
 
+    /// Forgets the token checks of participants these events suspend or reinstate: their
+    /// tokens are read again at once on this process (other replicas within `TOKEN_RECHECK`).
+    pub(crate) fn forget_moderated_tokens(&self, events: &[haggle_core::Event]) {
+        use haggle_core::EventBody;
+        for e in events {
+            match &e.body {
+                EventBody::ParticipantSuspended(s) => self
+                    .token_checks
+                    .forget_participant(e.market_id, s.participant_id),
+                EventBody::ParticipantReinstated(r) => self
+                    .token_checks
+                    .forget_participant(e.market_id, r.participant_id),
+                _ => {}
+            }
+        }
+    }
+
     /// Refuses an agent token whose participant an operator suspended (its principal's token
     /// still reads, so the principal sees why).
     pub(crate) async fn refuse_suspended(&self, caller: &Caller) -> ApiResult<()> {

@@ -81,6 +81,7 @@ impl Service {
                 .revoke_token(token_id, self.now())
                 .await?
                 .ok_or_else(not_found)?;
+            self.token_checks.forget(&t.hash);
             let _ = self.revocations.send(t.hash.clone());
             Ok(Reply::json(200, &token_info(&t)))
         };

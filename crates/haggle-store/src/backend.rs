@@ -291,9 +291,8 @@ fn event_row(r: &DbRow) -> StoreResult<Event> {
         other => return Err(StoreError::Corrupt(format!("column scope: unknown value '{other}'"))),
     };
     let (seq, kind): (i64, String) = (r.try_get("seq")?, r.try_get("kind")?);
-    let payload = json("payload", &r.try_get::<String, _>("payload")?)?;
     // A kind this version does not know, or a payload that does not fit it, is refused loudly.
-    let body = EventBody::from_parts(&kind, payload).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    let body = EventBody::from_stored(&kind, &r.try_get::<String, _>("payload")?).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
     Ok(Event {
         market_id: r.try_get("market_id")?,
         seq,
@@ -1174,6 +1173,58 @@ fn listing_page(mut items: Vec<(Listing, i64)>, sort: ListingSort, limit: usize)
     Page { items: items.into_iter().map(|(l, _)| l).collect(), next_cursor }
 }
 
+/// Listings a keyword search walks in its order before it asks the words index instead
+/// (`search_by_walking`).
+const WALK_ROWS: i64 = 256;
+
+/// A search's ORDER BY (listing columns; a relevance search orders on its score).
+fn order_by(sort: ListingSort) -> &'static str {
+    match sort {
+        ListingSort::Relevance => " ORDER BY score DESC, id DESC",
+        ListingSort::Newest => " ORDER BY id DESC",
+        ListingSort::Cheapest => " ORDER BY price ASC, id ASC",
+    }
+}
+
+/// A search's filters after `WHERE market_id = m`, its cursor and its order (for a relevance
+/// search: closes the inner select that scores, the cursor and order apply to the score).
+fn push_listing_filters(b: &mut sqlx::QueryBuilder<Db>, q: &ListingQuery) -> StoreResult<()> {
+    b.push(" AND status = ").push_bind(q.status.unwrap_or(ListingStatus::Active).as_str().to_string());
+    if let Some(cat) = &q.category {
+        b.push(" AND category = ").push_bind(cat.trim().to_lowercase());
+    }
+    if let Some(side) = q.side {
+        b.push(" AND side = ").push_bind(side.as_str().to_string());
+    }
+    if let Some(min) = q.min_price {
+        b.push(" AND price >= ").push_bind(min);
+    }
+    if let Some(max) = q.max_price {
+        b.push(" AND price <= ").push_bind(max);
+    }
+    if let Some(owner) = q.owner {
+        b.push(" AND owner = ").push_bind(owner);
+    }
+    let sort = q.order();
+    match (sort, listing_cursor(q)?) {
+        (ListingSort::Relevance, after) => {
+            b.push(") AS found");
+            if let Some((score, id)) = after {
+                b.push(" WHERE score < ").push_bind(score).push(" OR (score = ").push_bind(score).push(" AND id < ").push_bind(id).push(")");
+            }
+        }
+        (ListingSort::Newest, Some((_, id))) => {
+            b.push(" AND id < ").push_bind(id);
+        }
+        (ListingSort::Cheapest, Some((p, id))) => {
+            b.push(" AND (price > ").push_bind(p).push(" OR (price = ").push_bind(p).push(" AND id > ").push_bind(id).push("))");
+        }
+        (_, None) => {}
+    }
+    b.push(order_by(sort));
+    Ok(())
+}
+
 /// A search's cursor as (price, id): `id` after newest first (price 0), `price:id` after
 /// cheapest first, `score:id` (the score in the price's place) after the most relevant first.
 fn listing_cursor(q: &ListingQuery) -> StoreResult<Option<(i64, i64)>> {
@@ -1735,6 +1786,14 @@ impl Backend {
         }
         let sort = q.order();
         let words = crate::row::search_words(q.q.as_deref().unwrap_or(""));
+        let limit = q.limit.unwrap_or(50).clamp(1, haggle_core::limits::MAX_PAGE);
+        if dialect::WALK_BEFORE_WORDS_INDEX
+            && !words.is_empty()
+            && sort != ListingSort::Relevance
+            && let Some(page) = self.search_by_walking(market, q, &words, limit).await?
+        {
+            return Ok(page);
+        }
         // Ranked by relevance: the listings found with their scores, then ordered (and the
         // cursor applied) on the score outside.
         let mut b = sqlx::QueryBuilder::<Db>::new("SELECT ");
@@ -1747,48 +1806,37 @@ impl Backend {
         }
         b.push(" FROM listings WHERE market_id = ");
         b.push_bind(market);
-        b.push(" AND status = ").push_bind(q.status.unwrap_or(ListingStatus::Active).as_str().to_string());
         if !words.is_empty() {
             dialect::push_words(&mut b, market, &words, self.shelves.is_some());
         }
-        if let Some(cat) = &q.category {
-            b.push(" AND category = ").push_bind(cat.trim().to_lowercase());
+        push_listing_filters(&mut b, q)?;
+        self.fetch_listing_page(b, sort, limit).await
+    }
+
+    /// A keyword search sorted by price or id answered by walking the listings in that order
+    /// (`listings_by_price` / `listings_by_status`, or the category's) and matching each one's
+    /// words (`contains_word`), if the page is found among the first [`WALK_ROWS`] listings or
+    /// there are no more: then it is the words index's answer, without reading every listing
+    /// that has the words (a common word matches nearly all of them, sold ones too). `None`:
+    /// ask the words index.
+    async fn search_by_walking(&self, market: i64, q: &ListingQuery, words: &[String], limit: u32) -> StoreResult<Option<Page<Listing>>> {
+        let sort = q.order();
+        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {LISTING_COLS} FROM (SELECT * FROM listings WHERE market_id = "));
+        b.push_bind(market);
+        push_listing_filters(&mut b, q)?;
+        b.push(format!(" LIMIT {WALK_ROWS}) AS walked WHERE 1 = 1"));
+        dialect::push_words(&mut b, market, words, true);
+        b.push(order_by(sort));
+        let page = self.fetch_listing_page(b, sort, limit).await?;
+        if page.next_cursor.is_some() {
+            return Ok(Some(page));
         }
-        if let Some(side) = q.side {
-            b.push(" AND side = ").push_bind(side.as_str().to_string());
-        }
-        if let Some(min) = q.min_price {
-            b.push(" AND price >= ").push_bind(min);
-        }
-        if let Some(max) = q.max_price {
-            b.push(" AND price <= ").push_bind(max);
-        }
-        if let Some(owner) = q.owner {
-            b.push(" AND owner = ").push_bind(owner);
-        }
-        let after = listing_cursor(q)?;
-        match sort {
-            ListingSort::Relevance => {
-                b.push(") AS found");
-                if let Some((score, id)) = after {
-                    b.push(" WHERE score < ").push_bind(score).push(" OR (score = ").push_bind(score).push(" AND id < ").push_bind(id).push(")");
-                }
-                b.push(" ORDER BY score DESC, id DESC");
-            }
-            ListingSort::Newest => {
-                if let Some((_, id)) = after {
-                    b.push(" AND id < ").push_bind(id);
-                }
-                b.push(" ORDER BY id DESC");
-            }
-            ListingSort::Cheapest => {
-                if let Some((p, id)) = after {
-                    b.push(" AND (price > ").push_bind(p).push(" OR (price = ").push_bind(p).push(" AND id > ").push_bind(id).push("))");
-                }
-                b.push(" ORDER BY price ASC, id ASC");
-            }
-        }
-        self.fetch_listing_page(b, sort, q.limit.unwrap_or(50).clamp(1, haggle_core::limits::MAX_PAGE)).await
+        let mut b = sqlx::QueryBuilder::<Db>::new("SELECT CAST(COUNT(*) AS BIGINT) AS walked FROM (SELECT 1 FROM listings WHERE market_id = ");
+        b.push_bind(market);
+        push_listing_filters(&mut b, q)?;
+        b.push(format!(" LIMIT {WALK_ROWS}) AS walked"));
+        let walked: i64 = b.build().fetch_one(&self.pool).await?.try_get("walked")?;
+        Ok((walked < WALK_ROWS).then_some(page))
     }
 
     /// Runs a search ordered as `sort` asks, one listing more than the page to know if another

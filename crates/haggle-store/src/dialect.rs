@@ -130,6 +130,10 @@ pub mod sqlite {
     /// A batched store holds its file's write lock for a batch at a time and is meant to be the
     /// file's only writer (a simulation's database), so it may keep listings in memory.
     pub const SOLE_WRITER_WHEN_BATCHED: bool = true;
+    /// A keyword search sorted by price or id first walks the listings in that order matching
+    /// their words (`contains_word`, the batched store's check), and asks FTS5 only when the
+    /// page is not among the first rows walked (`Backend::search_by_walking`).
+    pub const WALK_BEFORE_WORDS_INDEX: bool = true;
 
     pub async fn flush(pool: &Pool<Sqlite>) -> Result<(), Error> {
         pool.flush().await
@@ -250,6 +254,8 @@ pub mod postgres {
 
     /// Replicas share the database: nothing may be kept in memory as if this were its only writer.
     pub const SOLE_WRITER_WHEN_BATCHED: bool = false;
+    /// Keyword searches always ask the GIN index (see the SQLite dialect's).
+    pub const WALK_BEFORE_WORDS_INDEX: bool = false;
 
     pub async fn flush(_pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
         Ok(())

@@ -52,6 +52,7 @@ conformance! {
     listing_search_filters_orders_and_pages => sqlite_listing_search_filters_orders_and_pages, postgres_listing_search_filters_orders_and_pages;
     search_by_category_and_side_finds_what_reading_every_listing_finds => sqlite_search_by_category_and_side_finds_what_reading_every_listing_finds, postgres_search_by_category_and_side_finds_what_reading_every_listing_finds;
     search_matches_whole_words_and_starred_prefixes => sqlite_search_matches_whole_words_and_starred_prefixes, postgres_search_matches_whole_words_and_starred_prefixes;
+    a_keyword_search_finds_matches_behind_many_cheaper_listings => sqlite_a_keyword_search_finds_matches_behind_many_cheaper_listings, postgres_a_keyword_search_finds_matches_behind_many_cheaper_listings;
     search_ranks_by_relevance_by_default_when_words_are_given => sqlite_search_ranks_by_relevance_by_default_when_words_are_given, postgres_search_ranks_by_relevance_by_default_when_words_are_given;
     search_splits_words_alike_in_edge_cases => sqlite_search_splits_words_alike_in_edge_cases, postgres_search_splits_words_alike_in_edge_cases;
     migration_11_indexes_the_listings_already_there => sqlite_migration_11_indexes_the_listings_already_there, postgres_migration_11_indexes_the_listings_already_there;
@@ -965,6 +966,43 @@ async fn search_matches_whole_words_and_starred_prefixes(db: Db) {
             };
             assert_eq!(search_all(&m, &query).await, want, "{query:?}");
         }
+    }
+    m.verified().await;
+}
+
+/// A keyword search sorted by price or id finds its matches however many listings without the
+/// word come before them in that order (SQLite walks the first few hundred, then asks its words
+/// index), and pages through them.
+async fn a_keyword_search_finds_matches_behind_many_cheaper_listings(db: Db) {
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let ann = m.join("ann", 0).await;
+    let mut bikes = Vec::new();
+    for i in 0..3 {
+        bikes.push(
+            m.list(ann, new_listing(Side::Sell, "Road bike", "sport", 500 + i))
+                .await
+                .id,
+        );
+    }
+    for i in 0..300 {
+        m.list(
+            ann,
+            new_listing(Side::Sell, &format!("Chair {i}"), "home", 1),
+        )
+        .await;
+    }
+    for (sort, want) in [
+        (ListingSort::Cheapest, bikes.clone()),
+        (ListingSort::Newest, bikes.iter().rev().copied().collect()),
+    ] {
+        let query = ListingQuery {
+            q: Some("bike".into()),
+            sort: Some(sort),
+            limit: Some(2),
+            ..ListingQuery::default()
+        };
+        assert_eq!(search_all(&m, &query).await, want, "{sort:?}");
     }
     m.verified().await;
 }

@@ -122,13 +122,15 @@ struct Client {
 }
 
 impl Client {
-    /// One API action, timed. A non-2xx answer is counted as an error and returned as `None`.
-    async fn call(
+    /// One API action, timed: a 2xx answer is read as `T` (a type naming only the fields the
+    /// caller needs; the rest is skipped but must still be JSON). A non-2xx answer is counted as
+    /// an error and returned as `None`.
+    async fn call<T: serde::de::DeserializeOwned>(
         &mut self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
-    ) -> anyhow::Result<Option<Value>> {
+    ) -> anyhow::Result<Option<T>> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -139,13 +141,19 @@ impl Client {
         let t = Instant::now();
         let resp = req.send().await.context("request failed")?;
         let ok = resp.status().is_success();
-        let v: Value = resp.json().await.context("response is not JSON")?;
+        let bytes = resp.bytes().await.context("response body")?;
+        let v = if ok {
+            Some(serde_json::from_slice::<T>(&bytes).context("response is not the JSON expected")?)
+        } else {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                .context("response is not JSON")?;
+            None
+        };
         self.latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         if !ok {
             self.errors += 1;
-            return Ok(None);
         }
-        Ok(Some(v))
+        Ok(v)
     }
 }
 
@@ -157,6 +165,24 @@ fn id(v: &Option<Value>, path: &[&str]) -> Option<i64> {
     cur.as_i64()
 }
 
+/// What the workload reads of an answer naming a new listing or offer.
+#[derive(serde::Deserialize)]
+struct Created {
+    id: i64,
+}
+
+/// What the workload reads of an opened thread.
+#[derive(serde::Deserialize)]
+struct Opened {
+    thread: Created,
+}
+
+/// What the workload reads of a page of events.
+#[derive(serde::Deserialize)]
+struct EventsRead {
+    next_after: i64,
+}
+
 /// One negotiation: list, search, open with an offer, counter, accept, read events (6 actions).
 async fn negotiate(
     m: i64,
@@ -166,51 +192,55 @@ async fn negotiate(
     n: u64,
 ) -> anyhow::Result<bool> {
     use reqwest::Method as M;
-    let listing = seller
+    use serde::de::IgnoredAny;
+    let listing: Option<Created> = seller
         .call(M::POST, &format!("/v1/markets/{m}/listings"), Some(json!({"side": "sell", "title": format!("Bench bike {n}"), "description": "road bike, good condition", "category": "bikes", "price": 10_000})))
         .await?;
-    let Some(l) = id(&listing, &["id"]) else {
+    let Some(Created { id: l }) = listing else {
         return Ok(false);
     };
     buyer
-        .call(
+        .call::<IgnoredAny>(
             M::GET,
             &format!("/v1/markets/{m}/listings?q=bike&sort=cheapest&limit=10"),
             None,
         )
         .await?;
-    let opened = buyer
+    let opened: Option<Opened> = buyer
         .call(
             M::POST,
             &format!("/v1/markets/{m}/listings/{l}/threads"),
             Some(json!({"message": "would you take 80?", "price": 8_000})),
         )
         .await?;
-    let Some(t) = id(&opened, &["thread", "id"]) else {
+    let Some(Opened {
+        thread: Created { id: t },
+    }) = opened
+    else {
         return Ok(false);
     };
-    let counter = seller
+    let counter: Option<Created> = seller
         .call(
             M::POST,
             &format!("/v1/markets/{m}/threads/{t}/offers"),
             Some(json!({"price": 9_000})),
         )
         .await?;
-    let Some(o) = id(&counter, &["id"]) else {
+    let Some(Created { id: o }) = counter else {
         return Ok(false);
     };
     let deal = buyer
-        .call(M::POST, &format!("/v1/markets/{m}/offers/{o}/accept"), None)
+        .call::<IgnoredAny>(M::POST, &format!("/v1/markets/{m}/offers/{o}/accept"), None)
         .await?;
-    let page = buyer
+    let page: Option<EventsRead> = buyer
         .call(
             M::GET,
             &format!("/v1/markets/{m}/events?after={after}&limit=100"),
             None,
         )
         .await?;
-    if let Some(next) = id(&page, &["next_after"]) {
-        *after = next;
+    if let Some(p) = page {
+        *after = p.next_after;
     }
     Ok(deal.is_some())
 }
@@ -299,7 +329,7 @@ async fn create_markets(op: &mut Client, n: usize) -> anyhow::Result<Vec<i64>> {
     let mut markets = Vec::with_capacity(n);
     for i in 0..n {
         let market = op
-            .call(
+            .call::<Value>(
                 reqwest::Method::POST,
                 "/v1/markets",
                 Some(json!({"name": format!("bench {i}"), "rules": {"max_offers_per_thread": 20}})),
@@ -316,7 +346,7 @@ async fn breaches(op: &mut Client, markets: &[i64]) -> anyhow::Result<usize> {
     let mut total = 0usize;
     for m in markets {
         let verify = op
-            .call(
+            .call::<Value>(
                 reqwest::Method::GET,
                 &format!("/v1/markets/{m}/ledger/verify"),
                 None,
@@ -352,7 +382,7 @@ async fn register_pairs(
         let mut tokens = Vec::new();
         for (k, role) in ["seller", "buyer"].into_iter().enumerate() {
             let p = op
-                .call(
+                .call::<Value>(
                     reqwest::Method::POST,
                     &format!("/v1/markets/{m}/participants"),
                     Some(json!({"name": format!("{role} {i}"), "budget": 1_000_000_000_000i64})),

@@ -63,6 +63,17 @@ macro_rules! event_bodies {
                     other => Err(EventParseError::UnknownKind(other.to_string())),
                 }
             }
+
+            /// [`EventBody::from_parts`] from the payload's stored text, typed straight from it
+            /// (no `serde_json::Value` in between: reading events back is a hot path).
+            pub fn from_stored(kind: &str, payload: &str) -> Result<EventBody, EventParseError> {
+                match kind {
+                    $( $kind => serde_json::from_str(payload)
+                        .map(EventBody::$variant)
+                        .map_err(|e| EventParseError::Payload { kind: $kind, error: e.to_string() }), )*
+                    other => Err(EventParseError::UnknownKind(other.to_string())),
+                }
+            }
         }
     };
 }
