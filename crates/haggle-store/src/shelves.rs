@@ -49,6 +49,14 @@ struct Shelf {
     expansions: HashMap<String, Vec<Box<str>>>,
 }
 
+/// Whether `text` has every search word (`finders` find their stems, in the same order).
+fn has_every_word(text: &str, finders: &[memchr::memmem::Finder<'_>], words: &[String]) -> bool {
+    finders
+        .iter()
+        .zip(words)
+        .all(|(f, w)| crate::row::has_word_by(text, f, w.ends_with('*')))
+}
+
 /// A text's distinct words.
 fn words_of(text: &str) -> BTreeSet<&str> {
     text.split_whitespace().collect()
@@ -291,10 +299,7 @@ impl MarketShelves {
             q.min_price.is_none_or(|m| price >= m)
                 && q.max_price.is_none_or(|m| price <= m)
                 && q.owner.is_none_or(|o| item.owner == o)
-                && finders
-                    .iter()
-                    .zip(q.words)
-                    .all(|(f, w)| crate::row::has_word_by(&item.text, f, w.ends_with('*')))
+                && has_every_word(&item.text, &finders, q.words)
         };
         let mut out = Vec::new();
         if !q.words.is_empty() {
