@@ -506,12 +506,7 @@ async fn sim_run(
     let wall = started.elapsed().as_secs_f64();
     let turns: u64 = out.agents.iter().map(|a| a.stats.turns).sum();
     let actions: u64 = out.agents.iter().map(|a| a.stats.actions).sum();
-    let deals = out
-        .svc
-        .store()
-        .deals(out.market_id, None, 0, 10_000)
-        .await?
-        .len();
+    let deals = count_deals(out.svc.store(), out.market_id).await?;
     let v = out.svc.store().verify(out.market_id).await?;
     if !v.ok() {
         bail!(
@@ -525,6 +520,20 @@ async fn sim_run(
         "turns_per_s": turns as f64 / wall, "deals_per_s": deals as f64 / wall,
         "round_end_s": round_end_s, "peak_memory_mib": peak_memory_mib(),
     }))
+}
+
+/// Every deal of the market, a page at a time (100,000 participants make more than a page).
+async fn count_deals(store: &haggle_store::Store, market: i64) -> anyhow::Result<usize> {
+    const PAGE: u32 = haggle_api::haggle_core::limits::STORE_READ_ROWS;
+    let (mut n, mut after) = (0, 0);
+    loop {
+        let page = store.deals(market, None, after, PAGE).await?;
+        n += page.len();
+        match page.last() {
+            Some(d) if page.len() == PAGE as usize => after = d.id,
+            _ => return Ok(n),
+        }
+    }
 }
 
 /// Seconds between progress lines of a run.
