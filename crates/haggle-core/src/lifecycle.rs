@@ -872,7 +872,11 @@ impl Reputation {
 }
 
 /// Computes a reputation from the participant's deals and the revealed ratings it received.
-pub fn reputation(p: ParticipantId, deals: &[Deal], revealed: &[Rating]) -> Reputation {
+pub fn reputation<D: std::borrow::Borrow<Deal>>(
+    p: ParticipantId,
+    deals: &[D],
+    revealed: &[Rating],
+) -> Reputation {
     let mine: Vec<&Rating> = revealed.iter().filter(|r| r.ratee == p).collect();
     let sum: i64 = mine.iter().map(|r| r.score as i64).sum();
     let mut rep = Reputation {
@@ -882,7 +886,7 @@ pub fn reputation(p: ParticipantId, deals: &[Deal], revealed: &[Rating]) -> Repu
         ratings: mine.len() as u32,
         ..Reputation::default()
     };
-    for d in deals.iter().filter(|d| d.is_party(p)) {
+    for d in deals.iter().map(D::borrow).filter(|d| d.is_party(p)) {
         // A seller who never handed over caused the cancellation the buyer had to make.
         let seller_failed = d
             .resolution
@@ -924,9 +928,17 @@ pub fn reputation(p: ParticipantId, deals: &[Deal], revealed: &[Rating]) -> Repu
 
 /// The trust part of a reputation (trust.md, Reputation), from settled deals only: an open
 /// dispute or an uninspected handover says nothing yet.
-fn settled_record(p: ParticipantId, deals: &[Deal], rep: &mut Reputation) {
+fn settled_record<D: std::borrow::Borrow<Deal>>(
+    p: ParticipantId,
+    deals: &[D],
+    rep: &mut Reputation,
+) {
     let mut delays = Vec::new();
-    for d in deals.iter().filter(|d| d.is_party(p) && d.is_finished()) {
+    for d in deals
+        .iter()
+        .map(D::borrow)
+        .filter(|d| d.is_party(p) && d.is_finished())
+    {
         if d.buyer == p {
             rep.deals_as_buyer += 1;
         }

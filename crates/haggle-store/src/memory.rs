@@ -405,8 +405,11 @@ impl MarketMemory {
         let thread = self.threads.get(&id)?.clone();
         let all = self.messages_in.get(&id).map_or(&[][..], Vec::as_slice);
         let messages = all[all.len().saturating_sub(THREAD_WINDOW)..].to_vec();
-        let offers: Vec<Offer> = self.offers_in(id).cloned().collect();
-        let offers = offers[offers.len().saturating_sub(THREAD_WINDOW)..].to_vec();
+        let ids = self.offers_in.get(&id).map_or(&[][..], Vec::as_slice);
+        let offers = ids[ids.len().saturating_sub(THREAD_WINDOW)..]
+            .iter()
+            .map(|o| self.offers[o].clone())
+            .collect();
         Some(ThreadDetail {
             thread,
             messages,
@@ -462,11 +465,17 @@ impl MarketMemory {
     /// A participant's reputation at `real_now`, as the store reads it from its tables: the
     /// first 10,000 deals, and the ratings received on them that are revealed by then.
     pub fn reputation(&self, participant: i64, real_now: i64) -> lifecycle::Reputation {
-        let deals = self.deals_of(
-            participant,
-            0,
-            haggle_core::limits::STORE_READ_ROWS as usize,
-        );
+        // Borrowed, not cloned: agents read a counterparty's reputation on most turns.
+        let deals: Vec<&Deal> = self
+            .deals_of
+            .page(
+                participant,
+                0,
+                haggle_core::limits::STORE_READ_ROWS as usize,
+            )
+            .iter()
+            .map(|id| &self.deals[id])
+            .collect();
         if deals.is_empty() {
             return lifecycle::reputation(participant, &deals, &[]);
         }

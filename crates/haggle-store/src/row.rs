@@ -61,12 +61,19 @@ pub fn has_word(text: &str, word: &str) -> bool {
         Some(stem) => (stem, true),
         None => (word, false),
     };
-    if stem.is_empty() {
+    has_word_by(text, &memchr::memmem::Finder::new(stem.as_bytes()), prefix)
+}
+
+/// [`has_word`] with the word's searcher built once by the caller (`finder` finds the word
+/// without its `*`; `prefix` when it had one): a search tries one word on many texts.
+pub fn has_word_by(text: &str, finder: &memchr::memmem::Finder<'_>, prefix: bool) -> bool {
+    let len = finder.needle().len();
+    if len == 0 {
         return true;
     }
-    // `stem` starts and ends with whole characters, so every match lies on character boundaries.
-    memchr::memmem::find_iter(text.as_bytes(), stem.as_bytes()).any(|start| {
-        let end = start + stem.len();
+    // The stem starts and ends with whole characters, so every match lies on character boundaries.
+    finder.find_iter(text.as_bytes()).any(|start| {
+        let end = start + len;
         let starts_word = !text[..start].chars().next_back().is_some_and(is_word_char);
         let ends_word = prefix || !text[end..].chars().next().is_some_and(is_word_char);
         starts_word && ends_word

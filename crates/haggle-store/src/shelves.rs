@@ -43,8 +43,18 @@ struct Shelf {
     /// has no whitespace, so a text contains it exactly when one of its words does: a keyword
     /// search reads the listings of the words containing its rarest keyword, not the shelf.
     postings: HashMap<Box<str>, BTreeSet<(i64, i64)>>,
-    /// Search word → the words of `postings` that contain it; forgotten when a new word comes.
+    /// Search word → the words of `postings` that contain it; a new word joins the lists of the
+    /// search words it contains (clearing them instead made every search after a listing with
+    /// a new word walk the whole vocabulary, which grows with the market).
     expansions: HashMap<String, Vec<Box<str>>>,
+}
+
+/// Whether `text` has every search word (`finders` find their stems, in the same order).
+fn has_every_word(text: &str, finders: &[memchr::memmem::Finder<'_>], words: &[String]) -> bool {
+    finders
+        .iter()
+        .zip(words)
+        .all(|(f, w)| crate::row::has_word_by(text, f, w.ends_with('*')))
 }
 
 /// A text's distinct words.
@@ -56,7 +66,11 @@ impl Shelf {
     fn insert(&mut self, price: i64, id: i64, item: Item) {
         for w in words_of(&item.text) {
             let listings = self.postings.entry(w.into()).or_insert_with(|| {
-                self.expansions.clear();
+                for (search, terms) in &mut self.expansions {
+                    if w.contains(search.as_str()) {
+                        terms.push(w.into());
+                    }
+                }
                 BTreeSet::new()
             });
             listings.insert((price, id));
@@ -285,7 +299,7 @@ impl MarketShelves {
             q.min_price.is_none_or(|m| price >= m)
                 && q.max_price.is_none_or(|m| price <= m)
                 && q.owner.is_none_or(|o| item.owner == o)
-                && q.words.iter().all(|w| crate::row::has_word(&item.text, w))
+                && has_every_word(&item.text, &finders, q.words)
         };
         let mut out = Vec::new();
         if !q.words.is_empty() {

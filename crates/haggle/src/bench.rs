@@ -563,19 +563,21 @@ async fn sim_run(
     let started = Instant::now();
     // Wall time at the end of each round (setup is in the first), so a slow phase shows.
     let mut round_end_s = Vec::new();
-    let out = crate::sim::run(cfg, |_| {
-        round_end_s.push((started.elapsed().as_secs_f64() * 100.0).round() / 100.0)
+    // A progress line at most every `PROGRESS_EVERY_S` (and after the last round).
+    let mut shown = 0.0;
+    let out = crate::sim::run(cfg, |p| {
+        let elapsed = started.elapsed().as_secs_f64();
+        round_end_s.push((elapsed * 100.0).round() / 100.0);
+        if elapsed - shown >= PROGRESS_EVERY_S || p.round == p.max_rounds {
+            shown = elapsed;
+            progress_line(label, p, elapsed);
+        }
     })
     .await?;
     let wall = started.elapsed().as_secs_f64();
     let turns: u64 = out.agents.iter().map(|a| a.stats.turns).sum();
     let actions: u64 = out.agents.iter().map(|a| a.stats.actions).sum();
-    let deals = out
-        .svc
-        .store()
-        .deals(out.market_id, None, 0, 10_000)
-        .await?
-        .len();
+    let deals = count_deals(out.svc.store(), out.market_id).await?;
     let v = out.svc.store().verify(out.market_id).await?;
     if !v.ok() {
         bail!(
@@ -591,6 +593,52 @@ async fn sim_run(
     }))
 }
 
+/// Every deal of the market, a page at a time (100,000 participants make more than a page).
+async fn count_deals(store: &haggle_store::Store, market: i64) -> anyhow::Result<usize> {
+    const PAGE: u32 = haggle_api::haggle_core::limits::STORE_READ_ROWS;
+    let (mut n, mut after) = (0, 0);
+    loop {
+        let page = store.deals(market, None, after, PAGE).await?;
+        n += page.len();
+        match page.last() {
+            Some(d) if page.len() == PAGE as usize => after = d.id,
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// Seconds between progress lines of a run.
+const PROGRESS_EVERY_S: f64 = 2.0;
+
+/// A progress line on stderr, so a long run shows it is alive and how it grows (stdout
+/// keeps only the table and the JSON).
+fn progress_line(label: &str, p: &crate::sim::Progress, elapsed: f64) {
+    let rss = resident_mib().map_or_else(|| "?".to_string(), |m| format!("{m:.0}"));
+    eprintln!(
+        "{label}: round {}/{} at {elapsed:.1} s: {} turns, {} deals, {} events, {rss} MiB resident",
+        p.round, p.max_rounds, p.turns, p.deals, p.events
+    );
+}
+
+/// A line of /proc/self/status in MiB (`VmHWM:`, `VmRSS:`; `None` where /proc is absent).
+fn status_mib(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
+}
+
+/// This process's resident memory now, in MiB.
+fn resident_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
 /// Starts a new peak of this process's resident memory (Linux: `clear_refs` 5 resets
 /// `VmHWM`), so each run reports its own peak; elsewhere the peak is not reported.
 fn reset_peak_memory() {
@@ -600,16 +648,7 @@ fn reset_peak_memory() {
 /// This process's peak resident memory since the last reset, in MiB (`VmHWM`; `None` where
 /// /proc is absent).
 fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some((kib / 1024.0 * 10.0).round() / 10.0)
+    status_mib("VmHWM:")
 }
 
 pub async fn sim(args: SimArgs) -> anyhow::Result<()> {

@@ -105,6 +105,9 @@ pub struct Progress {
     pub sim_ms: i64,
     pub deals: u64,
     pub volume: i64,
+    /// Agent turns taken so far, and events in the market's log (its newest seq).
+    pub turns: u64,
+    pub events: u64,
 }
 
 pub struct Member {
@@ -628,12 +631,18 @@ impl Scheduler<'_> {
             svc.store().analyze().await?;
         }
         let (deals, volume) = deal_totals(&svc, &self.market.operator, self.m()).await?;
+        let newest = svc
+            .store()
+            .recent_events(self.m(), haggle_store::Viewer::All, &[], None, 1)
+            .await?;
         progress(&Progress {
             round: round + 1,
             max_rounds: cfg.max_rounds,
             sim_ms: now + cfg.tick_ms - SIM_START_MS,
             deals,
             volume,
+            turns: self.agents.iter().map(|a| a.stats.turns).sum(),
+            events: newest.first().map_or(0, |e| e.seq.max(0) as u64),
         });
         Ok(())
     }
