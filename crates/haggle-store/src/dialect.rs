@@ -84,10 +84,11 @@ pub mod sqlite {
             pragmas.push(("wal_autocheckpoint", "50000"));
             // A batch keeps the pages it dirtied in the page cache until its commit; with the
             // server's 16 MB a simulation's round-long batch spills them to the WAL and rewrites
-            // them. 256 MB held a 10,000-participant round, but 128 MB measured as fast there
-            // and keeps the run within issue 18's 1 GiB.
+            // them. 256 MB held a 10,000-participant round, but 128 MB measured as fast there,
+            // and 96 MB keeps the run within issue 18's 1 GiB with a margin (128 MB peaked at
+            // 1,008-1,040 MiB).
             pragmas.retain(|(k, _)| *k != "cache_size");
-            pragmas.push(("cache_size", "-131072"));
+            pragmas.push(("cache_size", "-98304"));
             // Its one connection never has its cache invalidated by another, so mapping the
             // file saves no re-read: it only adds the mapped pages to the resident memory.
             pragmas.retain(|(k, _)| *k != "mmap_size");
