@@ -157,14 +157,6 @@ impl Client {
     }
 }
 
-fn id(v: &Option<Value>, path: &[&str]) -> Option<i64> {
-    let mut cur = v.as_ref()?;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_i64()
-}
-
 /// What the workload reads of an answer naming a new listing or offer.
 #[derive(serde::Deserialize)]
 struct Created {
@@ -329,13 +321,13 @@ async fn create_markets(op: &mut Client, n: usize) -> anyhow::Result<Vec<i64>> {
     let mut markets = Vec::with_capacity(n);
     for i in 0..n {
         let market = op
-            .call::<Value>(
+            .call::<Created>(
                 reqwest::Method::POST,
                 "/v1/markets",
                 Some(json!({"name": format!("bench {i}"), "rules": {"max_offers_per_thread": 20}})),
             )
             .await?;
-        markets.push(id(&market, &["id"]).context("could not create a bench market")?);
+        markets.push(market.context("could not create a bench market")?.id);
     }
     Ok(markets)
 }
