@@ -155,49 +155,30 @@ impl Shelf {
     fn kept_page(&self, q: &ShelfQuery<'_>) -> Vec<i64> {
         let found = &self.kept[q.words].found;
         let fits = |price: i64, id: i64| {
-            q.min_price.is_none_or(|m| price >= m)
-                && q.max_price.is_none_or(|m| price <= m)
-                && q.owner.is_none_or(|o| {
-                    self.cheapest
-                        .get(&(price, id))
-                        .is_some_and(|item| item.owner == o)
-                })
+            (price, id, {
+                q.min_price.is_none_or(|m| price >= m)
+                    && q.max_price.is_none_or(|m| price <= m)
+                    && q.owner.is_none_or(|o| {
+                        self.cheapest
+                            .get(&(price, id))
+                            .is_some_and(|item| item.owner == o)
+                    })
+            })
         };
-        let mut out = Vec::new();
         match q.sort {
-            ListingSort::Cheapest => {
-                let from = match q.after {
-                    Some(after) => std::ops::Bound::Excluded(after),
-                    None => std::ops::Bound::Included((q.min_price.unwrap_or(i64::MIN), i64::MIN)),
-                };
-                for &(price, id) in found.range((from, std::ops::Bound::Unbounded)) {
-                    if out.len() == q.take || q.max_price.is_some_and(|m| price > m) {
-                        break;
-                    }
-                    if fits(price, id) {
-                        out.push(id);
-                    }
-                }
-            }
-            ListingSort::Newest | ListingSort::Relevance => {
-                let below = q.after.map_or(i64::MAX, |(_, id)| id);
-                let mut newest: Vec<(i64, i64)> = found
-                    .iter()
-                    .copied()
-                    .filter(|&(_, id)| id < below)
-                    .collect();
-                newest.sort_unstable_by_key(|&(_, id)| std::cmp::Reverse(id));
-                for (price, id) in newest {
-                    if out.len() == q.take {
-                        break;
-                    }
-                    if fits(price, id) {
-                        out.push(id);
-                    }
-                }
-            }
+            ListingSort::Cheapest => page_of(
+                found
+                    .range((cheapest_from(q), std::ops::Bound::Unbounded))
+                    .map(|&(price, id)| fits(price, id)),
+                q,
+            ),
+            ListingSort::Newest | ListingSort::Relevance => page_of(
+                newest_below(found.iter().copied(), q)
+                    .into_iter()
+                    .map(|(price, id)| fits(price, id)),
+                q,
+            ),
         }
-        out
     }
 
     /// The words of `postings` containing the rarest search word: a listing matches every word
@@ -235,6 +216,39 @@ impl Shelf {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// A page of candidates `(price, id, matches)` taken in the order given: at most `q.take` ids
+/// that match; cheapest first, the walk stops at the first price past `q.max_price`.
+fn page_of(candidates: impl IntoIterator<Item = (i64, i64, bool)>, q: &ShelfQuery<'_>) -> Vec<i64> {
+    let by_price = q.sort == ListingSort::Cheapest;
+    let mut out = Vec::new();
+    for (price, id, matches) in candidates {
+        if out.len() == q.take || (by_price && q.max_price.is_some_and(|m| price > m)) {
+            break;
+        }
+        if matches {
+            out.push(id);
+        }
+    }
+    out
+}
+
+/// Where a cheapest-first walk starts: past the cursor, or at the lowest price asked.
+fn cheapest_from(q: &ShelfQuery<'_>) -> std::ops::Bound<(i64, i64)> {
+    match q.after {
+        Some(after) => std::ops::Bound::Excluded(after),
+        None => std::ops::Bound::Included((q.min_price.unwrap_or(i64::MIN), i64::MIN)),
+    }
+}
+
+/// The `(price, id)` pairs below the cursor's id, newest first, each once.
+fn newest_below(pairs: impl Iterator<Item = (i64, i64)>, q: &ShelfQuery<'_>) -> Vec<(i64, i64)> {
+    let below = q.after.map_or(i64::MAX, |(_, id)| id);
+    let mut found: Vec<(i64, i64)> = pairs.filter(|&(_, id)| id < below).collect();
+    found.sort_unstable_by_key(|&(_, id)| std::cmp::Reverse(id));
+    found.dedup();
+    found
 }
 
 type ShelfKey = (String, String, String);
@@ -414,111 +428,77 @@ impl MarketShelves {
                 && q.owner.is_none_or(|o| item.owner == o)
                 && has_every_word(&item.text, &finders, q.words)
         };
-        let mut out = Vec::new();
-        if !q.words.is_empty() && !self.walk_only && shelf.keep_search(q.words) {
+        if q.words.is_empty() {
+            return match q.sort {
+                ListingSort::Cheapest => page_of(
+                    shelf
+                        .cheapest
+                        .range((cheapest_from(q), std::ops::Bound::Unbounded))
+                        .map(|(&(price, id), item)| (price, id, keep(price, item))),
+                    q,
+                ),
+                ListingSort::Newest | ListingSort::Relevance => {
+                    let below = q.after.map_or(i64::MAX, |(_, id)| id);
+                    page_of(
+                        shelf.newest.range(..below).rev().map(|(&id, &price)| {
+                            let item = shelf.cheapest.get(&(price, id));
+                            (price, id, item.is_some_and(|item| keep(price, item)))
+                        }),
+                        q,
+                    )
+                }
+            };
+        }
+        if !self.walk_only && shelf.keep_search(q.words) {
             return shelf.kept_page(q);
         }
-        if !q.words.is_empty() {
-            let terms = shelf.rarest_terms(&stems, &finders);
-            let shelf = &*shelf;
-            let postings: Vec<&BTreeSet<(i64, i64)>> =
-                terms.iter().filter_map(|t| shelf.postings.get(t)).collect();
-            let matches = |price: i64, id: i64| {
-                shelf
-                    .cheapest
-                    .get(&(price, id))
-                    .is_some_and(|item| keep(price, item))
-            };
-            match q.sort {
-                ListingSort::Cheapest => {
-                    // The postings merged in price order, read only as far as the page needs.
-                    let from = match q.after {
-                        Some(after) => std::ops::Bound::Excluded(after),
-                        None => {
-                            std::ops::Bound::Included((q.min_price.unwrap_or(i64::MIN), i64::MIN))
-                        }
-                    };
-                    let mut walks: Vec<_> = postings
-                        .iter()
-                        .map(|p| p.range((from, std::ops::Bound::Unbounded)).copied())
-                        .collect();
-                    let mut next = std::collections::BinaryHeap::new();
-                    for (i, walk) in walks.iter_mut().enumerate() {
-                        if let Some(first) = walk.next() {
-                            next.push(std::cmp::Reverse((first, i)));
-                        }
+        let terms = shelf.rarest_terms(&stems, &finders);
+        let shelf = &*shelf;
+        let postings: Vec<&BTreeSet<(i64, i64)>> =
+            terms.iter().filter_map(|t| shelf.postings.get(t)).collect();
+        let matches = |price: i64, id: i64| {
+            let item = shelf.cheapest.get(&(price, id));
+            (price, id, item.is_some_and(|item| keep(price, item)))
+        };
+        match q.sort {
+            ListingSort::Cheapest => {
+                // The postings merged in price order, read only as far as the page needs.
+                let from = cheapest_from(q);
+                let mut walks: Vec<_> = postings
+                    .iter()
+                    .map(|p| p.range((from, std::ops::Bound::Unbounded)).copied())
+                    .collect();
+                let mut next = std::collections::BinaryHeap::new();
+                for (i, walk) in walks.iter_mut().enumerate() {
+                    if let Some(first) = walk.next() {
+                        next.push(std::cmp::Reverse((first, i)));
                     }
-                    let mut last = None;
-                    while let Some(std::cmp::Reverse(((price, id), i))) = next.pop() {
+                }
+                let mut last = None;
+                let merged = std::iter::from_fn(move || {
+                    loop {
+                        let std::cmp::Reverse((listing, i)) = next.pop()?;
                         if let Some(following) = walks[i].next() {
                             next.push(std::cmp::Reverse((following, i)));
                         }
-                        if last == Some((price, id)) {
-                            continue;
-                        }
-                        last = Some((price, id));
-                        if out.len() == q.take || q.max_price.is_some_and(|m| price > m) {
-                            break;
-                        }
-                        if matches(price, id) {
-                            out.push(id);
+                        if last != Some(listing) {
+                            last = Some(listing);
+                            return Some(listing);
                         }
                     }
-                }
-                ListingSort::Newest | ListingSort::Relevance => {
-                    let below = q.after.map_or(i64::MAX, |(_, id)| id);
-                    let mut found: Vec<(i64, i64)> = postings
-                        .iter()
-                        .flat_map(|p| p.iter().copied())
-                        .filter(|&(_, id)| id < below)
-                        .collect();
-                    found.sort_unstable_by_key(|&(_, id)| std::cmp::Reverse(id));
-                    found.dedup();
-                    for (price, id) in found {
-                        if out.len() == q.take {
-                            break;
-                        }
-                        if matches(price, id) {
-                            out.push(id);
-                        }
-                    }
-                }
-            }
-            return out;
-        }
-        match q.sort {
-            ListingSort::Cheapest => {
-                let from = match q.after {
-                    Some((p, id)) => std::ops::Bound::Excluded((p, id)),
-                    None => std::ops::Bound::Included((q.min_price.unwrap_or(i64::MIN), i64::MIN)),
-                };
-                for (&(price, id), item) in shelf.cheapest.range((from, std::ops::Bound::Unbounded))
-                {
-                    if out.len() == q.take || q.max_price.is_some_and(|m| price > m) {
-                        break;
-                    }
-                    if keep(price, item) {
-                        out.push(id);
-                    }
-                }
+                });
+                page_of(merged.map(|(price, id)| matches(price, id)), q)
             }
             ListingSort::Newest | ListingSort::Relevance => {
-                let below = q.after.map_or(i64::MAX, |(_, id)| id);
-                for (&id, &price) in shelf.newest.range(..below).rev() {
-                    if out.len() == q.take {
-                        break;
-                    }
-                    if shelf
-                        .cheapest
-                        .get(&(price, id))
-                        .is_some_and(|item| keep(price, item))
-                    {
-                        out.push(id);
-                    }
-                }
+                let all = postings.iter().flat_map(|p| p.iter().copied());
+                page_of(
+                    newest_below(all, q)
+                        .into_iter()
+                        .map(|(price, id)| matches(price, id)),
+                    q,
+                )
             }
         }
-        out
     }
 
     /// The most relevant first (`search::relevance`, then newest): every listing the search
