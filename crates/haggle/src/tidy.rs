@@ -433,7 +433,6 @@ const LONG_FUNCTIONS: &[(&str, &str, &str)] = &[
         "apply",
         "a table: one arm per change kind",
     ),
-    ("crates/haggle-store/src/shelves.rs", "search", TO_SPLIT),
     (
         "crates/haggle-store/src/memory.rs",
         "apply",
