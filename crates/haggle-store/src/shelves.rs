@@ -414,14 +414,11 @@ impl MarketShelves {
         let Some(shelf) = self.shelves.get_mut(&key) else {
             return Vec::new();
         };
+        if !q.words.is_empty() && !self.walk_only && shelf.keep_search(q.words) {
+            return shelf.kept_page(q);
+        }
         // Each word's searcher is built once per search, not once per listing it is tried on.
-        // A word (or a starred prefix) is found only where its stem is: the stems pick the
-        // candidates, `has_word` decides.
-        let stems: Vec<&str> = q.words.iter().map(|w| w.trim_end_matches('*')).collect();
-        let finders: Vec<memchr::memmem::Finder<'_>> = stems
-            .iter()
-            .map(|w| memchr::memmem::Finder::new(w.as_bytes()))
-            .collect();
+        let finders = finders_of(q.words);
         let keep = |price: i64, item: &Item| {
             q.min_price.is_none_or(|m| price >= m)
                 && q.max_price.is_none_or(|m| price <= m)
@@ -449,9 +446,7 @@ impl MarketShelves {
                 }
             };
         }
-        if !self.walk_only && shelf.keep_search(q.words) {
-            return shelf.kept_page(q);
-        }
+        let stems: Vec<&str> = q.words.iter().map(|w| w.trim_end_matches('*')).collect();
         let terms = shelf.rarest_terms(&stems, &finders);
         let shelf = &*shelf;
         let postings: Vec<&BTreeSet<(i64, i64)>> =
