@@ -154,8 +154,10 @@ impl utoipa::ToSchema for Event {
     }
 }
 
+/// The canonical form's fields before the payload, which comes last (see
+/// [`Event::canonical_with`]).
 #[derive(Serialize)]
-struct Canonical<'a> {
+struct CanonicalHead<'a> {
     market_id: MarketId,
     seq: i64,
     at: Timestamp,
@@ -164,7 +166,6 @@ struct Canonical<'a> {
     #[serde(skip_serializing_if = "ActedBy::is_agent")]
     by: ActedBy,
     visibility: &'a Visibility,
-    payload: &'a serde_json::Value,
 }
 
 impl Event {
@@ -176,6 +177,18 @@ impl Event {
         prev_hash: &str,
         d: EventDraft,
     ) -> Event {
+        Event::seal_stored(market_id, seq, at, prev_hash, d).0
+    }
+
+    /// [`Event::seal`], with the payload's stored text (the text its hash covers), so a store
+    /// writing the event does not serialise the payload again.
+    pub fn seal_stored(
+        market_id: MarketId,
+        seq: i64,
+        at: Timestamp,
+        prev_hash: &str,
+        d: EventDraft,
+    ) -> (Event, String) {
         let mut e = Event {
             market_id,
             seq,
@@ -187,8 +200,9 @@ impl Event {
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
-        e.hash = e.compute_hash();
-        e
+        let payload = e.body.payload_json().to_string();
+        e.hash = e.hash_with(&payload);
+        (e, payload)
     }
 
     /// The event's kind as the wire names it (`offer_made`, ...).
@@ -198,7 +212,13 @@ impl Event {
 
     /// The canonical form: fixed field order, and object keys sorted (serde_json's default map).
     pub fn canonical(&self) -> String {
-        serde_json::to_string(&Canonical {
+        self.canonical_with(&self.body.payload_json().to_string())
+    }
+
+    /// The canonical form around the payload's text: one compact JSON object whose last field
+    /// is `payload` (the head's closing brace gives way to it).
+    fn canonical_with(&self, payload: &str) -> String {
+        let mut text = serde_json::to_string(&CanonicalHead {
             market_id: self.market_id,
             seq: self.seq,
             at: self.at,
@@ -206,15 +226,25 @@ impl Event {
             actor: self.actor,
             by: self.by,
             visibility: &self.visibility,
-            payload: &self.body.payload_json(),
         })
-        .expect("events serialise")
+        .expect("events serialise");
+        let closing = text.pop();
+        assert_eq!(closing, Some('}'), "the head is a JSON object");
+        text.reserve(payload.len() + 12);
+        text.push_str(",\"payload\":");
+        text.push_str(payload);
+        text.push('}');
+        text
     }
 
     pub fn compute_hash(&self) -> String {
+        self.hash_with(&self.body.payload_json().to_string())
+    }
+
+    fn hash_with(&self, payload: &str) -> String {
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
-        h.update(self.canonical().as_bytes());
+        h.update(self.canonical_with(payload).as_bytes());
         hex::encode(h.finalize())
     }
 }

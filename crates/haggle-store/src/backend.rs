@@ -1051,13 +1051,15 @@ async fn apply(c: &mut Conn, head: &Head, plan: Plan, note_words: bool) -> Store
     let mut prev = head.last_hash.clone();
     let mut seq = head.last_seq;
     let mut sealed = Vec::with_capacity(plan.events.len());
+    let mut payloads = Vec::with_capacity(plan.events.len());
     for d in plan.events {
         seq += 1;
-        let e = Event::seal(m, seq, plan.now, &prev, d);
+        let (e, payload) = Event::seal_stored(m, seq, plan.now, &prev, d);
         prev = e.hash.clone();
         sealed.push(e);
+        payloads.push(payload);
     }
-    insert_events(c, &sealed).await?;
+    insert_stored_events(c, &sealed, payloads).await?;
     sqlx::query("UPDATE markets SET next_id = $2, last_seq = $3, last_hash = $4, sim_now = $5 WHERE id = $1")
         .bind(m).bind(plan.next_id).bind(seq).bind(&prev)
         .bind(if head.market.clock_mode == ClockMode::Simulated { plan.now } else { head.market.sim_now })
@@ -1131,8 +1133,15 @@ const INSERT_ROWS: usize = 16;
 /// A plan's events in one round trip per `INSERT_ROWS` (on PostgreSQL each statement is a round
 /// trip to another process, made while the market's row is locked).
 async fn insert_events(c: &mut Conn, events: &[Event]) -> StoreResult<()> {
+    let payloads = events.iter().map(|e| to_json(&e.body.payload_json())).collect();
+    insert_stored_events(c, events, payloads).await
+}
+
+/// [`insert_events`] with each payload's stored text (`Event::seal_stored`'s).
+async fn insert_stored_events(c: &mut Conn, events: &[Event], payloads: Vec<String>) -> StoreResult<()> {
+    assert_eq!(events.len(), payloads.len(), "one stored payload per event");
     let mut rows = Vec::with_capacity(events.len());
-    for e in events {
+    for (e, payload) in events.iter().zip(payloads) {
         let (scope, a, b) = match &e.visibility {
             Visibility::Public => ("public", None, None),
             Visibility::Operators => ("operators", None, None),
@@ -1143,7 +1152,7 @@ async fn insert_events(c: &mut Conn, events: &[Event]) -> StoreResult<()> {
                 ("parties", ps.first().copied(), ps.get(1).copied())
             }
         };
-        rows.push((e, scope, a, b, to_json(&e.body.payload_json())));
+        rows.push((e, scope, a, b, payload));
     }
     for chunk in rows.chunks(INSERT_ROWS) {
         let mut q = sqlx::QueryBuilder::<Db>::new("INSERT INTO events (market_id, seq, at, kind, actor, acted_by, scope, party_a, party_b, payload, prev_hash, hash) ");
@@ -1572,6 +1581,10 @@ impl Backend {
     }
 
     fn shelves(&self) -> Option<std::sync::MutexGuard<'_, Shelves>> {
+        // After a lost batch the shelves hold rolled-back listings: the table answers (and fails).
+        if dialect::batch_lost(&self.pool) {
+            return None;
+        }
         self.shelves.as_ref().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -1591,6 +1604,10 @@ impl Backend {
     }
 
     fn memory(&self) -> Option<std::sync::MutexGuard<'_, Memory>> {
+        // After a lost batch the memory holds rolled-back commands: the tables answer (and fail).
+        if dialect::batch_lost(&self.pool) {
+            return None;
+        }
         self.memory.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

@@ -140,6 +140,12 @@ pub mod sqlite {
         pool.flush().await
     }
 
+    /// Whether a batched pool rolled back its open batch (`lite::Error::BatchLost`): what the
+    /// store keeps in memory then holds rolled-back commands, so it must not answer.
+    pub fn batch_lost(pool: &Pool<Sqlite>) -> bool {
+        pool.batch_lost()
+    }
+
     /// A search's words (`row::search_words`, at least one) as SQL: the listing is among the
     /// market's FTS5 matches (migration 11: rowid = market * 2^32 + listing id). A batched
     /// store (`noted`: its new listings are indexed at its flush) matches the text instead,
@@ -260,6 +266,11 @@ pub mod postgres {
 
     pub async fn flush(_pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
         Ok(())
+    }
+
+    /// PostgreSQL commits every command: no batch is ever lost.
+    pub fn batch_lost(_pool: &sqlx::PgPool) -> bool {
+        false
     }
 
     /// A listing search word (one of `row::search_words`) matched against the text (for a word

@@ -151,6 +151,7 @@ macro_rules! batched {
 
 batched! {
     a_batched_store_holds_its_file_exclusively => batched_sqlite_a_batched_store_holds_its_file_exclusively;
+    a_batched_store_that_fails_after_writing_loses_its_batch_and_refuses_work => batched_sqlite_a_batched_store_that_fails_after_writing_loses_its_batch_and_refuses_work;
     listing_search_filters_orders_and_pages => batched_sqlite_listing_search_filters_orders_and_pages;
     search_by_category_and_side_finds_what_reading_every_listing_finds => batched_sqlite_search_by_category_and_side_finds_what_reading_every_listing_finds;
     search_matches_whole_words_and_starred_prefixes => batched_sqlite_search_matches_whole_words_and_starred_prefixes;
@@ -1429,6 +1430,113 @@ async fn search_by_category_and_side_finds_what_reading_every_listing_finds(db: 
             && l.category == "bikes"
             && l.side == Side::Sell)
     );
+}
+
+/// A batched store does not journal each command (ARCHITECTURE.md, Performance): a command that
+/// fails after it has written (here a trigger put in the file refuses a listing's event, after the
+/// listing row is written) rolls back the whole open batch, and from then on the store answers
+/// nothing — not even from memory, which holds the lost commands — until it is opened again,
+/// with what its last commit held.
+async fn a_batched_store_that_fails_after_writing_loses_its_batch_and_refuses_work(db: Db) {
+    assert!(db.batch > 1, "a batched store");
+    let store = db.open().await;
+    let m = market(&store, MarketRules::default()).await;
+    let ann = m.join("ann", 1_000).await;
+    drop(m);
+    drop(store);
+    db.exec("CREATE TRIGGER injected BEFORE INSERT ON events WHEN NEW.payload LIKE '%Poisoned%' BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+        .await
+        .unwrap();
+    let store = db.open().await;
+    let m = Mkt {
+        store: store.clone(),
+        id: 1,
+    };
+    m.sell(ann, 100).await;
+    store.flush().await.unwrap();
+    let bob = m.join("bob", 500).await;
+    assert!(
+        store.participant(m.id, bob).await.unwrap().is_some(),
+        "bob, in the open batch"
+    );
+    let poisoned = new_listing(Side::Sell, "Poisoned bike", "bikes", 50);
+    let failed = store
+        .run(
+            m.id,
+            T0,
+            Command::CreateListing {
+                actor: ann,
+                listing: poisoned,
+            },
+            None,
+        )
+        .await;
+    assert!(
+        failed.is_err(),
+        "the trigger refused the listing's event: {failed:?}"
+    );
+    assert!(
+        store.participant(m.id, bob).await.is_err(),
+        "memory must not answer"
+    );
+    assert!(store.participant(m.id, ann).await.is_err());
+    let page = store
+        .search_listings(
+            m.id,
+            &ListingQuery {
+                category: Some("bikes".into()),
+                side: Some(Side::Sell),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(page.is_err(), "the shelves must not answer");
+    assert!(
+        store
+            .run(
+                m.id,
+                T0,
+                Command::RegisterParticipant {
+                    name: "cy".into(),
+                    mandate: Mandate::default(),
+                    budget: 1
+                },
+                None
+            )
+            .await
+            .is_err()
+    );
+    assert!(store.flush().await.is_err());
+    drop(m);
+    drop(store);
+    let store = db.open().await;
+    let m = Mkt {
+        store: store.clone(),
+        id: 1,
+    };
+    assert!(store.participant(m.id, ann).await.unwrap().is_some());
+    assert_eq!(
+        store.participant(m.id, bob).await.unwrap(),
+        None,
+        "bob was in the lost batch"
+    );
+    let titles: Vec<String> = store
+        .search_listings(
+            m.id,
+            &ListingQuery {
+                category: Some("bikes".into()),
+                side: Some(Side::Sell),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|l| l.title)
+        .collect();
+    assert_eq!(titles, vec!["Road bike".to_string()]);
+    m.verified().await;
 }
 
 /// A simulation's store keeps the file's rows in memory as their only writer: while it is open,
