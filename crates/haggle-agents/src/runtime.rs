@@ -67,8 +67,8 @@ pub struct Agent<C: MarketClient> {
     /// Listings this agent opened a thread on (never reopen).
     contacted: BTreeSet<i64>,
     /// Listings of this agent's threads as first read (others' content is frozen once a thread
-    /// exists), and this turn's candidates and leads (a brain opens threads on those); the turn
-    /// forgets the candidates it did not contact ([`Agent::forget_candidates`]).
+    /// exists): a candidate or lead as this turn's search showed it, once contacted
+    /// ([`Agent::keep_contacted`]), or read when a thread's listing was not here.
     listing_cache: BTreeMap<i64, Listing>,
     /// Open threads' views as last read; a thread is read again only when an event names it, and
     /// forgotten once it is no longer open (a thread never reopens).
@@ -315,8 +315,6 @@ impl<C: MarketClient> Agent<C> {
         if !self.synced {
             self.sync().await?;
         }
-        // A turn that failed half-way may have left its candidates.
-        self.forget_candidates();
         let me = self.me();
         self.news = false;
         let new_events = self.new_events().await?;
@@ -522,15 +520,19 @@ impl<C: MarketClient> Agent<C> {
         Ok(thread_list)
     }
 
-    /// Forgets the candidates and leads this agent saw but did not contact: a search result is
-    /// read again when it comes up again, and only a contacted listing (or the agent's own) can
-    /// be a thread's listing. Every result of every search, kept, and every closed thread's
-    /// view were ~150 KB per participant of a 2,000-participant simulation.
-    fn forget_candidates(&mut self) {
-        let me = self.me();
-        let contacted = &self.contacted;
-        self.listing_cache
-            .retain(|id, l| l.owner == me || contacted.contains(id));
+    /// Keeps the candidates and leads this turn contacted, as its searches showed them; the
+    /// others go with the view: a search result is read again when it comes up again, and only a
+    /// contacted listing (or the agent's own) can be a thread's listing. Every result of every
+    /// search, kept, and every closed thread's view were ~150 KB per participant of a
+    /// 2,000-participant simulation; copying each result into the cache as it arrived (and
+    /// dropping most at the turn's end) was ~2% of a 10,000-participant run.
+    fn keep_contacted(&mut self, view: &View) {
+        for c in view.candidates.iter().chain(&view.buyer_leads) {
+            let l = &c.listing.listing;
+            if self.contacted.contains(&l.id) {
+                self.listing_cache.insert(l.id, l.clone());
+            }
+        }
     }
 
     /// A thread's listing: the agent's own, or one read before, or read now.
@@ -610,7 +612,6 @@ impl<C: MarketClient> Agent<C> {
                     .is_none_or(|t| *t == w.item_type);
                 if l.owner != me && same_type && !self.contacted.contains(&l.id) {
                     let owner_reputation = self.reputation(l.owner, reputations).await?;
-                    self.listing_cache.insert(l.id, l.clone());
                     candidates.push(Candidate {
                         want_id: w.want_id.clone(),
                         listing: haggle_api::ListingView {
@@ -655,7 +656,6 @@ impl<C: MarketClient> Agent<C> {
                     wanted_type.is_none_or(|t| *t == i.item_type) && i.category == l.category
                 }) {
                     let owner_reputation = self.reputation(l.owner, reputations).await?;
-                    self.listing_cache.insert(l.id, l.clone());
                     buyer_leads.push(Candidate {
                         want_id: item.item_id.clone(),
                         listing: haggle_api::ListingView {
@@ -798,7 +798,7 @@ impl<C: MarketClient> Agent<C> {
             }
         }
         drop(hold);
-        self.forget_candidates();
+        self.keep_contacted(&view);
         self.turns += 1;
         actions
     }
