@@ -525,7 +525,7 @@ impl<C: MarketClient> Agent<C> {
     /// contacted listing (or the agent's own) can be a thread's listing. Every result of every
     /// search, kept, and every closed thread's view were ~150 KB per participant of a
     /// 2,000-participant simulation; copying each result into the cache as it arrived (and
-    /// dropping most at the turn's end) was ~2% of a 10,000-participant run.
+    /// dropping most at the turn's end) was one more `Listing` clone per search result.
     fn keep_contacted(&mut self, view: &View) {
         for c in view.candidates.iter().chain(&view.buyer_leads) {
             let l = &c.listing.listing;
