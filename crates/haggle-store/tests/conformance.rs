@@ -1442,6 +1442,11 @@ async fn a_batched_store_that_fails_after_writing_loses_its_batch_and_refuses_wo
     let store = db.open().await;
     let m = market(&store, MarketRules::default()).await;
     let ann = m.join("ann", 1_000).await;
+    let bikes_for_sale = ListingQuery {
+        category: Some("bikes".into()),
+        side: Some(Side::Sell),
+        ..Default::default()
+    };
     drop(m);
     drop(store);
     db.exec("CREATE TRIGGER injected BEFORE INSERT ON events WHEN NEW.payload LIKE '%Poisoned%' BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
@@ -1480,16 +1485,7 @@ async fn a_batched_store_that_fails_after_writing_loses_its_batch_and_refuses_wo
         "memory must not answer"
     );
     assert!(store.participant(m.id, ann).await.is_err());
-    let page = store
-        .search_listings(
-            m.id,
-            &ListingQuery {
-                category: Some("bikes".into()),
-                side: Some(Side::Sell),
-                ..Default::default()
-            },
-        )
-        .await;
+    let page = store.search_listings(m.id, &bikes_for_sale).await;
     assert!(page.is_err(), "the shelves must not answer");
     assert!(
         store
@@ -1521,14 +1517,7 @@ async fn a_batched_store_that_fails_after_writing_loses_its_batch_and_refuses_wo
         "bob was in the lost batch"
     );
     let titles: Vec<String> = store
-        .search_listings(
-            m.id,
-            &ListingQuery {
-                category: Some("bikes".into()),
-                side: Some(Side::Sell),
-                ..Default::default()
-            },
-        )
+        .search_listings(m.id, &bikes_for_sale)
         .await
         .unwrap()
         .items
