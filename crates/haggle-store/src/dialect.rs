@@ -31,6 +31,7 @@ pub mod sqlite {
         (13, include_str!("migrations/0013_shipping.sql")),
         (14, include_str!("migrations/0014_by_hand.sql")),
         (15, include_str!("migrations/0015_channels.sql")),
+        (16, include_str!("migrations/0016_buyer_funds_index.sql")),
     ];
 
     /// The migration after which Rust fills listings' `search_doc` (PostgreSQL only: SQLite's
@@ -229,6 +230,7 @@ pub mod postgres {
         (13, include_str!("migrations/0013_shipping.sql")),
         (14, include_str!("migrations/0014_by_hand.sql")),
         (15, include_str!("migrations/0015_channels.sql")),
+        (16, include_str!("migrations/0016_buyer_funds_index.sql")),
     ];
 
     /// The migration after which Rust fills listings' `search_doc` (`search::tsvector`): the

@@ -169,6 +169,35 @@ pub mod sqlite {
     include!("survey_backend.rs");
     include!("payments_backend.rs");
     include!("proposals_backend.rs");
+
+    #[cfg(test)]
+    mod plans {
+        use super::*;
+
+        /// The query plan of `sql` (bound with market 1, participant 2, now 0), one line per step.
+        async fn plan_of(b: &Backend, sql: &str) -> String {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind(1i64)
+                .bind(2i64)
+                .bind(0i64)
+                .bind(Account::Available(2).key())
+                .fetch_all(&b.pool)
+                .await
+                .unwrap();
+            rows.iter().map(|r| r.try_get::<String, _>("detail").unwrap()).collect::<Vec<_>>().join("\n")
+        }
+
+        #[tokio::test]
+        async fn a_buyers_funds_read_its_deals_from_an_index_alone() {
+            let b = Backend::open("sqlite::memory:", 1).await.unwrap();
+            let plan = plan_of(&b, &format!("SELECT {}", &*FUNDS_COLS)).await;
+            let deals: Vec<&str> = plan.lines().filter(|l| l.contains("deals")).collect();
+            assert_eq!(deals.len(), 2, "{plan}");
+            for step in deals {
+                assert!(step.contains("COVERING INDEX deals_buyer_funds (market_id=? AND buyer=? AND status=?)"), "{plan}");
+            }
+        }
+    }
 }
 
 pub mod postgres {
