@@ -174,28 +174,33 @@ pub mod sqlite {
     mod plans {
         use super::*;
 
-        /// The query plan of `sql` (bound with market 1, participant 2, now 0), one line per step.
-        async fn plan_of(b: &Backend, sql: &str) -> String {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .bind(1i64)
-                .bind(2i64)
-                .bind(0i64)
-                .bind(Account::Available(2).key())
-                .fetch_all(&b.pool)
-                .await
-                .unwrap();
+        /// The query plan of `sql` (its `params` parameters bound to 1, 2, …), one line per step.
+        async fn plan_of(b: &Backend, sql: &str, params: i64) -> String {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+            for v in 1..=params {
+                q = q.bind(v);
+            }
+            let rows = q.fetch_all(&b.pool).await.unwrap();
             rows.iter().map(|r| r.try_get::<String, _>("detail").unwrap()).collect::<Vec<_>>().join("\n")
         }
 
         #[tokio::test]
         async fn a_buyers_funds_read_its_deals_from_an_index_alone() {
             let b = Backend::open("sqlite::memory:", 1).await.unwrap();
-            let plan = plan_of(&b, &format!("SELECT {}", &*FUNDS_COLS)).await;
+            let plan = plan_of(&b, &format!("SELECT {}", &*FUNDS_COLS), 4).await;
             let deals: Vec<&str> = plan.lines().filter(|l| l.contains("deals")).collect();
             assert_eq!(deals.len(), 2, "{plan}");
             for step in deals {
                 assert!(step.contains("COVERING INDEX deals_buyer_funds (market_id=? AND buyer=? AND status=?)"), "{plan}");
             }
+        }
+
+        #[tokio::test]
+        async fn a_partys_posts_in_a_thread_are_counted_from_the_threads_rows_alone() {
+            let b = Backend::open("sqlite::memory:", 1).await.unwrap();
+            let plan = plan_of(&b, PARTY_POSTS, 3).await;
+            assert!(plan.contains("messages USING INDEX messages_by_thread (market_id=? AND thread_id=?)"), "{plan}");
+            assert!(plan.contains("offers USING INDEX offers_by_thread (market_id=? AND thread_id=?)"), "{plan}");
         }
     }
 }

@@ -32,6 +32,10 @@ pub struct ApiArgs {
     /// An operator token of the `--server`s (it creates the bench market and participants).
     #[arg(long, env = "HAGGLE_TOKEN")]
     token: Option<String>,
+    /// Also time every SQLite statement of a server started here and print the 25 costliest
+    /// to stderr (a clock read per statement).
+    #[arg(long)]
+    sql_profile: bool,
 }
 
 /// The server(s) under load: one started here (stopped at the end), or running ones.
@@ -252,6 +256,9 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
     if args.markets == 0 || args.markets > args.clients.min(MAX_BENCH_MARKETS) {
         bail!("--markets must be between 1 and the client pairs (at most {MAX_BENCH_MARKETS})");
     }
+    if args.sql_profile {
+        haggle_store::sqlite_profile::enable();
+    }
     let Target {
         bases,
         operator,
@@ -307,6 +314,9 @@ pub async fn api(args: ApiArgs, cfg: &config::File) -> anyhow::Result<()> {
             per_commit,
         },
     );
+    if args.sql_profile {
+        print_sql_profile();
+    }
     if breaches != 0 {
         bail!("the ledger did not verify after the benchmark");
     }
