@@ -1288,6 +1288,9 @@ impl Backend {
         // A batched store would otherwise hold the file's write lock from here to its first
         // full batch.
         b.flush().await?;
+        if b.lanes.is_some() {
+            dialect::checkpoint_in_background(&b.pool, &b.writer)?;
+        }
         Ok(b)
     }
 

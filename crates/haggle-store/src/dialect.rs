@@ -78,6 +78,10 @@ pub mod sqlite {
         if memory {
             pragmas.retain(|(k, _)| *k != "mmap_size");
         }
+        if batch <= 1 && !memory {
+            // Checkpointed by a thread of its own (`Backend::open`), not in a committing writer.
+            pragmas.push(("wal_autocheckpoint", "0"));
+        }
         if batch > 1 {
             // A batch rewrites many of the same pages: checkpointing every ~200 MB of WAL
             // instead of every 4 MB writes each page to the database file once per round or so
@@ -145,6 +149,15 @@ pub mod sqlite {
     /// store keeps in memory then holds rolled-back commands, so it must not answer.
     pub fn batch_lost(pool: &Pool<Sqlite>) -> bool {
         pool.batch_lost()
+    }
+
+    /// A server's file is checkpointed on a thread of its own, outside the write lock
+    /// ([`Pool::checkpoint_in_background`]; its connections have `wal_autocheckpoint = 0`).
+    pub fn checkpoint_in_background(
+        pool: &Pool<Sqlite>,
+        writer: &std::sync::Arc<tokio::sync::Mutex<()>>,
+    ) -> Result<(), Error> {
+        pool.checkpoint_in_background(std::sync::Arc::clone(writer))
     }
 
     /// A search's words (`row::search_words`, at least one) as SQL: the listing is among the
@@ -273,6 +286,14 @@ pub mod postgres {
     /// PostgreSQL commits every command: no batch is ever lost.
     pub fn batch_lost(_pool: &sqlx::PgPool) -> bool {
         false
+    }
+
+    /// PostgreSQL checkpoints on its own.
+    pub fn checkpoint_in_background(
+        _pool: &sqlx::PgPool,
+        _writer: &std::sync::Arc<tokio::sync::Mutex<()>>,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
     }
 
     /// A listing search word (one of `row::search_words`) matched against the text (for a word

@@ -181,7 +181,10 @@ pub mod sqlite {
                 q = q.bind(v);
             }
             let rows = q.fetch_all(&b.pool).await.unwrap();
-            rows.iter().map(|r| r.try_get::<String, _>("detail").unwrap()).collect::<Vec<_>>().join("\n")
+            rows.iter()
+                .map(|r| r.try_get::<String, _>("detail").unwrap())
+                .collect::<Vec<_>>()
+                .join("\n")
         }
 
         #[tokio::test]
@@ -191,7 +194,12 @@ pub mod sqlite {
             let deals: Vec<&str> = plan.lines().filter(|l| l.contains("deals")).collect();
             assert_eq!(deals.len(), 2, "{plan}");
             for step in deals {
-                assert!(step.contains("COVERING INDEX deals_buyer_funds (market_id=? AND buyer=? AND status=?)"), "{plan}");
+                assert!(
+                    step.contains(
+                        "COVERING INDEX deals_buyer_funds (market_id=? AND buyer=? AND status=?)"
+                    ),
+                    "{plan}"
+                );
             }
         }
 
@@ -199,8 +207,16 @@ pub mod sqlite {
         async fn a_partys_posts_in_a_thread_are_counted_from_the_threads_rows_alone() {
             let b = Backend::open("sqlite::memory:", 1).await.unwrap();
             let plan = plan_of(&b, PARTY_POSTS, 3).await;
-            assert!(plan.contains("messages USING INDEX messages_by_thread (market_id=? AND thread_id=?)"), "{plan}");
-            assert!(plan.contains("offers USING INDEX offers_by_thread (market_id=? AND thread_id=?)"), "{plan}");
+            assert!(
+                plan.contains(
+                    "messages USING INDEX messages_by_thread (market_id=? AND thread_id=?)"
+                ),
+                "{plan}"
+            );
+            assert!(
+                plan.contains("offers USING INDEX offers_by_thread (market_id=? AND thread_id=?)"),
+                "{plan}"
+            );
         }
     }
 }
