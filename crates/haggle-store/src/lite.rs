@@ -789,6 +789,7 @@ fn checkpoint_loop(
     conn: &rusqlite::Connection,
     pool: &std::sync::Weak<Shared>,
     writer: &tokio::sync::Mutex<()>,
+    frames_max: i64,
 ) {
     let mut checked = 0;
     loop {
@@ -802,7 +803,7 @@ fn checkpoint_loop(
         checked = commits;
         let passive = wal_checkpoint(conn, "PASSIVE");
         let restarted = match passive {
-            Ok(frames) if frames > WAL_FRAMES_MAX => {
+            Ok(frames) if frames > frames_max => {
                 let _writer = writer.blocking_lock();
                 wal_checkpoint(conn, "RESTART").map(|_| ())
             }
@@ -904,6 +905,11 @@ impl<D> Pool<D> {
     /// [`WAL_FRAMES_MAX`] frames it checkpoints holding `writer` (RESTART), as SQLite's own
     /// would. The thread ends within [`CHECKPOINT_EVERY`] of the pool's last clone.
     pub fn checkpoint_in_background(&self, writer: Arc<tokio::sync::Mutex<()>>) -> Result<()> {
+        self.checkpoint_past(writer, WAL_FRAMES_MAX)
+    }
+
+    /// [`Pool::checkpoint_in_background`] with the log's bound in frames (a test's is small).
+    fn checkpoint_past(&self, writer: Arc<tokio::sync::Mutex<()>>, frames_max: i64) -> Result<()> {
         if self.shared.options.path.is_none() || self.shared.batch > 1 {
             return Ok(());
         }
@@ -911,7 +917,7 @@ impl<D> Pool<D> {
         let pool = Arc::downgrade(&self.shared);
         std::thread::Builder::new()
             .name("haggle-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(&conn.raw, &pool, &writer))
+            .spawn(move || checkpoint_loop(&conn.raw, &pool, &writer, frames_max))
             .map_err(Error::Thread)?;
         Ok(())
     }
@@ -1200,13 +1206,16 @@ mod tests {
         (p, outside, Scratch(dir))
     }
 
-    #[tokio::test]
-    async fn a_server_pools_log_is_checkpointed_by_a_thread_of_its_own() {
-        let dir =
-            std::env::temp_dir().join(format!("haggle-lite-{}-checkpoint", std::process::id()));
+    /// A server-like pool on a file of its own (no automatic checkpoint), with the checkpoint
+    /// thread started: the log bounded at `frames_max` frames, under `writer`.
+    async fn checkpointed(
+        name: &str,
+        writer: &Arc<tokio::sync::Mutex<()>>,
+        frames_max: i64,
+    ) -> (Pool<Sqlite>, std::path::PathBuf, Scratch) {
+        let dir = std::env::temp_dir().join(format!("haggle-lite-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let _scratch = Scratch(dir.clone());
         let path = dir.join("t.db");
         let options = Options {
             path: Some(path.clone()),
@@ -1217,29 +1226,71 @@ mod tests {
             busy_timeout: std::time::Duration::from_secs(1),
         };
         let p: Pool<Sqlite> = Pool::connect(options, 2).unwrap();
-        p.checkpoint_in_background(Arc::new(tokio::sync::Mutex::new(())))
-            .unwrap();
+        p.checkpoint_past(Arc::clone(writer), frames_max).unwrap();
         raw_sql("CREATE TABLE t (x BLOB)")
             .execute(&p)
             .await
             .unwrap();
-        let file = || std::fs::metadata(&path).unwrap().len();
-        let before = file();
+        (p, path, Scratch(dir))
+    }
+
+    /// Commits about 100 pages (400 kB) of new rows.
+    async fn commit_pages(p: &Pool<Sqlite>) {
         let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
         raw_sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT zeroblob(4000) FROM n")
             .execute(&mut *tx)
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        // Only a checkpoint moves the committed pages from the log into the file.
+    }
+
+    /// The database file's size once it is at least `at_least` bytes, or after 50 checkpoint
+    /// periods. Only a checkpoint moves committed pages from the log into the file.
+    async fn file_size_reaching(path: &std::path::Path, at_least: u64) -> u64 {
+        let size = || std::fs::metadata(path).unwrap().len();
         let deadline = std::time::Instant::now() + 50 * CHECKPOINT_EVERY;
-        while file() < before + 400_000 && std::time::Instant::now() < deadline {
+        while size() < at_least && std::time::Instant::now() < deadline {
             tokio::time::sleep(CHECKPOINT_EVERY / 4).await;
         }
+        size()
+    }
+
+    #[tokio::test]
+    async fn a_server_pools_log_is_checkpointed_by_a_thread_of_its_own() {
+        let writer = Arc::new(tokio::sync::Mutex::new(()));
+        let (p, path, _scratch) = checkpointed("checkpoint", &writer, WAL_FRAMES_MAX).await;
+        let before = std::fs::metadata(&path).unwrap().len();
+        commit_pages(&p).await;
+        let after = file_size_reaching(&path, before + 400_000).await;
         assert!(
-            file() >= before + 400_000,
-            "the file is {} bytes, {before} before the commit",
-            file()
+            after >= before + 400_000,
+            "the file is {after} bytes, {before} before the commit"
+        );
+    }
+
+    #[tokio::test]
+    async fn past_its_bound_the_log_is_checkpointed_only_under_the_writer_lock() {
+        let writer = Arc::new(tokio::sync::Mutex::new(()));
+        let (p, path, _scratch) = checkpointed("checkpoint-bound", &writer, 10).await;
+        let held = writer.lock().await;
+        let before = std::fs::metadata(&path).unwrap().len();
+        commit_pages(&p).await;
+        // The PASSIVE checkpoint needs no lock; it finds 100 frames, over the bound of 10.
+        let first = file_size_reaching(&path, before + 400_000).await;
+        assert!(
+            first >= before + 400_000,
+            "the file is {first} bytes, {before} before"
+        );
+        // Now the thread waits for the writer lock, so later commits stay in the log...
+        commit_pages(&p).await;
+        tokio::time::sleep(5 * CHECKPOINT_EVERY).await;
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), first);
+        // ...until the lock is free and its RESTART checkpoint runs.
+        drop(held);
+        let last = file_size_reaching(&path, first + 400_000).await;
+        assert!(
+            last >= first + 400_000,
+            "the file is {last} bytes, {first} before"
         );
     }
 
