@@ -573,8 +573,6 @@ async fn live_offer_of(b: &Backend, c: &mut Conn, market: i64, thread: i64) -> S
     }
 }
 
-/// Messages and offers `actor` has added to `thread` (the core bounds them per party), from
-/// memory in a simulation's store.
 /// The messages and offers `$3` has posted in thread `$2`. The thread's index is the one to walk
 /// (a thread holds a few rows): with no statistics (a server never runs `ANALYZE`), SQLite would
 /// take `offers_by_proposer` and visit every offer the party ever made, in any thread (`+proposer`
@@ -582,6 +580,8 @@ async fn live_offer_of(b: &Backend, c: &mut Conn, market: i64, thread: i64) -> S
 const PARTY_POSTS: &str = "SELECT (SELECT COUNT(*) FROM messages WHERE market_id = $1 AND thread_id = $2 AND author = $3) \
      + (SELECT COUNT(*) FROM offers WHERE market_id = $1 AND thread_id = $2 AND +proposer = $3)";
 
+/// Messages and offers `actor` has added to `thread` (the core bounds them per party), from
+/// memory in a simulation's store.
 async fn party_posts(b: &Backend, c: &mut Conn, market: i64, thread: i64, actor: i64) -> StoreResult<u32> {
     if let Some(n) = b.remembered(market, |m| m.posts_by(thread, actor)) {
         return Ok(n);
@@ -1288,9 +1288,7 @@ impl Backend {
         // A batched store would otherwise hold the file's write lock from here to its first
         // full batch.
         b.flush().await?;
-        if b.lanes.is_some() {
-            dialect::checkpoint_in_background(&b.pool, &b.writer)?;
-        }
+        dialect::checkpoint_in_background(&b.pool, &b.writer)?;
         Ok(b)
     }
 

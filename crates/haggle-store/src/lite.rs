@@ -785,31 +785,34 @@ pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_mill
 pub const WAL_FRAMES_MAX: i64 = 16_384;
 
 /// The checkpoint thread's work (see [`Pool::checkpoint_in_background`]), until the pool is gone.
+/// `data_version` changes whenever another connection commits (a command's transaction, or a
+/// statement run on its own), so a quiet file is left alone.
 fn checkpoint_loop(
     conn: &rusqlite::Connection,
     pool: &std::sync::Weak<Shared>,
     writer: &tokio::sync::Mutex<()>,
     frames_max: i64,
 ) {
-    let mut checked = 0;
+    let mut seen = None;
     loop {
         std::thread::sleep(CHECKPOINT_EVERY);
-        let Some(shared) = pool.upgrade() else { return };
-        let commits = shared.commits.load(std::sync::atomic::Ordering::Relaxed);
-        drop(shared);
-        if commits == checked {
-            continue;
+        if pool.strong_count() == 0 {
+            return;
         }
-        checked = commits;
-        let passive = wal_checkpoint(conn, "PASSIVE");
-        let restarted = match passive {
-            Ok(frames) if frames > frames_max => {
-                let _writer = writer.blocking_lock();
-                wal_checkpoint(conn, "RESTART").map(|_| ())
-            }
-            other => other.map(|_| ()),
-        };
-        if let Err(e) = restarted {
+        let checked = conn
+            .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+            .and_then(|version| {
+                if seen == Some(version) {
+                    return Ok(());
+                }
+                seen = Some(version);
+                if wal_checkpoint(conn, "PASSIVE")? > frames_max {
+                    let _writer = writer.blocking_lock();
+                    wal_checkpoint(conn, "RESTART")?;
+                }
+                Ok(())
+            });
+        if let Err(e) = checked {
             tracing::warn!(error = %sqlite_message(&e), "a WAL checkpoint failed; the next one retries");
         }
     }
@@ -828,8 +831,6 @@ struct Shared {
     batch: usize,
     /// Set once a batched pool's open batch is rolled back (see [`Error::BatchLost`]).
     lost: std::sync::atomic::AtomicBool,
-    /// Transactions committed so far: the background checkpointer skips a quiet file.
-    commits: std::sync::atomic::AtomicU64,
 }
 
 /// A bounded pool of connections to one database.
@@ -874,7 +875,6 @@ impl<D> Pool<D> {
                 permits: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
                 batch,
                 lost: Default::default(),
-                commits: Default::default(),
             }),
             db: PhantomData,
         })
@@ -900,10 +900,11 @@ impl<D> Pool<D> {
     /// connection that commits, while it holds the write lock (`writer`), and its file writes
     /// and two fsyncs kept every other writer waiting (measured: a server's `COMMIT` took
     /// 1.9 ms on average). Here a PASSIVE checkpoint (which never blocks a writer) runs every
-    /// [`CHECKPOINT_EVERY`] after commits. Writers that never pause could keep it from ever
-    /// reaching the end of the log, so SQLite could never start the log over: past
+    /// [`CHECKPOINT_EVERY`] when something was committed. Writers that never pause could keep
+    /// it from ever reaching the end of the log, so SQLite could never start the log over: past
     /// [`WAL_FRAMES_MAX`] frames it checkpoints holding `writer` (RESTART), as SQLite's own
-    /// would. The thread ends within [`CHECKPOINT_EVERY`] of the pool's last clone.
+    /// would. The thread ends within [`CHECKPOINT_EVERY`] of the pool's last clone. In-memory
+    /// and batched pools checkpoint as SQLite does; nothing is started for them.
     pub fn checkpoint_in_background(&self, writer: Arc<tokio::sync::Mutex<()>>) -> Result<()> {
         self.checkpoint_past(writer, WAL_FRAMES_MAX)
     }
@@ -1023,10 +1024,6 @@ impl Transaction {
         });
         if !self.batched {
             self.conn.raw.execute_batch("COMMIT")?;
-            self.conn
-                .shared
-                .commits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
         if self.conn.raw.is_autocommit() {
@@ -1180,30 +1177,26 @@ mod tests {
         assert_eq!(n, 1);
     }
 
-    /// A file database of its own, and a plain connection that sees only what was committed.
-    /// Removes a test's folder when the test ends, passed or failed.
-    struct Scratch(std::path::PathBuf);
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn batched(batch: usize, name: &str) -> (Pool<Sqlite>, rusqlite::Connection, Scratch) {
-        let dir = std::env::temp_dir().join(format!("haggle-lite-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.db");
+    /// A file database of its own (removed when the test ends, passed or failed), and a plain
+    /// connection that sees only what was committed.
+    fn batched(
+        batch: usize,
+        name: &str,
+    ) -> (
+        Pool<Sqlite>,
+        rusqlite::Connection,
+        haggle_testkit::TempSqlite,
+    ) {
+        let file = haggle_testkit::TempSqlite::new(&format!("lite-{name}"));
         let options = Options {
-            path: Some(path.clone()),
+            path: Some(file.path.clone()),
             pragmas: vec![("journal_mode".into(), "WAL".into())],
             busy_timeout: std::time::Duration::from_secs(1),
         };
         let p = Pool::connect_batched(options, batch).unwrap();
-        let outside = rusqlite::Connection::open(path).unwrap();
+        let outside = rusqlite::Connection::open(&file.path).unwrap();
         outside.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
-        (p, outside, Scratch(dir))
+        (p, outside, file)
     }
 
     /// A server-like pool on a file of its own (no automatic checkpoint), with the checkpoint
@@ -1212,13 +1205,10 @@ mod tests {
         name: &str,
         writer: &Arc<tokio::sync::Mutex<()>>,
         frames_max: i64,
-    ) -> (Pool<Sqlite>, std::path::PathBuf, Scratch) {
-        let dir = std::env::temp_dir().join(format!("haggle-lite-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.db");
+    ) -> (Pool<Sqlite>, haggle_testkit::TempSqlite) {
+        let file = haggle_testkit::TempSqlite::new(&format!("lite-{name}"));
         let options = Options {
-            path: Some(path.clone()),
+            path: Some(file.path.clone()),
             pragmas: vec![
                 ("journal_mode".into(), "WAL".into()),
                 ("wal_autocheckpoint".into(), "0".into()),
@@ -1231,16 +1221,16 @@ mod tests {
             .execute(&p)
             .await
             .unwrap();
-        (p, path, Scratch(dir))
+        (p, file)
     }
 
-    /// Commits about 100 pages (400 kB) of new rows.
+    /// Inserts about 100 pages (400 kB) of new rows.
+    const PAGES: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT zeroblob(4000) FROM n";
+
+    /// Commits [`PAGES`] in a transaction.
     async fn commit_pages(p: &Pool<Sqlite>) {
         let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
-        raw_sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t SELECT zeroblob(4000) FROM n")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        raw_sql(PAGES).execute(&mut *tx).await.unwrap();
         tx.commit().await.unwrap();
     }
 
@@ -1258,7 +1248,8 @@ mod tests {
     #[tokio::test]
     async fn a_server_pools_log_is_checkpointed_by_a_thread_of_its_own() {
         let writer = Arc::new(tokio::sync::Mutex::new(()));
-        let (p, path, _scratch) = checkpointed("checkpoint", &writer, WAL_FRAMES_MAX).await;
+        let (p, file) = checkpointed("checkpoint", &writer, WAL_FRAMES_MAX).await;
+        let path = file.path.clone();
         let before = std::fs::metadata(&path).unwrap().len();
         commit_pages(&p).await;
         let after = file_size_reaching(&path, before + 400_000).await;
@@ -1269,9 +1260,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_statement_committed_on_its_own_is_checkpointed_too() {
+        let writer = Arc::new(tokio::sync::Mutex::new(()));
+        let (p, file) = checkpointed("checkpoint-autocommit", &writer, WAL_FRAMES_MAX).await;
+        let before = std::fs::metadata(&file.path).unwrap().len();
+        raw_sql(PAGES).execute(&p).await.unwrap();
+        let after = file_size_reaching(&file.path, before + 400_000).await;
+        assert!(
+            after >= before + 400_000,
+            "the file is {after} bytes, {before} before the insert"
+        );
+    }
+
+    #[tokio::test]
     async fn past_its_bound_the_log_is_checkpointed_only_under_the_writer_lock() {
         let writer = Arc::new(tokio::sync::Mutex::new(()));
-        let (p, path, _scratch) = checkpointed("checkpoint-bound", &writer, 10).await;
+        let (p, file) = checkpointed("checkpoint-bound", &writer, 10).await;
+        let path = file.path.clone();
         let held = writer.lock().await;
         let before = std::fs::metadata(&path).unwrap().len();
         commit_pages(&p).await;
@@ -1323,7 +1328,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batched_pool_reads_its_transactions_at_once_and_commits_them_per_batch() {
-        let (p, outside, _scratch) = batched(3, "per-batch");
+        let (p, outside, _file) = batched(3, "per-batch");
         insert(&p, 1, true).await;
         insert(&p, 2, true).await;
         assert_eq!(seen(&p).await, vec![1, 2]);
@@ -1334,7 +1339,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_unit_that_changed_no_row_leaves_the_rest_of_its_batch() {
-        let (p, outside, _scratch) = batched(10, "unchanged");
+        let (p, outside, _file) = batched(10, "unchanged");
         insert(&p, 1, true).await;
         // A refusal: it read, and is rolled back (or dropped) without having written.
         let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
@@ -1362,7 +1367,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_unit_rolled_back_after_writing_loses_its_batch_and_the_pool_refuses_work() {
-        let (p, outside, _scratch) = batched(10, "lost");
+        let (p, outside, _file) = batched(10, "lost");
         insert(&p, 1, true).await;
         let mut tx = p.begin_with("BEGIN IMMEDIATE").await.unwrap();
         query("INSERT INTO t VALUES (2)")
@@ -1387,7 +1392,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_unit_dropped_after_writing_loses_its_batch() {
-        let (p, outside, _scratch) = batched(10, "dropped");
+        let (p, outside, _file) = batched(10, "dropped");
         insert(&p, 1, true).await;
         insert(&p, 2, false).await;
         assert!(p.batch_lost());
@@ -1398,7 +1403,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_a_batched_pool_commits_what_is_pending() {
-        let (p, outside, _scratch) = batched(10, "close");
+        let (p, outside, _file) = batched(10, "close");
         insert(&p, 7, true).await;
         assert_eq!(committed(&outside), Vec::<i64>::new());
         drop(p);
