@@ -347,21 +347,55 @@ fn party_rows(table: &str, cols: &str, party_columns: &[&str; 2], market: i64, p
     b
 }
 
-/// Restricts an events query to one party's events after `after`: `AND seq IN (union of one
+/// One bounded range scan of an events page: the events naming a party in one of its columns, or
+/// the market's public events (`events_public`, a partial index of their own).
+#[derive(Clone, Copy)]
+enum EventBranch {
+    PartyA(i64),
+    PartyB(i64),
+    Public,
+}
+
+/// Restricts an events query to its branches' events after `after`: `AND seq IN (union of one
 /// bounded range scan per branch)`. Unlike `party_rows`, the branches overlap (an event may name
 /// the same participant twice, and public events), so the union removes duplicates;
-/// `party_a = p OR party_b = p` would walk every event after `after`, a whole market's log.
-fn push_party_events(b: &mut sqlx::QueryBuilder<Db>, branches: &[&str], market: i64, p: i64, after: i64, limit: i64) {
+/// `party_a = p OR party_b = p` would walk every event after `after`, a whole market's log, and
+/// so would `scope = 'public'` beside the page's own `seq > after` (the planner prefers the
+/// primary key without statistics).
+fn push_event_branches(b: &mut sqlx::QueryBuilder<Db>, branches: &[EventBranch], market: i64, after: i64, limit: i64) {
     b.push(" AND seq IN (");
-    for (i, column) in branches.iter().enumerate() {
+    for (i, branch) in branches.iter().enumerate() {
         if i > 0 {
             b.push(" UNION ");
         }
         b.push("SELECT seq FROM (SELECT seq FROM events WHERE market_id = ").push_bind(market);
-        b.push(format!(" AND {column}")).push_bind(p).push(" AND seq > ").push_bind(after);
+        match *branch {
+            EventBranch::PartyA(p) => b.push(" AND party_a = ").push_bind(p),
+            EventBranch::PartyB(p) => b.push(" AND party_b = ").push_bind(p),
+            EventBranch::Public => b.push(" AND scope = 'public'"),
+        };
+        b.push(" AND seq > ").push_bind(after);
         b.push(format!(" ORDER BY seq LIMIT {limit}) AS branch{i}"));
     }
     b.push(")");
+}
+
+/// A viewer's page of events after `after`, in sequence order (see `Backend::events`).
+fn events_after(market: i64, viewer: Viewer, after: i64, limit: u32) -> sqlx::QueryBuilder<Db> {
+    use EventBranch::*;
+    let limit = limit.clamp(1, STORE_READ_ROWS) as i64;
+    let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE market_id = "));
+    b.push_bind(market);
+    match viewer {
+        Viewer::All => {
+            b.push(" AND seq > ").push_bind(after);
+        }
+        Viewer::Public => push_event_branches(&mut b, &[Public], market, after, limit),
+        Viewer::Participant(p) => push_event_branches(&mut b, &[PartyA(p), PartyB(p), Public], market, after, limit),
+        Viewer::Own(p) => push_event_branches(&mut b, &[PartyA(p), PartyB(p)], market, after, limit),
+    }
+    b.push(format!(" ORDER BY seq LIMIT {limit}"));
+    b
 }
 
 /// The columns of a buyer's funds (`$1` market, `$2` participant, `$3` now, `$4` its available
@@ -2020,31 +2054,7 @@ impl Backend {
         {
             return Ok(events);
         }
-        let limit = limit.clamp(1, STORE_READ_ROWS) as i64;
-        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE market_id = "));
-        b.push_bind(market);
-        // A party's branches bound `seq` themselves; an outer `seq > after` as well lets the
-        // planner walk the log from `after` and probe each event instead.
-        if matches!(viewer, Viewer::All | Viewer::Public) {
-            b.push(" AND seq > ").push_bind(after);
-        }
-        let party = match viewer {
-            Viewer::All => None,
-            Viewer::Public => {
-                b.push(" AND scope = 'public'");
-                None
-            }
-            Viewer::Participant(p) | Viewer::Own(p) => Some(p),
-        };
-        if let Some(p) = party {
-            let mut branches = vec!["party_a = ", "party_b = "];
-            if matches!(viewer, Viewer::Participant(_)) {
-                branches.push("scope = 'public' AND 0 <> ");
-            }
-            push_party_events(&mut b, &branches, market, p, after, limit);
-        }
-        b.push(format!(" ORDER BY seq LIMIT {limit}"));
-        b.build().fetch_all(&self.pool).await?.iter().map(event_row).collect()
+        events_after(market, viewer, after, limit).build().fetch_all(&self.pool).await?.iter().map(event_row).collect()
     }
 
     /// The newest events a viewer may read, newest first: those before `before` (all when `None`),

@@ -32,6 +32,7 @@ pub mod sqlite {
         (14, include_str!("migrations/0014_by_hand.sql")),
         (15, include_str!("migrations/0015_channels.sql")),
         (16, include_str!("migrations/0016_buyer_funds_index.sql")),
+        (17, include_str!("migrations/0017_public_events_index.sql")),
     ];
 
     /// The migration after which Rust fills listings' `search_doc` (PostgreSQL only: SQLite's
@@ -244,6 +245,7 @@ pub mod postgres {
         (14, include_str!("migrations/0014_by_hand.sql")),
         (15, include_str!("migrations/0015_channels.sql")),
         (16, include_str!("migrations/0016_buyer_funds_index.sql")),
+        (17, include_str!("migrations/0017_public_events_index.sql")),
     ];
 
     /// The migration after which Rust fills listings' `search_doc` (`search::tsvector`): the

@@ -180,7 +180,15 @@ pub mod sqlite {
             for v in 1..=params {
                 q = q.bind(v);
             }
-            let rows = q.fetch_all(&b.pool).await.unwrap();
+            steps(q.fetch_all(&b.pool).await.unwrap())
+        }
+
+        /// The query plan of a built query, with the values it binds.
+        async fn plan_of_built(b: &Backend, query: sqlx::QueryBuilder<Db>) -> String {
+            steps(query.explained().build().fetch_all(&b.pool).await.unwrap())
+        }
+
+        fn steps(rows: Vec<sqlx::SqliteRow>) -> String {
             rows.iter()
                 .map(|r| r.try_get::<String, _>("detail").unwrap())
                 .collect::<Vec<_>>()
@@ -201,6 +209,34 @@ pub mod sqlite {
                     "{plan}"
                 );
             }
+        }
+
+        #[tokio::test]
+        async fn a_participants_page_of_events_reads_the_public_ones_from_their_own_index() {
+            let b = Backend::open("sqlite::memory:", 1).await.unwrap();
+            let plan = plan_of_built(&b, events_after(1, Viewer::Participant(2), 3, 100)).await;
+            assert!(
+                plan.contains("COVERING INDEX events_public (market_id=? AND seq>?)"),
+                "{plan}"
+            );
+            assert!(
+                !plan.contains("sqlite_autoindex_events_1 (market_id=? AND seq>?)"),
+                "{plan}"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_observers_page_of_events_walks_only_public_events() {
+            let b = Backend::open("sqlite::memory:", 1).await.unwrap();
+            let plan = plan_of_built(&b, events_after(1, Viewer::Public, 3, 100)).await;
+            assert!(
+                plan.contains("COVERING INDEX events_public (market_id=? AND seq>?)"),
+                "{plan}"
+            );
+            assert!(
+                !plan.contains("sqlite_autoindex_events_1 (market_id=? AND seq>?)"),
+                "{plan}"
+            );
         }
 
         #[tokio::test]

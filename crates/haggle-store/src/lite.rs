@@ -568,6 +568,13 @@ impl<D> QueryBuilder<D> {
         self.push(format_args!("?{n}"))
     }
 
+    /// The same query under `EXPLAIN QUERY PLAN`, its values bound as they are (plan tests).
+    #[cfg(test)]
+    pub fn explained(mut self) -> Self {
+        self.sql.insert_str(0, "EXPLAIN QUERY PLAN ");
+        self
+    }
+
     /// `VALUES (…), (…)`: one parenthesised, comma-separated group per item.
     pub fn push_values<I: IntoIterator>(
         &mut self,
