@@ -399,18 +399,31 @@ fn events_after(market: i64, viewer: Viewer, after: i64, limit: u32) -> sqlx::Qu
 }
 
 /// The columns of a buyer's funds (`$1` market, `$2` participant, `$3` now, `$4` its available
-/// account), for a query of their own or beside the participant's row.
-static FUNDS_COLS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    static HELD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| deal_states(DealStatus::hold_is_open));
-    static SPENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| deal_states(DealStatus::is_spent));
-    let (held, spent) = (&*HELD, &*SPENT);
-    format!(
-        "CAST(COALESCE((SELECT balance FROM accounts WHERE market_id = $1 AND account = $4), 0) AS BIGINT) AS cash, \
-         CAST(COALESCE((SELECT SUM(price) FROM offers WHERE market_id = $1 AND buyer = $2 AND proposer = $2 AND state = 'live' AND expires_at > $3), 0) AS BIGINT) AS committed, \
-         CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {held}), 0) AS BIGINT) AS held, \
-         CAST(COALESCE((SELECT SUM(price) FROM deals WHERE market_id = $1 AND buyer = $2 AND status IN {spent}), 0) AS BIGINT) AS spent"
-    )
-});
+/// account), for a query of their own or beside the participant's row. Held and spent come from
+/// the buyer's row of `buyer_funds`, kept by triggers as its deals change (one row, not a sum
+/// over every deal the buyer ever made; `Store::verify` compares the two).
+const FUNDS_COLS: &str = "CAST(COALESCE((SELECT balance FROM accounts WHERE market_id = $1 AND account = $4), 0) AS BIGINT) AS cash, \
+     CAST(COALESCE((SELECT SUM(price) FROM offers WHERE market_id = $1 AND buyer = $2 AND proposer = $2 AND state = 'live' AND expires_at > $3), 0) AS BIGINT) AS committed, \
+     CAST(COALESCE((SELECT held FROM buyer_funds WHERE market_id = $1 AND buyer = $2), 0) AS BIGINT) AS held, \
+     CAST(COALESCE((SELECT spent FROM buyer_funds WHERE market_id = $1 AND buyer = $2), 0) AS BIGINT) AS spent";
+
+/// Where the buyers' kept sums (`buyer_funds`: buyer → held, spent) differ from their deals'.
+fn buyer_funds_breaches(deals: &[Deal], kept: &std::collections::BTreeMap<i64, (i64, i64)>) -> Vec<String> {
+    let mut sums: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
+    for d in deals {
+        let s = sums.entry(d.buyer).or_default();
+        s.0 += if d.status.hold_is_open() { d.price } else { 0 };
+        s.1 += if d.status.is_spent() { d.price } else { 0 };
+    }
+    let buyers: std::collections::BTreeSet<i64> = sums.keys().chain(kept.keys()).copied().collect();
+    buyers
+        .into_iter()
+        .filter_map(|b| {
+            let (want, have) = (sums.get(&b).copied().unwrap_or_default(), kept.get(&b).copied().unwrap_or_default());
+            (want != have).then(|| format!("buyer_funds_match_deals: buyer {b} has held {} and spent {} kept, but its deals say {} and {}", have.0, have.1, want.0, want.1))
+        })
+        .collect()
+}
 
 fn funds_row(r: &DbRow) -> StoreResult<Funds> {
     Ok(Funds { cash: r.try_get("cash")?, committed: r.try_get("committed")?, held: r.try_get("held")?, spent: r.try_get("spent")? })
@@ -418,14 +431,14 @@ fn funds_row(r: &DbRow) -> StoreResult<Funds> {
 
 /// A buyer's money as the rules read it (see `haggle_core::Funds`), in one round trip.
 async fn funds(c: &mut Conn, market: i64, p: i64, now: i64) -> StoreResult<Funds> {
-    let r = sqlx::query(sql(format!("SELECT {}", &*FUNDS_COLS)))
+    let r = sqlx::query(sql(format!("SELECT {FUNDS_COLS}")))
         .bind(market).bind(p).bind(now).bind(Account::Available(p).key()).fetch_one(&mut *c).await?;
     funds_row(&r)
 }
 
 /// A participant and its funds in one round trip (`None` when it does not exist).
 async fn participant_funds(c: &mut Conn, market: i64, p: i64, now: i64) -> StoreResult<Option<(Participant, Funds)>> {
-    let r = sqlx::query(sql(format!("SELECT {PARTICIPANT_COLS}, {} FROM participants WHERE market_id = $1 AND id = $2", &*FUNDS_COLS)))
+    let r = sqlx::query(sql(format!("SELECT {PARTICIPANT_COLS}, {FUNDS_COLS} FROM participants WHERE market_id = $1 AND id = $2")))
         .bind(market).bind(p).bind(now).bind(Account::Available(p).key()).fetch_optional(&mut *c).await?;
     r.map(|r| Ok((participant_row(&r)?, funds_row(&r)?))).transpose()
 }
@@ -2136,6 +2149,9 @@ impl Backend {
                 let _ = hash;
             }
         }
+        let kept = sqlx::query("SELECT buyer, held, spent FROM buyer_funds WHERE market_id = $1").bind(market).fetch_all(&mut *c).await?;
+        let kept = kept.iter().map(|r| Ok((r.try_get("buyer")?, (r.try_get("held")?, r.try_get("spent")?)))).collect::<StoreResult<_>>()?;
+        breaches.extend(buyer_funds_breaches(&deals, &kept));
         // Every transfer is also an event on the chain, so a deleted or edited transfer shows.
         for t in &transfers {
             let same = booked.get(&t.id).is_some_and(|p| {

@@ -33,6 +33,7 @@ pub mod sqlite {
         (15, include_str!("migrations/0015_channels.sql")),
         (16, include_str!("migrations/0016_buyer_funds_index.sql")),
         (17, include_str!("migrations/0017_public_events_index.sql")),
+        (18, include_str!("migrations/0018_buyer_funds_sqlite.sql")),
     ];
 
     /// The migration after which Rust fills listings' `search_doc` (PostgreSQL only: SQLite's
@@ -246,6 +247,7 @@ pub mod postgres {
         (15, include_str!("migrations/0015_channels.sql")),
         (16, include_str!("migrations/0016_buyer_funds_index.sql")),
         (17, include_str!("migrations/0017_public_events_index.sql")),
+        (18, include_str!("migrations/0018_buyer_funds_postgres.sql")),
     ];
 
     /// The migration after which Rust fills listings' `search_doc` (`search::tsvector`): the

@@ -56,6 +56,7 @@ conformance! {
     search_ranks_by_relevance_by_default_when_words_are_given => sqlite_search_ranks_by_relevance_by_default_when_words_are_given, postgres_search_ranks_by_relevance_by_default_when_words_are_given;
     search_splits_words_alike_in_edge_cases => sqlite_search_splits_words_alike_in_edge_cases, postgres_search_splits_words_alike_in_edge_cases;
     migration_11_indexes_the_listings_already_there => sqlite_migration_11_indexes_the_listings_already_there, postgres_migration_11_indexes_the_listings_already_there;
+    migration_18_sums_the_deals_already_there => sqlite_migration_18_sums_the_deals_already_there, postgres_migration_18_sums_the_deals_already_there;
     thread_message_offer_and_counters => sqlite_thread_message_offer_and_counters, postgres_thread_message_offer_and_counters;
     acceptance_makes_one_deal_and_voids_the_rest => sqlite_acceptance_makes_one_deal_and_voids_the_rest, postgres_acceptance_makes_one_deal_and_voids_the_rest;
     withdraw_and_walk_away_release_commitments => sqlite_withdraw_and_walk_away_release_commitments, postgres_withdraw_and_walk_away_release_commitments;
@@ -1213,6 +1214,38 @@ async fn search_splits_words_alike_in_edge_cases(db: Db) {
 
 /// Migration 11 indexes the listings a database already holds (PostgreSQL: in Rust, in the
 /// migration's transaction), so a search finds them after an upgrade.
+/// A database with deals from before migration 18 gets its buyers' held and spent sums from
+/// them, and the triggers keep them from then on.
+async fn migration_18_sums_the_deals_already_there(db: Db) {
+    let store = db.open().await;
+    let f = market_with_a_deal(&store).await;
+    let before = store.balance(f.m.id, f.buyer, T0).await.unwrap();
+    assert!(before.held_in_escrow > 0, "{before:?}");
+    store.flush().await.unwrap();
+    drop(store);
+    let undo = match db.backend {
+        Backend::Sqlite => {
+            "DROP TABLE buyer_funds; DROP TRIGGER deals_buyer_funds_insert; \
+             DROP TRIGGER deals_buyer_funds_update; \
+             CREATE INDEX deals_buyer_funds ON deals (market_id, buyer, status, price); \
+             DELETE FROM schema_migrations WHERE version = 18"
+        }
+        Backend::Postgres => {
+            "DROP TABLE buyer_funds; DROP FUNCTION haggle_buyer_funds() CASCADE; \
+             CREATE INDEX deals_buyer_funds ON deals (market_id, buyer, status, price); \
+             DELETE FROM schema_migrations WHERE version = 18"
+        }
+    };
+    db.exec(undo).await.unwrap();
+    let store = db.open().await;
+    assert_eq!(store.balance(f.m.id, f.buyer, T0).await.unwrap(), before);
+    let again = Mkt {
+        store: store.clone(),
+        id: f.m.id,
+    };
+    again.verified().await;
+}
+
 async fn migration_11_indexes_the_listings_already_there(db: Db) {
     let store = db.open().await;
     let m = market(&store, MarketRules::default()).await;
@@ -3137,6 +3170,7 @@ async fn tampering_is_detected(db: Db) {
     let deleted_last_event = market_with_a_deal(&store).await;
     let edited_event = market_with_a_deal(&store).await;
     let edited_balance = market_with_a_deal(&store).await;
+    let edited_funds = market_with_a_deal(&store).await;
     let untouched = market_with_a_deal(&store).await;
     let drops: &[&str] = match db.backend {
         Backend::Sqlite => &[
@@ -3199,6 +3233,13 @@ async fn tampering_is_detected(db: Db) {
                 edited_balance.m.id, edited_balance.buyer
             ),
         ),
+        (
+            &edited_funds,
+            format!(
+                "UPDATE buyer_funds SET spent = spent - 1 WHERE market_id = {} AND buyer = {}",
+                edited_funds.m.id, edited_funds.buyer
+            ),
+        ),
     ];
     for (f, sql) in &tamper {
         f.m.verified().await;
@@ -3224,6 +3265,11 @@ async fn tampering_is_detected(db: Db) {
     assert!(breaches(&deleted_event).await.contains("event"));
     assert!(breaches(&deleted_last_event).await.contains("chain head"));
     assert!(breaches(&edited_event).await.contains("hash mismatch"));
+    assert!(
+        breaches(&edited_funds)
+            .await
+            .contains("buyer_funds_match_deals")
+    );
     untouched.m.verified().await;
 }
 
