@@ -90,14 +90,6 @@ const NOTE_COLS: &str = "market_id, id, deal_id, author, kind, body, created_at"
 const RATING_COLS: &str = "market_id, id, deal_id, rater, ratee, score, comment, created_at";
 const EVENT_COLS: &str = "market_id, seq, at, kind, actor, acted_by, scope, party_a, party_b, payload, prev_hash, hash";
 
-/// The deal states for which `keep` holds, as an SQL list: the spend rule lives once, in the
-/// core (`DealStatus::hold_is_open`, `DealStatus::is_spent`), and the SQL is written from it.
-fn deal_states(keep: fn(DealStatus) -> bool) -> String {
-    let states: Vec<String> = DealStatus::ALL.iter().filter(|s| keep(**s)).map(|s| format!("'{}'", s.as_str())).collect();
-    assert!(!states.is_empty(), "an SQL list of no deal states");
-    format!("({})", states.join(", "))
-}
-
 fn sql(s: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(s)
 }
