@@ -517,6 +517,7 @@ fn older_news_beyond_the_budget_is_summarised_not_dropped() {
             },
             prev_hash: String::new(),
             hash: String::new(),
+            stored: Default::default(),
         });
     }
     let profile = seller_profile(6_000, 4_500);

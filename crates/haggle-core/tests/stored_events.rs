@@ -3,7 +3,7 @@
 //! the chain of a shipped deal (written when `deal_shipped` and `deal_delivered` came), and a
 //! chain of payment steps (written when the `payment_*` kinds came, issue 23).
 
-use haggle_core::event::verify_chain;
+use haggle_core::event::{StoredPayload, verify_chain};
 use haggle_core::{Event, EventBody};
 
 const FIXTURE: &str = include_str!("fixtures/events-v1.jsonl");
@@ -30,6 +30,34 @@ fn stored_events_serialise_to_the_same_bytes() {
     for (line, e) in chains().into_iter().flatten() {
         assert_eq!(serde_json::to_string(&e).unwrap(), line);
     }
+}
+
+/// A page of events read back from a store serves each payload's stored text as it is; the bytes
+/// are those written from the body.
+#[test]
+fn an_event_serves_its_stored_payload_text_as_the_same_bytes() {
+    for (line, mut e) in chains().into_iter().flatten() {
+        e.stored = StoredPayload::read(e.body.payload_json().to_string()).unwrap();
+        assert!(e.stored.text().is_some());
+        assert_eq!(serde_json::to_string(&e).unwrap(), line);
+    }
+}
+
+/// The stored text is a cache of the body: a chain whose stored text differs from its body's
+/// canonical form (same value, so the same hash) is reported, not served.
+#[test]
+fn a_stored_payload_text_that_is_not_canonical_breaks_the_chain() {
+    let mut events: Vec<Event> = chains().remove(0).into_iter().map(|(_, e)| e).collect();
+    for e in &mut events {
+        e.stored = StoredPayload::read(e.body.payload_json().to_string()).unwrap();
+    }
+    assert_eq!(verify_chain(&events), Vec::<String>::new());
+    let canonical = events[1].body.payload_json().to_string();
+    events[1].stored = StoredPayload::read(format!("{{ {}", &canonical[1..])).unwrap();
+    assert_eq!(
+        verify_chain(&events),
+        vec!["event 2's stored payload is not its canonical text (altered)".to_string()]
+    );
 }
 
 #[test]

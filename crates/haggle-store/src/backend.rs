@@ -11,7 +11,7 @@
 use crate::row::{json, parsed, search_text, to_json};
 use crate::memory::MarketMemory;
 use crate::shelves::{MarketShelves, ShelfQuery};
-use haggle_core::event::{self, ChainCheck, EventBody, EventDraft};
+use haggle_core::event::{self, ChainCheck, EventBody, EventDraft, StoredPayload};
 use haggle_core::ledger::{self, Account, Transfer, TransferKind};
 use haggle_core::model::{
     ActedBy, Approver, Deal, DealNote, DealStatus, Listing, ListingStatus, Message, Offer, OfferState, Participant, Rating, Side,
@@ -284,7 +284,9 @@ fn event_row(r: &DbRow) -> StoreResult<Event> {
     };
     let (seq, kind): (i64, String) = (r.try_get("seq")?, r.try_get("kind")?);
     // A kind this version does not know, or a payload that does not fit it, is refused loudly.
-    let body = EventBody::from_stored(&kind, &r.try_get::<String, _>("payload")?).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    let payload: String = r.try_get("payload")?;
+    let body = EventBody::from_stored(&kind, &payload).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    let stored = StoredPayload::read(payload).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
     Ok(Event {
         market_id: r.try_get("market_id")?,
         seq,
@@ -295,6 +297,7 @@ fn event_row(r: &DbRow) -> StoreResult<Event> {
         body,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
+        stored,
     })
 }
 

@@ -608,6 +608,7 @@ mod tests {
             }),
             prev_hash: String::new(),
             hash: String::new(),
+            stored: Default::default(),
         }
     }
 

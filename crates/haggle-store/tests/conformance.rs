@@ -3171,6 +3171,7 @@ async fn tampering_is_detected(db: Db) {
     let edited_event = market_with_a_deal(&store).await;
     let edited_balance = market_with_a_deal(&store).await;
     let edited_funds = market_with_a_deal(&store).await;
+    let reformatted_event = market_with_a_deal(&store).await;
     let untouched = market_with_a_deal(&store).await;
     let drops: &[&str] = match db.backend {
         Backend::Sqlite => &[
@@ -3240,6 +3241,14 @@ async fn tampering_is_detected(db: Db) {
                 edited_funds.m.id, edited_funds.buyer
             ),
         ),
+        (
+            // The same payload (so the same hash), in text that is not its canonical form.
+            &reformatted_event,
+            format!(
+                "UPDATE events SET payload = '{{ ' || substr(payload, 2) WHERE market_id = {} AND seq = 2",
+                reformatted_event.m.id
+            ),
+        ),
     ];
     for (f, sql) in &tamper {
         f.m.verified().await;
@@ -3269,6 +3278,11 @@ async fn tampering_is_detected(db: Db) {
         breaches(&edited_funds)
             .await
             .contains("buyer_funds_match_deals")
+    );
+    assert!(
+        breaches(&reformatted_event)
+            .await
+            .contains("stored payload is not its canonical text")
     );
     untouched.m.verified().await;
 }

@@ -242,6 +242,7 @@ mod tests {
             body: EventBody::from_parts(kind, payload).expect("a payload of its kind"),
             prev_hash: String::new(),
             hash: String::new(),
+            stored: Default::default(),
         }
     }
 
