@@ -887,6 +887,16 @@ impl Approver {
 }
 
 impl Deal {
+    /// What this deal counts in its buyer's funds: its price as held while its hold is open,
+    /// and as spent unless it was undone (`DealStatus::hold_is_open`, `is_spent`).
+    pub fn buyer_share(&self) -> (Money, Money) {
+        let counted = |yes: bool| if yes { self.price } else { 0 };
+        (
+            counted(self.status.hold_is_open()),
+            counted(self.status.is_spent()),
+        )
+    }
+
     pub fn is_party(&self, p: ParticipantId) -> bool {
         self.buyer == p || self.seller == p
     }

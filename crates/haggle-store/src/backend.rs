@@ -406,9 +406,9 @@ const FUNDS_COLS: &str = "CAST(COALESCE((SELECT balance FROM accounts WHERE mark
 fn buyer_funds_breaches(deals: &[Deal], kept: &std::collections::BTreeMap<i64, (i64, i64)>) -> Vec<String> {
     let mut sums: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
     for d in deals {
-        let s = sums.entry(d.buyer).or_default();
-        s.0 += if d.status.hold_is_open() { d.price } else { 0 };
-        s.1 += if d.status.is_spent() { d.price } else { 0 };
+        let (s, (held, spent)) = (sums.entry(d.buyer).or_default(), d.buyer_share());
+        s.0 += held;
+        s.1 += spent;
     }
     let buyers: std::collections::BTreeSet<i64> = sums.keys().chain(kept.keys()).copied().collect();
     buyers

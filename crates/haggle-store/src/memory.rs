@@ -366,12 +366,9 @@ impl MarketMemory {
             .map(|id| &self.deals[id])
             .filter(|d| d.buyer == p)
         {
-            if d.status.hold_is_open() {
-                f.held += d.price;
-            }
-            if d.status.is_spent() {
-                f.spent += d.price;
-            }
+            let (held, spent) = d.buyer_share();
+            f.held += held;
+            f.spent += spent;
         }
         f
     }

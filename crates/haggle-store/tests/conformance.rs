@@ -1212,10 +1212,8 @@ async fn search_splits_words_alike_in_edge_cases(db: Db) {
     server.verified().await;
 }
 
-/// Migration 11 indexes the listings a database already holds (PostgreSQL: in Rust, in the
-/// migration's transaction), so a search finds them after an upgrade.
 /// A database with deals from before migration 18 gets its buyers' held and spent sums from
-/// them, and the triggers keep them from then on.
+/// them.
 async fn migration_18_sums_the_deals_already_there(db: Db) {
     let store = db.open().await;
     let f = market_with_a_deal(&store).await;
@@ -1246,6 +1244,8 @@ async fn migration_18_sums_the_deals_already_there(db: Db) {
     again.verified().await;
 }
 
+/// Migration 11 indexes the listings a database already holds (PostgreSQL: in Rust, in the
+/// migration's transaction), so a search finds them after an upgrade.
 async fn migration_11_indexes_the_listings_already_there(db: Db) {
     let store = db.open().await;
     let m = market(&store, MarketRules::default()).await;
